@@ -1,0 +1,50 @@
+/**
+ * What the Iceberg rebuild needs from a catalog: read the current pointer, read/write metadata files,
+ * and swap the pointer atomically (compare-and-swap). Implemented by the SQLite catalog (local file or
+ * a catalog.db kept in S3) and by Amazon S3 Tables.
+ */
+export interface TablePointer {
+  /** Location of the current metadata JSON (absolute path or s3:// URI). */
+  metadataLocation: string;
+  /** Opaque token the backend needs for its compare-and-swap (S3 Tables' versionToken). */
+  versionToken?: string;
+}
+
+export interface TableHandle {
+  /** The current pointer, or undefined when the table has no metadata yet (never created, or S3 Tables' empty table). */
+  pointer: TablePointer | undefined;
+  /** Where new metadata files of this table must be written (a directory URI, no trailing slash). */
+  metadataDir: string;
+  /** The table location to record in new metadata when the table has none yet. */
+  defaultLocation: string;
+}
+
+export interface IcebergCatalogBackend {
+  /** Human-readable description for messages and logs. Never contains credentials. */
+  readonly description: string;
+  /** Opens (creating namespace and an empty table entry where the backend requires it) the table. */
+  openTable(namespace: string, table: string): Promise<TableHandle>;
+  readFile(uri: string): Promise<Buffer>;
+  writeFile(uri: string, bytes: Buffer): Promise<void>;
+  /**
+   * Points the table at `newMetadataLocation` if its pointer still equals `expected` (undefined: the
+   * table has no metadata yet). Readers see the old table or the new one, never no table.
+   * Throws CatalogConflictError when someone else changed the pointer.
+   */
+  commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class CatalogConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogConflictError';
+  }
+}
+
+export class CatalogCorruptError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogCorruptError';
+  }
+}

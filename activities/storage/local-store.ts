@@ -1,0 +1,152 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { StoredObject, WarehouseStore } from './warehouse-store';
+import { StorageError } from './warehouse-store';
+import { assertSafeKey, tempNameFor } from './warehouse-layout';
+
+/** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
+export class LocalWarehouseStore implements WarehouseStore {
+  constructor(readonly root: string) {}
+
+  private abs(key: string): string {
+    assertSafeKey(key);
+    const full = path.resolve(this.root, key);
+    if (full !== this.root && !full.startsWith(this.root + path.sep)) {
+      throw new StorageError(`key escapes the warehouse root ${this.root}: ${key}`, 'invalid-key');
+    }
+    return full;
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    const start = prefix ? this.abs(prefix.replace(/\/+$/, '')) : this.root;
+    const rootStat = await fs.stat(this.root).catch(() => undefined);
+    if (!rootStat?.isDirectory()) {
+      throw new StorageError(`warehouse ${this.root} does not exist or is not a directory`, 'not-found');
+    }
+    const stack = [start];
+    while (stack.length) {
+      const dir = stack.pop()!;
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+        throw new StorageError(`cannot list ${dir}: ${(err as Error).message}`, 'denied');
+      }
+      for (const e of entries) {
+        const full = path.join(dir, e.name);
+        if (e.isDirectory()) stack.push(full);
+        else if (e.isFile()) {
+          const st = await fs.stat(full).catch(() => undefined);
+          if (st) yield { key: path.relative(this.root, full).split(path.sep).join('/'), size: st.size };
+        }
+      }
+    }
+  }
+
+  async stat(key: string): Promise<StoredObject | undefined> {
+    const st = await fs.stat(this.abs(key)).catch(() => undefined);
+    return st?.isFile() ? { key, size: st.size } : undefined;
+  }
+
+  async materialize(key: string): Promise<string> {
+    const full = this.abs(key);
+    await fs.access(full).catch(() => {
+      throw new StorageError(`object ${full} does not exist`, 'not-found');
+    });
+    return full;
+  }
+
+  scratchPathFor(key: string, _scratchDir: string, tag: string): string {
+    const planId = path.basename(key).replace(/^compacted_/, '').replace(/\.parquet$/, '');
+    return path.join(path.dirname(this.abs(key)), tempNameFor(planId, tag));
+  }
+
+  async publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'> {
+    const target = this.abs(key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    try {
+      await fs.link(localFile, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      // Another filesystem: copy next to the target, then link that (still atomic and exclusive).
+      const staged = `${target}.${randomUUID()}.staging`;
+      await fs.copyFile(localFile, staged);
+      try {
+        await fs.link(staged, target);
+      } catch (linkErr) {
+        if ((linkErr as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+        throw linkErr;
+      } finally {
+        await fs.rm(staged, { force: true });
+      }
+    }
+    await fs.rm(localFile, { force: true });
+    return 'created';
+  }
+
+  async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+    const handle = await fs.open(this.abs(key), 'r');
+    try {
+      const buf = Buffer.alloc(end - start);
+      const { bytesRead } = await handle.read(buf, 0, end - start, start);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async readSmall(key: string): Promise<{ body: Buffer; version: string } | undefined> {
+    const body = await fs.readFile(this.abs(key)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    return body ? { body, version: contentVersion(body) } : undefined;
+  }
+
+  async writeSmall(key: string, body: Buffer, ifVersion?: string | null): Promise<string | 'conflict'> {
+    const target = this.abs(key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const staged = `${target}.${randomUUID()}.staging`;
+    await fs.writeFile(staged, body);
+    try {
+      if (ifVersion === null) {
+        try {
+          await fs.link(staged, target);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') return 'conflict';
+          throw err;
+        }
+      } else {
+        if (typeof ifVersion === 'string') {
+          const current = await this.readSmall(key);
+          if (!current || current.version !== ifVersion) return 'conflict';
+        }
+        await fs.rename(staged, target);
+      }
+      return contentVersion(body);
+    } finally {
+      await fs.rm(staged, { force: true });
+    }
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (const key of keys) await fs.rm(this.abs(key), { force: true });
+  }
+
+  async abortIncompleteWrites(): Promise<number> {
+    return 0;
+  }
+
+  uri(key: string): string {
+    return this.abs(key);
+  }
+
+  async close(): Promise<void> {}
+}
+
+function contentVersion(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex').slice(0, 32);
+}

@@ -1,0 +1,58 @@
+/**
+ * The one interface every warehouse backend implements. Keys are always relative to the warehouse
+ * root and use '/' separators; a backend must refuse a key that escapes the root.
+ */
+export interface StoredObject {
+  key: string;
+  size: number;
+}
+
+export interface WarehouseStore {
+  /** Normalized location of the root: an absolute path or s3://bucket/prefix. */
+  readonly root: string;
+  /** Every object below `prefix` (recursively), in no particular order. `prefix` '' lists the whole root. */
+  list(prefix: string): AsyncIterable<StoredObject>;
+  /** Size of one object, or undefined when it does not exist. */
+  stat(key: string): Promise<StoredObject | undefined>;
+  /**
+   * A local file with the object's bytes for DuckDB to read. A local backend returns the file
+   * itself; a remote one streams it into `scratchDir`. The caller never modifies the returned file.
+   */
+  materialize(key: string, scratchDir: string): Promise<string>;
+  /**
+   * Publishes a finished local file under `key` only if no object exists there yet (atomic: readers see
+   * the whole object or none). Returns 'exists' when something is already there; never overwrites.
+   * The local file is consumed (moved or deleted) when 'created'.
+   */
+  publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'>;
+  /** Where a writer of `key` should build its file so that publishIfAbsent is cheap (same filesystem). */
+  scratchPathFor(key: string, scratchDir: string, tag: string): string;
+  /** Reads bytes [start, end) of an object (footers of Parquet files). */
+  readRange(key: string, start: number, end: number): Promise<Uint8Array>;
+  /** Reads a whole small object (plans, catalog.db), or undefined when absent. */
+  readSmall(key: string): Promise<{ body: Buffer; version: string } | undefined>;
+  /**
+   * Writes a small object. `ifVersion` undefined = unconditional; null = only if absent; a string =
+   * only if the current version equals it. Returns the new version, or 'conflict'.
+   */
+  writeSmall(key: string, body: Buffer, ifVersion?: string | null): Promise<string | 'conflict'>;
+  /** Deletes objects; a key that does not exist is not an error. */
+  deleteMany(keys: string[]): Promise<void>;
+  /** Removes leftovers of interrupted writes below `prefix` (incomplete multipart uploads). */
+  abortIncompleteWrites(prefix: string): Promise<number>;
+  /** The URI of a key as registered in the Iceberg catalog. */
+  uri(key: string): string;
+  /** Releases clients and handles. */
+  close(): Promise<void>;
+}
+
+/** Thrown by a backend for permanent storage errors; the message names the object. */
+export class StorageError extends Error {
+  constructor(
+    message: string,
+    readonly kind: 'denied' | 'not-found' | 'invalid-key' | 'corrupt',
+  ) {
+    super(message);
+    this.name = 'StorageError';
+  }
+}

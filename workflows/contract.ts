@@ -1,0 +1,230 @@
+/**
+ * The types that cross the workflow/activity boundary and the workflow input schema.
+ * Pure and deterministic: imported by workflow code (inside the sandbox), by activities and by clients.
+ */
+import { z } from 'zod';
+
+export const DEFAULT_TASK_QUEUE = 'earthcatalog-compaction';
+export const DEFAULT_NAMESPACE = 'earthcatalog';
+export const DEFAULT_TABLE = 'stac_items';
+export const DEFAULT_CATALOG_NAME = 'earthcatalog';
+
+/** Non-retryable failure types; the workflow reports them per bucket instead of retrying. */
+export const FailureTypes = {
+  invalidInput: 'InvalidInput',
+  badBucketData: 'BadBucketData',
+  missingInput: 'MissingPlannedInput',
+  storageDenied: 'StorageAccessDenied',
+  storageMissing: 'StorageNotFound',
+  catalogCorrupt: 'CatalogCorrupt',
+  catalogConflict: 'CatalogConflict',
+  lockTimeout: 'LockTimeout',
+  planNotFound: 'PlanNotFound',
+} as const;
+
+const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;
+const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:[a-z0-9-]+:\d{12}:bucket\/[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+
+/**
+ * Lexically normalizes an absolute POSIX path or an s3:// URI so that one warehouse has one name
+ * (the lock key depends on it). No I/O: symlinks are not resolved.
+ */
+export function normalizeLocation(raw: string): string {
+  const value = raw.trim();
+  if (value.startsWith('s3://')) {
+    const rest = value.slice('s3://'.length);
+    const [bucket, ...parts] = rest.split('/');
+    const clean = normalizeSegments(parts);
+    return clean.length ? `s3://${bucket}/${clean.join('/')}` : `s3://${bucket}`;
+  }
+  if (value.startsWith('arn:')) return value;
+  const clean = normalizeSegments(value.split('/'));
+  return '/' + clean.join('/');
+}
+
+function normalizeSegments(parts: string[]): string[] {
+  const out: string[] = [];
+  for (const part of parts) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (out.length === 0) throw new Error(`path escapes its root: ..`);
+      out.pop();
+      continue;
+    }
+    out.push(part);
+  }
+  return out;
+}
+
+const warehouseSchema = z
+  .string({ error: 'warehouse is required (an absolute path or s3://bucket/prefix)' })
+  .min(1, 'warehouse is required (an absolute path or s3://bucket/prefix)')
+  .refine((v) => v.startsWith('/') || S3_URI.test(v), {
+    message: 'warehouse must be an absolute path or an s3://bucket/prefix URI',
+  })
+  .transform((v) => normalizeLocation(v));
+
+const catalogSchema = z
+  .string({ error: 'catalog is required (a catalog.db path, s3://.../catalog.db, or an S3 Tables ARN)' })
+  .min(1, 'catalog is required (a catalog.db path, s3://.../catalog.db, or an S3 Tables ARN)')
+  .refine((v) => v.startsWith('/') || S3_URI.test(v) || S3TABLES_ARN.test(v), {
+    message: 'catalog must be an absolute path to catalog.db, s3://bucket/key/catalog.db, or an S3 Tables bucket ARN',
+  })
+  .transform((v) => normalizeLocation(v));
+
+const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
+const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
+
+export const compactionInputSchema = z
+  .object({
+    warehouse: warehouseSchema,
+    catalog: catalogSchema,
+    threshold: z.number().int().min(1).max(100_000).default(2),
+    dryRun: z.boolean().default(false),
+    useLock: z.boolean().default(false),
+    maxParallelBuckets: z.number().int().min(1).max(1000).default(4),
+    cells: z.array(cellSchema).optional(),
+    years: z.array(z.number().int().min(1000).max(9999)).optional(),
+    namespace: identifier.default(DEFAULT_NAMESPACE),
+    table: identifier.default(DEFAULT_TABLE),
+    catalogName: identifier.default(DEFAULT_CATALOG_NAME),
+    /** Finish an earlier, interrupted plan instead of planning anew. */
+    resumePlanId: z.string().regex(/^[A-Za-z0-9_-]{1,80}$/).optional(),
+    /** How long to wait for another compaction of the same warehouse; absent waits indefinitely. */
+    lockTimeoutSeconds: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+export type CompactionInput = z.input<typeof compactionInputSchema>;
+export type CompactionRequest = z.output<typeof compactionInputSchema>;
+
+/** Parses a workflow input; throws an Error whose message lists every problem on one line. */
+export function parseCompactionInput(raw: unknown): CompactionRequest {
+  const result = compactionInputSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`);
+  throw new Error(`invalid compaction input: ${problems.join('; ')}`);
+}
+
+/** One (cell, year) prefix of the hive layout. */
+export interface BucketRef {
+  cell: string;
+  year: number;
+}
+
+export function bucketPrefix(b: BucketRef): string {
+  return `grid_partition=${b.cell}/year=${b.year}`;
+}
+
+/** A data file as listed by the planner. `key` is relative to the warehouse root. */
+export interface PlannedFile {
+  key: string;
+  size: number;
+}
+
+/** The durable unit of work: the bucket and exactly the inputs the plan recorded. */
+export interface BucketTask {
+  bucket: BucketRef;
+  inputs: PlannedFile[];
+}
+
+export interface PlanRequest {
+  warehouse: string;
+  planId: string;
+  threshold: number;
+  dryRun: boolean;
+  cells?: string[];
+  years?: number[];
+}
+
+/** What the plan activity returns: small and fixed-size, whatever the warehouse's size. */
+export interface PlanSummary {
+  planId: string;
+  bucketsScanned: number;
+  filesBefore: number;
+  bucketsToCompact: number;
+  filesToCompact: number;
+  bytesToCompact: number;
+  pages: number;
+  /** A few bucket names, for dry runs and the UI. */
+  sample: string[];
+  /** Objects under bucket prefixes that are not data files (left alone, counted for the operator). */
+  ignoredObjects: number;
+}
+
+export interface PlanPageRequest {
+  warehouse: string;
+  planId: string;
+  page: number;
+}
+
+export interface BucketRequest extends BucketTask {
+  warehouse: string;
+  planId: string;
+}
+
+export type BucketOutcome = 'compacted' | 'already-compacted';
+
+export interface BucketResult {
+  bucket: BucketRef;
+  outcome: BucketOutcome;
+  outputKey: string;
+  filesIn: number;
+  rowsIn: number;
+  rowsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  orphansRemoved: number;
+}
+
+export interface BucketFailure {
+  bucket: string;
+  type: string;
+  reason: string;
+}
+
+export interface CatalogRequest {
+  warehouse: string;
+  catalog: string;
+  namespace: string;
+  table: string;
+  catalogName: string;
+}
+
+export interface UnreadableFile {
+  key: string;
+  reason: string;
+}
+
+export interface CatalogResult {
+  snapshotId: string;
+  metadataLocation: string;
+  dataFiles: number;
+  totalRows: number;
+  totalBytes: number;
+  unreadable: UnreadableFile[];
+  createdTable: boolean;
+}
+
+export interface CompactionSummary {
+  warehouse: string;
+  catalog: string;
+  planId: string;
+  dryRun: boolean;
+  bucketsScanned: number;
+  bucketsCompacted: number;
+  filesBefore: number;
+  filesAfter: number;
+  rowsBefore: number;
+  rowsAfter: number;
+  duplicatesRemoved: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  failedBuckets: BucketFailure[];
+  failedBucketsTotal: number;
+  snapshotId: string | null;
+  catalogDataFiles: number | null;
+  catalogRows: number | null;
+  unreadableFiles: UnreadableFile[];
+  sampleBuckets: string[];
+}
