@@ -1,5 +1,6 @@
 import type { WarehouseStore } from './warehouse-store';
 import { LocalWarehouseStore } from './local-store';
+import { S3WarehouseStore } from './s3-store';
 
 /**
  * Opens the backend for a normalized warehouse location. Credentials come from the process
@@ -7,7 +8,6 @@ import { LocalWarehouseStore } from './local-store';
  */
 export async function openWarehouseStore(location: string): Promise<WarehouseStore> {
   if (location.startsWith('s3://')) {
-    const { S3WarehouseStore } = await import('./s3-store');
     return S3WarehouseStore.fromUri(location);
   }
   if (!location.startsWith('/')) throw new Error(`warehouse must be an absolute path or s3:// URI: ${location}`);

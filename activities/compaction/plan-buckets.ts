@@ -1,0 +1,70 @@
+import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
+import { bucketPrefix } from '../../workflows/contract';
+import type { WarehouseStore } from '../storage/warehouse-store';
+import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
+import { PLAN_PAGE_SIZE, readPlanManifest, writePlan } from './plan-store';
+
+const SAMPLE_SIZE = 20;
+
+/**
+ * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact.
+ * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
+ * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
+ */
+export async function planBuckets(store: WarehouseStore, req: PlanRequest, heartbeat: (listed: number) => void): Promise<PlanSummary> {
+  if (!req.dryRun) {
+    const existing = await readPlanManifest(store, req.planId);
+    if (existing) return existing.summary;
+  }
+  const cells = req.cells ? new Set(req.cells) : undefined;
+  const years = req.years ? new Set(req.years) : undefined;
+  const prefixes = cells ? [...cells].sort().map((c) => `grid_partition=${c}/`) : [''];
+
+  const byBucket = new Map<string, BucketTask>();
+  let listed = 0;
+  let ignoredObjects = 0;
+  for (const prefix of prefixes) {
+    for await (const obj of store.list(prefix)) {
+      if (++listed % 1000 === 0) heartbeat(listed);
+      if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
+      const parsed = parseDataFileKey(obj.key);
+      if (!parsed) {
+        if (obj.key.startsWith('grid_partition=')) ignoredObjects++;
+        continue;
+      }
+      if (years && !years.has(parsed.bucket.year)) continue;
+      const name = bucketPrefix(parsed.bucket);
+      let task = byBucket.get(name);
+      if (!task) byBucket.set(name, (task = { bucket: parsed.bucket, inputs: [] }));
+      task.inputs.push({ key: obj.key, size: obj.size });
+    }
+  }
+
+  const all = [...byBucket.values()].sort((a, b) => compareBuckets(a, b));
+  for (const t of all) t.inputs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const due = all.filter((t) => t.inputs.length >= req.threshold);
+  const summary: PlanSummary = {
+    planId: req.planId,
+    bucketsScanned: all.length,
+    filesBefore: all.reduce((n, t) => n + t.inputs.length, 0),
+    bucketsToCompact: due.length,
+    filesToCompact: due.reduce((n, t) => n + t.inputs.length, 0),
+    bytesToCompact: due.reduce((n, t) => n + t.inputs.reduce((m, f) => m + f.size, 0), 0),
+    pages: Math.ceil(due.length / PLAN_PAGE_SIZE),
+    sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
+    ignoredObjects,
+  };
+  if (!req.dryRun) {
+    await writePlan(
+      store,
+      { version: 1, summary, createdAt: new Date().toISOString(), threshold: req.threshold, cells: req.cells ?? null, years: req.years ?? null },
+      due,
+    );
+  }
+  return summary;
+}
+
+function compareBuckets(a: BucketTask, b: BucketTask): number {
+  if (a.bucket.cell !== b.bucket.cell) return a.bucket.cell < b.bucket.cell ? -1 : 1;
+  return a.bucket.year - b.bucket.year;
+}

@@ -1,0 +1,174 @@
+/**
+ * The activities of the compaction, bound to a worker's resources (scratch space, memory budget).
+ * All I/O lives here; the workflows only orchestrate.
+ */
+import { Context, ApplicationFailure } from '@temporalio/activity';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promises as fs } from 'node:fs';
+import type {
+  BucketRequest,
+  BucketResult,
+  BucketTask,
+  CatalogRequest,
+  CatalogResult,
+  CompactionSummary,
+  PlanPageRequest,
+  PlanRequest,
+  PlanSummary,
+} from '../workflows/contract';
+import { FailureTypes } from '../workflows/contract';
+import { openWarehouseStore } from './storage/open-store';
+import { StorageError, type WarehouseStore } from './storage/warehouse-store';
+import { planBuckets } from './compaction/plan-buckets';
+import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
+import { compactBucket } from './compaction/compact-bucket';
+import { BadBucketDataError, MissingPlannedInputError } from './compaction/bucket-errors';
+import { rebuildCatalog } from './catalog/rebuild-catalog';
+import { openCatalogBackend } from './catalog/open-catalog';
+import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
+import { createLockActivities } from './locking/lock-activities';
+import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
+
+export interface ActivityResources {
+  /** Where downloads, temporary outputs and DuckDB spill files go. */
+  scratchDir: string;
+  /** Memory budget of one bucket activity (DuckDB memory_limit). */
+  memoryBudgetMb: number;
+  /** DuckDB threads per bucket activity. */
+  duckdbThreads: number;
+}
+
+export function defaultActivityResources(): ActivityResources {
+  return {
+    scratchDir: process.env.EARTHCATALOG_SCRATCH_DIR ?? path.join(os.tmpdir(), 'earthcatalog-compaction'),
+    memoryBudgetMb: Number(process.env.EARTHCATALOG_MEMORY_BUDGET_MB ?? 1024),
+    duckdbThreads: Number(process.env.EARTHCATALOG_DUCKDB_THREADS ?? Math.max(1, Math.min(4, os.cpus().length))),
+  };
+}
+
+/** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
+function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const timer = setInterval(() => ctx.heartbeat(details()), 10_000);
+  return work().finally(() => clearInterval(timer));
+}
+
+/** Turns permanent errors into non-retryable failures that name the object; everything else is retried. */
+function classify(err: unknown): unknown {
+  if (err instanceof ApplicationFailure) return err;
+  if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
+  if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
+  if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
+  if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
+  if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);
+  if (err instanceof StorageError) {
+    if (err.kind === 'denied') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageDenied);
+    if (err.kind === 'not-found') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageMissing);
+    if (err.kind === 'invalid-key' || err.kind === 'corrupt') return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
+  }
+  return err;
+}
+
+async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Promise<T>): Promise<T> {
+  let store: WarehouseStore | undefined;
+  try {
+    store = await openWarehouseStore(warehouse);
+    return await fn(store);
+  } catch (err) {
+    throw classify(err);
+  } finally {
+    await store?.close();
+  }
+}
+
+export function createActivities(resources: ActivityResources = defaultActivityResources()) {
+  return {
+    ...createLockActivities(),
+
+    async planCompaction(req: PlanRequest): Promise<PlanSummary> {
+      return withStore(req.warehouse, (store) => planBuckets(store, req, (listed) => Context.current().heartbeat({ listed })));
+    },
+
+    async loadPlan(req: { warehouse: string; planId: string }): Promise<PlanSummary> {
+      return withStore(req.warehouse, async (store) => {
+        if (req.planId === 'latest') {
+          const plan = await findResumablePlan(store);
+          if (!plan) throw new PlanNotFoundError(`no unfinished compaction plan to resume in ${store.root}`);
+          return plan.summary;
+        }
+        const manifest = await readPlanManifest(store, req.planId);
+        if (!manifest) throw new PlanNotFoundError(`no plan ${req.planId} in ${store.root}`);
+        return manifest.summary;
+      });
+    },
+
+    async loadPlanPage(req: PlanPageRequest): Promise<BucketTask[]> {
+      return withStore(req.warehouse, (store) => readPlanPage(store, req.planId, req.page));
+    },
+
+    async compactBucket(req: BucketRequest): Promise<BucketResult> {
+      const ctx = Context.current();
+      let last: unknown = { phase: 'starting', filesIn: req.inputs.length };
+      const scratchDir = path.join(resources.scratchDir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}`);
+      await fs.mkdir(scratchDir, { recursive: true });
+      try {
+        return await withStore(req.warehouse, (store) =>
+          keepAlive(
+            () => last,
+            () =>
+              compactBucket(store, req, {
+                scratchDir,
+                memoryLimitMb: resources.memoryBudgetMb,
+                threads: resources.duckdbThreads,
+                heartbeat: (p) => {
+                  last = p;
+                  ctx.heartbeat(p);
+                  // A cancelled attempt (its workflow closed or timed it out) must stop before it deletes anything.
+                  if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
+                },
+              }),
+          ),
+        );
+      } finally {
+        await fs.rm(scratchDir, { recursive: true, force: true });
+      }
+    },
+
+    async rebuildCatalog(req: CatalogRequest): Promise<CatalogResult> {
+      return withStore(req.warehouse, async (store) => {
+        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
+        try {
+          let done = 0;
+          let total = 0;
+          return await keepAlive(
+            () => ({ done, total }),
+            () =>
+              rebuildCatalog(store, backend, req, {
+                onProgress: (d, t) => {
+                  done = d;
+                  total = t;
+                },
+              }),
+          );
+        } finally {
+          await backend.close();
+        }
+      });
+    },
+
+    async finishPlan(req: { warehouse: string; planId: string; summary: CompactionSummary }): Promise<void> {
+      return withStore(req.warehouse, (store) => markPlanFinished(store, req.planId, req.summary));
+    },
+
+    async acquirePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {
+      return withStore(req.warehouse, (store) => acquirePipelineLock(store, req.owner));
+    },
+
+    async releasePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {
+      return withStore(req.warehouse, (store) => releasePipelineLock(store, req.owner));
+    },
+  };
+}
+
+export type CompactionActivities = ReturnType<typeof createActivities>;

@@ -1,0 +1,49 @@
+/**
+ * `--use-lock`: for mixed deployments, also honour the lock object of the Python pipeline, so a
+ * Python ingest or compaction and this workflow never write the warehouse at the same time.
+ * The object is JSON at the warehouse root; it is created only if absent (conditional write) and an
+ * expired one may be taken over. The workflow-level lock remains the primary mutual exclusion.
+ */
+import type { WarehouseStore } from '../storage/warehouse-store';
+
+export const DEFAULT_PIPELINE_LOCK_KEY = process.env.EARTHCATALOG_PIPELINE_LOCK_KEY ?? '_lock/compaction.lock';
+const TTL_MS = 24 * 3600 * 1000;
+
+interface PipelineLockBody {
+  owner: string;
+  acquired_at: string;
+  expires_at: string;
+}
+
+export class PipelineLockBusyError extends Error {}
+
+export async function acquirePipelineLock(store: WarehouseStore, owner: string, key = DEFAULT_PIPELINE_LOCK_KEY): Promise<void> {
+  const now = Date.now();
+  const body: PipelineLockBody = { owner, acquired_at: new Date(now).toISOString(), expires_at: new Date(now + TTL_MS).toISOString() };
+  const bytes = Buffer.from(JSON.stringify(body));
+  if ((await store.writeSmall(key, bytes, null)) !== 'conflict') return;
+  const current = await store.readSmall(key);
+  if (!current) return acquirePipelineLock(store, owner, key);
+  const held = parseLock(current.body);
+  if (held?.owner === owner) return;
+  if (held && Date.parse(held.expires_at) > now) {
+    throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held.owner} until ${held.expires_at}`);
+  }
+  if ((await store.writeSmall(key, bytes, current.version)) === 'conflict') {
+    throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while taking over an expired lock`);
+  }
+}
+
+export async function releasePipelineLock(store: WarehouseStore, owner: string, key = DEFAULT_PIPELINE_LOCK_KEY): Promise<void> {
+  const current = await store.readSmall(key);
+  if (current && parseLock(current.body)?.owner === owner) await store.deleteMany([key]);
+}
+
+function parseLock(body: Buffer): PipelineLockBody | undefined {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as Partial<PipelineLockBody>;
+    return typeof parsed.owner === 'string' && typeof parsed.expires_at === 'string' ? (parsed as PipelineLockBody) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,78 @@
+/** Flag parsing shared by the subcommands: one parser, one error style. */
+import * as path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { CompactionInput } from '../workflows/contract';
+
+export class UsageError extends Error {}
+
+export const connectionFlags = {
+  address: { type: 'string' },
+  namespace: { type: 'string' },
+  'task-queue': { type: 'string' },
+} as const;
+
+export const compactionFlags = {
+  warehouse: { type: 'string' },
+  catalog: { type: 'string' },
+  threshold: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  'use-lock': { type: 'boolean' },
+  'max-parallel': { type: 'string' },
+  cells: { type: 'string' },
+  years: { type: 'string' },
+  'iceberg-namespace': { type: 'string' },
+  table: { type: 'string' },
+  'catalog-name': { type: 'string' },
+  'lock-timeout': { type: 'string' },
+} as const;
+
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function int(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n)) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** Local paths are made absolute here, where the operator's working directory is known. */
+export function location(raw: string): string {
+  return raw.startsWith('s3://') || raw.startsWith('arn:') ? raw : path.resolve(raw);
+}
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** The workflow input from compaction flags (`--namespace` is Temporal's, as in the temporal CLI; Iceberg's is `--iceberg-namespace`). */
+export function compactionInputFromFlags(values: Values): CompactionInput {
+  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const warehouse = str('warehouse');
+  const catalog = str('catalog');
+  if (!warehouse) throw new UsageError('--warehouse is required');
+  if (!catalog) throw new UsageError('--catalog is required');
+  const input: CompactionInput = { warehouse: location(warehouse), catalog: location(catalog) };
+  const threshold = int('threshold', str('threshold'));
+  if (threshold !== undefined) input.threshold = threshold;
+  if (values['dry-run']) input.dryRun = true;
+  if (values['use-lock']) input.useLock = true;
+  const parallel = int('max-parallel', str('max-parallel'));
+  if (parallel !== undefined) input.maxParallelBuckets = parallel;
+  const cells = str('cells');
+  if (cells) input.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
+  const years = str('years');
+  if (years) input.years = years.split(',').map((y) => int('years', y.trim())!);
+  const ns = str('iceberg-namespace');
+  if (ns) input.namespace = ns;
+  const table = str('table');
+  if (table) input.table = table;
+  const catalogName = str('catalog-name');
+  if (catalogName) input.catalogName = catalogName;
+  const lockTimeout = int('lock-timeout', str('lock-timeout'));
+  if (lockTimeout !== undefined) input.lockTimeoutSeconds = lockTimeout;
+  return input;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/** earthcatalog-compact: the operator's command line. Errors print one line and exit non-zero. */
+import { UsageError } from './cli-args';
+import { compactUsage, runCompactCommand } from './commands/compact';
+import { runWorkerCommand, workerUsage } from './commands/worker';
+import { resumeUsage, runResumeCommand } from './commands/resume';
+import { runStatusCommand, statusUsage } from './commands/status';
+import { demoUsage, runDemoCommand } from './commands/demo';
+
+type Command = { run: (argv: string[]) => Promise<number>; usage: string };
+
+const commands: Record<string, Command> = {
+  worker: { run: runWorkerCommand, usage: workerUsage },
+  resume: { run: runResumeCommand, usage: resumeUsage },
+  status: { run: runStatusCommand, usage: statusUsage },
+  demo: { run: runDemoCommand, usage: demoUsage },
+};
+
+function usage(): string {
+  return [`usage: ${compactUsage}`, ...Object.values(commands).map((c) => `       ${c.usage}`)].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === '--help' || first === '-h' || first === 'help') {
+    console.log(usage());
+    return 0;
+  }
+  try {
+    const command = first && !first.startsWith('-') ? commands[first] : undefined;
+    if (first && !first.startsWith('-') && !command) throw new UsageError(`unknown command ${JSON.stringify(first)}`);
+    return command ? await command.run(rest) : await runCompactCommand(argv);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`earthcatalog-compact: ${message.split('\n')[0]}`);
+    if (err instanceof UsageError) console.error(usage());
+    return err instanceof UsageError ? 64 : 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`earthcatalog-compact: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,45 @@
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
+import { connectClient, resolveTarget } from '../connection';
+import { createProgressRenderer } from '../progress-bar';
+import { followCompaction, startCompaction } from '../start-compaction';
+import { formatSummary } from '../summary-format';
+import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
+
+export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
+    [--cells a,b] [--years 2024,2025] [--max-parallel N] [--lock-timeout S] [--workflow-id ID] [--detach]
+    [--address host:port] [--namespace NS] [--task-queue Q]`;
+
+/** Exit code 3: the run finished but some buckets failed (their files are untouched). */
+export const EXIT_BUCKETS_FAILED = 3;
+
+export async function runCompactCommand(argv: string[], extra: Partial<CompactionInput> = {}): Promise<number> {
+  const { values } = parse(argv, {
+    ...connectionFlags,
+    ...compactionFlags,
+    json: { type: 'boolean' },
+    'workflow-id': { type: 'string' },
+    detach: { type: 'boolean' },
+  });
+  const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
+  const input = { ...compactionInputFromFlags(values), ...extra };
+  const client = await connectClient(target);
+  try {
+    const handle = await startCompaction(client, input, { taskQueue: target.taskQueue, workflowId: values['workflow-id'] });
+    if (values.detach) {
+      console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId }) : handle.workflowId);
+      return 0;
+    }
+    if (!values.json) console.error(`started ${handle.workflowId} on ${target.address}/${target.namespace} (task queue ${target.taskQueue})`);
+    const bar = values.json ? undefined : createProgressRenderer();
+    let summary: CompactionSummary;
+    try {
+      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined);
+    } finally {
+      bar?.finish();
+    }
+    console.log(values.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));
+    return summary.failedBucketsTotal > 0 ? EXIT_BUCKETS_FAILED : 0;
+  } finally {
+    await client.connection.close();
+  }
+}

@@ -1,0 +1,34 @@
+import { connectionFlags, parse, UsageError } from '../cli-args';
+import { resolveTarget } from '../connection';
+import { runWorker } from '../../worker/worker';
+
+export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
+    [--scratch-dir DIR] [--duckdb-threads N] [--address host:port] [--namespace NS] [--task-queue Q]`;
+
+export async function runWorkerCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    ...connectionFlags,
+    'memory-budget-mb': { type: 'string' },
+    'memory-mb': { type: 'string' },
+    'max-concurrent-buckets': { type: 'string' },
+    'scratch-dir': { type: 'string' },
+    'duckdb-threads': { type: 'string' },
+  });
+  const num = (k: keyof typeof values) => {
+    const v = values[k];
+    if (v === undefined || typeof v !== 'string') return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number`);
+    return n;
+  };
+  const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
+  await runWorker({
+    ...target,
+    memoryBudgetMb: num('memory-budget-mb'),
+    memoryMb: num('memory-mb'),
+    maxConcurrentBuckets: num('max-concurrent-buckets'),
+    duckdbThreads: num('duckdb-threads'),
+    scratchDir: values['scratch-dir'],
+  });
+  return 0;
+}

@@ -1,0 +1,31 @@
+/** Renders compaction progress: a redrawn bar on a terminal, one line per phase change otherwise. */
+import type { CompactionProgress } from '../workflows/progress';
+
+export function createProgressRenderer(stream: NodeJS.WriteStream = process.stderr) {
+  let lastPhase = '';
+  let drawn = false;
+  return {
+    update(p: CompactionProgress): void {
+      if (stream.isTTY) {
+        stream.write(`\r\x1b[2K${progressLine(p, stream.columns ?? 100)}`);
+        drawn = true;
+      } else if (p.phase !== lastPhase) {
+        stream.write(`${progressLine(p, 100)}\n`);
+      }
+      lastPhase = p.phase;
+    },
+    finish(): void {
+      if (drawn) stream.write('\n');
+    },
+  };
+}
+
+export function progressLine(p: CompactionProgress, width: number): string {
+  const total = Math.max(p.bucketsTotal, 1);
+  const barWidth = Math.max(10, Math.min(40, width - 70));
+  const filled = Math.round((p.bucketsDone / total) * barWidth);
+  const bar = `[${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}]`;
+  const waiting = p.locks.find((l) => l.status === 'queued');
+  const phase = waiting ? `${p.phase} (held by ${waiting.holder ?? '?'})` : p.phase;
+  return `${bar} ${p.bucketsDone}/${p.bucketsTotal} buckets · rows ${p.rowsBefore}→${p.rowsAfter} · failed ${p.bucketsFailed} · ${phase}`;
+}

@@ -1,0 +1,27 @@
+import type { CompactionSummary } from '../workflows/contract';
+
+/** The seed's four figures first (same names), then what this tool adds. */
+export function formatSummary(s: CompactionSummary): string {
+  const rows: [string, string | number][] = [
+    ['buckets_scanned', s.bucketsScanned],
+    ['buckets_compacted', s.bucketsCompacted],
+    ['files_before', s.filesBefore],
+    ['files_after', s.filesAfter],
+    ['rows_before', s.rowsBefore],
+    ['rows_after', s.rowsAfter],
+    ['duplicates_removed', s.duplicatesRemoved],
+    ['bytes_before', s.bytesBefore],
+    ['bytes_after', s.bytesAfter],
+    ['failed_buckets', s.failedBucketsTotal],
+    ['snapshot_id', s.snapshotId ?? '-'],
+    ['catalog_files', s.catalogDataFiles ?? '-'],
+    ['catalog_rows', s.catalogRows ?? '-'],
+    ['plan_id', s.planId],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  const lines = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`);
+  if (s.dryRun) lines.unshift('dry run: nothing was changed; buckets that would be compacted:', ...s.sampleBuckets.map((b) => `  ${b}`));
+  for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
+  for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);
+  return lines.join('\n');
+}

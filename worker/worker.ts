@@ -1,0 +1,37 @@
+/** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
+import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
+import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
+import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
+
+export interface WorkerProcessOptions extends CompactionPluginOptions {
+  address: string;
+  namespace: string;
+  taskQueue: string;
+  logLevel?: LogLevel;
+}
+
+export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
+  const connection = await NativeConnection.connect({ address: opts.address });
+  const plugin = new EarthcatalogCompactionPlugin(opts);
+  const worker = await Worker.create({
+    connection,
+    namespace: opts.namespace,
+    taskQueue: opts.taskQueue || DEFAULT_TASK_QUEUE,
+    plugins: [plugin],
+  });
+  return { worker, connection, plugin };
+}
+
+export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger(opts.logLevel ?? 'INFO'), shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  const { worker, connection, plugin } = await createWorker(opts);
+  console.error(
+    `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}; ` +
+      `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${plugin.resources.scratchDir}`,
+  );
+  try {
+    await worker.run();
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * compactWarehouse: plan the buckets, compact each bucket in its own activity, rebuild the Iceberg
+ * catalog in one snapshot — under a workflow-level lock per warehouse and per catalog.
+ *
+ * Scale: the plan lives in the warehouse (pages of PLAN_PAGE_SIZE buckets), not in history. This
+ * workflow walks the pages with bounded parallelism and continues-as-new between pages when its
+ * history grows, carrying only counters and a capped failure list.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  ContinueAsNew,
+  condition,
+  continueAsNew,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  workflowInfo,
+  allHandlersFinished,
+  uuid4,
+  log,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { CompactionActivities } from '../activities';
+import {
+  FailureTypes,
+  bucketPrefix,
+  parseCompactionInput,
+  type BucketFailure,
+  type BucketResult,
+  type BucketTask,
+  type CatalogResult,
+  type CompactionRequest,
+  type CompactionSummary,
+  type PlanSummary,
+} from './contract';
+import { currentLockStates, withHeldLock, withResourceLock, type HeldLock } from './lock';
+import { progressQuery, type CompactionProgress } from './progress';
+
+/** At most this many failures are carried in history and returned; the total is always exact. */
+export const MAX_REPORTED_FAILURES = 200;
+/** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
+const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
+
+/** What one run hands to the next across continue-as-new. Small and bounded. */
+export interface CarriedState {
+  plan: PlanSummary;
+  nextPage: number;
+  progress: CompactionProgress;
+  warehouseLock: HeldLock;
+}
+
+const NON_RETRYABLE_BUCKET_ERRORS: string[] = [
+  FailureTypes.badBucketData,
+  FailureTypes.missingInput,
+  FailureTypes.storageDenied,
+  FailureTypes.storageMissing,
+  FailureTypes.invalidInput,
+];
+
+const control = proxyActivities<CompactionActivities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '2 minutes',
+  retry: {
+    initialInterval: '2 seconds',
+    maximumInterval: '1 minute',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: [...NON_RETRYABLE_BUCKET_ERRORS, FailureTypes.planNotFound, FailureTypes.catalogCorrupt],
+  },
+});
+
+const bucketOptions: ActivityOptions = {
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: {
+    initialInterval: '5 seconds',
+    backoffCoefficient: 2,
+    maximumInterval: '2 minutes',
+    maximumAttempts: 8,
+    nonRetryableErrorTypes: NON_RETRYABLE_BUCKET_ERRORS,
+  },
+};
+const buckets = proxyActivities<CompactionActivities>(bucketOptions);
+
+const catalogOptions: ActivityOptions = {
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: {
+    initialInterval: '5 seconds',
+    maximumInterval: '1 minute',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: [FailureTypes.catalogCorrupt, FailureTypes.storageDenied, FailureTypes.storageMissing],
+  },
+};
+const catalog = proxyActivities<CompactionActivities>(catalogOptions);
+
+export async function compactWarehouse(rawInput: unknown, carried?: CarriedState): Promise<CompactionSummary> {
+  let input: CompactionRequest;
+  try {
+    input = parseCompactionInput(rawInput);
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
+  }
+
+  const progress: CompactionProgress = carried?.progress ?? {
+    phase: 'validating',
+    planId: null,
+    bucketsTotal: 0,
+    bucketsDone: 0,
+    bucketsCompacted: 0,
+    bucketsFailed: 0,
+    filesIn: 0,
+    rowsBefore: 0,
+    rowsAfter: 0,
+    bytesBefore: 0,
+    bytesAfter: 0,
+    currentBuckets: [],
+    failures: [],
+    locks: [],
+    generation: 0,
+  };
+  setHandler(progressQuery, () => ({ ...progress, locks: currentLockStates() }));
+
+  if (carried) {
+    // The lock is held by workflow id, which continue-as-new keeps; this run adopts it and resumes the walk.
+    return withHeldLock(carried.warehouseLock, () => withPipelineLock(input, () => runPlan(input, progress, carried)));
+  }
+
+  if (input.dryRun) {
+    // A dry run only lists: it takes no lock, so it never waits behind a running compaction.
+    progress.phase = 'planning';
+    const plan = await control.planCompaction(planRequest(input));
+    return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock: { lockId: '', requestId: '', fence: 0 } });
+  }
+
+  progress.phase = 'waiting-for-lock';
+  publishDetails(input, progress);
+  return withResourceLock(
+    'warehouse',
+    input.warehouse,
+    { purpose: `compaction of ${input.warehouse}`, timeoutSeconds: input.lockTimeoutSeconds },
+    async (warehouseLock) => {
+      progress.phase = 'planning';
+      publishDetails(input, progress);
+      if (input.useLock) await control.acquirePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
+      return withPipelineLock(input, async () => {
+        const plan = input.resumePlanId
+          ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
+          : await control.planCompaction(planRequest(input));
+        return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock });
+      });
+    },
+  );
+}
+
+function planRequest(input: CompactionRequest) {
+  return {
+    warehouse: input.warehouse,
+    planId: newPlanId(),
+    threshold: input.threshold,
+    dryRun: input.dryRun,
+    cells: input.cells,
+    years: input.years,
+  };
+}
+
+/** `--use-lock`: the Python pipeline's lock object is released when the run ends, however it ends (not on continue-as-new). */
+async function withPipelineLock<T>(input: CompactionRequest, fn: () => Promise<T>): Promise<T> {
+  if (!input.useLock) return fn();
+  const release = () => control.releasePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
+  let result: T;
+  try {
+    result = await fn();
+  } catch (err) {
+    if (!(err instanceof ContinueAsNew)) await release();
+    throw err;
+  }
+  await release();
+  return result;
+}
+
+function newPlanId(): string {
+  const ts = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
+  return `${ts}-${uuid4().slice(0, 8)}`;
+}
+
+async function runPlan(input: CompactionRequest, progress: CompactionProgress, state: CarriedState): Promise<CompactionSummary> {
+  const { plan } = state;
+  progress.planId = plan.planId;
+  progress.bucketsTotal = plan.bucketsToCompact;
+
+  if (!input.dryRun) {
+    progress.phase = 'compacting';
+    for (let page = state.nextPage; page < plan.pages; page++) {
+      publishDetails(input, progress);
+      const tasks = await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page });
+      await compactAll(input, plan.planId, tasks, progress);
+      const more = page + 1 < plan.pages;
+      if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
+        progress.generation += 1;
+        await condition(allHandlersFinished);
+        return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage: page + 1, progress });
+      }
+    }
+  }
+
+  let catalogResult: CatalogResult | null = null;
+  if (!input.dryRun) {
+    progress.phase = 'waiting-for-catalog-lock';
+    publishDetails(input, progress);
+    catalogResult = await withResourceLock(
+      'catalog',
+      input.catalog,
+      { purpose: `catalog rebuild after compaction of ${input.warehouse}` },
+      async () => {
+        progress.phase = 'rebuilding-catalog';
+        publishDetails(input, progress);
+        return catalog.rebuildCatalog.executeWithOptions(
+          { ...catalogOptions, summary: `rebuild ${input.namespace}.${input.table}` },
+          [
+            {
+              warehouse: input.warehouse,
+              catalog: input.catalog,
+              namespace: input.namespace,
+              table: input.table,
+              catalogName: input.catalogName,
+            },
+          ],
+        );
+      },
+    );
+  }
+
+  const summary = summarize(input, plan, progress, catalogResult);
+  if (!input.dryRun) await control.finishPlan({ warehouse: input.warehouse, planId: plan.planId, summary });
+  progress.phase = 'done';
+  publishDetails(input, progress);
+  return summary;
+}
+
+/** Runs the bucket activities of one page with at most maxParallelBuckets in flight. */
+async function compactAll(input: CompactionRequest, planId: string, tasks: BucketTask[], progress: CompactionProgress): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length) {
+      const task = tasks[next++]!;
+      const name = bucketPrefix(task.bucket);
+      progress.currentBuckets.push(name);
+      try {
+        const result = await buckets.compactBucket.executeWithOptions(
+          { ...bucketOptions, summary: `${name} (${task.inputs.length} files)` },
+          [{ ...task, warehouse: input.warehouse, planId }],
+        );
+        record(progress, result);
+      } catch (err) {
+        recordFailure(progress, name, err);
+      } finally {
+        progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
+        progress.bucketsDone += 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(input.maxParallelBuckets, tasks.length) }, worker));
+}
+
+function record(progress: CompactionProgress, r: BucketResult): void {
+  progress.bucketsCompacted += 1;
+  progress.filesIn += r.filesIn;
+  progress.rowsBefore += r.rowsIn;
+  progress.rowsAfter += r.rowsOut;
+  progress.bytesBefore += r.bytesIn;
+  progress.bytesAfter += r.bytesOut;
+}
+
+function recordFailure(progress: CompactionProgress, bucket: string, err: unknown): void {
+  const failure = describeFailure(bucket, err);
+  log.warn('bucket failed', { bucket, type: failure.type, reason: failure.reason });
+  progress.bucketsFailed += 1;
+  if (progress.failures.length < MAX_REPORTED_FAILURES) progress.failures.push(failure);
+}
+
+function describeFailure(bucket: string, err: unknown): BucketFailure {
+  let cause: unknown = err;
+  if (cause instanceof ActivityFailure && cause.cause) cause = cause.cause;
+  if (cause instanceof ApplicationFailure) {
+    return { bucket, type: cause.type ?? 'Error', reason: cause.message };
+  }
+  return { bucket, type: 'Error', reason: cause instanceof Error ? cause.message : String(cause) };
+}
+
+function summarize(
+  input: CompactionRequest,
+  plan: PlanSummary,
+  progress: CompactionProgress,
+  cat: CatalogResult | null,
+): CompactionSummary {
+  // The seed's arithmetic: each compacted bucket turns its planned files into one.
+  const filesAfter = input.dryRun ? plan.filesBefore : plan.filesBefore - progress.filesIn + progress.bucketsCompacted;
+  return {
+    warehouse: input.warehouse,
+    catalog: input.catalog,
+    planId: plan.planId,
+    dryRun: input.dryRun,
+    bucketsScanned: plan.bucketsScanned,
+    bucketsCompacted: input.dryRun ? plan.bucketsToCompact : progress.bucketsCompacted,
+    filesBefore: plan.filesBefore,
+    filesAfter,
+    rowsBefore: progress.rowsBefore,
+    rowsAfter: progress.rowsAfter,
+    duplicatesRemoved: progress.rowsBefore - progress.rowsAfter,
+    bytesBefore: progress.bytesBefore,
+    bytesAfter: progress.bytesAfter,
+    failedBuckets: progress.failures,
+    failedBucketsTotal: progress.bucketsFailed,
+    snapshotId: cat?.snapshotId ?? null,
+    catalogDataFiles: cat?.dataFiles ?? null,
+    catalogRows: cat?.totalRows ?? null,
+    unreadableFiles: cat?.unreadable ?? [],
+    sampleBuckets: plan.sample,
+  };
+}
+
+/** The Web UI's "current details" of this execution. */
+function publishDetails(input: CompactionRequest, p: CompactionProgress): void {
+  const lines = [
+    `**${p.phase}** — ${input.warehouse}`,
+    p.planId ? `plan \`${p.planId}\`: ${p.bucketsDone}/${p.bucketsTotal} buckets (${p.bucketsFailed} failed)` : '',
+    p.rowsBefore ? `rows ${p.rowsBefore} → ${p.rowsAfter}` : '',
+  ];
+  setCurrentDetails(lines.filter(Boolean).join('\n\n'));
+}

@@ -1,0 +1,277 @@
+/**
+ * Workflow-level mutual exclusion. One long-lived `resourceLock` workflow per resource (a warehouse or
+ * a catalog) queues requests in arrival order and grants them one at a time. Requesters reach it with
+ * signal-with-start (through an activity) and are told by a signal when they hold it.
+ *
+ * Why not a lock file: a workflow that dies cannot release a file, but the server knows when a workflow
+ * closes. The lock polls its holder's status and frees the lock when the holder has closed for any
+ * reason (completed, failed, timed out, terminated), within `livenessCheckSeconds`.
+ */
+import {
+  CancellationScope,
+  ApplicationFailure,
+  ContinueAsNew,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  getExternalWorkflowHandle,
+  proxyActivities,
+  setHandler,
+  allHandlersFinished,
+  uuid4,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { LockActivities } from '../activities/locking/lock-activities';
+import { FailureTypes } from './contract';
+
+export type LockKind = 'warehouse' | 'catalog';
+
+export interface LockRequest {
+  /** Workflow id of the requester; the grant is signalled there (its latest run, so continue-as-new keeps the lock). */
+  workflowId: string;
+  requestId: string;
+  /** Free text for operators: who wants the lock and why. */
+  purpose: string;
+}
+
+export interface LockHolder extends LockRequest {
+  fence: number;
+  grantedAtMs: number;
+}
+
+export interface LockGrant {
+  lockId: string;
+  requestId: string;
+  fence: number;
+}
+
+export interface LockQueued {
+  lockId: string;
+  requestId: string;
+  holder: string | null;
+  position: number;
+}
+
+export interface LockRelease {
+  requestId: string;
+}
+
+export interface LockState {
+  holder: LockHolder | null;
+  queue: LockRequest[];
+  nextFence: number;
+  livenessCheckSeconds: number;
+}
+
+export const acquireLockSignal = defineSignal<[LockRequest]>('earthcatalog.lock.acquire');
+export const releaseLockSignal = defineSignal<[LockRelease]>('earthcatalog.lock.release');
+export const lockGrantedSignal = defineSignal<[LockGrant]>('earthcatalog.lock.granted');
+export const lockQueuedSignal = defineSignal<[LockQueued]>('earthcatalog.lock.queued');
+export const lockStateQuery = defineQuery<LockState>('earthcatalog.lock.state');
+
+export const DEFAULT_LIVENESS_CHECK_SECONDS = 10;
+/** How long an idle lock workflow lingers before completing (the next request starts a new run). */
+const IDLE_CLOSE_SECONDS = 60;
+
+/** The lock's workflow id: one per resource, so the server itself guarantees one lock per resource. */
+export function lockWorkflowId(kind: LockKind, resource: string): string {
+  return `earthcatalog-lock:${kind}:${resource}`;
+}
+
+const { isWorkflowRunning } = proxyActivities<LockActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
+
+/** The lock manager. Its state is small (one holder and a queue of ids), so it carries across continue-as-new. */
+export async function resourceLock(initial?: LockState): Promise<void> {
+  const state: LockState = initial ?? {
+    holder: null,
+    queue: [],
+    nextFence: 1,
+    livenessCheckSeconds: DEFAULT_LIVENESS_CHECK_SECONDS,
+  };
+  const lockId = workflowInfo().workflowId;
+
+  setHandler(lockStateQuery, () => state);
+  setHandler(acquireLockSignal, (req) => {
+    // Signal-with-start may deliver a request twice when the requesting activity retries.
+    if (state.holder?.requestId === req.requestId || state.queue.some((q) => q.requestId === req.requestId)) return;
+    state.queue.push(req);
+  });
+  setHandler(releaseLockSignal, ({ requestId }) => {
+    // A release that does not name the current holder is stale (fencing): it may only withdraw a queued request.
+    if (state.holder?.requestId === requestId) state.holder = null;
+    else state.queue = state.queue.filter((q) => q.requestId !== requestId);
+  });
+
+  for (;;) {
+    if (!state.holder && state.queue.length > 0) {
+      const next = state.queue.shift()!;
+      const holder: LockHolder = { ...next, fence: state.nextFence++, grantedAtMs: Date.now() };
+      state.holder = holder;
+      try {
+        await getExternalWorkflowHandle(next.workflowId).signal(lockGrantedSignal, {
+          lockId,
+          requestId: next.requestId,
+          fence: holder.fence,
+        });
+      } catch {
+        // The requester closed while it waited: hand the lock to the next in line.
+        state.holder = null;
+      }
+      await notifyQueue(state, lockId);
+      continue;
+    }
+
+    if (state.holder) {
+      const held = state.holder;
+      const released = await condition(() => state.holder !== held, `${state.livenessCheckSeconds} seconds`);
+      if (!released && state.holder === held && !(await isWorkflowRunning(held.workflowId))) {
+        state.holder = null;
+      }
+    } else {
+      const woke = await condition(() => state.queue.length > 0, `${IDLE_CLOSE_SECONDS} seconds`);
+      if (!woke && !state.holder && state.queue.length === 0) {
+        await condition(allHandlersFinished);
+        return;
+      }
+    }
+
+    if (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > 2000) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof resourceLock>(state);
+    }
+  }
+}
+
+async function notifyQueue(state: LockState, lockId: string): Promise<void> {
+  const holder = state.holder?.workflowId ?? null;
+  await Promise.all(
+    state.queue.map((q, i) =>
+      getExternalWorkflowHandle(q.workflowId)
+        .signal(lockQueuedSignal, { lockId, requestId: q.requestId, holder, position: i + 1 })
+        .catch(() => undefined),
+    ),
+  );
+}
+
+const { requestLock } = proxyActivities<LockActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
+
+/** What a requester knows about the lock it is waiting for or holds (shown in progress). */
+export interface LockWaitState {
+  lockId: string;
+  status: 'requested' | 'queued' | 'held' | 'released';
+  holder: string | null;
+  position: number;
+  fence: number | null;
+}
+
+const grants = new Map<string, LockGrant>();
+const waits = new Map<string, LockWaitState>();
+let handlersInstalled = false;
+
+function installRequesterHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  setHandler(lockGrantedSignal, (grant) => {
+    grants.set(grant.requestId, grant);
+    const w = waits.get(grant.requestId);
+    if (w) Object.assign(w, { status: 'held', holder: workflowInfo().workflowId, position: 0, fence: grant.fence });
+  });
+  setHandler(lockQueuedSignal, (q) => {
+    const w = waits.get(q.requestId);
+    if (w && w.status !== 'held') Object.assign(w, { status: 'queued', holder: q.holder, position: q.position });
+  });
+}
+
+/** The locks this workflow is waiting for or holding, for its progress query. */
+export function currentLockStates(): LockWaitState[] {
+  return [...waits.values()];
+}
+
+export interface WithLockOptions {
+  purpose: string;
+  /** Give up waiting after this long; absent waits as long as it takes. */
+  timeoutSeconds?: number;
+}
+
+/** A lock this workflow holds; carried across continue-as-new, since the holder is the workflow id. */
+export interface HeldLock {
+  lockId: string;
+  requestId: string;
+  fence: number;
+}
+
+/**
+ * Runs `fn` while holding the lock of `resource`. Usable from any workflow that writes the same
+ * warehouse or catalog (ingest, too), as long as its worker registers the lock activities.
+ * The lock is released when `fn` settles — except by continue-as-new, where the next run adopts it
+ * with `withHeldLock` — and by the lock's liveness check when this workflow dies.
+ */
+export async function withResourceLock<T>(
+  kind: LockKind,
+  resource: string,
+  options: WithLockOptions,
+  fn: (held: HeldLock) => Promise<T>,
+): Promise<T> {
+  installRequesterHandlers();
+  const lockId = lockWorkflowId(kind, resource);
+  const requestId = uuid4();
+  const wait: LockWaitState = { lockId, status: 'requested', holder: null, position: 0, fence: null };
+  waits.set(requestId, wait);
+  const request: LockRequest = { workflowId: workflowInfo().workflowId, requestId, purpose: options.purpose };
+  let granted = false;
+  try {
+    await requestLock({ lockWorkflowId: lockId, taskQueue: workflowInfo().taskQueue, request });
+    granted = await condition(
+      () => grants.has(requestId),
+      options.timeoutSeconds === undefined ? undefined : `${options.timeoutSeconds} seconds`,
+    );
+  } catch (err) {
+    await release(lockId, requestId);
+    throw err;
+  }
+  if (!granted) {
+    await release(lockId, requestId);
+    throw ApplicationFailure.nonRetryable(
+      `${kind} ${resource} is locked by workflow ${wait.holder ?? '(unknown)'}; gave up after ${options.timeoutSeconds}s (lock ${lockId})`,
+      FailureTypes.lockTimeout,
+    );
+  }
+  return withHeldLock({ lockId, requestId, fence: grants.get(requestId)!.fence }, fn);
+}
+
+/** Runs `fn` under a lock this workflow already holds and releases it afterwards (not on continue-as-new). */
+export async function withHeldLock<T>(held: HeldLock, fn: (held: HeldLock) => Promise<T>): Promise<T> {
+  installRequesterHandlers();
+  if (!waits.has(held.requestId)) {
+    waits.set(held.requestId, { lockId: held.lockId, status: 'held', holder: workflowInfo().workflowId, position: 0, fence: held.fence });
+  }
+  let result: T;
+  try {
+    result = await fn(held);
+  } catch (err) {
+    if (err instanceof ContinueAsNew) throw err;
+    await release(held.lockId, held.requestId);
+    throw err;
+  }
+  await release(held.lockId, held.requestId);
+  return result;
+}
+
+async function release(lockId: string, requestId: string): Promise<void> {
+  const wait = waits.get(requestId);
+  if (wait) wait.status = 'released';
+  grants.delete(requestId);
+  // Release even when this workflow is being cancelled; a lock that is already gone is fine.
+  await CancellationScope.nonCancellable(() =>
+    getExternalWorkflowHandle(lockId)
+      .signal(releaseLockSignal, { requestId })
+      .catch(() => undefined),
+  );
+}

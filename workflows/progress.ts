@@ -1,0 +1,35 @@
+/** The progress of a compaction, as the `progress` query returns it. Pure data, safe in the sandbox. */
+import { defineQuery } from '@temporalio/workflow';
+import type { BucketFailure } from './contract';
+import type { LockWaitState } from './lock';
+
+export type CompactionPhase =
+  | 'validating'
+  | 'waiting-for-lock'
+  | 'planning'
+  | 'compacting'
+  | 'waiting-for-catalog-lock'
+  | 'rebuilding-catalog'
+  | 'done';
+
+export interface CompactionProgress {
+  phase: CompactionPhase;
+  planId: string | null;
+  bucketsTotal: number;
+  bucketsDone: number;
+  bucketsCompacted: number;
+  bucketsFailed: number;
+  /** Planned input files of the buckets compacted so far. */
+  filesIn: number;
+  rowsBefore: number;
+  rowsAfter: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  currentBuckets: string[];
+  failures: BucketFailure[];
+  locks: LockWaitState[];
+  /** Number of continue-as-new hand-overs so far. */
+  generation: number;
+}
+
+export const progressQuery = defineQuery<CompactionProgress>('progress');
