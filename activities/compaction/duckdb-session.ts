@@ -1,0 +1,73 @@
+/**
+ * One DuckDB instance with the settings every Parquet job of this project needs: a memory limit,
+ * a thread count, an explicit spill directory, and no GeoParquet conversion (the geometry column must
+ * stay WKB BLOB and DuckDB must not add a `geo` key of its own).
+ */
+import { promises as fs } from 'node:fs';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import type { JS } from '@duckdb/node-api';
+
+export interface DuckSessionOptions {
+  memoryLimitMb?: number;
+  threads?: number;
+  /** Spill directory; created if needed. Without it DuckDB would spill into '.tmp' of the cwd. */
+  tempDir: string;
+}
+
+export interface DuckSession {
+  readonly conn: DuckDBConnection;
+  /** Runs a statement and returns its rows as plain JS objects. */
+  rows(sql: string): Promise<Record<string, JS>[]>;
+  /** Runs a statement whose result is ignored. */
+  exec(sql: string): Promise<void>;
+  close(): void;
+}
+
+export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSession> {
+  await fs.mkdir(opts.tempDir, { recursive: true });
+  const config: Record<string, string> = { temp_directory: opts.tempDir };
+  if (opts.memoryLimitMb) config.memory_limit = `${Math.max(16, Math.floor(opts.memoryLimitMb))}MB`;
+  if (opts.threads) config.threads = String(Math.max(1, Math.floor(opts.threads)));
+  const instance = await DuckDBInstance.create(':memory:', config);
+  const conn = await instance.connect();
+  const session: DuckSession = {
+    conn,
+    async rows(sql) {
+      const reader = await conn.runAndReadAll(sql);
+      return reader.getRowObjectsJS();
+    },
+    async exec(sql) {
+      await conn.run(sql);
+    },
+    close() {
+      conn.closeSync();
+      instance.closeSync();
+    },
+  };
+  try {
+    await session.exec('SET enable_geoparquet_conversion = false');
+    // Parquet timestamps are UTC instants; a fixed zone keeps casts to text identical on every machine.
+    await session.exec("SET TimeZone = 'UTC'");
+    // Lets big sorts and joins spill instead of keeping insertion order in memory.
+    await session.exec('SET preserve_insertion_order = false');
+  } catch (err) {
+    session.close();
+    throw err;
+  }
+  return session;
+}
+
+/** A SQL string literal: single quotes doubled, so any key, path or value is safe to embed. */
+export function sqlString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** A quoted SQL identifier (column names such as `proj:code` contain punctuation). */
+export function sqlIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** `[...]` list of string literals, for read_parquet over several files. */
+export function sqlStringList(values: readonly string[]): string {
+  return `[${values.map(sqlString).join(', ')}]`;
+}
