@@ -1,0 +1,106 @@
+/**
+ * A real Temporal dev server for the tests (the installed `temporal` CLI, else the SDK's download),
+ * in-process workers with a bundle built once per test file, and worker processes for crash tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { bundleWorkflowCode, Worker, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { startDevServer, type DevServer } from '../../client/temporal-cli';
+import { EarthcatalogCompactionPlugin, workflowsPath, type CompactionPluginOptions } from '../../worker/plugin';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+
+let runtimeInstalled = false;
+function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+}
+
+export interface TemporalHarness {
+  server: DevServer;
+  client: Client;
+  address: string;
+  namespace: string;
+  bundle(): Promise<WorkflowBundleWithSourceMap>;
+  stop(): Promise<void>;
+}
+
+export async function startTemporal(): Promise<TemporalHarness> {
+  quietRuntime();
+  const server = await startDevServer();
+  let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+  return {
+    server,
+    client: server.env.client,
+    address: server.address,
+    namespace: server.namespace,
+    bundle: () => (bundle ??= bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: new DefaultLogger('WARN') })),
+    stop: () => server.stop(),
+  };
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  stop(): Promise<void>;
+}
+
+/** An in-process worker on its own task queue; stops when `stop` is called. */
+export async function startWorker(
+  h: TemporalHarness,
+  taskQueue: string,
+  opts: CompactionPluginOptions = {},
+): Promise<RunningWorker> {
+  const code = await h.bundle();
+  const worker = await Worker.create({
+    connection: h.server.env.nativeConnection,
+    namespace: h.namespace,
+    taskQueue,
+    plugins: [new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, duckdbThreads: 1, maxConcurrentBuckets: 4, workflowBundle: code, ...opts })],
+  });
+  const running = worker.run();
+  return {
+    worker,
+    stop: async () => {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running;
+    },
+  };
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** A worker in its own OS process (the real CLI), so a test can SIGKILL it. */
+export function spawnWorkerProcess(h: TemporalHarness, taskQueue: string, env: Record<string, string> = {}, args: string[] = []): WorkerProcess {
+  const child = spawn(
+    process.execPath,
+    [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'worker', '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue, '--memory-budget-mb', '256', '--duckdb-threads', '1', ...args],
+    { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    exited,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+let queueCounter = 0;
+export function uniqueTaskQueue(name: string): string {
+  return `${name}-${process.pid}-${++queueCounter}`;
+}
