@@ -62,6 +62,8 @@ export interface LockState {
   queue: LockRequest[];
   nextFence: number;
   livenessCheckSeconds: number;
+  /** Continue-as-new once history is this long (well below the server's limits; small in tests). */
+  maxHistoryEvents: number;
 }
 
 export const acquireLockSignal = defineSignal<[LockRequest]>('earthcatalog.lock.acquire');
@@ -91,6 +93,7 @@ export async function resourceLock(initial?: LockState): Promise<void> {
     queue: [],
     nextFence: 1,
     livenessCheckSeconds: DEFAULT_LIVENESS_CHECK_SECONDS,
+    maxHistoryEvents: 2000,
   };
   const lockId = workflowInfo().workflowId;
 
@@ -105,6 +108,10 @@ export async function resourceLock(initial?: LockState): Promise<void> {
     if (state.holder?.requestId === requestId) state.holder = null;
     else state.queue = state.queue.filter((q) => q.requestId !== requestId);
   });
+
+  // Requests told their place in the queue; a new run (after continue-as-new) tells them again.
+  const notified = new Set<string>();
+  const unnotified = () => state.queue.some((q) => !notified.has(q.requestId));
 
   for (;;) {
     if (!state.holder && state.queue.length > 0) {
@@ -121,14 +128,16 @@ export async function resourceLock(initial?: LockState): Promise<void> {
         // The requester closed while it waited: hand the lock to the next in line.
         state.holder = null;
       }
-      await notifyQueue(state, lockId);
+      notified.clear();
+      await notifyQueue(state, lockId, notified);
       continue;
     }
 
     if (state.holder) {
       const held = state.holder;
-      const released = await condition(() => state.holder !== held, `${state.livenessCheckSeconds} seconds`);
-      if (!released && state.holder === held && !(await isWorkflowRunning(held.workflowId))) {
+      const changed = await condition(() => state.holder !== held || unnotified(), `${state.livenessCheckSeconds} seconds`);
+      if (unnotified()) await notifyQueue(state, lockId, notified);
+      if (!changed && state.holder === held && !(await isWorkflowRunning(held.workflowId))) {
         state.holder = null;
       }
     } else {
@@ -139,21 +148,23 @@ export async function resourceLock(initial?: LockState): Promise<void> {
       }
     }
 
-    if (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > 2000) {
+    if (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > state.maxHistoryEvents) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof resourceLock>(state);
     }
   }
 }
 
-async function notifyQueue(state: LockState, lockId: string): Promise<void> {
+async function notifyQueue(state: LockState, lockId: string, notified: Set<string>): Promise<void> {
   const holder = state.holder?.workflowId ?? null;
   await Promise.all(
-    state.queue.map((q, i) =>
-      getExternalWorkflowHandle(q.workflowId)
+    state.queue.map((q, i) => {
+      if (notified.has(q.requestId)) return undefined;
+      notified.add(q.requestId);
+      return getExternalWorkflowHandle(q.workflowId)
         .signal(lockQueuedSignal, { lockId, requestId: q.requestId, holder, position: i + 1 })
-        .catch(() => undefined),
-    ),
+        .catch(() => undefined);
+    }),
   );
 }
 
@@ -228,10 +239,14 @@ export async function withResourceLock<T>(
   let granted = false;
   try {
     await requestLock({ lockWorkflowId: lockId, taskQueue: workflowInfo().taskQueue, request });
-    granted = await condition(
-      () => grants.has(requestId),
-      options.timeoutSeconds === undefined ? undefined : `${options.timeoutSeconds} seconds`,
-    );
+    const isGranted = () => grants.has(requestId);
+    // condition(fn, undefined) would be a zero timeout: wait forever only through the one-argument form.
+    if (options.timeoutSeconds === undefined) {
+      await condition(isGranted);
+      granted = true;
+    } else {
+      granted = await condition(isGranted, `${options.timeoutSeconds} seconds`);
+    }
   } catch (err) {
     await release(lockId, requestId);
     throw err;

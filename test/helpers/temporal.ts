@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { bundleWorkflowCode, Worker, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../client/temporal-cli';
-import { EarthcatalogCompactionPlugin, workflowsPath, type CompactionPluginOptions } from '../../worker/plugin';
+import type { CompactionPluginOptions } from '../../worker/plugin';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -36,7 +36,7 @@ export async function startTemporal(): Promise<TemporalHarness> {
     client: server.env.client,
     address: server.address,
     namespace: server.namespace,
-    bundle: () => (bundle ??= bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: new DefaultLogger('WARN') })),
+    bundle: () => (bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: new DefaultLogger('WARN') })),
     stop: () => server.stop(),
   };
 }
@@ -53,6 +53,8 @@ export async function startWorker(
   opts: CompactionPluginOptions = {},
 ): Promise<RunningWorker> {
   const code = await h.bundle();
+  // Imported here so tests that need only the lock do not load the compaction engine.
+  const { EarthcatalogCompactionPlugin } = await import('../../worker/plugin');
   const worker = await Worker.create({
     connection: h.server.env.nativeConnection,
     namespace: h.namespace,
