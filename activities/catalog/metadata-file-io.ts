@@ -1,0 +1,69 @@
+/**
+ * Reading and writing Iceberg metadata files (JSON, manifests, manifest lists). A catalog backend gets
+ * one of these for the place its metadata lives: local files here, S3 objects elsewhere.
+ */
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface MetadataFileIO {
+  read(uri: string): Promise<Buffer>;
+  /** Writes the whole object; a reader never sees a partial file. */
+  write(uri: string, bytes: Buffer): Promise<void>;
+}
+
+/** Absolute paths and file:// URIs on this machine. */
+export class LocalMetadataFileIO implements MetadataFileIO {
+  private toPath(uri: string): string {
+    if (uri.startsWith('file:')) return fileURLToPath(uri);
+    if (!path.isAbsolute(uri)) throw new Error(`metadata location is not a local absolute path: ${uri}`);
+    return uri;
+  }
+
+  async read(uri: string): Promise<Buffer> {
+    try {
+      return await fs.readFile(this.toPath(uri));
+    } catch (err) {
+      throw new Error(`cannot read Iceberg metadata file ${uri}: ${(err as Error).message}`);
+    }
+  }
+
+  async write(uri: string, bytes: Buffer): Promise<void> {
+    const target = this.toPath(uri);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const staged = `${target}.${randomUUID()}.tmp`;
+    try {
+      await fs.writeFile(staged, bytes);
+      await fs.rename(staged, target);
+    } catch (err) {
+      await fs.rm(staged, { force: true });
+      throw new Error(`cannot write Iceberg metadata file ${uri}: ${(err as Error).message}`);
+    }
+  }
+}
+
+const HAS_SCHEME = /^[a-z][a-z0-9+.-]*:/i;
+
+/**
+ * Resolves a metadata location that may be relative (the Python pipeline recorded "./earthcatalog/...")
+ * against `base`, a local directory or a URI of a directory.
+ */
+export function resolveLocation(location: string, base: string): string {
+  if (HAS_SCHEME.test(location) || path.isAbsolute(location)) return location;
+  if (HAS_SCHEME.test(base)) {
+    const m = /^([a-z][a-z0-9+.-]*:\/\/[^/]*)(\/.*)?$/i.exec(base);
+    if (!m) throw new Error(`cannot resolve ${location} against ${base}`);
+    const joined = path.posix.normalize(`${m[2] ?? ''}/${location}`);
+    if (joined.startsWith('/..')) throw new Error(`metadata location ${location} escapes ${base}`);
+    return `${m[1]}${joined.startsWith('/') ? joined : '/' + joined}`;
+  }
+  return path.resolve(base, location);
+}
+
+/** The directory part of a path or URI (no trailing slash). */
+export function parentOf(location: string): string {
+  const i = location.lastIndexOf('/');
+  if (i <= 0) throw new Error(`metadata location has no directory: ${location}`);
+  return location.slice(0, i);
+}

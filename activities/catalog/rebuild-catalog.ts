@@ -1,0 +1,182 @@
+/**
+ * Rebuilds the Iceberg table from the physical ground truth: every data file now in the warehouse,
+ * registered once in exactly one new snapshot. New metadata is written first, then the catalog pointer
+ * is swapped with a compare-and-swap, so concurrent readers see the old table or the new one.
+ */
+import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workflows/contract';
+import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
+import { StorageError } from '../storage/warehouse-store';
+import type { DataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
+import type { IcebergCatalogBackend } from './catalog-backend';
+import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
+import { topLevelField } from './iceberg-schema';
+import type { DataFileEntry, PartitionValue } from './manifest-writer';
+import { newCommitUuid, partitionResultType, writeManifestList, writeManifests } from './manifest-writer';
+import { ParquetFooterError, readParquetFooter } from './parquet-footer';
+import type { TableMetadataJson } from './table-metadata';
+import {
+  currentSchema,
+  defaultSpec,
+  initialTableMetadata,
+  newSnapshotId,
+  nextMetadataFileName,
+  parseTableMetadata,
+  rebuiltTableMetadata,
+  serializeTableMetadata,
+} from './table-metadata';
+
+export interface RebuildOptions {
+  /** Called after each footer read (done of total data files). */
+  onProgress?: (done: number, total: number) => void;
+  /** Footers read at once (default 16). */
+  concurrency?: number;
+}
+
+const DEFAULT_CONCURRENCY = 16;
+const EPOCH_YEAR = 1970;
+
+/**
+ * One attempt. A CatalogConflictError means another writer moved the pointer meanwhile: the caller
+ * retries the whole rebuild (this function never loops).
+ */
+export async function rebuildCatalog(
+  store: WarehouseStore,
+  backend: IcebergCatalogBackend,
+  req: CatalogRequest,
+  opts: RebuildOptions = {},
+): Promise<CatalogResult> {
+  const handle = await backend.openTable(req.namespace, req.table);
+  const nowMs = Date.now();
+  let base: TableMetadataJson;
+  if (handle.pointer) {
+    const loc = handle.pointer.metadataLocation;
+    base = parseTableMetadata((await backend.readFile(loc)).toString('utf8'), loc);
+  } else {
+    base = initialTableMetadata(handle.defaultLocation, nowMs);
+  }
+  const label = `${req.namespace}.${req.table}`;
+  const schema = currentSchema(base, label);
+  const spec = defaultSpec(base, label);
+  const partitionOf = partitionerFor(spec, schema, label);
+
+  const files = await listDataFiles(store);
+  const unreadable: UnreadableFile[] = [];
+  const entries: Array<DataFileEntry | undefined> = new Array(files.length);
+  let done = 0;
+  await forEachBounded(files, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj, parsed }, i) => {
+    try {
+      const footer = await readParquetFooter(store, obj.key, obj.size);
+      if (!footer.columns.some((c) => c.name === 'id')) {
+        unreadable.push({ key: obj.key, reason: 'the file has no id column' });
+      } else {
+        entries[i] = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: partitionOf(parsed) };
+      }
+    } catch (err) {
+      // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
+      if (err instanceof ParquetFooterError) unreadable.push({ key: obj.key, reason: err.reason });
+      else if (isNotFound(err)) unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
+      else throw err;
+    }
+    opts.onProgress?.(++done, files.length);
+  });
+  const registered = entries.filter((e): e is DataFileEntry => e !== undefined);
+  unreadable.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+
+  const snapshotId = newSnapshotId();
+  const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
+  const commitUuid = newCommitUuid();
+  const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
+  const manifests = await writeManifests({
+    entries: registered,
+    schema,
+    spec,
+    snapshotId: BigInt(snapshotId),
+    sequenceNumber,
+    metadataDir: handle.metadataDir,
+    commitUuid,
+    write,
+  });
+  const manifestList = await writeManifestList(manifests, { snapshotId: BigInt(snapshotId), sequenceNumber, metadataDir: handle.metadataDir, commitUuid, write });
+
+  const totals = {
+    dataFiles: registered.length,
+    records: registered.reduce((s, e) => s + e.recordCount, 0),
+    filesSize: registered.reduce((s, e) => s + e.sizeBytes, 0),
+    partitions: new Set(registered.map((e) => JSON.stringify(e.partition))).size,
+  };
+  const metadata = rebuiltTableMetadata(base, {
+    snapshotId,
+    manifestList,
+    totals,
+    previousMetadataLocation: handle.pointer?.metadataLocation,
+    nowMs,
+  });
+  const metadataLocation = nextMetadataFileName(handle.metadataDir, handle.pointer?.metadataLocation);
+  await backend.writeFile(metadataLocation, Buffer.from(serializeTableMetadata(metadata), 'utf8'));
+  await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
+
+  return {
+    snapshotId,
+    metadataLocation,
+    dataFiles: totals.dataFiles,
+    totalRows: totals.records,
+    totalBytes: totals.filesSize,
+    unreadable,
+    createdTable: handle.pointer === undefined,
+  };
+}
+
+interface ListedDataFile {
+  obj: StoredObject;
+  parsed: DataFileKey;
+}
+
+/** Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse). */
+async function listDataFiles(store: WarehouseStore): Promise<ListedDataFile[]> {
+  const out: ListedDataFile[] = [];
+  for await (const obj of store.list('')) {
+    if (obj.key === CONTROL_PREFIX || obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
+    const parsed = parseDataFileKey(obj.key);
+    if (parsed) out.push({ obj, parsed });
+  }
+  return out.sort((a, b) => (a.obj.key < b.obj.key ? -1 : a.obj.key > b.obj.key ? 1 : 0));
+}
+
+/**
+ * Partition values come from the hive path, which is what the pipeline partitioned by: identity of
+ * grid_partition is the cell, and a `year` transform is years since 1970 of the path's year.
+ */
+function partitionerFor(spec: PartitionSpec, schema: IcebergSchema, label: string): (f: DataFileKey) => PartitionValue[] {
+  const getters = spec.fields.map((field): ((f: DataFileKey) => PartitionValue) => {
+    const source = topLevelField(schema, field['source-id']);
+    const resultType = partitionResultType(field, schema);
+    if (field.transform === 'identity' && source?.name === 'grid_partition' && resultType === 'string') return (f) => f.bucket.cell;
+    if (field.transform === 'year') return (f) => f.bucket.year - EPOCH_YEAR;
+    throw new Error(
+      `table ${label}: partition field ${field.name} (${field.transform} of ${source?.name ?? field['source-id']}) cannot be derived from the grid_partition=/year= layout`,
+    );
+  });
+  return (f) => getters.map((g) => g(f));
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err instanceof StorageError && err.kind === 'not-found') || (err as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function forEachBounded<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
