@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { bundleWorkflowCode, Worker, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../client/temporal-cli';
-import type { CompactionPluginOptions } from '../../worker/plugin';
+import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from '../../worker/plugin';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -53,8 +53,6 @@ export async function startWorker(
   opts: CompactionPluginOptions = {},
 ): Promise<RunningWorker> {
   const code = await h.bundle();
-  // Imported here so tests that need only the lock do not load the compaction engine.
-  const { EarthcatalogCompactionPlugin } = await import('../../worker/plugin');
   const worker = await Worker.create({
     connection: h.server.env.nativeConnection,
     namespace: h.namespace,

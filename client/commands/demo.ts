@@ -1,0 +1,67 @@
+/**
+ * The self-contained demo: a dev server (unless TEMPORAL_ADDRESS names one), an in-process worker,
+ * a generated sample warehouse, a compaction with a live progress bar, and the table read back.
+ */
+import * as path from 'node:path';
+import * as os from 'node:os';
+import { promises as fs } from 'node:fs';
+import { parse } from '../cli-args';
+import { resolveTarget, connectClient } from '../connection';
+import { startDevServer, type DevServer } from '../temporal-cli';
+import { createWorker } from '../../worker/worker';
+import { generateSampleWarehouse } from '../demo/sample-warehouse';
+import { readTableBack } from '../demo/read-table-back';
+import { createProgressRenderer } from '../progress-bar';
+import { followCompaction, startCompaction } from '../start-compaction';
+import { formatSummary } from '../summary-format';
+
+export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N]
+    Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.`;
+
+export async function runDemoCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { dir: { type: 'string' }, cells: { type: 'string' }, years: { type: 'string' } });
+  const dir = values.dir ? path.resolve(values.dir) : await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-demo-'));
+  const warehouse = path.join(dir, 'warehouse');
+  const catalog = path.join(dir, 'catalog.db');
+  const say = (line: string) => console.error(`demo: ${line}`);
+
+  let server: DevServer | undefined;
+  let target = resolveTarget({});
+  if (!process.env.TEMPORAL_ADDRESS) {
+    say('starting a Temporal dev server (set TEMPORAL_ADDRESS to use your own)…');
+    server = await startDevServer({ ui: true, log: say });
+    target = { ...target, address: server.address, namespace: server.namespace };
+    say(`Temporal at ${server.address}${server.uiUrl ? `, Web UI ${server.uiUrl}` : ''}`);
+  }
+  const { worker, connection } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });
+  const client = await connectClient(target);
+  try {
+    const cellCount = Number(values.cells ?? 4);
+    const yearCount = Number(values.years ?? 3);
+    const cells = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'].slice(0, cellCount);
+    const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
+    await fs.mkdir(warehouse, { recursive: true });
+    const generated = await generateSampleWarehouse(warehouse, { cells, years, seed: 42 });
+    say(`sample warehouse ${warehouse}: ${generated.buckets} buckets, ${generated.files} part files, ${generated.rows} rows`);
+
+    const summary = await worker.runUntil(async () => {
+      const handle = await startCompaction(client, { warehouse, catalog }, { taskQueue: target.taskQueue });
+      say(`workflow ${handle.workflowId}`);
+      const bar = createProgressRenderer();
+      try {
+        return await followCompaction(handle, (p) => bar.update(p));
+      } finally {
+        bar.finish();
+      }
+    });
+    console.log(formatSummary(summary));
+    console.log('');
+    console.log(await readTableBack(catalog, warehouse));
+    say(`files kept in ${dir}`);
+    return summary.failedBucketsTotal > 0 ? 3 : 0;
+  } finally {
+    await client.connection.close();
+    await connection.close();
+    await server?.stop();
+  }
+}
