@@ -3,7 +3,7 @@
 
     iceberg_read.py scan --catalog /abs/catalog.db [--name earthcatalog] [--table earthcatalog.stac_items]
                          [--warehouse /abs/dir] [--select id,datetime] [--filter "datetime >= '2020-01-01T00:00:00+00:00'"]
-                         [--ids]
+                         [--ids] [--files-only]
         Loads the table, scans it and prints one JSON object:
         snapshot_count, current_snapshot_id, metadata_location, metadata_log (files), schema_fields [[id, name]],
         spec {spec_id, fields [[field_id, name, transform, source_id]]}, properties, file_count, files
@@ -54,7 +54,7 @@ def scan(args):
         select = tuple(dict.fromkeys(select + ("id", "grid_partition")))
     tscan = table.scan(row_filter=args.filter, selected_fields=select) if args.filter else table.scan(selected_fields=select)
     tasks = list(tscan.plan_files())
-    arrow = tscan.to_arrow()
+    arrow = None if args.files_only else tscan.to_arrow()
     files_table = table.inspect.files().to_pylist()
     out = {
         "snapshot_count": len(meta.snapshots),
@@ -78,10 +78,10 @@ def scan(args):
             for f in files_table
         ],
         "scanned_files": len(tasks),
-        "row_count": arrow.num_rows,
+        "row_count": None if arrow is None else arrow.num_rows,
         "partitions": [json.loads(p) for p in sorted({json.dumps(partition_of(t.file, spec), default=str) for t in tasks})],
     }
-    if args.ids:
+    if args.ids and arrow is not None:
         ids = arrow.column("id").to_pylist()
         cells = arrow.column("grid_partition").to_pylist()
         out["ids"] = sorted(f"{c}/{i}" for c, i in zip(cells, ids))
@@ -110,6 +110,7 @@ def main():
             p.add_argument("--select", help="comma-separated columns to read (default: all)")
             p.add_argument("--filter", help="pyiceberg row filter expression")
             p.add_argument("--ids", action="store_true", help="also print the sorted cell/id of every scanned row")
+            p.add_argument("--files-only", action="store_true", help="plan the scan but read no data (row_count null)")
         else:
             p.add_argument("--metadata", required=True, help="metadata location to store in the catalog row")
     args = parser.parse_args()

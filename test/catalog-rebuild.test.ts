@@ -1,0 +1,556 @@
+/**
+ * The Iceberg catalog rebuild against a real SQLite catalog.db, real GeoParquet files and pyiceberg as
+ * the independent reader (test/py/iceberg_read.py).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { generateSampleWarehouse, makeSampleRow, createPrng, writePartFile } from '../client/demo/sample-warehouse';
+import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog/catalog-backend';
+import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
+import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { describeTable } from '../activities/catalog/describe-table';
+import { openCatalogBackend } from '../activities/catalog/open-catalog';
+import { writeManifestList, writeManifests } from '../activities/catalog/manifest-writer';
+import type { DataFileEntry } from '../activities/catalog/manifest-writer';
+import {
+  initialTableMetadata,
+  newSnapshotId,
+  nextMetadataFileName,
+  rebuiltTableMetadata,
+  serializeTableMetadata,
+} from '../activities/catalog/table-metadata';
+import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
+import type { CatalogRequest } from '../workflows/contract';
+
+const execFileP = promisify(execFile);
+const READER = path.resolve(__dirname, 'py', 'iceberg_read.py');
+const PIPELINE_V0 = '/work/shared/reference/pipeline-table-v0.metadata.json';
+const NS = 'earthcatalog';
+const TABLE = 'stac_items';
+const CELLS = ['81283ffffffffff', '8128bffffffffff'];
+const YEARS = [2019, 2020];
+
+interface PyFile {
+  path: string;
+  record_count: number;
+  size: number;
+  partition: Record<string, string | number | null>;
+}
+
+interface PyResult {
+  error?: string;
+  snapshot_count: number;
+  current_snapshot_id: string | null;
+  metadata_location: string;
+  metadata_log: string[];
+  schema_fields: Array<[number, string]>;
+  spec: { spec_id: number; fields: Array<[number, string, string, number]> };
+  properties: Record<string, string>;
+  file_count: number;
+  files: PyFile[];
+  scanned_files: number;
+  row_count: number | null;
+  partitions: Array<Record<string, string | number>>;
+  ids?: string[];
+}
+
+async function py(args: string[], cwd?: string): Promise<PyResult> {
+  let stdout: string;
+  try {
+    ({ stdout } = await execFileP('python3', [READER, ...args], { cwd, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 }));
+  } catch (err) {
+    stdout = (err as { stdout?: string }).stdout ?? '';
+    if (!stdout) throw err;
+  }
+  const result = JSON.parse(stdout) as PyResult;
+  if (result.error) throw new Error(`pyiceberg: ${result.error}`);
+  return result;
+}
+
+const scan = (catalogDb: string, ...extra: string[]) => py(['scan', '--catalog', catalogDb, ...extra]);
+
+let tmp: string;
+let baseWarehouse: string;
+let baseStats: { files: number; rows: number };
+/** "cell/id" of every row of the base warehouse, sorted. */
+let baseIds: string[];
+let rowsByYear: Map<number, { files: number; rows: number }>;
+
+function request(warehouse: string, catalog: string): CatalogRequest {
+  return { warehouse, catalog, namespace: NS, table: TABLE, catalogName: 'earthcatalog' };
+}
+
+function backendFor(catalogDb: string, warehouse: string, catalogName = 'earthcatalog'): SqliteCatalogBackend {
+  return new SqliteCatalogBackend({ catalogDbPath: catalogDb, catalogName, warehouseRootUri: warehouse });
+}
+
+async function rebuild(warehouse: string, catalogDb: string, opts?: Parameters<typeof rebuildCatalog>[3]) {
+  const backend = backendFor(catalogDb, warehouse);
+  try {
+    return await rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request(warehouse, catalogDb), opts);
+  } finally {
+    await backend.close();
+  }
+}
+
+function pointerRow(catalogDb: string, catalogName = 'earthcatalog') {
+  const db = new Database(catalogDb, { readonly: true, fileMustExist: true });
+  try {
+    return db
+      .prepare('SELECT metadata_location, previous_metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?')
+      .get(catalogName, NS, TABLE) as { metadata_location: string; previous_metadata_location: string | null } | undefined;
+  } finally {
+    db.close();
+  }
+}
+
+async function sha256(file: string): Promise<string> {
+  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+async function freshDir(name: string): Promise<string> {
+  const dir = path.join(tmp, `${name}-${randomUUID().slice(0, 8)}`);
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+async function copyOfBase(name: string): Promise<string> {
+  const dir = await freshDir(name);
+  const wh = path.join(dir, 'warehouse');
+  await fs.cp(baseWarehouse, wh, { recursive: true });
+  return wh;
+}
+
+before(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'catalog-rebuild-'));
+  baseWarehouse = path.join(tmp, 'base-warehouse');
+  const stats = await generateSampleWarehouse(baseWarehouse, { cells: CELLS, years: YEARS, partsPerBucket: [1, 2], rowsPerPart: 20, seed: 7 });
+  baseStats = { files: stats.files, rows: stats.rows };
+  const duck = await openDuckSession({ tempDir: path.join(tmp, 'duck') });
+  try {
+    const rows = await duck.rows(
+      `SELECT grid_partition, id, year(datetime) AS y, filename FROM read_parquet(${sqlString(baseWarehouse + '/**/*.parquet')}, hive_partitioning=false, filename=true)`,
+    );
+    baseIds = rows.map((r) => `${String(r.grid_partition)}/${String(r.id)}`).sort();
+    rowsByYear = new Map();
+    const filesByYear = new Map<number, Set<string>>();
+    for (const r of rows) {
+      const y = Number(r.y);
+      const e = rowsByYear.get(y) ?? { files: 0, rows: 0 };
+      e.rows++;
+      rowsByYear.set(y, e);
+      filesByYear.set(y, (filesByYear.get(y) ?? new Set()).add(String(r.filename)));
+    }
+    for (const [y, set] of filesByYear) rowsByYear.get(y)!.files = set.size;
+  } finally {
+    duck.close();
+  }
+  assert.equal(baseIds.length, baseStats.rows);
+});
+
+after(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
+  test('a new catalog.db: one snapshot, every file once, pyiceberg scans exactly the rows, year = years since 1970', async () => {
+    const dir = await freshDir('new');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const progress: number[] = [];
+    const result = await rebuild(baseWarehouse, catalogDb, { onProgress: (done, total) => progress.push(done / total), concurrency: 3 });
+    assert.equal(result.createdTable, true);
+    assert.equal(result.dataFiles, baseStats.files);
+    assert.equal(result.totalRows, baseStats.rows);
+    assert.deepEqual(result.unreadable, []);
+    assert.equal(progress.length, baseStats.files);
+    assert.equal(progress.at(-1), 1);
+    assert.ok(result.metadataLocation.startsWith(path.join(baseWarehouse, NS, TABLE, 'metadata') + '/00000-'));
+
+    const out = await scan(catalogDb, '--ids');
+    assert.equal(out.snapshot_count, 1);
+    assert.equal(out.current_snapshot_id, result.snapshotId);
+    assert.equal(out.file_count, baseStats.files);
+    assert.equal(out.row_count, baseStats.rows);
+    assert.deepEqual(out.ids, baseIds);
+    assert.deepEqual(out.schema_fields.map(([id]) => id), Array.from({ length: 28 }, (_, i) => i + 1));
+    assert.deepEqual(out.spec.fields, [
+      [100, 'grid_partition', 'identity', 2],
+      [101, 'year', 'year', 4],
+    ]);
+    assert.ok(out.properties['schema.name-mapping.default']?.includes('"proj:code"'));
+    const sizes = new Map<string, number>();
+    for (const key of await listParquet(baseWarehouse)) sizes.set(path.join(baseWarehouse, key), (await fs.stat(path.join(baseWarehouse, key))).size);
+    for (const f of out.files) {
+      const m = /grid_partition=([^/]+)\/year=(\d{4})\//.exec(f.path);
+      assert.ok(m, f.path);
+      assert.deepEqual(f.partition, { grid_partition: m[1], year: Number(m[2]) - 1970 });
+      assert.equal(f.size, sizes.get(f.path));
+    }
+    assert.deepEqual(new Set(out.files.map((f) => f.path)), new Set(sizes.keys()));
+
+    // Partition pruning only selects the right files if the year partition is years since 1970.
+    const y2020 = rowsByYear.get(2020)!;
+    const later = await scan(catalogDb, '--select', 'id', '--filter', "datetime >= '2020-01-01T00:00:00+00:00'");
+    assert.equal(later.scanned_files, y2020.files);
+    assert.equal(later.row_count, y2020.rows);
+    const earlier = await scan(catalogDb, '--select', 'id', '--filter', "datetime < '2020-01-01T00:00:00+00:00'");
+    assert.equal(earlier.scanned_files, rowsByYear.get(2019)!.files);
+    assert.deepEqual(earlier.partitions.map((p) => p.year), [49, 49]);
+
+    // The catalog tables are the ones pyiceberg and the JDBC catalog use, with the namespace recorded.
+    const db = new Database(catalogDb, { readonly: true });
+    try {
+      const cols = (db.prepare('SELECT name FROM pragma_table_info(?)').all('iceberg_tables') as Array<{ name: string }>).map((c) => c.name);
+      assert.deepEqual(cols, ['catalog_name', 'table_namespace', 'table_name', 'metadata_location', 'previous_metadata_location', 'iceberg_type']);
+      const ns = db.prepare('SELECT property_key, property_value FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?').all('earthcatalog', NS);
+      assert.deepEqual(ns, [{ property_key: 'exists', property_value: 'true' }]);
+      assert.deepEqual(db.prepare('SELECT iceberg_type FROM iceberg_tables').all(), [{ iceberg_type: 'TABLE' }]);
+    } finally {
+      db.close();
+    }
+  });
+
+  test('rebuilding twice keeps one snapshot, logs the previous metadata and swaps the pointer', async () => {
+    const dir = await freshDir('twice');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const first = await rebuild(baseWarehouse, catalogDb);
+    const second = await rebuild(baseWarehouse, catalogDb);
+    assert.equal(second.createdTable, false);
+    assert.notEqual(second.snapshotId, first.snapshotId);
+    assert.match(path.basename(second.metadataLocation), /^00001-[0-9a-f-]{36}\.metadata\.json$/);
+    assert.deepEqual(pointerRow(catalogDb), { metadata_location: second.metadataLocation, previous_metadata_location: first.metadataLocation });
+
+    const described = await withBackend(catalogDb, baseWarehouse, (b) => describeTable(b, NS, TABLE));
+    assert.equal(described.snapshotCount, 1);
+    assert.equal(described.currentSnapshotId, second.snapshotId);
+    assert.equal(described.dataFiles.length, baseStats.files);
+    assert.equal(described.metadata['last-sequence-number'], 2);
+    const firstMeta = JSON.parse(await fs.readFile(first.metadataLocation, 'utf8')) as { 'table-uuid': string };
+    assert.equal(described.metadata['table-uuid'], firstMeta['table-uuid']);
+
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.snapshot_count, 1);
+    assert.equal(out.current_snapshot_id, second.snapshotId);
+    assert.deepEqual(out.metadata_log, [first.metadataLocation]);
+    assert.equal(out.file_count, baseStats.files);
+    assert.equal(out.row_count, baseStats.rows);
+  });
+
+  test("an existing pipeline table keeps its schema, spec ids 1000/1001 and relative location; pyiceberg still scans", async () => {
+    const dir = await freshDir('pipeline');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const metaDir = path.join(dir, NS, TABLE, 'metadata');
+    await fs.mkdir(metaDir, { recursive: true });
+    const v0Name = `00000-${randomUUID()}.metadata.json`;
+    await fs.copyFile(PIPELINE_V0, path.join(metaDir, v0Name));
+    const relative = `./${NS}/${TABLE}/metadata/${v0Name}`;
+    // As the pipeline left it: pyiceberg wrote the catalog row with the relative location of its cwd.
+    await py(['register', '--catalog', catalogDb, '--metadata', relative], dir);
+    const v0 = JSON.parse(await fs.readFile(PIPELINE_V0, 'utf8')) as { 'table-uuid': string; schemas: Array<{ fields: Array<{ id: number; name: string }> }> };
+
+    const wh = await pipelineShapedWarehouse(path.join(dir, 'warehouse'));
+    const result = await rebuild(wh, catalogDb);
+    assert.equal(result.createdTable, false);
+    assert.equal(path.dirname(result.metadataLocation), metaDir);
+    assert.match(path.basename(result.metadataLocation), /^00001-/);
+    assert.deepEqual(pointerRow(catalogDb), { metadata_location: result.metadataLocation, previous_metadata_location: relative });
+
+    const described = await withBackend(catalogDb, wh, (b) => describeTable(b, NS, TABLE));
+    assert.equal(described.metadata['table-uuid'], v0['table-uuid']);
+    assert.equal(described.metadata.location, './earthcatalog/stac_items');
+    assert.equal(described.metadata['last-partition-id'], 1001);
+    assert.deepEqual(described.metadata['metadata-log']?.map((e) => e['metadata-file']), [path.join(metaDir, v0Name)]);
+
+    const out = await scan(catalogDb, '--ids');
+    assert.equal(out.snapshot_count, 1);
+    assert.deepEqual(out.spec.fields, [
+      [1000, 'grid_partition', 'identity', 2],
+      [1001, 'year', 'year', 4],
+    ]);
+    assert.deepEqual(out.schema_fields, v0.schemas[0]!.fields.map((f) => [f.id, f.name]));
+    assert.ok(out.properties['schema.name-mapping.default']?.includes('"raw_stac"'), 'a name mapping derived from the existing schema');
+    assert.equal(out.file_count, baseStats.files);
+    assert.equal(out.row_count, baseStats.rows);
+    assert.deepEqual(out.ids, baseIds);
+    assert.deepEqual(new Set(out.files.map((f) => f.partition.year)), new Set([49, 50]));
+  });
+
+  test('zero-byte, truncated, non-Parquet and id-less files are reported unreadable and not registered', async () => {
+    const wh = await copyOfBase('unreadable');
+    const bucket = `grid_partition=${CELLS[0]}/year=2020`;
+    const someFile = (await listParquet(wh))[0]!;
+    const real = await fs.readFile(path.join(wh, someFile));
+    await fs.writeFile(path.join(wh, bucket, 'part_zero.parquet'), Buffer.alloc(0));
+    await fs.writeFile(path.join(wh, bucket, 'part_truncated.parquet'), real.subarray(0, Math.floor(real.length / 2)));
+    await fs.writeFile(path.join(wh, bucket, 'part_garbage.parquet'), Buffer.from('this is not parquet at all, just text'));
+    const rng = createPrng(3);
+    const rows = [makeSampleRow(rng, { id: 'NOID_1', cell: CELLS[0]!, year: 2020, updated: new Date(0) })];
+    await writePartFile(path.join(wh, bucket, 'part_noid.parquet'), rows, { omitColumns: ['id'] });
+    // Not data files of the layout: never registered, never reported.
+    await fs.writeFile(path.join(wh, bucket, 'notes.txt'), 'hello');
+    await fs.writeFile(path.join(wh, bucket, '.hidden.parquet'), real);
+    await fs.mkdir(path.join(wh, '_earthcatalog_compaction', 'grid_partition=x', 'year=2020'), { recursive: true });
+    await fs.writeFile(path.join(wh, '_earthcatalog_compaction', 'grid_partition=x', 'year=2020', 'plan.parquet'), real);
+
+    const dir = await freshDir('unreadable-cat');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const result = await rebuild(wh, catalogDb);
+    assert.deepEqual(
+      result.unreadable.map((u) => u.key),
+      ['garbage', 'noid', 'truncated', 'zero'].map((n) => `${bucket}/part_${n}.parquet`),
+    );
+    const reason = (n: string) => result.unreadable.find((u) => u.key.endsWith(`part_${n}.parquet`))!.reason;
+    assert.match(reason('zero'), /empty \(0 bytes\)/);
+    assert.match(reason('truncated'), /magic|truncated/);
+    assert.match(reason('garbage'), /magic/);
+    assert.match(reason('noid'), /no id column/);
+    assert.equal(result.dataFiles, baseStats.files);
+    assert.equal(result.totalRows, baseStats.rows);
+
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.file_count, baseStats.files);
+    assert.equal(out.row_count, baseStats.rows);
+    assert.ok(out.files.every((f) => /\/part_\d{5}_[0-9a-f]{8}\.parquet$/.test(f.path)));
+  });
+
+  test('a corrupt, empty or truncated catalog.db is refused with its path and left untouched', async () => {
+    const dir = await freshDir('corrupt');
+    const healthy = path.join(dir, 'healthy.db');
+    await rebuild(baseWarehouse, healthy);
+    const cases: Array<[string, Buffer]> = [
+      ['garbage.db', Buffer.from('definitely not an sqlite database '.repeat(200))],
+      ['empty.db', Buffer.alloc(0)],
+      ['truncated.db', (await fs.readFile(healthy)).subarray(0, 4096)],
+    ];
+    for (const [name, bytes] of cases) {
+      const file = path.join(dir, name);
+      await fs.writeFile(file, bytes);
+      const before = await sha256(file);
+      await assert.rejects(
+        async () => {
+          const backend = await openCatalogBackend(file, baseWarehouse, 'earthcatalog');
+          try {
+            await rebuildCatalog(new LocalWarehouseStore(baseWarehouse), backend, request(baseWarehouse, file));
+          } finally {
+            await backend.close();
+          }
+        },
+        (err: Error) => err instanceof CatalogCorruptError && err.message.includes(file),
+        name,
+      );
+      assert.equal(await sha256(file), before, `${name} must not be modified`);
+      assert.deepEqual((await fs.readdir(dir)).filter((f) => f.startsWith(name)), [name], `${name}: no journal left behind`);
+    }
+  });
+
+  test('a pointer moved by another writer during the rebuild is a CatalogConflictError; a retry succeeds', async () => {
+    const dir = await freshDir('conflict');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const first = await rebuild(baseWarehouse, catalogDb);
+    const rival = path.join(dir, 'rival.metadata.json');
+    await fs.copyFile(first.metadataLocation, rival);
+    let moved = false;
+    await assert.rejects(
+      rebuild(baseWarehouse, catalogDb, {
+        concurrency: 1,
+        onProgress: () => {
+          if (moved) return;
+          moved = true;
+          // Another process commits between our read of the pointer and our swap.
+          const other = new Database(catalogDb);
+          try {
+            other.prepare('UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? WHERE table_name = ?').run(rival, first.metadataLocation, TABLE);
+          } finally {
+            other.close();
+          }
+        },
+      }),
+      (err: Error) => err instanceof CatalogConflictError && err.message.includes(first.metadataLocation),
+    );
+    assert.equal(pointerRow(catalogDb)?.metadata_location, rival, "the rival's commit is not overwritten");
+
+    const retry = await rebuild(baseWarehouse, catalogDb);
+    assert.deepEqual(pointerRow(catalogDb), { metadata_location: retry.metadataLocation, previous_metadata_location: rival });
+
+    // Two writers creating the same new table: the second one conflicts instead of overwriting.
+    const fresh = path.join(dir, 'fresh.db');
+    const a = backendFor(fresh, baseWarehouse);
+    const b = backendFor(fresh, baseWarehouse);
+    try {
+      const ha = await a.openTable(NS, TABLE);
+      const hb = await b.openTable(NS, TABLE);
+      await a.commit(NS, TABLE, '/somewhere/a.metadata.json', ha.pointer);
+      await assert.rejects(b.commit(NS, TABLE, '/somewhere/b.metadata.json', hb.pointer), CatalogConflictError);
+      assert.equal(pointerRow(fresh)?.metadata_location, '/somewhere/a.metadata.json');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('a reader polling the catalog during swaps always finds the table row and an existing metadata file', async () => {
+    const dir = await freshDir('reader');
+    const catalogDb = path.join(dir, 'catalog.db');
+    await rebuild(baseWarehouse, catalogDb);
+    const shared = new Int32Array(new SharedArrayBuffer(4));
+    const reader = new Worker(
+      `
+      const { workerData, parentPort } = require('node:worker_threads');
+      const Database = require(workerData.sqlite);
+      const fs = require('node:fs');
+      const stop = new Int32Array(workerData.stop);
+      const db = new Database(workerData.db, { readonly: true });
+      db.pragma('busy_timeout = 10000');
+      const q = db.prepare("SELECT metadata_location FROM iceberg_tables WHERE catalog_name = 'earthcatalog' AND table_namespace = ? AND table_name = ?");
+      let reads = 0, missing = 0, dangling = 0;
+      const seen = new Set();
+      while (Atomics.load(stop, 0) === 0) {
+        const row = q.get(workerData.ns, workerData.table);
+        reads++;
+        if (!row || !row.metadata_location) missing++;
+        else { seen.add(row.metadata_location); if (!fs.existsSync(row.metadata_location)) dangling++; }
+      }
+      db.close();
+      parentPort.postMessage({ reads, missing, dangling, distinct: seen.size });
+      `,
+      { eval: true, workerData: { sqlite: require.resolve('better-sqlite3'), db: catalogDb, ns: NS, table: TABLE, stop: shared.buffer } },
+    );
+    const report = new Promise<{ reads: number; missing: number; dangling: number; distinct: number }>((resolve, reject) => {
+      reader.once('message', resolve);
+      reader.once('error', reject);
+    });
+    assert.ok(pointerRow(catalogDb));
+    for (let i = 0; i < 4; i++) await rebuild(baseWarehouse, catalogDb);
+    assert.ok(pointerRow(catalogDb));
+    Atomics.store(shared, 0, 1);
+    const r = await report;
+    await reader.terminate();
+    assert.ok(r.reads > 0);
+    assert.equal(r.missing, 0, 'the table row was never absent');
+    assert.equal(r.dangling, 0, 'the pointer never named a metadata file that does not exist yet');
+    assert.ok(r.distinct >= 2, `the reader saw the pointer move (${r.distinct} locations)`);
+  });
+
+  test('more than 10,000 data files are split over several manifests and read back by pyiceberg', async () => {
+    const dir = await freshDir('many');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const backend = backendFor(catalogDb, dir);
+    try {
+      const handle = await backend.openTable(NS, TABLE);
+      const schema = defaultSchema();
+      const spec = defaultPartitionSpec();
+      const entries: DataFileEntry[] = Array.from({ length: 10_050 }, (_, i) => ({
+        path: `${dir}/grid_partition=c${i % 7}/year=${2000 + (i % 20)}/part_${i}.parquet`,
+        recordCount: 1 + (i % 5),
+        sizeBytes: 1000 + i,
+        partition: [`c${i % 7}`, 30 + (i % 20)],
+      }));
+      const snapshotId = newSnapshotId();
+      const commitUuid = randomUUID();
+      const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
+      const manifests = await writeManifests({ entries, schema, spec, snapshotId: BigInt(snapshotId), sequenceNumber: 1n, metadataDir: handle.metadataDir, commitUuid, write });
+      assert.equal(manifests.length, 2);
+      assert.deepEqual(manifests.map((m) => m.added_files_count), [10_000, 50]);
+      const manifestList = await writeManifestList(manifests, { snapshotId: BigInt(snapshotId), sequenceNumber: 1n, metadataDir: handle.metadataDir, commitUuid, write });
+      const totals = { dataFiles: entries.length, records: entries.reduce((s, e) => s + e.recordCount, 0), filesSize: 0, partitions: 140 };
+      const meta = rebuiltTableMetadata(initialTableMetadata(handle.defaultLocation, Date.now()), { snapshotId, manifestList, totals, previousMetadataLocation: undefined, nowMs: Date.now() });
+      const loc = nextMetadataFileName(handle.metadataDir, undefined);
+      await backend.writeFile(loc, Buffer.from(serializeTableMetadata(meta)));
+      await backend.commit(NS, TABLE, loc, handle.pointer);
+
+      const described = await describeTable(backend, NS, TABLE);
+      assert.equal(described.currentSnapshotId, snapshotId);
+      assert.equal(described.dataFiles.length, 10_050);
+      // i = 10049: cell c(10049 % 7) = c4, year ordinal 30 + 10049 % 20 = 39, 1 + 10049 % 5 = 5 records.
+      assert.deepEqual(described.dataFiles[10_049], { path: entries[10_049]!.path, recordCount: 5, size: 11_049, partition: { grid_partition: 'c4', year: 39 } });
+    } finally {
+      await backend.close();
+    }
+    const out = await scan(catalogDb, '--files-only', '--filter', "datetime >= '2019-01-01T00:00:00+00:00'");
+    assert.equal(out.file_count, 10_050);
+    // Only year ordinal 49 (2019) survives partition pruning: i % 20 === 19.
+    assert.equal(out.scanned_files, Array.from({ length: 10_050 }, (_, i) => i).filter((i) => i % 20 === 19).length);
+  });
+
+  test('a JDBC V0 catalog (no iceberg_type column) keeps working, and rows of other catalogs are ignored', async () => {
+    const dir = await freshDir('jdbc-v0');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const db = new Database(catalogDb);
+    db.exec(`
+      CREATE TABLE iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, table_name VARCHAR(255) NOT NULL,
+        metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), PRIMARY KEY (catalog_name, table_namespace, table_name));
+      CREATE TABLE iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, property_key VARCHAR(255),
+        property_value VARCHAR(1000), PRIMARY KEY (catalog_name, namespace, property_key));
+      INSERT INTO iceberg_tables VALUES ('other', '${NS}', '${TABLE}', '/nowhere/other.metadata.json', NULL);`);
+    db.close();
+    const result = await rebuild(baseWarehouse, catalogDb);
+    assert.equal(result.createdTable, true);
+    const check = new Database(catalogDb, { readonly: true });
+    try {
+      assert.deepEqual(check.prepare('SELECT catalog_name, metadata_location FROM iceberg_tables ORDER BY catalog_name').all(), [
+        { catalog_name: 'earthcatalog', metadata_location: result.metadataLocation },
+        { catalog_name: 'other', metadata_location: '/nowhere/other.metadata.json' },
+      ]);
+    } finally {
+      check.close();
+    }
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.row_count, baseStats.rows);
+  });
+
+  test('openCatalogBackend: local catalog.db now, S3 locations reported as not supported yet', async () => {
+    const dir = await freshDir('open');
+    const backend = await openCatalogBackend(path.join(dir, 'catalog.db'), baseWarehouse, 'earthcatalog');
+    assert.ok(backend instanceof SqliteCatalogBackend);
+    await backend.close();
+    await assert.rejects(openCatalogBackend('s3://bucket/catalog.db', baseWarehouse, 'earthcatalog'), /not supported yet/);
+    await assert.rejects(openCatalogBackend('arn:aws:s3tables:us-west-2:123456789012:bucket/tables', baseWarehouse, 'earthcatalog'), /not supported yet/);
+  });
+});
+
+async function withBackend<T>(catalogDb: string, warehouse: string, fn: (b: SqliteCatalogBackend) => Promise<T>): Promise<T> {
+  const b = backendFor(catalogDb, warehouse);
+  try {
+    return await fn(b);
+  } finally {
+    await b.close();
+  }
+}
+
+/**
+ * The base warehouse's rows in the shape of the pipeline's v0 table (its 22 columns, names and types),
+ * as that pipeline's ingest wrote them: its add_files only accepted files matching the table schema.
+ */
+async function pipelineShapedWarehouse(root: string): Promise<string> {
+  const duck = await openDuckSession({ tempDir: path.join(tmp, 'duck') });
+  try {
+    for (const key of await listParquet(baseWarehouse)) {
+      const target = path.join(root, key);
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await duck.exec(`COPY (SELECT id, grid_partition, geometry, datetime, start_datetime, CAST(mid_datetime AS TIMESTAMPTZ) AS mid_datetime,
+          end_datetime, created, updated, CAST(percent_valid_pixels AS INTEGER) AS percent_valid_pixels, CAST(date_dt AS INTEGER) AS date_dt,
+          latitude, longitude, platform, version, "proj:code" AS proj_code, "sat:orbit_state" AS sat_orbit_state, scene_1_id, scene_2_id,
+          scene_1_frame, scene_2_frame, assets AS raw_stac
+        FROM read_parquet(${sqlString(path.join(baseWarehouse, key))}, hive_partitioning=false)) TO ${sqlString(target)} (FORMAT parquet, COMPRESSION zstd)`);
+    }
+  } finally {
+    duck.close();
+  }
+  return root;
+}
+
+async function listParquet(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const obj of new LocalWarehouseStore(root).list('')) if (obj.key.endsWith('.parquet') && !obj.key.includes('/metadata/')) out.push(obj.key);
+  return out.sort();
+}
