@@ -351,6 +351,15 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       assert.equal(await sha256(file), before, `${name} must not be modified`);
       assert.deepEqual((await fs.readdir(dir)).filter((f) => f.startsWith(name)), [name], `${name}: no journal left behind`);
     }
+
+    // A healthy catalog whose table metadata file is not JSON: refused, the pointer is not moved.
+    const badMeta = path.join(dir, 'bad.metadata.json');
+    await fs.writeFile(badMeta, '{"format-version": 2, truncated');
+    const db = new Database(healthy);
+    db.prepare('UPDATE iceberg_tables SET metadata_location = ?').run(badMeta);
+    db.close();
+    await assert.rejects(rebuild(baseWarehouse, healthy), (err: Error) => err instanceof CatalogCorruptError && err.message.includes(badMeta));
+    assert.equal(pointerRow(healthy)?.metadata_location, badMeta);
   });
 
   test('a pointer moved by another writer during the rebuild is a CatalogConflictError; a retry succeeds', async () => {

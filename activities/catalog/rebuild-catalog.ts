@@ -9,6 +9,7 @@ import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend } from './catalog-backend';
+import { CatalogCorruptError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
@@ -48,17 +49,22 @@ export async function rebuildCatalog(
 ): Promise<CatalogResult> {
   const handle = await backend.openTable(req.namespace, req.table);
   const nowMs = Date.now();
-  let base: TableMetadataJson;
-  if (handle.pointer) {
-    const loc = handle.pointer.metadataLocation;
-    base = parseTableMetadata((await backend.readFile(loc)).toString('utf8'), loc);
-  } else {
-    base = initialTableMetadata(handle.defaultLocation, nowMs);
-  }
   const label = `${req.namespace}.${req.table}`;
-  const schema = currentSchema(base, label);
-  const spec = defaultSpec(base, label);
-  const partitionOf = partitionerFor(spec, schema, label);
+  let base: TableMetadataJson;
+  let metadataText: string | undefined;
+  if (handle.pointer) metadataText = (await backend.readFile(handle.pointer.metadataLocation)).toString('utf8');
+  let schema: IcebergSchema;
+  let spec: PartitionSpec;
+  let partitionOf: (f: DataFileKey) => PartitionValue[];
+  try {
+    base = metadataText === undefined ? initialTableMetadata(handle.defaultLocation, nowMs) : parseTableMetadata(metadataText, handle.pointer!.metadataLocation);
+    schema = currentSchema(base, label);
+    spec = defaultSpec(base, label);
+    partitionOf = partitionerFor(spec, schema, label);
+  } catch (err) {
+    // Retrying cannot help: the table's metadata is unreadable or incompatible with the warehouse layout.
+    throw new CatalogCorruptError(`${label} in ${backend.description}: ${(err as Error).message}`);
+  }
 
   const files = await listDataFiles(store);
   const unreadable: UnreadableFile[] = [];
