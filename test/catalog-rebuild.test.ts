@@ -517,6 +517,19 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(out.row_count, baseStats.rows);
   });
 
+  test('an empty warehouse gives one snapshot without files, and pyiceberg reads it', async () => {
+    const dir = await freshDir('empty');
+    const wh = path.join(dir, 'warehouse');
+    await fs.mkdir(wh);
+    const catalogDb = path.join(dir, 'catalog.db');
+    const result = await rebuild(wh, catalogDb);
+    assert.equal(result.dataFiles, 0);
+    const out = await scan(catalogDb);
+    assert.equal(out.snapshot_count, 1);
+    assert.equal(out.file_count, 0);
+    assert.equal(out.row_count, 0);
+  });
+
   test('openCatalogBackend: local catalog.db now, S3 locations reported as not supported yet', async () => {
     const dir = await freshDir('open');
     const backend = await openCatalogBackend(path.join(dir, 'catalog.db'), baseWarehouse, 'earthcatalog');

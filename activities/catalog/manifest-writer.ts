@@ -249,7 +249,8 @@ export async function writeManifests(opts: ManifestWriteOptions): Promise<Manife
     content: 'data',
   };
   const out: ManifestFileRecord[] = [];
-  for (let start = 0, n = 0; start < opts.entries.length; start += max, n++) {
+  // An empty warehouse still gets one (empty) manifest: pyiceberg's inspect.files() fails on a snapshot without any.
+  for (let start = 0, n = 0; start < opts.entries.length || n === 0; start += max, n++) {
     const chunk = opts.entries.slice(start, start + max);
     const records = chunk.map((e) => {
       if (e.partition.length !== types.length) throw new Error(`partition of ${e.path} has ${e.partition.length} values, the spec ${types.length}`);
