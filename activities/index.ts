@@ -30,6 +30,8 @@ import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-bac
 import { createLockActivities } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
+const MAX_REPORTED_UNREADABLE = 200;
+
 export interface ActivityResources {
   /** Where downloads, temporary outputs and DuckDB spill files go. */
   scratchDir: string;
@@ -141,7 +143,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
         try {
           let done = 0;
           let total = 0;
-          return await keepAlive(
+          const result = await keepAlive(
             () => ({ done, total }),
             () =>
               rebuildCatalog(store, backend, req, {
@@ -151,6 +153,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 },
               }),
           );
+          // Thousands of bad files must not push the result past the payload limit.
+          return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
         } finally {
           await backend.close();
         }

@@ -16,6 +16,7 @@ export function formatSummary(s: CompactionSummary): string {
     ['snapshot_id', s.snapshotId ?? '-'],
     ['catalog_files', s.catalogDataFiles ?? '-'],
     ['catalog_rows', s.catalogRows ?? '-'],
+    ['unreadable_files', s.unreadableFilesTotal],
     ['plan_id', s.planId],
   ];
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
@@ -23,5 +24,7 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.dryRun) lines.unshift('dry run: nothing was changed; buckets that would be compacted:', ...s.sampleBuckets.map((b) => `  ${b}`));
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
   for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);
+  if (s.unreadableFilesTotal > s.unreadableFiles.length) lines.push(`… and ${s.unreadableFilesTotal - s.unreadableFiles.length} more unreadable files`);
+  if (s.failedBucketsTotal > s.failedBuckets.length) lines.push(`… and ${s.failedBucketsTotal - s.failedBuckets.length} more failed buckets`);
   return lines.join('\n');
 }

@@ -71,7 +71,8 @@ const control = proxyActivities<CompactionActivities>({
 
 const bucketOptions: ActivityOptions = {
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '2 minutes',
+  // The activity heartbeats every 10 s even inside a long DuckDB statement: a dead worker is noticed in 30 s.
+  heartbeatTimeout: '30 seconds',
   retry: {
     initialInterval: '5 seconds',
     backoffCoefficient: 2,
@@ -316,6 +317,7 @@ function summarize(
     catalogDataFiles: cat?.dataFiles ?? null,
     catalogRows: cat?.totalRows ?? null,
     unreadableFiles: cat?.unreadable ?? [],
+    unreadableFilesTotal: cat?.unreadableTotal ?? cat?.unreadable.length ?? 0,
     sampleBuckets: plan.sample,
   };
 }

@@ -203,6 +203,8 @@ export interface CatalogResult {
   totalRows: number;
   totalBytes: number;
   unreadable: UnreadableFile[];
+  /** All unreadable files, when `unreadable` was capped to keep the result small. */
+  unreadableTotal?: number;
   createdTable: boolean;
 }
 
@@ -226,5 +228,6 @@ export interface CompactionSummary {
   catalogDataFiles: number | null;
   catalogRows: number | null;
   unreadableFiles: UnreadableFile[];
+  unreadableFilesTotal: number;
   sampleBuckets: string[];
 }

@@ -1,6 +1,9 @@
 import type { WarehouseStore } from './warehouse-store';
 import { LocalWarehouseStore } from './local-store';
-import { S3WarehouseStore } from './s3-store';
+
+interface S3StoreModule {
+  S3WarehouseStore: { fromUri(uri: string): WarehouseStore | Promise<WarehouseStore> };
+}
 
 /**
  * Opens the backend for a normalized warehouse location. Credentials come from the process
@@ -8,6 +11,8 @@ import { S3WarehouseStore } from './s3-store';
  */
 export async function openWarehouseStore(location: string): Promise<WarehouseStore> {
   if (location.startsWith('s3://')) {
+    // Loaded on first use: a worker of local warehouses never pays for loading the AWS SDK.
+    const { S3WarehouseStore } = require('./s3-store') as S3StoreModule;
     return S3WarehouseStore.fromUri(location);
   }
   if (!location.startsWith('/')) throw new Error(`warehouse must be an absolute path or s3:// URI: ${location}`);
