@@ -1,0 +1,111 @@
+/**
+ * The catalog against the warehouse: the current snapshot must list every data file exactly once, with
+ * the file's row count, size and the partition values of its hive path, and be the table's only snapshot.
+ */
+import type { DescribedTable } from '../catalog/describe-table';
+import { topLevelField } from '../catalog/iceberg-schema';
+import { currentSchema, defaultSpec } from '../catalog/table-metadata';
+import type { PartitionValue } from '../catalog/manifest-writer';
+import type { WarehouseStore } from '../storage/warehouse-store';
+import { ViolationKinds, type Violation } from './report';
+import type { PhysicalDataFile } from './warehouse-files';
+
+const EPOCH_YEAR = 1970;
+
+/**
+ * Maps a path registered in the catalog to a warehouse key: the store's own URI of the key, or a path
+ * under the warehouse root written another way (a `file://` URI, the pipeline's own form).
+ */
+export function catalogPathResolver(store: WarehouseStore, files: readonly PhysicalDataFile[]): (p: string) => string | undefined {
+  const byUri = new Map(files.map((f) => [store.uri(f.key), f.key]));
+  const root = store.root.replace(/\/+$/, '') + '/';
+  return (p) => {
+    const direct = byUri.get(p);
+    if (direct) return direct;
+    const plain = p.startsWith('file://') ? p.slice('file://'.length) : p;
+    return plain.startsWith(root) ? plain.slice(root.length) : undefined;
+  };
+}
+
+type PartitionCheck = (name: string, file: PhysicalDataFile) => PartitionValue | undefined;
+
+/** Expected partition values of a file, for the spec fields that the hive path determines. */
+function partitionExpectations(table: DescribedTable, label: string): Map<string, PartitionCheck> {
+  const checks = new Map<string, PartitionCheck>();
+  const schema = currentSchema(table.metadata, label);
+  for (const field of defaultSpec(table.metadata, label).fields) {
+    const source = topLevelField(schema, field['source-id'])?.name;
+    if (field.transform === 'identity' && source === 'grid_partition') checks.set(field.name, (_n, f) => f.parsed.bucket.cell);
+    else if (field.transform === 'year') checks.set(field.name, (_n, f) => f.parsed.bucket.year - EPOCH_YEAR);
+  }
+  return checks;
+}
+
+export function compareCatalogWithFiles(
+  table: DescribedTable,
+  files: readonly PhysicalDataFile[],
+  rowsByKey: ReadonlyMap<string, number>,
+  keyOfPath: (p: string) => string | undefined,
+  catalogLabel: string,
+): Violation[] {
+  const violations: Violation[] = [];
+  if (table.snapshotCount !== 1) {
+    violations.push({
+      kind: ViolationKinds.snapshotCount,
+      object: catalogLabel,
+      detail: `the table has ${table.snapshotCount} snapshots; a rebuilt table has exactly 1`,
+    });
+  }
+  const physical = new Map(files.map((f) => [f.key, f]));
+  const partitionChecks = partitionExpectations(table, catalogLabel);
+  const listed = new Set<string>();
+  for (const entry of table.dataFiles) {
+    const key = keyOfPath(entry.path);
+    const file = key === undefined ? undefined : physical.get(key);
+    if (!file) {
+      violations.push({
+        kind: ViolationKinds.missingFromWarehouse,
+        object: entry.path,
+        detail: `the catalog lists ${entry.path} (${entry.recordCount} rows) but the warehouse has no such data file`,
+      });
+      continue;
+    }
+    if (listed.has(file.key)) {
+      violations.push({ kind: ViolationKinds.duplicateCatalogEntry, object: file.key, detail: `the catalog lists ${entry.path} more than once` });
+      continue;
+    }
+    listed.add(file.key);
+    const rows = rowsByKey.get(file.key);
+    if (rows !== undefined && rows !== entry.recordCount) {
+      violations.push({
+        kind: ViolationKinds.recordCountMismatch,
+        object: file.key,
+        detail: `the catalog records ${entry.recordCount} rows, the file has ${rows}`,
+      });
+    }
+    if (entry.size !== file.size) {
+      violations.push({
+        kind: ViolationKinds.fileSizeMismatch,
+        object: file.key,
+        detail: `the catalog records ${entry.size} bytes, the file has ${file.size}`,
+      });
+    }
+    for (const [name, expected] of partitionChecks) {
+      const want = expected(name, file);
+      const got = entry.partition[name];
+      if (want !== undefined && got !== want) {
+        violations.push({
+          kind: ViolationKinds.partitionMismatch,
+          object: file.key,
+          detail: `partition field ${name} is ${JSON.stringify(got)} in the catalog, the path says ${JSON.stringify(want)}`,
+        });
+      }
+    }
+  }
+  for (const f of files) {
+    if (!listed.has(f.key)) {
+      violations.push({ kind: ViolationKinds.notInCatalog, object: f.key, detail: `the data file is in the warehouse but not in the catalog's current snapshot` });
+    }
+  }
+  return violations;
+}

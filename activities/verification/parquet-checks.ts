@@ -1,0 +1,246 @@
+/**
+ * The checks that read Parquet, in DuckDB: footers (row counts, `geo` key, columns), duplicate ids per
+ * bucket and the sort order of compacted files. Each check runs as one query over all files; when that
+ * query fails (a damaged file) it is repeated per bucket and per file, so the report names the culprit.
+ */
+import type { DuckSession } from '../compaction/duckdb-session';
+import { sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { ViolationKinds, type Violation } from './report';
+
+/** A data file available as a local path (materialized). */
+export interface LocalDataFile {
+  key: string;
+  path: string;
+  bucket: string;
+  compacted: boolean;
+}
+
+export interface FooterFacts {
+  rows: number;
+  geoKeys: number;
+  /** The value of the first `geo` key, if any. */
+  geo?: Uint8Array;
+  columns: Set<string>;
+}
+
+export interface FooterResult {
+  facts: Map<string, FooterFacts>;
+  violations: Violation[];
+}
+
+const READ = 'union_by_name = true, hive_partitioning = false, filename = true';
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}
+
+function unreadable(file: LocalDataFile, err: unknown): Violation {
+  return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLine(err)}` };
+}
+
+async function footerFacts(session: DuckSession, files: readonly LocalDataFile[]): Promise<Map<string, FooterFacts>> {
+  const list = sqlStringList(files.map((f) => f.path));
+  const byPath = new Map<string, FooterFacts>();
+  for (const r of await session.rows(`SELECT file_name, num_rows FROM parquet_file_metadata(${list})`)) {
+    byPath.set(String(r.file_name), { rows: Number(r.num_rows), geoKeys: 0, columns: new Set() });
+  }
+  for (const r of await session.rows(`SELECT file_name, value FROM parquet_kv_metadata(${list}) WHERE key = 'geo'::BLOB`)) {
+    const facts = byPath.get(String(r.file_name));
+    if (!facts) continue;
+    facts.geoKeys += 1;
+    if (!facts.geo && r.value instanceof Uint8Array) facts.geo = r.value;
+  }
+  for (const r of await session.rows(`SELECT DISTINCT file_name, name FROM parquet_schema(${list})`)) {
+    byPath.get(String(r.file_name))?.columns.add(String(r.name));
+  }
+  const out = new Map<string, FooterFacts>();
+  for (const f of files) {
+    const facts = byPath.get(f.path);
+    if (!facts) throw new Error(`DuckDB returned no footer for ${f.path}`);
+    out.set(f.key, facts);
+  }
+  return out;
+}
+
+/** Footers of all files; an unreadable file becomes a violation and is left out of `facts`. */
+export async function readFooters(session: DuckSession, files: readonly LocalDataFile[]): Promise<FooterResult> {
+  if (files.length === 0) return { facts: new Map(), violations: [] };
+  try {
+    return { facts: await footerFacts(session, files), violations: [] };
+  } catch {
+    const facts = new Map<string, FooterFacts>();
+    const violations: Violation[] = [];
+    for (const f of files) {
+      try {
+        facts.set(f.key, (await footerFacts(session, [f])).get(f.key)!);
+      } catch (err) {
+        violations.push(unreadable(f, err));
+      }
+    }
+    return { facts, violations };
+  }
+}
+
+/** `geo` present exactly once and a JSON object. */
+export function checkGeoMetadata(file: LocalDataFile, facts: FooterFacts): Violation | undefined {
+  if (facts.geoKeys !== 1) {
+    return {
+      kind: ViolationKinds.geoMetadata,
+      object: file.key,
+      detail: facts.geoKeys === 0 ? 'the file has no `geo` key-value metadata' : `the file has ${facts.geoKeys} \`geo\` keys; GeoParquet needs exactly one`,
+    };
+  }
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(facts.geo ?? new Uint8Array()).toString('utf8'));
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return undefined;
+  } catch {
+    // reported below
+  }
+  return { kind: ViolationKinds.geoMetadata, object: file.key, detail: 'the `geo` value is not a JSON object' };
+}
+
+async function loadFileTable(session: DuckSession, files: readonly LocalDataFile[]): Promise<void> {
+  await session.exec('CREATE OR REPLACE TEMP TABLE verify_files (path VARCHAR, bucket VARCHAR)');
+  const app = await session.conn.createAppender('verify_files');
+  try {
+    for (const f of files) {
+      app.appendVarchar(f.path);
+      app.appendVarchar(f.bucket);
+      app.endRow();
+    }
+    app.flushSync();
+  } finally {
+    app.closeSync();
+  }
+}
+
+interface DuplicateRow {
+  bucket: string;
+  ids: number;
+  extraRows: number;
+  example: string;
+  exampleCount: number;
+  exampleFiles: number;
+}
+
+async function duplicateQuery(session: DuckSession, files: readonly LocalDataFile[]): Promise<DuplicateRow[]> {
+  await loadFileTable(session, files);
+  const rows = await session.rows(`
+    WITH d AS (
+      SELECT f.bucket, r.id, count(*) AS n, count(DISTINCT r.filename) AS nfiles
+      FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) r
+      JOIN verify_files f ON f.path = r.filename
+      WHERE r.id IS NOT NULL
+      GROUP BY f.bucket, r.id
+      HAVING count(*) > 1
+    )
+    SELECT bucket, count(*) AS ids, sum(n) - count(*) AS extra_rows,
+           arg_min(id, id) AS example, arg_min(n, id) AS example_n, arg_min(nfiles, id) AS example_files
+    FROM d GROUP BY bucket ORDER BY bucket`);
+  return rows.map((r) => ({
+    bucket: String(r.bucket),
+    ids: Number(r.ids),
+    extraRows: Number(r.extra_rows),
+    example: String(r.example),
+    exampleCount: Number(r.example_n),
+    exampleFiles: Number(r.example_files),
+  }));
+}
+
+function duplicateViolation(d: DuplicateRow): Violation {
+  const where = d.exampleFiles > 1 ? `in ${d.exampleFiles} files` : 'in one file';
+  return {
+    kind: ViolationKinds.duplicateId,
+    object: d.bucket,
+    detail: `${d.ids} id(s) occur more than once in the bucket (${d.extraRows} surplus rows), e.g. ${JSON.stringify(d.example)} ${d.exampleCount} times ${where}`,
+  };
+}
+
+/** The files of `files` that cannot be read on their own. */
+async function findUnreadable(session: DuckSession, files: readonly LocalDataFile[], columns: string): Promise<Violation[]> {
+  const out: Violation[] = [];
+  for (const f of files) {
+    try {
+      await session.rows(`SELECT count(${columns}) FROM read_parquet(${sqlString(f.path)}, hive_partitioning = false)`);
+    } catch (err) {
+      out.push(unreadable(f, err));
+    }
+  }
+  return out;
+}
+
+/** One row per id per bucket, counted across all files of the bucket. `files` must all have an `id` column. */
+export async function checkDuplicateIds(session: DuckSession, files: readonly LocalDataFile[], byBucket: Map<string, LocalDataFile[]>): Promise<Violation[]> {
+  if (files.length === 0) return [];
+  try {
+    return (await duplicateQuery(session, files)).map(duplicateViolation);
+  } catch {
+    const violations: Violation[] = [];
+    for (const [bucket, group] of byBucket) {
+      try {
+        violations.push(...(await duplicateQuery(session, group)).map(duplicateViolation));
+      } catch (err) {
+        const bad = await findUnreadable(session, group, 'id');
+        violations.push(
+          ...(bad.length
+            ? bad
+            : [{ kind: ViolationKinds.incompatibleBucket, object: bucket, detail: `the files of the bucket cannot be read together: ${firstLine(err)}` }]),
+        );
+      }
+    }
+    return violations;
+  }
+}
+
+async function sortQuery(session: DuckSession, files: readonly LocalDataFile[], withPlatform: boolean, withDatetime: boolean): Promise<Violation[]> {
+  const order = [withPlatform ? 'platform' : undefined, withDatetime ? 'datetime' : undefined].filter(Boolean).join(', ');
+  // A file is sorted iff ordering it by (platform, datetime) — ties kept in file order — leaves every row
+  // where it is. DuckDB's default ordering (ASC, NULLS LAST) is the one the compaction writes with.
+  const rows = await session.rows(`
+    SELECT filename, count(*) AS total,
+           count(*) FILTER (WHERE rn - 1 <> file_row_number) AS misplaced,
+           min(file_row_number) FILTER (WHERE rn - 1 <> file_row_number) AS first_row
+    FROM (
+      SELECT filename, file_row_number,
+             row_number() OVER (PARTITION BY filename ORDER BY ${order}, file_row_number) AS rn
+      FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}, file_row_number = true)
+    )
+    GROUP BY filename HAVING misplaced > 0`);
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  return rows.map((r) => ({
+    kind: ViolationKinds.unsorted,
+    object: byPath.get(String(r.filename))?.key ?? String(r.filename),
+    detail: `${Number(r.misplaced)} of ${Number(r.total)} rows are out of (platform, datetime) order, the first at row ${Number(r.first_row)}`,
+  }));
+}
+
+/** Sort order (platform, datetime) of compacted files; columns missing from a file are left out of its key. */
+export async function checkSortOrder(session: DuckSession, files: readonly LocalDataFile[], facts: ReadonlyMap<string, FooterFacts>): Promise<Violation[]> {
+  const groups = new Map<string, { platform: boolean; datetime: boolean; files: LocalDataFile[] }>();
+  for (const f of files) {
+    const cols = facts.get(f.key)?.columns;
+    if (!cols) continue;
+    const platform = cols.has('platform');
+    const datetime = cols.has('datetime');
+    if (!platform && !datetime) continue;
+    const id = `${platform}/${datetime}`;
+    const g = groups.get(id) ?? { platform, datetime, files: [] };
+    g.files.push(f);
+    groups.set(id, g);
+  }
+  const violations: Violation[] = [];
+  for (const g of groups.values()) {
+    try {
+      violations.push(...(await sortQuery(session, g.files, g.platform, g.datetime)));
+    } catch {
+      for (const f of g.files) {
+        try {
+          violations.push(...(await sortQuery(session, [f], g.platform, g.datetime)));
+        } catch (err) {
+          violations.push(unreadable(f, err));
+        }
+      }
+    }
+  }
+  return violations;
+}

@@ -1,0 +1,61 @@
+/** What `verify` reports: every violation names the object (a key, a bucket, the catalog) it is about. */
+
+export const ViolationKinds = {
+  /** A data file in the warehouse that the catalog's current snapshot does not list. */
+  notInCatalog: 'not-in-catalog',
+  /** A file the catalog lists that is not (or no longer) in the warehouse. */
+  missingFromWarehouse: 'missing-from-warehouse',
+  /** The catalog lists the same file more than once. */
+  duplicateCatalogEntry: 'duplicate-catalog-entry',
+  recordCountMismatch: 'record-count-mismatch',
+  fileSizeMismatch: 'file-size-mismatch',
+  partitionMismatch: 'partition-mismatch',
+  /** Footer or data of the file cannot be read. */
+  unreadableFile: 'unreadable-file',
+  missingIdColumn: 'missing-id-column',
+  /** The same id more than once within one bucket (across all of its files). */
+  duplicateId: 'duplicate-id',
+  /** The files of one bucket cannot be read together (conflicting column types). */
+  incompatibleBucket: 'incompatible-bucket',
+  /** A compacted file whose rows are not sorted by (platform, datetime). */
+  unsorted: 'unsorted',
+  /** The `geo` key is absent, repeated, or not JSON. */
+  geoMetadata: 'geo-metadata',
+  snapshotCount: 'snapshot-count',
+  catalogMissing: 'catalog-missing',
+  catalogUnreadable: 'catalog-unreadable',
+  tableMissing: 'table-missing',
+} as const;
+
+export type ViolationKind = (typeof ViolationKinds)[keyof typeof ViolationKinds];
+
+export interface Violation {
+  kind: ViolationKind;
+  /** A warehouse key, a bucket prefix, a catalog location or a catalog file path. */
+  object: string;
+  detail: string;
+}
+
+export interface VerifyStats {
+  dataFiles: number;
+  buckets: number;
+  /** Buckets that hold more than one data file (not compacted, or new ingest since). */
+  bucketsWithSeveralFiles: number;
+  compactedFiles: number;
+  /** Rows of the readable data files (from their footers). */
+  rows: number;
+  /** Null when the catalog or its table could not be read. */
+  catalogFiles: number | null;
+  catalogRows: number | null;
+  snapshotCount: number | null;
+  durationMs: number;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  warehouse: string;
+  catalog: string;
+  table: string;
+  violations: Violation[];
+  stats: VerifyStats;
+}

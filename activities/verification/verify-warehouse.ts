@@ -1,0 +1,165 @@
+/**
+ * `verify`: checks a warehouse and its catalog against the contract and reports every violation, naming
+ * its object. Read-only: it never writes the warehouse or the catalog (a missing catalog.db is reported,
+ * not created). Used by the `verify` command and by the tests after every scenario.
+ */
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describeTable, type DescribedTable } from '../catalog/describe-table';
+import { openCatalogBackend } from '../catalog/open-catalog';
+import { CatalogCorruptError } from '../catalog/catalog-backend';
+import { openDuckSession } from '../compaction/duckdb-session';
+import { openWarehouseStore } from '../storage/open-store';
+import type { WarehouseStore } from '../storage/warehouse-store';
+import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
+import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
+import { checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
+import { ViolationKinds, type VerifyReport, type Violation } from './report';
+import { groupByBucket, listPhysicalDataFiles, type PhysicalDataFile } from './warehouse-files';
+
+export { ViolationKinds, type VerifyReport, type VerifyStats, type Violation, type ViolationKind } from './report';
+
+export interface VerifyOptions {
+  warehouse: string;
+  catalog: string;
+  namespace?: string;
+  table?: string;
+  catalogName?: string;
+  /** DuckDB memory limit; verify reads one column at a time, so little is needed. Default 256 MB. */
+  memoryLimitMb?: number;
+  /** Where remote files are downloaded and DuckDB spills. Default: a fresh directory under the OS temp dir. */
+  scratchDir?: string;
+}
+
+export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport> {
+  const started = Date.now();
+  const warehouse = normalizeLocation(opts.warehouse);
+  const catalog = normalizeLocation(opts.catalog);
+  const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
+  const tableName = opts.table ?? DEFAULT_TABLE;
+  const catalogName = opts.catalogName ?? DEFAULT_CATALOG_NAME;
+  const label = `${catalog} (${namespace}.${tableName})`;
+  const scratch = opts.scratchDir ?? path.join(os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
+
+  const store = await openWarehouseStore(warehouse);
+  try {
+    const files = await listPhysicalDataFiles(store);
+    const violations: Violation[] = [];
+    const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
+
+    await fs.mkdir(scratch, { recursive: true });
+    const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
+    let rows = 0;
+    try {
+      const local = await materializeAll(store, files, scratch, violations);
+      const footers = await readFooters(session, local);
+      violations.push(...footers.violations);
+      const readable = local.filter((f) => footers.facts.has(f.key));
+      for (const f of readable) {
+        const facts = footers.facts.get(f.key)!;
+        rows += facts.rows;
+        const geo = checkGeoMetadata(f, facts);
+        if (geo) violations.push(geo);
+        if (!facts.columns.has('id')) {
+          violations.push({ kind: ViolationKinds.missingIdColumn, object: f.key, detail: 'the file has no `id` column' });
+        }
+      }
+      const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
+      violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
+      violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
+
+      const rowsByKey = new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
+      if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, catalogPathResolver(store, files), label));
+    } finally {
+      session.close();
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
+
+    const buckets = groupByBucket(files);
+    const unique = dedupe(violations);
+    return {
+      ok: unique.length === 0,
+      warehouse,
+      catalog,
+      table: `${namespace}.${tableName}`,
+      violations: unique,
+      stats: {
+        dataFiles: files.length,
+        buckets: buckets.size,
+        bucketsWithSeveralFiles: [...buckets.values()].filter((g) => g.length > 1).length,
+        compactedFiles: files.filter((f) => f.compacted).length,
+        rows,
+        catalogFiles: table ? table.dataFiles.length : null,
+        catalogRows: table ? table.dataFiles.reduce((n, f) => n + f.recordCount, 0) : null,
+        snapshotCount: table ? table.snapshotCount : null,
+        durationMs: Date.now() - started,
+      },
+    };
+  } finally {
+    await store.close();
+  }
+}
+
+/** The table as its catalog describes it, or undefined after recording why it cannot be read. */
+async function readCatalog(
+  catalog: string,
+  store: WarehouseStore,
+  catalogName: string,
+  namespace: string,
+  tableName: string,
+  label: string,
+  violations: Violation[],
+): Promise<DescribedTable | undefined> {
+  // Opening a local catalog.db that does not exist would create it: verify only looks.
+  if (catalog.startsWith('/') && !(await fs.stat(catalog).catch(() => undefined))) {
+    violations.push({ kind: ViolationKinds.catalogMissing, object: catalog, detail: `the catalog ${catalog} does not exist` });
+    return undefined;
+  }
+  let backend;
+  try {
+    backend = await openCatalogBackend(catalog, store.root, catalogName);
+  } catch (err) {
+    if (!(err instanceof CatalogCorruptError)) throw err;
+    violations.push({ kind: ViolationKinds.catalogUnreadable, object: catalog, detail: err.message });
+    return undefined;
+  }
+  try {
+    const handle = await backend.openTable(namespace, tableName);
+    if (!handle.pointer) {
+      violations.push({ kind: ViolationKinds.tableMissing, object: label, detail: `the catalog has no table ${namespace}.${tableName}` });
+      return undefined;
+    }
+    return await describeTable(backend, namespace, tableName);
+  } catch (err) {
+    violations.push({ kind: ViolationKinds.catalogUnreadable, object: label, detail: `cannot read the table: ${(err as Error).message.split('\n')[0]}` });
+    return undefined;
+  } finally {
+    await backend.close();
+  }
+}
+
+async function materializeAll(store: WarehouseStore, files: readonly PhysicalDataFile[], scratch: string, violations: Violation[]): Promise<LocalDataFile[]> {
+  const out: LocalDataFile[] = [];
+  const downloads = path.join(scratch, 'files');
+  for (const f of files) {
+    try {
+      const local = await store.materialize(f.key, downloads);
+      out.push({ key: f.key, path: local, bucket: f.bucket, compacted: f.compacted });
+    } catch (err) {
+      violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: `cannot fetch the file: ${(err as Error).message.split('\n')[0]}` });
+    }
+  }
+  return out;
+}
+
+function dedupe(violations: readonly Violation[]): Violation[] {
+  const seen = new Set<string>();
+  return violations.filter((v) => {
+    const id = `${v.kind}\0${v.object}`;
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}

@@ -1,0 +1,34 @@
+/** The physical ground truth that verify compares against: every data file of the hive layout. */
+import type { WarehouseStore } from '../storage/warehouse-store';
+import { CONTROL_PREFIX, bucketKey, parseDataFileKey, type DataFileKey } from '../storage/warehouse-layout';
+
+export interface PhysicalDataFile {
+  key: string;
+  size: number;
+  parsed: DataFileKey;
+  /** The bucket prefix, `grid_partition=<cell>/year=<year>`. */
+  bucket: string;
+  compacted: boolean;
+}
+
+/** Data files sorted by key; control objects, Iceberg metadata and non-layout keys are not data. */
+export async function listPhysicalDataFiles(store: WarehouseStore): Promise<PhysicalDataFile[]> {
+  const out: PhysicalDataFile[] = [];
+  for await (const obj of store.list('')) {
+    if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
+    const parsed = parseDataFileKey(obj.key);
+    if (!parsed) continue;
+    out.push({ key: obj.key, size: obj.size, parsed, bucket: bucketKey(parsed.bucket), compacted: parsed.name.startsWith('compacted_') });
+  }
+  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+export function groupByBucket<T extends { bucket: string }>(files: readonly T[]): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const f of files) {
+    const list = groups.get(f.bucket);
+    if (list) list.push(f);
+    else groups.set(f.bucket, [f]);
+  }
+  return groups;
+}
