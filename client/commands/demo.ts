@@ -8,6 +8,7 @@ import { promises as fs } from 'node:fs';
 import { parse } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { createWorker } from '../../worker/worker';
 import { generateSampleWarehouse } from '../demo/sample-warehouse';
 import { readTableBack } from '../demo/read-table-back';
@@ -25,6 +26,8 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const catalog = path.join(dir, 'catalog.db');
   const say = (line: string) => console.error(`demo: ${line}`);
 
+  // The demo's own lines and the progress bar are the interesting output; the SDK speaks up only for warnings.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
   let server: DevServer | undefined;
   let target = resolveTarget({});
   if (!process.env.TEMPORAL_ADDRESS) {
