@@ -319,6 +319,7 @@ function summarize(
     unreadableFiles: cat?.unreadable ?? [],
     unreadableFilesTotal: cat?.unreadableTotal ?? cat?.unreadable.length ?? 0,
     sampleBuckets: plan.sample,
+    workflowRuns: progress.generation + 1,
   };
 }
 

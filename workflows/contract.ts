@@ -230,4 +230,6 @@ export interface CompactionSummary {
   unreadableFiles: UnreadableFile[];
   unreadableFilesTotal: number;
   sampleBuckets: string[];
+  /** Runs of this workflow id it took (continue-as-new keeps history small on large warehouses). */
+  workflowRuns: number;
 }
