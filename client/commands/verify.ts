@@ -1,0 +1,54 @@
+import { location, parse } from '../cli-args';
+import { UsageError } from '../cli-args';
+import { verifyWarehouse, type VerifyReport } from '../../activities/verification/verify-warehouse';
+
+export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--iceberg-namespace NS] [--table T] [--catalog-name N] [--json]
+    Checks the warehouse against its catalog and the compaction contract (read-only); exit 2 on any violation.`;
+
+/** Exit code when verification found violations (1 stays "could not verify"). */
+export const EXIT_VIOLATIONS = 2;
+
+/** Violations printed in text mode; --json always has all of them. */
+const SHOWN = 50;
+
+export async function runVerifyCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    warehouse: { type: 'string' },
+    catalog: { type: 'string' },
+    'iceberg-namespace': { type: 'string' },
+    table: { type: 'string' },
+    'catalog-name': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (!values.warehouse) throw new UsageError('--warehouse is required');
+  if (!values.catalog) throw new UsageError('--catalog is required');
+  const report = await verifyWarehouse({
+    warehouse: location(values.warehouse),
+    catalog: location(values.catalog),
+    namespace: values['iceberg-namespace'],
+    table: values.table,
+    catalogName: values['catalog-name'],
+  });
+  console.log(values.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
+  return report.ok ? 0 : EXIT_VIOLATIONS;
+}
+
+export function formatVerifyReport(r: VerifyReport): string {
+  const s = r.stats;
+  const lines = [
+    `verify ${r.warehouse} against ${r.catalog} (${r.table})`,
+    `  warehouse ${s.dataFiles} data files in ${s.buckets} buckets (${s.bucketsWithSeveralFiles} with several files), ${s.compactedFiles} compacted, ${s.rows} rows`,
+    s.catalogFiles === null
+      ? '  catalog   not readable'
+      : `  catalog   ${s.snapshotCount} snapshot(s), ${s.catalogFiles} data files, ${s.catalogRows} rows`,
+  ];
+  if (r.ok) {
+    lines.push(`OK: no violations (${s.durationMs} ms)`);
+    return lines.join('\n');
+  }
+  lines.push(`FAILED: ${r.violations.length} violation(s)`);
+  const width = Math.max(...r.violations.map((v) => v.kind.length));
+  for (const v of r.violations.slice(0, SHOWN)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
+  if (r.violations.length > SHOWN) lines.push(`  … and ${r.violations.length - SHOWN} more (--json lists all)`);
+  return lines.join('\n');
+}

@@ -1,0 +1,255 @@
+/**
+ * `verify` after a real compaction (the bucket and catalog activities' functions on a generated
+ * warehouse): clean first, then one kind of damage at a time, each repaired before the next.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { createPrng, generateSampleWarehouse, makeSampleRow, writePartFile } from '../client/demo/sample-warehouse';
+import { compactBucket } from '../activities/compaction/compact-bucket';
+import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
+import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { openCatalogBackend } from '../activities/catalog/open-catalog';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { verifyWarehouse, ViolationKinds, type VerifyReport } from '../activities/verification/verify-warehouse';
+import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
+import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../workflows/contract';
+import { REPO_ROOT } from './helpers/temporal';
+
+const execFileP = promisify(execFile);
+const CELLS = ['8128bffffffffff', '8129bffffffffff'];
+const YEARS = [2021];
+
+let dir: string;
+let warehouse: string;
+let catalog: string;
+let store: LocalWarehouseStore;
+
+async function compactEverything(planId: string): Promise<void> {
+  const files = await listPhysicalDataFiles(store);
+  for (const group of groupByBucket(files).values()) {
+    if (group.length < 2) continue;
+    await compactBucket(
+      store,
+      { warehouse, planId, bucket: group[0]!.parsed.bucket, inputs: group.map((f) => ({ key: f.key, size: f.size })) },
+      { scratchDir: path.join(dir, 'scratch'), memoryLimitMb: 256, threads: 1, heartbeat: () => undefined },
+    );
+  }
+}
+
+async function rebuild(): Promise<void> {
+  const backend = await openCatalogBackend(catalog, warehouse, DEFAULT_CATALOG_NAME);
+  try {
+    await rebuildCatalog(store, backend, { warehouse, catalog, namespace: DEFAULT_NAMESPACE, table: DEFAULT_TABLE, catalogName: DEFAULT_CATALOG_NAME });
+  } finally {
+    await backend.close();
+  }
+}
+
+const verify = () => verifyWarehouse({ warehouse, catalog });
+
+function kinds(r: VerifyReport): string[] {
+  return r.violations.map((v) => `${v.kind} ${v.object}`).sort();
+}
+
+async function compactedFiles(): Promise<string[]> {
+  return (await listPhysicalDataFiles(store)).filter((f) => f.compacted).map((f) => f.key);
+}
+
+/** Rewrites a Parquet file through DuckDB: `select` over `src`, optional kv metadata, to `dest`. */
+async function rewrite(src: string, dest: string, select: string, kv: string | undefined): Promise<void> {
+  const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
+  const tmp = `${dest}.rewrite`;
+  try {
+    const kvClause = kv === undefined ? '' : `, KV_METADATA {geo: ${sqlString(kv)}}`;
+    await session.exec(
+      `COPY (${select.replace('$src', `read_parquet(${sqlString(src)}, hive_partitioning = false)`)}) TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd${kvClause})`,
+    );
+    const [geo] = await session.rows(`SELECT 1 FROM parquet_kv_metadata(${sqlString(tmp)}) WHERE key = 'geo'::BLOB`);
+    assert.equal(geo !== undefined, kv !== undefined, 'the rewritten file has a geo key exactly when asked');
+  } finally {
+    session.close();
+  }
+  await fs.rename(tmp, dest);
+}
+
+async function geoOf(file: string): Promise<string> {
+  const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
+  try {
+    const [row] = await session.rows(`SELECT value FROM parquet_kv_metadata(${sqlString(file)}) WHERE key = 'geo'::BLOB`);
+    return Buffer.from(row!.value as Uint8Array).toString('utf8');
+  } finally {
+    session.close();
+  }
+}
+
+describe('verify', () => {
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-verify-'));
+    warehouse = path.join(dir, 'warehouse');
+    catalog = path.join(dir, 'catalog.db');
+    await fs.mkdir(warehouse, { recursive: true });
+    await generateSampleWarehouse(warehouse, { cells: CELLS, years: YEARS, seed: 11, partsPerBucket: [3, 4], rowsPerPart: 40 });
+    store = new LocalWarehouseStore(warehouse);
+  });
+
+  after(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('before compaction: the missing catalog and the duplicate ids across part files are reported', async () => {
+    const r = await verify();
+    assert.equal(r.ok, false);
+    assert.deepEqual(
+      [...new Set(r.violations.map((v) => v.kind))].sort(),
+      [ViolationKinds.catalogMissing, ViolationKinds.duplicateId].sort(),
+    );
+    const dup = r.violations.filter((v) => v.kind === ViolationKinds.duplicateId).map((v) => v.object).sort();
+    assert.deepEqual(dup, CELLS.map((c) => `grid_partition=${c}/year=2021`).sort());
+    assert.match(r.violations.find((v) => v.kind === ViolationKinds.duplicateId)!.detail, /in 2 files/);
+    await assert.rejects(fs.stat(catalog), 'verify does not create the catalog');
+    assert.equal(r.stats.buckets, 2);
+    assert.ok(r.stats.bucketsWithSeveralFiles === 2 && r.stats.catalogFiles === null);
+  });
+
+  test('after compaction and catalog rebuild the warehouse verifies clean', async () => {
+    await compactEverything('20250105T030000-verify01');
+    await rebuild();
+    const r = await verify();
+    assert.deepEqual(r.violations, []);
+    assert.equal(r.ok, true);
+    assert.equal(r.stats.dataFiles, 2);
+    assert.equal(r.stats.compactedFiles, 2);
+    assert.equal(r.stats.bucketsWithSeveralFiles, 0);
+    assert.equal(r.stats.snapshotCount, 1);
+    assert.equal(r.stats.catalogFiles, 2);
+    assert.equal(r.stats.catalogRows, r.stats.rows);
+    assert.ok(r.stats.rows > 0);
+  });
+
+  test('a stray data file that is not in the catalog', async () => {
+    const rng = createPrng(5);
+    const key = `grid_partition=${CELLS[0]}/year=2021/part_99999_stray.parquet`;
+    const rows = [0, 1, 2].map((i) => makeSampleRow(rng, { id: `STRAY_${i}`, cell: CELLS[0]!, year: 2021, updated: new Date() }));
+    await writePartFile(path.join(warehouse, key), rows);
+    try {
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.notInCatalog} ${key}`]);
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test('an id duplicated across two files of one bucket, even once both are catalogued', async () => {
+    const [compacted] = await compactedFiles();
+    const bucket = path.dirname(compacted!);
+    const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
+    let id: string;
+    try {
+      const [row] = await session.rows(`SELECT min(id) AS id FROM read_parquet(${sqlString(path.join(warehouse, compacted!))}, hive_partitioning = false)`);
+      id = String(row!.id);
+    } finally {
+      session.close();
+    }
+    const cell = /grid_partition=([^/]+)/.exec(bucket)![1]!;
+    const key = `${bucket}/part_99998_late.parquet`;
+    await writePartFile(path.join(warehouse, key), [makeSampleRow(createPrng(6), { id, cell, year: 2021, updated: new Date() })]);
+    try {
+      await rebuild();
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.duplicateId} ${bucket}`]);
+      assert.match(r.violations[0]!.detail, new RegExp(`1 id\\(s\\).*${id}.*2 times in 2 files`));
+      assert.equal(r.stats.bucketsWithSeveralFiles, 1);
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+      await rebuild();
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test('a compacted file whose rows are not sorted by (platform, datetime)', async () => {
+    const [compacted] = await compactedFiles();
+    const file = path.join(warehouse, compacted!);
+    const saved = path.join(dir, 'saved.parquet');
+    await fs.copyFile(file, saved);
+    try {
+      await rewrite(saved, file, 'SELECT * FROM $src ORDER BY platform DESC, datetime DESC', await geoOf(saved));
+      await rebuild();
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.unsorted} ${compacted}`]);
+      assert.match(r.violations[0]!.detail, /rows are out of \(platform, datetime\) order, the first at row 0/);
+    } finally {
+      await fs.copyFile(saved, file);
+      await rebuild();
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test('a data file without its geo key', async () => {
+    const [compacted] = await compactedFiles();
+    const file = path.join(warehouse, compacted!);
+    const saved = path.join(dir, 'saved-geo.parquet');
+    await fs.copyFile(file, saved);
+    try {
+      await rewrite(saved, file, 'SELECT * FROM $src', undefined);
+      const stale = await verify();
+      // The catalog still records the old size: that is reported too, until the catalog is rebuilt.
+      assert.deepEqual(kinds(stale), [`${ViolationKinds.fileSizeMismatch} ${compacted}`, `${ViolationKinds.geoMetadata} ${compacted}`]);
+      await rebuild();
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.geoMetadata} ${compacted}`]);
+      assert.match(r.violations[0]!.detail, /no `geo` key/);
+    } finally {
+      await fs.copyFile(saved, file);
+      await rebuild();
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test('a catalogued file that is deleted, and one that is truncated', async () => {
+    const [first, second] = await compactedFiles();
+    const saved1 = path.join(dir, 'saved-1.parquet');
+    const saved2 = path.join(dir, 'saved-2.parquet');
+    await fs.copyFile(path.join(warehouse, first!), saved1);
+    await fs.copyFile(path.join(warehouse, second!), saved2);
+    try {
+      await fs.rm(path.join(warehouse, first!));
+      await fs.truncate(path.join(warehouse, second!), 100);
+      const r = await verify();
+      assert.deepEqual(kinds(r), [
+        `${ViolationKinds.fileSizeMismatch} ${second}`,
+        `${ViolationKinds.missingFromWarehouse} ${path.join(warehouse, first!)}`,
+        `${ViolationKinds.unreadableFile} ${second}`,
+      ]);
+    } finally {
+      await fs.copyFile(saved1, path.join(warehouse, first!));
+      await fs.copyFile(saved2, path.join(warehouse, second!));
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test('the CLI exits 0 when clean and 2 with the violations as JSON', async () => {
+    const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+    const clean = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog], { cwd: REPO_ROOT });
+    assert.match(clean.stdout, /OK/);
+    const key = `grid_partition=${CELLS[1]}/year=2021/part_99997_cli.parquet`;
+    await writePartFile(path.join(warehouse, key), [makeSampleRow(createPrng(9), { id: 'CLI_1', cell: CELLS[1]!, year: 2021, updated: new Date() })]);
+    try {
+      const broken = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--json'], { cwd: REPO_ROOT }).then(
+        () => assert.fail('verify must exit non-zero on a violation'),
+        (err: { code?: number; stdout?: string }) => err,
+      );
+      assert.equal(broken.code, 2);
+      const report = JSON.parse(broken.stdout!) as VerifyReport;
+      assert.equal(report.ok, false);
+      assert.deepEqual(kinds(report), [`${ViolationKinds.notInCatalog} ${key}`]);
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+    }
+  });
+});
