@@ -1,0 +1,33 @@
+/**
+ * Permanent failures of one bucket. Retrying cannot help (the data itself is wrong, or the plan no
+ * longer matches the warehouse), so the activity wrapper reports them as non-retryable; nothing has
+ * been deleted when either is thrown.
+ */
+
+/** An input (or our own output) cannot be merged: corrupt, empty, no `id`, conflicting types, null ids. */
+export class BadBucketDataError extends Error {
+  constructor(
+    message: string,
+    /** The objects at fault (warehouse keys). */
+    readonly keys: readonly string[] = [],
+  ) {
+    super(message);
+    this.name = 'BadBucketDataError';
+  }
+}
+
+/** Planned inputs are gone and no output of this plan exists: someone else changed the bucket. */
+export class MissingPlannedInputError extends Error {
+  constructor(
+    readonly bucket: string,
+    readonly missing: readonly string[],
+  ) {
+    const shown = missing.slice(0, 10).join(', ');
+    const more = missing.length > 10 ? ` and ${missing.length - 10} more` : '';
+    super(
+      `bucket ${bucket}: ${missing.length} planned input(s) no longer exist and no compacted output of this plan is present ` +
+        `(${shown}${more}); nothing was deleted — plan again`,
+    );
+    this.name = 'MissingPlannedInputError';
+  }
+}
