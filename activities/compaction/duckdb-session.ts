@@ -10,7 +10,11 @@ import type { JS } from '@duckdb/node-api';
 export interface DuckSessionOptions {
   memoryLimitMb?: number;
   threads?: number;
-  /** Spill directory; created if needed. Without it DuckDB would spill into '.tmp' of the cwd. */
+  /**
+   * Spill directory; created if needed. Without it DuckDB would spill into '.tmp' of the cwd. Tables of
+   * the in-memory database spill here too (measured: faster and with far less resident memory than a
+   * disk-backed database file for the same work).
+   */
   tempDir: string;
 }
 

@@ -370,3 +370,53 @@ export async function generateSampleWarehouse(root: string, opts: SampleWarehous
   }
   return stats;
 }
+
+export interface HeavyPartOptions {
+  /** Rows in the file; row i (0-based) has id `heavy_<(firstId + i) % idModulo>`. */
+  rows: number;
+  firstId: number;
+  /** Ids repeat modulo this, so parts overlap (duplicates) when their ranges overlap. */
+  idModulo: number;
+  /** Uncompressed bytes of the padded `assets` column per row (multiple of 32). */
+  stringBytes: number;
+  /** Shifts `updated`, so that later parts win or lose deterministically. */
+  updatedOffsetSeconds: number;
+  session?: DuckSession;
+}
+
+/**
+ * A bucket-sized part generated inside DuckDB (no JS rows), for memory and throughput tests: wide
+ * string rows whose in-memory size is many times a small memory limit while the file stays small.
+ */
+export async function writeHeavyPart(file: string, opts: HeavyPartOptions): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const session =
+    opts.session ?? (await openDuckSession({ tempDir: path.join(os.tmpdir(), `earthcatalog-sample-${process.pid}`) }));
+  const wkb = Buffer.from(polygonWkb([[0, 0], [1, 0], [1, 1], [0, 1]])).toString('hex');
+  const repeats = Math.max(1, Math.round(opts.stringBytes / 32));
+  // DuckDB writes a column chunk as few large pages; readers decompress a page at once, so ~4 MB
+  // row groups keep the parts readable under a small memory limit (as pyarrow's 1 MB pages are).
+  const rowGroupRows = Math.max(2048, Math.floor((4 * 1024 * 1024) / (repeats * 32)));
+  const geo = JSON.stringify({
+    version: '1.1.0',
+    primary_column: 'geometry',
+    columns: { geometry: { encoding: 'WKB', geometry_types: ['Polygon'], bbox: [0, 0, 1, 1] } },
+  });
+  try {
+    await session.exec(
+      `COPY (
+         SELECT 'heavy_' || ((i + ${opts.firstId}) % ${opts.idModulo}) AS id,
+                'heavy' AS grid_partition,
+                from_hex('${wkb}') AS geometry,
+                TIMESTAMPTZ '2020-01-01 00:00:00+00' + to_seconds((hash(i + ${opts.firstId}) % 31536000)::BIGINT) AS datetime,
+                ['LC08', 'LC09', 'S1A', 'S2A', 'S2B'][1 + ((i + ${opts.firstId}) % 5)::BIGINT] AS platform,
+                TIMESTAMPTZ '2021-01-01 00:00:00+00' + to_seconds(${Math.floor(opts.updatedOffsetSeconds)} + (i % 1000)::BIGINT) AS updated,
+                repeat(md5((i + ${opts.firstId})::VARCHAR || ${sqlString(file)}), ${repeats}) AS assets
+         FROM range(${Math.floor(opts.rows)}) t(i)
+       ) TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rowGroupRows},
+         KV_METADATA {geo: ${sqlString(geo)}})`,
+    );
+  } finally {
+    if (!opts.session) session.close();
+  }
+}

@@ -1,0 +1,441 @@
+/**
+ * Compacts one bucket (SPEC §3), idempotently: any attempt may have been killed at any point, so each
+ * attempt first reads the state the warehouse is in and continues from there.
+ *
+ *   output absent,  all inputs present  → (a) compact, verify, publish, delete, sweep
+ *   output present, all inputs present  → (b) an attempt died after publishing: re-verify against the
+ *                                          inputs; delete them if it matches, else replace the output
+ *   output present, some inputs present → (c) an attempt died while deleting: check the output against
+ *                                          its provenance and the remaining inputs, finish deleting
+ *   output present, no inputs present   → (e) done earlier: report it, sweep leftovers
+ *   output absent,  some inputs missing → (d) someone else changed the bucket: fail, delete nothing
+ */
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { BucketRequest, BucketResult } from '../../workflows/contract';
+import { bucketPrefix } from '../../workflows/contract';
+import type { WarehouseStore } from '../storage/warehouse-store';
+import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
+import { BadBucketDataError, MissingPlannedInputError } from './bucket-errors';
+import { crashPoint } from './crash-points';
+import { openDuckSession, type DuckSession } from './duckdb-session';
+import {
+  assertCompatibleSchemas,
+  findUnreadableInput,
+  readInputSchema,
+  type InputSchema,
+  type LocalInput,
+} from './input-schema';
+import {
+  computeWinners,
+  idsMissingFromOutput,
+  inputIdDigest,
+  outputIdDigest,
+  estimateRowBytes,
+  readKvMetadata,
+  writeOrdered,
+  type IdDigest,
+} from './merge-bucket';
+import { outputKvMetadata, parseProvenance, type Provenance } from './output-metadata';
+
+export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
+
+/** Heartbeat details: small and JSON, shown in Temporal's UI. */
+export interface BucketProgress {
+  phase: BucketPhase;
+  filesIn: number;
+  rowsIn?: number;
+  rowsOut?: number;
+  /** A bucket larger than one in-memory sort is written in chunks: how many are done, of how many. */
+  chunksDone?: number;
+  chunks?: number;
+  /** Which state the attempt found the bucket in (see the module comment). */
+  state?: 'fresh' | 'published' | 'deleting' | 'done';
+}
+
+export interface CompactBucketOptions {
+  /** Private to this attempt; materialized inputs, spill files and (remote stores) the output are built here. */
+  scratchDir: string;
+  memoryLimitMb: number;
+  threads: number;
+  /** Called at every phase; may throw (e.g. the activity was cancelled) to stop before the next step. */
+  heartbeat: (p: BucketProgress) => void;
+  /**
+   * Wide-row bytes one DuckDB sort may take (default memoryLimit / 5, measured safe); a bucket above
+   * it is written through range partitions. Tests lower it to exercise that path on small data.
+   */
+  sortBudgetBytes?: number;
+}
+
+/** Verification failed: retrying rebuilds from the untouched inputs. Retryable on purpose. */
+export class OutputVerificationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutputVerificationError';
+  }
+}
+
+interface Attempt {
+  store: WarehouseStore;
+  req: BucketRequest;
+  opts: CompactBucketOptions;
+  bucket: string;
+  outputKey: string;
+  session: DuckSession;
+  workDir: string;
+  progress: BucketProgress;
+}
+
+function beat(a: Attempt, patch: Partial<BucketProgress>): void {
+  Object.assign(a.progress, patch);
+  a.opts.heartbeat({ ...a.progress });
+}
+
+function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string): void {
+  if (req.inputs.length === 0) throw new Error(`bucket ${bucket}: the plan lists no inputs`);
+  const seen = new Set<string>();
+  for (const input of req.inputs) {
+    const parsed = parseDataFileKey(input.key);
+    if (!parsed || bucketPrefix(parsed.bucket) !== bucket) {
+      throw new Error(`bucket ${bucket}: planned input ${input.key} is not a data file of this bucket`);
+    }
+    if (input.key === outputKey) {
+      throw new Error(`bucket ${bucket}: planned input ${input.key} is this plan's own output`);
+    }
+    if (seen.has(input.key)) throw new Error(`bucket ${bucket}: planned input ${input.key} is listed twice`);
+    seen.add(input.key);
+  }
+}
+
+/**
+ * DuckDB's operators need a share of memory per thread; below ~128 MB each, aggregates and sorts fail
+ * instead of spilling (measured with 64 MB and 2 threads), so a small budget gets fewer threads.
+ */
+function threadsFor(opts: CompactBucketOptions): number {
+  return Math.max(1, Math.min(opts.threads, Math.floor(opts.memoryLimitMb / 128)));
+}
+
+export async function compactBucket(
+  store: WarehouseStore,
+  req: BucketRequest,
+  opts: CompactBucketOptions,
+): Promise<BucketResult> {
+  const bucket = bucketPrefix(req.bucket);
+  const outputKey = outputKeyFor(req.bucket, req.planId);
+  assertSaneRequest(req, bucket, outputKey);
+  const progress: BucketProgress = { phase: 'inspect', filesIn: req.inputs.length };
+  opts.heartbeat({ ...progress });
+
+  const listed = new Map<string, number>();
+  for await (const o of store.list(`${bucket}/`)) listed.set(o.key, o.size);
+  const present = req.inputs.filter((i) => listed.has(i.key)).map((i) => ({ key: i.key, size: listed.get(i.key)! }));
+  const missing = req.inputs.filter((i) => !listed.has(i.key)).map((i) => i.key);
+  const outputSize = listed.get(outputKey);
+  if (outputSize === undefined && missing.length) throw new MissingPlannedInputError(bucket, missing);
+
+  await fs.mkdir(opts.scratchDir, { recursive: true });
+  const workDir = await fs.mkdtemp(path.join(opts.scratchDir, 'bucket-'));
+  try {
+    const session = await openDuckSession({
+      memoryLimitMb: opts.memoryLimitMb,
+      threads: threadsFor(opts),
+      tempDir: path.join(workDir, 'spill'),
+    });
+    const a: Attempt = { store, req, opts, bucket, outputKey, session, workDir, progress };
+    try {
+      if (outputSize === undefined) return await compactFresh(a, present, true);
+      if (missing.length === 0) return await resumePublished(a, present);
+      if (present.length) return await resumeDeleting(a, present, outputSize);
+      return await reportDone(a, outputSize);
+    } finally {
+      session.close();
+    }
+  } finally {
+    await fs.rm(workDir, { recursive: true, force: true });
+  }
+}
+
+/** Materializes and checks every input on its own (naming a bad one), then their types together. */
+async function readInputs(
+  a: Attempt,
+  present: readonly { key: string; size: number }[],
+): Promise<{ inputs: LocalInput[]; schemas: InputSchema[] }> {
+  beat(a, { phase: 'read' });
+  const dir = path.join(a.workDir, 'inputs');
+  await fs.mkdir(dir, { recursive: true });
+  const inputs: LocalInput[] = [];
+  const schemas: InputSchema[] = [];
+  for (const p of present) {
+    const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir) };
+    inputs.push(input);
+    schemas.push(await readInputSchema(a.session, input));
+  }
+  assertCompatibleSchemas(schemas);
+  return { inputs, schemas };
+}
+
+const MEMORY_ERROR = /out of memory|could not allocate|interrupt/i;
+
+/** A failed merge statement is the data's fault only if some input cannot be decoded on its own. */
+async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], err: unknown): Promise<unknown> {
+  if (err instanceof BadBucketDataError) return err;
+  if (err instanceof Error && MEMORY_ERROR.test(err.message)) return err;
+  return (await findUnreadableInput(a.session, inputs)) ?? err;
+}
+
+/** State (a): build, verify and publish the output, then delete the inputs and sweep. */
+async function compactFresh(
+  a: Attempt,
+  present: readonly { key: string; size: number }[],
+  mayResume: boolean,
+): Promise<BucketResult> {
+  beat(a, { state: 'fresh' });
+  const { inputs, schemas } = await readInputs(a, present);
+  const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
+
+  beat(a, { phase: 'dedup' });
+  let stats;
+  try {
+    stats = await computeWinners(a.session, inputs, schemas);
+  } catch (err) {
+    throw await explainMergeFailure(a, inputs, err);
+  }
+  beat(a, { phase: 'write', rowsIn: stats.rowsIn, rowsOut: stats.rowsOut });
+
+  const provenance: Provenance = {
+    planId: a.req.planId,
+    bucket: a.bucket,
+    inputs: a.req.inputs.map((i) => i.key),
+    rows: stats.rowsOut,
+    rowsIn: stats.rowsIn,
+    bytesIn,
+  };
+  const firstKv = await readKvMetadata(a.session, inputs[0]!.path);
+  const otherGeo: (Uint8Array | undefined)[] = [];
+  for (const input of inputs.slice(1)) {
+    otherGeo.push((await readKvMetadata(a.session, input.path)).find((e) => e.key === 'geo')?.value);
+  }
+  const kv = outputKvMetadata(firstKv, otherGeo, provenance);
+  // Unique per attempt: a zombie attempt of the same plan never writes into our temporary file.
+  const tag = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  const tmp = a.store.scratchPathFor(a.outputKey, a.workDir, tag);
+  try {
+    try {
+      const memory = a.opts.memoryLimitMb * 1024 * 1024;
+      await writeOrdered(a.session, inputs, stats.rowsOut, tmp, kv, {
+        rowBytes: await estimateRowBytes(a.session, inputs),
+        sortBudgetBytes: a.opts.sortBudgetBytes ?? memory / 5,
+        rowGroupBytes: Math.min(128 * 1024 * 1024, memory / 8),
+        fanout: 8,
+        workDir: a.workDir,
+        onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
+      });
+    } catch (err) {
+      throw await explainMergeFailure(a, inputs, err);
+    }
+
+    // Verified before it is published, so a wrong file never becomes visible; the inputs are read
+    // again here rather than trusting the winners table the file was built from.
+    beat(a, { phase: 'verify' });
+    const expected = await inputIdDigest(a.session, inputs);
+    const actual = await outputIdDigest(a.session, tmp);
+    assertDigestsMatch(a, expected, actual, stats.rowsOut, tmp);
+
+    beat(a, { phase: 'publish' });
+    const bytesOut = (await fs.stat(tmp)).size;
+    const published = await a.store.publishIfAbsent(tmp, a.outputKey);
+    if (published === 'exists') {
+      // Another attempt of this plan published first; its file is checked like any found output.
+      if (!mayResume) {
+        throw new OutputVerificationError(`bucket ${a.bucket}: ${a.outputKey} reappeared while it was being replaced`);
+      }
+      return await resumePublished(a, present);
+    }
+    crashPoint('after-publish', a.bucket);
+    return await finish(a, present, {
+      outcome: 'compacted',
+      rowsIn: stats.rowsIn,
+      rowsOut: stats.rowsOut,
+      bytesIn,
+      bytesOut,
+    });
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+function assertDigestsMatch(a: Attempt, expected: IdDigest, actual: IdDigest, provenanceRows: number, what: string): void {
+  const problems: string[] = [];
+  if (actual.rows !== expected.distinctIds) {
+    problems.push(`${actual.rows} rows but the inputs hold ${expected.distinctIds} distinct ids`);
+  }
+  if (actual.distinctIds !== actual.rows) problems.push(`${actual.rows - actual.distinctIds} duplicate ids`);
+  if (actual.idHashSum !== expected.idHashSum) problems.push('its id set differs from the inputs');
+  if (actual.rows !== provenanceRows) problems.push(`${actual.rows} rows but its provenance says ${provenanceRows}`);
+  if (problems.length) {
+    throw new OutputVerificationError(
+      `bucket ${a.bucket}: output ${what} failed verification (${problems.join('; ')}); no input was deleted`,
+    );
+  }
+}
+
+function sameInputs(a: Attempt, p: Provenance): boolean {
+  return (
+    p.planId === a.req.planId &&
+    p.bucket === a.bucket &&
+    p.inputs.length === a.req.inputs.length &&
+    p.inputs.every((k, i) => k === a.req.inputs[i]!.key)
+  );
+}
+
+/** Our output's provenance, or undefined when the object cannot be read as one of our files. */
+async function readOutput(a: Attempt): Promise<{ path: string; provenance?: Provenance; digest?: IdDigest }> {
+  const dir = path.join(a.workDir, 'output');
+  await fs.mkdir(dir, { recursive: true });
+  const file = await a.store.materialize(a.outputKey, dir);
+  try {
+    const provenance = parseProvenance(await readKvMetadata(a.session, file));
+    return { path: file, provenance, digest: await outputIdDigest(a.session, file) };
+  } catch {
+    return { path: file };
+  }
+}
+
+/**
+ * State (b): an attempt published and died before deleting. The output is ours (its name holds the
+ * plan id); if it does not match the inputs it is replaced, never trusted.
+ */
+async function resumePublished(a: Attempt, present: readonly { key: string; size: number }[]): Promise<BucketResult> {
+  beat(a, { phase: 'verify', state: 'published' });
+  const { inputs } = await readInputs(a, present);
+  beat(a, { phase: 'verify' });
+  const out = await readOutput(a);
+  let expected: IdDigest;
+  try {
+    expected = await inputIdDigest(a.session, inputs);
+  } catch (err) {
+    throw await explainMergeFailure(a, inputs, err);
+  }
+  const p = out.provenance;
+  const d = out.digest;
+  const matches =
+    p !== undefined &&
+    d !== undefined &&
+    sameInputs(a, p) &&
+    d.rows === p.rows &&
+    d.rows === d.distinctIds &&
+    d.rows === expected.distinctIds &&
+    d.idHashSum === expected.idHashSum;
+  if (!matches) {
+    await a.store.deleteMany([a.outputKey]);
+    return compactFresh(a, present, false);
+  }
+  const stat = await a.store.stat(a.outputKey);
+  return finish(a, present, {
+    outcome: 'compacted',
+    rowsIn: expected.rows,
+    rowsOut: p.rows,
+    bytesIn: present.reduce((s, i) => s + i.size, 0),
+    bytesOut: stat?.size ?? 0,
+  });
+}
+
+/**
+ * State (c): an attempt verified, published and was deleting. The deleted inputs cannot be re-read,
+ * so the output must be intact (readable, row count = its provenance) and cover every id still in
+ * the remaining inputs; otherwise nothing more is deleted and the bucket is reported.
+ */
+async function resumeDeleting(
+  a: Attempt,
+  present: readonly { key: string; size: number }[],
+  outputSize: number,
+): Promise<BucketResult> {
+  beat(a, { phase: 'verify', state: 'deleting' });
+  const out = await readOutput(a);
+  const p = out.provenance;
+  const d = out.digest;
+  if (!p || !d || !sameInputs(a, p) || d.rows !== p.rows || d.rows !== d.distinctIds) {
+    throw new BadBucketDataError(
+      `bucket ${a.bucket}: planned inputs are partly deleted but the output ${a.outputKey} is unreadable or does not ` +
+        `match its provenance; the remaining inputs were left in place`,
+      [a.outputKey],
+    );
+  }
+  const { inputs } = await readInputs(a, present);
+  beat(a, { phase: 'verify' });
+  const uncovered = await idsMissingFromOutput(a.session, inputs, out.path);
+  if (uncovered > 0) {
+    throw new BadBucketDataError(
+      `bucket ${a.bucket}: ${uncovered} id(s) of the remaining inputs are not in the output ${a.outputKey}; ` +
+        `the remaining inputs were left in place`,
+      [a.outputKey],
+    );
+  }
+  return finish(a, present, {
+    outcome: 'compacted',
+    rowsIn: p.rowsIn,
+    rowsOut: p.rows,
+    bytesIn: p.bytesIn,
+    bytesOut: outputSize,
+  });
+}
+
+/** State (e): all inputs are gone and our output is there; only leftovers may remain. */
+async function reportDone(a: Attempt, outputSize: number): Promise<BucketResult> {
+  beat(a, { phase: 'verify', state: 'done' });
+  const out = await readOutput(a);
+  const p = out.provenance;
+  if (!p || !out.digest || !sameInputs(a, p) || out.digest.rows !== p.rows) {
+    throw new BadBucketDataError(
+      `bucket ${a.bucket}: every planned input is gone but the output ${a.outputKey} is unreadable or does not match its provenance`,
+      [a.outputKey],
+    );
+  }
+  return finish(a, [], {
+    outcome: 'already-compacted',
+    rowsIn: p.rowsIn,
+    rowsOut: p.rows,
+    bytesIn: p.bytesIn,
+    bytesOut: outputSize,
+  });
+}
+
+type Figures = Pick<BucketResult, 'outcome' | 'rowsIn' | 'rowsOut' | 'bytesIn' | 'bytesOut'>;
+
+/** Deletes the remaining inputs (the output is verified by now), then sweeps leftovers. */
+async function finish(a: Attempt, present: readonly { key: string }[], figures: Figures): Promise<BucketResult> {
+  beat(a, { phase: 'delete', rowsIn: figures.rowsIn, rowsOut: figures.rowsOut });
+  const keys = present.map((p) => p.key);
+  const half = Math.ceil(keys.length / 2);
+  if (keys.length) {
+    await a.store.deleteMany(keys.slice(0, half));
+    crashPoint('after-partial-delete', a.bucket);
+    await a.store.deleteMany(keys.slice(half));
+  }
+  beat(a, { phase: 'sweep' });
+  const orphansRemoved = await sweepOrphans(a);
+  return {
+    bucket: a.req.bucket,
+    outputKey: a.outputKey,
+    filesIn: a.req.inputs.length,
+    orphansRemoved,
+    ...figures,
+  };
+}
+
+/**
+ * Removes compaction leftovers in the bucket: temporary files of interrupted writers and incomplete
+ * uploads. Only names this tool writes are touched; new ingest (any other name) is never deleted.
+ * The one output name of this plan is the verified output itself, so it is never an orphan.
+ */
+async function sweepOrphans(a: Attempt): Promise<number> {
+  const orphans: string[] = [];
+  for await (const o of a.store.list(`${a.bucket}/`)) {
+    const name = o.key.slice(o.key.lastIndexOf('/') + 1);
+    if (isTempArtifactName(name)) orphans.push(o.key);
+  }
+  if (orphans.length) await a.store.deleteMany(orphans);
+  const aborted = await a.store.abortIncompleteWrites(`${a.bucket}/`);
+  return orphans.length + aborted;
+}

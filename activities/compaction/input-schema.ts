@@ -1,0 +1,110 @@
+/**
+ * Checks every input of a bucket on its own before anything is merged, so that a bad file is named:
+ * once files are read together, DuckDB's errors (or, worse, its silent casts under union_by_name)
+ * no longer say which object is at fault.
+ */
+import { BadBucketDataError } from './bucket-errors';
+import { sqlString, type DuckSession } from './duckdb-session';
+
+/** A planned input: its warehouse key and a local file with its bytes. */
+export interface LocalInput {
+  key: string;
+  path: string;
+  size: number;
+}
+
+export interface InputSchema {
+  key: string;
+  /** Lower-cased column name → { name as written, DuckDB type }. DuckDB names are case-insensitive. */
+  columns: Map<string, { name: string; type: string }>;
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
+}
+
+/** Reads one file's schema from its footer; an empty, truncated or non-Parquet file fails here. */
+export async function readInputSchema(session: DuckSession, input: LocalInput): Promise<InputSchema> {
+  if (input.size === 0) {
+    throw new BadBucketDataError(`input ${input.key} is an empty (zero-byte) object, not a Parquet file`, [input.key]);
+  }
+  let rows: Awaited<ReturnType<DuckSession['rows']>>;
+  try {
+    rows = await session.rows(
+      `DESCRIBE SELECT * FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false)`,
+    );
+  } catch (err) {
+    throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${firstLine(err)}`, [input.key]);
+  }
+  const columns = new Map<string, { name: string; type: string }>();
+  for (const r of rows) {
+    const name = String(r.column_name);
+    columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
+  }
+  if (!columns.has('id')) {
+    throw new BadBucketDataError(`input ${input.key} has no 'id' column; rows cannot be deduplicated`, [input.key]);
+  }
+  return { key: input.key, columns };
+}
+
+const INTEGERS = new Set(['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER']);
+const FLOATS = new Set(['FLOAT', 'DOUBLE']);
+const NAIVE_TIMESTAMPS = new Set(['TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS', 'TIMESTAMP_NS']);
+
+/** Types that widen to one another without loss or change of meaning share a family. */
+function typeFamily(type: string): string {
+  if (INTEGERS.has(type)) return 'integer';
+  if (FLOATS.has(type)) return 'float';
+  if (NAIVE_TIMESTAMPS.has(type)) return 'timestamp';
+  return type;
+}
+
+/**
+ * Throws BadBucketDataError for the first column whose types disagree across inputs (e.g. `platform`
+ * BIGINT in one part and VARCHAR in another), naming each file with its type.
+ */
+export function assertCompatibleSchemas(schemas: readonly InputSchema[]): void {
+  const byColumn = new Map<string, { key: string; type: string }[]>();
+  for (const s of schemas) {
+    for (const [lower, col] of s.columns) {
+      let list = byColumn.get(lower);
+      if (!list) byColumn.set(lower, (list = []));
+      list.push({ key: s.key, type: col.type });
+    }
+  }
+  for (const [column, uses] of byColumn) {
+    const families = new Set(uses.map((u) => typeFamily(u.type)));
+    if (families.size <= 1) continue;
+    const detail = uses.map((u) => `${u.key} (${u.type})`).join(', ');
+    throw new BadBucketDataError(
+      `column '${column}' has conflicting types across inputs: ${detail}`,
+      [...new Set(uses.map((u) => u.key))],
+    );
+  }
+}
+
+/** True when some input has the column (compare lower-cased). */
+export function anyHasColumn(schemas: readonly InputSchema[], lower: string): boolean {
+  return schemas.some((s) => s.columns.has(lower));
+}
+
+/**
+ * After a merge statement failed: reads every column of every input separately and names the first
+ * one that cannot be decoded (a corrupt page behind a valid footer). Undefined if all read cleanly,
+ * meaning the failure was not the data's fault (memory, disk, interruption) and is worth a retry.
+ */
+export async function findUnreadableInput(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+): Promise<BadBucketDataError | undefined> {
+  for (const input of inputs) {
+    try {
+      await session.rows(
+        `SELECT count(hash(t)) AS n FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false) t`,
+      );
+    } catch (err) {
+      return new BadBucketDataError(`input ${input.key} cannot be read: ${firstLine(err)}`, [input.key]);
+    }
+  }
+  return undefined;
+}
