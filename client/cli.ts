@@ -6,6 +6,8 @@ import { runWorkerCommand, workerUsage } from './commands/worker';
 import { resumeUsage, runResumeCommand } from './commands/resume';
 import { runStatusCommand, statusUsage } from './commands/status';
 import { demoUsage, runDemoCommand } from './commands/demo';
+import { runScheduleCommand, scheduleUsage } from './commands/schedule';
+import { runVerifyCommand, verifyUsage } from './commands/verify';
 
 type Command = { run: (argv: string[]) => Promise<number>; usage: string };
 
@@ -14,6 +16,8 @@ const commands: Record<string, Command> = {
   resume: { run: runResumeCommand, usage: resumeUsage },
   status: { run: runStatusCommand, usage: statusUsage },
   demo: { run: runDemoCommand, usage: demoUsage },
+  schedule: { run: runScheduleCommand, usage: scheduleUsage },
+  verify: { run: runVerifyCommand, usage: verifyUsage },
 };
 
 function usage(): string {

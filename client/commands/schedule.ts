@@ -1,0 +1,425 @@
+/**
+ * `earthcatalog-compact schedule …`: the weekly compaction as a Temporal Schedule, and the programmatic
+ * `createCompactionSchedule` / `describeCompactionSchedule` for platform code.
+ *
+ * Overlap policy SKIP: a scheduled run is not started while an earlier run of this schedule is still
+ * going. Runs started by anything else (CLI, `temporal workflow start`) are serialized by the
+ * workflow-level warehouse lock instead: the scheduled run waits for them, it is not skipped.
+ */
+import {
+  ScheduleAlreadyRunning,
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  type Client,
+  type ScheduleDescription,
+  type ScheduleHandle,
+  type ScheduleOptionsStartWorkflowAction,
+  type ScheduleSpec,
+  type ScheduleSpecDescription,
+  type Range,
+} from '@temporalio/client';
+import type { Workflow } from '@temporalio/common';
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
+import { connectClient, resolveTarget } from '../connection';
+import { DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
+
+export const DEFAULT_SCHEDULE_ID = 'earthcatalog-compaction-weekly';
+/** Sundays at 03:00 UTC. */
+export const DEFAULT_CRON = '0 3 * * 0';
+export const DEFAULT_CATCHUP_WINDOW_MS = 24 * 60 * 60 * 1000;
+const WORKFLOW_TYPE = 'compactWarehouse';
+
+export const scheduleUsage = `earthcatalog-compact schedule create|describe|update|pause|unpause|trigger|delete [--schedule-id ID] [--address host:port] [--namespace NS]
+    create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
+            [--catchup-window 1d] [--paused] [--note TEXT] [--workflow-id-prefix P] [--task-queue Q]
+    update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [compact flags] [--no-dry-run] [--no-use-lock]
+    describe [--json]   pause|unpause [--note TEXT]   trigger   delete
+    Schedule id default: ${DEFAULT_SCHEDULE_ID}. Overlap policy SKIP. Durations: 30s, 10m, 6h, 7d, 2w.`;
+
+export interface CompactionScheduleOptions {
+  /** The compaction's input, validated before anything is created. */
+  input: CompactionInput;
+  scheduleId?: string;
+  taskQueue?: string;
+  /** When to run. Default: `DEFAULT_CRON` (weekly, Sunday 03:00 UTC). */
+  spec?: ScheduleSpec;
+  /** How late a missed run (server down) may still be taken. Default 1 day. */
+  catchupWindowMs?: number;
+  paused?: boolean;
+  note?: string;
+  /** Workflow ids are `<prefix>-<scheduled time>`; default the schedule id, so two schedules never collide. */
+  workflowIdPrefix?: string;
+}
+
+/** Creates the schedule; throws a clear Error when one with that id exists. */
+export async function createCompactionSchedule(client: Client, opts: CompactionScheduleOptions): Promise<ScheduleHandle> {
+  const scheduleId = opts.scheduleId ?? DEFAULT_SCHEDULE_ID;
+  try {
+    return await client.schedule.create({
+      scheduleId,
+      spec: opts.spec ?? { cronExpressions: [DEFAULT_CRON] },
+      action: compactionAction(opts.input, opts.taskQueue ?? DEFAULT_TASK_QUEUE, opts.workflowIdPrefix ?? scheduleId),
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: opts.catchupWindowMs ?? DEFAULT_CATCHUP_WINDOW_MS },
+      state: { paused: opts.paused ?? false, ...(opts.note ? { note: opts.note } : {}) },
+    });
+  } catch (err) {
+    if (err instanceof ScheduleAlreadyRunning) {
+      throw new Error(`schedule ${scheduleId} already exists in namespace ${client.options.namespace}; use \`schedule update\` or \`schedule delete\``);
+    }
+    throw err;
+  }
+}
+
+function compactionAction(input: CompactionInput, taskQueue: string, workflowId: string): ScheduleOptionsStartWorkflowAction<Workflow> {
+  // Validated here so that a bad input fails now, not at the first scheduled run next week.
+  const parsed = parseCompactionInput(input);
+  return {
+    type: 'startWorkflow',
+    workflowType: WORKFLOW_TYPE,
+    taskQueue,
+    workflowId,
+    args: [input],
+    staticSummary: `scheduled compaction of ${parsed.warehouse}${parsed.dryRun ? ' (dry run)' : ''}`,
+    staticDetails: `catalog ${parsed.catalog} · threshold ${parsed.threshold}`,
+  };
+}
+
+export interface ScheduledRun {
+  scheduledAt: string;
+  takenAt: string;
+  workflowId: string;
+  runId: string;
+  /** Status of the latest run of that workflow id (continue-as-new keeps the id); null if it is gone. */
+  status: string | null;
+}
+
+export interface CompactionScheduleReport {
+  scheduleId: string;
+  paused: boolean;
+  note: string | null;
+  /** Human-readable lines, e.g. `cron 0 3 * * SUNDAY (UTC)` or `every 7d`. */
+  spec: string[];
+  specRaw: ScheduleSpecDescription;
+  workflowType: string;
+  taskQueue: string;
+  workflowIdPrefix: string;
+  input: unknown;
+  overlap: string;
+  catchupWindowMs: number;
+  pauseOnFailure: boolean;
+  nextActionTimes: string[];
+  recentActions: ScheduledRun[];
+  runningWorkflowIds: string[];
+  numActionsTaken: number;
+  numActionsSkippedOverlap: number;
+  numActionsMissedCatchupWindow: number;
+  createdAt: string;
+}
+
+export async function describeCompactionSchedule(client: Client, scheduleId: string = DEFAULT_SCHEDULE_ID): Promise<CompactionScheduleReport> {
+  const d = await describeOrExplain(client, scheduleId);
+  const recentActions = await Promise.all(
+    d.info.recentActions.map(async (a): Promise<ScheduledRun> => {
+      const { workflowId, firstExecutionRunId } = a.action.workflow;
+      const status = await client.workflow
+        .getHandle(workflowId)
+        .describe()
+        .then((w) => w.status.name as string)
+        .catch(() => null);
+      return { scheduledAt: a.scheduledAt.toISOString(), takenAt: a.takenAt.toISOString(), workflowId, runId: firstExecutionRunId, status };
+    }),
+  );
+  return {
+    scheduleId: d.scheduleId,
+    paused: d.state.paused,
+    note: d.state.note ?? null,
+    spec: formatSpec(d.spec),
+    specRaw: d.spec,
+    workflowType: d.action.workflowType,
+    taskQueue: d.action.taskQueue,
+    workflowIdPrefix: d.action.workflowId ?? '',
+    input: d.action.args?.[0] ?? null,
+    overlap: d.policies.overlap ?? 'server default',
+    catchupWindowMs: d.policies.catchupWindow,
+    pauseOnFailure: d.policies.pauseOnFailure,
+    nextActionTimes: d.info.nextActionTimes.map((t) => t.toISOString()),
+    recentActions,
+    runningWorkflowIds: d.info.runningActions.map((a) => a.workflow.workflowId),
+    numActionsTaken: d.info.numActionsTaken,
+    numActionsSkippedOverlap: d.info.numActionsSkippedOverlap,
+    numActionsMissedCatchupWindow: d.info.numActionsMissedCatchupWindow,
+    createdAt: d.info.createdAt.toISOString(),
+  };
+}
+
+async function describeOrExplain(client: Client, scheduleId: string): Promise<ScheduleDescription> {
+  try {
+    return await client.schedule.getHandle(scheduleId).describe();
+  } catch (err) {
+    throw notFound(client, scheduleId, err);
+  }
+}
+
+function notFound(client: Client, scheduleId: string, err: unknown): unknown {
+  return err instanceof ScheduleNotFoundError
+    ? new Error(`schedule ${scheduleId} does not exist in namespace ${client.options.namespace}`)
+    : err;
+}
+
+// ---- spec and duration flags ------------------------------------------------------------------------
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** `30s`, `10m`, `6h`, `7d`, `2w` → milliseconds. */
+export function parseDurationFlag(name: string, raw: string): number {
+  const m = /^(\d+)([smhdw])$/.exec(raw.trim());
+  const ms = m ? Number(m[1]) * UNIT_MS[m[2]!]! : NaN;
+  if (!(ms > 0)) throw new UsageError(`--${name} must be a duration such as 30s, 10m, 6h, 7d or 2w, got ${JSON.stringify(raw)}`);
+  return ms;
+}
+
+export function formatDuration(ms: number): string {
+  for (const unit of ['w', 'd', 'h', 'm', 's']) {
+    const size = UNIT_MS[unit]!;
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+const specFlags = {
+  cron: { type: 'string' },
+  every: { type: 'string' },
+  timezone: { type: 'string' },
+  'catchup-window': { type: 'string' },
+} as const;
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function str(values: Values, key: string): string | undefined {
+  const v = values[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** The spec the flags ask for, or undefined when they name none. */
+function specFromFlags(values: Values): ScheduleSpec | undefined {
+  const cron = str(values, 'cron');
+  const every = str(values, 'every');
+  const timezone = str(values, 'timezone');
+  if (cron && every) throw new UsageError('give either --cron or --every, not both');
+  if (every) return { intervals: [{ every: parseDurationFlag('every', every) }], ...(timezone ? { timezone } : {}) };
+  if (cron) return { cronExpressions: [cron], ...(timezone ? { timezone } : {}) };
+  return undefined;
+}
+
+const ANY: Record<string, [number | string, number | string]> = {
+  second: [0, 59],
+  minute: [0, 59],
+  hour: [0, 23],
+  dayOfMonth: [1, 31],
+  month: ['JANUARY', 'DECEMBER'],
+  dayOfWeek: ['SUNDAY', 'SATURDAY'],
+};
+
+function formatField(name: string, ranges: Range<number | string>[] | undefined): string {
+  if (!ranges || ranges.length === 0) return '*';
+  const any = ANY[name];
+  return ranges
+    .map((r) => {
+      const end = r.end ?? r.start;
+      if (any && r.start === any[0] && end === any[1] && (r.step ?? 1) <= 1) return '*';
+      const base = end === r.start ? String(r.start) : `${r.start}-${end}`;
+      return r.step && r.step > 1 ? `${base}/${r.step}` : base;
+    })
+    .join(',');
+}
+
+/** One line per calendar or interval: calendars read as cron fields (minute hour day month weekday). */
+export function formatSpec(spec: ScheduleSpecDescription): string[] {
+  const tz = spec.timezone || 'UTC';
+  const lines: string[] = [];
+  for (const c of spec.calendars ?? []) {
+    const second = formatField('second', c.second);
+    const fields = [formatField('minute', c.minute), formatField('hour', c.hour), formatField('dayOfMonth', c.dayOfMonth), formatField('month', c.month), formatField('dayOfWeek', c.dayOfWeek)];
+    const year = formatField('year', c.year);
+    lines.push(`cron ${fields.join(' ')}${second !== '0' ? ` second ${second}` : ''}${year !== '*' ? ` year ${year}` : ''} (${tz})${c.comment ? ` # ${c.comment}` : ''}`);
+  }
+  for (const i of spec.intervals ?? []) lines.push(`every ${formatDuration(i.every)}${i.offset ? ` offset ${formatDuration(i.offset)}` : ''}`);
+  return lines.length ? lines : ['(no times)'];
+}
+
+function formatReport(r: CompactionScheduleReport): string {
+  const lines = [
+    `schedule ${r.scheduleId}: ${r.paused ? 'PAUSED' : 'active'}${r.note ? ` — ${r.note}` : ''}`,
+    ...r.spec.map((s, i) => `  ${i === 0 ? 'when      ' : '          '}${s}`),
+    `  action    ${r.workflowType} on task queue ${r.taskQueue}, workflow ids ${r.workflowIdPrefix}-<time>`,
+    `  input     ${JSON.stringify(r.input)}`,
+    `  policies  overlap ${r.overlap}, catch-up window ${formatDuration(r.catchupWindowMs)}${r.pauseOnFailure ? ', pause on failure' : ''}`,
+    `  taken     ${r.numActionsTaken} run(s), ${r.numActionsSkippedOverlap} skipped (overlap), ${r.numActionsMissedCatchupWindow} missed (catch-up window)`,
+    `  next      ${r.paused ? '(paused) ' : ''}${r.nextActionTimes.slice(0, 3).join(', ') || '—'}`,
+  ];
+  if (r.runningWorkflowIds.length) lines.push(`  running   ${r.runningWorkflowIds.join(', ')}`);
+  if (r.recentActions.length) {
+    lines.push('  recent');
+    for (const a of r.recentActions) lines.push(`    ${a.scheduledAt}  ${a.workflowId}  ${a.status ?? 'unknown'}`);
+  }
+  return lines.join('\n');
+}
+
+// ---- the command ----------------------------------------------------------------------------------
+
+const VERBS = ['create', 'describe', 'update', 'pause', 'unpause', 'trigger', 'delete'] as const;
+type Verb = (typeof VERBS)[number];
+
+const baseFlags = { ...connectionFlags, 'schedule-id': { type: 'string' } } as const;
+
+export async function runScheduleCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || !(VERBS as readonly string[]).includes(verb)) {
+    throw new UsageError(`schedule needs one of ${VERBS.join(', ')}${verb ? `, got ${JSON.stringify(verb)}` : ''}`);
+  }
+  switch (verb as Verb) {
+    case 'create': {
+      const { values } = parse(rest, {
+        ...baseFlags,
+        ...compactionFlags,
+        ...specFlags,
+        paused: { type: 'boolean' },
+        note: { type: 'string' },
+        'workflow-id-prefix': { type: 'string' },
+        json: { type: 'boolean' },
+      });
+      const input = compactionInputFromFlags(values);
+      if (values.timezone && !values.cron && !values.every) throw new UsageError('--timezone needs --cron');
+      const spec = specFromFlags(values);
+      const catchupWindowMs = values['catchup-window'] ? parseDurationFlag('catchup-window', values['catchup-window']) : undefined;
+      return withClient(values, async (client, taskQueue, scheduleId) => {
+        await createCompactionSchedule(client, {
+          scheduleId,
+          input,
+          taskQueue,
+          spec,
+          catchupWindowMs,
+          paused: values.paused,
+          note: values.note,
+          workflowIdPrefix: values['workflow-id-prefix'],
+        });
+        return report(client, scheduleId, values.json, 'created');
+      });
+    }
+    case 'describe': {
+      const { values } = parse(rest, { ...baseFlags, json: { type: 'boolean' } });
+      return withClient(values, (client, _q, scheduleId) => report(client, scheduleId, values.json));
+    }
+    case 'update': {
+      const { values } = parse(rest, {
+        ...baseFlags,
+        ...compactionFlags,
+        ...specFlags,
+        'no-dry-run': { type: 'boolean' },
+        'no-use-lock': { type: 'boolean' },
+        json: { type: 'boolean' },
+      });
+      return withClient(values, async (client, _q, scheduleId) => {
+        await updateSchedule(client, scheduleId, values);
+        return report(client, scheduleId, values.json, 'updated');
+      });
+    }
+    case 'pause':
+    case 'unpause': {
+      const { values } = parse(rest, { ...baseFlags, note: { type: 'string' } });
+      return withClient(values, async (client, _q, scheduleId) => {
+        const handle = client.schedule.getHandle(scheduleId);
+        const note = values.note ?? `${verb}d with earthcatalog-compact at ${new Date().toISOString()}`;
+        await (verb === 'pause' ? handle.pause(note) : handle.unpause(note)).catch((err: unknown) => {
+          throw notFound(client, scheduleId, err);
+        });
+        console.log(`schedule ${scheduleId} ${verb}d: ${note}`);
+        return 0;
+      });
+    }
+    case 'trigger': {
+      const { values } = parse(rest, baseFlags);
+      return withClient(values, async (client, _q, scheduleId) => {
+        // The SDK's trigger defaults to ALLOW_ALL; a manual run keeps the schedule's own policy.
+        const d = await describeOrExplain(client, scheduleId);
+        await client.schedule.getHandle(scheduleId).trigger(d.policies.overlap);
+        console.log(
+          `schedule ${scheduleId} triggered (overlap ${d.policies.overlap}${d.info.runningActions.length ? `; ${d.info.runningActions[0]!.workflow.workflowId} is still running` : ''})`,
+        );
+        return 0;
+      });
+    }
+    case 'delete': {
+      const { values } = parse(rest, baseFlags);
+      return withClient(values, async (client, _q, scheduleId) => {
+        await client.schedule
+          .getHandle(scheduleId)
+          .delete()
+          .catch((err: unknown) => {
+            throw notFound(client, scheduleId, err);
+          });
+        console.log(`schedule ${scheduleId} deleted (running compactions it started keep running)`);
+        return 0;
+      });
+    }
+  }
+}
+
+async function withClient(
+  values: { address?: string; namespace?: string; 'task-queue'?: string; 'schedule-id'?: string },
+  fn: (client: Client, taskQueue: string, scheduleId: string) => Promise<number>,
+): Promise<number> {
+  const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
+  const client = await connectClient(target);
+  try {
+    return await fn(client, target.taskQueue, values['schedule-id'] ?? DEFAULT_SCHEDULE_ID);
+  } finally {
+    await client.connection.close();
+  }
+}
+
+async function report(client: Client, scheduleId: string, json: boolean | undefined, verb?: string): Promise<number> {
+  const r = await describeCompactionSchedule(client, scheduleId);
+  if (json) console.log(JSON.stringify(r, null, 2));
+  else console.log(`${verb ? `${verb} ` : ''}${formatReport(r)}`);
+  return 0;
+}
+
+const INPUT_FLAGS = Object.keys(compactionFlags);
+
+async function updateSchedule(client: Client, scheduleId: string, values: Values): Promise<void> {
+  const spec = specFromFlags(values);
+  const timezone = str(values, 'timezone');
+  const catchup = str(values, 'catchup-window');
+  const inputTouched = INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
+  if (!spec && !timezone && !catchup && !inputTouched) throw new UsageError('schedule update needs a spec, --catchup-window or compaction flags to change');
+  const handle = client.schedule.getHandle(scheduleId);
+  await handle
+    .update((prev) => {
+      const prevInput = (prev.action.args?.[0] ?? {}) as CompactionInput;
+      let args = prev.action.args;
+      if (inputTouched) {
+        const next: CompactionInput = {
+          ...prevInput,
+          ...compactionInputFromFlags({ ...values, warehouse: str(values, 'warehouse') ?? prevInput.warehouse, catalog: str(values, 'catalog') ?? prevInput.catalog }),
+        };
+        if (values['no-dry-run']) next.dryRun = false;
+        if (values['no-use-lock']) next.useLock = false;
+        args = [next];
+      }
+      const action = compactionAction(
+        (args?.[0] ?? prevInput) as CompactionInput,
+        prev.action.taskQueue,
+        prev.action.workflowId ?? scheduleId,
+      );
+      return {
+        ...prev,
+        spec: spec ?? (timezone ? { ...prev.spec, timezone } : prev.spec),
+        action,
+        policies: { ...prev.policies, ...(catchup ? { catchupWindow: parseDurationFlag('catchup-window', catchup) } : {}) },
+      };
+    })
+    .catch((err: unknown) => {
+      throw notFound(client, scheduleId, err);
+    });
+}

@@ -1,0 +1,200 @@
+/**
+ * The compaction as a Temporal Schedule, on a real dev server with an in-process worker: a scheduled run
+ * compacts a generated warehouse; the CLI's describe/pause/unpause/trigger/update/delete change the
+ * schedule as the server reports it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
+import { createCompactionSchedule, describeCompactionSchedule, type CompactionScheduleReport } from '../client/commands/schedule';
+import { verifyWarehouse } from '../activities/verification/verify-warehouse';
+import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import type { CompactionSummary } from '../workflows/contract';
+import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+
+const execFileP = promisify(execFile);
+const SCHEDULE_ID = `ec-schedule-test-${process.pid}`;
+
+let h: TemporalHarness;
+let worker: RunningWorker;
+let taskQueue: string;
+let dir: string;
+let warehouse: string;
+let catalog: string;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<CliResult> {
+  const argv = [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'schedule', ...args, '--address', h.address, '--namespace', h.namespace];
+  try {
+    const { stdout, stderr } = await execFileP(process.execPath, argv, { cwd: REPO_ROOT });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+async function cliOk(...args: string[]): Promise<string> {
+  const r = await cli(...args);
+  assert.equal(r.code, 0, `schedule ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+const describeNow = () => describeCompactionSchedule(h.client, SCHEDULE_ID);
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** Waits until no run of the schedule is running and returns the settled description. */
+const settled = () => waitFor('the schedule to have no running action', async () => {
+  const d = await describeNow();
+  return d.runningWorkflowIds.length === 0 && d.recentActions.every((a) => a.status !== 'RUNNING') ? d : undefined;
+});
+
+describe('schedule', () => {
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-schedule-'));
+    warehouse = path.join(dir, 'warehouse');
+    catalog = path.join(dir, 'catalog.db');
+    await fs.mkdir(warehouse, { recursive: true });
+    await generateSampleWarehouse(warehouse, { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2022], seed: 21, partsPerBucket: [3, 3], rowsPerPart: 30 });
+    h = await startTemporal();
+    taskQueue = uniqueTaskQueue('schedule');
+    worker = await startWorker(h, taskQueue);
+  });
+
+  after(async () => {
+    await worker?.stop();
+    await h?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('createCompactionSchedule defaults to weekly, Sunday 03:00 UTC, overlap SKIP, catch-up 1 day', async () => {
+    const id = `${SCHEDULE_ID}-defaults`;
+    const handle = await createCompactionSchedule(h.client, { scheduleId: id, input: { warehouse, catalog }, taskQueue, paused: true, note: 'test' });
+    try {
+      const d = await describeCompactionSchedule(h.client, id);
+      assert.deepEqual(d.spec, ['cron 0 3 * * SUNDAY (UTC)']);
+      assert.equal(d.overlap, 'SKIP');
+      assert.equal(d.catchupWindowMs, 24 * 3600 * 1000);
+      assert.equal(d.paused, true);
+      assert.equal(d.note, 'test');
+      assert.equal(d.workflowType, 'compactWarehouse');
+      assert.equal(d.workflowIdPrefix, id);
+      assert.deepEqual(d.input, { warehouse, catalog });
+      const next = new Date(d.nextActionTimes[0]!);
+      assert.equal(next.getUTCDay(), 0);
+      assert.equal(next.toISOString().slice(11), '03:00:00.000Z');
+      await assert.rejects(createCompactionSchedule(h.client, { scheduleId: id, input: { warehouse, catalog } }), /already exists/);
+      await assert.rejects(createCompactionSchedule(h.client, { scheduleId: `${id}-bad`, input: { warehouse: 'relative/path', catalog } }), /warehouse must be an absolute path/);
+    } finally {
+      await handle.delete();
+    }
+  });
+
+  test('a scheduled run compacts every bucket to one file and the warehouse verifies clean', async () => {
+    const created = JSON.parse(
+      await cliOk('create', '--schedule-id', SCHEDULE_ID, '--warehouse', warehouse, '--catalog', catalog, '--every', '5s', '--task-queue', taskQueue, '--json'),
+    ) as CompactionScheduleReport;
+    assert.deepEqual(created.spec, ['every 5s']);
+    assert.equal(created.overlap, 'SKIP');
+    assert.equal(created.taskQueue, taskQueue);
+    assert.equal(created.paused, false);
+
+    const run = await waitFor('a completed scheduled run', async () => {
+      const d = await describeNow();
+      return d.recentActions.find((a) => a.status === 'COMPLETED');
+    });
+    assert.ok(run.workflowId.startsWith(`${SCHEDULE_ID}-`), `workflow id ${run.workflowId} names the schedule`);
+    const summary = (await h.client.workflow.getHandle(run.workflowId).result()) as CompactionSummary;
+    // The first run does the work; later ones (every 5 s) find nothing left to compact.
+    const first = (await h.client.workflow.getHandle((await describeNow()).recentActions[0]!.workflowId).result()) as CompactionSummary;
+    assert.equal(first.bucketsCompacted, 2);
+    assert.equal(first.filesBefore, 6);
+    assert.equal(first.filesAfter, 2);
+    assert.equal(summary.failedBucketsTotal, 0);
+
+    await cliOk('pause', '--schedule-id', SCHEDULE_ID, '--note', 'checking the warehouse');
+    await settled();
+    const files = await listPhysicalDataFiles(new LocalWarehouseStore(warehouse));
+    const perBucket = [...groupByBucket(files).values()].map((g) => g.length);
+    assert.deepEqual(perBucket, [1, 1]);
+    const report = await verifyWarehouse({ warehouse, catalog });
+    assert.deepEqual(report.violations, []);
+  });
+
+  test('describe, pause, unpause, trigger, update and delete change what the server reports', async () => {
+    const paused = await settled();
+    assert.equal(paused.paused, true);
+    assert.equal(paused.note, 'checking the warehouse');
+    const text = await cliOk('describe', '--schedule-id', SCHEDULE_ID);
+    assert.match(text, /PAUSED — checking the warehouse/);
+    assert.match(text, /overlap SKIP, catch-up window 1d/);
+
+    // A manual trigger runs even while paused, under the schedule's own overlap policy.
+    const before = paused.numActionsTaken;
+    assert.match(await cliOk('trigger', '--schedule-id', SCHEDULE_ID), /triggered \(overlap SKIP/);
+    const triggered = await waitFor('the triggered run', async () => {
+      const d = await describeNow();
+      return d.numActionsTaken > before ? d : undefined;
+    });
+    assert.equal(triggered.numActionsTaken, before + 1);
+    const last = triggered.recentActions[triggered.recentActions.length - 1]!;
+    const rerun = (await h.client.workflow.getHandle(last.workflowId).result()) as CompactionSummary;
+    assert.equal(rerun.bucketsCompacted, 0, 'nothing is left to compact');
+
+    // Overlap SKIP: a second trigger while the first triggered run is still running is skipped.
+    const quiet = await settled();
+    await h.client.schedule.getHandle(SCHEDULE_ID).trigger('SKIP');
+    await h.client.schedule.getHandle(SCHEDULE_ID).trigger('SKIP');
+    const afterTwo = await settled();
+    assert.equal(afterTwo.numActionsTaken, quiet.numActionsTaken + 1);
+    assert.equal(afterTwo.numActionsSkippedOverlap, quiet.numActionsSkippedOverlap + 1);
+
+    await cliOk('unpause', '--schedule-id', SCHEDULE_ID, '--note', 'back to weekly');
+    const unpaused = await describeNow();
+    assert.equal(unpaused.paused, false);
+    assert.equal(unpaused.note, 'back to weekly');
+
+    const updated = JSON.parse(
+      await cliOk('update', '--schedule-id', SCHEDULE_ID, '--cron', '30 4 * * 1', '--threshold', '3', '--catchup-window', '2h', '--json'),
+    ) as CompactionScheduleReport;
+    assert.deepEqual(updated.spec, ['cron 30 4 * * MONDAY (UTC)']);
+    assert.deepEqual(updated.input, { warehouse, catalog, threshold: 3 });
+    assert.equal(updated.catchupWindowMs, 2 * 3600 * 1000);
+    assert.equal(updated.overlap, 'SKIP');
+    assert.equal(updated.taskQueue, taskQueue, 'update keeps the task queue');
+
+    await cliOk('delete', '--schedule-id', SCHEDULE_ID);
+    const gone = await cli('describe', '--schedule-id', SCHEDULE_ID);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist`));
+  });
+
+  test('usage errors exit 64 before contacting the server', async () => {
+    const r = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--every', '7d');
+    assert.equal(r.code, 64);
+    assert.match(r.stderr, /either --cron or --every/);
+    const bad = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--every', 'weekly');
+    assert.equal(bad.code, 64);
+    assert.match(bad.stderr, /--every must be a duration/);
+  });
+});
