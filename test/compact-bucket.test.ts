@@ -1,0 +1,539 @@
+/**
+ * The bucket engine against real Parquet files in a temporary local warehouse: dedup and order
+ * (checked against the independent oracle), metadata, every crash state, real SIGKILLs at the crash
+ * points, bad inputs, new ingest, and a bucket several times larger than the memory limit.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
+import { bucketPrefix } from '../workflows/contract';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
+import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
+import { BadBucketDataError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
+import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
+import {
+  createPrng,
+  generateSampleWarehouse,
+  makeSampleRow,
+  writeHeavyPart,
+  writePartFile,
+  type PartFileOptions,
+  type SampleRow,
+} from '../client/demo/sample-warehouse';
+import { assertSameRows, expectedBucketRows, parquetFacts, readOutputRows } from './helpers/bucket-oracle';
+
+const CELL = '81283ffffffffff';
+const YEAR = 2021;
+const BUCKET: BucketRef = { cell: CELL, year: YEAR };
+const PREFIX = bucketPrefix(BUCKET);
+
+let session: DuckSession;
+let scratchRoot: string;
+const roots: string[] = [];
+
+before(async () => {
+  scratchRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'cb-scratch-'));
+  session = await openDuckSession({ tempDir: path.join(scratchRoot, 'writer-spill') });
+});
+
+after(async () => {
+  session.close();
+  for (const r of [scratchRoot, ...roots]) await fs.rm(r, { recursive: true, force: true });
+});
+
+async function newWarehouse(): Promise<{ root: string; store: LocalWarehouseStore }> {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cb-wh-'));
+  roots.push(root);
+  return { root, store: new LocalWarehouseStore(root) };
+}
+
+type Spec = [id: string, updatedIso: string | null, marker: string];
+
+/** Rows with chosen ids and `updated`; `scene_1_id` carries a marker telling which copy won. */
+function rowsOf(specs: Spec[], seed = 7): SampleRow[] {
+  const rng = createPrng(seed);
+  return specs.map(([id, updated, marker]) => ({
+    ...makeSampleRow(rng, { id, cell: CELL, year: YEAR, updated: updated === null ? null : new Date(updated) }),
+    scene_1_id: marker,
+  }));
+}
+
+interface PartDef {
+  rows: SampleRow[];
+  opts?: PartFileOptions;
+  name?: string;
+}
+
+async function writeBucket(root: string, parts: PartDef[]): Promise<PlannedFile[]> {
+  const planned: PlannedFile[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    const key = `${PREFIX}/${parts[i]!.name ?? `part_${String(i).padStart(5, '0')}_a${i}.parquet`}`;
+    await writePartFile(path.join(root, key), parts[i]!.rows, { session, ...parts[i]!.opts });
+    planned.push({ key, size: (await fs.stat(path.join(root, key))).size });
+  }
+  return planned;
+}
+
+async function compact(
+  store: LocalWarehouseStore,
+  inputs: PlannedFile[],
+  extra: Partial<CompactBucketOptions> & { planId?: string } = {},
+): Promise<{ result: BucketResult; phases: string[] }> {
+  const phases: string[] = [];
+  const result = await compactBucket(
+    store,
+    { warehouse: store.root, planId: extra.planId ?? 'plan1', bucket: BUCKET, inputs },
+    {
+      scratchDir: path.join(scratchRoot, 'attempt'),
+      memoryLimitMb: 256,
+      threads: 1,
+      heartbeat: (p: BucketProgress) => {
+        if (phases[phases.length - 1] !== p.phase) phases.push(p.phase);
+      },
+      ...extra,
+    },
+  );
+  return { result, phases };
+}
+
+async function keysUnder(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of new LocalWarehouseStore(root).list(`${PREFIX}/`)) out.push(o.key.slice(PREFIX.length + 1));
+  return out.sort();
+}
+
+async function copyFiles(fromRoot: string, toRoot: string, keys: string[]): Promise<void> {
+  for (const k of keys) {
+    await fs.mkdir(path.dirname(path.join(toRoot, k)), { recursive: true });
+    await fs.copyFile(path.join(fromRoot, k), path.join(toRoot, k));
+  }
+}
+
+/** The standard hand-made bucket: winners by updated, NULL losing, ties, and a drifted first part. */
+function dedupParts(): PartDef[] {
+  return [
+    {
+      // Older ingest: no scene_2_frame column.
+      rows: rowsOf([
+        ['A', '2022-01-01T00:00:00Z', 'A-p0'],
+        ['B', null, 'B-p0'],
+        ['C', '2022-01-05T00:00:00Z', 'C-p0'],
+        ['D', '2022-01-03T00:00:00Z', 'D-p0'],
+      ]),
+      opts: { omitColumns: ['scene_2_frame'] },
+    },
+    {
+      rows: rowsOf(
+        [
+          ['A', '2022-01-02T00:00:00Z', 'A-p1'],
+          ['B', '2020-01-01T00:00:00Z', 'B-p1'],
+          ['C', '2022-01-05T00:00:00Z', 'C-p1'],
+          ['F', '2022-01-01T00:00:00Z', 'F-p1'],
+        ],
+        8,
+      ),
+    },
+    {
+      rows: rowsOf(
+        [
+          ['D', null, 'D-p2'],
+          ['E', '2022-02-01T00:00:00Z', 'E-p2-first'],
+          ['E', '2022-02-01T00:00:00Z', 'E-p2-second'],
+          ['A', '2021-12-31T00:00:00Z', 'A-p2'],
+        ],
+        9,
+      ),
+    },
+  ];
+}
+
+describe('compactBucket', () => {
+  test('dedup keeps the newest row (NULL loses, ties to the later file/row), sorts, unions drifted columns', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+    const { result, phases } = await compact(store, inputs);
+
+    assert.equal(result.outcome, 'compacted');
+    assert.equal(result.outputKey, outputKeyFor(BUCKET, 'plan1'));
+    assert.equal(result.filesIn, 3);
+    assert.equal(result.rowsIn, 12);
+    assert.equal(result.rowsOut, 6);
+    assert.equal(result.bytesIn, inputs.reduce((s, i) => s + i.size, 0));
+    assert.equal(result.bytesOut, (await fs.stat(path.join(root, result.outputKey))).size);
+    assert.equal(result.orphansRemoved, 0);
+    assert.deepEqual(phases, ['inspect', 'read', 'dedup', 'write', 'verify', 'publish', 'delete', 'sweep']);
+    assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet'], 'inputs deleted, one output');
+
+    const rows = await readOutputRows(path.join(root, result.outputKey));
+    assertSameRows(rows, expected, 'oracle');
+    const winner = new Map(rows.map((r) => [r.id, r.scene_1_id]));
+    assert.deepEqual(Object.fromEntries(winner), {
+      A: 'A-p1',
+      B: 'B-p1',
+      C: 'C-p1',
+      D: 'D-p0',
+      E: 'E-p2-second',
+      F: 'F-p1',
+    });
+    for (let i = 1; i < rows.length; i++) {
+      const [p, q] = [rows[i - 1]!, rows[i]!];
+      const ordered = String(p.platform) < String(q.platform) || (p.platform === q.platform && Number(p.datetime) <= Number(q.datetime));
+      assert.ok(ordered, `rows ${i - 1} and ${i} out of (platform, datetime) order`);
+    }
+    assert.ok(Object.keys(rows[0]!).includes('scene_2_frame'), 'union keeps the drifted column');
+    assert.equal(rows.find((r) => r.id === 'D')!.scene_2_frame, null, 'missing column is null for the old part');
+    assert.notEqual(rows.find((r) => r.id === 'A')!.scene_2_frame, null);
+  });
+
+  test('metadata: first input keys once, geo once with widened bbox, no ARROW:schema, provenance; zstd; row groups', async () => {
+    const { root, store } = await newWarehouse();
+    const parts = dedupParts();
+    parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', 'earthcatalog:ingest': "v1 'quoted'" } };
+    parts[1]!.opts = { kvMetadata: { 'only-in-second': 'x' } };
+    const inputs = await writeBucket(root, parts);
+    const inputGeo = await Promise.all(
+      inputs.map(async (i) => JSON.parse((await parquetFacts(path.join(root, i.key))).kv.find(([k]) => k === 'geo')![1])),
+    );
+    const { result } = await compact(store, inputs);
+    const facts = await parquetFacts(path.join(root, result.outputKey));
+
+    assert.deepEqual(
+      facts.kv.map(([k]) => k),
+      ['geo', 'earthcatalog:ingest', 'earthcatalog:compaction'],
+    );
+    assert.equal(facts.kv.find(([k]) => k === 'earthcatalog:ingest')![1], "v1 'quoted'");
+    const geo = JSON.parse(facts.kv.find(([k]) => k === 'geo')![1]);
+    assert.equal(geo.primary_column, 'geometry');
+    assert.equal(geo.columns.geometry.encoding, 'WKB');
+    const boxes = inputGeo.map((g) => g.columns.geometry.bbox as number[]);
+    assert.deepEqual(geo.columns.geometry.bbox, [
+      Math.min(...boxes.map((b) => b[0]!)),
+      Math.min(...boxes.map((b) => b[1]!)),
+      Math.max(...boxes.map((b) => b[2]!)),
+      Math.max(...boxes.map((b) => b[3]!)),
+    ]);
+    const provenance = JSON.parse(facts.kv.find(([k]) => k === 'earthcatalog:compaction')![1]);
+    assert.deepEqual(provenance, {
+      planId: 'plan1',
+      bucket: PREFIX,
+      inputs: inputs.map((i) => i.key),
+      rows: 6,
+      rowsIn: 12,
+      bytesIn: result.bytesIn,
+    });
+    assert.deepEqual([...facts.codecs], ['ZSTD']);
+    assert.equal(facts.rows, 6);
+    assert.ok(facts.rowGroupRows.every((n) => n > 0 && n <= 122_880));
+
+    const cols = await session.rows(
+      `DESCRIBE SELECT * FROM read_parquet('${path.join(root, result.outputKey)}', hive_partitioning = false)`,
+    );
+    assert.equal(cols.find((c) => c.column_name === 'geometry')?.column_type, 'BLOB', 'geometry stays WKB');
+  });
+
+  test('deterministic: the same bucket compacted twice, and through the partitioned path, gives identical rows', async () => {
+    const a = await newWarehouse();
+    const b = await newWarehouse();
+    const opts = { cells: [CELL], years: [YEAR], rowsPerPart: 400, partsPerBucket: [4, 4] as [number, number], duplicateFraction: 0.5, schemaDrift: true, seed: 11 };
+    await generateSampleWarehouse(a.root, opts);
+    await generateSampleWarehouse(b.root, opts);
+    const inputs: PlannedFile[] = [];
+    for await (const o of a.store.list(`${PREFIX}/`)) inputs.push(o);
+    inputs.sort((x, y) => x.key.localeCompare(y.key));
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(a.root, i.key)));
+
+    const first = await compact(a.store, inputs);
+    const chunked: BucketProgress[] = [];
+    const second = await compactBucket(
+      b.store,
+      { warehouse: b.root, planId: 'plan1', bucket: BUCKET, inputs },
+      {
+        scratchDir: path.join(scratchRoot, 'attempt-b'),
+        memoryLimitMb: 256,
+        threads: 2,
+        sortBudgetBytes: 150_000,
+        heartbeat: (p) => void (p.chunks ? chunked.push(p) : undefined),
+      },
+    );
+    assert.ok(chunked.length > 1 && chunked[0]!.chunks! > 1, 'the small sort budget forces several chunks');
+    const rowsA = await readOutputRows(path.join(a.root, first.result.outputKey));
+    const rowsB = await readOutputRows(path.join(b.root, second.outputKey));
+    assertSameRows(rowsA, expected, 'first');
+    assertSameRows(rowsB, rowsA, 'second vs first');
+    assert.equal(first.result.rowsOut, second.rowsOut);
+  });
+
+  describe('resumes from any state an earlier attempt left', () => {
+    test('(b) output published, inputs all present: re-verified, inputs deleted, output kept', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const backup = await newWarehouse();
+      await copyFiles(root, backup.root, inputs.map((i) => i.key));
+      const first = await compact(store, inputs);
+      const outPath = path.join(root, first.result.outputKey);
+      const inode = (await fs.stat(outPath)).ino;
+      await copyFiles(backup.root, root, inputs.map((i) => i.key));
+
+      const again = await compact(store, inputs);
+      assert.equal(again.result.outcome, 'compacted');
+      assert.equal(again.result.rowsIn, 12);
+      assert.equal(again.result.rowsOut, 6);
+      assert.ok(!again.phases.includes('write'), 'nothing rewritten');
+      assert.equal((await fs.stat(outPath)).ino, inode, 'the verified output is kept as is');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test('(b) output present but wrong: replaced by a fresh compaction', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      // A file under our output name that does not match the inputs (e.g. an attempt of a buggy build).
+      await fs.copyFile(path.join(root, inputs[0]!.key), path.join(root, outputKeyFor(BUCKET, 'plan1')));
+      const { result, phases } = await compact(store, inputs);
+      assert.ok(phases.includes('write'));
+      assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'replaced output');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test('(c) output present, some inputs deleted: finishes deleting, figures from provenance', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const backup = await newWarehouse();
+      await copyFiles(root, backup.root, inputs.map((i) => i.key));
+      const first = await compact(store, inputs);
+      await copyFiles(backup.root, root, [inputs[2]!.key]);
+
+      const again = await compact(store, inputs);
+      assert.equal(again.result.outcome, 'compacted');
+      assert.equal(again.result.rowsIn, first.result.rowsIn);
+      assert.equal(again.result.bytesIn, first.result.bytesIn);
+      assert.equal(again.result.rowsOut, 6);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test('(c) remaining input holds an id the output lacks: BadBucketDataError, nothing deleted', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      await compact(store, inputs);
+      // A different file under a planned name: its id is not in the output.
+      await writePartFile(path.join(root, inputs[1]!.key), rowsOf([['Z', '2022-01-01T00:00:00Z', 'Z']]), { session });
+      await assert.rejects(compact(store, inputs), (err: unknown) => {
+        assert.ok(err instanceof BadBucketDataError);
+        assert.match(err.message, /not in the output/);
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', path.basename(inputs[1]!.key)]);
+    });
+
+    test('(d) no output and a planned input missing: MissingPlannedInputError, nothing deleted', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      await fs.rm(path.join(root, inputs[1]!.key));
+      await assert.rejects(compact(store, inputs), (err: unknown) => {
+        assert.ok(err instanceof MissingPlannedInputError);
+        assert.ok(err.message.includes(inputs[1]!.key), err.message);
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), [path.basename(inputs[0]!.key), path.basename(inputs[2]!.key)]);
+    });
+
+    test('(e) already compacted: reported with its rows, leftovers swept, new ingest and other files untouched', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const first = await compact(store, inputs);
+      const tmp = path.join(root, PREFIX, tempNameFor('plan1', 'dead-attempt'));
+      await fs.writeFile(tmp, 'partial parquet bytes');
+      await writePartFile(path.join(root, PREFIX, 'part_new.parquet'), rowsOf([['N', '2023-01-01T00:00:00Z', 'new']]), { session });
+      await fs.writeFile(path.join(root, PREFIX, 'notes.txt'), 'operator notes');
+
+      const again = await compact(store, inputs);
+      assert.equal(again.result.outcome, 'already-compacted');
+      assert.equal(again.result.rowsOut, 6);
+      assert.equal(again.result.rowsIn, first.result.rowsIn);
+      assert.equal(again.result.bytesOut, first.result.bytesOut);
+      assert.equal(again.result.orphansRemoved, 1);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'notes.txt', 'part_new.parquet']);
+    });
+
+    test('new ingest arriving after the plan survives a compaction; temp leftovers are swept', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      await writePartFile(path.join(root, PREFIX, 'part_new.parquet'), rowsOf([['A', '2030-01-01T00:00:00Z', 'new']]), { session });
+      await fs.writeFile(path.join(root, PREFIX, tempNameFor('plan0', 'x1')), 'leftover');
+      const { result } = await compact(store, inputs);
+      assert.equal(result.orphansRemoved, 1);
+      assert.equal(result.rowsOut, 6, 'the unplanned file is not an input');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'part_new.parquet']);
+    });
+  });
+
+  describe('survives a real SIGKILL at each crash point', () => {
+    const child = (root: string, inputs: PlannedFile[], crashAt: string, once: string) => {
+      const engine = path.resolve(__dirname, '../activities/compaction/compact-bucket.ts');
+      const storeModule = path.resolve(__dirname, '../activities/storage/local-store.ts');
+      const req = { warehouse: root, planId: 'plan1', bucket: BUCKET, inputs };
+      const script = `
+        const { compactBucket } = require(${JSON.stringify(engine)});
+        const { LocalWarehouseStore } = require(${JSON.stringify(storeModule)});
+        compactBucket(new LocalWarehouseStore(${JSON.stringify(root)}), ${JSON.stringify(req)}, {
+          scratchDir: ${JSON.stringify(path.join(scratchRoot, 'child'))}, memoryLimitMb: 256, threads: 1, heartbeat: () => {},
+        }).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });`;
+      return spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { ...process.env, EARTHCATALOG_CRASH_AT: crashAt, EARTHCATALOG_CRASH_ONCE_FILE: once },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    };
+
+    for (const point of ['after-publish', 'after-partial-delete'] as const) {
+      test(point, async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+        const once = path.join(root, 'crashed-once');
+        const run = child(root, inputs, `${point}@${PREFIX}`, once);
+        assert.equal(run.signal, 'SIGKILL', `child should die at ${point}: ${run.stderr}`);
+        await fs.access(once);
+        const left = await keysUnder(root);
+        assert.ok(left.includes('compacted_plan1.parquet'), 'output published before the crash');
+        const inputsLeft = inputs.filter((i) => left.includes(path.basename(i.key))).length;
+        assert.equal(inputsLeft, point === 'after-publish' ? 3 : 1, 'inputs left by the crash');
+
+        const again = await compact(store, inputs);
+        assert.equal(again.result.outcome, 'compacted');
+        assert.equal(again.result.rowsIn, 12);
+        assertSameRows(await readOutputRows(path.join(root, again.result.outputKey)), expected, `after ${point}`);
+        assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+      });
+    }
+  });
+
+  describe('bad inputs fail the bucket with the object named, and nothing is deleted', () => {
+    const cases: { name: string; damage: (root: string, inputs: PlannedFile[]) => Promise<PlannedFile[]>; match: RegExp; culprit: number }[] = [
+      {
+        name: 'zero-byte file',
+        damage: async (root, inputs) => {
+          await fs.writeFile(path.join(root, inputs[1]!.key), '');
+          return inputs.map((i, n) => (n === 1 ? { ...i, size: 0 } : i));
+        },
+        match: /empty \(zero-byte\)/,
+        culprit: 1,
+      },
+      {
+        name: 'truncated file',
+        damage: async (root, inputs) => {
+          const p = path.join(root, inputs[2]!.key);
+          await fs.truncate(p, Math.floor(inputs[2]!.size / 2));
+          return inputs;
+        },
+        match: /not a readable Parquet file/,
+        culprit: 2,
+      },
+      {
+        name: 'file without id',
+        damage: async (root, inputs) => {
+          await writePartFile(path.join(root, inputs[1]!.key), rowsOf([['Q', '2022-01-01T00:00:00Z', 'q']]), { session, omitColumns: ['id'] });
+          return inputs;
+        },
+        match: /no 'id' column/,
+        culprit: 1,
+      },
+      {
+        name: 'conflicting column types',
+        damage: async (root, inputs) => {
+          const rows = rowsOf([['Q', '2022-01-01T00:00:00Z', 'q']]).map((r) => ({ ...r, platform: '8' }));
+          await writePartFile(path.join(root, inputs[2]!.key), rows, { session, columnTypes: { platform: 'BIGINT' } });
+          return inputs;
+        },
+        match: /column 'platform' has conflicting types/,
+        culprit: 2,
+      },
+      {
+        name: 'null ids',
+        damage: async (root, inputs) => {
+          const rows = rowsOf([['Q', '2022-01-01T00:00:00Z', 'q']]).map((r) => ({ ...r, id: null }));
+          await writePartFile(path.join(root, inputs[0]!.key), rows, { session });
+          return inputs;
+        },
+        match: /null 'id'/,
+        culprit: 0,
+      },
+    ];
+    for (const c of cases) {
+      test(c.name, async () => {
+        const { root, store } = await newWarehouse();
+        const written = await writeBucket(root, dedupParts());
+        const inputs = await c.damage(root, written);
+        const before = await keysUnder(root);
+        await assert.rejects(compact(store, inputs), (err: unknown) => {
+          assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
+          assert.match(err.message, c.match);
+          assert.ok(err.message.includes(inputs[c.culprit]!.key), `names the culprit: ${err.message}`);
+          return true;
+        });
+        assert.deepEqual(await keysUnder(root), before, 'every input still present, no output, no temp file');
+      });
+    }
+  });
+
+  test('a bucket several times larger than memory_limit compacts by spilling', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs: PlannedFile[] = [];
+    for (let f = 0; f < 3; f++) {
+      const key = `${PREFIX}/part_heavy_${f}.parquet`;
+      // 25k rows of ~2 KB each per part, ids overlapping by 20% between neighbouring parts.
+      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId: f * 20_000, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds: f * 100, session });
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    }
+    const [u] = await session.rows(
+      `SELECT sum(total_uncompressed_size) AS b FROM parquet_metadata([${inputs.map((i) => `'${path.join(root, i.key)}'`).join(', ')}])`,
+    );
+    const memoryLimitMb = 64;
+    assert.ok(Number(u!.b) > 2 * memoryLimitMb * 1024 * 1024, `inputs hold ${Number(u!.b) >> 20} MB uncompressed`);
+
+    let chunks = 0;
+    const { result } = await compact(store, inputs, {
+      memoryLimitMb,
+      threads: 2,
+      heartbeat: (p) => void (chunks = Math.max(chunks, p.chunks ?? 0)),
+    });
+    assert.equal(result.rowsIn, 75_000);
+    assert.equal(result.rowsOut, 65_000);
+    assert.ok(chunks > 1, 'written through range partitions');
+
+    const out = path.join(root, result.outputKey);
+    const facts = await parquetFacts(out);
+    assert.equal(facts.rows, 65_000);
+    assert.ok(facts.rowGroupRows.length > 1 && facts.rowGroupRows.every((n) => n <= 122_880), `row groups ${facts.rowGroupRows}`);
+    const keys = await session.rows(
+      `SELECT platform, epoch_us(datetime) AS dt, id, file_row_number AS n FROM read_parquet('${out}', hive_partitioning = false, file_row_number = true)`,
+    );
+    keys.sort((x, y) => Number(x.n) - Number(y.n));
+    const ids = new Set<string>();
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      ids.add(String(k.id));
+      if (i === 0) continue;
+      const p = keys[i - 1]!;
+      const cmp =
+        Buffer.compare(Buffer.from(String(p.platform)), Buffer.from(String(k.platform))) ||
+        Number(BigInt(String(p.dt)) - BigInt(String(k.dt))) ||
+        Buffer.compare(Buffer.from(String(p.id)), Buffer.from(String(k.id)));
+      assert.ok(cmp < 0, `row ${i} out of order`);
+    }
+    assert.equal(ids.size, 65_000);
+    const [winners] = await session.rows(
+      `SELECT count(*) FILTER (WHERE id = 'heavy_20000') AS n, max(epoch(updated)) FILTER (WHERE id = 'heavy_20000') AS u FROM read_parquet('${out}')`,
+    );
+    assert.equal(Number(winners!.n), 1);
+    // heavy_20000 is row 20000 of part 0 (offset 0) and row 0 of part 1 (offset 100 s): part 1 is newer.
+    assert.equal(Number(winners!.u), Date.UTC(2021, 0, 1) / 1000 + 100);
+  });
+});
