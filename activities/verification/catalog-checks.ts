@@ -66,7 +66,7 @@ export function compareCatalogWithFiles(
       violations.push({
         kind: ViolationKinds.missingFromWarehouse,
         object: entry.path,
-        detail: `the catalog lists ${entry.path} (${entry.recordCount} rows) but the warehouse has no such data file`,
+        detail: `listed in the catalog (${entry.recordCount} rows) but not a data file of the warehouse`,
       });
       continue;
     }

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { describeTable, type DescribedTable } from '../catalog/describe-table';
 import { openCatalogBackend } from '../catalog/open-catalog';
 import { CatalogCorruptError } from '../catalog/catalog-backend';
-import { openDuckSession } from '../compaction/duckdb-session';
+import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
@@ -29,7 +29,7 @@ export interface VerifyOptions {
   catalogName?: string;
   /** DuckDB memory limit; verify reads one column at a time, so little is needed. Default 256 MB. */
   memoryLimitMb?: number;
-  /** Where remote files are downloaded and DuckDB spills. Default: a fresh directory under the OS temp dir. */
+  /** Where remote files are downloaded and DuckDB spills (in a fresh subdirectory, removed afterwards). Default: the OS temp dir. */
   scratchDir?: string;
 }
 
@@ -41,7 +41,8 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   const tableName = opts.table ?? DEFAULT_TABLE;
   const catalogName = opts.catalogName ?? DEFAULT_CATALOG_NAME;
   const label = `${catalog} (${namespace}.${tableName})`;
-  const scratch = opts.scratchDir ?? path.join(os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
+  // A directory of its own, even inside a caller's scratch dir, so removing it afterwards removes only ours.
+  const scratch = path.join(opts.scratchDir ?? os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
 
   const store = await openWarehouseStore(warehouse);
   try {
@@ -49,33 +50,19 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
     const violations: Violation[] = [];
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
 
-    await fs.mkdir(scratch, { recursive: true });
-    const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
-    let rows = 0;
+    let rowsByKey: Map<string, number>;
     try {
-      const local = await materializeAll(store, files, scratch, violations);
-      const footers = await readFooters(session, local);
-      violations.push(...footers.violations);
-      const readable = local.filter((f) => footers.facts.has(f.key));
-      for (const f of readable) {
-        const facts = footers.facts.get(f.key)!;
-        rows += facts.rows;
-        const geo = checkGeoMetadata(f, facts);
-        if (geo) violations.push(geo);
-        if (!facts.columns.has('id')) {
-          violations.push({ kind: ViolationKinds.missingIdColumn, object: f.key, detail: 'the file has no `id` column' });
-        }
+      await fs.mkdir(scratch, { recursive: true });
+      const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
+      try {
+        rowsByKey = await checkFiles(session, store, files, scratch, violations);
+      } finally {
+        session.close();
       }
-      const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
-      violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
-      violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
-
-      const rowsByKey = new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
-      if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, catalogPathResolver(store, files), label));
     } finally {
-      session.close();
       await fs.rm(scratch, { recursive: true, force: true });
     }
+    if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, catalogPathResolver(store, files), label));
 
     const buckets = groupByBucket(files);
     const unique = dedupe(violations);
@@ -90,7 +77,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
         buckets: buckets.size,
         bucketsWithSeveralFiles: [...buckets.values()].filter((g) => g.length > 1).length,
         compactedFiles: files.filter((f) => f.compacted).length,
-        rows,
+        rows: [...rowsByKey.values()].reduce((a, b) => a + b, 0),
         catalogFiles: table ? table.dataFiles.length : null,
         catalogRows: table ? table.dataFiles.reduce((n, f) => n + f.recordCount, 0) : null,
         snapshotCount: table ? table.snapshotCount : null,
@@ -100,6 +87,30 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   } finally {
     await store.close();
   }
+}
+
+/** The checks that read the files; returns the row count of every readable file by key. */
+async function checkFiles(
+  session: DuckSession,
+  store: WarehouseStore,
+  files: readonly PhysicalDataFile[],
+  scratch: string,
+  violations: Violation[],
+): Promise<Map<string, number>> {
+  const local = await materializeAll(store, files, scratch, violations);
+  const footers = await readFooters(session, local);
+  violations.push(...footers.violations);
+  const readable = local.filter((f) => footers.facts.has(f.key));
+  for (const f of readable) {
+    const facts = footers.facts.get(f.key)!;
+    const geo = checkGeoMetadata(f, facts);
+    if (geo) violations.push(geo);
+    if (!facts.columns.has('id')) violations.push({ kind: ViolationKinds.missingIdColumn, object: f.key, detail: 'the file has no `id` column' });
+  }
+  const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
+  violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
+  violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
+  return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 
 /** The table as its catalog describes it, or undefined after recording why it cannot be read. */
