@@ -237,6 +237,23 @@ describe('compactBucket', () => {
     assert.equal(cols.find((c) => c.column_name === 'geometry')?.column_type, 'BLOB', 'geometry stays WKB');
   });
 
+  test('metadata: a first input without geo takes geo from a later one, without a bbox', async () => {
+    const { root, store } = await newWarehouse();
+    const parts = dedupParts();
+    parts[0]!.opts = { geo: false, kvMetadata: { writer: 'old-ingest' } };
+    const inputs = await writeBucket(root, parts);
+    const { result } = await compact(store, inputs);
+    const facts = await parquetFacts(path.join(root, result.outputKey));
+    assert.deepEqual(
+      facts.kv.map(([k]) => k),
+      ['writer', 'geo', 'earthcatalog:compaction'],
+    );
+    const geo = JSON.parse(facts.kv.find(([k]) => k === 'geo')![1]);
+    assert.equal(geo.columns.geometry.encoding, 'WKB');
+    assert.equal(geo.columns.geometry.bbox, undefined, 'rows of the first input have no declared bounds');
+    assert.deepEqual(geo.columns.geometry.geometry_types, []);
+  });
+
   test('deterministic: the same bucket compacted twice, and through the partitioned path, gives identical rows', async () => {
     const a = await newWarehouse();
     const b = await newWarehouse();
@@ -530,7 +547,7 @@ describe('compactBucket', () => {
     }
     assert.equal(ids.size, 65_000);
     const [winners] = await session.rows(
-      `SELECT count(*) FILTER (WHERE id = 'heavy_20000') AS n, max(epoch(updated)) FILTER (WHERE id = 'heavy_20000') AS u FROM read_parquet('${out}')`,
+      `SELECT count(*) FILTER (WHERE id = 'heavy_20000') AS n, max(epoch(updated)) FILTER (WHERE id = 'heavy_20000') AS u FROM read_parquet('${out}', hive_partitioning = false)`,
     );
     assert.equal(Number(winners!.n), 1);
     // heavy_20000 is row 20000 of part 0 (offset 0) and row 0 of part 1 (offset 100 s): part 1 is newer.

@@ -31,3 +31,15 @@ export class MissingPlannedInputError extends Error {
     this.name = 'MissingPlannedInputError';
   }
 }
+
+/**
+ * A planned input vanished while this attempt was reading it: another attempt of the same plan (a
+ * zombie after a heartbeat timeout) is finishing the bucket. Retryable on purpose: the next attempt
+ * inspects the bucket again and finds it being deleted or done.
+ */
+export class InputsChangedError extends Error {
+  constructor(readonly bucket: string, readonly vanished: readonly string[]) {
+    super(`bucket ${bucket}: planned input(s) disappeared during the compaction (${vanished.join(', ')}); retry to resume`);
+    this.name = 'InputsChangedError';
+  }
+}

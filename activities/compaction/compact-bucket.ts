@@ -17,7 +17,7 @@ import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
-import { BadBucketDataError, MissingPlannedInputError } from './bucket-errors';
+import { BadBucketDataError, InputsChangedError, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { openDuckSession, type DuckSession } from './duckdb-session';
 import {
@@ -167,12 +167,26 @@ async function readInputs(
   const inputs: LocalInput[] = [];
   const schemas: InputSchema[] = [];
   for (const p of present) {
-    const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir) };
-    inputs.push(input);
-    schemas.push(await readInputSchema(a.session, input));
+    try {
+      const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir) };
+      inputs.push(input);
+      schemas.push(await readInputSchema(a.session, input));
+    } catch (err) {
+      throw await unlessVanished(a, [p.key], err);
+    }
   }
   assertCompatibleSchemas(schemas);
   return { inputs, schemas };
+}
+
+/**
+ * An input that is gone was not bad data: a concurrent attempt of this plan deleted it after
+ * verifying its output. Reported as retryable so the next attempt resumes from the new state.
+ */
+async function unlessVanished(a: Attempt, keys: readonly string[], err: unknown): Promise<unknown> {
+  const vanished: string[] = [];
+  for (const key of keys) if ((await a.store.stat(key)) === undefined) vanished.push(key);
+  return vanished.length ? new InputsChangedError(a.bucket, vanished) : err;
 }
 
 const MEMORY_ERROR = /out of memory|could not allocate|interrupt/i;
@@ -181,6 +195,8 @@ const MEMORY_ERROR = /out of memory|could not allocate|interrupt/i;
 async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], err: unknown): Promise<unknown> {
   if (err instanceof BadBucketDataError) return err;
   if (err instanceof Error && MEMORY_ERROR.test(err.message)) return err;
+  const changed = await unlessVanished(a, inputs.map((i) => i.key), err);
+  if (changed !== err) return changed;
   return (await findUnreadableInput(a.session, inputs)) ?? err;
 }
 
@@ -289,7 +305,10 @@ function sameInputs(a: Attempt, p: Provenance): boolean {
   );
 }
 
-/** Our output's provenance, or undefined when the object cannot be read as one of our files. */
+/**
+ * Our output's provenance and digest, both undefined when DuckDB cannot read the object as Parquet.
+ * Storage errors (fetching it) propagate: they say nothing about the file's content.
+ */
 async function readOutput(a: Attempt): Promise<{ path: string; provenance?: Provenance; digest?: IdDigest }> {
   const dir = path.join(a.workDir, 'output');
   await fs.mkdir(dir, { recursive: true });

@@ -101,7 +101,11 @@ export function mergeGeoMetadata(first: Uint8Array, others: readonly (Uint8Array
   return new TextEncoder().encode(JSON.stringify(geo));
 }
 
-/** Output metadata: first input's keys once each (in its order), geo widened, provenance last. */
+/**
+ * Output metadata: first input's keys once each (in its order), geo widened, provenance last. When
+ * the first input has no `geo` but a later one does, that one is used: the output is GeoParquet as
+ * soon as any of its rows came from a GeoParquet file.
+ */
 export function outputKvMetadata(
   firstInput: readonly KvEntry[],
   otherGeo: readonly (Uint8Array | undefined)[],
@@ -113,6 +117,11 @@ export function outputKvMetadata(
     if (seen.has(key) || NOT_CARRIED.has(key)) continue;
     seen.add(key);
     out.push({ key, value: key === 'geo' ? mergeGeoMetadata(value, otherGeo) : value });
+  }
+  const later = otherGeo.findIndex((g) => g !== undefined);
+  if (!seen.has('geo') && later >= 0) {
+    // The first input's rows have no declared bounds, so the merged bbox must be dropped.
+    out.push({ key: 'geo', value: mergeGeoMetadata(otherGeo[later]!, [undefined, ...otherGeo.slice(later + 1)]) });
   }
   out.push({ key: PROVENANCE_KEY, value: new TextEncoder().encode(JSON.stringify(provenance)) });
   return out;
