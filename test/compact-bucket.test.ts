@@ -454,6 +454,19 @@ describe('compactBucket', () => {
         culprit: 2,
       },
       {
+        name: 'corrupt page behind a valid footer',
+        damage: async (root, inputs) => {
+          const p = path.join(root, inputs[1]!.key);
+          const buf = await fs.readFile(p);
+          const at = Math.floor(buf.length * 0.3);
+          for (let i = at; i < at + 64; i++) buf[i] = (buf[i]! * 7 + 13) & 255;
+          await fs.writeFile(p, buf);
+          return inputs;
+        },
+        match: /cannot be read/,
+        culprit: 1,
+      },
+      {
         name: 'file without id',
         damage: async (root, inputs) => {
           await writePartFile(path.join(root, inputs[1]!.key), rowsOf([['Q', '2022-01-01T00:00:00Z', 'q']]), { session, omitColumns: ['id'] });

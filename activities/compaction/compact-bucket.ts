@@ -189,12 +189,13 @@ async function unlessVanished(a: Attempt, keys: readonly string[], err: unknown)
   return vanished.length ? new InputsChangedError(a.bucket, vanished) : err;
 }
 
-const MEMORY_ERROR = /out of memory|could not allocate|interrupt/i;
+/** DuckDB errors that a damaged file can cause (not memory, not interruption, not our heartbeat). */
+const DATA_ERROR = /\b(Invalid Input|IO|Conversion|Serialization|Invalid) Error\b/;
 
 /** A failed merge statement is the data's fault only if some input cannot be decoded on its own. */
 async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], err: unknown): Promise<unknown> {
   if (err instanceof BadBucketDataError) return err;
-  if (err instanceof Error && MEMORY_ERROR.test(err.message)) return err;
+  if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessVanished(a, inputs.map((i) => i.key), err);
   if (changed !== err) return changed;
   return (await findUnreadableInput(a.session, inputs)) ?? err;
