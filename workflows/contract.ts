@@ -56,13 +56,23 @@ function normalizeSegments(parts: string[]): string[] {
   return out;
 }
 
+/** A location that normalizes, or an issue naming it (a path with '..' above its root). */
+function normalized(value: string, ctx: z.RefinementCtx): string {
+  try {
+    return normalizeLocation(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `${(err as Error).message} in ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+}
+
 const warehouseSchema = z
   .string({ error: 'warehouse is required (an absolute path or s3://bucket/prefix)' })
   .min(1, 'warehouse is required (an absolute path or s3://bucket/prefix)')
   .refine((v) => v.startsWith('/') || S3_URI.test(v), {
     message: 'warehouse must be an absolute path or an s3://bucket/prefix URI',
   })
-  .transform((v) => normalizeLocation(v));
+  .transform(normalized);
 
 const catalogSchema = z
   .string({ error: 'catalog is required (a catalog.db path, s3://.../catalog.db, or an S3 Tables ARN)' })
@@ -70,7 +80,7 @@ const catalogSchema = z
   .refine((v) => v.startsWith('/') || S3_URI.test(v) || S3TABLES_ARN.test(v), {
     message: 'catalog must be an absolute path to catalog.db, s3://bucket/key/catalog.db, or an S3 Tables bucket ARN',
   })
-  .transform((v) => normalizeLocation(v));
+  .transform(normalized);
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');

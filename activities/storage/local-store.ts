@@ -136,8 +136,16 @@ export class LocalWarehouseStore implements WarehouseStore {
     for (const key of keys) await fs.rm(this.abs(key), { force: true });
   }
 
-  async abortIncompleteWrites(): Promise<number> {
-    return 0;
+  /** Staging copies of an interrupted cross-filesystem publish (see publishIfAbsent). */
+  async abortIncompleteWrites(prefix: string): Promise<number> {
+    let removed = 0;
+    for await (const obj of this.list(prefix)) {
+      if (STAGING.test(obj.key)) {
+        await fs.rm(this.abs(obj.key), { force: true });
+        removed++;
+      }
+    }
+    return removed;
   }
 
   uri(key: string): string {
@@ -146,6 +154,8 @@ export class LocalWarehouseStore implements WarehouseStore {
 
   async close(): Promise<void> {}
 }
+
+const STAGING = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.staging$/;
 
 function contentVersion(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex').slice(0, 32);

@@ -1,0 +1,79 @@
+/** Warehouses on disk for the end-to-end tests, and the independent checks run after each scenario. */
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { generateSampleWarehouse, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
+import { REPO_ROOT } from './temporal';
+
+const run = promisify(execFile);
+
+export interface Fixture {
+  dir: string;
+  warehouse: string;
+  catalog: string;
+}
+
+export async function makeFixture(name: string, opts: SampleWarehouseOptions = {}): Promise<Fixture> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `ec-${name}-`));
+  const warehouse = path.join(dir, 'warehouse');
+  await fs.mkdir(warehouse, { recursive: true });
+  await generateSampleWarehouse(warehouse, { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff'], years: [2020, 2021], seed: 7, ...opts });
+  return { dir, warehouse, catalog: path.join(dir, 'catalog.db') };
+}
+
+/** Every file under the warehouse (relative keys), sorted; control objects excluded. */
+export async function listFiles(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(full);
+      else out.push(path.relative(root, full).split(path.sep).join('/'));
+    }
+  };
+  await walk(root);
+  return out.filter((k) => !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')).sort();
+}
+
+/** Data files grouped by bucket prefix. */
+export function byBucket(keys: string[]): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const k of keys) {
+    const match = /^(grid_partition=[^/]+\/year=\d+)\/[^/]+\.parquet$/.exec(k);
+    if (!match) continue;
+    const list = m.get(match[1]!) ?? [];
+    list.push(k);
+    m.set(match[1]!, list);
+  }
+  return m;
+}
+
+export async function copyTree(from: string, to: string): Promise<void> {
+  await fs.cp(from, to, { recursive: true });
+}
+
+export interface IcebergScan {
+  snapshot_count: number;
+  file_count: number;
+  row_count: number | null;
+  files: { path: string; record_count: number; size: number; partition: Record<string, unknown> }[];
+  ids?: string[];
+  error?: string;
+}
+
+/** pyiceberg, the independent reader: loads the table and scans it. */
+export async function pyicebergScan(catalog: string, extra: string[] = ['--ids']): Promise<IcebergScan> {
+  const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+  try {
+    const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'scan', '--catalog', catalog, ...extra], {
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    return JSON.parse(stdout) as IcebergScan;
+  } catch (err) {
+    const stdout = (err as { stdout?: string }).stdout;
+    if (stdout) return JSON.parse(stdout) as IcebergScan;
+    throw err;
+  }
+}
