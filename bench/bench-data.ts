@@ -1,0 +1,139 @@
+/**
+ * The benchmark's input data under one root, generated deterministically and reused when the
+ * manifest (`data.json`) says the same options produced it. Nothing under `source/` is ever
+ * compacted: each run works on hard links (see linkOrCopy), so compaction deleting its inputs
+ * leaves the source intact.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { openDuckSession } from '../activities/compaction/duckdb-session';
+import type { BucketRef, PlannedFile } from '../workflows/contract';
+import { bucketPrefix } from '../workflows/contract';
+import { writeStacBucket, type StacBucketFiles } from './stac-bucket';
+import { linkOrCopy, writeTinyTemplates } from './tiny-buckets';
+
+const DATA_VERSION = 1;
+const SEED = 20240601;
+const DUPLICATE_FRACTION = 0.2;
+/** The memory case needs a bucket whose uncompressed data is at least this many times the budget. */
+export const MEMORY_CASE_FACTOR = 10;
+
+export interface BucketData extends StacBucketFiles {
+  /** Warehouse holding the source bucket (never compacted). */
+  warehouse: string;
+  bucket: BucketRef;
+  inputs: PlannedFile[];
+}
+
+export interface BenchData {
+  root: string;
+  heavy?: BucketData;
+  /** Undefined when the heavy bucket is already MEMORY_CASE_FACTOR x the budget (it then serves both cases). */
+  memory?: BucketData;
+  tinyTemplates?: string[];
+}
+
+interface Manifest {
+  version: number;
+  buckets: Record<string, { rows: number; parts: number; seed: number; data: BucketData }>;
+}
+
+async function readManifest(file: string): Promise<Manifest> {
+  try {
+    const m = JSON.parse(await fs.readFile(file, 'utf8')) as Manifest;
+    if (m.version === DATA_VERSION) return m;
+  } catch {
+    // Absent or unreadable: regenerate.
+  }
+  return { version: DATA_VERSION, buckets: {} };
+}
+
+async function filesExist(d: BucketData): Promise<boolean> {
+  for (const input of d.inputs) {
+    const st = await fs.stat(path.join(d.warehouse, input.key)).catch(() => undefined);
+    if (!st || st.size !== input.size) return false;
+  }
+  return true;
+}
+
+export interface PrepareOptions {
+  rows: number;
+  parts: number;
+  memoryMb: number;
+  threads: number;
+  heavy: boolean;
+  memory: boolean;
+  tiny: boolean;
+  log: (line: string) => void;
+}
+
+export async function prepareData(root: string, opts: PrepareOptions): Promise<BenchData> {
+  await fs.mkdir(root, { recursive: true });
+  const manifestFile = path.join(root, 'data.json');
+  const manifest = await readManifest(manifestFile);
+  const source = path.join(root, 'source');
+  // Generation gets a fixed, modest budget: it is not what is measured, and others share the machine.
+  const session = await openDuckSession({ memoryLimitMb: 2048, threads: opts.threads, tempDir: path.join(root, 'gen-spill') });
+  const bucket = async (name: string, cell: string, rows: number): Promise<BucketData> => {
+    const known = manifest.buckets[name];
+    if (known && known.rows === rows && known.parts === opts.parts && known.seed === SEED && (await filesExist(known.data))) {
+      opts.log(`reusing ${name} bucket: ${known.data.rowsIn.toLocaleString()} rows in ${known.data.inputs.length} parts`);
+      return known.data;
+    }
+    const b: BucketRef = { cell, year: 2020 };
+    const warehouse = path.join(source, name);
+    const dir = path.join(warehouse, bucketPrefix(b));
+    await fs.rm(warehouse, { recursive: true, force: true });
+    opts.log(`generating ${name} bucket: ${rows.toLocaleString()} rows in ${opts.parts} parts ...`);
+    const started = Date.now();
+    const files = await writeStacBucket(session, {
+      dir,
+      cell,
+      year: b.year,
+      rows,
+      parts: opts.parts,
+      duplicateFraction: DUPLICATE_FRACTION,
+      seed: SEED,
+    });
+    opts.log(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const data: BucketData = {
+      ...files,
+      warehouse,
+      bucket: b,
+      inputs: files.files.map((f) => ({ key: `${bucketPrefix(b)}/${f.name}`, size: f.size })),
+    };
+    manifest.buckets[name] = { rows, parts: opts.parts, seed: SEED, data };
+    await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
+    return data;
+  };
+  const out: BenchData = { root };
+  try {
+    if (opts.heavy || opts.memory) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
+    if (opts.memory && out.heavy) {
+      const budget = opts.memoryMb * 1024 * 1024;
+      if (out.heavy.uncompressedBytes < MEMORY_CASE_FACTOR * budget) {
+        const perRow = out.heavy.uncompressedBytes / out.heavy.rowsIn;
+        const rows = Math.ceil((MEMORY_CASE_FACTOR * 1.05 * budget) / perRow / opts.parts) * opts.parts;
+        out.memory = await bucket('memory', 'bench_memory', rows);
+      }
+    }
+  } finally {
+    session.close();
+    await fs.rm(path.join(root, 'gen-spill'), { recursive: true, force: true });
+  }
+  if (opts.tiny) {
+    const dir = path.join(source, 'tiny-templates');
+    await fs.mkdir(dir, { recursive: true });
+    out.tinyTemplates = await writeTinyTemplates(dir);
+  }
+  return out;
+}
+
+/** A fresh warehouse with the bucket's inputs hard-linked in, for one run that may delete them. */
+export async function linkBucketInto(data: BucketData, warehouse: string): Promise<void> {
+  for (const input of data.inputs) {
+    const target = path.join(warehouse, input.key);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    await linkOrCopy(path.join(data.warehouse, input.key), target);
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * The cases that run the engine without Temporal, each inside its own case process: the idle
+ * baseline, the copy floor, one real compactBucket, and a sample of tiny buckets.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { compactBucket, type BucketPhase } from '../activities/compaction/compact-bucket';
+import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
+import { estimateRowBytes, OUTPUT_ROW_GROUP_ROWS } from '../activities/compaction/merge-bucket';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import type { BucketResult } from '../workflows/contract';
+import type { ChildJob, EngineSettings } from './child-jobs';
+import type { Measured } from './measure';
+
+/**
+ * The thread count compactBucket gives DuckDB for a budget (its private threadsFor): the copy floor
+ * must run with the same settings, or a small budget would compare 1 thread against 2.
+ */
+export function engineThreads(s: EngineSettings): number {
+  return Math.max(1, Math.min(s.threads, Math.floor(s.memoryMb / 128)));
+}
+
+/** Node, tsx, the engine's modules and one open DuckDB instance that has read a Parquet footer: the fixed cost. */
+export async function runBaseline(job: Extract<ChildJob, { kind: 'baseline' }>, m: Measured): Promise<void> {
+  const s = job.settings;
+  const session = await openDuckSession({ memoryLimitMb: s.memoryMb, threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
+  try {
+    await m.time(async () => {
+      await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(job.probe)}, hive_partitioning = false)`);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+/**
+ * DuckDB reading the same inputs with the same session and read options as the engine and writing
+ * them unchanged to one zstd file with the engine's row-group sizing: the least any compaction costs.
+ */
+export async function runCopyFloor(job: Extract<ChildJob, { kind: 'copy-floor' }>, m: Measured): Promise<void> {
+  const s = job.settings;
+  await m.time(async () => {
+    const session = await openDuckSession({ memoryLimitMb: s.memoryMb, threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
+    try {
+      const inputs = job.inputs.map((p) => ({ key: p, path: p, size: 0 }));
+      const rowBytes = await estimateRowBytes(session, inputs);
+      // compactBucket's write plan: row groups of at most memory/8 (and 128 MB), DuckDB's row count cap.
+      const rowGroupBytes = Math.min(128 * 1024 * 1024, (s.memoryMb * 1024 * 1024) / 8);
+      const rowGroupRows = Math.max(2048, Math.min(OUTPUT_ROW_GROUP_ROWS, Math.floor(rowGroupBytes / rowBytes)));
+      const [r] = await session.rows(
+        `COPY (SELECT * FROM read_parquet(${sqlStringList(job.inputs)}, union_by_name = true, hive_partitioning = false))
+           TO ${sqlString(job.out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rowGroupRows},
+           ROW_GROUP_SIZE_BYTES ${Math.floor(rowGroupBytes)})`,
+      );
+      const rows = Number(r?.Count ?? r?.count ?? 0);
+      m.set({ rowsIn: rows, rowsOut: rows, bytesOut: (await fs.stat(job.out)).size });
+    } finally {
+      session.close();
+    }
+  });
+}
+
+/** One real compaction of a bucket (verify, publish and delete included), with the time of each phase. */
+export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m: Measured): Promise<void> {
+  const s = job.settings;
+  const store = new LocalWarehouseStore(job.warehouse);
+  const phases: [string, number][] = [];
+  let current: { phase: BucketPhase; since: number } | undefined;
+  const mark = (phase: BucketPhase | 'end'): void => {
+    const now = performance.now();
+    if (current && phase === current.phase) return;
+    if (current) phases.push([current.phase, (now - current.since) / 1000]);
+    current = phase === 'end' ? undefined : { phase, since: now };
+  };
+  let result: BucketResult | undefined;
+  await m.time(async () => {
+    result = await compactBucket(
+      store,
+      { bucket: job.bucket, inputs: job.inputs, warehouse: job.warehouse, planId: `bench${Date.now()}` },
+      { scratchDir: s.scratch, memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: (p) => mark(p.phase) },
+    );
+    mark('end');
+  });
+  m.set({ rowsIn: result?.rowsIn, rowsOut: result?.rowsOut, bytesOut: result?.bytesOut, phases: merged(phases) });
+}
+
+/** Phases that repeat (the engine re-enters 'verify') are summed, keeping first-seen order. */
+function merged(phases: [string, number][]): [string, number][] {
+  const sums = new Map<string, number>();
+  for (const [p, s] of phases) sums.set(p, (sums.get(p) ?? 0) + s);
+  return [...sums];
+}
+
+/** Tiny buckets compacted directly with the worker's concurrency: the engine's own cost per tiny bucket. */
+export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct' }>, m: Measured): Promise<void> {
+  const s = job.settings;
+  const store = new LocalWarehouseStore(job.warehouse);
+  const planId = `bench${Date.now()}`;
+  let rowsIn = 0;
+  let rowsOut = 0;
+  let failed = 0;
+  let next = 0;
+  await m.time(async () => {
+    const lane = async (): Promise<void> => {
+      while (next < job.tasks.length) {
+        const i = next++;
+        const task = job.tasks[i]!;
+        try {
+          const r = await compactBucket(
+            store,
+            { ...task, warehouse: job.warehouse, planId },
+            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: () => undefined },
+          );
+          rowsIn += r.rowsIn;
+          rowsOut += r.rowsOut;
+        } catch (err) {
+          failed++;
+          if (failed === 1) console.error(`tiny bucket ${i} failed: ${(err as Error).message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(job.parallel, job.tasks.length) }, lane));
+  });
+  m.set({ rowsIn, rowsOut, buckets: job.tasks.length, bucketsFailed: failed });
+}

@@ -1,0 +1,76 @@
+/** Flags of `npm run bench`. */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse, UsageError } from '../client/cli-args';
+
+export type BenchCase = 'heavy' | 'memory' | 'tiny';
+const ALL_CASES: readonly BenchCase[] = ['heavy', 'memory', 'tiny'];
+
+export interface BenchOptions {
+  /** Where the generated data lives; reused when its manifest matches. Default: a fresh temp dir, removed at the end. */
+  dir?: string;
+  keep: boolean;
+  /** Input rows of the heavy bucket (about 20% of them re-emit an id). */
+  rows: number;
+  /** Part files the heavy bucket is split into. */
+  parts: number;
+  tiny: number;
+  /** Tiny buckets compacted directly (no Temporal) to measure the engine's own time per tiny bucket. */
+  tinySample: number;
+  /** Memory budget of one bucket activity (DuckDB memory_limit). */
+  memoryMb: number;
+  threads: number;
+  /** Workflow maxParallelBuckets and the worker's concurrent bucket activities. */
+  parallel: number;
+  cases: BenchCase[];
+  quick: boolean;
+}
+
+const USAGE = `usage: npm run bench -- [--quick] [--rows N] [--parts N] [--tiny N] [--tiny-sample N]
+  [--memory-mb MB] [--threads N] [--parallel N] [--cases heavy,memory,tiny] [--dir DIR] [--keep]`;
+
+function whole(name: string, raw: string | undefined, fallback: number, min: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number >= ${min}, got ${JSON.stringify(raw)}\n${USAGE}`);
+  return n;
+}
+
+export function parseBenchArgs(argv: string[]): BenchOptions {
+  const { values, positionals } = parse(argv, {
+    quick: { type: 'boolean' },
+    rows: { type: 'string' },
+    parts: { type: 'string' },
+    tiny: { type: 'string' },
+    'tiny-sample': { type: 'string' },
+    'memory-mb': { type: 'string' },
+    threads: { type: 'string' },
+    parallel: { type: 'string' },
+    cases: { type: 'string' },
+    dir: { type: 'string' },
+    keep: { type: 'boolean' },
+  });
+  if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n${USAGE}`);
+  const quick = values.quick === true;
+  const cases = values.cases
+    ? values.cases.split(',').map((c) => c.trim()).filter(Boolean)
+    : [...ALL_CASES];
+  for (const c of cases) {
+    if (!ALL_CASES.includes(c as BenchCase)) throw new UsageError(`--cases: unknown case ${c} (known: ${ALL_CASES.join(', ')})`);
+  }
+  const dir = values.dir ? path.resolve(values.dir) : undefined;
+  return {
+    dir,
+    keep: values.keep === true || dir !== undefined,
+    rows: whole('rows', values.rows, quick ? 400_000 : 4_000_000, 1_000),
+    parts: whole('parts', values.parts, 8, 2),
+    tiny: whole('tiny', values.tiny, quick ? 200 : 2_000, 1),
+    tinySample: whole('tiny-sample', values['tiny-sample'], quick ? 40 : 200, 1),
+    // Quick runs use a small budget so that a 10x-budget bucket stays small too.
+    memoryMb: whole('memory-mb', values['memory-mb'], quick ? 64 : 512, 16),
+    threads: whole('threads', values.threads, os.cpus().length, 1),
+    parallel: whole('parallel', values.parallel, 8, 1),
+    cases: cases as BenchCase[],
+    quick,
+  };
+}

@@ -1,0 +1,284 @@
+/**
+ * `npm run bench`: generates its data, runs every case in a process of its own, prints a markdown
+ * table and ends with `worst ratio to copy floor: X.XX`. See bench/options.ts for the flags.
+ *
+ *   heavy   copy floor and compactBucket on one bucket of --rows STAC-like rows (~20% duplicate ids)
+ *   memory  the same on a bucket whose uncompressed data is >= 10x --memory-mb (the heavy bucket when
+ *           it is that large already)
+ *   tiny    --tiny-sample tiny buckets compacted directly (the engine's own time), then --tiny tiny
+ *           buckets through compactWarehouse on a Temporal dev server with an in-process worker
+ */
+import { promises as fs, createReadStream } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { UsageError } from '../client/cli-args';
+import type { BucketTask } from '../workflows/contract';
+import { bucketPrefix } from '../workflows/contract';
+import { linkBucketInto, MEMORY_CASE_FACTOR, prepareData, type BucketData, type BenchData } from './bench-data';
+import type { ChildResult, EngineSettings } from './child-jobs';
+import { engineThreads } from './engine-cases';
+import { parseBenchArgs, type BenchOptions } from './options';
+import { formatTable, worstRatioLine, type CaseRow } from './report';
+import { CaseFailedError, spawnCase } from './spawn-case';
+import { layOutTinyBuckets, TINY_ROWS_IN, TINY_ROWS_OUT } from './tiny-buckets';
+
+const MB = 1024 * 1024;
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+class Bench {
+  readonly rows: CaseRow[] = [];
+  readonly notes: string[] = [];
+  failed = false;
+
+  constructor(
+    readonly opts: BenchOptions,
+    readonly data: BenchData,
+    readonly runs: string,
+  ) {}
+
+  settings(name: string, threads = this.opts.threads): EngineSettings {
+    return { memoryMb: this.opts.memoryMb, threads, scratch: path.join(this.runs, name, 'scratch') };
+  }
+
+  /** A failed case becomes a row saying so; the other cases still run and the table is still printed. */
+  async attempt(name: string, run: () => Promise<ChildResult>): Promise<ChildResult | undefined> {
+    log(`running ${name} ...`);
+    try {
+      const r = await run();
+      log(`  ${r.seconds.toFixed(2)} s, peak RSS ${r.maxRssMb.toFixed(0)} MB`);
+      return r;
+    } catch (err) {
+      if (!(err instanceof CaseFailedError)) throw err;
+      this.failed = true;
+      this.rows.push({ name, note: `FAILED: ${err.message.split('\n')[0]}` });
+      return undefined;
+    }
+  }
+
+  async baseline(probe: string): Promise<void> {
+    const r = await this.attempt('baseline', () =>
+      spawnCase('baseline', { kind: 'baseline', settings: this.settings('baseline'), probe }, this.runs),
+    );
+    if (!r) return;
+    this.rows.push({ name: 'idle engine process (fixed overhead)', seconds: r.seconds, peakRssMb: r.maxRssMb, note: 'Node + tsx + engine modules + one DuckDB instance' });
+  }
+
+  async bucket(label: string, d: BucketData, extraNote: string): Promise<void> {
+    const dir = path.join(this.runs, label);
+    await warmPageCache(d);
+    const bytesIn = d.bytesOnDisk;
+    const floorOut = path.join(dir, 'copy-floor.parquet');
+    await fs.mkdir(dir, { recursive: true });
+    const floor = await this.attempt(`${label}: copy floor`, () =>
+      spawnCase(`${label}-floor`, {
+        kind: 'copy-floor',
+        settings: this.settings(`${label}-floor`),
+        inputs: d.inputs.map((i) => path.join(d.warehouse, i.key)),
+        out: floorOut,
+      }, dir),
+    );
+    await fs.rm(floorOut, { force: true });
+    if (floor) {
+      this.rows.push({
+        name: `${label}: copy floor`,
+        buckets: 1,
+        rowsIn: floor.rowsIn,
+        rowsOut: floor.rowsOut,
+        bytesIn,
+        seconds: floor.seconds,
+        peakRssMb: floor.maxRssMb,
+        memoryMb: this.opts.memoryMb,
+        note: `read + write unchanged, zstd, ${engineThreads(this.settings(label))} thread(s)`,
+      });
+    }
+
+    const warehouse = path.join(dir, 'warehouse');
+    await fs.rm(warehouse, { recursive: true, force: true });
+    await linkBucketInto(d, warehouse);
+    const compact = await this.attempt(`${label}: compactBucket`, () =>
+      spawnCase(`${label}-compact`, {
+        kind: 'compact',
+        settings: this.settings(`${label}-compact`),
+        warehouse,
+        bucket: d.bucket,
+        inputs: d.inputs,
+      }, dir),
+    );
+    await fs.rm(warehouse, { recursive: true, force: true });
+    if (!compact) return;
+    const correct = compact.rowsIn === d.rowsIn && compact.rowsOut === d.rowsOut;
+    if (!correct) this.failed = true;
+    this.rows.push({
+      name: `${label}: compactBucket`,
+      buckets: 1,
+      rowsIn: compact.rowsIn,
+      rowsOut: compact.rowsOut,
+      bytesIn,
+      seconds: compact.seconds,
+      peakRssMb: compact.maxRssMb,
+      memoryMb: this.opts.memoryMb,
+      ratio: floor ? compact.seconds / floor.seconds : undefined,
+      note: correct ? extraNote : `WRONG RESULT: expected ${d.rowsIn} → ${d.rowsOut} rows`,
+    });
+    const phases = (compact.phases ?? []).map(([p, s]) => `${p} ${s.toFixed(1)} s`).join(', ');
+    this.notes.push(
+      `${label}: ${(d.uncompressedBytes / MB).toFixed(0)} MB uncompressed (Parquet pages) = ` +
+        `${(d.uncompressedBytes / (this.opts.memoryMb * MB)).toFixed(1)}x the ${this.opts.memoryMb} MB budget, ` +
+        `${(bytesIn / MB).toFixed(0)} MB on disk; compactBucket peak scratch ${compact.peakScratchMb.toFixed(0)} MB; phases: ${phases}`,
+    );
+  }
+
+  async tiny(templates: readonly string[]): Promise<void> {
+    const sizes = await Promise.all(templates.map(async (t) => (await fs.stat(t)).size));
+    const bytesPerBucket = sizes.reduce((s, x) => s + x, 0);
+    const tasksFor = (buckets: { cell: string; year: number }[]): BucketTask[] =>
+      buckets.map((bucket) => ({
+        bucket,
+        inputs: templates.map((t, i) => ({ key: `${bucketPrefix(bucket)}/${path.basename(t)}`, size: sizes[i]! })),
+      }));
+    // One DuckDB thread per bucket: the worker runs `parallel` of them at once on a few cores.
+    const threads = 1;
+
+    const sampleDir = path.join(this.runs, 'tiny-sample');
+    const sampleCount = Math.min(this.opts.tinySample, this.opts.tiny);
+    const sampleWarehouse = path.join(sampleDir, 'warehouse');
+    const sample = await layOutTinyBuckets(sampleWarehouse, templates, sampleCount);
+    const direct = await this.attempt('tiny: engine only', () =>
+      spawnCase('tiny-direct', {
+        kind: 'tiny-direct',
+        settings: this.settings('tiny-direct', threads),
+        warehouse: sampleWarehouse,
+        tasks: tasksFor(sample),
+        parallel: this.opts.parallel,
+      }, sampleDir),
+    );
+    await fs.rm(sampleDir, { recursive: true, force: true });
+    const enginePerBucket = direct ? direct.seconds / sampleCount : undefined;
+    if (direct) {
+      const correct = !direct.bucketsFailed && direct.rowsOut === TINY_ROWS_OUT * sampleCount;
+      if (!correct) this.failed = true;
+      this.rows.push({
+        name: `tiny: compactBucket only, ${this.opts.parallel} at a time`,
+        buckets: sampleCount,
+        rowsIn: direct.rowsIn,
+        rowsOut: direct.rowsOut,
+        bytesIn: bytesPerBucket * sampleCount,
+        seconds: direct.seconds,
+        peakRssMb: direct.maxRssMb,
+        note: !correct
+          ? `WRONG RESULT: ${direct.bucketsFailed} failed, ${direct.rowsOut} rows out`
+          : `engine ${((enginePerBucket ?? 0) * 1000).toFixed(1)} ms/bucket (no Temporal)`,
+      });
+    }
+
+    const dir = path.join(this.runs, 'tiny');
+    const warehouse = path.join(dir, 'warehouse');
+    log(`laying out ${this.opts.tiny} tiny buckets ...`);
+    await layOutTinyBuckets(warehouse, templates, this.opts.tiny);
+    const orch = await this.attempt('tiny: compactWarehouse on Temporal', () =>
+      spawnCase('orchestration', {
+        kind: 'orchestration',
+        settings: this.settings('orchestration', threads),
+        warehouse,
+        catalog: path.join(dir, 'catalog.db'),
+        parallel: this.opts.parallel,
+      }, dir),
+    );
+    await fs.rm(dir, { recursive: true, force: true });
+    if (!orch) return;
+    const n = this.opts.tiny;
+    const correct = orch.buckets === n && !orch.bucketsFailed && orch.rowsIn === TINY_ROWS_IN * n && orch.rowsOut === TINY_ROWS_OUT * n;
+    if (!correct) this.failed = true;
+    const span = (name: string) => orch.phases?.find(([p]) => p === name)?.[1];
+    const bucketSpan = span('buckets');
+    this.rows.push({
+      name: 'tiny: compactWarehouse on Temporal',
+      buckets: orch.buckets,
+      rowsIn: orch.rowsIn,
+      rowsOut: orch.rowsOut,
+      bytesIn: bytesPerBucket * n,
+      seconds: orch.seconds,
+      peakRssMb: orch.maxRssMb,
+      overheadPerBucket:
+        bucketSpan !== undefined && enginePerBucket !== undefined ? (bucketSpan - enginePerBucket * n) / n : undefined,
+      note: correct
+        ? `${(n / orch.seconds).toFixed(1)} buckets/s; worker ${this.opts.parallel} buckets at a time, workflow maxParallelBuckets ${this.opts.parallel}`
+        : `WRONG RESULT: ${orch.buckets} compacted, ${orch.bucketsFailed} failed`,
+    });
+    this.notes.push(
+      `tiny on Temporal: wall ${orch.seconds.toFixed(1)} s = plan ${span('plan')?.toFixed(1)} s + bucket activities ` +
+        `${bucketSpan?.toFixed(1)} s + catalog rebuild ${span('catalog')?.toFixed(1)} s (+ locks, workflow tasks); ` +
+        `${orch.workflowRuns} workflow run(s); orchestration overhead per bucket = (bucket-activity span − ` +
+        `${n} × engine time per tiny bucket) / ${n}`,
+    );
+  }
+}
+
+/** Reads the inputs once, so the copy floor and the compaction both start from a warm page cache. */
+async function warmPageCache(d: BucketData): Promise<void> {
+  for (const input of d.inputs) {
+    await new Promise<void>((resolve, reject) => {
+      const s = createReadStream(path.join(d.warehouse, input.key), { highWaterMark: 4 * MB });
+      s.on('data', () => undefined);
+      s.on('end', resolve);
+      s.on('error', reject);
+    });
+  }
+}
+
+async function main(): Promise<void> {
+  const opts = parseBenchArgs(process.argv.slice(2));
+  const root = opts.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'ec-bench-')));
+  const [load1] = os.loadavg();
+  log(
+    `bench: ${os.cpus().length} cores (load ${load1!.toFixed(2)}), ${(os.totalmem() / 1024 ** 3).toFixed(0)} GB RAM; ` +
+      `budget ${opts.memoryMb} MB, ${opts.threads} thread(s); data in ${root}`,
+  );
+  const has = (c: BenchOptions['cases'][number]) => opts.cases.includes(c);
+  const runs = path.join(root, 'runs');
+  try {
+    const data = await prepareData(root, {
+      rows: opts.rows,
+      parts: opts.parts,
+      memoryMb: opts.memoryMb,
+      threads: opts.threads,
+      heavy: has('heavy'),
+      memory: has('memory'),
+      tiny: has('tiny'),
+      log,
+    });
+    await fs.rm(runs, { recursive: true, force: true });
+    const bench = new Bench(opts, data, runs);
+    const probe = data.heavy ? path.join(data.heavy.warehouse, data.heavy.inputs[0]!.key) : data.tinyTemplates![0]!;
+    await bench.baseline(probe);
+
+    const heavyIsMemoryCase = !!data.heavy && data.heavy.uncompressedBytes >= MEMORY_CASE_FACTOR * opts.memoryMb * MB;
+    if (data.heavy && (has('heavy') || heavyIsMemoryCase)) {
+      const x = (data.heavy.uncompressedBytes / (opts.memoryMb * MB)).toFixed(1);
+      await bench.bucket('heavy', data.heavy, heavyIsMemoryCase && has('memory') ? `also the memory case: ${x}x the budget` : `${x}x the budget`);
+    }
+    if (data.memory) await bench.bucket('memory', data.memory, `${MEMORY_CASE_FACTOR}x-budget bucket`);
+    if (data.tinyTemplates) await bench.tiny(data.tinyTemplates);
+
+    const title =
+      `bench ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores, load ${load1!.toFixed(2)} at start; ` +
+      `memory budget ${opts.memoryMb} MB, threads ${opts.threads}${opts.quick ? ' (--quick)' : ''}`;
+    process.stdout.write(`\n${title}\n\n${formatTable(bench.rows)}\n\n`);
+    for (const n of bench.notes) process.stdout.write(`- ${n}\n`);
+    process.stdout.write(`\n${worstRatioLine(bench.rows)}\n`);
+    if (bench.failed) process.exitCode = 1;
+  } finally {
+    await fs.rm(runs, { recursive: true, force: true });
+    if (!opts.keep) await fs.rm(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    log(err.message);
+    process.exitCode = 2;
+    return;
+  }
+  log(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exitCode = 1;
+});

@@ -1,0 +1,37 @@
+/** Runs one case in its own Node process and reads back its result. */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { resultFileFor, type ChildJob, type ChildResult } from './child-jobs';
+
+const ENTRY = path.join(__dirname, 'case-process.ts');
+
+export class CaseFailedError extends Error {
+  constructor(
+    readonly caseName: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CaseFailedError';
+  }
+}
+
+export async function spawnCase(name: string, job: ChildJob, jobDir: string): Promise<ChildResult> {
+  await fs.mkdir(jobDir, { recursive: true });
+  const jobFile = path.join(jobDir, `${name}.json`);
+  await fs.rm(resultFileFor(jobFile), { force: true });
+  await fs.writeFile(jobFile, JSON.stringify(job));
+  // tsx as an import hook (not the tsx CLI), so the measured process is the case itself, not a wrapper.
+  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, jobFile], { stdio: ['ignore', 'inherit', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    process.stderr.write(d);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  if (code !== 0) {
+    const tail = stderr.trim().split('\n').slice(-5).join('\n');
+    throw new CaseFailedError(name, `case ${name} exited with code ${code}${tail ? `: ${tail}` : ''}`);
+  }
+  return JSON.parse(await fs.readFile(resultFileFor(jobFile), 'utf8')) as ChildResult;
+}
