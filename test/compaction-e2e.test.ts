@@ -104,8 +104,8 @@ describe('compactWarehouse end to end (local warehouse, SQLite catalog)', () => 
     const scan = await pyicebergScan(fx.catalog, []);
     assert.equal(scan.snapshot_count, 1);
     assert.equal(scan.file_count, initial.size);
-    await maybeRecordHistory(h.client, workflowId, 'compactWarehouse-local');
-    await maybeRecordHistory(h.client, lockWorkflowId('warehouse', fx.warehouse), 'resourceLock-warehouse');
+    await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-local');
+    await maybeRecordHistory(h.address, lockWorkflowId('warehouse', fx.warehouse), 'resourceLock-warehouse');
   });
 });
 

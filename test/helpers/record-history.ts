@@ -1,12 +1,21 @@
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import type { Client } from '@temporalio/client';
-import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { promisify } from 'node:util';
+import { findTemporalCli } from '../../client/temporal-cli';
 
-/** With RECORD_HISTORIES=1, saves a finished workflow's history for the replay test. */
-export async function maybeRecordHistory(client: Client, workflowId: string, name: string): Promise<void> {
+const run = promisify(execFile);
+
+/**
+ * With RECORD_HISTORIES=1, saves a workflow's history for the replay test, exported by the real
+ * `temporal` CLI (the JSON form the SDK's replayer reads).
+ */
+export async function maybeRecordHistory(address: string, workflowId: string, name: string): Promise<void> {
   if (process.env.RECORD_HISTORIES !== '1') return;
-  const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  const file = path.join(__dirname, '..', 'histories', `${name}.json`);
-  await fs.writeFile(file, historyToJSON(history));
+  const cli = findTemporalCli();
+  if (!cli) throw new Error('recording histories needs the temporal CLI');
+  const { stdout } = await run(cli, ['workflow', 'show', '--workflow-id', workflowId, '--output', 'json', '--address', address], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  await fs.writeFile(path.join(__dirname, '..', 'histories', `${name}.json`), stdout);
 }
