@@ -109,6 +109,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
     bucketsTotal: 0,
     bucketsDone: 0,
     bucketsCompacted: 0,
+    bucketsAlreadyCompacted: 0,
     bucketsFailed: 0,
     filesIn: 0,
     rowsBefore: 0,
@@ -266,6 +267,7 @@ async function compactAll(input: CompactionRequest, planId: string, tasks: Bucke
 
 function record(progress: CompactionProgress, r: BucketResult): void {
   progress.bucketsCompacted += 1;
+  if (r.outcome === 'already-compacted') progress.bucketsAlreadyCompacted += 1;
   progress.filesIn += r.filesIn;
   progress.rowsBefore += r.rowsIn;
   progress.rowsAfter += r.rowsOut;
@@ -304,6 +306,7 @@ function summarize(
     dryRun: input.dryRun,
     bucketsScanned: plan.bucketsScanned,
     bucketsCompacted: input.dryRun ? plan.bucketsToCompact : progress.bucketsCompacted,
+    bucketsAlreadyCompacted: progress.bucketsAlreadyCompacted,
     filesBefore: plan.filesBefore,
     filesAfter,
     rowsBefore: progress.rowsBefore,

@@ -225,6 +225,8 @@ export interface CompactionSummary {
   dryRun: boolean;
   bucketsScanned: number;
   bucketsCompacted: number;
+  /** Buckets found already compacted by an earlier run of the same plan (resume). */
+  bucketsAlreadyCompacted: number;
   filesBefore: number;
   filesAfter: number;
   rowsBefore: number;

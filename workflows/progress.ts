@@ -18,6 +18,8 @@ export interface CompactionProgress {
   bucketsTotal: number;
   bucketsDone: number;
   bucketsCompacted: number;
+  /** Of those, buckets an earlier attempt or run had already finished (resume): recognised, not redone. */
+  bucketsAlreadyCompacted: number;
   bucketsFailed: number;
   /** Planned input files of the buckets compacted so far. */
   filesIn: number;

@@ -1,0 +1,231 @@
+/**
+ * Operating it: resume of a terminated run with the real CLI, the progress query and the Web UI's
+ * details, compacting selected years/cells, `--use-lock` with the Python pipeline's lock object, and a
+ * scheduled run and an ad-hoc run on one warehouse that never overlap.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type { CompactionSummary } from '../workflows/contract';
+import type { CompactionProgress } from '../workflows/progress';
+import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+import { byBucket, listFiles, makeFixture, pyicebergScan } from './helpers/warehouse-fixtures';
+import { createCompactionSchedule } from '../client/commands/schedule';
+import { verifyWarehouse } from '../activities/verification/verify-warehouse';
+import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
+
+const run = promisify(execFile);
+let h: TemporalHarness;
+let taskQueue: string;
+let worker: RunningWorker;
+
+before(async () => {
+  h = await startTemporal();
+  taskQueue = uniqueTaskQueue('ops');
+  worker = await startWorker(h, taskQueue, { maxConcurrentBuckets: 2 });
+});
+
+after(async () => {
+  await worker?.stop();
+  await h?.stop();
+});
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function cli(args: string[]) {
+  return run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...args, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue], {
+    cwd: REPO_ROOT,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+describe('resume', () => {
+  it('finishes a terminated run: finished buckets are not redone, nothing lost or duplicated', async () => {
+    const fx = await makeFixture('resume', { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] });
+    const bucketsBefore = byBucket(await listFiles(fx.warehouse));
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `resume-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    const progress = await waitFor('a few buckets done', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.bucketsDone >= 3 ? p : undefined;
+    });
+    await handle.terminate('test: operator stopped it');
+    const planId = progress.planId!;
+
+    // What the terminated run finished: buckets whose only file is this plan's output.
+    const mid = byBucket(await listFiles(fx.warehouse));
+    const finished = [...mid].filter(([, keys]) => keys.length === 1 && keys[0]!.endsWith(`compacted_${planId}.parquet`)).map(([b]) => b);
+    assert.ok(finished.length >= 3 && finished.length < bucketsBefore.size, `terminated mid-run (${finished.length} finished)`);
+    const inode = async (b: string) => (await fs.stat(path.join(fx.warehouse, mid.get(b)![0]!))).ino;
+    const inodesBefore = await Promise.all(finished.map(inode));
+
+    const { stdout } = await cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--json']);
+    const summary = JSON.parse(stdout) as CompactionSummary;
+    assert.equal(summary.planId, planId, 'the resume adopted the interrupted plan');
+    assert.equal(summary.bucketsCompacted, bucketsBefore.size);
+    assert.ok(summary.bucketsAlreadyCompacted >= finished.length, 'finished buckets were recognised');
+    assert.deepEqual(await Promise.all(finished.map(inode)), inodesBefore, 'finished outputs were not rewritten');
+
+    const after = byBucket(await listFiles(fx.warehouse));
+    for (const [b, keys] of after) assert.deepEqual(keys, [`${b}/compacted_${planId}.parquet`]);
+    const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
+    assert.deepEqual(report.violations, []);
+
+    // A second resume has nothing to finish and says so.
+    await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr ?? '', /no unfinished compaction plan to resume/);
+      return true;
+    });
+  });
+});
+
+describe('progress', () => {
+  it('the progress query, the UI details and the activity summaries follow the run', async () => {
+    const fx = await makeFixture('progress');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `progress-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 2 }],
+      staticSummary: 'progress test',
+    });
+    const seen = await waitFor('buckets in flight', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.phase === 'compacting' && p.currentBuckets.length > 0 ? p : undefined;
+    });
+    assert.ok(seen.bucketsTotal > 0);
+    assert.match(seen.currentBuckets[0]!, /^grid_partition=[^/]+\/year=\d{4}$/);
+    const meta = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    assert.match(meta.currentDetails ?? '', /compacting/);
+
+    const summary = (await handle.result()) as CompactionSummary;
+    const final = await handle.query<CompactionProgress>('progress');
+    assert.equal(final.phase, 'done');
+    assert.equal(final.bucketsDone, summary.bucketsCompacted);
+    assert.deepEqual(final.currentBuckets, []);
+
+    // Each bucket is one activity, named by its bucket in the UI.
+    const history = await handle.fetchHistory();
+    const summaries = (history.events ?? [])
+      .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket')
+      .map((e) => e.userMetadata?.summary?.data)
+      .filter((d): d is Uint8Array => !!d)
+      .map((d) => JSON.parse(Buffer.from(d).toString('utf8')) as string);
+    assert.equal(summaries.length, summary.bucketsCompacted);
+    assert.ok(summaries.every((s) => /^grid_partition=.+\/year=\d{4} \(\d+ files\)$/.test(s)), summaries[0]);
+
+    const { stdout } = await cli(['status', '--workflow-id', handle.workflowId, '--json']);
+    const status = JSON.parse(stdout) as { status: string; progress: CompactionProgress }[];
+    assert.equal(status[0]!.status, 'COMPLETED');
+    assert.equal(status[0]!.progress.phase, 'done');
+  });
+});
+
+describe('selected buckets', () => {
+  it('compacts only the chosen years and cells; the catalog still lists every file', async () => {
+    const fx = await makeFixture('select', { years: [2020, 2021, 2022] });
+    const before = byBucket(await listFiles(fx.warehouse));
+    const summary = (await h.client.workflow.execute('compactWarehouse', {
+      taskQueue,
+      workflowId: `select-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, years: [2022], cells: ['81283ffffffffff', '8128bffffffffff'] }],
+    })) as CompactionSummary;
+    const after = byBucket(await listFiles(fx.warehouse));
+    let compacted = 0;
+    for (const [b, keys] of after) {
+      const chosen = b.endsWith('year=2022') && (b.includes('81283ffffffffff') || b.includes('8128bffffffffff'));
+      if (chosen) {
+        compacted++;
+        assert.equal(keys.length, 1, `${b} was compacted`);
+      } else {
+        assert.deepEqual(keys, before.get(b), `${b} was left alone`);
+      }
+    }
+    assert.equal(summary.bucketsCompacted, compacted);
+    assert.equal(compacted, 2);
+    const files = [...after.values()].reduce((n, k) => n + k.length, 0);
+    const scan = await pyicebergScan(fx.catalog, []);
+    assert.equal(scan.file_count, files, 'the rebuild registers every data file, not only the selected ones');
+    assert.equal(scan.snapshot_count, 1);
+  });
+});
+
+describe('--use-lock', () => {
+  it("waits for the Python pipeline's lock object, holds it while running, releases it", async () => {
+    const fx = await makeFixture('pylock');
+    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    await fs.mkdir(path.dirname(lockFile), { recursive: true });
+    const expires = new Date(Date.now() + 3600_000).toISOString();
+    await fs.writeFile(lockFile, JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: expires }));
+    const filesBefore = await listFiles(fx.warehouse);
+
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `pylock-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true }],
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing happens while the Python pipeline holds its lock');
+    await fs.rm(lockFile);
+
+    const held = await waitFor('our lock object', async () => {
+      const body = await fs.readFile(lockFile, 'utf8');
+      return (JSON.parse(body) as { owner: string }).owner;
+    });
+    assert.equal(held, handle.workflowId);
+    const summary = (await handle.result()) as CompactionSummary;
+    assert.ok(summary.bucketsCompacted > 0);
+    await assert.rejects(fs.access(lockFile), 'released at the end');
+  });
+});
+
+describe('scheduled and ad-hoc runs on one warehouse', () => {
+  it('never overlap: the second waits for the lock and finds the work done', async () => {
+    const fx = await makeFixture('sched-vs-adhoc');
+    const input = { warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 };
+    const schedule = await createCompactionSchedule(h.client, {
+      input,
+      taskQueue,
+      scheduleId: `ops-schedule-${Date.now()}`,
+      spec: { intervals: [{ every: '1 hour' }] },
+      paused: true,
+    });
+    try {
+      const adhoc = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `adhoc-${Date.now()}`, args: [input] });
+      await waitFor('ad-hoc run holds the lock', async () =>
+        (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder?.workflowId === adhoc.workflowId ? true : undefined,
+      );
+      await schedule.trigger();
+      const scheduledId = await waitFor('the scheduled run started', async () => {
+        const d = await schedule.describe();
+        return d.info.recentActions[0]?.action.workflow.workflowId;
+      });
+      // While the ad-hoc run holds the lock, the scheduled run is queued behind it.
+      const queued = await waitFor('scheduled run queued', async () => {
+        const s = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);
+        return s.queue.some((q) => q.workflowId === scheduledId) ? s : undefined;
+      });
+      assert.equal(queued.holder?.workflowId, adhoc.workflowId);
+      const a = (await adhoc.result()) as CompactionSummary;
+      const s = (await h.client.workflow.getHandle(scheduledId).result()) as CompactionSummary;
+      assert.ok(a.bucketsCompacted > 0);
+      assert.equal(s.bucketsCompacted, 0, 'the scheduled run planned after the ad-hoc run had finished');
+    } finally {
+      await schedule.delete();
+    }
+  });
+});
