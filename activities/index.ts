@@ -24,7 +24,7 @@ import { planBuckets } from './compaction/plan-buckets';
 import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { BadBucketDataError, MissingPlannedInputError } from './compaction/bucket-errors';
-import { rebuildCatalog } from './catalog/rebuild-catalog';
+import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
 import { createLockActivities } from './locking/lock-activities';
@@ -155,6 +155,19 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           );
           // Thousands of bad files must not push the result past the payload limit.
           return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
+        } finally {
+          await backend.close();
+        }
+      });
+    },
+
+    /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */
+    async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
+      return withStore(req.warehouse, async (store) => {
+        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
+        try {
+          const { handle } = await loadTable(backend, req);
+          return { tableExists: handle.pointer !== undefined };
         } finally {
           await backend.close();
         }

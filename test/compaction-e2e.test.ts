@@ -185,6 +185,23 @@ describe('invalid input', () => {
   });
 });
 
+describe('unreadable catalog', () => {
+  it('fails before touching any bucket, naming the catalog, and leaves catalog.db as it was', async () => {
+    const fx = await makeFixture('corrupt-catalog');
+    const garbage = Buffer.from('this is not an SQLite database, it is a truncated download');
+    await fs.writeFile(fx.catalog, garbage);
+    const filesBefore = await listFiles(fx.warehouse);
+    await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog }), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError);
+      const cause = (err.cause as Error & { cause?: Error }).cause ?? (err.cause as Error);
+      assert.match(cause.message, new RegExp(`catalog ${fx.catalog.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not an SQLite database`));
+      return true;
+    });
+    assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'no bucket was touched');
+    assert.deepEqual(await fs.readFile(fx.catalog), garbage, 'the corrupt catalog was not overwritten');
+  });
+});
+
 describe('one compaction per warehouse', () => {
   it('a second start for the same warehouse waits for the first, whatever its workflow id', async () => {
     const fx = await makeFixture('serial');

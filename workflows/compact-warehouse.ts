@@ -65,7 +65,7 @@ const control = proxyActivities<CompactionActivities>({
     initialInterval: '2 seconds',
     maximumInterval: '1 minute',
     maximumAttempts: 10,
-    nonRetryableErrorTypes: [...NON_RETRYABLE_BUCKET_ERRORS, FailureTypes.planNotFound, FailureTypes.catalogCorrupt],
+    nonRetryableErrorTypes: [...NON_RETRYABLE_BUCKET_ERRORS, FailureTypes.planNotFound, FailureTypes.catalogCorrupt, FailureTypes.lockTimeout],
   },
 });
 
@@ -146,6 +146,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
       publishDetails(input, progress);
       if (input.useLock) await control.acquirePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
       return withPipelineLock(input, async () => {
+        await control.checkCatalog(catalogRequest(input));
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
           : await control.planCompaction(planRequest(input));
@@ -153,6 +154,16 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
       });
     },
   );
+}
+
+function catalogRequest(input: CompactionRequest) {
+  return {
+    warehouse: input.warehouse,
+    catalog: input.catalog,
+    namespace: input.namespace,
+    table: input.table,
+    catalogName: input.catalogName,
+  };
 }
 
 function planRequest(input: CompactionRequest) {
@@ -219,15 +230,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
         publishDetails(input, progress);
         return catalog.rebuildCatalog.executeWithOptions(
           { ...catalogOptions, summary: `rebuild ${input.namespace}.${input.table}` },
-          [
-            {
-              warehouse: input.warehouse,
-              catalog: input.catalog,
-              namespace: input.namespace,
-              table: input.table,
-              catalogName: input.catalogName,
-            },
-          ],
+          [catalogRequest(input)],
         );
       },
     );

@@ -8,7 +8,7 @@ import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
-import type { IcebergCatalogBackend } from './catalog-backend';
+import type { IcebergCatalogBackend, TableHandle } from './catalog-backend';
 import { CatalogCorruptError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { topLevelField } from './iceberg-schema';
@@ -47,24 +47,8 @@ export async function rebuildCatalog(
   req: CatalogRequest,
   opts: RebuildOptions = {},
 ): Promise<CatalogResult> {
-  const handle = await backend.openTable(req.namespace, req.table);
   const nowMs = Date.now();
-  const label = `${req.namespace}.${req.table}`;
-  let base: TableMetadataJson;
-  let metadataText: string | undefined;
-  if (handle.pointer) metadataText = (await backend.readFile(handle.pointer.metadataLocation)).toString('utf8');
-  let schema: IcebergSchema;
-  let spec: PartitionSpec;
-  let partitionOf: (f: DataFileKey) => PartitionValue[];
-  try {
-    base = metadataText === undefined ? initialTableMetadata(handle.defaultLocation, nowMs) : parseTableMetadata(metadataText, handle.pointer!.metadataLocation);
-    schema = currentSchema(base, label);
-    spec = defaultSpec(base, label);
-    partitionOf = partitionerFor(spec, schema, label);
-  } catch (err) {
-    // Retrying cannot help: the table's metadata is unreadable or incompatible with the warehouse layout.
-    throw new CatalogCorruptError(`${label} in ${backend.description}: ${(err as Error).message}`);
-  }
+  const { handle, base, schema, spec, partitionOf } = await loadTable(backend, req, nowMs);
 
   const files = await listDataFiles(store);
   const unreadable: UnreadableFile[] = [];
@@ -131,6 +115,33 @@ export async function rebuildCatalog(
     unreadable,
     createdTable: handle.pointer === undefined,
   };
+}
+
+export interface LoadedTable {
+  handle: TableHandle;
+  base: TableMetadataJson;
+  schema: IcebergSchema;
+  spec: PartitionSpec;
+  partitionOf: (f: DataFileKey) => PartitionValue[];
+}
+
+/**
+ * Opens the table and reads what the rebuild keeps of it (schema, spec, properties). Also the
+ * pre-flight check before any bucket is touched: a catalog that cannot be read fails the run early.
+ */
+export async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, nowMs = Date.now()): Promise<LoadedTable> {
+  const handle = await backend.openTable(req.namespace, req.table);
+  const label = `${req.namespace}.${req.table}`;
+  const metadataText = handle.pointer ? (await backend.readFile(handle.pointer.metadataLocation)).toString('utf8') : undefined;
+  try {
+    const base = metadataText === undefined ? initialTableMetadata(handle.defaultLocation, nowMs) : parseTableMetadata(metadataText, handle.pointer!.metadataLocation);
+    const schema = currentSchema(base, label);
+    const spec = defaultSpec(base, label);
+    return { handle, base, schema, spec, partitionOf: partitionerFor(spec, schema, label) };
+  } catch (err) {
+    // Retrying cannot help: the table's metadata is unreadable or incompatible with the warehouse layout.
+    throw new CatalogCorruptError(`${label} in ${backend.description}: ${(err as Error).message}`);
+  }
 }
 
 interface ListedDataFile {
