@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
+import { waitFor } from './helpers/wait';
 import { startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { createLockActivities } from '../activities/locking/lock-activities';
 import { lockStateQuery, lockWorkflowId, type LockState } from '../workflows/lock';
@@ -55,15 +56,6 @@ async function lockState(resource: string): Promise<LockState> {
   return h.client.workflow.getHandle(lockWorkflowId('warehouse', resource)).query(lockStateQuery);
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('resource lock', () => {
   it('grants in request order, one holder at a time', async () => {

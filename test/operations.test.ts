@@ -11,11 +11,13 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
+import { waitFor } from './helpers/wait';
 import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, makeFixture, pyicebergScan } from './helpers/warehouse-fixtures';
 import { createCompactionSchedule } from '../client/commands/schedule';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
+import { compactWarehouse } from '../client/api';
 
 const run = promisify(execFile);
 let h: TemporalHarness;
@@ -33,15 +35,6 @@ after(async () => {
   await h?.stop();
 });
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function cli(args: string[]) {
   return run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...args, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue], {
@@ -227,5 +220,19 @@ describe('scheduled and ad-hoc runs on one warehouse', () => {
     } finally {
       await schedule.delete();
     }
+  });
+});
+
+describe('TypeScript API', () => {
+  it('compactWarehouse({ warehouse, catalog, threshold, dryRun, useLock }) returns the summary', async () => {
+    const fx = await makeFixture('api');
+    const seen: string[] = [];
+    const summary = await compactWarehouse(
+      { warehouse: fx.warehouse, catalog: fx.catalog, threshold: 2, dryRun: false, useLock: false },
+      { address: h.address, namespace: h.namespace, taskQueue, onProgress: (p) => seen.push(p.phase) },
+    );
+    assert.equal(summary.bucketsCompacted, summary.bucketsScanned);
+    assert.equal(summary.filesAfter, summary.bucketsScanned);
+    assert.ok(seen.length > 0, 'progress was reported');
   });
 });
