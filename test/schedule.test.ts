@@ -7,15 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { createCompactionSchedule, describeCompactionSchedule, type CompactionScheduleReport } from '../client/commands/schedule';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import type { CompactionSummary } from '../workflows/contract';
+import { makeFixture } from './helpers/warehouse-fixtures';
 import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 
 const execFileP = promisify(execFile);
@@ -71,11 +70,7 @@ const settled = () => waitFor('the schedule to have no running action', async ()
 
 describe('schedule', () => {
   before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-schedule-'));
-    warehouse = path.join(dir, 'warehouse');
-    catalog = path.join(dir, 'catalog.db');
-    await fs.mkdir(warehouse, { recursive: true });
-    await generateSampleWarehouse(warehouse, { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2022], seed: 21, partsPerBucket: [3, 3], rowsPerPart: 30 });
+    ({ dir, warehouse, catalog } = await makeFixture('schedule', { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2022], seed: 21, partsPerBucket: [3, 3], rowsPerPart: 30 }));
     h = await startTemporal();
     taskQueue = uniqueTaskQueue('schedule');
     worker = await startWorker(h, taskQueue);
