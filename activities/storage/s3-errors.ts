@@ -1,0 +1,130 @@
+/**
+ * What an SDK error means for us: a permanent failure (fail fast, name the object), a precondition
+ * that did not hold, an absent object, or something transient worth another attempt. Messages carry
+ * the error code and HTTP status only: the SDK attaches request details (for InvalidAccessKeyId, the
+ * access key id itself) to error objects, so those objects are never serialized into our errors.
+ */
+import { StorageError } from './warehouse-store';
+
+interface SdkErrorShape {
+  name?: string;
+  Code?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number; attempts?: number };
+  $fault?: 'client' | 'server';
+}
+
+function shape(err: unknown): SdkErrorShape {
+  return typeof err === 'object' && err !== null ? (err as SdkErrorShape) : {};
+}
+
+export function errorCode(err: unknown): string | undefined {
+  const e = shape(err);
+  return e.Code ?? e.name ?? e.code;
+}
+
+export function httpStatus(err: unknown): number | undefined {
+  return shape(err).$metadata?.httpStatusCode;
+}
+
+/** How many attempts the SDK made before giving up with this error. */
+export function sdkAttempts(err: unknown): number {
+  return shape(err).$metadata?.attempts ?? 1;
+}
+
+/** "AccessDenied, HTTP 403": enough to act on, nothing from the request. */
+export function describeS3Error(err: unknown): string {
+  const code = errorCode(err) ?? 'error';
+  const status = httpStatus(err);
+  return status ? `${code}, HTTP ${status}` : code;
+}
+
+export function isPreconditionFailed(err: unknown): boolean {
+  return errorCode(err) === 'PreconditionFailed' || httpStatus(err) === 412;
+}
+
+/** The object (not the bucket) does not exist. HEAD responses have no body, hence 'NotFound'. */
+export function isNoSuchKey(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'NoSuchKey' || (code === 'NotFound' && httpStatus(err) === 404);
+}
+
+/** A concurrent conditional write to the same key is in flight (AWS answers 409): try again. */
+export function isConditionalConflict(err: unknown): boolean {
+  return errorCode(err) === 'ConditionalRequestConflict';
+}
+
+const DENIED = new Set([
+  'AccessDenied',
+  'AllAccessDisabled',
+  'AccountProblem',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'InvalidToken',
+  'InvalidPayer',
+  'Forbidden',
+  'CredentialsProviderError',
+]);
+
+/**
+ * A StorageError for failures that no retry can fix, naming `uri`; undefined for anything else.
+ * NoSuchKey is left to the caller (absent is often a normal answer).
+ */
+export function permanentError(err: unknown, uri: string): StorageError | undefined {
+  if (err instanceof StorageError) return err;
+  const code = errorCode(err);
+  if (code === 'CredentialsProviderError') {
+    return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'denied');
+  }
+  if ((code && DENIED.has(code)) || httpStatus(err) === 403) {
+    return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
+  }
+  if (code === 'NoSuchBucket') {
+    return new StorageError(`bucket of ${uri} does not exist (${describeS3Error(err)})`, 'not-found');
+  }
+  if (code === 'InvalidBucketName') {
+    return new StorageError(`invalid bucket name in ${uri} (${describeS3Error(err)})`, 'invalid-key');
+  }
+  return undefined;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ESOCKETTIMEDOUT',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'InternalError',
+  'ServiceUnavailable',
+]);
+
+/** Worth another attempt: network failures, throttling, server-side errors, truncated bodies. */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof StorageError) return false;
+  if (err instanceof TruncatedBodyError) return true;
+  const status = httpStatus(err);
+  if (status !== undefined && status >= 500) return true;
+  if (status === 429 || isConditionalConflict(err)) return true;
+  const code = errorCode(err);
+  if (code && NETWORK_CODES.has(code)) return true;
+  const message = err instanceof Error ? err.message : '';
+  // Node reports a socket closed mid-body as a plain Error('aborted') or a premature close.
+  return /aborted|socket hang up|premature close|ECONNRESET|timed? ?out/i.test(message);
+}
+
+/** A response body that ended before Content-Length bytes arrived. */
+export class TruncatedBodyError extends Error {
+  constructor(uri: string, got: number, expected: number) {
+    super(`download of ${uri} ended after ${got} of ${expected} bytes`);
+    this.name = 'TruncatedBodyError';
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * Our own retry loop for what the SDK cannot retry by itself: a response body that breaks after the
+ * headers arrived (the SDK has already returned), and multi-request sequences such as a multipart upload.
+ */
+import { isTransient } from './s3-errors';
+
+export interface RetryPolicy {
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 6, baseDelayMs: 200, maxDelayMs: 10_000 };
+
+/** Full jitter exponential backoff: spreads retries of many workers hitting one throttled prefix. */
+export function backoffMs(policy: RetryPolicy, attempt: number): number {
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+  return Math.round(cap / 2 + (Math.random() * cap) / 2);
+}
+
+export async function withRetries<T>(
+  policy: RetryPolicy,
+  fn: (attempt: number) => Promise<T>,
+  retryable: (err: unknown) => boolean = isTransient,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (attempt >= policy.attempts || !retryable(err)) throw err;
+      await new Promise((r) => setTimeout(r, backoffMs(policy, attempt)));
+    }
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * An HTTP proxy on 127.0.0.1 in front of the S3 server that injects faults at the wire level, the way
+ * S3 and networks fail: 500 InternalError and 503 SlowDown with S3's XML error bodies, connections
+ * reset before an answer, a response body cut in the middle, an upload cut in the middle, stalls
+ * longer than the client's timeout, added latency, and permanent 403s for chosen requests.
+ *
+ * Bounded: a budget of faults in total, and at most `maxConsecutive` faults in a row for the same
+ * request (so a client that retries always gets through). Deterministic for a seed and a request order.
+ */
+import * as http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+
+export type FaultKind = 'error500' | 'slowDown503' | 'reset' | 'midBodyReset' | 'uploadReset' | 'stall';
+
+export interface ProxyRequestInfo {
+  method: string;
+  bucket: string;
+  key: string;
+  query: URLSearchParams;
+  headers: http.IncomingHttpHeaders;
+}
+
+export interface FaultPlan {
+  /** Probability per eligible request of each fault (checked in this order, one fault at most). */
+  rates?: Partial<Record<FaultKind, number>>;
+  /** Added before every forwarded request. */
+  latencyMs?: number;
+  /** How long a stalled request is held before its connection is dropped (longer than the client timeout). */
+  stallMs?: number;
+  /** Total faults this plan may inject; afterwards everything passes. */
+  maxFaults?: number;
+  /** Faults in a row for one request (method, path, range, part); the next try passes. Default 2. */
+  maxConsecutive?: number;
+  /** Which requests may get a random fault (default: all). */
+  eligible?: (req: ProxyRequestInfo) => boolean;
+  /** Requests answered with a permanent 403, whatever the budget. */
+  deny?: (req: ProxyRequestInfo) => boolean;
+  /** Error code of a denial: AccessDenied (default) or InvalidAccessKeyId (whose body names the key id, as AWS does). */
+  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId';
+}
+
+export interface FaultStats {
+  requests: number;
+  injected: Record<FaultKind | 'denied', number>;
+}
+
+export interface FaultProxy {
+  endpoint: string;
+  stats(): FaultStats;
+  /** Replaces the plan (and resets the budget and the consecutive counters). */
+  setPlan(plan: FaultPlan): void;
+  stop(): Promise<void>;
+}
+
+const KINDS: FaultKind[] = ['error500', 'slowDown503', 'reset', 'midBodyReset', 'uploadReset', 'stall'];
+
+/** mulberry32: a tiny seeded PRNG, so a failing run can be repeated. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function describe(req: http.IncomingMessage): ProxyRequestInfo {
+  const url = new URL(req.url ?? '/', 'http://proxy');
+  const [, bucket = '', ...rest] = url.pathname.split('/');
+  return { method: req.method ?? 'GET', bucket: decodeURIComponent(bucket), key: decodeURIComponent(rest.join('/')), query: url.searchParams, headers: req.headers };
+}
+
+function identity(info: ProxyRequestInfo): string {
+  return [info.method, info.bucket, info.key, info.headers.range ?? '', info.query.get('partNumber') ?? '', info.query.get('uploadId') ?? '', [...info.query.keys()].sort().join(',')].join('|');
+}
+
+function s3ErrorXml(code: string, message: string, resource: string, extra = ''): string {
+  return (
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+    `<Resource>${resource}</Resource>${extra}<RequestId>${randomUUID().slice(0, 16)}</RequestId></Error>`
+  );
+}
+
+/** The key id from a SigV4 Authorization header (Credential=AKIA.../date/region/s3/aws4_request). */
+function accessKeyIdOf(headers: http.IncomingHttpHeaders): string {
+  return /Credential=([^/,\s]+)/.exec(headers.authorization ?? '')?.[1] ?? '';
+}
+
+export async function startFaultProxy(target: string, initial: FaultPlan = {}, seed = 1): Promise<FaultProxy> {
+  const upstream = new URL(target);
+  let plan = initial;
+  let random = prng(seed);
+  let budget = plan.maxFaults ?? Infinity;
+  let consecutive = new Map<string, number>();
+  const stats: FaultStats = { requests: 0, injected: { error500: 0, slowDown503: 0, reset: 0, midBodyReset: 0, uploadReset: 0, stall: 0, denied: 0 } };
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const later = (ms: number, fn: () => void) => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+  };
+
+  const pickFault = (info: ProxyRequestInfo): FaultKind | undefined => {
+    if (budget <= 0 || (plan.eligible && !plan.eligible(info))) return undefined;
+    const id = identity(info);
+    const inARow = consecutive.get(id) ?? 0;
+    if (inARow >= (plan.maxConsecutive ?? 2)) {
+      consecutive.delete(id);
+      return undefined;
+    }
+    const hasBody = Number(info.headers['content-length'] ?? 0) > 0;
+    for (const kind of KINDS) {
+      const rate = plan.rates?.[kind] ?? 0;
+      if (rate <= 0 || random() >= rate) continue;
+      if (kind === 'uploadReset' && !hasBody) continue;
+      if (kind === 'midBodyReset' && info.method !== 'GET') continue;
+      budget--;
+      consecutive.set(id, inARow + 1);
+      stats.injected[kind]++;
+      return kind;
+    }
+    consecutive.delete(id);
+    return undefined;
+  };
+
+  const answerError = (req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra = '') => {
+    const send = () => {
+      const body = req.method === 'HEAD' ? '' : s3ErrorXml(code, message, req.url ?? '/', extra);
+      res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body), 'x-amz-request-id': randomUUID().slice(0, 16) });
+      res.end(body);
+    };
+    // Read the upload first, as S3 does, so the client sees the answer rather than a broken pipe.
+    if (req.readableEnded) send();
+    else {
+      req.on('end', send);
+      req.resume();
+    }
+  };
+
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, fault: FaultKind | undefined) => {
+    const out = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        up.on('error', () => req.socket.destroy());
+        if (fault === 'midBodyReset') {
+          const length = Number(up.headers['content-length'] ?? 0);
+          if (length >= 2) {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            let sent = 0;
+            const cut = Math.floor(length / 2);
+            up.on('data', (chunk: Buffer) => {
+              if (sent >= cut) return;
+              const piece = chunk.subarray(0, cut - sent);
+              sent += piece.length;
+              res.write(piece);
+              if (sent >= cut) {
+                up.destroy();
+                req.socket.destroy();
+              }
+            });
+            return;
+          }
+        }
+        if (fault === 'stall') {
+          // Headers and nothing more: the client's idle timeout must notice.
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.destroy();
+          later(plan.stallMs ?? 30_000, () => req.socket.destroy());
+          return;
+        }
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    out.on('error', () => req.socket.destroy());
+    req.pipe(out);
+  };
+
+  const server = http.createServer((req, res) => {
+    stats.requests++;
+    // Broken connections are what this proxy is for; they must not surface as uncaught errors.
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    const info = describe(req);
+    if (plan.deny?.(info)) {
+      stats.injected.denied++;
+      const code = plan.denyCode ?? 'AccessDenied';
+      if (code === 'InvalidAccessKeyId') {
+        answerError(req, res, 403, code, 'The AWS Access Key Id you provided does not exist in our records.', `<AWSAccessKeyId>${accessKeyIdOf(req.headers)}</AWSAccessKeyId>`);
+      } else {
+        answerError(req, res, 403, code, 'Access Denied');
+      }
+      return;
+    }
+    const fault = pickFault(info);
+    const go = () => {
+      switch (fault) {
+        case 'error500':
+          return answerError(req, res, 500, 'InternalError', 'We encountered an internal error. Please try again.');
+        case 'slowDown503':
+          return answerError(req, res, 503, 'SlowDown', 'Please reduce your request rate.');
+        case 'reset':
+          return req.socket.destroy();
+        case 'uploadReset': {
+          const half = Math.max(1, Math.floor(Number(req.headers['content-length'] ?? 2) / 2));
+          let got = 0;
+          req.on('data', (c: Buffer) => {
+            got += c.length;
+            if (got >= half) req.socket.destroy();
+          });
+          return;
+        }
+        default:
+          return forward(req, res, fault);
+      }
+    };
+    if (plan.latencyMs) later(plan.latencyMs, go);
+    else go();
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  server.unref();
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stats: () => ({ requests: stats.requests, injected: { ...stats.injected } }),
+    setPlan: (next) => {
+      plan = next;
+      budget = next.maxFaults ?? Infinity;
+      consecutive = new Map();
+      random = prng(seed);
+    },
+    stop: async () => {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
