@@ -10,8 +10,8 @@ import { S3TablesClient } from '@aws-sdk/client-s3tables';
 export interface S3ClientSettings {
   /** Attempts per request, including the first (SDK standard retry mode with backoff). */
   maxAttempts?: number;
-  /** Socket idle time after which a request is abandoned and retried. */
-  requestTimeoutMs?: number;
+  /** Socket inactivity (no byte sent or received) after which a request is abandoned and retried. */
+  idleTimeoutMs?: number;
   connectionTimeoutMs?: number;
   /** Overrides the region of the environment (an S3 Tables ARN names its region). */
   region?: string;
@@ -24,7 +24,7 @@ export interface S3ClientSettings {
 
 export const DEFAULT_REGION = 'us-east-1';
 const DEFAULT_MAX_ATTEMPTS = 8;
-const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000;
 
 /** The custom endpoint the SDK will use for `service`, if the environment names one. */
@@ -37,8 +37,9 @@ function common(settings: S3ClientSettings) {
   return {
     maxAttempts: settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
     retryMode: 'standard',
+    // An idle timeout rather than a total one: a large part on a slow link is fine as long as bytes flow.
     requestHandler: {
-      requestTimeout: settings.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      socketTimeout: settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       connectionTimeout: settings.connectionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUT_MS,
     },
   } as const;

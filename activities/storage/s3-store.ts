@@ -136,8 +136,9 @@ export class S3WarehouseStore implements WarehouseStore {
     do {
       let page;
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.listPageSize }),
+        // A listing body cut off mid-way is not retried by the SDK; the page is simply asked for again.
+        page = await withRetries(this.retry, () =>
+          this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.listPageSize })),
         );
       } catch (err) {
         throw this.fail(err, where);
@@ -335,11 +336,13 @@ export async function conditionalPut(
   retry: RetryPolicy,
 ): Promise<string | 'conflict'> {
   const uri = s3Uri(loc);
+  let tries = 0;
   try {
     const res = await withRetries(
       retry,
-      () =>
-        client.send(
+      (attempt) => {
+        tries = attempt;
+        return client.send(
           new PutObjectCommand({
             Bucket: loc.bucket,
             Key: loc.key,
@@ -347,15 +350,15 @@ export async function conditionalPut(
             IfNoneMatch: ifVersion === null ? '*' : undefined,
             IfMatch: typeof ifVersion === 'string' ? ifVersion : undefined,
           }),
-        ),
+        );
+      },
       (err) => isConditionalConflict(err) || isTransient(err),
     );
     return res.ETag ?? '';
   } catch (err) {
     if (isPreconditionFailed(err) || (typeof ifVersion === 'string' && isNoSuchKey(err))) {
-      if (sdkAttempts(err) > 1 && (await headEtag(client, loc)) === `"${createHash('md5').update(body).digest('hex')}"`) {
-        return `"${createHash('md5').update(body).digest('hex')}"`;
-      }
+      const ours = `"${createHash('md5').update(body).digest('hex')}"`;
+      if ((tries > 1 || sdkAttempts(err) > 1) && (await headEtag(client, loc)) === ours) return ours;
       return 'conflict';
     }
     const permanent = permanentError(err, uri);

@@ -21,7 +21,7 @@ import {
 import { StorageError } from './warehouse-store';
 import type { S3Location } from './s3-location';
 import { s3Uri } from './s3-location';
-import { describeS3Error, errorCode, isNoSuchKey, isPreconditionFailed, isTransient, permanentError, TruncatedBodyError } from './s3-errors';
+import { describeS3Error, errorCode, isNoSuchKey, isPreconditionFailed, isTransient, permanentError, sdkAttempts, TruncatedBodyError } from './s3-errors';
 import type { RetryPolicy } from './s3-retry';
 import { backoffMs, withRetries } from './s3-retry';
 
@@ -142,7 +142,14 @@ export async function uploadFileIfAbsent(client: S3Client, loc: S3Location, file
     if (await exists(client, loc)) return 'exists';
     return await multipartIfAbsent(client, loc, file, size, opts);
   } catch (err) {
-    if (isPreconditionFailed(err)) return 'exists';
+    if (isPreconditionFailed(err)) {
+      // After a retry the object there may be our own first attempt (its response was lost).
+      if (size <= opts.multipartThresholdBytes && sdkAttempts(err) > 1) {
+        const md5 = createHash('md5').update(await fs.readFile(file)).digest('hex');
+        if ((await headEtag(client, loc)) === `"${md5}"`) return 'created';
+      }
+      return 'exists';
+    }
     throw permanentError(err, uri) ?? err;
   }
 }

@@ -43,6 +43,8 @@ export interface FaultPlan {
 export interface FaultStats {
   requests: number;
   injected: Record<FaultKind | 'denied', number>;
+  /** Requests that carried these headers (a resumed download is a ranged GET with If-Match). */
+  withHeader: { range: number; 'if-match': number; 'if-none-match': number };
 }
 
 export interface FaultProxy {
@@ -95,7 +97,11 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
   let random = prng(seed);
   let budget = plan.maxFaults ?? Infinity;
   let consecutive = new Map<string, number>();
-  const stats: FaultStats = { requests: 0, injected: { error500: 0, slowDown503: 0, reset: 0, midBodyReset: 0, uploadReset: 0, stall: 0, denied: 0 } };
+  const stats: FaultStats = {
+    requests: 0,
+    injected: { error500: 0, slowDown503: 0, reset: 0, midBodyReset: 0, uploadReset: 0, stall: 0, denied: 0 },
+    withHeader: { range: 0, 'if-match': 0, 'if-none-match': 0 },
+  };
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const later = (ms: number, fn: () => void) => {
@@ -187,6 +193,7 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
     // Broken connections are what this proxy is for; they must not surface as uncaught errors.
     req.on('error', () => undefined);
     res.on('error', () => undefined);
+    for (const h of ['range', 'if-match', 'if-none-match'] as const) if (req.headers[h] !== undefined) stats.withHeader[h]++;
     const info = describe(req);
     if (plan.deny?.(info)) {
       stats.injected.denied++;
@@ -234,7 +241,7 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
 
   return {
     endpoint: `http://127.0.0.1:${port}`,
-    stats: () => ({ requests: stats.requests, injected: { ...stats.injected } }),
+    stats: () => ({ requests: stats.requests, injected: { ...stats.injected }, withHeader: { ...stats.withHeader } }),
     setPlan: (next) => {
       plan = next;
       budget = next.maxFaults ?? Infinity;
