@@ -10,12 +10,19 @@ const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:/;
 
 export async function openCatalogBackend(catalog: string, warehouseRoot: string, catalogName: string): Promise<IcebergCatalogBackend> {
   // ---- S3 backends: filled in by the S3 implementation ----------------------------------------------
-  // catalog.db kept in S3:   const { S3CatalogDbBackend } = await import('./s3-catalog-db'); return S3CatalogDbBackend...(catalog, warehouseRoot, catalogName)
-  // Amazon S3 Tables:        const { S3TablesCatalogBackend } = await import('./s3tables-catalog'); return ...
-  // A local catalog.db with an s3:// warehouse needs an S3 MetadataFileIO passed as `io` to SqliteCatalogBackend.
-  if (catalog.startsWith('s3://')) throw new Error(`a catalog.db kept in S3 (${catalog}) is not supported yet`);
-  if (S3TABLES_ARN.test(catalog)) throw new Error(`Amazon S3 Tables catalogs (${catalog}) are not supported yet`);
-  if (warehouseRoot.startsWith('s3://')) throw new Error(`a local catalog.db with an S3 warehouse (${warehouseRoot}) is not supported yet`);
+  // Loaded on first use, like the S3 warehouse store: a purely local worker never loads the AWS SDK.
+  if (catalog.startsWith('s3://')) {
+    const { S3CatalogDbBackend } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
+    return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName);
+  }
+  if (S3TABLES_ARN.test(catalog)) {
+    const { S3TablesCatalogBackend } = require('./s3tables-catalog') as typeof import('./s3tables-catalog');
+    return S3TablesCatalogBackend.open(catalog);
+  }
+  if (warehouseRoot.startsWith('s3://') && catalog.startsWith('/')) {
+    const { LocalCatalogDbWithS3Metadata } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
+    return LocalCatalogDbWithS3Metadata.open(catalog, warehouseRoot, catalogName);
+  }
   // ------------------------------------------------------------------------------------------------------
   if (!catalog.startsWith('/')) throw new Error(`catalog must be an absolute path to catalog.db, s3://.../catalog.db or an S3 Tables ARN: ${catalog}`);
   return new SqliteCatalogBackend({ catalogDbPath: catalog, catalogName, warehouseRootUri: warehouseRoot });

@@ -25,6 +25,13 @@ import { describeS3Error, errorCode, isNoSuchKey, isPreconditionFailed, isTransi
 import type { RetryPolicy } from './s3-retry';
 import { backoffMs, withRetries } from './s3-retry';
 
+/** The object (not its bucket) does not exist. */
+export class NoSuchObjectError extends StorageError {
+  constructor(uri: string) {
+    super(`object ${uri} does not exist`, 'not-found');
+  }
+}
+
 export interface DownloadOptions {
   retry: RetryPolicy;
   /** A body that delivers nothing for this long is abandoned and resumed. */
@@ -34,9 +41,15 @@ export interface DownloadOptions {
 /**
  * Streams an object into `file` (created or truncated). A body that breaks is resumed from the bytes
  * already on disk with a ranged GET pinned to the first response's ETag; if the object was replaced
- * meanwhile, the download starts over. Returns the number of bytes, checked against Content-Length.
+ * meanwhile, the download starts over. Returns the size (checked against Content-Length) and the ETag
+ * of the version that was read.
  */
-export async function downloadToFile(client: S3Client, loc: S3Location, file: string, opts: DownloadOptions): Promise<number> {
+export async function downloadToFile(
+  client: S3Client,
+  loc: S3Location,
+  file: string,
+  opts: DownloadOptions,
+): Promise<{ size: number; etag: string }> {
   const uri = s3Uri(loc);
   const handle = await fs.open(file, 'w');
   let etag: string | undefined;
@@ -63,11 +76,11 @@ export async function downloadToFile(client: S3Client, loc: S3Location, file: st
           written += chunk.length;
         });
         if (written !== total) throw new TruncatedBodyError(uri, written, total);
-        return written;
+        return { size: written, etag: etag ?? '' };
       } catch (err) {
         const permanent = permanentError(err, uri);
         if (permanent) throw permanent;
-        if (isNoSuchKey(err)) throw new StorageError(`object ${uri} does not exist`, 'not-found');
+        if (isNoSuchKey(err)) throw new NoSuchObjectError(uri);
         const replaced = isPreconditionFailed(err) && etag !== undefined;
         if (!replaced && !isTransient(err)) throw err;
         if (attempt >= opts.retry.attempts) {
