@@ -16,7 +16,9 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { CreateTableBucketCommand, GetTableMetadataLocationCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
-import type { CatalogRequest } from '../workflows/contract';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import type { CatalogRequest, CompactionInput, CompactionSummary } from '../workflows/contract';
+import { lockWorkflowId } from '../workflows/lock';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
@@ -25,9 +27,11 @@ import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog
 import { S3CatalogDbBackend } from '../activities/catalog/s3-catalog-db';
 import { S3TablesCatalogBackend } from '../activities/catalog/s3tables-catalog';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
-import { startMoto, uploadDirectory, type MotoServer } from './helpers/moto-server';
-import { REPO_ROOT } from './helpers/temporal';
-import type { IcebergScan } from './helpers/warehouse-fixtures';
+import { startMoto, uploadDirectory, listKeys, type MotoServer } from './helpers/moto-server';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
+import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness, type WorkerProcess } from './helpers/temporal';
+import { byBucket, type IcebergScan } from './helpers/warehouse-fixtures';
+import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
 
 const run = promisify(execFile);
 const BUCKET = 'ec-catalog-test';
@@ -279,3 +283,142 @@ describe('Amazon S3 Tables', () => {
     assert.ok(polls > 2 && seen.size >= 2, `the reader saw the swaps (${polls} polls, ${seen.size} locations)`);
   });
 });
+
+/**
+ * The whole compaction on Temporal over S3, the worker in its own process reaching S3 through the
+ * fault proxy: transient faults are retried and the result is exact; one input denied (403
+ * InvalidAccessKeyId, whose S3 error body names the key id) fails its bucket only, naming the object,
+ * with none of its files deleted; and neither the workflow histories nor the worker's logs contain
+ * the access key id or the secret.
+ */
+describe('compactWarehouse on S3 through injected faults (Temporal, worker process)', () => {
+  const E2E_BUCKET = 'ec-e2e-test';
+  const warehouse = `s3://${E2E_BUCKET}/wh`;
+  const catalog = `s3://${E2E_BUCKET}/catalogs/catalog.db`;
+  let h: TemporalHarness;
+  let worker: WorkerProcess;
+  let proxy: FaultProxy;
+  let local: string;
+  let initial: Map<string, string[]>;
+  let deniedBucket: string;
+  let deniedKey: string;
+  let summary: CompactionSummary;
+  /** Rows each bucket must hold after the run (the oracle for compacted ones, the raw rows for the failed one). */
+  const expectedRows = new Map<string, number>();
+  const workflowId = `s3-e2e-${Date.now()}`;
+
+  before(async () => {
+    await moto.createBucket(E2E_BUCKET);
+    local = path.join(scratch, 'e2e-generated');
+    await generateSampleWarehouse(local, { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020, 2021], partsPerBucket: [2, 3], rowsPerPart: 25, seed: 9, schemaDrift: true });
+    initial = byBucket(await uploadDirectory(moto.client, E2E_BUCKET, 'wh', local));
+    [deniedBucket] = [...initial.keys()].sort();
+    deniedKey = initial.get(deniedBucket!)![0]!;
+    proxy = await startFaultProxy(
+      moto.endpoint,
+      {
+        rates: { error500: 0.05, slowDown503: 0.05, reset: 0.04, midBodyReset: 0.1, uploadReset: 0.05, stall: 0.01 },
+        stallMs: 2000,
+        maxConsecutive: 2,
+        maxFaults: 80,
+        // A download of this one input is refused for good; footer reads (ranged) still work. The
+        // InvalidAccessKeyId body names the caller's key id, as AWS does: it must not reach history or logs.
+        deny: (r) => r.method === 'GET' && !r.headers.range && r.key === `wh/${deniedKey}`,
+        denyCode: 'InvalidAccessKeyId',
+      },
+      3,
+    );
+    h = await startTemporal();
+    const taskQueue = uniqueTaskQueue('s3-e2e');
+    worker = spawnWorkerProcess(h, taskQueue, { ...moto.env, AWS_ENDPOINT_URL: proxy.endpoint }, ['--max-concurrent-buckets', '2']);
+    const input: CompactionInput = { warehouse, catalog, useLock: true };
+    summary = (await h.client.workflow.execute('compactWarehouse', { taskQueue, workflowId, args: [input] })) as CompactionSummary;
+  });
+
+  after(async () => {
+    await worker?.stop();
+    await h?.stop();
+    await proxy?.stop();
+  });
+
+  it('compacts every other bucket exactly (oracle), fails the denied one naming the object, deletes none of its files', async () => {
+    const others = [...initial.keys()].filter((b) => b !== deniedBucket);
+    assert.equal(summary.failedBucketsTotal, 1, JSON.stringify(summary.failedBuckets));
+    const failure = summary.failedBuckets[0]!;
+    assert.equal(failure.bucket, deniedBucket);
+    assert.equal(failure.type, 'StorageAccessDenied');
+    assert.ok(failure.reason.includes(`${warehouse}/${deniedKey}`), failure.reason);
+    assert.equal(summary.bucketsCompacted, others.length);
+
+    const after = byBucket(await listKeys(moto.client, E2E_BUCKET, 'wh'));
+    assert.deepEqual(after.get(deniedBucket), initial.get(deniedBucket), 'no file of the failed bucket was deleted');
+    expectedRows.set(deniedBucket, 25 * initial.get(deniedBucket)!.length);
+    const check = await openWarehouseStore(warehouse);
+    try {
+      for (const b of others) {
+        assert.deepEqual(after.get(b), [`${b}/compacted_${summary.planId}.parquet`]);
+        const expected = await expectedBucketRows(initial.get(b)!.map((k) => path.join(local, k)));
+        expectedRows.set(b, expected.length);
+        const out = await check.materialize(`${b}/compacted_${summary.planId}.parquet`, path.join(scratch, 'e2e-check'));
+        assertSameRows(await readOutputRows(out), expected, b);
+      }
+    } finally {
+      await check.close();
+    }
+    const raw = await listKeys(moto.client, E2E_BUCKET, 'wh');
+    assert.deepEqual(raw.filter((k) => !k.endsWith('.parquet') && !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')), [], 'no temporary objects');
+    assert.ok(!raw.some((k) => k.startsWith('_lock/')), 'the pipeline lock object was released');
+  });
+
+  it('went through injected faults', () => {
+    const { injected } = proxy.stats();
+    const transient = injected.error500 + injected.slowDown503 + injected.reset + injected.midBodyReset + injected.uploadReset + injected.stall;
+    assert.ok(transient > 5, JSON.stringify(injected));
+    assert.ok(injected.denied >= 1);
+  });
+
+  it('catalog.db in S3 holds one snapshot of every surviving file; pyiceberg scans exactly the rows', async () => {
+    const after = byBucket(await listKeys(moto.client, E2E_BUCKET, 'wh'));
+    const files = [...after.values()].flat();
+    const local = path.join(scratch, 'e2e-catalog.db');
+    await fs.writeFile(local, (await objectBytes(catalog))!);
+    const scan = await pyiceberg(['scan', '--catalog', local]);
+    assert.equal(scan.error, undefined, scan.error);
+    assert.equal(scan.snapshot_count, 1);
+    assert.equal(expectedRows.size, initial.size);
+    assert.equal(scan.row_count, [...expectedRows.values()].reduce((a, b) => a + b, 0));
+    assert.deepEqual(scan.files.map((f) => f.path).sort(), files.map((k) => `${warehouse}/${k}`).sort());
+    assert.equal(summary.catalogDataFiles, files.length);
+  });
+
+  it('no access key id or secret in the workflow histories or the worker output', async () => {
+    const ids = [workflowId, lockWorkflowId('warehouse', warehouse), lockWorkflowId('catalog', catalog)];
+    let checked = 0;
+    for (const id of ids) {
+      const text = historyText(historyToJSON(await h.client.workflow.getHandle(id).fetchHistory()));
+      assert.ok(text.length > 0);
+      assert.ok(!text.includes(moto.accessKeyId), `history of ${id} holds the access key id`);
+      assert.ok(!text.includes(moto.secretAccessKey), `history of ${id} holds the secret`);
+      checked++;
+    }
+    assert.equal(checked, 3);
+    const main = historyText(historyToJSON(await h.client.workflow.getHandle(workflowId).fetchHistory()));
+    assert.ok(main.includes(deniedKey), 'the decoded history carries the failure (the search looked at real content)');
+    const output = worker.output();
+    assert.ok(output.includes(deniedKey), 'the worker logged the denied download (the search looked at an error path)');
+    assert.ok(!output.includes(moto.accessKeyId) && !output.includes(moto.secretAccessKey), 'worker output holds a credential');
+  });
+});
+
+/** A history as text with every base64 payload also decoded, so a credential inside a payload shows. */
+function historyText(json: string): string {
+  const parts: string[] = [json];
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string') {
+      if (v.length >= 8 && /^[A-Za-z0-9+/]+={0,2}$/.test(v)) parts.push(Buffer.from(v, 'base64').toString('utf8'));
+    } else if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+  };
+  walk(JSON.parse(json));
+  return parts.join('\n');
+}
