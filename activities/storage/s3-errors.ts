@@ -66,6 +66,11 @@ const DENIED = new Set([
   'CredentialsProviderError',
 ]);
 
+/** An S3 error code that means the credentials or policies refuse the request. */
+export function isDeniedCode(code: string | undefined): boolean {
+  return code !== undefined && DENIED.has(code);
+}
+
 /**
  * A StorageError for failures that no retry can fix, naming `uri`; undefined for anything else.
  * NoSuchKey is left to the caller (absent is often a normal answer).
@@ -76,7 +81,7 @@ export function permanentError(err: unknown, uri: string): StorageError | undefi
   if (code === 'CredentialsProviderError') {
     return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'denied');
   }
-  if ((code && DENIED.has(code)) || httpStatus(err) === 403) {
+  if (isDeniedCode(code) || httpStatus(err) === 403) {
     return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
   }
   if (code === 'NoSuchBucket') {

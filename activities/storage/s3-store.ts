@@ -31,6 +31,7 @@ import {
   errorCode,
   httpStatus,
   isConditionalConflict,
+  isDeniedCode,
   isNoSuchKey,
   isPreconditionFailed,
   isTransient,
@@ -260,7 +261,7 @@ export class S3WarehouseStore implements WarehouseStore {
         throw this.fail(err, s3Uri({ bucket: this.bucket, key: pending[0]! }) + (pending.length > 1 ? ` (and ${pending.length - 1} more)` : ''));
       }
       const errors = (res.Errors ?? []).filter((e) => e.Key !== undefined && e.Code !== 'NoSuchKey');
-      const denied = errors.find((e) => permanentError({ Code: e.Code }, '') !== undefined);
+      const denied = errors.find((e) => isDeniedCode(e.Code));
       if (denied) {
         throw new StorageError(
           `cannot delete ${s3Uri({ bucket: this.bucket, key: denied.Key! })} (${denied.Code})` +
