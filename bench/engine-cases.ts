@@ -8,7 +8,7 @@ import { compactBucket, type BucketPhase } from '../activities/compaction/compac
 import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
 import { estimateRowBytes, OUTPUT_ROW_GROUP_ROWS } from '../activities/compaction/merge-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import type { BucketResult } from '../workflows/contract';
+import type { BucketResult, BucketTask } from '../workflows/contract';
 import type { ChildJob, EngineSettings } from './child-jobs';
 import type { Measured } from './measure';
 
@@ -60,35 +60,63 @@ export async function runCopyFloor(job: Extract<ChildJob, { kind: 'copy-floor' }
   });
 }
 
+/** Seconds per phase of one compactBucket call, from its heartbeats; a phase entered twice is summed. */
+class PhaseClock {
+  private current: { phase: BucketPhase; since: number } | undefined;
+  readonly peakRss = new Map<string, number>();
+
+  constructor(private readonly sums: Map<string, number>) {}
+
+  /** Notes the resident set against the phase now running (DuckDB works on its own threads meanwhile). */
+  sampleRss(): void {
+    if (!this.current) return;
+    const mb = process.memoryUsage.rss() / (1024 * 1024);
+    this.peakRss.set(this.current.phase, Math.max(this.peakRss.get(this.current.phase) ?? 0, mb));
+  }
+
+  mark(phase: BucketPhase | 'end'): void {
+    const now = performance.now();
+    if (this.current && phase === this.current.phase) return;
+    if (this.current) this.sums.set(this.current.phase, (this.sums.get(this.current.phase) ?? 0) + (now - this.current.since) / 1000);
+    this.current = phase === 'end' ? undefined : { phase, since: now };
+  }
+}
+
 /** One real compaction of a bucket (verify, publish and delete included), with the time of each phase. */
 export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m: Measured): Promise<void> {
   const s = job.settings;
   const store = new LocalWarehouseStore(job.warehouse);
-  const phases: [string, number][] = [];
-  let current: { phase: BucketPhase; since: number } | undefined;
-  const mark = (phase: BucketPhase | 'end'): void => {
-    const now = performance.now();
-    if (current && phase === current.phase) return;
-    if (current) phases.push([current.phase, (now - current.since) / 1000]);
-    current = phase === 'end' ? undefined : { phase, since: now };
-  };
-  let result: BucketResult | undefined;
-  await m.time(async () => {
-    result = await compactBucket(
-      store,
-      { bucket: job.bucket, inputs: job.inputs, warehouse: job.warehouse, planId: `bench${Date.now()}` },
-      { scratchDir: s.scratch, memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: (p) => mark(p.phase) },
-    );
-    mark('end');
-  });
-  m.set({ rowsIn: result?.rowsIn, rowsOut: result?.rowsOut, bytesOut: result?.bytesOut, phases: merged(phases) });
-}
-
-/** Phases that repeat (the engine re-enters 'verify') are summed, keeping first-seen order. */
-function merged(phases: [string, number][]): [string, number][] {
   const sums = new Map<string, number>();
-  for (const [p, s] of phases) sums.set(p, (sums.get(p) ?? 0) + s);
-  return [...sums];
+  const clock = new PhaseClock(sums);
+  let result: BucketResult | undefined;
+  const sampler = setInterval(() => clock.sampleRss(), 200);
+  try {
+    await m.time(async () => {
+      result = await compactBucket(
+        store,
+        { bucket: job.bucket, inputs: job.inputs, warehouse: job.warehouse, planId: `bench${Date.now()}` },
+        {
+          scratchDir: s.scratch,
+          memoryLimitMb: s.memoryMb,
+          threads: s.threads,
+          heartbeat: (p) => {
+            clock.sampleRss();
+            clock.mark(p.phase);
+          },
+        },
+      );
+      clock.mark('end');
+    });
+  } finally {
+    clearInterval(sampler);
+  }
+  m.set({
+    rowsIn: result?.rowsIn,
+    rowsOut: result?.rowsOut,
+    bytesOut: result?.bytesOut,
+    phases: [...sums],
+    phasePeakRssMb: [...clock.peakRss],
+  });
 }
 
 /** Tiny buckets compacted directly with the worker's concurrency: the engine's own cost per tiny bucket. */
@@ -99,18 +127,23 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
   let rowsIn = 0;
   let rowsOut = 0;
   let failed = 0;
-  let next = 0;
-  await m.time(async () => {
+  let seq = 0;
+  const sums = new Map<string, number>();
+  const compactAll = async (tasks: readonly BucketTask[], count: boolean): Promise<void> => {
+    let next = 0;
     const lane = async (): Promise<void> => {
-      while (next < job.tasks.length) {
-        const i = next++;
-        const task = job.tasks[i]!;
+      while (next < tasks.length) {
+        const task = tasks[next++]!;
+        const i = seq++;
+        const clock = new PhaseClock(count ? sums : new Map());
         try {
           const r = await compactBucket(
             store,
             { ...task, warehouse: job.warehouse, planId },
-            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: () => undefined },
+            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: (p) => clock.mark(p.phase) },
           );
+          clock.mark('end');
+          if (!count) continue;
           rowsIn += r.rowsIn;
           rowsOut += r.rowsOut;
         } catch (err) {
@@ -119,7 +152,11 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(job.parallel, job.tasks.length) }, lane));
-  });
-  m.set({ rowsIn, rowsOut, buckets: job.tasks.length, bucketsFailed: failed });
+    await Promise.all(Array.from({ length: Math.min(job.parallel, tasks.length) }, lane));
+  };
+  await compactAll(job.warmup, false);
+  await m.time(() => compactAll(job.tasks, true));
+  // Per bucket: the latency of each phase while `parallel` buckets share the cores.
+  const phases = [...sums].map(([p, sec]): [string, number] => [p, sec / job.tasks.length]);
+  m.set({ rowsIn, rowsOut, buckets: job.tasks.length, bucketsFailed: failed, phases });
 }

@@ -19,6 +19,7 @@ export async function directoryBytes(dir: string): Promise<number> {
 
 export class Measured {
   private seconds = 0;
+  private cpuSeconds = 0;
   private startRss = process.memoryUsage().rss;
   private peakScratch = 0;
   private extra: Partial<ChildResult> = {};
@@ -37,10 +38,13 @@ export class Measured {
         .finally(() => (sampling = false));
     }, 500);
     const started = performance.now();
+    const cpu = process.cpuUsage();
     try {
       return await work();
     } finally {
       this.seconds = (performance.now() - started) / 1000;
+      const used = process.cpuUsage(cpu);
+      this.cpuSeconds = (used.user + used.system) / 1e6;
       clearInterval(timer);
     }
   }
@@ -53,6 +57,7 @@ export class Measured {
     return {
       ...this.extra,
       seconds: this.seconds,
+      cpuSeconds: this.cpuSeconds,
       // ru_maxrss is in kilobytes on Linux.
       maxRssMb: process.resourceUsage().maxRSS / 1024,
       startRssMb: this.startRss / MB,

@@ -65,7 +65,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
     rows: whole('rows', values.rows, quick ? 400_000 : 4_000_000, 1_000),
     parts: whole('parts', values.parts, 8, 2),
     tiny: whole('tiny', values.tiny, quick ? 200 : 2_000, 1),
-    tinySample: whole('tiny-sample', values['tiny-sample'], quick ? 40 : 200, 1),
+    tinySample: whole('tiny-sample', values['tiny-sample'], quick ? 100 : 200, 1),
     // Quick runs use a small budget so that a 10x-budget bucket stays small too.
     memoryMb: whole('memory-mb', values['memory-mb'], quick ? 64 : 512, 16),
     threads: whole('threads', values.threads, os.cpus().length, 1),

@@ -8,6 +8,7 @@ export interface CaseRow {
   /** Input bytes on disk (what MB/s divides). */
   bytesIn?: number;
   seconds?: number;
+  cpuSeconds?: number;
   peakRssMb?: number;
   memoryMb?: number;
   /** Time over the copy floor's time for the same inputs. */
@@ -32,6 +33,7 @@ export function formatTable(rows: readonly CaseRow[]): string {
     'rows out',
     'input MB',
     'seconds',
+    'CPU s',
     'rows/s',
     'MB/s',
     'peak RSS MB',
@@ -50,6 +52,7 @@ export function formatTable(rows: readonly CaseRow[]): string {
       num(r.rowsOut),
       r.bytesIn !== undefined ? num(r.bytesIn / MB, 1) : '',
       num(r.seconds, 2),
+      num(r.cpuSeconds, 1),
       num(perSecond(r.rowsIn)),
       r.bytesIn !== undefined ? num(perSecond(r.bytesIn / MB), 1) : '',
       num(r.peakRssMb),

@@ -29,6 +29,8 @@ class Bench {
   readonly rows: CaseRow[] = [];
   readonly notes: string[] = [];
   failed = false;
+  /** Peak RSS of the idle engine process: what every case pays before it does any work. */
+  idleRssMb: number | undefined;
 
   constructor(
     readonly opts: BenchOptions,
@@ -60,7 +62,8 @@ class Bench {
       spawnCase('baseline', { kind: 'baseline', settings: this.settings('baseline'), probe }, this.runs),
     );
     if (!r) return;
-    this.rows.push({ name: 'idle engine process (fixed overhead)', seconds: r.seconds, peakRssMb: r.maxRssMb, note: 'Node + tsx + engine modules + one DuckDB instance' });
+    this.idleRssMb = r.maxRssMb;
+    this.rows.push({ name: 'idle engine process (fixed overhead)', peakRssMb: r.maxRssMb, note: 'Node + tsx + engine modules + one DuckDB instance' });
   }
 
   async bucket(label: string, d: BucketData, extraNote: string): Promise<void> {
@@ -86,6 +89,7 @@ class Bench {
         rowsOut: floor.rowsOut,
         bytesIn,
         seconds: floor.seconds,
+        cpuSeconds: floor.cpuSeconds,
         peakRssMb: floor.maxRssMb,
         memoryMb: this.opts.memoryMb,
         note: `read + write unchanged, zstd, ${engineThreads(this.settings(label))} thread(s)`,
@@ -115,17 +119,30 @@ class Bench {
       rowsOut: compact.rowsOut,
       bytesIn,
       seconds: compact.seconds,
+      cpuSeconds: compact.cpuSeconds,
       peakRssMb: compact.maxRssMb,
       memoryMb: this.opts.memoryMb,
       ratio: floor ? compact.seconds / floor.seconds : undefined,
       note: correct ? extraNote : `WRONG RESULT: expected ${d.rowsIn} → ${d.rowsOut} rows`,
     });
-    const phases = (compact.phases ?? []).map(([p, s]) => `${p} ${s.toFixed(1)} s`).join(', ');
+    const peak = new Map(compact.phasePeakRssMb ?? []);
+    const phases = (compact.phases ?? [])
+      .map(([p, s]) => `${p} ${s.toFixed(1)} s${peak.has(p) ? ` (RSS ≤ ${peak.get(p)!.toFixed(0)} MB)` : ''}`)
+      .join(', ');
     this.notes.push(
       `${label}: ${(d.uncompressedBytes / MB).toFixed(0)} MB uncompressed (Parquet pages) = ` +
         `${(d.uncompressedBytes / (this.opts.memoryMb * MB)).toFixed(1)}x the ${this.opts.memoryMb} MB budget, ` +
-        `${(bytesIn / MB).toFixed(0)} MB on disk; compactBucket peak scratch ${compact.peakScratchMb.toFixed(0)} MB; phases: ${phases}`,
+        `${(bytesIn / MB).toFixed(0)} MB on disk; compactBucket peak scratch ${compact.peakScratchMb.toFixed(0)} MB` +
+        (floor ? `; CPU-time ratio ${(compact.cpuSeconds / floor.cpuSeconds).toFixed(2)}` : '') +
+        `; phases: ${phases}`,
     );
+    if (this.idleRssMb !== undefined) {
+      const beyond = compact.maxRssMb - this.opts.memoryMb - this.idleRssMb;
+      this.notes.push(
+        `${label}: memory: compactBucket peak RSS ${compact.maxRssMb.toFixed(0)} MB = budget ${this.opts.memoryMb} MB + ` +
+          `idle process ${this.idleRssMb.toFixed(0)} MB ${beyond >= 0 ? '+' : '−'} ${Math.abs(beyond).toFixed(0)} MB`,
+      );
+    }
   }
 
   async tiny(templates: readonly string[]): Promise<void> {
@@ -142,19 +159,23 @@ class Bench {
     const sampleDir = path.join(this.runs, 'tiny-sample');
     const sampleCount = Math.min(this.opts.tinySample, this.opts.tiny);
     const sampleWarehouse = path.join(sampleDir, 'warehouse');
-    const sample = await layOutTinyBuckets(sampleWarehouse, templates, sampleCount);
+    const warmupCount = this.opts.parallel;
+    const laidOut = await layOutTinyBuckets(sampleWarehouse, templates, warmupCount + sampleCount);
     const direct = await this.attempt('tiny: engine only', () =>
       spawnCase('tiny-direct', {
         kind: 'tiny-direct',
         settings: this.settings('tiny-direct', threads),
         warehouse: sampleWarehouse,
-        tasks: tasksFor(sample),
+        warmup: tasksFor(laidOut.slice(0, warmupCount)),
+        tasks: tasksFor(laidOut.slice(warmupCount)),
         parallel: this.opts.parallel,
       }, sampleDir),
     );
     await fs.rm(sampleDir, { recursive: true, force: true });
     const enginePerBucket = direct ? direct.seconds / sampleCount : undefined;
     if (direct) {
+      const phases = (direct.phases ?? []).map(([p, sec]) => `${p} ${(sec * 1000).toFixed(1)} ms`).join(', ');
+      this.notes.push(`tiny, compactBucket only: latency per bucket with ${this.opts.parallel} at a time: ${phases}`);
       const correct = !direct.bucketsFailed && direct.rowsOut === TINY_ROWS_OUT * sampleCount;
       if (!correct) this.failed = true;
       this.rows.push({
@@ -164,6 +185,7 @@ class Bench {
         rowsOut: direct.rowsOut,
         bytesIn: bytesPerBucket * sampleCount,
         seconds: direct.seconds,
+        cpuSeconds: direct.cpuSeconds,
         peakRssMb: direct.maxRssMb,
         note: !correct
           ? `WRONG RESULT: ${direct.bucketsFailed} failed, ${direct.rowsOut} rows out`
@@ -198,6 +220,7 @@ class Bench {
       rowsOut: orch.rowsOut,
       bytesIn: bytesPerBucket * n,
       seconds: orch.seconds,
+      cpuSeconds: orch.cpuSeconds,
       peakRssMb: orch.maxRssMb,
       overheadPerBucket:
         bucketSpan !== undefined && enginePerBucket !== undefined ? (bucketSpan - enginePerBucket * n) / n : undefined,

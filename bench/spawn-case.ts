@@ -22,7 +22,9 @@ export async function spawnCase(name: string, job: ChildJob, jobDir: string): Pr
   await fs.rm(resultFileFor(jobFile), { force: true });
   await fs.writeFile(jobFile, JSON.stringify(job));
   // tsx as an import hook (not the tsx CLI), so the measured process is the case itself, not a wrapper.
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, jobFile], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Whatever a case prints (the dev server's banner, say) goes to stderr: stdout is the table only.
+  child.stdout!.on('data', (d: Buffer) => process.stderr.write(d));
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();
