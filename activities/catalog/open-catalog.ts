@@ -9,7 +9,6 @@ import { SqliteCatalogBackend } from './sqlite-catalog';
 const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:/;
 
 export async function openCatalogBackend(catalog: string, warehouseRoot: string, catalogName: string): Promise<IcebergCatalogBackend> {
-  // ---- S3 backends: filled in by the S3 implementation ----------------------------------------------
   // Loaded on first use, like the S3 warehouse store: a purely local worker never loads the AWS SDK.
   if (catalog.startsWith('s3://')) {
     const { S3CatalogDbBackend } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
@@ -23,7 +22,6 @@ export async function openCatalogBackend(catalog: string, warehouseRoot: string,
     const { LocalCatalogDbWithS3Metadata } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
     return LocalCatalogDbWithS3Metadata.open(catalog, warehouseRoot, catalogName);
   }
-  // ------------------------------------------------------------------------------------------------------
   if (!catalog.startsWith('/')) throw new Error(`catalog must be an absolute path to catalog.db, s3://.../catalog.db or an S3 Tables ARN: ${catalog}`);
   return new SqliteCatalogBackend({ catalogDbPath: catalog, catalogName, warehouseRootUri: warehouseRoot });
 }

@@ -1,10 +1,6 @@
 import type { WarehouseStore } from './warehouse-store';
 import { LocalWarehouseStore } from './local-store';
 
-interface S3StoreModule {
-  S3WarehouseStore: { fromUri(uri: string): WarehouseStore | Promise<WarehouseStore> };
-}
-
 /**
  * Opens the backend for a normalized warehouse location. Credentials come from the process
  * environment of the worker (the SDK's default chain), never from the location or the workflow input.
@@ -12,7 +8,7 @@ interface S3StoreModule {
 export async function openWarehouseStore(location: string): Promise<WarehouseStore> {
   if (location.startsWith('s3://')) {
     // Loaded on first use: a worker of local warehouses never pays for loading the AWS SDK.
-    const { S3WarehouseStore } = require('./s3-store') as S3StoreModule;
+    const { S3WarehouseStore } = require('./s3-store') as typeof import('./s3-store');
     return S3WarehouseStore.fromUri(location);
   }
   if (!location.startsWith('/')) throw new Error(`warehouse must be an absolute path or s3:// URI: ${location}`);
