@@ -10,6 +10,7 @@
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { createPrng } from '../../client/demo/sample-warehouse';
 
 export type FaultKind = 'error500' | 'slowDown503' | 'reset' | 'midBodyReset' | 'uploadReset' | 'stall';
 
@@ -57,17 +58,6 @@ export interface FaultProxy {
 
 const KINDS: FaultKind[] = ['error500', 'slowDown503', 'reset', 'midBodyReset', 'uploadReset', 'stall'];
 
-/** mulberry32: a tiny seeded PRNG, so a failing run can be repeated. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function describe(req: http.IncomingMessage): ProxyRequestInfo {
   const url = new URL(req.url ?? '/', 'http://proxy');
@@ -94,7 +84,7 @@ function accessKeyIdOf(headers: http.IncomingHttpHeaders): string {
 export async function startFaultProxy(target: string, initial: FaultPlan = {}, seed = 1): Promise<FaultProxy> {
   const upstream = new URL(target);
   let plan = initial;
-  let random = prng(seed);
+  let random = createPrng(seed);
   let budget = plan.maxFaults ?? Infinity;
   let consecutive = new Map<string, number>();
   const stats: FaultStats = {
@@ -246,7 +236,7 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
       plan = next;
       budget = next.maxFaults ?? Infinity;
       consecutive = new Map();
-      random = prng(seed);
+      random = createPrng(seed);
     },
     stop: async () => {
       for (const t of timers) clearTimeout(t);
