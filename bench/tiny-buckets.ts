@@ -5,6 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { createPrng, makeSampleRow, writePartFile, type SampleRow } from '../client/demo/sample-warehouse';
+import { openDuckSession } from '../activities/compaction/duckdb-session';
 import type { BucketRef } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
 
@@ -19,8 +20,16 @@ export async function writeTinyTemplates(dir: string): Promise<string[]> {
     makeSampleRow(rng, { id, cell: 'tiny', year: 2024, updated: new Date(Date.UTC(2025, 0, day)) });
   const a = path.join(dir, TINY_PARTS[0]);
   const b = path.join(dir, TINY_PARTS[1]);
-  await writePartFile(a, [row('t1', 1), row('t2', 1), row('t3', 1)]);
-  await writePartFile(b, [row('t2', 2), row('t3', 2), row('t4', 2), row('t5', 2)]);
+  // Our own session: without one, writePartFile leaves a spill directory behind in the OS temp dir.
+  const spill = path.join(dir, '.spill');
+  const session = await openDuckSession({ tempDir: spill });
+  try {
+    await writePartFile(a, [row('t1', 1), row('t2', 1), row('t3', 1)], { session });
+    await writePartFile(b, [row('t2', 2), row('t3', 2), row('t4', 2), row('t5', 2)], { session });
+  } finally {
+    session.close();
+    await fs.rm(spill, { recursive: true, force: true });
+  }
   return [a, b];
 }
 
