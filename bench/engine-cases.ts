@@ -5,6 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { compactBucket, type BucketPhase } from '../activities/compaction/compact-bucket';
+import { duckdbMemoryLimitMb } from '../activities';
 import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
 import { estimateRowBytes, OUTPUT_ROW_GROUP_ROWS } from '../activities/compaction/merge-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
@@ -23,7 +24,7 @@ export function engineThreads(s: EngineSettings): number {
 /** Node, tsx, the engine's modules and one open DuckDB instance that has read a Parquet footer: the fixed cost. */
 export async function runBaseline(job: Extract<ChildJob, { kind: 'baseline' }>, m: Measured): Promise<void> {
   const s = job.settings;
-  const session = await openDuckSession({ memoryLimitMb: s.memoryMb, threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
+  const session = await openDuckSession({ memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb), threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
   try {
     await m.time(async () => {
       await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(job.probe)}, hive_partitioning = false)`);
@@ -40,7 +41,7 @@ export async function runBaseline(job: Extract<ChildJob, { kind: 'baseline' }>, 
 export async function runCopyFloor(job: Extract<ChildJob, { kind: 'copy-floor' }>, m: Measured): Promise<void> {
   const s = job.settings;
   await m.time(async () => {
-    const session = await openDuckSession({ memoryLimitMb: s.memoryMb, threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
+    const session = await openDuckSession({ memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb), threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
     try {
       const inputs = job.inputs.map((p) => ({ key: p, path: p, size: 0 }));
       const rowBytes = await estimateRowBytes(session, inputs);
@@ -97,7 +98,7 @@ export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m:
         { bucket: job.bucket, inputs: job.inputs, warehouse: job.warehouse, planId: `bench${Date.now()}` },
         {
           scratchDir: s.scratch,
-          memoryLimitMb: s.memoryMb,
+          memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb),
           threads: s.threads,
           heartbeat: (p) => {
             clock.sampleRss();
@@ -140,7 +141,7 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
           const r = await compactBucket(
             store,
             { ...task, warehouse: job.warehouse, planId },
-            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: s.memoryMb, threads: s.threads, heartbeat: (p) => clock.mark(p.phase) },
+            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb), threads: s.threads, heartbeat: (p) => clock.mark(p.phase) },
           );
           clock.mark('end');
           if (!count) continue;
