@@ -4,7 +4,7 @@
  * ids repeated across parts of a bucket with different `updated`, and the same id in neighbouring cells
  * (H3 fan-out). Used by the demo and by tests; tests also use `writePartFile` to craft odd parts.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { timestampTZValue, type DuckDBAppender } from '@duckdb/node-api';
@@ -265,10 +265,23 @@ function appendValue(app: DuckDBAppender, type: ColumnType, value: SampleRow[Sam
  * Writes `rows` as one GeoParquet part file (zstd), creating parent directories. Columns keep the
  * table order; `omitColumns`/`columnTypes` make drifted or conflicting files for tests.
  */
+/** A DuckDB session for writing samples; its spill directory goes away with it. */
+async function openSampleSession(): Promise<DuckSession> {
+  const tempDir = await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-sample-'));
+  const session = await openDuckSession({ tempDir });
+  return {
+    ...session,
+    close() {
+      session.close();
+      rmSync(tempDir, { recursive: true, force: true });
+    },
+  };
+}
+
 export async function writePartFile(file: string, rows: readonly SampleRow[], opts: PartFileOptions = {}): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const session =
-    opts.session ?? (await openDuckSession({ tempDir: path.join(os.tmpdir(), `earthcatalog-sample-${process.pid}`) }));
+    opts.session ?? (await openSampleSession());
   const table = `sample_rows_${++tableCounter}`;
   try {
     await session.exec(
@@ -322,7 +335,7 @@ export async function generateSampleWarehouse(root: string, opts: SampleWarehous
   const fanOut = opts.fanOutFraction ?? 0.1;
   const rng = createPrng(opts.seed ?? 1);
   const stats: SampleWarehouseStats = { buckets: 0, files: 0, rows: 0 };
-  const session = await openDuckSession({ tempDir: path.join(os.tmpdir(), `earthcatalog-sample-${process.pid}`) });
+  const session = await openSampleSession();
   try {
     let bucketIndex = 0;
     for (const year of years) {
@@ -391,7 +404,7 @@ export interface HeavyPartOptions {
 export async function writeHeavyPart(file: string, opts: HeavyPartOptions): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const session =
-    opts.session ?? (await openDuckSession({ tempDir: path.join(os.tmpdir(), `earthcatalog-sample-${process.pid}`) }));
+    opts.session ?? (await openSampleSession());
   const wkb = Buffer.from(polygonWkb([[0, 0], [1, 0], [1, 1], [0, 1]])).toString('hex');
   const repeats = Math.max(1, Math.round(opts.stringBytes / 32));
   // DuckDB writes a column chunk as few large pages; readers decompress a page at once, so ~4 MB
