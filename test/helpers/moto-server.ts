@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { relativeFiles } from './files';
 
 export interface MotoServer {
   endpoint: string;
@@ -114,15 +115,7 @@ export async function startMoto(): Promise<MotoServer> {
 
 /** Copies every file under `dir` to s3://bucket/prefix/<relative path> (test setup). */
 export async function uploadDirectory(client: S3Client, bucket: string, prefix: string, dir: string): Promise<string[]> {
-  const files: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fs.readdir(d, { withFileTypes: true })) {
-      const full = path.join(d, e.name);
-      if (e.isDirectory()) await walk(full);
-      else files.push(path.relative(dir, full).split(path.sep).join('/'));
-    }
-  };
-  await walk(dir);
+  const files = await relativeFiles(dir);
   const base = prefix ? `${prefix.replace(/\/+$/, '')}/` : '';
   let next = 0;
   await Promise.all(

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { generateSampleWarehouse, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
 import { REPO_ROOT } from './temporal';
+import { relativeFiles } from './files';
 
 const run = promisify(execFile);
 
@@ -25,16 +26,7 @@ export async function makeFixture(name: string, opts: SampleWarehouseOptions = {
 
 /** Every file under the warehouse (relative keys), sorted; control objects excluded. */
 export async function listFiles(root: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(full);
-      else out.push(path.relative(root, full).split(path.sep).join('/'));
-    }
-  };
-  await walk(root);
-  return out.filter((k) => !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')).sort();
+  return (await relativeFiles(root)).filter((k) => !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')).sort();
 }
 
 /** Data files grouped by bucket prefix. */
