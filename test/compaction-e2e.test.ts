@@ -2,7 +2,9 @@
  * The core, end to end on a real Temporal dev server: a generated warehouse is compacted by the
  * workflow, every bucket's output equals an independently computed oracle, the summary's figures
  * match the files, pyiceberg loads the rebuilt table (one snapshot) and scans exactly the expected rows.
- * Then: dry run, bad input in one bucket, invalid inputs, and a second run on the same warehouse.
+ * Then: dry run, bad input in one bucket, an unreadable catalog, two concurrent starts on one warehouse,
+ * and a second run on the same warehouse. Every storage scenario runs on each backend of testBackends()
+ * (a local directory with a local catalog.db, and S3 on moto with catalog.db in S3); invalid inputs once.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,8 +13,9 @@ import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
-import { byBucket, listFiles, makeFixture, pyicebergScan, type Fixture } from './helpers/warehouse-fixtures';
-import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
+import { byBucket } from './helpers/warehouse-fixtures';
+import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
+import { readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
@@ -20,8 +23,11 @@ import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 let h: TemporalHarness;
 let taskQueue: string;
 let worker: RunningWorker;
+const backends = testBackends();
 
 before(async () => {
+  // Backends first: moto points process.env at itself, and workers read the SDK's default chain.
+  for (const backend of backends) await backend.start();
   h = await startTemporal();
   taskQueue = uniqueTaskQueue('e2e');
   worker = await startWorker(h, taskQueue);
@@ -30,132 +36,171 @@ before(async () => {
 after(async () => {
   await worker?.stop();
   await h?.stop();
+  for (const backend of backends) await backend.stop();
 });
 
 async function compact(input: CompactionInput, workflowId = `e2e-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`): Promise<CompactionSummary> {
   return (await h.client.workflow.execute('compactWarehouse', { taskQueue, workflowId, args: [input] })) as CompactionSummary;
 }
 
-describe('compactWarehouse end to end (local warehouse, SQLite catalog)', () => {
-  let fx: Fixture;
-  let initial: Map<string, string[]>;
-  let oracle: Map<string, Awaited<ReturnType<typeof expectedBucketRows>>>;
-  let summary: CompactionSummary;
-  const workflowId = `e2e-main-${Date.now()}`;
+for (const backend of backends) {
+  describe(`compactWarehouse end to end (${backend.label})`, () => {
+    let fx: TestWarehouse;
+    let initial: Map<string, string[]>;
+    let oracle: Map<string, Awaited<ReturnType<typeof expectedBucketRows>>>;
+    let summary: CompactionSummary;
+    const workflowId = `e2e-main-${Date.now()}`;
 
-  before(async () => {
-    fx = await makeFixture('main', { schemaDrift: true });
-    initial = byBucket(await listFiles(fx.warehouse));
-    oracle = new Map();
-    for (const [bucket, keys] of initial) oracle.set(bucket, await expectedBucketRows(keys.map((k) => path.join(fx.warehouse, k))));
-    summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog }, workflowId);
+    before(async () => {
+      fx = await backend.makeWarehouse('main', { schemaDrift: true });
+      initial = byBucket(await backend.listFiles(fx.warehouse));
+      oracle = new Map();
+      for (const [bucket, keys] of initial) oracle.set(bucket, await expectedBucketRows(keys.map((k) => path.join(fx.localCopy, k))));
+      summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog }, workflowId);
+    });
+
+    it('reports the seed figures and the row counts', () => {
+      const filesBefore = [...initial.values()].reduce((n, l) => n + l.length, 0);
+      const rowsOracle = [...oracle.values()].reduce((n, rows) => n + rows.length, 0);
+      assert.equal(summary.bucketsScanned, initial.size);
+      assert.equal(summary.bucketsCompacted, [...initial.values()].filter((l) => l.length >= 2).length);
+      assert.equal(summary.filesBefore, filesBefore);
+      assert.equal(summary.filesAfter, initial.size);
+      assert.equal(summary.rowsAfter, rowsOracle);
+      assert.ok(summary.rowsBefore > summary.rowsAfter, 'the fixture has duplicates');
+      assert.equal(summary.duplicatesRemoved, summary.rowsBefore - summary.rowsAfter);
+      assert.equal(summary.failedBucketsTotal, 0);
+      assert.ok(summary.snapshotId);
+      assert.equal(summary.catalogDataFiles, initial.size);
+      assert.equal(summary.catalogRows, rowsOracle);
+    });
+
+    it('leaves exactly one output per bucket, equal to the oracle (winners, order, metadata)', async () => {
+      const after = byBucket(await backend.listFiles(fx.warehouse));
+      assert.deepEqual([...after.keys()].sort(), [...initial.keys()].sort());
+      for (const [bucket, keys] of after) {
+        assert.deepEqual(keys, [`${bucket}/compacted_${summary.planId}.parquet`], `${bucket} holds one compacted file`);
+        const actual = await backend.readOutputRows(fx.warehouse, keys[0]!);
+        assertSameRows(actual, oracle.get(bucket)!, bucket);
+      }
+      const all = await backend.listFiles(fx.warehouse);
+      assert.deepEqual(all.filter((k) => !k.endsWith('.parquet')), [], 'no temporary artifacts left');
+    });
+
+    it('pyiceberg loads the table, sees one snapshot and scans exactly the expected rows', async () => {
+      const scan = await backend.pyicebergScan(fx.catalog);
+      assert.equal(scan.error, undefined, scan.error);
+      assert.equal(scan.snapshot_count, 1);
+      assert.equal(scan.file_count, initial.size);
+      const expectedIds = [...oracle.entries()]
+        .flatMap(([bucket, rows]) => rows.map((r) => `${/grid_partition=([^/]+)/.exec(bucket)![1]}/${String(r.id)}`))
+        .sort();
+      assert.deepEqual(scan.ids, expectedIds);
+    });
+
+    it('passes verify', async () => {
+      const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.deepEqual(report.violations, []);
+      assert.equal(report.ok, true);
+    });
+
+    it('a second run finds nothing to compact and still rebuilds one snapshot', async () => {
+      const again = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.equal(again.bucketsCompacted, 0);
+      assert.equal(again.filesBefore, initial.size);
+      assert.equal(again.filesAfter, initial.size);
+      const scan = await backend.pyicebergScan(fx.catalog, []);
+      assert.equal(scan.snapshot_count, 1);
+      assert.equal(scan.file_count, initial.size);
+      // The replay test's recorded histories are those of the local run.
+      if (backend.name === 'local') {
+        await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-local');
+        await maybeRecordHistory(h.address, lockWorkflowId('warehouse', fx.warehouse), 'resourceLock-warehouse');
+      }
+    });
   });
 
-  it('reports the seed figures and the row counts', () => {
-    const filesBefore = [...initial.values()].reduce((n, l) => n + l.length, 0);
-    const rowsOracle = [...oracle.values()].reduce((n, rows) => n + rows.length, 0);
-    assert.equal(summary.bucketsScanned, initial.size);
-    assert.equal(summary.bucketsCompacted, [...initial.values()].filter((l) => l.length >= 2).length);
-    assert.equal(summary.filesBefore, filesBefore);
-    assert.equal(summary.filesAfter, initial.size);
-    assert.equal(summary.rowsAfter, rowsOracle);
-    assert.ok(summary.rowsBefore > summary.rowsAfter, 'the fixture has duplicates');
-    assert.equal(summary.duplicatesRemoved, summary.rowsBefore - summary.rowsAfter);
-    assert.equal(summary.failedBucketsTotal, 0);
-    assert.ok(summary.snapshotId);
-    assert.equal(summary.catalogDataFiles, initial.size);
-    assert.equal(summary.catalogRows, rowsOracle);
+  describe(`dry run (${backend.name})`, () => {
+    it('touches nothing and reports what would be compacted', async () => {
+      const fx = await backend.makeWarehouse('dry');
+      const filesBefore = await backend.listFiles(fx.warehouse);
+      const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true });
+      assert.deepEqual(await backend.listFiles(fx.warehouse), filesBefore);
+      assert.equal(summary.dryRun, true);
+      assert.equal(summary.filesAfter, summary.filesBefore);
+      assert.equal(summary.filesBefore, filesBefore.length);
+      assert.equal(summary.bucketsCompacted, byBucket(filesBefore).size);
+      assert.ok(summary.sampleBuckets.length > 0);
+      assert.equal(summary.snapshotId, null);
+      assert.equal(await readObject(fx.catalog), undefined, 'no catalog was created');
+      assert.deepEqual(await backend.listKeys(fx.warehouse, '_earthcatalog_compaction/'), [], 'no plan was written');
+    });
   });
 
-  it('leaves exactly one output per bucket, equal to the oracle (winners, order, metadata)', async () => {
-    const after = byBucket(await listFiles(fx.warehouse));
-    assert.deepEqual([...after.keys()].sort(), [...initial.keys()].sort());
-    for (const [bucket, keys] of after) {
-      assert.deepEqual(keys, [`${bucket}/compacted_${summary.planId}.parquet`], `${bucket} holds one compacted file`);
-      const actual = await readOutputRows(path.join(fx.warehouse, keys[0]!));
-      assertSameRows(actual, oracle.get(bucket)!, bucket);
-    }
-    const all = await listFiles(fx.warehouse);
-    assert.deepEqual(all.filter((k) => !k.endsWith('.parquet')), [], 'no temporary artifacts left');
+  describe(`bad input in one bucket (${backend.name})`, () => {
+    it('fails that bucket with a reason naming the file, deletes none of its files, compacts the others', async () => {
+      const fx = await backend.makeWarehouse('bad');
+      const buckets = byBucket(await backend.listFiles(fx.warehouse));
+      const [badBucket, ...goodBuckets] = [...buckets.keys()].sort();
+      const truncated = `${badBucket}/part_99999_truncated.parquet`;
+      const original = await fs.readFile(path.join(fx.localCopy, buckets.get(badBucket!)![0]!));
+      await writeObject(`${fx.warehouse}/${truncated}`, original.subarray(0, Math.floor(original.length / 2)));
+      const badFilesBefore = byBucket(await backend.listFiles(fx.warehouse)).get(badBucket!)!;
+
+      const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+
+      assert.equal(summary.failedBucketsTotal, 1);
+      const failure = summary.failedBuckets[0]!;
+      assert.equal(failure.bucket, badBucket);
+      assert.equal(failure.type, 'BadBucketData');
+      assert.match(failure.reason, /part_99999_truncated\.parquet/);
+      const after = byBucket(await backend.listFiles(fx.warehouse));
+      assert.deepEqual(after.get(badBucket!), badFilesBefore, 'no file of the failed bucket was deleted');
+      for (const b of goodBuckets) assert.deepEqual(after.get(b), [`${b}/compacted_${summary.planId}.parquet`]);
+      assert.equal(summary.bucketsCompacted, goodBuckets.length);
+
+      // The catalog lists every readable data file and reports the unreadable one by name.
+      assert.deepEqual(summary.unreadableFiles.map((u) => u.key), [truncated]);
+      const scan = await backend.pyicebergScan(fx.catalog, []);
+      assert.equal(scan.snapshot_count, 1);
+      assert.equal(scan.file_count, goodBuckets.length + badFilesBefore.length - 1);
+      assert.ok(scan.files.every((f) => !f.path.endsWith('part_99999_truncated.parquet')));
+    });
   });
 
-  it('pyiceberg loads the table, sees one snapshot and scans exactly the expected rows', async () => {
-    const scan = await pyicebergScan(fx.catalog);
-    assert.equal(scan.error, undefined, scan.error);
-    assert.equal(scan.snapshot_count, 1);
-    assert.equal(scan.file_count, initial.size);
-    const expectedIds = [...oracle.entries()]
-      .flatMap(([bucket, rows]) => rows.map((r) => `${/grid_partition=([^/]+)/.exec(bucket)![1]}/${String(r.id)}`))
-      .sort();
-    assert.deepEqual(scan.ids, expectedIds);
+  describe(`unreadable catalog (${backend.name})`, () => {
+    it('fails before touching any bucket, naming the catalog, and leaves catalog.db as it was', async () => {
+      const fx = await backend.makeWarehouse('corrupt-catalog');
+      const garbage = Buffer.from('this is not an SQLite database, it is a truncated download');
+      await writeObject(fx.catalog, garbage);
+      const filesBefore = await backend.listFiles(fx.warehouse);
+      await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        const cause = (err.cause as Error & { cause?: Error }).cause ?? (err.cause as Error);
+        assert.match(cause.message, new RegExp(`catalog ${fx.catalog.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not an SQLite database`));
+        return true;
+      });
+      assert.deepEqual(await backend.listFiles(fx.warehouse), filesBefore, 'no bucket was touched');
+      assert.deepEqual(await readObject(fx.catalog), garbage, 'the corrupt catalog was not overwritten');
+    });
   });
 
-  it('passes verify', async () => {
-    const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
-    assert.deepEqual(report.violations, []);
-    assert.equal(report.ok, true);
+  describe(`one compaction per warehouse (${backend.name})`, () => {
+    it('a second start for the same warehouse waits for the first, whatever its workflow id', async () => {
+      const fx = await backend.makeWarehouse('serial');
+      const input = { warehouse: fx.warehouse, catalog: fx.catalog };
+      const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `serial-a-${Date.now()}`, args: [input] });
+      const second = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `serial-b-${Date.now()}`, args: [input] });
+      const [a, b] = (await Promise.all([first.result(), second.result()])) as CompactionSummary[];
+      // Whichever got the lock first compacted everything; the other planned afterwards and found one file per bucket.
+      const compacted = [a!.bucketsCompacted, b!.bucketsCompacted].sort();
+      assert.equal(compacted[0], 0);
+      assert.ok(compacted[1]! > 0);
+      const buckets = byBucket(await backend.listFiles(fx.warehouse));
+      for (const keys of buckets.values()) assert.equal(keys.length, 1);
+    });
   });
-
-  it('a second run finds nothing to compact and still rebuilds one snapshot', async () => {
-    const again = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
-    assert.equal(again.bucketsCompacted, 0);
-    assert.equal(again.filesBefore, initial.size);
-    assert.equal(again.filesAfter, initial.size);
-    const scan = await pyicebergScan(fx.catalog, []);
-    assert.equal(scan.snapshot_count, 1);
-    assert.equal(scan.file_count, initial.size);
-    await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-local');
-    await maybeRecordHistory(h.address, lockWorkflowId('warehouse', fx.warehouse), 'resourceLock-warehouse');
-  });
-});
-
-describe('dry run', () => {
-  it('touches nothing and reports what would be compacted', async () => {
-    const fx = await makeFixture('dry');
-    const filesBefore = await listFiles(fx.warehouse);
-    const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true });
-    assert.deepEqual(await listFiles(fx.warehouse), filesBefore);
-    assert.equal(summary.dryRun, true);
-    assert.equal(summary.filesAfter, summary.filesBefore);
-    assert.equal(summary.filesBefore, filesBefore.length);
-    assert.equal(summary.bucketsCompacted, byBucket(filesBefore).size);
-    assert.ok(summary.sampleBuckets.length > 0);
-    assert.equal(summary.snapshotId, null);
-    await assert.rejects(fs.access(fx.catalog), 'no catalog was created');
-    await assert.rejects(fs.access(path.join(fx.warehouse, '_earthcatalog_compaction')), 'no plan was written');
-  });
-});
-
-describe('bad input in one bucket', () => {
-  it('fails that bucket with a reason naming the file, deletes none of its files, compacts the others', async () => {
-    const fx = await makeFixture('bad');
-    const buckets = byBucket(await listFiles(fx.warehouse));
-    const [badBucket, ...goodBuckets] = [...buckets.keys()].sort();
-    const truncated = `${badBucket}/part_99999_truncated.parquet`;
-    const original = await fs.readFile(path.join(fx.warehouse, buckets.get(badBucket!)![0]!));
-    await fs.writeFile(path.join(fx.warehouse, truncated), original.subarray(0, Math.floor(original.length / 2)));
-    const badFilesBefore = byBucket(await listFiles(fx.warehouse)).get(badBucket!)!;
-
-    const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
-
-    assert.equal(summary.failedBucketsTotal, 1);
-    const failure = summary.failedBuckets[0]!;
-    assert.equal(failure.bucket, badBucket);
-    assert.equal(failure.type, 'BadBucketData');
-    assert.match(failure.reason, /part_99999_truncated\.parquet/);
-    const after = byBucket(await listFiles(fx.warehouse));
-    assert.deepEqual(after.get(badBucket!), badFilesBefore, 'no file of the failed bucket was deleted');
-    for (const b of goodBuckets) assert.deepEqual(after.get(b), [`${b}/compacted_${summary.planId}.parquet`]);
-    assert.equal(summary.bucketsCompacted, goodBuckets.length);
-
-    // The catalog lists every readable data file and reports the unreadable one by name.
-    assert.deepEqual(summary.unreadableFiles.map((u) => u.key), [truncated]);
-    const scan = await pyicebergScan(fx.catalog, []);
-    assert.equal(scan.snapshot_count, 1);
-    assert.equal(scan.file_count, goodBuckets.length + badFilesBefore.length - 1);
-    assert.ok(scan.files.every((f) => !f.path.endsWith('part_99999_truncated.parquet')));
-  });
-});
+}
 
 describe('invalid input', () => {
   const cases: [string, unknown, RegExp][] = [
@@ -175,6 +220,7 @@ describe('invalid input', () => {
     });
   }
 
+  // Local only: on S3 an absent prefix is an empty warehouse, not an error.
   it('names a warehouse that does not exist', async () => {
     const missing = `/tmp/ec-does-not-exist-${Date.now()}`;
     await assert.rejects(compact({ warehouse: missing, catalog: `${missing}.db` }), (err: unknown) => {
@@ -182,38 +228,5 @@ describe('invalid input', () => {
       assert.match(String((err.cause as Error).cause ?? (err.cause as Error).message), new RegExp(missing));
       return true;
     });
-  });
-});
-
-describe('unreadable catalog', () => {
-  it('fails before touching any bucket, naming the catalog, and leaves catalog.db as it was', async () => {
-    const fx = await makeFixture('corrupt-catalog');
-    const garbage = Buffer.from('this is not an SQLite database, it is a truncated download');
-    await fs.writeFile(fx.catalog, garbage);
-    const filesBefore = await listFiles(fx.warehouse);
-    await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog }), (err: unknown) => {
-      assert.ok(err instanceof WorkflowFailedError);
-      const cause = (err.cause as Error & { cause?: Error }).cause ?? (err.cause as Error);
-      assert.match(cause.message, new RegExp(`catalog ${fx.catalog.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not an SQLite database`));
-      return true;
-    });
-    assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'no bucket was touched');
-    assert.deepEqual(await fs.readFile(fx.catalog), garbage, 'the corrupt catalog was not overwritten');
-  });
-});
-
-describe('one compaction per warehouse', () => {
-  it('a second start for the same warehouse waits for the first, whatever its workflow id', async () => {
-    const fx = await makeFixture('serial');
-    const input = { warehouse: fx.warehouse, catalog: fx.catalog };
-    const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `serial-a-${Date.now()}`, args: [input] });
-    const second = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `serial-b-${Date.now()}`, args: [input] });
-    const [a, b] = (await Promise.all([first.result(), second.result()])) as CompactionSummary[];
-    // Whichever got the lock first compacted everything; the other planned afterwards and found one file per bucket.
-    const compacted = [a!.bucketsCompacted, b!.bucketsCompacted].sort();
-    assert.equal(compacted[0], 0);
-    assert.ok(compacted[1]! > 0);
-    const buckets = byBucket(await listFiles(fx.warehouse));
-    for (const keys of buckets.values()) assert.equal(keys.length, 1);
   });
 });

@@ -2,6 +2,8 @@
  * Crash safety with real processes: a worker process is SIGKILLed inside a bucket (after the output is
  * published and before any input is deleted; and after half the inputs are deleted). A new worker
  * process finishes the run, and the warehouse and the catalog equal those of an uninterrupted run.
+ * On each backend of testBackends(): a local directory with a local catalog.db, and S3 on moto with
+ * catalog.db in S3 (the worker processes get moto's endpoint and credentials in their environment).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,29 +11,34 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CompactionSummary } from '../workflows/contract';
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
-import { byBucket, listFiles, makeFixture, pyicebergScan } from './helpers/warehouse-fixtures';
-import { readOutputRows, assertSameRows } from './helpers/bucket-oracle';
+import { byBucket } from './helpers/warehouse-fixtures';
+import { assertSameRows } from './helpers/bucket-oracle';
+import { testBackends, type WarehouseBackend } from './helpers/backends';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
 let h: TemporalHarness;
+const backends = testBackends();
 
 before(async () => {
+  // Backends first: moto points process.env at itself, and workers read the SDK's default chain.
+  for (const backend of backends) await backend.start();
   h = await startTemporal();
 });
 
 after(async () => {
   await h?.stop();
+  for (const backend of backends) await backend.stop();
 });
 
 /** An uninterrupted run over an identical warehouse, to compare with. */
-async function referenceRun(seed: number) {
-  const fx = await makeFixture(`ref-${seed}`, { seed });
-  const taskQueue = uniqueTaskQueue('reference');
+async function referenceRun(backend: WarehouseBackend, seed: number) {
+  const fx = await backend.makeWarehouse(`ref-${seed}`, { seed });
+  const taskQueue = uniqueTaskQueue(`reference-${backend.name}`);
   const worker = await startWorker(h, taskQueue);
   try {
     const summary = (await h.client.workflow.execute('compactWarehouse', {
       taskQueue,
-      workflowId: `reference-${seed}-${Date.now()}`,
+      workflowId: `reference-${backend.name}-${seed}-${Date.now()}`,
       args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
     })) as CompactionSummary;
     return { fx, summary };
@@ -40,57 +47,64 @@ async function referenceRun(seed: number) {
   }
 }
 
-for (const point of ['after-publish', 'after-partial-delete'] as const) {
-  describe(`SIGKILL of the worker ${point}`, () => {
-    it('a new worker finishes the run; nothing lost, nothing duplicated', async () => {
-      const seed = point === 'after-publish' ? 11 : 12;
-      const reference = await referenceRun(seed);
-      const fx = await makeFixture(`crash-${point}`, { seed });
-      const buckets = [...byBucket(await listFiles(fx.warehouse)).keys()].sort();
-      const victim = buckets[1]!;
-      const taskQueue = uniqueTaskQueue(`crash-${point}`);
-      const marker = path.join(os.tmpdir(), `ec-crash-${process.pid}-${point}-${Date.now()}`);
+for (const backend of backends) {
+  for (const point of ['after-publish', 'after-partial-delete'] as const) {
+    describe(`SIGKILL of the worker ${point} (${backend.name})`, () => {
+      it('a new worker finishes the run; nothing lost, nothing duplicated', async () => {
+        const seed = point === 'after-publish' ? 11 : 12;
+        const reference = await referenceRun(backend, seed);
+        const fx = await backend.makeWarehouse(`crash-${point}`, { seed });
+        const buckets = [...byBucket(await backend.listFiles(fx.warehouse)).keys()].sort();
+        const victim = buckets[1]!;
+        const taskQueue = uniqueTaskQueue(`crash-${backend.name}-${point}`);
+        const marker = path.join(os.tmpdir(), `ec-crash-${process.pid}-${backend.name}-${point}-${Date.now()}`);
 
-      const doomed = spawnWorkerProcess(h, taskQueue, { EARTHCATALOG_CRASH_AT: `${point}@${victim}`, EARTHCATALOG_CRASH_ONCE_FILE: marker }, ['--max-concurrent-buckets', '1']);
-      const handle = await h.client.workflow.start('compactWarehouse', {
-        taskQueue,
-        workflowId: `crash-${point}-${Date.now()}`,
-        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+        const doomed = spawnWorkerProcess(
+          h,
+          taskQueue,
+          { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: `${point}@${victim}`, EARTHCATALOG_CRASH_ONCE_FILE: marker },
+          ['--max-concurrent-buckets', '1'],
+        );
+        const handle = await h.client.workflow.start('compactWarehouse', {
+          taskQueue,
+          workflowId: `crash-${backend.name}-${point}-${Date.now()}`,
+          args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+        });
+        const exit = await doomed.exited;
+        assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+
+        // The state the crash left: the victim bucket has the output and (some of) its inputs.
+        const mid = byBucket(await backend.listFiles(fx.warehouse)).get(victim)!;
+        assert.ok(mid.some((k) => k.includes('compacted_')), 'the output was published before the crash');
+        assert.ok(mid.some((k) => k.includes('part_')), 'inputs were still there at the crash');
+
+        const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
+        try {
+          const summary = (await handle.result()) as CompactionSummary;
+          assert.equal(summary.failedBucketsTotal, 0);
+          assert.equal(summary.bucketsCompacted, reference.summary.bucketsCompacted);
+          assert.equal(summary.rowsAfter, reference.summary.rowsAfter);
+          assert.equal(summary.filesAfter, reference.summary.filesAfter);
+        } finally {
+          await rescuer.stop();
+        }
+
+        const got = byBucket(await backend.listFiles(fx.warehouse));
+        const want = byBucket(await backend.listFiles(reference.fx.warehouse));
+        assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+        for (const [bucket, keys] of got) {
+          assert.equal(keys.length, 1, `${bucket} has one file`);
+          const rows = await backend.readOutputRows(fx.warehouse, keys[0]!);
+          const refRows = await backend.readOutputRows(reference.fx.warehouse, want.get(bucket)![0]!);
+          assertSameRows(rows, refRows, bucket);
+        }
+        const [scan, refScan] = await Promise.all([backend.pyicebergScan(fx.catalog), backend.pyicebergScan(reference.fx.catalog)]);
+        assert.equal(scan.snapshot_count, 1);
+        assert.equal(scan.file_count, refScan.file_count);
+        assert.deepEqual(scan.ids, refScan.ids);
+        const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
+        assert.deepEqual(report.violations, []);
       });
-      const exit = await doomed.exited;
-      assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
-
-      // The state the crash left: the victim bucket has the output and (some of) its inputs.
-      const mid = byBucket(await listFiles(fx.warehouse)).get(victim)!;
-      assert.ok(mid.some((k) => k.includes('compacted_')), 'the output was published before the crash');
-      assert.ok(mid.some((k) => k.includes('part_')), 'inputs were still there at the crash');
-
-      const rescuer = spawnWorkerProcess(h, taskQueue);
-      try {
-        const summary = (await handle.result()) as CompactionSummary;
-        assert.equal(summary.failedBucketsTotal, 0);
-        assert.equal(summary.bucketsCompacted, reference.summary.bucketsCompacted);
-        assert.equal(summary.rowsAfter, reference.summary.rowsAfter);
-        assert.equal(summary.filesAfter, reference.summary.filesAfter);
-      } finally {
-        await rescuer.stop();
-      }
-
-      const got = byBucket(await listFiles(fx.warehouse));
-      const want = byBucket(await listFiles(reference.fx.warehouse));
-      assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
-      for (const [bucket, keys] of got) {
-        assert.equal(keys.length, 1, `${bucket} has one file`);
-        const rows = await readOutputRows(path.join(fx.warehouse, keys[0]!));
-        const refRows = await readOutputRows(path.join(reference.fx.warehouse, want.get(bucket)![0]!));
-        assertSameRows(rows, refRows, bucket);
-      }
-      const [scan, refScan] = await Promise.all([pyicebergScan(fx.catalog), pyicebergScan(reference.fx.catalog)]);
-      assert.equal(scan.snapshot_count, 1);
-      assert.equal(scan.file_count, refScan.file_count);
-      assert.deepEqual(scan.ids, refScan.ids);
-      const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
-      assert.deepEqual(report.violations, []);
     });
-  });
+  }
 }

@@ -26,7 +26,12 @@ export async function makeFixture(name: string, opts: SampleWarehouseOptions = {
 
 /** Every file under the warehouse (relative keys), sorted; control objects excluded. */
 export async function listFiles(root: string): Promise<string[]> {
-  return (await relativeFiles(root)).filter((k) => !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')).sort();
+  return withoutControlObjects(await relativeFiles(root));
+}
+
+/** The keys sorted, without the compaction's plans and the Iceberg metadata (data and temporary files stay). */
+export function withoutControlObjects(keys: string[]): string[] {
+  return keys.filter((k) => !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')).sort();
 }
 
 /** Data files grouped by bucket prefix. */
@@ -55,11 +60,14 @@ export interface IcebergScan {
   error?: string;
 }
 
-/** pyiceberg, the independent reader: loads the table and scans it. */
-export async function pyicebergScan(catalog: string, extra: string[] = ['--ids']): Promise<IcebergScan> {
+/**
+ * pyiceberg, the independent reader: loads the table and scans it. `catalog` is a local catalog.db;
+ * iceberg_read_s3.py reads the table's files from S3 (endpoint and credentials from the environment).
+ */
+export async function pyicebergScan(catalog: string, extra: string[] = ['--ids'], script: 'iceberg_read.py' | 'iceberg_read_s3.py' = 'iceberg_read.py'): Promise<IcebergScan> {
   const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
   try {
-    const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'scan', '--catalog', catalog, ...extra], {
+    const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', script), 'scan', '--catalog', catalog, ...extra], {
       maxBuffer: 256 * 1024 * 1024,
     });
     return JSON.parse(stdout) as IcebergScan;
