@@ -23,6 +23,7 @@ import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
 import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
+import { DuckSessionPool } from './compaction/duckdb-pool';
 import { BadBucketDataError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
@@ -39,6 +40,8 @@ export interface ActivityResources {
   memoryBudgetMb: number;
   /** DuckDB threads per bucket activity. */
   duckdbThreads: number;
+  /** DuckDB sessions kept open between bucket activities (default 4; 0 opens one per activity). */
+  idleDuckdbSessions?: number;
 }
 
 export function defaultActivityResources(): ActivityResources {
@@ -94,6 +97,7 @@ async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Pr
 }
 
 export function createActivities(resources: ActivityResources = defaultActivityResources()) {
+  const sessions = new DuckSessionPool(path.join(resources.scratchDir, 'duckdb'), resources.idleDuckdbSessions ?? 4);
   return {
     ...createLockActivities(),
 
@@ -132,6 +136,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 scratchDir,
                 memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
                 threads: resources.duckdbThreads,
+                sessions,
                 heartbeat: (p) => {
                   last = p;
                   ctx.heartbeat(p);

@@ -6,8 +6,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { compactBucket, type BucketPhase } from '../activities/compaction/compact-bucket';
 import { duckdbMemoryLimitMb } from '../activities';
+import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
-import { estimateRowBytes, OUTPUT_ROW_GROUP_ROWS } from '../activities/compaction/merge-bucket';
+import { inputFootprint, outputRowGroup } from '../activities/compaction/merge-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import type { BucketResult, BucketTask } from '../workflows/contract';
 import type { ChildJob, EngineSettings } from './child-jobs';
@@ -41,17 +42,16 @@ export async function runBaseline(job: Extract<ChildJob, { kind: 'baseline' }>, 
 export async function runCopyFloor(job: Extract<ChildJob, { kind: 'copy-floor' }>, m: Measured): Promise<void> {
   const s = job.settings;
   await m.time(async () => {
-    const session = await openDuckSession({ memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb), threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
+    const memoryLimitMb = duckdbMemoryLimitMb(s.memoryMb);
+    const session = await openDuckSession({ memoryLimitMb, threads: engineThreads(s), tempDir: path.join(s.scratch, 'spill') });
     try {
       const inputs = job.inputs.map((p) => ({ key: p, path: p, size: 0 }));
-      const rowBytes = await estimateRowBytes(session, inputs);
-      // compactBucket's write plan: row groups of at most memory/8 (and 128 MB), DuckDB's row count cap.
-      const rowGroupBytes = Math.min(128 * 1024 * 1024, (s.memoryMb * 1024 * 1024) / 8);
-      const rowGroupRows = Math.max(2048, Math.min(OUTPUT_ROW_GROUP_ROWS, Math.floor(rowGroupBytes / rowBytes)));
+      const { rowBytes } = await inputFootprint(session, inputs);
+      // compactBucket's output row groups, for the same write cost per row.
+      const rg = outputRowGroup(memoryLimitMb * 1024 * 1024, rowBytes);
       const [r] = await session.rows(
         `COPY (SELECT * FROM read_parquet(${sqlStringList(job.inputs)}, union_by_name = true, hive_partitioning = false))
-           TO ${sqlString(job.out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rowGroupRows},
-           ROW_GROUP_SIZE_BYTES ${Math.floor(rowGroupBytes)})`,
+           TO ${sqlString(job.out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rg.rows}, ROW_GROUP_SIZE_BYTES ${rg.bytes})`,
       );
       const rows = Number(r?.Count ?? r?.count ?? 0);
       m.set({ rowsIn: rows, rowsOut: rows, bytesOut: (await fs.stat(job.out)).size });
@@ -130,6 +130,8 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
   let failed = 0;
   let seq = 0;
   const sums = new Map<string, number>();
+  // As in the worker: one DuckDB session per lane, kept open between buckets.
+  const sessions = new DuckSessionPool(path.join(s.scratch, 'duckdb'), job.parallel);
   const compactAll = async (tasks: readonly BucketTask[], count: boolean): Promise<void> => {
     let next = 0;
     const lane = async (): Promise<void> => {
@@ -141,7 +143,13 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
           const r = await compactBucket(
             store,
             { ...task, warehouse: job.warehouse, planId },
-            { scratchDir: path.join(s.scratch, String(i)), memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb), threads: s.threads, heartbeat: (p) => clock.mark(p.phase) },
+            {
+              scratchDir: path.join(s.scratch, String(i)),
+              memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb),
+              threads: s.threads,
+              sessions,
+              heartbeat: (p) => clock.mark(p.phase),
+            },
           );
           clock.mark('end');
           if (!count) continue;
@@ -155,8 +163,12 @@ export async function runTinyDirect(job: Extract<ChildJob, { kind: 'tiny-direct'
     };
     await Promise.all(Array.from({ length: Math.min(job.parallel, tasks.length) }, lane));
   };
-  await compactAll(job.warmup, false);
-  await m.time(() => compactAll(job.tasks, true));
+  try {
+    await compactAll(job.warmup, false);
+    await m.time(() => compactAll(job.tasks, true));
+  } finally {
+    await sessions.close();
+  }
   // Per bucket: the latency of each phase while `parallel` buckets share the cores.
   const phases = [...sums].map(([p, sec]): [string, number] => [p, sec / job.tasks.length]);
   m.set({ rowsIn, rowsOut, buckets: job.tasks.length, bucketsFailed: failed, phases });

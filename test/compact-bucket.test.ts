@@ -16,6 +16,7 @@ import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layou
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
 import { BadBucketDataError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
+import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import {
   createPrng,
   generateSampleWarehouse,
@@ -152,44 +153,53 @@ function dedupParts(): PartDef[] {
   ];
 }
 
+/** The three ways a bucket is written (see merge-bucket): each must give the same rows. */
+const WRITE_PATHS: { name: string; opts: Partial<CompactBucketOptions> }[] = [
+  { name: 'one statement (small bucket)', opts: {} },
+  { name: 'ranked, one sort', opts: { smallBucketBytes: 0 } },
+  { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 2_000 } },
+];
+
 describe('compactBucket', () => {
-  test('dedup keeps the newest row (NULL loses, ties to the later file/row), sorts, unions drifted columns', async () => {
-    const { root, store } = await newWarehouse();
-    const inputs = await writeBucket(root, dedupParts());
-    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
-    const { result, phases } = await compact(store, inputs);
+  for (const writePath of WRITE_PATHS) {
+    test(`dedup keeps the newest row (NULL loses, ties to the later file/row), sorts, unions drifted columns: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result, phases } = await compact(store, inputs, writePath.opts);
 
-    assert.equal(result.outcome, 'compacted');
-    assert.equal(result.outputKey, outputKeyFor(BUCKET, 'plan1'));
-    assert.equal(result.filesIn, 3);
-    assert.equal(result.rowsIn, 12);
-    assert.equal(result.rowsOut, 6);
-    assert.equal(result.bytesIn, inputs.reduce((s, i) => s + i.size, 0));
-    assert.equal(result.bytesOut, (await fs.stat(path.join(root, result.outputKey))).size);
-    assert.equal(result.orphansRemoved, 0);
-    assert.deepEqual(phases, ['inspect', 'read', 'dedup', 'write', 'verify', 'publish', 'delete', 'sweep']);
-    assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet'], 'inputs deleted, one output');
+      assert.equal(result.outcome, 'compacted');
+      assert.equal(result.outputKey, outputKeyFor(BUCKET, 'plan1'));
+      assert.equal(result.filesIn, 3);
+      assert.equal(result.rowsIn, 12);
+      assert.equal(result.rowsOut, 6);
+      assert.equal(result.bytesIn, inputs.reduce((s, i) => s + i.size, 0));
+      assert.equal(result.bytesOut, (await fs.stat(path.join(root, result.outputKey))).size);
+      assert.equal(result.orphansRemoved, 0);
+      assert.deepEqual(phases, ['inspect', 'read', 'dedup', 'write', 'verify', 'publish', 'delete', 'sweep']);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet'], 'inputs deleted, one output');
 
-    const rows = await readOutputRows(path.join(root, result.outputKey));
-    assertSameRows(rows, expected, 'oracle');
-    const winner = new Map(rows.map((r) => [r.id, r.scene_1_id]));
-    assert.deepEqual(Object.fromEntries(winner), {
-      A: 'A-p1',
-      B: 'B-p1',
-      C: 'C-p1',
-      D: 'D-p0',
-      E: 'E-p2-second',
-      F: 'F-p1',
+      const rows = await readOutputRows(path.join(root, result.outputKey));
+      assertSameRows(rows, expected, 'oracle');
+      const winner = new Map(rows.map((r) => [r.id, r.scene_1_id]));
+      assert.deepEqual(Object.fromEntries(winner), {
+        A: 'A-p1',
+        B: 'B-p1',
+        C: 'C-p1',
+        D: 'D-p0',
+        E: 'E-p2-second',
+        F: 'F-p1',
+      });
+      for (let i = 1; i < rows.length; i++) {
+        const [p, q] = [rows[i - 1]!, rows[i]!];
+        const ordered = String(p.platform) < String(q.platform) || (p.platform === q.platform && Number(p.datetime) <= Number(q.datetime));
+        assert.ok(ordered, `rows ${i - 1} and ${i} out of (platform, datetime) order`);
+      }
+      assert.ok(Object.keys(rows[0]!).includes('scene_2_frame'), 'union keeps the drifted column');
+      assert.equal(rows.find((r) => r.id === 'D')!.scene_2_frame, null, 'missing column is null for the old part');
+      assert.notEqual(rows.find((r) => r.id === 'A')!.scene_2_frame, null);
     });
-    for (let i = 1; i < rows.length; i++) {
-      const [p, q] = [rows[i - 1]!, rows[i]!];
-      const ordered = String(p.platform) < String(q.platform) || (p.platform === q.platform && Number(p.datetime) <= Number(q.datetime));
-      assert.ok(ordered, `rows ${i - 1} and ${i} out of (platform, datetime) order`);
-    }
-    assert.ok(Object.keys(rows[0]!).includes('scene_2_frame'), 'union keeps the drifted column');
-    assert.equal(rows.find((r) => r.id === 'D')!.scene_2_frame, null, 'missing column is null for the old part');
-    assert.notEqual(rows.find((r) => r.id === 'A')!.scene_2_frame, null);
-  });
+  }
 
   test('metadata: first input keys once, geo once with widened bbox, no ARROW:schema, provenance; zstd; row groups', async () => {
     const { root, store } = await newWarehouse();
@@ -254,36 +264,57 @@ describe('compactBucket', () => {
     assert.deepEqual(geo.columns.geometry.geometry_types, []);
   });
 
-  test('deterministic: the same bucket compacted twice, and through the partitioned path, gives identical rows', async () => {
-    const a = await newWarehouse();
-    const b = await newWarehouse();
+  test('deterministic: every write path, including a scatter deeper than one pass, gives identical rows', async () => {
     const opts = { cells: [CELL], years: [YEAR], rowsPerPart: 400, partsPerBucket: [4, 4] as [number, number], duplicateFraction: 0.5, schemaDrift: true, seed: 11 };
-    await generateSampleWarehouse(a.root, opts);
-    await generateSampleWarehouse(b.root, opts);
-    const inputs: PlannedFile[] = [];
-    for await (const o of a.store.list(`${PREFIX}/`)) inputs.push(o);
-    inputs.sort((x, y) => x.key.localeCompare(y.key));
-    const expected = await expectedBucketRows(inputs.map((i) => path.join(a.root, i.key)));
+    const outputs: { name: string; rows: Awaited<ReturnType<typeof readOutputRows>>; result: BucketResult; chunks: number }[] = [];
+    let expected: Awaited<ReturnType<typeof expectedBucketRows>> | undefined;
+    const paths = [
+      ...WRITE_PATHS,
+      // ~20 rows per sort: more chunks than one scatter pass writes, so ranges are scattered again.
+      { name: 'ranked, scattered twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 20_000, threads: 2 } },
+    ];
+    for (const writePath of paths) {
+      const { root, store } = await newWarehouse();
+      await generateSampleWarehouse(root, opts);
+      const inputs: PlannedFile[] = [];
+      for await (const o of store.list(`${PREFIX}/`)) inputs.push(o);
+      inputs.sort((x, y) => x.key.localeCompare(y.key));
+      expected ??= await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      let chunks = 0;
+      const { result } = await compact(store, inputs, {
+        ...writePath.opts,
+        heartbeat: (p) => void (chunks = Math.max(chunks, p.chunks ?? 0)),
+      });
+      outputs.push({ name: writePath.name, rows: await readOutputRows(path.join(root, result.outputKey)), result, chunks });
+    }
+    assert.equal(outputs[0]!.chunks, 0);
+    assert.ok(outputs[2]!.chunks > 1, `the small sort budget forces several chunks (${outputs[2]!.chunks})`);
+    assert.ok(outputs[3]!.chunks > 32, `more chunks than one scatter pass (${outputs[3]!.chunks})`);
+    for (const o of outputs) {
+      assertSameRows(o.rows, expected!, o.name);
+      assert.equal(o.result.rowsOut, expected!.length, o.name);
+    }
+  });
 
-    const first = await compact(a.store, inputs);
-    const chunked: BucketProgress[] = [];
-    const second = await compactBucket(
-      b.store,
-      { warehouse: b.root, planId: 'plan1', bucket: BUCKET, inputs },
-      {
-        scratchDir: path.join(scratchRoot, 'attempt-b'),
-        memoryLimitMb: 256,
-        threads: 2,
-        sortBudgetBytes: 150_000,
-        heartbeat: (p) => void (p.chunks ? chunked.push(p) : undefined),
-      },
-    );
-    assert.ok(chunked.length > 1 && chunked[0]!.chunks! > 1, 'the small sort budget forces several chunks');
-    const rowsA = await readOutputRows(path.join(a.root, first.result.outputKey));
-    const rowsB = await readOutputRows(path.join(b.root, second.outputKey));
-    assertSameRows(rowsA, expected, 'first');
-    assertSameRows(rowsB, rowsA, 'second vs first');
-    assert.equal(first.result.rowsOut, second.rowsOut);
+  test('a pool of DuckDB sessions is reused between clean attempts and never after a failure', async () => {
+    const pool = new DuckSessionPool(path.join(scratchRoot, 'pool'), 1);
+    try {
+      for (let round = 0; round < 2; round++) {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+        const { result } = await compact(store, inputs, { sessions: pool });
+        assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, `round ${round}`);
+        assert.equal(pool.idleCount, 1, 'the session went back to the pool');
+      }
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      await writePartFile(path.join(root, inputs[1]!.key), rowsOf([['Q', null, 'q']]).map((r) => ({ ...r, id: null })), { session });
+      await assert.rejects(compact(store, inputs, { sessions: pool }), BadBucketDataError);
+      assert.equal(pool.idleCount, 0, 'the session of the failed attempt was closed');
+    } finally {
+      await pool.close();
+    }
   });
 
   describe('resumes from any state an earlier attempt left', () => {

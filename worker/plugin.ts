@@ -33,10 +33,10 @@ export function workflowsPath(): string {
   return require.resolve('../workflows');
 }
 
-export function bucketConcurrency(opts: CompactionPluginOptions, resources: ActivityResources): number {
+export function bucketConcurrency(opts: CompactionPluginOptions, memoryBudgetMb: number): number {
   if (opts.maxConcurrentBuckets) return opts.maxConcurrentBuckets;
   const memoryMb = opts.memoryMb ?? Math.floor(os.totalmem() / 1024 / 1024 / 2);
-  return Math.max(1, Math.floor(memoryMb / resources.memoryBudgetMb));
+  return Math.max(1, Math.floor(memoryMb / memoryBudgetMb));
 }
 
 export class EarthcatalogCompactionPlugin extends SimplePlugin {
@@ -45,10 +45,14 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
 
   constructor(private readonly pluginOptions: CompactionPluginOptions = {}) {
     const defaults = defaultActivityResources();
+    const memoryBudgetMb = pluginOptions.memoryBudgetMb ?? defaults.memoryBudgetMb;
+    const concurrency = bucketConcurrency(pluginOptions, memoryBudgetMb);
     const resources: ActivityResources = {
       scratchDir: pluginOptions.scratchDir ?? defaults.scratchDir,
-      memoryBudgetMb: pluginOptions.memoryBudgetMb ?? defaults.memoryBudgetMb,
+      memoryBudgetMb,
       duckdbThreads: pluginOptions.duckdbThreads ?? defaults.duckdbThreads,
+      // One per concurrent bucket: every attempt finds a session already open.
+      idleDuckdbSessions: concurrency,
     };
     const register = pluginOptions.registerWorkflows ?? true;
     super({
@@ -58,7 +62,7 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       ...(register && !pluginOptions.workflowBundle ? { workflowsPath: workflowsPath() } : {}),
     });
     this.resources = resources;
-    this.concurrency = bucketConcurrency(pluginOptions, resources);
+    this.concurrency = concurrency;
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {

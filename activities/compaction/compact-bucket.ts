@@ -19,7 +19,8 @@ import type { WarehouseStore } from '../storage/warehouse-store';
 import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
 import { BadBucketDataError, InputsChangedError, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
-import { openDuckSession, type DuckSession } from './duckdb-session';
+import { DuckSessionPool } from './duckdb-pool';
+import type { DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
   findUnreadableInput,
@@ -30,11 +31,14 @@ import {
 import {
   computeWinners,
   idsMissingFromOutput,
+  inputFootprint,
   inputIdDigest,
+  nullIdError,
   outputIdDigest,
-  estimateRowBytes,
+  outputRowGroup,
   readKvMetadata,
   writeOrdered,
+  writeSmallBucket,
   type IdDigest,
 } from './merge-bucket';
 import { outputKvMetadata, parseProvenance, type Provenance } from './output-metadata';
@@ -66,7 +70,17 @@ export interface CompactBucketOptions {
    * it is written through range partitions. Tests lower it to exercise that path on small data.
    */
   sortBudgetBytes?: number;
+  /**
+   * Input rows (in-memory bytes) up to which dedup, sort and write are one statement (default half the
+   * sort budget: the window holds every input row). Tests set 0 to exercise the ranked path.
+   */
+  smallBucketBytes?: number;
+  /** The worker's DuckDB sessions; without it the attempt opens and closes its own. */
+  sessions?: DuckSessionPool;
 }
+
+/** Rank ranges one scatter pass writes at once (see writeOrdered); measured by `npm run bench`. */
+const SCATTER_FANOUT = 16;
 
 /** Verification failed: retrying rebuilds from the untouched inputs. Retryable on purpose. */
 export class OutputVerificationError extends Error {
@@ -137,19 +151,20 @@ export async function compactBucket(
   await fs.mkdir(opts.scratchDir, { recursive: true });
   const workDir = await fs.mkdtemp(path.join(opts.scratchDir, 'bucket-'));
   try {
-    const session = await openDuckSession({
-      memoryLimitMb: opts.memoryLimitMb,
-      threads: threadsFor(opts),
-      tempDir: path.join(workDir, 'spill'),
-    });
-    const a: Attempt = { store, req, opts, bucket, outputKey, session, workDir, progress };
+    const pool = opts.sessions ?? new DuckSessionPool(workDir, 0);
+    const lease = await pool.acquire({ memoryLimitMb: opts.memoryLimitMb, threads: threadsFor(opts) });
+    const a: Attempt = { store, req, opts, bucket, outputKey, session: lease.session, workDir, progress };
+    let clean = false;
     try {
-      if (outputSize === undefined) return await compactFresh(a, present, true);
-      if (missing.length === 0) return await resumePublished(a, present);
-      if (present.length) return await resumeDeleting(a, present, outputSize);
-      return await reportDone(a, outputSize);
+      let result: BucketResult;
+      if (outputSize === undefined) result = await compactFresh(a, present, true);
+      else if (missing.length === 0) result = await resumePublished(a, present);
+      else if (present.length) result = await resumeDeleting(a, present, outputSize);
+      else result = await reportDone(a, outputSize);
+      clean = true;
+      return result;
     } finally {
-      session.close();
+      await lease.release(clean);
     }
   } finally {
     await fs.rm(workDir, { recursive: true, force: true });
@@ -212,13 +227,24 @@ async function compactFresh(
   const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
 
   beat(a, { phase: 'dedup' });
-  let stats;
+  const memory = a.opts.memoryLimitMb * 1024 * 1024;
+  const sortBudgetBytes = a.opts.sortBudgetBytes ?? memory / 5;
+  // The id digest is read from the inputs themselves, independently of how the output is built, and is
+  // what the output is verified against before it is published.
+  let expected: IdDigest;
+  let footprint;
+  let small: boolean;
   try {
-    stats = await computeWinners(a.session, inputs, schemas);
+    expected = await inputIdDigest(a.session, inputs);
+    if (expected.nullIds > 0) throw await nullIdError(a.session, inputs);
+    footprint = await inputFootprint(a.session, inputs);
+    small = footprint.rows * footprint.rowBytes <= (a.opts.smallBucketBytes ?? sortBudgetBytes / 2);
+    if (!small) await computeWinners(a.session, inputs, schemas);
   } catch (err) {
     throw await explainMergeFailure(a, inputs, err);
   }
-  beat(a, { phase: 'write', rowsIn: stats.rowsIn, rowsOut: stats.rowsOut });
+  const stats = { rowsIn: expected.rows, rowsOut: expected.distinctIds };
+  beat(a, { phase: 'write', ...stats });
 
   const provenance: Provenance = {
     planId: a.req.planId,
@@ -228,34 +254,34 @@ async function compactFresh(
     rowsIn: stats.rowsIn,
     bytesIn,
   };
-  const firstKv = await readKvMetadata(a.session, inputs[0]!.path);
-  const otherGeo: (Uint8Array | undefined)[] = [];
-  for (const input of inputs.slice(1)) {
-    otherGeo.push((await readKvMetadata(a.session, input.path)).find((e) => e.key === 'geo')?.value);
-  }
-  const kv = outputKvMetadata(firstKv, otherGeo, provenance);
+  const [firstKv, ...otherKv] = await readKvMetadata(a.session, inputs.map((i) => i.path));
+  const otherGeo = otherKv.map((entries) => entries.find((e) => e.key === 'geo')?.value);
+  const kv = outputKvMetadata(firstKv!, otherGeo, provenance);
   // Unique per attempt: a zombie attempt of the same plan never writes into our temporary file.
   const tag = `${process.pid}-${randomUUID().slice(0, 8)}`;
   const tmp = a.store.scratchPathFor(a.outputKey, a.workDir, tag);
   try {
     try {
-      const memory = a.opts.memoryLimitMb * 1024 * 1024;
-      await writeOrdered(a.session, inputs, stats.rowsOut, tmp, kv, {
-        rowBytes: await estimateRowBytes(a.session, inputs),
-        sortBudgetBytes: a.opts.sortBudgetBytes ?? memory / 5,
-        rowGroupBytes: Math.min(128 * 1024 * 1024, memory / 8),
-        fanout: 8,
-        workDir: a.workDir,
-        onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
-      });
+      const rowGroup = outputRowGroup(memory, footprint.rowBytes);
+      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup);
+      else {
+        await writeOrdered(a.session, inputs, stats.rowsOut, tmp, kv, {
+          rowBytes: footprint.rowBytes,
+          sortBudgetBytes,
+          memoryLimitBytes: memory,
+          threads: threadsFor(a.opts),
+          rowGroup,
+          fanout: SCATTER_FANOUT,
+          workDir: a.workDir,
+          onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
+        });
+      }
     } catch (err) {
       throw await explainMergeFailure(a, inputs, err);
     }
 
-    // Verified before it is published, so a wrong file never becomes visible; the inputs are read
-    // again here rather than trusting the winners table the file was built from.
+    // Verified before it is published, so a wrong file never becomes visible.
     beat(a, { phase: 'verify' });
-    const expected = await inputIdDigest(a.session, inputs);
     const actual = await outputIdDigest(a.session, tmp);
     assertDigestsMatch(a, expected, actual, stats.rowsOut, tmp);
 
@@ -315,7 +341,8 @@ async function readOutput(a: Attempt): Promise<{ path: string; provenance?: Prov
   await fs.mkdir(dir, { recursive: true });
   const file = await a.store.materialize(a.outputKey, dir);
   try {
-    const provenance = parseProvenance(await readKvMetadata(a.session, file));
+    const [kv] = await readKvMetadata(a.session, [file]);
+    const provenance = parseProvenance(kv!);
     return { path: file, provenance, digest: await outputIdDigest(a.session, file) };
   } catch {
     return { path: file };

@@ -54,6 +54,9 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
     await session.exec("SET TimeZone = 'UTC'");
     // Lets big sorts and joins spill instead of keeping insertion order in memory.
     await session.exec('SET preserve_insertion_order = false');
+    // Every file is read once or twice, and the cache's blocks come on top of the memory budget
+    // (measured: peak RSS 1.13 GB with it, 0.72 GB without, on the 4M-row bench bucket at 256 MB).
+    await session.exec('SET enable_external_file_cache = false');
   } catch (err) {
     session.close();
     throw err;
