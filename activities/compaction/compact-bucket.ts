@@ -66,13 +66,14 @@ export interface CompactBucketOptions {
   /** Called at every phase; may throw (e.g. the activity was cancelled) to stop before the next step. */
   heartbeat: (p: BucketProgress) => void;
   /**
-   * Wide-row bytes one DuckDB sort may take (default memoryLimit / 5, measured safe); a bucket above
-   * it is written through range partitions. Tests lower it to exercise that path on small data.
+   * Wide-row bytes one DuckDB sort may take (default 40 % of memoryLimit: measured safe from 256 MB to
+   * 2 GB); a bucket above it is written through rank ranges. Tests lower it to exercise that path.
    */
   sortBudgetBytes?: number;
   /**
    * Input rows (in-memory bytes) up to which dedup, sort and write are one statement (default half the
-   * sort budget: the window holds every input row). Tests set 0 to exercise the ranked path.
+   * sort budget: the window holds every input row, duplicates included). Tests set 0 to exercise the
+   * ranked path.
    */
   smallBucketBytes?: number;
   /** The worker's DuckDB sessions; without it the attempt opens and closes its own. */
@@ -228,7 +229,7 @@ async function compactFresh(
 
   beat(a, { phase: 'dedup' });
   const memory = a.opts.memoryLimitMb * 1024 * 1024;
-  const sortBudgetBytes = a.opts.sortBudgetBytes ?? memory / 5;
+  const sortBudgetBytes = a.opts.sortBudgetBytes ?? memory * 0.4;
   // The id digest is read from the inputs themselves, independently of how the output is built, and is
   // what the output is verified against before it is published.
   let expected: IdDigest;
