@@ -24,7 +24,7 @@ import { planBuckets } from './compaction/plan-buckets';
 import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
-import { BadBucketDataError, MissingPlannedInputError } from './compaction/bucket-errors';
+import { BadBucketDataError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
@@ -73,6 +73,7 @@ function classify(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
+  if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
   if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
   if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);

@@ -14,7 +14,7 @@ import { bucketPrefix } from '../workflows/contract';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
-import { BadBucketDataError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import {
@@ -465,6 +465,27 @@ describe('compactBucket', () => {
         assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
       });
     }
+  });
+
+  test('a malformed request is refused before anything is read or deleted, naming the key', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const before = await keysUnder(root);
+    const elsewhere = { key: 'grid_partition=other/year=2021/part_00000_x.parquet', size: 1 };
+    const cases: [string, PlannedFile[], RegExp][] = [
+      ['no inputs', [], /lists no inputs/],
+      ['an input of another bucket', [...inputs, elsewhere], /grid_partition=other\/year=2021\/part_00000_x\.parquet is not a data file of this bucket/],
+      ['an input listed twice', [...inputs, inputs[0]!], /listed twice/],
+      ['its own output as input', [...inputs, { key: outputKeyFor(BUCKET, 'plan1'), size: 1 }], /this plan's own output/],
+    ];
+    for (const [what, request, message] of cases) {
+      await assert.rejects(compact(store, request), (err: unknown) => {
+        assert.ok(err instanceof InvalidBucketRequestError, `${what}: got ${String(err)}`);
+        assert.match(err.message, message, what);
+        return true;
+      });
+    }
+    assert.deepEqual(await keysUnder(root), before, 'nothing touched');
   });
 
   describe('bad inputs fail the bucket with the object named, and nothing is deleted', () => {

@@ -16,6 +16,14 @@ export class BadBucketDataError extends Error {
   }
 }
 
+/** The bucket request itself is malformed (no inputs, an input outside the bucket, listed twice). */
+export class InvalidBucketRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidBucketRequestError';
+  }
+}
+
 /** Planned inputs are gone and no output of this plan exists: someone else changed the bucket. */
 export class MissingPlannedInputError extends Error {
   constructor(

@@ -17,7 +17,7 @@ import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
-import { BadBucketDataError, InputsChangedError, MissingPlannedInputError } from './bucket-errors';
+import { BadBucketDataError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
 import type { DuckSession } from './duckdb-session';
@@ -108,17 +108,17 @@ function beat(a: Attempt, patch: Partial<BucketProgress>): void {
 }
 
 function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string): void {
-  if (req.inputs.length === 0) throw new Error(`bucket ${bucket}: the plan lists no inputs`);
+  if (req.inputs.length === 0) throw new InvalidBucketRequestError(`bucket ${bucket}: the plan lists no inputs`);
   const seen = new Set<string>();
   for (const input of req.inputs) {
     const parsed = parseDataFileKey(input.key);
     if (!parsed || bucketPrefix(parsed.bucket) !== bucket) {
-      throw new Error(`bucket ${bucket}: planned input ${input.key} is not a data file of this bucket`);
+      throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is not a data file of this bucket`);
     }
     if (input.key === outputKey) {
-      throw new Error(`bucket ${bucket}: planned input ${input.key} is this plan's own output`);
+      throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is this plan's own output`);
     }
-    if (seen.has(input.key)) throw new Error(`bucket ${bucket}: planned input ${input.key} is listed twice`);
+    if (seen.has(input.key)) throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is listed twice`);
     seen.add(input.key);
   }
 }
