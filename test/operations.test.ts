@@ -1,6 +1,6 @@
 /**
  * Operating it: resume of a terminated run with the real CLI, the progress query and the Web UI's
- * details, compacting selected years/cells, `--use-lock` with the Python pipeline's lock object, and a
+ * details, `status --watch` to the end of a run, compacting selected years/cells, `--use-lock` with the Python pipeline's lock object, and a
  * scheduled run and an ad-hoc run on one warehouse that never overlap.
  */
 import { after, before, describe, it } from 'node:test';
@@ -125,6 +125,31 @@ describe('progress', () => {
     const status = JSON.parse(stdout) as { status: string; progress: CompactionProgress }[];
     assert.equal(status[0]!.status, 'COMPLETED');
     assert.equal(status[0]!.progress.phase, 'done');
+  });
+});
+
+describe('status --watch', () => {
+  it('follows a run that has no worker yet to its end and exits 0', async () => {
+    const fx = await makeFixture('watch');
+    // A task queue without a worker: the run cannot finish before the watcher has started.
+    const idleQueue = uniqueTaskQueue('watch');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: idleQueue,
+      workflowId: `watch-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    const watching = cli(['status', '--workflow-id', handle.workflowId, '--watch']);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal((await handle.describe()).status.name, 'RUNNING', 'nothing ran before the worker came');
+    const late = await startWorker(h, idleQueue);
+    try {
+      const { stdout } = await watching;
+      const lines = stdout.trim().split('\n');
+      assert.equal(lines[lines.length - 1], `${handle.workflowId} COMPLETED`);
+      assert.ok(lines.some((l) => /\d+\/\d+ buckets · rows \d+→\d+ · failed 0 · done$/.test(l)), stdout);
+    } finally {
+      await late.stop();
+    }
   });
 });
 
