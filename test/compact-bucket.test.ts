@@ -201,51 +201,53 @@ describe('compactBucket', () => {
     });
   }
 
-  test('metadata: first input keys once, geo once with widened bbox, no ARROW:schema, provenance; zstd; row groups', async () => {
-    const { root, store } = await newWarehouse();
-    const parts = dedupParts();
-    parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', 'earthcatalog:ingest': "v1 'quoted'" } };
-    parts[1]!.opts = { kvMetadata: { 'only-in-second': 'x' } };
-    const inputs = await writeBucket(root, parts);
-    const inputGeo = await Promise.all(
-      inputs.map(async (i) => JSON.parse((await parquetFacts(path.join(root, i.key))).kv.find(([k]) => k === 'geo')![1])),
-    );
-    const { result } = await compact(store, inputs);
-    const facts = await parquetFacts(path.join(root, result.outputKey));
+  for (const writePath of WRITE_PATHS) {
+    test(`metadata: first input keys once, geo once with widened bbox, no ARROW:schema, provenance; zstd; row groups: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts();
+      parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', 'earthcatalog:ingest': "v1 'quoted'" } };
+      parts[1]!.opts = { kvMetadata: { 'only-in-second': 'x' } };
+      const inputs = await writeBucket(root, parts);
+      const inputGeo = await Promise.all(
+        inputs.map(async (i) => JSON.parse((await parquetFacts(path.join(root, i.key))).kv.find(([k]) => k === 'geo')![1])),
+      );
+      const { result } = await compact(store, inputs, writePath.opts);
+      const facts = await parquetFacts(path.join(root, result.outputKey));
 
-    assert.deepEqual(
-      facts.kv.map(([k]) => k),
-      ['geo', 'earthcatalog:ingest', 'earthcatalog:compaction'],
-    );
-    assert.equal(facts.kv.find(([k]) => k === 'earthcatalog:ingest')![1], "v1 'quoted'");
-    const geo = JSON.parse(facts.kv.find(([k]) => k === 'geo')![1]);
-    assert.equal(geo.primary_column, 'geometry');
-    assert.equal(geo.columns.geometry.encoding, 'WKB');
-    const boxes = inputGeo.map((g) => g.columns.geometry.bbox as number[]);
-    assert.deepEqual(geo.columns.geometry.bbox, [
-      Math.min(...boxes.map((b) => b[0]!)),
-      Math.min(...boxes.map((b) => b[1]!)),
-      Math.max(...boxes.map((b) => b[2]!)),
-      Math.max(...boxes.map((b) => b[3]!)),
-    ]);
-    const provenance = JSON.parse(facts.kv.find(([k]) => k === 'earthcatalog:compaction')![1]);
-    assert.deepEqual(provenance, {
-      planId: 'plan1',
-      bucket: PREFIX,
-      inputs: inputs.map((i) => i.key),
-      rows: 6,
-      rowsIn: 12,
-      bytesIn: result.bytesIn,
+      assert.deepEqual(
+        facts.kv.map(([k]) => k),
+        ['geo', 'earthcatalog:ingest', 'earthcatalog:compaction'],
+      );
+      assert.equal(facts.kv.find(([k]) => k === 'earthcatalog:ingest')![1], "v1 'quoted'");
+      const geo = JSON.parse(facts.kv.find(([k]) => k === 'geo')![1]);
+      assert.equal(geo.primary_column, 'geometry');
+      assert.equal(geo.columns.geometry.encoding, 'WKB');
+      const boxes = inputGeo.map((g) => g.columns.geometry.bbox as number[]);
+      assert.deepEqual(geo.columns.geometry.bbox, [
+        Math.min(...boxes.map((b) => b[0]!)),
+        Math.min(...boxes.map((b) => b[1]!)),
+        Math.max(...boxes.map((b) => b[2]!)),
+        Math.max(...boxes.map((b) => b[3]!)),
+      ]);
+      const provenance = JSON.parse(facts.kv.find(([k]) => k === 'earthcatalog:compaction')![1]);
+      assert.deepEqual(provenance, {
+        planId: 'plan1',
+        bucket: PREFIX,
+        inputs: inputs.map((i) => i.key),
+        rows: 6,
+        rowsIn: 12,
+        bytesIn: result.bytesIn,
+      });
+      assert.deepEqual([...facts.codecs], ['ZSTD']);
+      assert.equal(facts.rows, 6);
+      assert.ok(facts.rowGroupRows.every((n) => n > 0 && n <= 122_880));
+
+      const cols = await session.rows(
+        `DESCRIBE SELECT * FROM read_parquet('${path.join(root, result.outputKey)}', hive_partitioning = false)`,
+      );
+      assert.equal(cols.find((c) => c.column_name === 'geometry')?.column_type, 'BLOB', 'geometry stays WKB');
     });
-    assert.deepEqual([...facts.codecs], ['ZSTD']);
-    assert.equal(facts.rows, 6);
-    assert.ok(facts.rowGroupRows.every((n) => n > 0 && n <= 122_880));
-
-    const cols = await session.rows(
-      `DESCRIBE SELECT * FROM read_parquet('${path.join(root, result.outputKey)}', hive_partitioning = false)`,
-    );
-    assert.equal(cols.find((c) => c.column_name === 'geometry')?.column_type, 'BLOB', 'geometry stays WKB');
-  });
+  }
 
   test('metadata: a first input without geo takes geo from a later one, without a bbox', async () => {
     const { root, store } = await newWarehouse();

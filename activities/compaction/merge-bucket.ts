@@ -18,6 +18,7 @@ import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-s
 import type { InputSchema, LocalInput } from './input-schema';
 import { anyHasColumn } from './input-schema';
 import type { KvEntry } from './output-metadata';
+import { appendParquetFiles } from './parquet-append';
 
 /** Rows per row group: DuckDB's own default, a good size for predicate pushdown and readers. */
 export const OUTPUT_ROW_GROUP_ROWS = 122_880;
@@ -156,10 +157,8 @@ export function outputRowGroup(memoryLimitBytes: number, rowBytes: number): RowG
   return { bytes, rows: Math.max(MIN_ROW_GROUP_ROWS, Math.min(OUTPUT_ROW_GROUP_ROWS, Math.floor(bytes / rowBytes))) };
 }
 
-/** DuckDB refuses ROW_GROUP_SIZE_BYTES while insertion order is preserved (the concatenation). */
-function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[], orderPreserved = false): string {
-  const bytes = orderPreserved ? '' : `, ROW_GROUP_SIZE_BYTES ${rg.bytes}`;
-  return `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rg.rows}${bytes}${kvClause(kv)}`;
+function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[]): string {
+  return `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rg.rows}, ROW_GROUP_SIZE_BYTES ${rg.bytes}${kvClause(kv)}`;
 }
 
 /**
@@ -226,8 +225,8 @@ function scatteredRows(dir: string): string {
  * half of memory_limit fails with "Out of Memory". So a bucket that fits `sortBudgetBytes` is sorted in
  * one COPY. A larger one is scattered by rank range into Parquet files (one streaming pass that never
  * sorts; at most `fanout` ranges at a time, recursing on a range still too large), each range is sorted
- * on its own into a chunk file, and the chunks are concatenated in rank order with insertion order
- * preserved. Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget
+ * on its own into a chunk file in the output's format, and the chunks' row groups are appended in rank
+ * order into the output without decoding them again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget
  * were no faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row count is known
  * without counting. Every path yields the same rows in the same order.
  */
@@ -250,8 +249,8 @@ export async function writeOrdered(
   const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / 2 / plan.rowBytes));
   const totalChunks = Math.ceil(rowsOut / chunkRows);
   const chunks: string[] = [];
-  // Intermediate files are read once, soon: lz4 is cheap to write and read.
-  const chunkOptions = `FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE ${plan.rowGroup.rows}, ROW_GROUP_SIZE_BYTES ${plan.rowGroup.bytes}`;
+  // The sorted ranges become the output's row groups as they are (appendParquetFiles).
+  const chunkOptions = finalWriteOptions(plan.rowGroup, []);
   const sortChunk = async (source: string): Promise<void> => {
     const file = path.join(plan.workDir, 'sorted', `chunk_${String(chunks.length).padStart(6, '0')}.parquet`);
     await session.exec(`COPY (SELECT * EXCLUDE (__ec_rank) FROM (${source}) ORDER BY __ec_rank) TO ${sqlString(file)} (${chunkOptions})`);
@@ -299,18 +298,7 @@ export async function writeOrdered(
     'DROP TABLE ordered; DROP TABLE input_files; RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold',
   );
 
-  // Concatenation in list order: with insertion order preserved DuckDB reads the files in the given
-  // order and each file front to back, and the writer keeps that order. On one thread: order-preserving
-  // writes on two threads took 47 s for the 4M-row bench bucket, on one 35 s.
-  await session.exec('SET preserve_insertion_order = true; SET threads = 1');
-  try {
-    await session.exec(
-      `COPY (SELECT * FROM read_parquet(${sqlStringList(chunks)}, hive_partitioning = false)) TO ${sqlString(outFile)}
-         (${finalWriteOptions(plan.rowGroup, kv, true)})`,
-    );
-  } finally {
-    await session.exec(`SET preserve_insertion_order = false; SET threads = ${plan.threads}`);
-  }
+  await appendParquetFiles(chunks, outFile, kv);
   for (const c of chunks) await fs.rm(c, { force: true });
 }
 
