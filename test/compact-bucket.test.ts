@@ -17,6 +17,7 @@ import { compactBucket, type BucketProgress, type CompactBucketOptions } from '.
 import { BadBucketDataError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
+import { scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
 import {
   createPrng,
   generateSampleWarehouse,
@@ -275,8 +276,10 @@ describe('compactBucket', () => {
       WRITE_PATHS[0]!,
       WRITE_PATHS[1]!,
       { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000 } },
-      // ~20 rows per range: more ranges than one scatter pass writes (16), so ranges are scattered again.
-      { name: 'ranked, scattered twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 40_000, threads: 2 } },
+      // A few more ranges than one pass writes: some ranges sorted at once, the rest scattered again.
+      { name: 'ranked, scattered once and partly twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, maxScatterFanout: 4 } },
+      // ~20 rows per range, 4 ranges per pass: three levels of scatter.
+      { name: 'ranked, scattered three deep', opts: { smallBucketBytes: 0, sortBudgetBytes: 40_000, threads: 2, maxScatterFanout: 4 } },
     ];
     for (const writePath of paths) {
       const { root, store } = await newWarehouse();
@@ -295,11 +298,47 @@ describe('compactBucket', () => {
     assert.equal(outputs[0]!.chunks, 0);
     assert.ok(outputs[2]!.chunks > 1, `the small sort budget forces several chunks (${outputs[2]!.chunks})`);
     assert.equal(outputs[1]!.chunks, 0);
-    assert.ok(outputs[3]!.chunks > 16, `more chunks than one scatter pass (${outputs[3]!.chunks})`);
+    // Between f and f² − f + 1 chunks (here 5..13), scatterLayout sorts at least one range after the first
+    // pass and scatters the rest again.
+    assert.ok(outputs[3]!.chunks > 4 && outputs[3]!.chunks <= 13, `single ranges and ranges scattered again (${outputs[3]!.chunks} chunks)`);
+    assert.ok(outputs[4]!.chunks > 16, `more chunks than two passes of 4 ranges (${outputs[4]!.chunks})`);
     for (const o of outputs) {
       assertSameRows(o.rows, expected!, o.name);
       assert.equal(o.result.rowsOut, expected!.length, o.name);
     }
+  });
+
+  test('scatterLayout covers every rank once, in order, within the fan-out, scattering as little again as it can', () => {
+    for (const fanout of [2, 3, 4, 16]) {
+      for (const chunkRows of [1, 7, 100]) {
+        for (const chunks of [1, 2, fanout, fanout + 1, fanout * fanout - 1, fanout * fanout, fanout * fanout + 3, 5 * fanout * fanout]) {
+          const rows = chunks * chunkRows - (chunkRows > 1 ? 1 : 0);
+          const l = scatterLayout(rows, chunkRows, fanout);
+          const what = `${rows} rows, chunks of ${chunkRows}, fan-out ${fanout}`;
+          assert.ok(l.parts <= fanout && l.parts === l.ranges.length, what);
+          assert.equal(l.ranges[0]![0], 0, what);
+          assert.equal(l.ranges.at(-1)![1], rows, what);
+          for (let k = 1; k < l.ranges.length; k++) assert.equal(l.ranges[k]![0], l.ranges[k - 1]![1], what);
+          for (const [a, b] of l.ranges.slice(0, l.singles)) assert.ok(b - a <= chunkRows && b > a, what);
+          const n = Math.ceil(rows / chunkRows);
+          if (n <= fanout) assert.equal(l.singles, l.parts, `${what}: one pass`);
+          else if (n <= fanout * fanout) {
+            for (const [a, b] of l.ranges) assert.ok(b - a <= fanout * chunkRows, `${what}: two passes at most`);
+            // One more single range would leave the rest too large for one more pass.
+            assert.ok(l.singles === fanout - 1 || (l.singles + 1) + (fanout - l.singles - 1) * fanout < n, `${what}: most singles`);
+          }
+        }
+      }
+    }
+    assert.deepEqual(scatterLayout(18, 1, 16).ranges.filter(([a, b]) => b - a > 1), [[15, 18]], '18 chunks at 16: 3 scattered again');
+  });
+
+  test('scatterFanout follows memory and threads, within [2, max]', () => {
+    const MB = 1024 * 1024;
+    assert.equal(scatterFanout(256 * MB, 2223, 1, 64), 14, 'the bench bucket at a 256 MB limit');
+    assert.ok(scatterFanout(256 * MB, 2223, 2, 64) < scatterFanout(256 * MB, 2223, 1, 64));
+    assert.equal(scatterFanout(64 * 1024 * MB, 2223, 2, 64), 64);
+    assert.equal(scatterFanout(16 * MB, 100_000, 2, 64), 2);
   });
 
   test('a pool of DuckDB sessions is reused between clean attempts and never after a failure', async () => {

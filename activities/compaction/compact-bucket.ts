@@ -78,10 +78,12 @@ export interface CompactBucketOptions {
   smallBucketBytes?: number;
   /** The worker's DuckDB sessions; without it the attempt opens and closes its own. */
   sessions?: DuckSessionPool;
+  /** Most rank ranges one scatter pass writes (default 64). Tests lower it to force deeper scatters. */
+  maxScatterFanout?: number;
 }
 
-/** Rank ranges one scatter pass writes at once (see writeOrdered); measured by `npm run bench`. */
-const SCATTER_FANOUT = 16;
+/** Most rank ranges one scatter pass writes (open files); memory usually allows fewer (scatterFanout). */
+const MAX_SCATTER_FANOUT = 64;
 
 /** Verification failed: retrying rebuilds from the untouched inputs. Retryable on purpose. */
 export class OutputVerificationError extends Error {
@@ -272,7 +274,7 @@ async function compactFresh(
           memoryLimitBytes: memory,
           threads: threadsFor(a.opts),
           rowGroup,
-          fanout: SCATTER_FANOUT,
+          maxFanout: a.opts.maxScatterFanout ?? MAX_SCATTER_FANOUT,
           workDir: a.workDir,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
         });

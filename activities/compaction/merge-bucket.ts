@@ -197,12 +197,67 @@ export interface WritePlan {
   threads: number;
   /** Output row groups (outputRowGroup). */
   rowGroup: RowGroupSize;
-  /** Most rank ranges one scatter pass writes at once (each an open file with a buffered row group). */
-  fanout: number;
+  /** Most rank ranges one scatter pass writes at once; the memory limit may allow fewer (scatterFanout). */
+  maxFanout: number;
   /** Private directory for the scattered and the sorted chunk files. */
   workDir: string;
   /** Progress of the out-of-core path: chunks sorted so far of the total. */
   onChunk?: (done: number, total: number) => void;
+}
+
+/**
+ * Rank ranges one scatter pass can write at once within the memory limit, given the threads of the
+ * pass. A partitioned COPY does not spill: every open range holds about a vector of wide rows per
+ * thread and its file's row group. Half the limit goes to them; the reader and (first pass) the rank
+ * join keep the rest. Measured on the bench bucket (2.2 KB rows, 256 MB limit, one thread): 16 ranges
+ * ran, 72 ran out of memory; this gives 14 there.
+ */
+export function scatterFanout(memoryLimitBytes: number, rowBytes: number, threads: number, max: number): number {
+  const perRange = (threads + 1) * MIN_ROW_GROUP_ROWS * rowBytes;
+  return Math.max(2, Math.min(max, Math.floor(memoryLimitBytes / 2 / perRange)));
+}
+
+export interface ScatterLayout {
+  /** Leading ranges of exactly one chunk: sorted right after this pass. */
+  singles: number;
+  /** Rows of each later range: scattered again (at most `fanout` chunks each when that suffices). */
+  width: number;
+  parts: number;
+  /** [start, end) of every range, relative to the scattered range. */
+  ranges: [number, number][];
+}
+
+/**
+ * Splits `rows` ranked rows into at most `fanout` ranges so that as few rows as possible need a second
+ * pass: with n chunks and fanout f, x single-chunk ranges plus f − x ranges of at most f chunks cover
+ * n when x ≤ (f² − n) / (f − 1). So 18 chunks at a fanout of 16 scatter 3 chunks twice, not all 18.
+ */
+export function scatterLayout(rows: number, chunkRows: number, fanout: number): ScatterLayout {
+  const n = Math.ceil(rows / chunkRows);
+  const ranges: [number, number][] = [];
+  if (n <= fanout) {
+    for (let k = 0; k < n; k++) ranges.push([k * chunkRows, Math.min(rows, (k + 1) * chunkRows)]);
+    return { singles: n, width: chunkRows, parts: n, ranges };
+  }
+  const singles = Math.max(0, Math.min(fanout - 1, Math.floor((fanout * fanout - n) / (fanout - 1))));
+  const rest = rows - singles * chunkRows;
+  const width = Math.ceil(rest / (fanout - singles));
+  for (let k = 0; k < singles; k++) ranges.push([k * chunkRows, (k + 1) * chunkRows]);
+  for (let a = singles * chunkRows; a < rows; a += width) ranges.push([a, Math.min(rows, a + width)]);
+  return { singles, width, parts: ranges.length, ranges };
+}
+
+/** Memory limit from which the first scatter pass runs on every thread (see firstPassThreads). */
+const FIRST_PASS_ALL_THREADS_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Threads of the first scatter pass, which also joins the ranks; that hash table does not spill.
+ * Measured on the 4M-row bench bucket, two threads against one: at a 256 MB limit two ran out of
+ * memory; at 512 MB they were 5 s faster (55 s against 60 s) but peak RSS went 200 MB past the activity
+ * budget; at 1 GB they ran within the budget (39 s in all, 11 s for this pass).
+ */
+function firstPassThreads(plan: WritePlan): number {
+  return plan.memoryLimitBytes >= FIRST_PASS_ALL_THREADS_BYTES ? plan.threads : 1;
 }
 
 /** The winners with all columns (input order of first appearance), optionally with their rank. */
@@ -224,11 +279,12 @@ function scatteredRows(dir: string): string {
  * DuckDB 1.5's sort does not spill wide string payloads reliably: sorting wide rows worth much more than
  * half of memory_limit fails with "Out of Memory". So a bucket that fits `sortBudgetBytes` is sorted in
  * one COPY. A larger one is scattered by rank range into Parquet files (one streaming pass that never
- * sorts; at most `fanout` ranges at a time, recursing on a range still too large), each range is sorted
- * on its own into a chunk file in the output's format, and the chunks' row groups are appended in rank
- * order into the output without decoding them again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget
- * were no faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row count is known
- * without counting. Every path yields the same rows in the same order.
+ * sorts; as many ranges at a time as memory allows, scatterLayout choosing them so that as few rows as
+ * possible are scattered again), each range is sorted on its own into a chunk file in the output's
+ * format, and the chunks' row groups are appended in rank order into the output without decoding them
+ * again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of
+ * the whole budget were no faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
+ * count is known without counting. Every path yields the same rows in the same order.
  */
 export async function writeOrdered(
   session: DuckSession,
@@ -258,42 +314,43 @@ export async function writeOrdered(
     plan.onChunk?.(chunks.length, totalChunks);
   };
   let scatterSeq = 0;
-  const scatter = async (source: string, lo: number, hi: number, first = false): Promise<void> => {
-    const parts = Math.min(plan.fanout, Math.ceil((hi - lo) / chunkRows));
-    const width = Math.ceil((hi - lo) / parts);
+  const scatter = async (source: string, lo: number, hi: number, threads: number): Promise<void> => {
+    const fanout = scatterFanout(plan.memoryLimitBytes, plan.rowBytes, threads, plan.maxFanout);
+    const layout = scatterLayout(hi - lo, chunkRows, fanout);
     const dir = path.join(plan.workDir, `scatter_${++scatterSeq}`);
     // Partitioned writes do not spill: the open files (each buffers one row group) and the rows each
     // thread collects before handing them to the files (512k by default: far too many wide rows) get
     // small, fixed shares of the memory limit.
-    const fileBufferBytes = Math.max(512 * 1024, Math.floor(plan.memoryLimitBytes / 8 / parts));
-    const flushRows = Math.max(MIN_ROW_GROUP_ROWS, Math.floor(plan.memoryLimitBytes / 16 / plan.threads / plan.rowBytes));
+    const fileBufferBytes = Math.max(512 * 1024, Math.floor(plan.memoryLimitBytes / 8 / layout.parts));
+    const flushRows = Math.max(MIN_ROW_GROUP_ROWS, Math.floor(plan.memoryLimitBytes / 16 / threads / plan.rowBytes));
+    const rel = `(__ec_rank - ${lo})`;
+    const part = layout.singles === layout.parts
+      ? `${rel} // ${chunkRows}`
+      : `CASE WHEN ${rel} < ${layout.singles * chunkRows} THEN ${rel} // ${chunkRows}
+              ELSE ${layout.singles} + (${rel} - ${layout.singles * chunkRows}) // ${layout.width} END`;
 
-    await session.exec(`SET partitioned_write_max_open_files = ${parts + 1}; SET partitioned_write_flush_threshold = ${flushRows}`);
-    // The first pass joins the ranks, whose hash table does not spill: beside a second thread's scan and
-    // partition buffers it ran out of memory at a 256 MB limit (measured on the 4M-row bench bucket).
-    if (first) await session.exec('SET threads = 1');
+    await session.exec(
+      `SET partitioned_write_max_open_files = ${layout.parts + 1}; SET partitioned_write_flush_threshold = ${flushRows}; SET threads = ${threads}`,
+    );
     try {
       await session.exec(
-        `COPY (SELECT (__ec_rank - ${lo}) // ${width} AS __ec_part, * FROM (${source})) TO ${sqlString(dir)}
+        `COPY (SELECT ${part} AS __ec_part, * FROM (${source})) TO ${sqlString(dir)}
            (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (__ec_part), ROW_GROUP_SIZE ${MIN_ROW_GROUP_ROWS},
             ROW_GROUP_SIZE_BYTES ${fileBufferBytes})`,
       );
     } finally {
-      if (first) await session.exec(`SET threads = ${plan.threads}`);
+      await session.exec(`SET threads = ${plan.threads}`);
     }
-    for (let k = 0; k < parts; k++) {
-      const a = lo + k * width;
-      if (a >= hi) break;
-      const b = Math.min(hi, a + width);
+    for (const [k, [a, b]] of layout.ranges.entries()) {
       const partDir = path.join(dir, `__ec_part=${k}`);
       if (b - a <= chunkRows) await sortChunk(scatteredRows(partDir));
-      else await scatter(scatteredRows(partDir), a, b);
+      else await scatter(scatteredRows(partDir), lo + a, lo + b, plan.threads);
       await fs.rm(partDir, { recursive: true, force: true });
     }
     await fs.rm(dir, { recursive: true, force: true });
   };
   await fs.mkdir(path.join(plan.workDir, 'sorted'), { recursive: true });
-  await scatter(winnerRows(inputs, true), 0, rowsOut, true);
+  await scatter(winnerRows(inputs, true), 0, rowsOut, firstPassThreads(plan));
   await session.exec(
     'DROP TABLE ordered; DROP TABLE input_files; RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold',
   );
