@@ -59,7 +59,8 @@ async function filesExist(d: BucketData): Promise<boolean> {
 export interface PrepareOptions {
   rows: number;
   parts: number;
-  memoryMb: number;
+  /** Budget of the memory case, whose bucket must be 10x+ of it uncompressed. */
+  memoryCaseMb: number;
   threads: number;
   heavy: boolean;
   memory: boolean;
@@ -110,7 +111,7 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
   try {
     if (opts.heavy || opts.memory) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
     if (opts.memory && out.heavy) {
-      const budget = opts.memoryMb * 1024 * 1024;
+      const budget = opts.memoryCaseMb * 1024 * 1024;
       if (out.heavy.uncompressedBytes < MEMORY_CASE_FACTOR * budget) {
         const perRow = out.heavy.uncompressedBytes / out.heavy.rowsIn;
         const rows = Math.ceil((MEMORY_CASE_FACTOR * 1.05 * budget) / perRow / opts.parts) * opts.parts;

@@ -2,9 +2,10 @@
  * `npm run bench`: generates its data, runs every case in a process of its own, prints a markdown
  * table and ends with `worst ratio to copy floor: X.XX`. See bench/options.ts for the flags.
  *
- *   heavy   copy floor and compactBucket on one bucket of --rows STAC-like rows (~20% duplicate ids)
- *   memory  the same on a bucket whose uncompressed data is >= 10x --memory-mb (the heavy bucket when
- *           it is that large already)
+ *   heavy   copy floor and compactBucket on one bucket of --rows STAC-like rows (~20% duplicate ids),
+ *           with a --memory-mb budget
+ *   memory  the same with a --memory-case-mb budget, on a bucket whose uncompressed data is >= 10x that
+ *           budget (the heavy bucket when it is that large already)
  *   tiny    --tiny-sample tiny buckets compacted directly (the engine's own time), then --tiny tiny
  *           buckets through compactWarehouse on a Temporal dev server with an in-process worker
  */
@@ -14,7 +15,7 @@ import * as path from 'node:path';
 import { UsageError } from '../client/cli-args';
 import type { BucketTask } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
-import { linkBucketInto, MEMORY_CASE_FACTOR, prepareData, type BucketData, type BenchData } from './bench-data';
+import { linkBucketInto, prepareData, type BucketData, type BenchData } from './bench-data';
 import type { ChildResult, EngineSettings } from './child-jobs';
 import { engineThreads } from './engine-cases';
 import { parseBenchArgs, type BenchOptions } from './options';
@@ -38,8 +39,8 @@ class Bench {
     readonly runs: string,
   ) {}
 
-  settings(name: string, threads = this.opts.threads): EngineSettings {
-    return { memoryMb: this.opts.memoryMb, threads, scratch: path.join(this.runs, name, 'scratch') };
+  settings(name: string, threads = this.opts.threads, memoryMb = this.opts.memoryMb): EngineSettings {
+    return { memoryMb, threads, scratch: path.join(this.runs, name, 'scratch') };
   }
 
   /** A failed case becomes a row saying so; the other cases still run and the table is still printed. */
@@ -66,7 +67,7 @@ class Bench {
     this.rows.push({ name: 'idle engine process (fixed overhead)', peakRssMb: r.maxRssMb, note: 'Node + tsx + engine modules + one DuckDB instance' });
   }
 
-  async bucket(label: string, d: BucketData, extraNote: string): Promise<void> {
+  async bucket(label: string, d: BucketData, memoryMb: number, extraNote: string): Promise<void> {
     const dir = path.join(this.runs, label);
     await warmPageCache(d);
     const bytesIn = d.bytesOnDisk;
@@ -75,7 +76,7 @@ class Bench {
     const floor = await this.attempt(`${label}: copy floor`, () =>
       spawnCase(`${label}-floor`, {
         kind: 'copy-floor',
-        settings: this.settings(`${label}-floor`),
+        settings: this.settings(`${label}-floor`, this.opts.threads, memoryMb),
         inputs: d.inputs.map((i) => path.join(d.warehouse, i.key)),
         out: floorOut,
       }, dir),
@@ -91,8 +92,8 @@ class Bench {
         seconds: floor.seconds,
         cpuSeconds: floor.cpuSeconds,
         peakRssMb: floor.maxRssMb,
-        memoryMb: this.opts.memoryMb,
-        note: `read + write unchanged, zstd, ${engineThreads(this.settings(label))} thread(s)`,
+        memoryMb,
+        note: `read + write unchanged, zstd, ${engineThreads(this.settings(label, this.opts.threads, memoryMb))} thread(s)`,
       });
     }
 
@@ -102,7 +103,7 @@ class Bench {
     const compact = await this.attempt(`${label}: compactBucket`, () =>
       spawnCase(`${label}-compact`, {
         kind: 'compact',
-        settings: this.settings(`${label}-compact`),
+        settings: this.settings(`${label}-compact`, this.opts.threads, memoryMb),
         warehouse,
         bucket: d.bucket,
         inputs: d.inputs,
@@ -121,7 +122,7 @@ class Bench {
       seconds: compact.seconds,
       cpuSeconds: compact.cpuSeconds,
       peakRssMb: compact.maxRssMb,
-      memoryMb: this.opts.memoryMb,
+      memoryMb,
       ratio: floor ? compact.seconds / floor.seconds : undefined,
       note: correct ? extraNote : `WRONG RESULT: expected ${d.rowsIn} → ${d.rowsOut} rows`,
     });
@@ -131,15 +132,15 @@ class Bench {
       .join(', ');
     this.notes.push(
       `${label}: ${(d.uncompressedBytes / MB).toFixed(0)} MB uncompressed (Parquet pages) = ` +
-        `${(d.uncompressedBytes / (this.opts.memoryMb * MB)).toFixed(1)}x the ${this.opts.memoryMb} MB budget, ` +
+        `${(d.uncompressedBytes / (memoryMb * MB)).toFixed(1)}x the ${memoryMb} MB budget, ` +
         `${(bytesIn / MB).toFixed(0)} MB on disk; compactBucket peak scratch ${compact.peakScratchMb.toFixed(0)} MB` +
         (floor ? `; CPU-time ratio ${(compact.cpuSeconds / floor.cpuSeconds).toFixed(2)}` : '') +
         `; phases: ${phases}`,
     );
     if (this.idleRssMb !== undefined) {
-      const beyond = compact.maxRssMb - this.opts.memoryMb - this.idleRssMb;
+      const beyond = compact.maxRssMb - memoryMb - this.idleRssMb;
       this.notes.push(
-        `${label}: memory: compactBucket peak RSS ${compact.maxRssMb.toFixed(0)} MB = budget ${this.opts.memoryMb} MB + ` +
+        `${label}: memory: compactBucket peak RSS ${compact.maxRssMb.toFixed(0)} MB = budget ${memoryMb} MB + ` +
           `idle process ${this.idleRssMb.toFixed(0)} MB ${beyond >= 0 ? '+' : '−'} ${Math.abs(beyond).toFixed(0)} MB`,
       );
     }
@@ -255,7 +256,7 @@ async function main(): Promise<void> {
   const [load1] = os.loadavg();
   log(
     `bench: ${os.cpus().length} cores (load ${load1!.toFixed(2)}), ${(os.totalmem() / 1024 ** 3).toFixed(0)} GB RAM; ` +
-      `budget ${opts.memoryMb} MB, ${opts.threads} thread(s); data in ${root}`,
+      `budget ${opts.memoryMb} MB (memory case ${opts.memoryCaseMb} MB), ${opts.threads} thread(s); data in ${root}`,
   );
   const has = (c: BenchOptions['cases'][number]) => opts.cases.includes(c);
   const runs = path.join(root, 'runs');
@@ -263,7 +264,7 @@ async function main(): Promise<void> {
     const data = await prepareData(root, {
       rows: opts.rows,
       parts: opts.parts,
-      memoryMb: opts.memoryMb,
+      memoryCaseMb: opts.memoryCaseMb,
       threads: opts.threads,
       heavy: has('heavy'),
       memory: has('memory'),
@@ -275,17 +276,17 @@ async function main(): Promise<void> {
     const probe = data.heavy ? path.join(data.heavy.warehouse, data.heavy.inputs[0]!.key) : data.tinyTemplates![0]!;
     await bench.baseline(probe);
 
-    const heavyIsMemoryCase = !!data.heavy && data.heavy.uncompressedBytes >= MEMORY_CASE_FACTOR * opts.memoryMb * MB;
-    if (data.heavy && (has('heavy') || heavyIsMemoryCase)) {
-      const x = (data.heavy.uncompressedBytes / (opts.memoryMb * MB)).toFixed(1);
-      await bench.bucket('heavy', data.heavy, heavyIsMemoryCase && has('memory') ? `also the memory case: ${x}x the budget` : `${x}x the budget`);
+    const timesBudget = (d: BucketData, mb: number): string => `${(d.uncompressedBytes / (mb * MB)).toFixed(1)}x the budget`;
+    if (data.heavy && has('heavy')) await bench.bucket('heavy', data.heavy, opts.memoryMb, timesBudget(data.heavy, opts.memoryMb));
+    const memoryCase = data.memory ?? data.heavy;
+    if (memoryCase && has('memory')) {
+      await bench.bucket('memory', memoryCase, opts.memoryCaseMb, `${timesBudget(memoryCase, opts.memoryCaseMb)}: bounded memory`);
     }
-    if (data.memory) await bench.bucket('memory', data.memory, `${MEMORY_CASE_FACTOR}x-budget bucket`);
     if (data.tinyTemplates) await bench.tiny(data.tinyTemplates);
 
     const title =
       `bench ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores, load ${load1!.toFixed(2)} at start; ` +
-      `memory budget ${opts.memoryMb} MB, threads ${opts.threads}${opts.quick ? ' (--quick)' : ''}`;
+      `memory budget ${opts.memoryMb} MB (memory case ${opts.memoryCaseMb} MB), threads ${opts.threads}${opts.quick ? ' (--quick)' : ''}`;
     process.stdout.write(`\n${title}\n\n${formatTable(bench.rows)}\n\n`);
     for (const n of bench.notes) process.stdout.write(`- ${n}\n`);
     process.stdout.write(`\n${worstRatioLine(bench.rows)}\n`);
