@@ -309,12 +309,12 @@ describe('compactBucket', () => {
   });
 
   test('scatterLayout covers every rank once, in order, within the fan-out, scattering as little again as it can', () => {
-    for (const fanout of [2, 3, 4, 16]) {
+    for (const [fanout, next] of [[2, 2], [3, 3], [4, 4], [16, 16], [14, 9], [4, 7]] as const) {
       for (const chunkRows of [1, 7, 100]) {
-        for (const chunks of [1, 2, fanout, fanout + 1, fanout * fanout - 1, fanout * fanout, fanout * fanout + 3, 5 * fanout * fanout]) {
+        for (const chunks of [1, 2, fanout, fanout + 1, fanout * next - 1, fanout * next, fanout * next + 3, 5 * fanout * next]) {
           const rows = chunks * chunkRows - (chunkRows > 1 ? 1 : 0);
-          const l = scatterLayout(rows, chunkRows, fanout);
-          const what = `${rows} rows, chunks of ${chunkRows}, fan-out ${fanout}`;
+          const l = scatterLayout(rows, chunkRows, fanout, next);
+          const what = `${rows} rows, chunks of ${chunkRows}, fan-out ${fanout} then ${next}`;
           assert.ok(l.parts <= fanout && l.parts === l.ranges.length, what);
           assert.equal(l.ranges[0]![0], 0, what);
           assert.equal(l.ranges.at(-1)![1], rows, what);
@@ -322,10 +322,10 @@ describe('compactBucket', () => {
           for (const [a, b] of l.ranges.slice(0, l.singles)) assert.ok(b - a <= chunkRows && b > a, what);
           const n = Math.ceil(rows / chunkRows);
           if (n <= fanout) assert.equal(l.singles, l.parts, `${what}: one pass`);
-          else if (n <= fanout * fanout) {
-            for (const [a, b] of l.ranges) assert.ok(b - a <= fanout * chunkRows, `${what}: two passes at most`);
+          else if (n <= fanout * next) {
+            for (const [a, b] of l.ranges) assert.ok(b - a <= next * chunkRows, `${what}: two passes at most`);
             // One more single range would leave the rest too large for one more pass.
-            assert.ok(l.singles === fanout - 1 || (l.singles + 1) + (fanout - l.singles - 1) * fanout < n, `${what}: most singles`);
+            assert.ok(l.singles === fanout - 1 || l.singles + 1 + (fanout - l.singles - 1) * next < n, `${what}: most singles`);
           }
         }
       }

@@ -229,17 +229,18 @@ export interface ScatterLayout {
 
 /**
  * Splits `rows` ranked rows into at most `fanout` ranges so that as few rows as possible need a second
- * pass: with n chunks and fanout f, x single-chunk ranges plus f − x ranges of at most f chunks cover
- * n when x ≤ (f² − n) / (f − 1). So 18 chunks at a fanout of 16 scatter 3 chunks twice, not all 18.
+ * pass, whose passes write `nextFanout` ranges each: x single-chunk ranges plus f − x ranges of at most
+ * g chunks cover n chunks when x ≤ (f·g − n) / (g − 1). So 18 chunks at a fan-out of 16 scatter 3
+ * chunks twice, not all 18.
  */
-export function scatterLayout(rows: number, chunkRows: number, fanout: number): ScatterLayout {
+export function scatterLayout(rows: number, chunkRows: number, fanout: number, nextFanout = fanout): ScatterLayout {
   const n = Math.ceil(rows / chunkRows);
   const ranges: [number, number][] = [];
   if (n <= fanout) {
     for (let k = 0; k < n; k++) ranges.push([k * chunkRows, Math.min(rows, (k + 1) * chunkRows)]);
     return { singles: n, width: chunkRows, parts: n, ranges };
   }
-  const singles = Math.max(0, Math.min(fanout - 1, Math.floor((fanout * fanout - n) / (fanout - 1))));
+  const singles = Math.max(0, Math.min(fanout - 1, Math.floor((fanout * nextFanout - n) / (nextFanout - 1))));
   const rest = rows - singles * chunkRows;
   const width = Math.ceil(rest / (fanout - singles));
   for (let k = 0; k < singles; k++) ranges.push([k * chunkRows, (k + 1) * chunkRows]);
@@ -315,8 +316,8 @@ export async function writeOrdered(
   };
   let scatterSeq = 0;
   const scatter = async (source: string, lo: number, hi: number, threads: number): Promise<void> => {
-    const fanout = scatterFanout(plan.memoryLimitBytes, plan.rowBytes, threads, plan.maxFanout);
-    const layout = scatterLayout(hi - lo, chunkRows, fanout);
+    const fanoutOf = (t: number) => scatterFanout(plan.memoryLimitBytes, plan.rowBytes, t, plan.maxFanout);
+    const layout = scatterLayout(hi - lo, chunkRows, fanoutOf(threads), fanoutOf(plan.threads));
     const dir = path.join(plan.workDir, `scatter_${++scatterSeq}`);
     // Partitioned writes do not spill: the open files (each buffers one row group) and the rows each
     // thread collects before handing them to the files (512k by default: far too many wide rows) get
