@@ -24,7 +24,7 @@ import { planBuckets } from './compaction/plan-buckets';
 import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
-import { BadBucketDataError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
@@ -69,11 +69,16 @@ function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T
 }
 
 /** Turns permanent errors into non-retryable failures that name the object; everything else is retried. */
-function classify(err: unknown): unknown {
+export function toActivityFailure(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
   if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);
+  if (err instanceof BucketMemoryError) {
+    // One retry covers a transient peak; after that the same limit fails the same way.
+    const retried = Context.current().info.attempt > 1;
+    return ApplicationFailure.create({ message: err.message, type: FailureTypes.memoryBudget, nonRetryable: retried });
+  }
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
   if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
   if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);
@@ -91,7 +96,7 @@ async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Pr
     store = await openWarehouseStore(warehouse);
     return await fn(store);
   } catch (err) {
-    throw classify(err);
+    throw toActivityFailure(err);
   } finally {
     await store?.close();
   }

@@ -14,7 +14,7 @@ import { bucketPrefix } from '../workflows/contract';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
-import { BadBucketDataError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
@@ -608,6 +608,28 @@ describe('compactBucket', () => {
         assert.deepEqual(await keysUnder(root), before, 'every input still present, no output, no temp file');
       });
     }
+  });
+
+  test('running out of DuckDB memory fails the bucket naming it and the budget, and deletes nothing', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs: PlannedFile[] = [];
+    for (let f = 0; f < 2; f++) {
+      const key = `${PREFIX}/part_oom_${f}.parquet`;
+      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId: f * 20_000, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds: f * 100, session });
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    }
+    // The one-statement path holds every wide row in its window: ~100 MB against a 64 MB limit.
+    await assert.rejects(
+      compact(store, inputs, { memoryLimitMb: 64, threads: 2, smallBucketBytes: Number.MAX_SAFE_INTEGER }),
+      (err: Error) => {
+        assert.ok(err instanceof BucketMemoryError, `${err.name}: ${err.message}`);
+        assert.match(err.message, new RegExp(`bucket ${PREFIX}: DuckDB ran out of its 64 MB memory limit`));
+        assert.match(err.message, /2 input\(s\) of \d+ MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
+        assert.match(err.message, /DuckDB said: Out of Memory Error/);
+        return true;
+      },
+    );
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
   });
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {

@@ -20,6 +20,7 @@ export const FailureTypes = {
   catalogConflict: 'CatalogConflict',
   lockTimeout: 'LockTimeout',
   planNotFound: 'PlanNotFound',
+  memoryBudget: 'BucketExceedsMemoryBudget',
 } as const;
 
 const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;

@@ -24,6 +24,21 @@ export class InvalidBucketRequestError extends Error {
   }
 }
 
+/**
+ * DuckDB ran out of its memory limit on this bucket. The same inputs under the same limit fail the
+ * same way, so after one retry (a transient peak) the bucket is reported for a larger budget.
+ */
+export class BucketMemoryError extends Error {
+  constructor(bucket: string, memoryLimitMb: number, inputs: number, bytesIn: number, cause: string) {
+    super(
+      `bucket ${bucket}: DuckDB ran out of its ${memoryLimitMb} MB memory limit (half the bucket activity's memory budget) ` +
+        `compacting ${inputs} input(s) of ${(bytesIn / (1024 * 1024)).toFixed(0)} MB; nothing was deleted. Give the workers a larger ` +
+        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and resume the run. DuckDB said: ${cause}`,
+    );
+    this.name = 'BucketMemoryError';
+  }
+}
+
 /** Planned inputs are gone and no output of this plan exists: someone else changed the bucket. */
 export class MissingPlannedInputError extends Error {
   constructor(

@@ -17,7 +17,7 @@ import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
-import { BadBucketDataError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from './bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
 import type { DuckSession } from './duckdb-session';
@@ -210,9 +210,18 @@ async function unlessVanished(a: Attempt, keys: readonly string[], err: unknown)
 /** DuckDB errors that a damaged file can cause (not memory, not interruption, not our heartbeat). */
 const DATA_ERROR = /\b(Invalid Input|IO|Conversion|Serialization|Invalid) Error\b/;
 
-/** A failed merge statement is the data's fault only if some input cannot be decoded on its own. */
+const OUT_OF_MEMORY = /\bOut of Memory Error\b/;
+
+/**
+ * A failed merge statement is the data's fault only if some input cannot be decoded on its own; an
+ * out-of-memory error is the budget's, and says so.
+ */
 async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], err: unknown): Promise<unknown> {
   if (err instanceof BadBucketDataError) return err;
+  if (err instanceof Error && OUT_OF_MEMORY.test(err.message)) {
+    const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
+    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!);
+  }
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessVanished(a, inputs.map((i) => i.key), err);
   if (changed !== err) return changed;

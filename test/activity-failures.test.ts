@@ -1,0 +1,38 @@
+/**
+ * How bucket errors become Temporal failures: which are retried and which stop at once. The errors
+ * themselves are caused for real in compact-bucket.test.ts (a real DuckDB out-of-memory, real bad
+ * files); here only the attempt number comes from the SDK's MockActivityEnvironment, the one part of
+ * an activity's context this classification reads.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { toActivityFailure } from '../activities';
+import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
+import { FailureTypes } from '../workflows/contract';
+
+const oom = () => new BucketMemoryError('grid_partition=x/year=2020', 256, 8, 1_086_000_000, 'Out of Memory Error: could not allocate block');
+
+async function failureAt(attempt: number, err: Error): Promise<ApplicationFailure> {
+  const f = await new MockActivityEnvironment({ attempt }).run(async () => toActivityFailure(err));
+  assert.ok(f instanceof ApplicationFailure, `${err.name} becomes an ApplicationFailure`);
+  return f;
+}
+
+test('running out of memory is retried once, then fails the bucket with the budget advice', async () => {
+  const first = await failureAt(1, oom());
+  assert.equal(first.type, FailureTypes.memoryBudget);
+  assert.equal(first.nonRetryable, false);
+  const second = await failureAt(2, oom());
+  assert.equal(second.type, FailureTypes.memoryBudget);
+  assert.equal(second.nonRetryable, true);
+  assert.match(second.message, /^bucket grid_partition=x\/year=2020: DuckDB ran out of its 256 MB memory limit .* 8 input\(s\) of 1036 MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
+});
+
+test('bad data and malformed requests stop at the first attempt; other errors are left to the retry policy', async () => {
+  assert.equal((await failureAt(1, new BadBucketDataError('bad', ['k']))).nonRetryable, true);
+  assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).type, FailureTypes.invalidInput);
+  const other = new Error('connection reset');
+  assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
+});
