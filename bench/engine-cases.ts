@@ -4,7 +4,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { compactBucket, type BucketPhase } from '../activities/compaction/compact-bucket';
+import { compactBucket, threadsFor, type BucketPhase } from '../activities/compaction/compact-bucket';
 import { duckdbMemoryLimitMb } from '../activities';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
@@ -15,11 +15,11 @@ import type { ChildJob, EngineSettings } from './child-jobs';
 import type { Measured } from './measure';
 
 /**
- * The thread count compactBucket gives DuckDB for a budget (its private threadsFor): the copy floor
- * must run with the same settings, or a small budget would compare 1 thread against 2.
+ * The thread count compactBucket gives DuckDB for a budget: the copy floor must run with the same
+ * settings, or a small budget would compare 1 thread against 2.
  */
 export function engineThreads(s: EngineSettings): number {
-  return Math.max(1, Math.min(s.threads, Math.floor(s.memoryMb / 128)));
+  return threadsFor({ threads: s.threads, memoryLimitMb: duckdbMemoryLimitMb(s.memoryMb) });
 }
 
 /** Node, tsx, the engine's modules and one open DuckDB instance that has read a Parquet footer: the fixed cost. */
