@@ -129,7 +129,7 @@ function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string
  * DuckDB's operators need a share of memory per thread; below ~128 MB each, aggregates and sorts fail
  * instead of spilling (measured with 64 MB and 2 threads), so a small budget gets fewer threads.
  */
-function threadsFor(opts: CompactBucketOptions): number {
+export function threadsFor(opts: Pick<CompactBucketOptions, 'threads' | 'memoryLimitMb'>): number {
   return Math.max(1, Math.min(opts.threads, Math.floor(opts.memoryLimitMb / 128)));
 }
 

@@ -220,7 +220,7 @@ export function scatterFanout(memoryLimitBytes: number, rowBytes: number, thread
 export interface ScatterLayout {
   /** Leading ranges of exactly one chunk: sorted right after this pass. */
   singles: number;
-  /** Rows of each later range: scattered again (at most `fanout` chunks each when that suffices). */
+  /** Rows of each later range: scattered again (at most the next pass's fan-out in chunks, when that suffices). */
   width: number;
   parts: number;
   /** [start, end) of every range, relative to the scattered range. */
