@@ -158,7 +158,8 @@ function dedupParts(): PartDef[] {
 const WRITE_PATHS: { name: string; opts: Partial<CompactBucketOptions> }[] = [
   { name: 'one statement (small bucket)', opts: {} },
   { name: 'ranked, one sort', opts: { smallBucketBytes: 0 } },
-  { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 4_000 } },
+  // A 1 GB limit (allocated only as used) turns on both threads of the out-of-core write: two sort lanes.
+  { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 4_000, threads: 2, memoryLimitMb: 1024 } },
 ];
 
 describe('compactBucket', () => {
@@ -277,7 +278,7 @@ describe('compactBucket', () => {
       WRITE_PATHS[1]!,
       { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000 } },
       // A few more ranges than one pass writes: some ranges sorted at once, the rest scattered again.
-      { name: 'ranked, scattered once and partly twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, maxScatterFanout: 4 } },
+      { name: 'ranked, scattered once and partly twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, maxScatterFanout: 4, threads: 2, memoryLimitMb: 1024 } },
       // ~20 rows per range, 4 ranges per pass: three levels of scatter.
       { name: 'ranked, scattered three deep', opts: { smallBucketBytes: 0, sortBudgetBytes: 40_000, threads: 2, maxScatterFanout: 4 } },
     ];

@@ -14,7 +14,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { BadBucketDataError } from './bucket-errors';
-import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { openDuckSession, sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 import { anyHasColumn } from './input-schema';
 import type { KvEntry } from './output-metadata';
@@ -248,17 +248,17 @@ export function scatterLayout(rows: number, chunkRows: number, fanout: number, n
   return { singles, width, parts: ranges.length, ranges };
 }
 
-/** Memory limit from which the first scatter pass runs on every thread (see firstPassThreads). */
-const FIRST_PASS_ALL_THREADS_BYTES = 1024 * 1024 * 1024;
-
 /**
- * Threads of the first scatter pass, which also joins the ranks; that hash table does not spill.
- * Measured on the 4M-row bench bucket, two threads against one: at a 256 MB limit two ran out of
- * memory; at 512 MB they were 5 s faster (55 s against 60 s) but peak RSS went 200 MB past the activity
- * budget; at 1 GB they ran within the budget (39 s in all, 11 s for this pass).
+ * Threads of the out-of-core write: of its first scatter pass, which also joins the ranks (a hash table
+ * that does not spill), and how many ranges are sorted side by side (one-thread DuckDB instances, each
+ * with its share of the limit). Both need room, so they start at a 1 GB limit (a 2 GB budget).
+ * Measured on the 4M-row bench bucket: two threads in the first pass ran out of memory at a 256 MB
+ * limit and pushed peak RSS ~220 MB beyond the budget at 512 MB, and ran within it at 1 GB; two sort
+ * lanes took the whole bucket from 47-48 s to 34-39 s at 1 GB, were no faster at 512 MB and slower at
+ * 256 MB (ranges of 24k rows in 128 MB instances).
  */
-function firstPassThreads(plan: WritePlan): number {
-  return plan.memoryLimitBytes >= FIRST_PASS_ALL_THREADS_BYTES ? plan.threads : 1;
+function outOfCoreThreads(plan: WritePlan): number {
+  return plan.memoryLimitBytes >= 1024 * 1024 * 1024 ? plan.threads : 1;
 }
 
 /** The winners with all columns (input order of first appearance), optionally with their rank. */
@@ -282,8 +282,8 @@ function scatteredRows(dir: string): string {
  * one COPY. A larger one is scattered by rank range into Parquet files (one streaming pass that never
  * sorts; as many ranges at a time as memory allows, scatterLayout choosing them so that as few rows as
  * possible are scattered again), each range is sorted on its own into a chunk file in the output's
- * format, and the chunks' row groups are appended in rank order into the output without decoding them
- * again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of
+ * format (one range per thread at a time, each on a one-thread DuckDB instance), and the chunks' row
+ * groups are appended in rank order into the output without decoding them again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of
  * the whole budget were no faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
  * count is known without counting. Every path yields the same rows in the same order.
  */
@@ -303,19 +303,58 @@ export async function writeOrdered(
     return;
   }
 
-  const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / 2 / plan.rowBytes));
+  // Ranges are sorted side by side on one-thread DuckDB instances sharing the memory limit: an ordered
+  // COPY gains little from a second thread (measured: 4 ranges of 96k rows in 3.3-3.7 s on two
+  // one-thread instances, 4.9-5.5 s on one two-thread instance; two ordered COPYs on one instance were
+  // slower still). A range holds half the sort budget, or a lane's share of it.
+  const lanes = outOfCoreThreads(plan);
+  const laneLimitBytes = Math.floor(plan.memoryLimitBytes / lanes);
+  const chunkRows = Math.max(1, Math.floor(Math.min(plan.sortBudgetBytes / 2, plan.sortBudgetBytes / lanes) / plan.rowBytes));
   const totalChunks = Math.ceil(rowsOut / chunkRows);
   const chunks: string[] = [];
   // The sorted ranges become the output's row groups as they are (appendParquetFiles).
   const chunkOptions = finalWriteOptions(plan.rowGroup, []);
-  const sortChunk = async (source: string): Promise<void> => {
-    const file = path.join(plan.workDir, 'sorted', `chunk_${String(chunks.length).padStart(6, '0')}.parquet`);
-    await session.exec(`COPY (SELECT * EXCLUDE (__ec_rank) FROM (${source}) ORDER BY __ec_rank) TO ${sqlString(file)} (${chunkOptions})`);
-    chunks.push(file);
-    plan.onChunk?.(chunks.length, totalChunks);
+  // Lane 0 is this session, narrowed to one thread and a lane's share of memory while it sorts, so
+  // that all lanes together stay within the limit.
+  const sorters: DuckSession[] = [session];
+  let sorted = 0;
+  const sortChunks = async (dirs: readonly string[]): Promise<void> => {
+    if (!dirs.length) return;
+    const files = dirs.map((_, i) => path.join(plan.workDir, 'sorted', `chunk_${String(chunks.length + i).padStart(6, '0')}.parquet`));
+    chunks.push(...files);
+    while (sorters.length < Math.min(lanes, dirs.length)) {
+      sorters.push(await openDuckSession({
+        memoryLimitMb: laneLimitBytes / (1024 * 1024),
+        threads: 1,
+        tempDir: path.join(plan.workDir, `sorter_${sorters.length}`),
+      }));
+    }
+    if (lanes > 1) await session.exec(`SET threads = 1; SET memory_limit = '${Math.floor(laneLimitBytes / 1024)}KB'`);
+    let next = 0;
+    let failed = false;
+    const lane = async (sorter: DuckSession): Promise<void> => {
+      while (!failed && next < dirs.length) {
+        const i = next++;
+        try {
+          await sorter.exec(
+            `COPY (SELECT * EXCLUDE (__ec_rank) FROM (${scatteredRows(dirs[i]!)}) ORDER BY __ec_rank) TO ${sqlString(files[i]!)} (${chunkOptions})`,
+          );
+          await fs.rm(dirs[i]!, { recursive: true, force: true });
+          plan.onChunk?.(++sorted, totalChunks);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    // Every lane finishes its statement before an error propagates and the instances are closed.
+    const settled = await Promise.allSettled(sorters.slice(0, Math.min(sorters.length, dirs.length)).map(lane));
+    if (lanes > 1) await session.exec(`SET threads = ${plan.threads}; SET memory_limit = '${Math.floor(plan.memoryLimitBytes / 1024)}KB'`);
+    const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) throw rejected.reason;
   };
   let scatterSeq = 0;
-  const scatter = async (source: string, lo: number, hi: number, threads: number): Promise<void> => {
+  const scatter = async (source: string, lo: number, hi: number, threads: number, first: boolean): Promise<void> => {
     const fanoutOf = (t: number) => scatterFanout(plan.memoryLimitBytes, plan.rowBytes, t, plan.maxFanout);
     const layout = scatterLayout(hi - lo, chunkRows, fanoutOf(threads), fanoutOf(plan.threads));
     const dir = path.join(plan.workDir, `scatter_${++scatterSeq}`);
@@ -342,19 +381,31 @@ export async function writeOrdered(
     } finally {
       await session.exec(`SET threads = ${plan.threads}`);
     }
+    // The rank join is done once the first pass is: its tables would only hold memory the sorts need.
+    if (first) await session.exec('DROP TABLE ordered; DROP TABLE input_files');
+    // Ranges in rank order: runs of sortable ones side by side, a larger one scattered again in between.
+    let sortable: string[] = [];
     for (const [k, [a, b]] of layout.ranges.entries()) {
       const partDir = path.join(dir, `__ec_part=${k}`);
-      if (b - a <= chunkRows) await sortChunk(scatteredRows(partDir));
-      else await scatter(scatteredRows(partDir), lo + a, lo + b, plan.threads);
+      if (b - a <= chunkRows) {
+        sortable.push(partDir);
+        continue;
+      }
+      await sortChunks(sortable);
+      sortable = [];
+      await scatter(scatteredRows(partDir), lo + a, lo + b, plan.threads, false);
       await fs.rm(partDir, { recursive: true, force: true });
     }
+    await sortChunks(sortable);
     await fs.rm(dir, { recursive: true, force: true });
   };
   await fs.mkdir(path.join(plan.workDir, 'sorted'), { recursive: true });
-  await scatter(winnerRows(inputs, true), 0, rowsOut, firstPassThreads(plan));
-  await session.exec(
-    'DROP TABLE ordered; DROP TABLE input_files; RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold',
-  );
+  try {
+    await scatter(winnerRows(inputs, true), 0, rowsOut, outOfCoreThreads(plan), true);
+  } finally {
+    for (const sorter of sorters.slice(1)) sorter.close();
+  }
+  await session.exec('RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold');
 
   await appendParquetFiles(chunks, outFile, kv);
   for (const c of chunks) await fs.rm(c, { force: true });
