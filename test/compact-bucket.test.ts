@@ -611,14 +611,20 @@ describe('compactBucket', () => {
     }
   });
 
-  test('running out of DuckDB memory fails the bucket naming it and the budget, and deletes nothing', async () => {
-    const { root, store } = await newWarehouse();
+  /** Parts of 25k rows of ~2 KB each, ids overlapping by 20% between neighbouring parts. */
+  async function writeHeavyParts(root: string, parts: number): Promise<PlannedFile[]> {
     const inputs: PlannedFile[] = [];
-    for (let f = 0; f < 2; f++) {
-      const key = `${PREFIX}/part_oom_${f}.parquet`;
+    for (let f = 0; f < parts; f++) {
+      const key = `${PREFIX}/part_heavy_${f}.parquet`;
       await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId: f * 20_000, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds: f * 100, session });
       inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
     }
+    return inputs;
+  }
+
+  test('running out of DuckDB memory fails the bucket naming it and the budget, and deletes nothing', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeHeavyParts(root, 2);
     // The one-statement path holds every wide row in its window: ~100 MB against a 64 MB limit.
     await assert.rejects(
       compact(store, inputs, { memoryLimitMb: 64, threads: 2, smallBucketBytes: Number.MAX_SAFE_INTEGER }),
@@ -635,13 +641,7 @@ describe('compactBucket', () => {
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {
     const { root, store } = await newWarehouse();
-    const inputs: PlannedFile[] = [];
-    for (let f = 0; f < 3; f++) {
-      const key = `${PREFIX}/part_heavy_${f}.parquet`;
-      // 25k rows of ~2 KB each per part, ids overlapping by 20% between neighbouring parts.
-      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId: f * 20_000, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds: f * 100, session });
-      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
-    }
+    const inputs = await writeHeavyParts(root, 3);
     const [u] = await session.rows(
       `SELECT sum(total_uncompressed_size) AS b FROM parquet_metadata([${inputs.map((i) => `'${path.join(root, i.key)}'`).join(', ')}])`,
     );
