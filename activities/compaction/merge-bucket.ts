@@ -322,14 +322,16 @@ export async function writeOrdered(
     if (!dirs.length) return;
     const files = dirs.map((_, i) => path.join(plan.workDir, 'sorted', `chunk_${String(chunks.length + i).padStart(6, '0')}.parquet`));
     chunks.push(...files);
-    while (sorters.length < Math.min(lanes, dirs.length)) {
+    const used = Math.min(lanes, dirs.length);
+    while (sorters.length < used) {
       sorters.push(await openDuckSession({
         memoryLimitMb: laneLimitBytes / (1024 * 1024),
         threads: 1,
         tempDir: path.join(plan.workDir, `sorter_${sorters.length}`),
       }));
     }
-    if (lanes > 1) await session.exec(`SET threads = 1; SET memory_limit = '${Math.floor(laneLimitBytes / 1024)}KB'`);
+    // A lone range keeps the session's threads and memory.
+    if (used > 1) await session.exec(`SET threads = 1; SET memory_limit = '${Math.floor(laneLimitBytes / 1024)}KB'`);
     let next = 0;
     let failed = false;
     const lane = async (sorter: DuckSession): Promise<void> => {
@@ -348,8 +350,8 @@ export async function writeOrdered(
       }
     };
     // Every lane finishes its statement before an error propagates and the instances are closed.
-    const settled = await Promise.allSettled(sorters.slice(0, Math.min(sorters.length, dirs.length)).map(lane));
-    if (lanes > 1) await session.exec(`SET threads = ${plan.threads}; SET memory_limit = '${Math.floor(plan.memoryLimitBytes / 1024)}KB'`);
+    const settled = await Promise.allSettled(sorters.slice(0, used).map(lane));
+    if (used > 1) await session.exec(`SET threads = ${plan.threads}; SET memory_limit = '${Math.floor(plan.memoryLimitBytes / 1024)}KB'`);
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
   };
