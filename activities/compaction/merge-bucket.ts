@@ -283,8 +283,9 @@ function scatteredRows(dir: string): string {
  * sorts; as many ranges at a time as memory allows, scatterLayout choosing them so that as few rows as
  * possible are scattered again), each range is sorted on its own into a chunk file in the output's
  * format (one range per thread at a time, each on a one-thread DuckDB instance), and the chunks' row
- * groups are appended in rank order into the output without decoding them again (appendParquetFiles). Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of
- * the whole budget were no faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
+ * groups are appended in rank order into the output without decoding them again (appendParquetFiles).
+ * Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget were no
+ * faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
  * count is known without counting. Every path yields the same rows in the same order.
  */
 export async function writeOrdered(
@@ -309,7 +310,7 @@ export async function writeOrdered(
   // slower still). A range holds half the sort budget, or a lane's share of it.
   const lanes = outOfCoreThreads(plan);
   const laneLimitBytes = Math.floor(plan.memoryLimitBytes / lanes);
-  const chunkRows = Math.max(1, Math.floor(Math.min(plan.sortBudgetBytes / 2, plan.sortBudgetBytes / lanes) / plan.rowBytes));
+  const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / Math.max(2, lanes) / plan.rowBytes));
   const totalChunks = Math.ceil(rowsOut / chunkRows);
   const chunks: string[] = [];
   // The sorted ranges become the output's row groups as they are (appendParquetFiles).
@@ -317,6 +318,8 @@ export async function writeOrdered(
   // Lane 0 is this session, narrowed to one thread and a lane's share of memory while it sorts, so
   // that all lanes together stay within the limit.
   const sorters: DuckSession[] = [session];
+  const setSession = (threads: number, limitBytes: number) =>
+    session.exec(`SET threads = ${threads}; SET memory_limit = '${Math.floor(limitBytes / 1024)}KB'`);
   let sorted = 0;
   const sortChunks = async (dirs: readonly string[]): Promise<void> => {
     if (!dirs.length) return;
@@ -331,7 +334,7 @@ export async function writeOrdered(
       }));
     }
     // A lone range keeps the session's threads and memory.
-    if (used > 1) await session.exec(`SET threads = 1; SET memory_limit = '${Math.floor(laneLimitBytes / 1024)}KB'`);
+    if (used > 1) await setSession(1, laneLimitBytes);
     let next = 0;
     let failed = false;
     const lane = async (sorter: DuckSession): Promise<void> => {
@@ -351,7 +354,7 @@ export async function writeOrdered(
     };
     // Every lane finishes its statement before an error propagates and the instances are closed.
     const settled = await Promise.allSettled(sorters.slice(0, used).map(lane));
-    if (used > 1) await session.exec(`SET threads = ${plan.threads}; SET memory_limit = '${Math.floor(plan.memoryLimitBytes / 1024)}KB'`);
+    if (used > 1) await setSession(plan.threads, plan.memoryLimitBytes);
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
   };
