@@ -17,7 +17,8 @@ import { compactBucket, type BucketProgress, type CompactBucketOptions } from '.
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
-import { scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
+import { computeWinners, inputFootprint, inputIdDigest, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
+import { readInputSchema } from '../activities/compaction/input-schema';
 import {
   createPrng,
   generateSampleWarehouse,
@@ -85,8 +86,9 @@ async function compact(
   store: LocalWarehouseStore,
   inputs: PlannedFile[],
   extra: Partial<CompactBucketOptions> & { planId?: string } = {},
-): Promise<{ result: BucketResult; phases: string[] }> {
+): Promise<{ result: BucketResult; phases: string[]; presorted: number }> {
   const phases: string[] = [];
+  let presorted = 0;
   const result = await compactBucket(
     store,
     { warehouse: store.root, planId: extra.planId ?? 'plan1', bucket: BUCKET, inputs },
@@ -94,13 +96,15 @@ async function compact(
       scratchDir: path.join(scratchRoot, 'attempt'),
       memoryLimitMb: 256,
       threads: 1,
+      ...extra,
       heartbeat: (p: BucketProgress) => {
         if (phases[phases.length - 1] !== p.phase) phases.push(p.phase);
+        presorted = Math.max(presorted, p.presortedInputs ?? 0);
+        extra.heartbeat?.(p);
       },
-      ...extra,
     },
   );
-  return { result, phases };
+  return { result, phases, presorted };
 }
 
 async function keysUnder(root: string): Promise<string[]> {
@@ -159,7 +163,12 @@ const WRITE_PATHS: { name: string; opts: Partial<CompactBucketOptions> }[] = [
   { name: 'one statement (small bucket)', opts: {} },
   { name: 'ranked, one sort', opts: { smallBucketBytes: 0 } },
   // A 1 GB limit (allocated only as used) turns on both threads of the out-of-core write: two sort lanes.
-  { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 4_000, threads: 2, memoryLimitMb: 1024 } },
+  {
+    name: 'ranked, scattered into chunks',
+    opts: { smallBucketBytes: 0, sortBudgetBytes: 4_000, threads: 2, memoryLimitMb: 1024, slicePresortedInputs: false },
+  },
+  // With one-row ranges every input counts as presorted: no scatter, every range read by slices.
+  { name: 'ranked, presorted inputs read by slices', opts: { smallBucketBytes: 0, sortBudgetBytes: 4_000, threads: 2, memoryLimitMb: 1024 } },
 ];
 
 describe('compactBucket', () => {
@@ -168,8 +177,9 @@ describe('compactBucket', () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
-      const { result, phases } = await compact(store, inputs, writePath.opts);
+      const { result, phases, presorted } = await compact(store, inputs, writePath.opts);
 
+      assert.equal(presorted, writePath.name.includes('slices') ? 3 : 0, 'inputs read by slices');
       assert.equal(result.outcome, 'compacted');
       assert.equal(result.outputKey, outputKeyFor(BUCKET, 'plan1'));
       assert.equal(result.filesIn, 3);
@@ -276,11 +286,11 @@ describe('compactBucket', () => {
     const paths = [
       WRITE_PATHS[0]!,
       WRITE_PATHS[1]!,
-      { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000 } },
+      { name: 'ranked, scattered into chunks', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, slicePresortedInputs: false } },
       // A few more ranges than one pass writes: some ranges sorted at once, the rest scattered again.
-      { name: 'ranked, scattered once and partly twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, maxScatterFanout: 4, threads: 2, memoryLimitMb: 1024 } },
+      { name: 'ranked, scattered once and partly twice', opts: { smallBucketBytes: 0, sortBudgetBytes: 300_000, maxScatterFanout: 4, threads: 2, memoryLimitMb: 1024, slicePresortedInputs: false } },
       // ~20 rows per range, 4 ranges per pass: three levels of scatter.
-      { name: 'ranked, scattered three deep', opts: { smallBucketBytes: 0, sortBudgetBytes: 40_000, threads: 2, maxScatterFanout: 4 } },
+      { name: 'ranked, scattered three deep', opts: { smallBucketBytes: 0, sortBudgetBytes: 40_000, threads: 2, maxScatterFanout: 4, slicePresortedInputs: false } },
     ];
     for (const writePath of paths) {
       const { root, store } = await newWarehouse();
@@ -307,6 +317,20 @@ describe('compactBucket', () => {
       assertSameRows(o.rows, expected!, o.name);
       assert.equal(o.result.rowsOut, expected!.length, o.name);
     }
+  });
+
+  test("the winners' narrow read yields the same id digest as a separate read of the inputs", async () => {
+    const { root } = await newWarehouse();
+    const planned = await writeBucket(root, dedupParts());
+    const inputs = planned.map((p) => ({ ...p, path: path.join(root, p.key) }));
+    const schemas = await Promise.all(inputs.map((i) => readInputSchema(session, i)));
+    const separate = await inputIdDigest(session, inputs);
+    const fromWinners = await computeWinners(session, inputs, schemas, await inputFootprint(session, inputs));
+    assert.deepEqual(fromWinners, separate);
+    assert.deepEqual([separate.rows, separate.distinctIds], [12, 6]);
+    const ranks = await session.rows('SELECT count(*) AS n, count(DISTINCT rowid) AS r, max(rowid) AS top FROM ordered');
+    assert.deepEqual(ranks.map((r) => [Number(r.n), Number(r.r), Number(r.top)]), [[6, 6, 5]], 'one rank per winner, 0..n-1');
+    await session.exec('DROP TABLE ordered');
   });
 
   test('scatterLayout covers every rank once, in order, within the fan-out, scattering as little again as it can', () => {
@@ -594,13 +618,14 @@ describe('compactBucket', () => {
         culprit: 0,
       },
     ];
-    for (const c of cases) {
-      test(c.name, async () => {
+    // The small path reads ids in a digest of their own; the ranked path in its narrow winners read.
+    for (const c of cases) for (const writePath of WRITE_PATHS.slice(0, 2)) {
+      test(`${c.name}: ${writePath.name}`, async () => {
         const { root, store } = await newWarehouse();
         const written = await writeBucket(root, dedupParts());
         const inputs = await c.damage(root, written);
         const before = await keysUnder(root);
-        await assert.rejects(compact(store, inputs), (err: unknown) => {
+        await assert.rejects(compact(store, inputs, writePath.opts), (err: unknown) => {
           assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
           assert.match(err.message, c.match);
           assert.ok(err.message.includes(inputs[c.culprit]!.key), `names the culprit: ${err.message}`);
@@ -637,6 +662,36 @@ describe('compactBucket', () => {
       },
     );
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
+  });
+
+  test("weekly: last week's compacted file is read by slices, only the new ingest is scattered", async () => {
+    const { root, store } = await newWarehouse();
+    const part = async (name: string, firstId: number, updatedOffsetSeconds: number): Promise<PlannedFile> => {
+      const key = `${PREFIX}/${name}.parquet`;
+      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId, idModulo: 1e9, stringBytes: 512, updatedOffsetSeconds, session });
+      return { key, size: (await fs.stat(path.join(root, key))).size };
+    };
+    // Last week: two parts, ids 0..44999 (5,000 in both).
+    const week1 = [await part('week1_a', 0, 0), await part('week1_b', 20_000, 100)];
+    const { result: last } = await compact(store, week1, { planId: 'week1' });
+    assert.equal(last.rowsOut, 45_000);
+    // This week: ids 40000..64999, of which 40000..44999 update last week's items (later `updated`).
+    const inputs = [{ key: last.outputKey, size: last.bytesOut }, await part('week2', 40_000, 1_000)];
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+
+    let chunks = 0;
+    const { result, presorted } = await compact(store, inputs, {
+      planId: 'week2',
+      smallBucketBytes: 0,
+      // Ranges of a few thousand rows: a shuffled file's slices would each span nearly all of it.
+      sortBudgetBytes: 5 * 1024 * 1024,
+      heartbeat: (p) => void (chunks = Math.max(chunks, p.chunks ?? 0)),
+    });
+    assert.equal(presorted, 1, "last week's output is read by slices, the new part is scattered");
+    assert.ok(chunks > 4, `written in ranges (${chunks})`);
+    assert.equal(result.rowsIn, 70_000);
+    assert.equal(result.rowsOut, 65_000);
+    assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'oracle');
   });
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {

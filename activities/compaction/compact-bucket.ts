@@ -54,6 +54,8 @@ export interface BucketProgress {
   /** A bucket larger than one in-memory sort is written in chunks: how many are done, of how many. */
   chunksDone?: number;
   chunks?: number;
+  /** Inputs already in output order, which that write reads by slices instead of scattering them. */
+  presortedInputs?: number;
   /** Which state the attempt found the bucket in (see the module comment). */
   state?: 'fresh' | 'published' | 'deleting' | 'done';
 }
@@ -80,6 +82,11 @@ export interface CompactBucketOptions {
   sessions?: DuckSessionPool;
   /** Most rank ranges one scatter pass writes (default 64). Tests lower it to force deeper scatters. */
   maxScatterFanout?: number;
+  /**
+   * Whether the out-of-core write reads inputs already in output order by slices instead of scattering
+   * them (default true). Tests turn it off to exercise scattering on inputs that happen to be sorted.
+   */
+  slicePresortedInputs?: boolean;
 }
 
 /** Most rank ranges one scatter pass writes (open files); memory usually allows fewer (scatterFanout). */
@@ -242,16 +249,20 @@ async function compactFresh(
   const memory = a.opts.memoryLimitMb * 1024 * 1024;
   const sortBudgetBytes = a.opts.sortBudgetBytes ?? memory * 0.4;
   // The id digest is read from the inputs themselves, independently of how the output is built, and is
-  // what the output is verified against before it is published.
+  // what the output is verified against before it is published (a big bucket's comes with the narrow
+  // read that picks the winners).
   let expected: IdDigest;
   let footprint;
   let small: boolean;
   try {
-    expected = await inputIdDigest(a.session, inputs);
-    if (expected.nullIds > 0) throw await nullIdError(a.session, inputs);
     footprint = await inputFootprint(a.session, inputs);
     small = footprint.rows * footprint.rowBytes <= (a.opts.smallBucketBytes ?? sortBudgetBytes / 2);
-    if (!small) await computeWinners(a.session, inputs, schemas);
+    if (small) {
+      expected = await inputIdDigest(a.session, inputs);
+      if (expected.nullIds > 0) throw await nullIdError(a.session, inputs);
+    } else {
+      expected = await computeWinners(a.session, inputs, schemas, footprint);
+    }
   } catch (err) {
     throw await explainMergeFailure(a, inputs, err);
   }
@@ -277,15 +288,17 @@ async function compactFresh(
       const rowGroup = outputRowGroup(memory, footprint.rowBytes);
       if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup);
       else {
-        await writeOrdered(a.session, inputs, stats.rowsOut, tmp, kv, {
+        await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, {
           rowBytes: footprint.rowBytes,
           sortBudgetBytes,
           memoryLimitBytes: memory,
           threads: threadsFor(a.opts),
           rowGroup,
           maxFanout: a.opts.maxScatterFanout ?? MAX_SCATTER_FANOUT,
+          slicePresorted: a.opts.slicePresortedInputs ?? true,
           workDir: a.workDir,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
+          onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
         });
       }
     } catch (err) {

@@ -1,0 +1,123 @@
+/**
+ * Inputs that are already in output order need not be scattered. In the weekly steady state a heavy
+ * bucket is last week's compacted file (sorted, deduplicated) plus a little new ingest: the
+ * out-of-core write then scatters only the new ingest, and reads each rank range's rows of the sorted
+ * file as one slice of consecutive rows (`file_row_number BETWEEN lo AND hi`, which skips the row
+ * groups outside it).
+ *
+ * Correctness never depends on an input being sorted: a slice is bounded by the smallest and largest
+ * row number of the file's winners in the range, and joined to their ranks, so it yields exactly those
+ * rows whatever order the file is in. Sortedness only decides whether slicing is cheaper than
+ * scattering (a shuffled file's slices would each span nearly the whole file).
+ */
+import type { DuckSession } from './duckdb-session';
+import { sqlIdent, sqlString, sqlStringList } from './duckdb-session';
+import type { InputSchema, LocalInput } from './input-schema';
+
+/** Row position: input index (plan order) in the high bits, row number in the file in the low 40. */
+export const POSITION_SHIFT = 40;
+const ROW_MASK = `${2 ** POSITION_SHIFT - 1}`;
+
+/** A column of the union of all inputs' schemas, in the order DuckDB's union_by_name gives them. */
+export interface UnionColumn {
+  name: string;
+  type: string;
+}
+
+function toNumber(v: unknown): number {
+  return typeof v === 'bigint' ? Number(v) : Number(v ?? 0);
+}
+
+/** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */
+export async function unionColumns(session: DuckSession, inputs: readonly LocalInput[]): Promise<UnionColumn[]> {
+  const rows = await session.rows(
+    `DESCRIBE SELECT * FROM read_parquet(${sqlStringList(inputs.map((i) => i.path))}, union_by_name = true, hive_partitioning = false)`,
+  );
+  return rows.map((r) => ({ name: String(r.column_name), type: String(r.column_type) }));
+}
+
+/**
+ * Every union column from `alias`, cast to its union type, or a typed NULL when none of `schemas` has
+ * it: rows read from different subsets of the inputs then line up column by column (UNION ALL is
+ * positional, and a subset's union_by_name may order or type columns differently).
+ */
+export function projectUnion(columns: readonly UnionColumn[], schemas: readonly InputSchema[], alias: string): string {
+  return columns
+    .map((c) => {
+      const lower = c.name.toLowerCase();
+      const value = schemas.some((s) => s.columns.has(lower)) ? `${alias}.${sqlIdent(c.name)}` : 'NULL';
+      return `CAST(${value} AS ${c.type}) AS ${sqlIdent(c.name)}`;
+    })
+    .join(', ');
+}
+
+/**
+ * Inputs whose winners lie in output order closely enough that reading them by slices beats
+ * scattering them: per range of `chunkRows` ranks, the slice from the first to the last winner of the
+ * file, summed over the ranges, is at most twice the file's winners. Small files are always scattered
+ * (a slice per range costs a statement's file open for a handful of rows). Needs `ordered`.
+ */
+export async function findPresortedInputs(session: DuckSession, chunkRows: number): Promise<number[]> {
+  const rows = await session.rows(
+    `SELECT fi, sum(hi - lo + 1) AS sliced, sum(n) AS winners FROM (
+       SELECT pos >> ${POSITION_SHIFT} AS fi, rowid // ${chunkRows} AS k, min(pos & ${ROW_MASK}) AS lo,
+              max(pos & ${ROW_MASK}) AS hi, count(*) AS n
+       FROM ordered GROUP BY ALL)
+     GROUP BY fi HAVING sum(n) >= ${chunkRows} AND sum(hi - lo + 1) <= 2 * sum(n) ORDER BY fi`,
+  );
+  return rows.map((r) => toNumber(r.fi));
+}
+
+/**
+ * Writes the positions and ranks of the presorted inputs' winners, in rank order and in small row
+ * groups, so that a range's entries are read without scanning the rest. Needs `ordered`.
+ */
+export async function writeRankIndex(session: DuckSession, presorted: readonly number[], file: string): Promise<void> {
+  // `ordered` is stored in rank order; an order-preserving COPY keeps its row groups rank-clustered.
+  await session.exec('SET preserve_insertion_order = true');
+  try {
+    await session.exec(
+      `COPY (SELECT pos, rowid AS rank FROM ordered WHERE pos >> ${POSITION_SHIFT} IN (${presorted.join(', ')}))
+       TO ${sqlString(file)} (FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 8192)`,
+    );
+  } finally {
+    await session.exec('SET preserve_insertion_order = false');
+  }
+}
+
+export interface Slice {
+  /** Input index (plan order). */
+  input: number;
+  /** First and last row number (inclusive) of the input's winners in the range. */
+  lo: number;
+  hi: number;
+}
+
+/** The slice of each presorted input holding its winners ranked in [start, end). */
+export async function slicesFor(session: DuckSession, rankIndex: string, start: number, end: number): Promise<Slice[]> {
+  const rows = await session.rows(
+    `SELECT pos >> ${POSITION_SHIFT} AS fi, min(pos & ${ROW_MASK}) AS lo, max(pos & ${ROW_MASK}) AS hi
+     FROM read_parquet(${sqlString(rankIndex)}) WHERE rank >= ${start} AND rank < ${end} GROUP BY ALL ORDER BY fi`,
+  );
+  return rows.map((r) => ({ input: toNumber(r.fi), lo: toNumber(r.lo), hi: toNumber(r.hi) }));
+}
+
+/**
+ * The rows of one slice with their rank (`__ec_rank` first, then the union columns): only the winners
+ * ranked in [start, end), found by joining the slice to the rank index.
+ */
+export function sliceRows(
+  slice: Slice,
+  input: LocalInput,
+  schema: InputSchema,
+  columns: readonly UnionColumn[],
+  rankIndex: string,
+  start: number,
+  end: number,
+): string {
+  return `SELECT x.rank AS __ec_rank, ${projectUnion(columns, [schema], 'r')}
+          FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false, file_row_number = true) r
+          JOIN (SELECT pos, rank FROM read_parquet(${sqlString(rankIndex)}) WHERE rank >= ${start} AND rank < ${end}) x
+            ON x.pos = (${slice.input}::BIGINT << ${POSITION_SHIFT}) | r.file_row_number
+          WHERE r.file_row_number BETWEEN ${slice.lo} AND ${slice.hi}`;
+}
