@@ -17,7 +17,7 @@ import { compactBucket, type BucketProgress, type CompactBucketOptions } from '.
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
-import { computeWinners, inputFootprint, inputIdDigest, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
+import { computeWinners, inputFootprint, inputIdDigest, outputRowGroup, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
 import { readInputSchema } from '../activities/compaction/input-schema';
 import {
   createPrng,
@@ -364,6 +364,14 @@ describe('compactBucket', () => {
     assert.ok(scatterFanout(256 * MB, 2223, 2, 64) < scatterFanout(256 * MB, 2223, 1, 64));
     assert.equal(scatterFanout(64 * 1024 * MB, 2223, 2, 64), 64);
     assert.equal(scatterFanout(16 * MB, 100_000, 2, 64), 2);
+  });
+
+  test('outputRowGroup: at most 16 MB uncompressed whatever the budget, so a smaller budget reads the file back', () => {
+    const MB = 1024 * 1024;
+    assert.deepEqual(outputRowGroup(1024 * MB, 2223), { bytes: 16 * MB, rows: Math.floor((16 * MB) / 2223) });
+    assert.equal(outputRowGroup(16 * 1024 * MB, 2223).bytes, 16 * MB);
+    assert.deepEqual(outputRowGroup(64 * MB, 2223), { bytes: 8 * MB, rows: Math.floor((8 * MB) / 2223) });
+    assert.equal(outputRowGroup(1024 * MB, 50).rows, 122_880, "narrow rows: DuckDB's default row count");
   });
 
   test('a pool of DuckDB sessions is reused between clean attempts and never after a failure', async () => {
