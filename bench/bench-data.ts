@@ -6,13 +6,18 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { openDuckSession } from '../activities/compaction/duckdb-session';
+import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import type { BucketRef, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
-import { writeStacBucket, type StacBucketFiles } from './stac-bucket';
+import { compactBucket } from '../activities/compaction/compact-bucket';
+import { duckdbMemoryLimitMb } from '../activities';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { writeStacBucket, writeStacParts, type StacBucketFiles } from './stac-bucket';
 import { linkOrCopy, writeTinyTemplates } from './tiny-buckets';
 
 const DATA_VERSION = 1;
+/** Parts of new ingest that the weekly case adds to the compacted heavy bucket. */
+const WEEKLY_NEW_PARTS = 2;
 const SEED = 20240601;
 const DUPLICATE_FRACTION = 0.2;
 /** The memory case needs a bucket whose uncompressed data is at least this many times the budget. */
@@ -30,6 +35,8 @@ export interface BenchData {
   heavy?: BucketData;
   /** Undefined when the heavy bucket is already MEMORY_CASE_FACTOR x the budget (it then serves both cases). */
   memory?: BucketData;
+  /** The heavy bucket compacted (last week's output) plus WEEKLY_NEW_PARTS parts of new ingest. */
+  weekly?: BucketData;
   tinyTemplates?: string[];
 }
 
@@ -64,6 +71,7 @@ export interface PrepareOptions {
   threads: number;
   heavy: boolean;
   memory: boolean;
+  weekly: boolean;
   tiny: boolean;
   log: (line: string) => void;
 }
@@ -107,9 +115,58 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
     await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
     return data;
   };
+  /**
+   * Last week's compaction of the heavy bucket, made by compactBucket itself, plus the generator's next
+   * parts: a week newer, new ids and updates of earlier ones.
+   */
+  const weekly = async (heavy: BucketData): Promise<BucketData> => {
+    const known = manifest.buckets.weekly;
+    if (known && known.rows === opts.rows && known.parts === opts.parts && known.seed === SEED && (await filesExist(known.data))) {
+      opts.log(`reusing weekly bucket: ${known.data.rowsIn.toLocaleString()} rows in ${known.data.inputs.length} parts`);
+      return known.data;
+    }
+    const warehouse = path.join(source, 'weekly');
+    const dir = path.join(warehouse, bucketPrefix(heavy.bucket));
+    const scratch = path.join(root, 'weekly-gen');
+    await fs.rm(warehouse, { recursive: true, force: true });
+    await fs.rm(scratch, { recursive: true, force: true });
+    opts.log(`generating weekly bucket: compacting the heavy bucket, then ${WEEKLY_NEW_PARTS} new parts ...`);
+    const started = Date.now();
+    const last = path.join(scratch, 'warehouse');
+    await linkBucketInto(heavy, last);
+    const compacted = await compactBucket(
+      new LocalWarehouseStore(last),
+      { bucket: heavy.bucket, inputs: heavy.inputs, warehouse: last, planId: 'lastweek' },
+      { scratchDir: path.join(scratch, 'scratch'), memoryLimitMb: duckdbMemoryLimitMb(2048), threads: opts.threads, heartbeat: () => undefined },
+    );
+    await fs.mkdir(dir, { recursive: true });
+    await fs.rename(path.join(last, compacted.outputKey), path.join(warehouse, compacted.outputKey));
+    await fs.rm(scratch, { recursive: true, force: true });
+    const [base] = await session.rows(
+      `SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${sqlString(path.join(warehouse, compacted.outputKey))})`,
+    );
+    const spec = { dir, cell: heavy.bucket.cell, year: heavy.bucket.year, rows: opts.rows, parts: opts.parts, duplicateFraction: DUPLICATE_FRACTION, seed: SEED };
+    const added = await writeStacParts(session, spec, opts.parts, WEEKLY_NEW_PARTS);
+    opts.log(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const files = [{ name: path.basename(compacted.outputKey), size: compacted.bytesOut }, ...added.files];
+    const data: BucketData = {
+      files,
+      rowsIn: compacted.rowsOut + added.rowsPerPart * WEEKLY_NEW_PARTS,
+      rowsOut: added.newPerPart * (opts.parts + WEEKLY_NEW_PARTS),
+      bytesOnDisk: files.reduce((s, f) => s + f.size, 0),
+      uncompressedBytes: Number(base?.bytes ?? 0) + added.uncompressedBytes,
+      warehouse,
+      bucket: heavy.bucket,
+      inputs: files.map((f) => ({ key: `${bucketPrefix(heavy.bucket)}/${f.name}`, size: f.size })),
+    };
+    manifest.buckets.weekly = { rows: opts.rows, parts: opts.parts, seed: SEED, data };
+    await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
+    return data;
+  };
   const out: BenchData = { root };
   try {
-    if (opts.heavy || opts.memory) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
+    if (opts.heavy || opts.memory || opts.weekly) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
+    if (opts.weekly && out.heavy) out.weekly = await weekly(out.heavy);
     if (opts.memory && out.heavy) {
       const budget = opts.memoryCaseMb * 1024 * 1024;
       if (out.heavy.uncompressedBytes < MEMORY_CASE_FACTOR * budget) {

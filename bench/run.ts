@@ -6,6 +6,8 @@
  *           with a --memory-mb budget
  *   memory  the same with a --memory-case-mb budget, on a bucket whose uncompressed data is >= 10x that
  *           budget (the heavy bucket when it is that large already)
+ *   weekly  the steady state: the heavy bucket as compacted last week (one sorted file) plus two new
+ *           parts of ingest (new ids and updates), at the --memory-mb budget
  *   tiny    --tiny-sample tiny buckets compacted directly (the engine's own time), then --tiny tiny
  *           buckets through compactWarehouse on a Temporal dev server with an in-process worker
  */
@@ -304,6 +306,7 @@ async function main(): Promise<void> {
       threads: opts.threads,
       heavy: has('heavy'),
       memory: has('memory'),
+      weekly: has('weekly'),
       tiny: has('tiny'),
       log,
     });
@@ -317,6 +320,9 @@ async function main(): Promise<void> {
     const memoryCase = data.memory ?? data.heavy;
     if (memoryCase && has('memory')) {
       await bench.bucket('memory', memoryCase, opts.memoryCaseMb, `${timesBudget(memoryCase, opts.memoryCaseMb)}: bounded memory`);
+    }
+    if (data.weekly && has('weekly')) {
+      await bench.bucket('weekly', data.weekly, opts.memoryMb, `last week's output + ${data.weekly.inputs.length - 1} new parts`);
     }
     if (data.tinyTemplates) await bench.tiny(data.tinyTemplates);
 

@@ -137,12 +137,35 @@ export function partName(part: number): string {
 
 /** Writes the bucket's part files (overwriting them) and reports their sizes. */
 export async function writeStacBucket(session: DuckSession, spec: StacBucketSpec): Promise<StacBucketFiles> {
+  const parts = await writeStacParts(session, spec, 0, spec.parts);
+  return {
+    files: parts.files,
+    rowsIn: parts.rowsPerPart * spec.parts,
+    rowsOut: parts.newPerPart * spec.parts,
+    bytesOnDisk: parts.files.reduce((s, f) => s + f.size, 0),
+    uncompressedBytes: parts.uncompressedBytes,
+  };
+}
+
+export interface StacParts {
+  files: { name: string; size: number }[];
+  rowsPerPart: number;
+  /** Ids each part adds: parts 0..k-1 hold exactly k * newPerPart distinct ids. */
+  newPerPart: number;
+  uncompressedBytes: number;
+}
+
+/**
+ * Writes parts [first, first + count) of the bucket (`spec.parts` sets their size): parts past the
+ * last are a later week's ingest, new ids and updates of earlier ones, a week newer.
+ */
+export async function writeStacParts(session: DuckSession, spec: StacBucketSpec, first: number, count: number): Promise<StacParts> {
   await fs.mkdir(spec.dir, { recursive: true });
   const rowsPerPart = Math.floor(spec.rows / spec.parts);
   const newPerPart = rowsPerPart - Math.floor(rowsPerPart * spec.duplicateFraction);
   const files: { name: string; size: number }[] = [];
   let uncompressedBytes = 0;
-  for (let part = 0; part < spec.parts; part++) {
+  for (let part = first; part < first + count; part++) {
     const name = partName(part);
     const file = path.join(spec.dir, name);
     await session.exec(
@@ -155,11 +178,5 @@ export async function writeStacBucket(session: DuckSession, spec: StacBucketSpec
     uncompressedBytes += Number(meta?.bytes ?? 0);
     files.push({ name, size: (await fs.stat(file)).size });
   }
-  return {
-    files,
-    rowsIn: rowsPerPart * spec.parts,
-    rowsOut: newPerPart * spec.parts,
-    bytesOnDisk: files.reduce((s, f) => s + f.size, 0),
-    uncompressedBytes,
-  };
+  return { files, rowsPerPart, newPerPart, uncompressedBytes };
 }
