@@ -328,7 +328,7 @@ describe('compactBucket', () => {
     const fromWinners = await computeWinners(session, inputs, schemas, await inputFootprint(session, inputs));
     assert.deepEqual(fromWinners, separate);
     assert.deepEqual([separate.rows, separate.distinctIds], [12, 6]);
-    const ranks = await session.rows('SELECT count(*) AS n, count(DISTINCT rowid) AS r, max(rowid) AS top FROM ordered');
+    const ranks = await session.rows('SELECT count(*) AS n, count(DISTINCT rank) AS r, max(rank) AS top FROM ordered');
     assert.deepEqual(ranks.map((r) => [Number(r.n), Number(r.r), Number(r.top)]), [[6, 6, 5]], 'one rank per winner, 0..n-1');
     await session.exec('DROP TABLE ordered');
   });

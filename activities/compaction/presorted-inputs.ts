@@ -60,7 +60,7 @@ export function projectUnion(columns: readonly UnionColumn[], schemas: readonly 
 export async function findPresortedInputs(session: DuckSession, chunkRows: number): Promise<number[]> {
   const rows = await session.rows(
     `SELECT fi, sum(hi - lo + 1) AS sliced, sum(n) AS winners FROM (
-       SELECT pos >> ${POSITION_SHIFT} AS fi, rowid // ${chunkRows} AS k, min(pos & ${ROW_MASK}) AS lo,
+       SELECT pos >> ${POSITION_SHIFT} AS fi, rank // ${chunkRows} AS k, min(pos & ${ROW_MASK}) AS lo,
               max(pos & ${ROW_MASK}) AS hi, count(*) AS n
        FROM ordered GROUP BY ALL)
      GROUP BY fi HAVING sum(n) >= ${chunkRows} AND sum(hi - lo + 1) <= 2 * sum(n) ORDER BY fi`,
@@ -73,16 +73,10 @@ export async function findPresortedInputs(session: DuckSession, chunkRows: numbe
  * groups, so that a range's entries are read without scanning the rest. Needs `ordered`.
  */
 export async function writeRankIndex(session: DuckSession, presorted: readonly number[], file: string): Promise<void> {
-  // `ordered` is stored in rank order; an order-preserving COPY keeps its row groups rank-clustered.
-  await session.exec('SET preserve_insertion_order = true');
-  try {
-    await session.exec(
-      `COPY (SELECT pos, rowid AS rank FROM ordered WHERE pos >> ${POSITION_SHIFT} IN (${presorted.join(', ')}))
-       TO ${sqlString(file)} (FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 8192)`,
-    );
-  } finally {
-    await session.exec('SET preserve_insertion_order = false');
-  }
+  await session.exec(
+    `COPY (SELECT pos, rank FROM ordered WHERE pos >> ${POSITION_SHIFT} IN (${presorted.join(', ')}) ORDER BY rank)
+     TO ${sqlString(file)} (FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 8192)`,
+  );
 }
 
 export interface Slice {
