@@ -78,3 +78,10 @@ export function sqlIdent(name: string): string {
 export function sqlStringList(values: readonly string[]): string {
   return `[${values.map(sqlString).join(', ')}]`;
 }
+
+/** A numeric cell as a JS number (DuckDB returns BIGINT and HUGEINT as bigint); NULL is 0. */
+export function toNumber(v: unknown): number {
+  if (typeof v === 'bigint') return Number(v);
+  if (typeof v === 'number') return v;
+  return Number(v ?? 0);
+}

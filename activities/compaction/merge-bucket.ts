@@ -14,7 +14,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { BadBucketDataError } from './bucket-errors';
-import { openDuckSession, sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { openDuckSession, sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 import { anyHasColumn } from './input-schema';
 import type { KvEntry } from './output-metadata';
@@ -35,12 +35,6 @@ export const OUTPUT_ROW_GROUP_ROWS = 122_880;
 
 function readInputs(inputs: readonly LocalInput[]): string {
   return `read_parquet(${sqlStringList(inputs.map((i) => i.path))}, union_by_name = true, hive_partitioning = false, file_row_number = true)`;
-}
-
-function toNumber(v: unknown): number {
-  if (typeof v === 'bigint') return Number(v);
-  if (typeof v === 'number') return v;
-  return Number(v ?? 0);
 }
 
 /** A column of the union, or a typed NULL when no input has it (old parts may lack `platform`). */

@@ -10,8 +10,7 @@
  * rows whatever order the file is in. Sortedness only decides whether slicing is cheaper than
  * scattering (a shuffled file's slices would each span nearly the whole file).
  */
-import type { DuckSession } from './duckdb-session';
-import { sqlIdent, sqlString, sqlStringList } from './duckdb-session';
+import { sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 
 /** Row position: input index (plan order) in the high bits, row number in the file in the low 40. */
@@ -22,10 +21,6 @@ const ROW_MASK = `${2 ** POSITION_SHIFT - 1}`;
 export interface UnionColumn {
   name: string;
   type: string;
-}
-
-function toNumber(v: unknown): number {
-  return typeof v === 'bigint' ? Number(v) : Number(v ?? 0);
 }
 
 /** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */
