@@ -11,7 +11,7 @@
  * scattering (a shuffled file's slices would each span nearly the whole file).
  */
 import { sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
-import type { InputSchema, LocalInput } from './input-schema';
+import { anyHasColumn, type InputSchema, type LocalInput } from './input-schema';
 
 /** Row position: input index (plan order) in the high bits, row number in the file in the low 40. */
 export const POSITION_SHIFT = 40;
@@ -39,8 +39,7 @@ export async function unionColumns(session: DuckSession, inputs: readonly LocalI
 export function projectUnion(columns: readonly UnionColumn[], schemas: readonly InputSchema[], alias: string): string {
   return columns
     .map((c) => {
-      const lower = c.name.toLowerCase();
-      const value = schemas.some((s) => s.columns.has(lower)) ? `${alias}.${sqlIdent(c.name)}` : 'NULL';
+      const value = anyHasColumn(schemas, c.name.toLowerCase()) ? `${alias}.${sqlIdent(c.name)}` : 'NULL';
       return `CAST(${value} AS ${c.type}) AS ${sqlIdent(c.name)}`;
     })
     .join(', ');
@@ -54,7 +53,7 @@ export function projectUnion(columns: readonly UnionColumn[], schemas: readonly 
  */
 export async function findPresortedInputs(session: DuckSession, chunkRows: number): Promise<number[]> {
   const rows = await session.rows(
-    `SELECT fi, sum(hi - lo + 1) AS sliced, sum(n) AS winners FROM (
+    `SELECT fi FROM (
        SELECT pos >> ${POSITION_SHIFT} AS fi, rank // ${chunkRows} AS k, min(pos & ${ROW_MASK}) AS lo,
               max(pos & ${ROW_MASK}) AS hi, count(*) AS n
        FROM ordered GROUP BY ALL)
