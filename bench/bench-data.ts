@@ -83,12 +83,16 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
   const source = path.join(root, 'source');
   // Generation gets a fixed, modest budget: it is not what is measured, and others share the machine.
   const session = await openDuckSession({ memoryLimitMb: 2048, threads: opts.threads, tempDir: path.join(root, 'gen-spill') });
-  const bucket = async (name: string, cell: string, rows: number): Promise<BucketData> => {
+  /** The bucket the manifest records under `name`, when the same options made it and its files are intact. */
+  const reusable = async (name: string, rows: number): Promise<BucketData | undefined> => {
     const known = manifest.buckets[name];
-    if (known && known.rows === rows && known.parts === opts.parts && known.seed === SEED && (await filesExist(known.data))) {
-      opts.log(`reusing ${name} bucket: ${known.data.rowsIn.toLocaleString()} rows in ${known.data.inputs.length} parts`);
-      return known.data;
-    }
+    if (!known || known.rows !== rows || known.parts !== opts.parts || known.seed !== SEED || !(await filesExist(known.data))) return undefined;
+    opts.log(`reusing ${name} bucket: ${known.data.rowsIn.toLocaleString()} rows in ${known.data.inputs.length} parts`);
+    return known.data;
+  };
+  const bucket = async (name: string, cell: string, rows: number): Promise<BucketData> => {
+    const known = await reusable(name, rows);
+    if (known) return known;
     const b: BucketRef = { cell, year: 2020 };
     const warehouse = path.join(source, name);
     const dir = path.join(warehouse, bucketPrefix(b));
@@ -120,11 +124,8 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
    * parts: a week newer, new ids and updates of earlier ones.
    */
   const weekly = async (heavy: BucketData): Promise<BucketData> => {
-    const known = manifest.buckets.weekly;
-    if (known && known.rows === opts.rows && known.parts === opts.parts && known.seed === SEED && (await filesExist(known.data))) {
-      opts.log(`reusing weekly bucket: ${known.data.rowsIn.toLocaleString()} rows in ${known.data.inputs.length} parts`);
-      return known.data;
-    }
+    const known = await reusable('weekly', opts.rows);
+    if (known) return known;
     const warehouse = path.join(source, 'weekly');
     const dir = path.join(warehouse, bucketPrefix(heavy.bucket));
     const scratch = path.join(root, 'weekly-gen');
