@@ -24,6 +24,7 @@ import { planBuckets } from './compaction/plan-buckets';
 import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
+import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
@@ -34,7 +35,10 @@ import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-loc
 const MAX_REPORTED_UNREADABLE = 200;
 
 export interface ActivityResources {
-  /** Where downloads, temporary outputs and DuckDB spill files go. */
+  /**
+   * Where downloads, temporary outputs and DuckDB spill files go: each worker claims its own
+   * `worker-<id>/` below it and sweeps the ones dead workers left (see worker-scratch.ts).
+   */
   scratchDir: string;
   /** Memory budget of one bucket activity (DuckDB memory_limit). */
   memoryBudgetMb: number;
@@ -102,8 +106,32 @@ async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Pr
   }
 }
 
-export function createActivities(resources: ActivityResources = defaultActivityResources()) {
-  const sessions = new DuckSessionPool(path.join(resources.scratchDir, 'duckdb'), resources.idleDuckdbSessions ?? 4);
+/**
+ * What a worker keeps on its own machine between activities: its claim on the scratch directory
+ * (claiming also sweeps what dead workers left there) and its open DuckDB sessions, spilling below it.
+ */
+export class WorkerLocalResources {
+  readonly ready: Promise<{ scratch: WorkerScratch; sessions: DuckSessionPool }>;
+
+  constructor(resources: ActivityResources) {
+    this.ready = claimWorkerScratch(resources.scratchDir).then((scratch) => ({
+      scratch,
+      sessions: new DuckSessionPool(path.join(scratch.dir, 'duckdb'), resources.idleDuckdbSessions ?? 4),
+    }));
+    // A failed claim is reported by the first activity that needs it (and by the worker's start-up).
+    this.ready.catch(() => undefined);
+  }
+
+  /** Closes the idle sessions and removes this worker's scratch directory (graceful shutdown). */
+  async close(): Promise<void> {
+    const local = await this.ready.catch(() => undefined);
+    if (!local) return;
+    await local.sessions.close();
+    await local.scratch.release();
+  }
+}
+
+export function createActivities(resources: ActivityResources = defaultActivityResources(), local = new WorkerLocalResources(resources)) {
   return {
     ...createLockActivities(),
 
@@ -131,7 +159,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     async compactBucket(req: BucketRequest): Promise<BucketResult> {
       const ctx = Context.current();
       let last: unknown = { phase: 'starting', filesIn: req.inputs.length };
-      const scratchDir = path.join(resources.scratchDir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}`);
+      const { scratch, sessions } = await local.ready;
+      const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}`);
       await fs.mkdir(scratchDir, { recursive: true });
       try {
         return await withStore(req.warehouse, (store) =>

@@ -7,6 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CompactionSummary } from '../workflows/contract';
@@ -58,11 +59,14 @@ for (const backend of backends) {
         const victim = buckets[1]!;
         const taskQueue = uniqueTaskQueue(`crash-${backend.name}-${point}`);
         const marker = path.join(os.tmpdir(), `ec-crash-${process.pid}-${backend.name}-${point}-${Date.now()}`);
+        // Both workers share one scratch root, as two workers on one machine would.
+        const scratchRoot = await fs.mkdtemp(path.join(os.tmpdir(), `ec-crash-scratch-${backend.name}-`));
+        const workerEnv = { ...backend.workerEnv(), EARTHCATALOG_SCRATCH_DIR: scratchRoot };
 
         const doomed = spawnWorkerProcess(
           h,
           taskQueue,
-          { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: `${point}@${victim}`, EARTHCATALOG_CRASH_ONCE_FILE: marker },
+          { ...workerEnv, EARTHCATALOG_CRASH_AT: `${point}@${victim}`, EARTHCATALOG_CRASH_ONCE_FILE: marker },
           ['--max-concurrent-buckets', '1'],
         );
         const handle = await h.client.workflow.start('compactWarehouse', {
@@ -78,16 +82,26 @@ for (const backend of backends) {
         assert.ok(mid.some((k) => k.includes('compacted_')), 'the output was published before the crash');
         assert.ok(mid.some((k) => k.includes('part_')), 'inputs were still there at the crash');
 
-        const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
+        // The dead worker's scratch (its attempt directory with the victim's files) is still there.
+        const [abandoned, ...others] = await fs.readdir(scratchRoot);
+        assert.equal(others.length, 0, 'one worker claimed scratch space');
+        assert.match(abandoned!, /^worker-/);
+        assert.ok((await fs.readdir(path.join(scratchRoot, abandoned!))).some((n) => n !== 'owner.json' && n !== 'duckdb'), 'the killed attempt left its directory');
+
+        const rescuer = spawnWorkerProcess(h, taskQueue, workerEnv);
         try {
           const summary = (await handle.result()) as CompactionSummary;
           assert.equal(summary.failedBucketsTotal, 0);
           assert.equal(summary.bucketsCompacted, reference.summary.bucketsCompacted);
           assert.equal(summary.rowsAfter, reference.summary.rowsAfter);
           assert.equal(summary.filesAfter, reference.summary.filesAfter);
+          assert.match(rescuer.output(), new RegExp(`removed \\S*${abandoned} \\(.*\\) left by a worker that is gone \\(owner exited\\)`));
+          assert.equal(await fs.stat(path.join(scratchRoot, abandoned!)).catch(() => undefined), undefined, 'the next worker swept it');
         } finally {
           await rescuer.stop();
         }
+        assert.deepEqual(await fs.readdir(scratchRoot), [], 'a worker that stops cleanly leaves no scratch behind');
+        await fs.rm(scratchRoot, { recursive: true, force: true });
 
         const got = byBucket(await backend.listFiles(fx.warehouse));
         const want = byBucket(await backend.listFiles(reference.fx.warehouse));

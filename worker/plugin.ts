@@ -10,7 +10,7 @@
 import * as os from 'node:os';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { WorkerOptions } from '@temporalio/worker';
-import { createActivities, defaultActivityResources, type ActivityResources } from '../activities';
+import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 export interface CompactionPluginOptions extends Partial<ActivityResources> {
@@ -42,6 +42,8 @@ export function bucketConcurrency(opts: CompactionPluginOptions, memoryBudgetMb:
 export class EarthcatalogCompactionPlugin extends SimplePlugin {
   readonly resources: ActivityResources;
   readonly concurrency: number;
+  /** The worker's scratch claim and DuckDB sessions; `local.close()` after the worker has stopped. */
+  readonly local: WorkerLocalResources;
 
   constructor(private readonly pluginOptions: CompactionPluginOptions = {}) {
     const defaults = defaultActivityResources();
@@ -55,14 +57,16 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       idleDuckdbSessions: concurrency,
     };
     const register = pluginOptions.registerWorkflows ?? true;
+    const local = new WorkerLocalResources(resources);
     super({
       name: 'earthcatalog-compaction',
-      activities: createActivities(resources),
+      activities: createActivities(resources, local),
       ...(register && pluginOptions.workflowBundle ? { workflowBundle: pluginOptions.workflowBundle } : {}),
       ...(register && !pluginOptions.workflowBundle ? { workflowsPath: workflowsPath() } : {}),
     });
     this.resources = resources;
     this.concurrency = concurrency;
+    this.local = local;
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {

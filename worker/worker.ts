@@ -25,13 +25,18 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
 export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   Runtime.install({ logger: new DefaultLogger(opts.logLevel ?? 'INFO'), shutdownSignals: ['SIGINT', 'SIGTERM'] });
   const { worker, connection, plugin } = await createWorker(opts);
-  console.error(
-    `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}; ` +
-      `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${plugin.resources.scratchDir}`,
-  );
   try {
+    const { scratch } = await plugin.local.ready;
+    console.error(
+      `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}; ` +
+        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}`,
+    );
+    for (const s of scratch.swept) {
+      console.error(`worker: removed ${s.dir} (${(s.bytes / 1048576).toFixed(1)} MB) left by a worker that is gone (${s.reason})`);
+    }
     await worker.run();
   } finally {
+    await plugin.local.close();
     await connection.close();
   }
 }

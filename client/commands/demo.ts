@@ -36,7 +36,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     target = { ...target, address: server.address, namespace: server.namespace };
     say(`Temporal at ${server.address}${server.uiUrl ? `, Web UI ${server.uiUrl}` : ''}`);
   }
-  const { worker, connection } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });
+  const { worker, connection, plugin } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });
   const client = await connectClient(target);
   try {
     const cellCount = Number(values.cells ?? 4);
@@ -63,6 +63,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     say(`files kept in ${dir}`);
     return summary.failedBucketsTotal > 0 ? 3 : 0;
   } finally {
+    await plugin.local.close();
     await client.connection.close();
     await connection.close();
     await server?.stop();

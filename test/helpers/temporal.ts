@@ -53,18 +53,19 @@ export async function startWorker(
   opts: CompactionPluginOptions = {},
 ): Promise<RunningWorker> {
   const code = await h.bundle();
+  const plugin = new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, duckdbThreads: 1, maxConcurrentBuckets: 4, workflowBundle: code, ...opts });
   const worker = await Worker.create({
     connection: h.server.env.nativeConnection,
     namespace: h.namespace,
     taskQueue,
-    plugins: [new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, duckdbThreads: 1, maxConcurrentBuckets: 4, workflowBundle: code, ...opts })],
+    plugins: [plugin],
   });
   const running = worker.run();
   return {
     worker,
     stop: async () => {
       if (worker.getState() === 'RUNNING') worker.shutdown();
-      await running;
+      await running.finally(() => plugin.local.close());
     },
   };
 }
