@@ -1,10 +1,25 @@
 /**
  * Reads only the footer of a Parquet file (a few range reads, never the data) for the catalog rebuild:
- * row count, top-level columns and key-value metadata.
+ * row count, top-level columns with their statistics over all row groups, and key-value metadata.
  */
 import { parquetMetadataAsync } from 'hyparquet';
-import type { AsyncBuffer, FileMetaData, SchemaElement } from 'hyparquet';
+import type { AsyncBuffer, ColumnMetaData, FileMetaData, ParquetParsers, SchemaElement, Statistics } from 'hyparquet';
 import type { WarehouseStore } from '../storage/warehouse-store';
+
+/** A statistics value as stored: integers, floats, booleans, or the raw bytes of a byte array. */
+export type StatValue = bigint | number | boolean | Uint8Array;
+
+/** A column's chunks summed over the file's row groups. */
+export interface ColumnTotals {
+  /** Values including nulls. */
+  valueCount: number;
+  /** Undefined when a row group does not say. */
+  nullCount?: number;
+  compressedBytes: number;
+  /** Smallest and largest non-null value; undefined unless every row group with values has both. */
+  min?: StatValue;
+  max?: StatValue;
+}
 
 export interface FooterColumn {
   name: string;
@@ -12,6 +27,8 @@ export interface FooterColumn {
   physicalType?: string;
   /** Logical or converted type when the file declares one (STRING, TIMESTAMP(MICROS,UTC) ...). */
   logicalType?: string;
+  /** Statistics of a primitive top-level column. */
+  totals?: ColumnTotals;
 }
 
 export interface ParquetFooter {
@@ -53,7 +70,7 @@ export async function readParquetFooter(store: WarehouseStore, key: string, size
   try {
     const head = await store.readRange(key, 0, 4);
     if (Buffer.from(head).toString('latin1') !== 'PAR1') throw new ParquetFooterError(key, 'bad magic at the start (not a Parquet file)');
-    meta = await parquetMetadataAsync(buffer, { geoparquet: false });
+    meta = await parquetMetadataAsync(buffer, { geoparquet: false, parsers: RAW_STATISTICS });
   } catch (err) {
     if (err instanceof ParquetFooterError) throw err;
     const msg = (err as Error).message;
@@ -63,7 +80,88 @@ export async function readParquetFooter(store: WarehouseStore, key: string, size
   if (!Number.isSafeInteger(numRows) || numRows < 0) throw new ParquetFooterError(key, `implausible row count ${meta.num_rows}`);
   const kv: Record<string, string> = {};
   for (const { key: k, value } of meta.key_value_metadata ?? []) if (!(k in kv)) kv[k] = value ?? '';
-  return { numRows, columns: topLevelColumns(meta.schema, key), kv };
+  const columns = topLevelColumns(meta.schema, key);
+  const totals = columnTotals(meta);
+  for (const c of columns) if (c.physicalType) c.totals = totals.get(c.name);
+  return { numRows, columns, kv };
+}
+
+/**
+ * Statistics are kept as stored: the default parsers turn timestamps into Dates (losing micro- and
+ * nanoseconds) and bytes into strings, and catalog bounds must be exact or wider.
+ */
+const RAW_STATISTICS: Partial<ParquetParsers> = {
+  timestampFromMilliseconds: (v) => v,
+  timestampFromMicroseconds: (v) => v,
+  timestampFromNanoseconds: (v) => v,
+  dateFromDays: (v) => v,
+  stringFromBytes: (v) => v,
+  jsonFromBytes: (v) => v,
+  geometryFromBytes: (v) => v,
+  geographyFromBytes: (v) => v,
+  uuidFromBytes: (v) => v,
+};
+
+function asStatValue(v: Statistics['min_value']): StatValue | undefined {
+  return typeof v === 'string' || v instanceof Date ? undefined : v;
+}
+
+/** Unsigned byte order for byte arrays (Parquet's and Iceberg's order for strings and binary). */
+export function compareStatValues(a: StatValue, b: StatValue): number {
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return Buffer.compare(a, b);
+  if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'number' && typeof b === 'number') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'boolean' && typeof b === 'boolean') return Number(a) - Number(b);
+  throw new Error('statistics of different kinds');
+}
+
+/**
+ * min_value/max_value, or for numbers the deprecated min/max (written with signed comparison, which is
+ * right for signed numbers only; byte arrays and unsigned integers were ordered wrongly by old writers).
+ */
+function chunkBounds(md: ColumnMetaData, unsigned: boolean): { min?: StatValue; max?: StatValue } {
+  const st = md.statistics;
+  if (!st) return {};
+  const legacyOk = !unsigned && md.type !== 'BYTE_ARRAY' && md.type !== 'FIXED_LEN_BYTE_ARRAY';
+  return {
+    min: asStatValue(st.min_value) ?? (legacyOk ? asStatValue(st.min) : undefined),
+    max: asStatValue(st.max_value) ?? (legacyOk ? asStatValue(st.max) : undefined),
+  };
+}
+
+function columnTotals(meta: FileMetaData): Map<string, ColumnTotals> {
+  const unsignedByName = new Map(meta.schema.map((el) => [el.name, isUnsigned(el)]));
+  const out = new Map<string, ColumnTotals & { boundsKnown: boolean }>();
+  for (const rg of meta.row_groups) {
+    for (const chunk of rg.columns) {
+      const md = chunk.meta_data;
+      if (!md || md.path_in_schema.length !== 1) continue; // nested leaves get no file-level metrics
+      const name = md.path_in_schema[0]!;
+      const t = out.get(name) ?? { valueCount: 0, nullCount: 0, compressedBytes: 0, boundsKnown: true };
+      const values = Number(md.num_values);
+      const nulls = md.statistics?.null_count;
+      t.valueCount += values;
+      t.compressedBytes += Number(md.total_compressed_size);
+      t.nullCount = t.nullCount === undefined || nulls === undefined ? undefined : t.nullCount + Number(nulls);
+      if (nulls === undefined || Number(nulls) < values) {
+        const { min, max } = chunkBounds(md, unsignedByName.get(name) ?? false);
+        if (min === undefined || max === undefined) t.boundsKnown = false;
+        else {
+          if (t.min === undefined || compareStatValues(min, t.min) < 0) t.min = min;
+          if (t.max === undefined || compareStatValues(max, t.max) > 0) t.max = max;
+        }
+      }
+      out.set(name, t);
+    }
+  }
+  const totals = new Map<string, ColumnTotals>();
+  for (const [name, { boundsKnown, min, max, ...counts }] of out) totals.set(name, boundsKnown ? { ...counts, min, max } : counts);
+  return totals;
+}
+
+function isUnsigned(el: SchemaElement): boolean {
+  const lt = el.logical_type;
+  return (lt?.type === 'INTEGER' && !lt.isSigned) || (el.converted_type?.startsWith('UINT_') ?? false);
 }
 
 /** The schema is a depth-first flattened tree; element 0 is the root, its children are the columns. */

@@ -15,6 +15,7 @@ import { topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { newCommitUuid, partitionResultType, writeManifestList, writeManifests } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter } from './parquet-footer';
+import { columnMetrics, metricsModes } from './column-metrics';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -50,6 +51,7 @@ export async function rebuildCatalog(
   const nowMs = Date.now();
   const { handle, base, schema, spec, partitionOf } = await loadTable(backend, req, nowMs);
 
+  const modeOf = metricsModes(base.properties ?? {});
   const files = await listDataFiles(store);
   const unreadable: UnreadableFile[] = [];
   const entries: Array<DataFileEntry | undefined> = new Array(files.length);
@@ -60,7 +62,13 @@ export async function rebuildCatalog(
       if (!footer.columns.some((c) => c.name === 'id')) {
         unreadable.push({ key: obj.key, reason: 'the file has no id column' });
       } else {
-        entries[i] = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: partitionOf(parsed) };
+        entries[i] = {
+          path: store.uri(obj.key),
+          recordCount: footer.numRows,
+          sizeBytes: obj.size,
+          partition: partitionOf(parsed),
+          metrics: columnMetrics(footer.columns, schema, modeOf),
+        };
       }
     } catch (err) {
       // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.

@@ -3,12 +3,14 @@
 
     iceberg_read.py scan --catalog /abs/catalog.db [--name earthcatalog] [--table earthcatalog.stac_items]
                          [--warehouse /abs/dir] [--select id,datetime] [--filter "datetime >= '2020-01-01T00:00:00+00:00'"]
-                         [--ids] [--files-only]
+                         [--ids] [--files-only] [--metrics]
         Loads the table, scans it and prints one JSON object:
         snapshot_count, current_snapshot_id, metadata_location, metadata_log (files), schema_fields [[id, name]],
         spec {spec_id, fields [[field_id, name, transform, source_id]]}, properties, file_count, files
         [{path, record_count, size, partition}], row_count (rows scanned), partitions (distinct partition values of
-        the scanned files) and, with --ids, the sorted "cell/id" of every scanned row.
+        the scanned files) and, with --ids, the sorted "cell/id" of every scanned row. With --metrics every file
+        also has "metrics": pyiceberg's readable_metrics per column (bounds decoded by pyiceberg; timestamps
+        as microseconds since the epoch, bytes as hex).
 
     iceberg_read.py register --catalog /abs/catalog.db [--name earthcatalog] [--table earthcatalog.stac_items]
                              --metadata <location as the catalog row should store it>
@@ -37,6 +39,22 @@ def jsonable(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def metric_value(value):
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=value.tzinfo)
+        return (value - epoch) // datetime.timedelta(microseconds=1)
+    return jsonable(value)
+
+
+def readable_metrics(f):
+    metrics = f.get("readable_metrics") or {}
+    return {
+        col: {k: metric_value(v) for k, v in m.items()} for col, m in metrics.items() if m is not None
+    }
 
 
 def partition_of(data_file, spec):
@@ -74,6 +92,7 @@ def scan(args):
                 "record_count": f["record_count"],
                 "size": f["file_size_in_bytes"],
                 "partition": {k: jsonable(v) for k, v in (f["partition"] or {}).items()},
+                **({"metrics": readable_metrics(f)} if getattr(args, "metrics", False) else {}),
             }
             for f in files_table
         ],
@@ -111,6 +130,7 @@ def main():
             p.add_argument("--filter", help="pyiceberg row filter expression")
             p.add_argument("--ids", action="store_true", help="also print the sorted cell/id of every scanned row")
             p.add_argument("--files-only", action="store_true", help="plan the scan but read no data (row_count null)")
+            p.add_argument("--metrics", action="store_true", help="also print every file's decoded column metrics")
         else:
             p.add_argument("--metadata", required=True, help="metadata location to store in the catalog row")
     args = parser.parse_args()

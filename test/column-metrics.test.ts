@@ -1,0 +1,130 @@
+/**
+ * Column metrics for the Iceberg manifests: footer statistics summed over row groups (real DuckDB
+ * files), and the conversion to Iceberg bounds, which must be exact or wider (an engine that trusts a
+ * too-narrow bound drops rows from query results) and absent where that cannot be guaranteed.
+ * catalog-rebuild.test.ts checks the result end to end through pyiceberg.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { openDuckSession } from '../activities/compaction/duckdb-session';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { readParquetFooter, type ColumnTotals, type FooterColumn } from '../activities/catalog/parquet-footer';
+import { columnMetrics, metricsModes } from '../activities/catalog/column-metrics';
+import type { IcebergSchema } from '../activities/catalog/iceberg-schema';
+
+let dir: string;
+
+before(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-metrics-'));
+});
+
+after(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function schemaOf(fields: Array<[string, string]>): IcebergSchema {
+  return { type: 'struct', 'schema-id': 0, fields: fields.map(([name, type], i) => ({ id: i + 1, name, type, required: false })) };
+}
+
+const enc = (s: string) => new Uint8Array(Buffer.from(s, 'utf8'));
+const counts: ColumnTotals = { valueCount: 10, nullCount: 1, compressedBytes: 100 };
+
+function col(name: string, physicalType: string, logicalType: string | undefined, min: ColumnTotals['min'], max: ColumnTotals['max']): FooterColumn {
+  return { name, physicalType, logicalType, totals: { ...counts, min, max } };
+}
+
+function bounds(column: FooterColumn, type: string, properties: Record<string, string> = {}) {
+  const m = columnMetrics([column], schemaOf([[column.name, type]]), metricsModes(properties));
+  return { lower: m.lowerBounds.get(1), upper: m.upperBounds.get(1), counted: m.valueCounts.get(1), nulls: m.nullValueCounts.get(1), size: m.columnSizes.get(1) };
+}
+
+describe('footer statistics over row groups', () => {
+  test('min and max across row groups, nulls summed, an all-null row group ignored for bounds', async () => {
+    const duck = await openDuckSession({ tempDir: path.join(dir, 'spill') });
+    try {
+      await duck.exec(`COPY (SELECT i AS n, CASE WHEN i < 2048 THEN NULL ELSE 'v' || lpad(i::VARCHAR, 5, '0') END AS s,
+                              make_timestamp(1600000000000000 + i * 1000001) AS t
+                         FROM range(5000) r(i)) TO '${path.join(dir, 'rg.parquet')}' (FORMAT parquet, ROW_GROUP_SIZE 2048)`);
+    } finally {
+      duck.close();
+    }
+    const store = new LocalWarehouseStore(dir);
+    const footer = await readParquetFooter(store, 'rg.parquet', (await fs.stat(path.join(dir, 'rg.parquet'))).size);
+    const by = new Map(footer.columns.map((c) => [c.name, c.totals!]));
+    assert.equal(by.get('n')!.valueCount, 5000);
+    assert.deepEqual([by.get('n')!.min, by.get('n')!.max], [0n, 4999n]);
+    assert.equal(by.get('s')!.nullCount, 2048);
+    assert.deepEqual([Buffer.from(by.get('s')!.min as Uint8Array).toString(), Buffer.from(by.get('s')!.max as Uint8Array).toString()], ['v02048', 'v04999']);
+    assert.deepEqual([by.get('t')!.min, by.get('t')!.max], [1600000000000000n, 1600000000000000n + 4999n * 1000001n], 'timestamps kept in microseconds');
+    const metrics = columnMetrics(footer.columns, schemaOf([['n', 'long'], ['s', 'string'], ['t', 'timestamptz']]), metricsModes({}));
+    assert.equal(metrics.upperBounds.get(3)!.readBigInt64LE(), 1600000000000000n + 4999n * 1000001n);
+    assert.equal(metrics.nullValueCounts.get(2), 2048n);
+  });
+});
+
+describe('Iceberg bounds', () => {
+  test('strings: truncated to 16 code points, the upper bound incremented', () => {
+    const b = bounds(col('s', 'BYTE_ARRAY', 'STRING', enc('abcdefghijklmnopqrs'), enc('abcdefghijklmnopzz')), 'string');
+    assert.equal(b.lower!.toString(), 'abcdefghijklmnop');
+    assert.equal(b.upper!.toString(), 'abcdefghijklmnoq');
+    const short = bounds(col('s', 'BYTE_ARRAY', 'STRING', enc('a'), enc('b')), 'string');
+    assert.deepEqual([short.lower!.toString(), short.upper!.toString()], ['a', 'b']);
+    const multi = bounds(col('s', 'BYTE_ARRAY', 'STRING', enc('é'.repeat(20)), enc('é'.repeat(20))), 'string');
+    assert.equal(multi.upper!.toString(), 'é'.repeat(15) + 'ê', 'code points, not bytes');
+  });
+
+  test('no upper bound when no code point can be incremented; none for bytes that are not UTF-8', () => {
+    const top = String.fromCodePoint(0x10ffff).repeat(17);
+    const b = bounds(col('s', 'BYTE_ARRAY', 'STRING', enc('a'), enc(top)), 'string');
+    assert.equal(b.lower!.toString(), 'a');
+    assert.equal(b.upper, undefined);
+    const bad = bounds(col('s', 'BYTE_ARRAY', 'STRING', new Uint8Array([0x61]), new Uint8Array([0xff, 0xfe])), 'string');
+    assert.deepEqual([bad.lower, bad.upper, bad.counted], [undefined, undefined, 10n], 'counts without bounds');
+  });
+
+  test('timestamps: micros as stored, millis scaled, nanos rounded outwards', () => {
+    const micros = bounds(col('t', 'INT64', 'TIMESTAMP(MICROS,UTC)', 5n, 7n), 'timestamptz');
+    assert.deepEqual([micros.lower!.readBigInt64LE(), micros.upper!.readBigInt64LE()], [5n, 7n]);
+    const millis = bounds(col('t', 'INT64', 'TIMESTAMP_MILLIS', 5n, 7n), 'timestamp');
+    assert.deepEqual([millis.lower!.readBigInt64LE(), millis.upper!.readBigInt64LE()], [5000n, 7000n]);
+    const nanos = bounds(col('t', 'INT64', 'TIMESTAMP(NANOS,UTC)', -1500n, 1500n), 'timestamptz');
+    assert.deepEqual([nanos.lower!.readBigInt64LE(), nanos.upper!.readBigInt64LE()], [-2n, 2n]);
+    const plain = bounds(col('t', 'INT64', undefined, 5n, 7n), 'timestamptz');
+    assert.equal(plain.lower, undefined, 'an unannotated INT64 is not a timestamp');
+  });
+
+  test('integers and floats: widened where exact, absent where not', () => {
+    const int32AsLong = bounds(col('n', 'INT32', undefined, -3, 9), 'long');
+    assert.deepEqual([int32AsLong.lower!.readBigInt64LE(), int32AsLong.upper!.readBigInt64LE()], [-3n, 9n]);
+    assert.equal(bounds(col('n', 'INT64', 'INTEGER(64,unsigned)', 0n, 2n ** 63n), 'long').upper, undefined, 'unsigned 64-bit may not fit');
+    assert.equal(bounds(col('n', 'INT64', undefined, 0n, 2n ** 40n), 'int').upper, undefined, 'out of int range');
+    const asInt = bounds(col('n', 'INT32', undefined, -3, 9), 'int');
+    assert.deepEqual([asInt.lower!.readInt32LE(), asInt.upper!.readInt32LE()], [-3, 9]);
+    assert.equal(bounds(col('x', 'DOUBLE', undefined, Number.NaN, 1), 'double').lower, undefined);
+    const zeros = bounds(col('x', 'DOUBLE', undefined, 0, 0), 'double');
+    assert.ok(Object.is(zeros.lower!.readDoubleLE(), -0) && Object.is(zeros.upper!.readDoubleLE(), 0), 'both signs of zero');
+    assert.equal(bounds(col('x', 'DOUBLE', undefined, 1, 2), 'float').lower, undefined, 'a double is not narrowed to a float');
+    assert.equal(bounds(col('d', 'FIXED_LEN_BYTE_ARRAY', 'DECIMAL(10,2)', new Uint8Array([1]), new Uint8Array([2])), 'decimal(10,2)').lower, undefined);
+  });
+
+  test('a column without statistics in some row group gets counts only', () => {
+    const c: FooterColumn = { name: 'p', physicalType: 'BYTE_ARRAY', logicalType: 'STRING', totals: { ...counts } };
+    const b = bounds(c, 'string');
+    assert.deepEqual([b.lower, b.upper, b.counted, b.nulls, b.size], [undefined, undefined, 10n, 1n, 100n]);
+  });
+
+  test('metrics modes from the table properties', () => {
+    const c = col('s', 'BYTE_ARRAY', 'STRING', enc('abcdefghijklmnopqrs'), enc('abcdefghijklmnopzz'));
+    const counted = bounds(c, 'string', { 'write.metadata.metrics.default': 'counts' });
+    assert.deepEqual([counted.lower, counted.counted], [undefined, 10n]);
+    const full = bounds(c, 'string', { 'write.metadata.metrics.default': 'counts', 'write.metadata.metrics.column.s': 'full' });
+    assert.equal(full.upper!.toString(), 'abcdefghijklmnopzz');
+    const four = bounds(c, 'string', { 'write.metadata.metrics.default': 'truncate(4)' });
+    assert.deepEqual([four.lower!.toString(), four.upper!.toString()], ['abcd', 'abce']);
+    const none = bounds(c, 'string', { 'write.metadata.metrics.column.s': 'none' });
+    assert.deepEqual([none.lower, none.counted, none.size], [undefined, undefined, undefined]);
+  });
+});
