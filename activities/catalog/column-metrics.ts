@@ -73,7 +73,9 @@ interface Bounds {
 /** Iceberg's single-value serialization of the file's min/max, or undefined where it would not be exact or wider. */
 function icebergBounds(type: string, column: FooterColumn, totals: ColumnTotals, truncateTo: number | undefined): Bounds | undefined {
   const { min, max } = totals;
-  if (min === undefined || max === undefined || compareStatValues(min, max) > 0) return undefined;
+  if (min === undefined || max === undefined) return undefined;
+  const order = compareStatValues(min, max);
+  if (order === undefined || order > 0) return undefined;
   const logical = column.logicalType ?? '';
   switch (type) {
     case 'string':

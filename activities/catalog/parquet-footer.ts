@@ -81,7 +81,7 @@ export async function readParquetFooter(store: WarehouseStore, key: string, size
   const kv: Record<string, string> = {};
   for (const { key: k, value } of meta.key_value_metadata ?? []) if (!(k in kv)) kv[k] = value ?? '';
   const columns = topLevelColumns(meta.schema, key);
-  const totals = columnTotals(meta);
+  const totals = columnTotals(meta, columns);
   for (const c of columns) if (c.physicalType) c.totals = totals.get(c.name);
   return { numRows, columns, kv };
 }
@@ -106,13 +106,16 @@ function asStatValue(v: Statistics['min_value']): StatValue | undefined {
   return typeof v === 'string' || v instanceof Date ? undefined : v;
 }
 
-/** Unsigned byte order for byte arrays (Parquet's and Iceberg's order for strings and binary). */
-export function compareStatValues(a: StatValue, b: StatValue): number {
+/**
+ * Unsigned byte order for byte arrays (Parquet's and Iceberg's order for strings and binary);
+ * undefined for values of different kinds, which no bound may be derived from.
+ */
+export function compareStatValues(a: StatValue, b: StatValue): number | undefined {
   if (a instanceof Uint8Array && b instanceof Uint8Array) return Buffer.compare(a, b);
   if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
   if (typeof a === 'number' && typeof b === 'number') return a < b ? -1 : a > b ? 1 : 0;
   if (typeof a === 'boolean' && typeof b === 'boolean') return Number(a) - Number(b);
-  throw new Error('statistics of different kinds');
+  return undefined;
 }
 
 /**
@@ -129,8 +132,8 @@ function chunkBounds(md: ColumnMetaData, unsigned: boolean): { min?: StatValue; 
   };
 }
 
-function columnTotals(meta: FileMetaData): Map<string, ColumnTotals> {
-  const unsignedByName = new Map(meta.schema.map((el) => [el.name, isUnsigned(el)]));
+function columnTotals(meta: FileMetaData, columns: readonly FooterColumn[]): Map<string, ColumnTotals> {
+  const unsigned = new Set(columns.filter((c) => /unsigned\)$|^UINT_/.test(c.logicalType ?? '')).map((c) => c.name));
   const out = new Map<string, ColumnTotals & { boundsKnown: boolean }>();
   for (const rg of meta.row_groups) {
     for (const chunk of rg.columns) {
@@ -144,11 +147,13 @@ function columnTotals(meta: FileMetaData): Map<string, ColumnTotals> {
       t.compressedBytes += Number(md.total_compressed_size);
       t.nullCount = t.nullCount === undefined || nulls === undefined ? undefined : t.nullCount + Number(nulls);
       if (nulls === undefined || Number(nulls) < values) {
-        const { min, max } = chunkBounds(md, unsignedByName.get(name) ?? false);
-        if (min === undefined || max === undefined) t.boundsKnown = false;
+        const { min, max } = chunkBounds(md, unsigned.has(name));
+        const lower = min === undefined || t.min === undefined ? 0 : compareStatValues(min, t.min);
+        const upper = max === undefined || t.max === undefined ? 0 : compareStatValues(max, t.max);
+        if (min === undefined || max === undefined || lower === undefined || upper === undefined) t.boundsKnown = false;
         else {
-          if (t.min === undefined || compareStatValues(min, t.min) < 0) t.min = min;
-          if (t.max === undefined || compareStatValues(max, t.max) > 0) t.max = max;
+          if (t.min === undefined || lower < 0) t.min = min;
+          if (t.max === undefined || upper > 0) t.max = max;
         }
       }
       out.set(name, t);
@@ -159,10 +164,6 @@ function columnTotals(meta: FileMetaData): Map<string, ColumnTotals> {
   return totals;
 }
 
-function isUnsigned(el: SchemaElement): boolean {
-  const lt = el.logical_type;
-  return (lt?.type === 'INTEGER' && !lt.isSigned) || (el.converted_type?.startsWith('UINT_') ?? false);
-}
 
 /** The schema is a depth-first flattened tree; element 0 is the root, its children are the columns. */
 function topLevelColumns(schema: SchemaElement[], key: string): FooterColumn[] {

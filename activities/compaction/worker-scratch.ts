@@ -18,7 +18,7 @@ import * as path from 'node:path';
 const OWNER_FILE = 'owner.json';
 const CLAIM_PREFIX = 'worker-';
 /** How often a live worker refreshes its claim; a claim is stale after several missed refreshes. */
-export const REFRESH_EVERY_MS = 60_000;
+const REFRESH_EVERY_MS = 60_000;
 export const STALE_AFTER_MS = 10 * REFRESH_EVERY_MS;
 
 interface Owner {
@@ -97,7 +97,7 @@ async function abandonment(dir: string, self: Omit<Owner, 'startedAt'>, now: num
   return now - refreshedAt > STALE_AFTER_MS ? 'claim not refreshed' : undefined;
 }
 
-export async function sweepAbandonedClaims(root: string, self: Omit<Owner, 'startedAt'>, keep: string): Promise<SweptClaim[]> {
+async function sweepAbandonedClaims(root: string, self: Omit<Owner, 'startedAt'>, keep: string): Promise<SweptClaim[]> {
   const entries = await fs.readdir(root, { withFileTypes: true }).catch(() => []);
   const swept: SweptClaim[] = [];
   for (const entry of entries) {
