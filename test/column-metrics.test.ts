@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { openDuckSession } from '../activities/compaction/duckdb-session';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { readParquetFooter, type ColumnTotals, type FooterColumn } from '../activities/catalog/parquet-footer';
-import { columnMetrics, metricsModes } from '../activities/catalog/column-metrics';
+import { boundHolds, columnMetrics, metricsModes } from '../activities/catalog/column-metrics';
 import type { IcebergSchema } from '../activities/catalog/iceberg-schema';
 
 let dir: string;
@@ -126,5 +126,17 @@ describe('Iceberg bounds', () => {
     assert.deepEqual([four.lower!.toString(), four.upper!.toString()], ['abcd', 'abce']);
     const none = bounds(c, 'string', { 'write.metadata.metrics.column.s': 'none' });
     assert.deepEqual([none.lower, none.counted, none.size], [undefined, undefined, undefined]);
+  });
+
+  test('a written bound holds the values it was written from (what verify checks)', () => {
+    const id = bounds(col('id', 'BYTE_ARRAY', 'STRING', enc('ITSLIVE_2020_C0_000000'), enc('ITSLIVE_2020_C0_000019')), 'string');
+    assert.equal(boundHolds('string', 'lower', id.lower!, 'ITSLIVE_2020_C0_000000'), true);
+    assert.equal(boundHolds('string', 'upper', id.upper!, 'ITSLIVE_2020_C0_000019'), true);
+    assert.equal(boundHolds('string', 'upper', id.upper!, 'ITSLIVE_2020_C1'), false, 'a larger value escapes the upper bound');
+    const t = bounds(col('t', 'INT64', 'TIMESTAMP(MICROS,UTC)', 5n, 7n), 'timestamptz');
+    assert.deepEqual([boundHolds('timestamptz', 'lower', t.lower!, 5n), boundHolds('timestamptz', 'lower', t.lower!, 4n)], [true, false]);
+    assert.deepEqual([boundHolds('timestamptz', 'upper', t.upper!, 7n), boundHolds('timestamptz', 'upper', t.upper!, 8n)], [true, false]);
+    assert.equal(boundHolds('timestamptz', 'upper', t.upper!, '7'), undefined, 'a value of another kind is not judged');
+    assert.equal(boundHolds('binary', 'upper', Buffer.from([1]), 'x'), undefined);
   });
 });

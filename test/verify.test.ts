@@ -190,6 +190,31 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test("catalog column bounds that no longer hold a file's values (the file changed after the rebuild)", async () => {
+    const [compacted] = await compactedFiles();
+    const file = path.join(warehouse, compacted!);
+    const saved = path.join(dir, 'saved-bounds.parquet');
+    await fs.copyFile(file, saved);
+    try {
+      // Same rows, same order: every datetime one second later, every platform one letter longer.
+      await rewrite(saved, file, "SELECT * REPLACE (datetime + INTERVAL 1 SECOND AS datetime, platform || 'x' AS platform) FROM $src", await geoOf(saved));
+      const r = await verify();
+      const bounds = r.violations.filter((v) => v.kind === ViolationKinds.columnBoundsMismatch);
+      assert.deepEqual(bounds.map((v) => v.object), [compacted]);
+      assert.match(bounds[0]!.detail, /datetime upper bound \S+ is below the largest value \S+/);
+      assert.match(bounds[0]!.detail, /platform upper bound "\w+" is below the largest value "\w+x"/);
+      assert.doesNotMatch(bounds[0]!.detail, /lower bound/, 'the lower bounds still hold');
+      const expectedKinds: string[] = [ViolationKinds.columnBoundsMismatch, ViolationKinds.fileSizeMismatch];
+      assert.ok(r.violations.every((v) => v.object === compacted && expectedKinds.includes(v.kind)), 'nothing else is reported');
+      await rebuild();
+      assert.deepEqual((await verify()).violations, [], 'a rebuild records the new bounds');
+    } finally {
+      await fs.copyFile(saved, file);
+      await rebuild();
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
   test('a data file without its geo key', async () => {
     const [compacted] = await compactedFiles();
     const file = path.join(warehouse, compacted!);

@@ -161,6 +161,38 @@ function float64(v: number): Buffer {
   return b;
 }
 
+/** A file's actual minimum or maximum, as `verify` reads it: micros for timestamps, text for strings. */
+export type ActualValue = bigint | number | string;
+
+/**
+ * Whether a serialized bound holds a file's actual minimum (lower) or maximum (upper); undefined for
+ * types this module writes no bounds for, or a value of another kind.
+ */
+export function boundHolds(type: string, side: 'lower' | 'upper', bound: Buffer, value: ActualValue): boolean | undefined {
+  const order = compareBound(type, bound, value);
+  if (order === undefined) return undefined;
+  return side === 'lower' ? order <= 0 : order >= 0;
+}
+
+function compareBound(type: string, bound: Buffer, value: ActualValue): number | undefined {
+  const cmp = <T extends bigint | number>(a: T, b: T) => (a < b ? -1 : a > b ? 1 : 0);
+  switch (type) {
+    case 'string':
+      return typeof value === 'string' ? Buffer.compare(bound, Buffer.from(value, 'utf8')) : undefined;
+    case 'long':
+    case 'timestamp':
+    case 'timestamptz':
+      return typeof value === 'bigint' && bound.length === 8 ? cmp(bound.readBigInt64LE(), value) : undefined;
+    case 'int':
+    case 'date':
+      return typeof value === 'bigint' && bound.length === 4 ? cmp(BigInt(bound.readInt32LE()), value) : undefined;
+    case 'double':
+      return typeof value === 'number' && bound.length === 8 ? cmp(bound.readDoubleLE(), value) : undefined;
+    default:
+      return undefined;
+  }
+}
+
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**

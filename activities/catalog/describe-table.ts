@@ -14,6 +14,8 @@ export interface DescribedDataFile {
   size: number;
   /** Partition values by partition field name. */
   partition: Record<string, PartitionValue>;
+  /** Column bounds by field id, as the manifest serializes them; absent when the entry has none. */
+  bounds?: Map<number, { lower?: Buffer; upper?: Buffer }>;
 }
 
 export interface DescribedTable {
@@ -37,6 +39,8 @@ interface ManifestEntryRow {
     record_count: bigint;
     file_size_in_bytes: bigint;
     partition: Record<string, PartitionValue>;
+    lower_bounds?: Array<{ key: number; value: Buffer }> | null;
+    upper_bounds?: Array<{ key: number; value: Buffer }> | null;
   };
 }
 
@@ -61,11 +65,13 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
       const manifest = decodeAvroFile(await backend.readFile(m.manifest_path), m.manifest_path).records as ManifestEntryRow[];
       for (const e of manifest) {
         if (e.status === DELETED || (e.data_file.content ?? 0) !== 0) continue;
+        const bounds = boundsOf(e.data_file.lower_bounds, e.data_file.upper_bounds);
         dataFiles.push({
           path: e.data_file.file_path,
           recordCount: Number(e.data_file.record_count),
           size: Number(e.data_file.file_size_in_bytes),
           partition: { ...e.data_file.partition },
+          ...(bounds ? { bounds } : {}),
         });
       }
     }
@@ -77,4 +83,15 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
     currentSnapshotId: current ? current['snapshot-id'] : null,
     dataFiles,
   };
+}
+
+function boundsOf(
+  lower: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
+  upper: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
+): DescribedDataFile['bounds'] {
+  if (!lower?.length && !upper?.length) return undefined;
+  const bounds: NonNullable<DescribedDataFile['bounds']> = new Map();
+  for (const { key, value } of lower ?? []) bounds.set(key, { ...bounds.get(key), lower: value });
+  for (const { key, value } of upper ?? []) bounds.set(key, { ...bounds.get(key), upper: value });
+  return bounds;
 }

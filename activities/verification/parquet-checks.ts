@@ -1,10 +1,12 @@
 /**
  * The checks that read Parquet, in DuckDB: footers (row counts, `geo` key, columns), duplicate ids per
- * bucket and the sort order of compacted files. Each check runs as one query over all files; when that
+ * bucket, the sort order of compacted files and the catalog's column bounds against the values. Each check runs as one query over all files; when that
  * query fails (a damaged file) it is repeated per bucket and per file, so the report names the culprit.
  */
 import type { DuckSession } from '../compaction/duckdb-session';
-import { sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { boundHolds, type ActualValue } from '../catalog/column-metrics';
+import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type Violation } from './report';
 
 /** A data file available as a local path (materialized). */
@@ -243,4 +245,95 @@ export async function checkSortOrder(session: DuckSession, files: readonly Local
     }
   }
   return violations;
+}
+
+/** The columns queries filter on (the contract's named columns); the wide JSON columns are not read. */
+const BOUNDED_COLUMNS = ['id', 'platform', 'datetime', 'updated'];
+
+/** Column bounds the catalog records for a file, by field id. */
+export type CatalogBounds = ReadonlyMap<number, { lower?: Buffer; upper?: Buffer }>;
+
+/** A column's min and max as comparable to its Iceberg bounds: micros for timestamps, text for strings. */
+function minMaxSql(column: string, type: string): [string, string] | undefined {
+  const c = sqlIdent(column);
+  if (type === 'timestamptz' || type === 'timestamp') return [`epoch_us(min(${c}))`, `epoch_us(max(${c}))`];
+  if (type === 'string') return [`min(${c})::VARCHAR`, `max(${c})::VARCHAR`];
+  if (type === 'long' || type === 'int' || type === 'date') return [`min(${c})::BIGINT`, `max(${c})::BIGINT`];
+  return undefined;
+}
+
+function shown(type: string, v: ActualValue | Buffer): string {
+  if (Buffer.isBuffer(v)) return type === 'string' ? JSON.stringify(v.toString('utf8')) : shown(type, v.length === 8 ? v.readBigInt64LE() : BigInt(v.readInt32LE()));
+  if (typeof v === 'bigint' && type.startsWith('timestamp')) return new Date(Number(v / 1000n)).toISOString();
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+async function boundsQuery(
+  session: DuckSession,
+  files: readonly LocalDataFile[],
+  columns: ReadonlyArray<{ name: string; id: number; type: string; sql: [string, string] }>,
+  boundsOf: (key: string) => CatalogBounds | undefined,
+): Promise<Violation[]> {
+  const select = columns.map((c, i) => `${c.sql[0]} AS lo${i}, ${c.sql[1]} AS hi${i}`).join(', ');
+  const rows = await session.rows(
+    `SELECT filename, ${select} FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
+  );
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const violations: Violation[] = [];
+  for (const r of rows) {
+    const file = byPath.get(String(r.filename));
+    const bounds = file && boundsOf(file.key);
+    if (!file || !bounds) continue;
+    const wrong: string[] = [];
+    columns.forEach((c, i) => {
+      const { lower, upper } = bounds.get(c.id) ?? {};
+      const lo = r[`lo${i}`] as ActualValue | null;
+      const hi = r[`hi${i}`] as ActualValue | null;
+      if (lower && lo !== null && boundHolds(c.type, 'lower', lower, lo) === false) {
+        wrong.push(`${c.name} lower bound ${shown(c.type, lower)} is above the smallest value ${shown(c.type, lo)}`);
+      }
+      if (upper && hi !== null && boundHolds(c.type, 'upper', upper, hi) === false) {
+        wrong.push(`${c.name} upper bound ${shown(c.type, upper)} is below the largest value ${shown(c.type, hi)}`);
+      }
+    });
+    if (wrong.length) {
+      violations.push({
+        kind: ViolationKinds.columnBoundsMismatch,
+        object: file.key,
+        detail: `the catalog's column bounds would hide rows of this file from filtered queries: ${wrong.join('; ')}`,
+      });
+    }
+  }
+  return violations;
+}
+
+/**
+ * The catalog's lower/upper bounds of the filtered-on columns against each file's actual values: a
+ * bound that is too narrow makes engines skip the file for queries whose rows it holds.
+ */
+export async function checkColumnBounds(
+  session: DuckSession,
+  files: readonly LocalDataFile[],
+  facts: ReadonlyMap<string, FooterFacts>,
+  schema: IcebergSchema,
+  boundsOf: (key: string) => CatalogBounds | undefined,
+): Promise<Violation[]> {
+  const bounded = files.filter((f) => boundsOf(f.key) && facts.has(f.key));
+  const present = (name: string) => bounded.some((f) => facts.get(f.key)!.columns.has(name));
+  const columns = schema.fields.flatMap(({ name, id, type }) => {
+    const sql = typeof type === 'string' && BOUNDED_COLUMNS.includes(name) && present(name) ? minMaxSql(name, type) : undefined;
+    return sql && typeof type === 'string' ? [{ name, id, type, sql }] : [];
+  });
+  if (!bounded.length || !columns.length) return [];
+  try {
+    return await boundsQuery(session, bounded, columns, boundsOf);
+  } catch {
+    // A file whose columns do not read as the table's types: the other checks report it.
+    const violations: Violation[] = [];
+    for (const f of bounded) {
+      const own = columns.filter((c) => facts.get(f.key)!.columns.has(c.name));
+      if (own.length) violations.push(...(await boundsQuery(session, [f], own, boundsOf).catch(() => [])));
+    }
+    return violations;
+  }
 }

@@ -19,6 +19,8 @@ export const ViolationKinds = {
   incompatibleBucket: 'incompatible-bucket',
   /** A compacted file whose rows are not sorted by (platform, datetime). */
   unsorted: 'unsorted',
+  /** The catalog's lower/upper bounds of a column do not hold the file's values (engines would skip its rows). */
+  columnBoundsMismatch: 'column-bounds-mismatch',
   /** The `geo` key is absent, repeated, or not JSON. */
   geoMetadata: 'geo-metadata',
   snapshotCount: 'snapshot-count',

@@ -15,7 +15,9 @@ import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
 import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
-import { checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
+import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type CatalogBounds, type LocalDataFile } from './parquet-checks';
+import { currentSchema } from '../catalog/table-metadata';
+import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
 import { groupByBucket, listPhysicalDataFiles, type PhysicalDataFile } from './warehouse-files';
 
@@ -55,7 +57,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       await fs.mkdir(scratch, { recursive: true });
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
-        rowsByKey = await checkFiles(session, store, files, scratch, violations);
+        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogBounds(table, store, files, label));
       } finally {
         session.close();
       }
@@ -89,6 +91,28 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   }
 }
 
+interface CatalogBoundsByKey {
+  schema: IcebergSchema;
+  byKey: Map<string, CatalogBounds>;
+}
+
+/** The column bounds the catalog records, by warehouse key (undefined when its schema is unreadable). */
+function catalogBounds(table: DescribedTable, store: WarehouseStore, files: readonly PhysicalDataFile[], label: string): CatalogBoundsByKey | undefined {
+  let schema: IcebergSchema;
+  try {
+    schema = currentSchema(table.metadata, label);
+  } catch {
+    return undefined; // reported by the catalog checks
+  }
+  const keyOf = catalogPathResolver(store, files);
+  const byKey = new Map<string, CatalogBounds>();
+  for (const entry of table.dataFiles) {
+    const key = keyOf(entry.path);
+    if (key !== undefined && entry.bounds) byKey.set(key, entry.bounds);
+  }
+  return { schema, byKey };
+}
+
 /** The checks that read the files; returns the row count of every readable file by key. */
 async function checkFiles(
   session: DuckSession,
@@ -96,6 +120,7 @@ async function checkFiles(
   files: readonly PhysicalDataFile[],
   scratch: string,
   violations: Violation[],
+  bounds: CatalogBoundsByKey | undefined,
 ): Promise<Map<string, number>> {
   const local = await materializeAll(store, files, scratch, violations);
   const footers = await readFooters(session, local);
@@ -110,6 +135,7 @@ async function checkFiles(
   const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
   violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
+  if (bounds) violations.push(...(await checkColumnBounds(session, readable, footers.facts, bounds.schema, (key) => bounds.byKey.get(key))));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 
