@@ -87,6 +87,30 @@ async function geoOf(file: string): Promise<string> {
   }
 }
 
+/**
+ * Rewrites the first compacted file with `select` (keeping its geo key unless told otherwise), runs
+ * `check` on the damaged warehouse, then restores the file and the catalog; verify is clean again.
+ */
+async function withRewrittenCompactedFile(
+  select: string,
+  check: (key: string) => Promise<void>,
+  opts: { keepGeo?: boolean; rebuildFirst?: boolean } = {},
+): Promise<void> {
+  const [compacted] = await compactedFiles();
+  const file = path.join(warehouse, compacted!);
+  const saved = path.join(dir, 'saved.parquet');
+  await fs.copyFile(file, saved);
+  try {
+    await rewrite(saved, file, select, opts.keepGeo === false ? undefined : await geoOf(saved));
+    if (opts.rebuildFirst) await rebuild();
+    await check(compacted!);
+  } finally {
+    await fs.copyFile(saved, file);
+    await rebuild();
+  }
+  assert.equal((await verify()).ok, true);
+}
+
 describe('verify', () => {
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-verify-'));
@@ -173,31 +197,20 @@ describe('verify', () => {
   });
 
   test('a compacted file whose rows are not sorted by (platform, datetime)', async () => {
-    const [compacted] = await compactedFiles();
-    const file = path.join(warehouse, compacted!);
-    const saved = path.join(dir, 'saved.parquet');
-    await fs.copyFile(file, saved);
-    try {
-      await rewrite(saved, file, 'SELECT * FROM $src ORDER BY platform DESC, datetime DESC', await geoOf(saved));
-      await rebuild();
-      const r = await verify();
-      assert.deepEqual(kinds(r), [`${ViolationKinds.unsorted} ${compacted}`]);
-      assert.match(r.violations[0]!.detail, /rows are out of \(platform, datetime\) order, the first at row 0/);
-    } finally {
-      await fs.copyFile(saved, file);
-      await rebuild();
-    }
-    assert.equal((await verify()).ok, true);
+    await withRewrittenCompactedFile(
+      'SELECT * FROM $src ORDER BY platform DESC, datetime DESC',
+      async (compacted) => {
+        const r = await verify();
+        assert.deepEqual(kinds(r), [`${ViolationKinds.unsorted} ${compacted}`]);
+        assert.match(r.violations[0]!.detail, /rows are out of \(platform, datetime\) order, the first at row 0/);
+      },
+      { rebuildFirst: true },
+    );
   });
 
   test("catalog column bounds that no longer hold a file's values (the file changed after the rebuild)", async () => {
-    const [compacted] = await compactedFiles();
-    const file = path.join(warehouse, compacted!);
-    const saved = path.join(dir, 'saved-bounds.parquet');
-    await fs.copyFile(file, saved);
-    try {
-      // Same rows, same order: every datetime one second later, every platform one letter longer.
-      await rewrite(saved, file, "SELECT * REPLACE (datetime + INTERVAL 1 SECOND AS datetime, platform || 'x' AS platform) FROM $src", await geoOf(saved));
+    // Same rows, same order: every datetime one second later, every platform one letter longer.
+    await withRewrittenCompactedFile("SELECT * REPLACE (datetime + INTERVAL 1 SECOND AS datetime, platform || 'x' AS platform) FROM $src", async (compacted) => {
       const r = await verify();
       const bounds = r.violations.filter((v) => v.kind === ViolationKinds.columnBoundsMismatch);
       assert.deepEqual(bounds.map((v) => v.object), [compacted]);
@@ -208,32 +221,23 @@ describe('verify', () => {
       assert.ok(r.violations.every((v) => v.object === compacted && expectedKinds.includes(v.kind)), 'nothing else is reported');
       await rebuild();
       assert.deepEqual((await verify()).violations, [], 'a rebuild records the new bounds');
-    } finally {
-      await fs.copyFile(saved, file);
-      await rebuild();
-    }
-    assert.equal((await verify()).ok, true);
+    });
   });
 
   test('a data file without its geo key', async () => {
-    const [compacted] = await compactedFiles();
-    const file = path.join(warehouse, compacted!);
-    const saved = path.join(dir, 'saved-geo.parquet');
-    await fs.copyFile(file, saved);
-    try {
-      await rewrite(saved, file, 'SELECT * FROM $src', undefined);
-      const stale = await verify();
-      // The catalog still records the old size: that is reported too, until the catalog is rebuilt.
-      assert.deepEqual(kinds(stale), [`${ViolationKinds.fileSizeMismatch} ${compacted}`, `${ViolationKinds.geoMetadata} ${compacted}`]);
-      await rebuild();
-      const r = await verify();
-      assert.deepEqual(kinds(r), [`${ViolationKinds.geoMetadata} ${compacted}`]);
-      assert.match(r.violations[0]!.detail, /no `geo` key/);
-    } finally {
-      await fs.copyFile(saved, file);
-      await rebuild();
-    }
-    assert.equal((await verify()).ok, true);
+    await withRewrittenCompactedFile(
+      'SELECT * FROM $src',
+      async (compacted) => {
+        const stale = await verify();
+        // The catalog still records the old size: that is reported too, until the catalog is rebuilt.
+        assert.deepEqual(kinds(stale), [`${ViolationKinds.fileSizeMismatch} ${compacted}`, `${ViolationKinds.geoMetadata} ${compacted}`]);
+        await rebuild();
+        const r = await verify();
+        assert.deepEqual(kinds(r), [`${ViolationKinds.geoMetadata} ${compacted}`]);
+        assert.match(r.violations[0]!.detail, /no `geo` key/);
+      },
+      { keepGeo: false },
+    );
   });
 
   test('a catalogued file that is deleted, and one that is truncated', async () => {
