@@ -42,7 +42,7 @@ export function metricsModes(properties: Record<string, string>): (name: string)
   return (name) => parseMode(properties[COLUMN_MODE_PREFIX + name]) ?? fallback;
 }
 
-export function emptyMetrics(): ColumnMetrics {
+function emptyMetrics(): ColumnMetrics {
   return { columnSizes: new Map(), valueCounts: new Map(), nullValueCounts: new Map(), lowerBounds: new Map(), upperBounds: new Map() };
 }
 
@@ -174,23 +174,34 @@ export function boundHolds(type: string, side: 'lower' | 'upper', bound: Buffer,
   return side === 'lower' ? order <= 0 : order >= 0;
 }
 
-function compareBound(type: string, bound: Buffer, value: ActualValue): number | undefined {
-  const cmp = <T extends bigint | number>(a: T, b: T) => (a < b ? -1 : a > b ? 1 : 0);
+/**
+ * A serialized bound as the kind of value `verify` reads: text for strings (lossy if the bound is not
+ * UTF-8: for display only), micros for timestamps, bigint for integers, number for doubles.
+ */
+export function decodeBound(type: string, bound: Buffer): ActualValue | undefined {
   switch (type) {
     case 'string':
-      return typeof value === 'string' ? Buffer.compare(bound, Buffer.from(value, 'utf8')) : undefined;
+      return bound.toString('utf8');
     case 'long':
     case 'timestamp':
     case 'timestamptz':
-      return typeof value === 'bigint' && bound.length === 8 ? cmp(bound.readBigInt64LE(), value) : undefined;
+      return bound.length === 8 ? bound.readBigInt64LE() : undefined;
     case 'int':
     case 'date':
-      return typeof value === 'bigint' && bound.length === 4 ? cmp(BigInt(bound.readInt32LE()), value) : undefined;
+      return bound.length === 4 ? BigInt(bound.readInt32LE()) : undefined;
     case 'double':
-      return typeof value === 'number' && bound.length === 8 ? cmp(bound.readDoubleLE(), value) : undefined;
+      return bound.length === 8 ? bound.readDoubleLE() : undefined;
     default:
       return undefined;
   }
+}
+
+function compareBound(type: string, bound: Buffer, value: ActualValue): number | undefined {
+  // Strings compare as bytes: a bound another writer incremented byte-wise need not be UTF-8.
+  if (type === 'string') return typeof value === 'string' ? Buffer.compare(bound, Buffer.from(value, 'utf8')) : undefined;
+  const decoded = decodeBound(type, bound);
+  if (decoded === undefined || typeof decoded !== typeof value) return undefined;
+  return decoded < value ? -1 : decoded > value ? 1 : 0;
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });

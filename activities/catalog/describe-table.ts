@@ -8,14 +8,17 @@ import type { PartitionValue } from './manifest-writer';
 import type { TableMetadataJson } from './table-metadata';
 import { parseTableMetadata } from './table-metadata';
 
+/** Column bounds by field id, as the manifest serializes them. */
+export type ColumnBounds = ReadonlyMap<number, { lower?: Buffer; upper?: Buffer }>;
+
 export interface DescribedDataFile {
   path: string;
   recordCount: number;
   size: number;
   /** Partition values by partition field name. */
   partition: Record<string, PartitionValue>;
-  /** Column bounds by field id, as the manifest serializes them; absent when the entry has none. */
-  bounds?: Map<number, { lower?: Buffer; upper?: Buffer }>;
+  /** Absent when the entry has no bounds. */
+  bounds?: ColumnBounds;
 }
 
 export interface DescribedTable {
@@ -88,9 +91,9 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
 function boundsOf(
   lower: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
   upper: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
-): DescribedDataFile['bounds'] {
+): ColumnBounds | undefined {
   if (!lower?.length && !upper?.length) return undefined;
-  const bounds: NonNullable<DescribedDataFile['bounds']> = new Map();
+  const bounds = new Map<number, { lower?: Buffer; upper?: Buffer }>();
   for (const { key, value } of lower ?? []) bounds.set(key, { ...bounds.get(key), lower: value });
   for (const { key, value } of upper ?? []) bounds.set(key, { ...bounds.get(key), upper: value });
   return bounds;

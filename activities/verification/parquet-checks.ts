@@ -1,11 +1,13 @@
 /**
  * The checks that read Parquet, in DuckDB: footers (row counts, `geo` key, columns), duplicate ids per
- * bucket, the sort order of compacted files and the catalog's column bounds against the values. Each check runs as one query over all files; when that
- * query fails (a damaged file) it is repeated per bucket and per file, so the report names the culprit.
+ * bucket, the sort order of compacted files and the catalog's column bounds against the values. Each
+ * check runs as one query over all files; when that query fails (a damaged file) it is repeated per
+ * bucket and per file, so the report names the culprit.
  */
 import type { DuckSession } from '../compaction/duckdb-session';
 import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
-import { boundHolds, type ActualValue } from '../catalog/column-metrics';
+import { boundHolds, decodeBound, type ActualValue } from '../catalog/column-metrics';
+import type { ColumnBounds } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type Violation } from './report';
 
@@ -250,9 +252,6 @@ export async function checkSortOrder(session: DuckSession, files: readonly Local
 /** The columns queries filter on (the contract's named columns); the wide JSON columns are not read. */
 const BOUNDED_COLUMNS = ['id', 'platform', 'datetime', 'updated'];
 
-/** Column bounds the catalog records for a file, by field id. */
-export type CatalogBounds = ReadonlyMap<number, { lower?: Buffer; upper?: Buffer }>;
-
 /** A column's min and max as comparable to its Iceberg bounds: micros for timestamps, text for strings. */
 function minMaxSql(column: string, type: string): [string, string] | undefined {
   const c = sqlIdent(column);
@@ -262,8 +261,8 @@ function minMaxSql(column: string, type: string): [string, string] | undefined {
   return undefined;
 }
 
-function shown(type: string, v: ActualValue | Buffer): string {
-  if (Buffer.isBuffer(v)) return type === 'string' ? JSON.stringify(v.toString('utf8')) : shown(type, v.length === 8 ? v.readBigInt64LE() : BigInt(v.readInt32LE()));
+function shown(type: string, v: ActualValue | Buffer | undefined): string {
+  if (Buffer.isBuffer(v)) return shown(type, decodeBound(type, v));
   if (typeof v === 'bigint' && type.startsWith('timestamp')) return new Date(Number(v / 1000n)).toISOString();
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
@@ -272,7 +271,7 @@ async function boundsQuery(
   session: DuckSession,
   files: readonly LocalDataFile[],
   columns: ReadonlyArray<{ name: string; id: number; type: string; sql: [string, string] }>,
-  boundsOf: (key: string) => CatalogBounds | undefined,
+  boundsOf: (key: string) => ColumnBounds | undefined,
 ): Promise<Violation[]> {
   const select = columns.map((c, i) => `${c.sql[0]} AS lo${i}, ${c.sql[1]} AS hi${i}`).join(', ');
   const rows = await session.rows(
@@ -316,13 +315,14 @@ export async function checkColumnBounds(
   files: readonly LocalDataFile[],
   facts: ReadonlyMap<string, FooterFacts>,
   schema: IcebergSchema,
-  boundsOf: (key: string) => CatalogBounds | undefined,
+  boundsOf: (key: string) => ColumnBounds | undefined,
 ): Promise<Violation[]> {
   const bounded = files.filter((f) => boundsOf(f.key) && facts.has(f.key));
   const present = (name: string) => bounded.some((f) => facts.get(f.key)!.columns.has(name));
   const columns = schema.fields.flatMap(({ name, id, type }) => {
-    const sql = typeof type === 'string' && BOUNDED_COLUMNS.includes(name) && present(name) ? minMaxSql(name, type) : undefined;
-    return sql && typeof type === 'string' ? [{ name, id, type, sql }] : [];
+    if (typeof type !== 'string' || !BOUNDED_COLUMNS.includes(name) || !present(name)) return [];
+    const sql = minMaxSql(name, type);
+    return sql ? [{ name, id, type, sql }] : [];
   });
   if (!bounded.length || !columns.length) return [];
   try {

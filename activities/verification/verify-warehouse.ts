@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describeTable, type DescribedTable } from '../catalog/describe-table';
+import { describeTable, type ColumnBounds, type DescribedTable } from '../catalog/describe-table';
 import { openCatalogBackend } from '../catalog/open-catalog';
 import { CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
@@ -15,7 +15,7 @@ import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
 import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
-import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type CatalogBounds, type LocalDataFile } from './parquet-checks';
+import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
@@ -51,20 +51,21 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
     const files = await listPhysicalDataFiles(store);
     const violations: Violation[] = [];
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
+    const keyOfPath = catalogPathResolver(store, files);
 
     let rowsByKey: Map<string, number>;
     try {
       await fs.mkdir(scratch, { recursive: true });
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
-        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogBounds(table, store, files, label));
+        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogBounds(table, keyOfPath, label));
       } finally {
         session.close();
       }
     } finally {
       await fs.rm(scratch, { recursive: true, force: true });
     }
-    if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, catalogPathResolver(store, files), label));
+    if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, keyOfPath, label));
 
     const buckets = groupByBucket(files);
     const unique = dedupe(violations);
@@ -93,19 +94,18 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
 
 interface CatalogBoundsByKey {
   schema: IcebergSchema;
-  byKey: Map<string, CatalogBounds>;
+  byKey: Map<string, ColumnBounds>;
 }
 
 /** The column bounds the catalog records, by warehouse key (undefined when its schema is unreadable). */
-function catalogBounds(table: DescribedTable, store: WarehouseStore, files: readonly PhysicalDataFile[], label: string): CatalogBoundsByKey | undefined {
+function catalogBounds(table: DescribedTable, keyOf: (p: string) => string | undefined, label: string): CatalogBoundsByKey | undefined {
   let schema: IcebergSchema;
   try {
     schema = currentSchema(table.metadata, label);
   } catch {
     return undefined; // reported by the catalog checks
   }
-  const keyOf = catalogPathResolver(store, files);
-  const byKey = new Map<string, CatalogBounds>();
+  const byKey = new Map<string, ColumnBounds>();
   for (const entry of table.dataFiles) {
     const key = keyOf(entry.path);
     if (key !== undefined && entry.bounds) byKey.set(key, entry.bounds);
