@@ -15,10 +15,11 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
-import { openDuckSession, type DuckSession } from '../activities/compaction/duckdb-session';
+import { openDuckSession, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
-import { computeWinners, inputFootprint, inputIdDigest, outputRowGroup, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
+import { computeWinners, inputFootprint, inputIdDigest, outputRowGroup, passthroughLayout, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
 import { readInputSchema } from '../activities/compaction/input-schema';
+import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
 import {
   createPrng,
   generateSampleWarehouse,
@@ -356,6 +357,46 @@ describe('compactBucket', () => {
       }
     }
     assert.deepEqual(scatterLayout(18, 1, 16).ranges.filter(([a, b]) => b - a > 1), [[15, 18]], '18 chunks at 16: 3 scattered again');
+  });
+
+  test('passthroughLayout: the runs as they are, the ranks between them in ranges of at most a chunk', () => {
+    const run = (start: number, rows: number, from: number) => ({ input: 0, from, to: from + 1, start, rows });
+    const segments = passthroughLayout(100, [run(60, 20, 2), run(10, 30, 0), run(45, 5, 1)], 8);
+    assert.deepEqual(
+      segments.map((x) => [x.start, x.end, x.run ? 'run' : 'sort']),
+      [[0, 5, 'sort'], [5, 10, 'sort'], [10, 40, 'run'], [40, 45, 'sort'], [45, 50, 'run'], [50, 55, 'sort'], [55, 60, 'sort'],
+        [60, 80, 'run'], [80, 87, 'sort'], [87, 94, 'sort'], [94, 100, 'sort']],
+    );
+    assert.deepEqual(passthroughLayout(30, [run(0, 30, 0)], 8).map((x) => [x.start, x.end, Boolean(x.run)]), [[0, 30, true]], 'nothing to sort');
+  });
+
+  test('findPassthroughRuns: whole row groups of winners in consecutive ranks, in row order, not over the size cap', async () => {
+    const dir = await fs.mkdtemp(path.join(scratchRoot, 'runs-'));
+    const file = path.join(dir, 'sorted.parquet');
+    // Five row groups of 2,048 rows.
+    await session.exec(`COPY (SELECT i AS id FROM range(10240) t(i)) TO ${sqlString(file)} (FORMAT parquet, ROW_GROUP_SIZE 2048)`);
+    const input = [{ key: 'sorted.parquet', path: file, size: (await fs.stat(file)).size }];
+    const runsFor = async (ordered: string, maxBytes = 1e12) => {
+      await session.exec(`CREATE OR REPLACE TABLE ordered AS ${ordered}`);
+      const runs = await findPassthroughRuns(session, input, [0], maxBytes);
+      return runs.map((r) => [r.from, r.to, r.start, r.rows]);
+    };
+    assert.deepEqual(await runsFor('SELECT i AS pos, i AS rank FROM range(10240) t(i)'), [[0, 5, 0, 10240]], 'all of it, as one run');
+    assert.deepEqual(await runsFor('SELECT i AS pos, i AS rank FROM range(10240) t(i)', 1), [], 'row groups over the cap are written anew');
+    // Group 1 in reverse order; one row of group 3 replaced (not a winner); a row of another input
+    // ranked between groups 4's first and second row.
+    assert.deepEqual(
+      await runsFor(`SELECT i AS pos, CASE WHEN i BETWEEN 2048 AND 4095 THEN 6143 - i WHEN i >= 8193 THEN i + 1 ELSE i END AS rank
+                     FROM range(10240) t(i) WHERE i <> 7000
+                     UNION ALL SELECT (1::BIGINT << 40) AS pos, 8193 AS rank`),
+      [[0, 1, 0, 2048], [2, 3, 4096, 2048]],
+    );
+    // A foreign row between groups 0 and 1 splits the run; both groups still pass.
+    assert.deepEqual(
+      await runsFor(`SELECT i AS pos, i + (i >= 2048)::INT AS rank FROM range(4096) t(i) UNION ALL SELECT (1::BIGINT << 40), 2048`),
+      [[0, 1, 0, 2048], [1, 2, 2049, 2048]],
+    );
+    await session.exec('DROP TABLE ordered');
   });
 
   test('scatterFanout follows memory and threads, within [2, max]', () => {
@@ -700,6 +741,84 @@ describe('compactBucket', () => {
     assert.equal(result.rowsIn, 70_000);
     assert.equal(result.rowsOut, 65_000);
     assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'oracle');
+  });
+
+  test("weekly, ingest clustered in time: last week's row groups that nothing changed in are copied as they are", async () => {
+    const { root, store } = await newWarehouse();
+    const part = async (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, dates?: { from: string; span: number }) => {
+      const key = `${PREFIX}/${name}.parquet`;
+      await writeHeavyPart(path.join(root, key), {
+        rows, firstId, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds, session,
+        datetimeFrom: dates?.from, datetimeSpanSeconds: dates?.span,
+      });
+      return { key, size: (await fs.stat(path.join(root, key))).size };
+    };
+    // 64 MB: output row groups of ~3,500 wide rows, so last week's 45,000 rows are a dozen of them.
+    const opts = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 5 * 1024 * 1024 };
+    const { result: last } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
+    const lastFile = path.join(root, last.outputKey);
+    const lastGroups = (await session.rows(`SELECT count(DISTINCT row_group_id) AS n FROM parquet_metadata(${sqlString(lastFile)})`))[0]!.n;
+    assert.ok(Number(lastGroups) >= 8, `last week's output has ${lastGroups} row groups`);
+    // This week: 3,000 new items of the year's last week (they sort to the end of each platform) and
+    // newer versions of three old items (same place in the order): the row groups around them change.
+    const inputs = [
+      { key: last.outputKey, size: last.bytesOut },
+      await part('week2_new', 3_000, 45_000, 1_000, { from: '2020-12-24 00:00:00+00', span: 7 * 86_400 }),
+      await part('week2_updates', 3, 30_000, 2_000),
+    ];
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+    let passthrough = { groups: 0, rows: 0 };
+    const { result } = await compact(store, inputs, {
+      ...opts,
+      planId: 'week2',
+      heartbeat: (p) => void (p.passthroughRowGroups !== undefined && (passthrough = { groups: p.passthroughRowGroups, rows: p.passthroughRows ?? 0 })),
+    });
+    assert.equal(result.rowsIn, 45_000 + 3_003);
+    assert.equal(result.rowsOut, 48_000);
+    assert.ok(passthrough.groups > 0 && passthrough.rows >= 20_000, `row groups copied as they are: ${JSON.stringify(passthrough)}`);
+    const out = path.join(root, result.outputKey);
+    assertSameRows(await readOutputRows(out), expected, 'oracle');
+    // Point lookups go through the copied statistics and bloom filters.
+    for (const i of [0, 7, 29_999, 30_000, 30_001, 44_999, 45_000, 47_999]) {
+      const [hit] = await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(out)}) WHERE id = 'heavy_${i}'`);
+      assert.equal(Number(hit!.n), 1, `heavy_${i} found once`);
+    }
+  });
+
+  test('weekly: a new column in the ingest rules out copying row groups (their schema would differ)', async () => {
+    const { root, store } = await newWarehouse();
+    const opts = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 5 * 1024 * 1024 };
+    const heavy = async (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, from?: string) => {
+      const key = `${PREFIX}/${name}.parquet`;
+      await writeHeavyPart(path.join(root, key), { rows, firstId, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds, session, datetimeFrom: from, datetimeSpanSeconds: from ? 86_400 : undefined });
+      return { key, size: (await fs.stat(path.join(root, key))).size };
+    };
+    const week1 = [await heavy('w1_a', 20_000, 0, 0), await heavy('w1_b', 20_000, 15_000, 100)];
+    const { result: last } = await compact(store, week1, { ...opts, planId: 'week1' });
+    const { key: plain } = await heavy('w2_plain', 1_000, 40_000, 1_000, '2020-12-30 00:00:00+00');
+    // The same week without the new column, in a copy of the warehouse: row groups are copied there.
+    const twin = await newWarehouse();
+    await copyFiles(root, twin.root, [last.outputKey, plain]);
+    let twinCopied = 0;
+    await compact(twin.store, [{ key: last.outputKey, size: last.bytesOut }, { key: plain, size: (await fs.stat(path.join(root, plain))).size }], {
+      ...opts,
+      planId: 'week2',
+      heartbeat: (p) => void (twinCopied = Math.max(twinCopied, p.passthroughRowGroups ?? 0)),
+    });
+    assert.ok(twinCopied > 0, 'without the new column, row groups are copied');
+
+    const drifted = `${PREFIX}/w2_drifted.parquet`;
+    await session.exec(
+      `COPY (SELECT *, 'x' AS "proj:wkt2" FROM read_parquet(${sqlString(path.join(root, plain))})) TO ${sqlString(path.join(root, drifted))} (FORMAT parquet)`,
+    );
+    await fs.rm(path.join(root, plain));
+    const inputs = [{ key: last.outputKey, size: last.bytesOut }, { key: drifted, size: (await fs.stat(path.join(root, drifted))).size }];
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+    let copied: number | undefined;
+    const { result } = await compact(store, inputs, { ...opts, planId: 'week2', heartbeat: (p) => void (copied ??= p.passthroughRowGroups) });
+    assert.equal(copied, undefined, 'no row group copied');
+    assert.equal(result.rowsOut, 36_000);
+    assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'oracle, with the new column');
   });
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {

@@ -41,6 +41,10 @@ async function part(name: string, from: number, to: number): Promise<string> {
   return file;
 }
 
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
 async function footerBytes(file: string): Promise<Uint8Array> {
   const buf = await fs.readFile(file);
   const length = buf.readUInt32LE(buf.length - 8);
@@ -77,6 +81,32 @@ describe('appendParquetFiles', () => {
     assert.deepEqual(arrow.ids, expected.map((r) => String(r.id)));
     assert.equal(arrow.filtered, arrow.expected_filtered);
     assert.equal(arrow.filtered, 4_000);
+  });
+
+  test('runs of row groups taken out of a file read back in order, their bloom filters moved with them', async () => {
+    const a = await part('runs-a.parquet', 0, 20_000);
+    const b = await part('runs-b.parquet', 20_000, 20_100);
+    const out = path.join(dir, 'runs.parquet');
+    // Row groups of 4,096 rows: [1, 3) is rows 4096..12287, [4, 5) rows 16384..19999.
+    await appendParquetFiles([{ path: a, from: 1, to: 3 }, b, { path: a, from: 4, to: 5 }], out, []);
+
+    const ids = (await session.rows(`SELECT id FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`)).map((r) => String(r.id));
+    const want = [...range(4096, 12288), ...range(20_000, 20_100), ...range(16_384, 20_000)].map((i) => `id-${String(i).padStart(7, '0')}`);
+    assert.deepEqual(ids, want);
+    const platform3 = want.filter((id) => Number(id.slice(3)) % 5 === 3).length;
+    const [hit] = await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(out)}) WHERE platform = 'platform-3'`);
+    assert.equal(Number(hit!.n), platform3, 'an equality filter (statistics, bloom filters) finds every row');
+    for (const id of [want[0]!, want[5000]!, want[want.length - 1]!]) {
+      const [one] = await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(out)}) WHERE id = ${sqlString(id)}`);
+      assert.equal(Number(one!.n), 1, `${id} found by a point lookup`);
+    }
+    const python = pythonExecutable();
+    const { stdout } = await run(python, [path.join(REPO_ROOT, 'test', 'py', 'parquet_read.py'), out, 'platform', 'platform-3']);
+    const arrow = JSON.parse(stdout) as { rows: number; ids: string[]; filtered: number; expected_filtered: number };
+    assert.deepEqual(arrow.ids, want, 'pyarrow reads the same rows');
+    assert.equal(arrow.filtered, platform3);
+
+    await assert.rejects(appendParquetFiles([{ path: a, from: 4, to: 6 }], path.join(dir, 'bad-run.parquet'), []), /has 5 row groups; cannot take \[4, 6\)/);
   });
 
   test('files of different schemas are refused, naming the file', async () => {

@@ -56,6 +56,9 @@ export interface BucketProgress {
   chunks?: number;
   /** Inputs already in output order, which that write reads by slices instead of scattering them. */
   presortedInputs?: number;
+  /** Row groups (and their rows) of those inputs copied into the output as they are. */
+  passthroughRowGroups?: number;
+  passthroughRows?: number;
   /** Which state the attempt found the bucket in (see the module comment). */
   state?: 'fresh' | 'published' | 'deleting' | 'done';
 }
@@ -87,6 +90,11 @@ export interface CompactBucketOptions {
    * them (default true). Tests turn it off to exercise scattering on inputs that happen to be sorted.
    */
   slicePresortedInputs?: boolean;
+  /**
+   * Whether row groups of those inputs in which nothing changed are copied into the output byte for byte
+   * (default true). Tests turn it off to compare with the output built without it.
+   */
+  passthroughRowGroups?: boolean;
 }
 
 /** Most rank ranges one scatter pass writes (open files); memory usually allows fewer (scatterFanout). */
@@ -296,9 +304,11 @@ async function compactFresh(
           rowGroup,
           maxFanout: a.opts.maxScatterFanout ?? MAX_SCATTER_FANOUT,
           slicePresorted: a.opts.slicePresortedInputs ?? true,
+          passthroughPresorted: a.opts.passthroughRowGroups ?? true,
           workDir: a.workDir,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
           onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
+          onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),
         });
       }
     } catch (err) {

@@ -18,8 +18,9 @@ import { openDuckSession, sqlIdent, sqlString, sqlStringList, toNumber, type Duc
 import type { InputSchema, LocalInput } from './input-schema';
 import { anyHasColumn } from './input-schema';
 import type { KvEntry } from './output-metadata';
-import { appendParquetFiles } from './parquet-append';
+import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
 import {
+  findPassthroughRuns,
   findPresortedInputs,
   POSITION_SHIFT,
   projectUnion,
@@ -27,6 +28,7 @@ import {
   slicesFor,
   unionColumns,
   writeRankIndex,
+  type PassthroughRun,
   type UnionColumn,
 } from './presorted-inputs';
 
@@ -236,6 +238,10 @@ export interface WritePlan {
   slicePresorted: boolean;
   /** The out-of-core path found these inputs in output order (read by slices, not scattered). */
   onPresorted?: (keys: string[]) => void;
+  /** Whether row groups of presorted inputs that nothing changed in are copied into the output as they are. */
+  passthroughPresorted: boolean;
+  /** Row groups and rows copied as they are (findPassthroughRuns), when any are. */
+  onPassthrough?: (rowGroups: number, rows: number) => void;
 }
 
 /**
@@ -279,6 +285,31 @@ export function scatterLayout(rows: number, chunkRows: number, fanout: number, n
   for (let k = 0; k < singles; k++) ranges.push([k * chunkRows, (k + 1) * chunkRows]);
   for (let a = singles * chunkRows; a < rows; a += width) ranges.push([a, Math.min(rows, a + width)]);
   return { singles, width, parts: ranges.length, ranges };
+}
+
+/** A rank range [start, end) of the output: sorted from its rows, or a passthrough run copied as it is. */
+export interface Segment {
+  start: number;
+  end: number;
+  run?: PassthroughRun;
+}
+
+/** The output's ranks [0, rows) as the passthrough runs and, between them, ranges of at most `chunkRows` to sort. */
+export function passthroughLayout(rows: number, runs: readonly PassthroughRun[], chunkRows: number): Segment[] {
+  const out: Segment[] = [];
+  const gap = (a: number, b: number) => {
+    const pieces = Math.ceil((b - a) / chunkRows);
+    const width = Math.ceil((b - a) / pieces);
+    for (let x = a; x < b; x += width) out.push({ start: x, end: Math.min(b, x + width) });
+  };
+  let at = 0;
+  for (const run of [...runs].sort((a, b) => a.start - b.start)) {
+    if (run.start > at) gap(at, run.start);
+    out.push({ start: run.start, end: run.start + run.rows, run });
+    at = run.start + run.rows;
+  }
+  if (at < rows) gap(at, rows);
+  return out;
 }
 
 /**
@@ -357,7 +388,7 @@ export async function writeOrdered(
   const lanes = outOfCoreThreads(plan);
   const laneLimitBytes = Math.floor(plan.memoryLimitBytes / lanes);
   const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / Math.max(2, lanes) / plan.rowBytes));
-  const totalChunks = Math.ceil(rowsOut / chunkRows);
+  let totalChunks = Math.ceil(rowsOut / chunkRows);
   const columns = await unionColumns(session, inputs);
   const presorted = plan.slicePresorted ? await findPresortedInputs(session, chunkRows) : [];
   plan.onPresorted?.(presorted.map((i) => inputs[i]!.key));
@@ -365,7 +396,9 @@ export async function writeOrdered(
   if (presorted.length) await writeRankIndex(session, presorted, rankIndex);
   const toScatter = inputs.map((_, i) => i).filter((i) => !presorted.includes(i));
 
-  const chunks: string[] = [];
+  // Sorted ranges and passthrough runs, in rank order; only the sorted ones are our files to remove.
+  const chunks: AppendPart[] = [];
+  const chunkFiles: string[] = [];
   // The sorted ranges become the output's row groups as they are (appendParquetFiles).
   const chunkOptions = finalWriteOptions(plan.rowGroup, []);
   // Lane 0 is this session, narrowed to one thread and a lane's share of memory while it sorts, so
@@ -392,8 +425,9 @@ export async function writeOrdered(
   };
   const sortChunks = async (jobs: readonly RangeJob[]): Promise<void> => {
     if (!jobs.length) return;
-    const files = jobs.map((_, i) => path.join(plan.workDir, 'sorted', `chunk_${String(chunks.length + i).padStart(6, '0')}.parquet`));
+    const files = jobs.map((_, i) => path.join(plan.workDir, 'sorted', `chunk_${String(chunkFiles.length + i).padStart(6, '0')}.parquet`));
     chunks.push(...files);
+    chunkFiles.push(...files);
     // Built before the session is narrowed: the slices are looked up in it.
     const sources: string[] = [];
     for (const job of jobs) sources.push(await rangeRows(job));
@@ -430,6 +464,27 @@ export async function writeOrdered(
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
   };
+  /** Writes the rows of `source` into `dir`/__ec_part=k/ by the partition `part` (0 ≤ k < parts). */
+  const scatterCopy = async (source: string, part: string, parts: number, dir: string, threads: number): Promise<void> => {
+    // Partitioned writes do not spill: the open files (each buffers one row group) and the rows each
+    // thread collects before handing them to the files (512k by default: far too many wide rows) get
+    // small, fixed shares of the memory limit.
+    const fileBufferBytes = Math.max(512 * 1024, Math.floor(plan.memoryLimitBytes / 8 / parts));
+    const flushRows = Math.max(MIN_ROW_GROUP_ROWS, Math.floor(plan.memoryLimitBytes / 16 / threads / plan.rowBytes));
+    await session.exec(
+      `SET partitioned_write_max_open_files = ${parts + 1}; SET partitioned_write_flush_threshold = ${flushRows}; SET threads = ${threads}`,
+    );
+    try {
+      await session.exec(
+        `COPY (SELECT ${part} AS __ec_part, * FROM (${source})) TO ${sqlString(dir)}
+           (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (__ec_part), ROW_GROUP_SIZE ${MIN_ROW_GROUP_ROWS},
+            ROW_GROUP_SIZE_BYTES ${fileBufferBytes})`,
+      );
+    } finally {
+      await session.exec(`SET threads = ${plan.threads}`);
+    }
+  };
+  const fanoutOf = (t: number) => scatterFanout(plan.memoryLimitBytes, plan.rowBytes, t, plan.maxFanout);
   let scatterSeq = 0;
   /**
    * Scatters `source` (rows ranked in [lo, hi); none when every row there is presorted) into ranges,
@@ -437,32 +492,15 @@ export async function writeOrdered(
    * again in between (or, holding presorted rows only, cut into sortable ranges).
    */
   const scatter = async (source: string | undefined, lo: number, hi: number, threads: number): Promise<void> => {
-    const fanoutOf = (t: number) => scatterFanout(plan.memoryLimitBytes, plan.rowBytes, t, plan.maxFanout);
     const layout = scatterLayout(hi - lo, chunkRows, source ? fanoutOf(threads) : Number.MAX_SAFE_INTEGER, fanoutOf(plan.threads));
     const dir = path.join(plan.workDir, `scatter_${++scatterSeq}`);
     if (source) {
-      // Partitioned writes do not spill: the open files (each buffers one row group) and the rows each
-      // thread collects before handing them to the files (512k by default: far too many wide rows) get
-      // small, fixed shares of the memory limit.
-      const fileBufferBytes = Math.max(512 * 1024, Math.floor(plan.memoryLimitBytes / 8 / layout.parts));
-      const flushRows = Math.max(MIN_ROW_GROUP_ROWS, Math.floor(plan.memoryLimitBytes / 16 / threads / plan.rowBytes));
       const rel = `(__ec_rank - ${lo})`;
       const part = layout.singles === layout.parts
         ? `${rel} // ${chunkRows}`
         : `CASE WHEN ${rel} < ${layout.singles * chunkRows} THEN ${rel} // ${chunkRows}
                 ELSE ${layout.singles} + (${rel} - ${layout.singles * chunkRows}) // ${layout.width} END`;
-      await session.exec(
-        `SET partitioned_write_max_open_files = ${layout.parts + 1}; SET partitioned_write_flush_threshold = ${flushRows}; SET threads = ${threads}`,
-      );
-      try {
-        await session.exec(
-          `COPY (SELECT ${part} AS __ec_part, * FROM (${source})) TO ${sqlString(dir)}
-             (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (__ec_part), ROW_GROUP_SIZE ${MIN_ROW_GROUP_ROWS},
-              ROW_GROUP_SIZE_BYTES ${fileBufferBytes})`,
-        );
-      } finally {
-        await session.exec(`SET threads = ${plan.threads}`);
-      }
+      await scatterCopy(source, part, layout.parts, dir, threads);
     }
     // The rank join is done once the first pass is: its table would only hold memory the sorts need.
     if (lo === 0 && hi === rowsOut) await session.exec('DROP TABLE IF EXISTS ordered');
@@ -483,18 +521,92 @@ export async function writeOrdered(
     await sortChunks(sortable);
     await fs.rm(dir, { recursive: true, force: true });
   };
+  /**
+   * Sorts the ranges between the passthrough runs and lists the runs between them. The scattered rows
+   * (this week's ingest: few) are scattered by range, as many ranges per pass as the fan-out allows,
+   * each pass reading only its ranks of them; presorted rows are read by slices.
+   */
+  const writeAround = async (source: string | undefined, segments: readonly Segment[]): Promise<void> => {
+    const sortedRanges = segments.filter((x) => !x.run);
+    const fanout = fanoutOf(outOfCoreThreads(plan));
+    const dirs: string[] = [];
+    const scattered: string[] = [];
+    for (let g = 0; source && g < sortedRanges.length; g += fanout) {
+      const group = sortedRanges.slice(g, g + fanout);
+      const dir = path.join(plan.workDir, `scatter_${++scatterSeq}`);
+      const part = `CASE ${group.map((x, k) => `WHEN __ec_rank < ${x.end} THEN ${k}`).join(' ')} END`;
+      const ranks = `SELECT * FROM (${source}) WHERE __ec_rank >= ${group[0]!.start} AND __ec_rank < ${group[group.length - 1]!.end}`;
+      await scatterCopy(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, outOfCoreThreads(plan));
+      scattered.push(dir);
+      group.forEach((_, k) => dirs.push(path.join(dir, `__ec_part=${k}`)));
+    }
+    await session.exec('DROP TABLE IF EXISTS ordered');
+    let sortable: RangeJob[] = [];
+    let k = 0;
+    for (const x of segments) {
+      if (x.run) {
+        await sortChunks(sortable);
+        sortable = [];
+        chunks.push({ path: inputs[x.run.input]!.path, from: x.run.from, to: x.run.to });
+        continue;
+      }
+      const partDir = dirs[k++];
+      sortable.push({ dir: partDir && (await exists(partDir)) ? partDir : undefined, start: x.start, end: x.end });
+    }
+    await sortChunks(sortable);
+    for (const dir of scattered) await fs.rm(dir, { recursive: true, force: true });
+  };
+
   await fs.mkdir(path.join(plan.workDir, 'sorted'), { recursive: true });
   try {
     const first = toScatter.length ? rankedWinners(inputs, schemas, columns, toScatter) : undefined;
-    await scatter(first, 0, rowsOut, outOfCoreThreads(plan));
+    const runs = plan.passthroughPresorted ? await passthroughCandidates(session, inputs, schemas, columns, presorted, chunkOptions, plan.rowGroup.bytes, plan.workDir) : [];
+    if (runs.length) {
+      const segments = passthroughLayout(rowsOut, runs, chunkRows);
+      plan.onPassthrough?.(runs.reduce((n, r) => n + r.to - r.from, 0), runs.reduce((n, r) => n + r.rows, 0));
+      totalChunks = segments.length - runs.length;
+      await writeAround(first, segments);
+    } else {
+      await scatter(first, 0, rowsOut, outOfCoreThreads(plan));
+    }
   } finally {
     for (const sorter of sorters.slice(1)) sorter.close();
   }
   await session.exec('RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold');
 
   await appendParquetFiles(chunks, outFile, kv);
-  for (const c of chunks) await fs.rm(c, { force: true });
+  for (const c of chunkFiles) await fs.rm(c, { force: true });
   await fs.rm(rankIndex, { force: true });
+}
+
+/**
+ * Passthrough runs of the presorted inputs whose schema is exactly the one the sorted ranges are
+ * written with (a new column in this week's ingest, or a file from another writer, rules them out):
+ * checked against a file of no rows written with the ranges' projection and options.
+ */
+async function passthroughCandidates(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+  columns: readonly UnionColumn[],
+  presorted: readonly number[],
+  chunkOptions: string,
+  maxRowGroupBytes: number,
+  workDir: string,
+): Promise<PassthroughRun[]> {
+  // Slack over the cap: DuckDB closes a row group on the vector that crosses it.
+  const runs = await findPassthroughRuns(session, inputs, presorted, 2 * maxRowGroupBytes);
+  const eligible = new Set<number>();
+  for (const fi of new Set(runs.map((r) => r.input))) {
+    const probe = path.join(workDir, `schema_probe_${fi}.parquet`);
+    await session.exec(
+      `COPY (SELECT ${projectUnion(columns, [schemas[fi]!], 'r')} FROM read_parquet(${sqlString(inputs[fi]!.path)}, hive_partitioning = false) r LIMIT 0)
+       TO ${sqlString(probe)} (${chunkOptions})`,
+    );
+    if (await sameParquetSchema(probe, inputs[fi]!.path)) eligible.add(fi);
+    await fs.rm(probe, { force: true });
+  }
+  return runs.filter((r) => eligible.has(r.input));
 }
 
 async function exists(p: string): Promise<boolean> {

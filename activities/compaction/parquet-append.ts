@@ -2,7 +2,9 @@
  * Joins Parquet files of one schema into one file by appending their row groups as they are: the
  * column chunks are copied byte for byte and one footer lists all row groups, so the rows are not
  * decoded or compressed again. The out-of-core write uses it for its sorted ranges: a concatenation
- * through DuckDB re-encodes everything, at about the cost of a second copy floor.
+ * through DuckDB re-encodes everything, at about the cost of a second copy floor. It also takes a run
+ * of row groups out of a file (last week's output, where nothing changed in them): their bytes are one
+ * span, and their bloom filters, which DuckDB writes elsewhere in the file, are copied one by one.
  *
  * Only the offsets a footer holds are moved (row group, data, dictionary, index and bloom filter
  * offsets). A file with a page index is refused: its offset index holds absolute page offsets inside
@@ -17,9 +19,21 @@ const COPY_BLOCK = 8 * 1024 * 1024;
 
 // Field ids of parquet.thrift.
 const FileMetaData = { schema: 2, numRows: 3, rowGroups: 4, keyValueMetadata: 5 } as const;
-const RowGroup = { columns: 1, fileOffset: 5, ordinal: 7 } as const;
+const RowGroup = { columns: 1, numRows: 3, fileOffset: 5, ordinal: 7 } as const;
 const ColumnChunk = { fileOffset: 2, metaData: 3, offsetIndexOffset: 4, columnIndexOffset: 6 } as const;
 const ColumnMetaData = { dataPageOffset: 9, indexPageOffset: 10, dictionaryPageOffset: 11, bloomFilterOffset: 14 } as const;
+const TOTAL_COMPRESSED_SIZE = 7;
+const BLOOM_FILTER_LENGTH = 15;
+
+/** Row groups [from, to) of a file, appended without the rest of it. */
+export interface RowGroupRun {
+  path: string;
+  from: number;
+  to: number;
+}
+
+/** A whole file, or a run of its row groups. */
+export type AppendPart = string | RowGroupRun;
 
 interface SourceFile {
   path: string;
@@ -67,6 +81,31 @@ function shiftOffset(s: TStruct, id: number, shift: bigint): void {
   if (v !== undefined && v > 0n) setField(s, id, { t: TType.i64, v: v + shift });
 }
 
+function columnChunks(rowGroup: TStruct): TStruct[] {
+  return asList(field(rowGroup, RowGroup.columns), 'row group columns').map((c) => asStruct(c, 'column chunk'));
+}
+
+function chunkMeta(chunk: TStruct): TStruct | undefined {
+  const meta = field(chunk, ColumnChunk.metaData);
+  return meta ? asStruct(meta, 'column metadata') : undefined;
+}
+
+/** The bytes of a row group's column chunks: one span, as every writer lays them out. */
+function rowGroupSpan(rowGroup: TStruct, file: string): { start: bigint; end: bigint } {
+  let start: bigint | undefined;
+  let end: bigint | undefined;
+  for (const chunk of columnChunks(rowGroup)) {
+    const m = chunkMeta(chunk);
+    const first = m && (asI64(field(m, ColumnMetaData.dictionaryPageOffset)) ?? asI64(field(m, ColumnMetaData.dataPageOffset)));
+    const size = m && asI64(field(m, TOTAL_COMPRESSED_SIZE));
+    if (first === undefined || size === undefined) throw new Error(`${file}: a column chunk without page offsets or size`);
+    if (start === undefined || first < start) start = first;
+    if (end === undefined || first + size > end) end = first + size;
+  }
+  if (start === undefined || end === undefined) throw new Error(`${file}: a row group without columns`);
+  return { start, end };
+}
+
 function moveRowGroup(rowGroup: TStruct, shift: bigint, ordinal: number, file: string): void {
   shiftOffset(rowGroup, RowGroup.fileOffset, shift);
   if (field(rowGroup, RowGroup.ordinal)) setField(rowGroup, RowGroup.ordinal, { t: TType.i16, v: ordinal });
@@ -83,16 +122,29 @@ function moveRowGroup(rowGroup: TStruct, shift: bigint, ordinal: number, file: s
   }
 }
 
+function schemaBytes(source: SourceFile): Uint8Array {
+  return writeThriftStruct({ t: TType.struct, fields: [{ id: FileMetaData.schema, value: field(source.footer, FileMetaData.schema)! }] });
+}
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
+async function copyRange(input: fs.FileHandle, out: fs.FileHandle, block: Buffer, from: number, to: number, path: string): Promise<void> {
+  for (let at = from; at < to; ) {
+    const { bytesRead } = await input.read(block, 0, Math.min(COPY_BLOCK, to - at), at);
+    if (bytesRead === 0) throw new Error(`${path} ended early`);
+    await out.write(block, 0, bytesRead);
+    at += bytesRead;
+  }
+}
+
 /**
- * Writes `outFile` holding the rows of `files` in list order, with exactly the key-value metadata `kv`.
+ * Writes `outFile` holding the rows of `parts` in list order, with exactly the key-value metadata `kv`.
  * Every file must have the same schema (checked).
  */
-export async function appendParquetFiles(files: readonly string[], outFile: string, kv: readonly KvEntry[]): Promise<void> {
-  if (files.length === 0) throw new Error('appendParquetFiles: no files');
+export async function appendParquetFiles(parts: readonly AppendPart[], outFile: string, kv: readonly KvEntry[]): Promise<void> {
+  if (parts.length === 0) throw new Error('appendParquetFiles: no files');
   const out = await fs.open(outFile, 'w');
   try {
     await out.write(MAGIC);
@@ -102,34 +154,65 @@ export async function appendParquetFiles(files: readonly string[], outFile: stri
     const rowGroups: TValue[] = [];
     let rows = 0n;
     const block = Buffer.alloc(COPY_BLOCK);
-    for (const path of files) {
-      const source = await readFooter(path);
-      const schema = writeThriftStruct({ t: TType.struct, fields: [{ id: FileMetaData.schema, value: field(source.footer, FileMetaData.schema)! }] });
+    // A file's footer is read once however many runs come from it (each run moves its own row groups).
+    const footers = new Map<string, SourceFile>();
+    for (const part of parts) {
+      const path = typeof part === 'string' ? part : part.path;
+      const source = footers.get(path) ?? (await readFooter(path));
+      footers.set(path, source);
+      const schema = schemaBytes(source);
       if (!first) {
         first = source;
         firstSchema = schema;
       } else if (!sameBytes(schema, firstSchema!)) {
         throw new Error(`${path} has another schema than ${first.path}`);
       }
-      const shift = BigInt(position - MAGIC.length);
-      for (const item of asList(field(source.footer, FileMetaData.rowGroups), 'row groups')) {
-        moveRowGroup(asStruct(item, 'row group'), shift, rowGroups.length, path);
-        rowGroups.push(item);
-      }
-      rows += asI64(field(source.footer, FileMetaData.numRows)) ?? 0n;
-
+      const all = asList(field(source.footer, FileMetaData.rowGroups), 'row groups');
       const input = await fs.open(path, 'r');
       try {
-        for (let at = MAGIC.length; at < source.dataEnd; ) {
-          const { bytesRead } = await input.read(block, 0, Math.min(COPY_BLOCK, source.dataEnd - at), at);
-          if (bytesRead === 0) throw new Error(`${path} ended early`);
-          await out.write(block, 0, bytesRead);
-          at += bytesRead;
+        if (typeof part === 'string') {
+          const shift = BigInt(position - MAGIC.length);
+          for (const item of all) {
+            moveRowGroup(asStruct(item, 'row group'), shift, rowGroups.length, path);
+            rowGroups.push(item);
+          }
+          rows += asI64(field(source.footer, FileMetaData.numRows)) ?? 0n;
+          await copyRange(input, out, block, MAGIC.length, source.dataEnd, path);
+          position += source.dataEnd - MAGIC.length;
+          continue;
+        }
+        if (part.from < 0 || part.to > all.length || part.from >= part.to) {
+          throw new Error(`${path} has ${all.length} row groups; cannot take [${part.from}, ${part.to})`);
+        }
+        for (const item of all.slice(part.from, part.to)) {
+          const rowGroup = asStruct(item, 'row group');
+          const span = rowGroupSpan(rowGroup, path);
+          const blooms = columnChunks(rowGroup).flatMap((chunk) => {
+            const m = chunkMeta(chunk);
+            const offset = m && asI64(field(m, ColumnMetaData.bloomFilterOffset));
+            if (!m || offset === undefined) return [];
+            const length = field(m, BLOOM_FILTER_LENGTH);
+            // Without its length a filter cannot be copied; readers do without one.
+            if (length?.t !== TType.i32) {
+              removeField(m, ColumnMetaData.bloomFilterOffset);
+              return [];
+            }
+            return [{ meta: m, offset: Number(offset), length: length.v }];
+          });
+          moveRowGroup(rowGroup, BigInt(position) - span.start, rowGroups.length, path);
+          rowGroups.push(item);
+          rows += asI64(field(rowGroup, RowGroup.numRows)) ?? 0n;
+          await copyRange(input, out, block, Number(span.start), Number(span.end), path);
+          position += Number(span.end - span.start);
+          for (const bloom of blooms) {
+            setField(bloom.meta, ColumnMetaData.bloomFilterOffset, { t: TType.i64, v: BigInt(position) });
+            await copyRange(input, out, block, bloom.offset, bloom.offset + bloom.length, path);
+            position += bloom.length;
+          }
         }
       } finally {
         await input.close();
       }
-      position += source.dataEnd - MAGIC.length;
     }
 
     const footer = first!.footer;
@@ -156,4 +239,9 @@ export async function appendParquetFiles(files: readonly string[], outFile: stri
   } finally {
     await out.close();
   }
+}
+
+/** Whether two Parquet files have byte-identical schemas (what appendParquetFiles requires). */
+export async function sameParquetSchema(a: string, b: string): Promise<boolean> {
+  return sameBytes(schemaBytes(await readFooter(a)), schemaBytes(await readFooter(b)));
 }

@@ -109,3 +109,63 @@ export function sliceRows(
             ON x.pos = (${slice.input}::BIGINT << ${POSITION_SHIFT}) | r.file_row_number
           WHERE r.file_row_number BETWEEN ${slice.lo} AND ${slice.hi}`;
 }
+
+/**
+ * Consecutive row groups of a presorted input that go into the output as they are: every row in them
+ * is a winner and their ranks are consecutive in row order (rank − row is the same for all of them), so
+ * no row of another input falls between them and none of them was replaced. In the weekly steady state
+ * that is most of last week's file when the new ingest clusters in time.
+ */
+export interface PassthroughRun {
+  /** Input index (plan order). */
+  input: number;
+  /** Row groups [from, to) of that input. */
+  from: number;
+  to: number;
+  /** Ranks [start, start + rows). */
+  start: number;
+  rows: number;
+}
+
+/**
+ * Finds the passthrough runs of the presorted inputs, in rank order. Needs `ordered`. Row groups larger
+ * than `maxRowGroupBytes` (uncompressed) are written anew: a file of an earlier version may hold
+ * 128 MB row groups that a smaller budget cannot read back, and copying would keep them forever.
+ */
+export async function findPassthroughRuns(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  presorted: readonly number[],
+  maxRowGroupBytes: number,
+): Promise<PassthroughRun[]> {
+  if (!presorted.length) return [];
+  const groups = presorted
+    .map(
+      (fi) => `SELECT ${fi}::BIGINT AS fi, row_group_id AS g, row_group_num_rows AS n, row_group_bytes AS bytes,
+                      sum(row_group_num_rows) OVER (ORDER BY row_group_id) - row_group_num_rows AS lo
+               FROM parquet_metadata(${sqlString(inputs[fi]!.path)}) WHERE column_id = 0`,
+    )
+    .join(' UNION ALL ');
+  const rows = await session.rows(
+    `WITH rg AS (${groups}),
+          w AS (SELECT pos >> ${POSITION_SHIFT} AS fi, pos & ${ROW_MASK} AS row, rank FROM ordered
+                WHERE pos >> ${POSITION_SHIFT} IN (${presorted.join(', ')}))
+     SELECT rg.fi AS fi, rg.g AS g, rg.n AS n, min(w.rank) AS first
+     FROM w ASOF JOIN rg ON w.fi = rg.fi AND w.row >= rg.lo
+     GROUP BY rg.fi, rg.g, rg.n, rg.bytes
+     HAVING count(*) = rg.n AND min(w.rank - w.row) = max(w.rank - w.row) AND rg.bytes <= ${Math.floor(maxRowGroupBytes)}
+     ORDER BY first`,
+  );
+  const runs: PassthroughRun[] = [];
+  for (const r of rows) {
+    const [input, g, n, first] = [toNumber(r.fi), toNumber(r.g), toNumber(r.n), toNumber(r.first)];
+    const last = runs[runs.length - 1];
+    if (last && last.input === input && last.to === g && last.start + last.rows === first) {
+      last.to = g + 1;
+      last.rows += n;
+    } else {
+      runs.push({ input, from: g, to: g + 1, start: first, rows: n });
+    }
+  }
+  return runs;
+}

@@ -394,6 +394,12 @@ export interface HeavyPartOptions {
   stringBytes: number;
   /** Shifts `updated`, so that later parts win or lose deterministically. */
   updatedOffsetSeconds: number;
+  /**
+   * `datetime` lies in [datetimeFrom, datetimeFrom + datetimeSpanSeconds) (default: all of 2020), fixed
+   * per id, so that an update of an id keeps its place in the output order.
+   */
+  datetimeFrom?: string;
+  datetimeSpanSeconds?: number;
   session?: DuckSession;
 }
 
@@ -421,7 +427,7 @@ export async function writeHeavyPart(file: string, opts: HeavyPartOptions): Prom
          SELECT 'heavy_' || ((i + ${opts.firstId}) % ${opts.idModulo}) AS id,
                 'heavy' AS grid_partition,
                 from_hex('${wkb}') AS geometry,
-                TIMESTAMPTZ '2020-01-01 00:00:00+00' + to_seconds((hash(i + ${opts.firstId}) % 31536000)::BIGINT) AS datetime,
+                TIMESTAMPTZ ${sqlString(opts.datetimeFrom ?? '2020-01-01 00:00:00+00')} + to_seconds((hash(i + ${opts.firstId}) % ${Math.floor(opts.datetimeSpanSeconds ?? 31_536_000)})::BIGINT) AS datetime,
                 ['LC08', 'LC09', 'S1A', 'S2A', 'S2B'][1 + ((i + ${opts.firstId}) % 5)::BIGINT] AS platform,
                 TIMESTAMPTZ '2021-01-01 00:00:00+00' + to_seconds(${Math.floor(opts.updatedOffsetSeconds)} + (i % 1000)::BIGINT) AS updated,
                 repeat(md5((i + ${opts.firstId})::VARCHAR || ${sqlString(file)}), ${repeats}) AS assets
