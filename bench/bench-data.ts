@@ -37,6 +37,8 @@ export interface BenchData {
   memory?: BucketData;
   /** The heavy bucket compacted (last week's output) plus WEEKLY_NEW_PARTS parts of new ingest. */
   weekly?: BucketData;
+  /** The same output plus WEEKLY_NEW_PARTS parts of recent acquisitions (StacBucketSpec.recentIngest). */
+  recent?: BucketData;
   tinyTemplates?: string[];
 }
 
@@ -72,6 +74,7 @@ export interface PrepareOptions {
   heavy: boolean;
   memory: boolean;
   weekly: boolean;
+  recent: boolean;
   tiny: boolean;
   log: (line: string) => void;
 }
@@ -164,10 +167,43 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
     await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
     return data;
   };
+  /** Last week's output of the weekly bucket (hard-linked) plus parts of recent acquisitions. */
+  const recent = async (weeklyData: BucketData): Promise<BucketData> => {
+    const known = await reusable('recent', opts.rows);
+    if (known) return known;
+    const warehouse = path.join(source, 'recent');
+    const dir = path.join(warehouse, bucketPrefix(weeklyData.bucket));
+    await fs.rm(warehouse, { recursive: true, force: true });
+    opts.log(`generating recent bucket: last week's output, then ${WEEKLY_NEW_PARTS} parts of recent acquisitions ...`);
+    const [last] = weeklyData.inputs;
+    await fs.mkdir(dir, { recursive: true });
+    await linkOrCopy(path.join(weeklyData.warehouse, last!.key), path.join(warehouse, last!.key));
+    const spec = {
+      dir, cell: weeklyData.bucket.cell, year: weeklyData.bucket.year, rows: opts.rows, parts: opts.parts,
+      duplicateFraction: DUPLICATE_FRACTION, seed: SEED, recentIngest: true,
+    };
+    const added = await writeStacParts(session, spec, opts.parts, WEEKLY_NEW_PARTS);
+    const [base] = await session.rows(`SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${sqlString(path.join(warehouse, last!.key))})`);
+    const files = [weeklyData.files[0]!, ...added.files];
+    const data: BucketData = {
+      files,
+      rowsIn: weeklyData.rowsIn,
+      rowsOut: weeklyData.rowsOut,
+      bytesOnDisk: files.reduce((n, f) => n + f.size, 0),
+      uncompressedBytes: Number(base?.bytes ?? 0) + added.uncompressedBytes,
+      warehouse,
+      bucket: weeklyData.bucket,
+      inputs: files.map((f) => ({ key: `${bucketPrefix(weeklyData.bucket)}/${f.name}`, size: f.size })),
+    };
+    manifest.buckets.recent = { rows: opts.rows, parts: opts.parts, seed: SEED, data };
+    await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
+    return data;
+  };
   const out: BenchData = { root };
   try {
-    if (opts.heavy || opts.memory || opts.weekly) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
-    if (opts.weekly && out.heavy) out.weekly = await weekly(out.heavy);
+    if (opts.heavy || opts.memory || opts.weekly || opts.recent) out.heavy = await bucket('heavy', 'bench_heavy', opts.rows);
+    if ((opts.weekly || opts.recent) && out.heavy) out.weekly = await weekly(out.heavy);
+    if (opts.recent && out.weekly) out.recent = await recent(out.weekly);
     if (opts.memory && out.heavy) {
       const budget = opts.memoryCaseMb * 1024 * 1024;
       if (out.heavy.uncompressedBytes < MEMORY_CASE_FACTOR * budget) {

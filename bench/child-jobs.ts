@@ -42,6 +42,9 @@ export interface ChildResult {
   bucketsFailed?: number;
   /** Runs of the workflow's continue-as-new chain. */
   workflowRuns?: number;
+  /** Row groups of presorted inputs copied into the output as they are, and their rows. */
+  copiedRowGroups?: number;
+  copiedRows?: number;
   /** Seconds per phase, in the order they ran. */
   phases?: [string, number][];
   /** Peak resident set seen while each phase ran (sampled every 200 ms), in MB. */

@@ -90,6 +90,7 @@ export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m:
   const sums = new Map<string, number>();
   const clock = new PhaseClock(sums);
   let result: BucketResult | undefined;
+  let copied: { copiedRowGroups: number; copiedRows: number } | undefined;
   const sampler = setInterval(() => clock.sampleRss(), 200);
   try {
     await m.time(async () => {
@@ -103,6 +104,7 @@ export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m:
           heartbeat: (p) => {
             clock.sampleRss();
             clock.mark(p.phase);
+            if (p.passthroughRowGroups !== undefined) copied = { copiedRowGroups: p.passthroughRowGroups, copiedRows: p.passthroughRows ?? 0 };
           },
         },
       );
@@ -117,6 +119,7 @@ export async function runCompact(job: Extract<ChildJob, { kind: 'compact' }>, m:
     bytesOut: result?.bytesOut,
     phases: [...sums],
     phasePeakRssMb: [...clock.peakRss],
+    ...copied,
   });
 }
 

@@ -3,8 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse, UsageError } from '../client/cli-args';
 
-export type BenchCase = 'heavy' | 'memory' | 'weekly' | 'tiny';
-const ALL_CASES: readonly BenchCase[] = ['heavy', 'memory', 'weekly', 'tiny'];
+export type BenchCase = 'heavy' | 'memory' | 'weekly' | 'recent' | 'tiny';
+const ALL_CASES: readonly BenchCase[] = ['heavy', 'memory', 'weekly', 'recent', 'tiny'];
 
 export interface BenchOptions {
   /** Where the generated data lives; reused when its manifest matches. Default: a fresh temp dir, removed at the end. */
@@ -31,7 +31,7 @@ export interface BenchOptions {
 }
 
 const USAGE = `usage: npm run bench -- [--quick] [--rows N] [--parts N] [--tiny N] [--tiny-sample N]
-  [--memory-mb MB] [--memory-case-mb MB] [--threads N] [--parallel N] [--repeat N] [--cases heavy,memory,weekly,tiny] [--dir DIR] [--keep]`;
+  [--memory-mb MB] [--memory-case-mb MB] [--threads N] [--parallel N] [--repeat N] [--cases heavy,memory,weekly,recent,tiny] [--dir DIR] [--keep]`;
 
 function whole(name: string, raw: string | undefined, fallback: number, min: number): number {
   if (raw === undefined) return fallback;

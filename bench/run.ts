@@ -7,7 +7,9 @@
  *   memory  the same with a --memory-case-mb budget, on a bucket whose uncompressed data is >= 10x that
  *           budget (the heavy bucket when it is that large already)
  *   weekly  the steady state: the heavy bucket as compacted last week (one sorted file) plus two new
- *           parts of ingest (new ids and updates), at the --memory-mb budget
+ *           parts of ingest (new ids and updates, anywhere in the year), at the --memory-mb budget
+ *   recent  the same output plus two parts of recent acquisitions (new items of the year's last week,
+ *           updates of its last four weeks): most of last week's row groups are copied as they are
  *   tiny    --tiny-sample tiny buckets compacted directly (the engine's own time), then --tiny tiny
  *           buckets through compactWarehouse on a Temporal dev server with an in-process worker
  */
@@ -132,6 +134,7 @@ class Bench {
         `${(d.uncompressedBytes / (memoryMb * MB)).toFixed(1)}x the ${memoryMb} MB budget, ` +
         `${(bytesIn / MB).toFixed(0)} MB on disk; compactBucket peak scratch ${compact.peakScratchMb.toFixed(0)} MB` +
         (floor ? `; CPU-time ratio ${(compact.cpuSeconds / floor.cpuSeconds).toFixed(2)}` : '') +
+        (compact.copiedRowGroups ? `; copied as they are: ${compact.copiedRowGroups} row groups, ${compact.copiedRows?.toLocaleString()} rows` : '') +
         `; phases: ${phases}`,
     );
     if (this.idleRssMb !== undefined) {
@@ -307,6 +310,7 @@ async function main(): Promise<void> {
       heavy: has('heavy'),
       memory: has('memory'),
       weekly: has('weekly'),
+      recent: has('recent'),
       tiny: has('tiny'),
       log,
     });
@@ -323,6 +327,9 @@ async function main(): Promise<void> {
     }
     if (data.weekly && has('weekly')) {
       await bench.bucket('weekly', data.weekly, opts.memoryMb, `last week's output + ${data.weekly.inputs.length - 1} new parts`);
+    }
+    if (data.recent && has('recent')) {
+      await bench.bucket('recent', data.recent, opts.memoryMb, `last week's output + ${data.recent.inputs.length - 1} parts of recent acquisitions`);
     }
     if (data.tinyTemplates) await bench.tiny(data.tinyTemplates);
 

@@ -26,6 +26,12 @@ export interface StacBucketSpec {
   /** Share of each part's rows that re-emit an existing id. */
   duplicateFraction: number;
   seed: number;
+  /**
+   * Parts past the last (a later week's ingest) hold recent acquisitions, as a weekly ingest into the
+   * current year does: new items acquired in the year's last week, updates of items acquired in its
+   * last four. Otherwise their items, new or updated, lie anywhere in the year.
+   */
+  recentIngest?: boolean;
 }
 
 export interface StacBucketFiles {
@@ -105,17 +111,38 @@ function partSql(spec: StacBucketSpec, part: number, rowsPerPart: number, newPer
   const exprs = columnExpressions(spec.cell, seed);
   const select = SAMPLE_COLUMNS.map((c) => `${exprs[c.name]} AS ${sqlIdent(c.name)}`).join(',\n');
   const first = part * rowsPerPart;
+  const recent = spec.recentIngest === true && part >= spec.parts;
+  const anyTime = (n: string) => `TIMESTAMPTZ '${spec.year}-01-01 00:00:00+00' + to_seconds((hash(${n}, ${seed + 1}) % 31535000)::BIGINT)`;
+  // Items first ingested after the bucket's original parts were acquired in the year's last week.
+  const datetimeOf = (n: string) =>
+    recent
+      ? `CASE WHEN ${n} >= ${spec.parts * newPerPart}
+              THEN TIMESTAMPTZ '${spec.year}-12-24 00:00:00+00' + to_seconds((hash(${n}, ${seed + 1}) % 604800)::BIGINT)
+              ELSE ${anyTime(n)} END`
+      : anyTime(n);
+  const updates = recent
+    ? `, recent AS (
+         SELECT n, row_number() OVER (ORDER BY n) - 1 AS k FROM range(${part * newPerPart}) t(n)
+         WHERE ${datetimeOf('n')} >= TIMESTAMPTZ '${spec.year}-12-03 00:00:00+00'
+       ), picks AS (
+         SELECT r.*, CASE WHEN r.j >= ${newPerPart} THEN hash(r.g, ${seed}) % m.c END AS k
+         FROM rows r CROSS JOIN (SELECT count(*) AS c FROM recent) m
+       ), ids AS (
+         SELECT x.g, x.p, CASE WHEN x.j < ${newPerPart} THEN x.p * ${newPerPart} + x.j ELSE u.n END AS n
+         FROM picks x LEFT JOIN recent u ON u.k = x.k
+       )`
+    : `, ids AS (
+         SELECT g, p, CASE WHEN j < ${newPerPart} THEN p * ${newPerPart} + j
+                           ELSE (hash(g, ${seed}) % ${(part + 1) * newPerPart})::BIGINT END AS n
+         FROM rows
+       )`;
   return `
     WITH rows AS (
       SELECT g, ${part} AS p, g - ${first} AS j FROM range(${first}, ${first + rowsPerPart}) t(g)
-    ), ids AS (
-      SELECT g, p, CASE WHEN j < ${newPerPart} THEN p * ${newPerPart} + j
-                        ELSE (hash(g, ${seed}) % ${(part + 1) * newPerPart})::BIGINT END AS n
-      FROM rows
-    ), base AS (
+    )${updates}, base AS (
       SELECT g, p, n,
              ['LC08', 'LC09', 'S1A', 'S1B', 'S2A', 'S2B'][1 + n % 6] AS platform,
-             TIMESTAMPTZ '${spec.year}-01-01 00:00:00+00' + to_seconds((hash(n, ${seed + 1}) % 31535000)::BIGINT) AS datetime,
+             ${datetimeOf('n')} AS datetime,
              1 + (hash(n, ${seed + 2}) % 30)::BIGINT AS dt,
              md5(n::VARCHAR || 'a') || md5(n::VARCHAR || 'b') || md5(n::VARCHAR || 'c') || md5(n::VARCHAR || 'd') AS geo_hex,
              52 + (hash(n, ${seed + 3}) % 1000000) / 250000.0 AS lat,
