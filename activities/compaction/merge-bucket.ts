@@ -360,8 +360,9 @@ function scatteredRows(dir: string): string {
  * Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget were no
  * faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
  * count is known without counting. Inputs already in output order (last week's compacted file) are
- * not scattered: every range reads its rows of them as one slice (presorted-inputs.ts). Every path
- * yields the same rows in the same order.
+ * not scattered: every range reads its rows of them as one slice (presorted-inputs.ts), and their row
+ * groups that nothing changed in are appended as they are, the ranks between them sorted as above
+ * (passthroughLayout). Every path yields the same rows in the same order.
  */
 export async function writeOrdered(
   session: DuckSession,
@@ -560,7 +561,9 @@ export async function writeOrdered(
   await fs.mkdir(path.join(plan.workDir, 'sorted'), { recursive: true });
   try {
     const first = toScatter.length ? rankedWinners(inputs, schemas, columns, toScatter) : undefined;
-    const runs = plan.passthroughPresorted ? await passthroughCandidates(session, inputs, schemas, columns, presorted, chunkOptions, plan.rowGroup.bytes, plan.workDir) : [];
+    const runs = plan.passthroughPresorted
+      ? await passthroughCandidates(session, inputs, schemas, columns, presorted, chunkOptions, plan.rowGroup.bytes, plan.workDir)
+      : [];
     if (runs.length) {
       const segments = passthroughLayout(rowsOut, runs, chunkRows);
       plan.onPassthrough?.(runs.reduce((n, r) => n + r.to - r.from, 0), runs.reduce((n, r) => n + r.rows, 0));
