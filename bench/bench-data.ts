@@ -146,25 +146,8 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
     await fs.mkdir(dir, { recursive: true });
     await fs.rename(path.join(last, compacted.outputKey), path.join(warehouse, compacted.outputKey));
     await fs.rm(scratch, { recursive: true, force: true });
-    const [base] = await session.rows(
-      `SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${sqlString(path.join(warehouse, compacted.outputKey))})`,
-    );
-    const spec = { dir, cell: heavy.bucket.cell, year: heavy.bucket.year, rows: opts.rows, parts: opts.parts, duplicateFraction: DUPLICATE_FRACTION, seed: SEED };
-    const added = await writeStacParts(session, spec, opts.parts, WEEKLY_NEW_PARTS);
+    const data = await withNewParts('weekly', warehouse, heavy.bucket, { name: path.basename(compacted.outputKey), size: compacted.bytesOut }, false);
     opts.log(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    const files = [{ name: path.basename(compacted.outputKey), size: compacted.bytesOut }, ...added.files];
-    const data: BucketData = {
-      files,
-      rowsIn: compacted.rowsOut + added.rowsPerPart * WEEKLY_NEW_PARTS,
-      rowsOut: added.newPerPart * (opts.parts + WEEKLY_NEW_PARTS),
-      bytesOnDisk: files.reduce((s, f) => s + f.size, 0),
-      uncompressedBytes: Number(base?.bytes ?? 0) + added.uncompressedBytes,
-      warehouse,
-      bucket: heavy.bucket,
-      inputs: files.map((f) => ({ key: `${bucketPrefix(heavy.bucket)}/${f.name}`, size: f.size })),
-    };
-    manifest.buckets.weekly = { rows: opts.rows, parts: opts.parts, seed: SEED, data };
-    await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
     return data;
   };
   /** Last week's output of the weekly bucket (hard-linked) plus parts of recent acquisitions. */
@@ -172,30 +155,40 @@ export async function prepareData(root: string, opts: PrepareOptions): Promise<B
     const known = await reusable('recent', opts.rows);
     if (known) return known;
     const warehouse = path.join(source, 'recent');
-    const dir = path.join(warehouse, bucketPrefix(weeklyData.bucket));
     await fs.rm(warehouse, { recursive: true, force: true });
     opts.log(`generating recent bucket: last week's output, then ${WEEKLY_NEW_PARTS} parts of recent acquisitions ...`);
     const [last] = weeklyData.inputs;
-    await fs.mkdir(dir, { recursive: true });
+    await fs.mkdir(path.join(warehouse, bucketPrefix(weeklyData.bucket)), { recursive: true });
     await linkOrCopy(path.join(weeklyData.warehouse, last!.key), path.join(warehouse, last!.key));
-    const spec = {
-      dir, cell: weeklyData.bucket.cell, year: weeklyData.bucket.year, rows: opts.rows, parts: opts.parts,
-      duplicateFraction: DUPLICATE_FRACTION, seed: SEED, recentIngest: true,
-    };
+    return withNewParts('recent', warehouse, weeklyData.bucket, weeklyData.files[0]!, true);
+  };
+  /** Last week's output (already in the bucket's directory) plus the generator's next parts, recorded as `name`. */
+  const withNewParts = async (
+    name: 'weekly' | 'recent',
+    warehouse: string,
+    b: BucketRef,
+    last: { name: string; size: number },
+    recentIngest: boolean,
+  ): Promise<BucketData> => {
+    const dir = path.join(warehouse, bucketPrefix(b));
+    const spec = { dir, cell: b.cell, year: b.year, rows: opts.rows, parts: opts.parts, duplicateFraction: DUPLICATE_FRACTION, seed: SEED, recentIngest };
     const added = await writeStacParts(session, spec, opts.parts, WEEKLY_NEW_PARTS);
-    const [base] = await session.rows(`SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${sqlString(path.join(warehouse, last!.key))})`);
-    const files = [weeklyData.files[0]!, ...added.files];
+    const [base] = await session.rows(
+      `SELECT sum(total_uncompressed_size) AS bytes, sum(row_group_num_rows) FILTER (WHERE column_id = 0) AS rows
+       FROM parquet_metadata(${sqlString(path.join(dir, last.name))})`,
+    );
+    const files = [last, ...added.files];
     const data: BucketData = {
       files,
-      rowsIn: weeklyData.rowsIn,
-      rowsOut: weeklyData.rowsOut,
+      rowsIn: Number(base?.rows ?? 0) + added.rowsPerPart * WEEKLY_NEW_PARTS,
+      rowsOut: added.newPerPart * (opts.parts + WEEKLY_NEW_PARTS),
       bytesOnDisk: files.reduce((n, f) => n + f.size, 0),
       uncompressedBytes: Number(base?.bytes ?? 0) + added.uncompressedBytes,
       warehouse,
-      bucket: weeklyData.bucket,
-      inputs: files.map((f) => ({ key: `${bucketPrefix(weeklyData.bucket)}/${f.name}`, size: f.size })),
+      bucket: b,
+      inputs: files.map((f) => ({ key: `${bucketPrefix(b)}/${f.name}`, size: f.size })),
     };
-    manifest.buckets.recent = { rows: opts.rows, parts: opts.parts, seed: SEED, data };
+    manifest.buckets[name] = { rows: opts.rows, parts: opts.parts, seed: SEED, data };
     await fs.writeFile(manifestFile, JSON.stringify(manifest, null, 2));
     return data;
   };
