@@ -26,6 +26,7 @@ import {
   makeSampleRow,
   writeHeavyPart,
   writePartFile,
+  type HeavyPartOptions,
   type PartFileOptions,
   type SampleRow,
 } from '../client/demo/sample-warehouse';
@@ -685,16 +686,24 @@ describe('compactBucket', () => {
     }
   });
 
+  /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
+  async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {
+    const key = `${PREFIX}/${name}.parquet`;
+    await writeHeavyPart(path.join(root, key), { idModulo: 1e9, session, ...opts });
+    return { key, size: (await fs.stat(path.join(root, key))).size };
+  }
+
   /** Parts of 25k rows of ~2 KB each, ids overlapping by 20% between neighbouring parts. */
   async function writeHeavyParts(root: string, parts: number): Promise<PlannedFile[]> {
     const inputs: PlannedFile[] = [];
     for (let f = 0; f < parts; f++) {
-      const key = `${PREFIX}/part_heavy_${f}.parquet`;
-      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId: f * 20_000, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds: f * 100, session });
-      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+      inputs.push(await heavyInput(root, `part_heavy_${f}`, { rows: 25_000, firstId: f * 20_000, stringBytes: 2048, updatedOffsetSeconds: f * 100 }));
     }
     return inputs;
   }
+
+  /** Compaction options of the weekly row-group tests: ranked, out of core, output row groups of ~3,500 wide rows. */
+  const WEEKLY_RANKED = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 5 * 1024 * 1024 };
 
   test('running out of DuckDB memory fails the bucket naming it and the budget, and deletes nothing', async () => {
     const { root, store } = await newWarehouse();
@@ -715,11 +724,8 @@ describe('compactBucket', () => {
 
   test("weekly: last week's compacted file is read by slices, only the new ingest is scattered", async () => {
     const { root, store } = await newWarehouse();
-    const part = async (name: string, firstId: number, updatedOffsetSeconds: number): Promise<PlannedFile> => {
-      const key = `${PREFIX}/${name}.parquet`;
-      await writeHeavyPart(path.join(root, key), { rows: 25_000, firstId, idModulo: 1e9, stringBytes: 512, updatedOffsetSeconds, session });
-      return { key, size: (await fs.stat(path.join(root, key))).size };
-    };
+    const part = (name: string, firstId: number, updatedOffsetSeconds: number) =>
+      heavyInput(root, name, { rows: 25_000, firstId, stringBytes: 512, updatedOffsetSeconds });
     // Last week: two parts, ids 0..44999 (5,000 in both).
     const week1 = [await part('week1_a', 0, 0), await part('week1_b', 20_000, 100)];
     const { result: last } = await compact(store, week1, { planId: 'week1' });
@@ -745,17 +751,10 @@ describe('compactBucket', () => {
 
   test("weekly, ingest clustered in time: last week's row groups that nothing changed in are copied as they are", async () => {
     const { root, store } = await newWarehouse();
-    const part = async (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, dates?: { from: string; span: number }) => {
-      const key = `${PREFIX}/${name}.parquet`;
-      await writeHeavyPart(path.join(root, key), {
-        rows, firstId, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds, session,
-        datetimeFrom: dates?.from, datetimeSpanSeconds: dates?.span,
-      });
-      return { key, size: (await fs.stat(path.join(root, key))).size };
-    };
-    // 64 MB: output row groups of ~3,500 wide rows, so last week's 45,000 rows are a dozen of them.
-    const opts = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 5 * 1024 * 1024 };
-    const { result: last } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
+    const part = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, dates?: { from: string; span: number }) =>
+      heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds, datetimeFrom: dates?.from, datetimeSpanSeconds: dates?.span });
+    // Last week's 45,000 rows are a dozen row groups.
+    const { result: last } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...WEEKLY_RANKED, planId: 'week1' });
     const lastFile = path.join(root, last.outputKey);
     const lastGroups = (await session.rows(`SELECT count(DISTINCT row_group_id) AS n FROM parquet_metadata(${sqlString(lastFile)})`))[0]!.n;
     assert.ok(Number(lastGroups) >= 8, `last week's output has ${lastGroups} row groups`);
@@ -769,7 +768,7 @@ describe('compactBucket', () => {
     const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
     let passthrough = { groups: 0, rows: 0 };
     const { result } = await compact(store, inputs, {
-      ...opts,
+      ...WEEKLY_RANKED,
       planId: 'week2',
       heartbeat: (p) => void (p.passthroughRowGroups !== undefined && (passthrough = { groups: p.passthroughRowGroups, rows: p.passthroughRows ?? 0 })),
     });
@@ -787,21 +786,17 @@ describe('compactBucket', () => {
 
   test('weekly: a new column in the ingest rules out copying row groups (their schema would differ)', async () => {
     const { root, store } = await newWarehouse();
-    const opts = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 5 * 1024 * 1024 };
-    const heavy = async (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, from?: string) => {
-      const key = `${PREFIX}/${name}.parquet`;
-      await writeHeavyPart(path.join(root, key), { rows, firstId, idModulo: 1e9, stringBytes: 2048, updatedOffsetSeconds, session, datetimeFrom: from, datetimeSpanSeconds: from ? 86_400 : undefined });
-      return { key, size: (await fs.stat(path.join(root, key))).size };
-    };
+    const heavy = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, from?: string) =>
+      heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds, datetimeFrom: from, datetimeSpanSeconds: from ? 86_400 : undefined });
     const week1 = [await heavy('w1_a', 20_000, 0, 0), await heavy('w1_b', 20_000, 15_000, 100)];
-    const { result: last } = await compact(store, week1, { ...opts, planId: 'week1' });
+    const { result: last } = await compact(store, week1, { ...WEEKLY_RANKED, planId: 'week1' });
     const { key: plain } = await heavy('w2_plain', 1_000, 40_000, 1_000, '2020-12-30 00:00:00+00');
     // The same week without the new column, in a copy of the warehouse: row groups are copied there.
     const twin = await newWarehouse();
     await copyFiles(root, twin.root, [last.outputKey, plain]);
     let twinCopied = 0;
     await compact(twin.store, [{ key: last.outputKey, size: last.bytesOut }, { key: plain, size: (await fs.stat(path.join(root, plain))).size }], {
-      ...opts,
+      ...WEEKLY_RANKED,
       planId: 'week2',
       heartbeat: (p) => void (twinCopied = Math.max(twinCopied, p.passthroughRowGroups ?? 0)),
     });
@@ -815,7 +810,7 @@ describe('compactBucket', () => {
     const inputs = [{ key: last.outputKey, size: last.bytesOut }, { key: drifted, size: (await fs.stat(path.join(root, drifted))).size }];
     const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
     let copied: number | undefined;
-    const { result } = await compact(store, inputs, { ...opts, planId: 'week2', heartbeat: (p) => void (copied ??= p.passthroughRowGroups) });
+    const { result } = await compact(store, inputs, { ...WEEKLY_RANKED, planId: 'week2', heartbeat: (p) => void (copied ??= p.passthroughRowGroups) });
     assert.equal(copied, undefined, 'no row group copied');
     assert.equal(result.rowsOut, 36_000);
     assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'oracle, with the new column');
