@@ -8,7 +8,8 @@ import { compactBucket, threadsFor, type BucketPhase } from '../activities/compa
 import { duckdbMemoryLimitMb } from '../activities';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { openDuckSession, sqlString, sqlStringList } from '../activities/compaction/duckdb-session';
-import { inputFootprint, outputRowGroup } from '../activities/compaction/merge-bucket';
+import { inputFootprint } from '../activities/compaction/input-footprint';
+import { outputRowGroup } from '../activities/compaction/output-format';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import type { BucketResult, BucketTask } from '../workflows/contract';
 import type { ChildJob, EngineSettings } from './child-jobs';

@@ -17,7 +17,11 @@ import { compactBucket, type BucketProgress, type CompactBucketOptions } from '.
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
-import { computeWinners, inputFootprint, inputIdDigest, outputRowGroup, passthroughLayout, scatterFanout, scatterLayout } from '../activities/compaction/merge-bucket';
+import { inputIdDigest } from '../activities/compaction/id-digests';
+import { inputFootprint } from '../activities/compaction/input-footprint';
+import { outputRowGroup } from '../activities/compaction/output-format';
+import { passthroughLayout, scatterFanout, scatterLayout } from '../activities/compaction/range-layout';
+import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema } from '../activities/compaction/input-schema';
 import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
 import {
@@ -160,7 +164,7 @@ function dedupParts(): PartDef[] {
   ];
 }
 
-/** The three ways a bucket is written (see merge-bucket): each must give the same rows. */
+/** The ways a bucket is written (write-small-bucket, write-ordered): each must give the same rows. */
 const WRITE_PATHS: { name: string; opts: Partial<CompactBucketOptions> }[] = [
   { name: 'one statement (small bucket)', opts: {} },
   { name: 'ranked, one sort', opts: { smallBucketBytes: 0 } },

@@ -28,20 +28,13 @@ import {
   type InputSchema,
   type LocalInput,
 } from './input-schema';
-import {
-  computeWinners,
-  idsMissingFromOutput,
-  inputFootprint,
-  inputIdDigest,
-  nullIdError,
-  outputIdDigest,
-  outputRowGroup,
-  readKvMetadata,
-  writeOrdered,
-  writeSmallBucket,
-  type IdDigest,
-} from './merge-bucket';
-import { outputKvMetadata, parseProvenance, type Provenance } from './output-metadata';
+import { idsMissingFromOutput, inputIdDigest, outputIdDigest, type IdDigest } from './id-digests';
+import { inputFootprint } from './input-footprint';
+import { outputRowGroup } from './output-format';
+import { computeWinners, nullIdError } from './rank-winners';
+import { writeOrdered } from './write-ordered';
+import { writeSmallBucket } from './write-small-bucket';
+import { outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 
 export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
 

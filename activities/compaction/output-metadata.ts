@@ -2,6 +2,7 @@
  * The key-value metadata of a compacted file: the first input's keys (each once), a `geo` key whose
  * bbox and geometry types cover every input, and our provenance record.
  */
+import { sqlStringList, type DuckSession } from './duckdb-session';
 
 export interface KvEntry {
   key: string;
@@ -149,4 +150,14 @@ export function parseProvenance(kv: readonly KvEntry[]): Provenance | undefined 
   } catch {
     return undefined;
   }
+}
+
+/** Key-value metadata of each file (raw bytes, in file order), in one statement. */
+export async function readKvMetadata(session: DuckSession, files: readonly string[]): Promise<KvEntry[][]> {
+  const rows = await session.rows(`SELECT file_name, key, value FROM parquet_kv_metadata(${sqlStringList(files)})`);
+  return files.map((f) =>
+    rows
+      .filter((r) => r.file_name === f)
+      .map((r) => ({ key: Buffer.from(r.key as Uint8Array).toString('utf8'), value: new Uint8Array(r.value as Uint8Array) })),
+  );
 }

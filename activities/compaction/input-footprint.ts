@@ -1,0 +1,22 @@
+/** The size of a bucket's inputs, from their footers: what picks the write path and sizes its buffers. */
+import { sqlStringList, toNumber, type DuckSession } from './duckdb-session';
+import type { LocalInput } from './input-schema';
+
+export interface InputFootprint {
+  /** Rows of all inputs, from their footers. */
+  rows: number;
+  /** Estimated in-memory bytes of one row: Parquet's uncompressed size plus DuckDB's per-value header. */
+  rowBytes: number;
+}
+
+/** What the footers say about the inputs' size, in one statement (the cheapest metadata query). */
+export async function inputFootprint(session: DuckSession, inputs: readonly LocalInput[]): Promise<InputFootprint> {
+  const [r] = await session.rows(
+    `SELECT coalesce(sum(total_uncompressed_size), 0) AS bytes, count(DISTINCT path_in_schema) AS columns,
+            coalesce(sum(row_group_num_rows) FILTER (WHERE column_id = 0), 0) AS rows
+     FROM parquet_metadata(${sqlStringList(inputs.map((i) => i.path))})`,
+  );
+  const rows = toNumber(r?.rows);
+  const rowBytes = Math.max(64, Math.ceil(toNumber(r?.bytes) / Math.max(1, rows)) + 16 * toNumber(r?.columns));
+  return { rows, rowBytes };
+}

@@ -1,0 +1,45 @@
+/** How outputs (and the chunks appended into them) are written: codec, row groups, key-value metadata. */
+import { sqlString } from './duckdb-session';
+import type { KvEntry } from './output-metadata';
+
+/** Rows per row group: DuckDB's own default, a good size for predicate pushdown and readers. */
+export const OUTPUT_ROW_GROUP_ROWS = 122_880;
+
+/** DuckDB's floor for ROW_GROUP_SIZE (one vector). */
+export const MIN_ROW_GROUP_ROWS = 2048;
+
+export interface RowGroupSize {
+  rows: number;
+  bytes: number;
+}
+
+/**
+ * Largest output row group (uncompressed): what the smallest supported budget (256 MB, a 128 MB DuckDB
+ * limit) reads back. Next week's compaction reads this file again, maybe on a smaller worker: a 4M-row
+ * bucket written at a 2 GB budget in 128 MB row groups could not be compacted again at 512 MB (DuckDB
+ * ran out of memory decoding one row group).
+ */
+const MAX_OUTPUT_ROW_GROUP_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Output row groups: at most memory/8 (the writer buffers one per thread) and MAX_OUTPUT_ROW_GROUP_BYTES
+ * uncompressed, and at most DuckDB's default row count.
+ */
+export function outputRowGroup(memoryLimitBytes: number, rowBytes: number): RowGroupSize {
+  const bytes = Math.floor(Math.min(MAX_OUTPUT_ROW_GROUP_BYTES, memoryLimitBytes / 8));
+  return { bytes, rows: Math.max(MIN_ROW_GROUP_ROWS, Math.min(OUTPUT_ROW_GROUP_ROWS, Math.floor(bytes / rowBytes))) };
+}
+
+export function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[]): string {
+  return `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rg.rows}, ROW_GROUP_SIZE_BYTES ${rg.bytes}${kvClause(kv)}`;
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+/** KV_METADATA clause; values as hex BLOBs so any bytes (and any quote) survive exactly. */
+function kvClause(kv: readonly KvEntry[]): string {
+  if (!kv.length) return '';
+  return `, KV_METADATA {${kv.map((e) => `${sqlString(e.key)}: from_hex(${sqlString(hexOf(e.value))})`).join(', ')}}`;
+}

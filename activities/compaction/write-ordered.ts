@@ -1,0 +1,413 @@
+/**
+ * The write of a bucket too big for one statement: the winners (rank-winners.ts) in rank order, within
+ * the memory limit, into one file.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { readInputs, rowPosition } from './bucket-sql';
+import { openDuckSession, sqlString, type DuckSession } from './duckdb-session';
+import type { InputSchema, LocalInput } from './input-schema';
+import type { KvEntry } from './output-metadata';
+import { finalWriteOptions, MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
+import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
+import {
+  findPassthroughRuns,
+  findPresortedInputs,
+  POSITION_SHIFT,
+  projectUnion,
+  sliceRows,
+  slicesFor,
+  unionColumns,
+  writeRankIndex,
+  type PassthroughRun,
+  type UnionColumn,
+} from './presorted-inputs';
+import { passthroughLayout, scatterFanout, scatterLayout, type Segment } from './range-layout';
+
+export interface WritePlan {
+  /** In-memory bytes per row (inputFootprint). */
+  rowBytes: number;
+  /** Largest amount of wide rows one DuckDB sort is given; the scatter path's ranges hold half of it. */
+  sortBudgetBytes: number;
+  /** DuckDB's memory_limit and threads: the buffers of a scatter pass are sized from them. */
+  memoryLimitBytes: number;
+  threads: number;
+  /** Output row groups (outputRowGroup). */
+  rowGroup: RowGroupSize;
+  /** Most rank ranges one scatter pass writes at once; the memory limit may allow fewer (scatterFanout). */
+  maxFanout: number;
+  /** Private directory for the scattered and the sorted chunk files. */
+  workDir: string;
+  /** Progress of the out-of-core path: chunks sorted so far of the total. */
+  onChunk?: (done: number, total: number) => void;
+  /** Whether inputs found in output order are read by slices instead of being scattered. */
+  slicePresorted: boolean;
+  /** The out-of-core path found these inputs in output order (read by slices, not scattered). */
+  onPresorted?: (keys: string[]) => void;
+  /** Whether row groups of presorted inputs that nothing changed in are copied into the output as they are. */
+  passthroughPresorted: boolean;
+  /** Row groups and rows copied as they are (findPassthroughRuns), when any are. */
+  onPassthrough?: (rowGroups: number, rows: number) => void;
+}
+
+/**
+ * Threads of the out-of-core write: of its first scatter pass, which also joins the ranks (a hash table
+ * that does not spill), and how many ranges are sorted side by side (one-thread DuckDB instances, each
+ * with its share of the limit). Both need room, so they start at a 1 GB limit (a 2 GB budget).
+ * Measured on the 4M-row bench bucket: two threads in the first pass ran out of memory at a 256 MB
+ * limit and pushed peak RSS ~220 MB beyond the budget at 512 MB, and ran within it at 1 GB; two sort
+ * lanes took the whole bucket from 47-48 s to 34-39 s at 1 GB, were no faster at 512 MB and slower at
+ * 256 MB (ranges of 24k rows in 128 MB instances).
+ */
+function outOfCoreThreads(plan: WritePlan): number {
+  return plan.memoryLimitBytes >= 1024 * 1024 * 1024 ? plan.threads : 1;
+}
+
+/**
+ * The winners among the inputs at `indices` (plan order), with their rank and the union columns of all
+ * inputs (projectUnion), so that they line up with the rows of any other subset.
+ */
+function rankedWinners(
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+  columns: readonly UnionColumn[],
+  indices: readonly number[],
+): string {
+  const subset = indices.map((i) => inputs[i]!);
+  // file_index numbers the subset; the list maps it back to the input's plan index.
+  return `SELECT o.rank AS __ec_rank, ${projectUnion(columns, indices.map((i) => schemas[i]!), 'r')}
+          FROM ${readInputs(subset)} r
+          JOIN ordered o ON o.pos = ([${indices.join(', ')}][r.file_index::BIGINT + 1]::BIGINT << ${POSITION_SHIFT}) | r.file_row_number`;
+}
+
+/** Files of one scattered rank range (a directory written by COPY ... PARTITION_BY). */
+function scatteredRows(dir: string): string {
+  return `SELECT * FROM read_parquet(${sqlString(path.join(dir, '*.parquet'))}, hive_partitioning = false)`;
+}
+
+/**
+ * Writes the winners (computeWinners' `ordered`) in rank order.
+ *
+ * DuckDB 1.5's sort does not spill wide string payloads reliably: sorting wide rows worth much more than
+ * half of memory_limit fails with "Out of Memory". So a bucket that fits `sortBudgetBytes` is sorted in
+ * one COPY. A larger one is scattered by rank range into Parquet files (one streaming pass that never
+ * sorts; as many ranges at a time as memory allows, scatterLayout choosing them so that as few rows as
+ * possible are scattered again), each range is sorted on its own into a chunk file in the output's
+ * format (one range per thread at a time, each on a one-thread DuckDB instance), and the chunks' row
+ * groups are appended in rank order into the output without decoding them again (appendParquetFiles).
+ * Ranges hold half the sort budget: on the 4M-row bench bucket, ranges of the whole budget were no
+ * faster and raised peak RSS. Ranks are dense (0..rowsOut-1), so a range's row
+ * count is known without counting. Inputs already in output order (last week's compacted file) are
+ * not scattered: every range reads its rows of them as one slice (presorted-inputs.ts), and their row
+ * groups that nothing changed in are appended as they are, the ranks between them sorted as above
+ * (passthroughLayout). Every path yields the same rows in the same order.
+ */
+export async function writeOrdered(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+  rowsOut: number,
+  outFile: string,
+  kv: readonly KvEntry[],
+  plan: WritePlan,
+): Promise<void> {
+  if (rowsOut * plan.rowBytes <= plan.sortBudgetBytes) {
+    await session.exec(
+      `COPY (SELECT r.* EXCLUDE (file_row_number) FROM ${readInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
+             ORDER BY o.rank) TO ${sqlString(outFile)} (${finalWriteOptions(plan.rowGroup, kv)})`,
+    );
+    await session.exec('DROP TABLE ordered');
+    return;
+  }
+  const write = await RangeWrite.prepare(session, inputs, schemas, rowsOut, plan);
+  try {
+    await write.run();
+  } finally {
+    write.closeSorters();
+  }
+  await session.exec('RESET partitioned_write_max_open_files; RESET partitioned_write_flush_threshold');
+  await appendParquetFiles(write.parts, outFile, kv);
+  await write.removeFiles();
+}
+
+/** One rank range [start, end) to sort: its scattered rows (when any were scattered) and presorted slices. */
+interface RangeJob {
+  dir?: string;
+  start: number;
+  end: number;
+}
+
+/** What RangeWrite.prepare finds out before anything is written. */
+interface RangeWriteShape {
+  /**
+   * Ranges are sorted side by side on one-thread DuckDB instances sharing the memory limit: an ordered
+   * COPY gains little from a second thread (measured: 4 ranges of 96k rows in 3.3-3.7 s on two
+   * one-thread instances, 4.9-5.5 s on one two-thread instance; two ordered COPYs on one instance were
+   * slower still).
+   */
+  lanes: number;
+  /** Rows of a sorted range: half the sort budget, or a lane's share of it. */
+  chunkRows: number;
+  columns: UnionColumn[];
+  /** Inputs in output order, read by slices instead of being scattered (findPresortedInputs). */
+  presorted: number[];
+  /** The ranks of their winners, which every slice is joined to (writeRankIndex). */
+  rankIndex: string;
+}
+
+/** The out-of-core write of one bucket (see writeOrdered): its files, its sort lanes and its progress. */
+class RangeWrite {
+  /** Sorted ranges and passthrough runs, in rank order: what the output is appended from. */
+  readonly parts: AppendPart[] = [];
+  /** The sorted ranges' files: only these are ours to remove. */
+  private readonly chunkFiles: string[] = [];
+  /** Lane 0 is the bucket's session, narrowed to one thread and a lane's share of memory while it sorts. */
+  private readonly sorters: DuckSession[];
+  private readonly laneLimitBytes: number;
+  /** The sorted ranges become the output's row groups as they are (appendParquetFiles). */
+  private readonly chunkOptions: string;
+  private totalChunks: number;
+  private sorted = 0;
+  private scatterSeq = 0;
+
+  private constructor(
+    private readonly session: DuckSession,
+    private readonly inputs: readonly LocalInput[],
+    private readonly schemas: readonly InputSchema[],
+    private readonly rowsOut: number,
+    private readonly plan: WritePlan,
+    private readonly shape: RangeWriteShape,
+  ) {
+    this.sorters = [session];
+    this.laneLimitBytes = Math.floor(plan.memoryLimitBytes / shape.lanes);
+    this.chunkOptions = finalWriteOptions(plan.rowGroup, []);
+    this.totalChunks = Math.ceil(rowsOut / shape.chunkRows);
+  }
+
+  static async prepare(
+    session: DuckSession,
+    inputs: readonly LocalInput[],
+    schemas: readonly InputSchema[],
+    rowsOut: number,
+    plan: WritePlan,
+  ): Promise<RangeWrite> {
+    const lanes = outOfCoreThreads(plan);
+    const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / Math.max(2, lanes) / plan.rowBytes));
+    const columns = await unionColumns(session, inputs);
+    const presorted = plan.slicePresorted ? await findPresortedInputs(session, chunkRows) : [];
+    plan.onPresorted?.(presorted.map((i) => inputs[i]!.key));
+    const rankIndex = path.join(plan.workDir, 'ranks.parquet');
+    if (presorted.length) await writeRankIndex(session, presorted, rankIndex);
+    await fs.mkdir(path.join(plan.workDir, 'sorted'), { recursive: true });
+    return new RangeWrite(session, inputs, schemas, rowsOut, plan, { lanes, chunkRows, columns, presorted, rankIndex });
+  }
+
+  /** Sorts every range into its chunk file (or lists the passthrough runs between them), in rank order. */
+  async run(): Promise<void> {
+    const { presorted } = this.shape;
+    const toScatter = this.inputs.map((_, i) => i).filter((i) => !presorted.includes(i));
+    const first = toScatter.length ? rankedWinners(this.inputs, this.schemas, this.shape.columns, toScatter) : undefined;
+    const runs = this.plan.passthroughPresorted ? await this.passthroughCandidates() : [];
+    if (!runs.length) return this.scatter(first, 0, this.rowsOut, this.shape.lanes);
+    const segments = passthroughLayout(this.rowsOut, runs, this.shape.chunkRows);
+    this.plan.onPassthrough?.(runs.reduce((n, r) => n + r.to - r.from, 0), runs.reduce((n, r) => n + r.rows, 0));
+    this.totalChunks = segments.length - runs.length;
+    await this.writeAround(first, segments);
+  }
+
+  closeSorters(): void {
+    for (const sorter of this.sorters.slice(1)) sorter.close();
+  }
+
+  async removeFiles(): Promise<void> {
+    for (const c of this.chunkFiles) await fs.rm(c, { force: true });
+    await fs.rm(this.shape.rankIndex, { force: true });
+  }
+
+  /** The SQL of one range's rows, with their rank. */
+  private async rangeRows(job: RangeJob): Promise<string> {
+    const { presorted, rankIndex, columns } = this.shape;
+    const parts = job.dir ? [scatteredRows(job.dir)] : [];
+    if (presorted.length) {
+      for (const slice of await slicesFor(this.session, rankIndex, job.start, job.end)) {
+        parts.push(sliceRows(slice, this.inputs[slice.input]!, this.schemas[slice.input]!, columns, rankIndex, job.start, job.end));
+      }
+    }
+    if (!parts.length) throw new Error(`no rows found for ranks [${job.start}, ${job.end})`);
+    return parts.join('\n UNION ALL \n');
+  }
+
+  /** Sorts `jobs` into the next chunk files, one job per lane at a time. */
+  private async sortChunks(jobs: readonly RangeJob[]): Promise<void> {
+    if (!jobs.length) return;
+    const { plan, session } = this;
+    const files = jobs.map((_, i) => path.join(plan.workDir, 'sorted', `chunk_${String(this.chunkFiles.length + i).padStart(6, '0')}.parquet`));
+    this.parts.push(...files);
+    this.chunkFiles.push(...files);
+    // Built before the session is narrowed: the slices are looked up in it.
+    const sources: string[] = [];
+    for (const job of jobs) sources.push(await this.rangeRows(job));
+    const used = Math.min(this.shape.lanes, jobs.length);
+    while (this.sorters.length < used) {
+      this.sorters.push(await openDuckSession({
+        memoryLimitMb: this.laneLimitBytes / (1024 * 1024),
+        threads: 1,
+        tempDir: path.join(plan.workDir, `sorter_${this.sorters.length}`),
+      }));
+    }
+    // A lone range keeps the session's threads and memory; lanes together stay within the limit.
+    const narrow = (threads: number, limitBytes: number) =>
+      session.exec(`SET threads = ${threads}; SET memory_limit = '${Math.floor(limitBytes / 1024)}KB'`);
+    if (used > 1) await narrow(1, this.laneLimitBytes);
+    let next = 0;
+    let failed = false;
+    const lane = async (sorter: DuckSession): Promise<void> => {
+      while (!failed && next < jobs.length) {
+        const i = next++;
+        try {
+          await sorter.exec(
+            `COPY (SELECT * EXCLUDE (__ec_rank) FROM (${sources[i]!}) ORDER BY __ec_rank) TO ${sqlString(files[i]!)} (${this.chunkOptions})`,
+          );
+          if (jobs[i]!.dir) await fs.rm(jobs[i]!.dir!, { recursive: true, force: true });
+          plan.onChunk?.(++this.sorted, this.totalChunks);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    // Every lane finishes its statement before an error propagates and the instances are closed.
+    const settled = await Promise.allSettled(this.sorters.slice(0, used).map(lane));
+    if (used > 1) await narrow(plan.threads, plan.memoryLimitBytes);
+    const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) throw rejected.reason;
+  }
+
+  /** Writes the rows of `source` into `dir`/__ec_part=k/ by the partition `part` (0 ≤ k < parts). */
+  private async scatterCopy(source: string, part: string, parts: number, dir: string, threads: number): Promise<void> {
+    const { plan, session } = this;
+    // Partitioned writes do not spill: the open files (each buffers one row group) and the rows each
+    // thread collects before handing them to the files (512k by default: far too many wide rows) get
+    // small, fixed shares of the memory limit.
+    const fileBufferBytes = Math.max(512 * 1024, Math.floor(plan.memoryLimitBytes / 8 / parts));
+    const flushRows = Math.max(MIN_ROW_GROUP_ROWS, Math.floor(plan.memoryLimitBytes / 16 / threads / plan.rowBytes));
+    await session.exec(
+      `SET partitioned_write_max_open_files = ${parts + 1}; SET partitioned_write_flush_threshold = ${flushRows}; SET threads = ${threads}`,
+    );
+    try {
+      await session.exec(
+        `COPY (SELECT ${part} AS __ec_part, * FROM (${source})) TO ${sqlString(dir)}
+           (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (__ec_part), ROW_GROUP_SIZE ${MIN_ROW_GROUP_ROWS},
+            ROW_GROUP_SIZE_BYTES ${fileBufferBytes})`,
+      );
+    } finally {
+      await session.exec(`SET threads = ${plan.threads}`);
+    }
+  }
+
+  private fanoutOf(threads: number): number {
+    return scatterFanout(this.plan.memoryLimitBytes, this.plan.rowBytes, threads, this.plan.maxFanout);
+  }
+
+  /**
+   * Scatters `source` (rows ranked in [lo, hi); none when every row there is presorted) into ranges,
+   * then sorts the ranges in rank order: runs of sortable ones side by side, a larger one scattered
+   * again in between (or, holding presorted rows only, cut into sortable ranges).
+   */
+  private async scatter(source: string | undefined, lo: number, hi: number, threads: number): Promise<void> {
+    const { chunkRows } = this.shape;
+    const layout = scatterLayout(hi - lo, chunkRows, source ? this.fanoutOf(threads) : Number.MAX_SAFE_INTEGER, this.fanoutOf(this.plan.threads));
+    const dir = path.join(this.plan.workDir, `scatter_${++this.scatterSeq}`);
+    if (source) {
+      const rel = `(__ec_rank - ${lo})`;
+      const part = layout.singles === layout.parts
+        ? `${rel} // ${chunkRows}`
+        : `CASE WHEN ${rel} < ${layout.singles * chunkRows} THEN ${rel} // ${chunkRows}
+                ELSE ${layout.singles} + (${rel} - ${layout.singles * chunkRows}) // ${layout.width} END`;
+      await this.scatterCopy(source, part, layout.parts, dir, threads);
+    }
+    // The rank join is done once the first pass is: its table would only hold memory the sorts need.
+    if (lo === 0 && hi === this.rowsOut) await this.session.exec('DROP TABLE IF EXISTS ordered');
+    let sortable: RangeJob[] = [];
+    for (const [k, [a, b]] of layout.ranges.entries()) {
+      // A range that no scattered row fell into has no directory: its rows are all presorted.
+      const partDir = source ? path.join(dir, `__ec_part=${k}`) : undefined;
+      const scattered = partDir !== undefined && (await exists(partDir));
+      if (b - a <= chunkRows) {
+        sortable.push({ dir: scattered ? partDir : undefined, start: lo + a, end: lo + b });
+        continue;
+      }
+      await this.sortChunks(sortable);
+      sortable = [];
+      await this.scatter(scattered ? scatteredRows(partDir!) : undefined, lo + a, lo + b, this.plan.threads);
+      if (scattered) await fs.rm(partDir!, { recursive: true, force: true });
+    }
+    await this.sortChunks(sortable);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Sorts the ranges between the passthrough runs and lists the runs between them. The scattered rows
+   * (this week's ingest: few) are scattered by range, as many ranges per pass as the fan-out allows,
+   * each pass reading only its ranks of them; presorted rows are read by slices.
+   */
+  private async writeAround(source: string | undefined, segments: readonly Segment[]): Promise<void> {
+    const sortedRanges = segments.filter((x) => !x.run);
+    const fanout = this.fanoutOf(this.shape.lanes);
+    const dirs: string[] = [];
+    const scattered: string[] = [];
+    for (let g = 0; source && g < sortedRanges.length; g += fanout) {
+      const group = sortedRanges.slice(g, g + fanout);
+      const dir = path.join(this.plan.workDir, `scatter_${++this.scatterSeq}`);
+      const part = `CASE ${group.map((x, k) => `WHEN __ec_rank < ${x.end} THEN ${k}`).join(' ')} END`;
+      const ranks = `SELECT * FROM (${source}) WHERE __ec_rank >= ${group[0]!.start} AND __ec_rank < ${group[group.length - 1]!.end}`;
+      await this.scatterCopy(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, this.shape.lanes);
+      scattered.push(dir);
+      group.forEach((_, k) => dirs.push(path.join(dir, `__ec_part=${k}`)));
+    }
+    await this.session.exec('DROP TABLE IF EXISTS ordered');
+    let sortable: RangeJob[] = [];
+    let k = 0;
+    for (const x of segments) {
+      if (x.run) {
+        await this.sortChunks(sortable);
+        sortable = [];
+        this.parts.push({ path: this.inputs[x.run.input]!.path, from: x.run.from, to: x.run.to });
+        continue;
+      }
+      const partDir = dirs[k++];
+      sortable.push({ dir: partDir && (await exists(partDir)) ? partDir : undefined, start: x.start, end: x.end });
+    }
+    await this.sortChunks(sortable);
+    for (const dir of scattered) await fs.rm(dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Passthrough runs of the presorted inputs whose schema is exactly the one the sorted ranges are
+   * written with (a new column in this week's ingest, or a file from another writer, rules them out):
+   * checked against a file of no rows written with the ranges' projection and options.
+   */
+  private async passthroughCandidates(): Promise<PassthroughRun[]> {
+    const { inputs, schemas, plan } = this;
+    // Slack over the cap: DuckDB closes a row group on the vector that crosses it.
+    const runs = await findPassthroughRuns(this.session, inputs, this.shape.presorted, 2 * plan.rowGroup.bytes);
+    const eligible = new Set<number>();
+    for (const fi of new Set(runs.map((r) => r.input))) {
+      const probe = path.join(plan.workDir, `schema_probe_${fi}.parquet`);
+      await this.session.exec(
+        `COPY (SELECT ${projectUnion(this.shape.columns, [schemas[fi]!], 'r')} FROM read_parquet(${sqlString(inputs[fi]!.path)}, hive_partitioning = false) r LIMIT 0)
+         TO ${sqlString(probe)} (${this.chunkOptions})`,
+      );
+      if (await sameParquetSchema(probe, inputs[fi]!.path)) eligible.add(fi);
+      await fs.rm(probe, { force: true });
+    }
+    return runs.filter((r) => eligible.has(r.input));
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.stat(p).then(
+    () => true,
+    () => false,
+  );
+}
