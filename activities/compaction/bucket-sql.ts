@@ -7,7 +7,7 @@ import { anyHasColumn, type InputSchema, type LocalInput } from './input-schema'
 import { POSITION_SHIFT } from './presorted-inputs';
 
 /** Every row of the inputs with its file_index and file_row_number; the files carry their partition columns. */
-export function readInputs(inputs: readonly LocalInput[]): string {
+export function scanInputs(inputs: readonly LocalInput[]): string {
   return `read_parquet(${sqlStringList(inputs.map((i) => i.path))}, union_by_name = true, hive_partitioning = false, file_row_number = true)`;
 }
 

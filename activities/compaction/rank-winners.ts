@@ -9,7 +9,7 @@
  * rows once more and puts them in rank order.
  */
 import { BadBucketDataError } from './bucket-errors';
-import { columnOr, OUTPUT_ORDER, readInputs, rowPosition } from './bucket-sql';
+import { columnOr, OUTPUT_ORDER, rowPosition, scanInputs } from './bucket-sql';
 import { toNumber, type DuckSession } from './duckdb-session';
 import type { IdDigest } from './id-digests';
 import type { InputFootprint } from './input-footprint';
@@ -52,7 +52,7 @@ export async function computeWinners(
        SELECT r.id AS id, ${columnOr(schemas, 'platform', 'VARCHAR')} AS platform,
               ${columnOr(schemas, 'datetime', 'TIMESTAMPTZ')} AS datetime, ${pos} AS pos,
               ${winnerKey(columnOr(schemas, 'updated', 'TIMESTAMPTZ'), pos)} AS k
-       FROM ${readInputs(inputs)} r`,
+       FROM ${scanInputs(inputs)} r`,
   );
   const [n] = await session.rows('SELECT count(*) AS rows, count(*) FILTER (WHERE id IS NULL) AS null_ids FROM narrow');
   if (toNumber(n?.null_ids) > 0) {
@@ -83,7 +83,7 @@ export async function computeWinners(
 /** Names the inputs holding rows without an id (which cannot be deduplicated). */
 export async function nullIdError(session: DuckSession, inputs: readonly LocalInput[]): Promise<BadBucketDataError> {
   const rows = await session.rows(
-    `SELECT r.file_index AS fi, count(*) AS n FROM ${readInputs(inputs)} r WHERE r.id IS NULL GROUP BY ALL ORDER BY fi`,
+    `SELECT r.file_index AS fi, count(*) AS n FROM ${scanInputs(inputs)} r WHERE r.id IS NULL GROUP BY ALL ORDER BY fi`,
   );
   const keys = rows.map((r) => inputs[toNumber(r.fi)]?.key ?? `input ${toNumber(r.fi)}`);
   const detail = rows.map((r, i) => `${keys[i]} (${toNumber(r.n)} rows)`).join(', ');

@@ -4,7 +4,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { readInputs, rowPosition } from './bucket-sql';
+import { rowPosition, scanInputs } from './bucket-sql';
 import { openDuckSession, sqlString, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 import type { KvEntry } from './output-metadata';
@@ -76,7 +76,7 @@ function rankedWinners(
   const subset = indices.map((i) => inputs[i]!);
   // file_index numbers the subset; the list maps it back to the input's plan index.
   return `SELECT o.rank AS __ec_rank, ${projectUnion(columns, indices.map((i) => schemas[i]!), 'r')}
-          FROM ${readInputs(subset)} r
+          FROM ${scanInputs(subset)} r
           JOIN ordered o ON o.pos = ([${indices.join(', ')}][r.file_index::BIGINT + 1]::BIGINT << ${POSITION_SHIFT}) | r.file_row_number`;
 }
 
@@ -113,7 +113,7 @@ export async function writeOrdered(
 ): Promise<void> {
   if (rowsOut * plan.rowBytes <= plan.sortBudgetBytes) {
     await session.exec(
-      `COPY (SELECT r.* EXCLUDE (file_row_number) FROM ${readInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
+      `COPY (SELECT r.* EXCLUDE (file_row_number) FROM ${scanInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
              ORDER BY o.rank) TO ${sqlString(outFile)} (${finalWriteOptions(plan.rowGroup, kv)})`,
     );
     await session.exec('DROP TABLE ordered');

@@ -2,7 +2,7 @@
  * The write path of nearly every bucket: one far below the memory budget is deduplicated, sorted and
  * written by one statement. A tiny bucket's cost is the number of statements, not the data.
  */
-import { columnOr, OUTPUT_ORDER, readInputs, WINNER_ORDER } from './bucket-sql';
+import { columnOr, OUTPUT_ORDER, scanInputs, WINNER_ORDER } from './bucket-sql';
 import { sqlString, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 import type { KvEntry } from './output-metadata';
@@ -26,7 +26,7 @@ export async function writeSmallBucket(
   await session.exec(
     `COPY (
        SELECT w.* EXCLUDE (file_row_number, __ec_fi)
-       FROM (SELECT r.*, r.file_index AS __ec_fi FROM ${readInputs(inputs)} r) w
+       FROM (SELECT r.*, r.file_index AS __ec_fi FROM ${scanInputs(inputs)} r) w
        QUALIFY row_number() OVER (PARTITION BY w.id ORDER BY ${winner}) = 1
        ORDER BY ${order}
      ) TO ${sqlString(outFile)} (${finalWriteOptions(rg, kv)})`,
