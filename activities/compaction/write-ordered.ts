@@ -256,9 +256,9 @@ class RangeWrite {
       }));
     }
     // A lone range keeps the session's threads and memory; lanes together stay within the limit.
-    const narrow = (threads: number, limitBytes: number) =>
+    const limitSession = (threads: number, limitBytes: number) =>
       session.exec(`SET threads = ${threads}; SET memory_limit = '${Math.floor(limitBytes / 1024)}KB'`);
-    if (used > 1) await narrow(1, this.laneLimitBytes);
+    if (used > 1) await limitSession(1, this.laneLimitBytes);
     let next = 0;
     let failed = false;
     const lane = async (sorter: DuckSession): Promise<void> => {
@@ -278,7 +278,7 @@ class RangeWrite {
     };
     // Every lane finishes its statement before an error propagates and the instances are closed.
     const settled = await Promise.allSettled(this.sorters.slice(0, used).map(lane));
-    if (used > 1) await narrow(plan.threads, plan.memoryLimitBytes);
+    if (used > 1) await limitSession(plan.threads, plan.memoryLimitBytes);
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
   }
