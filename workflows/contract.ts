@@ -157,7 +157,7 @@ export interface PlanSummary {
   filesToCompact: number;
   bytesToCompact: number;
   pages: number;
-  /** A few bucket names, for dry runs and the UI. */
+  /** The first bucket names of the plan (the largest), for dry runs and the UI. */
   sample: string[];
   /** Objects under bucket prefixes that are not data files (left alone, counted for the operator). */
   ignoredObjects: number;

@@ -42,14 +42,19 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
 
   const all = [...byBucket.values()].sort((a, b) => compareBuckets(a, b));
   for (const t of all) t.inputs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const due = all.filter((t) => t.inputs.length >= req.threshold);
+  // Largest first: the workflow waits for a page's last bucket before it loads the next page (and
+  // before it continues as new), so a heavy bucket that starts late in a page keeps every other slot
+  // idle while it runs. In size order the heavy buckets start first and a page's last buckets are
+  // short. Equal sizes keep (cell, year) order, so the plan is the same for the same listing.
+  const bytes = new Map(all.map((t) => [t, bytesOf(t)]));
+  const due = all.filter((t) => t.inputs.length >= req.threshold).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
   const summary: PlanSummary = {
     planId: req.planId,
     bucketsScanned: all.length,
     filesBefore: all.reduce((n, t) => n + t.inputs.length, 0),
     bucketsToCompact: due.length,
     filesToCompact: due.reduce((n, t) => n + t.inputs.length, 0),
-    bytesToCompact: due.reduce((n, t) => n + t.inputs.reduce((m, f) => m + f.size, 0), 0),
+    bytesToCompact: due.reduce((n, t) => n + bytes.get(t)!, 0),
     pages: Math.ceil(due.length / PLAN_PAGE_SIZE),
     sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
     ignoredObjects,
@@ -67,4 +72,8 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
 function compareBuckets(a: BucketTask, b: BucketTask): number {
   if (a.bucket.cell !== b.bucket.cell) return a.bucket.cell < b.bucket.cell ? -1 : 1;
   return a.bucket.year - b.bucket.year;
+}
+
+function bytesOf(t: BucketTask): number {
+  return t.inputs.reduce((n, f) => n + f.size, 0);
 }

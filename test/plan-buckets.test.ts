@@ -1,0 +1,90 @@
+/**
+ * The plan: which buckets a run compacts, with exactly which inputs, in which order. The warehouse is a
+ * real directory listed through the product's store; planning reads only names and sizes, so the files
+ * hold plain bytes of chosen lengths.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { planBuckets } from '../activities/compaction/plan-buckets';
+import { PLAN_PAGE_SIZE, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { bucketPrefix, type BucketTask } from '../workflows/contract';
+
+const roots: string[] = [];
+after(async () => {
+  for (const root of roots) await fs.rm(root, { recursive: true, force: true });
+});
+
+/** Writes `grid_partition=<cell>/year=<year>/<name>` of `size` bytes for each entry. */
+async function warehouseOf(files: readonly [cell: string, year: number, name: string, size: number][]): Promise<string> {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-plan-'));
+  roots.push(root);
+  for (const [cell, year, name, size] of files) {
+    const file = path.join(root, `grid_partition=${cell}`, `year=${year}`, name);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.writeFile(file, Buffer.alloc(size, 1));
+  }
+  return root;
+}
+
+async function allTasks(store: LocalWarehouseStore, planId: string): Promise<BucketTask[]> {
+  const manifest = await readPlanManifest(store, planId);
+  assert.ok(manifest, 'the plan was written');
+  const tasks: BucketTask[] = [];
+  for (let page = 0; page < manifest.summary.pages; page++) tasks.push(...(await readPlanPage(store, planId, page)));
+  return tasks;
+}
+
+describe('planBuckets', () => {
+  it('lists the largest buckets first, equal sizes in (cell, year) order, inputs in key order', async () => {
+    const root = await warehouseOf([
+      ['b', 2020, 'part_2.parquet', 300],
+      ['b', 2020, 'part_1.parquet', 300],
+      ['a', 2021, 'part_1.parquet', 100],
+      ['a', 2021, 'part_2.parquet', 100],
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+      ['c', 2019, 'part_1.parquet', 5_000],
+      ['c', 2019, 'part_2.parquet', 1],
+      // One file: below the threshold, scanned but not compacted.
+      ['d', 2022, 'part_1.parquet', 90_000],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p1', threshold: 2, dryRun: false }, () => {});
+
+    const tasks = await allTasks(store, 'p1');
+    const order = tasks.map((t) => bucketPrefix(t.bucket));
+    assert.deepEqual(order, ['grid_partition=c/year=2019', 'grid_partition=b/year=2020', 'grid_partition=a/year=2020', 'grid_partition=a/year=2021']);
+    assert.deepEqual(tasks[1]!.inputs.map((i) => i.key), ['grid_partition=b/year=2020/part_1.parquet', 'grid_partition=b/year=2020/part_2.parquet']);
+    assert.deepEqual(summary.sample, order);
+    assert.equal(summary.bucketsScanned, 5);
+    assert.equal(summary.bucketsToCompact, 4);
+    assert.equal(summary.filesToCompact, 8);
+    assert.equal(summary.bytesToCompact, 5_001 + 600 + 200 + 200);
+  });
+
+  it('keeps the order across pages and writes nothing on a dry run', async () => {
+    const files: [string, number, string, number][] = [];
+    const buckets = PLAN_PAGE_SIZE + 5;
+    // Sizes rise with the bucket's number, so the plan order is the reverse of the listing's.
+    for (let k = 0; k < buckets; k++) {
+      const cell = `cell${String(k).padStart(4, '0')}`;
+      files.push([cell, 2024, 'part_1.parquet', 10 + k], [cell, 2024, 'part_2.parquet', 10]);
+    }
+    const root = await warehouseOf(files);
+    const store = new LocalWarehouseStore(root);
+
+    const dry = await planBuckets(store, { warehouse: root, planId: 'dry', threshold: 2, dryRun: true }, () => {});
+    assert.equal(dry.pages, 2);
+    assert.equal(await readPlanManifest(store, 'dry'), undefined, 'a dry run writes no plan');
+
+    await planBuckets(store, { warehouse: root, planId: 'p2', threshold: 2, dryRun: false }, () => {});
+    const cells = (await allTasks(store, 'p2')).map((t) => t.bucket.cell);
+    assert.equal(cells.length, buckets);
+    assert.deepEqual(cells, [...cells].sort().reverse(), 'largest (highest-numbered) first, across both pages');
+    assert.equal(dry.sample[0], 'grid_partition=cell0204/year=2024');
+  });
+});
