@@ -22,10 +22,8 @@ export function formatSummary(s: CompactionSummary): string {
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
   const lines = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`);
   if (s.dryRun) {
-    lines.unshift(
-      `dry run: nothing was changed; ${s.bucketsCompacted} buckets would be compacted, the largest:`,
-      ...s.sampleBuckets.map((b) => `  ${b}`),
-    );
+    const head = `dry run: nothing was changed; ${s.bucketsCompacted} bucket(s) would be compacted`;
+    lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
   }
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
   for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);
