@@ -31,10 +31,10 @@ import {
 import { idsMissingFromOutput, inputIdDigest, outputIdDigest, type IdDigest } from './id-digests';
 import { inputFootprint } from './input-footprint';
 import { outputRowGroup } from './output-format';
+import { outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
 import { writeOrdered } from './write-ordered';
 import { writeSmallBucket } from './write-small-bucket';
-import { outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 
 export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
 

@@ -154,18 +154,22 @@ export async function appendParquetFiles(parts: readonly AppendPart[], outFile: 
     const rowGroups: TValue[] = [];
     let rows = 0n;
     const block = Buffer.alloc(COPY_BLOCK);
-    // A file's footer is read once however many runs come from it (each run moves its own row groups).
+    // A file's footer is read and its schema checked once however many runs come from it (each run
+    // moves its own row groups).
     const footers = new Map<string, SourceFile>();
     for (const part of parts) {
       const path = typeof part === 'string' ? part : part.path;
-      const source = footers.get(path) ?? (await readFooter(path));
-      footers.set(path, source);
-      const schema = schemaBytes(source);
-      if (!first) {
-        first = source;
-        firstSchema = schema;
-      } else if (!sameBytes(schema, firstSchema!)) {
-        throw new Error(`${path} has another schema than ${first.path}`);
+      let source = footers.get(path);
+      if (!source) {
+        source = await readFooter(path);
+        footers.set(path, source);
+        const schema = schemaBytes(source);
+        if (!first) {
+          first = source;
+          firstSchema = schema;
+        } else if (!sameBytes(schema, firstSchema!)) {
+          throw new Error(`${path} has another schema than ${first.path}`);
+        }
       }
       const all = asList(field(source.footer, FileMetaData.rowGroups), 'row groups');
       const input = await fs.open(path, 'r');
