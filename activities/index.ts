@@ -29,10 +29,12 @@ import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, Missi
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
-import { createLockActivities } from './locking/lock-activities';
+import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
 const MAX_REPORTED_UNREADABLE = 200;
+/** Statuses of a workflow that can no longer release a lock object it wrote. */
+const CLOSED_WORKFLOW_STATUSES = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT']);
 
 export interface ActivityResources {
   /**
@@ -228,7 +230,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async acquirePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {
-      return withStore(req.warehouse, (store) => acquirePipelineLock(store, req.owner));
+      // Only a workflow known to have closed; a missing one may be the Python pipeline's owner name.
+      const abandoned = async (owner: string) => {
+        const status = await workflowStatus(owner);
+        return status && CLOSED_WORKFLOW_STATUSES.has(status) ? status : undefined;
+      };
+      const note = await withStore(req.warehouse, (store) => acquirePipelineLock(store, req.owner, abandoned));
+      if (note) Context.current().log.warn(note);
     },
 
     async releasePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {

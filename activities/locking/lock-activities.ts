@@ -9,6 +9,19 @@ export interface RequestLockInput {
   request: LockRequest;
 }
 
+/**
+ * The status of the newest run of `workflowId` in this activity's namespace ('RUNNING', 'TERMINATED',
+ * ...), or null when there is no such workflow. Activity context only.
+ */
+export async function workflowStatus(workflowId: string): Promise<string | null> {
+  try {
+    return (await Context.current().client.workflow.getHandle(workflowId).describe()).status.name;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return null;
+    throw err;
+  }
+}
+
 /** Activities the lock protocol needs: workflows cannot signal-with-start or describe other workflows. */
 export function createLockActivities() {
   return {
@@ -25,14 +38,7 @@ export function createLockActivities() {
     },
 
     async isWorkflowRunning(workflowId: string): Promise<boolean> {
-      const client = Context.current().client;
-      try {
-        const d = await client.workflow.getHandle(workflowId).describe();
-        return d.status.name === 'RUNNING';
-      } catch (err) {
-        if (err instanceof WorkflowNotFoundError) return false;
-        throw err;
-      }
+      return (await workflowStatus(workflowId)) === 'RUNNING';
     },
   };
 }
