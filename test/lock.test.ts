@@ -1,6 +1,7 @@
 /**
  * The workflow-level lock on a real dev server: FIFO hand-over, one holder at a time, a terminated
- * holder freed by the liveness check, a waiter that gives up naming the holder, and a lock workflow
+ * holder freed by the liveness check, a waiter that gives up naming the holder, cancelled waiters and
+ * holders that withdraw or hand over at once, and a lock workflow
  * that continues-as-new without dropping queued requests.
  */
 import { after, before, describe, it } from 'node:test';
@@ -8,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
+import { CancelledFailure } from '@temporalio/common';
 import { waitFor } from './helpers/wait';
 import { startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { createLockActivities } from '../activities/locking/lock-activities';
@@ -107,6 +109,26 @@ describe('resource lock', () => {
     await holder.result();
     const s = await lockState(resource);
     assert.equal(s.queue.length, 0, 'the impatient request was withdrawn');
+  });
+
+  it('a cancelled waiter withdraws its request; a cancelled holder hands over at once', async () => {
+    const resource = `/wh/cancel-${Date.now()}`;
+    const holder = await startProbe(`probe-cancel-holder-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const cancelled = await startProbe(`probe-cancel-waiter-${Date.now()}`, resource, 10);
+    await waitFor('waiter queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    await cancelled.cancel();
+    await assert.rejects(cancelled.result(), (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+    await waitFor('request withdrawn', async () => ((await lockState(resource)).queue.length === 0 ? true : undefined), 5_000);
+
+    const next = await startProbe(`probe-cancel-next-${Date.now()}`, resource, 10);
+    await waitFor('next queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    const cancelledAt = Date.now();
+    await holder.cancel();
+    await assert.rejects(holder.result(), (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+    const result = (await next.result()) as ProbeResult;
+    // Released by the cancelled holder itself, not by the liveness check (10 s).
+    assert.ok(result.acquiredAtMs - cancelledAt < 5_000, `next got the lock ${result.acquiredAtMs - cancelledAt} ms after the cancel`);
   });
 
   it('continues-as-new without dropping queued requests', async () => {

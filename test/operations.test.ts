@@ -12,12 +12,15 @@ import { promisify } from 'node:util';
 import type { CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
+import { maybeRecordHistory } from './helpers/record-history';
 import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, makeFixture, pyicebergScan } from './helpers/warehouse-fixtures';
 import { createCompactionSchedule } from '../client/commands/schedule';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
+import { CancelledFailure } from '@temporalio/common';
+import { WorkflowFailedError } from '@temporalio/client';
 
 const run = promisify(execFile);
 let h: TemporalHarness;
@@ -84,6 +87,76 @@ describe('resume', () => {
       assert.match(err.stderr ?? '', /no unfinished compaction plan to resume/);
       return true;
     });
+  });
+});
+
+describe('cancel', () => {
+  it('a cancelled run dispatches no more buckets, releases both locks and leaves a plan that resume finishes', async () => {
+    const fx = await makeFixture('cancel', { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] });
+    const bucketsBefore = byBucket(await listFiles(fx.warehouse));
+    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `cancel-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1, useLock: true }],
+    });
+    const progress = await waitFor('a few buckets done', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.bucketsDone >= 2 ? p : undefined;
+    });
+    await fs.access(lockFile);
+    await handle.cancel();
+    await assert.rejects(handle.result(), (err: Error) => {
+      assert.ok(err instanceof WorkflowFailedError, `failed as cancelled: ${String(err)}`);
+      assert.ok(err.cause instanceof CancelledFailure, `cause: ${String(err.cause)}`);
+      return true;
+    });
+    assert.equal((await handle.describe()).status.name, 'CANCELLED');
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-use-lock');
+
+    // Nothing was dispatched after the request, and no bucket was reported as failed because of it.
+    const events = (await handle.fetchHistory()).events ?? [];
+    const requested = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
+    assert.ok(requested > 0, 'the cancel request is in the history');
+    const laterBuckets = events
+      .slice(requested)
+      .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket');
+    assert.deepEqual(laterBuckets, [], 'no bucket activity scheduled after the cancel request');
+    // The bucket in flight ended (cancelled or done) before any lock was released.
+    const scheduled = new Map<string, string>();
+    events.forEach((e) => {
+      const type = e.activityTaskScheduledEventAttributes?.activityType?.name;
+      if (type) scheduled.set(String(e.eventId), type);
+    });
+    const closedAt = (id: string) =>
+      events.findIndex((e) =>
+        [e.activityTaskCompletedEventAttributes, e.activityTaskFailedEventAttributes, e.activityTaskCanceledEventAttributes, e.activityTaskTimedOutEventAttributes].some(
+          (a) => a && String(a.scheduledEventId) === id,
+        ),
+      );
+    const releasedAt = events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'releasePipelineLock');
+    assert.ok(releasedAt > requested, 'the pipeline lock is released after the request');
+    for (const [id, type] of scheduled) {
+      if (type !== 'compactBucket') continue;
+      const closed = closedAt(id);
+      assert.ok(closed >= 0 && closed < releasedAt, `bucket activity ${id} closed (event index ${closed}) before the locks were released (${releasedAt})`);
+    }
+    const last = await handle.query<CompactionProgress>('progress');
+    assert.equal(last.bucketsFailed, 0, `no bucket counted as failed: ${JSON.stringify(last.failures)}`);
+    assert.ok(last.bucketsDone >= 2 && last.bucketsDone < bucketsBefore.size, `stopped mid-run (${last.bucketsDone} done)`);
+
+    await assert.rejects(fs.access(lockFile), "the Python pipeline's lock object is released");
+    await waitFor('the warehouse lock is free', async () =>
+      (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder === null ? true : undefined,
+    );
+
+    const { stdout } = await cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock', '--json']);
+    const summary = JSON.parse(stdout) as CompactionSummary;
+    assert.equal(summary.planId, progress.planId, 'the resume adopted the cancelled plan');
+    assert.equal(summary.bucketsCompacted, bucketsBefore.size);
+    assert.equal(summary.failedBucketsTotal, 0);
+    for (const [b, keys] of byBucket(await listFiles(fx.warehouse))) assert.deepEqual(keys, [`${b}/compacted_${progress.planId}.parquet`]);
+    assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
   });
 });
 
@@ -208,6 +281,32 @@ describe('--use-lock', () => {
     const summary = (await handle.result()) as CompactionSummary;
     assert.ok(summary.bucketsCompacted > 0);
     await assert.rejects(fs.access(lockFile), 'released at the end');
+  });
+});
+
+describe('--use-lock after a terminated run', () => {
+  it("resume takes over the lock object of the terminated run, which could not release it", async () => {
+    const fx = await makeFixture('pylock-terminated', { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020, 2021, 2022] });
+    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `pylock-terminated-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1, useLock: true }],
+    });
+    const progress = await waitFor('a bucket done', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.bucketsDone >= 1 ? p : undefined;
+    });
+    await handle.terminate('test: operator killed it');
+    const left = JSON.parse(await fs.readFile(lockFile, 'utf8')) as { owner: string };
+    assert.equal(left.owner, handle.workflowId, 'a terminated run leaves its lock object behind');
+
+    const { stdout } = await cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock', '--json']);
+    const summary = JSON.parse(stdout) as CompactionSummary;
+    assert.equal(summary.planId, progress.planId);
+    assert.equal(summary.failedBucketsTotal, 0);
+    await assert.rejects(fs.access(lockFile), 'the resumed run released the lock object it took over');
+    assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
   });
 });
 

@@ -7,8 +7,10 @@
  * history grows, carrying only counters and a capped failure list.
  */
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
+  CancellationScope,
   ContinueAsNew,
   condition,
   continueAsNew,
@@ -17,6 +19,7 @@ import {
   setHandler,
   workflowInfo,
   allHandlersFinished,
+  isCancellation,
   uuid4,
   log,
   type ActivityOptions,
@@ -58,7 +61,15 @@ const NON_RETRYABLE_BUCKET_ERRORS: string[] = [
   FailureTypes.invalidInput,
 ];
 
+/**
+ * Every activity is awaited to its end when the run is cancelled (the SDK's effective default is
+ * TRY_CANCEL, which reports the cancellation at once): the locks are released after that, so no
+ * bucket, plan or lock activity of a cancelled run still writes while another run holds the warehouse.
+ */
+const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+
 const control = proxyActivities<CompactionActivities>({
+  cancellationType,
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '2 minutes',
   retry: {
@@ -70,6 +81,7 @@ const control = proxyActivities<CompactionActivities>({
 });
 
 const bucketOptions: ActivityOptions = {
+  cancellationType,
   startToCloseTimeout: '6 hours',
   // The activity heartbeats every 10 s even inside a long DuckDB statement: a dead worker is noticed in 30 s.
   heartbeatTimeout: '30 seconds',
@@ -84,6 +96,7 @@ const bucketOptions: ActivityOptions = {
 const buckets = proxyActivities<CompactionActivities>(bucketOptions);
 
 const catalogOptions: ActivityOptions = {
+  cancellationType,
   startToCloseTimeout: '2 hours',
   heartbeatTimeout: '2 minutes',
   retry: {
@@ -125,7 +138,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   if (carried) {
     // The lock is held by workflow id, which continue-as-new keeps; this run adopts it and resumes the walk.
-    return withHeldLock(carried.warehouseLock, () => withPipelineLock(input, () => runPlan(input, progress, carried)));
+    return withHeldLock(carried.warehouseLock, () => withPipelineLock(input, false, () => runPlan(input, progress, carried)));
   }
 
   if (input.dryRun) {
@@ -144,8 +157,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
     async (warehouseLock) => {
       progress.phase = 'planning';
       publishDetails(input, progress);
-      if (input.useLock) await control.acquirePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
-      return withPipelineLock(input, async () => {
+      return withPipelineLock(input, true, async () => {
         await control.checkCatalog(catalogRequest(input));
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
@@ -177,12 +189,19 @@ function planRequest(input: CompactionRequest) {
   };
 }
 
-/** `--use-lock`: the Python pipeline's lock object is released when the run ends, however it ends (not on continue-as-new). */
-async function withPipelineLock<T>(input: CompactionRequest, fn: () => Promise<T>): Promise<T> {
+/**
+ * `--use-lock`: the Python pipeline's lock object is taken (by the first run; a continued run holds it
+ * already) and released when the run ends, however it ends (not on continue-as-new). A cancelled run
+ * releases it too: the object would otherwise block the Python pipeline until it expires (24 h).
+ */
+async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, fn: () => Promise<T>): Promise<T> {
   if (!input.useLock) return fn();
-  const release = () => control.releasePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
+  const owner = { warehouse: input.warehouse, owner: workflowInfo().workflowId };
+  // Releasing is idempotent and checks the owner, so it is safe after a cancelled acquire too.
+  const release = () => CancellationScope.nonCancellable(() => control.releasePipelineLock(owner));
   let result: T;
   try {
+    if (acquire) await control.acquirePipelineLock(owner);
     result = await fn();
   } catch (err) {
     if (!(err instanceof ContinueAsNew)) await release();
@@ -243,7 +262,11 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
   return summary;
 }
 
-/** Runs the bucket activities of one page with at most maxParallelBuckets in flight. */
+/**
+ * Runs the bucket activities of one page with at most maxParallelBuckets in flight. When the run is
+ * cancelled no further bucket starts, and this returns (rethrowing the cancellation) only once every
+ * bucket in flight has stopped: the locks are released after that, never while a bucket still writes.
+ */
 async function compactAll(input: CompactionRequest, planId: string, tasks: BucketTask[], progress: CompactionProgress): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -258,14 +281,18 @@ async function compactAll(input: CompactionRequest, planId: string, tasks: Bucke
         );
         record(progress, result);
       } catch (err) {
+        // A cancelled bucket did not fail: the plan keeps it for a resume.
+        if (isCancellation(err)) throw err;
         recordFailure(progress, name, err);
       } finally {
         progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
-        progress.bucketsDone += 1;
       }
+      progress.bucketsDone += 1;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(input.maxParallelBuckets, tasks.length) }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(input.maxParallelBuckets, tasks.length) }, worker));
+  const stopped = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (stopped) throw stopped.reason;
 }
 
 function record(progress: CompactionProgress, r: BucketResult): void {

@@ -16,6 +16,7 @@ import {
   defineQuery,
   defineSignal,
   getExternalWorkflowHandle,
+  ActivityCancellationType,
   proxyActivities,
   setHandler,
   allHandlersFinished,
@@ -169,6 +170,9 @@ async function notifyQueue(state: LockState, lockId: string, notified: Set<strin
 }
 
 const { requestLock } = proxyActivities<LockActivities>({
+  // A cancelled requester withdraws its request only after the request itself was delivered, so the
+  // withdrawal cannot overtake it (TRY_CANCEL, the SDK's effective default, would not wait).
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 });
