@@ -8,6 +8,7 @@ import { runStatusCommand, statusUsage } from './commands/status';
 import { demoUsage, runDemoCommand } from './commands/demo';
 import { runScheduleCommand, scheduleUsage } from './commands/schedule';
 import { runVerifyCommand, verifyUsage } from './commands/verify';
+import { cancelUsage, runCancelCommand } from './commands/cancel';
 
 type Command = { run: (argv: string[]) => Promise<number>; usage: string };
 
@@ -15,6 +16,7 @@ const commands: Record<string, Command> = {
   worker: { run: runWorkerCommand, usage: workerUsage },
   resume: { run: runResumeCommand, usage: resumeUsage },
   status: { run: runStatusCommand, usage: statusUsage },
+  cancel: { run: runCancelCommand, usage: cancelUsage },
   demo: { run: runDemoCommand, usage: demoUsage },
   schedule: { run: runScheduleCommand, usage: scheduleUsage },
   verify: { run: runVerifyCommand, usage: verifyUsage },

@@ -1,5 +1,6 @@
 /** Starting a compaction and following it to its summary: shared by the CLI, the API and the demo. */
 import { randomBytes } from 'node:crypto';
+import { CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { parseCompactionInput } from '../workflows/contract';
@@ -61,6 +62,7 @@ export async function followCompaction(
 /** The innermost useful message of a workflow failure, on one line. */
 export function describeWorkflowError(err: unknown): string {
   if (err instanceof WorkflowFailedError) {
+    if (err.cause instanceof CancelledFailure) return 'workflow was cancelled; finish its plan with resume';
     let cause: unknown = err.cause;
     while (cause instanceof Error && 'cause' in cause && cause.cause instanceof Error) cause = cause.cause;
     return `workflow ${err.message.includes('terminated') ? 'was terminated' : 'failed'}: ${cause instanceof Error ? cause.message : err.message}`;

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -157,6 +157,48 @@ describe('cancel', () => {
     assert.equal(summary.failedBucketsTotal, 0);
     for (const [b, keys] of byBucket(await listFiles(fx.warehouse))) assert.deepEqual(keys, [`${b}/compacted_${progress.planId}.parquet`]);
     assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+  });
+});
+
+describe('Ctrl-C and the cancel command', () => {
+  it('Ctrl-C detaches the CLI while the run goes on; cancel stops it and leaves the Python lock alone', async () => {
+    const fx = await makeFixture('cli-cancel');
+    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    await fs.mkdir(path.dirname(lockFile), { recursive: true });
+    const pythonLock = JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: new Date(Date.now() + 3600_000).toISOString() });
+    await fs.writeFile(lockFile, pythonLock);
+    const workflowId = `cli-cancel-${Date.now()}`;
+    // The run waits for the Python pipeline's lock: it is running, and stays so, until cancelled.
+    const child = spawn(
+      process.execPath,
+      [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock',
+        '--workflow-id', workflowId, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waitFor('the CLI started the run', async () => (stderr.includes(`started ${workflowId}`) ? true : undefined));
+    child.kill('SIGINT');
+    assert.equal(await exited, 130);
+    assert.match(stderr, new RegExp(`detached; the compaction continues as workflow ${workflowId}.*earthcatalog-compact cancel --workflow-id ${workflowId}`));
+    const handle = h.client.workflow.getHandle(workflowId);
+    assert.equal((await handle.describe()).status.name, 'RUNNING', 'Ctrl-C did not stop the compaction');
+
+    const { stdout } = await cli(['cancel']);
+    assert.match(stdout, new RegExp(`^${workflowId} CANCELLED`));
+    assert.equal((await handle.describe()).status.name, 'CANCELLED');
+    assert.equal(await fs.readFile(lockFile, 'utf8'), pythonLock, "the Python pipeline's lock object is not ours to remove");
+    // Visibility (which `cancel` without an id lists) may lag the close by a moment.
+    await waitFor('no compaction listed as running', async () => {
+      for await (const _ of h.client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) return undefined;
+      return true;
+    });
+    await assert.rejects(cli(['cancel']), (err: { stderr?: string; code?: number }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr ?? '', /no compaction is running/);
+      return true;
+    });
   });
 });
 

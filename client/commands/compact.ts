@@ -31,10 +31,22 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     }
     if (!values.json) console.error(`started ${handle.workflowId} on ${target.address}/${target.namespace} (task queue ${target.taskQueue})`);
     const bar = values.json ? undefined : createProgressRenderer();
+    // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
+    const detach = () => {
+      bar?.finish();
+      const id = handle.workflowId;
+      console.error(
+        `earthcatalog-compact: detached; the compaction continues as workflow ${id} ` +
+          `(follow it: earthcatalog-compact status --watch --workflow-id ${id}; stop it: earthcatalog-compact cancel --workflow-id ${id})`,
+      );
+      process.exit(130);
+    };
+    process.once('SIGINT', detach);
     let summary: CompactionSummary;
     try {
       summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined);
     } finally {
+      process.off('SIGINT', detach);
       bar?.finish();
     }
     console.log(values.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));

@@ -32,7 +32,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function runningCompactions(client: Client): Promise<string[]> {
+/** Workflow ids of the compactions running in the client's namespace. */
+export async function runningCompactions(client: Client): Promise<string[]> {
   const ids: string[] = [];
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {
     ids.push(wf.workflowId);

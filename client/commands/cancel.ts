@@ -1,0 +1,46 @@
+import type { Client } from '@temporalio/client';
+import { connectionFlags, parse, UsageError } from '../cli-args';
+import { connectClient, resolveTarget } from '../connection';
+import { queryProgress } from '../start-compaction';
+import { runningCompactions } from './status';
+
+export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
+    Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
+    starts any more, the buckets in flight stop at their next step, then the locks are released.
+    Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.`;
+
+export async function runCancelCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, 'no-wait': { type: 'boolean' } });
+  const target = resolveTarget({ address: values.address, namespace: values.namespace });
+  const client = await connectClient(target);
+  try {
+    const workflowId = values['workflow-id'] ?? (await theRunningCompaction(client));
+    const handle = client.workflow.getHandle(workflowId);
+    await handle.cancel();
+    if (values['no-wait']) {
+      console.log(`cancellation of ${workflowId} requested`);
+      return 0;
+    }
+    console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
+    for (;;) {
+      const status = (await handle.describe()).status.name;
+      if (status !== 'RUNNING') {
+        const p = await queryProgress(handle);
+        const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
+        const hint = status === 'CANCELLED' && p?.planId ? `; finish it with 'earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}'` : '';
+        console.log(`${workflowId} ${status}${done}${hint}`);
+        return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  } finally {
+    await client.connection.close();
+  }
+}
+
+async function theRunningCompaction(client: Client): Promise<string> {
+  const ids = await runningCompactions(client);
+  if (ids.length === 1) return ids[0]!;
+  if (ids.length === 0) throw new Error('no compaction is running');
+  throw new UsageError(`${ids.length} compactions are running (${ids.join(', ')}): name one with --workflow-id`);
+}
