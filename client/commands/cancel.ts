@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { runningCompactions } from './status';
+import { runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
@@ -22,17 +22,12 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       return 0;
     }
     console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
-    for (;;) {
-      const status = (await handle.describe()).status.name;
-      if (status !== 'RUNNING') {
-        const p = await queryProgress(handle);
-        const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
-        const hint = status === 'CANCELLED' && p?.planId ? `; finish it with 'earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}'` : '';
-        console.log(`${workflowId} ${status}${done}${hint}`);
-        return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
-      }
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    const status = await waitUntilClosed(handle);
+    const p = await queryProgress(handle);
+    const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
+    const hint = status === 'CANCELLED' && p?.planId ? `; finish it with 'earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}'` : '';
+    console.log(`${workflowId} ${status}${done}${hint}`);
+    return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {
     await client.connection.close();
   }

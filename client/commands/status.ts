@@ -1,4 +1,4 @@
-import type { Client } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
@@ -41,18 +41,24 @@ export async function runningCompactions(client: Client): Promise<string[]> {
   return ids;
 }
 
+/** Polls the run about once a second until it has closed (calling `onPoll` after each look); its final status. */
+export async function waitUntilClosed(handle: WorkflowHandle, onPoll?: () => Promise<void>): Promise<string> {
+  for (;;) {
+    const status = (await handle.describe()).status.name;
+    await onPoll?.();
+    if (status !== 'RUNNING') return status;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 async function watch(client: Client, workflowId: string): Promise<number> {
   const handle = client.workflow.getHandle(workflowId);
   const bar = createProgressRenderer(process.stdout);
-  for (;;) {
-    const desc = await handle.describe();
+  const status = await waitUntilClosed(handle, async () => {
     const progress = await queryProgress(handle);
     if (progress) bar.update(progress);
-    if (desc.status.name !== 'RUNNING') {
-      bar.finish();
-      console.log(`${workflowId} ${desc.status.name}`);
-      return desc.status.name === 'COMPLETED' ? 0 : 1;
-    }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
+  });
+  bar.finish();
+  console.log(`${workflowId} ${status}`);
+  return status === 'COMPLETED' ? 0 : 1;
 }
