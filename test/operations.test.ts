@@ -46,9 +46,12 @@ function cli(args: string[]) {
   });
 }
 
+/** Enough buckets that a run at one bucket at a time is still running after its first few. */
+const TWELVE_BUCKETS = { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] };
+
 describe('resume', () => {
   it('finishes a terminated run: finished buckets are not redone, nothing lost or duplicated', async () => {
-    const fx = await makeFixture('resume', { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] });
+    const fx = await makeFixture('resume', TWELVE_BUCKETS);
     const bucketsBefore = byBucket(await listFiles(fx.warehouse));
     const handle = await h.client.workflow.start('compactWarehouse', {
       taskQueue,
@@ -92,7 +95,7 @@ describe('resume', () => {
 
 describe('cancel', () => {
   it('a cancelled run dispatches no more buckets, releases both locks and leaves a plan that resume finishes', async () => {
-    const fx = await makeFixture('cancel', { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] });
+    const fx = await makeFixture('cancel', TWELVE_BUCKETS);
     const bucketsBefore = byBucket(await listFiles(fx.warehouse));
     const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
     const handle = await h.client.workflow.start('compactWarehouse', {
