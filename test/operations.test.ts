@@ -39,11 +39,22 @@ after(async () => {
 });
 
 
+/** node's arguments to run the CLI with `args` against this file's server and task queue. */
+function cliArgv(args: string[]): string[] {
+  return [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...args, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue];
+}
+
 function cli(args: string[]) {
-  return run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...args, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue], {
-    cwd: REPO_ROOT,
-    maxBuffer: 16 * 1024 * 1024,
-  });
+  return run(process.execPath, cliArgv(args), { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024 });
+}
+
+/** The Python pipeline's lock object, held for another hour (the pipeline's default key). */
+async function holdPythonLock(warehouse: string): Promise<{ lockFile: string; body: string }> {
+  const lockFile = path.join(warehouse, '_lock', 'compaction.lock');
+  const body = JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: new Date(Date.now() + 3600_000).toISOString() });
+  await fs.mkdir(path.dirname(lockFile), { recursive: true });
+  await fs.writeFile(lockFile, body);
+  return { lockFile, body };
 }
 
 /** Enough buckets that a run at one bucket at a time is still running after its first few. */
@@ -166,16 +177,12 @@ describe('cancel', () => {
 describe('Ctrl-C and the cancel command', () => {
   it('Ctrl-C detaches the CLI while the run goes on; cancel stops it and leaves the Python lock alone', async () => {
     const fx = await makeFixture('cli-cancel');
-    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
-    await fs.mkdir(path.dirname(lockFile), { recursive: true });
-    const pythonLock = JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: new Date(Date.now() + 3600_000).toISOString() });
-    await fs.writeFile(lockFile, pythonLock);
+    const { lockFile, body: pythonLock } = await holdPythonLock(fx.warehouse);
     const workflowId = `cli-cancel-${Date.now()}`;
     // The run waits for the Python pipeline's lock: it is running, and stays so, until cancelled.
     const child = spawn(
       process.execPath,
-      [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock',
-        '--workflow-id', workflowId, '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue],
+      cliArgv(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock', '--workflow-id', workflowId]),
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';
@@ -303,10 +310,7 @@ describe('selected buckets', () => {
 describe('--use-lock', () => {
   it("waits for the Python pipeline's lock object, holds it while running, releases it", async () => {
     const fx = await makeFixture('pylock');
-    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
-    await fs.mkdir(path.dirname(lockFile), { recursive: true });
-    const expires = new Date(Date.now() + 3600_000).toISOString();
-    await fs.writeFile(lockFile, JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: expires }));
+    const { lockFile } = await holdPythonLock(fx.warehouse);
     const filesBefore = await listFiles(fx.warehouse);
 
     const handle = await h.client.workflow.start('compactWarehouse', {
