@@ -2,12 +2,11 @@
  * The Iceberg catalog rebuild against a real SQLite catalog.db, real GeoParquet files and pyiceberg as
  * the independent reader (test/py/iceberg_read.py).
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -31,6 +30,7 @@ import {
 } from '../activities/catalog/table-metadata';
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
 import type { CatalogRequest } from '../workflows/contract';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
 const READER = path.resolve(__dirname, 'py', 'iceberg_read.py');
@@ -142,7 +142,7 @@ async function copyOfBase(name: string): Promise<string> {
 }
 
 before(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'catalog-rebuild-'));
+  tmp = await makeTempDir('catalog-rebuild');
   baseWarehouse = path.join(tmp, 'base-warehouse');
   const stats = await generateSampleWarehouse(baseWarehouse, { cells: CELLS, years: YEARS, partsPerBucket: [1, 2], rowsPerPart: 20, seed: 7 });
   baseStats = { files: stats.files, rows: stats.rows };
@@ -166,10 +166,6 @@ before(async () => {
     duck.close();
   }
   assert.equal(baseIds.length, baseStats.rows);
-});
-
-after(async () => {
-  await fs.rm(tmp, { recursive: true, force: true });
 });
 
 describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {

@@ -4,25 +4,21 @@
  * too-narrow bound drops rows from query results) and absent where that cannot be guaranteed.
  * catalog-rebuild.test.ts checks the result end to end through pyiceberg.
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { openDuckSession } from '../activities/compaction/duckdb-session';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { readParquetFooter, type ColumnTotals, type FooterColumn } from '../activities/catalog/parquet-footer';
 import { boundHolds, columnMetrics, metricsModes } from '../activities/catalog/column-metrics';
 import type { IcebergSchema } from '../activities/catalog/iceberg-schema';
+import { makeTempDir } from './helpers/temp-dirs';
 
 let dir: string;
 
 before(async () => {
-  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-metrics-'));
-});
-
-after(async () => {
-  await fs.rm(dir, { recursive: true, force: true });
+  dir = await makeTempDir('ec-metrics');
 });
 
 function schemaOf(fields: Array<[string, string]>): IcebergSchema {

@@ -7,7 +7,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
@@ -35,6 +34,7 @@ import {
   type SampleRow,
 } from '../client/demo/sample-warehouse';
 import { assertSameRows, expectedBucketRows, parquetFacts, readOutputRows } from './helpers/bucket-oracle';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const CELL = '81283ffffffffff';
 const YEAR = 2021;
@@ -43,21 +43,18 @@ const PREFIX = bucketPrefix(BUCKET);
 
 let session: DuckSession;
 let scratchRoot: string;
-const roots: string[] = [];
 
 before(async () => {
-  scratchRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'cb-scratch-'));
+  scratchRoot = await makeTempDir('cb-scratch');
   session = await openDuckSession({ tempDir: path.join(scratchRoot, 'writer-spill') });
 });
 
 after(async () => {
   session.close();
-  for (const r of [scratchRoot, ...roots]) await fs.rm(r, { recursive: true, force: true });
 });
 
 async function newWarehouse(): Promise<{ root: string; store: LocalWarehouseStore }> {
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cb-wh-'));
-  roots.push(root);
+  const root = await makeTempDir('cb-wh');
   return { root, store: new LocalWarehouseStore(root) };
 }
 

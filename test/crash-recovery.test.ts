@@ -8,7 +8,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CompactionSummary } from '../workflows/contract';
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
@@ -16,6 +15,7 @@ import { byBucket } from './helpers/warehouse-fixtures';
 import { assertSameRows } from './helpers/bucket-oracle';
 import { testBackends, type WarehouseBackend } from './helpers/backends';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
+import { makeTempDir } from './helpers/temp-dirs';
 
 let h: TemporalHarness;
 const backends = testBackends();
@@ -58,9 +58,9 @@ for (const backend of backends) {
         const buckets = [...byBucket(await backend.listFiles(fx.warehouse)).keys()].sort();
         const victim = buckets[1]!;
         const taskQueue = uniqueTaskQueue(`crash-${backend.name}-${point}`);
-        const marker = path.join(os.tmpdir(), `ec-crash-${process.pid}-${backend.name}-${point}-${Date.now()}`);
+        const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
         // Both workers share one scratch root, as two workers on one machine would.
-        const scratchRoot = await fs.mkdtemp(path.join(os.tmpdir(), `ec-crash-scratch-${backend.name}-`));
+        const scratchRoot = await makeTempDir(`ec-crash-scratch-${backend.name}`);
         const workerEnv = { ...backend.workerEnv(), EARTHCATALOG_SCRATCH_DIR: scratchRoot };
 
         const doomed = spawnWorkerProcess(
@@ -101,7 +101,6 @@ for (const backend of backends) {
           await rescuer.stop();
         }
         assert.deepEqual(await fs.readdir(scratchRoot), [], 'a worker that stops cleanly leaves no scratch behind');
-        await fs.rm(scratchRoot, { recursive: true, force: true });
 
         const got = byBucket(await backend.listFiles(fx.warehouse));
         const want = byBucket(await backend.listFiles(reference.fx.warehouse));

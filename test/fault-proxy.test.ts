@@ -8,12 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { S3WarehouseStore } from '../activities/storage/s3-store';
 import { startMoto, listKeys, type MotoServer } from './helpers/moto-server';
 import { startFaultProxy, type FaultKind, type FaultPlan, type FaultProxy } from './helpers/fault-proxy';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const BUCKET = 'ec-fault-test';
 const MIB = 1024 * 1024;
@@ -25,12 +25,11 @@ let scratch: string;
 before(async () => {
   moto = await startMoto();
   await moto.createBucket(BUCKET);
-  scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-fault-'));
+  scratch = await makeTempDir('ec-fault');
 });
 
 after(async () => {
   await moto?.stop();
-  if (scratch) await fs.rm(scratch, { recursive: true, force: true });
 });
 
 describe('the fault proxy', () => {

@@ -7,7 +7,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { openDuckSession, sqlString, sqlStringList, type DuckSession } from '../activities/compaction/duckdb-session';
@@ -15,19 +14,19 @@ import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { readThriftStruct, writeThriftStruct } from '../activities/compaction/thrift-compact';
 import { REPO_ROOT } from './helpers/temporal';
 import { pythonExecutable } from '../client/temporal-cli';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const run = promisify(execFile);
 let dir: string;
 let session: DuckSession;
 
 before(async () => {
-  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-append-'));
+  dir = await makeTempDir('ec-append');
   session = await openDuckSession({ tempDir: path.join(dir, 'spill') });
 });
 
 after(async () => {
   session.close();
-  await fs.rm(dir, { recursive: true, force: true });
 });
 
 /** A DuckDB-written part: ids from..to, a dictionary column (bloom filters), several row groups, KV. */

@@ -5,15 +5,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { acquirePipelineLock, DEFAULT_PIPELINE_LOCK_KEY, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const running = async () => undefined;
 
 async function warehouseWithLock(body?: string): Promise<{ store: LocalWarehouseStore; file: string }> {
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-pylock-unit-'));
+  const root = await makeTempDir('ec-pylock-unit');
   const file = path.join(root, DEFAULT_PIPELINE_LOCK_KEY);
   if (body !== undefined) {
     await fs.mkdir(path.dirname(file), { recursive: true });

@@ -3,25 +3,19 @@
  * real directory listed through the product's store; planning reads only names and sizes, so the files
  * hold plain bytes of chosen lengths.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { planBuckets } from '../activities/compaction/plan-buckets';
 import { PLAN_PAGE_SIZE, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { bucketPrefix, type BucketTask } from '../workflows/contract';
-
-const roots: string[] = [];
-after(async () => {
-  for (const root of roots) await fs.rm(root, { recursive: true, force: true });
-});
+import { makeTempDir } from './helpers/temp-dirs';
 
 /** Writes `grid_partition=<cell>/year=<year>/<name>` of `size` bytes for each entry. */
 async function warehouseOf(files: readonly [cell: string, year: number, name: string, size: number][]): Promise<string> {
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-plan-'));
-  roots.push(root);
+  const root = await makeTempDir('ec-plan');
   for (const [cell, year, name, size] of files) {
     const file = path.join(root, `grid_partition=${cell}`, `year=${year}`, name);
     await fs.mkdir(path.dirname(file), { recursive: true });

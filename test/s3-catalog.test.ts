@@ -11,7 +11,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -33,6 +32,7 @@ import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type Tem
 import { byBucket, type IcebergScan } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
 import { pythonExecutable } from '../client/temporal-cli';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const run = promisify(execFile);
 const BUCKET = 'ec-catalog-test';
@@ -55,7 +55,7 @@ const request = (catalog: string): CatalogRequest => ({
 before(async () => {
   moto = await startMoto();
   await moto.createBucket(BUCKET);
-  scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-s3-catalog-'));
+  scratch = await makeTempDir('ec-s3-catalog');
   const local = path.join(scratch, 'generated');
   const stats = await generateSampleWarehouse(local, { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020, 2021], partsPerBucket: [2, 3], rowsPerPart: 20, seed: 5 });
   totalRows = stats.rows;
@@ -67,7 +67,6 @@ before(async () => {
 after(async () => {
   await store?.close();
   await moto?.stop();
-  if (scratch) await fs.rm(scratch, { recursive: true, force: true });
 });
 
 async function rebuildWith(catalog: string) {

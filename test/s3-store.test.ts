@@ -8,7 +8,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
@@ -22,6 +21,7 @@ import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bu
 import { byBucket, listFiles } from './helpers/warehouse-fixtures';
 import { startMoto, uploadDirectory, listKeys, type MotoServer } from './helpers/moto-server';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const BUCKET = 'ec-store-test';
 const MIB = 1024 * 1024;
@@ -41,12 +41,11 @@ let counter = 0;
 before(async () => {
   moto = await startMoto();
   await moto.createBucket(BUCKET);
-  scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-s3-store-'));
+  scratch = await makeTempDir('ec-s3-store');
 });
 
 after(async () => {
   await moto?.stop();
-  if (scratch) await fs.rm(scratch, { recursive: true, force: true });
 });
 
 interface Backend {

@@ -7,13 +7,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CompactionSummary } from '../workflows/contract';
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, pyicebergScan } from './helpers/warehouse-fixtures';
 import { writePartFile, makeSampleRow, createPrng, type SampleRow } from '../client/demo/sample-warehouse';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const BUCKETS = Number(process.env.EARTHCATALOG_SCALE_BUCKETS ?? 10_000);
 /** The server's own limits we must stay far from. */
@@ -34,7 +34,7 @@ after(async () => {
  * copied into every bucket. Each bucket compacts to the same 5 rows.
  */
 async function tinyWarehouse(name: string, buckets: number): Promise<{ warehouse: string; catalog: string }> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `ec-${name}-`));
+  const dir = await makeTempDir(`ec-${name}`);
   const warehouse = path.join(dir, 'warehouse');
   const rng = createPrng(3);
   const row = (id: string, day: number): SampleRow => makeSampleRow(rng, { id, cell: 'template', year: 2024, updated: new Date(Date.UTC(2025, 0, day)) });

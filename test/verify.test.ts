@@ -2,11 +2,10 @@
  * `verify` after a real compaction (the bucket and catalog activities' functions on a generated
  * warehouse): clean first, then one kind of damage at a time, each repaired before the next.
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { createPrng, generateSampleWarehouse, makeSampleRow, writePartFile } from '../client/demo/sample-warehouse';
@@ -19,6 +18,7 @@ import { verifyWarehouse, ViolationKinds, type VerifyReport } from '../activitie
 import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../workflows/contract';
 import { REPO_ROOT } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
 const CELLS = ['8128bffffffffff', '8129bffffffffff'];
@@ -113,16 +113,12 @@ async function withRewrittenCompactedFile(
 
 describe('verify', () => {
   before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-verify-'));
+    dir = await makeTempDir('ec-verify');
     warehouse = path.join(dir, 'warehouse');
     catalog = path.join(dir, 'catalog.db');
     await fs.mkdir(warehouse, { recursive: true });
     await generateSampleWarehouse(warehouse, { cells: CELLS, years: YEARS, seed: 11, partsPerBucket: [3, 4], rowsPerPart: 40 });
     store = new LocalWarehouseStore(warehouse);
-  });
-
-  after(async () => {
-    await fs.rm(dir, { recursive: true, force: true });
   });
 
   test('before compaction: the missing catalog and the duplicate ids across part files are reported', async () => {

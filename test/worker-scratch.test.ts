@@ -4,22 +4,19 @@
  * being created) and anything that is not a claim are left alone. Killed worker processes are covered
  * end to end by crash-recovery.test.ts.
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { STALE_AFTER_MS, claimWorkerScratch } from '../activities/compaction/worker-scratch';
+import { makeTempDir } from './helpers/temp-dirs';
 
 let root: string;
 
 before(async () => {
-  root = await fs.mkdtemp(path.join(os.tmpdir(), 'ec-scratch-'));
-});
-
-after(async () => {
-  await fs.rm(root, { recursive: true, force: true });
+  root = await makeTempDir('ec-scratch');
 });
 
 /** A PID that existed a moment ago and no longer does. */

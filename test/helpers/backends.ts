@@ -7,7 +7,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
 import { openWarehouseStore } from '../../activities/storage/open-store';
@@ -15,6 +14,7 @@ import type { WarehouseStore } from '../../activities/storage/warehouse-store';
 import { readOutputRows, type Row } from './bucket-oracle';
 import { startMoto, uploadDirectory, type MotoServer } from './moto-server';
 import { copyTree, makeFixture, pyicebergScan, withoutControlObjects, type IcebergScan } from './warehouse-fixtures';
+import { makeTempDir } from './temp-dirs';
 
 export type BackendName = 'local' | 's3';
 const BACKEND_NAMES: readonly BackendName[] = ['local', 's3'];
@@ -77,7 +77,7 @@ export class WarehouseBackend {
    * default chain, read by in-process workers, verify and pyiceberg) at itself.
    */
   async start(): Promise<void> {
-    this.scratch = await fs.mkdtemp(path.join(os.tmpdir(), `ec-backend-${this.name}-`));
+    this.scratch = await makeTempDir(`ec-backend-${this.name}`);
     if (this.name === 's3') {
       this.moto = await startMoto();
       await this.moto.createBucket(S3_BUCKET);
@@ -132,6 +132,5 @@ export class WarehouseBackend {
 
   async stop(): Promise<void> {
     await this.moto?.stop();
-    if (this.scratch) await fs.rm(this.scratch, { recursive: true, force: true });
   }
 }

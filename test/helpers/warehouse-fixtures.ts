@@ -1,13 +1,13 @@
 /** Warehouses on disk for the end-to-end tests, and the independent checks run after each scenario. */
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { generateSampleWarehouse, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
 import { REPO_ROOT } from './temporal';
 import { relativeFiles } from './files';
 import { pythonExecutable } from '../../client/temporal-cli';
+import { makeTempDir } from './temp-dirs';
 
 const run = promisify(execFile);
 
@@ -18,7 +18,7 @@ export interface Fixture {
 }
 
 export async function makeFixture(name: string, opts: SampleWarehouseOptions = {}): Promise<Fixture> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `ec-${name}-`));
+  const dir = await makeTempDir(`ec-${name}`);
   const warehouse = path.join(dir, 'warehouse');
   await fs.mkdir(warehouse, { recursive: true });
   await generateSampleWarehouse(warehouse, { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff'], years: [2020, 2021], seed: 7, ...opts });
