@@ -27,7 +27,7 @@ import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
-import { openCatalogBackend } from './catalog/open-catalog';
+import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
@@ -214,6 +214,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */
     async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
+      if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };
       return withStore(req.warehouse, async (store) => {
         const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
         try {

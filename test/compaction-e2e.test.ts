@@ -228,5 +228,6 @@ describe('invalid input', () => {
       assert.match(String((err.cause as Error).cause ?? (err.cause as Error).message), new RegExp(missing));
       return true;
     });
+    assert.equal(await fs.stat(`${missing}.db`).catch(() => undefined), undefined, 'the failed run created no catalog.db');
   });
 });

@@ -3,10 +3,20 @@
  * an absolute path to catalog.db, s3://.../catalog.db, or an S3 Tables table-bucket ARN.
  * Credentials come from the worker's environment, never from the location.
  */
+import { promises as fs } from 'node:fs';
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { SqliteCatalogBackend } from './sqlite-catalog';
 
 const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:/;
+
+/**
+ * Whether `catalog` is a local catalog.db that does not exist yet. Opening one creates it, so whatever
+ * only looks (verify, the run's pre-flight) asks first: a run that then fails, say on a mistyped
+ * warehouse, must not leave an empty catalog behind.
+ */
+export async function isAbsentLocalCatalog(catalog: string): Promise<boolean> {
+  return catalog.startsWith('/') && !(await fs.stat(catalog).catch(() => undefined));
+}
 
 export async function openCatalogBackend(catalog: string, warehouseRoot: string, catalogName: string): Promise<IcebergCatalogBackend> {
   // Loaded on first use, like the S3 warehouse store: a purely local worker never loads the AWS SDK.

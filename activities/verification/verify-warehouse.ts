@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeTable, type ColumnBounds, type DescribedTable } from '../catalog/describe-table';
-import { openCatalogBackend } from '../catalog/open-catalog';
+import { isAbsentLocalCatalog, openCatalogBackend } from '../catalog/open-catalog';
 import { CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
@@ -149,8 +149,7 @@ async function readCatalog(
   label: string,
   violations: Violation[],
 ): Promise<DescribedTable | undefined> {
-  // Opening a local catalog.db that does not exist would create it: verify only looks.
-  if (catalog.startsWith('/') && !(await fs.stat(catalog).catch(() => undefined))) {
+  if (await isAbsentLocalCatalog(catalog)) {
     violations.push({ kind: ViolationKinds.catalogMissing, object: catalog, detail: `the catalog ${catalog} does not exist` });
     return undefined;
   }
