@@ -105,7 +105,7 @@ describe('resume', () => {
 });
 
 describe('cancel', () => {
-  it('a cancelled run dispatches no more buckets, releases both locks and leaves a plan that resume finishes', async () => {
+  it('a cancelled run dispatches no more buckets, rebuilds the table from the files as they are, releases both locks and leaves a plan that resume finishes', async () => {
     const fx = await makeFixture('cancel', TWELVE_BUCKETS);
     const bucketsBefore = byBucket(await listFiles(fx.warehouse));
     const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
@@ -126,7 +126,7 @@ describe('cancel', () => {
       return true;
     });
     assert.equal((await handle.describe()).status.name, 'CANCELLED');
-    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-use-lock');
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-rebuilt-use-lock');
 
     // Nothing was dispatched after the request, and no bucket was reported as failed because of it.
     const events = (await handle.fetchHistory()).events ?? [];
@@ -150,16 +150,25 @@ describe('cancel', () => {
       );
     const releasedAt = events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'releasePipelineLock');
     assert.ok(releasedAt > requested, 'the pipeline lock is released after the request');
+    const rebuilds = [...scheduled].filter(([, type]) => type === 'rebuildCatalog').map(([id]) => id);
+    assert.equal(rebuilds.length, 1, 'one catalog rebuild');
+    const rebuiltAt = closedAt(rebuilds[0]!);
+    assert.ok(rebuiltAt > requested && rebuiltAt < releasedAt, 'the table was rebuilt after the request, before the locks were released');
     for (const [id, type] of scheduled) {
       if (type !== 'compactBucket') continue;
       const closed = closedAt(id);
-      assert.ok(closed >= 0 && closed < releasedAt, `bucket activity ${id} closed (event index ${closed}) before the locks were released (${releasedAt})`);
+      assert.ok(closed >= 0 && closed < rebuiltAt, `bucket activity ${id} closed (event index ${closed}) before the rebuild and the lock release (${rebuiltAt}, ${releasedAt})`);
     }
     const last = await handle.query<CompactionProgress>('progress');
     assert.equal(last.bucketsFailed, 0, `no bucket counted as failed: ${JSON.stringify(last.failures)}`);
     assert.ok(last.bucketsDone >= 2 && last.bucketsDone < bucketsBefore.size, `stopped mid-run (${last.bucketsDone} done)`);
 
     await assert.rejects(fs.access(lockFile), "the Python pipeline's lock object is released");
+    // Readers can scan the table: it lists exactly the data files there are, compacted or not.
+    const scan = await pyicebergScan(fx.catalog, []);
+    const dataFiles = [...byBucket(await listFiles(fx.warehouse)).values()].flat();
+    assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
+    assert.equal(scan.snapshot_count, 1);
     await waitFor('the warehouse lock is free', async () =>
       (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder === null ? true : undefined,
     );

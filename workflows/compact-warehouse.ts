@@ -20,6 +20,7 @@ import {
   workflowInfo,
   allHandlersFinished,
   isCancellation,
+  patched,
   uuid4,
   log,
   type ActivityOptions,
@@ -42,6 +43,8 @@ import { progressQuery, type CompactionProgress } from './progress';
 
 /** At most this many failures are carried in history and returned; the total is always exact. */
 export const MAX_REPORTED_FAILURES = 200;
+/** patched() id of the catalog rebuild of a cancelled run. */
+const REBUILD_ON_CANCEL = 'rebuild-catalog-on-cancel';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -223,43 +226,49 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
 
   if (!input.dryRun) {
     progress.phase = 'compacting';
-    for (let page = state.nextPage; page < plan.pages; page++) {
-      publishDetails(input, progress);
-      const tasks = await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page });
-      await compactAll(input, plan.planId, tasks, progress);
-      const more = page + 1 < plan.pages;
-      if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
-        progress.generation += 1;
-        await condition(allHandlersFinished);
-        return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage: page + 1, progress });
+    try {
+      for (let page = state.nextPage; page < plan.pages; page++) {
+        publishDetails(input, progress);
+        const tasks = await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page });
+        await compactAll(input, plan.planId, tasks, progress);
+        const more = page + 1 < plan.pages;
+        if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
+          progress.generation += 1;
+          await condition(allHandlersFinished);
+          return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage: page + 1, progress });
+        }
       }
+    } catch (err) {
+      // Compacted buckets deleted files that the current snapshot still lists, so readers of the table
+      // would fail on them until a resume: a cancelled run rebuilds the table from the files as they
+      // are before it ends. (Runs recorded before this replay without the rebuild.)
+      if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCEL)) {
+        await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
+          log.warn('catalog rebuild after the cancellation failed; resume rebuilds it', { error: String(rebuildErr) });
+        });
+      }
+      throw err;
     }
   }
 
-  let catalogResult: CatalogResult | null = null;
-  if (!input.dryRun) {
-    progress.phase = 'waiting-for-catalog-lock';
-    publishDetails(input, progress);
-    catalogResult = await withResourceLock(
-      'catalog',
-      input.catalog,
-      { purpose: `catalog rebuild after compaction of ${input.warehouse}` },
-      async () => {
-        progress.phase = 'rebuilding-catalog';
-        publishDetails(input, progress);
-        return catalog.rebuildCatalog.executeWithOptions(
-          { ...catalogOptions, summary: `rebuild ${input.namespace}.${input.table}` },
-          [catalogRequest(input)],
-        );
-      },
-    );
-  }
+  const catalogResult = input.dryRun ? null : await rebuildTable(input, progress);
 
   const summary = summarize(input, plan, progress, catalogResult);
   if (!input.dryRun) await control.finishPlan({ warehouse: input.warehouse, planId: plan.planId, summary });
   progress.phase = 'done';
   publishDetails(input, progress);
   return summary;
+}
+
+/** The catalog rebuild, under the catalog lock. */
+function rebuildTable(input: CompactionRequest, progress: CompactionProgress): Promise<CatalogResult> {
+  progress.phase = 'waiting-for-catalog-lock';
+  publishDetails(input, progress);
+  return withResourceLock('catalog', input.catalog, { purpose: `catalog rebuild after compaction of ${input.warehouse}` }, async () => {
+    progress.phase = 'rebuilding-catalog';
+    publishDetails(input, progress);
+    return catalog.rebuildCatalog.executeWithOptions({ ...catalogOptions, summary: `rebuild ${input.namespace}.${input.table}` }, [catalogRequest(input)]);
+  });
 }
 
 /**
