@@ -6,7 +6,8 @@ import { runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
-    starts any more, the buckets in flight stop at their next step, then the locks are released.
+    starts any more, the buckets in flight stop at their next step, the table is rebuilt from the
+    files as they are (when a bucket was compacted), then the locks are released.
     Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.`;
 
 export async function runCancelCommand(argv: string[]): Promise<number> {
