@@ -204,6 +204,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 },
               }),
           );
+          if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
           // Thousands of bad files must not push the result past the payload limit.
           return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
         } finally {

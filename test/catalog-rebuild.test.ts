@@ -636,6 +636,96 @@ async function pipelineShapedWarehouse(root: string): Promise<string> {
   return root;
 }
 
+describe('old metadata files: each rebuild expires what the one before it replaced', () => {
+  /** Manifests and manifest lists in the table's metadata directory, by name. */
+  async function avroNames(metaDir: string): Promise<Set<string>> {
+    return new Set((await fs.readdir(metaDir).catch(() => [])).filter((n) => n.endsWith('.avro')));
+  }
+  async function metadataJsonNames(metaDir: string): Promise<string[]> {
+    return (await fs.readdir(metaDir).catch(() => [])).filter((n) => n.endsWith('.metadata.json')).sort();
+  }
+  const minus = (a: Set<string>, ...others: Set<string>[]) => new Set([...a].filter((n) => !others.some((o) => o.has(n))));
+  const union = (...sets: Set<string>[]) => new Set(sets.flatMap((x) => [...x]));
+  const sorted = (x: Set<string>) => [...x].sort();
+
+  test('keeps what readers of the new and the replaced table open, deletes the rest of its own history, never a file no metadata of it references', async () => {
+    const wh = await copyOfBase('expiry');
+    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+    const metaDir = path.join(wh, NS, TABLE, 'metadata');
+
+    // The copied warehouse holds the tables of the other tests' catalogs, in this same directory: none of theirs may go.
+    const othersJson = await metadataJsonNames(metaDir);
+    const stranger = await avroNames(metaDir);
+    const r1 = await rebuild(wh, catalogDb);
+    assert.equal(r1.metadataFilesDeleted, 0);
+    const gen1 = minus(await avroNames(metaDir), stranger);
+    // No metadata of this table references it: a commit in progress, say.
+    const inProgress = `${randomUUID()}-m0.avro`;
+    await fs.writeFile(path.join(metaDir, inProgress), 'not referenced by this table');
+    stranger.add(inProgress);
+
+    // Between two compactions the Python pipeline appends (pyiceberg's fast append reuses gen1's manifests).
+    const [someFile] = await listParquet(wh);
+    const extra = path.join(wh, path.dirname(someFile!), 'part-appended-by-pipeline.parquet');
+    await fs.copyFile(path.join(wh, someFile!), extra);
+    await py(['add-files', '--catalog', catalogDb, '--files', extra]);
+    const appended = minus(await avroNames(metaDir), gen1, stranger);
+    assert.ok(appended.size >= 2, `the append wrote a manifest list and a manifest: ${sorted(appended)}`);
+    const gen1List = new Set([...gen1].filter((n) => n.startsWith('snap-')));
+
+    // The append is the replaced snapshot: its list and every manifest it reads (gen1's too) stay; gen1's own list goes.
+    const r2 = await rebuild(wh, catalogDb);
+    const gen2 = minus(await avroNames(metaDir), gen1, appended, stranger);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(minus(gen1, gen1List), appended, gen2, stranger)));
+    assert.equal(r2.metadataFilesDeleted, gen1List.size);
+
+    // Now the append is history: it goes with gen1's manifests. The replaced rebuild's files stay one more round.
+    const r3 = await rebuild(wh, catalogDb);
+    const gen3 = minus(await avroNames(metaDir), gen1, appended, gen2, stranger);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(gen2, gen3, stranger)));
+    assert.equal(r3.metadataFilesDeleted, minus(gen1, gen1List).size + appended.size);
+
+    const r4 = await rebuild(wh, catalogDb);
+    const gen4 = minus(await avroNames(metaDir), gen3, stranger);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(gen3, gen4, stranger)));
+    assert.equal(r4.metadataFilesDeleted, gen2.size);
+    assert.equal((await metadataJsonNames(metaDir)).length, othersJson.length + 5, 'metadata JSON files are kept unless the table asks otherwise');
+
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.snapshot_count, 1);
+    const copied = out.files.find((f) => f.path === path.join(wh, someFile!))!;
+    assert.equal(out.row_count, baseStats.rows + copied.record_count, 'every row, the appended file included');
+  });
+
+  test('gc.enabled=false keeps everything; write.metadata.delete-after-commit.enabled deletes the metadata files the log drops', async () => {
+    const wh = await copyOfBase('expiry-props');
+    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+    const metaDir = path.join(wh, NS, TABLE, 'metadata');
+    const othersJson = await metadataJsonNames(metaDir);
+    await rebuild(wh, catalogDb);
+    await rebuild(wh, catalogDb);
+    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=false']);
+    const before = await avroNames(metaDir);
+    const kept = await rebuild(wh, catalogDb);
+    assert.equal(kept.metadataFilesDeleted, 0);
+    assert.match(kept.metadataCleanupNote ?? '', /gc\.enabled=false/);
+    const gen3 = minus(await avroNames(metaDir), before);
+    assert.equal(gen3.size, 2, 'nothing was deleted, one manifest list and one manifest were added');
+
+    const { metadata_location: settings } = await py([
+      'set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=true', '--set', 'write.metadata.delete-after-commit.enabled=true', '--set', 'write.metadata.previous-versions-max=1',
+    ]);
+    const r4 = await rebuild(wh, catalogDb);
+    assert.equal(r4.metadataCleanupError, undefined);
+    // Only the replaced metadata (the settings commit, still in the log) and the new one remain.
+    assert.deepEqual(await metadataJsonNames(metaDir), [...othersJson, path.basename(settings), path.basename(r4.metadataLocation)].sort());
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.snapshot_count, 1);
+    assert.equal(out.row_count, baseStats.rows);
+    assert.deepEqual(out.metadata_log.map((f) => path.basename(f)), [path.basename(settings)]);
+  });
+});
+
 async function listParquet(root: string): Promise<string[]> {
   const out: string[] = [];
   for await (const obj of new LocalWarehouseStore(root).list('')) if (obj.key.endsWith('.parquet') && !obj.key.includes('/metadata/')) out.push(obj.key);

@@ -197,6 +197,27 @@ describe('catalog.db kept in S3', () => {
   });
 });
 
+describe('old metadata files in S3', () => {
+  const catalog = `s3://${BUCKET}/catalogs/catalog.db`;
+  const avroKeys = async () => new Set((await listKeys(moto.client, BUCKET, 'warehouse/earthcatalog/stac_items/metadata')).filter((k) => k.endsWith('.avro')));
+  const minus = (a: Set<string>, b: Set<string>) => new Set([...a].filter((k) => !b.has(k)));
+
+  it("a rebuild deletes the generation before the replaced one; another catalog's table in the same directory keeps its files", async () => {
+    const before = await avroKeys();
+    await rebuildWith(catalog);
+    const gen1 = minus(await avroKeys(), before);
+    await rebuildWith(catalog);
+    const r3 = await rebuildWith(catalog);
+    const after = await avroKeys();
+    assert.equal(r3.metadataCleanupError, undefined);
+    assert.ok(gen1.size >= 2 && [...gen1].every((k) => !after.has(k)), 'the first of the three generations is gone');
+    assert.equal(r3.metadataFilesDeleted, gen1.size);
+    assertWholeWarehouse(await scanS3CatalogDb(catalog));
+    // The race test's catalog registered its table at the same location: its manifests are no metadata of ours.
+    assertWholeWarehouse(await scanS3CatalogDb(`s3://${BUCKET}/catalogs/race/catalog.db`));
+  });
+});
+
 describe('a local catalog.db over the S3 warehouse', () => {
   it('writes metadata into the S3 warehouse; pyiceberg scans every row', async () => {
     const local = path.join(scratch, 'local-catalog', 'catalog.db');
@@ -237,6 +258,9 @@ describe('Amazon S3 Tables', () => {
     const now = await pointer();
     assert.equal(now.metadataLocation, result.metadataLocation);
     assert.notEqual(now.versionToken, before.versionToken);
+    // S3 Tables removes unreferenced files itself (its table maintenance); the rebuild leaves them to it.
+    assert.equal(result.metadataFilesDeleted, 0);
+    assert.match(result.metadataCleanupNote ?? '', /removes unreferenced files itself/);
     const scan = await pyiceberg(['scan-metadata', '--metadata', result.metadataLocation, '--files-only']);
     assert.equal(scan.snapshot_count, 1);
     assert.equal(scan.file_count, dataFiles.length);

@@ -217,6 +217,12 @@ export interface CatalogResult {
   /** All unreadable files, when `unreadable` was capped to keep the result small. */
   unreadableTotal?: number;
   createdTable: boolean;
+  /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
+  metadataFilesDeleted?: number;
+  /** Why old metadata files were not looked at (gc.enabled=false, a catalog that removes them itself). */
+  metadataCleanupNote?: string;
+  /** Why old metadata files were not deleted although they could have been. */
+  metadataCleanupError?: string;
 }
 
 export interface CompactionSummary {

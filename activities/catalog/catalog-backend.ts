@@ -27,6 +27,11 @@ export interface IcebergCatalogBackend {
   readFile(uri: string): Promise<Buffer>;
   writeFile(uri: string, bytes: Buffer): Promise<void>;
   /**
+   * Deletes metadata files no snapshot references any more. Absent where the catalog service removes
+   * unreferenced files itself (S3 Tables).
+   */
+  deleteFiles?(uris: readonly string[]): Promise<void>;
+  /**
    * Points the table at `newMetadataLocation` if its pointer still equals `expected` (undefined: the
    * table has no metadata yet). Readers see the old table or the new one, never no table.
    * Throws CatalogConflictError when someone else changed the pointer.

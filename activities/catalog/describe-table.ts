@@ -5,7 +5,7 @@
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { decodeAvroFile } from './avro-file';
 import type { PartitionValue } from './manifest-writer';
-import type { TableMetadataJson } from './table-metadata';
+import type { SnapshotJson, TableMetadataJson } from './table-metadata';
 import { parseTableMetadata } from './table-metadata';
 
 /** Column bounds by field id, as the manifest serializes them. */
@@ -29,7 +29,7 @@ export interface DescribedTable {
   dataFiles: DescribedDataFile[];
 }
 
-interface ManifestListRow {
+export interface ManifestListRow {
   manifest_path: string;
   content?: number;
 }
@@ -55,15 +55,10 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
   if (!handle.pointer) throw new Error(`table ${namespace}.${table} does not exist in ${backend.description}`);
   const metadataLocation = handle.pointer.metadataLocation;
   const metadata = parseTableMetadata((await backend.readFile(metadataLocation)).toString('utf8'), metadataLocation);
-  const snapshots = metadata.snapshots ?? [];
-  const currentId = metadata['current-snapshot-id'];
-  const current = currentId === undefined || currentId === null || currentId === '-1' ? undefined : snapshots.find((s) => s['snapshot-id'] === currentId);
-  if (currentId && currentId !== '-1' && !current) throw new Error(`table metadata ${metadataLocation}: current snapshot ${currentId} is not among its snapshots`);
+  const current = currentSnapshot(metadata, metadataLocation);
   const dataFiles: DescribedDataFile[] = [];
   if (current) {
-    const listPath = current['manifest-list'];
-    const list = decodeAvroFile(await backend.readFile(listPath), listPath).records as ManifestListRow[];
-    for (const m of list) {
+    for (const m of await readManifestList(backend, current['manifest-list'])) {
       if ((m.content ?? 0) !== 0) continue;
       const manifest = decodeAvroFile(await backend.readFile(m.manifest_path), m.manifest_path).records as ManifestEntryRow[];
       for (const e of manifest) {
@@ -82,10 +77,23 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
   return {
     metadataLocation,
     metadata,
-    snapshotCount: snapshots.length,
+    snapshotCount: (metadata.snapshots ?? []).length,
     currentSnapshotId: current ? current['snapshot-id'] : null,
     dataFiles,
   };
+}
+
+/** The metadata's current snapshot, or undefined when it has none yet. */
+export function currentSnapshot(metadata: TableMetadataJson, metadataLocation: string): SnapshotJson | undefined {
+  const currentId = metadata['current-snapshot-id'];
+  if (currentId === undefined || currentId === null || currentId === '-1') return undefined;
+  const current = (metadata.snapshots ?? []).find((s) => s['snapshot-id'] === currentId);
+  if (!current) throw new Error(`table metadata ${metadataLocation}: current snapshot ${currentId} is not among its snapshots`);
+  return current;
+}
+
+export async function readManifestList(backend: IcebergCatalogBackend, listPath: string): Promise<ManifestListRow[]> {
+  return decodeAvroFile(await backend.readFile(listPath), listPath).records as ManifestListRow[];
 }
 
 function boundsOf(

@@ -8,9 +8,20 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface MetadataFileIO {
+  /** Throws MetadataFileMissingError when the file does not exist. */
   read(uri: string): Promise<Buffer>;
   /** Writes the whole object; a reader never sees a partial file. */
   write(uri: string, bytes: Buffer): Promise<void>;
+  /** Deletes files; one that does not exist is not an error. */
+  delete(uris: readonly string[]): Promise<void>;
+}
+
+/** An old metadata file may be gone (cleaned up after a later commit): its readers tell that apart. */
+export class MetadataFileMissingError extends Error {
+  constructor(readonly uri: string) {
+    super(`cannot read Iceberg metadata file ${uri}: it does not exist`);
+    this.name = 'MetadataFileMissingError';
+  }
 }
 
 /** Absolute paths and file:// URIs on this machine. */
@@ -25,7 +36,18 @@ export class LocalMetadataFileIO implements MetadataFileIO {
     try {
       return await fs.readFile(this.toPath(uri));
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new MetadataFileMissingError(uri);
       throw new Error(`cannot read Iceberg metadata file ${uri}: ${(err as Error).message}`);
+    }
+  }
+
+  async delete(uris: readonly string[]): Promise<void> {
+    for (const uri of uris) {
+      try {
+        await fs.rm(this.toPath(uri), { force: true });
+      } catch (err) {
+        throw new Error(`cannot delete Iceberg metadata file ${uri}: ${(err as Error).message}`);
+      }
     }
   }
 

@@ -16,6 +16,7 @@ import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { newCommitUuid, partitionResultType, writeManifestList, writeManifests } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter } from './parquet-footer';
 import { columnMetrics, metricsModes } from './column-metrics';
+import { removeExpiredMetadata } from './metadata-cleanup';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -114,6 +115,12 @@ export async function rebuildCatalog(
   await backend.writeFile(metadataLocation, Buffer.from(serializeTableMetadata(metadata), 'utf8'));
   await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
 
+  const cleanup = await removeExpiredMetadata({
+    backend,
+    committed: { metadataLocation, metadata, manifestList, manifests: manifests.map((m) => m.manifest_path) },
+    replaced: handle.pointer && { metadataLocation: handle.pointer.metadataLocation, metadata: base },
+  });
+
   return {
     snapshotId,
     metadataLocation,
@@ -122,6 +129,9 @@ export async function rebuildCatalog(
     totalBytes: totals.filesSize,
     unreadable,
     createdTable: handle.pointer === undefined,
+    metadataFilesDeleted: cleanup.deleted,
+    ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
+    ...(cleanup.error ? { metadataCleanupError: cleanup.error } : {}),
   };
 }
 

@@ -15,7 +15,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError } from './catalog-backend';
 import type { MetadataFileIO } from './metadata-file-io';
-import { LocalMetadataFileIO, parentOf } from './metadata-file-io';
+import { LocalMetadataFileIO, MetadataFileMissingError, parentOf } from './metadata-file-io';
 import { SqliteCatalogBackend } from './sqlite-catalog';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, type S3ClientSettings } from '../storage/s3-client';
@@ -24,7 +24,7 @@ import { describeS3Error, isNoSuchKey, permanentError } from '../storage/s3-erro
 import type { RetryPolicy } from '../storage/s3-retry';
 import { DEFAULT_RETRY, withRetries } from '../storage/s3-retry';
 import { downloadToFile, NoSuchObjectError, readBody } from '../storage/s3-transfer';
-import { conditionalPut } from '../storage/s3-store';
+import { S3WarehouseStore, conditionalPut } from '../storage/s3-store';
 
 const BODY_IDLE_TIMEOUT_MS = 60_000;
 
@@ -64,7 +64,7 @@ export class S3MetadataFileIO implements MetadataFileIO {
         return body;
       });
     } catch (err) {
-      if (isNoSuchKey(err)) throw new Error(`cannot read Iceberg metadata file ${uri}: it does not exist`);
+      if (isNoSuchKey(err)) throw new MetadataFileMissingError(uri);
       throw permanentError(err, uri) ?? new Error(`cannot read Iceberg metadata file ${uri} (${describeS3Error(err)})`);
     }
   }
@@ -73,6 +73,22 @@ export class S3MetadataFileIO implements MetadataFileIO {
     if (!uri.startsWith('s3://')) return this.local.write(uri, bytes);
     const result = await conditionalPut(this.client, parseS3Uri(uri), bytes, this.createOnly ? null : undefined, this.retry);
     if (result === 'conflict') throw new Error(`Iceberg metadata file ${uri} already exists; not overwritten`);
+  }
+
+  async delete(uris: readonly string[]): Promise<void> {
+    const byBucket = new Map<string, string[]>();
+    const local: string[] = [];
+    for (const uri of uris) {
+      if (!uri.startsWith('s3://')) {
+        local.push(uri);
+        continue;
+      }
+      const loc = parseS3Uri(uri);
+      byBucket.set(loc.bucket, [...(byBucket.get(loc.bucket) ?? []), loc.key]);
+    }
+    await this.local.delete(local);
+    // The warehouse store's batched, retried DeleteObjects over this client (not closed here: the client is ours).
+    for (const [bucket, keys] of byBucket) await new S3WarehouseStore(this.client, bucket, '', { retry: this.retry }).deleteMany(keys);
   }
 }
 
@@ -159,6 +175,10 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
     return this.db().writeFile(uri, bytes);
   }
 
+  deleteFiles(uris: readonly string[]): Promise<void> {
+    return this.db().deleteFiles(uris);
+  }
+
   /**
    * Swaps the pointer in the local copy (compare-and-swap there), then publishes the copy only if
    * catalog.db in S3 is still the version that was downloaded.
@@ -217,6 +237,10 @@ export class LocalCatalogDbWithS3Metadata implements IcebergCatalogBackend {
 
   writeFile(uri: string, bytes: Buffer): Promise<void> {
     return this.inner.writeFile(uri, bytes);
+  }
+
+  deleteFiles(uris: readonly string[]): Promise<void> {
+    return this.inner.deleteFiles(uris);
   }
 
   commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void> {

@@ -181,6 +181,10 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     await this.io.write(this.resolve(uri), bytes);
   }
 
+  async deleteFiles(uris: readonly string[]): Promise<void> {
+    await this.io.delete(uris.map((u) => this.resolve(u)));
+  }
+
   async commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void> {
     const { catalogName } = this.opts;
     const swap = this.db.transaction(() => {

@@ -44,6 +44,18 @@ export interface TableMetadataJson {
   [other: string]: unknown;
 }
 
+/**
+ * Marks the snapshots this tool's rebuilds commit, so the next rebuild knows how far back in the
+ * metadata log the files it may clean up go (Iceberg allows any key in a snapshot summary).
+ */
+export const REBUILD_SUMMARY_KEY = 'earthcatalog.rebuild';
+
+/** Whether `metadata` is what one of our rebuilds committed: its current snapshot carries the marker. */
+export function isRebuildMetadata(metadata: TableMetadataJson): boolean {
+  const current = (metadata.snapshots ?? []).find((s) => s['snapshot-id'] === metadata['current-snapshot-id']);
+  return current?.summary?.[REBUILD_SUMMARY_KEY] === 'true';
+}
+
 const ID_KEYS = /"(snapshot-id|current-snapshot-id|parent-snapshot-id)"(\s*):(\s*)(-?\d+)/g;
 const QUOTED_ID_KEYS = /"(snapshot-id|current-snapshot-id|parent-snapshot-id)":"(-?\d+)"/g;
 
@@ -180,6 +192,7 @@ export function rebuiltTableMetadata(base: TableMetadataJson, args: RebuildArgs)
       'total-delete-files': '0',
       'total-position-deletes': '0',
       'total-equality-deletes': '0',
+      [REBUILD_SUMMARY_KEY]: 'true',
     },
     'schema-id': schema['schema-id'],
   };

@@ -17,6 +17,13 @@
         Registers existing table metadata (as the Python pipeline left it), creating the namespace first.
         Relative locations resolve against the working directory, as they did for the pipeline.
 
+    iceberg_read.py add-files --catalog /abs/catalog.db [--name ...] [--table ...] --files /abs/a.parquet,/abs/b.parquet
+        Appends existing Parquet files in a new snapshot (pyiceberg's add_files, a fast append: the
+        Python pipeline's kind of commit between two compactions). Prints {"metadata_location": ...}.
+
+    iceberg_read.py set-properties --catalog /abs/catalog.db [--name ...] [--table ...] --set key=value [--set ...]
+        Commits new table properties (no new snapshot). Prints {"metadata_location": ...}.
+
 Exit status 2 with {"error": ..., "type": ...} on stdout when the catalog or table cannot be read.
 """
 import argparse
@@ -116,10 +123,26 @@ def register(args):
     print(json.dumps({"metadata_location": table.metadata_location}))
 
 
+def add_files(args):
+    table = catalog_for(args).load_table(args.table)
+    table.add_files(file_paths=args.files.split(","))
+    print(json.dumps({"metadata_location": table.metadata_location}))
+
+
+def set_properties(args):
+    table = catalog_for(args).load_table(args.table)
+    with table.transaction() as tx:
+        tx.set_properties(dict(kv.split("=", 1) for kv in args.set))
+    print(json.dumps({"metadata_location": catalog_for(args).load_table(args.table).metadata_location}))
+
+
+COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("scan", "register"):
+    for name in COMMANDS:
         p = sub.add_parser(name)
         p.add_argument("--catalog", required=True, help="absolute path of catalog.db")
         p.add_argument("--name", default="earthcatalog", help="catalog name (catalog_name column)")
@@ -131,11 +154,15 @@ def main():
             p.add_argument("--ids", action="store_true", help="also print the sorted cell/id of every scanned row")
             p.add_argument("--files-only", action="store_true", help="plan the scan but read no data (row_count null)")
             p.add_argument("--metrics", action="store_true", help="also print every file's decoded column metrics")
-        else:
+        elif name == "register":
             p.add_argument("--metadata", required=True, help="metadata location to store in the catalog row")
+        elif name == "add-files":
+            p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
+        else:
+            p.add_argument("--set", action="append", required=True, help="key=value (repeatable)")
     args = parser.parse_args()
     try:
-        scan(args) if args.command == "scan" else register(args)
+        COMMANDS[args.command](args)
     except Exception as exc:  # the caller asserts on the JSON, so report every failure the same way
         print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
         sys.exit(2)

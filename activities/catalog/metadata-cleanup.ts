@@ -1,0 +1,141 @@
+/**
+ * Deletes the manifests and manifest lists that the rebuild's commit left unreferenced, as Iceberg's
+ * snapshot expiry does. A rebuild replaces every snapshot, so without this each weekly run left the
+ * previous generation behind (a few MB per rebuild of the full warehouse), forever.
+ *
+ * Which files: those reachable from the table's own history since our previous rebuild (the replaced
+ * metadata, then its metadata log back to and including what that rebuild replaced), minus those the
+ * new metadata references and those the replaced metadata's current snapshot references (a reader that
+ * loaded it just before the swap can finish its scan; they go at the next rebuild). The directory is
+ * never listed: a file no metadata of this table references (another writer's commit in progress,
+ * another table sharing the directory) is never touched, and data files are never touched at all. Old
+ * metadata JSON files go only when the table asks for it with Iceberg's
+ * `write.metadata.delete-after-commit.enabled` (those its metadata log no longer lists); nothing goes when
+ * `gc.enabled` is false. Best effort: the commit has happened, so a failure here is reported, not thrown.
+ * Limit, as with Iceberg's own expiry: a manifest that another table registered from ours still uses is
+ * not known here.
+ */
+import type { IcebergCatalogBackend } from './catalog-backend';
+import { currentSnapshot, readManifestList } from './describe-table';
+import { MetadataFileMissingError } from './metadata-file-io';
+import type { TableMetadataJson } from './table-metadata';
+import { isRebuildMetadata, parseTableMetadata } from './table-metadata';
+
+export interface MetadataCleanupRequest {
+  backend: IcebergCatalogBackend;
+  /** The metadata just committed and the files it references. */
+  committed: { metadataLocation: string; metadata: TableMetadataJson; manifestList: string; manifests: readonly string[] };
+  /** The metadata the commit replaced; absent for a new table. */
+  replaced?: { metadataLocation: string; metadata: TableMetadataJson };
+}
+
+export interface MetadataCleanupResult {
+  /** Files deleted (manifests, manifest lists, and old metadata JSON files where the table asks for it). */
+  deleted: number;
+  /** Why nothing was looked at (the table's settings, a catalog that cleans up itself). */
+  note?: string;
+  /** Why nothing was deleted although the table's settings allow it. */
+  error?: string;
+}
+
+export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promise<MetadataCleanupResult> {
+  const { backend, committed, replaced } = req;
+  const properties = committed.metadata.properties ?? {};
+  if (!backend.deleteFiles) return { deleted: 0, note: `${backend.description} removes unreferenced files itself` };
+  if (properties['gc.enabled'] === 'false') return { deleted: 0, note: 'the table sets gc.enabled=false' };
+  if (!replaced) return { deleted: 0 };
+
+  let doomed: string[];
+  try {
+    const keep = await referencedNames(backend, committed, replaced);
+    const candidates = new Map<string, string>();
+    const seenLists = new Set<string>();
+    for (const metadata of await historySincePreviousRebuild(backend, replaced)) {
+      for (const snapshot of metadata.snapshots ?? []) {
+        const list = snapshot['manifest-list'];
+        if (seenLists.has(list)) continue;
+        seenLists.add(list);
+        const manifests = await manifestsOf(backend, list);
+        if (!manifests) continue;
+        candidates.set(nameOf(list), list);
+        for (const m of manifests) candidates.set(nameOf(m), m);
+      }
+    }
+    if (properties['write.metadata.delete-after-commit.enabled'] === 'true') {
+      for (const entry of replaced.metadata['metadata-log'] ?? []) candidates.set(nameOf(entry['metadata-file']), entry['metadata-file']);
+    }
+    doomed = [...candidates].filter(([name]) => !keep.has(name)).map(([, location]) => location);
+  } catch (err) {
+    // Without knowing everything that is still referenced, nothing is deleted.
+    return { deleted: 0, error: `old metadata files were not removed: ${(err as Error).message}` };
+  }
+  try {
+    await backend.deleteFiles(doomed);
+    return { deleted: doomed.length };
+  } catch (err) {
+    return { deleted: 0, error: `old metadata files were not all removed: ${(err as Error).message}` };
+  }
+}
+
+/**
+ * File names that a reader of the new table or of the replaced one may open. Compared by name, which
+ * Iceberg makes unique (a UUID in it): the same file written as a relative and an absolute location is
+ * still recognised, and a collision could only keep a file, never delete one.
+ */
+async function referencedNames(
+  backend: IcebergCatalogBackend,
+  committed: MetadataCleanupRequest['committed'],
+  replaced: NonNullable<MetadataCleanupRequest['replaced']>,
+): Promise<Set<string>> {
+  const names = new Set<string>([committed.metadataLocation, committed.manifestList, ...committed.manifests, replaced.metadataLocation].map(nameOf));
+  for (const entry of committed.metadata['metadata-log'] ?? []) names.add(nameOf(entry['metadata-file']));
+  const snapshot = currentSnapshot(replaced.metadata, replaced.metadataLocation);
+  if (snapshot) {
+    names.add(nameOf(snapshot['manifest-list']));
+    // Read, not skipped when missing: what a reader of the replaced table opens must be known exactly.
+    for (const m of await readManifestList(backend, snapshot['manifest-list'])) names.add(nameOf(m.manifest_path));
+  }
+  return names;
+}
+
+/**
+ * The replaced metadata and, newest first, the metadata files of its log back to and including the one
+ * our previous rebuild replaced: what was committed since that rebuild, and what it left to this one.
+ * Older files were dealt with by earlier rebuilds. Without a previous rebuild, the whole log.
+ */
+async function historySincePreviousRebuild(
+  backend: IcebergCatalogBackend,
+  replaced: NonNullable<MetadataCleanupRequest['replaced']>,
+): Promise<TableMetadataJson[]> {
+  const history = [replaced.metadata];
+  let reachedRebuild = isRebuildMetadata(replaced.metadata);
+  for (const entry of [...(replaced.metadata['metadata-log'] ?? [])].reverse()) {
+    const location = entry['metadata-file'];
+    let metadata: TableMetadataJson;
+    try {
+      metadata = parseTableMetadata((await backend.readFile(location)).toString('utf8'), location);
+    } catch (err) {
+      // Older metadata files were deleted (delete-after-commit, or by hand): the history ends here.
+      if (err instanceof MetadataFileMissingError) break;
+      throw err;
+    }
+    history.push(metadata);
+    if (reachedRebuild) break;
+    reachedRebuild = isRebuildMetadata(metadata);
+  }
+  return history;
+}
+
+/** The manifests of a manifest list; undefined when an earlier cleanup deleted the list already. */
+async function manifestsOf(backend: IcebergCatalogBackend, list: string): Promise<string[] | undefined> {
+  try {
+    return (await readManifestList(backend, list)).map((m) => m.manifest_path);
+  } catch (err) {
+    if (err instanceof MetadataFileMissingError) return undefined;
+    throw err;
+  }
+}
+
+function nameOf(location: string): string {
+  return location.slice(location.lastIndexOf('/') + 1);
+}
