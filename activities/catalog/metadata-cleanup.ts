@@ -111,13 +111,21 @@ async function historySincePreviousRebuild(
   let reachedRebuild = isRebuildMetadata(replaced.metadata);
   for (const entry of [...(replaced.metadata['metadata-log'] ?? [])].reverse()) {
     const location = entry['metadata-file'];
-    let metadata: TableMetadataJson;
+    let text: string;
     try {
-      metadata = parseTableMetadata((await backend.readFile(location)).toString('utf8'), location);
+      text = (await backend.readFile(location)).toString('utf8');
     } catch (err) {
       // Older metadata files were deleted (delete-after-commit, or by hand): the history ends here.
       if (err instanceof MetadataFileMissingError) break;
       throw err;
+    }
+    let metadata: TableMetadataJson;
+    try {
+      metadata = parseTableMetadata(text, location);
+    } catch {
+      // A metadata file from before the table was format 2 (or damaged) ends the history too: stopping
+      // early can only leave files behind, never delete one that is referenced.
+      break;
     }
     history.push(metadata);
     if (reachedRebuild) break;
