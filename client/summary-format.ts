@@ -16,6 +16,7 @@ export function formatSummary(s: CompactionSummary): string {
     ['snapshot_id', s.snapshotId ?? '-'],
     ['catalog_files', s.catalogDataFiles ?? '-'],
     ['catalog_rows', s.catalogRows ?? '-'],
+    ['metadata_files_expired', s.catalogMetadataFilesExpired ?? '-'],
     ['unreadable_files', s.unreadableFilesTotal],
     ['plan_id', s.planId],
   ];

@@ -358,6 +358,7 @@ function summarize(
     snapshotId: cat?.snapshotId ?? null,
     catalogDataFiles: cat?.dataFiles ?? null,
     catalogRows: cat?.totalRows ?? null,
+    catalogMetadataFilesExpired: cat?.metadataFilesDeleted ?? null,
     unreadableFiles: cat?.unreadable ?? [],
     unreadableFilesTotal: cat?.unreadableTotal ?? cat?.unreadable.length ?? 0,
     sampleBuckets: plan.sample,

@@ -246,6 +246,8 @@ export interface CompactionSummary {
   snapshotId: string | null;
   catalogDataFiles: number | null;
   catalogRows: number | null;
+  /** Old manifests (and manifest lists) the rebuild expired; absent in summaries of earlier versions. */
+  catalogMetadataFilesExpired?: number | null;
   unreadableFiles: UnreadableFile[];
   unreadableFilesTotal: number;
   sampleBuckets: string[];
