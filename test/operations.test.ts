@@ -14,7 +14,8 @@ import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
 import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
-import { byBucket, listFiles, makeFixture, pyicebergScan } from './helpers/warehouse-fixtures';
+import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
+import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
@@ -180,6 +181,45 @@ describe('cancel', () => {
     assert.equal(summary.failedBucketsTotal, 0);
     for (const [b, keys] of byBucket(await listFiles(fx.warehouse))) assert.deepEqual(keys, [`${b}/compacted_${progress.planId}.parquet`]);
     assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+  });
+});
+
+describe('a run that fails between its buckets', () => {
+  it('rebuilds the table from the files as they are before it fails, and releases the warehouse lock', async () => {
+    const fx = await makeTinyWarehouse('fail-between', PLAN_PAGE_SIZE + 1);
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `fail-between-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    const progress = await waitFor('the first page under way', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.planId && p.bucketsDone >= 1 ? p : undefined;
+    });
+    // The plan's second page becomes unreadable before the run gets to it (it fails without retries).
+    await fs.rm(path.join(fx.warehouse, '_earthcatalog_compaction', 'plans', progress.planId!, 'page-000001.json'));
+    await assert.rejects(handle.result(), (err: Error) => {
+      assert.ok(err instanceof WorkflowFailedError, String(err));
+      assert.match(String((err.cause?.cause as Error | undefined)?.message), /has no page 1/);
+      return true;
+    });
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-failed-rebuilt');
+
+    const events = (await handle.fetchHistory()).events ?? [];
+    const scheduledAt = (type: string) => events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
+    const pageFailed = events.findIndex((e) => e.activityTaskFailedEventAttributes);
+    assert.ok(pageFailed > 0 && scheduledAt('rebuildCatalog') > pageFailed, 'the table was rebuilt after the page could not be read');
+    const last = await handle.query<CompactionProgress>('progress');
+    assert.equal(last.bucketsDone, PLAN_PAGE_SIZE, 'the first page was finished');
+    // Readers can scan the table: it lists exactly the data files there are, compacted or not.
+    const scan = await pyicebergScan(fx.catalog, []);
+    const dataFiles = [...byBucket(await listFiles(fx.warehouse)).values()].flat();
+    assert.equal(dataFiles.length, PLAN_PAGE_SIZE + 2, 'one file in each compacted bucket, two in the last');
+    assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
+    assert.equal(scan.snapshot_count, 1);
+    await waitFor('the warehouse lock is free', async () =>
+      (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder === null ? true : undefined,
+    );
   });
 });
 

@@ -6,14 +6,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
 import type { CompactionSummary } from '../workflows/contract';
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
-import { byBucket, listFiles, pyicebergScan } from './helpers/warehouse-fixtures';
-import { writePartFile, makeSampleRow, createPrng, type SampleRow } from '../client/demo/sample-warehouse';
+import { byBucket, listFiles, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
-import { makeTempDir } from './helpers/temp-dirs';
 
 const BUCKETS = Number(process.env.EARTHCATALOG_SCALE_BUCKETS ?? 10_000);
 /** The server's own limits we must stay far from. */
@@ -29,35 +25,9 @@ after(async () => {
   await h?.stop();
 });
 
-/**
- * Many tiny buckets, fast: two template part files (overlapping ids) are written once with DuckDB and
- * copied into every bucket. Each bucket compacts to the same 5 rows.
- */
-async function tinyWarehouse(name: string, buckets: number): Promise<{ warehouse: string; catalog: string }> {
-  const dir = await makeTempDir(`ec-${name}`);
-  const warehouse = path.join(dir, 'warehouse');
-  const rng = createPrng(3);
-  const row = (id: string, day: number): SampleRow => makeSampleRow(rng, { id, cell: 'template', year: 2024, updated: new Date(Date.UTC(2025, 0, day)) });
-  const a = path.join(dir, 'a.parquet');
-  const b = path.join(dir, 'b.parquet');
-  await writePartFile(a, [row('x1', 1), row('x2', 1), row('x3', 1)]);
-  await writePartFile(b, [row('x2', 2), row('x3', 2), row('x4', 2), row('x5', 2)]);
-  const cellsPerYear = Math.ceil(buckets / 10);
-  let made = 0;
-  for (let c = 0; c < cellsPerYear && made < buckets; c++) {
-    for (let y = 0; y < 10 && made < buckets; y++, made++) {
-      const bucketDir = path.join(warehouse, `grid_partition=cell${String(c).padStart(5, '0')}`, `year=${2015 + y}`);
-      await fs.mkdir(bucketDir, { recursive: true });
-      await fs.copyFile(a, path.join(bucketDir, 'part_00000_a.parquet'));
-      await fs.copyFile(b, path.join(bucketDir, 'part_00001_b.parquet'));
-    }
-  }
-  return { warehouse, catalog: path.join(dir, 'catalog.db') };
-}
-
 describe(`${BUCKETS} buckets in one logical run`, () => {
   it('compacts every bucket, continues-as-new, and stays far below the history limits', async () => {
-    const fx = await tinyWarehouse('scale', BUCKETS);
+    const fx = await makeTinyWarehouse('scale', BUCKETS);
     const taskQueue = uniqueTaskQueue('scale');
     const worker = await startWorker(h, taskQueue, { maxConcurrentBuckets: 8, memoryBudgetMb: 64, duckdbThreads: 1 });
     const workflowId = `scale-${Date.now()}`;
@@ -100,7 +70,7 @@ describe(`${BUCKETS} buckets in one logical run`, () => {
 
 describe('two worker processes share one run', () => {
   it('killing one of them in the middle does not change the result', async () => {
-    const fx = await tinyWarehouse('workers', 120);
+    const fx = await makeTinyWarehouse('workers', 120);
     const taskQueue = uniqueTaskQueue('workers');
     const one = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
     const two = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);

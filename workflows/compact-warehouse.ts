@@ -45,6 +45,8 @@ import { progressQuery, type CompactionProgress } from './progress';
 export const MAX_REPORTED_FAILURES = 200;
 /** patched() id of the catalog rebuild of a cancelled run. */
 const REBUILD_ON_CANCEL = 'rebuild-catalog-on-cancel';
+/** patched() id of the catalog rebuild of a run that fails between buckets (a plan page unreadable, say). */
+const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -240,11 +242,16 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       }
     } catch (err) {
       // Compacted buckets deleted files that the current snapshot still lists, so readers of the table
-      // would fail on them until a resume: a cancelled run rebuilds the table from the files as they
-      // are before it ends. (Runs recorded before this replay without the rebuild.)
-      if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCEL)) {
+      // would fail on them until a resume: a run that is cancelled, or fails, between its buckets rebuilds
+      // the table from the files as they are before it ends. (Runs recorded before each of these replay
+      // without that rebuild; the order of the checks keeps their patched() markers where they were.)
+      const compacted = progress.bucketsCompacted > 0;
+      const rebuild = isCancellation(err)
+        ? compacted && patched(REBUILD_ON_CANCEL)
+        : compacted && !(err instanceof ContinueAsNew) && patched(REBUILD_ON_FAILURE);
+      if (rebuild) {
         await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
-          log.warn('catalog rebuild after the cancellation failed; resume rebuilds it', { error: String(rebuildErr) });
+          log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
         });
       }
       throw err;

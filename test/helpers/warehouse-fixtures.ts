@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { generateSampleWarehouse, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
+import { createPrng, generateSampleWarehouse, makeSampleRow, writePartFile, type SampleRow, type SampleWarehouseOptions } from '../../client/demo/sample-warehouse';
 import { REPO_ROOT } from './temporal';
 import { relativeFiles } from './files';
 import { pythonExecutable } from '../../client/temporal-cli';
@@ -22,6 +22,32 @@ export async function makeFixture(name: string, opts: SampleWarehouseOptions = {
   const warehouse = path.join(dir, 'warehouse');
   await fs.mkdir(warehouse, { recursive: true });
   await generateSampleWarehouse(warehouse, { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff'], years: [2020, 2021], seed: 7, ...opts });
+  return { dir, warehouse, catalog: path.join(dir, 'catalog.db') };
+}
+
+/**
+ * Many tiny buckets, fast: two template part files (overlapping ids) are written once with DuckDB and
+ * copied into every bucket. Each bucket compacts to the same 5 rows.
+ */
+export async function makeTinyWarehouse(name: string, buckets: number): Promise<Fixture> {
+  const dir = await makeTempDir(`ec-${name}`);
+  const warehouse = path.join(dir, 'warehouse');
+  const rng = createPrng(3);
+  const row = (id: string, day: number): SampleRow => makeSampleRow(rng, { id, cell: 'template', year: 2024, updated: new Date(Date.UTC(2025, 0, day)) });
+  const a = path.join(dir, 'a.parquet');
+  const b = path.join(dir, 'b.parquet');
+  await writePartFile(a, [row('x1', 1), row('x2', 1), row('x3', 1)]);
+  await writePartFile(b, [row('x2', 2), row('x3', 2), row('x4', 2), row('x5', 2)]);
+  const cellsPerYear = Math.ceil(buckets / 10);
+  let made = 0;
+  for (let c = 0; c < cellsPerYear && made < buckets; c++) {
+    for (let y = 0; y < 10 && made < buckets; y++, made++) {
+      const bucketDir = path.join(warehouse, `grid_partition=cell${String(c).padStart(5, '0')}`, `year=${2015 + y}`);
+      await fs.mkdir(bucketDir, { recursive: true });
+      await fs.copyFile(a, path.join(bucketDir, 'part_00000_a.parquet'));
+      await fs.copyFile(b, path.join(bucketDir, 'part_00001_b.parquet'));
+    }
+  }
   return { dir, warehouse, catalog: path.join(dir, 'catalog.db') };
 }
 
