@@ -87,7 +87,7 @@ export class S3MetadataFileIO implements MetadataFileIO {
       byBucket.set(loc.bucket, [...(byBucket.get(loc.bucket) ?? []), loc.key]);
     }
     await this.local.delete(local);
-    // The warehouse store's batched, retried DeleteObjects over this client (not closed here: the client is ours).
+    // The warehouse store's batched, retried DeleteObjects over this client; never closed, which would destroy the client.
     for (const [bucket, keys] of byBucket) await new S3WarehouseStore(this.client, bucket, '', { retry: this.retry }).deleteMany(keys);
   }
 }
