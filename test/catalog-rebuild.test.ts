@@ -702,23 +702,34 @@ describe('old metadata files: each rebuild expires what the one before it replac
     const catalogDb = path.join(path.dirname(wh), 'catalog.db');
     const metaDir = path.join(wh, NS, TABLE, 'metadata');
     const othersJson = await metadataJsonNames(metaDir);
+    const others = await avroNames(metaDir);
     await rebuild(wh, catalogDb);
+    const gen1 = minus(await avroNames(metaDir), others);
     await rebuild(wh, catalogDb);
+    const gen2 = minus(await avroNames(metaDir), others, gen1);
     await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=false']);
-    const before = await avroNames(metaDir);
     const kept = await rebuild(wh, catalogDb);
     assert.equal(kept.metadataFilesDeleted, 0);
     assert.match(kept.metadataCleanupNote ?? '', /gc\.enabled=false/);
-    const gen3 = minus(await avroNames(metaDir), before);
-    assert.equal(gen3.size, 2, 'nothing was deleted, one manifest list and one manifest were added');
+    const gen3 = minus(await avroNames(metaDir), others, gen1, gen2);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(others, gen1, gen2, gen3)), 'nothing was deleted');
 
-    const { metadata_location: settings } = await py([
-      'set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=true', '--set', 'write.metadata.delete-after-commit.enabled=true', '--set', 'write.metadata.previous-versions-max=1',
-    ]);
+    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=true']);
     const r4 = await rebuild(wh, catalogDb);
     assert.equal(r4.metadataCleanupError, undefined);
+    // The walk back passes the settings commit (it keeps the rebuild's snapshot as its current one) and
+    // reaches what that rebuild replaced: gen2 goes. gen1 was left while gc was off, and stays.
+    const gen4 = minus(await avroNames(metaDir), others, gen1, gen2, gen3);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(others, gen1, gen3, gen4)));
+    assert.equal(r4.metadataFilesDeleted, gen2.size);
+
+    const { metadata_location: settings } = await py([
+      'set-properties', '--catalog', catalogDb, '--set', 'write.metadata.delete-after-commit.enabled=true', '--set', 'write.metadata.previous-versions-max=1',
+    ]);
+    const r5 = await rebuild(wh, catalogDb);
+    assert.equal(r5.metadataCleanupError, undefined);
     // Only the replaced metadata (the settings commit, still in the log) and the new one remain.
-    assert.deepEqual(await metadataJsonNames(metaDir), [...othersJson, path.basename(settings), path.basename(r4.metadataLocation)].sort());
+    assert.deepEqual(await metadataJsonNames(metaDir), [...othersJson, path.basename(settings), path.basename(r5.metadataLocation)].sort());
     const out = await scan(catalogDb, '--select', 'id');
     assert.equal(out.snapshot_count, 1);
     assert.equal(out.row_count, baseStats.rows);

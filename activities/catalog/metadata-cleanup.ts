@@ -19,7 +19,7 @@ import type { IcebergCatalogBackend } from './catalog-backend';
 import { currentSnapshot, readManifestList } from './describe-table';
 import { MetadataFileMissingError } from './metadata-file-io';
 import type { TableMetadataJson } from './table-metadata';
-import { isRebuildMetadata, parseTableMetadata } from './table-metadata';
+import { REBUILD_SUMMARY_KEY, parseTableMetadata } from './table-metadata';
 
 export interface MetadataCleanupRequest {
   backend: IcebergCatalogBackend;
@@ -101,14 +101,16 @@ async function referencedNames(
 /**
  * The replaced metadata and, newest first, the metadata files of its log back to and including the one
  * our previous rebuild replaced: what was committed since that rebuild, and what it left to this one.
- * Older files were dealt with by earlier rebuilds. Without a previous rebuild, the whole log.
+ * Older files were dealt with by earlier rebuilds. The rebuild is recognised by its snapshot, which later
+ * commits that change no data (properties, say) keep as their current one. Without a previous rebuild,
+ * the whole log.
  */
 async function historySincePreviousRebuild(
   backend: IcebergCatalogBackend,
   replaced: NonNullable<MetadataCleanupRequest['replaced']>,
 ): Promise<TableMetadataJson[]> {
   const history = [replaced.metadata];
-  let reachedRebuild = isRebuildMetadata(replaced.metadata);
+  let rebuildSnapshot = rebuildSnapshotOf(replaced.metadata, replaced.metadataLocation);
   for (const entry of [...(replaced.metadata['metadata-log'] ?? [])].reverse()) {
     const location = entry['metadata-file'];
     let text: string;
@@ -128,10 +130,18 @@ async function historySincePreviousRebuild(
       break;
     }
     history.push(metadata);
-    if (reachedRebuild) break;
-    reachedRebuild = isRebuildMetadata(metadata);
+    const current = currentSnapshot(metadata, location)?.['snapshot-id'];
+    // Past the rebuild's own metadata: this is what it replaced.
+    if (rebuildSnapshot !== undefined && current !== rebuildSnapshot) break;
+    rebuildSnapshot ??= rebuildSnapshotOf(metadata, location);
   }
   return history;
+}
+
+/** The id of the metadata's current snapshot when one of our rebuilds committed it. */
+function rebuildSnapshotOf(metadata: TableMetadataJson, location: string): string | undefined {
+  const current = currentSnapshot(metadata, location);
+  return current?.summary?.[REBUILD_SUMMARY_KEY] === 'true' ? current['snapshot-id'] : undefined;
 }
 
 /** The manifests of a manifest list; undefined when an earlier cleanup deleted the list already. */

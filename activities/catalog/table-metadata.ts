@@ -50,12 +50,6 @@ export interface TableMetadataJson {
  */
 export const REBUILD_SUMMARY_KEY = 'earthcatalog.rebuild';
 
-/** Whether `metadata` is what one of our rebuilds committed: its current snapshot carries the marker. */
-export function isRebuildMetadata(metadata: TableMetadataJson): boolean {
-  const current = (metadata.snapshots ?? []).find((s) => s['snapshot-id'] === metadata['current-snapshot-id']);
-  return current?.summary?.[REBUILD_SUMMARY_KEY] === 'true';
-}
-
 const ID_KEYS = /"(snapshot-id|current-snapshot-id|parent-snapshot-id)"(\s*):(\s*)(-?\d+)/g;
 const QUOTED_ID_KEYS = /"(snapshot-id|current-snapshot-id|parent-snapshot-id)":"(-?\d+)"/g;
 
