@@ -49,7 +49,9 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
   try {
     const keep = await referencedNames(backend, committed, replaced);
     const candidates = new Map<string, string>();
-    const seenLists = new Set<string>();
+    // The replaced table's current list and all it names are kept: no need to read it a second time.
+    const replacedList = currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
+    const seenLists = new Set<string>(replacedList ? [replacedList] : []);
     for (const metadata of await historySincePreviousRebuild(backend, replaced)) {
       for (const snapshot of metadata.snapshots ?? []) {
         const list = snapshot['manifest-list'];
