@@ -648,14 +648,18 @@ describe('old metadata files: each rebuild expires what the one before it replac
   const union = (...sets: Set<string>[]) => new Set(sets.flatMap((x) => [...x]));
   const sorted = (x: Set<string>) => [...x].sort();
 
-  test('keeps what readers of the new and the replaced table open, deletes the rest of its own history, never a file no metadata of it references', async () => {
-    const wh = await copyOfBase('expiry');
-    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+  /**
+   * A copy of the base warehouse and a new catalog. The copy holds the tables of the other tests'
+   * catalogs in the same metadata directory (`others`, `othersJson`): none of their files may go.
+   */
+  async function expiryFixture(name: string) {
+    const wh = await copyOfBase(name);
     const metaDir = path.join(wh, NS, TABLE, 'metadata');
+    return { wh, catalogDb: path.join(path.dirname(wh), 'catalog.db'), metaDir, others: await avroNames(metaDir), othersJson: await metadataJsonNames(metaDir) };
+  }
 
-    // The copied warehouse holds the tables of the other tests' catalogs, in this same directory: none of theirs may go.
-    const othersJson = await metadataJsonNames(metaDir);
-    const stranger = await avroNames(metaDir);
+  test('keeps what readers of the new and the replaced table open, deletes the rest of its own history, never a file no metadata of it references', async () => {
+    const { wh, catalogDb, metaDir, others: stranger, othersJson } = await expiryFixture('expiry');
     const r1 = await rebuild(wh, catalogDb);
     assert.equal(r1.metadataFilesDeleted, 0);
     const gen1 = minus(await avroNames(metaDir), stranger);
@@ -698,11 +702,7 @@ describe('old metadata files: each rebuild expires what the one before it replac
   });
 
   test('gc.enabled=false keeps everything; write.metadata.delete-after-commit.enabled deletes the metadata files the log drops', async () => {
-    const wh = await copyOfBase('expiry-props');
-    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
-    const metaDir = path.join(wh, NS, TABLE, 'metadata');
-    const othersJson = await metadataJsonNames(metaDir);
-    const others = await avroNames(metaDir);
+    const { wh, catalogDb, metaDir, others, othersJson } = await expiryFixture('expiry-props');
     await rebuild(wh, catalogDb);
     const gen1 = minus(await avroNames(metaDir), others);
     await rebuild(wh, catalogDb);

@@ -133,7 +133,7 @@ def set_properties(args):
     table = catalog_for(args).load_table(args.table)
     with table.transaction() as tx:
         tx.set_properties(dict(kv.split("=", 1) for kv in args.set))
-    print(json.dumps({"metadata_location": catalog_for(args).load_table(args.table).metadata_location}))
+    print(json.dumps({"metadata_location": table.metadata_location}))
 
 
 COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties}
