@@ -84,7 +84,15 @@ describe('resume', () => {
     const inode = async (b: string) => (await fs.stat(path.join(fx.warehouse, mid.get(b)![0]!))).ino;
     const inodesBefore = await Promise.all(finished.map(inode));
 
-    const { stdout } = await cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--json']);
+    // `status` names the interrupted run and the command that finishes it, which is then run as printed.
+    const before = await cli(['status']);
+    assert.match(before.stdout, /no compaction is running/);
+    const warning = before.stderr.split('\n').find((l) => l.includes(fx.warehouse)) ?? '';
+    assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), before.stderr);
+    const hint = /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1];
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog}`);
+
+    const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;
     assert.equal(summary.planId, planId, 'the resume adopted the interrupted plan');
     assert.equal(summary.bucketsCompacted, bucketsBefore.size);
@@ -95,6 +103,7 @@ describe('resume', () => {
     for (const [b, keys] of after) assert.deepEqual(keys, [`${b}/compacted_${planId}.parquet`]);
     const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
     assert.deepEqual(report.violations, []);
+    assert.ok(!(await cli(['status'])).stderr.includes(fx.warehouse), 'the finished table is no longer named');
 
     // A second resume has nothing to finish and says so.
     await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {

@@ -1,11 +1,13 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
+import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { queryProgress } from '../start-compaction';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS]
-    Without --workflow-id: every running compaction.`;
+    Without --workflow-id: every running compaction, and (on stderr) each table whose latest compaction was
+    terminated or timed out, with the command that finishes it.`;
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } });
@@ -13,6 +15,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   const client = await connectClient(target);
   try {
     const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client);
+    if (!values['workflow-id']) for (const run of await interruptedCompactions(client)) console.error(interruptedWarning(run));
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
       return 0;
@@ -39,6 +42,75 @@ export async function runningCompactions(client: Client): Promise<string[]> {
     ids.push(wf.workflowId);
   }
   return ids;
+}
+
+export interface InterruptedCompaction {
+  workflowId: string;
+  status: string;
+  closeTime?: Date;
+  input: CompactionRequest;
+}
+
+/** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
+const RECENT_RUNS = 50;
+
+/**
+ * The tables whose latest compaction (among the recent ones) was terminated or timed out. Such a run
+ * could not rebuild the table after its buckets deleted their inputs (cancelled and failed runs do), so
+ * readers fail until a run rebuilds it; operators otherwise learn that from their readers.
+ */
+export async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
+  const runs: { workflowId: string; runId: string; status: string; closeTime?: Date }[] = [];
+  // The server lists running executions first, then the most recently closed.
+  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse'`, pageSize: RECENT_RUNS })) {
+    runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, closeTime: wf.closeTime });
+    if (runs.length >= RECENT_RUNS) break;
+  }
+  const seen = new Set<string>();
+  const interrupted: InterruptedCompaction[] = [];
+  for (const run of runs) {
+    const input = await startInput(client, run.workflowId, run.runId);
+    if (!input || input.dryRun) continue;
+    const table = [input.warehouse, input.catalog, input.catalogName, input.namespace, input.table].join('\n');
+    if (seen.has(table)) continue;
+    seen.add(table);
+    if (run.status === 'TERMINATED' || run.status === 'TIMED_OUT') interrupted.push({ ...run, input });
+  }
+  return interrupted;
+}
+
+/** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
+async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
+  const { history } = await client.workflowService.getWorkflowExecutionHistory({
+    namespace: client.options.namespace,
+    execution: { workflowId, runId },
+    maximumPageSize: 1,
+  });
+  let payloads = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
+  const converter = client.options.loadedDataConverter;
+  for (const codec of [...converter.payloadCodecs].reverse()) payloads = await codec.decode(payloads);
+  if (payloads.length === 0) return undefined;
+  const parsed = compactionInputSchema.safeParse(converter.payloadConverter.fromPayload(payloads[0]!));
+  return parsed.success ? parsed.data : undefined;
+}
+
+function interruptedWarning(run: InterruptedCompaction): string {
+  const i = run.input;
+  const flags = [`--warehouse ${shellWord(i.warehouse)}`, `--catalog ${shellWord(i.catalog)}`];
+  if (i.namespace !== DEFAULT_NAMESPACE) flags.push(`--iceberg-namespace ${i.namespace}`);
+  if (i.table !== DEFAULT_TABLE) flags.push(`--table ${i.table}`);
+  if (i.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${i.catalogName}`);
+  if (i.useLock) flags.push('--use-lock');
+  const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
+  return (
+    `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}, was ${run.status}${when}: if it had compacted ` +
+    `buckets, the table lists files they deleted until a run rebuilds it. Finish it: earthcatalog-compact resume ${flags.join(' ')}`
+  );
+}
+
+/** `s` as one POSIX shell word. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Polls the run about once a second until it has closed (calling `onPoll` after each look); its final status. */
