@@ -1,4 +1,4 @@
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
 import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
@@ -44,12 +44,14 @@ export async function runningCompactions(client: Client): Promise<string[]> {
   return ids;
 }
 
-export interface InterruptedCompaction {
+interface InterruptedCompaction {
   workflowId: string;
   status: string;
   closeTime?: Date;
   input: CompactionRequest;
 }
+
+const GRPC_NOT_FOUND = 5;
 
 /** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
@@ -59,9 +61,9 @@ const RECENT_RUNS = 50;
  * could not rebuild the table after its buckets deleted their inputs (cancelled and failed runs do), so
  * readers fail until a run rebuilds it; operators otherwise learn that from their readers.
  */
-export async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
+async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
   const runs: { workflowId: string; runId: string; status: string; closeTime?: Date }[] = [];
-  // The server lists running executions first, then the most recently closed.
+  // Visibility lists the newest executions first, so the first run seen of a table is its latest.
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse'`, pageSize: RECENT_RUNS })) {
     runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, closeTime: wf.closeTime });
     if (runs.length >= RECENT_RUNS) break;
@@ -81,11 +83,14 @@ export async function interruptedCompactions(client: Client): Promise<Interrupte
 
 /** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
 async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
-  const { history } = await client.workflowService.getWorkflowExecutionHistory({
-    namespace: client.options.namespace,
-    execution: { workflowId, runId },
-    maximumPageSize: 1,
-  });
+  // A closed run's history goes at the end of the namespace's retention, possibly before its listing.
+  const response = await client.workflowService
+    .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 })
+    .catch((err: unknown) => {
+      if (isGrpcServiceError(err) && err.code === GRPC_NOT_FOUND) return undefined;
+      throw err;
+    });
+  const history = response?.history;
   let payloads = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
   const converter = client.options.loadedDataConverter;
   for (const codec of [...converter.payloadCodecs].reverse()) payloads = await codec.decode(payloads);
