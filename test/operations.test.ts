@@ -408,7 +408,12 @@ describe('--use-lock after a terminated run', () => {
     const left = JSON.parse(await fs.readFile(lockFile, 'utf8')) as { owner: string };
     assert.equal(left.owner, handle.workflowId, 'a terminated run leaves its lock object behind');
 
-    const { stdout } = await cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--use-lock', '--json']);
+    const warning = (await cli(['status'])).stderr.split('\n').find((l) => l.includes(fx.warehouse)) ?? '';
+    assert.match(warning, /the Python pipeline waits for its lock object/);
+    const hint = /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1];
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock`);
+
+    const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;
     assert.equal(summary.planId, progress.planId);
     assert.equal(summary.failedBucketsTotal, 0);

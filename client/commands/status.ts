@@ -107,9 +107,12 @@ function interruptedWarning(run: InterruptedCompaction): string {
   if (i.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${i.catalogName}`);
   if (i.useLock) flags.push('--use-lock');
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
+  // With --use-lock the run's lock object also stays, and the Python pipeline honours it until it expires.
+  const lockObject = i.useLock ? ', and the Python pipeline waits for its lock object until it expires or a resume with --use-lock ends' : '';
   return (
     `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}, was ${run.status}${when}: if it had compacted ` +
-    `buckets, the table lists files they deleted until a run rebuilds it. Finish it: earthcatalog-compact resume ${flags.join(' ')}`
+    `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
+    `Finish it: earthcatalog-compact resume ${flags.join(' ')}`
   );
 }
 
