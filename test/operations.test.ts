@@ -49,6 +49,13 @@ function cli(args: string[]) {
   return run(process.execPath, cliArgv(args), { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024 });
 }
 
+/** What `status` prints: its stdout, its warning line about `warehouse` ('' when none) and the command that warning says finishes the run. */
+async function statusWarning(warehouse: string): Promise<{ running: string; warning: string; hint?: string }> {
+  const { stdout, stderr } = await cli(['status']);
+  const warning = stderr.split('\n').find((l) => l.includes(warehouse)) ?? '';
+  return { running: stdout, warning, hint: /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1] };
+}
+
 /** The Python pipeline's lock object, held for another hour (the pipeline's default key). */
 async function holdPythonLock(warehouse: string): Promise<{ lockFile: string; body: string }> {
   const lockFile = path.join(warehouse, '_lock', 'compaction.lock');
@@ -85,11 +92,9 @@ describe('resume', () => {
     const inodesBefore = await Promise.all(finished.map(inode));
 
     // `status` names the interrupted run and the command that finishes it, which is then run as printed.
-    const before = await cli(['status']);
-    assert.match(before.stdout, /no compaction is running/);
-    const warning = before.stderr.split('\n').find((l) => l.includes(fx.warehouse)) ?? '';
-    assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), before.stderr);
-    const hint = /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1];
+    const { running, warning, hint } = await statusWarning(fx.warehouse);
+    assert.match(running, /no compaction is running/);
+    assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), warning);
     assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog}`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
@@ -103,7 +108,7 @@ describe('resume', () => {
     for (const [b, keys] of after) assert.deepEqual(keys, [`${b}/compacted_${planId}.parquet`]);
     const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
     assert.deepEqual(report.violations, []);
-    assert.ok(!(await cli(['status'])).stderr.includes(fx.warehouse), 'the finished table is no longer named');
+    assert.equal((await statusWarning(fx.warehouse)).warning, '', 'the finished table is no longer named');
 
     // A second resume has nothing to finish and says so.
     await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
@@ -408,9 +413,8 @@ describe('--use-lock after a terminated run', () => {
     const left = JSON.parse(await fs.readFile(lockFile, 'utf8')) as { owner: string };
     assert.equal(left.owner, handle.workflowId, 'a terminated run leaves its lock object behind');
 
-    const warning = (await cli(['status'])).stderr.split('\n').find((l) => l.includes(fx.warehouse)) ?? '';
+    const { warning, hint } = await statusWarning(fx.warehouse);
     assert.match(warning, /the Python pipeline waits for its lock object/);
-    const hint = /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1];
     assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
