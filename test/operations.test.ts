@@ -1,7 +1,8 @@
 /**
  * Operating it: resume of a terminated run with the real CLI, the progress query and the Web UI's
  * details, `status --watch` to the end of a run, compacting selected years/cells, `--use-lock` with the Python pipeline's lock object, and a
- * scheduled run and an ad-hoc run on one warehouse that never overlap.
+ * scheduled run and an ad-hoc run on one warehouse that never overlap, and a worker stopped mid-bucket
+ * with a shutdown grace.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import type { CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
-import { REPO_ROOT, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+import { REPO_ROOT, spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
@@ -423,6 +424,52 @@ describe('--use-lock after a terminated run', () => {
     assert.equal(summary.failedBucketsTotal, 0);
     await assert.rejects(fs.access(lockFile), 'the resumed run released the lock object it took over');
     assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+  });
+});
+
+describe('worker shutdown', () => {
+  it('with --shutdown-grace, a SIGTERM lets the bucket in flight finish on its first attempt before the worker exits', async () => {
+    // One bucket of wide rows that takes a few seconds on one thread, so the signal lands mid-way; the
+    // compaction reports progress every range it sorts, where a cancellation would stop it.
+    const fx = await makeFixture('shutdown-grace', { cells: ['81283ffffffffff'], years: [2020], partsPerBucket: [4, 4], rowsPerPart: 60_000, wideColumns: true });
+    const queue = uniqueTaskQueue('grace');
+    // 1 GB: the generator writes each part as one row group whose `assets` page alone needs ~128 MB to read.
+    const leaving = spawnWorkerProcess(h, queue, {}, ['--shutdown-grace', '300', '--memory-budget-mb', '1024']);
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `shutdown-grace-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+      });
+      await waitFor('the bucket activity running', async () => {
+        const pending = (await handle.describe()).raw.pendingActivities ?? [];
+        return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
+      });
+      leaving.child.kill('SIGTERM');
+      const exit = await leaving.exited;
+      assert.equal(exit.code, 0, leaving.output());
+
+      const events = (await handle.fetchHistory()).events ?? [];
+      const bucketScheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket').map((e) => String(e.eventId));
+      assert.equal(bucketScheduled.length, 1);
+      const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === bucketScheduled[0]);
+      const completed = events.find((e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === bucketScheduled[0]);
+      assert.ok(completed, 'the bucket completed before the worker exited');
+      assert.equal(started?.activityTaskStartedEventAttributes?.attempt, 1, 'on its first attempt: it was not cancelled and retried');
+
+      // The rest of the run (the catalog rebuild) waits for a worker.
+      const next = await startWorker(h, queue);
+      try {
+        const summary = (await handle.result()) as CompactionSummary;
+        assert.equal(summary.bucketsCompacted, 1);
+        assert.equal(summary.failedBucketsTotal, 0);
+      } finally {
+        await next.stop();
+      }
+      assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+    } finally {
+      await leaving.stop();
+    }
   });
 });
 

@@ -8,6 +8,12 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
   namespace: string;
   taskQueue: string;
   logLevel?: LogLevel;
+  /**
+   * On SIGTERM/SIGINT, how long buckets in flight may run on before they are cancelled (they then stop
+   * at their next step and are retried elsewhere). Default 0: keep it below the grace period of whatever
+   * stops the process, or a SIGKILL lands mid-bucket and its retry waits for the heartbeat timeout.
+   */
+  shutdownGraceSeconds?: number;
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
@@ -18,6 +24,7 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
     namespace: opts.namespace,
     taskQueue: opts.taskQueue || DEFAULT_TASK_QUEUE,
     plugins: [plugin],
+    ...(opts.shutdownGraceSeconds ? { shutdownGraceTime: opts.shutdownGraceSeconds * 1000 } : {}),
   });
   return { worker, connection, plugin };
 }
@@ -29,7 +36,8 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     const { scratch } = await plugin.local.ready;
     console.error(
       `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}; ` +
-        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}`,
+        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}` +
+        `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s`,
     );
     for (const s of scratch.swept) {
       console.error(`worker: removed ${s.dir} (${(s.bytes / 1048576).toFixed(1)} MB) left by a worker that is gone (${s.reason})`);

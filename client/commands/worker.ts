@@ -3,7 +3,7 @@ import { resolveTarget } from '../connection';
 import { runWorker } from '../../worker/worker';
 
 export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
-    [--scratch-dir DIR] [--duckdb-threads N] [--address host:port] [--namespace NS] [--task-queue Q]`;
+    [--scratch-dir DIR] [--duckdb-threads N] [--shutdown-grace SECONDS] [--address host:port] [--namespace NS] [--task-queue Q]`;
 
 export async function runWorkerCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -13,6 +13,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     'max-concurrent-buckets': { type: 'string' },
     'scratch-dir': { type: 'string' },
     'duckdb-threads': { type: 'string' },
+    'shutdown-grace': { type: 'string' },
   });
   const num = (k: keyof typeof values) => {
     const v = values[k];
@@ -21,6 +22,11 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number`);
     return n;
   };
+  const graceRaw = values['shutdown-grace'] ?? process.env.EARTHCATALOG_SHUTDOWN_GRACE_SECONDS;
+  const shutdownGraceSeconds = graceRaw === undefined ? undefined : Number(graceRaw);
+  if (shutdownGraceSeconds !== undefined && !(Number.isInteger(shutdownGraceSeconds) && shutdownGraceSeconds >= 0)) {
+    throw new UsageError(`--shutdown-grace must be a whole number of seconds >= 0, got ${JSON.stringify(graceRaw)}`);
+  }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
     ...target,
@@ -29,6 +35,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     maxConcurrentBuckets: num('max-concurrent-buckets'),
     duckdbThreads: num('duckdb-threads'),
     scratchDir: values['scratch-dir'],
+    shutdownGraceSeconds,
   });
   return 0;
 }
