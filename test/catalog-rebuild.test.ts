@@ -707,14 +707,15 @@ describe('old metadata files: each rebuild expires what the one before it replac
     const gen1 = minus(await avroNames(metaDir), others);
     await rebuild(wh, catalogDb);
     const gen2 = minus(await avroNames(metaDir), others, gen1);
-    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=false']);
+    // Read as Iceberg's Java implementation reads it: any spelling but "true" turns collection off.
+    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=FALSE']);
     const kept = await rebuild(wh, catalogDb);
     assert.equal(kept.metadataFilesDeleted, 0);
-    assert.match(kept.metadataCleanupNote ?? '', /gc\.enabled=false/);
+    assert.match(kept.metadataCleanupNote ?? '', /gc\.enabled=FALSE/);
     const gen3 = minus(await avroNames(metaDir), others, gen1, gen2);
     assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(others, gen1, gen2, gen3)), 'nothing was deleted');
 
-    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=true']);
+    await py(['set-properties', '--catalog', catalogDb, '--set', 'gc.enabled=True']);
     const r4 = await rebuild(wh, catalogDb);
     assert.equal(r4.metadataCleanupError, undefined);
     // The walk back passes the settings commit (it keeps the rebuild's snapshot as its current one) and
@@ -734,6 +735,26 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.equal(out.snapshot_count, 1);
     assert.equal(out.row_count, baseStats.rows);
     assert.deepEqual(out.metadata_log.map((f) => path.basename(f)), [path.basename(settings)]);
+  });
+
+  test('a tagged snapshot keeps its manifests: the rebuild drops the tag, its files outlive every later rebuild', async () => {
+    const { wh, catalogDb, metaDir, others } = await expiryFixture('expiry-tag');
+    await rebuild(wh, catalogDb);
+    const gen1 = minus(await avroNames(metaDir), others);
+    await py(['create-tag', '--catalog', catalogDb, '--tag', 'audit']);
+    await rebuild(wh, catalogDb);
+    const gen2 = minus(await avroNames(metaDir), others, gen1);
+    // gen1 is history now, but the audit tag pointed at it.
+    const r3 = await rebuild(wh, catalogDb);
+    assert.equal(r3.metadataCleanupError, undefined);
+    assert.equal(r3.metadataFilesDeleted, 0);
+    const gen3 = minus(await avroNames(metaDir), others, gen1, gen2);
+    const r4 = await rebuild(wh, catalogDb);
+    assert.equal(r4.metadataFilesDeleted, gen2.size, 'untagged history still goes');
+    const gen4 = minus(await avroNames(metaDir), others, gen1, gen2, gen3);
+    assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(others, gen1, gen3, gen4)));
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.row_count, baseStats.rows);
   });
 });
 

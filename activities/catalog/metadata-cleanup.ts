@@ -12,12 +12,16 @@
  * metadata JSON files go only when the table asks for it with Iceberg's
  * `write.metadata.delete-after-commit.enabled` (those its metadata log no longer lists); nothing goes when
  * `gc.enabled` is false. Best effort: the commit has happened, so a failure here is reported, not thrown.
+ * The files of a snapshot that a tag or branch points to are kept (Iceberg's expiry never removes them
+ * either; the rebuild keeps only `main`, so those refs survive in the old metadata files only), and only
+ * Avro and metadata JSON files under the table's metadata directory are ever deleted, whatever a manifest
+ * list or a metadata log written by another engine or by hand names.
  * Limit, as with Iceberg's own expiry: a manifest that another table registered from ours still uses is
  * not known here.
  */
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { currentSnapshot, readManifestList } from './describe-table';
-import { MetadataFileMissingError } from './metadata-file-io';
+import { MetadataFileMissingError, parentOf } from './metadata-file-io';
 import type { TableMetadataJson } from './table-metadata';
 import { REBUILD_SUMMARY_KEY, parseTableMetadata } from './table-metadata';
 
@@ -42,40 +46,52 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
   const { backend, committed, replaced } = req;
   const properties = committed.metadata.properties ?? {};
   if (!backend.deleteFiles) return { deleted: 0, note: `${backend.description} removes unreferenced files itself` };
-  if (properties['gc.enabled'] === 'false') return { deleted: 0, note: 'the table sets gc.enabled=false' };
+  if (!icebergBoolean(properties['gc.enabled'], true)) return { deleted: 0, note: `the table sets gc.enabled=${properties['gc.enabled']}` };
   if (!replaced) return { deleted: 0 };
 
   let doomed: string[];
   try {
     const keep = await referencedNames(backend, committed, replaced);
+    const history = await historySincePreviousRebuild(backend, replaced);
+    // Snapshots a tag or branch points to keep their files, like Iceberg's expiry keeps them.
+    const tagged = new Set(history.flatMap((m) => Object.entries(m.refs ?? {}).filter(([name]) => name !== 'main').map(([, ref]) => ref['snapshot-id'])));
     const candidates = new Map<string, string>();
     // The replaced table's current list and all it names are kept: no need to read it a second time.
     const replacedList = currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
     const seenLists = new Set<string>(replacedList ? [replacedList] : []);
-    for (const metadata of await historySincePreviousRebuild(backend, replaced)) {
+    for (const metadata of history) {
       for (const snapshot of metadata.snapshots ?? []) {
-        const list = snapshot['manifest-list'];
-        if (seenLists.has(list)) continue;
+        // A snapshot without a list (format 1, manifests inline) has nothing this cleanup can reach.
+        const list: string | undefined = snapshot['manifest-list'];
+        if (!list || seenLists.has(list)) continue;
         seenLists.add(list);
         const manifests = await manifestsOf(backend, list);
         if (!manifests) continue;
-        candidates.set(nameOf(list), list);
-        for (const m of manifests) candidates.set(nameOf(m), m);
+        const files = new Map([list, ...manifests].map((f) => [nameOf(f), f]));
+        if (tagged.has(snapshot['snapshot-id'])) for (const name of files.keys()) keep.add(name);
+        else for (const [name, f] of files) candidates.set(name, f);
       }
     }
-    if (properties['write.metadata.delete-after-commit.enabled'] === 'true') {
+    if (icebergBoolean(properties['write.metadata.delete-after-commit.enabled'], false)) {
       for (const entry of replaced.metadata['metadata-log'] ?? []) candidates.set(nameOf(entry['metadata-file']), entry['metadata-file']);
     }
-    doomed = [...candidates].filter(([name]) => !keep.has(name)).map(([, location]) => location);
+    // Where this table's metadata is written: beside its metadata file (where the rebuild writes), in
+    // its location's metadata directory (other writers' default), or where a table property says.
+    const metadataDirs = [parentOf(committed.metadataLocation), `${committed.metadata.location.replace(/\/+$/, '')}/metadata`, properties['write.metadata.path']]
+      .filter((d): d is string => Boolean(d))
+      .map((d) => `${comparable(d).replace(/\/+$/, '')}/`);
+    doomed = [...candidates]
+      .filter(([name, location]) => !keep.has(name) && deletableName(name) && metadataDirs.some((d) => comparable(location).startsWith(d)))
+      .map(([, location]) => location);
   } catch (err) {
     // Without knowing everything that is still referenced, nothing is deleted.
-    return { deleted: 0, error: `old metadata files were not removed: ${(err as Error).message}` };
+    return { deleted: 0, error: `old metadata files were not removed: ${messageOf(err)}` };
   }
   try {
     await backend.deleteFiles(doomed);
     return { deleted: doomed.length };
   } catch (err) {
-    return { deleted: 0, error: `old metadata files were not all removed: ${(err as Error).message}` };
+    return { deleted: 0, error: `old metadata files were not all removed: ${messageOf(err)}` };
   }
 }
 
@@ -92,7 +108,7 @@ async function referencedNames(
   const names = new Set<string>([committed.metadataLocation, committed.manifestList, ...committed.manifests, replaced.metadataLocation].map(nameOf));
   for (const entry of committed.metadata['metadata-log'] ?? []) names.add(nameOf(entry['metadata-file']));
   const snapshot = currentSnapshot(replaced.metadata, replaced.metadataLocation);
-  if (snapshot) {
+  if (snapshot?.['manifest-list']) {
     names.add(nameOf(snapshot['manifest-list']));
     // Read, not skipped when missing: what a reader of the replaced table opens must be known exactly.
     for (const m of await readManifestList(backend, snapshot['manifest-list'])) names.add(nameOf(m.manifest_path));
@@ -158,4 +174,23 @@ async function manifestsOf(backend: IcebergCatalogBackend, list: string): Promis
 
 function nameOf(location: string): string {
   return location.slice(location.lastIndexOf('/') + 1);
+}
+
+/** A table property read as Iceberg's Java implementation reads it (`Boolean.parseBoolean`): only "true", in any case, is true. */
+function icebergBoolean(value: string | undefined, absent: boolean): boolean {
+  return value === undefined ? absent : value.toLowerCase() === 'true';
+}
+
+/** Manifests and manifest lists (Avro) and metadata JSON files: the only kinds this cleanup deletes. */
+function deletableName(name: string): boolean {
+  return name.endsWith('.avro') || name.endsWith('.metadata.json');
+}
+
+/** A location with the spellings of one place made equal (`s3a://` and `s3n://` are `s3://`; `file:` is dropped). */
+function comparable(location: string): string {
+  return location.replace(/^s3[an]:\/\//, 's3://').replace(/^file:(\/\/)?/, '');
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

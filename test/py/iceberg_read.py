@@ -24,6 +24,9 @@
     iceberg_read.py set-properties --catalog /abs/catalog.db [--name ...] [--table ...] --set key=value [--set ...]
         Commits new table properties (no new snapshot). Prints {"metadata_location": ...}.
 
+    iceberg_read.py create-tag --catalog /abs/catalog.db [--name ...] [--table ...] --tag NAME
+        Tags the current snapshot (an audit tag, say). Prints {"metadata_location": ..., "snapshot_id": ...}.
+
 Exit status 2 with {"error": ..., "type": ...} on stdout when the catalog or table cannot be read.
 """
 import argparse
@@ -136,7 +139,14 @@ def set_properties(args):
     print(json.dumps({"metadata_location": table.metadata_location}))
 
 
-COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties}
+def create_tag(args):
+    table = catalog_for(args).load_table(args.table)
+    snapshot_id = table.current_snapshot().snapshot_id
+    table.manage_snapshots().create_tag(snapshot_id, args.tag).commit()
+    print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
+
+
+COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag}
 
 
 def main():
@@ -158,6 +168,8 @@ def main():
             p.add_argument("--metadata", required=True, help="metadata location to store in the catalog row")
         elif name == "add-files":
             p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
+        elif name == "create-tag":
+            p.add_argument("--tag", required=True, help="name of the tag")
         else:
             p.add_argument("--set", action="append", required=True, help="key=value (repeatable)")
     args = parser.parse_args()
