@@ -205,6 +205,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               }),
           );
           if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
+          if (result.droppedRefs) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${result.droppedRefs.join(', ')} ` +
+                `remain in the metadata files before ${result.metadataLocation}`,
+            );
+          }
           // Thousands of bad files must not push the result past the payload limit.
           return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
         } finally {

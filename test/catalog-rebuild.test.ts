@@ -742,11 +742,13 @@ describe('old metadata files: each rebuild expires what the one before it replac
     await rebuild(wh, catalogDb);
     const gen1 = minus(await avroNames(metaDir), others);
     await py(['create-tag', '--catalog', catalogDb, '--tag', 'audit']);
-    await rebuild(wh, catalogDb);
+    const r2 = await rebuild(wh, catalogDb);
+    assert.deepEqual(r2.droppedRefs, ['audit'], 'the result says which refs the rebuild dropped');
     const gen2 = minus(await avroNames(metaDir), others, gen1);
     // gen1 is history now, but the audit tag pointed at it.
     const r3 = await rebuild(wh, catalogDb);
     assert.equal(r3.metadataCleanupError, undefined);
+    assert.equal(r3.droppedRefs, undefined);
     assert.equal(r3.metadataFilesDeleted, 0);
     const gen3 = minus(await avroNames(metaDir), others, gen1, gen2);
     const r4 = await rebuild(wh, catalogDb);

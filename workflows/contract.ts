@@ -223,6 +223,8 @@ export interface CatalogResult {
   metadataCleanupNote?: string;
   /** Why old metadata files were not deleted although they could have been. */
   metadataCleanupError?: string;
+  /** Tags and branches of the replaced table (other than main), which the one-snapshot table does not keep. */
+  droppedRefs?: string[];
 }
 
 export interface CompactionSummary {

@@ -121,6 +121,8 @@ export async function rebuildCatalog(
     replaced: handle.pointer && { metadataLocation: handle.pointer.metadataLocation, metadata: base },
   });
 
+  // Their snapshots are not in the new table; they stay readable in the old metadata files (whose manifests the cleanup keeps).
+  const droppedRefs = handle.pointer ? Object.keys(base.refs ?? {}).filter((name) => name !== 'main').sort() : [];
   return {
     snapshotId,
     metadataLocation,
@@ -132,6 +134,7 @@ export async function rebuildCatalog(
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
     ...(cleanup.error ? { metadataCleanupError: cleanup.error } : {}),
+    ...(droppedRefs.length ? { droppedRefs } : {}),
   };
 }
 
