@@ -68,10 +68,12 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
     runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, closeTime: wf.closeTime });
     if (runs.length >= RECENT_RUNS) break;
   }
+  // One history call per run, concurrently: 50 round trips to a remote server one after another add up.
+  const inputs = await Promise.all(runs.map((run) => startInput(client, run.workflowId, run.runId)));
   const seen = new Set<string>();
   const interrupted: InterruptedCompaction[] = [];
-  for (const run of runs) {
-    const input = await startInput(client, run.workflowId, run.runId);
+  for (const [i, run] of runs.entries()) {
+    const input = inputs[i];
     if (!input || input.dryRun) continue;
     const table = [input.warehouse, input.catalog, input.catalogName, input.namespace, input.table].join('\n');
     if (seen.has(table)) continue;
