@@ -7,6 +7,7 @@ import type { CompactionInput, CompactionSummary } from '../../workflows/contrac
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
     [--cells a,b] [--years 2024,2025] [--max-parallel N] [--lock-timeout S] [--workflow-id ID] [--detach]
+    [--iceberg-namespace NS] [--table T] [--catalog-name N]
     [--address host:port] [--namespace NS] [--task-queue Q]`;
 
 /** Exit code 3: the run finished but some buckets failed (their files are untouched). */
