@@ -93,10 +93,14 @@ describe('resume', () => {
     const inodesBefore = await Promise.all(finished.map(inode));
 
     // `status` names the interrupted run and the command that finishes it, which is then run as printed.
-    const { running, warning, hint } = await statusWarning(fx.warehouse);
+    const { running, warning, hint } = await waitFor('status naming the terminated run', async () => {
+      const seen = await statusWarning(fx.warehouse);
+      return seen.warning ? seen : undefined;
+    });
     assert.match(running, /no compaction is running/);
     assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), warning);
-    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog}`);
+    // The run's server, namespace and (not the default) task queue: the resume must reach its workers.
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;
@@ -414,9 +418,12 @@ describe('--use-lock after a terminated run', () => {
     const left = JSON.parse(await fs.readFile(lockFile, 'utf8')) as { owner: string };
     assert.equal(left.owner, handle.workflowId, 'a terminated run leaves its lock object behind');
 
-    const { warning, hint } = await statusWarning(fx.warehouse);
+    const { warning, hint } = await waitFor('status naming the terminated run', async () => {
+      const seen = await statusWarning(fx.warehouse);
+      return seen.warning ? seen : undefined;
+    });
     assert.match(warning, /the Python pipeline waits for its lock object/);
-    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock`);
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;
@@ -441,10 +448,16 @@ describe('worker shutdown', () => {
         workflowId: `shutdown-grace-${Date.now()}`,
         args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
       });
-      await waitFor('the bucket activity running', async () => {
-        const pending = (await handle.describe()).raw.pendingActivities ?? [];
-        return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
-      });
+      // The worker process bundles the workflows first: more than the default minute on two busy cores.
+      await waitFor(
+        'the bucket activity running',
+        async () => {
+          const pending = (await handle.describe()).raw.pendingActivities ?? [];
+          return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
+        },
+        180_000,
+      );
+      const killedAt = Date.now();
       leaving.child.kill('SIGTERM');
       const exit = await leaving.exited;
       assert.equal(exit.code, 0, leaving.output());
@@ -455,6 +468,8 @@ describe('worker shutdown', () => {
       const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === bucketScheduled[0]);
       const completed = events.find((e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === bucketScheduled[0]);
       assert.ok(completed, 'the bucket completed before the worker exited');
+      const completedAt = Number(completed.eventTime?.seconds ?? 0) * 1000 + (completed.eventTime?.nanos ?? 0) / 1e6;
+      assert.ok(completedAt >= killedAt - 100, 'the bucket was still running when the signal came (else this test proves nothing)');
       assert.equal(started?.activityTaskStartedEventAttributes?.attempt, 1, 'on its first attempt: it was not cancelled and retried');
 
       // The rest of the run (the catalog rebuild) waits for a worker.

@@ -1,6 +1,6 @@
 import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
-import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, type CompactionRequest } from '../../workflows/contract';
+import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { queryProgress } from '../start-compaction';
@@ -15,7 +15,16 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   const client = await connectClient(target);
   try {
     const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client);
-    if (!values['workflow-id']) for (const run of await interruptedCompactions(client)) console.error(interruptedWarning(run));
+    if (!values['workflow-id']) {
+      // The resume command must reach the same server and namespace as this status did.
+      const connection = [values.address && `--address ${shellWord(values.address)}`, values.namespace && `--namespace ${shellWord(values.namespace)}`];
+      // A side check: when it fails, the running compactions are still listed.
+      const interrupted = await interruptedCompactions(client).catch((err: unknown) => {
+        console.error(`warning: could not look for terminated compactions: ${err instanceof Error ? err.message : String(err)}`);
+        return [];
+      });
+      for (const run of interrupted) console.error(interruptedWarning(run, connection.filter((f): f is string => Boolean(f))));
+    }
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
       return 0;
@@ -47,6 +56,7 @@ export async function runningCompactions(client: Client): Promise<string[]> {
 interface InterruptedCompaction {
   workflowId: string;
   status: string;
+  taskQueue: string;
   closeTime?: Date;
   input: CompactionRequest;
 }
@@ -62,10 +72,11 @@ const RECENT_RUNS = 50;
  * readers fail until a run rebuilds it; operators otherwise learn that from their readers.
  */
 async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
-  const runs: { workflowId: string; runId: string; status: string; closeTime?: Date }[] = [];
-  // Visibility lists the newest executions first, so the first run seen of a table is its latest.
+  const runs: { workflowId: string; runId: string; status: string; taskQueue: string; closeTime?: Date }[] = [];
+  // Visibility lists running executions first, then the closed ones by close time, newest first: the
+  // first run seen of a table is the one still running or the last to end (which decides its state).
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse'`, pageSize: RECENT_RUNS })) {
-    runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, closeTime: wf.closeTime });
+    runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, taskQueue: wf.taskQueue, closeTime: wf.closeTime });
     if (runs.length >= RECENT_RUNS) break;
   }
   // One history call per run, concurrently: 50 round trips to a remote server one after another add up.
@@ -101,13 +112,16 @@ async function startInput(client: Client, workflowId: string, runId: string): Pr
   return parsed.success ? parsed.data : undefined;
 }
 
-function interruptedWarning(run: InterruptedCompaction): string {
+function interruptedWarning(run: InterruptedCompaction, connection: string[]): string {
   const i = run.input;
   const flags = [`--warehouse ${shellWord(i.warehouse)}`, `--catalog ${shellWord(i.catalog)}`];
+  if (i.resumePlanId && i.resumePlanId !== 'latest') flags.push(`--plan ${i.resumePlanId}`);
   if (i.namespace !== DEFAULT_NAMESPACE) flags.push(`--iceberg-namespace ${i.namespace}`);
   if (i.table !== DEFAULT_TABLE) flags.push(`--table ${i.table}`);
   if (i.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${i.catalogName}`);
   if (i.useLock) flags.push('--use-lock');
+  flags.push(...connection);
+  if (run.taskQueue !== DEFAULT_TASK_QUEUE) flags.push(`--task-queue ${shellWord(run.taskQueue)}`);
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
   // With --use-lock the run's lock object also stays, and the Python pipeline honours it until it expires.
   const lockObject = i.useLock ? ', and the Python pipeline waits for its lock object until it expires or a resume with --use-lock ends' : '';

@@ -22,11 +22,13 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number`);
     return n;
   };
-  const graceRaw = values['shutdown-grace'] ?? process.env.EARTHCATALOG_SHUTDOWN_GRACE_SECONDS;
-  const shutdownGraceSeconds = graceRaw === undefined ? undefined : Number(graceRaw);
-  if (shutdownGraceSeconds !== undefined && !(Number.isInteger(shutdownGraceSeconds) && shutdownGraceSeconds >= 0)) {
-    throw new UsageError(`--shutdown-grace must be a whole number of seconds >= 0, got ${JSON.stringify(graceRaw)}`);
+  const graceFlag = values['shutdown-grace'];
+  const graceRaw = graceFlag ?? process.env.EARTHCATALOG_SHUTDOWN_GRACE_SECONDS;
+  if (graceRaw !== undefined && !/^\d+$/.test(graceRaw)) {
+    const source = graceFlag !== undefined ? '--shutdown-grace' : 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS';
+    throw new UsageError(`${source} must be a whole number of seconds >= 0, got ${JSON.stringify(graceRaw)}`);
   }
+  const shutdownGraceSeconds = graceRaw === undefined ? undefined : Number(graceRaw);
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
     ...target,
