@@ -458,6 +458,42 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
+    test('(b) our verified output that this attempt cannot read through (memory) is kept, not replaced: another attempt may be deleting the inputs on its strength', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const backup = await newWarehouse();
+      await copyFiles(root, backup.root, inputs.map((i) => i.key));
+      const first = await compact(store, inputs);
+      const outPath = path.join(root, first.result.outputKey);
+      const inode = (await fs.stat(outPath)).ino;
+      await copyFiles(backup.root, root, inputs.map((i) => i.key));
+
+      // Injected fault (a mock, the one in this file): DuckDB running out of memory on the output's
+      // digest only, which a six-row output cannot be made to do for real.
+      const pool = new (class extends DuckSessionPool {
+        override async acquire(settings: Parameters<DuckSessionPool['acquire']>[0]) {
+          const leased = await super.acquire(settings);
+          const real = leased.session;
+          const session: DuckSession = {
+            ...real,
+            rows: (sql) =>
+              sql.includes('count(DISTINCT id)') && sql.includes('compacted_plan1.parquet')
+                ? Promise.reject(new Error('Out of Memory Error: failed to allocate data of size 64.0 MiB'))
+                : real.rows(sql),
+          };
+          return { ...leased, session };
+        }
+      })(path.join(scratchRoot, 'oom-pool'), 0);
+      await assert.rejects(compact(store, inputs, { sessions: pool }), /Out of Memory Error/);
+      assert.equal((await fs.stat(outPath)).ino, inode, 'the output is still the verified one');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', ...inputs.map((i) => path.basename(i.key))].sort(), 'nothing was deleted');
+
+      // The retry, with memory to spare, finishes the bucket from there.
+      const again = await compact(store, inputs);
+      assert.ok(!again.phases.includes('write'), 'nothing rewritten');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
     test('(b) output present but wrong: replaced by a fresh compaction', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());

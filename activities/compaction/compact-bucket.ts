@@ -363,18 +363,34 @@ function sameInputs(a: Attempt, p: Provenance): boolean {
 /**
  * Our output's provenance and digest, both undefined when DuckDB cannot read the object as Parquet.
  * Storage errors (fetching it) propagate: they say nothing about the file's content.
+ *
+ * An output whose provenance names this plan's inputs was verified before it was published, and another
+ * attempt may be deleting those inputs right now on the strength of it. So failing to read it through
+ * counts against the file only when DuckDB says the file itself is damaged; running out of memory, a
+ * full spill disk or an interruption propagates (the attempt is retried) and never gets it replaced.
  */
 async function readOutput(a: Attempt): Promise<{ path: string; provenance?: Provenance; digest?: IdDigest }> {
   const dir = path.join(a.workDir, 'output');
   await fs.mkdir(dir, { recursive: true });
   const file = await a.store.materialize(a.outputKey, dir);
+  let provenance: Provenance | undefined;
   try {
     const [kv] = await readKvMetadata(a.session, [file]);
-    const provenance = parseProvenance(kv!);
-    return { path: file, provenance, digest: await outputIdDigest(a.session, file) };
+    provenance = parseProvenance(kv!);
   } catch {
     return { path: file };
   }
+  try {
+    return { path: file, provenance, digest: await outputIdDigest(a.session, file) };
+  } catch (err) {
+    if (provenance && sameInputs(a, provenance) && !damagedFile(err, file)) throw err;
+    return { path: file, provenance };
+  }
+}
+
+/** Whether DuckDB's error says that `file` cannot be decoded (not memory, not its spill files, not an interruption). */
+function damagedFile(err: unknown, file: string): boolean {
+  return err instanceof Error && DATA_ERROR.test(err.message) && !OUT_OF_MEMORY.test(err.message) && err.message.includes(file);
 }
 
 /**
