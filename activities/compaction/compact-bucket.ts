@@ -499,6 +499,10 @@ async function finish(a: Attempt, present: readonly { key: string }[], figures: 
   beat(a, { phase: 'delete', rowsIn: figures.rowsIn, rowsOut: figures.rowsOut });
   const keys = present.map((p) => p.key);
   const half = Math.ceil(keys.length / 2);
+  // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
+  if (keys.length && (await a.store.stat(a.outputKey)) === undefined) {
+    throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} is gone (a concurrent attempt replaced it); no input was deleted, the next attempt starts over`);
+  }
   if (keys.length) {
     await a.store.deleteMany(keys.slice(0, half));
     crashPoint('after-partial-delete', a.bucket);
