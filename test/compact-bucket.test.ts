@@ -6,14 +6,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
-import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { openDuckSession, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { inputIdDigest } from '../activities/compaction/id-digests';
@@ -492,6 +492,22 @@ describe('compactBucket', () => {
       const again = await compact(store, inputs);
       assert.ok(!again.phases.includes('write'), 'nothing rewritten');
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test('an input gone before the output is published (a newer plan compacted it meanwhile): nothing is published or deleted, the attempt is retried', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const taken = path.join(root, inputs[0]!.key);
+      await assert.rejects(
+        compact(store, inputs, {
+          heartbeat: (p) => {
+            // Stands in for the newer plan deleting the input after its own output was verified.
+            if (p.phase === 'publish') rmSync(taken, { force: true });
+          },
+        }),
+        InputsChangedError,
+      );
+      assert.deepEqual(await keysUnder(root), inputs.slice(1).map((i) => path.basename(i.key)).sort(), 'no output, the other inputs untouched');
     });
 
     test('(b) output present but wrong: replaced by a fresh compaction', async () => {

@@ -205,6 +205,14 @@ async function readInputs(
   return { inputs, schemas };
 }
 
+/** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present`. */
+async function assertInputsRemain(a: Attempt, present: readonly { key: string }[]): Promise<void> {
+  const listed = new Set<string>();
+  for await (const o of a.store.list(`${a.bucket}/`)) listed.add(o.key);
+  const vanished = present.filter((p) => !listed.has(p.key)).map((p) => p.key);
+  if (vanished.length) throw new InputsChangedError(a.bucket, vanished);
+}
+
 /**
  * An input that is gone was not bad data: a concurrent attempt of this plan deleted it after
  * verifying its output. Reported as retryable so the next attempt resumes from the new state.
@@ -315,6 +323,9 @@ async function compactFresh(
 
     beat(a, { phase: 'publish' });
     const bytesOut = (await fs.stat(tmp)).size;
+    // The inputs may have gone while this attempt worked from its copies: a newer plan compacted them
+    // (this attempt's run was terminated and it had not heard yet). Its output must not join theirs.
+    await assertInputsRemain(a, present);
     const published = await a.store.publishIfAbsent(tmp, a.outputKey);
     if (published === 'exists') {
       // Another attempt of this plan published first; its file is checked like any found output.
