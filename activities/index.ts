@@ -4,6 +4,7 @@
  */
 import { Context, ApplicationFailure } from '@temporalio/activity';
 import * as os from 'node:os';
+import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
 import type {
@@ -162,7 +163,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const ctx = Context.current();
       let last: unknown = { phase: 'starting', filesIn: req.inputs.length };
       const { scratch, sessions } = await local.ready;
-      const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}`);
+      // Unique, not just plan-activity-attempt: activity ids restart in every run, so a terminated run's
+      // orphaned attempt and its resume's could share a directory on this worker and remove each other's files.
+      const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}-${randomUUID().slice(0, 8)}`);
       await fs.mkdir(scratchDir, { recursive: true });
       try {
         return await withStore(req.warehouse, (store) =>
