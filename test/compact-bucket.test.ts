@@ -439,7 +439,8 @@ describe('compactBucket', () => {
   });
 
   describe('resumes from any state an earlier attempt left', () => {
-    test('(b) output published, inputs all present: re-verified, inputs deleted, output kept', async () => {
+    /** State (b): a compacted bucket whose inputs are back, as if its attempt died right after publishing. */
+    async function publishedBeforeDeleting() {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       const backup = await newWarehouse();
@@ -448,6 +449,11 @@ describe('compactBucket', () => {
       const outPath = path.join(root, first.result.outputKey);
       const inode = (await fs.stat(outPath)).ino;
       await copyFiles(backup.root, root, inputs.map((i) => i.key));
+      return { root, store, inputs, outPath, inode };
+    }
+
+    test('(b) output published, inputs all present: re-verified, inputs deleted, output kept', async () => {
+      const { root, store, inputs, outPath, inode } = await publishedBeforeDeleting();
 
       const again = await compact(store, inputs);
       assert.equal(again.result.outcome, 'compacted');
@@ -459,14 +465,7 @@ describe('compactBucket', () => {
     });
 
     test('(b) our verified output that this attempt cannot read through (memory) is kept, not replaced: another attempt may be deleting the inputs on its strength', async () => {
-      const { root, store } = await newWarehouse();
-      const inputs = await writeBucket(root, dedupParts());
-      const backup = await newWarehouse();
-      await copyFiles(root, backup.root, inputs.map((i) => i.key));
-      const first = await compact(store, inputs);
-      const outPath = path.join(root, first.result.outputKey);
-      const inode = (await fs.stat(outPath)).ino;
-      await copyFiles(backup.root, root, inputs.map((i) => i.key));
+      const { root, store, inputs, outPath, inode } = await publishedBeforeDeleting();
 
       // Injected fault (a mock, the one in this file): DuckDB running out of memory on the output's
       // digest only, which a six-row output cannot be made to do for real.
