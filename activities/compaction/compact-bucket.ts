@@ -152,8 +152,7 @@ export async function compactBucket(
   const progress: BucketProgress = { phase: 'inspect', filesIn: req.inputs.length };
   opts.heartbeat({ ...progress });
 
-  const listed = new Map<string, number>();
-  for await (const o of store.list(`${bucket}/`)) listed.set(o.key, o.size);
+  const listed = await listBucket(store, bucket);
   const present = req.inputs.filter((i) => listed.has(i.key)).map((i) => ({ key: i.key, size: listed.get(i.key)! }));
   const missing = req.inputs.filter((i) => !listed.has(i.key)).map((i) => i.key);
   const outputSize = listed.get(outputKey);
@@ -205,10 +204,16 @@ async function readInputs(
   return { inputs, schemas };
 }
 
+/** Every object in the bucket's directory: key → size. */
+async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<string, number>> {
+  const listed = new Map<string, number>();
+  for await (const o of store.list(`${bucket}/`)) listed.set(o.key, o.size);
+  return listed;
+}
+
 /** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present`. */
 async function assertInputsRemain(a: Attempt, present: readonly { key: string }[]): Promise<void> {
-  const listed = new Set<string>();
-  for await (const o of a.store.list(`${a.bucket}/`)) listed.add(o.key);
+  const listed = await listBucket(a.store, a.bucket);
   const vanished = present.filter((p) => !listed.has(p.key)).map((p) => p.key);
   if (vanished.length) throw new InputsChangedError(a.bucket, vanished);
 }
@@ -510,11 +515,11 @@ async function finish(a: Attempt, present: readonly { key: string }[], figures: 
   beat(a, { phase: 'delete', rowsIn: figures.rowsIn, rowsOut: figures.rowsOut });
   const keys = present.map((p) => p.key);
   const half = Math.ceil(keys.length / 2);
-  // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
-  if (keys.length && (await a.store.stat(a.outputKey)) === undefined) {
-    throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} is gone (a concurrent attempt replaced it); no input was deleted, the next attempt starts over`);
-  }
   if (keys.length) {
+    // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
+    if ((await a.store.stat(a.outputKey)) === undefined) {
+      throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} is gone (a concurrent attempt replaced it); no input was deleted, the next attempt starts over`);
+    }
     await a.store.deleteMany(keys.slice(0, half));
     crashPoint('after-partial-delete', a.bucket);
     await a.store.deleteMany(keys.slice(half));
@@ -537,9 +542,8 @@ async function finish(a: Attempt, present: readonly { key: string }[], figures: 
  */
 async function sweepOrphans(a: Attempt): Promise<number> {
   const orphans: string[] = [];
-  for await (const o of a.store.list(`${a.bucket}/`)) {
-    const name = o.key.slice(o.key.lastIndexOf('/') + 1);
-    if (isTempArtifactName(name)) orphans.push(o.key);
+  for (const key of (await listBucket(a.store, a.bucket)).keys()) {
+    if (isTempArtifactName(key.slice(key.lastIndexOf('/') + 1))) orphans.push(key);
   }
   if (orphans.length) await a.store.deleteMany(orphans);
   const aborted = await a.store.abortIncompleteWrites(`${a.bucket}/`);
