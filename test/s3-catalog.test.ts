@@ -10,6 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -215,6 +216,40 @@ describe('old metadata files in S3', () => {
     assertWholeWarehouse(await scanS3CatalogDb(catalog));
     // The race test's catalog registered its table at the same location: its manifests are no metadata of ours.
     assertWholeWarehouse(await scanS3CatalogDb(`s3://${BUCKET}/catalogs/race/catalog.db`));
+  });
+  it('a commit by Spark spelling its manifest list s3a:// is read and, once history, expired like any other', async () => {
+    await rebuildWith(catalog);
+    // Another engine commits (a property change) and names its manifest list as Hadoop's S3A does.
+    const backend = await openCatalogBackend(catalog, WAREHOUSE, 'earthcatalog');
+    let foreignLists: string[];
+    try {
+      const handle = await backend.openTable('earthcatalog', 'stac_items');
+      const current = handle.pointer!.metadataLocation;
+      const metadata = JSON.parse((await backend.readFile(current)).toString('utf8')) as {
+        snapshots: { 'manifest-list': string }[];
+        'metadata-log'?: { 'timestamp-ms': number; 'metadata-file': string }[];
+        'last-updated-ms': number;
+        properties?: Record<string, string>;
+      };
+      for (const s of metadata.snapshots) s['manifest-list'] = s['manifest-list'].replace(/^s3:/, 's3a:');
+      foreignLists = metadata.snapshots.map((s) => s['manifest-list']);
+      metadata['metadata-log'] = [...(metadata['metadata-log'] ?? []), { 'timestamp-ms': metadata['last-updated-ms'], 'metadata-file': current }];
+      metadata['last-updated-ms'] += 1;
+      metadata.properties = { ...metadata.properties, 'spark.owner': 'etl' };
+      const next = `${handle.metadataDir}/99000-${randomUUID()}.metadata.json`;
+      await backend.writeFile(next, Buffer.from(JSON.stringify(metadata)));
+      await backend.commit('earthcatalog', 'stac_items', next, handle.pointer);
+    } finally {
+      await backend.close();
+    }
+    const listKeysOf = foreignLists.map((l) => l.replace(/^s3a:\/\/[^/]+\//, ''));
+    const r2 = await rebuildWith(catalog);
+    assert.equal(r2.metadataCleanupError, undefined, 'the replaced s3a:// manifest list was read');
+    assert.ok((await objectBytes(`s3://${BUCKET}/${listKeysOf[0]}`)) !== undefined, 'a reader of the replaced table may still open it');
+    const r3 = await rebuildWith(catalog);
+    assert.equal(r3.metadataCleanupError, undefined);
+    for (const key of listKeysOf) assert.equal(await objectBytes(`s3://${BUCKET}/${key}`), undefined, `${key} was deleted through its s3a:// name`);
+    assertWholeWarehouse(await scanS3CatalogDb(catalog));
   });
 });
 

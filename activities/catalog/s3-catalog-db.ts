@@ -19,7 +19,7 @@ import { LocalMetadataFileIO, MetadataFileMissingError, parentOf } from './metad
 import { SqliteCatalogBackend } from './sqlite-catalog';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, type S3ClientSettings } from '../storage/s3-client';
-import { parseS3Uri } from '../storage/s3-location';
+import { isS3Uri, parseS3Uri } from '../storage/s3-location';
 import { describeS3Error, isNoSuchKey, permanentError } from '../storage/s3-errors';
 import type { RetryPolicy } from '../storage/s3-retry';
 import { DEFAULT_RETRY, withRetries } from '../storage/s3-retry';
@@ -52,7 +52,7 @@ export class S3MetadataFileIO implements MetadataFileIO {
   }
 
   async read(uri: string): Promise<Buffer> {
-    if (!uri.startsWith('s3://')) return this.local.read(uri);
+    if (!isS3Uri(uri)) return this.local.read(uri);
     const loc = parseS3Uri(uri);
     try {
       return await withRetries(this.retry, async () => {
@@ -70,7 +70,7 @@ export class S3MetadataFileIO implements MetadataFileIO {
   }
 
   async write(uri: string, bytes: Buffer): Promise<void> {
-    if (!uri.startsWith('s3://')) return this.local.write(uri, bytes);
+    if (!isS3Uri(uri)) return this.local.write(uri, bytes);
     const result = await conditionalPut(this.client, parseS3Uri(uri), bytes, this.createOnly ? null : undefined, this.retry);
     if (result === 'conflict') throw new Error(`Iceberg metadata file ${uri} already exists; not overwritten`);
   }
@@ -79,7 +79,7 @@ export class S3MetadataFileIO implements MetadataFileIO {
     const byBucket = new Map<string, string[]>();
     const local: string[] = [];
     for (const uri of uris) {
-      if (!uri.startsWith('s3://')) {
+      if (!isS3Uri(uri)) {
         local.push(uri);
         continue;
       }

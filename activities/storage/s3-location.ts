@@ -7,7 +7,13 @@ export interface S3Location {
   key: string;
 }
 
-const S3_URI = /^s3:\/\/([^/]+)(?:\/(.*))?$/;
+// s3a:// and s3n:// are Hadoop's spellings of the same objects: Spark writes them into Iceberg metadata.
+const S3_URI = /^s3[an]?:\/\/([^/]+)(?:\/(.*))?$/;
+
+/** Whether `uri` names an S3 object in any of its spellings (parseS3Uri reads them all). */
+export function isS3Uri(uri: string): boolean {
+  return /^s3[an]?:\/\//.test(uri);
+}
 
 export function parseS3Uri(uri: string): S3Location {
   const m = S3_URI.exec(uri);
