@@ -23,6 +23,9 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
+import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
+import { createLockActivities } from '../activities/locking/lock-activities';
+import { finishProbeSignal } from './workflows/lock-probe';
 
 const run = promisify(execFile);
 let h: TemporalHarness;
@@ -200,6 +203,49 @@ describe('cancel', () => {
     assert.equal(summary.failedBucketsTotal, 0);
     for (const [b, keys] of byBucket(await listFiles(fx.warehouse))) assert.deepEqual(keys, [`${b}/compacted_${progress.planId}.parquet`]);
     assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+  });
+});
+
+describe('cancel while the final rebuild waits for the catalog lock', () => {
+  it('still rebuilds the table before the run ends as cancelled', async () => {
+    // The catalog lock is held by a probe (as another warehouse's rebuild would hold it), on a worker of its own
+    // that also runs the lock workflow it starts.
+    const probeQueue = uniqueTaskQueue('ops-probe');
+    const bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
+    const probeWorker = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: probeQueue, workflowBundle: bundle, activities: createLockActivities() });
+    const probeRunning = probeWorker.run();
+    try {
+      const fx = await makeFixture('cancel-final-rebuild');
+      const probe = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `catalog-holder-${Date.now()}`, args: ['catalog', fx.catalog, null] });
+      await waitFor('the probe holds the catalog lock', async () =>
+        (await h.client.workflow.getHandle(lockWorkflowId('catalog', fx.catalog)).query(lockStateQuery)).holder?.workflowId === probe.workflowId ? true : undefined,
+      );
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue,
+        workflowId: `cancel-final-rebuild-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+      });
+      const waiting = await waitFor('every bucket compacted, the run waiting for the catalog lock', async () => {
+        const p = await handle.query<CompactionProgress>('progress');
+        return p.phase === 'waiting-for-catalog-lock' ? p : undefined;
+      });
+      assert.ok(waiting.bucketsCompacted > 0);
+      await handle.cancel();
+      // The cancel alone does not end the run: it waits for the lock to rebuild.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal((await handle.describe()).status.name, 'RUNNING');
+      await probe.signal(finishProbeSignal);
+      await assert.rejects(handle.result(), (err: Error) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+      await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-in-final-rebuild');
+      const scan = await pyicebergScan(fx.catalog, []);
+      assert.equal(scan.error, undefined, scan.error);
+      const dataFiles = [...byBucket(await listFiles(fx.warehouse)).values()].flat();
+      assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
+      assert.ok(dataFiles.every((k) => /\/compacted_[^/]+\.parquet$/.test(k)), 'every bucket was compacted before the cancel');
+    } finally {
+      probeWorker.shutdown();
+      await probeRunning;
+    }
   });
 });
 

@@ -47,6 +47,8 @@ export const MAX_REPORTED_FAILURES = 200;
 const REBUILD_ON_CANCEL = 'rebuild-catalog-on-cancel';
 /** patched() id of the catalog rebuild of a run that fails between buckets (a plan page unreadable, say). */
 const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
+/** patched() id of the rebuild of a run cancelled while its own final rebuild waited for the catalog lock. */
+const REBUILD_ON_CANCELLED_REBUILD = 'rebuild-catalog-on-cancel-in-final-rebuild';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -258,13 +260,32 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
     }
   }
 
-  const catalogResult = input.dryRun ? null : await rebuildTable(input, progress);
+  const catalogResult = input.dryRun ? null : await finalRebuild(input, progress);
 
   const summary = summarize(input, plan, progress, catalogResult);
   if (!input.dryRun) await control.finishPlan({ warehouse: input.warehouse, planId: plan.planId, summary });
   progress.phase = 'done';
   publishDetails(input, progress);
   return summary;
+}
+
+/**
+ * The run's own rebuild at its end. A cancel that lands while it waits for the catalog lock (another
+ * catalog's rebuild may hold it for hours) withdraws the request, and the table would keep listing the
+ * inputs every bucket deleted: like a cancel between buckets, the rebuild then runs anyway before the
+ * run ends. (Runs recorded before this replay without it.)
+ */
+async function finalRebuild(input: CompactionRequest, progress: CompactionProgress): Promise<CatalogResult> {
+  try {
+    return await rebuildTable(input, progress);
+  } catch (err) {
+    if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCELLED_REBUILD)) {
+      await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
+        log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
+      });
+    }
+    throw err;
+  }
 }
 
 /** The catalog rebuild, under the catalog lock. */
