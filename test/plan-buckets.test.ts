@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { planBuckets } from '../activities/compaction/plan-buckets';
-import { PLAN_PAGE_SIZE, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
+import { BUCKET_TASK_MAX_BYTES, PLAN_PAGE_MAX_BYTES, PLAN_PAGE_SIZE, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { bucketPrefix, type BucketTask } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -80,5 +80,43 @@ describe('planBuckets', () => {
     assert.equal(cells.length, buckets);
     assert.deepEqual(cells, [...cells].sort().reverse(), 'largest (highest-numbered) first, across both pages');
     assert.equal(dry.sample[0], 'grid_partition=cell0204/year=2024');
+  });
+
+  it('cuts pages by size as well as by count: a warehouse of many-file buckets gives pages far below the payload limit', async () => {
+    // 60 buckets of 400 files with long names: ~3.5 MB of tasks, which would have been one page.
+    const files: [string, number, string, number][] = [];
+    const longName = (i: number) => `part_${String(i).padStart(5, '0')}_${'0123456789abcdef'.repeat(4)}.parquet`;
+    for (let k = 0; k < 60; k++) for (let i = 0; i < 400; i++) files.push([`cell${String(k).padStart(3, '0')}`, 2024, longName(i), 1]);
+    const root = await warehouseOf(files);
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'bytes', threshold: 2, dryRun: false }, () => {});
+    assert.ok(summary.pages > 1, `split into ${summary.pages} pages`);
+    for (let page = 0; page < summary.pages; page++) {
+      const tasks = await readPlanPage(store, 'bytes', page);
+      assert.ok(Buffer.byteLength(JSON.stringify(tasks)) <= PLAN_PAGE_MAX_BYTES, `page ${page} within ${PLAN_PAGE_MAX_BYTES} bytes`);
+    }
+    const tasks = await allTasks(store, 'bytes');
+    assert.equal(tasks.length, 60);
+    assert.equal(tasks.reduce((n, t) => n + t.inputs.length, 0), 60 * 400, 'every file planned once');
+    assert.equal(summary.inputsDeferred, undefined);
+  });
+
+  it('a bucket with more files than one task holds takes the first ones in key order and leaves the rest for a later run', async () => {
+    const files: [string, number, string, number][] = [];
+    const names = Array.from({ length: 12_000 }, (_, i) => `part_${String(i).padStart(6, '0')}_${'0123456789abcdef'.repeat(3)}.parquet`);
+    for (const name of names) files.push(['huge', 2024, name, 1]);
+    files.push(['small', 2024, 'part_1.parquet', 1], ['small', 2024, 'part_2.parquet', 1]);
+    const root = await warehouseOf(files);
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'cap', threshold: 2, dryRun: false }, () => {});
+    const tasks = await allTasks(store, 'cap');
+    const huge = tasks.find((t) => t.bucket.cell === 'huge')!;
+    assert.ok(Buffer.byteLength(JSON.stringify(huge)) <= BUCKET_TASK_MAX_BYTES, 'the task (a compactBucket input) stays within its cap');
+    assert.ok(huge.inputs.length > 1000 && huge.inputs.length < names.length, `${huge.inputs.length} of ${names.length} files planned`);
+    assert.deepEqual(huge.inputs.map((i) => i.key), names.slice(0, huge.inputs.length).map((n) => `grid_partition=huge/year=2024/${n}`));
+    assert.equal(summary.inputsDeferred, names.length - huge.inputs.length);
+    assert.equal(summary.filesBefore, names.length + 2, 'deferred files still count as files before');
+    assert.equal(summary.filesToCompact, huge.inputs.length + 2);
+    assert.equal(tasks.find((t) => t.bucket.cell === 'small')!.inputs.length, 2);
   });
 });

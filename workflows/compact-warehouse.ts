@@ -391,6 +391,7 @@ function summarize(
     unreadableFilesTotal: cat?.unreadableTotal ?? cat?.unreadable.length ?? 0,
     sampleBuckets: plan.sample,
     workflowRuns: progress.generation + 1,
+    ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
   };
 }
 

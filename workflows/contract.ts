@@ -161,6 +161,8 @@ export interface PlanSummary {
   sample: string[];
   /** Objects under bucket prefixes that are not data files (left alone, counted for the operator). */
   ignoredObjects: number;
+  /** Files of buckets too large for one task, left for a later run (capBucketInputs); absent when none. */
+  inputsDeferred?: number;
 }
 
 export interface PlanPageRequest {
@@ -238,6 +240,8 @@ export interface CompactionSummary {
   bucketsAlreadyCompacted: number;
   filesBefore: number;
   filesAfter: number;
+  /** Files of buckets too large for one task, left for the next run (absent when none). */
+  filesDeferred?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

@@ -2,7 +2,7 @@ import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contr
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
-import { PLAN_PAGE_SIZE, readPlanManifest, writePlan } from './plan-store';
+import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
 
@@ -46,8 +46,16 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
   // before it continues as new), so a heavy bucket that starts late in a page keeps every other slot
   // idle while it runs. In size order the heavy buckets start first and a page's last buckets are
   // short. Equal sizes keep (cell, year) order, so the plan is the same for the same listing.
-  const bytes = new Map(all.map((t) => [t, bytesOf(t)]));
-  const due = all.filter((t) => t.inputs.length >= req.threshold).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
+  let inputsDeferred = 0;
+  const capped = all.map((t) => {
+    if (t.inputs.length < req.threshold) return t;
+    const { task, deferred } = capBucketInputs(t);
+    inputsDeferred += deferred;
+    return task;
+  });
+  const bytes = new Map(capped.map((t) => [t, bytesOf(t)]));
+  const due = capped.filter((t) => t.inputs.length >= req.threshold).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
+  const pages = planPages(due);
   const summary: PlanSummary = {
     planId: req.planId,
     bucketsScanned: all.length,
@@ -55,15 +63,16 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     bucketsToCompact: due.length,
     filesToCompact: due.reduce((n, t) => n + t.inputs.length, 0),
     bytesToCompact: due.reduce((n, t) => n + bytes.get(t)!, 0),
-    pages: Math.ceil(due.length / PLAN_PAGE_SIZE),
+    pages: pages.length,
     sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
     ignoredObjects,
+    ...(inputsDeferred ? { inputsDeferred } : {}),
   };
   if (!req.dryRun) {
     await writePlan(
       store,
       { version: 1, summary, createdAt: new Date().toISOString(), threshold: req.threshold, cells: req.cells ?? null, years: req.years ?? null },
-      due,
+      pages,
     );
   }
   return summary;

@@ -7,8 +7,57 @@ import { FailureTypes } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX } from '../storage/warehouse-layout';
 
-/** Buckets per page: a page stays far below the 2 MB payload limit even with hundreds of inputs per bucket. */
+/** Most buckets per page: a page's buckets run before the next page loads, and each adds ~6 history events. */
 export const PLAN_PAGE_SIZE = 200;
+
+/**
+ * Most bytes of JSON per page. A page is the result of the activity that loads it, so it must stay far
+ * below Temporal's 2 MB payload limit whatever the buckets hold: 200 buckets of a warehouse that was
+ * never compacted, with a file per daily ingest (365 a year, ~120 bytes each), would be ~9 MB.
+ */
+export const PLAN_PAGE_MAX_BYTES = 512 * 1024;
+
+/**
+ * Most bytes of JSON of one bucket's task (its inputs): the task is also the input of its compactBucket
+ * activity. A bucket with more inputs (~8,000 files of ~120-byte keys) is compacted over several runs
+ * (capBucketInputs).
+ */
+export const BUCKET_TASK_MAX_BYTES = 1024 * 1024;
+
+/** The tasks cut into pages in plan order: at most PLAN_PAGE_SIZE buckets and PLAN_PAGE_MAX_BYTES each (a larger task alone). */
+export function planPages(tasks: readonly BucketTask[]): BucketTask[][] {
+  const pages: BucketTask[][] = [];
+  let page: BucketTask[] = [];
+  let bytes = 2;
+  for (const task of tasks) {
+    const size = Buffer.byteLength(JSON.stringify(task)) + 1;
+    if (page.length && (page.length >= PLAN_PAGE_SIZE || bytes + size > PLAN_PAGE_MAX_BYTES)) {
+      pages.push(page);
+      page = [];
+      bytes = 2;
+    }
+    page.push(task);
+    bytes += size;
+  }
+  if (page.length) pages.push(page);
+  return pages;
+}
+
+/**
+ * The task with its inputs (in key order) cut to BUCKET_TASK_MAX_BYTES; `deferred` counts the files
+ * left for a later run. Those files stay valid data the catalog lists; the next run compacts them with
+ * this run's output, and deduplication then covers both.
+ */
+export function capBucketInputs(task: BucketTask): { task: BucketTask; deferred: number } {
+  let bytes = Buffer.byteLength(JSON.stringify({ ...task, inputs: [] }));
+  let n = 0;
+  for (const input of task.inputs) {
+    bytes += Buffer.byteLength(JSON.stringify(input)) + 1;
+    if (bytes > BUCKET_TASK_MAX_BYTES) break;
+    n++;
+  }
+  return n === task.inputs.length ? { task, deferred: 0 } : { task: { ...task, inputs: task.inputs.slice(0, n) }, deferred: task.inputs.length - n };
+}
 
 export interface PlanManifest {
   version: 1;
@@ -33,12 +82,9 @@ const manifestKey = (planId: string) => `${planDir(planId)}/manifest.json`;
 const finishKey = (planId: string) => `${planDir(planId)}/finished.json`;
 const pageKey = (planId: string, page: number) => `${planDir(planId)}/page-${String(page).padStart(6, '0')}.json`;
 
-export async function writePlan(store: WarehouseStore, manifest: PlanManifest, tasks: BucketTask[]): Promise<void> {
+export async function writePlan(store: WarehouseStore, manifest: PlanManifest, pages: readonly BucketTask[][]): Promise<void> {
   const { planId } = manifest.summary;
-  for (let page = 0; page * PLAN_PAGE_SIZE < tasks.length; page++) {
-    const body = JSON.stringify(tasks.slice(page * PLAN_PAGE_SIZE, (page + 1) * PLAN_PAGE_SIZE));
-    await store.writeSmall(pageKey(planId, page), Buffer.from(body));
-  }
+  for (const [page, tasks] of pages.entries()) await store.writeSmall(pageKey(planId, page), Buffer.from(JSON.stringify(tasks)));
   await store.writeSmall(manifestKey(planId), Buffer.from(JSON.stringify(manifest, null, 2)));
 }
 
