@@ -3,6 +3,7 @@
  * themselves are caused for real in compact-bucket.test.ts (a real DuckDB out-of-memory, real bad
  * files); here only the attempt number comes from the SDK's MockActivityEnvironment, the one part of
  * an activity's context this classification reads.
+ * Local listing errors are synthetic errno errors: EIO or ESTALE cannot be caused on purpose here (and root ignores permissions).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { toActivityFailure } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
 import { FailureTypes } from '../workflows/contract';
+import { listingError } from '../activities/storage/local-store';
 
 const oom = () => new BucketMemoryError('grid_partition=x/year=2020', 256, 8, 1_086_000_000, 'Out of Memory Error: could not allocate block');
 
@@ -35,4 +37,19 @@ test('bad data and malformed requests stop at the first attempt; other errors ar
   assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).type, FailureTypes.invalidInput);
   const other = new Error('connection reset');
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
+});
+
+test('a local listing error is permanent only when access is refused (EMFILE, EIO, ESTALE are retried)', async () => {
+  const errno = (code: string) => Object.assign(new Error(`${code}: listing failed`), { code });
+  for (const code of ['EACCES', 'EPERM']) {
+    const f = await failureAt(1, listingError('/wh/grid_partition=a', errno(code)));
+    assert.equal(f.type, FailureTypes.storageDenied);
+    assert.equal(f.nonRetryable, true);
+    assert.match(f.message, /^cannot list \/wh\/grid_partition=a: /);
+  }
+  for (const code of ['EMFILE', 'EIO', 'ESTALE']) {
+    const err = listingError('/wh/grid_partition=a', errno(code));
+    assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err)), err, `${code} is left to the retry policy`);
+    assert.match(err.message, /cannot list \/wh\/grid_partition=a/);
+  }
 });

@@ -32,7 +32,7 @@ export class LocalWarehouseStore implements WarehouseStore {
         entries = await fs.readdir(dir, { withFileTypes: true });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
-        throw new StorageError(`cannot list ${dir}: ${(err as Error).message}`, 'denied');
+        throw listingError(dir, err);
       }
       for (const e of entries) {
         const full = path.join(dir, e.name);
@@ -159,4 +159,14 @@ const STAGING = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\
 
 function contentVersion(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex').slice(0, 32);
+}
+
+/**
+ * Only a refusal is permanent: EMFILE, EIO or an NFS server's ESTALE pass, so they stay plain errors that
+ * the activity retries instead of failing its bucket (or the run's rebuild) for good.
+ */
+export function listingError(dir: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const message = `cannot list ${dir}: ${(err as Error).message}`;
+  return code === 'EACCES' || code === 'EPERM' ? new StorageError(message, 'denied') : new Error(message);
 }
