@@ -444,6 +444,12 @@ describe('--use-lock', () => {
     const summary = (await handle.result()) as CompactionSummary;
     assert.ok(summary.bucketsCompacted > 0);
     await assert.rejects(fs.access(lockFile), 'released at the end');
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-use-lock-renewed');
+    // Taken once, then renewed after each page of the plan (a run longer than the object's 24 h keeps it).
+    const events = (await handle.fetchHistory()).events ?? [];
+    const takes = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquirePipelineLock').length;
+    const manifest = JSON.parse(await fs.readFile(path.join(fx.warehouse, '_earthcatalog_compaction', 'plans', summary.planId, 'manifest.json'), 'utf8')) as { summary: { pages: number } };
+    assert.equal(takes, 1 + manifest.summary.pages);
   });
 });
 

@@ -38,6 +38,18 @@ describe('pipeline lock object', () => {
     assert.equal(await acquirePipelineLock(store, 'wf-a', running), undefined, 'its owner takes it again without a note');
   });
 
+  it('taken again by its owner, it is renewed: a new expiry, the first acquisition time kept', async () => {
+    const { store, file } = await warehouseWithLock();
+    await acquirePipelineLock(store, 'wf-a', running);
+    const first = JSON.parse(await fs.readFile(file, 'utf8')) as { acquired_at: string; expires_at: string };
+    await new Promise((r) => setTimeout(r, 20));
+    await acquirePipelineLock(store, 'wf-a', running);
+    const renewed = JSON.parse(await fs.readFile(file, 'utf8')) as { owner: string; acquired_at: string; expires_at: string };
+    assert.equal(renewed.owner, 'wf-a');
+    assert.equal(renewed.acquired_at, first.acquired_at);
+    assert.ok(Date.parse(renewed.expires_at) > Date.parse(first.expires_at), `${renewed.expires_at} is later than ${first.expires_at}`);
+  });
+
   it("honours a live owner: the Python pipeline's, or a running workflow's", async () => {
     const body = lockBody('python-ingest', 3600_000);
     const { store, file } = await warehouseWithLock(body);

@@ -49,6 +49,8 @@ const REBUILD_ON_CANCEL = 'rebuild-catalog-on-cancel';
 const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
 /** patched() id of the rebuild of a run cancelled while its own final rebuild waited for the catalog lock. */
 const REBUILD_ON_CANCELLED_REBUILD = 'rebuild-catalog-on-cancel-in-final-rebuild';
+/** patched() id of the renewal of the `--use-lock` object after every plan page. */
+const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -235,6 +237,11 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
         publishDetails(input, progress);
         const tasks = await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page });
         await compactAll(input, plan.planId, tasks, progress);
+        // The lock object expires 24 h after it was written, and the Python pipeline may then take it
+        // over: a run longer than that renews it after every page. (Runs recorded before this replay without it.)
+        if (input.useLock && patched(RENEW_PIPELINE_LOCK)) {
+          await control.acquirePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
+        }
         const more = page + 1 < plan.pages;
         if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
           progress.generation += 1;

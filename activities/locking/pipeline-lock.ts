@@ -25,7 +25,10 @@ export class PipelineLockBusyError extends Error {}
  */
 export type AbandonedOwner = (owner: string) => Promise<string | undefined>;
 
-/** Takes the lock object for `owner`; returns a note when it took over an abandoned or expired one. */
+/**
+ * Takes the lock object for `owner`, or renews it (another TTL from now) when `owner` holds it; returns
+ * a note when it took over an abandoned or expired one.
+ */
 export async function acquirePipelineLock(
   store: WarehouseStore,
   owner: string,
@@ -39,7 +42,14 @@ export async function acquirePipelineLock(
   const current = await store.readSmall(key);
   if (!current) return acquirePipelineLock(store, owner, abandoned, key);
   const held = parseLock(current.body);
-  if (held?.owner === owner) return undefined;
+  if (held?.owner === owner) {
+    // Its owner taking it again renews it (a run longer than the TTL does so after every plan page).
+    const renewed: PipelineLockBody = { ...body, acquired_at: held.acquired_at };
+    if ((await store.writeSmall(key, Buffer.from(JSON.stringify(renewed)), current.version)) === 'conflict') {
+      throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while ${owner} renewed it`);
+    }
+    return undefined;
+  }
   let why = held ? undefined : 'unreadable';
   if (held && Date.parse(held.expires_at) <= now) why = `expired at ${held.expires_at}`;
   if (held && !why) {
