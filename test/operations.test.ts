@@ -10,7 +10,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import type { CompactionSummary } from '../workflows/contract';
+import { FailureTypes, type CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
@@ -21,10 +21,12 @@ import { createCompactionSchedule } from '../client/commands/schedule';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
-import { CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { createLockActivities } from '../activities/locking/lock-activities';
+import { createActivities, WorkerLocalResources } from '../activities';
+import { makeTempDir } from './helpers/temp-dirs';
 import { finishProbeSignal } from './workflows/lock-probe';
 
 const run = promisify(execFile);
@@ -450,6 +452,47 @@ describe('--use-lock', () => {
     const takes = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquirePipelineLock').length;
     const manifest = JSON.parse(await fs.readFile(path.join(fx.warehouse, '_earthcatalog_compaction', 'plans', summary.planId, 'manifest.json'), 'utf8')) as { summary: { pages: number } };
     assert.equal(takes, 1 + manifest.summary.pages);
+  });
+});
+
+describe('--use-lock when releasing the lock object fails', () => {
+  it('the run still completes with its summary, and the object stays for its expiry or the next run', async () => {
+    // A fault that cannot be caused for real here (the tests run as root, and moto does not enforce
+    // policies): the release activity is replaced by one that is denied, as a role without DeleteObject is.
+    const queue = uniqueTaskQueue('ops-release-denied');
+    const resources = { scratchDir: await makeTempDir('ec-release-denied-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
+    const local = new WorkerLocalResources(resources);
+    const w = await Worker.create({
+      connection: h.server.env.nativeConnection,
+      namespace: h.namespace,
+      taskQueue: queue,
+      workflowBundle: await h.bundle(),
+      activities: {
+        ...createActivities(resources, local),
+        releasePipelineLock: async () => {
+          throw ApplicationFailure.nonRetryable('access denied deleting _lock/compaction.lock', FailureTypes.storageDenied);
+        },
+      },
+    });
+    const running = w.run();
+    try {
+      const fx = await makeFixture('release-denied');
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `release-denied-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true }],
+      });
+      const summary = (await handle.result()) as CompactionSummary;
+      await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-use-lock-release-denied');
+      assert.ok(summary.bucketsCompacted > 0);
+      assert.equal(summary.failedBucketsTotal, 0);
+      const lock = JSON.parse(await fs.readFile(path.join(fx.warehouse, '_lock', 'compaction.lock'), 'utf8')) as { owner: string };
+      assert.equal(lock.owner, handle.workflowId, 'the object stays, naming the run');
+    } finally {
+      w.shutdown();
+      await running;
+      await local.close();
+    }
   });
 });
 

@@ -51,6 +51,8 @@ const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
 const REBUILD_ON_CANCELLED_REBUILD = 'rebuild-catalog-on-cancel-in-final-rebuild';
 /** patched() id of the renewal of the `--use-lock` object after every plan page. */
 const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
+/** patched() id of a run that keeps its outcome when releasing the `--use-lock` object fails. */
+const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -206,8 +208,14 @@ function planRequest(input: CompactionRequest) {
 async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, fn: () => Promise<T>): Promise<T> {
   if (!input.useLock) return fn();
   const owner = { warehouse: input.warehouse, owner: workflowInfo().workflowId };
-  // Releasing is idempotent and checks the owner, so it is safe after a cancelled acquire too.
-  const release = () => CancellationScope.nonCancellable(() => control.releasePipelineLock(owner));
+  // Releasing is idempotent and checks the owner, so it is safe after a cancelled acquire too. When it
+  // fails (a role without DeleteObject, say), the run keeps its own outcome: the object left behind
+  // expires, and the next run takes over one whose owner has closed. (Runs recorded before this failed.)
+  const release = () =>
+    CancellationScope.nonCancellable(() => control.releasePipelineLock(owner)).catch((err: unknown) => {
+      if (!patched(KEEP_OUTCOME_WHEN_RELEASE_FAILS)) throw err;
+      log.warn('could not release the pipeline lock object; it expires, or the next run takes it over', { error: String(err) });
+    });
   let result: T;
   try {
     if (acquire) await control.acquirePipelineLock(owner);
