@@ -207,7 +207,7 @@ function planRequest(input: CompactionRequest) {
  */
 async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, fn: () => Promise<T>): Promise<T> {
   if (!input.useLock) return fn();
-  const owner = { warehouse: input.warehouse, owner: workflowInfo().workflowId };
+  const owner = pipelineLockOwner(input);
   // Releasing is idempotent and checks the owner, so it is safe after a cancelled acquire too. When it
   // fails (a role without DeleteObject, say), the run keeps its own outcome: the object left behind
   // expires, and the next run takes over one whose owner has closed. (Runs recorded before this failed.)
@@ -226,6 +226,11 @@ async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, f
   }
   await release();
   return result;
+}
+
+/** The `--use-lock` object of the run's warehouse, owned by the workflow id (which continue-as-new keeps). */
+function pipelineLockOwner(input: CompactionRequest): { warehouse: string; owner: string } {
+  return { warehouse: input.warehouse, owner: workflowInfo().workflowId };
 }
 
 function newPlanId(): string {
@@ -248,7 +253,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
         // The lock object expires 24 h after it was written, and the Python pipeline may then take it
         // over: a run longer than that renews it after every page. (Runs recorded before this replay without it.)
         if (input.useLock && patched(RENEW_PIPELINE_LOCK)) {
-          await control.acquirePipelineLock({ warehouse: input.warehouse, owner: workflowInfo().workflowId });
+          await control.acquirePipelineLock(pipelineLockOwner(input));
         }
         const more = page + 1 < plan.pages;
         if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
