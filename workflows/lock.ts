@@ -244,7 +244,7 @@ export async function withResourceLock<T>(
   try {
     await requestLock({ lockWorkflowId: lockId, taskQueue: workflowInfo().taskQueue, request });
     const isGranted = () => grants.has(requestId);
-    // condition(fn, undefined) would be a zero timeout: wait forever only through the one-argument form.
+    // No timeout: wait as long as it takes (the lock workflow frees a dead holder).
     if (options.timeoutSeconds === undefined) {
       await condition(isGranted);
       granted = true;
