@@ -20,11 +20,12 @@ let h: TemporalHarness;
 let taskQueue: string;
 let worker: Worker;
 let running: Promise<void>;
+let bundle: Awaited<ReturnType<typeof bundleWorkflowCode>>;
 
 before(async () => {
   h = await startTemporal();
   taskQueue = uniqueTaskQueue('lock');
-  const bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
+  bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
   worker = await Worker.create({
     connection: h.server.env.nativeConnection,
     namespace: h.namespace,
@@ -109,6 +110,42 @@ describe('resource lock', () => {
     await holder.result();
     const s = await lockState(resource);
     assert.equal(s.queue.length, 0, 'the impatient request was withdrawn');
+  });
+
+  it('a lock timeout counts from the lock workflow\'s answer: 0 takes a free lock even when the answer is slow, and gives up at once behind a holder', async () => {
+    const resource = `/wh/zero-${Date.now()}`;
+    // The lock workflow lives on the task queue of its first requester: a probe on a queue whose worker
+    // is then stopped, so the lock workflow answers only once that worker is back.
+    const slowQueue = uniqueTaskQueue('lock-slow');
+    const startSlowWorker = async () => {
+      const w = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: slowQueue, workflowBundle: bundle, activities: createLockActivities() });
+      return { w, running: w.run() };
+    };
+    let slow = await startSlowWorker();
+    const opener = await h.client.workflow.start('lockProbe', { taskQueue: slowQueue, workflowId: `probe-opener-${Date.now()}`, args: ['warehouse', resource, 10] });
+    await opener.result();
+    slow.w.shutdown();
+    await slow.running;
+
+    const first = await startProbe(`probe-zero-free-${Date.now()}`, resource, null, 0);
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((await first.describe()).status.name, 'RUNNING', 'still waiting for the answer, not timed out');
+    slow = await startSlowWorker();
+    try {
+      await waitFor('the zero-timeout request holds the free lock', async () => ((await lockState(resource)).holder?.workflowId === first.workflowId ? true : undefined));
+      const second = await startProbe(`probe-zero-busy-${Date.now()}`, resource, 10, 0);
+      await assert.rejects(second.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.match((err.cause as Error).message, new RegExp(`locked by workflow ${first.workflowId}; gave up after 0s`));
+        return true;
+      });
+      await first.signal('finishProbe');
+      assert.ok(((await first.result()) as ProbeResult).fence >= 1);
+      assert.equal((await lockState(resource)).queue.length, 0, 'the request that gave up was withdrawn');
+    } finally {
+      slow.w.shutdown();
+      await slow.running;
+    }
   });
 
   it('a cancelled waiter withdraws its request; a cancelled holder hands over at once', async () => {

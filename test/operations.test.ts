@@ -423,6 +423,21 @@ describe('selected buckets', () => {
   });
 });
 
+describe('--lock-timeout 0', () => {
+  it('runs on a free warehouse (the timeout counts from the lock\'s answer)', async () => {
+    const fx = await makeFixture('lock-timeout-0');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `lock-timeout-0-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, lockTimeoutSeconds: 0 }],
+    });
+    const summary = (await handle.result()) as CompactionSummary;
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-lock-timeout-0');
+    assert.ok(summary.bucketsCompacted > 0);
+    assert.equal(summary.failedBucketsTotal, 0);
+  });
+});
+
 describe('--use-lock', () => {
   it("waits for the Python pipeline's lock object, holds it while running, releases it", async () => {
     const fx = await makeFixture('pylock');

@@ -20,6 +20,7 @@ import {
   proxyActivities,
   setHandler,
   allHandlersFinished,
+  patched,
   uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -74,6 +75,10 @@ export const lockQueuedSignal = defineSignal<[LockQueued]>('earthcatalog.lock.qu
 export const lockStateQuery = defineQuery<LockState>('earthcatalog.lock.state');
 
 export const DEFAULT_LIVENESS_CHECK_SECONDS = 10;
+/** patched() id of a lock timeout that counts from the lock workflow's answer, not from the request. */
+const TIMEOUT_FROM_ANSWER = 'lock-timeout-from-answer';
+/** How long a requester with a timeout waits for the lock workflow to answer at all. */
+const ANSWER_SECONDS = 60;
 /** How long an idle lock workflow lingers before completing (the next request starts a new run). */
 const IDLE_CLOSE_SECONDS = 60;
 
@@ -248,6 +253,12 @@ export async function withResourceLock<T>(
     if (options.timeoutSeconds === undefined) {
       await condition(isGranted);
       granted = true;
+    } else if (patched(TIMEOUT_FROM_ANSWER)) {
+      // The timeout counts from the lock workflow's answer (granted, or queued behind a holder), so a short
+      // one is not spent on that round trip, and 0 means "do not wait behind a holder". The wait for the
+      // answer is bounded too, in case the lock workflow is not being run.
+      const answered = await condition(() => isGranted() || wait.status === 'queued', `${Math.max(ANSWER_SECONDS, options.timeoutSeconds)} seconds`);
+      granted = isGranted() || (answered && (await condition(isGranted, `${options.timeoutSeconds} seconds`)));
     } else {
       granted = await condition(isGranted, `${options.timeoutSeconds} seconds`);
     }
