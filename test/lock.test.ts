@@ -1,6 +1,7 @@
 /**
  * The workflow-level lock on a real dev server: FIFO hand-over, one holder at a time, a terminated
- * holder freed by the liveness check, a waiter that gives up naming the holder, cancelled waiters and
+ * holder freed by the liveness check, a waiter that gives up naming the holder (its timeout counted from
+ * the lock workflow's answer), cancelled waiters and
  * holders that withdraw or hand over at once, and a lock workflow
  * that continues-as-new without dropping queued requests.
  */
