@@ -271,11 +271,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       const rebuild = isCancellation(err)
         ? compacted && patched(REBUILD_ON_CANCEL)
         : compacted && !(err instanceof ContinueAsNew) && patched(REBUILD_ON_FAILURE);
-      if (rebuild) {
-        await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
-          log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
-        });
-      }
+      if (rebuild) await rebuildBeforeEnding(input, progress);
       throw err;
     }
   }
@@ -299,13 +295,16 @@ async function finalRebuild(input: CompactionRequest, progress: CompactionProgre
   try {
     return await rebuildTable(input, progress);
   } catch (err) {
-    if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCELLED_REBUILD)) {
-      await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
-        log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
-      });
-    }
+    if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCELLED_REBUILD)) await rebuildBeforeEnding(input, progress);
     throw err;
   }
+}
+
+/** The rebuild of a run that is ending early (cancelled or failed), which a cancel cannot stop; its failure is logged, the run's own error wins. */
+async function rebuildBeforeEnding(input: CompactionRequest, progress: CompactionProgress): Promise<void> {
+  await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
+    log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
+  });
 }
 
 /** The catalog rebuild, under the catalog lock. */
