@@ -213,18 +213,18 @@ async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<st
 
 /** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present`. */
 async function assertInputsRemain(a: Attempt, present: readonly { key: string }[]): Promise<void> {
-  const listed = await listBucket(a.store, a.bucket);
-  const vanished = present.filter((p) => !listed.has(p.key)).map((p) => p.key);
-  if (vanished.length) throw new InputsChangedError(a.bucket, vanished);
+  const changed = await unlessVanished(a, present.map((p) => p.key), undefined);
+  if (changed) throw changed;
 }
 
 /**
  * An input that is gone was not bad data: a concurrent attempt of this plan deleted it after
  * verifying its output. Reported as retryable so the next attempt resumes from the new state.
+ * One listing of the bucket, not a request per input.
  */
 async function unlessVanished(a: Attempt, keys: readonly string[], err: unknown): Promise<unknown> {
-  const vanished: string[] = [];
-  for (const key of keys) if ((await a.store.stat(key)) === undefined) vanished.push(key);
+  const listed = await listBucket(a.store, a.bucket);
+  const vanished = keys.filter((key) => !listed.has(key));
   return vanished.length ? new InputsChangedError(a.bucket, vanished) : err;
 }
 
