@@ -7,39 +7,25 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
-import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { waitFor } from './helpers/wait';
-import { startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
-import { createLockActivities } from '../activities/locking/lock-activities';
+import { startProbeWorker, startTemporal, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { lockStateQuery, lockWorkflowId, type LockState } from '../workflows/lock';
 import type { ProbeResult } from './workflows/lock-probe';
 
 let h: TemporalHarness;
 let taskQueue: string;
-let worker: Worker;
-let running: Promise<void>;
-let bundle: Awaited<ReturnType<typeof bundleWorkflowCode>>;
+let worker: RunningWorker;
 
 before(async () => {
   h = await startTemporal();
   taskQueue = uniqueTaskQueue('lock');
-  bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
-  worker = await Worker.create({
-    connection: h.server.env.nativeConnection,
-    namespace: h.namespace,
-    taskQueue,
-    workflowBundle: bundle,
-    activities: createLockActivities(),
-  });
-  running = worker.run();
+  worker = await startProbeWorker(h, taskQueue);
 });
 
 after(async () => {
-  worker?.shutdown();
-  await running;
+  await worker?.stop();
   await h?.stop();
 });
 
@@ -118,20 +104,15 @@ describe('resource lock', () => {
     // The lock workflow lives on the task queue of its first requester: a probe on a queue whose worker
     // is then stopped, so the lock workflow answers only once that worker is back.
     const slowQueue = uniqueTaskQueue('lock-slow');
-    const startSlowWorker = async () => {
-      const w = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: slowQueue, workflowBundle: bundle, activities: createLockActivities() });
-      return { w, running: w.run() };
-    };
-    let slow = await startSlowWorker();
+    let slow = await startProbeWorker(h, slowQueue);
     const opener = await h.client.workflow.start('lockProbe', { taskQueue: slowQueue, workflowId: `probe-opener-${Date.now()}`, args: ['warehouse', resource, 10] });
     await opener.result();
-    slow.w.shutdown();
-    await slow.running;
+    await slow.stop();
 
     const first = await startProbe(`probe-zero-free-${Date.now()}`, resource, null, 0);
     await new Promise((r) => setTimeout(r, 3000));
     assert.equal((await first.describe()).status.name, 'RUNNING', 'still waiting for the answer, not timed out');
-    slow = await startSlowWorker();
+    slow = await startProbeWorker(h, slowQueue);
     try {
       await waitFor('the zero-timeout request holds the free lock', async () => ((await lockState(resource)).holder?.workflowId === first.workflowId ? true : undefined));
       const second = await startProbe(`probe-zero-busy-${Date.now()}`, resource, 10, 0);
@@ -144,8 +125,7 @@ describe('resource lock', () => {
       assert.ok(((await first.result()) as ProbeResult).fence >= 1);
       assert.equal((await lockState(resource)).queue.length, 0, 'the request that gave up was withdrawn');
     } finally {
-      slow.w.shutdown();
-      await slow.running;
+      await slow.stop();
     }
   });
 

@@ -14,7 +14,7 @@ import { FailureTypes, type CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
-import { REPO_ROOT, spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+import { REPO_ROOT, spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
@@ -23,8 +23,7 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
-import { Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
-import { createLockActivities } from '../activities/locking/lock-activities';
+import { Worker } from '@temporalio/worker';
 import { createActivities, WorkerLocalResources } from '../activities';
 import { makeTempDir } from './helpers/temp-dirs';
 import { finishProbeSignal } from './workflows/lock-probe';
@@ -213,9 +212,7 @@ describe('cancel while the final rebuild waits for the catalog lock', () => {
     // The catalog lock is held by a probe (as another warehouse's rebuild would hold it), on a worker of its own
     // that also runs the lock workflow it starts.
     const probeQueue = uniqueTaskQueue('ops-probe');
-    const bundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
-    const probeWorker = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: probeQueue, workflowBundle: bundle, activities: createLockActivities() });
-    const probeRunning = probeWorker.run();
+    const probeWorker = await startProbeWorker(h, probeQueue);
     try {
       const fx = await makeFixture('cancel-final-rebuild');
       const probe = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `catalog-holder-${Date.now()}`, args: ['catalog', fx.catalog, null] });
@@ -245,8 +242,7 @@ describe('cancel while the final rebuild waits for the catalog lock', () => {
       assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
       assert.ok(dataFiles.every((k) => /\/compacted_[^/]+\.parquet$/.test(k)), 'every bucket was compacted before the cancel');
     } finally {
-      probeWorker.shutdown();
-      await probeRunning;
+      await probeWorker.stop();
     }
   });
 });

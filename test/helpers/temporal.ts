@@ -8,6 +8,7 @@ import { bundleWorkflowCode, Worker, Runtime, DefaultLogger, type WorkflowBundle
 import type { Client } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../client/temporal-cli';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from '../../worker/plugin';
+import { createLockActivities } from '../../activities/locking/lock-activities';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -44,6 +45,31 @@ export async function startTemporal(): Promise<TemporalHarness> {
 export interface RunningWorker {
   worker: Worker;
   stop(): Promise<void>;
+}
+
+let probeBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/**
+ * A worker for test/workflows' lockProbe (which holds a lock the way an ingest workflow would) and the
+ * lock workflows it starts: the product's workflows and the lock activities, no compaction activities.
+ */
+export async function startProbeWorker(h: TemporalHarness, taskQueue: string): Promise<RunningWorker> {
+  probeBundle ??= bundleWorkflowCode({ workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
+  const worker = await Worker.create({
+    connection: h.server.env.nativeConnection,
+    namespace: h.namespace,
+    taskQueue,
+    workflowBundle: await probeBundle,
+    activities: createLockActivities(),
+  });
+  const running = worker.run();
+  return {
+    worker,
+    stop: async () => {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running;
+    },
+  };
 }
 
 /** An in-process worker on its own task queue; stops when `stop` is called. */
