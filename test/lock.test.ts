@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
+import { maybeRecordHistory } from './helpers/record-history';
 import { waitFor } from './helpers/wait';
 import { startProbeWorker, startTemporal, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { lockStateQuery, lockWorkflowId, type LockState } from '../workflows/lock';
@@ -147,6 +148,41 @@ describe('resource lock', () => {
     const result = (await next.result()) as ProbeResult;
     // Released by the cancelled holder itself, not by the liveness check (10 s).
     assert.ok(result.acquiredAtMs - cancelledAt < 5_000, `next got the lock ${result.acquiredAtMs - cancelledAt} ms after the cancel`);
+  });
+
+  it('a new run of a workflow id (restarted after terminate) supersedes the closed run\'s request, held or queued, instead of waiting behind it', async () => {
+    // The liveness check cannot free these: the holder's workflow id is running again. Without the
+    // supersede each new run would wait forever, so the results are awaited with a deadlock guard.
+    const guard = <T>(what: string, p: Promise<T>) =>
+      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after 60 s (deadlock)`)), 60_000).unref())]);
+    const resource = `/wh/restarted-${Date.now()}`;
+    const heldId = `probe-restarted-holder-${Date.now()}`;
+    const first = await startProbe(heldId, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === heldId ? true : undefined));
+    const firstFence = (await lockState(resource)).holder!.fence;
+    await first.terminate('test: restarted under the same id');
+    const again = await startProbe(heldId, resource, 10);
+    const regained = (await guard('restarted holder', again.result())) as ProbeResult;
+    assert.ok(regained.fence > firstFence, 'the new run got a new grant, not the closed run\'s');
+
+    const holder = await startProbe(`probe-restarted-busy-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const queuedId = `probe-restarted-waiter-${Date.now()}`;
+    const waiter = await startProbe(queuedId, resource, 10);
+    await waitFor('waiter queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    const staleRequest = (await lockState(resource)).queue[0]!.requestId;
+    await waiter.terminate('test: restarted under the same id');
+    const waiterAgain = await startProbe(queuedId, resource, 10);
+    const queue = await waitFor('the new run\'s request queued', async () => {
+      const s = await lockState(resource);
+      return s.queue.some((q) => q.requestId !== staleRequest) ? s.queue : undefined;
+    });
+    assert.deepEqual(queue.map((q) => q.workflowId), [queuedId], 'one request of the waiter\'s id: the closed run\'s is gone');
+    await holder.signal('finishProbe');
+    await holder.result();
+    const served = (await guard('restarted waiter', waiterAgain.result())) as ProbeResult;
+    assert.ok(served.fence > regained.fence);
+    await maybeRecordHistory(h.address, lockWorkflowId('warehouse', resource), 'resourceLock-superseded');
   });
 
   it('continues-as-new without dropping queued requests', async () => {

@@ -5,7 +5,9 @@
  *
  * Why not a lock file: a workflow that dies cannot release a file, but the server knows when a workflow
  * closes. The lock polls its holder's status and frees the lock when the holder has closed for any
- * reason (completed, failed, timed out, terminated), within `livenessCheckSeconds`.
+ * reason (completed, failed, timed out, terminated), within `livenessCheckSeconds`. A new run of the
+ * holder's workflow id (a reset, or a restart under the same id) that asks for the lock supersedes the
+ * closed run's request (isStale), since the liveness check sees that id running again.
  */
 import {
   CancellationScope,
@@ -77,6 +79,8 @@ export const lockStateQuery = defineQuery<LockState>('earthcatalog.lock.state');
 export const DEFAULT_LIVENESS_CHECK_SECONDS = 10;
 /** patched() id of a lock timeout that counts from the lock workflow's answer, not from the request. */
 const TIMEOUT_FROM_ANSWER = 'lock-timeout-from-answer';
+/** patched() id of a request superseding an earlier one of the same workflow id (isStale). */
+const SUPERSEDE_STALE = 'supersede-stale-request';
 /** How long a requester with a timeout waits for the lock workflow to answer at all. */
 const ANSWER_SECONDS = 60;
 /** How long an idle lock workflow lingers before completing (the next request starts a new run). */
@@ -91,6 +95,18 @@ const { isWorkflowRunning } = proxyActivities<LockActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 });
+
+/**
+ * Whether `req` makes `earlier` stale: another request of the same workflow id. A running workflow asks
+ * for a lock at most once at a time (withResourceLock) and keeps a held one across continue-as-new
+ * without asking again, so a second request comes from a new run of that id: a reset, or a run
+ * terminated and started again under its id. The earlier request belongs to the closed run, and the
+ * liveness check cannot free it, since the workflow id is running again; left in place, the new run
+ * would wait behind its own predecessor forever.
+ */
+function isStale(earlier: LockRequest | null, req: LockRequest): boolean {
+  return earlier !== null && earlier.workflowId === req.workflowId && earlier.requestId !== req.requestId;
+}
 
 /** The lock manager. Its state is small (one holder and a queue of ids), so it carries across continue-as-new. */
 export async function resourceLock(initial?: LockState): Promise<void> {
@@ -107,6 +123,8 @@ export async function resourceLock(initial?: LockState): Promise<void> {
   setHandler(acquireLockSignal, (req) => {
     // Signal-with-start may deliver a request twice when the requesting activity retries.
     if (state.holder?.requestId === req.requestId || state.queue.some((q) => q.requestId === req.requestId)) return;
+    if (isStale(state.holder, req) && patched(SUPERSEDE_STALE)) state.holder = null;
+    if (state.queue.some((q) => isStale(q, req)) && patched(SUPERSEDE_STALE)) state.queue = state.queue.filter((q) => !isStale(q, req));
     state.queue.push(req);
   });
   setHandler(releaseLockSignal, ({ requestId }) => {
