@@ -75,6 +75,9 @@ function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T
   return work().finally(() => clearInterval(timer));
 }
 
+/** Attempts of an activity whose S3 calls found no credentials (noCredentialsError) before it gives up. */
+export const CREDENTIAL_ATTEMPTS = 3;
+
 /** Turns permanent errors into non-retryable failures that name the object; everything else is retried. */
 export function toActivityFailure(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
@@ -91,6 +94,11 @@ export function toActivityFailure(err: unknown): unknown {
   if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);
   if (err instanceof StorageError) {
     if (err.kind === 'denied') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageDenied);
+    if (err.kind === 'no-credentials') {
+      // A hiccup of the instance metadata service passes in seconds; a worker without credentials does not.
+      const last = Context.current().info.attempt >= CREDENTIAL_ATTEMPTS;
+      return ApplicationFailure.create({ message: err.message, type: FailureTypes.noCredentials, nonRetryable: last });
+    }
     if (err.kind === 'not-found') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageMissing);
     if (err.kind === 'invalid-key' || err.kind === 'corrupt') return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   }

@@ -1,7 +1,8 @@
 /**
  * The WarehouseStore contract, one suite run on both backends: a local directory and S3 (a real S3 API
  * server, moto, on loopback). Then what only S3 has: multipart uploads, incomplete-upload cleanup,
- * missing buckets and denied requests (failing fast, naming the object, leaking no credentials), and
+ * missing buckets, missing credentials (the SDK's real default chain with nothing to find; the attempt
+ * number of their classification from the SDK's MockActivityEnvironment) and denied requests (failing fast, naming the object, leaking no credentials), and
  * the core (compactBucket) on both backends against the independent oracle.
  */
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +23,10 @@ import { byBucket, listFiles } from './helpers/warehouse-fixtures';
 import { startMoto, uploadDirectory, listKeys, type MotoServer } from './helpers/moto-server';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
 import { makeTempDir } from './helpers/temp-dirs';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { CREDENTIAL_ATTEMPTS, toActivityFailure } from '../activities';
+import { FailureTypes } from '../workflows/contract';
 
 const BUCKET = 'ec-store-test';
 const MIB = 1024 * 1024;
@@ -269,6 +274,35 @@ describe('S3 only', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('with no credentials anywhere in the environment: a no-credentials error naming the object, retried by the activity twice, then permanent', async () => {
+    // The SDK's real default chain, with nothing to find: no variables, no files, no metadata service.
+    const names = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE',
+      'AWS_EC2_METADATA_DISABLED', 'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI', 'AWS_CONTAINER_CREDENTIALS_FULL_URI', 'AWS_WEB_IDENTITY_TOKEN_FILE'];
+    const saved = new Map(names.map((n) => [n, process.env[n]]));
+    for (const n of names) delete process.env[n];
+    Object.assign(process.env, { AWS_SHARED_CREDENTIALS_FILE: path.join(scratch, 'no-credentials'), AWS_CONFIG_FILE: path.join(scratch, 'no-config'), AWS_EC2_METADATA_DISABLED: 'true' });
+    let err: unknown;
+    try {
+      const store = await S3WarehouseStore.fromUri(`s3://${BUCKET}/no-credentials/wh`, S3_TEST_OPTIONS);
+      try {
+        err = await store.stat('grid_partition=a/year=2020/p.parquet').then(() => assert.fail('should find no credentials'), (e: unknown) => e);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      for (const [n, v] of saved) if (v === undefined) delete process.env[n]; else process.env[n] = v;
+    }
+    assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
+    assert.equal(err.message, `no AWS credentials found in the worker's environment for s3://${BUCKET}/no-credentials/wh/grid_partition=a/year=2020/p.parquet`);
+    const failures = [];
+    for (const attempt of [1, 2, CREDENTIAL_ATTEMPTS]) failures.push(await new MockActivityEnvironment({ attempt }).run(async () => toActivityFailure(err)));
+    assert.deepEqual(failures.map((f) => f instanceof ApplicationFailure && [f.type, f.nonRetryable]), [
+      [FailureTypes.noCredentials, false],
+      [FailureTypes.noCredentials, false],
+      [FailureTypes.noCredentials, true],
+    ]);
   });
 
   describe('denied requests (through a proxy answering 403)', () => {

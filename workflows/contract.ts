@@ -15,6 +15,8 @@ export const FailureTypes = {
   badBucketData: 'BadBucketData',
   missingInput: 'MissingPlannedInput',
   storageDenied: 'StorageAccessDenied',
+  /** Retried by the activity itself a few times (CREDENTIAL_ATTEMPTS), then non-retryable. */
+  noCredentials: 'NoCredentials',
   storageMissing: 'StorageNotFound',
   catalogCorrupt: 'CatalogCorrupt',
   catalogConflict: 'CatalogConflict',

@@ -25,7 +25,7 @@ import { CatalogConflictError } from './catalog-backend';
 import { S3MetadataFileIO } from './s3-catalog-db';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, createS3TablesClient, type S3ClientSettings } from '../storage/s3-client';
-import { describeS3Error, errorCode } from '../storage/s3-errors';
+import { describeS3Error, errorCode, noCredentialsError } from '../storage/s3-errors';
 
 const TABLE_BUCKET_ARN = /^arn:(aws[a-z-]*):s3tables:([a-z0-9-]+):(\d{12}):bucket\/([a-z0-9][a-z0-9-]{1,61}[a-z0-9])$/;
 
@@ -72,8 +72,10 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
   }
 
   private fail(err: unknown, what: string): unknown {
+    const missing = noCredentialsError(err, `${what} in ${this.tableBucketArn}`);
+    if (missing) return missing;
     const code = errorCode(err);
-    if (code === 'AccessDeniedException' || code === 'ForbiddenException' || code === 'CredentialsProviderError') {
+    if (code === 'AccessDeniedException' || code === 'ForbiddenException') {
       return new StorageError(`access to ${what} in ${this.tableBucketArn} denied (${describeS3Error(err)})`, 'denied');
     }
     if (code === 'BadRequestException') return new Error(`${what} in ${this.tableBucketArn}: request refused (${describeS3Error(err)})`);

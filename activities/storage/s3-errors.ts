@@ -63,7 +63,6 @@ const DENIED = new Set([
   'InvalidToken',
   'InvalidPayer',
   'Forbidden',
-  'CredentialsProviderError',
 ]);
 
 /** An S3 error code that means the credentials or policies refuse the request. */
@@ -72,15 +71,24 @@ export function isDeniedCode(code: string | undefined): boolean {
 }
 
 /**
- * A StorageError for failures that no retry can fix, naming `uri`; undefined for anything else.
+ * The SDK's default chain found no credentials for `uri`. Not denied outright: on EC2 or EKS the chain
+ * ends at the instance metadata service, whose timeouts and throttling look the same as having no
+ * credentials at all, so the activity retries it a few times (toActivityFailure) before it gives up.
+ */
+export function noCredentialsError(err: unknown, uri: string): StorageError | undefined {
+  if (errorCode(err) !== 'CredentialsProviderError') return undefined;
+  return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'no-credentials');
+}
+
+/**
+ * A StorageError for failures that no retry of the request can fix, naming `uri`; undefined for anything else.
  * NoSuchKey is left to the caller (absent is often a normal answer).
  */
 export function permanentError(err: unknown, uri: string): StorageError | undefined {
   if (err instanceof StorageError) return err;
   const code = errorCode(err);
-  if (code === 'CredentialsProviderError') {
-    return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'denied');
-  }
+  const missing = noCredentialsError(err, uri);
+  if (missing) return missing;
   if (isDeniedCode(code) || httpStatus(err) === 403) {
     return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
   }

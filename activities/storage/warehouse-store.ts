@@ -50,7 +50,7 @@ export interface WarehouseStore {
 export class StorageError extends Error {
   constructor(
     message: string,
-    readonly kind: 'denied' | 'not-found' | 'invalid-key' | 'corrupt',
+    readonly kind: 'denied' | 'no-credentials' | 'not-found' | 'invalid-key' | 'corrupt',
   ) {
     super(message);
     this.name = 'StorageError';
