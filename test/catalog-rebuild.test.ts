@@ -737,6 +737,32 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.deepEqual(out.metadata_log.map((f) => path.basename(f)), [path.basename(settings)]);
   });
 
+  test('statistics files another engine registered go one rebuild after their snapshot was replaced; one outside the metadata directory never', async () => {
+    const { wh, catalogDb, metaDir } = await expiryFixture('expiry-stats');
+    await rebuild(wh, catalogDb);
+    const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+    // Iceberg names a snapshot's Puffin file <snapshot-id>-<uuid>.stats; the bytes do not matter here.
+    const inMetadata = path.join(metaDir, `${randomUUID()}.stats`);
+    await fs.writeFile(inMetadata, 'PFA1 statistics of the current snapshot');
+    await py(['set-statistics', '--catalog', catalogDb, '--file', inMetadata]);
+    const r2 = await rebuild(wh, catalogDb);
+    assert.equal(r2.metadataCleanupError, undefined);
+    assert.ok(await exists(inMetadata), 'the replaced snapshot\'s statistics stay for a reader of the replaced table');
+    const r3 = await rebuild(wh, catalogDb);
+    assert.equal(r3.metadataCleanupError, undefined);
+    assert.ok(!(await exists(inMetadata)), 'one rebuild later they go, with that snapshot\'s manifests');
+
+    const elsewhere = path.join(wh, `${randomUUID()}.stats`);
+    await fs.writeFile(elsewhere, 'PFA1 statistics kept beside the data');
+    await py(['set-statistics', '--catalog', catalogDb, '--file', elsewhere]);
+    await rebuild(wh, catalogDb);
+    await rebuild(wh, catalogDb);
+    assert.ok(await exists(elsewhere), 'only files under the table\'s metadata directory are ever deleted');
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.snapshot_count, 1);
+    assert.equal(out.row_count, baseStats.rows);
+  });
+
   test('a tagged snapshot keeps its manifests: the rebuild drops the tag, its files outlive every later rebuild', async () => {
     const { wh, catalogDb, metaDir, others } = await expiryFixture('expiry-tag');
     await rebuild(wh, catalogDb);

@@ -1,6 +1,6 @@
 /**
- * Deletes the manifests and manifest lists that the rebuild's commit left unreferenced, as Iceberg's
- * snapshot expiry does. A rebuild replaces every snapshot, so without this each weekly run left the
+ * Deletes the manifests, manifest lists and statistics files that the rebuild's commit left
+ * unreferenced, as Iceberg's snapshot expiry does. A rebuild replaces every snapshot, so without this each weekly run left the
  * previous generation behind (a few MB per rebuild of the full warehouse), forever.
  *
  * Which files: those reachable from the table's own history since our previous rebuild (the replaced
@@ -14,8 +14,8 @@
  * `gc.enabled` is false. Best effort: the commit has happened, so a failure here is reported, not thrown.
  * The files of a snapshot that a tag or branch points to are kept (Iceberg's expiry never removes them
  * either; the rebuild keeps only `main`, so those refs survive in the old metadata files only), and only
- * Avro and metadata JSON files under the table's metadata directory are ever deleted, whatever a manifest
- * list or a metadata log written by another engine or by hand names.
+ * Avro, metadata JSON and statistics files under the table's metadata directory are ever deleted, whatever
+ * a manifest list, a metadata log or a statistics entry written by another engine or by hand names.
  * Limit, as with Iceberg's own expiry: a manifest that another table registered from ours still uses is
  * not known here.
  */
@@ -60,6 +60,12 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
     const replacedList = currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
     const seenLists = new Set<string>(replacedList ? [replacedList] : []);
     for (const metadata of history) {
+      // Statistics files (Puffin, partition statistics) another engine computed: the rebuild drops their
+      // entries with the snapshots they describe.
+      for (const stats of statisticsFiles(metadata)) {
+        if (tagged.has(stats.snapshotId)) keep.add(nameOf(stats.path));
+        else candidates.set(nameOf(stats.path), stats.path);
+      }
       for (const snapshot of metadata.snapshots ?? []) {
         // A snapshot without a list (format 1, manifests inline) has nothing this cleanup can reach.
         const list: string | undefined = snapshot['manifest-list'];
@@ -108,6 +114,9 @@ async function referencedNames(
   const names = new Set<string>([committed.metadataLocation, committed.manifestList, ...committed.manifests, replaced.metadataLocation].map(nameOf));
   for (const entry of committed.metadata['metadata-log'] ?? []) names.add(nameOf(entry['metadata-file']));
   const snapshot = currentSnapshot(replaced.metadata, replaced.metadataLocation);
+  // A reader of the replaced table may still read its current snapshot's statistics, as its manifests.
+  for (const stats of statisticsFiles(replaced.metadata)) if (stats.snapshotId === snapshot?.['snapshot-id']) names.add(nameOf(stats.path));
+  for (const stats of statisticsFiles(committed.metadata)) names.add(nameOf(stats.path));
   if (snapshot?.['manifest-list']) {
     names.add(nameOf(snapshot['manifest-list']));
     // Read, not skipped when missing: what a reader of the replaced table opens must be known exactly.
@@ -181,9 +190,23 @@ function icebergBoolean(value: string | undefined, absent: boolean): boolean {
   return value === undefined ? absent : value.toLowerCase() === 'true';
 }
 
-/** Manifests and manifest lists (Avro) and metadata JSON files: the only kinds this cleanup deletes. */
+/**
+ * Manifests and manifest lists (Avro), metadata JSON files and statistics files (Puffin `.stats`, and
+ * Iceberg's `partition-stats-*` files): the only kinds this cleanup deletes.
+ */
 function deletableName(name: string): boolean {
-  return name.endsWith('.avro') || name.endsWith('.metadata.json');
+  return /\.(avro|metadata\.json|stats|puffin)$/.test(name) || /^partition-stats-.*\.(parquet|avro|orc)$/.test(name);
+}
+
+/** The statistics files a metadata file lists, with the snapshot each describes; malformed entries are skipped. */
+function statisticsFiles(metadata: TableMetadataJson): { snapshotId: string; path: string }[] {
+  const out: { snapshotId: string; path: string }[] = [];
+  for (const entry of [...(metadata.statistics ?? []), ...(metadata['partition-statistics'] ?? [])]) {
+    if (typeof entry !== 'object' || entry === null) continue;
+    const { 'snapshot-id': snapshotId, 'statistics-path': path } = entry as Record<string, unknown>;
+    if (typeof path === 'string' && (typeof snapshotId === 'string' || typeof snapshotId === 'number')) out.push({ snapshotId: String(snapshotId), path });
+  }
+  return out;
 }
 
 /** A location with the spellings of one place made equal (`s3a://` and `s3n://` are `s3://`; `file:` is dropped). */

@@ -31,6 +31,7 @@ Exit status 2 with {"error": ..., "type": ...} on stdout when the catalog or tab
 """
 import argparse
 import json
+import os
 import sys
 
 
@@ -146,7 +147,20 @@ def create_tag(args):
     print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
 
 
-COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag}
+def set_statistics(args):
+    """Registers an existing file as the current snapshot's statistics, as an engine computing them would."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    table = catalog_for(args).load_table(args.table)
+    snapshot_id = table.current_snapshot().snapshot_id
+    size = os.path.getsize(args.file)
+    stats = StatisticsFile(snapshot_id=snapshot_id, statistics_path=args.file, file_size_in_bytes=size, file_footer_size_in_bytes=min(size, 16), blob_metadata=[])
+    with table.update_statistics() as update:
+        update.set_statistics(stats)
+    print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
+
+
+COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag, "set-statistics": set_statistics}
 
 
 def main():
@@ -170,6 +184,8 @@ def main():
             p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
         elif name == "create-tag":
             p.add_argument("--tag", required=True, help="name of the tag")
+        elif name == "set-statistics":
+            p.add_argument("--file", required=True, help="absolute path of the statistics file to register")
         else:
             p.add_argument("--set", action="append", required=True, help="key=value (repeatable)")
     args = parser.parse_args()
