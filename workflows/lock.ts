@@ -249,7 +249,8 @@ export interface HeldLock {
  * Runs `fn` while holding the lock of `resource`. Usable from any workflow that writes the same
  * warehouse or catalog (ingest, too), as long as its worker registers the lock activities.
  * The lock is released when `fn` settles — except by continue-as-new, where the next run adopts it
- * with `withHeldLock` — and by the lock's liveness check when this workflow dies.
+ * with `withHeldLock` — and by the lock's liveness check when this workflow dies. A workflow waits for or
+ * holds one lock of a resource at a time: a second request from its id supersedes the first (isStale).
  */
 export async function withResourceLock<T>(
   kind: LockKind,

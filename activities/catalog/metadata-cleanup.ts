@@ -1,7 +1,8 @@
 /**
  * Deletes the manifests, manifest lists and statistics files that the rebuild's commit left
- * unreferenced, as Iceberg's snapshot expiry does. A rebuild replaces every snapshot, so without this each weekly run left the
- * previous generation behind (a few MB per rebuild of the full warehouse), forever.
+ * unreferenced, as Iceberg's snapshot expiry does. A rebuild replaces every snapshot, so without this
+ * each weekly run left the previous generation behind (a few MB per rebuild of the full warehouse),
+ * forever.
  *
  * Which files: those reachable from the table's own history since our previous rebuild (the replaced
  * metadata, then its metadata log back to and including what that rebuild replaced), minus those the
