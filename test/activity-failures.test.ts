@@ -11,7 +11,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { toActivityFailure } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
-import { FailureTypes } from '../workflows/contract';
+import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason } from '../workflows/contract';
+import { MAX_REPORTED_FAILURES } from '../workflows/compact-warehouse';
 import { listingError } from '../activities/storage/local-store';
 
 const oom = () => new BucketMemoryError('grid_partition=x/year=2020', 256, 8, 1_086_000_000, 'Out of Memory Error: could not allocate block');
@@ -52,4 +53,14 @@ test('a local listing error is permanent only when access is refused (EMFILE, EI
     assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err)), err, `${code} is left to the retry policy`);
     assert.match(err.message, /cannot list \/wh\/grid_partition=a/);
   }
+});
+
+test('a failure reason kept by the run is capped, so 200 of them stay far below the 2 MB payload limit', () => {
+  assert.equal(capFailureReason('short reason'), 'short reason');
+  const long = `column 'platform' has conflicting types across inputs: ${'grid_partition=x/year=2020/part.parquet (BIGINT), '.repeat(1000)}`;
+  const kept = capFailureReason(long);
+  assert.ok(kept.startsWith(long.slice(0, MAX_FAILURE_REASON_CHARS)));
+  assert.ok(kept.endsWith(`… (${long.length - MAX_FAILURE_REASON_CHARS} more characters)`), kept.slice(-60));
+  const failures = Array.from({ length: MAX_REPORTED_FAILURES }, (_, i) => ({ bucket: `grid_partition=c${i}/year=2020`, type: FailureTypes.badBucketData, reason: kept }));
+  assert.ok(JSON.stringify(failures).length < 512 * 1024, `${JSON.stringify(failures).length} bytes of failures`);
 });

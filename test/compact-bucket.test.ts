@@ -738,6 +738,24 @@ describe('compactBucket', () => {
     }
   });
 
+  test('a type conflict across many inputs names ten of them and counts the rest (the message travels in the run\'s summary)', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    for (let k = 0; k < 12; k++) {
+      const key = `${PREFIX}/part_conflict_${String(k).padStart(2, '0')}.parquet`;
+      const rows = rowsOf([['Q', '2022-01-01T00:00:00Z', `q${k}`]]).map((r) => ({ ...r, platform: '8' }));
+      await writePartFile(path.join(root, key), rows, { session, columnTypes: { platform: 'BIGINT' } });
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    }
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
+      assert.match(err.message, new RegExp(`column 'platform' has conflicting types across inputs: .* and ${inputs.length - 10} more$`));
+      assert.equal(err.message.split(' (').length - 1, 10, `ten inputs named: ${err.message}`);
+      assert.equal(err.keys.length, inputs.length, 'the error still carries every key at fault');
+      return true;
+    });
+  });
+
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {
     const key = `${PREFIX}/${name}.parquet`;

@@ -29,6 +29,7 @@ import type { CompactionActivities } from '../activities';
 import {
   FailureTypes,
   bucketPrefix,
+  capFailureReason,
   parseCompactionInput,
   type BucketFailure,
   type BucketResult,
@@ -372,9 +373,9 @@ function describeFailure(bucket: string, err: unknown): BucketFailure {
   let cause: unknown = err;
   if (cause instanceof ActivityFailure && cause.cause) cause = cause.cause;
   if (cause instanceof ApplicationFailure) {
-    return { bucket, type: cause.type ?? 'Error', reason: cause.message };
+    return { bucket, type: cause.type ?? 'Error', reason: capFailureReason(cause.message) };
   }
-  return { bucket, type: 'Error', reason: cause instanceof Error ? cause.message : String(cause) };
+  return { bucket, type: 'Error', reason: capFailureReason(cause instanceof Error ? cause.message : String(cause)) };
 }
 
 function summarize(

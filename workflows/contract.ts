@@ -198,6 +198,19 @@ export interface BucketFailure {
   reason: string;
 }
 
+/** Longest failure reason a run keeps (capFailureReason). */
+export const MAX_FAILURE_REASON_CHARS = 2000;
+
+/**
+ * A bucket's failure reason as the run keeps it. The failures travel in continue-as-new, finishPlan's
+ * input and the result, each a payload of at most 2 MB: 200 reasons of this size stay far below it,
+ * whatever an error message holds.
+ */
+export function capFailureReason(reason: string): string {
+  const cut = reason.length - MAX_FAILURE_REASON_CHARS;
+  return cut <= 0 ? reason : `${reason.slice(0, MAX_FAILURE_REASON_CHARS)}… (${cut} more characters)`;
+}
+
 export interface CatalogRequest {
   warehouse: string;
   catalog: string;

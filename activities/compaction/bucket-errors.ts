@@ -4,6 +4,15 @@
  * been deleted when either is thrown.
  */
 
+/**
+ * The first `max` items joined, then how many more: a bucket of 8,000 inputs must not put all of them
+ * into one failure message, which travels in activity failures, the run's summary and continue-as-new.
+ */
+export function listSome(items: readonly string[], max = 10): string {
+  const more = items.length > max ? ` and ${items.length - max} more` : '';
+  return items.slice(0, max).join(', ') + more;
+}
+
 /** An input (or our own output) cannot be merged: corrupt, empty, no `id`, conflicting types, null ids. */
 export class BadBucketDataError extends Error {
   constructor(
@@ -45,11 +54,9 @@ export class MissingPlannedInputError extends Error {
     readonly bucket: string,
     readonly missing: readonly string[],
   ) {
-    const shown = missing.slice(0, 10).join(', ');
-    const more = missing.length > 10 ? ` and ${missing.length - 10} more` : '';
     super(
       `bucket ${bucket}: ${missing.length} planned input(s) no longer exist and no compacted output of this plan is present ` +
-        `(${shown}${more}); nothing was deleted — plan again`,
+        `(${listSome(missing)}); nothing was deleted — plan again`,
     );
     this.name = 'MissingPlannedInputError';
   }
@@ -62,7 +69,7 @@ export class MissingPlannedInputError extends Error {
  */
 export class InputsChangedError extends Error {
   constructor(readonly bucket: string, readonly vanished: readonly string[]) {
-    super(`bucket ${bucket}: planned input(s) disappeared during the compaction (${vanished.join(', ')}); retry to resume`);
+    super(`bucket ${bucket}: ${vanished.length} planned input(s) disappeared during the compaction (${listSome(vanished)}); retry to resume`);
     this.name = 'InputsChangedError';
   }
 }

@@ -3,7 +3,7 @@
  * once files are read together, DuckDB's errors (or, worse, its silent casts under union_by_name)
  * no longer say which object is at fault.
  */
-import { BadBucketDataError } from './bucket-errors';
+import { BadBucketDataError, listSome } from './bucket-errors';
 import { sqlString, type DuckSession } from './duckdb-session';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
@@ -75,7 +75,7 @@ export function assertCompatibleSchemas(schemas: readonly InputSchema[]): void {
   for (const [column, uses] of byColumn) {
     const families = new Set(uses.map((u) => typeFamily(u.type)));
     if (families.size <= 1) continue;
-    const detail = uses.map((u) => `${u.key} (${u.type})`).join(', ');
+    const detail = listSome(uses.map((u) => `${u.key} (${u.type})`));
     throw new BadBucketDataError(
       `column '${column}' has conflicting types across inputs: ${detail}`,
       [...new Set(uses.map((u) => u.key))],

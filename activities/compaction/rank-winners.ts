@@ -8,7 +8,7 @@
  * spills to the temp directory) and ranked in output order there; write-ordered.ts then reads the wide
  * rows once more and puts them in rank order.
  */
-import { BadBucketDataError } from './bucket-errors';
+import { BadBucketDataError, listSome } from './bucket-errors';
 import { columnOr, OUTPUT_ORDER, rowPosition, scanInputs } from './bucket-sql';
 import { toNumber, type DuckSession } from './duckdb-session';
 import type { IdDigest } from './id-digests';
@@ -86,6 +86,6 @@ export async function nullIdError(session: DuckSession, inputs: readonly LocalIn
     `SELECT r.file_index AS fi, count(*) AS n FROM ${scanInputs(inputs)} r WHERE r.id IS NULL GROUP BY ALL ORDER BY fi`,
   );
   const keys = rows.map((r) => inputs[toNumber(r.fi)]?.key ?? `input ${toNumber(r.fi)}`);
-  const detail = rows.map((r, i) => `${keys[i]} (${toNumber(r.n)} rows)`).join(', ');
+  const detail = listSome(rows.map((r, i) => `${keys[i]} (${toNumber(r.n)} rows)`));
   return new BadBucketDataError(`rows with a null 'id' cannot be deduplicated: ${detail}`, keys);
 }
