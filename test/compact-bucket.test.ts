@@ -645,6 +645,7 @@ describe('compactBucket', () => {
       ['an input of another bucket', [...inputs, elsewhere], /grid_partition=other\/year=2021\/part_00000_x\.parquet is not a data file of this bucket/],
       ['an input listed twice', [...inputs, inputs[0]!], /listed twice/],
       ['its own output as input', [...inputs, { key: outputKeyFor(BUCKET, 'plan1'), size: 1 }], /this plan's own output/],
+      ['an input DuckDB would read as a glob', [...inputs, { key: `${PREFIX}/part_[1].parquet`, size: 1 }], /part_\[1\]\.parquet has a character DuckDB reads as a glob/],
     ];
     for (const [what, request, message] of cases) {
       await assert.rejects(compact(store, request), (err: unknown) => {

@@ -33,6 +33,34 @@ async function allTasks(store: LocalWarehouseStore, planId: string): Promise<Buc
 }
 
 describe('planBuckets', () => {
+  it('leaves alone keys DuckDB would read as a glob and years with a leading zero, counting them', async () => {
+    const root = await warehouseOf([
+      ['a1', 2020, 'part_1.parquet', 100],
+      ['a1', 2020, 'part_2.parquet', 100],
+      // Read as the glob `a1`, these would compact a1's files in their place.
+      ['a[1]', 2020, 'part_1.parquet', 100],
+      ['a[1]', 2020, 'part_2.parquet', 100],
+      ['b', 2020, 'part_1.parquet', 100],
+      ['b', 2020, 'part_2.parquet', 100],
+      ['b', 2020, 'part_*.parquet', 100],
+    ]);
+    const padded = path.join(root, 'grid_partition=b', 'year=0999', 'part_1.parquet');
+    await fs.mkdir(path.dirname(padded), { recursive: true });
+    await fs.writeFile(padded, Buffer.alloc(100, 1));
+    await fs.writeFile(path.join(path.dirname(padded), 'part_2.parquet'), Buffer.alloc(100, 1));
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p-glob', threshold: 2, dryRun: false }, () => {});
+    const tasks = await allTasks(store, 'p-glob');
+    assert.deepEqual(
+      tasks.map((t) => t.inputs.map((i) => i.key)),
+      [
+        ['grid_partition=a1/year=2020/part_1.parquet', 'grid_partition=a1/year=2020/part_2.parquet'],
+        ['grid_partition=b/year=2020/part_1.parquet', 'grid_partition=b/year=2020/part_2.parquet'],
+      ],
+    );
+    assert.equal(summary.ignoredObjects, 5);
+  });
+
   it('lists the largest buckets first, equal sizes in (cell, year) order, inputs in key order', async () => {
     const root = await warehouseOf([
       ['b', 2020, 'part_2.parquet', 300],

@@ -161,7 +161,7 @@ export interface PlanSummary {
   pages: number;
   /** The first bucket names of the plan (the largest), for dry runs and the UI. */
   sample: string[];
-  /** Objects under bucket prefixes that are not data files (left alone, counted for the operator). */
+  /** Objects under bucket prefixes that are not data files, or that DuckDB would read as a glob (isCompactableKey): left alone, counted for the operator. */
   ignoredObjects: number;
   /** Files of buckets too large for one task, left for a later run (capBucketInputs); absent when none. */
   inputsDeferred?: number;

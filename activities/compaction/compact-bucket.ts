@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
+import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
 import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
@@ -124,6 +124,9 @@ function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string
     const parsed = parseDataFileKey(input.key);
     if (!parsed || bucketPrefix(parsed.bucket) !== bucket) {
       throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is not a data file of this bucket`);
+    }
+    if (!isCompactableKey(input.key)) {
+      throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} has a character DuckDB reads as a glob (* ? [ ] { })`);
     }
     if (input.key === outputKey) {
       throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is this plan's own output`);

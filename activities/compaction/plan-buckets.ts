@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isCompactableKey, parseDataFileKey } from '../storage/warehouse-layout';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -28,7 +28,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
       if (++listed % 1000 === 0) heartbeat(listed);
       if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
       const parsed = parseDataFileKey(obj.key);
-      if (!parsed) {
+      if (!parsed || !isCompactableKey(obj.key)) {
         if (obj.key.startsWith('grid_partition=')) ignoredObjects++;
         continue;
       }

@@ -8,7 +8,11 @@ import { bucketPrefix } from '../../workflows/contract';
 /** Control objects of this tool (plans, lock object) live here; no data file can match it. */
 export const CONTROL_PREFIX = '_earthcatalog_compaction';
 
-const DATA_FILE = /^grid_partition=([^/=]+)\/year=(\d{4})\/([^/]+\.parquet)$/;
+// A year is four digits without a leading zero: `year=0999` would be read as 999 and its bucket's own
+// prefix (`year=999`) would never list the file again.
+const DATA_FILE = /^grid_partition=([^/=]+)\/year=([1-9]\d{3})\/([^/]+\.parquet)$/;
+/** What DuckDB expands in a path it reads (`read_parquet`): such a key would read another file, or none. */
+const GLOB_CHARS = /[*?[\]{}]/;
 const TEMP_ARTIFACT = /^\.earthcatalog-tmp-[A-Za-z0-9_-]+\.parquet\.[A-Za-z0-9_-]+$/;
 
 export interface DataFileKey {
@@ -23,6 +27,15 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
   const name = m[3]!;
   if (name.startsWith('.') || name.startsWith('_')) return undefined;
   return { bucket: { cell: m[1]!, year: Number(m[2]) }, name };
+}
+
+/**
+ * Whether DuckDB can read the key's file by its path. A cell `a[1]` is read as the glob `a1`: the bucket
+ * would fail for a healthy file, or, were there a cell `a1` with the same file name, compact that file's
+ * rows in its place. Such keys are registered in the catalog (read by exact path there) but never compacted.
+ */
+export function isCompactableKey(key: string): boolean {
+  return !GLOB_CHARS.test(key);
 }
 
 export function bucketKey(b: BucketRef): string {
