@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { planBuckets } from '../activities/compaction/plan-buckets';
-import { BUCKET_TASK_MAX_BYTES, PLAN_PAGE_MAX_BYTES, PLAN_PAGE_SIZE, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
+import { BUCKET_TASK_MAX_BYTES, PLAN_PAGE_MAX_BYTES, PLAN_PAGE_SIZE, PlanNotFoundError, findResumablePlan, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
+import { CONTROL_PREFIX } from '../activities/storage/warehouse-layout';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { bucketPrefix, type BucketTask } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -146,5 +147,33 @@ describe('planBuckets', () => {
     assert.equal(summary.filesBefore, names.length + 2, 'deferred files still count as files before');
     assert.equal(summary.filesToCompact, huge.inputs.length + 2);
     assert.equal(tasks.find((t) => t.bucket.cell === 'small')!.inputs.length, 2);
+  });
+});
+
+describe('plan files', () => {
+  it('a damaged plan file fails with an error naming it; a damaged older plan does not stop resuming the newest', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const [older, newer] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb'];
+    for (const planId of [older, newer]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
+    const manifestOf = (planId: string) => path.join(root, CONTROL_PREFIX, 'plans', planId, 'manifest.json');
+    const cut = async (file: string) => fs.writeFile(file, (await fs.readFile(file)).subarray(0, 20));
+
+    await cut(manifestOf(older));
+    assert.equal((await findResumablePlan(store))?.planId, newer, 'the newest plan is resumed');
+
+    await cut(manifestOf(newer));
+    await assert.rejects(findResumablePlan(store), (err: unknown) => {
+      assert.ok(err instanceof PlanNotFoundError, String(err));
+      assert.match(err.message, new RegExp(`^plan file ${manifestOf(newer).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is damaged \\(.*\\); start a new compaction`));
+      return true;
+    });
+
+    const page = path.join(root, CONTROL_PREFIX, 'plans', older, 'page-000000.json');
+    await cut(page);
+    await assert.rejects(readPlanPage(store, older, 0), (err: unknown) => err instanceof PlanNotFoundError && err.message.includes(`plan file ${page} is damaged`));
   });
 });

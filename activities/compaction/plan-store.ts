@@ -90,13 +90,22 @@ export async function writePlan(store: WarehouseStore, manifest: PlanManifest, p
 
 export async function readPlanManifest(store: WarehouseStore, planId: string): Promise<PlanManifest | undefined> {
   const found = await store.readSmall(manifestKey(planId));
-  return found ? (JSON.parse(found.body.toString('utf8')) as PlanManifest) : undefined;
+  return found ? parsePlanFile<PlanManifest>(store, manifestKey(planId), found.body) : undefined;
+}
+
+/** A plan file that is not JSON (cut short by a crash, edited by hand) cannot be resumed; no retry will change that. */
+function parsePlanFile<T>(store: WarehouseStore, key: string, body: Buffer): T {
+  try {
+    return JSON.parse(body.toString('utf8')) as T;
+  } catch (err) {
+    throw new PlanNotFoundError(`plan file ${store.uri(key)} is damaged (${(err as Error).message}); start a new compaction instead of resuming this plan`);
+  }
 }
 
 export async function readPlanPage(store: WarehouseStore, planId: string, page: number): Promise<BucketTask[]> {
   const found = await store.readSmall(pageKey(planId, page));
   if (!found) throw new PlanNotFoundError(`plan ${planId} has no page ${page} in ${store.uri(planDir(planId))}`);
-  return JSON.parse(found.body.toString('utf8')) as BucketTask[];
+  return parsePlanFile<BucketTask[]>(store, pageKey(planId, page), found.body);
 }
 
 export async function markPlanFinished(store: WarehouseStore, planId: string, summary: CompactionSummary): Promise<void> {
@@ -111,8 +120,8 @@ export interface PlanListing {
   summary: PlanSummary;
 }
 
-/** Every plan recorded in the warehouse, oldest first. */
-export async function listPlans(store: WarehouseStore): Promise<PlanListing[]> {
+/** Every plan recorded in the warehouse, oldest first, and those whose manifest is damaged (parsePlanFile). */
+export async function listPlans(store: WarehouseStore): Promise<{ plans: PlanListing[]; damaged: Map<string, PlanNotFoundError> }> {
   const ids = new Set<string>();
   const finished = new Set<string>();
   for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
@@ -122,11 +131,17 @@ export async function listPlans(store: WarehouseStore): Promise<PlanListing[]> {
     else finished.add(m[1]!);
   }
   const plans: PlanListing[] = [];
+  const damaged = new Map<string, PlanNotFoundError>();
   for (const planId of ids) {
-    const manifest = await readPlanManifest(store, planId);
-    if (manifest) plans.push({ planId, createdAt: manifest.createdAt, finished: finished.has(planId), summary: manifest.summary });
+    try {
+      const manifest = await readPlanManifest(store, planId);
+      if (manifest) plans.push({ planId, createdAt: manifest.createdAt, finished: finished.has(planId), summary: manifest.summary });
+    } catch (err) {
+      if (!(err instanceof PlanNotFoundError)) throw err;
+      damaged.set(planId, err);
+    }
   }
-  return plans.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.planId.localeCompare(b.planId));
+  return { plans: plans.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.planId.localeCompare(b.planId)), damaged };
 }
 
 /**
@@ -134,7 +149,11 @@ export async function listPlans(store: WarehouseStore): Promise<PlanListing[]> {
  * behind a newer one is stale (the newer plan already took its files as inputs) and is never resumed.
  */
 export async function findResumablePlan(store: WarehouseStore): Promise<PlanListing | undefined> {
-  const plans = await listPlans(store);
+  const { plans, damaged } = await listPlans(store);
   const newest = plans[plans.length - 1];
+  // Plan ids start with their creation time, so a damaged manifest still tells whether it is the newest
+  // plan: then it is the one to resume and cannot be; an older damaged plan does not matter.
+  const newestDamaged = [...damaged.keys()].sort().pop();
+  if (newestDamaged !== undefined && (!newest || newestDamaged > newest.planId)) throw damaged.get(newestDamaged)!;
   return newest && !newest.finished ? newest : undefined;
 }

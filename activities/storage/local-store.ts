@@ -66,6 +66,9 @@ export class LocalWarehouseStore implements WarehouseStore {
   async publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'> {
     const target = this.abs(key);
     await fs.mkdir(path.dirname(target), { recursive: true });
+    // On disk before it has a name: the bucket's inputs are deleted once it is published, and after a
+    // crash a name whose data never reached the disk (ext4 allocates it late) would be all that is left.
+    await syncPath(localFile);
     try {
       await fs.link(localFile, target);
     } catch (err) {
@@ -74,6 +77,7 @@ export class LocalWarehouseStore implements WarehouseStore {
       // Another filesystem: copy next to the target, then link that (still atomic and exclusive).
       const staged = `${target}.${randomUUID()}.staging`;
       await fs.copyFile(localFile, staged);
+      await syncPath(staged);
       try {
         await fs.link(staged, target);
       } catch (linkErr) {
@@ -83,6 +87,7 @@ export class LocalWarehouseStore implements WarehouseStore {
         await fs.rm(staged, { force: true });
       }
     }
+    await syncPath(path.dirname(target));
     await fs.rm(localFile, { force: true });
     return 'created';
   }
@@ -111,6 +116,8 @@ export class LocalWarehouseStore implements WarehouseStore {
     await fs.mkdir(path.dirname(target), { recursive: true });
     const staged = `${target}.${randomUUID()}.staging`;
     await fs.writeFile(staged, body);
+    // A plan or lock object is whole after a crash, or absent: never a name without its bytes.
+    await syncPath(staged);
     try {
       if (ifVersion === null) {
         try {
@@ -126,6 +133,7 @@ export class LocalWarehouseStore implements WarehouseStore {
         }
         await fs.rename(staged, target);
       }
+      await syncPath(path.dirname(target));
       return contentVersion(body);
     } finally {
       await fs.rm(staged, { force: true });
@@ -153,6 +161,16 @@ export class LocalWarehouseStore implements WarehouseStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Flushes a file's bytes, or a directory's entries, to stable storage. */
+async function syncPath(p: string): Promise<void> {
+  const handle = await fs.open(p, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 const STAGING = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.staging$/;
