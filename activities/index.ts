@@ -22,7 +22,7 @@ import { FailureTypes } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
-import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage } from './compaction/plan-store';
+import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, resumablePlanById } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
@@ -157,9 +157,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           if (!plan) throw new PlanNotFoundError(`no unfinished compaction plan to resume in ${store.root}`);
           return plan.summary;
         }
-        const manifest = await readPlanManifest(store, req.planId);
-        if (!manifest) throw new PlanNotFoundError(`no plan ${req.planId} in ${store.root}`);
-        return manifest.summary;
+        return (await resumablePlanById(store, req.planId)).summary;
       });
     },
 

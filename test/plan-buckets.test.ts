@@ -8,10 +8,20 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { planBuckets } from '../activities/compaction/plan-buckets';
-import { BUCKET_TASK_MAX_BYTES, PLAN_PAGE_MAX_BYTES, PLAN_PAGE_SIZE, PlanNotFoundError, findResumablePlan, readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
+import {
+  BUCKET_TASK_MAX_BYTES,
+  PLAN_PAGE_MAX_BYTES,
+  PLAN_PAGE_SIZE,
+  PlanNotFoundError,
+  findResumablePlan,
+  markPlanFinished,
+  readPlanManifest,
+  readPlanPage,
+  resumablePlanById,
+} from '../activities/compaction/plan-store';
 import { CONTROL_PREFIX } from '../activities/storage/warehouse-layout';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import { bucketPrefix, type BucketTask } from '../workflows/contract';
+import { bucketPrefix, type BucketTask, type CompactionSummary } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
 
 /** Writes `grid_partition=<cell>/year=<year>/<name>` of `size` bytes for each entry. */
@@ -175,5 +185,23 @@ describe('plan files', () => {
     const page = path.join(root, CONTROL_PREFIX, 'plans', older, 'page-000000.json');
     await cut(page);
     await assert.rejects(readPlanPage(store, older, 0), (err: unknown) => err instanceof PlanNotFoundError && err.message.includes(`plan file ${page} is damaged`));
+  });
+
+  it('resume --plan takes only the newest plan, and only while it is unfinished', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const [older, newer] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb'];
+    await planBuckets(store, { warehouse: root, planId: older, threshold: 2, dryRun: false }, () => {});
+    assert.equal((await resumablePlanById(store, older)).planId, older, 'the newest unfinished plan');
+    await planBuckets(store, { warehouse: root, planId: newer, threshold: 2, dryRun: false }, () => {});
+    await assert.rejects(resumablePlanById(store, older), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `plan ${older} in ${root} is older than plan ${newer}, which took its files as inputs; only the newest plan can be resumed`);
+    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) => err instanceof PlanNotFoundError && /^no plan no-such-plan in /.test(err.message));
+    await markPlanFinished(store, newer, {} as CompactionSummary);
+    await assert.rejects(resumablePlanById(store, newer), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} is finished; there is nothing to resume`);
   });
 });

@@ -157,3 +157,24 @@ export async function findResumablePlan(store: WarehouseStore): Promise<PlanList
   if (newestDamaged !== undefined && (!newest || newestDamaged > newest.planId)) throw damaged.get(newestDamaged)!;
   return newest && !newest.finished ? newest : undefined;
 }
+
+/**
+ * The plan `resume --plan` names, if it may be resumed: recorded, unfinished and the newest. Resuming an
+ * older one would plan to compact files that a newer plan already replaced (its buckets would fail, not
+ * lose data, but the run would be for nothing), and a finished one has nothing left.
+ */
+export async function resumablePlanById(store: WarehouseStore, planId: string): Promise<PlanListing> {
+  const { plans, damaged } = await listPlans(store);
+  const broken = damaged.get(planId);
+  if (broken) throw broken;
+  const plan = plans.find((p) => p.planId === planId);
+  if (!plan) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
+  if (plan.finished) throw new PlanNotFoundError(`plan ${planId} in ${store.root} is finished; there is nothing to resume`);
+  // Plans in creation order; a damaged one's id still starts with its creation time.
+  const newest = plans[plans.length - 1]!.planId;
+  const newer = newest !== planId ? newest : [...damaged.keys()].filter((id) => id > planId).sort().pop();
+  if (newer !== undefined) {
+    throw new PlanNotFoundError(`plan ${planId} in ${store.root} is older than plan ${newer}, which took its files as inputs; only the newest plan can be resumed`);
+  }
+  return plan;
+}
