@@ -96,8 +96,9 @@ export const compactionInputSchema = z
     dryRun: z.boolean().default(false),
     useLock: z.boolean().default(false),
     maxParallelBuckets: z.number().int().min(1).max(1000).default(4),
-    cells: z.array(cellSchema).optional(),
-    years: z.array(z.number().int().min(1000).max(9999)).optional(),
+    // An empty list would plan nothing yet rebuild the table and report success: almost surely a mistake.
+    cells: z.array(cellSchema).min(1, 'list at least one cell, or leave cells out for all').optional(),
+    years: z.array(z.number().int().min(1000).max(9999)).min(1, 'list at least one year, or leave years out for all').optional(),
     namespace: identifier.default(DEFAULT_NAMESPACE),
     table: identifier.default(DEFAULT_TABLE),
     catalogName: identifier.default(DEFAULT_CATALOG_NAME),

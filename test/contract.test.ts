@@ -1,0 +1,15 @@
+/** The workflow input's validation (the contract every way of starting a run goes through). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseCompactionInput } from '../workflows/contract';
+
+const base = { warehouse: '/data/warehouse', catalog: '/data/catalog.db' };
+
+test('empty cell or year lists are refused, naming the field; absent lists mean all', () => {
+  assert.throws(() => parseCompactionInput({ ...base, cells: [] }), /^Error: invalid compaction input: cells: list at least one cell, or leave cells out for all$/);
+  assert.throws(() => parseCompactionInput({ ...base, years: [] }), /^Error: invalid compaction input: years: list at least one year, or leave years out for all$/);
+  const all = parseCompactionInput(base);
+  assert.equal(all.cells, undefined);
+  assert.equal(all.years, undefined);
+  assert.deepEqual(parseCompactionInput({ ...base, cells: ['a1'], years: [2020] }).years, [2020]);
+});
