@@ -260,7 +260,9 @@ describe('a run that fails between its buckets', () => {
       return p.planId && p.bucketsDone >= 1 ? p : undefined;
     });
     // The plan's second page becomes unreadable before the run gets to it (it fails without retries).
-    await fs.rm(path.join(fx.warehouse, '_earthcatalog_compaction', 'plans', progress.planId!, 'page-000001.json'));
+    const planDir = path.join(fx.warehouse, '_earthcatalog_compaction', 'plans', progress.planId!);
+    const { pagesDir } = JSON.parse(await fs.readFile(path.join(planDir, 'manifest.json'), 'utf8')) as { pagesDir: string };
+    await fs.rm(path.join(planDir, pagesDir, 'page-000001.json'));
     await assert.rejects(handle.result(), (err: Error) => {
       assert.ok(err instanceof WorkflowFailedError, String(err));
       assert.match(String((err.cause?.cause as Error | undefined)?.message), /has no page 1/);

@@ -18,6 +18,7 @@ import {
   readPlanManifest,
   readPlanPage,
   resumablePlanById,
+  writePlan,
 } from '../activities/compaction/plan-store';
 import { CONTROL_PREFIX } from '../activities/storage/warehouse-layout';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
@@ -171,6 +172,9 @@ describe('plan files', () => {
     for (const planId of [older, newer]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
     const manifestOf = (planId: string) => path.join(root, CONTROL_PREFIX, 'plans', planId, 'manifest.json');
     const cut = async (file: string) => fs.writeFile(file, (await fs.readFile(file)).subarray(0, 20));
+    const page = path.join(root, CONTROL_PREFIX, 'plans', newer, (await readPlanManifest(store, newer))!.pagesDir!, 'page-000000.json');
+    await cut(page);
+    await assert.rejects(readPlanPage(store, newer, 0), (err: unknown) => err instanceof PlanNotFoundError && err.message.includes(`plan file ${page} is damaged`));
 
     await cut(manifestOf(older));
     assert.equal((await findResumablePlan(store))?.planId, newer, 'the newest plan is resumed');
@@ -181,10 +185,29 @@ describe('plan files', () => {
       assert.match(err.message, new RegExp(`^plan file ${manifestOf(newer).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is damaged \\(.*\\); start a new compaction`));
       return true;
     });
+  });
 
-    const page = path.join(root, CONTROL_PREFIX, 'plans', older, 'page-000000.json');
-    await cut(page);
-    await assert.rejects(readPlanPage(store, older, 0), (err: unknown) => err instanceof PlanNotFoundError && err.message.includes(`plan file ${page} is damaged`));
+  it('two attempts writing one plan: the first manifest is the plan, the later attempt removes its pages and returns that plan', async () => {
+    const root = await makeTempDir('ec-plan-race');
+    const store = new LocalWarehouseStore(root);
+    const planId = '20260101T000000-cccccccc';
+    const task = (cell: string): BucketTask => ({ bucket: { cell, year: 2020 }, inputs: [{ key: `grid_partition=${cell}/year=2020/p.parquet`, size: 1 }] });
+    const manifest = (cells: string[], pages: number) => ({
+      version: 1 as const,
+      createdAt: new Date().toISOString(),
+      threshold: 2,
+      cells: null,
+      years: null,
+      summary: { planId, bucketsScanned: cells.length, filesBefore: cells.length, bucketsToCompact: cells.length, filesToCompact: cells.length, bytesToCompact: cells.length, pages, sample: cells, ignoredObjects: 0 },
+    });
+    const first = await writePlan(store, manifest(['a'], 1), [[task('a')]]);
+    // The other attempt listed the warehouse later, after ingest added a bucket.
+    const later = await writePlan(store, manifest(['a', 'b'], 2), [[task('b')], [task('a')]]);
+    assert.deepEqual(later, first, 'the later attempt returns the plan that was committed');
+    assert.deepEqual(await allTasks(store, planId), [task('a')]);
+    const files = await fs.readdir(path.join(root, CONTROL_PREFIX, 'plans', planId), { recursive: true });
+    const pageFiles = files.filter((f) => f.endsWith('.json') && f.includes('page-'));
+    assert.deepEqual(pageFiles, [`${(await readPlanManifest(store, planId))!.pagesDir}/page-000000.json`], 'only the plan\'s own pages remain');
   });
 
   it('resume --plan takes only the newest plan, and only while it is unfinished', async () => {

@@ -68,14 +68,12 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     ignoredObjects,
     ...(inputsDeferred ? { inputsDeferred } : {}),
   };
-  if (!req.dryRun) {
-    await writePlan(
-      store,
-      { version: 1, summary, createdAt: new Date().toISOString(), threshold: req.threshold, cells: req.cells ?? null, years: req.years ?? null },
-      pages,
-    );
-  }
-  return summary;
+  if (req.dryRun) return summary;
+  return writePlan(
+    store,
+    { version: 1, summary, createdAt: new Date().toISOString(), threshold: req.threshold, cells: req.cells ?? null, years: req.years ?? null },
+    pages,
+  );
 }
 
 function compareBuckets(a: BucketTask, b: BucketTask): number {

@@ -2,6 +2,7 @@
  * The durable plan: pages of bucket tasks kept in the warehouse under the control prefix, written
  * before the manifest (the manifest is the commit marker), so a plan is either whole or absent.
  */
+import { randomUUID } from 'node:crypto';
 import type { BucketTask, CompactionSummary, PlanSummary } from '../../workflows/contract';
 import { FailureTypes } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
@@ -66,6 +67,8 @@ export interface PlanManifest {
   threshold: number;
   cells: string[] | null;
   years: number[] | null;
+  /** Folder of the pages, unique to the planning attempt that wrote them (writePlan); absent in plans written before it, whose pages lie beside the manifest. */
+  pagesDir?: string;
 }
 
 export interface PlanFinish {
@@ -80,12 +83,27 @@ export class PlanNotFoundError extends Error {
 const planDir = (planId: string) => `${CONTROL_PREFIX}/plans/${planId}`;
 const manifestKey = (planId: string) => `${planDir(planId)}/manifest.json`;
 const finishKey = (planId: string) => `${planDir(planId)}/finished.json`;
-const pageKey = (planId: string, page: number) => `${planDir(planId)}/page-${String(page).padStart(6, '0')}.json`;
+const pageKey = (planId: string, page: number, pagesDir: string | undefined) =>
+  `${planDir(planId)}/${pagesDir ? `${pagesDir}/` : ''}page-${String(page).padStart(6, '0')}.json`;
 
-export async function writePlan(store: WarehouseStore, manifest: PlanManifest, pages: readonly BucketTask[][]): Promise<void> {
+/**
+ * Records a plan: its pages in a folder of this attempt, then the manifest, created only if absent.
+ * Two attempts of one planning activity can run at once (one outlived its timeout, or its worker lost
+ * Temporal but not the warehouse). Writing the same page names, they would mix two listings, so a
+ * bucket could land on two pages or on none. The first manifest written is the plan; a later attempt
+ * removes its own pages and returns the plan's summary.
+ */
+export async function writePlan(store: WarehouseStore, manifest: PlanManifest, pages: readonly BucketTask[][]): Promise<PlanSummary> {
   const { planId } = manifest.summary;
-  for (const [page, tasks] of pages.entries()) await store.writeSmall(pageKey(planId, page), Buffer.from(JSON.stringify(tasks)));
-  await store.writeSmall(manifestKey(planId), Buffer.from(JSON.stringify(manifest, null, 2)));
+  const pagesDir = `pages-${randomUUID().slice(0, 8)}`;
+  const keys = pages.map((_, page) => pageKey(planId, page, pagesDir));
+  for (const [page, tasks] of pages.entries()) await store.writeSmall(keys[page]!, Buffer.from(JSON.stringify(tasks)));
+  const created = await store.writeSmall(manifestKey(planId), Buffer.from(JSON.stringify({ ...manifest, pagesDir }, null, 2)), null);
+  if (created !== 'conflict') return manifest.summary;
+  await store.deleteMany(keys);
+  const plan = await readPlanManifest(store, planId);
+  if (!plan) throw new Error(`plan ${planId}: its manifest ${store.uri(manifestKey(planId))} vanished while another attempt wrote it`);
+  return plan.summary;
 }
 
 export async function readPlanManifest(store: WarehouseStore, planId: string): Promise<PlanManifest | undefined> {
@@ -103,9 +121,12 @@ function parsePlanFile<T>(store: WarehouseStore, key: string, body: Buffer): T {
 }
 
 export async function readPlanPage(store: WarehouseStore, planId: string, page: number): Promise<BucketTask[]> {
-  const found = await store.readSmall(pageKey(planId, page));
+  const manifest = await readPlanManifest(store, planId);
+  if (!manifest) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
+  const key = pageKey(planId, page, manifest.pagesDir);
+  const found = await store.readSmall(key);
   if (!found) throw new PlanNotFoundError(`plan ${planId} has no page ${page} in ${store.uri(planDir(planId))}`);
-  return parsePlanFile<BucketTask[]>(store, pageKey(planId, page), found.body);
+  return parsePlanFile<BucketTask[]>(store, key, found.body);
 }
 
 export async function markPlanFinished(store: WarehouseStore, planId: string, summary: CompactionSummary): Promise<void> {
