@@ -166,36 +166,39 @@ export async function listPlans(store: WarehouseStore): Promise<{ plans: PlanLis
 }
 
 /**
+ * The newest plan, in creation order, and the ids of all plans. A damaged manifest newer than every
+ * readable one is thrown (its id still starts with its creation time): the newest plan cannot be read.
+ * An older damaged plan does not matter.
+ */
+async function newestPlan(store: WarehouseStore): Promise<{ newest: PlanListing | undefined; ids: Set<string> }> {
+  const { plans, damaged } = await listPlans(store);
+  const newest = plans[plans.length - 1];
+  const newestDamaged = [...damaged.keys()].sort().pop();
+  if (newestDamaged !== undefined && (!newest || newestDamaged > newest.planId)) throw damaged.get(newestDamaged)!;
+  return { newest, ids: new Set([...plans.map((p) => p.planId), ...damaged.keys()]) };
+}
+
+/**
  * The plan `resume` should finish: the newest plan, if it is unfinished. An older unfinished plan
  * behind a newer one is stale (the newer plan already took its files as inputs) and is never resumed.
  */
 export async function findResumablePlan(store: WarehouseStore): Promise<PlanListing | undefined> {
-  const { plans, damaged } = await listPlans(store);
-  const newest = plans[plans.length - 1];
-  // Plan ids start with their creation time, so a damaged manifest still tells whether it is the newest
-  // plan: then it is the one to resume and cannot be; an older damaged plan does not matter.
-  const newestDamaged = [...damaged.keys()].sort().pop();
-  if (newestDamaged !== undefined && (!newest || newestDamaged > newest.planId)) throw damaged.get(newestDamaged)!;
+  const { newest } = await newestPlan(store);
   return newest && !newest.finished ? newest : undefined;
 }
 
 /**
- * The plan `resume --plan` names, if it may be resumed: recorded, unfinished and the newest. Resuming an
- * older one would plan to compact files that a newer plan already replaced (its buckets would fail, not
- * lose data, but the run would be for nothing), and a finished one has nothing left.
+ * The plan `resume --plan` names, if it may be resumed: the newest, and unfinished. Resuming an older
+ * one would compact files that a newer plan already replaced (its buckets would fail, not lose data,
+ * but the run would be for nothing); a finished one has nothing left.
  */
 export async function resumablePlanById(store: WarehouseStore, planId: string): Promise<PlanListing> {
-  const { plans, damaged } = await listPlans(store);
-  const broken = damaged.get(planId);
-  if (broken) throw broken;
-  const plan = plans.find((p) => p.planId === planId);
-  if (!plan) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
-  if (plan.finished) throw new PlanNotFoundError(`plan ${planId} in ${store.root} is finished; there is nothing to resume`);
-  // Plans in creation order; a damaged one's id still starts with its creation time.
-  const newest = plans[plans.length - 1]!.planId;
-  const newer = newest !== planId ? newest : [...damaged.keys()].filter((id) => id > planId).sort().pop();
-  if (newer !== undefined) {
-    throw new PlanNotFoundError(`plan ${planId} in ${store.root} is older than plan ${newer}, which took its files as inputs; only the newest plan can be resumed`);
+  const { newest, ids } = await newestPlan(store);
+  // No readable newest plan means no plan at all: newestPlan throws when damage hides it.
+  if (!newest || !ids.has(planId)) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
+  if (newest.planId !== planId) {
+    throw new PlanNotFoundError(`plan ${planId} in ${store.root} is older than plan ${newest.planId}, which took its files as inputs; only the newest plan can be resumed`);
   }
-  return plan;
+  if (newest.finished) throw new PlanNotFoundError(`plan ${planId} in ${store.root} is finished; there is nothing to resume`);
+  return newest;
 }
