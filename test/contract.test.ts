@@ -13,3 +13,12 @@ test('empty cell or year lists are refused, naming the field; absent lists mean 
   assert.equal(all.years, undefined);
   assert.deepEqual(parseCompactionInput({ ...base, cells: ['a1'], years: [2020] }).years, [2020]);
 });
+
+test('a dry run of a resume is refused, not shown as a fresh plan', () => {
+  assert.throws(
+    () => parseCompactionInput({ ...base, dryRun: true, resumePlanId: 'latest' }),
+    /^Error: invalid compaction input: dryRun: a resume cannot be a dry run \(a dry run plans anew, so it would not show what the resume does\)$/,
+  );
+  assert.equal(parseCompactionInput({ ...base, resumePlanId: 'latest' }).dryRun, false);
+  assert.equal(parseCompactionInput({ ...base, dryRun: true }).resumePlanId, undefined);
+});

@@ -107,7 +107,12 @@ export const compactionInputSchema = z
     /** How long to wait for another compaction of the same warehouse; absent waits indefinitely. */
     lockTimeoutSeconds: z.number().int().min(0).optional(),
   })
-  .strict();
+  .strict()
+  // A dry run plans anew, so a dry-run resume would show a fresh plan while claiming to preview the old one.
+  .refine((v) => !(v.dryRun && v.resumePlanId), {
+    path: ['dryRun'],
+    message: 'a resume cannot be a dry run (a dry run plans anew, so it would not show what the resume does)',
+  });
 
 export type CompactionInput = z.input<typeof compactionInputSchema>;
 export type CompactionRequest = z.output<typeof compactionInputSchema>;
