@@ -183,6 +183,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
                 threads: resources.duckdbThreads,
                 sessions,
+                warn: (message) => ctx.log.warn(message),
                 heartbeat: (p) => {
                   last = p;
                   ctx.heartbeat(p);

@@ -27,6 +27,7 @@ export function formatSummary(s: CompactionSummary): string {
     lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
   }
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
+  if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
   for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);
   if (s.unreadableFilesTotal > s.unreadableFiles.length) lines.push(`… and ${s.unreadableFilesTotal - s.unreadableFiles.length} more unreadable files`);

@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { promises as fs, rmSync } from 'node:fs';
+import { copyFileSync, promises as fs, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
@@ -116,6 +116,17 @@ async function keysUnder(root: string): Promise<string[]> {
   return out.sort();
 }
 
+/**
+ * Hard links keep an input's inode and mtime, so an input linked back after a compaction is the same
+ * version, as after a crash (a copy would be a rewrite of it, which the engine leaves in place).
+ */
+async function linkFiles(fromRoot: string, toRoot: string, keys: string[]): Promise<void> {
+  for (const k of keys) {
+    await fs.mkdir(path.dirname(path.join(toRoot, k)), { recursive: true });
+    await fs.link(path.join(fromRoot, k), path.join(toRoot, k));
+  }
+}
+
 async function copyFiles(fromRoot: string, toRoot: string, keys: string[]): Promise<void> {
   for (const k of keys) {
     await fs.mkdir(path.dirname(path.join(toRoot, k)), { recursive: true });
@@ -223,6 +234,7 @@ describe('compactBucket', () => {
       parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', 'earthcatalog:ingest': "v1 'quoted'" } };
       parts[1]!.opts = { kvMetadata: { 'only-in-second': 'x' } };
       const inputs = await writeBucket(root, parts);
+      const versions = await Promise.all(inputs.map(async (i) => (await store.stat(i.key))!.version));
       const inputGeo = await Promise.all(
         inputs.map(async (i) => JSON.parse((await parquetFacts(path.join(root, i.key))).kv.find(([k]) => k === 'geo')![1])),
       );
@@ -252,6 +264,7 @@ describe('compactBucket', () => {
         rows: 6,
         rowsIn: 12,
         bytesIn: result.bytesIn,
+        inputVersions: versions,
       });
       assert.deepEqual([...facts.codecs], ['ZSTD']);
       assert.equal(facts.rows, 6);
@@ -444,11 +457,11 @@ describe('compactBucket', () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       const backup = await newWarehouse();
-      await copyFiles(root, backup.root, inputs.map((i) => i.key));
+      await linkFiles(root, backup.root, inputs.map((i) => i.key));
       const first = await compact(store, inputs);
       const outPath = path.join(root, first.result.outputKey);
       const inode = (await fs.stat(outPath)).ino;
-      await copyFiles(backup.root, root, inputs.map((i) => i.key));
+      await linkFiles(backup.root, root, inputs.map((i) => i.key));
       return { root, store, inputs, outPath, inode };
     }
 
@@ -525,9 +538,9 @@ describe('compactBucket', () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       const backup = await newWarehouse();
-      await copyFiles(root, backup.root, inputs.map((i) => i.key));
+      await linkFiles(root, backup.root, inputs.map((i) => i.key));
       const first = await compact(store, inputs);
-      await copyFiles(backup.root, root, [inputs[2]!.key]);
+      await linkFiles(backup.root, root, [inputs[2]!.key]);
 
       const again = await compact(store, inputs);
       assert.equal(again.result.outcome, 'compacted');
@@ -537,18 +550,105 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
-    test('(c) remaining input holds an id the output lacks: BadBucketDataError, nothing deleted', async () => {
+    test('(c) a deleted input written again under its name (an id the output lacks): left for the next run, nothing else lost', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
+      const backup = await newWarehouse();
+      await linkFiles(root, backup.root, [inputs[2]!.key]);
       await compact(store, inputs);
-      // A different file under a planned name: its id is not in the output.
+      await linkFiles(backup.root, root, [inputs[2]!.key]);
+      // An ingest writes a planned name again, with a row the output cannot hold.
       await writePartFile(path.join(root, inputs[1]!.key), rowsOf([['Z', '2022-01-01T00:00:00Z', 'Z']]), { session });
-      await assert.rejects(compact(store, inputs), (err: unknown) => {
-        assert.ok(err instanceof BadBucketDataError);
-        assert.match(err.message, /not in the output/);
-        return true;
+      const again = await compact(store, inputs);
+      assert.equal(again.result.inputsRewritten, 1);
+      assert.equal(again.result.filesIn, 2, 'the kept input is not counted as replaced');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', path.basename(inputs[1]!.key)], 'the untouched input deleted, the rewritten one kept');
+      assert.deepEqual((await readOutputRows(path.join(root, inputs[1]!.key))).map((r) => r.id), ['Z']);
+    });
+
+    test('(b) an input rewritten after the output was built (same ids, newer rows): the output is kept, the input stays, and the next run takes its rows', async () => {
+      const { root, store, inputs, outPath, inode } = await publishedBeforeDeleting();
+      const rewrittenKey = inputs[1]!.key;
+      const newer = rowsOf(
+        [
+          ['A', '2023-01-02T00:00:00Z', 'A-p1-v2'],
+          ['B', '2023-01-01T00:00:00Z', 'B-p1-v2'],
+          ['C', '2023-01-05T00:00:00Z', 'C-p1-v2'],
+          ['F', '2023-01-01T00:00:00Z', 'F-p1-v2'],
+        ],
+        8,
+      );
+      await writePartFile(path.join(root, rewrittenKey), newer, { session });
+      const again = await compact(store, inputs);
+      assert.equal(again.result.outcome, 'compacted');
+      assert.equal(again.result.inputsRewritten, 1);
+      assert.ok(!again.phases.includes('write'), 'the verified output is not rebuilt');
+      assert.equal((await fs.stat(outPath)).ino, inode);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', path.basename(rewrittenKey)]);
+
+      // The next plan compacts the output with the rewritten input: its newer rows win.
+      const nextInputs = await Promise.all(
+        ['compacted_plan1.parquet', path.basename(rewrittenKey)].map(async (name) => {
+          const key = `${PREFIX}/${name}`;
+          return { key, size: (await fs.stat(path.join(root, key))).size };
+        }),
+      );
+      const expected = await expectedBucketRows(nextInputs.map((i) => path.join(root, i.key)));
+      const next = await compact(store, nextInputs, { planId: 'plan2' });
+      const rows = await readOutputRows(path.join(root, next.result.outputKey));
+      assertSameRows(rows, expected, 'the next run');
+      const markers = new Map(rows.map((r) => [r.id, r.scene_1_id]));
+      for (const id of ['A', 'B', 'C', 'F']) assert.equal(markers.get(id), `${id}-p1-v2`, id);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan2.parquet']);
+    });
+
+    test('an input rewritten in place while it is compacted: nothing is published or deleted, the attempt is retried and compacts the new bytes', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const target = path.join(root, inputs[0]!.key);
+      const replacement = path.join(scratchRoot, 'replacement-p0.parquet');
+      await writePartFile(replacement, rowsOf([['A', '2030-01-01T00:00:00Z', 'A-rewritten']]), { session });
+      await assert.rejects(
+        compact(store, inputs, {
+          heartbeat: (p) => {
+            // An ingest rewriting the file (same inode) after the engine read it, before it publishes.
+            if (p.phase === 'verify') copyFileSync(replacement, target);
+          },
+        }),
+        (err: unknown) => {
+          assert.ok(err instanceof InputsChangedError, String(err));
+          assert.match(err.message, /1 planned input\(s\) were rewritten while being read/);
+          assert.ok(err.message.includes(inputs[0]!.key), err.message);
+          return true;
+        },
+      );
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'no output, every input in place');
+      const retry = await compact(store, inputs);
+      assert.equal(retry.result.inputsRewritten, undefined);
+      const markers = new Map((await readOutputRows(path.join(root, retry.result.outputKey))).map((r) => [r.id, r.scene_1_id]));
+      assert.equal(markers.get('A'), 'A-rewritten');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test('an input rewritten after the output is published, before the deletes: it stays, the others go', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const target = path.join(root, inputs[2]!.key);
+      const replacement = path.join(scratchRoot, 'replacement-p2.parquet');
+      await writePartFile(replacement, rowsOf([['E', '2030-01-01T00:00:00Z', 'E-rewritten']]), { session });
+      const warnings: string[] = [];
+      const { result } = await compact(store, inputs, {
+        warn: (m) => warnings.push(m),
+        heartbeat: (p) => {
+          if (p.phase === 'delete') copyFileSync(replacement, target);
+        },
       });
-      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', path.basename(inputs[1]!.key)]);
+      assert.equal(result.inputsRewritten, 1);
+      assert.equal(result.filesIn, 2);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', path.basename(inputs[2]!.key)]);
+      assert.deepEqual((await readOutputRows(target)).map((r) => r.scene_1_id), ['E-rewritten'], 'the new bytes are intact');
+      assert.equal(warnings.length, 1);
+      assert.ok(warnings[0]!.includes(inputs[2]!.key) && /left for the next run/.test(warnings[0]!), warnings[0]);
     });
 
     test('(d) no output and a planned input missing: MissingPlannedInputError, nothing deleted', async () => {

@@ -15,6 +15,7 @@ import type { WarehouseStore } from '../activities/storage/warehouse-store';
 import { StorageError } from '../activities/storage/warehouse-store';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { S3WarehouseStore, type S3StoreOptions } from '../activities/storage/s3-store';
+import { ObjectReplacedError } from '../activities/storage/s3-transfer';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
@@ -118,8 +119,40 @@ for (const backend of backends) {
 
     it('stat gives the size of an object and undefined for an absent one', async () => {
       await store.writeSmall('stat/a.bin', Buffer.alloc(123));
-      assert.deepEqual(await store.stat('stat/a.bin'), { key: 'stat/a.bin', size: 123 });
+      const st = await store.stat('stat/a.bin');
+      assert.deepEqual({ key: st?.key, size: st?.size }, { key: 'stat/a.bin', size: 123 });
       assert.equal(await store.stat('stat/absent.bin'), undefined);
+    });
+
+    it('list and stat give a version that changes when the object is rewritten, even at the same size', async () => {
+      const key = 'ver/grid_partition=a/year=2020/part_1.parquet';
+      await store.writeSmall(key, randomBytes(1000));
+      const v1 = (await store.stat(key))!.version;
+      assert.ok(v1.length > 0);
+      const listed = async () => {
+        for await (const o of store.list('ver/')) if (o.key === key) return o.version;
+        return undefined;
+      };
+      assert.equal(await listed(), v1, 'the listing and stat agree');
+      assert.equal((await store.stat(key))!.version, v1, 'stable while unchanged');
+      await store.writeSmall(key, randomBytes(1000));
+      const v2 = (await store.stat(key))!.version;
+      assert.notEqual(v2, v1);
+      assert.equal(await listed(), v2);
+      if (store instanceof LocalWarehouseStore) {
+        // An ingest rewriting the file in place (same inode, same size).
+        await fs.writeFile(store.uri(key), randomBytes(1000));
+        assert.notEqual((await store.stat(key))!.version, v2);
+      } else {
+        const dir = path.join(scratch, 'ver-dl');
+        await assert.rejects(store.materialize(key, dir, v1), (err: unknown) => {
+          assert.ok(err instanceof ObjectReplacedError, String(err));
+          assert.ok(err.message.includes(store.uri(key)), err.message);
+          return true;
+        });
+        assert.deepEqual(await fs.readdir(dir), [], 'no partial download is left');
+        assert.equal((await fs.readFile(await store.materialize(key, dir, v2))).length, 1000);
+      }
     });
 
     it('materialize gives a local file with exactly the bytes; an absent object is a not-found StorageError', async () => {
@@ -424,4 +457,36 @@ describe('compactBucket, the core, on both backends', () => {
       }
     });
   }
+
+  it('s3: an input uploaded again with other bytes after its bucket was compacted stays for the next run; the unchanged ones are deleted', async () => {
+    const store = await backends[1]!.open();
+    const { bucket, key } = parseRootKey(store as S3WarehouseStore, '');
+    await uploadDirectory(moto.client, bucket, key, generated);
+    try {
+      const sizes = await collect(store, '');
+      const req = {
+        warehouse: store.root,
+        planId: 'rewrite',
+        bucket: { cell: '81283ffffffffff', year: 2020 },
+        inputs: bucketKeys.map((k) => ({ key: k, size: sizes.get(k)! })),
+      };
+      const opts = { scratchDir: path.join(scratch, 'rewrite-scratch'), memoryLimitMb: 256, threads: 1, heartbeat: () => undefined };
+      const first = await compactBucket(store, req, opts);
+      // As after an attempt that died between publishing and deleting: the same bytes uploaded again have
+      // the same ETag, so they are the inputs the output was built from. One of them has new bytes.
+      await uploadDirectory(moto.client, bucket, key, generated);
+      const rewritten = bucketKeys[1]!;
+      const other = await fs.readFile(path.join(generated, bucketKeys[0]!));
+      await store.writeSmall(rewritten, other);
+      const again = await compactBucket(store, req, opts);
+      assert.equal(again.outputKey, first.outputKey);
+      assert.equal(again.inputsRewritten, 1);
+      assert.equal(again.filesIn, bucketKeys.length - 1);
+      const left = [...(await collect(store, 'grid_partition=81283ffffffffff/')).keys()].sort();
+      assert.deepEqual(left, [first.outputKey, rewritten].sort());
+      assert.equal(sha(await fs.readFile(await store.materialize(rewritten, path.join(scratch, 'rewrite-check')))), sha(other), 'the new bytes are intact');
+    } finally {
+      await store.close();
+    }
+  });
 });

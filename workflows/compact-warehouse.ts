@@ -356,6 +356,7 @@ function record(progress: CompactionProgress, r: BucketResult): void {
   progress.bucketsCompacted += 1;
   if (r.outcome === 'already-compacted') progress.bucketsAlreadyCompacted += 1;
   progress.filesIn += r.filesIn;
+  if (r.inputsRewritten) progress.filesRewritten = (progress.filesRewritten ?? 0) + r.inputsRewritten;
   progress.rowsBefore += r.rowsIn;
   progress.rowsAfter += r.rowsOut;
   progress.bytesBefore += r.bytesIn;
@@ -412,6 +413,7 @@ function summarize(
     sampleBuckets: plan.sample,
     workflowRuns: progress.generation + 1,
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
+    ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
   };
 }
 

@@ -196,6 +196,8 @@ export interface BucketResult {
   bytesIn: number;
   bytesOut: number;
   orphansRemoved: number;
+  /** Inputs rewritten after they were read: compacted in their earlier version and left in place for the next run. */
+  inputsRewritten?: number;
 }
 
 export interface BucketFailure {
@@ -263,6 +265,8 @@ export interface CompactionSummary {
   filesAfter: number;
   /** Files of buckets too large for one task, left for the next run (absent when none). */
   filesDeferred?: number;
+  /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */
+  filesRewritten?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

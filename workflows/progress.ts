@@ -21,8 +21,10 @@ export interface CompactionProgress {
   /** Of those, buckets an earlier attempt or run had already finished (resume): recognised, not redone. */
   bucketsAlreadyCompacted: number;
   bucketsFailed: number;
-  /** Planned input files of the buckets compacted so far. */
+  /** Planned input files of the buckets compacted so far (and replaced by their outputs). */
   filesIn: number;
+  /** Inputs rewritten after they were read, left in place for the next run (absent when none). */
+  filesRewritten?: number;
   rowsBefore: number;
   rowsAfter: number;
   bytesBefore: number;

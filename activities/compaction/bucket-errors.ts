@@ -68,8 +68,16 @@ export class MissingPlannedInputError extends Error {
  * inspects the bucket again and finds it being deleted or done.
  */
 export class InputsChangedError extends Error {
-  constructor(readonly bucket: string, readonly vanished: readonly string[]) {
-    super(`bucket ${bucket}: ${vanished.length} planned input(s) disappeared during the compaction (${listSome(vanished)}); retry to resume`);
+  constructor(
+    readonly bucket: string,
+    readonly vanished: readonly string[],
+    readonly rewritten: readonly string[] = [],
+  ) {
+    const parts = [
+      vanished.length ? `${vanished.length} planned input(s) disappeared during the compaction (${listSome(vanished)})` : '',
+      rewritten.length ? `${rewritten.length} planned input(s) were rewritten while being read (${listSome(rewritten)})` : '',
+    ];
+    super(`bucket ${bucket}: ${parts.filter(Boolean).join('; ')}; retry to resume`);
     this.name = 'InputsChangedError';
   }
 }

@@ -9,15 +9,18 @@
  *                                          its provenance and the remaining inputs, finish deleting
  *   output present, no inputs present   → (e) done earlier: report it, sweep leftovers
  *   output absent,  some inputs missing → (d) someone else changed the bucket: fail, delete nothing
+ *
+ * An input found in another version than the output was built from (rewritten under its name) is
+ * never deleted: the next run compacts its new bytes with this output.
  */
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
-import type { WarehouseStore } from '../storage/warehouse-store';
+import type { StoredObject, WarehouseStore } from '../storage/warehouse-store';
 import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
-import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from './bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
 import type { DuckSession } from './duckdb-session';
@@ -63,6 +66,8 @@ export interface CompactBucketOptions {
   threads: number;
   /** Called at every phase; may throw (e.g. the activity was cancelled) to stop before the next step. */
   heartbeat: (p: BucketProgress) => void;
+  /** Where an attempt reports what it left alone on purpose (the activity's logger). */
+  warn?: (message: string) => void;
   /**
    * Wide-row bytes one DuckDB sort may take (default 40 % of memoryLimit: measured safe from 256 MB to
    * 2 GB); a bucket above it is written through rank ranges. Tests lower it to exercise that path.
@@ -156,9 +161,9 @@ export async function compactBucket(
   opts.heartbeat({ ...progress });
 
   const listed = await listBucket(store, bucket);
-  const present = req.inputs.filter((i) => listed.has(i.key)).map((i) => ({ key: i.key, size: listed.get(i.key)! }));
+  const present = req.inputs.flatMap((i) => listed.get(i.key) ?? []);
   const missing = req.inputs.filter((i) => !listed.has(i.key)).map((i) => i.key);
-  const outputSize = listed.get(outputKey);
+  const outputSize = listed.get(outputKey)?.size;
   if (outputSize === undefined && missing.length) throw new MissingPlannedInputError(bucket, missing);
 
   await fs.mkdir(opts.scratchDir, { recursive: true });
@@ -171,7 +176,7 @@ export async function compactBucket(
     try {
       let result: BucketResult;
       if (outputSize === undefined) result = await compactFresh(a, present, true);
-      else if (missing.length === 0) result = await resumePublished(a, present);
+      else if (missing.length === 0) result = await resumePublished(a, present, outputSize);
       else if (present.length) result = await resumeDeleting(a, present, outputSize);
       else result = await reportDone(a, outputSize);
       clean = true;
@@ -187,7 +192,7 @@ export async function compactBucket(
 /** Materializes and checks every input on its own (naming a bad one), then their types together. */
 async function readInputs(
   a: Attempt,
-  present: readonly { key: string; size: number }[],
+  present: readonly StoredObject[],
 ): Promise<{ inputs: LocalInput[]; schemas: InputSchema[] }> {
   beat(a, { phase: 'read' });
   const dir = path.join(a.workDir, 'inputs');
@@ -196,39 +201,41 @@ async function readInputs(
   const schemas: InputSchema[] = [];
   for (const p of present) {
     try {
-      const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir) };
+      const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir, p.version) };
       inputs.push(input);
       schemas.push(await readInputSchema(a.session, input));
     } catch (err) {
-      throw await unlessVanished(a, [p.key], err);
+      throw await unlessChanged(a, [p], err);
     }
   }
   assertCompatibleSchemas(schemas);
   return { inputs, schemas };
 }
 
-/** Every object in the bucket's directory: key → size. */
-async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<string, number>> {
-  const listed = new Map<string, number>();
-  for await (const o of store.list(`${bucket}/`)) listed.set(o.key, o.size);
+/** Every object in the bucket's directory, by key. */
+async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<string, StoredObject>> {
+  const listed = new Map<string, StoredObject>();
+  for await (const o of store.list(`${bucket}/`)) listed.set(o.key, o);
   return listed;
 }
 
-/** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present`. */
-async function assertInputsRemain(a: Attempt, present: readonly { key: string }[]): Promise<void> {
-  const changed = await unlessVanished(a, present.map((p) => p.key), undefined);
+/** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present` or has another version of it. */
+async function assertInputsUnchanged(a: Attempt, present: readonly StoredObject[]): Promise<void> {
+  const changed = await unlessChanged(a, present, undefined);
   if (changed) throw changed;
 }
 
 /**
  * An input that is gone was not bad data: a concurrent attempt of this plan deleted it after
- * verifying its output. Reported as retryable so the next attempt resumes from the new state.
- * One listing of the bucket, not a request per input.
+ * verifying its output. One that was rewritten (an ingest writing the same name again) must be read
+ * again. Both are retryable, so the next attempt starts from the new state. One listing of the bucket,
+ * not a request per input.
  */
-async function unlessVanished(a: Attempt, keys: readonly string[], err: unknown): Promise<unknown> {
+async function unlessChanged(a: Attempt, read: readonly StoredObject[], err: unknown): Promise<unknown> {
   const listed = await listBucket(a.store, a.bucket);
-  const vanished = keys.filter((key) => !listed.has(key));
-  return vanished.length ? new InputsChangedError(a.bucket, vanished) : err;
+  const vanished = read.filter((o) => !listed.has(o.key)).map((o) => o.key);
+  const rewritten = read.filter((o) => listed.has(o.key) && listed.get(o.key)!.version !== o.version).map((o) => o.key);
+  return vanished.length || rewritten.length ? new InputsChangedError(a.bucket, vanished, rewritten) : err;
 }
 
 /** DuckDB errors that a damaged file can cause (not memory, not interruption, not our heartbeat). */
@@ -240,14 +247,19 @@ const OUT_OF_MEMORY = /\bOut of Memory Error\b/;
  * A failed merge statement is the data's fault only if some input cannot be decoded on its own; an
  * out-of-memory error is the budget's, and says so.
  */
-async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], err: unknown): Promise<unknown> {
+async function explainMergeFailure(
+  a: Attempt,
+  present: readonly StoredObject[],
+  inputs: readonly LocalInput[],
+  err: unknown,
+): Promise<unknown> {
   if (err instanceof BadBucketDataError) return err;
   if (err instanceof Error && OUT_OF_MEMORY.test(err.message)) {
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
     return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!);
   }
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
-  const changed = await unlessVanished(a, inputs.map((i) => i.key), err);
+  const changed = await unlessChanged(a, present, err);
   if (changed !== err) return changed;
   return (await findUnreadableInput(a.session, inputs)) ?? err;
 }
@@ -255,7 +267,7 @@ async function explainMergeFailure(a: Attempt, inputs: readonly LocalInput[], er
 /** State (a): build, verify and publish the output, then delete the inputs and sweep. */
 async function compactFresh(
   a: Attempt,
-  present: readonly { key: string; size: number }[],
+  present: readonly StoredObject[],
   mayResume: boolean,
 ): Promise<BucketResult> {
   beat(a, { state: 'fresh' });
@@ -281,7 +293,7 @@ async function compactFresh(
       expected = await computeWinners(a.session, inputs, schemas, footprint);
     }
   } catch (err) {
-    throw await explainMergeFailure(a, inputs, err);
+    throw await explainMergeFailure(a, present, inputs, err);
   }
   const stats = { rowsIn: expected.rows, rowsOut: expected.distinctIds };
   beat(a, { phase: 'write', ...stats });
@@ -293,6 +305,8 @@ async function compactFresh(
     rows: stats.rowsOut,
     rowsIn: stats.rowsIn,
     bytesIn,
+    // Every planned input is present in this state, in plan order.
+    inputVersions: present.map((p) => p.version),
   };
   const [firstKv, ...otherKv] = await readKvMetadata(a.session, inputs.map((i) => i.path));
   const otherGeo = otherKv.map((entries) => entries.find((e) => e.key === 'geo')?.value);
@@ -321,7 +335,7 @@ async function compactFresh(
         });
       }
     } catch (err) {
-      throw await explainMergeFailure(a, inputs, err);
+      throw await explainMergeFailure(a, present, inputs, err);
     }
 
     // Verified before it is published, so a wrong file never becomes visible.
@@ -333,17 +347,18 @@ async function compactFresh(
     const bytesOut = (await fs.stat(tmp)).size;
     // The inputs may have gone while this attempt worked from its copies: a newer plan compacted them
     // (this attempt's run was terminated and it had not heard yet). Its output must not join theirs.
-    await assertInputsRemain(a, present);
+    // An input rewritten while it was read (a local file is read in place) must be compacted again.
+    await assertInputsUnchanged(a, present);
     const published = await a.store.publishIfAbsent(tmp, a.outputKey);
     if (published === 'exists') {
       // Another attempt of this plan published first; its file is checked like any found output.
       if (!mayResume) {
         throw new OutputVerificationError(`bucket ${a.bucket}: ${a.outputKey} reappeared while it was being replaced`);
       }
-      return await resumePublished(a, present);
+      return await resumePublished(a, present, (await a.store.stat(a.outputKey))?.size ?? 0);
     }
     crashPoint('after-publish', a.bucket);
-    return await finish(a, present, {
+    return await finish(a, present, provenance, {
       outcome: 'compacted',
       rowsIn: stats.rowsIn,
       rowsOut: stats.rowsOut,
@@ -379,6 +394,19 @@ function sameInputs(a: Attempt, p: Provenance): boolean {
   );
 }
 
+interface OutputRead {
+  path: string;
+  provenance?: Provenance;
+  digest?: IdDigest;
+}
+
+/** The output is readable, names this plan's inputs, and holds the distinct rows its provenance counts. */
+function intact(a: Attempt, out: OutputRead): boolean {
+  const p = out.provenance;
+  const d = out.digest;
+  return p !== undefined && d !== undefined && sameInputs(a, p) && d.rows === p.rows && d.rows === d.distinctIds;
+}
+
 /**
  * Our output's provenance and digest, both undefined when DuckDB cannot read the object as Parquet.
  * Storage errors (fetching it) propagate: they say nothing about the file's content.
@@ -388,7 +416,7 @@ function sameInputs(a: Attempt, p: Provenance): boolean {
  * counts against the file only when DuckDB says the file itself is damaged; running out of memory, a
  * full spill disk or an interruption propagates (the attempt is retried) and never gets it replaced.
  */
-async function readOutput(a: Attempt): Promise<{ path: string; provenance?: Provenance; digest?: IdDigest }> {
+async function readOutput(a: Attempt): Promise<OutputRead> {
   const dir = path.join(a.workDir, 'output');
   await fs.mkdir(dir, { recursive: true });
   const file = await a.store.materialize(a.outputKey, dir);
@@ -416,16 +444,21 @@ function damagedFile(err: unknown, file: string): boolean {
  * State (b): an attempt published and died before deleting. The output is ours (its name holds the
  * plan id); if it does not match the inputs it is replaced, never trusted.
  */
-async function resumePublished(a: Attempt, present: readonly { key: string; size: number }[]): Promise<BucketResult> {
+async function resumePublished(a: Attempt, present: readonly StoredObject[], outputSize: number): Promise<BucketResult> {
   beat(a, { phase: 'verify', state: 'published' });
+  const out = await readOutput(a);
+  if (intact(a, out) && rewrittenSince(out.provenance!, present).length) {
+    // The output holds an input's earlier bytes. A concurrent attempt may be deleting the other inputs on
+    // the strength of it, so it is kept, checked like a half-deleted bucket's, and the rewritten input stays.
+    return resumeDeleting(a, present, outputSize, out);
+  }
   const { inputs } = await readInputs(a, present);
   beat(a, { phase: 'verify' });
-  const out = await readOutput(a);
   let expected: IdDigest;
   try {
     expected = await inputIdDigest(a.session, inputs);
   } catch (err) {
-    throw await explainMergeFailure(a, inputs, err);
+    throw await explainMergeFailure(a, present, inputs, err);
   }
   const p = out.provenance;
   const d = out.digest;
@@ -442,7 +475,7 @@ async function resumePublished(a: Attempt, present: readonly { key: string; size
     return compactFresh(a, present, false);
   }
   const stat = await a.store.stat(a.outputKey);
-  return finish(a, present, {
+  return finish(a, present, p, {
     outcome: 'compacted',
     rowsIn: expected.rows,
     rowsOut: p.rows,
@@ -458,23 +491,25 @@ async function resumePublished(a: Attempt, present: readonly { key: string; size
  */
 async function resumeDeleting(
   a: Attempt,
-  present: readonly { key: string; size: number }[],
+  present: readonly StoredObject[],
   outputSize: number,
+  alreadyRead?: OutputRead,
 ): Promise<BucketResult> {
   beat(a, { phase: 'verify', state: 'deleting' });
-  const out = await readOutput(a);
+  const out = alreadyRead ?? (await readOutput(a));
   const p = out.provenance;
-  const d = out.digest;
-  if (!p || !d || !sameInputs(a, p) || d.rows !== p.rows || d.rows !== d.distinctIds) {
+  if (!p || !intact(a, out)) {
     throw new BadBucketDataError(
       `bucket ${a.bucket}: planned inputs are partly deleted but the output ${a.outputKey} is unreadable or does not ` +
         `match its provenance; the remaining inputs were left in place`,
       [a.outputKey],
     );
   }
-  const { inputs } = await readInputs(a, present);
+  // A rewritten input's new bytes were never compacted: finish leaves it in place, so its ids need no cover.
+  const rewritten = new Set(rewrittenSince(p, present));
+  const { inputs } = await readInputs(a, present.filter((o) => !rewritten.has(o.key)));
   beat(a, { phase: 'verify' });
-  const uncovered = await idsMissingFromOutput(a.session, inputs, out.path);
+  const uncovered = inputs.length ? await idsMissingFromOutput(a.session, inputs, out.path) : 0;
   if (uncovered > 0) {
     throw new BadBucketDataError(
       `bucket ${a.bucket}: ${uncovered} id(s) of the remaining inputs are not in the output ${a.outputKey}; ` +
@@ -482,7 +517,7 @@ async function resumeDeleting(
       [a.outputKey],
     );
   }
-  return finish(a, present, {
+  return finish(a, present, p, {
     outcome: 'compacted',
     rowsIn: p.rowsIn,
     rowsOut: p.rows,
@@ -502,7 +537,7 @@ async function reportDone(a: Attempt, outputSize: number): Promise<BucketResult>
       [a.outputKey],
     );
   }
-  return finish(a, [], {
+  return finish(a, [], p, {
     outcome: 'already-compacted',
     rowsIn: p.rowsIn,
     rowsOut: p.rows,
@@ -513,16 +548,31 @@ async function reportDone(a: Attempt, outputSize: number): Promise<BucketResult>
 
 type Figures = Pick<BucketResult, 'outcome' | 'rowsIn' | 'rowsOut' | 'bytesIn' | 'bytesOut'>;
 
-/** Deletes the remaining inputs (the output is verified by now), then sweeps leftovers. */
-async function finish(a: Attempt, present: readonly { key: string }[], figures: Figures): Promise<BucketResult> {
+/**
+ * Deletes the remaining inputs (the output is verified by now), then sweeps leftovers. An input whose
+ * version is not the one the output was built from was rewritten since it was read: deleting it would
+ * lose the new bytes, so it stays and the next run compacts it with this output.
+ */
+async function finish(a: Attempt, present: readonly StoredObject[], provenance: Provenance, figures: Figures): Promise<BucketResult> {
   beat(a, { phase: 'delete', rowsIn: figures.rowsIn, rowsOut: figures.rowsOut });
-  const keys = present.map((p) => p.key);
-  const half = Math.ceil(keys.length / 2);
-  if (keys.length) {
+  let keys: string[] = [];
+  let kept: string[] = [];
+  if (present.length) {
+    // Listed as late as possible: a rewrite after this listing is the one window left (S3 has no batch delete by version).
+    const listed = await listBucket(a.store, a.bucket);
     // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
-    if ((await a.store.stat(a.outputKey)) === undefined) {
+    if (!listed.has(a.outputKey)) {
       throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} is gone (a concurrent attempt replaced it); no input was deleted, the next attempt starts over`);
     }
+    const current = present.flatMap((o) => listed.get(o.key) ?? []);
+    kept = rewrittenSince(provenance, current);
+    keys = current.map((o) => o.key).filter((key) => !kept.includes(key));
+  }
+  if (kept.length) {
+    a.opts.warn?.(`bucket ${a.bucket}: ${kept.length} input(s) were rewritten after they were compacted and are left for the next run (${listSome(kept)})`);
+  }
+  const half = Math.ceil(keys.length / 2);
+  if (keys.length) {
     await a.store.deleteMany(keys.slice(0, half));
     crashPoint('after-partial-delete', a.bucket);
     await a.store.deleteMany(keys.slice(half));
@@ -532,10 +582,19 @@ async function finish(a: Attempt, present: readonly { key: string }[], figures: 
   return {
     bucket: a.req.bucket,
     outputKey: a.outputKey,
-    filesIn: a.req.inputs.length,
+    filesIn: a.req.inputs.length - kept.length,
+    ...(kept.length ? { inputsRewritten: kept.length } : {}),
     orphansRemoved,
     ...figures,
   };
+}
+
+/** Keys of `present` whose version differs from the one the output was built from (none known for outputs of earlier releases). */
+function rewrittenSince(provenance: Provenance, present: readonly StoredObject[]): string[] {
+  const versions = provenance.inputVersions;
+  if (!versions) return [];
+  const built = new Map(provenance.inputs.map((key, i) => [key, versions[i]!]));
+  return present.filter((o) => built.has(o.key) && built.get(o.key) !== o.version).map((o) => o.key);
 }
 
 /**

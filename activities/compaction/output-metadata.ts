@@ -21,6 +21,11 @@ export interface Provenance {
   /** Rows and bytes across the inputs, so a retry after the inputs are gone still reports them. */
   rowsIn: number;
   bytesIn: number;
+  /**
+   * The version of each input (same order) whose bytes went into the output: an input found with another
+   * version was rewritten afterwards and is not deleted. Absent in outputs of earlier releases.
+   */
+  inputVersions?: string[];
 }
 
 /**
@@ -142,7 +147,9 @@ export function parseProvenance(kv: readonly KvEntry[]): Provenance | undefined 
       !p.inputs.every((k) => typeof k === 'string') ||
       typeof p.rows !== 'number' ||
       typeof p.rowsIn !== 'number' ||
-      typeof p.bytesIn !== 'number'
+      typeof p.bytesIn !== 'number' ||
+      (p.inputVersions !== undefined &&
+        (!Array.isArray(p.inputVersions) || p.inputVersions.length !== p.inputs.length || !p.inputVersions.every((v) => typeof v === 'string')))
     ) {
       return undefined;
     }

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
@@ -38,16 +38,16 @@ export class LocalWarehouseStore implements WarehouseStore {
         const full = path.join(dir, e.name);
         if (e.isDirectory()) stack.push(full);
         else if (e.isFile()) {
-          const st = await fs.stat(full).catch(() => undefined);
-          if (st) yield { key: path.relative(this.root, full).split(path.sep).join('/'), size: st.size };
+          const st = await fs.stat(full, { bigint: true }).catch(() => undefined);
+          if (st) yield { key: path.relative(this.root, full).split(path.sep).join('/'), size: Number(st.size), version: fileVersion(st) };
         }
       }
     }
   }
 
   async stat(key: string): Promise<StoredObject | undefined> {
-    const st = await fs.stat(this.abs(key)).catch(() => undefined);
-    return st?.isFile() ? { key, size: st.size } : undefined;
+    const st = await fs.stat(this.abs(key), { bigint: true }).catch(() => undefined);
+    return st?.isFile() ? { key, size: Number(st.size), version: fileVersion(st) } : undefined;
   }
 
   async materialize(key: string): Promise<string> {
@@ -174,6 +174,14 @@ async function syncPath(p: string): Promise<void> {
 }
 
 const STAGING = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.staging$/;
+
+/**
+ * A rewrite in place changes the size or the mtime (nanoseconds where the filesystem keeps them), a
+ * replacement by rename the inode.
+ */
+function fileVersion(st: BigIntStats): string {
+  return `${st.ino}-${st.size}-${st.mtimeNs}`;
+}
 
 function contentVersion(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex').slice(0, 32);

@@ -148,7 +148,7 @@ export class S3WarehouseStore implements WarehouseStore {
         const key = obj.Key?.slice(this.base.length);
         // Folder markers and keys that could not be addressed safely are not warehouse files.
         if (!key || key.endsWith('/') || !isSafe(key)) continue;
-        yield { key, size: obj.Size ?? 0 };
+        yield { key, size: obj.Size ?? 0, version: obj.ETag ?? '' };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -158,7 +158,7 @@ export class S3WarehouseStore implements WarehouseStore {
     const loc = this.loc(key);
     try {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
-      return { key, size: head.ContentLength ?? 0 };
+      return { key, size: head.ContentLength ?? 0, version: head.ETag ?? '' };
     } catch (err) {
       if (isNoSuchKey(err)) {
         // HEAD cannot tell a missing object from a missing bucket.
@@ -180,12 +180,12 @@ export class S3WarehouseStore implements WarehouseStore {
     }
   }
 
-  async materialize(key: string, scratchDir: string): Promise<string> {
+  async materialize(key: string, scratchDir: string, version?: string): Promise<string> {
     const loc = this.loc(key);
     await fs.mkdir(scratchDir, { recursive: true });
     const file = path.join(scratchDir, `${randomUUID().slice(0, 8)}-${path.posix.basename(key)}`);
     try {
-      await downloadToFile(this.client, loc, file, { retry: this.retry, bodyIdleTimeoutMs: this.bodyIdleTimeoutMs });
+      await downloadToFile(this.client, loc, file, { retry: this.retry, bodyIdleTimeoutMs: this.bodyIdleTimeoutMs, version: version || undefined });
       return file;
     } catch (err) {
       await fs.rm(file, { force: true });

@@ -32,17 +32,27 @@ export class NoSuchObjectError extends StorageError {
   }
 }
 
+/** The object is no longer the version the caller asked for. Not permanent: a caller that lists again may read the new one. */
+export class ObjectReplacedError extends Error {
+  constructor(uri: string, version: string) {
+    super(`object ${uri} was replaced since it was listed (version ${version} is gone)`);
+    this.name = 'ObjectReplacedError';
+  }
+}
+
 export interface DownloadOptions {
   retry: RetryPolicy;
   /** A body that delivers nothing for this long is abandoned and resumed. */
   bodyIdleTimeoutMs: number;
+  /** Read exactly this version (ETag); fail with ObjectReplacedError instead of starting over on a newer one. */
+  version?: string;
 }
 
 /**
  * Streams an object into `file` (created or truncated). A body that breaks is resumed from the bytes
  * already on disk with a ranged GET pinned to the first response's ETag; if the object was replaced
  * meanwhile, the download starts over. Returns the size (checked against Content-Length) and the ETag
- * of the version that was read.
+ * of the version that was read. With `version`, only that version is read.
  */
 export async function downloadToFile(
   client: S3Client,
@@ -52,7 +62,7 @@ export async function downloadToFile(
 ): Promise<{ size: number; etag: string }> {
   const uri = s3Uri(loc);
   const handle = await fs.open(file, 'w');
-  let etag: string | undefined;
+  let etag: string | undefined = opts.version;
   let total = 0;
   let written = 0;
   try {
@@ -66,7 +76,7 @@ export async function downloadToFile(
             Range: written > 0 ? `bytes=${written}-` : undefined,
           }),
         );
-        if (etag === undefined) {
+        if (written === 0) {
           etag = res.ETag;
           total = res.ContentLength ?? 0;
         }
@@ -82,6 +92,7 @@ export async function downloadToFile(
         if (permanent) throw permanent;
         if (isNoSuchKey(err)) throw new NoSuchObjectError(uri);
         const replaced = isPreconditionFailed(err) && etag !== undefined;
+        if (replaced && opts.version !== undefined) throw new ObjectReplacedError(uri, opts.version);
         if (!replaced && !isTransient(err)) throw err;
         if (attempt >= opts.retry.attempts) {
           throw new Error(`download of ${uri} failed after ${attempt} attempts (${describeS3Error(err)})`);

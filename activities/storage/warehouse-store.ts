@@ -5,6 +5,11 @@
 export interface StoredObject {
   key: string;
   size: number;
+  /**
+   * Changes whenever the object's bytes are replaced (S3: the ETag; local: inode, size and mtime), so a
+   * bucket never deletes an input that was rewritten after it was read.
+   */
+  version: string;
 }
 
 export interface WarehouseStore {
@@ -17,8 +22,10 @@ export interface WarehouseStore {
   /**
    * A local file with the object's bytes for DuckDB to read. A local backend returns the file
    * itself; a remote one streams it into `scratchDir`. The caller never modifies the returned file.
+   * With `version`, a remote backend fetches exactly that version and fails if the object was replaced
+   * since (a local backend's file is read in place, so its caller compares versions after reading).
    */
-  materialize(key: string, scratchDir: string): Promise<string>;
+  materialize(key: string, scratchDir: string, version?: string): Promise<string>;
   /**
    * Publishes a finished local file under `key` only if no object exists there yet (atomic: readers see
    * the whole object or none). Returns 'exists' when something is already there; never overwrites.
