@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { StorageError, type WarehouseStore } from '../activities/storage/warehouse-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
 import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
@@ -86,7 +87,7 @@ async function writeBucket(root: string, parts: PartDef[]): Promise<PlannedFile[
 }
 
 async function compact(
-  store: LocalWarehouseStore,
+  store: WarehouseStore,
   inputs: PlannedFile[],
   extra: Partial<CompactBucketOptions> & { planId?: string } = {},
 ): Promise<{ result: BucketResult; phases: string[]; presorted: number }> {
@@ -477,33 +478,64 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
-    test('(b) our verified output that this attempt cannot read through (memory) is kept, not replaced: another attempt may be deleting the inputs on its strength', async () => {
-      const { root, store, inputs, outPath, inode } = await publishedBeforeDeleting();
-
-      // Injected fault (a mock, the one in this file): DuckDB running out of memory on the output's
-      // digest only, which a six-row output cannot be made to do for real.
-      const pool = new (class extends DuckSessionPool {
+    /** Injected fault (a mock: a six-row file cannot make DuckDB run out of memory for real) on the statements `hits` picks. */
+    function failingPool(name: string, hits: (sql: string) => boolean): DuckSessionPool {
+      return new (class extends DuckSessionPool {
         override async acquire(settings: Parameters<DuckSessionPool['acquire']>[0]) {
           const leased = await super.acquire(settings);
           const real = leased.session;
           const session: DuckSession = {
             ...real,
-            rows: (sql) =>
-              sql.includes('count(DISTINCT id)') && sql.includes('compacted_plan1.parquet')
-                ? Promise.reject(new Error('Out of Memory Error: failed to allocate data of size 64.0 MiB'))
-                : real.rows(sql),
+            rows: (sql) => (hits(sql) ? Promise.reject(new Error('Out of Memory Error: failed to allocate data of size 64.0 MiB')) : real.rows(sql)),
           };
           return { ...leased, session };
         }
-      })(path.join(scratchRoot, 'oom-pool'), 0);
-      await assert.rejects(compact(store, inputs, { sessions: pool }), /Out of Memory Error/);
-      assert.equal((await fs.stat(outPath)).ino, inode, 'the output is still the verified one');
-      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', ...inputs.map((i) => path.basename(i.key))].sort(), 'nothing was deleted');
+      })(path.join(scratchRoot, name), 0);
+    }
 
-      // The retry, with memory to spare, finishes the bucket from there.
-      const again = await compact(store, inputs);
-      assert.ok(!again.phases.includes('write'), 'nothing rewritten');
-      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    for (const [what, hits] of [
+      ['id digest', (sql: string) => sql.includes('count(DISTINCT id)') && sql.includes('compacted_plan1.parquet')],
+      ['metadata', (sql: string) => sql.includes('parquet_kv_metadata') && sql.includes('compacted_plan1.parquet')],
+    ] as const) {
+      test(`(b) our verified output whose ${what} this attempt cannot read (memory) is kept, not replaced: another attempt may be deleting the inputs on its strength`, async () => {
+        const { root, store, inputs, outPath, inode } = await publishedBeforeDeleting();
+        await assert.rejects(compact(store, inputs, { sessions: failingPool(`oom-${what.length}`, hits) }), /Out of Memory Error/);
+        assert.equal((await fs.stat(outPath)).ino, inode, 'the output is still the verified one');
+        assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', ...inputs.map((i) => path.basename(i.key))].sort(), 'nothing was deleted');
+
+        // The retry, with memory to spare, finishes the bucket from there.
+        const again = await compact(store, inputs);
+        assert.ok(!again.phases.includes('write'), 'nothing rewritten');
+        assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+      });
+    }
+
+    test('an input whose schema cannot be read for want of memory is not called unreadable: the attempt fails retryably, nothing deleted', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const victim = path.basename(inputs[1]!.key);
+      await assert.rejects(compact(store, inputs, { sessions: failingPool('oom-describe', (sql) => sql.startsWith('DESCRIBE') && sql.includes(victim)) }), (err: unknown) => {
+        assert.ok(!(err instanceof BadBucketDataError), `not blamed on the file: ${String(err)}`);
+        assert.match(String(err), /Out of Memory Error/);
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort());
+    });
+
+    test('(b) an output that vanishes between the listing and its download (a concurrent attempt replaced it): retried, not a missing object', async () => {
+      const { root, store, inputs } = await publishedBeforeDeleting();
+      // A stand-in for the race (a mock): the object is listed, then gone when it is fetched.
+      const racing: WarehouseStore = Object.create(store);
+      racing.materialize = async (key: string) => {
+        if (key.endsWith('compacted_plan1.parquet')) throw new StorageError(`object ${key} does not exist`, 'not-found');
+        return store.materialize(key);
+      };
+      await assert.rejects(compact(racing, inputs), (err: unknown) => {
+        assert.ok(!(err instanceof StorageError), String(err));
+        assert.match(String(err), /compacted_plan1\.parquet vanished while it was being read/);
+        return true;
+      });
+      assert.equal((await keysUnder(root)).length, inputs.length + 1, 'nothing deleted');
     });
 
     test('an input gone before the output is published (a newer plan compacted it meanwhile): nothing is published or deleted, the attempt is retried', async () => {

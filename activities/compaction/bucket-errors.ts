@@ -5,6 +5,16 @@
  */
 
 /**
+ * Whether DuckDB's error says a file cannot be decoded (truncated, not Parquet, a corrupt page). An
+ * `IO Error` is the operating system's (missing, denied, EIO, too many open files) and running out of
+ * memory is the budget's: neither says anything about the file, so neither may condemn it.
+ */
+export function isDamagedFileError(err: unknown, file?: string): boolean {
+  if (!(err instanceof Error) || /\bOut of Memory Error\b/.test(err.message)) return false;
+  return /\b(Invalid Input|Conversion|Serialization|Invalid) Error\b/.test(err.message) && (file === undefined || err.message.includes(file));
+}
+
+/**
  * The first `max` items joined, then how many more: a bucket of 8,000 inputs must not put all of them
  * into one failure message, which travels in activity failures, the run's summary and continue-as-new.
  */

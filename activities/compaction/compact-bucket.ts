@@ -18,9 +18,17 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
-import type { StoredObject, WarehouseStore } from '../storage/warehouse-store';
+import { StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
 import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
-import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './bucket-errors';
+import {
+  BadBucketDataError,
+  BucketMemoryError,
+  InputsChangedError,
+  InvalidBucketRequestError,
+  isDamagedFileError,
+  listSome,
+  MissingPlannedInputError,
+} from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
 import type { DuckSession } from './duckdb-session';
@@ -419,25 +427,29 @@ function intact(a: Attempt, out: OutputRead): boolean {
 async function readOutput(a: Attempt): Promise<OutputRead> {
   const dir = path.join(a.workDir, 'output');
   await fs.mkdir(dir, { recursive: true });
-  const file = await a.store.materialize(a.outputKey, dir);
+  let file: string;
+  try {
+    file = await a.store.materialize(a.outputKey, dir);
+  } catch (err) {
+    if (!(err instanceof StorageError && err.kind === 'not-found')) throw err;
+    // Listed a moment ago: a concurrent attempt replaced it. Not a missing input, so retried, not failed.
+    throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} vanished while it was being read (a concurrent attempt replaced it); the next attempt starts over`);
+  }
   let provenance: Provenance | undefined;
   try {
     const [kv] = await readKvMetadata(a.session, [file]);
     provenance = parseProvenance(kv!);
-  } catch {
+  } catch (err) {
+    // Without its provenance we cannot tell whose output it is, so only a file DuckDB cannot decode counts as damaged.
+    if (!isDamagedFileError(err, file)) throw err;
     return { path: file };
   }
   try {
     return { path: file, provenance, digest: await outputIdDigest(a.session, file) };
   } catch (err) {
-    if (provenance && sameInputs(a, provenance) && !damagedFile(err, file)) throw err;
+    if (provenance && sameInputs(a, provenance) && !isDamagedFileError(err, file)) throw err;
     return { path: file, provenance };
   }
-}
-
-/** Whether DuckDB's error says that `file` cannot be decoded (not memory, not its spill files, not an interruption). */
-function damagedFile(err: unknown, file: string): boolean {
-  return err instanceof Error && DATA_ERROR.test(err.message) && !OUT_OF_MEMORY.test(err.message) && err.message.includes(file);
 }
 
 /**

@@ -3,7 +3,7 @@
  * once files are read together, DuckDB's errors (or, worse, its silent casts under union_by_name)
  * no longer say which object is at fault.
  */
-import { BadBucketDataError, listSome } from './bucket-errors';
+import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlString, type DuckSession } from './duckdb-session';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
@@ -34,6 +34,8 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
       `DESCRIBE SELECT * FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false)`,
     );
   } catch (err) {
+    // Memory, an interruption or the OS (a vanished or unreadable path) is retried, never blamed on the file.
+    if (!isDamagedFileError(err)) throw err;
     throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${firstLine(err)}`, [input.key]);
   }
   const columns = new Map<string, { name: string; type: string }>();
@@ -103,6 +105,7 @@ export async function findUnreadableInput(
         `SELECT count(hash(t)) AS n FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false) t`,
       );
     } catch (err) {
+      if (!isDamagedFileError(err)) throw err;
       return new BadBucketDataError(`input ${input.key} cannot be read: ${firstLine(err)}`, [input.key]);
     }
   }
