@@ -5,7 +5,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { copyFileSync, promises as fs, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
@@ -36,6 +37,9 @@ import {
 } from '../client/demo/sample-warehouse';
 import { assertSameRows, expectedBucketRows, parquetFacts, readOutputRows } from './helpers/bucket-oracle';
 import { makeTempDir } from './helpers/temp-dirs';
+import { pythonExecutable } from '../client/temporal-cli';
+
+const run = promisify(execFile);
 
 const CELL = '81283ffffffffff';
 const YEAR = 2021;
@@ -888,6 +892,31 @@ describe('compactBucket', () => {
       return true;
     });
   });
+
+  for (const writePath of WRITE_PATHS.slice(0, 2)) {
+    test(`a column that holds no value in some inputs (pyarrow's Null type; an all-null INTEGER) is no type conflict: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts();
+      parts[0]!.opts = {};
+      parts[2]!.rows = parts[2]!.rows.map((r) => ({ ...r, scene_2_frame: null }));
+      parts[2]!.opts = { columnTypes: { scene_2_frame: 'INTEGER' } };
+      const inputs = await writeBucket(root, parts);
+      // pyarrow writes a column that was None in every row of a batch with the Null type (DuckDB reads INTEGER).
+      await run(pythonExecutable(), [path.resolve(__dirname, 'py', 'null_column.py'), path.join(root, inputs[1]!.key), 'scene_2_frame']);
+      inputs[1]!.size = (await fs.stat(path.join(root, inputs[1]!.key))).size;
+      const values = new Map(parts[0]!.rows.map((r) => [r.id, r.scene_2_frame]));
+
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.rowsOut, 6);
+      const out = path.join(root, result.outputKey);
+      const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT * FROM read_parquet(${sqlString(out)})) WHERE column_name = 'scene_2_frame'`);
+      assert.equal(described?.column_type, 'VARCHAR', 'the type of the file that holds values');
+      const rows = await readOutputRows(out);
+      // D's winner is part 0's row (part 2's D has a NULL updated): its value comes through as it was.
+      assert.equal(rows.find((r) => r.id === 'D')!.scene_2_frame, values.get('D'));
+      assert.equal(rows.find((r) => r.id === 'A')!.scene_2_frame, null, "A's winner is part 1's row, whose column holds no value");
+    });
+  }
 
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {

@@ -216,7 +216,7 @@ async function readInputs(
       throw await unlessChanged(a, [p], err);
     }
   }
-  assertCompatibleSchemas(schemas);
+  await assertCompatibleSchemas(a.session, inputs, schemas);
   return { inputs, schemas };
 }
 

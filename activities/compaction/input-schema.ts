@@ -4,7 +4,7 @@
  * no longer say which object is at fault.
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
-import { sqlString, type DuckSession } from './duckdb-session';
+import { sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -64,25 +64,76 @@ function typeFamily(type: string): string {
 /**
  * Throws BadBucketDataError for the first column whose types disagree across inputs (e.g. `platform`
  * BIGINT in one part and VARCHAR in another), naming each file with its type.
+ *
+ * A file in which a column holds no value at all is no evidence of its type: pyarrow writes a column
+ * that was None in every row of a batch with the Null type (DuckDB reads it as INTEGER), and our own
+ * output keeps that INTEGER. Such a use is left out, as long as the type DuckDB's union gives the column
+ * is still the type of the files that hold values. Looked at only when there is a conflict, so the
+ * common case costs no extra metadata read.
  */
-export function assertCompatibleSchemas(schemas: readonly InputSchema[]): void {
-  const byColumn = new Map<string, { key: string; type: string }[]>();
+export async function assertCompatibleSchemas(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+): Promise<void> {
+  const conflicts = conflictingColumns(schemas);
+  if (conflicts.size === 0) return;
+  const paths = new Map(inputs.map((i) => [i.key, i.path]));
+  let union: Map<string, string> | undefined;
+  for (const [column, uses] of conflicts) {
+    const typed = [];
+    for (const use of uses) if (!(await holdsNoValue(session, paths.get(use.key)!, use.name))) typed.push(use);
+    const families = new Set(typed.map((u) => typeFamily(u.type)));
+    union ??= new Map((await unionColumns(session, inputs)).map((c) => [c.name.toLowerCase(), c.type]));
+    const unionType = union.get(column);
+    // With no file holding a value any type loses nothing; otherwise the union must keep the typed files' type.
+    if (unionType !== undefined && (families.size === 0 || (families.size === 1 && families.has(typeFamily(unionType))))) continue;
+    throw conflictError(column, uses);
+  }
+}
+
+type ColumnUse = { key: string; name: string; type: string };
+
+function conflictingColumns(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
+  const byColumn = new Map<string, ColumnUse[]>();
   for (const s of schemas) {
     for (const [lower, col] of s.columns) {
       let list = byColumn.get(lower);
       if (!list) byColumn.set(lower, (list = []));
-      list.push({ key: s.key, type: col.type });
+      list.push({ key: s.key, name: col.name, type: col.type });
     }
   }
-  for (const [column, uses] of byColumn) {
-    const families = new Set(uses.map((u) => typeFamily(u.type)));
-    if (families.size <= 1) continue;
-    const detail = listSome(uses.map((u) => `${u.key} (${u.type})`));
-    throw new BadBucketDataError(
-      `column '${column}' has conflicting types across inputs: ${detail}`,
-      [...new Set(uses.map((u) => u.key))],
-    );
-  }
+  return new Map([...byColumn].filter(([, uses]) => new Set(uses.map((u) => typeFamily(u.type))).size > 1));
+}
+
+function conflictError(column: string, uses: readonly ColumnUse[]): BadBucketDataError {
+  const detail = listSome(uses.map((u) => `${u.key} (${u.type})`));
+  return new BadBucketDataError(`column '${column}' has conflicting types across inputs: ${detail}`, [...new Set(uses.map((u) => u.key))]);
+}
+
+/** The column is of the Parquet Null type, or null in every row of every row group (by the footer's statistics). */
+async function holdsNoValue(session: DuckSession, file: string, column: string): Promise<boolean> {
+  const schema = await session.rows(`SELECT logical_type FROM parquet_schema(${sqlString(file)}) WHERE name = ${sqlString(column)}`);
+  if (schema.some((r) => String(r.logical_type) === 'NullType()')) return true;
+  const [stats] = await session.rows(
+    `SELECT count(*) AS groups, count(stats_null_count) AS counted, sum(stats_null_count) AS nulls, sum(num_values) AS n_values
+     FROM parquet_metadata(${sqlString(file)}) WHERE path_in_schema = ${sqlString(column)}`,
+  );
+  return stats !== undefined && Number(stats.groups) > 0 && stats.counted === stats.groups && Number(stats.nulls) === Number(stats.n_values);
+}
+
+/** A column of the union of all inputs' schemas, in the order DuckDB's union_by_name gives them. */
+export interface UnionColumn {
+  name: string;
+  type: string;
+}
+
+/** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */
+export async function unionColumns(session: DuckSession, inputs: readonly LocalInput[]): Promise<UnionColumn[]> {
+  const rows = await session.rows(
+    `DESCRIBE SELECT * FROM read_parquet(${sqlStringList(inputs.map((i) => i.path))}, union_by_name = true, hive_partitioning = false)`,
+  );
+  return rows.map((r) => ({ name: String(r.column_name), type: String(r.column_type) }));
 }
 
 /** True when some input has the column (compare lower-cased). */

@@ -10,26 +10,12 @@
  * rows whatever order the file is in. Sortedness only decides whether slicing is cheaper than
  * scattering (a shuffled file's slices would each span nearly the whole file).
  */
-import { sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
-import { anyHasColumn, type InputSchema, type LocalInput } from './input-schema';
+import { sqlIdent, sqlString, toNumber, type DuckSession } from './duckdb-session';
+import { anyHasColumn, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
 /** Row position: input index (plan order) in the high bits, row number in the file in the low 40. */
 export const POSITION_SHIFT = 40;
 const ROW_MASK = `${2 ** POSITION_SHIFT - 1}`;
-
-/** A column of the union of all inputs' schemas, in the order DuckDB's union_by_name gives them. */
-export interface UnionColumn {
-  name: string;
-  type: string;
-}
-
-/** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */
-export async function unionColumns(session: DuckSession, inputs: readonly LocalInput[]): Promise<UnionColumn[]> {
-  const rows = await session.rows(
-    `DESCRIBE SELECT * FROM read_parquet(${sqlStringList(inputs.map((i) => i.path))}, union_by_name = true, hive_partitioning = false)`,
-  );
-  return rows.map((r) => ({ name: String(r.column_name), type: String(r.column_type) }));
-}
 
 /**
  * Every union column from `alias`, cast to its union type, or a typed NULL when none of `schemas` has

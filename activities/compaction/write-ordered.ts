@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { rowPosition, scanInputs } from './bucket-sql';
 import { openDuckSession, sqlString, type DuckSession } from './duckdb-session';
-import type { InputSchema, LocalInput } from './input-schema';
+import { unionColumns, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
 import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
@@ -17,10 +17,8 @@ import {
   projectUnion,
   sliceRows,
   slicesFor,
-  unionColumns,
   writeRankIndex,
   type PassthroughRun,
-  type UnionColumn,
 } from './presorted-inputs';
 import { passthroughLayout, scatterFanout, scatterLayout, type Segment } from './range-layout';
 
