@@ -22,3 +22,14 @@ test('a dry run of a resume is refused, not shown as a fresh plan', () => {
   assert.equal(parseCompactionInput({ ...base, resumePlanId: 'latest' }).dryRun, false);
   assert.equal(parseCompactionInput({ ...base, dryRun: true }).resumePlanId, undefined);
 });
+
+test('a warehouse whose path DuckDB would read as a glob pattern is refused', () => {
+  for (const warehouse of ['/data/wh[1]', 's3://bucket/wh*', '/data/{a,b}']) {
+    assert.throws(
+      () => parseCompactionInput({ ...base, warehouse }),
+      /^Error: invalid compaction input: warehouse: warehouse must not contain \* \? \[ \] \{ \} \(DuckDB reads them as a glob pattern\)$/,
+      warehouse,
+    );
+  }
+  assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh-1_(old)' }).warehouse, '/data/wh-1_(old)');
+});

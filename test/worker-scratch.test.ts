@@ -94,3 +94,9 @@ describe('worker scratch claims', () => {
     }
   });
 });
+
+test('a scratch root DuckDB would read as a glob pattern is refused before anything is created', async () => {
+  const bad = path.join(root, 'scratch[1]');
+  await assert.rejects(claimWorkerScratch(bad), /scratch directory .*scratch\[1\] must not contain \* \? \[ \] \{ \}/);
+  await assert.rejects(fs.access(bad), 'not created');
+});

@@ -69,12 +69,19 @@ function normalized(value: string, ctx: z.RefinementCtx): string {
   }
 }
 
+/** DuckDB reads a path with one of these as a glob pattern (`a[1]` matches `a1`), not as that path. */
+export function hasGlobCharacter(path: string): boolean {
+  return /[*?[\]{}]/.test(path);
+}
+
 const warehouseSchema = z
   .string({ error: 'warehouse is required (an absolute path or s3://bucket/prefix)' })
   .min(1, 'warehouse is required (an absolute path or s3://bucket/prefix)')
   .refine((v) => v.startsWith('/') || S3_URI.test(v), {
     message: 'warehouse must be an absolute path or an s3://bucket/prefix URI',
   })
+  // Every file below it would be read as a pattern: buckets would fail, or read another path's file.
+  .refine((v) => !hasGlobCharacter(v), { message: 'warehouse must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)' })
   .transform(normalized);
 
 const catalogSchema = z

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { hasGlobCharacter } from '../../workflows/contract';
 
 const OWNER_FILE = 'owner.json';
 const CLAIM_PREFIX = 'worker-';
@@ -113,6 +114,10 @@ async function sweepAbandonedClaims(root: string, self: Omit<Owner, 'startedAt'>
 }
 
 export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
+  if (hasGlobCharacter(root)) {
+    // Inputs downloaded from S3 are read by DuckDB from here: a pattern would read the wrong files or none.
+    throw new Error(`scratch directory ${root} must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)`);
+  }
   const self = { host: os.hostname(), pidNamespace: await pidNamespace(), pid: process.pid };
   const dir = path.join(root, `${CLAIM_PREFIX}${randomUUID().slice(0, 8)}`);
   await fs.mkdir(dir, { recursive: true });

@@ -3,7 +3,7 @@
  * Everything that does not match is never touched and never registered.
  */
 import type { BucketRef } from '../../workflows/contract';
-import { bucketPrefix } from '../../workflows/contract';
+import { bucketPrefix, hasGlobCharacter } from '../../workflows/contract';
 
 /** Control objects of this tool (plans, lock object) live here; no data file can match it. */
 export const CONTROL_PREFIX = '_earthcatalog_compaction';
@@ -12,7 +12,6 @@ export const CONTROL_PREFIX = '_earthcatalog_compaction';
 // prefix (`year=999`) would never list the file again.
 const DATA_FILE = /^grid_partition=([^/=]+)\/year=([1-9]\d{3})\/([^/]+\.parquet)$/;
 /** What DuckDB expands in a path it reads (`read_parquet`): such a key would read another file, or none. */
-const GLOB_CHARS = /[*?[\]{}]/;
 const TEMP_ARTIFACT = /^\.earthcatalog-tmp-[A-Za-z0-9_-]+\.parquet\.[A-Za-z0-9_-]+$/;
 
 export interface DataFileKey {
@@ -35,7 +34,7 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
  * rows in its place. Such keys are registered in the catalog (read by exact path there) but never compacted.
  */
 export function isCompactableKey(key: string): boolean {
-  return !GLOB_CHARS.test(key);
+  return !hasGlobCharacter(key);
 }
 
 export function bucketKey(b: BucketRef): string {
