@@ -19,6 +19,7 @@ import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { describeTable } from '../activities/catalog/describe-table';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
+import { LocalMetadataFileIO } from '../activities/catalog/metadata-file-io';
 import { writeManifestList, writeManifests } from '../activities/catalog/manifest-writer';
 import type { DataFileEntry } from '../activities/catalog/manifest-writer';
 import {
@@ -352,6 +353,28 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.deepEqual(new Set(out.files.map((f) => f.partition.year)), new Set([49, 50]));
   });
 
+  test('a year partition of another column than datetime is refused (the path holds the year of datetime), the catalog untouched', async () => {
+    const dir = await freshDir('year-of-other');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const metaDir = path.join(dir, NS, TABLE, 'metadata');
+    await fs.mkdir(metaDir, { recursive: true });
+    const v0 = JSON.parse(await fs.readFile(PIPELINE_V0, 'utf8')) as { 'partition-specs': Array<{ fields: Array<{ 'source-id': number; transform: string }> }> };
+    const start = 5; // start_datetime in the pipeline's schema
+    for (const f of v0['partition-specs'][0]!.fields) if (f.transform === 'year') f['source-id'] = start;
+    const v0Name = `00000-${randomUUID()}.metadata.json`;
+    await fs.writeFile(path.join(metaDir, v0Name), JSON.stringify(v0));
+    await py(['register', '--catalog', catalogDb, '--metadata', path.join(metaDir, v0Name)], dir);
+    const before = pointerRow(catalogDb);
+
+    const wh = await pipelineShapedWarehouse(path.join(dir, 'warehouse'));
+    await assert.rejects(rebuild(wh, catalogDb), (err: unknown) => {
+      assert.ok(err instanceof CatalogCorruptError, String(err));
+      assert.match(err.message, /partition field year \(year of start_datetime\) cannot be derived from the grid_partition=\/year= layout/);
+      return true;
+    });
+    assert.deepEqual(pointerRow(catalogDb), before);
+  });
+
   test('zero-byte, truncated, non-Parquet and id-less files are reported unreadable and not registered', async () => {
     const wh = await copyOfBase('unreadable');
     const bucket = `grid_partition=${CELLS[0]}/year=2020`;
@@ -596,6 +619,16 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(out.row_count, 0);
   });
 
+  test("the rebuilt table's main branch keeps the retention settings another engine gave it", () => {
+    const base = initialTableMetadata('/wh/earthcatalog/stac_items', 1);
+    base.refs = { main: { 'snapshot-id': '1', type: 'branch', 'min-snapshots-to-keep': 3, 'max-snapshot-age-ms': 86_400_000, 'max-ref-age-ms': 604_800_000 } };
+    const totals = { dataFiles: 0, records: 0, filesSize: 0, partitions: 0 };
+    const rebuilt = rebuiltTableMetadata(base, { snapshotId: '42', manifestList: '/wh/m/snap.avro', totals, previousMetadataLocation: undefined, nowMs: 2 });
+    assert.deepEqual(rebuilt.refs, {
+      main: { 'snapshot-id': '42', type: 'branch', 'min-snapshots-to-keep': 3, 'max-snapshot-age-ms': 86_400_000, 'max-ref-age-ms': 604_800_000 },
+    });
+  });
+
   test('openCatalogBackend: an absolute path opens the SQLite catalog (S3 dispatch is tested in s3-catalog.test.ts)', async () => {
     const dir = await freshDir('open');
     const backend = await openCatalogBackend(path.join(dir, 'catalog.db'), baseWarehouse, 'earthcatalog');
@@ -758,6 +791,17 @@ describe('old metadata files: each rebuild expires what the one before it replac
     await rebuild(wh, catalogDb);
     await rebuild(wh, catalogDb);
     assert.ok(await exists(elsewhere), 'only files under the table\'s metadata directory are ever deleted');
+
+    // A path that starts with the metadata directory and leaves it again ('..'), as a hand-written entry could.
+    const victim = path.join(wh, `${randomUUID()}.stats`);
+    await fs.writeFile(victim, 'PFA1 not this table\'s metadata');
+    await py(['set-statistics', '--catalog', catalogDb, '--file', `${metaDir}/../../../${path.basename(victim)}`]);
+    await rebuild(wh, catalogDb);
+    const r6 = await rebuild(wh, catalogDb);
+    assert.equal(r6.metadataCleanupError, undefined);
+    assert.ok(await exists(victim), 'a location with a .. segment is never deleted');
+    await assert.rejects(new LocalMetadataFileIO().delete([`file://${metaDir}/%2e%2e/%2e%2e/%2e%2e/${path.basename(victim)}`]), /not a plain path/);
+    assert.ok(await exists(victim), 'nor by the file IO itself, however it is spelled');
     const out = await scan(catalogDb, '--select', 'id');
     assert.equal(out.snapshot_count, 1);
     assert.equal(out.row_count, baseStats.rows);

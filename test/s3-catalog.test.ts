@@ -262,6 +262,33 @@ describe('a local catalog.db over the S3 warehouse', () => {
   });
 });
 
+describe('keys Iceberg readers cannot address in an s3:// location', () => {
+  it('a file whose key has ? or # is reported unreadable, not registered; pyiceberg scans the rest', async () => {
+    const warehouse = `s3://${BUCKET}/warehouse-q`;
+    const local = path.join(scratch, 'generated');
+    const uploaded = await uploadDirectory(moto.client, BUCKET, 'warehouse-q', local);
+    const source = await fs.readFile(path.join(local, uploaded[0]!));
+    const odd = ['grid_partition=81283ffffffffff/year=2020/part_q?x.parquet', 'grid_partition=81283ffffffffff/year=2020/part_h#x.parquet'];
+    for (const key of odd) await moto.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `warehouse-q/${key}`, Body: source }));
+    const catalog = path.join(scratch, 'catalog-q', 'catalog.db');
+    const qStore = await openWarehouseStore(warehouse);
+    const backend = await openCatalogBackend(catalog, warehouse, 'earthcatalog');
+    try {
+      const result = await rebuildCatalog(qStore, backend, { ...request(catalog), warehouse });
+      assert.deepEqual(result.unreadable.map((u) => u.key).sort(), [...odd].sort());
+      for (const u of result.unreadable) assert.match(u.reason, /\? or #/);
+      assert.equal(result.dataFiles, uploaded.length);
+      const scan = await pyiceberg(['scan', '--catalog', catalog, '--ids']);
+      assert.equal(scan.error, undefined, scan.error);
+      assert.equal(scan.file_count, uploaded.length);
+      assert.equal(scan.row_count, totalRows);
+    } finally {
+      await backend.close();
+      await qStore.close();
+    }
+  });
+});
+
 describe('Amazon S3 Tables', () => {
   let tables: S3TablesClient;
   let arn: string;

@@ -246,28 +246,56 @@ export interface ManifestWriteOptions {
   maxEntriesPerManifest?: number;
 }
 
-/** Writes the data manifests of one snapshot and returns their manifest-list rows. */
-export async function writeManifests(opts: ManifestWriteOptions): Promise<ManifestFileRecord[]> {
-  const max = opts.maxEntriesPerManifest ?? MAX_ENTRIES_PER_MANIFEST;
-  const types = opts.spec.fields.map((f) => partitionResultType(f, opts.schema));
-  const avroSchema = manifestEntrySchema(opts.spec, opts.schema);
-  const fieldNames = opts.spec.fields.map((f) => avroName(f.name));
-  const meta = {
-    schema: JSON.stringify(opts.schema),
-    'schema-id': String(opts.schema['schema-id']),
-    'partition-spec': JSON.stringify(opts.spec.fields),
-    'partition-spec-id': String(opts.spec['spec-id']),
-    'format-version': '2',
-    content: 'data',
-  };
-  const out: ManifestFileRecord[] = [];
-  // An empty warehouse still gets one (empty) manifest: pyiceberg's inspect.files() fails on a snapshot without any.
-  for (let start = 0, n = 0; start < opts.entries.length || n === 0; start += max, n++) {
-    const chunk = opts.entries.slice(start, start + max);
+/**
+ * Writes the data manifests of one snapshot as entries arrive, each as soon as it is full, so a rebuild
+ * holds at most one manifest's entries (with their column metrics) however many files the warehouse has.
+ */
+export class ManifestWriter {
+  private readonly max: number;
+  private readonly types: PrimitiveResult[];
+  private readonly avroSchema: ReturnType<typeof manifestEntrySchema>;
+  private readonly fieldNames: string[];
+  private readonly meta: Record<string, string>;
+  private pending: DataFileEntry[] = [];
+  private readonly written: ManifestFileRecord[] = [];
+
+  constructor(private readonly opts: Omit<ManifestWriteOptions, 'entries'>) {
+    this.max = opts.maxEntriesPerManifest ?? MAX_ENTRIES_PER_MANIFEST;
+    this.types = opts.spec.fields.map((f) => partitionResultType(f, opts.schema));
+    this.avroSchema = manifestEntrySchema(opts.spec, opts.schema);
+    this.fieldNames = opts.spec.fields.map((f) => avroName(f.name));
+    this.meta = {
+      schema: JSON.stringify(opts.schema),
+      'schema-id': String(opts.schema['schema-id']),
+      'partition-spec': JSON.stringify(opts.spec.fields),
+      'partition-spec-id': String(opts.spec['spec-id']),
+      'format-version': '2',
+      content: 'data',
+    };
+  }
+
+  async add(entry: DataFileEntry): Promise<void> {
+    if (entry.partition.length !== this.types.length) {
+      throw new Error(`partition of ${entry.path} has ${entry.partition.length} values, the spec ${this.types.length}`);
+    }
+    this.pending.push(entry);
+    if (this.pending.length >= this.max) await this.flush();
+  }
+
+  /** Writes what is left and returns the manifest-list rows of every manifest, in order. */
+  async finish(): Promise<ManifestFileRecord[]> {
+    // An empty warehouse still gets one (empty) manifest: pyiceberg's inspect.files() fails on a snapshot without any.
+    if (this.pending.length > 0 || this.written.length === 0) await this.flush();
+    return this.written;
+  }
+
+  private async flush(): Promise<void> {
+    const { opts } = this;
+    const chunk = this.pending;
+    this.pending = [];
     const records = chunk.map((e) => {
-      if (e.partition.length !== types.length) throw new Error(`partition of ${e.path} has ${e.partition.length} values, the spec ${types.length}`);
       const partition: Record<string, string | number | null> = {};
-      fieldNames.forEach((name, i) => (partition[name] = e.partition[i] ?? null));
+      this.fieldNames.forEach((name, i) => (partition[name] = e.partition[i] ?? null));
       return {
         status: 1,
         snapshot_id: opts.snapshotId,
@@ -293,10 +321,10 @@ export async function writeManifests(opts: ManifestWriteOptions): Promise<Manife
         },
       };
     });
-    const bytes = encodeAvroFile(avroSchema, records, meta);
-    const path = `${opts.metadataDir}/${opts.commitUuid}-m${n}.avro`;
+    const bytes = encodeAvroFile(this.avroSchema, records, this.meta);
+    const path = `${opts.metadataDir}/${opts.commitUuid}-m${this.written.length}.avro`;
     await opts.write(path, bytes);
-    out.push({
+    this.written.push({
       manifest_path: path,
       manifest_length: BigInt(bytes.length),
       partition_spec_id: opts.spec['spec-id'],
@@ -310,11 +338,17 @@ export async function writeManifests(opts: ManifestWriteOptions): Promise<Manife
       added_rows_count: BigInt(chunk.reduce((s, e) => s + e.recordCount, 0)),
       existing_rows_count: 0n,
       deleted_rows_count: 0n,
-      partitions: summarize(chunk, types),
+      partitions: summarize(chunk, this.types),
       key_metadata: null,
     });
   }
-  return out;
+}
+
+/** Writes the data manifests of entries already in memory and returns their manifest-list rows. */
+export async function writeManifests(opts: ManifestWriteOptions): Promise<ManifestFileRecord[]> {
+  const writer = new ManifestWriter(opts);
+  for (const entry of opts.entries) await writer.add(entry);
+  return writer.finish();
 }
 
 /** Writes the manifest list `snap-<id>-0-<commitUuid>.avro` and returns its location. */

@@ -15,14 +15,14 @@
  * `gc.enabled` is false. Best effort: the commit has happened, so a failure here is reported, not thrown.
  * The files of a snapshot that a tag or branch points to are kept (Iceberg's expiry never removes them
  * either; the rebuild keeps only `main`, so those refs survive in the old metadata files only), and only
- * Avro, metadata JSON and statistics files under the table's metadata directory are ever deleted, whatever
+ * Avro, metadata JSON and statistics files directly in the table's metadata directory are ever deleted, whatever
  * a manifest list, a metadata log or a statistics entry written by another engine or by hand names.
  * Limit, as with Iceberg's own expiry: a manifest that another table registered from ours still uses is
  * not known here.
  */
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { currentSnapshot, readManifestList } from './describe-table';
-import { MetadataFileMissingError, parentOf } from './metadata-file-io';
+import { MetadataFileMissingError, parentOf, plainLocation } from './metadata-file-io';
 import type { TableMetadataJson } from './table-metadata';
 import { REBUILD_SUMMARY_KEY, parseTableMetadata } from './table-metadata';
 
@@ -60,6 +60,7 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
     // The replaced table's current list and all it names are kept: no need to read it a second time.
     const replacedList = currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
     const seenLists = new Set<string>(replacedList ? [replacedList] : []);
+    const listNames = new Set<string>();
     for (const metadata of history) {
       // Statistics files (Puffin, partition statistics) another engine computed: the rebuild drops their
       // entries with the snapshots they describe.
@@ -74,6 +75,7 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
         seenLists.add(list);
         const manifests = await manifestsOf(backend, list);
         if (!manifests) continue;
+        listNames.add(nameOf(list));
         const files = new Map([list, ...manifests].map((f) => [nameOf(f), f]));
         if (tagged.has(snapshot['snapshot-id'])) for (const name of files.keys()) keep.add(name);
         else for (const [name, f] of files) candidates.set(name, f);
@@ -85,10 +87,14 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
     // Where this table's metadata is written: beside its metadata file (where the rebuild writes), in
     // its location's metadata directory (other writers' default), or where a table property says.
     const metadataDirs = [parentOf(committed.metadataLocation), `${committed.metadata.location.replace(/\/+$/, '')}/metadata`, properties['write.metadata.path']]
-      .filter((d): d is string => Boolean(d))
+      .filter((d): d is string => Boolean(d) && plainLocation(d))
       .map((d) => `${comparable(d).replace(/\/+$/, '')}/`);
+    // Manifests and statistics before the lists that name them, lists before metadata files: a cleanup
+    // cut short leaves its rest still reachable from what remains, not manifests that no list names.
+    const stage = (name: string) => (name.endsWith('.metadata.json') ? 2 : listNames.has(name) ? 1 : 0);
     doomed = [...candidates]
-      .filter(([name, location]) => !keep.has(name) && deletableName(name) && metadataDirs.some((d) => comparable(location).startsWith(d)))
+      .filter(([name, location]) => !keep.has(name) && deletableName(name) && metadataDirs.some((d) => directlyIn(location, d)))
+      .sort(([a], [b]) => stage(a) - stage(b))
       .map(([, location]) => location);
   } catch (err) {
     // Without knowing everything that is still referenced, nothing is deleted.
@@ -208,6 +214,12 @@ function statisticsFiles(metadata: TableMetadataJson): { snapshotId: string; pat
     if (typeof path === 'string' && (typeof snapshotId === 'string' || typeof snapshotId === 'number')) out.push({ snapshotId: String(snapshotId), path });
   }
   return out;
+}
+
+/** Whether `location` names a file directly in `dir` (a comparable directory ending in '/'). */
+function directlyIn(location: string, dir: string): boolean {
+  const c = comparable(location);
+  return plainLocation(location) && c.startsWith(dir) && !c.slice(dir.length).includes('/');
 }
 
 /** A location with the spellings of one place made equal (`s3a://` and `s3n://` are `s3://`; `file:` is dropped). */

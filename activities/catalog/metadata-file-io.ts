@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { syncPath } from '../storage/local-store';
 
 export interface MetadataFileIO {
   /** Throws MetadataFileMissingError when the file does not exist. */
@@ -43,8 +44,11 @@ export class LocalMetadataFileIO implements MetadataFileIO {
 
   async delete(uris: readonly string[]): Promise<void> {
     for (const uri of uris) {
+      // URL parsing resolves '%2e%2e' to '..' and removes it: the location is judged as written.
+      if (!plainLocation(uri)) throw new Error(`refusing to delete Iceberg metadata file ${uri}: not a plain path`);
+      const target = this.toPath(uri);
       try {
-        await fs.rm(this.toPath(uri), { force: true });
+        await fs.rm(target, { force: true });
       } catch (err) {
         throw new Error(`cannot delete Iceberg metadata file ${uri}: ${(err as Error).message}`);
       }
@@ -57,7 +61,11 @@ export class LocalMetadataFileIO implements MetadataFileIO {
     const staged = `${target}.${randomUUID()}.tmp`;
     try {
       await fs.writeFile(staged, bytes);
+      // On disk before it has its name: the catalog's commit that follows is durable, and after a power
+      // loss it must not point at a metadata file or manifest whose blocks were never written.
+      await syncPath(staged);
       await fs.rename(staged, target);
+      await syncPath(path.dirname(target));
     } catch (err) {
       await fs.rm(staged, { force: true });
       throw new Error(`cannot write Iceberg metadata file ${uri}: ${(err as Error).message}`);
@@ -81,6 +89,15 @@ export function resolveLocation(location: string, base: string): string {
     return `${m[1]}${joined.startsWith('/') ? joined : '/' + joined}`;
   }
   return path.resolve(base, location);
+}
+
+/**
+ * A location that means what it says: no `.` or `..` segment, no percent-encoded dot, slash or
+ * backslash, no backslash. A manifest list written by hand or by another engine could otherwise name
+ * `<metadata dir>/../../x.avro`, which starts with the directory yet lies outside it.
+ */
+export function plainLocation(location: string): boolean {
+  return !/%2e|%2f|%5c|\\/i.test(location) && !location.split('/').some((seg) => seg === '.' || seg === '..');
 }
 
 /** The directory part of a path or URI (no trailing slash). */

@@ -51,6 +51,9 @@ export class ParquetFooterError extends Error {
 // "PAR1" at the start, then the footer: metadata, its 4-byte length and "PAR1" again.
 const MIN_PARQUET_SIZE = 12;
 
+/** First read from a file's end (hyparquet's default is 512 KB, most of a small part file). */
+const FOOTER_FETCH_BYTES = 64 * 1024;
+
 /** `size` is the object's size from the listing (saves a stat per file). */
 export async function readParquetFooter(store: WarehouseStore, key: string, size: number): Promise<ParquetFooter> {
   if (size === 0) throw new ParquetFooterError(key, 'the file is empty (0 bytes)');
@@ -70,7 +73,8 @@ export async function readParquetFooter(store: WarehouseStore, key: string, size
   try {
     const head = await store.readRange(key, 0, 4);
     if (Buffer.from(head).toString('latin1') !== 'PAR1') throw new ParquetFooterError(key, 'bad magic at the start (not a Parquet file)');
-    meta = await parquetMetadataAsync(buffer, { geoparquet: false, parsers: RAW_STATISTICS });
+    // 64 KB holds the footer of a typical part; a compacted file's larger footer takes a second read of its exact size.
+    meta = await parquetMetadataAsync(buffer, { geoparquet: false, parsers: RAW_STATISTICS, initialFetchSize: FOOTER_FETCH_BYTES });
   } catch (err) {
     if (err instanceof ParquetFooterError) throw err;
     const msg = (err as Error).message;

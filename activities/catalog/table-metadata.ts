@@ -38,7 +38,8 @@ export interface TableMetadataJson {
   'metadata-log'?: Array<{ 'timestamp-ms': number; 'metadata-file': string }>;
   'sort-orders': SortOrder[];
   'default-sort-order-id': number;
-  refs?: Record<string, { 'snapshot-id': string; type: string }>;
+  /** Retention settings of a branch (`min-snapshots-to-keep`, `max-snapshot-age-ms`, `max-ref-age-ms`) ride along. */
+  refs?: Record<string, { 'snapshot-id': string; type: string } & Record<string, unknown>>;
   statistics?: unknown[];
   'partition-statistics'?: unknown[];
   [other: string]: unknown;
@@ -205,7 +206,8 @@ export function rebuiltTableMetadata(base: TableMetadataJson, args: RebuildArgs)
     snapshots: [snapshot],
     'snapshot-log': [{ 'timestamp-ms': nowMs, 'snapshot-id': args.snapshotId }],
     'metadata-log': metadataLog,
-    refs: { main: { 'snapshot-id': args.snapshotId, type: 'branch' } },
+    // main keeps what another engine set on it (its retention), only its snapshot changes.
+    refs: { main: { ...(base.refs?.main ?? {}), 'snapshot-id': args.snapshotId, type: 'branch' } },
     statistics: [],
     'partition-statistics': [],
   };

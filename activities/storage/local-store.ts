@@ -164,7 +164,7 @@ export class LocalWarehouseStore implements WarehouseStore {
 }
 
 /** Flushes a file's bytes, or a directory's entries, to stable storage. */
-async function syncPath(p: string): Promise<void> {
+export async function syncPath(p: string): Promise<void> {
   const handle = await fs.open(p, 'r');
   try {
     await handle.sync();
