@@ -221,6 +221,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `remain in the metadata files before ${result.metadataLocation}`,
             );
           }
+          if (result.deleteFilesDropped) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
+                `the rebuilt table registers the data files only, so the rows they deleted are visible again`,
+            );
+          }
           // Thousands of bad files must not push the result past the payload limit.
           return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
         } finally {

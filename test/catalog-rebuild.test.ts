@@ -375,6 +375,27 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.deepEqual(pointerRow(catalogDb), before);
   });
 
+  test("a replaced table with another engine's delete files: the result counts them (their deleted rows are visible again)", async () => {
+    const wh = await copyOfBase('delete-files');
+    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+    const first = await rebuild(wh, catalogDb);
+    assert.equal(first.deleteFilesDropped, undefined);
+    // As after a merge-on-read DELETE in Trino or Spark: the current snapshot counts position-delete files.
+    const metadata = JSON.parse(await fs.readFile(first.metadataLocation, 'utf8')) as { snapshots: Array<{ summary: Record<string, string> }> };
+    Object.assign(metadata.snapshots[0]!.summary, { 'total-delete-files': '2', 'total-position-deletes': '5' });
+    const withDeletes = path.join(path.dirname(first.metadataLocation), `00001-${randomUUID()}.metadata.json`);
+    await fs.writeFile(withDeletes, JSON.stringify(metadata));
+    await py(['register', '--catalog', catalogDb, '--table', `${NS}.with_deletes`, '--metadata', withDeletes]);
+    const backend = backendFor(catalogDb, wh);
+    try {
+      const result = await rebuildCatalog(new LocalWarehouseStore(wh), backend, { ...request(wh, catalogDb), table: 'with_deletes' });
+      assert.equal(result.deleteFilesDropped, 2);
+      assert.equal(result.dataFiles, first.dataFiles);
+    } finally {
+      await backend.close();
+    }
+  });
+
   test('zero-byte, truncated, non-Parquet and id-less files are reported unreadable and not registered', async () => {
     const wh = await copyOfBase('unreadable');
     const bucket = `grid_partition=${CELLS[0]}/year=2020`;

@@ -16,6 +16,7 @@ import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter } from './parquet-footer';
 import { columnMetrics, metricsModes } from './column-metrics';
+import { currentSnapshot } from './describe-table';
 import { removeExpiredMetadata } from './metadata-cleanup';
 import type { TableMetadataJson } from './table-metadata';
 import {
@@ -109,6 +110,8 @@ export async function rebuildCatalog(
 
   // Their snapshots are not in the new table; they stay readable in the old metadata files (whose manifests the cleanup keeps).
   const droppedRefs = handle.pointer ? Object.keys(base.refs ?? {}).filter((name) => name !== 'main').sort() : [];
+  // Row-level deletes another engine committed (Trino, Spark merge-on-read): the rebuild registers data files only.
+  const deleteFilesDropped = handle.pointer ? Number(currentSnapshot(base, handle.pointer.metadataLocation)?.summary?.['total-delete-files'] ?? 0) : 0;
   return {
     snapshotId,
     metadataLocation,
@@ -121,6 +124,7 @@ export async function rebuildCatalog(
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
     ...(cleanup.error ? { metadataCleanupError: cleanup.error } : {}),
     ...(droppedRefs.length ? { droppedRefs } : {}),
+    ...(deleteFilesDropped > 0 ? { deleteFilesDropped } : {}),
   };
 }
 
