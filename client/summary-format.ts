@@ -27,6 +27,9 @@ export function formatSummary(s: CompactionSummary): string {
     lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
   }
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
+  if (s.catalogDeleteFilesDropped) {
+    lines.push(`${s.catalogDeleteFilesDropped} delete file(s) of another engine were not carried over: the rows they deleted are visible again`);
+  }
   if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
   for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);

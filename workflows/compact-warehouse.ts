@@ -414,6 +414,7 @@ function summarize(
     workflowRuns: progress.generation + 1,
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
+    ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
   };
 }
 

@@ -276,6 +276,8 @@ export interface CompactionSummary {
   filesDeferred?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */
   filesRewritten?: number;
+  /** Delete files of another engine in the replaced snapshot, not carried over (absent when none). */
+  catalogDeleteFilesDropped?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

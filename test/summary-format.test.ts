@@ -1,0 +1,46 @@
+/** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { formatSummary } from '../client/summary-format';
+import type { CompactionSummary } from '../workflows/contract';
+
+const base: CompactionSummary = {
+  warehouse: '/data/warehouse',
+  catalog: '/data/catalog.db',
+  planId: 'p1',
+  dryRun: false,
+  bucketsScanned: 3,
+  bucketsCompacted: 2,
+  bucketsAlreadyCompacted: 0,
+  filesBefore: 9,
+  filesAfter: 4,
+  rowsBefore: 100,
+  rowsAfter: 80,
+  duplicatesRemoved: 20,
+  bytesBefore: 1000,
+  bytesAfter: 800,
+  failedBuckets: [],
+  failedBucketsTotal: 0,
+  snapshotId: '42',
+  catalogDataFiles: 4,
+  catalogRows: 80,
+  catalogMetadataFilesExpired: 0,
+  unreadableFiles: [],
+  unreadableFilesTotal: 0,
+  sampleBuckets: [],
+  workflowRuns: 1,
+};
+
+test('a clean run prints the figures and no line about files left for later', () => {
+  const text = formatSummary(base);
+  assert.match(text, /^buckets_scanned: +3$/m);
+  assert.match(text, /^files_after: +4$/m);
+  assert.doesNotMatch(text, /left for the next run|not carried over/);
+});
+
+test('deferred and rewritten inputs and dropped delete files each get a line', () => {
+  const text = formatSummary({ ...base, filesDeferred: 5, filesRewritten: 1, catalogDeleteFilesDropped: 2 });
+  assert.match(text, /^5 file\(s\) of buckets too large for one task were left for the next run$/m);
+  assert.match(text, /^1 input file\(s\) were rewritten after they were read and were left for the next run$/m);
+  assert.match(text, /^2 delete file\(s\) of another engine were not carried over: the rows they deleted are visible again$/m);
+});
