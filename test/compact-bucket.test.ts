@@ -918,6 +918,27 @@ describe('compactBucket', () => {
     });
   }
 
+  for (const writePath of WRITE_PATHS) {
+    test(`an updated of +infinity wins and -infinity loses to every time but NULL, the same on every write path: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, [
+        { rows: rowsOf([['A', '2022-01-01T00:00:00Z', 'A-p0'], ['B', null, 'B-p0'], ['C', '2022-01-01T00:00:00Z', 'C-p0']]) },
+        { rows: rowsOf([['A', '2000-01-01T00:00:00Z', 'A-inf'], ['B', '2000-01-01T00:00:00Z', 'B-neginf'], ['C', '2000-01-01T00:00:00Z', 'C-neginf']], 8) },
+      ]);
+      const second = path.join(root, inputs[1]!.key);
+      const staged = path.join(scratchRoot, `infinite-${writePath.name.length}.parquet`);
+      await fs.rename(second, staged);
+      await session.exec(
+        `COPY (SELECT * REPLACE (CASE WHEN scene_1_id = 'A-inf' THEN 'infinity'::TIMESTAMPTZ ELSE '-infinity'::TIMESTAMPTZ END AS updated)
+           FROM read_parquet(${sqlString(staged)})) TO ${sqlString(second)} (FORMAT parquet)`,
+      );
+      inputs[1]!.size = (await fs.stat(second)).size;
+      const { result } = await compact(store, inputs, writePath.opts);
+      const markers = new Map((await readOutputRows(path.join(root, result.outputKey))).map((r) => [r.id, r.scene_1_id]));
+      assert.deepEqual(Object.fromEntries(markers), { A: 'A-inf', B: 'B-neginf', C: 'C-p0' });
+    });
+  }
+
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {
     const key = `${PREFIX}/${name}.parquet`;

@@ -20,10 +20,15 @@ import type { InputSchema, LocalInput } from './input-schema';
  * the row position in the low 64, so ties go to the later input in plan order, then the later row
  * (as WINNER_ORDER). One fixed-width number per row lets a single spillable max() pick the winners
  * (arg_max over strings does not spill), and it holds the winner's position. epoch_us + 2^63 + 1 lies in
- * [1, 2^64) for every finite timestamp, so NULL (0) loses to all.
+ * [2, 2^64 - 1) for every finite timestamp, so NULL (0) loses to all. epoch_us of ±infinity is NULL:
+ * they get 2^64 - 1 and 1, so they win and lose as WINNER_ORDER's `updated DESC NULLS LAST` has them.
  */
 function winnerKey(updated: string, pos: string): string {
-  return `(coalesce(epoch_us(${updated})::HUGEINT + 9223372036854775809, 0)::UHUGEINT * 18446744073709551616::UHUGEINT + (${pos})::UHUGEINT)`;
+  const high =
+    `CASE WHEN ${updated} IS NULL THEN 0 ` +
+    `WHEN isinf(${updated}) THEN (CASE WHEN ${updated} > '1970-01-01' THEN 18446744073709551615 ELSE 1 END) ` +
+    `ELSE epoch_us(${updated})::HUGEINT + 9223372036854775809 END`;
+  return `((${high})::UHUGEINT * 18446744073709551616::UHUGEINT + (${pos})::UHUGEINT)`;
 }
 
 /** The row position in the low 64 bits of a winner key (a mask: UHUGEINT modulo is 250x slower). */
