@@ -90,6 +90,13 @@ async function writeBucket(root: string, parts: PartDef[]): Promise<PlannedFile[
   return planned;
 }
 
+/** A one-row part ready to be copied over `input` in place (an ingest rewriting the file under its name). */
+async function replacementFor(root: string, input: PlannedFile, row: Spec): Promise<{ target: string; replacement: string }> {
+  const replacement = path.join(scratchRoot, `replacement-${path.basename(input.key)}`);
+  await writePartFile(replacement, rowsOf([row]), { session });
+  return { target: path.join(root, input.key), replacement };
+}
+
 async function compact(
   store: WarehouseStore,
   inputs: PlannedFile[],
@@ -641,9 +648,7 @@ describe('compactBucket', () => {
     test('an input rewritten in place while it is compacted: nothing is published or deleted, the attempt is retried and compacts the new bytes', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
-      const target = path.join(root, inputs[0]!.key);
-      const replacement = path.join(scratchRoot, 'replacement-p0.parquet');
-      await writePartFile(replacement, rowsOf([['A', '2030-01-01T00:00:00Z', 'A-rewritten']]), { session });
+      const { target, replacement } = await replacementFor(root, inputs[0]!, ['A', '2030-01-01T00:00:00Z', 'A-rewritten']);
       await assert.rejects(
         compact(store, inputs, {
           heartbeat: (p) => {
@@ -669,9 +674,7 @@ describe('compactBucket', () => {
     test('an input rewritten after the output is published, before the deletes: it stays, the others go', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
-      const target = path.join(root, inputs[2]!.key);
-      const replacement = path.join(scratchRoot, 'replacement-p2.parquet');
-      await writePartFile(replacement, rowsOf([['E', '2030-01-01T00:00:00Z', 'E-rewritten']]), { session });
+      const { target, replacement } = await replacementFor(root, inputs[2]!, ['E', '2030-01-01T00:00:00Z', 'E-rewritten']);
       const warnings: string[] = [];
       const { result } = await compact(store, inputs, {
         warn: (m) => warnings.push(m),
