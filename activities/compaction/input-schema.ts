@@ -119,7 +119,7 @@ async function holdsNoValue(session: DuckSession, file: string, column: string):
     `SELECT count(*) AS groups, count(stats_null_count) AS counted, sum(stats_null_count) AS nulls, sum(num_values) AS n_values
      FROM parquet_metadata(${sqlString(file)}) WHERE path_in_schema = ${sqlString(column)}`,
   );
-  return stats !== undefined && Number(stats.groups) > 0 && stats.counted === stats.groups && Number(stats.nulls) === Number(stats.n_values);
+  return stats !== undefined && Number(stats.groups) > 0 && Number(stats.counted) === Number(stats.groups) && Number(stats.nulls) === Number(stats.n_values);
 }
 
 /** A column of the union of all inputs' schemas, in the order DuckDB's union_by_name gives them. */
