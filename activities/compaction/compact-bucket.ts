@@ -567,11 +567,12 @@ type Figures = Pick<BucketResult, 'outcome' | 'rowsIn' | 'rowsOut' | 'bytesIn' |
  */
 async function finish(a: Attempt, present: readonly StoredObject[], provenance: Provenance, figures: Figures): Promise<BucketResult> {
   beat(a, { phase: 'delete', rowsIn: figures.rowsIn, rowsOut: figures.rowsOut });
+  // Listed as late as possible: a rewrite after this listing is the one window left (S3 has no batch delete
+  // by version). The same listing finds the leftovers to sweep: deleting inputs does not change which they are.
+  const listed = await listBucket(a.store, a.bucket);
   let keys: string[] = [];
   let kept: string[] = [];
   if (present.length) {
-    // Listed as late as possible: a rewrite after this listing is the one window left (S3 has no batch delete by version).
-    const listed = await listBucket(a.store, a.bucket);
     // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
     if (!listed.has(a.outputKey)) {
       throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} is gone (a concurrent attempt replaced it); no input was deleted, the next attempt starts over`);
@@ -590,7 +591,7 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
     await a.store.deleteMany(keys.slice(half));
   }
   beat(a, { phase: 'sweep' });
-  const orphansRemoved = await sweepOrphans(a);
+  const orphansRemoved = await sweepOrphans(a, listed.keys());
   return {
     bucket: a.req.bucket,
     outputKey: a.outputKey,
@@ -614,9 +615,9 @@ function rewrittenSince(provenance: Provenance, present: readonly StoredObject[]
  * uploads. Only names this tool writes are touched; new ingest (any other name) is never deleted.
  * The one output name of this plan is the verified output itself, so it is never an orphan.
  */
-async function sweepOrphans(a: Attempt): Promise<number> {
+async function sweepOrphans(a: Attempt, bucketKeys: Iterable<string>): Promise<number> {
   const orphans: string[] = [];
-  for (const key of (await listBucket(a.store, a.bucket)).keys()) {
+  for (const key of bucketKeys) {
     if (isTempArtifactName(key.slice(key.lastIndexOf('/') + 1))) orphans.push(key);
   }
   if (orphans.length) await a.store.deleteMany(orphans);
