@@ -27,7 +27,7 @@ import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
-import { loadTable, rebuildCatalog } from './catalog/rebuild-catalog';
+import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
@@ -241,8 +241,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       return withStore(req.warehouse, async (store) => {
         const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
         try {
-          const { handle } = await loadTable(backend, req);
-          return { tableExists: handle.pointer !== undefined };
+          return await checkTable(backend, req);
         } finally {
           await backend.close();
         }

@@ -4,7 +4,8 @@
  *   the table from it and scans exactly the warehouse's rows; a concurrent change is a conflict and
  *   is never overwritten; a corrupt catalog.db is refused and left alone.
  * - a local catalog.db over the S3 warehouse (metadata files in S3).
- * - S3 Tables: namespace and table created when absent, metadata under the warehouse location,
+ * - S3 Tables: the pre-flight check and verify create nothing; a rebuild creates namespace and table
+ *   when absent, metadata under the warehouse location,
  *   exactly one snapshot, a stale version token is a conflict, readers always find the table.
  */
 import { after, before, describe, it } from 'node:test';
@@ -15,14 +16,15 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { CreateTableBucketCommand, GetTableMetadataLocationCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
+import { CreateTableBucketCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import type { CatalogRequest, CompactionInput, CompactionSummary } from '../workflows/contract';
 import { lockWorkflowId } from '../workflows/lock';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
-import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { verifyWarehouse, ViolationKinds } from '../activities/verification/verify-warehouse';
 import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog/catalog-backend';
 import { S3CatalogDbBackend } from '../activities/catalog/s3-catalog-db';
 import { S3TablesCatalogBackend } from '../activities/catalog/s3tables-catalog';
@@ -301,6 +303,21 @@ describe('Amazon S3 Tables', () => {
   const pointer = async () =>
     tables.send(new GetTableMetadataLocationCommand({ tableBucketARN: arn, namespace: 'earthcatalog', name: 'stac_items' }));
 
+  it('the pre-flight check and verify read a table bucket without the table and create nothing in it', async () => {
+    const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
+    try {
+      assert.deepEqual(await checkTable(backend, request(arn)), { tableExists: false });
+    } finally {
+      await backend.close();
+    }
+    const report = await verifyWarehouse({ warehouse: WAREHOUSE, catalog: arn, scratchDir: scratch });
+    assert.deepEqual(
+      report.violations.filter((v) => v.kind === ViolationKinds.tableMissing).map((v) => v.detail),
+      ['the catalog has no table earthcatalog.stac_items'],
+    );
+    assert.deepEqual((await tables.send(new ListNamespacesCommand({ tableBucketARN: arn }))).namespaces, []);
+  });
+
   it('creates namespace and table, writes metadata under the warehouse location, one snapshot of every file', async () => {
     const result = await rebuildWith(arn);
     assert.equal(result.createdTable, true);
@@ -317,6 +334,12 @@ describe('Amazon S3 Tables', () => {
     const before = await pointer();
     const result = await rebuildWith(arn);
     assert.equal(result.createdTable, false);
+    const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
+    try {
+      assert.deepEqual(await checkTable(backend, request(arn)), { tableExists: true });
+    } finally {
+      await backend.close();
+    }
     const now = await pointer();
     assert.equal(now.metadataLocation, result.metadataLocation);
     assert.notEqual(now.versionToken, before.versionToken);

@@ -22,7 +22,12 @@ export interface TableHandle {
 export interface IcebergCatalogBackend {
   /** Human-readable description for messages and logs. Never contains credentials. */
   readonly description: string;
-  /** Opens (creating namespace and an empty table entry where the backend requires it) the table. */
+  /**
+   * The table's current pointer, changing nothing (undefined: no such table, or no metadata yet). For
+   * the pre-flight check, `verify` and readers, which must not leave a table behind in S3 Tables.
+   */
+  findTable(namespace: string, table: string): Promise<TablePointer | undefined>;
+  /** Opens the table for a rebuild, creating namespace and an empty table entry where the backend requires it. */
   openTable(namespace: string, table: string): Promise<TableHandle>;
   readFile(uri: string): Promise<Buffer>;
   writeFile(uri: string, bytes: Buffer): Promise<void>;

@@ -51,9 +51,9 @@ const DELETED = 2;
 
 /** Throws when the table does not exist or has no metadata. */
 export async function describeTable(backend: IcebergCatalogBackend, namespace: string, table: string): Promise<DescribedTable> {
-  const handle = await backend.openTable(namespace, table);
-  if (!handle.pointer) throw new Error(`table ${namespace}.${table} does not exist in ${backend.description}`);
-  const metadataLocation = handle.pointer.metadataLocation;
+  const pointer = await backend.findTable(namespace, table);
+  if (!pointer) throw new Error(`table ${namespace}.${table} does not exist in ${backend.description}`);
+  const metadataLocation = pointer.metadataLocation;
   const metadata = parseTableMetadata((await backend.readFile(metadataLocation)).toString('utf8'), metadataLocation);
   const current = currentSnapshot(metadata, metadataLocation);
   const dataFiles: DescribedDataFile[] = [];

@@ -8,7 +8,7 @@ import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
-import type { IcebergCatalogBackend, TableHandle } from './catalog-backend';
+import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCorruptError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { topLevelField } from './iceberg-schema';
@@ -170,22 +170,43 @@ export interface LoadedTable {
   partitionOf: (f: DataFileKey) => PartitionValue[];
 }
 
-/**
- * Opens the table and reads what the rebuild keeps of it (schema, spec, properties). Also the
- * pre-flight check before any bucket is touched: a catalog that cannot be read fails the run early.
- */
-export async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, nowMs = Date.now()): Promise<LoadedTable> {
+/** Opens the table (creating it where the backend must) and reads what the rebuild keeps of it (schema, spec, properties). */
+async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, nowMs = Date.now()): Promise<LoadedTable> {
   const handle = await backend.openTable(req.namespace, req.table);
-  const label = `${req.namespace}.${req.table}`;
-  const metadataText = handle.pointer ? (await backend.readFile(handle.pointer.metadataLocation)).toString('utf8') : undefined;
-  try {
-    const base = metadataText === undefined ? initialTableMetadata(handle.defaultLocation, nowMs) : parseTableMetadata(metadataText, handle.pointer!.metadataLocation);
+  const base = handle.pointer ? await readTableMetadata(backend, req, handle.pointer) : initialTableMetadata(handle.defaultLocation, nowMs);
+  return { handle, base, ...layoutOf(backend, req, base) };
+}
+
+/**
+ * The pre-flight check before any bucket is touched: a catalog that cannot be read, or a table whose
+ * schema or spec the rebuild could not keep, fails the run early. Creates nothing.
+ */
+export async function checkTable(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<{ tableExists: boolean }> {
+  const pointer = await backend.findTable(req.namespace, req.table);
+  if (pointer) layoutOf(backend, req, await readTableMetadata(backend, req, pointer));
+  return { tableExists: pointer !== undefined };
+}
+
+async function readTableMetadata(backend: IcebergCatalogBackend, req: CatalogRequest, pointer: TablePointer): Promise<TableMetadataJson> {
+  const text = (await backend.readFile(pointer.metadataLocation)).toString('utf8');
+  return unlessCorrupt(backend, req, () => parseTableMetadata(text, pointer.metadataLocation));
+}
+
+function layoutOf(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson): Omit<LoadedTable, 'handle' | 'base'> {
+  return unlessCorrupt(backend, req, () => {
+    const label = `${req.namespace}.${req.table}`;
     const schema = currentSchema(base, label);
     const spec = defaultSpec(base, label);
-    return { handle, base, schema, spec, partitionOf: partitionerFor(spec, schema, label) };
+    return { schema, spec, partitionOf: partitionerFor(spec, schema, label) };
+  });
+}
+
+function unlessCorrupt<T>(backend: IcebergCatalogBackend, req: CatalogRequest, read: () => T): T {
+  try {
+    return read();
   } catch (err) {
     // Retrying cannot help: the table's metadata is unreadable or incompatible with the warehouse layout.
-    throw new CatalogCorruptError(`${label} in ${backend.description}: ${(err as Error).message}`);
+    throw new CatalogCorruptError(`${req.namespace}.${req.table} in ${backend.description}: ${(err as Error).message}`);
   }
 }
 

@@ -163,6 +163,10 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
     return (this.inner ??= this.makeInner());
   }
 
+  findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
+    return this.db().findTable(namespace, table);
+  }
+
   openTable(namespace: string, table: string): Promise<TableHandle> {
     return this.db().openTable(namespace, table);
   }
@@ -225,6 +229,10 @@ export class LocalCatalogDbWithS3Metadata implements IcebergCatalogBackend {
       client.destroy();
       throw err;
     }
+  }
+
+  findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
+    return this.inner.findTable(namespace, table);
   }
 
   openTable(namespace: string, table: string): Promise<TableHandle> {

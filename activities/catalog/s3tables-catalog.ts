@@ -111,6 +111,12 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     }
   }
 
+  async findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
+    // A missing namespace is a NotFoundException too: nothing is created to find out.
+    const found = await this.metadataLocation(namespace, table);
+    return found?.metadataLocation && found.versionToken ? { metadataLocation: found.metadataLocation, versionToken: found.versionToken } : undefined;
+  }
+
   async openTable(namespace: string, table: string): Promise<TableHandle> {
     await this.ensureNamespace(namespace);
     let found = await this.metadataLocation(namespace, table);

@@ -160,6 +160,11 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     );
   }
 
+  /** Opening a table here creates nothing, so finding it is opening it. */
+  async findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
+    return (await this.openTable(namespace, table)).pointer;
+  }
+
   async openTable(namespace: string, table: string): Promise<TableHandle> {
     const row = this.tableRow(namespace, table);
     if (row?.iceberg_type && row.iceberg_type !== TABLE_TYPE) {

@@ -162,8 +162,7 @@ async function readCatalog(
     return undefined;
   }
   try {
-    const handle = await backend.openTable(namespace, tableName);
-    if (!handle.pointer) {
+    if (!(await backend.findTable(namespace, tableName))) {
       violations.push({ kind: ViolationKinds.tableMissing, object: label, detail: `the catalog has no table ${namespace}.${tableName}` });
       return undefined;
     }
