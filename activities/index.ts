@@ -26,6 +26,7 @@ import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, r
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
+import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
@@ -49,14 +50,32 @@ export interface ActivityResources {
   duckdbThreads: number;
   /** DuckDB sessions kept open between bucket activities (default 4; 0 opens one per activity). */
   idleDuckdbSessions?: number;
+  /**
+   * Bucket activities this worker runs at once (the plugin derives it from the memory budget); a bucket
+   * task beyond them waits, heartbeating, for one to finish. Default: no limit.
+   */
+  concurrentBuckets?: number;
 }
 
 export function defaultActivityResources(): ActivityResources {
-  return {
-    scratchDir: process.env.EARTHCATALOG_SCRATCH_DIR ?? path.join(os.tmpdir(), 'earthcatalog-compaction'),
-    memoryBudgetMb: Number(process.env.EARTHCATALOG_MEMORY_BUDGET_MB ?? 1024),
-    duckdbThreads: Number(process.env.EARTHCATALOG_DUCKDB_THREADS ?? Math.max(1, Math.min(4, os.cpus().length))),
+  const fromEnv = (name: string, fallback: number) => {
+    const raw = process.env[name];
+    return raw === undefined ? fallback : positiveWholeNumber(name, /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN, raw);
   };
+  return {
+    scratchDir: process.env.EARTHCATALOG_SCRATCH_DIR || path.join(os.tmpdir(), 'earthcatalog-compaction'),
+    memoryBudgetMb: fromEnv('EARTHCATALOG_MEMORY_BUDGET_MB', 1024),
+    duckdbThreads: fromEnv('EARTHCATALOG_DUCKDB_THREADS', Math.max(1, Math.min(4, os.cpus().length))),
+  };
+}
+
+/**
+ * A worker setting that must be a positive whole number; `source` names the variable or option. A
+ * budget of NaN would leave DuckDB without a memory limit and the worker without a concurrency.
+ */
+export function positiveWholeNumber(source: string, value: number, raw: unknown = value): number {
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${source} must be a positive whole number, got ${typeof raw === 'string' ? JSON.stringify(raw) : String(raw)}`);
+  return value;
 }
 
 /**
@@ -123,8 +142,10 @@ async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Pr
  */
 export class WorkerLocalResources {
   readonly ready: Promise<{ scratch: WorkerScratch; sessions: DuckSessionPool }>;
+  readonly bucketSlots: BucketSlots | undefined;
 
   constructor(resources: ActivityResources) {
+    this.bucketSlots = resources.concurrentBuckets === undefined ? undefined : new BucketSlots(resources.concurrentBuckets);
     this.ready = claimWorkerScratch(resources.scratchDir).then((scratch) => ({
       scratch,
       sessions: new DuckSessionPool(path.join(scratch.dir, 'duckdb'), resources.idleDuckdbSessions ?? 4),
@@ -167,34 +188,41 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     async compactBucket(req: BucketRequest): Promise<BucketResult> {
       const ctx = Context.current();
-      let last: unknown = { phase: 'starting', filesIn: req.inputs.length };
-      const { scratch, sessions } = await local.ready;
-      // Unique, not just plan-activity-attempt: activity ids restart in every run, so a terminated run's
-      // orphaned attempt and its resume's could share a directory on this worker and remove each other's files.
-      const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}-${randomUUID().slice(0, 8)}`);
-      await fs.mkdir(scratchDir, { recursive: true });
+      let last: unknown = { phase: 'waiting-for-memory', filesIn: req.inputs.length };
+      const slots = local.bucketSlots;
+      const release = slots ? await keepAlive(() => last, () => slots.acquire(ctx.cancellationSignal)) : undefined;
       try {
-        return await withStore(req.warehouse, (store) =>
-          keepAlive(
-            () => last,
-            () =>
-              compactBucket(store, req, {
-                scratchDir,
-                memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
-                threads: resources.duckdbThreads,
-                sessions,
-                warn: (message) => ctx.log.warn(message),
-                heartbeat: (p) => {
-                  last = p;
-                  ctx.heartbeat(p);
-                  // A cancelled attempt (its workflow closed or timed it out) must stop before it deletes anything.
-                  if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
-                },
-              }),
-          ),
-        );
+        last = { phase: 'starting', filesIn: req.inputs.length };
+        const { scratch, sessions } = await local.ready;
+        // Unique, not just plan-activity-attempt: activity ids restart in every run, so a terminated run's
+        // orphaned attempt and its resume's could share a directory on this worker and remove each other's files.
+        const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}-${randomUUID().slice(0, 8)}`);
+        await fs.mkdir(scratchDir, { recursive: true });
+        try {
+          return await withStore(req.warehouse, (store) =>
+            keepAlive(
+              () => last,
+              () =>
+                compactBucket(store, req, {
+                  scratchDir,
+                  memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
+                  threads: resources.duckdbThreads,
+                  sessions,
+                  warn: (message) => ctx.log.warn(message),
+                  heartbeat: (p) => {
+                    last = p;
+                    ctx.heartbeat(p);
+                    // A cancelled attempt (its workflow closed or timed it out) must stop before it deletes anything.
+                    if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
+                  },
+                }),
+            ),
+          );
+        } finally {
+          await fs.rm(scratchDir, { recursive: true, force: true });
+        }
       } finally {
-        await fs.rm(scratchDir, { recursive: true, force: true });
+        release?.();
       }
     },
 

@@ -1,0 +1,145 @@
+/**
+ * What a worker takes on: at most its bucket concurrency at once (a bucket task that lands in one of
+ * the worker's extra activity slots waits for a bucket slot, and can be cancelled while it waits), the
+ * concurrency derived from a container's memory limit, and a plugin that fits a worker with a tuner.
+ * The compactBucket activity runs for real on a real warehouse; only its activity context is the SDK's
+ * MockActivityEnvironment (no server needed to hold a slot).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
+import { BucketSlots } from '../activities/compaction/bucket-slots';
+import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
+import type { BucketRequest, BucketResult } from '../workflows/contract';
+import { listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
+import { makeTempDir } from './helpers/temp-dirs';
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (check()) return;
+    await sleep(10);
+  }
+  assert.fail(`timed out waiting until ${what}`);
+}
+
+test('bucket slots: at most their size at once, waiters served in arrival order, an aborted waiter leaves the queue', async () => {
+  const slots = new BucketSlots(2);
+  const a = await slots.acquire();
+  const b = await slots.acquire();
+  const order: string[] = [];
+  const c = slots.acquire().then((release) => (order.push('c'), release));
+  const abort = new AbortController();
+  const d = slots.acquire(abort.signal);
+  const e = slots.acquire().then((release) => (order.push('e'), release));
+  await sleep(5);
+  assert.deepEqual([slots.busy, slots.queued, order], [2, 3, []]);
+  abort.abort(new Error('cancelled'));
+  await assert.rejects(d, /cancelled/);
+  assert.equal(slots.queued, 2);
+  a();
+  a(); // a second release of the same slot frees nothing more
+  const releaseC = await c;
+  assert.deepEqual([slots.busy, slots.queued, order], [2, 1, ['c']]);
+  b();
+  const releaseE = await e;
+  assert.deepEqual(order, ['c', 'e']);
+  releaseC();
+  releaseE();
+  assert.deepEqual([slots.busy, slots.queued], [0, 0]);
+  assert.throws(() => new BucketSlots(0), /positive integer, got 0/);
+  assert.throws(() => new BucketSlots(Number.NaN), /positive integer, got NaN/);
+});
+
+test('a bucket task beyond the worker’s concurrency waits without touching the bucket, then compacts; cancelled while waiting, it leaves the bucket as it was', async () => {
+  const fx = await makeTinyWarehouse('worker-slots', 2);
+  const resources: ActivityResources = { scratchDir: await makeTempDir('ec-worker-slots-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, concurrentBuckets: 1 };
+  const local = new WorkerLocalResources(resources);
+  const activities = createActivities(resources, local);
+  const slots = local.bucketSlots!;
+  const request = async (cell: string, year: number): Promise<BucketRequest> => {
+    const dir = `grid_partition=${cell}/year=${year}`;
+    const names = (await fs.readdir(path.join(fx.warehouse, dir))).sort();
+    const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(fx.warehouse, dir, n))).size })));
+    return { warehouse: fx.warehouse, planId: '20261202T000000-0000slot', bucket: { cell, year }, inputs };
+  };
+  try {
+    const before = await listFiles(fx.warehouse);
+    assert.equal(before.length, 4);
+
+    const otherBucket = await slots.acquire();
+    const running: Promise<BucketResult> = new MockActivityEnvironment().run(activities.compactBucket, await request('cell00000', 2015));
+    await until('the task waits for a slot', () => slots.queued === 1);
+    await sleep(200);
+    assert.deepEqual(await listFiles(fx.warehouse), before, 'nothing read, written or deleted while waiting');
+    otherBucket();
+    const result = await running;
+    assert.deepEqual([result.outcome, result.filesIn, result.rowsOut], ['compacted', 2, 5]);
+    assert.deepEqual([slots.busy, slots.queued], [0, 0]);
+
+    const afterFirst = await listFiles(fx.warehouse);
+    const hold = await slots.acquire();
+    const env = new MockActivityEnvironment();
+    const cancelled = env.run(activities.compactBucket, await request('cell00000', 2016));
+    await until('the second task waits for a slot', () => slots.queued === 1);
+    env.cancel();
+    await assert.rejects(cancelled);
+    assert.deepEqual([slots.busy, slots.queued], [1, 0]);
+    hold();
+    assert.deepEqual(await listFiles(fx.warehouse), afterFirst, 'the cancelled task left its bucket alone');
+    assert.ok(afterFirst.some((k) => k.startsWith('grid_partition=cell00000/year=2016/part_00000_a')));
+  } finally {
+    await local.close();
+  }
+});
+
+test('concurrency follows a container’s memory limit where it is below RAM', () => {
+  const gb = 1024 ** 3;
+  assert.equal(availableMemoryBytes(4 * gb, 64 * gb), 4 * gb);
+  assert.equal(availableMemoryBytes(undefined, 64 * gb), 64 * gb);
+  assert.equal(availableMemoryBytes(0, 64 * gb), 64 * gb);
+  assert.equal(availableMemoryBytes(18446744073709552000, 64 * gb), 64 * gb, "cgroup v1's no-limit sentinel");
+  assert.equal(availableMemoryBytes(128 * gb, 64 * gb), 64 * gb);
+});
+
+test('the plugin gives the activities its bucket concurrency, and leaves slot counts to a tuner when the worker has one', async () => {
+  const plugin = new EarthcatalogCompactionPlugin({ memoryMb: 8192, memoryBudgetMb: 2048, scratchDir: await makeTempDir('ec-plugin-scratch'), registerWorkflows: false });
+  try {
+    assert.equal(plugin.concurrency, 4);
+    assert.equal(plugin.resources.concurrentBuckets, 4);
+    assert.equal(plugin.local.bucketSlots?.size, 4);
+    const plain = plugin.configureWorker({ taskQueue: 'q' });
+    assert.equal(plain.maxConcurrentActivityTaskExecutions, 8, 'four bucket slots and four for lock, plan and catalog activities');
+    const tuner = { tunerOptions: { targetMemoryUsage: 0.8, targetCpuUsage: 0.9 } };
+    const tuned = plugin.configureWorker({ taskQueue: 'q', tuner });
+    assert.equal(tuned.maxConcurrentActivityTaskExecutions, undefined, 'the SDK refuses a tuner together with slot counts');
+    assert.equal(tuned.tuner, tuner);
+  } finally {
+    await plugin.local.close();
+  }
+});
+
+test('a worker setting from the environment or the plugin options that is not a positive whole number is refused, naming it', async () => {
+  const saved = { budget: process.env.EARTHCATALOG_MEMORY_BUDGET_MB, threads: process.env.EARTHCATALOG_DUCKDB_THREADS };
+  try {
+    for (const bad of ['2g', '0', '', '1.5', '-1']) {
+      process.env.EARTHCATALOG_MEMORY_BUDGET_MB = bad;
+      assert.throws(() => defaultActivityResources(), new RegExp(`^Error: EARTHCATALOG_MEMORY_BUDGET_MB must be a positive whole number, got ${JSON.stringify(JSON.stringify(bad)).slice(1, -1)}`));
+    }
+    process.env.EARTHCATALOG_MEMORY_BUDGET_MB = ' 2048 ';
+    process.env.EARTHCATALOG_DUCKDB_THREADS = '2';
+    assert.deepEqual([defaultActivityResources().memoryBudgetMb, defaultActivityResources().duckdbThreads], [2048, 2]);
+    process.env.EARTHCATALOG_DUCKDB_THREADS = '0';
+    assert.throws(() => defaultActivityResources(), /EARTHCATALOG_DUCKDB_THREADS must be a positive whole number, got "0"/);
+  } finally {
+    for (const [name, value] of [['EARTHCATALOG_MEMORY_BUDGET_MB', saved.budget], ['EARTHCATALOG_DUCKDB_THREADS', saved.threads]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+  assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: Number.NaN }), /the plugin option memoryBudgetMb must be a positive whole number, got NaN/);
+  assert.throws(() => new EarthcatalogCompactionPlugin({ maxConcurrentBuckets: 0 }), /the plugin option maxConcurrentBuckets must be a positive whole number, got 0/);
+});
