@@ -194,6 +194,41 @@ describe('schedule', () => {
     assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist`));
   });
 
+  test('update changes what its flags name and keeps the rest: timezone, jitter, timeouts, retry policy and memo set elsewhere', async () => {
+    const id = `${SCHEDULE_ID}-keeps`;
+    await cliOk('create', '--schedule-id', id, '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--timezone', 'Europe/Berlin', '--paused', '--task-queue', taskQueue);
+    const handle = h.client.schedule.getHandle(id);
+    try {
+      // What an operator might add through the SDK or the temporal CLI.
+      await handle.update((prev) => ({
+        ...prev,
+        spec: { ...prev.spec, jitter: '10 minutes' },
+        action: { ...prev.action, workflowExecutionTimeout: '12 hours', retry: { maximumAttempts: 2 }, memo: { team: 'geo' } },
+      }));
+      const updated = JSON.parse(
+        await cliOk('update', '--schedule-id', id, '--cron', '0 4 * * 6', '--threshold', '3', '--task-queue', `${taskQueue}-moved`, '--json'),
+      ) as CompactionScheduleReport;
+      assert.deepEqual(updated.spec, ['cron 0 4 * * SATURDAY (Europe/Berlin)']);
+      assert.deepEqual(updated.input, { warehouse, catalog, threshold: 3 });
+      assert.equal(updated.taskQueue, `${taskQueue}-moved`);
+      const d = await handle.describe();
+      assert.equal(d.spec.jitter, 10 * 60 * 1000);
+      assert.equal(d.action.type, 'startWorkflow');
+      if (d.action.type !== 'startWorkflow') return;
+      assert.equal(d.action.workflowExecutionTimeout, 12 * 3600 * 1000);
+      assert.equal(d.action.retry?.maximumAttempts, 2);
+      assert.deepEqual(d.action.memo, { team: 'geo' });
+      assert.equal(d.state.paused, true);
+
+      const everyDay = JSON.parse(await cliOk('update', '--schedule-id', id, '--every', '1d', '--json')) as CompactionScheduleReport;
+      assert.deepEqual(everyDay.spec, ['every 1d'], 'a new spec replaces the old times');
+      assert.equal(everyDay.taskQueue, `${taskQueue}-moved`);
+      assert.equal((await handle.describe()).spec.timezone, 'Europe/Berlin');
+    } finally {
+      await handle.delete();
+    }
+  });
+
   test('usage errors exit 64 before contacting the server', async () => {
     const r = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--every', '7d');
     assert.equal(r.code, 64);

@@ -32,7 +32,7 @@ const WORKFLOW_TYPE = 'compactWarehouse';
 export const scheduleUsage = `earthcatalog-compact schedule create|describe|update|pause|unpause|trigger|delete [--schedule-id ID] [--address host:port] [--namespace NS]
     create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
             [--catchup-window 1d] [--paused] [--note TEXT] [--workflow-id-prefix P] [--task-queue Q]
-    update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [compact flags] [--no-dry-run] [--no-use-lock]
+    update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [--task-queue Q] [compact flags] [--no-dry-run] [--no-use-lock]
     describe [--json]   pause|unpause [--note TEXT]   trigger   delete
     Schedule id default: ${DEFAULT_SCHEDULE_ID}. Overlap policy SKIP. Durations: 30s, 10m, 6h, 7d, 2w.`;
 
@@ -391,8 +391,11 @@ async function updateSchedule(client: Client, scheduleId: string, values: Values
   const spec = specFromFlags(values);
   const timezone = str(values, 'timezone');
   const catchup = str(values, 'catchup-window');
+  const taskQueue = str(values, 'task-queue');
   const inputTouched = INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
-  if (!spec && !timezone && !catchup && !inputTouched) throw new UsageError('schedule update needs a spec, --catchup-window or compaction flags to change');
+  if (!spec && !timezone && !catchup && !taskQueue && !inputTouched) {
+    throw new UsageError('schedule update needs a spec, --catchup-window, --task-queue or compaction flags to change');
+  }
   const handle = client.schedule.getHandle(scheduleId);
   await handle
     .update((prev) => {
@@ -407,14 +410,18 @@ async function updateSchedule(client: Client, scheduleId: string, values: Values
         if (values['no-use-lock']) next.useLock = false;
         args = [next];
       }
-      const action = compactionAction(
-        (args?.[0] ?? prevInput) as CompactionInput,
-        prev.action.taskQueue,
-        prev.action.workflowId ?? scheduleId,
-      );
+      // What the flags do not name stays as it was, also what was set outside this CLI (a timezone,
+      // jitter, an execution timeout, a retry policy, memo, search attributes).
+      const action = {
+        ...prev.action,
+        // Described back, unset fields of a retry policy read 0, which the SDK refuses to send again.
+        retry: prev.action.retry && Object.fromEntries(Object.entries(prev.action.retry).filter(([, v]) => v !== 0 && v !== undefined && v !== null)),
+        ...compactionAction((args?.[0] ?? prevInput) as CompactionInput, taskQueue ?? prev.action.taskQueue, prev.action.workflowId ?? scheduleId),
+      };
+      const times = spec ? { calendars: undefined, intervals: undefined, ...spec } : {};
       return {
         ...prev,
-        spec: spec ?? (timezone ? { ...prev.spec, timezone } : prev.spec),
+        spec: { ...prev.spec, ...times, timezone: timezone ?? prev.spec.timezone },
         action,
         policies: { ...prev.policies, ...(catchup ? { catchupWindow: parseDurationFlag('catchup-window', catchup) } : {}) },
       };
