@@ -212,8 +212,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   heartbeat: (p) => {
                     last = p;
                     ctx.heartbeat(p);
-                    // A cancelled attempt (its workflow closed or timed it out) must stop before it deletes anything.
-                    if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
+                    // A cancelled attempt (its workflow closed or timed it out) stops before it deletes anything.
+                    // Once its deletes have begun it finishes: reported as compacted, the bucket is counted and
+                    // the cancelled run rebuilds the table, which still lists the inputs just deleted.
+                    if (ctx.cancellationSignal.aborted && p.phase !== 'sweep') throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
                   },
                 }),
             ),

@@ -1,7 +1,8 @@
 /**
  * What a worker takes on: at most its bucket concurrency at once (a bucket task that lands in one of
  * the worker's extra activity slots waits for a bucket slot, and can be cancelled while it waits), the
- * concurrency derived from a container's memory limit, and a plugin that fits a worker with a tuner.
+ * concurrency derived from a container's memory limit, and a plugin that fits a worker with a tuner;
+ * a bucket task cancelled once its deletes have begun finishes and reports the bucket compacted.
  * The compactBucket activity runs for real on a real warehouse; only its activity context is the SDK's
  * MockActivityEnvironment (no server needed to hold a slot).
  */
@@ -91,6 +92,34 @@ test('a bucket task beyond the worker’s concurrency waits without touching the
     hold();
     assert.deepEqual(await listFiles(fx.warehouse), afterFirst, 'the cancelled task left its bucket alone');
     assert.ok(afterFirst.some((k) => k.startsWith('grid_partition=cell00000/year=2016/part_00000_a')));
+  } finally {
+    await local.close();
+  }
+});
+
+test('a bucket task cancelled after its deletes began finishes the bucket and reports it compacted (the run counts it and rebuilds the table)', async () => {
+  const fx = await makeTinyWarehouse('cancel-in-delete', 1);
+  const resources: ActivityResources = { scratchDir: await makeTempDir('ec-cancel-delete-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 };
+  const local = new WorkerLocalResources(resources);
+  const activities = createActivities(resources, local);
+  const dir = 'grid_partition=cell00000/year=2015';
+  const names = (await fs.readdir(path.join(fx.warehouse, dir))).sort();
+  const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(fx.warehouse, dir, n))).size })));
+  try {
+    const env = new MockActivityEnvironment();
+    const phases: string[] = [];
+    env.on('heartbeat', (d: { phase?: string }) => {
+      if (d.phase && phases[phases.length - 1] !== d.phase) phases.push(d.phase);
+      // The cancel lands while the inputs are being listed and deleted, after the check at the delete step.
+      if (d.phase === 'delete') setImmediate(() => env.cancel());
+    });
+    const result: BucketResult = await env.run(activities.compactBucket, { warehouse: fx.warehouse, planId: '20261202T000000-0000canc', bucket: { cell: 'cell00000', year: 2015 }, inputs });
+    assert.ok(env.context.cancellationSignal.aborted, 'the cancel was delivered before the task ended');
+    assert.deepEqual([result.outcome, result.filesIn, result.rowsOut], ['compacted', 2, 5]);
+    assert.deepEqual(phases.slice(-2), ['delete', 'sweep']);
+    const left = await listFiles(fx.warehouse);
+    assert.equal(left.length, 1, `one output, no input left: ${left.join(', ')}`);
+    assert.ok(!names.some((n) => left.includes(`${dir}/${n}`)));
   } finally {
     await local.close();
   }
