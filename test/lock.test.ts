@@ -1,6 +1,6 @@
 /**
  * The workflow-level lock on a real dev server: FIFO hand-over, one holder at a time, a terminated
- * holder freed by the liveness check, a waiter that gives up naming the holder (its timeout counted from
+ * holder freed by the liveness check (also while new requests keep waking the lock workflow), a waiter that gives up naming the holder (its timeout counted from
  * the lock workflow's answer), cancelled waiters and
  * holders that withdraw or hand over at once, and a lock workflow
  * that continues-as-new without dropping queued requests.
@@ -81,6 +81,29 @@ describe('resource lock', () => {
     const waited = result.acquiredAtMs - terminatedAt;
     // Documented bound: livenessCheckSeconds (10 s) plus a describe round trip.
     assert.ok(waited < 20_000, `waiter got the lock ${waited} ms after the holder was terminated`);
+  });
+
+  it('frees the lock of a terminated holder even while new requests keep arriving faster than the liveness check', async () => {
+    const resource = `/wh/stream-${Date.now()}`;
+    const holder = await startProbe(`probe-dead-holder-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const first = await startProbe(`probe-first-${Date.now()}`, resource, 10);
+    await waitFor('first waiter queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    const terminatedAt = Date.now();
+    await holder.terminate('test: holder dies');
+    // A request every 3 s for 30 s, each waking the lock workflow before its 10 s check would run.
+    const stream: Array<Awaited<ReturnType<typeof startProbe>>> = [];
+    let firstResult: ProbeResult | undefined;
+    void first.result().then((r) => (firstResult = r as ProbeResult));
+    for (let i = 0; i < 10 && !firstResult; i++) {
+      await new Promise((r) => setTimeout(r, 3000));
+      stream.push(await startProbe(`probe-stream-${i}-${Date.now()}`, resource, 10));
+    }
+    const result = (await first.result()) as ProbeResult;
+    const waited = result.acquiredAtMs - terminatedAt;
+    assert.ok(waited < 20_000, `the first waiter got the lock ${waited} ms after the holder was terminated, ${stream.length} requests later`);
+    for (const p of stream) await p.result();
+    await maybeRecordHistory(h.address, lockWorkflowId('warehouse', resource), 'resourceLock-liveness-on-wake');
   });
 
   it('a waiter that times out fails with a message naming the holder', async () => {

@@ -81,6 +81,8 @@ export const DEFAULT_LIVENESS_CHECK_SECONDS = 10;
 const TIMEOUT_FROM_ANSWER = 'lock-timeout-from-answer';
 /** patched() id of a request superseding an earlier one of the same workflow id (isStale). */
 const SUPERSEDE_STALE = 'supersede-stale-request';
+/** patched() id of the liveness check on a wake-up by a new request, once its interval has passed. */
+const LIVENESS_CHECK_ON_WAKE = 'liveness-check-on-wake';
 /** How long a requester with a timeout waits for the lock workflow to answer at all. */
 const ANSWER_SECONDS = 60;
 /** How long an idle lock workflow lingers before completing (the next request starts a new run). */
@@ -136,6 +138,7 @@ export async function resourceLock(initial?: LockState): Promise<void> {
   // Requests told their place in the queue; a new run (after continue-as-new) tells them again.
   const notified = new Set<string>();
   const unnotified = () => state.queue.some((q) => !notified.has(q.requestId));
+  let lastLivenessCheck: { holder: LockHolder | null; atMs: number } = { holder: null, atMs: 0 };
 
   for (;;) {
     if (!state.holder && state.queue.length > 0) {
@@ -159,10 +162,16 @@ export async function resourceLock(initial?: LockState): Promise<void> {
 
     if (state.holder) {
       const held = state.holder;
+      if (lastLivenessCheck.holder !== held) lastLivenessCheck = { holder: held, atMs: Date.now() };
       const changed = await condition(() => state.holder !== held || unnotified(), `${state.livenessCheckSeconds} seconds`);
       if (unnotified()) await notifyQueue(state, lockId, notified);
-      if (!changed && state.holder === held && !(await isWorkflowRunning(held.workflowId))) {
-        state.holder = null;
+      // New requests wake this loop too: requests arriving more often than the check interval (ingest
+      // workflows sharing the catalog lock) must not keep a dead holder's lock from being freed.
+      // (Runs recorded before this replay without the check on a wake-up.)
+      const due = Date.now() - lastLivenessCheck.atMs >= state.livenessCheckSeconds * 1000;
+      if (state.holder === held && (!changed || (due && patched(LIVENESS_CHECK_ON_WAKE)))) {
+        lastLivenessCheck = { holder: held, atMs: Date.now() };
+        if (!(await isWorkflowRunning(held.workflowId))) state.holder = null;
       }
     } else {
       const woke = await condition(() => state.queue.length > 0, `${IDLE_CLOSE_SECONDS} seconds`);
