@@ -30,7 +30,7 @@ import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
-import { CatalogConflictError, CatalogCorruptError } from './catalog/catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
@@ -110,6 +110,7 @@ export function toActivityFailure(err: unknown): unknown {
   }
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
   if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
+  if (err instanceof WarehouseMismatchError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.warehouseMismatch);
   if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);
   if (err instanceof StorageError) {
     if (err.kind === 'denied') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageDenied);
@@ -271,7 +272,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       return withStore(req.warehouse, async (store) => {
         const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
         try {
-          return await checkTable(backend, req);
+          return await checkTable(backend, req, store.root);
         } finally {
           await backend.close();
         }

@@ -14,9 +14,9 @@ import Database from 'better-sqlite3';
 import { generateSampleWarehouse, makeSampleRow, createPrng, writePartFile } from '../client/demo/sample-warehouse';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog/catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
-import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { describeTable } from '../activities/catalog/describe-table';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { LocalMetadataFileIO } from '../activities/catalog/metadata-file-io';
@@ -625,6 +625,26 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     }
     const out = await scan(catalogDb, '--select', 'id');
     assert.equal(out.row_count, baseStats.rows);
+  });
+
+  test('a table of another warehouse (a staging copy, a mistyped path) is refused by the pre-flight check and by the rebuild, its pointer untouched', async () => {
+    const dir = await freshDir('other-warehouse');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const first = await rebuild(baseWarehouse, catalogDb);
+    const staging = await copyOfBase('staging');
+    const refused = (wh: string) => (err: unknown) => {
+      assert.ok(err instanceof WarehouseMismatchError, String(err));
+      assert.match(err.message, new RegExp(`^earthcatalog\\.stac_items in .* registers files outside the warehouse ${wh} \\(e\\.g\\. ${baseWarehouse}/grid_partition=`));
+      return true;
+    };
+    // A sibling whose name extends the real one is another warehouse too.
+    for (const wh of [staging, `${baseWarehouse}-typo`]) {
+      await assert.rejects(withBackend(catalogDb, wh, (b) => checkTable(b, request(wh, catalogDb), wh)), refused(wh));
+    }
+    await assert.rejects(rebuild(staging, catalogDb), refused(staging));
+    assert.equal(pointerRow(catalogDb)?.metadata_location, first.metadataLocation);
+    assert.deepEqual(await withBackend(catalogDb, baseWarehouse, (b) => checkTable(b, request(baseWarehouse, catalogDb), baseWarehouse)), { tableExists: true });
+    assert.deepEqual(await withBackend(catalogDb, baseWarehouse, (b) => checkTable(b, request(baseWarehouse, catalogDb), `${baseWarehouse}/`)), { tableExists: true });
   });
 
   test('an empty warehouse gives one snapshot without files, and pyiceberg reads it', async () => {

@@ -306,7 +306,7 @@ describe('Amazon S3 Tables', () => {
   it('the pre-flight check and verify read a table bucket without the table and create nothing in it', async () => {
     const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
     try {
-      assert.deepEqual(await checkTable(backend, request(arn)), { tableExists: false });
+      assert.deepEqual(await checkTable(backend, request(arn), WAREHOUSE), { tableExists: false });
     } finally {
       await backend.close();
     }
@@ -336,7 +336,7 @@ describe('Amazon S3 Tables', () => {
     assert.equal(result.createdTable, false);
     const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
     try {
-      assert.deepEqual(await checkTable(backend, request(arn)), { tableExists: true });
+      assert.deepEqual(await checkTable(backend, request(arn), WAREHOUSE), { tableExists: true });
     } finally {
       await backend.close();
     }

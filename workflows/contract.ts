@@ -19,6 +19,7 @@ export const FailureTypes = {
   noCredentials: 'NoCredentials',
   storageMissing: 'StorageNotFound',
   catalogCorrupt: 'CatalogCorrupt',
+  warehouseMismatch: 'WarehouseMismatch',
   catalogConflict: 'CatalogConflict',
   lockTimeout: 'LockTimeout',
   planNotFound: 'PlanNotFound',

@@ -58,3 +58,11 @@ export class CatalogCorruptError extends Error {
     this.name = 'CatalogCorruptError';
   }
 }
+
+/** The table registers the files of another warehouse: rebuilding it from this one would replace them. */
+export class WarehouseMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WarehouseMismatchError';
+  }
+}

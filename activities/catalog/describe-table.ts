@@ -58,20 +58,15 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
   const current = currentSnapshot(metadata, metadataLocation);
   const dataFiles: DescribedDataFile[] = [];
   if (current) {
-    for (const m of await readManifestList(backend, current['manifest-list'])) {
-      if ((m.content ?? 0) !== 0) continue;
-      const manifest = decodeAvroFile(await backend.readFile(m.manifest_path), m.manifest_path).records as ManifestEntryRow[];
-      for (const e of manifest) {
-        if (e.status === DELETED || (e.data_file.content ?? 0) !== 0) continue;
-        const bounds = boundsOf(e.data_file.lower_bounds, e.data_file.upper_bounds);
-        dataFiles.push({
-          path: e.data_file.file_path,
-          recordCount: Number(e.data_file.record_count),
-          size: Number(e.data_file.file_size_in_bytes),
-          partition: { ...e.data_file.partition },
-          ...(bounds ? { bounds } : {}),
-        });
-      }
+    for await (const f of liveDataFiles(backend, current)) {
+      const bounds = boundsOf(f.lower_bounds, f.upper_bounds);
+      dataFiles.push({
+        path: f.file_path,
+        recordCount: Number(f.record_count),
+        size: Number(f.file_size_in_bytes),
+        partition: { ...f.partition },
+        ...(bounds ? { bounds } : {}),
+      });
     }
   }
   return {
@@ -90,6 +85,18 @@ export function currentSnapshot(metadata: TableMetadataJson, metadataLocation: s
   const current = (metadata.snapshots ?? []).find((s) => s['snapshot-id'] === currentId);
   if (!current) throw new Error(`table metadata ${metadataLocation}: current snapshot ${currentId} is not among its snapshots`);
   return current;
+}
+
+/** The data files a reader of `snapshot` sees, manifest by manifest (delete files and deleted entries left out). */
+export async function* liveDataFiles(backend: IcebergCatalogBackend, snapshot: SnapshotJson): AsyncGenerator<ManifestEntryRow['data_file']> {
+  for (const m of await readManifestList(backend, snapshot['manifest-list'])) {
+    if ((m.content ?? 0) !== 0) continue;
+    const manifest = decodeAvroFile(await backend.readFile(m.manifest_path), m.manifest_path).records as ManifestEntryRow[];
+    for (const e of manifest) {
+      if (e.status === DELETED || (e.data_file.content ?? 0) !== 0) continue;
+      yield e.data_file;
+    }
+  }
 }
 
 export async function readManifestList(backend: IcebergCatalogBackend, listPath: string): Promise<ManifestListRow[]> {

@@ -223,7 +223,7 @@ function directlyIn(location: string, dir: string): boolean {
 }
 
 /** A location with the spellings of one place made equal (`s3a://` and `s3n://` are `s3://`; `file:` is dropped). */
-function comparable(location: string): string {
+export function comparable(location: string): string {
   return location.replace(/^s3[an]:\/\//, 's3://').replace(/^file:(\/\/)?/, '');
 }
 

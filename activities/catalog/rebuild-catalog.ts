@@ -9,15 +9,15 @@ import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogCorruptError } from './catalog-backend';
+import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter } from './parquet-footer';
 import { columnMetrics, metricsModes } from './column-metrics';
-import { currentSnapshot } from './describe-table';
-import { removeExpiredMetadata } from './metadata-cleanup';
+import { currentSnapshot, liveDataFiles } from './describe-table';
+import { comparable, removeExpiredMetadata } from './metadata-cleanup';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -55,7 +55,7 @@ export async function rebuildCatalog(
   opts: RebuildOptions = {},
 ): Promise<CatalogResult> {
   const nowMs = Date.now();
-  const { handle, base, schema, spec, partitionOf } = await loadTable(backend, req, nowMs);
+  const { handle, base, schema, spec, partitionOf } = await loadTable(backend, req, store.root, nowMs);
 
   const modeOf = metricsModes(base.properties ?? {});
   const files = await listDataFiles(store);
@@ -171,20 +171,55 @@ export interface LoadedTable {
 }
 
 /** Opens the table (creating it where the backend must) and reads what the rebuild keeps of it (schema, spec, properties). */
-async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, nowMs = Date.now()): Promise<LoadedTable> {
+async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, warehouseRoot: string, nowMs: number): Promise<LoadedTable> {
   const handle = await backend.openTable(req.namespace, req.table);
   const base = handle.pointer ? await readTableMetadata(backend, req, handle.pointer) : initialTableMetadata(handle.defaultLocation, nowMs);
-  return { handle, base, ...layoutOf(backend, req, base) };
+  const layout = layoutOf(backend, req, base);
+  if (handle.pointer) await assertSameWarehouse(backend, req, base, handle.pointer.metadataLocation, warehouseRoot);
+  return { handle, base, ...layout };
 }
 
 /**
- * The pre-flight check before any bucket is touched: a catalog that cannot be read, or a table whose
- * schema or spec the rebuild could not keep, fails the run early. Creates nothing.
+ * The pre-flight check before any bucket is touched: a catalog that cannot be read, a table whose
+ * schema or spec the rebuild could not keep, or one that registers another warehouse's files fails the
+ * run early. Creates nothing.
  */
-export async function checkTable(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<{ tableExists: boolean }> {
+export async function checkTable(backend: IcebergCatalogBackend, req: CatalogRequest, warehouseRoot: string): Promise<{ tableExists: boolean }> {
   const pointer = await backend.findTable(req.namespace, req.table);
-  if (pointer) layoutOf(backend, req, await readTableMetadata(backend, req, pointer));
+  if (pointer) {
+    const base = await readTableMetadata(backend, req, pointer);
+    layoutOf(backend, req, base);
+    await assertSameWarehouse(backend, req, base, pointer.metadataLocation, warehouseRoot);
+  }
   return { tableExists: pointer !== undefined };
+}
+
+/**
+ * The rebuild replaces the table's files with the warehouse's: a mistyped --warehouse, or a staging
+ * copy run against the production catalog, would replace the production table with other files or
+ * none. A data file of the current snapshot tells which warehouse the table is of.
+ */
+async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
+  const current = unlessCorrupt(backend, req, () => currentSnapshot(base, metadataLocation));
+  if (!current) return;
+  let sample: string | undefined;
+  try {
+    for await (const f of liveDataFiles(backend, current)) {
+      sample = f.file_path;
+      break;
+    }
+  } catch {
+    // Manifests that cannot be read do not tell; the rebuild, which does not need them, may go on.
+    return;
+  }
+  // A relative path (as a tool that registered files from its working directory may have written) does not tell either.
+  const absolute = sample !== undefined && (/^[a-z][a-z0-9+.-]*:/i.test(sample) || sample.startsWith('/'));
+  const root = comparable(warehouseRoot).replace(/\/*$/, '/');
+  if (!absolute || comparable(sample!).startsWith(root)) return;
+  throw new WarehouseMismatchError(
+    `${req.namespace}.${req.table} in ${backend.description} registers files outside the warehouse ${warehouseRoot} (e.g. ${sample}); ` +
+      `rebuilding it from ${warehouseRoot} would replace them. Check --warehouse and --catalog; if the warehouse moved, drop the table or give another --table`,
+  );
 }
 
 async function readTableMetadata(backend: IcebergCatalogBackend, req: CatalogRequest, pointer: TablePointer): Promise<TableMetadataJson> {
