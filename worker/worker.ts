@@ -1,5 +1,6 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
+import type { ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -7,6 +8,8 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
   address: string;
   namespace: string;
   taskQueue: string;
+  /** TLS, API key and gRPC metadata for the connection (client/connection.ts resolves them); never printed. */
+  auth?: ConnectionAuth;
   logLevel?: LogLevel;
   /**
    * On SIGTERM/SIGINT, how long buckets in flight may run on before they are cancelled (they then stop
@@ -17,7 +20,7 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
-  const connection = await NativeConnection.connect({ address: opts.address });
+  const connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
   const plugin = new EarthcatalogCompactionPlugin(opts);
   const worker = await Worker.create({
     connection,
@@ -35,7 +38,7 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   try {
     const { scratch } = await plugin.local.ready;
     console.error(
-      `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}; ` +
+      `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}${opts.auth?.tls ? ' (TLS)' : ''}${opts.auth?.apiKey ? ' (API key)' : ''}; ` +
         `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}` +
         `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s`,
     );

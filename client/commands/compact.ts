@@ -1,5 +1,5 @@
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
-import { connectClient, resolveTarget } from '../connection';
+import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, startCompaction } from '../start-compaction';
 import { formatSummary } from '../summary-format';
@@ -30,7 +30,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId }) : handle.workflowId);
       return 0;
     }
-    if (!values.json) console.error(`started ${handle.workflowId} on ${target.address}/${target.namespace} (task queue ${target.taskQueue})`);
+    if (!values.json) console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
     const bar = values.json ? undefined : createProgressRenderer();
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     const detach = () => {

@@ -2,6 +2,7 @@
  * The self-contained demo: a dev server (unless TEMPORAL_ADDRESS names one), an in-process worker,
  * a generated sample warehouse, a compaction with a live progress bar, and the table read back.
  */
+import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { promises as fs } from 'node:fs';
@@ -29,11 +30,13 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   // The demo's own lines and the progress bar are the interesting output; the SDK speaks up only for warnings.
   Runtime.install({ logger: new DefaultLogger('WARN') });
   let server: DevServer | undefined;
-  let target = resolveTarget({});
+  // A task queue of its own: with TEMPORAL_ADDRESS naming a shared server, the demo's worker must not
+  // take production buckets, nor production workers the demo's (whose files are on this machine only).
+  let target = { ...resolveTarget({}), taskQueue: `earthcatalog-demo-${randomUUID().slice(0, 8)}` };
   if (!process.env.TEMPORAL_ADDRESS) {
     say('starting a Temporal dev server (set TEMPORAL_ADDRESS to use your own)…');
     server = await startDevServer({ ui: true, log: say });
-    target = { ...target, address: server.address, namespace: server.namespace };
+    target = { ...target, address: server.address, namespace: server.namespace, auth: {} };
     say(`Temporal at ${server.address}${server.uiUrl ? `, Web UI ${server.uiUrl}` : ''}`);
   }
   const { worker, connection, plugin } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });

@@ -1,0 +1,112 @@
+/**
+ * A Temporal behind mutual TLS (the dev server behind a TLS-terminating proxy with certificates made
+ * by openssl): the worker and the CLI connect with the `temporal` CLI's variables (TEMPORAL_TLS_*,
+ * TEMPORAL_API_KEY), compact a warehouse through it, and print neither the API key nor a key file's
+ * contents; without a client certificate the CLI fails naming the address, not a secret.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { describeTarget, resolveTarget } from '../client/connection';
+import type { CompactionSummary } from '../workflows/contract';
+import { REPO_ROOT, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
+import { makeTestCertificates, startTlsProxy, type TestCertificates, type TlsProxy } from './helpers/tls-proxy';
+import { listFiles, makeFixture } from './helpers/warehouse-fixtures';
+
+const execFileP = promisify(execFile);
+const BIN = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+const API_KEY = 'ec-test-api-key-7f3a9c1e55';
+
+/** The variables an operator exports for the temporal CLI; nothing else about Temporal is inherited. */
+function temporalEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('TEMPORAL_') || k === 'EARTHCATALOG_TASK_QUEUE') delete env[k];
+  return { ...env, TEMPORAL_CONFIG_FILE: '/nonexistent/temporal.toml', ...extra };
+}
+
+describe('Temporal behind mutual TLS', () => {
+  let h: TemporalHarness;
+  let certs: TestCertificates;
+  let proxy: TlsProxy;
+  let keyFileContents: string;
+
+  before(async () => {
+    h = await startTemporal();
+    certs = await makeTestCertificates(await makeTempDir('ec-tls-certs'));
+    keyFileContents = (await fs.readFile(certs.clientKey, 'utf8')).split('\n')[1]!;
+    proxy = await startTlsProxy(h.address, certs);
+  });
+
+  after(async () => {
+    await proxy?.close();
+    await h?.stop();
+  });
+
+  test('the TEMPORAL_* variables resolve to TLS and an API key, described without the key', () => {
+    const saved = { ...process.env };
+    try {
+      Object.assign(process.env, temporalEnv({ TEMPORAL_ADDRESS: 'temporal.example:7233', TEMPORAL_NAMESPACE: 'prod', TEMPORAL_API_KEY: API_KEY }));
+      const target = resolveTarget({});
+      assert.equal(target.address, 'temporal.example:7233');
+      assert.equal(target.namespace, 'prod');
+      assert.equal(target.auth.apiKey, API_KEY);
+      assert.equal(target.auth.tls, true, 'an API key turns TLS on, as in the temporal CLI');
+      assert.equal(describeTarget(target), 'temporal.example:7233/prod (TLS, API key)');
+      assert.equal(resolveTarget({ address: 'flag:1', namespace: 'flagged' }).address, 'flag:1', 'flags win over variables');
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+
+  test('a worker and the CLI compact a warehouse through it; no secret in their output', async () => {
+    const { warehouse, catalog } = await makeFixture('tls', { cells: ['8128bffffffffff'], years: [2022, 2023], partsPerBucket: [2, 3], rowsPerPart: 20, seed: 31 });
+    const env = temporalEnv({
+      TEMPORAL_ADDRESS: proxy.address,
+      TEMPORAL_NAMESPACE: h.namespace,
+      TEMPORAL_TLS_SERVER_CA_CERT_PATH: certs.caCert,
+      TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert,
+      TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey,
+      TEMPORAL_API_KEY: API_KEY,
+      EARTHCATALOG_TASK_QUEUE: uniqueTaskQueue('tls'),
+    });
+    const worker = spawn(process.execPath, [BIN, 'worker', '--memory-budget-mb', '256', '--duckdb-threads', '1'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let workerOutput = '';
+    worker.stdout.on('data', (d: Buffer) => (workerOutput += d.toString()));
+    worker.stderr.on('data', (d: Buffer) => (workerOutput += d.toString()));
+    const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
+    try {
+      const { stdout, stderr } = await execFileP(process.execPath, [BIN, '--warehouse', warehouse, '--catalog', catalog, '--json'], { cwd: REPO_ROOT, env, timeout: 240_000 });
+      const summary = JSON.parse(stdout) as CompactionSummary;
+      assert.equal(summary.bucketsCompacted, 2);
+      assert.equal(summary.failedBucketsTotal, 0);
+      assert.equal((await listFiles(warehouse)).length, 2, 'one file per bucket');
+      assert.ok(proxy.authorized() >= 2, `worker and CLI came through mutual TLS (${proxy.authorized()} connections)`);
+      assert.match(workerOutput, new RegExp(`on ${proxy.address}/${h.namespace} \\(TLS\\) \\(API key\\)`));
+      for (const text of [stdout, stderr, workerOutput]) {
+        assert.ok(!text.includes(API_KEY), 'the API key is never printed');
+        assert.ok(!text.includes(keyFileContents), "the client key's contents are never printed");
+      }
+    } finally {
+      worker.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  test('without a client certificate the handshake is refused and the CLI fails naming the address', async () => {
+    const refusedBefore = proxy.refused();
+    const env = temporalEnv({ TEMPORAL_ADDRESS: proxy.address, TEMPORAL_NAMESPACE: h.namespace, TEMPORAL_TLS_SERVER_CA_CERT_PATH: certs.caCert, TEMPORAL_API_KEY: API_KEY });
+    const r = await execFileP(process.execPath, [BIN, 'status'], { cwd: REPO_ROOT, env, timeout: 60_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '' }),
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`cannot reach Temporal at ${proxy.address}/${h.namespace} \\(TLS, API key\\)`));
+    assert.ok(!r.stderr.includes(API_KEY));
+    assert.ok(proxy.refused() > refusedBefore, 'the proxy refused a handshake without a client certificate');
+  });
+});
