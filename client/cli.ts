@@ -35,6 +35,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const command = first && !first.startsWith('-') ? commands[first] : undefined;
     if (first && !first.startsWith('-') && !command) throw new UsageError(`unknown command ${JSON.stringify(first)}`);
+    if (command && (rest.includes('--help') || rest.includes('-h'))) {
+      console.log(`usage: ${command.usage}`);
+      return 0;
+    }
     return command ? await command.run(rest) : await runCompactCommand(argv);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
