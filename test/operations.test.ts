@@ -24,6 +24,7 @@ import { compactWarehouse } from '../client/api';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
+import Database from 'better-sqlite3';
 import { createActivities, WorkerLocalResources } from '../activities';
 import { makeTempDir } from './helpers/temp-dirs';
 import { finishProbeSignal } from './workflows/lock-probe';
@@ -433,6 +434,67 @@ describe('--lock-timeout 0', () => {
     await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-lock-timeout-0');
     assert.ok(summary.bucketsCompacted > 0);
     assert.equal(summary.failedBucketsTotal, 0);
+  });
+});
+
+/** The table's current metadata location in a local catalog.db. */
+function tablePointer(catalogDb: string): string {
+  const db = new Database(catalogDb, { readonly: true, fileMustExist: true });
+  try {
+    return (db.prepare('SELECT metadata_location FROM iceberg_tables').get() as { metadata_location: string }).metadata_location;
+  } finally {
+    db.close();
+  }
+}
+
+describe('a run reset past its lock grant', () => {
+  it('fails as LockLost naming the holder instead of writing beside it; nothing rebuilt', async () => {
+    const fx = await makeFixture('reset-past-grant', { cells: ['8128bffffffffff'], years: [2021, 2022] });
+    const workflowId = `reset-past-grant-${Date.now()}`;
+    const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+    const summary = (await first.result()) as CompactionSummary;
+    assert.equal(summary.bucketsCompacted, 2);
+    const filesAfter = await listFiles(fx.warehouse);
+    const pointerAfter = tablePointer(fx.catalog);
+
+    // Another workflow holds the warehouse lock now, as the next scheduled run would.
+    const probeQueue = uniqueTaskQueue('reset-probe');
+    const probeWorker = await startProbeWorker(h, probeQueue);
+    const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `reset-holder-${Date.now()}`, args: ['warehouse', fx.warehouse, null] });
+    try {
+      await waitFor('the probe to hold the warehouse lock', async () =>
+        (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
+      );
+      // `temporal workflow reset` to the workflow task right after the warehouse lock's grant.
+      const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
+      const events = history!.events!;
+      const grant = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted');
+      assert.ok(grant > 0, 'the run was granted the warehouse lock');
+      const taskDone = events.slice(grant).find((e) => e.workflowTaskCompletedEventAttributes)!;
+      const { runId } = await h.client.workflowService.resetWorkflowExecution({
+        namespace: h.namespace,
+        workflowExecution: { workflowId, runId: first.firstExecutionRunId },
+        workflowTaskFinishEventId: taskDone.eventId,
+        requestId: `reset-${Date.now()}`,
+        reason: 'test: reset past the lock grant',
+      });
+      await assert.rejects(h.client.workflow.getHandle(workflowId, runId!).result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const cause = err.cause as ApplicationFailure;
+        assert.equal(cause.type, FailureTypes.lockLost);
+        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.workflowId}\\)`));
+        return true;
+      });
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-lock-lost');
+      assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
+      assert.equal(tablePointer(fx.catalog), pointerAfter, 'and rebuilt nothing');
+      const lock = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);
+      assert.equal(lock.holder?.workflowId, holder.workflowId, "the real holder keeps the lock (the reset run's release names a stale request)");
+    } finally {
+      await holder.signal(finishProbeSignal);
+      await holder.result();
+      await probeWorker.stop();
+    }
   });
 });
 

@@ -39,7 +39,7 @@ import {
   type CompactionSummary,
   type PlanSummary,
 } from './contract';
-import { currentLockStates, withHeldLock, withResourceLock, type HeldLock } from './lock';
+import { confirmLockHeld, currentLockStates, withHeldLock, withResourceLock, type HeldLock } from './lock';
 import { progressQuery, type CompactionProgress } from './progress';
 
 /** At most this many failures are carried in history and returned; the total is always exact. */
@@ -52,6 +52,8 @@ const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
 const REBUILD_ON_CANCELLED_REBUILD = 'rebuild-catalog-on-cancel-in-final-rebuild';
 /** patched() id of the renewal of the `--use-lock` object after every plan page. */
 const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
+/** patched() id of the check, before each page and before the rebuild, that the run still holds the warehouse lock. */
+const CONFIRM_WAREHOUSE_LOCK = 'confirm-warehouse-lock-per-page';
 /** patched() id of a run that keeps its outcome when releasing the `--use-lock` object fails. */
 const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -249,6 +251,8 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
     try {
       for (let page = state.nextPage; page < plan.pages; page++) {
         publishDetails(input, progress);
+        // (Runs recorded before this replay without the check.)
+        if (patched(CONFIRM_WAREHOUSE_LOCK)) await confirmLockHeld(state.warehouseLock);
         const tasks = await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page });
         await compactAll(input, plan.planId, tasks, progress);
         // The lock object expires 24 h after it was written, and the Python pipeline may then take it
@@ -268,7 +272,8 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       // would fail on them until a resume: a run that is cancelled, or fails, between its buckets rebuilds
       // the table from the files as they are before it ends. (Runs recorded before each of these replay
       // without that rebuild; the order of the checks keeps their patched() markers where they were.)
-      const compacted = progress.bucketsCompacted > 0;
+      // A run that lost its lock leaves the warehouse, and its table, to the lock's holder.
+      const compacted = progress.bucketsCompacted > 0 && !isLockLost(err);
       const rebuild = isCancellation(err)
         ? compacted && patched(REBUILD_ON_CANCEL)
         : compacted && !(err instanceof ContinueAsNew) && patched(REBUILD_ON_FAILURE);
@@ -277,6 +282,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
     }
   }
 
+  if (!input.dryRun && patched(CONFIRM_WAREHOUSE_LOCK)) await confirmLockHeld(state.warehouseLock);
   const catalogResult = input.dryRun ? null : await finalRebuild(input, progress);
 
   const summary = summarize(input, plan, progress, catalogResult);
@@ -350,6 +356,10 @@ async function compactAll(input: CompactionRequest, planId: string, tasks: Bucke
   const settled = await Promise.allSettled(Array.from({ length: Math.min(input.maxParallelBuckets, tasks.length) }, worker));
   const stopped = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (stopped) throw stopped.reason;
+}
+
+function isLockLost(err: unknown): boolean {
+  return err instanceof ApplicationFailure && err.type === FailureTypes.lockLost;
 }
 
 function record(progress: CompactionProgress, r: BucketResult): void {

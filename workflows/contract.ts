@@ -22,6 +22,8 @@ export const FailureTypes = {
   warehouseMismatch: 'WarehouseMismatch',
   catalogConflict: 'CatalogConflict',
   lockTimeout: 'LockTimeout',
+  /** The run no longer holds the warehouse lock it was granted (a reset past the grant). */
+  lockLost: 'LockLost',
   planNotFound: 'PlanNotFound',
   memoryBudget: 'BucketExceedsMemoryBudget',
 } as const;

@@ -201,7 +201,7 @@ async function notifyQueue(state: LockState, lockId: string, notified: Set<strin
   );
 }
 
-const { requestLock } = proxyActivities<LockActivities>({
+const { requestLock, lockHolder } = proxyActivities<LockActivities>({
   // A cancelled requester withdraws its request only after the request itself was delivered, so the
   // withdrawal cannot overtake it (TRY_CANCEL, the SDK's effective default, would not wait).
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -302,6 +302,22 @@ export async function withResourceLock<T>(
     );
   }
   return withHeldLock({ lockId, requestId, fence: grants.get(requestId)!.fence }, fn);
+}
+
+/**
+ * Fails the run (non-retryably, LockLost) unless `held` is still the lock's holder. A run reset to a
+ * point after its lock was granted replays the grant while the lock workflow has long handed the lock
+ * on: without this it would go on writing beside the lock's real holder.
+ */
+export async function confirmLockHeld(held: HeldLock): Promise<void> {
+  const holder = await lockHolder(held.lockId);
+  if (holder?.requestId === held.requestId) return;
+  const now = holder ? `held by workflow ${holder.workflowId}` : 'free';
+  throw ApplicationFailure.nonRetryable(
+    `the lock ${held.lockId} is no longer held by this run (it is ${now}): was the run reset to a point after the lock was granted? ` +
+      'Nothing more was written; finish the work with a resume, which takes the lock anew',
+    FailureTypes.lockLost,
+  );
 }
 
 /** Runs `fn` under a lock this workflow already holds and releases it afterwards (not on continue-as-new). */

@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { LockRequest, LockState } from '../../workflows/lock';
-import { acquireLockSignal } from '../../workflows/lock';
+import { acquireLockSignal, lockStateQuery } from '../../workflows/lock';
 
 export interface RequestLockInput {
   lockWorkflowId: string;
@@ -39,6 +39,17 @@ export function createLockActivities() {
 
     async isWorkflowRunning(workflowId: string): Promise<boolean> {
       return (await workflowStatus(workflowId)) === 'RUNNING';
+    },
+
+    /** Who holds the lock now, as its lock workflow says (null: nobody, or no lock workflow any more). */
+    async lockHolder(lockWorkflowId: string): Promise<{ workflowId: string; requestId: string } | null> {
+      try {
+        const { holder } = await Context.current().client.workflow.getHandle(lockWorkflowId).query(lockStateQuery);
+        return holder ? { workflowId: holder.workflowId, requestId: holder.requestId } : null;
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) return null;
+        throw err;
+      }
     },
   };
 }
