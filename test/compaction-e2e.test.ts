@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
-import type { CompactionInput, CompactionSummary } from '../workflows/contract';
+import { FailureTypes, type CompactionInput, type CompactionSummary } from '../workflows/contract';
+import type { ApplicationFailure } from '@temporalio/common';
 import { startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
@@ -235,5 +236,30 @@ describe('invalid input', () => {
       return true;
     });
     assert.equal(await fs.stat(`${missing}.db`).catch(() => undefined), undefined, 'the failed run created no catalog.db');
+  });
+
+  it('lets a continued run go on with the input its first run validated, when this version would refuse it', async () => {
+    // As continue-as-new passes it: the parsed input and the carried state. The warehouse has a glob
+    // character, refused since the run was started. Its plan is done, and no lock was really granted
+    // here, so the run goes on to its lock check and stops there as LockLost, not as InvalidInput.
+    const input = { warehouse: '/tmp/ec-carried-[legacy]', catalog: '/tmp/ec-carried.db', threshold: 2, dryRun: false, maxParallelBuckets: 4, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };
+    const plan = { planId: '20261202T000000-carried0', bucketsScanned: 3, filesBefore: 7, bucketsToCompact: 0, filesToCompact: 0, bytesToCompact: 0, pages: 0, sample: [], ignoredObjects: 0 };
+    const progress = { phase: 'compacting', planId: plan.planId, bucketsTotal: 0, bucketsDone: 0, bucketsCompacted: 0, bucketsAlreadyCompacted: 0, bucketsFailed: 0, filesIn: 0, rowsBefore: 0, rowsAfter: 0, bytesBefore: 0, bytesAfter: 0, currentBuckets: [], failures: [], locks: [], generation: 1 };
+    const causeOf = async (run: Promise<unknown>): Promise<ApplicationFailure> => {
+      const err = await run.then(() => assert.fail('the run should have failed'), (e: unknown) => e);
+      assert.ok(err instanceof WorkflowFailedError, String(err));
+      return err.cause as ApplicationFailure;
+    };
+    const fresh = await causeOf(compact(input as CompactionInput));
+    assert.equal(fresh.type, FailureTypes.invalidInput);
+    assert.match(fresh.message, /warehouse must not contain \* \? \[ \] \{ \}/);
+    const carried = await causeOf(
+      h.client.workflow.execute('compactWarehouse', {
+        taskQueue,
+        workflowId: `carried-input-${Date.now()}`,
+        args: [input, { plan, nextPage: 0, progress, warehouseLock: { lockId: lockWorkflowId('warehouse', input.warehouse), requestId: 'never-granted', fence: 1 } }],
+      }),
+    );
+    assert.equal(carried.type, FailureTypes.lockLost, carried.message);
   });
 });

@@ -127,7 +127,12 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   try {
     input = parseCompactionInput(rawInput);
   } catch (err) {
-    throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
+    if (!carried) throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
+    // A run continued-as-new carries the input its first run validated and completed with defaults. A
+    // deploy that tightened the rules since must not fail it halfway, holding the pipeline's lock object
+    // and leaving the table listing deleted inputs: it goes on with the input it was started with.
+    input = rawInput as CompactionRequest;
+    log.warn('the carried input no longer passes this version\'s validation; the run goes on with it', { error: (err as Error).message });
   }
 
   const progress: CompactionProgress = carried?.progress ?? {
