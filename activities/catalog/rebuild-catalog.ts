@@ -200,16 +200,15 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
  * none. A data file of the current snapshot tells which warehouse the table is of.
  */
 async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
-  const current = unlessCorrupt(backend, req, () => currentSnapshot(base, metadataLocation));
-  if (!current) return;
   let sample: string | undefined;
   try {
-    for await (const f of liveDataFiles(backend, current)) {
+    const current = currentSnapshot(base, metadataLocation);
+    for await (const f of current ? liveDataFiles(backend, current) : []) {
       sample = f.file_path;
       break;
     }
   } catch {
-    // Manifests that cannot be read do not tell; the rebuild, which does not need them, may go on.
+    // A snapshot or manifests that cannot be read do not tell; the rebuild, which does not need them, may go on.
     return;
   }
   // A relative path (as a tool that registered files from its working directory may have written) does not tell either.
