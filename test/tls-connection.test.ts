@@ -86,7 +86,7 @@ describe('Temporal behind mutual TLS', () => {
       assert.equal(summary.failedBucketsTotal, 0);
       assert.equal((await listFiles(warehouse)).length, 2, 'one file per bucket');
       assert.ok(proxy.authorized() >= 2, `worker and CLI came through mutual TLS (${proxy.authorized()} connections)`);
-      assert.match(workerOutput, new RegExp(`on ${proxy.address}/${h.namespace} \\(TLS\\) \\(API key\\)`));
+      assert.match(workerOutput, new RegExp(`on ${proxy.address}/${h.namespace} \\(TLS, API key\\)`));
       for (const text of [stdout, stderr, workerOutput]) {
         assert.ok(!text.includes(API_KEY), 'the API key is never printed');
         assert.ok(!text.includes(keyFileContents), "the client key's contents are never printed");

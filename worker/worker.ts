@@ -1,6 +1,6 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
-import type { ConnectionAuth } from '../client/connection';
+import { describeTarget, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -38,7 +38,7 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   try {
     const { scratch } = await plugin.local.ready;
     console.error(
-      `worker: task queue ${opts.taskQueue} on ${opts.address}/${opts.namespace}${opts.auth?.tls ? ' (TLS)' : ''}${opts.auth?.apiKey ? ' (API key)' : ''}; ` +
+      `worker: task queue ${opts.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
         `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}` +
         `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s`,
     );
