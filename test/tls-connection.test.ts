@@ -6,13 +6,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { describeTarget, resolveTarget } from '../client/connection';
 import type { CompactionSummary } from '../workflows/contract';
-import { REPO_ROOT, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
 import { makeTestCertificates, startTlsProxy, type TestCertificates, type TlsProxy } from './helpers/tls-proxy';
 import { listFiles, makeFixture } from './helpers/warehouse-fixtures';
@@ -65,20 +65,18 @@ describe('Temporal behind mutual TLS', () => {
 
   test('a worker and the CLI compact a warehouse through it; no secret in their output', async () => {
     const { warehouse, catalog } = await makeFixture('tls', { cells: ['8128bffffffffff'], years: [2022, 2023], partsPerBucket: [2, 3], rowsPerPart: 20, seed: 31 });
-    const env = temporalEnv({
-      TEMPORAL_ADDRESS: proxy.address,
+    const queue = uniqueTaskQueue('tls');
+    const tlsVariables = {
       TEMPORAL_NAMESPACE: h.namespace,
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: certs.caCert,
       TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert,
       TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey,
       TEMPORAL_API_KEY: API_KEY,
-      EARTHCATALOG_TASK_QUEUE: uniqueTaskQueue('tls'),
-    });
-    const worker = spawn(process.execPath, [BIN, 'worker', '--memory-budget-mb', '256', '--duckdb-threads', '1'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let workerOutput = '';
-    worker.stdout.on('data', (d: Buffer) => (workerOutput += d.toString()));
-    worker.stderr.on('data', (d: Buffer) => (workerOutput += d.toString()));
-    const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
+    };
+    const env = temporalEnv({ ...tlsVariables, TEMPORAL_ADDRESS: proxy.address, EARTHCATALOG_TASK_QUEUE: queue });
+    // The worker gets the address as a flag (the harness passes the dev server's; this one wins) and
+    // TLS and the API key from the variables.
+    const worker = spawnWorkerProcess(h, queue, tlsVariables, ['--address', proxy.address]);
     try {
       const { stdout, stderr } = await execFileP(process.execPath, [BIN, '--warehouse', warehouse, '--catalog', catalog, '--json'], { cwd: REPO_ROOT, env, timeout: 240_000 });
       const summary = JSON.parse(stdout) as CompactionSummary;
@@ -86,14 +84,13 @@ describe('Temporal behind mutual TLS', () => {
       assert.equal(summary.failedBucketsTotal, 0);
       assert.equal((await listFiles(warehouse)).length, 2, 'one file per bucket');
       assert.ok(proxy.authorized() >= 2, `worker and CLI came through mutual TLS (${proxy.authorized()} connections)`);
-      assert.match(workerOutput, new RegExp(`on ${proxy.address}/${h.namespace} \\(TLS, API key\\)`));
-      for (const text of [stdout, stderr, workerOutput]) {
+      assert.match(worker.output(), new RegExp(`on ${proxy.address}/${h.namespace} \\(TLS, API key\\)`));
+      for (const text of [stdout, stderr, worker.output()]) {
         assert.ok(!text.includes(API_KEY), 'the API key is never printed');
         assert.ok(!text.includes(keyFileContents), "the client key's contents are never printed");
       }
     } finally {
-      worker.kill('SIGTERM');
-      await exited;
+      await worker.stop();
     }
   });
 

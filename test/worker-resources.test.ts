@@ -18,13 +18,14 @@ import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/pl
 import type { BucketRequest, BucketResult } from '../workflows/contract';
 import { listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 import { makeTempDir } from './helpers/temp-dirs';
+import { waitFor } from './helpers/wait';
 
-async function until(what: string, check: () => boolean): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (check()) return;
-    await sleep(10);
-  }
-  assert.fail(`timed out waiting until ${what}`);
+/** A request for one bucket of `warehouse` with every file in it as input, as a plan would list them. */
+async function bucketRequest(warehouse: string, cell: string, year: number, planId: string): Promise<BucketRequest> {
+  const dir = `grid_partition=${cell}/year=${year}`;
+  const names = (await fs.readdir(path.join(warehouse, dir))).sort();
+  const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(warehouse, dir, n))).size })));
+  return { warehouse, planId, bucket: { cell, year }, inputs };
 }
 
 test('bucket slots: at most their size at once, waiters served in arrival order, an aborted waiter leaves the queue', async () => {
@@ -61,19 +62,14 @@ test('a bucket task beyond the worker’s concurrency waits without touching the
   const local = new WorkerLocalResources(resources);
   const activities = createActivities(resources, local);
   const slots = local.bucketSlots!;
-  const request = async (cell: string, year: number): Promise<BucketRequest> => {
-    const dir = `grid_partition=${cell}/year=${year}`;
-    const names = (await fs.readdir(path.join(fx.warehouse, dir))).sort();
-    const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(fx.warehouse, dir, n))).size })));
-    return { warehouse: fx.warehouse, planId: '20261202T000000-0000slot', bucket: { cell, year }, inputs };
-  };
+  const request = (cell: string, year: number) => bucketRequest(fx.warehouse, cell, year, '20261202T000000-0000slot');
   try {
     const before = await listFiles(fx.warehouse);
     assert.equal(before.length, 4);
 
     const otherBucket = await slots.acquire();
     const running: Promise<BucketResult> = new MockActivityEnvironment().run(activities.compactBucket, await request('cell00000', 2015));
-    await until('the task waits for a slot', () => slots.queued === 1);
+    await waitFor('the task to wait for a slot', async () => (slots.queued === 1 ? true : undefined));
     await sleep(200);
     assert.deepEqual(await listFiles(fx.warehouse), before, 'nothing read, written or deleted while waiting');
     otherBucket();
@@ -85,7 +81,7 @@ test('a bucket task beyond the worker’s concurrency waits without touching the
     const hold = await slots.acquire();
     const env = new MockActivityEnvironment();
     const cancelled = env.run(activities.compactBucket, await request('cell00000', 2016));
-    await until('the second task waits for a slot', () => slots.queued === 1);
+    await waitFor('the second task to wait for a slot', async () => (slots.queued === 1 ? true : undefined));
     env.cancel();
     await assert.rejects(cancelled);
     assert.deepEqual([slots.busy, slots.queued], [1, 0]);
@@ -102,9 +98,7 @@ test('a bucket task cancelled after its deletes began finishes the bucket and re
   const resources: ActivityResources = { scratchDir: await makeTempDir('ec-cancel-delete-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 };
   const local = new WorkerLocalResources(resources);
   const activities = createActivities(resources, local);
-  const dir = 'grid_partition=cell00000/year=2015';
-  const names = (await fs.readdir(path.join(fx.warehouse, dir))).sort();
-  const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(fx.warehouse, dir, n))).size })));
+  const req = await bucketRequest(fx.warehouse, 'cell00000', 2015, '20261202T000000-0000canc');
   try {
     const env = new MockActivityEnvironment();
     const phases: string[] = [];
@@ -113,13 +107,13 @@ test('a bucket task cancelled after its deletes began finishes the bucket and re
       // The cancel lands while the inputs are being listed and deleted, after the check at the delete step.
       if (d.phase === 'delete') setImmediate(() => env.cancel());
     });
-    const result: BucketResult = await env.run(activities.compactBucket, { warehouse: fx.warehouse, planId: '20261202T000000-0000canc', bucket: { cell: 'cell00000', year: 2015 }, inputs });
+    const result: BucketResult = await env.run(activities.compactBucket, req);
     assert.ok(env.context.cancellationSignal.aborted, 'the cancel was delivered before the task ended');
     assert.deepEqual([result.outcome, result.filesIn, result.rowsOut], ['compacted', 2, 5]);
     assert.deepEqual(phases.slice(-2), ['delete', 'sweep']);
     const left = await listFiles(fx.warehouse);
     assert.equal(left.length, 1, `one output, no input left: ${left.join(', ')}`);
-    assert.ok(!names.some((n) => left.includes(`${dir}/${n}`)));
+    assert.ok(!req.inputs.some((i) => left.includes(i.key)));
   } finally {
     await local.close();
   }
