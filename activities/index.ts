@@ -94,6 +94,20 @@ function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T
   return work().finally(() => clearInterval(timer));
 }
 
+/**
+ * How many earlier attempts of this bucket ran out of memory, from the details the last attempt
+ * heartbeated. Every bucket heartbeat carries the count on (`withMemoryFailures`), so an attempt that
+ * fails another way in between does not reset it.
+ */
+export function memoryFailuresBefore(details: unknown): number {
+  const n = typeof details === 'object' && details !== null ? (details as { memoryFailures?: unknown }).memoryFailures : undefined;
+  return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : 0;
+}
+
+function withMemoryFailures<T extends object>(details: T, memoryFailures: number): T & { memoryFailures?: number } {
+  return memoryFailures > 0 ? { ...details, memoryFailures } : details;
+}
+
 /** Attempts of an activity whose S3 calls found no credentials (noCredentialsError) before it gives up. */
 export const CREDENTIAL_ATTEMPTS = 3;
 
@@ -104,9 +118,13 @@ export function toActivityFailure(err: unknown): unknown {
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
   if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);
   if (err instanceof BucketMemoryError) {
-    // One retry covers a transient peak; after that the same limit fails the same way.
-    const retried = Context.current().info.attempt > 1;
-    return ApplicationFailure.create({ message: err.message, type: FailureTypes.memoryBudget, nonRetryable: retried });
+    // One retry covers a transient peak; after that the same limit fails the same way. Counted, not read
+    // off the attempt number: an earlier attempt may have failed for another reason (a worker killed, S3
+    // down). The count rides on the last heartbeat, which the SDK sends with the failure.
+    const ctx = Context.current();
+    const memoryFailures = memoryFailuresBefore(ctx.info.heartbeatDetails) + 1;
+    ctx.heartbeat({ phase: 'out-of-memory', memoryFailures });
+    return ApplicationFailure.create({ message: err.message, type: FailureTypes.memoryBudget, nonRetryable: memoryFailures >= 2 });
   }
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
   if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
@@ -189,11 +207,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     async compactBucket(req: BucketRequest): Promise<BucketResult> {
       const ctx = Context.current();
-      let last: unknown = { phase: 'waiting-for-memory', filesIn: req.inputs.length };
+      const memoryFailures = memoryFailuresBefore(ctx.info.heartbeatDetails);
+      let last: object = withMemoryFailures({ phase: 'waiting-for-memory', filesIn: req.inputs.length }, memoryFailures);
       const slots = local.bucketSlots;
       const release = slots ? await keepAlive(() => last, () => slots.acquire(ctx.cancellationSignal)) : undefined;
       try {
-        last = { phase: 'starting', filesIn: req.inputs.length };
+        last = withMemoryFailures({ phase: 'starting', filesIn: req.inputs.length }, memoryFailures);
         const { scratch, sessions } = await local.ready;
         // Unique, not just plan-activity-attempt: activity ids restart in every run, so a terminated run's
         // orphaned attempt and its resume's could share a directory on this worker and remove each other's files.
@@ -211,8 +230,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   sessions,
                   warn: (message) => ctx.log.warn(message),
                   heartbeat: (p) => {
-                    last = p;
-                    ctx.heartbeat(p);
+                    last = withMemoryFailures(p, memoryFailures);
+                    ctx.heartbeat(last);
                     // A cancelled attempt (its workflow closed or timed it out) stops before it deletes anything.
                     // Once its deletes have begun it finishes: reported as compacted, the bucket is counted and
                     // the cancelled run rebuilds the table, which still lists the inputs just deleted.

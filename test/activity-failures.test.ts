@@ -1,41 +1,98 @@
 /**
  * How bucket errors become Temporal failures: which are retried and which stop at once. The errors
  * themselves are caused for real in compact-bucket.test.ts (a real DuckDB out-of-memory, real bad
- * files); here only the attempt number comes from the SDK's MockActivityEnvironment, the one part of
- * an activity's context this classification reads.
+ * files); here only the attempt number and the previous attempt's heartbeat details come from the
+ * SDK's MockActivityEnvironment, the parts of an activity's context this classification reads. That
+ * the real server hands the next attempt the details heartbeated just before a failure is checked on a
+ * dev server.
  * Local listing errors are synthetic errno errors: EIO or ESTALE cannot be caused on purpose here (and root ignores permissions).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { toActivityFailure } from '../activities';
+import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
-import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason } from '../workflows/contract';
+import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason, type BucketResult } from '../workflows/contract';
 import { MAX_REPORTED_FAILURES } from '../workflows/compact-warehouse';
 import { listingError } from '../activities/storage/local-store';
+import { startProbeWorker, startTemporal, uniqueTaskQueue } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
+import { bucketRequest, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 
 const oom = () => new BucketMemoryError('grid_partition=x/year=2020', 256, 8, 1_086_000_000, 'Out of Memory Error: could not allocate block');
 
-async function failureAt(attempt: number, err: Error): Promise<ApplicationFailure> {
-  const f = await new MockActivityEnvironment({ attempt }).run(async () => toActivityFailure(err));
-  assert.ok(f instanceof ApplicationFailure, `${err.name} becomes an ApplicationFailure`);
-  return f;
+async function failureAt(attempt: number, err: Error, heartbeatDetails?: unknown): Promise<{ failure: ApplicationFailure; heartbeats: unknown[] }> {
+  const env = new MockActivityEnvironment({ attempt, heartbeatDetails });
+  const heartbeats: unknown[] = [];
+  env.on('heartbeat', (d: unknown) => heartbeats.push(d));
+  const failure = await env.run(async () => toActivityFailure(err));
+  assert.ok(failure instanceof ApplicationFailure, `${err.name} becomes an ApplicationFailure`);
+  return { failure, heartbeats };
 }
 
 test('running out of memory is retried once, then fails the bucket with the budget advice', async () => {
   const first = await failureAt(1, oom());
-  assert.equal(first.type, FailureTypes.memoryBudget);
-  assert.equal(first.nonRetryable, false);
-  const second = await failureAt(2, oom());
-  assert.equal(second.type, FailureTypes.memoryBudget);
-  assert.equal(second.nonRetryable, true);
-  assert.match(second.message, /^bucket grid_partition=x\/year=2020: DuckDB ran out of its 256 MB memory limit .* 8 input\(s\) of 1036 MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
+  assert.equal(first.failure.type, FailureTypes.memoryBudget);
+  assert.equal(first.failure.nonRetryable, false);
+  assert.deepEqual(first.heartbeats, [{ phase: 'out-of-memory', memoryFailures: 1 }], 'the count goes to the next attempt');
+  const second = await failureAt(2, oom(), first.heartbeats.at(-1));
+  assert.equal(second.failure.type, FailureTypes.memoryBudget);
+  assert.equal(second.failure.nonRetryable, true);
+  assert.match(second.failure.message, /^bucket grid_partition=x\/year=2020: DuckDB ran out of its 256 MB memory limit .* 8 input\(s\) of 1036 MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
+});
+
+test('a first out-of-memory after attempts that failed another way is still retried', async () => {
+  // Attempts 1 and 2 died otherwise (a worker killed mid-bucket, S3 down): their details hold progress only.
+  const third = await failureAt(3, oom(), { phase: 'dedup', filesIn: 8 });
+  assert.equal(third.failure.nonRetryable, false);
+  const fourth = await failureAt(4, oom(), third.heartbeats.at(-1));
+  assert.equal(fourth.failure.nonRetryable, true);
+  assert.equal(memoryFailuresBefore(undefined), 0);
+  assert.equal(memoryFailuresBefore({ memoryFailures: '1' }), 0, 'malformed details count nothing');
+});
+
+test('a bucket attempt after an out-of-memory carries the count in every heartbeat, so a failure of another kind in between does not reset it', async () => {
+  const fx = await makeTinyWarehouse('oom-carry', 1);
+  const activities = createActivities({ scratchDir: await makeTempDir('ec-oom-carry-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+  const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { phase: 'out-of-memory', memoryFailures: 1 } });
+  const heartbeats: unknown[] = [];
+  env.on('heartbeat', (d: unknown) => heartbeats.push(d));
+  const result: BucketResult = await env.run(activities.compactBucket, await bucketRequest(fx.warehouse, 'cell00000', 2015, 'oom-carry'));
+  assert.equal(result.outcome, 'compacted');
+  assert.ok(heartbeats.length >= 2, `heartbeats: ${JSON.stringify(heartbeats)}`);
+  for (const h of heartbeats) assert.equal((h as { memoryFailures?: number }).memoryFailures, 1, JSON.stringify(h));
+});
+
+test('on a dev server the next attempt sees the count: an out-of-memory after another failure is retried, the second one is not', async () => {
+  const h = await startTemporal();
+  const taskQueue = uniqueTaskQueue('oom-count');
+  const attempts: string[] = [];
+  const worker = await startProbeWorker(h, taskQueue, {
+    async flakyBucket(): Promise<void> {
+      const { attempt } = Context.current().info;
+      if (attempt === 1) {
+        attempts.push('lost');
+        throw new Error('connection reset while reading an input');
+      }
+      attempts.push('oom');
+      throw toActivityFailure(oom());
+    },
+  });
+  try {
+    const result = await h.client.workflow.execute('retryProbe', { taskQueue, workflowId: `oom-count-${Date.now()}` });
+    assert.deepEqual(result, { failureType: FailureTypes.memoryBudget });
+    assert.deepEqual(attempts, ['lost', 'oom', 'oom'], 'one retry after the first out-of-memory, none after the second');
+  } finally {
+    await worker.stop();
+    await h.stop();
+  }
 });
 
 test('bad data and malformed requests stop at the first attempt; other errors are left to the retry policy', async () => {
-  assert.equal((await failureAt(1, new BadBucketDataError('bad', ['k']))).nonRetryable, true);
-  assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).type, FailureTypes.invalidInput);
+  assert.equal((await failureAt(1, new BadBucketDataError('bad', ['k']))).failure.nonRetryable, true);
+  assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).failure.type, FailureTypes.invalidInput);
   const other = new Error('connection reset');
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
 });
@@ -43,7 +100,7 @@ test('bad data and malformed requests stop at the first attempt; other errors ar
 test('a local listing error is permanent only when access is refused (EMFILE, EIO, ESTALE are retried)', async () => {
   const errno = (code: string) => Object.assign(new Error(`${code}: listing failed`), { code });
   for (const code of ['EACCES', 'EPERM']) {
-    const f = await failureAt(1, listingError('/wh/grid_partition=a', errno(code)));
+    const { failure: f } = await failureAt(1, listingError('/wh/grid_partition=a', errno(code)));
     assert.equal(f.type, FailureTypes.storageDenied);
     assert.equal(f.nonRetryable, true);
     assert.match(f.message, /^cannot list \/wh\/grid_partition=a: /);

@@ -8,25 +8,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
 import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
-import type { BucketRequest, BucketResult } from '../workflows/contract';
-import { listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
+import type { BucketResult } from '../workflows/contract';
+import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 import { makeTempDir } from './helpers/temp-dirs';
 import { waitFor } from './helpers/wait';
-
-/** A request for one bucket of `warehouse` with every file in it as input, as a plan would list them. */
-async function bucketRequest(warehouse: string, cell: string, year: number, planId: string): Promise<BucketRequest> {
-  const dir = `grid_partition=${cell}/year=${year}`;
-  const names = (await fs.readdir(path.join(warehouse, dir))).sort();
-  const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(warehouse, dir, n))).size })));
-  return { warehouse, planId, bucket: { cell, year }, inputs };
-}
 
 test('bucket slots: at most their size at once, waiters served in arrival order, an aborted waiter leaves the queue', async () => {
   const slots = new BucketSlots(2);

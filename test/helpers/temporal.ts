@@ -50,17 +50,18 @@ export interface RunningWorker {
 let probeBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
 /**
- * A worker for test/workflows' lockProbe (which holds a lock the way an ingest workflow would) and the
- * lock workflows it starts: the product's workflows and the lock activities, no compaction activities.
+ * A worker for test/workflows' probes: lockProbe (which holds a lock the way an ingest workflow would)
+ * and the lock workflows it starts, with the lock activities and no compaction activities unless the
+ * test passes the activities its probe calls.
  */
-export async function startProbeWorker(h: TemporalHarness, taskQueue: string): Promise<RunningWorker> {
+export async function startProbeWorker(h: TemporalHarness, taskQueue: string, activities: object = createLockActivities()): Promise<RunningWorker> {
   probeBundle ??= bundleWorkflowCode({ workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
   const worker = await Worker.create({
     connection: h.server.env.nativeConnection,
     namespace: h.namespace,
     taskQueue,
     workflowBundle: await probeBundle,
-    activities: createLockActivities(),
+    activities,
   });
   const running = worker.run();
   return {

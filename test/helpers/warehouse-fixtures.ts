@@ -8,6 +8,7 @@ import { REPO_ROOT } from './temporal';
 import { relativeFiles } from './files';
 import { pythonExecutable } from '../../client/temporal-cli';
 import { makeTempDir } from './temp-dirs';
+import type { BucketRequest } from '../../workflows/contract';
 
 const run = promisify(execFile);
 
@@ -49,6 +50,14 @@ export async function makeTinyWarehouse(name: string, buckets: number): Promise<
     }
   }
   return { dir, warehouse, catalog: path.join(dir, 'catalog.db') };
+}
+
+/** A request for one bucket of `warehouse` with every file in it as input, as a plan would list them. */
+export async function bucketRequest(warehouse: string, cell: string, year: number, planId: string): Promise<BucketRequest> {
+  const dir = `grid_partition=${cell}/year=${year}`;
+  const names = (await fs.readdir(path.join(warehouse, dir))).sort();
+  const inputs = await Promise.all(names.map(async (n) => ({ key: `${dir}/${n}`, size: (await fs.stat(path.join(warehouse, dir, n))).size })));
+  return { warehouse, planId, bucket: { cell, year }, inputs };
 }
 
 /** Every file under the warehouse (relative keys), sorted; control objects excluded. */
