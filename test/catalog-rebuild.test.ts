@@ -32,6 +32,7 @@ import {
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
 import type { CatalogRequest } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
 
 const execFileP = promisify(execFile);
 const READER = path.resolve(__dirname, 'py', 'iceberg_read.py');
@@ -315,19 +316,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
   });
 
   test("an existing pipeline table keeps its schema, spec ids 1000/1001 and relative location; pyiceberg still scans", async () => {
-    const dir = await freshDir('pipeline');
-    const catalogDb = path.join(dir, 'catalog.db');
-    const metaDir = path.join(dir, NS, TABLE, 'metadata');
-    await fs.mkdir(metaDir, { recursive: true });
-    const v0Name = `00000-${randomUUID()}.metadata.json`;
-    await fs.copyFile(PIPELINE_V0, path.join(metaDir, v0Name));
-    const relative = `./${NS}/${TABLE}/metadata/${v0Name}`;
-    // As the pipeline left it: pyiceberg wrote the catalog row with the relative location of its cwd.
-    await py(['register', '--catalog', catalogDb, '--metadata', relative], dir);
+    const { catalogDb, metaDir, v0Name, relative, wh, result } = await rebuiltPipelineTable('pipeline');
     const v0 = JSON.parse(await fs.readFile(PIPELINE_V0, 'utf8')) as { 'table-uuid': string; schemas: Array<{ fields: Array<{ id: number; name: string }> }> };
-
-    const wh = await pipelineShapedWarehouse(path.join(dir, 'warehouse'));
-    const result = await rebuild(wh, catalogDb);
     assert.equal(result.createdTable, false);
     assert.equal(path.dirname(result.metadataLocation), metaDir);
     assert.match(path.basename(result.metadataLocation), /^00001-/);
@@ -352,6 +342,26 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.deepEqual(out.ids, baseIds);
     assert.deepEqual(new Set(out.files.map((f) => f.partition.year)), new Set([49, 50]));
   });
+
+  test('Iceberg Java plans a rebuilt pipeline table (partition field ids 1000/1001): every file once, partitions and counts right, pruning by cell', async (t) => {
+    const skip = await javaUnavailable();
+    if (skip) return t.skip(skip);
+    const { dir, result } = await rebuiltPipelineTable('java-pipeline');
+    const planned = await javaIcebergScan(result.metadataLocation, { cell: CELLS[0], cwd: dir });
+    await assertJavaPlan(planned, path.join(dir, 'warehouse'));
+  });
+
+  test(
+    "Iceberg Java plans a new table with the contract's partition field ids 100/101",
+    { todo: 'known: iceberg-core refuses the ids (duplicate field ids 100/101 with data_file.file_path/file_format); the contract decides, see README' },
+    async (t) => {
+      const skip = await javaUnavailable();
+      if (skip) return t.skip(skip);
+      const catalogDb = path.join(await freshDir('java-new'), 'catalog.db');
+      const result = await rebuild(baseWarehouse, catalogDb);
+      await assertJavaPlan(await javaIcebergScan(result.metadataLocation, { cell: CELLS[0] }), baseWarehouse);
+    },
+  );
 
   test('a year partition of another column than datetime is refused (the path holds the year of datetime), the catalog untouched', async () => {
     const dir = await freshDir('year-of-other');
@@ -692,6 +702,35 @@ async function withBackend<T>(catalogDb: string, warehouse: string, fn: (b: Sqli
  * The base warehouse's rows in the shape of the pipeline's v0 table (its 22 columns, names and types),
  * as that pipeline's ingest wrote them: its add_files only accepted files matching the table schema.
  */
+/** The Python pipeline's table (v0 metadata, ids 1000/1001, relative location) registered in a new catalog.db, then rebuilt over a warehouse of its shape. */
+async function rebuiltPipelineTable(name: string) {
+  const dir = await freshDir(name);
+  const catalogDb = path.join(dir, 'catalog.db');
+  const metaDir = path.join(dir, NS, TABLE, 'metadata');
+  await fs.mkdir(metaDir, { recursive: true });
+  const v0Name = `00000-${randomUUID()}.metadata.json`;
+  await fs.copyFile(PIPELINE_V0, path.join(metaDir, v0Name));
+  const relative = `./${NS}/${TABLE}/metadata/${v0Name}`;
+  // As the pipeline left it: pyiceberg wrote the catalog row with the relative location of its cwd.
+  await py(['register', '--catalog', catalogDb, '--metadata', relative], dir);
+  const wh = await pipelineShapedWarehouse(path.join(dir, 'warehouse'));
+  const result = await rebuild(wh, catalogDb);
+  return { dir, catalogDb, metaDir, v0Name, relative, wh, result };
+}
+
+/** What Iceberg Java planned is every Parquet file of `warehouse` once, with its partition from the path and all rows. */
+async function assertJavaPlan(planned: JavaScan, warehouse: string): Promise<void> {
+  const keys = await listParquet(warehouse);
+  assert.deepEqual(planned.files.map((f) => f.path).sort(), keys.map((k) => path.join(warehouse, k)).sort());
+  for (const f of planned.files) {
+    const m = /grid_partition=([^/]+)\/year=(\d{4})\//.exec(f.path);
+    assert.ok(m, f.path);
+    assert.deepEqual(f.partition, [m[1], Number(m[2]) - 1970]);
+  }
+  assert.equal(planned.files.reduce((n, f) => n + f.records, 0), baseStats.rows);
+  assert.equal(planned.pruned, keys.filter((k) => k.startsWith(`grid_partition=${CELLS[0]}/`)).length, 'pruned to the files of one cell');
+}
+
 async function pipelineShapedWarehouse(root: string): Promise<string> {
   const duck = await openDuckSession({ tempDir: path.join(tmp, 'duck') });
   try {
