@@ -28,6 +28,7 @@ import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
+import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog/catalog-backend';
@@ -124,6 +125,7 @@ export function toActivityFailure(err: unknown): unknown {
     const ctx = Context.current();
     const memoryFailures = memoryFailuresBefore(ctx.info.heartbeatDetails) + 1;
     ctx.heartbeat({ phase: 'out-of-memory', memoryFailures });
+    recordMemoryFailure(ctx.metricMeter);
     return ApplicationFailure.create({ message: err.message, type: FailureTypes.memoryBudget, nonRetryable: memoryFailures >= 2 });
   }
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
@@ -210,7 +212,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const memoryFailures = memoryFailuresBefore(ctx.info.heartbeatDetails);
       let last: object = withMemoryFailures({ phase: 'waiting-for-memory', filesIn: req.inputs.length }, memoryFailures);
       const slots = local.bucketSlots;
-      const release = slots ? await keepAlive(() => last, () => slots.acquire(ctx.cancellationSignal)) : undefined;
+      let release: (() => void) | undefined;
+      if (slots) {
+        // acquire() queues this task before it yields, so the gauge counts it while it waits.
+        const acquiring = slots.acquire(ctx.cancellationSignal);
+        recordWaitingForMemory(ctx.metricMeter, slots.queued);
+        release = await keepAlive(() => last, () => acquiring).finally(() => recordWaitingForMemory(ctx.metricMeter, slots.queued));
+      }
       try {
         last = withMemoryFailures({ phase: 'starting', filesIn: req.inputs.length }, memoryFailures);
         const { scratch, sessions } = await local.ready;
@@ -219,7 +227,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
         const scratchDir = path.join(scratch.dir, `${req.planId}-${ctx.info.activityId}-${ctx.info.attempt}-${randomUUID().slice(0, 8)}`);
         await fs.mkdir(scratchDir, { recursive: true });
         try {
-          return await withStore(req.warehouse, (store) =>
+          const result = await withStore(req.warehouse, (store) =>
             keepAlive(
               () => last,
               () =>
@@ -240,6 +248,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 }),
             ),
           );
+          recordBucketResult(ctx.metricMeter, result);
+          return result;
         } finally {
           await fs.rm(scratchDir, { recursive: true, force: true });
         }

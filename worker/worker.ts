@@ -17,6 +17,11 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
    * stops the process, or a SIGKILL lands mid-bucket and its retry waits for the heartbeat timeout.
    */
   shutdownGraceSeconds?: number;
+  /**
+   * host:port for a Prometheus endpoint (`/metrics`): the SDK's worker metrics (slots, schedule-to-start
+   * latency, failures by activity type) and the buckets' own (activities/compaction/bucket-metrics.ts).
+   */
+  metricsBindAddress?: string;
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
@@ -33,14 +38,19 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
 }
 
 export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
-  Runtime.install({ logger: new DefaultLogger(opts.logLevel ?? 'INFO'), shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  Runtime.install({
+    logger: new DefaultLogger(opts.logLevel ?? 'INFO'),
+    shutdownSignals: ['SIGINT', 'SIGTERM'],
+    ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
+  });
   const { worker, connection, plugin } = await createWorker(opts);
   try {
     const { scratch } = await plugin.local.ready;
     console.error(
       `worker: task queue ${opts.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
         `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}` +
-        `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s`,
+        `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s` +
+        (opts.metricsBindAddress ? `; metrics on http://${opts.metricsBindAddress}/metrics` : ''),
     );
     for (const s of scratch.swept) {
       console.error(`worker: removed ${s.dir} (${(s.bytes / 1048576).toFixed(1)} MB) left by a worker that is gone (${s.reason})`);

@@ -3,7 +3,8 @@ import { resolveTarget } from '../connection';
 import { runWorker } from '../../worker/worker';
 
 export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
-    [--scratch-dir DIR] [--duckdb-threads N] [--shutdown-grace SECONDS] [--address host:port] [--namespace NS] [--task-queue Q]`;
+    [--scratch-dir DIR] [--duckdb-threads N] [--shutdown-grace SECONDS] [--metrics-bind host:port]
+    [--address host:port] [--namespace NS] [--task-queue Q]`;
 
 export async function runWorkerCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -14,6 +15,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     'scratch-dir': { type: 'string' },
     'duckdb-threads': { type: 'string' },
     'shutdown-grace': { type: 'string' },
+    'metrics-bind': { type: 'string' },
   });
   const num = (k: keyof typeof values) => {
     const v = values[k];
@@ -29,6 +31,12 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     throw new UsageError(`${source} must be a whole number of seconds >= 0, got ${JSON.stringify(graceRaw)}`);
   }
   const shutdownGraceSeconds = graceRaw === undefined ? undefined : Number(graceRaw);
+  const metricsFlag = values['metrics-bind'];
+  const metricsBindAddress = metricsFlag ?? (process.env.EARTHCATALOG_METRICS_BIND || undefined);
+  if (metricsBindAddress !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(metricsBindAddress)) {
+    const source = metricsFlag !== undefined ? '--metrics-bind' : 'EARTHCATALOG_METRICS_BIND';
+    throw new UsageError(`${source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
+  }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
     ...target,
@@ -38,6 +46,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     duckdbThreads: num('duckdb-threads'),
     scratchDir: values['scratch-dir'],
     shutdownGraceSeconds,
+    metricsBindAddress,
   });
   return 0;
 }
