@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { noopMetricMeter, type MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
@@ -58,14 +59,27 @@ test('a bucket task beyond the worker’s concurrency waits without touching the
     assert.equal(before.length, 4);
 
     const otherBucket = await slots.acquire();
-    const running: Promise<BucketResult> = new MockActivityEnvironment().run(activities.compactBucket, await request('cell00000', 2015));
+    // The waiting gauge's values as the worker's Prometheus endpoint would get them (worker-metrics.test.ts scrapes a real one).
+    const waiting: number[] = [];
+    const meter: MetricMeter = {
+      createCounter: (...args) => noopMetricMeter.createCounter(...args),
+      createHistogram: (...args) => noopMetricMeter.createHistogram(...args),
+      createGauge: (name, valueType, unit, description) => ({
+        ...noopMetricMeter.createGauge(name, valueType, unit, description),
+        set: (value: number) => void (name === 'earthcatalog_bucket_tasks_waiting' && waiting.push(value)),
+      }),
+      withTags: () => meter,
+    };
+    const running: Promise<BucketResult> = new MockActivityEnvironment({}, { metricMeter: meter }).run(activities.compactBucket, await request('cell00000', 2015));
     await waitFor('the task to wait for a slot', async () => (slots.queued === 1 ? true : undefined));
     await sleep(200);
     assert.deepEqual(await listFiles(fx.warehouse), before, 'nothing read, written or deleted while waiting');
+    assert.deepEqual(waiting, [1], 'the gauge counts the waiting task');
     otherBucket();
     const result = await running;
     assert.deepEqual([result.outcome, result.filesIn, result.rowsOut], ['compacted', 2, 5]);
     assert.deepEqual([slots.busy, slots.queued], [0, 0]);
+    assert.deepEqual(waiting, [1, 0], 'and drops it once the task has its slot');
 
     const afterFirst = await listFiles(fx.warehouse);
     const hold = await slots.acquire();
