@@ -1,5 +1,16 @@
 import type { CompactionSummary } from '../workflows/contract';
 
+/**
+ * Exit code 3: the run finished, but something needs a person: buckets failed (their files are
+ * untouched) or data files could not be registered in the table (readers do not see their rows). A
+ * cron wrapper or the schedule's alerting notices either; both are listed in the summary.
+ */
+export const EXIT_NEEDS_ATTENTION = 3;
+
+export function exitCodeOf(s: CompactionSummary): number {
+  return s.failedBucketsTotal > 0 || s.unreadableFilesTotal > 0 ? EXIT_NEEDS_ATTENTION : 0;
+}
+
 /** The seed's four figures first (same names), then what this tool adds. */
 export function formatSummary(s: CompactionSummary): string {
   const rows: [string, string | number][] = [

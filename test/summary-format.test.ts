@@ -1,7 +1,7 @@
-/** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later. */
+/** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatSummary } from '../client/summary-format';
+import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
 
 const base: CompactionSummary = {
@@ -43,4 +43,12 @@ test('deferred and rewritten inputs and dropped delete files each get a line', (
   assert.match(text, /^5 file\(s\) of buckets too large for one task were left for the next run$/m);
   assert.match(text, /^1 input file\(s\) were rewritten after they were read and were left for the next run$/m);
   assert.match(text, /^2 delete file\(s\) of another engine were not carried over: the rows they deleted are visible again$/m);
+});
+
+test('exit code 3 when buckets failed or files could not be registered in the table, else 0', () => {
+  assert.equal(exitCodeOf(base), 0);
+  assert.equal(exitCodeOf({ ...base, filesDeferred: 5, filesRewritten: 1 }), 0, 'work left for the next run is routine');
+  assert.equal(exitCodeOf({ ...base, failedBuckets: [{ bucket: 'grid_partition=a/year=2020', type: 'BadBucketData', reason: 'r' }], failedBucketsTotal: 1 }), EXIT_NEEDS_ATTENTION);
+  assert.equal(exitCodeOf({ ...base, unreadableFiles: [], unreadableFilesTotal: 1 }), EXIT_NEEDS_ATTENTION, 'rows readers cannot see');
+  assert.equal(EXIT_NEEDS_ATTENTION, 3);
 });

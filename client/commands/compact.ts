@@ -2,16 +2,13 @@ import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } fro
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, startCompaction } from '../start-compaction';
-import { formatSummary } from '../summary-format';
+import { exitCodeOf, formatSummary } from '../summary-format';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
     [--cells a,b] [--years 2024,2025] [--max-parallel N] [--lock-timeout S] [--workflow-id ID] [--detach]
     [--iceberg-namespace NS] [--table T] [--catalog-name N]
     [--address host:port] [--namespace NS] [--task-queue Q]`;
-
-/** Exit code 3: the run finished but some buckets failed (their files are untouched). */
-export const EXIT_BUCKETS_FAILED = 3;
 
 export async function runCompactCommand(argv: string[], extra: Partial<CompactionInput> = {}): Promise<number> {
   const { values } = parse(argv, {
@@ -51,7 +48,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       bar?.finish();
     }
     console.log(values.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));
-    return summary.failedBucketsTotal > 0 ? EXIT_BUCKETS_FAILED : 0;
+    return exitCodeOf(summary);
   } finally {
     await client.connection.close();
   }

@@ -15,7 +15,7 @@ import { generateSampleWarehouse } from '../demo/sample-warehouse';
 import { readTableBack } from '../demo/read-table-back';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, startCompaction } from '../start-compaction';
-import { formatSummary } from '../summary-format';
+import { exitCodeOf, formatSummary } from '../summary-format';
 
 export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N]
     Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.`;
@@ -64,7 +64,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     console.log('');
     console.log(await readTableBack(catalog, warehouse));
     say(`files kept in ${dir}`);
-    return summary.failedBucketsTotal > 0 ? 3 : 0;
+    return exitCodeOf(summary);
   } finally {
     await plugin.local.close();
     await client.connection.close();
