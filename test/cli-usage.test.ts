@@ -1,11 +1,11 @@
-/** The command line's own parsing: subcommand help, and resume's --plan in both spellings. */
+/** The command line's own parsing: subcommand help, resume's --plan in both spellings, a resume's refusal of a new selection. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { UsageError } from '../client/cli-args';
-import { resumeArgs } from '../client/commands/resume';
+import { resumeArgs, runResumeCommand } from '../client/commands/resume';
 import { REPO_ROOT } from './helpers/temporal';
 
 const execFileP = promisify(execFile);
@@ -31,5 +31,15 @@ test('resume takes --plan ID and --plan=ID out of the compaction flags; --plan w
   assert.deepEqual(resumeArgs(['--warehouse', '/w']), { planId: undefined, rest: ['--warehouse', '/w'] });
   for (const bad of [['--plan'], ['--plan', '--warehouse', '/w'], ['--plan=']]) {
     assert.throws(() => resumeArgs(bad), (err: unknown) => err instanceof UsageError && /--plan needs a plan id/.test(err.message));
+  }
+});
+
+test('resume refuses --threshold, --cells and --years before contacting a server: the plan keeps its own', async () => {
+  for (const flag of [['--threshold', '3'], ['--cells=a1'], ['--years', '2026']]) {
+    await assert.rejects(runResumeCommand(['--warehouse', '/w', '--catalog', '/c.db', ...flag, '--address', '127.0.0.1:1']), (err: unknown) => {
+      assert.ok(err instanceof UsageError, String(err));
+      assert.match(err.message, new RegExp(`^a resume finishes its plan as it was made \\(its threshold, cells and years\\): leave out ${flag[0]!.split('=')[0]}$`));
+      return true;
+    });
   }
 });

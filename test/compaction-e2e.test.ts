@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { FailureTypes, type CompactionInput, type CompactionSummary } from '../workflows/contract';
 import type { ApplicationFailure } from '@temporalio/common';
-import { startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+import { startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
 import { readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
@@ -253,13 +253,37 @@ describe('invalid input', () => {
     const fresh = await causeOf(compact(input as CompactionInput));
     assert.equal(fresh.type, FailureTypes.invalidInput);
     assert.match(fresh.message, /warehouse must not contain \* \? \[ \] \{ \}/);
-    const carried = await causeOf(
-      h.client.workflow.execute('compactWarehouse', {
+    const state = { plan, nextPage: 0, progress, warehouseLock: { lockId: lockWorkflowId('warehouse', input.warehouse), requestId: 'never-granted', fence: 1 } };
+    // Through a real continue-as-new (the test bundle's probe continues into compactWarehouse): only a continued run takes a carried state.
+    const probeQueue = uniqueTaskQueue('carried');
+    const probe = await startProbeWorker(h, probeQueue);
+    try {
+      const carried = await causeOf(
+        h.client.workflow.execute('continueIntoCompaction', { taskQueue: probeQueue, workflowId: `carried-input-${Date.now()}`, args: [input, state] }),
+      );
+      assert.equal(carried.type, FailureTypes.lockLost, carried.message);
+    } finally {
+      await probe.stop();
+    }
+  });
+
+  it('refuses a carried state on a run that was not continued-as-new (a copy of a continued run cannot adopt its lock)', async () => {
+    const fx = await backends[0]!.makeWarehouse('carried-copy');
+    const input = { warehouse: fx.warehouse, catalog: fx.catalog, threshold: 2, dryRun: false, maxParallelBuckets: 0, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };
+    const plan = { planId: '20261202T000000-carried1', bucketsScanned: 6, filesBefore: 20, bucketsToCompact: 6, filesToCompact: 20, bytesToCompact: 1, pages: 1, sample: [], ignoredObjects: 0 };
+    const progress = { phase: 'compacting', planId: plan.planId, bucketsTotal: 6, bucketsDone: 0, bucketsCompacted: 0, bucketsAlreadyCompacted: 0, bucketsFailed: 0, filesIn: 0, rowsBefore: 0, rowsAfter: 0, bytesBefore: 0, bytesAfter: 0, currentBuckets: [], failures: [], locks: [], generation: 1 };
+    const before = await backends[0]!.listFiles(fx.warehouse);
+    const err = await h.client.workflow
+      .execute('compactWarehouse', {
         taskQueue,
-        workflowId: `carried-input-${Date.now()}`,
-        args: [input, { plan, nextPage: 0, progress, warehouseLock: { lockId: lockWorkflowId('warehouse', input.warehouse), requestId: 'never-granted', fence: 1 } }],
-      }),
-    );
-    assert.equal(carried.type, FailureTypes.lockLost, carried.message);
+        workflowId: `carried-copy-${Date.now()}`,
+        args: [input, { plan, nextPage: 0, progress, warehouseLock: { lockId: lockWorkflowId('warehouse', fx.warehouse), requestId: 'copied', fence: 1 } }],
+      })
+      .then(() => assert.fail('the copy should have been refused'), (e: unknown) => e);
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    const cause = err.cause as ApplicationFailure;
+    assert.equal(cause.type, FailureTypes.invalidInput);
+    assert.match(cause.message, /compactWarehouse takes one input object; a second argument .* is accepted only across continue-as-new/);
+    assert.deepEqual(await backends[0]!.listFiles(fx.warehouse), before, 'nothing compacted, nothing deleted');
   });
 });

@@ -23,6 +23,15 @@ test('a dry run of a resume is refused, not shown as a fresh plan', () => {
   assert.equal(parseCompactionInput({ ...base, dryRun: true }).resumePlanId, undefined);
 });
 
+test('a resume with cells or years is refused (it finishes its plan as made), not run on the whole plan', () => {
+  for (const selection of [{ cells: ['a1'] }, { years: [2026] }]) {
+    assert.throws(
+      () => parseCompactionInput({ ...base, resumePlanId: 'latest', ...selection }),
+      /^Error: invalid compaction input: resumePlanId: a resume finishes its plan as it was made \(its cells, years and threshold\): leave out cells and years$/,
+    );
+  }
+});
+
 test('a warehouse whose path DuckDB would read as a glob pattern is refused', () => {
   for (const warehouse of ['/data/wh[1]', 's3://bucket/wh*', '/data/{a,b}']) {
     assert.throws(

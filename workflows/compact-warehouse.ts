@@ -56,6 +56,8 @@ const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
 const CONFIRM_WAREHOUSE_LOCK = 'confirm-warehouse-lock-per-page';
 /** patched() id of a run that keeps its outcome when releasing the `--use-lock` object fails. */
 const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
+/** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
+const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -123,6 +125,15 @@ const catalogOptions: ActivityOptions = {
 const catalog = proxyActivities<CompactionActivities>(catalogOptions);
 
 export async function compactWarehouse(rawInput: unknown, carried?: CarriedState): Promise<CompactionSummary> {
+  // The carried state adopts a lock and skips validation: only this workflow's own continue-as-new may
+  // pass it. A copy of a continued run's arguments started anew would write beside the lock's holder.
+  if (carried && !workflowInfo().continuedFromExecutionRunId && patched(CARRIED_ONLY_WHEN_CONTINUED)) {
+    throw ApplicationFailure.nonRetryable(
+      'compactWarehouse takes one input object; a second argument (the state a run hands to its continuation) is accepted only across continue-as-new. ' +
+        'To finish an interrupted run, start it with resumePlanId',
+      FailureTypes.invalidInput,
+    );
+  }
   let input: CompactionRequest;
   try {
     input = parseCompactionInput(rawInput);

@@ -122,6 +122,11 @@ export const compactionInputSchema = z
   .refine((v) => !(v.dryRun && v.resumePlanId), {
     path: ['dryRun'],
     message: 'a resume cannot be a dry run (a dry run plans anew, so it would not show what the resume does)',
+  })
+  // A resume finishes the plan as it was made; a selection given with it would be silently ignored.
+  .refine((v) => !(v.resumePlanId && (v.cells || v.years)), {
+    path: ['resumePlanId'],
+    message: 'a resume finishes its plan as it was made (its cells, years and threshold): leave out cells and years',
   });
 
 export type CompactionInput = z.input<typeof compactionInputSchema>;

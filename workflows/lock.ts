@@ -311,7 +311,7 @@ export async function withResourceLock<T>(
  */
 export async function confirmLockHeld(held: HeldLock): Promise<void> {
   const holder = await lockHolder(held.lockId);
-  if (holder?.requestId === held.requestId) return;
+  if (holder?.requestId === held.requestId && holder.workflowId === workflowInfo().workflowId) return;
   const now = holder ? `held by workflow ${holder.workflowId}` : 'free';
   throw ApplicationFailure.nonRetryable(
     `the lock ${held.lockId} is no longer held by this run (it is ${now}): was the run reset to a point after the lock was granted? ` +

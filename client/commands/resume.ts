@@ -2,7 +2,8 @@ import { UsageError } from '../cli-args';
 import { runCompactCommand } from './compact';
 
 export const resumeUsage = `earthcatalog-compact resume --warehouse W --catalog C [--plan PLAN_ID] [compact flags]
-    Finishes the newest unfinished plan of the warehouse (or PLAN_ID): finished buckets are not redone.`;
+    Finishes the newest unfinished plan of the warehouse (or PLAN_ID) as it was made (its threshold, cells
+    and years): finished buckets are not redone.`;
 
 /** `--plan ID` or `--plan=ID` taken out of the arguments; the rest are the compaction's flags. */
 export function resumeArgs(argv: string[]): { planId: string | undefined; rest: string[] } {
@@ -17,5 +18,9 @@ export function resumeArgs(argv: string[]): { planId: string | undefined; rest: 
 /** A resume is a compaction that adopts an existing plan instead of planning anew. */
 export async function runResumeCommand(argv: string[]): Promise<number> {
   const { planId, rest } = resumeArgs(argv);
+  const selection = rest.find((a) => /^--(threshold|cells|years)(=|$)/.test(a));
+  if (selection) {
+    throw new UsageError(`a resume finishes its plan as it was made (its threshold, cells and years): leave out ${selection.split('=')[0]}`);
+  }
   return runCompactCommand(rest, { resumePlanId: planId ?? 'latest' });
 }

@@ -1,4 +1,5 @@
-/** Test bundle: the product's workflows, a probe that uses the lock the way an ingest workflow would, and one that retries a test activity like a bucket. */
+/** Test bundle: the product's workflows and probes: a lock holder as an ingest workflow would hold it, a test activity retried like a bucket, a continue-as-new into compactWarehouse. */
 export * from '../../workflows';
 export { lockProbe } from './lock-probe';
 export { retryProbe } from './retry-probe';
+export { continueIntoCompaction } from './continue-probe';
