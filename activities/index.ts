@@ -29,6 +29,7 @@ import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scra
 import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
+import { withoutRequestDetails } from './storage/s3-errors';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog/catalog-backend';
@@ -142,7 +143,7 @@ export function toActivityFailure(err: unknown): unknown {
     if (err.kind === 'not-found') return ApplicationFailure.nonRetryable(err.message, FailureTypes.storageMissing);
     if (err.kind === 'invalid-key' || err.kind === 'corrupt') return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   }
-  return err;
+  return withoutRequestDetails(err);
 }
 
 async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Promise<T>): Promise<T> {

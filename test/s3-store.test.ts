@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { format } from 'node:util';
 import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
 import { StorageError } from '../activities/storage/warehouse-store';
@@ -386,6 +387,42 @@ describe('S3 only', () => {
       const text = `${err.message}\n${err.stack}\n${JSON.stringify(err)}`;
       assert.ok(!text.includes(moto.accessKeyId), 'no access key id');
       assert.ok(!text.includes(moto.secretAccessKey), 'no secret');
+    });
+
+    it('ExpiredToken (whose S3 body echoes the session token) is a credentials failure, retried a few attempts, and nothing logged holds the token', async () => {
+      const token = 'IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN0123456789';
+      proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'ExpiredToken' });
+      const saved = process.env.AWS_SESSION_TOKEN;
+      process.env.AWS_SESSION_TOKEN = token;
+      let err: unknown;
+      try {
+        const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
+        const expired = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+        try {
+          err = await expired.readSmall('grid_partition=a/year=2020/secret.parquet').then(() => assert.fail('should be refused'), (e: unknown) => e);
+        } finally {
+          await expired.close();
+        }
+      } finally {
+        if (saved === undefined) delete process.env.AWS_SESSION_TOKEN;
+        else process.env.AWS_SESSION_TOKEN = saved;
+      }
+      assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
+      assert.match(err.message, /^the worker's AWS credentials for s3:\/\/.*secret\.parquet have expired \(ExpiredToken, HTTP 400\)/);
+      const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
+      assert.ok(failure instanceof ApplicationFailure && failure.type === FailureTypes.noCredentials && !failure.nonRetryable);
+      // What the worker's logger writes for a failed activity: the error with every field.
+      assert.ok(!format({ error: failure }).includes(token) && !format(err).includes(token), 'the session token is never logged');
+    });
+
+    it('an S3 error of a code the store does not classify reaches the worker log without the request details S3 echoed', async () => {
+      const secret = 'SIGNING-MATERIAL-0123456789';
+      const raw = Object.assign(new Error('Invalid argument.'), { name: 'InvalidArgument', $metadata: { httpStatusCode: 400 }, StringToSign: secret });
+      const logged = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(raw));
+      assert.ok(logged instanceof Error);
+      assert.equal(logged.message, 'Invalid argument. (InvalidArgument, HTTP 400)');
+      assert.equal(logged.name, 'InvalidArgument', 'still a plain error: left to the retry policy');
+      assert.ok(!format({ error: logged }).includes(secret));
     });
   });
 });

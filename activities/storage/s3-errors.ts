@@ -80,6 +80,23 @@ export function noCredentialsError(err: unknown, uri: string): StorageError | un
   return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'no-credentials');
 }
 
+/** Temporary credentials (an STS session) that ran out; the provider chain may refresh them for the next attempt. */
+const EXPIRED = new Set(['ExpiredToken', 'ExpiredTokenException', 'TokenRefreshRequired']);
+
+/**
+ * An SDK error reduced to what is safe to log: name, message, code and status. S3 echoes parts of the
+ * request in its error bodies (ExpiredToken the session token, SignatureDoesNotMatch the string to
+ * sign) and the SDK copies them onto the error object, which the worker's logger prints whole.
+ */
+export function withoutRequestDetails(err: unknown): unknown {
+  if (!(err instanceof Error) || shape(err).$metadata === undefined) return err;
+  const clean = new Error(`${err.message} (${describeS3Error(err)})`);
+  clean.name = err.name;
+  const frames = err.stack?.split('\n').filter((line) => /^\s+at /.test(line)) ?? [];
+  clean.stack = [`${clean.name}: ${clean.message}`, ...frames].join('\n');
+  return clean;
+}
+
 /**
  * A StorageError for failures that no retry of the request can fix, naming `uri`; undefined for anything else.
  * NoSuchKey is left to the caller (absent is often a normal answer).
@@ -89,6 +106,9 @@ export function permanentError(err: unknown, uri: string): StorageError | undefi
   const code = errorCode(err);
   const missing = noCredentialsError(err, uri);
   if (missing) return missing;
+  if (code !== undefined && EXPIRED.has(code)) {
+    return new StorageError(`the worker's AWS credentials for ${uri} have expired (${describeS3Error(err)}); check how its session credentials are refreshed`, 'no-credentials');
+  }
   if (isDeniedCode(code) || httpStatus(err) === 403) {
     return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
   }

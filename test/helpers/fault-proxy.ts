@@ -37,8 +37,11 @@ export interface FaultPlan {
   eligible?: (req: ProxyRequestInfo) => boolean;
   /** Requests answered with a permanent 403, whatever the budget. */
   deny?: (req: ProxyRequestInfo) => boolean;
-  /** Error code of a denial: AccessDenied (default) or InvalidAccessKeyId (whose body names the key id, as AWS does). */
-  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId';
+  /**
+   * Error code of a denial: AccessDenied (default), InvalidAccessKeyId (whose body names the key id, as
+   * AWS does) or ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does).
+   */
+  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken';
 }
 
 export interface FaultStats {
@@ -190,6 +193,8 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
       const code = plan.denyCode ?? 'AccessDenied';
       if (code === 'InvalidAccessKeyId') {
         answerError(req, res, 403, code, 'The AWS Access Key Id you provided does not exist in our records.', `<AWSAccessKeyId>${accessKeyIdOf(req.headers)}</AWSAccessKeyId>`);
+      } else if (code === 'ExpiredToken') {
+        answerError(req, res, 400, code, 'The provided token has expired.', `<Token-0>${String(req.headers['x-amz-security-token'] ?? '')}</Token-0>`);
       } else {
         answerError(req, res, 403, code, 'Access Denied');
       }
