@@ -495,6 +495,47 @@ describe('compactBucket, the core, on both backends', () => {
     });
   }
 
+  it('s3: refusals after publishing: a refused sweep leaves the bucket compacted (a warning); refused input deletes fail it saying the output is published', async () => {
+    const direct = await backends[1]!.open();
+    const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
+    await uploadDirectory(moto.client, bucket, key, generated);
+    // A policy without s3:ListBucketMultipartUploads, then one without s3:DeleteObject.
+    const proxy = await startFaultProxy(moto.endpoint, { deny: (r) => r.method === 'GET' && r.query.has('uploads') });
+    const store = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+    try {
+      const sizes = await collect(direct, '');
+      const request = (planId: string, keys: readonly string[]) => ({
+        warehouse: store.root,
+        planId,
+        bucket: { cell: '81283ffffffffff', year: 2020 },
+        inputs: keys.map((k) => ({ key: k, size: sizes.get(k)! })),
+      });
+      const warnings: string[] = [];
+      const opts = { scratchDir: path.join(scratch, 'refused-scratch'), memoryLimitMb: 256, threads: 1, heartbeat: () => undefined, warn: (m: string) => void warnings.push(m) };
+      const result = await compactBucket(store, request('sweepdenied', bucketKeys), opts);
+      assert.equal(result.outcome, 'compacted');
+      assert.deepEqual([...(await collect(direct, 'grid_partition=81283ffffffffff/')).keys()], [`grid_partition=81283ffffffffff/year=2020/${path.basename(result.outputKey)}`]);
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]!, /^bucket grid_partition=81283ffffffffff\/year=2020: compacted, but sweeping its leftovers was refused \(they wait for the next compaction of the bucket\): access to s3:\/\/.* denied/);
+
+      // New ingest beside the output, compacted by a role that may not delete.
+      await uploadDirectory(moto.client, bucket, key, generated);
+      proxy.setPlan({ deny: (r) => r.method === 'POST' && r.query.has('delete') });
+      const inputs = [result.outputKey, ...bucketKeys];
+      const sizesNow = await collect(direct, '');
+      const req = { ...request('deletedenied', []), inputs: inputs.map((k) => ({ key: k, size: sizesNow.get(k)! })) };
+      const err = await compactBucket(store, req, opts).then(() => assert.fail('the deletes are refused'), (e: unknown) => e);
+      assert.ok(err instanceof StorageError && err.kind === 'denied', String(err));
+      assert.match(err.message, /^bucket grid_partition=81283ffffffffff\/year=2020: the compacted output grid_partition=81283ffffffffff\/year=2020\/compacted_deletedenied\.parquet is published, but deleting its inputs was refused after 0 of 4; the rest stay/);
+      const left = [...(await collect(direct, 'grid_partition=81283ffffffffff/')).keys()].sort();
+      assert.deepEqual(left, [...inputs, 'grid_partition=81283ffffffffff/year=2020/compacted_deletedenied.parquet'].sort(), 'every input kept beside the new output');
+    } finally {
+      await store.close();
+      await direct.close();
+      await proxy.stop();
+    }
+  });
+
   it('s3: an input uploaded again with other bytes after its bucket was compacted stays for the next run; the unchanged ones are deleted', async () => {
     const store = await backends[1]!.open();
     const { bucket, key } = parseRootKey(store as S3WarehouseStore, '');

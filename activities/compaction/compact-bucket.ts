@@ -585,10 +585,23 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
     a.opts.warn?.(`bucket ${a.bucket}: ${kept.length} input(s) were rewritten after they were compacted and are left for the next run (${listSome(kept)})`);
   }
   const half = Math.ceil(keys.length / 2);
-  if (keys.length) {
-    await a.store.deleteMany(keys.slice(0, half));
-    crashPoint('after-partial-delete', a.bucket);
-    await a.store.deleteMany(keys.slice(half));
+  let deleted = 0;
+  try {
+    if (keys.length) {
+      await a.store.deleteMany(keys.slice(0, half));
+      deleted = half;
+      crashPoint('after-partial-delete', a.bucket);
+      await a.store.deleteMany(keys.slice(half));
+    }
+  } catch (err) {
+    // Retryable errors converge on the next attempt (state c). A refusal does not, and the run reports the
+    // bucket as failed: say that its output is published beside inputs still present, not that nothing changed.
+    if (!(err instanceof StorageError && err.kind === 'denied')) throw err;
+    throw new StorageError(
+      `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs was refused after ${deleted} of ${keys.length}; ` +
+        `the rest stay (readers see their rows twice until the next run compacts them with the output): ${err.message}`,
+      'denied',
+    );
   }
   beat(a, { phase: 'sweep' });
   const orphansRemoved = await sweepOrphans(a, listed.keys());
@@ -620,7 +633,16 @@ async function sweepOrphans(a: Attempt, bucketKeys: Iterable<string>): Promise<n
   for (const key of bucketKeys) {
     if (isTempArtifactName(key.slice(key.lastIndexOf('/') + 1))) orphans.push(key);
   }
-  if (orphans.length) await a.store.deleteMany(orphans);
-  const aborted = await a.store.abortIncompleteWrites(`${a.bucket}/`);
-  return orphans.length + aborted;
+  // The bucket is compacted by now. A transient error is retried (the next attempt finds it done and sweeps
+  // again); a refusal (a policy without s3:ListBucketMultipartUploads, say) must not report every
+  // compacted bucket as failed: the leftovers wait for the next compaction of the bucket.
+  try {
+    if (orphans.length) await a.store.deleteMany(orphans);
+    const aborted = await a.store.abortIncompleteWrites(`${a.bucket}/`);
+    return orphans.length + aborted;
+  } catch (err) {
+    if (!(err instanceof StorageError && err.kind === 'denied')) throw err;
+    a.opts.warn?.(`bucket ${a.bucket}: compacted, but sweeping its leftovers was refused (they wait for the next compaction of the bucket): ${err.message}`);
+    return 0;
+  }
 }
