@@ -19,6 +19,8 @@ import { S3WarehouseStore, type S3StoreOptions } from '../activities/storage/s3-
 import { ObjectReplacedError } from '../activities/storage/s3-transfer';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import { compactBucket } from '../activities/compaction/compact-bucket';
+import { planBuckets } from '../activities/compaction/plan-buckets';
+import { readPlanPage } from '../activities/compaction/plan-store';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
 import { byBucket, listFiles } from './helpers/warehouse-fixtures';
@@ -424,6 +426,34 @@ describe('S3 only', () => {
       assert.equal(logged.name, 'InvalidArgument', 'still a plain error: left to the retry policy');
       assert.ok(!format({ error: logged }).includes(secret));
     });
+  });
+});
+
+describe('conditional writes whose answer is lost', () => {
+  it('a plan whose manifest landed but whose answer was lost is recognised by its bytes (SSE-KMS ETags are no MD5s) and keeps its pages', async () => {
+    const direct = await backends[1]!.open();
+    const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
+    for (const name of ['part_1', 'part_2']) await direct.writeSmall(`grid_partition=a/year=2020/${name}.parquet`, Buffer.from(name));
+    let lost = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      loseResponse: (r) => r.method === 'PUT' && r.key.endsWith('/manifest.json') && lost++ === 0,
+      opaqueHeadEtags: true,
+    });
+    const store = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+    try {
+      const summary = await planBuckets(store, { warehouse: store.root, planId: 'lostanswer', threshold: 2, dryRun: false }, () => undefined);
+      assert.equal(lost, 2, 'the first manifest write landed without an answer and was sent again');
+      assert.deepEqual([summary.bucketsToCompact, summary.pages], [1, 1]);
+      const page = await readPlanPage(direct, 'lostanswer', 0);
+      assert.deepEqual(page.map((t) => t.inputs.length), [2], "the plan's page is still there");
+      // An empty version is no version: refused rather than sent as an unconditional write.
+      await assert.rejects(direct.writeSmall('grid_partition=a/year=2020/part_1.parquet', Buffer.from('x'), ''), /only if unchanged: its version \(ETag\) is unknown/);
+      assert.equal((await direct.readSmall('grid_partition=a/year=2020/part_1.parquet'))?.body.toString(), 'part_1');
+    } finally {
+      await store.close();
+      await direct.close();
+      await proxy.stop();
+    }
   });
 });
 

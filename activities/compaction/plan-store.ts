@@ -100,9 +100,11 @@ export async function writePlan(store: WarehouseStore, manifest: PlanManifest, p
   for (const [page, tasks] of pages.entries()) await store.writeSmall(keys[page]!, Buffer.from(JSON.stringify(tasks)));
   const created = await store.writeSmall(manifestKey(planId), Buffer.from(JSON.stringify({ ...manifest, pagesDir }, null, 2)), null);
   if (created !== 'conflict') return manifest.summary;
-  await store.deleteMany(keys);
   const plan = await readPlanManifest(store, planId);
   if (!plan) throw new Error(`plan ${planId}: its manifest ${store.uri(manifestKey(planId))} vanished while another attempt wrote it`);
+  // Only another attempt's manifest makes these pages garbage: a "conflict" about our own write (a lost
+  // answer the store could not recognise as ours) must not delete the pages the plan points at.
+  if (plan.pagesDir !== pagesDir) await store.deleteMany(keys);
   return plan.summary;
 }
 

@@ -4,7 +4,7 @@
  * (If-None-Match / If-Match), so a retried or zombie attempt can never overwrite another's object.
  * The client comes from the worker's environment (see s3-client.ts), never from workflow input.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -40,7 +40,7 @@ import {
 } from './s3-errors';
 import type { RetryPolicy } from './s3-retry';
 import { DEFAULT_RETRY, withRetries } from './s3-retry';
-import { downloadToFile, headEtag, readBody, uploadFileIfAbsent } from './s3-transfer';
+import { downloadToFile, readBody, uploadFileIfAbsent } from './s3-transfer';
 
 export interface S3StoreOptions {
   /** Keys per ListObjectsV2 page (S3's maximum is 1000; tests use less to exercise paging). */
@@ -62,6 +62,8 @@ export interface S3StoreOptions {
 }
 
 const MIB = 1024 * 1024;
+/** A body that sends nothing for this long is abandoned (and the request retried). */
+const DEFAULT_BODY_IDLE_TIMEOUT_MS = 60_000;
 const OUTPUT_NAME = /^compacted_[A-Za-z0-9_-]+\.parquet$/;
 
 export class S3WarehouseStore implements WarehouseStore {
@@ -87,7 +89,7 @@ export class S3WarehouseStore implements WarehouseStore {
     this.listPageSize = opts.listPageSize ?? 1000;
     this.deleteBatchSize = Math.min(opts.deleteBatchSize ?? 1000, 1000);
     this.retry = opts.retry ?? DEFAULT_RETRY;
-    this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? 60_000;
+    this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
     this.upload = {
       multipartThresholdBytes: opts.multipartThresholdBytes ?? 64 * MIB,
       partSizeBytes: opts.partSizeBytes ?? 16 * MIB,
@@ -326,8 +328,9 @@ export class S3WarehouseStore implements WarehouseStore {
 /**
  * PutObject guarded by the object's version: `ifVersion` undefined = unconditional, null = only if
  * absent, an ETag = only if unchanged. Returns the new ETag or 'conflict'. A 412 after the SDK
- * retried may be our own first attempt having landed; the object's ETag (the MD5 of a single-part
- * body) tells, so the caller is not told "conflict" about its own write.
+ * retried may be our own first attempt having landed: the object's bytes tell (these bodies are small),
+ * not its ETag, which is the body's MD5 only without SSE-KMS or SSE-C, so the caller is not told
+ * "conflict" about its own write.
  */
 export async function conditionalPut(
   client: S3Client,
@@ -337,6 +340,8 @@ export async function conditionalPut(
   retry: RetryPolicy,
 ): Promise<string | 'conflict'> {
   const uri = s3Uri(loc);
+  // The SDK leaves out an empty If-Match: "only if unchanged" would silently become an overwrite.
+  if (ifVersion === '') throw new Error(`cannot write ${uri} only if unchanged: its version (ETag) is unknown`);
   let tries = 0;
   try {
     const res = await withRetries(
@@ -358,13 +363,27 @@ export async function conditionalPut(
     return res.ETag ?? '';
   } catch (err) {
     if (isPreconditionFailed(err) || (typeof ifVersion === 'string' && isNoSuchKey(err))) {
-      const ours = `"${createHash('md5').update(body).digest('hex')}"`;
-      if ((tries > 1 || sdkAttempts(err) > 1) && (await headEtag(client, loc)) === ours) return ours;
+      if (tries > 1 || sdkAttempts(err) > 1) {
+        const ours = await etagIfBody(client, loc, body);
+        if (ours) return ours;
+      }
       return 'conflict';
     }
     const permanent = permanentError(err, uri);
     if (permanent) throw permanent;
     throw new Error(`write of ${uri} failed (${describeS3Error(err)})`);
+  }
+}
+
+/** The object's ETag when it holds exactly `body`, else undefined (absent or other bytes). */
+async function etagIfBody(client: S3Client, loc: S3Location, body: Buffer): Promise<string | undefined> {
+  try {
+    const res = await client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+    const current = res.Body ? await readBody(res.Body as Readable, DEFAULT_BODY_IDLE_TIMEOUT_MS) : Buffer.alloc(0);
+    return res.ETag && current.equals(body) ? res.ETag : undefined;
+  } catch (err) {
+    if (isNoSuchKey(err)) return undefined;
+    throw err;
   }
 }
 

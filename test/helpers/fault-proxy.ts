@@ -2,7 +2,8 @@
  * An HTTP proxy on 127.0.0.1 in front of the S3 server that injects faults at the wire level, the way
  * S3 and networks fail: 500 InternalError and 503 SlowDown with S3's XML error bodies, connections
  * reset before an answer, a response body cut in the middle, an upload cut in the middle, stalls
- * longer than the client's timeout, added latency, and permanent 403s for chosen requests.
+ * longer than the client's timeout, added latency, permanent 403s for chosen requests, answers lost after
+ * the request landed, and HEAD ETags that are not MD5s (SSE-KMS).
  *
  * Bounded: a budget of faults in total, and at most `maxConsecutive` faults in a row for the same
  * request (so a client that retries always gets through). Deterministic for a seed and a request order.
@@ -42,6 +43,10 @@ export interface FaultPlan {
    * AWS does) or ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does).
    */
   denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken';
+  /** Requests forwarded whose answer is then lost (the connection dropped): the write landed, the client does not know. */
+  loseResponse?: (req: ProxyRequestInfo) => boolean;
+  /** HEAD answers with an ETag that is not the MD5 of the body, as for SSE-KMS or SSE-C objects. */
+  opaqueHeadEtags?: boolean;
 }
 
 export interface FaultStats {
@@ -142,7 +147,7 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
     }
   };
 
-  const forward = (req: http.IncomingMessage, res: http.ServerResponse, fault: FaultKind | undefined) => {
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, fault: FaultKind | undefined, lose = false) => {
     const out = http.request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
       (up) => {
@@ -173,7 +178,13 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
           later(plan.stallMs ?? 30_000, () => req.socket.destroy());
           return;
         }
-        res.writeHead(up.statusCode ?? 502, up.headers);
+        if (lose) {
+          up.resume();
+          up.on('end', () => req.socket.destroy());
+          return;
+        }
+        const headers = plan.opaqueHeadEtags && req.method === 'HEAD' && up.headers.etag ? { ...up.headers, etag: `"${randomUUID().replace(/-/g, '')}"` } : up.headers;
+        res.writeHead(up.statusCode ?? 502, headers);
         up.pipe(res);
       },
     );
@@ -219,7 +230,7 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
           return;
         }
         default:
-          return forward(req, res, fault);
+          return forward(req, res, fault, plan.loseResponse?.(info) ?? false);
       }
     };
     if (plan.latencyMs) later(plan.latencyMs, go);
