@@ -24,6 +24,7 @@ import { openWarehouseStore } from '../activities/storage/open-store';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { StorageError } from '../activities/storage/warehouse-store';
 import { verifyWarehouse, ViolationKinds } from '../activities/verification/verify-warehouse';
 import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog/catalog-backend';
 import { S3CatalogDbBackend } from '../activities/catalog/s3-catalog-db';
@@ -316,6 +317,21 @@ describe('Amazon S3 Tables', () => {
       ['the catalog has no table earthcatalog.stac_items'],
     );
     assert.deepEqual((await tables.send(new ListNamespacesCommand({ tableBucketARN: arn }))).namespaces, []);
+  });
+
+  it('the pre-flight check refuses a table bucket that does not exist (a mistyped ARN), naming it, before any bucket is compacted', async () => {
+    const typo = arn.replace(/bucket\/ec-tables$/, 'bucket/ec-tabels');
+    assert.notEqual(typo, arn);
+    const backend = await openCatalogBackend(typo, WAREHOUSE, 'earthcatalog');
+    try {
+      await assert.rejects(checkTable(backend, request(typo), WAREHOUSE), (err: unknown) => {
+        assert.ok(err instanceof StorageError && err.kind === 'not-found', String(err));
+        assert.equal(err.message, `table bucket ${typo} does not exist`);
+        return true;
+      });
+    } finally {
+      await backend.close();
+    }
   });
 
   it('creates namespace and table, writes metadata under the warehouse location, one snapshot of every file', async () => {

@@ -15,6 +15,7 @@ import {
   CreateNamespaceCommand,
   CreateTableCommand,
   GetNamespaceCommand,
+  GetTableBucketCommand,
   GetTableMetadataLocationCommand,
   UpdateTableMetadataLocationCommand,
   type GetTableMetadataLocationCommandOutput,
@@ -114,7 +115,18 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
   async findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
     // A missing namespace is a NotFoundException too: nothing is created to find out.
     const found = await this.metadataLocation(namespace, table);
-    return found?.metadataLocation && found.versionToken ? { metadataLocation: found.metadataLocation, versionToken: found.versionToken } : undefined;
+    if (found?.metadataLocation && found.versionToken) return { metadataLocation: found.metadataLocation, versionToken: found.versionToken };
+    // So is a missing table bucket (a mistyped ARN): the pre-flight must refuse it before any bucket is compacted.
+    await this.assertBucketExists();
+    return undefined;
+  }
+
+  private async assertBucketExists(): Promise<void> {
+    try {
+      await this.tables.send(new GetTableBucketCommand({ tableBucketARN: this.tableBucketArn }));
+    } catch (err) {
+      throw this.notFoundBucket(err) ?? this.fail(err, 'the table bucket');
+    }
   }
 
   async openTable(namespace: string, table: string): Promise<TableHandle> {
