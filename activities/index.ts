@@ -190,7 +190,19 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     ...createLockActivities(),
 
     async planCompaction(req: PlanRequest): Promise<PlanSummary> {
-      return withStore(req.warehouse, (store) => planBuckets(store, req, (listed) => Context.current().heartbeat({ listed })));
+      // On a timer too: a throttled listing page, or writing the plan's pages, can take longer than the
+      // heartbeat timeout without a new thousand objects, and a second attempt would list all over again.
+      let listed = 0;
+      return withStore(req.warehouse, (store) =>
+        keepAlive(
+          () => ({ listed }),
+          () =>
+            planBuckets(store, req, (n) => {
+              listed = n;
+              Context.current().heartbeat({ listed });
+            }),
+        ),
+      );
     },
 
     async loadPlan(req: { warehouse: string; planId: string }): Promise<PlanSummary> {
