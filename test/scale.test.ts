@@ -2,12 +2,17 @@
  * Temporal's limits at warehouse scale: 10,000 tiny buckets in one logical run on the dev server.
  * The plan lives in the warehouse, the workflow continues-as-new between plan pages, and no run's
  * history comes near the server's limits. Also: two worker processes share a run and one of them is
- * killed in the middle without changing the result.
+ * killed in the middle without changing the result; the buckets' window slides across plan pages.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CompactionSummary } from '../workflows/contract';
-import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Context } from '@temporalio/activity';
+import { bucketPrefix, type BucketRequest, type CompactionSummary, type PlanPageRequest } from '../workflows/contract';
+import { createActivities, WorkerLocalResources } from '../activities';
+import { spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
+import { maybeRecordHistory } from './helpers/record-history';
 import { byBucket, listFiles, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
@@ -99,6 +104,59 @@ describe('two worker processes share one run', () => {
     } finally {
       await one.stop();
       await two.stop();
+    }
+  });
+});
+
+describe('the bucket window across plan pages', () => {
+  it('loads the next page while a bucket of the previous one still runs', async () => {
+    // 205 buckets: a first page of 200 (PLAN_PAGE_SIZE) and a second of 5.
+    const fx = await makeTinyWarehouse('window', 205);
+    const taskQueue = uniqueTaskQueue('window');
+    const resources = { scratchDir: await makeTempDir('ec-window-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 };
+    const local = new WorkerLocalResources(resources);
+    const real = createActivities(resources, local);
+    let pageOneLoaded = () => undefined as void;
+    const pageOne = new Promise<void>((resolve) => (pageOneLoaded = resolve));
+    let held: string | undefined;
+    let heldUntilPageOne: boolean | undefined;
+    // The real activities, wrapped only to watch the order: the first bucket to start (on page 0) waits,
+    // heartbeating, until page 1 has been loaded, or 60 s. One page at a time would never load it first.
+    const activities = {
+      ...real,
+      async loadPlanPage(req: PlanPageRequest) {
+        const tasks = await real.loadPlanPage(req);
+        if (req.page === 1) pageOneLoaded();
+        return tasks;
+      },
+      async compactBucket(req: BucketRequest) {
+        if (held === undefined) {
+          held = bucketPrefix(req.bucket);
+          const beat = setInterval(() => Context.current().heartbeat({ phase: 'held by the test' }), 5_000);
+          heldUntilPageOne = await Promise.race([pageOne.then(() => true), sleep(60_000).then(() => false)]).finally(() => clearInterval(beat));
+        }
+        return real.compactBucket(req);
+      },
+    };
+    const worker = await startProbeWorker(h, taskQueue, activities);
+    try {
+      const workflowId = `window-${Date.now()}`;
+      const summary = (await h.client.workflow.execute('compactWarehouse', {
+        taskQueue,
+        workflowId,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 4 }],
+      })) as CompactionSummary;
+      assert.equal(heldUntilPageOne, true, `page 1 was loaded while ${held} (page 0) still ran`);
+      assert.equal(summary.bucketsCompacted, 205);
+      assert.equal(summary.failedBucketsTotal, 0);
+      assert.equal(summary.rowsAfter, 5 * 205);
+      const buckets = byBucket(await listFiles(fx.warehouse));
+      assert.equal(buckets.size, 205);
+      for (const keys of buckets.values()) assert.equal(keys.length, 1);
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-window-across-pages');
+    } finally {
+      await worker.stop();
+      await local.close();
     }
   });
 });

@@ -56,6 +56,8 @@ const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
 const CONFIRM_WAREHOUSE_LOCK = 'confirm-warehouse-lock-per-page';
 /** patched() id of a run that keeps its outcome when releasing the `--use-lock` object fails. */
 const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
+/** patched() id of the bucket window that slides across plan pages (the next page loads while the last buckets of one run). */
+const WINDOW_ACROSS_PAGES = 'bucket-window-across-pages';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -265,7 +267,15 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
   if (!input.dryRun) {
     progress.phase = 'compacting';
     try {
-      for (let page = state.nextPage; page < plan.pages; page++) {
+      // (Runs recorded before this replay the loop below, one page at a time.)
+      if (patched(WINDOW_ACROSS_PAGES)) {
+        const nextPage = await compactPages(input, state, progress);
+        if (nextPage < plan.pages) {
+          progress.generation += 1;
+          await condition(allHandlersFinished);
+          return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage, progress });
+        }
+      } else for (let page = state.nextPage; page < plan.pages; page++) {
         publishDetails(input, progress);
         // (Runs recorded before this replay without the check.)
         if (patched(CONFIRM_WAREHOUSE_LOCK)) await confirmLockHeld(state.warehouseLock);
@@ -342,36 +352,85 @@ function rebuildTable(input: CompactionRequest, progress: CompactionProgress): P
 }
 
 /**
- * Runs the bucket activities of one page with at most maxParallelBuckets in flight. When the run is
- * cancelled no further bucket starts, and this returns (rethrowing the cancellation) only once every
- * bucket in flight has stopped: the locks are released after that, never while a bucket still writes.
+ * Runs the plan's buckets from page `state.nextPage` on with at most maxParallelBuckets in flight. The
+ * next page is loaded as soon as the current one has no bucket left to start, not once its last bucket
+ * ends: a page holds as few as 5 buckets of hundreds of files each, and must neither cap the run's
+ * parallelism nor wait for its slowest bucket. Before each page the run confirms it holds the
+ * warehouse lock, and after loading it renews the `--use-lock` object. When the history asks for
+ * continue-as-new no further page is loaded; this returns the first page not loaded once the buckets in
+ * flight have ended. A cancellation or a failed page load starts no further bucket and is rethrown
+ * once every bucket in flight has stopped: the locks are released after that, never while a bucket writes.
+ */
+async function compactPages(input: CompactionRequest, state: CarriedState, progress: CompactionProgress): Promise<number> {
+  const { plan } = state;
+  let page = state.nextPage;
+  const queue: BucketTask[] = [];
+  let loading: Promise<void> | undefined;
+  let stopped = false;
+  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE;
+  const loadPage = async (): Promise<void> => {
+    publishDetails(input, progress);
+    await confirmLockHeld(state.warehouseLock);
+    queue.push(...(await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page })));
+    page += 1;
+    if (input.useLock) await control.acquirePipelineLock(pipelineLockOwner(input));
+  };
+  const worker = async (): Promise<void> => {
+    while (!stopped) {
+      const task = queue.shift();
+      if (task) {
+        await compactOne(input, plan.planId, task, progress);
+        continue;
+      }
+      // At least one page per run, so a run never continues-as-new without progress.
+      if (page >= plan.pages || (page > state.nextPage && historyFull())) return;
+      loading ??= loadPage().finally(() => (loading = undefined));
+      await loading;
+    }
+  };
+  const guarded = () =>
+    worker().catch((err: unknown) => {
+      stopped = true;
+      throw err;
+    });
+  const settled = await Promise.allSettled(Array.from({ length: input.maxParallelBuckets }, guarded));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return page;
+}
+
+/**
+ * Runs the bucket activities of one page with at most maxParallelBuckets in flight (runs recorded
+ * before compactPages). When the run is cancelled no further bucket starts, and this returns
+ * (rethrowing the cancellation) only once every bucket in flight has stopped.
  */
 async function compactAll(input: CompactionRequest, planId: string, tasks: BucketTask[], progress: CompactionProgress): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < tasks.length) {
-      const task = tasks[next++]!;
-      const name = bucketPrefix(task.bucket);
-      progress.currentBuckets.push(name);
-      try {
-        const result = await buckets.compactBucket.executeWithOptions(
-          { ...bucketOptions, summary: `${name} (${task.inputs.length} files)` },
-          [{ ...task, warehouse: input.warehouse, planId }],
-        );
-        record(progress, result);
-      } catch (err) {
-        // A cancelled bucket did not fail: the plan keeps it for a resume.
-        if (isCancellation(err)) throw err;
-        recordFailure(progress, name, err);
-      } finally {
-        progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
-      }
-      progress.bucketsDone += 1;
-    }
+    while (next < tasks.length) await compactOne(input, planId, tasks[next++]!, progress);
   };
   const settled = await Promise.allSettled(Array.from({ length: Math.min(input.maxParallelBuckets, tasks.length) }, worker));
   const stopped = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (stopped) throw stopped.reason;
+}
+
+/** One bucket activity; its result or failure is recorded in the progress. A cancellation is rethrown: the plan keeps that bucket for a resume. */
+async function compactOne(input: CompactionRequest, planId: string, task: BucketTask, progress: CompactionProgress): Promise<void> {
+  const name = bucketPrefix(task.bucket);
+  progress.currentBuckets.push(name);
+  try {
+    const result = await buckets.compactBucket.executeWithOptions(
+      { ...bucketOptions, summary: `${name} (${task.inputs.length} files)` },
+      [{ ...task, warehouse: input.warehouse, planId }],
+    );
+    record(progress, result);
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    recordFailure(progress, name, err);
+  } finally {
+    progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
+  }
+  progress.bucketsDone += 1;
 }
 
 function isLockLost(err: unknown): boolean {

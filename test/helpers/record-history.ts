@@ -6,9 +6,12 @@ import { findTemporalCli } from '../../client/temporal-cli';
 
 const run = promisify(execFile);
 
+/** Where the replay test finds the workflow id a recorded history ran under (workflow code may read it). */
+export const WORKFLOW_IDS_FILE = path.join(__dirname, '..', 'histories', 'workflow-ids.json');
+
 /**
  * With RECORD_HISTORIES=1, saves a workflow's history for the replay test, exported by the real
- * `temporal` CLI (the JSON form the SDK's replayer reads).
+ * `temporal` CLI (the JSON form the SDK's replayer reads), and its workflow id in WORKFLOW_IDS_FILE.
  */
 export async function maybeRecordHistory(address: string, workflowId: string, name: string): Promise<void> {
   if (process.env.RECORD_HISTORIES !== '1') return;
@@ -18,4 +21,7 @@ export async function maybeRecordHistory(address: string, workflowId: string, na
     maxBuffer: 64 * 1024 * 1024,
   });
   await fs.writeFile(path.join(__dirname, '..', 'histories', `${name}.json`), stdout);
+  const ids = JSON.parse(await fs.readFile(WORKFLOW_IDS_FILE, 'utf8').catch(() => '{}')) as Record<string, string>;
+  ids[name] = workflowId;
+  await fs.writeFile(WORKFLOW_IDS_FILE, JSON.stringify(Object.fromEntries(Object.entries(ids).sort()), null, 2) + '\n');
 }
