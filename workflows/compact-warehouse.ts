@@ -470,8 +470,11 @@ function summarize(
   progress: CompactionProgress,
   cat: CatalogResult | null,
 ): CompactionSummary {
-  // The seed's arithmetic: each compacted bucket turns its planned files into one.
-  const filesAfter = input.dryRun ? plan.filesBefore : plan.filesBefore - progress.filesIn + progress.bucketsCompacted;
+  // The seed's arithmetic: each compacted bucket turns its planned files into one. A dry run reports
+  // what the run would leave, like its bucketsCompacted.
+  const filesAfter = input.dryRun
+    ? plan.filesBefore - plan.filesToCompact + plan.bucketsToCompact
+    : plan.filesBefore - progress.filesIn + progress.bucketsCompacted;
   return {
     warehouse: input.warehouse,
     catalog: input.catalog,
