@@ -193,6 +193,23 @@ describe('the S3 store through transient faults', () => {
     assert.deepEqual(left, [...small.keys()].slice(30).map((k) => k.slice('grid_partition=a/'.length)));
   });
 
+  it('a prefix that keeps answering 503 SlowDown costs the SDK\'s attempts once per call, not once more per retry of ours', async () => {
+    const throttled = await startFaultProxy(moto.endpoint, { rates: { slowDown503: 1 }, maxConsecutive: 1000, maxFaults: 1000 }, 3);
+    const slow = await S3WarehouseStore.fromUri(`s3://${BUCKET}/${prefix}`, {
+      client: { endpoint: throttled.endpoint, maxAttempts: 3 },
+      retry: { attempts: 6, baseDelayMs: 20, maxDelayMs: 100 },
+    });
+    try {
+      await assert.rejects(async () => {
+        for await (const o of slow.list('')) assert.fail(`listed ${o.key} through a prefix that only throttles`);
+      }, /SlowDown/);
+      assert.equal(throttled.stats().injected.slowDown503, 3, 'the SDK\'s 3 attempts, then the activity\'s retry policy decides');
+    } finally {
+      await slow.close();
+      await throttled.stop();
+    }
+  });
+
   it('really went through every kind of fault', () => {
     const { injected, requests } = proxy.stats();
     for (const kind of ['error500', 'slowDown503', 'reset', 'midBodyReset', 'uploadReset', 'stall'] as FaultKind[]) {

@@ -2,7 +2,7 @@
  * Our own retry loop for what the SDK cannot retry by itself: a response body that breaks after the
  * headers arrived (the SDK has already returned), and multi-request sequences such as a multipart upload.
  */
-import { isTransient } from './s3-errors';
+import { isTransient, sdkAttempts } from './s3-errors';
 
 export interface RetryPolicy {
   attempts: number;
@@ -27,7 +27,9 @@ export async function withRetries<T>(
     try {
       return await fn(attempt);
     } catch (err) {
-      if (attempt >= policy.attempts || !retryable(err)) throw err;
+      // An error the SDK already retried (throttling, 5xx) goes up to the activity's own retries: another
+      // round of SDK attempts here would multiply the requests against a throttled prefix.
+      if (attempt >= policy.attempts || !retryable(err) || sdkAttempts(err) > 1) throw err;
       await new Promise((r) => setTimeout(r, backoffMs(policy, attempt)));
     }
   }

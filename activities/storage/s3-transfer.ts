@@ -93,7 +93,8 @@ export async function downloadToFile(
         if (isNoSuchKey(err)) throw new NoSuchObjectError(uri);
         const replaced = isPreconditionFailed(err) && etag !== undefined;
         if (replaced && opts.version !== undefined) throw new ObjectReplacedError(uri, opts.version);
-        if (!replaced && !isTransient(err)) throw err;
+        // As in withRetries: an error the SDK already retried goes up to the activity's retries.
+        if (!replaced && (!isTransient(err) || sdkAttempts(err) > 1)) throw err;
         if (attempt >= opts.retry.attempts) {
           throw new Error(`download of ${uri} failed after ${attempt} attempts (${describeS3Error(err)})`);
         }
