@@ -391,6 +391,15 @@ describe('S3 only', () => {
       assert.ok(!text.includes(moto.secretAccessKey), 'no secret');
     });
 
+    it('InvalidObjectState (an input archived to Glacier) fails fast naming the object and the archive, not the credentials', async () => {
+      proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'InvalidObjectState' });
+      await assert.rejects(store.materialize('grid_partition=a/year=2020/secret.parquet', scratch), (err: unknown) => {
+        assert.ok(err instanceof StorageError && err.kind === 'denied', String(err));
+        assert.match(err.message, /^s3:\/\/.*grid_partition=a\/year=2020\/secret\.parquet is in an archive storage class \(InvalidObjectState, HTTP 403\); restore it/);
+        return true;
+      });
+    });
+
     it('ExpiredToken (whose S3 body echoes the session token) is a credentials failure, retried a few attempts, and nothing logged holds the token', async () => {
       const token = 'IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN0123456789';
       proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'ExpiredToken' });

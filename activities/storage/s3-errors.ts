@@ -109,6 +109,10 @@ export function permanentError(err: unknown, uri: string): StorageError | undefi
   if (code !== undefined && EXPIRED.has(code)) {
     return new StorageError(`the worker's AWS credentials for ${uri} have expired (${describeS3Error(err)}); check how its session credentials are refreshed`, 'no-credentials');
   }
+  if (code === 'InvalidObjectState') {
+    // A 403 too, but no policy is at fault: a lifecycle rule moved the object to Glacier or Deep Archive.
+    return new StorageError(`${uri} is in an archive storage class (${describeS3Error(err)}); restore it before its bucket can be compacted`, 'denied');
+  }
   if (isDeniedCode(code) || httpStatus(err) === 403) {
     return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
   }

@@ -40,9 +40,10 @@ export interface FaultPlan {
   deny?: (req: ProxyRequestInfo) => boolean;
   /**
    * Error code of a denial: AccessDenied (default), InvalidAccessKeyId (whose body names the key id, as
-   * AWS does) or ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does).
+   * AWS does), ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does) or
+   * InvalidObjectState (an object archived by a lifecycle rule).
    */
-  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken';
+  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken' | 'InvalidObjectState';
   /** Requests forwarded whose answer is then lost (the connection dropped): the write landed, the client does not know. */
   loseResponse?: (req: ProxyRequestInfo) => boolean;
   /** HEAD answers with an ETag that is not the MD5 of the body, as for SSE-KMS or SSE-C objects. */
@@ -204,6 +205,8 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
       const code = plan.denyCode ?? 'AccessDenied';
       if (code === 'InvalidAccessKeyId') {
         answerError(req, res, 403, code, 'The AWS Access Key Id you provided does not exist in our records.', `<AWSAccessKeyId>${accessKeyIdOf(req.headers)}</AWSAccessKeyId>`);
+      } else if (code === 'InvalidObjectState') {
+        answerError(req, res, 403, code, 'The operation is not valid for the object\'s storage class', '<StorageClass>GLACIER</StorageClass>');
       } else if (code === 'ExpiredToken') {
         answerError(req, res, 400, code, 'The provided token has expired.', `<Token-0>${String(req.headers['x-amz-security-token'] ?? '')}</Token-0>`);
       } else {
