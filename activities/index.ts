@@ -199,7 +199,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           () =>
             planBuckets(store, req, (n) => {
               listed = n;
-              Context.current().heartbeat({ listed });
+              const ctx = Context.current();
+              ctx.heartbeat({ listed });
+              ctx.cancellationSignal.throwIfAborted();
             }),
         ),
       );

@@ -1,12 +1,15 @@
 /**
  * The plan: which buckets a run compacts, with exactly which inputs, in which order. The warehouse is a
  * real directory listed through the product's store; planning reads only names and sizes, so the files
- * hold plain bytes of chosen lengths.
+ * hold plain bytes of chosen lengths. One test runs the planning activity in the SDK's
+ * MockActivityEnvironment, for its cancellation signal.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../activities';
 import { planBuckets } from '../activities/compaction/plan-buckets';
 import {
   BUCKET_TASK_MAX_BYTES,
@@ -118,6 +121,20 @@ describe('planBuckets', () => {
     assert.equal(cells.length, buckets);
     assert.deepEqual(cells, [...cells].sort().reverse(), 'largest (highest-numbered) first, across both pages');
     assert.equal(dry.sample[0], 'grid_partition=cell0204/year=2024');
+  });
+
+  it('a planning attempt whose run is gone (its activity cancelled) writes no plan', async () => {
+    const root = await warehouseOf([
+      ['a1', 2024, 'part_1.parquet', 10],
+      ['a1', 2024, 'part_2.parquet', 10],
+    ]);
+    // The SDK cancels an activity whose heartbeat finds its workflow gone; the mock environment supplies that signal.
+    const env = new MockActivityEnvironment();
+    env.cancel();
+    const activities = createActivities({ scratchDir: await makeTempDir('ec-plan-cancel-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    await assert.rejects(env.run(activities.planCompaction, { warehouse: root, planId: 'gone', threshold: 2, dryRun: false }));
+    assert.equal(await readPlanManifest(new LocalWarehouseStore(root), 'gone'), undefined);
+    await assert.rejects(fs.access(path.join(root, CONTROL_PREFIX, 'plans', 'gone')), 'not even its pages');
   });
 
   it('cuts pages by size as well as by count: a warehouse of many-file buckets gives pages far below the payload limit', async () => {

@@ -40,12 +40,15 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     }
   }
 
+  // Once more before anything is written: an attempt whose run is gone (terminated, timed out) stops here
+  // instead of writing a plan that would then pass for the newest one.
+  heartbeat(listed);
   const all = [...byBucket.values()].sort((a, b) => compareBuckets(a, b));
   for (const t of all) t.inputs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  // Largest first: the workflow waits for a page's last bucket before it loads the next page (and
-  // before it continues as new), so a heavy bucket that starts late in a page keeps every other slot
-  // idle while it runs. In size order the heavy buckets start first and a page's last buckets are
-  // short. Equal sizes keep (cell, year) order, so the plan is the same for the same listing.
+  // Largest first: the workflow lets its buckets in flight end before it continues as new (and runs
+  // recorded before its window across pages did so before every page), so a heavy bucket that starts
+  // late keeps every other slot idle while it runs. In size order the heavy buckets start first and the
+  // last ones are short. Equal sizes keep (cell, year) order, so the plan is the same for the same listing.
   let inputsDeferred = 0;
   const capped = all.map((t) => {
     if (t.inputs.length < req.threshold) return t;
