@@ -270,11 +270,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       // (Runs recorded before this replay the loop below, one page at a time.)
       if (patched(WINDOW_ACROSS_PAGES)) {
         const nextPage = await compactPages(input, state, progress);
-        if (nextPage < plan.pages) {
-          progress.generation += 1;
-          await condition(allHandlersFinished);
-          return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage, progress });
-        }
+        if (nextPage < plan.pages) return continueFrom(input, state, progress, nextPage);
       } else for (let page = state.nextPage; page < plan.pages; page++) {
         publishDetails(input, progress);
         // (Runs recorded before this replay without the check.)
@@ -287,11 +283,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
           await control.acquirePipelineLock(pipelineLockOwner(input));
         }
         const more = page + 1 < plan.pages;
-        if (more && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
-          progress.generation += 1;
-          await condition(allHandlersFinished);
-          return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage: page + 1, progress });
-        }
+        if (more && historyFull()) return continueFrom(input, state, progress, page + 1);
       }
     } catch (err) {
       // Compacted buckets deleted files that the current snapshot still lists, so readers of the table
@@ -351,6 +343,18 @@ function rebuildTable(input: CompactionRequest, progress: CompactionProgress): P
   });
 }
 
+/** The history is long enough to continue as new (the server suggests it, or our own bound is passed). */
+function historyFull(): boolean {
+  return workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE;
+}
+
+/** Hands the plan's walk from `nextPage` on to a new run of this workflow, once every handler has finished. */
+async function continueFrom(input: CompactionRequest, state: CarriedState, progress: CompactionProgress, nextPage: number): Promise<never> {
+  progress.generation += 1;
+  await condition(allHandlersFinished);
+  return continueAsNew<typeof compactWarehouse>(input, { ...state, nextPage, progress });
+}
+
 /**
  * Runs the plan's buckets from page `state.nextPage` on with at most maxParallelBuckets in flight. The
  * next page is loaded as soon as the current one has no bucket left to start, not once its last bucket
@@ -367,7 +371,6 @@ async function compactPages(input: CompactionRequest, state: CarriedState, progr
   const queue: BucketTask[] = [];
   let loading: Promise<void> | undefined;
   let stopped = false;
-  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_BEFORE_CONTINUE;
   const loadPage = async (): Promise<void> => {
     publishDetails(input, progress);
     await confirmLockHeld(state.warehouseLock);
