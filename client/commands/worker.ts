@@ -24,18 +24,16 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number`);
     return n;
   };
-  const graceFlag = values['shutdown-grace'];
-  const graceRaw = graceFlag ?? process.env.EARTHCATALOG_SHUTDOWN_GRACE_SECONDS;
-  if (graceRaw !== undefined && !/^\d+$/.test(graceRaw)) {
-    const source = graceFlag !== undefined ? '--shutdown-grace' : 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS';
-    throw new UsageError(`${source} must be a whole number of seconds >= 0, got ${JSON.stringify(graceRaw)}`);
+  const grace = flagOrVariable(values['shutdown-grace'], '--shutdown-grace', 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS');
+  if (grace.raw !== undefined && !/^\d+$/.test(grace.raw)) {
+    throw new UsageError(`${grace.source} must be a whole number of seconds >= 0, got ${JSON.stringify(grace.raw)}`);
   }
-  const shutdownGraceSeconds = graceRaw === undefined ? undefined : Number(graceRaw);
-  const metricsFlag = values['metrics-bind'];
-  const metricsBindAddress = metricsFlag ?? (process.env.EARTHCATALOG_METRICS_BIND || undefined);
+  const shutdownGraceSeconds = grace.raw === undefined ? undefined : Number(grace.raw);
+  const metrics = flagOrVariable(values['metrics-bind'], '--metrics-bind', 'EARTHCATALOG_METRICS_BIND');
+  // An empty variable means unset (as a deployment template leaves it); an empty flag is a mistake.
+  const metricsBindAddress = metrics.source === '--metrics-bind' ? metrics.raw : metrics.raw || undefined;
   if (metricsBindAddress !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(metricsBindAddress)) {
-    const source = metricsFlag !== undefined ? '--metrics-bind' : 'EARTHCATALOG_METRICS_BIND';
-    throw new UsageError(`${source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
+    throw new UsageError(`${metrics.source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
   }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
@@ -49,4 +47,9 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     metricsBindAddress,
   });
   return 0;
+}
+
+/** A setting from its flag, else its environment variable; `source` names whichever gave it, for errors. */
+function flagOrVariable(flagValue: string | undefined, flag: string, variable: string): { raw: string | undefined; source: string } {
+  return flagValue !== undefined ? { raw: flagValue, source: flag } : { raw: process.env[variable], source: variable };
 }
