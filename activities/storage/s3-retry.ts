@@ -2,6 +2,7 @@
  * Our own retry loop for what the SDK cannot retry by itself: a response body that breaks after the
  * headers arrived (the SDK has already returned), and multi-request sequences such as a multipart upload.
  */
+import { setTimeout } from 'node:timers/promises';
 import { isTransient, sdkAttempts } from './s3-errors';
 
 export interface RetryPolicy {
@@ -18,19 +19,27 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
   return Math.round(cap / 2 + (Math.random() * cap) / 2);
 }
 
+/** Waits `ms`; an abort of `signal` ends the wait early (rejects). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return setTimeout(ms, undefined, { signal });
+}
+
+/** `signal`: an abort ends the loop with its reason, also while it waits before a retry. */
 export async function withRetries<T>(
   policy: RetryPolicy,
   fn: (attempt: number) => Promise<T>,
   retryable: (err: unknown) => boolean = isTransient,
+  signal?: AbortSignal,
 ): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt);
     } catch (err) {
+      if (signal?.aborted) throw signal.reason ?? err;
       // An error the SDK already retried (throttling, 5xx) goes up to the activity's own retries: another
       // round of SDK attempts here would multiply the requests against a throttled prefix.
       if (attempt >= policy.attempts || !retryable(err) || sdkAttempts(err) > 1) throw err;
-      await new Promise((r) => setTimeout(r, backoffMs(policy, attempt)));
+      await sleep(backoffMs(policy, attempt), signal);
     }
   }
 }

@@ -19,7 +19,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { StoredObject, WarehouseStore } from './warehouse-store';
+import type { StoredObject, TransferOptions, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
 import { assertSafeKey, isTempArtifactName } from './warehouse-layout';
 import type { S3ClientSettings } from './s3-client';
@@ -39,7 +39,7 @@ import {
   sdkAttempts,
 } from './s3-errors';
 import type { RetryPolicy } from './s3-retry';
-import { DEFAULT_RETRY, withRetries } from './s3-retry';
+import { DEFAULT_RETRY, sleep, withRetries } from './s3-retry';
 import { downloadToFile, readBody, uploadFileIfAbsent } from './s3-transfer';
 
 export interface S3StoreOptions {
@@ -182,12 +182,17 @@ export class S3WarehouseStore implements WarehouseStore {
     }
   }
 
-  async materialize(key: string, scratchDir: string, version?: string): Promise<string> {
+  async materialize(key: string, scratchDir: string, version?: string, opts: TransferOptions = {}): Promise<string> {
     const loc = this.loc(key);
     await fs.mkdir(scratchDir, { recursive: true });
     const file = path.join(scratchDir, `${randomUUID().slice(0, 8)}-${path.posix.basename(key)}`);
     try {
-      await downloadToFile(this.client, loc, file, { retry: this.retry, bodyIdleTimeoutMs: this.bodyIdleTimeoutMs, version: version || undefined });
+      await downloadToFile(this.client, loc, file, {
+        retry: this.retry,
+        bodyIdleTimeoutMs: this.bodyIdleTimeoutMs,
+        version: version || undefined,
+        signal: opts.signal,
+      });
       return file;
     } catch (err) {
       await fs.rm(file, { force: true });
@@ -201,8 +206,8 @@ export class S3WarehouseStore implements WarehouseStore {
     return path.join(scratchDir, `${tag}-${path.posix.basename(key)}`);
   }
 
-  async publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'> {
-    const result = await uploadFileIfAbsent(this.client, this.loc(key), localFile, { ...this.upload, retry: this.retry });
+  async publishIfAbsent(localFile: string, key: string, opts: TransferOptions = {}): Promise<'created' | 'exists'> {
+    const result = await uploadFileIfAbsent(this.client, this.loc(key), localFile, { ...this.upload, retry: this.retry, signal: opts.signal });
     if (result === 'created') await fs.rm(localFile, { force: true });
     return result;
   }
@@ -394,8 +399,4 @@ function isSafe(key: string): boolean {
   } catch {
     return false;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -23,7 +23,7 @@ import type { S3Location } from './s3-location';
 import { s3Uri } from './s3-location';
 import { describeS3Error, errorCode, isNoSuchKey, isPreconditionFailed, isTransient, permanentError, sdkAttempts, TruncatedBodyError } from './s3-errors';
 import type { RetryPolicy } from './s3-retry';
-import { backoffMs, withRetries } from './s3-retry';
+import { backoffMs, sleep, withRetries } from './s3-retry';
 
 /** The object (not its bucket) does not exist. */
 export class NoSuchObjectError extends StorageError {
@@ -46,6 +46,8 @@ export interface DownloadOptions {
   bodyIdleTimeoutMs: number;
   /** Read exactly this version (ETag); fail with ObjectReplacedError instead of starting over on a newer one. */
   version?: string;
+  /** Abandons the download when aborted: the request, the body and the wait before a retry. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -75,19 +77,21 @@ export async function downloadToFile(
             IfMatch: etag,
             Range: written > 0 ? `bytes=${written}-` : undefined,
           }),
+          { abortSignal: opts.signal },
         );
         if (written === 0) {
           etag = res.ETag;
           total = res.ContentLength ?? 0;
         }
         if (!res.Body) throw new TruncatedBodyError(uri, written, total);
-        await forEachChunk(res.Body as Readable, opts.bodyIdleTimeoutMs, async (chunk) => {
+        await forEachChunk(res.Body as Readable, opts.bodyIdleTimeoutMs, opts.signal, async (chunk) => {
           await handle.write(chunk, 0, chunk.length, written);
           written += chunk.length;
         });
         if (written !== total) throw new TruncatedBodyError(uri, written, total);
         return { size: written, etag: etag ?? '' };
       } catch (err) {
+        if (opts.signal?.aborted) throw opts.signal.reason ?? err;
         const permanent = permanentError(err, uri);
         if (permanent) throw permanent;
         if (isNoSuchKey(err)) throw new NoSuchObjectError(uri);
@@ -104,7 +108,7 @@ export async function downloadToFile(
           written = 0;
           await handle.truncate(0);
         }
-        await sleep(backoffMs(opts.retry, attempt));
+        await sleep(backoffMs(opts.retry, attempt), opts.signal);
       }
     }
   } finally {
@@ -115,19 +119,28 @@ export async function downloadToFile(
 /** Reads a whole (small) body with the same protection against a stalled or broken stream. */
 export async function readBody(body: Readable, idleTimeoutMs: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  await forEachChunk(body, idleTimeoutMs, async (c) => {
+  await forEachChunk(body, idleTimeoutMs, undefined, async (c) => {
     chunks.push(c);
   });
   return Buffer.concat(chunks);
 }
 
-async function forEachChunk(body: Readable, idleTimeoutMs: number, onChunk: (chunk: Buffer) => Promise<void>): Promise<void> {
+async function forEachChunk(
+  body: Readable,
+  idleTimeoutMs: number,
+  signal: AbortSignal | undefined,
+  onChunk: (chunk: Buffer) => Promise<void>,
+): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => body.destroy(Object.assign(new Error(`response body idle for ${idleTimeoutMs} ms`), { code: 'ETIMEDOUT' })), idleTimeoutMs);
   };
+  // The SDK's abort signal covers the request, not a body that is already being read.
+  const abort = () => body.destroy(signal?.reason instanceof Error ? signal.reason : new Error('transfer aborted'));
+  signal?.addEventListener('abort', abort, { once: true });
   try {
+    signal?.throwIfAborted();
     arm();
     for await (const chunk of body) {
       arm();
@@ -135,6 +148,7 @@ async function forEachChunk(body: Readable, idleTimeoutMs: number, onChunk: (chu
     }
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', abort);
     body.destroy();
   }
 }
@@ -145,6 +159,8 @@ export interface UploadOptions {
   partSizeBytes: number;
   partConcurrency: number;
   retry: RetryPolicy;
+  /** Abandons the upload when aborted (a multipart upload is then aborted as after any failure). */
+  signal?: AbortSignal;
 }
 
 const MAX_PARTS = 10_000;
@@ -160,13 +176,14 @@ export async function uploadFileIfAbsent(client: S3Client, loc: S3Location, file
   try {
     if (size <= opts.multipartThresholdBytes) {
       const body = await fs.readFile(file);
-      await client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: body, IfNoneMatch: '*' }));
+      await client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: body, IfNoneMatch: '*' }), { abortSignal: opts.signal });
       return 'created';
     }
     // Not needed for correctness (the completion is conditional) but saves uploading a large file for nothing.
-    if (await exists(client, loc)) return 'exists';
+    if (await exists(client, loc, opts.signal)) return 'exists';
     return await multipartIfAbsent(client, loc, file, size, opts);
   } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     if (isPreconditionFailed(err)) {
       // After a retry the object there may be our own first attempt (its response was lost).
       if (size <= opts.multipartThresholdBytes && sdkAttempts(err) > 1) {
@@ -179,9 +196,9 @@ export async function uploadFileIfAbsent(client: S3Client, loc: S3Location, file
   }
 }
 
-async function exists(client: S3Client, loc: S3Location): Promise<boolean> {
+async function exists(client: S3Client, loc: S3Location, abortSignal?: AbortSignal): Promise<boolean> {
   try {
-    await client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+    await client.send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }), { abortSignal });
     return true;
   } catch (err) {
     if (isNoSuchKey(err)) return false;
@@ -194,6 +211,7 @@ async function multipartIfAbsent(client: S3Client, loc: S3Location, file: string
   const partCount = Math.ceil(size / partSize);
   const created = await client.send(
     new CreateMultipartUploadCommand({ Bucket: loc.bucket, Key: loc.key, ChecksumAlgorithm: 'CRC32' }),
+    { abortSignal: opts.signal },
   );
   const uploadId = created.UploadId!;
   let completed = false;
@@ -213,17 +231,22 @@ async function multipartIfAbsent(client: S3Client, loc: S3Location, file: string
         if (bytesRead !== length) throw new Error(`${file} changed while it was being uploaded to ${s3Uri(loc)}`);
         md5s[index] = createHash('md5').update(body).digest();
         // The body is a buffer, so the SDK can resend it; our loop adds retries for what the SDK gives up on.
-        const res = await withRetries(opts.retry, () =>
-          client.send(
-            new UploadPartCommand({
-              Bucket: loc.bucket,
-              Key: loc.key,
-              UploadId: uploadId,
-              PartNumber: index + 1,
-              Body: body,
-              ChecksumAlgorithm: 'CRC32',
-            }),
-          ),
+        const res = await withRetries(
+          opts.retry,
+          () =>
+            client.send(
+              new UploadPartCommand({
+                Bucket: loc.bucket,
+                Key: loc.key,
+                UploadId: uploadId,
+                PartNumber: index + 1,
+                Body: body,
+                ChecksumAlgorithm: 'CRC32',
+              }),
+              { abortSignal: opts.signal },
+            ),
+          undefined,
+          opts.signal,
         );
         parts[index] = { PartNumber: index + 1, ETag: res.ETag, ChecksumCRC32: res.ChecksumCRC32 };
       }
@@ -241,6 +264,8 @@ async function multipartIfAbsent(client: S3Client, loc: S3Location, file: string
     if (rejected) throw rejected.reason;
     const expectedEtag = `"${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${partCount}"`;
     try {
+      // Not abortable: a completion whose answer we abandon may still land, and then the
+      // object is ours without our knowing it. Completing takes moments.
       await withRetries(opts.retry, () =>
         client.send(
           new CompleteMultipartUploadCommand({
@@ -284,8 +309,4 @@ export async function headEtag(client: S3Client, loc: S3Location): Promise<strin
     if (isNoSuchKey(err)) return undefined;
     throw err;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -12,6 +12,15 @@ export interface StoredObject {
   version: string;
 }
 
+/** For the transfers of a bucket's bytes, which can run for minutes. */
+export interface TransferOptions {
+  /**
+   * Abandons the transfer (no retry) when aborted: a cancelled attempt stops within moments instead of
+   * after its download or upload. A local backend's transfers are instant and ignore it.
+   */
+  signal?: AbortSignal;
+}
+
 export interface WarehouseStore {
   /** Normalized location of the root: an absolute path or s3://bucket/prefix. */
   readonly root: string;
@@ -25,13 +34,13 @@ export interface WarehouseStore {
    * With `version`, a remote backend fetches exactly that version and fails if the object was replaced
    * since (a local backend's file is read in place, so its caller compares versions after reading).
    */
-  materialize(key: string, scratchDir: string, version?: string): Promise<string>;
+  materialize(key: string, scratchDir: string, version?: string, opts?: TransferOptions): Promise<string>;
   /**
    * Publishes a finished local file under `key` only if no object exists there yet (atomic: readers see
    * the whole object or none). Returns 'exists' when something is already there; never overwrites.
    * The local file is consumed (moved or deleted) when 'created'.
    */
-  publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'>;
+  publishIfAbsent(localFile: string, key: string, opts?: TransferOptions): Promise<'created' | 'exists'>;
   /** Where a writer of `key` should build its file so that publishIfAbsent is cheap (same filesystem). */
   scratchPathFor(key: string, scratchDir: string, tag: string): string;
   /** Reads bytes [start, end) of an object (footers of Parquet files). */
