@@ -255,11 +255,11 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   heartbeat: (p) => {
                     last = withMemoryFailures(p, memoryFailures);
                     ctx.heartbeat(last);
-                    // A cancelled attempt (its workflow closed or timed it out) stops before it deletes anything.
-                    // Once its deletes have begun it finishes: reported as compacted, the bucket is counted and
-                    // the cancelled run rebuilds the table, which still lists the inputs just deleted.
-                    if (ctx.cancellationSignal.aborted && p.phase !== 'sweep') throw ctx.cancellationSignal.reason ?? new Error('activity cancelled');
                   },
+                  // A cancelled attempt (its workflow closed or timed it out) stops at once, also mid-statement or
+                  // mid-download, unless its deletes have begun: then it finishes, is counted as compacted, and
+                  // the cancelled run's rebuild does not list the inputs just deleted.
+                  signal: ctx.cancellationSignal,
                 }),
             ),
           );

@@ -978,6 +978,64 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
   });
 
+  test('a stop interrupts the DuckDB statement in flight: the attempt rejects with its reason, publishes and deletes nothing, and its session is not reused', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeHeavyParts(root, 4);
+    const pool = new DuckSessionPool(path.join(scratchRoot, 'stop-pool'), 2);
+    const controller = new AbortController();
+    const reason = new Error('stopped by the test');
+    const phasesAfterStop: string[] = [];
+    let stopped = false;
+    let writing = false;
+    try {
+      await assert.rejects(
+        compact(store, inputs, {
+          sessions: pool,
+          threads: 2,
+          memoryLimitMb: 1024,
+          // One statement dedups, sorts and writes the 100,000 wide rows; the stop lands inside it.
+          smallBucketBytes: Number.MAX_SAFE_INTEGER,
+          signal: controller.signal,
+          heartbeat: (p) => {
+            if (stopped) phasesAfterStop.push(p.phase);
+            else if (p.phase === 'write' && !writing) {
+              writing = true;
+              setTimeout(() => {
+                stopped = true;
+                controller.abort(reason);
+              }, 150);
+            }
+          },
+        }),
+        (err: unknown) => err === reason,
+      );
+      // Without the interruption the statement runs to its end and the next phase ('verify') is announced.
+      assert.deepEqual(phasesAfterStop, [], 'no phase after the stop: the statement was interrupted, not finished');
+      assert.equal(pool.idleCount, 0, 'the interrupted session was closed, not pooled');
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output, no temporary file');
+
+      const { result } = await compact(store, inputs, { sessions: pool, threads: 2, memoryLimitMb: 1024, smallBucketBytes: Number.MAX_SAFE_INTEGER });
+      assert.equal(result.rowsOut, 85_000, 'the next attempt compacts the bucket');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test('a stop after the deletes are announced is not honoured: the attempt finishes and reports the bucket', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const controller = new AbortController();
+    const { result } = await compact(store, inputs, {
+      signal: controller.signal,
+      heartbeat: (p) => {
+        if (p.phase === 'delete') controller.abort(new Error('stopped by the test'));
+      },
+    });
+    assert.ok(controller.signal.aborted);
+    assert.equal(result.outcome, 'compacted');
+    assert.deepEqual(await keysUnder(root), [path.basename(result.outputKey)], 'inputs deleted, output kept');
+  });
+
   test("weekly: last week's compacted file is read by slices, only the new ingest is scattered", async () => {
     const { root, store } = await newWarehouse();
     const part = (name: string, firstId: number, updatedOffsetSeconds: number) =>

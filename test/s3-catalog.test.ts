@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { CreateTableBucketCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
+import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import type { CatalogRequest, CompactionInput, CompactionSummary } from '../workflows/contract';
 import { lockWorkflowId } from '../workflows/lock';
@@ -37,6 +38,7 @@ import { byBucket, type IcebergScan } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
 import { pythonExecutable } from '../client/temporal-cli';
 import { makeTempDir } from './helpers/temp-dirs';
+import { waitFor } from './helpers/wait';
 
 const run = promisify(execFile);
 const BUCKET = 'ec-catalog-test';
@@ -547,3 +549,53 @@ function historyText(json: string): string {
   walk(JSON.parse(json));
   return parts.join('\n');
 }
+
+/**
+ * Cancelling a run while one of its bucket attempts waits on a download that stalls (headers, then no
+ * byte for ten minutes): the attempt stops as soon as the cancellation reaches it (its next heartbeat),
+ * long before the S3 client's 60 s idle timeout would have given up and sent the request again.
+ */
+describe('cancelling a run while a bucket download stalls (Temporal, worker process)', () => {
+  const CANCEL_BUCKET = 'ec-cancel-test';
+  const warehouse = `s3://${CANCEL_BUCKET}/wh`;
+  let h: TemporalHarness;
+  let worker: WorkerProcess;
+  let proxy: FaultProxy;
+  let initial: string[];
+
+  before(async () => {
+    await moto.createBucket(CANCEL_BUCKET);
+    const local = path.join(scratch, 'cancel-generated');
+    await generateSampleWarehouse(local, { cells: ['81283ffffffffff'], years: [2020], partsPerBucket: [3, 3], rowsPerPart: 20, seed: 11 });
+    initial = (await uploadDirectory(moto.client, CANCEL_BUCKET, 'wh', local)).sort();
+    // Whole-object GETs of data files are the bucket's downloads; the rebuild's footer reads are ranged.
+    proxy = await startFaultProxy(moto.endpoint, {
+      rates: { stall: 1 },
+      stallMs: 600_000,
+      maxConsecutive: 1_000,
+      eligible: (r) => r.method === 'GET' && !r.headers.range && r.key.endsWith('.parquet'),
+    });
+    h = await startTemporal();
+  });
+
+  after(async () => {
+    await worker?.stop();
+    await h?.stop();
+    await proxy?.stop();
+  });
+
+  it('the attempt stops within a heartbeat, the run ends cancelled, nothing is deleted and the request is not sent again', { timeout: 120_000 }, async () => {
+    const taskQueue = uniqueTaskQueue('s3-cancel');
+    worker = spawnWorkerProcess(h, taskQueue, { ...moto.env, AWS_ENDPOINT_URL: proxy.endpoint });
+    const input: CompactionInput = { warehouse, catalog: path.join(scratch, 'cancel-catalog.db') };
+    const handle = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: `s3-cancel-${Date.now()}`, args: [input] });
+    await waitFor('a bucket download to stall', async () => (proxy.stats().injected.stall >= 1 ? true : undefined));
+    await handle.cancel();
+    await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+
+    const events = (await handle.fetchHistory()).events ?? [];
+    assert.equal(events.filter((e) => e.activityTaskCanceledEventAttributes).length, 1, 'the bucket attempt ended as cancelled');
+    assert.equal(proxy.stats().injected.stall, 1, 'the stalled download was not sent again (stopped before the idle timeout)');
+    assert.deepEqual((await listKeys(moto.client, CANCEL_BUCKET, 'wh')).filter((k) => k.endsWith('.parquet')).sort(), initial, 'every input kept, no output');
+  });
+});

@@ -27,6 +27,7 @@ import { byBucket, listFiles } from './helpers/warehouse-fixtures';
 import { startMoto, uploadDirectory, listKeys, type MotoServer } from './helpers/moto-server';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
 import { makeTempDir } from './helpers/temp-dirs';
+import { waitFor } from './helpers/wait';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { CREDENTIAL_ATTEMPTS, toActivityFailure } from '../activities';
@@ -295,6 +296,66 @@ describe('S3 only', () => {
     } finally {
       await store.close();
     }
+  });
+
+  describe("a transfer stopped by its signal (a cancelled bucket attempt) ends at once", () => {
+    let direct: S3WarehouseStore;
+    let proxy: FaultProxy;
+    let store: S3WarehouseStore;
+    let onRequest: (r: { method: string; key: string; query: URLSearchParams }) => void = () => undefined;
+    before(async () => {
+      direct = (await backends[1]!.open()) as S3WarehouseStore;
+      // A download of this key gets its headers and then no byte more, for ten minutes.
+      proxy = await startFaultProxy(moto.endpoint, {
+        rates: { stall: 1 },
+        stallMs: 600_000,
+        maxConsecutive: 1_000,
+        eligible: (r) => {
+          onRequest(r);
+          return r.method === 'GET' && r.key.endsWith('/part_stalled.parquet');
+        },
+      });
+      const { bucket, key } = parseRootKey(direct, '');
+      store = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+    });
+    after(async () => {
+      await store?.close();
+      await direct?.close();
+      await proxy?.stop();
+    });
+
+    // Without the signal the download waits out the client's 60 s idle timeout and sends the GET again.
+    it('a stalled download rejects with the reason, and sends no second request', { timeout: 50_000 }, async () => {
+      const key = 'grid_partition=a/year=2020/part_stalled.parquet';
+      assert.notEqual(await direct.writeSmall(key, randomBytes(4096)), 'conflict');
+      const controller = new AbortController();
+      const reason = new Error('stopped by the test');
+      const download = store.materialize(key, path.join(scratch, 'stalled'), undefined, { signal: controller.signal });
+      await waitFor('the download to stall', async () => (proxy.stats().injected.stall >= 1 ? true : undefined));
+      controller.abort(reason);
+      await assert.rejects(download, (err: unknown) => err === reason);
+      assert.equal(proxy.stats().injected.stall, 1, 'no retry');
+      assert.deepEqual(await fs.readdir(path.join(scratch, 'stalled')), [], 'the partial file is removed');
+    });
+
+    it('an upload stopped between its parts rejects with the reason and leaves no object and no incomplete upload', async () => {
+      const controller = new AbortController();
+      const reason = new Error('stopped by the test');
+      // Stopped as the first part goes out (a multipart upload of three parts).
+      onRequest = (r) => {
+        if (r.method === 'PUT' && r.query.has('partNumber')) controller.abort(reason);
+      };
+      try {
+        const file = await localFile(randomBytes(11 * MIB));
+        await assert.rejects(store.publishIfAbsent(file, 'mp/compacted_stopped.parquet', { signal: controller.signal }), (err: unknown) => err === reason);
+      } finally {
+        onRequest = () => undefined;
+      }
+      assert.equal(await direct.stat('mp/compacted_stopped.parquet'), undefined, 'no object');
+      const { key } = parseRootKey(direct, 'mp/compacted_stopped.parquet');
+      const uploads = await moto.client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: key }));
+      assert.equal(uploads.Uploads?.length ?? 0, 0, 'the multipart upload was aborted');
+    });
   });
 
   it('a bucket that does not exist fails fast with a not-found error naming it', async () => {

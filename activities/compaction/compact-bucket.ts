@@ -72,8 +72,16 @@ export interface CompactBucketOptions {
   scratchDir: string;
   memoryLimitMb: number;
   threads: number;
-  /** Called at every phase; may throw (e.g. the activity was cancelled) to stop before the next step. */
+  /** Called at every phase; may throw to stop before the next step. */
   heartbeat: (p: BucketProgress) => void;
+  /**
+   * Stops the attempt (the activity's cancellation): the bucket's DuckDB statement in flight is
+   * interrupted (a range being sorted on a side lane finishes first: seconds, its size bounded by the
+   * memory budget), a download or upload abandoned, and the attempt rejects with the signal's reason. Honoured until the
+   * attempt announces its deletes (phase 'delete'); from then on it finishes, so that a cancelled run
+   * counts the bucket and rebuilds the table without the inputs just deleted.
+   */
+  signal?: AbortSignal;
   /** Where an attempt reports what it left alone on purpose (the activity's logger). */
   warn?: (message: string) => void;
   /**
@@ -123,11 +131,26 @@ interface Attempt {
   session: DuckSession;
   workDir: string;
   progress: BucketProgress;
+  /** opts.signal until the deletes are announced, then never aborted. */
+  stop: AbortSignal;
+  /** Called when the deletes are announced. */
+  finishFromHere: () => void;
 }
 
 function beat(a: Attempt, patch: Partial<BucketProgress>): void {
   Object.assign(a.progress, patch);
+  if (a.progress.phase === 'delete') a.finishFromHere();
   a.opts.heartbeat({ ...a.progress });
+  a.stop.throwIfAborted();
+}
+
+/** `caller`'s aborts until `finishFromHere` is called. */
+function stopUntilDeletes(caller: AbortSignal | undefined): { stop: AbortSignal; finishFromHere: () => void } {
+  const controller = new AbortController();
+  const forward = () => controller.abort(caller?.reason);
+  if (caller?.aborted) forward();
+  else caller?.addEventListener('abort', forward, { once: true });
+  return { stop: controller.signal, finishFromHere: () => caller?.removeEventListener('abort', forward) };
 }
 
 function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string): void {
@@ -176,10 +199,13 @@ export async function compactBucket(
 
   await fs.mkdir(opts.scratchDir, { recursive: true });
   const workDir = await fs.mkdtemp(path.join(opts.scratchDir, 'bucket-'));
+  const { stop, finishFromHere } = stopUntilDeletes(opts.signal);
   try {
     const pool = opts.sessions ?? new DuckSessionPool(workDir, 0);
     const lease = await pool.acquire({ memoryLimitMb: opts.memoryLimitMb, threads: threadsFor(opts) });
-    const a: Attempt = { store, req, opts, bucket, outputKey, session: lease.session, workDir, progress };
+    const a: Attempt = { store, req, opts, bucket, outputKey, session: lease.session, workDir, progress, stop, finishFromHere };
+    const interrupt = () => lease.session.conn.interrupt();
+    stop.addEventListener('abort', interrupt, { once: true });
     let clean = false;
     try {
       let result: BucketResult;
@@ -189,10 +215,16 @@ export async function compactBucket(
       else result = await reportDone(a, outputSize);
       clean = true;
       return result;
+    } catch (err) {
+      // Whatever the interruption surfaced as (DuckDB's "Interrupted", an aborted request), the attempt was stopped.
+      throw stop.aborted ? (stop.reason ?? err) : err;
     } finally {
+      stop.removeEventListener('abort', interrupt);
+      // An interrupted session is not reused (clean stays false).
       await lease.release(clean);
     }
   } finally {
+    finishFromHere();
     await fs.rm(workDir, { recursive: true, force: true });
   }
 }
@@ -209,10 +241,11 @@ async function readInputs(
   const schemas: InputSchema[] = [];
   for (const p of present) {
     try {
-      const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir, p.version) };
+      const input = { key: p.key, size: p.size, path: await a.store.materialize(p.key, dir, p.version, { signal: a.stop }) };
       inputs.push(input);
       schemas.push(await readInputSchema(a.session, input));
     } catch (err) {
+      if (a.stop.aborted) throw err;
       throw await unlessChanged(a, [p], err);
     }
   }
@@ -261,7 +294,7 @@ async function explainMergeFailure(
   inputs: readonly LocalInput[],
   err: unknown,
 ): Promise<unknown> {
-  if (err instanceof BadBucketDataError) return err;
+  if (err instanceof BadBucketDataError || a.stop.aborted) return err;
   if (err instanceof Error && OUT_OF_MEMORY.test(err.message)) {
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
     return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!);
@@ -357,7 +390,7 @@ async function compactFresh(
     // (this attempt's run was terminated and it had not heard yet). Its output must not join theirs.
     // An input rewritten while it was read (a local file is read in place) must be compacted again.
     await assertInputsUnchanged(a, present);
-    const published = await a.store.publishIfAbsent(tmp, a.outputKey);
+    const published = await a.store.publishIfAbsent(tmp, a.outputKey, { signal: a.stop });
     if (published === 'exists') {
       // Another attempt of this plan published first; its file is checked like any found output.
       if (!mayResume) {
@@ -429,7 +462,7 @@ async function readOutput(a: Attempt): Promise<OutputRead> {
   await fs.mkdir(dir, { recursive: true });
   let file: string;
   try {
-    file = await a.store.materialize(a.outputKey, dir);
+    file = await a.store.materialize(a.outputKey, dir, undefined, { signal: a.stop });
   } catch (err) {
     if (!(err instanceof StorageError && err.kind === 'not-found')) throw err;
     // Listed a moment ago: a concurrent attempt replaced it. Not a missing input, so retried, not failed.
