@@ -32,7 +32,7 @@ import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from 
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
-import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog/catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
@@ -131,6 +131,7 @@ export function toActivityFailure(err: unknown): unknown {
   }
   if (err instanceof PlanNotFoundError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.planNotFound);
   if (err instanceof CatalogCorruptError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.catalogCorrupt);
+  if (err instanceof CatalogRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);
   if (err instanceof WarehouseMismatchError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.warehouseMismatch);
   if (err instanceof CatalogConflictError) return ApplicationFailure.retryable(err.message, FailureTypes.catalogConflict);
   if (err instanceof StorageError) {

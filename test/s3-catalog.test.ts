@@ -27,7 +27,9 @@ import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { StorageError } from '../activities/storage/warehouse-store';
 import { verifyWarehouse, ViolationKinds } from '../activities/verification/verify-warehouse';
-import { CatalogConflictError, CatalogCorruptError } from '../activities/catalog/catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, CatalogRequestError } from '../activities/catalog/catalog-backend';
+import { toActivityFailure } from '../activities';
+import { ApplicationFailure } from '@temporalio/common';
 import { S3CatalogDbBackend } from '../activities/catalog/s3-catalog-db';
 import { S3TablesCatalogBackend } from '../activities/catalog/s3tables-catalog';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
@@ -334,6 +336,27 @@ describe('Amazon S3 Tables', () => {
     } finally {
       await backend.close();
     }
+  });
+
+  it('a namespace or table name S3 Tables does not allow is refused before any request, saying the rule, as non-retryable input', async () => {
+    const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
+    try {
+      for (const [namespace, table] of [['EarthCatalog', 'stac_items'], ['earthcatalog', '_stac_items'], ['aws_catalog', 'stac_items']]) {
+        for (const attempt of [checkTable(backend, { ...request(arn), namespace, table }, WAREHOUSE), rebuildCatalog(store, backend, { ...request(arn), namespace, table })]) {
+          await assert.rejects(attempt, (err: unknown) => {
+            assert.ok(err instanceof CatalogRequestError, String(err));
+            assert.match(err.message, /is not allowed in S3 Tables .*: 1 to 255 lowercase letters, digits and underscores, beginning and ending with a letter or digit/);
+            assert.ok(err.message.includes(namespace === 'earthcatalog' ? `table name "${table}"` : `namespace "${namespace}"`), err.message);
+            const failure = toActivityFailure(err);
+            assert.ok(failure instanceof ApplicationFailure && failure.nonRetryable && failure.type === 'InvalidInput', String(failure));
+            return true;
+          });
+        }
+      }
+    } finally {
+      await backend.close();
+    }
+    assert.deepEqual((await tables.send(new ListNamespacesCommand({ tableBucketARN: arn }))).namespaces, [], 'nothing created');
   });
 
   it('creates namespace and table, writes metadata under the warehouse location, one snapshot of every file', async () => {

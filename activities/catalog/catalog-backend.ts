@@ -59,6 +59,14 @@ export class CatalogCorruptError extends Error {
   }
 }
 
+/** The catalog refuses the request itself (a name against its rules, a malformed request): retrying cannot help. */
+export class CatalogRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogRequestError';
+  }
+}
+
 /** The table registers the files of another warehouse: rebuilding it from this one would replace them. */
 export class WarehouseMismatchError extends Error {
   constructor(message: string) {

@@ -22,11 +22,26 @@ import {
   type S3TablesClient,
 } from '@aws-sdk/client-s3tables';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogConflictError } from './catalog-backend';
+import { CatalogConflictError, CatalogRequestError } from './catalog-backend';
 import { S3MetadataFileIO } from './s3-catalog-db';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, createS3TablesClient, type S3ClientSettings } from '../storage/s3-client';
 import { describeS3Error, errorCode, noCredentialsError } from '../storage/s3-errors';
+
+/** S3 Tables' rule for namespace and table names (its API answers BadRequestException otherwise). */
+const S3TABLES_NAME = /^[a-z0-9]([a-z0-9_]{0,253}[a-z0-9])?$/;
+
+/** Refuses before any request a name S3 Tables would refuse, saying its rule. */
+export function assertS3TablesNames(namespace: string, table: string, tableBucketArn: string): void {
+  for (const [what, name] of [['namespace', namespace], ['table name', table]] as const) {
+    if (!S3TABLES_NAME.test(name) || (what === 'namespace' && name.startsWith('aws'))) {
+      throw new CatalogRequestError(
+        `${what} ${JSON.stringify(name)} is not allowed in S3 Tables (${tableBucketArn}): 1 to 255 lowercase letters, digits and ` +
+          `underscores, beginning and ending with a letter or digit${what === 'namespace' ? ', not beginning with "aws"' : ''}`,
+      );
+    }
+  }
+}
 
 const TABLE_BUCKET_ARN = /^arn:(aws[a-z-]*):s3tables:([a-z0-9-]+):(\d{12}):bucket\/([a-z0-9][a-z0-9-]{1,61}[a-z0-9])$/;
 
@@ -79,7 +94,7 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     if (code === 'AccessDeniedException' || code === 'ForbiddenException') {
       return new StorageError(`access to ${what} in ${this.tableBucketArn} denied (${describeS3Error(err)})`, 'denied');
     }
-    if (code === 'BadRequestException') return new Error(`${what} in ${this.tableBucketArn}: request refused (${describeS3Error(err)})`);
+    if (code === 'BadRequestException') return new CatalogRequestError(`${what} in ${this.tableBucketArn}: request refused (${describeS3Error(err)})`);
     return err;
   }
 
@@ -113,6 +128,7 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
   }
 
   async findTable(namespace: string, table: string): Promise<TablePointer | undefined> {
+    assertS3TablesNames(namespace, table, this.tableBucketArn);
     // A missing namespace is a NotFoundException too: nothing is created to find out.
     const found = await this.metadataLocation(namespace, table);
     if (found?.metadataLocation && found.versionToken) return { metadataLocation: found.metadataLocation, versionToken: found.versionToken };
@@ -130,6 +146,7 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
   }
 
   async openTable(namespace: string, table: string): Promise<TableHandle> {
+    assertS3TablesNames(namespace, table, this.tableBucketArn);
     await this.ensureNamespace(namespace);
     let found = await this.metadataLocation(namespace, table);
     if (!found) {
