@@ -22,7 +22,7 @@ import { FailureTypes } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
-import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, resumablePlanById } from './compaction/plan-store';
+import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, removeFinishedPlanPages, resumablePlanById } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
@@ -325,7 +325,14 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async finishPlan(req: { warehouse: string; planId: string; summary: CompactionSummary }): Promise<void> {
-      return withStore(req.warehouse, (store) => markPlanFinished(store, req.planId, req.summary));
+      return withStore(req.warehouse, async (store) => {
+        await markPlanFinished(store, req.planId, req.summary);
+        // Housekeeping: a run whose compaction succeeded does not fail over it (a policy without DeleteObject
+        // on the control prefix, say); the next finished run tries again.
+        await removeFinishedPlanPages(store).catch((err: unknown) =>
+          Context.current().log.warn(`plan pages of finished runs left in ${store.root}: ${(err as Error).message}`),
+        );
+      });
     },
 
     async acquirePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {

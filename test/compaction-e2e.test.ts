@@ -86,6 +86,11 @@ for (const backend of backends) {
       }
       const all = await backend.listFiles(fx.warehouse);
       assert.deepEqual(all.filter((k) => !k.endsWith('.parquet')), [], 'no temporary artifacts left');
+      // The finished plan keeps its manifest and finish record; its pages are removed.
+      assert.deepEqual(await backend.listKeys(fx.warehouse, '_earthcatalog_compaction/'), [
+        `_earthcatalog_compaction/plans/${summary.planId}/finished.json`,
+        `_earthcatalog_compaction/plans/${summary.planId}/manifest.json`,
+      ]);
     });
 
     it('pyiceberg loads the table, sees one snapshot and scans exactly the expected rows', async () => {

@@ -242,4 +242,41 @@ describe('plan files', () => {
     await assert.rejects(resumablePlanById(store, newer), (err: unknown) =>
       err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} is finished; there is nothing to resume`);
   });
+
+  it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and keeps manifests, finish records and unfinished plans', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const [oldest, older, newest] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb', '20260115T000000-cccccccc'];
+    for (const planId of [oldest, older, newest]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
+    // The oldest as plans were written before pages had a folder of their own: beside the manifest.
+    const oldestDir = path.join(root, CONTROL_PREFIX, 'plans', oldest);
+    const { pagesDir } = (await readPlanManifest(store, oldest))!;
+    await fs.rename(path.join(oldestDir, pagesDir!, 'page-000000.json'), path.join(oldestDir, 'page-000000.json'));
+    await fs.rmdir(path.join(oldestDir, pagesDir!));
+    const manifest = JSON.parse(await fs.readFile(path.join(oldestDir, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+    delete manifest.pagesDir;
+    await fs.writeFile(path.join(oldestDir, 'manifest.json'), JSON.stringify(manifest));
+    assert.equal((await readPlanPage(store, oldest, 0)).length, 1, 'an old-format plan reads its page beside the manifest');
+    await markPlanFinished(store, oldest, {} as CompactionSummary);
+
+    // The activity the workflow ends with, for the middle plan; the newest is still unfinished.
+    const activities = createActivities({ scratchDir: await makeTempDir('ec-plan-finish-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    await new MockActivityEnvironment().run(activities.finishPlan, { warehouse: root, planId: older, summary: {} as CompactionSummary });
+
+    const files = (await fs.readdir(path.join(root, CONTROL_PREFIX, 'plans'), { recursive: true })).filter((f) => f.endsWith('.json')).sort();
+    const newestPages = (await readPlanManifest(store, newest))!.pagesDir!;
+    assert.deepEqual(files, [
+      `${oldest}/finished.json`,
+      `${oldest}/manifest.json`,
+      `${older}/finished.json`,
+      `${older}/manifest.json`,
+      `${newest}/manifest.json`,
+      `${newest}/${newestPages}/page-000000.json`,
+    ].sort());
+    assert.equal((await readPlanPage(store, newest, 0)).length, 1, 'the unfinished plan can still be resumed');
+    assert.equal((await findResumablePlan(store))?.planId, newest);
+  });
 });

@@ -136,6 +136,26 @@ export async function markPlanFinished(store: WarehouseStore, planId: string, su
   await store.writeSmall(finishKey(planId), Buffer.from(JSON.stringify(finish, null, 2)));
 }
 
+/**
+ * Removes the pages of every finished plan (this run's and those earlier versions left): a finished
+ * plan is never resumed, so nothing reads them again, and the first compaction of a warehouse of daily
+ * parts writes hundreds of MB of them. Manifests and finish records stay: they are small and say what
+ * each run planned and did. Pages of unfinished plans are left for their resume. Returns how many were removed.
+ */
+export async function removeFinishedPlanPages(store: WarehouseStore): Promise<number> {
+  const finished = new Set<string>();
+  const pages = new Map<string, string[]>();
+  for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
+    const m = /^[^/]+\/plans\/([^/]+)\/(?:(finished)\.json|(?:pages-[^/]+\/)?page-\d+\.json)$/.exec(obj.key);
+    if (!m) continue;
+    if (m[2]) finished.add(m[1]!);
+    else pages.set(m[1]!, [...(pages.get(m[1]!) ?? []), obj.key]);
+  }
+  const keys = [...finished].flatMap((planId) => pages.get(planId) ?? []);
+  if (keys.length) await store.deleteMany(keys);
+  return keys.length;
+}
+
 export interface PlanListing {
   planId: string;
   createdAt: string;
