@@ -444,6 +444,48 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.ok(out.files.every((f) => /\/part_\d{5}_[0-9a-f]{8}\.parquet$/.test(f.path)));
   });
 
+  test('a file rewritten under its name between the listing and its footer read is registered as it is now, not reported unreadable', async () => {
+    const wh = await copyOfBase('rewritten');
+    const target = (await listParquet(wh))[0]!;
+    const firstDb = path.join(await freshDir('rewritten-first'), 'catalog.db');
+    await rebuild(wh, firstDb);
+    const before = await scan(firstDb, '--select', 'id');
+    const rowsBefore = before.files.find((f) => f.path.endsWith(target))!.record_count;
+    // The ingest's new version of the file: more rows, so the listed size no longer locates its footer.
+    const rng = createPrng(21);
+    const rows = Array.from({ length: rowsBefore + 40 }, (_, i) => makeSampleRow(rng, { id: `REWRITTEN_${i}`, cell: CELLS[0]!, year: 2020, updated: new Date(0) }));
+    const replacement = path.join(await freshDir('rewritten-src'), 'part.parquet');
+    await writePartFile(replacement, rows);
+    // The rewrite has to land between two steps of one rebuild; a real store does the rest.
+    class RewritingStore extends LocalWarehouseStore {
+      private rewritten = false;
+      override async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+        if (key === target && !this.rewritten) {
+          this.rewritten = true;
+          await fs.copyFile(replacement, path.join(wh, `${target}.tmp`));
+          await fs.rename(path.join(wh, `${target}.tmp`), path.join(wh, target));
+        }
+        return super.readRange(key, start, end);
+      }
+    }
+    const catalogDb = path.join(await freshDir('rewritten-cat'), 'catalog.db');
+    const backend = backendFor(catalogDb, wh);
+    let result;
+    try {
+      result = await rebuildCatalog(new RewritingStore(wh), backend, request(wh, catalogDb));
+    } finally {
+      await backend.close();
+    }
+    assert.deepEqual(result.unreadable, []);
+    assert.equal(result.dataFiles, baseStats.files);
+    assert.equal(result.totalRows, baseStats.rows + 40);
+    const after = await scan(catalogDb, '--select', 'id');
+    const entry = after.files.find((f) => f.path.endsWith(target))!;
+    assert.equal(entry.record_count, rowsBefore + 40);
+    assert.equal(entry.size, (await fs.stat(path.join(wh, target))).size);
+    assert.equal(after.row_count, baseStats.rows + 40);
+  });
+
   test('a corrupt, empty or truncated catalog.db is refused with its path and left untouched', async () => {
     const dir = await freshDir('corrupt');
     const healthy = path.join(dir, 'healthy.db');

@@ -128,12 +128,17 @@ export async function rebuildCatalog(
   };
 }
 
-/** One data file's manifest entry, or undefined when it is reported unreadable (pushed onto `unreadable`). */
+/**
+ * One data file's manifest entry, or undefined when it is reported unreadable (pushed onto `unreadable`).
+ * A footer that does not parse is read once more if the file was replaced since it was listed (an ingest
+ * writing the same name again): the listed size no longer locates the new file's footer.
+ */
 async function readEntry(
   store: WarehouseStore,
   obj: StoredObject,
   parsed: DataFileKey,
   ctx: { schema: IcebergSchema; partitionOf: (f: DataFileKey) => PartitionValue[]; modeOf: ReturnType<typeof metricsModes>; unreadable: UnreadableFile[] },
+  relisted = false,
 ): Promise<DataFileEntry | undefined> {
   const uri = store.uri(obj.key);
   if (UNADDRESSABLE_S3_URI.test(uri)) {
@@ -155,7 +160,12 @@ async function readEntry(
     };
   } catch (err) {
     // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
-    if (err instanceof ParquetFooterError) ctx.unreadable.push({ key: obj.key, reason: err.reason });
+    if (err instanceof ParquetFooterError && !relisted) {
+      const now = await store.stat(obj.key);
+      if (now && now.version !== obj.version) return readEntry(store, now, parsed, ctx, true);
+      if (!now) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
+      else ctx.unreadable.push({ key: obj.key, reason: err.reason });
+    } else if (err instanceof ParquetFooterError) ctx.unreadable.push({ key: obj.key, reason: err.reason });
     else if (isNotFound(err)) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
     else throw err;
     return undefined;
