@@ -27,7 +27,7 @@ import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BucketSlots } from './compaction/bucket-slots';
-import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, MissingPlannedInputError } from './compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
@@ -37,6 +37,7 @@ import { createLockActivities, workflowStatus } from './locking/lock-activities'
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
 const MAX_REPORTED_UNREADABLE = 200;
+const MAX_REPORTED_REFS = 50;
 /** Statuses of a workflow that can no longer release a lock object it wrote. */
 const CLOSED_WORKFLOW_STATUSES = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT']);
 
@@ -293,7 +294,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
           if (result.droppedRefs) {
             Context.current().log.warn(
-              `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${result.droppedRefs.join(', ')} ` +
+              `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${listSome(result.droppedRefs, MAX_REPORTED_REFS)} ` +
                 `remain in the metadata files before ${result.metadataLocation}`,
             );
           }
@@ -303,8 +304,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `the rebuilt table registers the data files only, so the rows they deleted are visible again`,
             );
           }
-          // Thousands of bad files must not push the result past the payload limit.
-          return { ...result, unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE), unreadableTotal: result.unreadable.length };
+          // Thousands of bad files (or of tags) must not push the result past the payload limit.
+          return {
+            ...result,
+            unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE),
+            unreadableTotal: result.unreadable.length,
+            ...(result.droppedRefs ? { droppedRefs: result.droppedRefs.slice(0, MAX_REPORTED_REFS), droppedRefsTotal: result.droppedRefs.length } : {}),
+          };
         } finally {
           await backend.close();
         }

@@ -30,8 +30,10 @@ import {
   serializeTableMetadata,
 } from '../activities/catalog/table-metadata';
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
-import type { CatalogRequest } from '../workflows/contract';
+import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
 
 const execFileP = promisify(execFile);
@@ -927,6 +929,18 @@ describe('old metadata files: each rebuild expires what the one before it replac
     const out = await scan(catalogDb, '--select', 'id');
     assert.equal(out.snapshot_count, 1);
     assert.equal(out.row_count, baseStats.rows);
+  });
+
+  test('the rebuild activity reports at most 50 dropped tags and their total, so a table with thousands stays far below the payload limit', async () => {
+    const wh = await copyOfBase('many-tags');
+    const catalogDb = path.join(await freshDir('many-tags-cat'), 'catalog.db');
+    await rebuild(wh, catalogDb);
+    const tags = Array.from({ length: 60 }, (_, i) => `audit_${String(i).padStart(2, '0')}`);
+    await py(['create-tag', '--catalog', catalogDb, ...tags.flatMap((t) => ['--tag', t])]);
+    const activities = createActivities({ scratchDir: await freshDir('many-tags-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    const result: CatalogResult = await new MockActivityEnvironment().run(activities.rebuildCatalog, request(wh, catalogDb));
+    assert.deepEqual(result.droppedRefs, tags.slice(0, 50));
+    assert.equal(result.droppedRefsTotal, 60);
   });
 
   test('a tagged snapshot keeps its manifests: the rebuild drops the tag, its files outlive every later rebuild', async () => {

@@ -265,6 +265,8 @@ export interface CatalogResult {
   metadataCleanupError?: string;
   /** Tags and branches of the replaced table (other than main), which the one-snapshot table does not keep. */
   droppedRefs?: string[];
+  /** All of them, when `droppedRefs` was capped to keep the result small. */
+  droppedRefsTotal?: number;
   /** Delete files (row-level deletes of another engine) the replaced table's snapshot had; their deleted rows are visible again. */
   deleteFilesDropped?: number;
 }

@@ -24,7 +24,7 @@
     iceberg_read.py set-properties --catalog /abs/catalog.db [--name ...] [--table ...] --set key=value [--set ...]
         Commits new table properties (no new snapshot). Prints {"metadata_location": ...}.
 
-    iceberg_read.py create-tag --catalog /abs/catalog.db [--name ...] [--table ...] --tag NAME
+    iceberg_read.py create-tag --catalog /abs/catalog.db [--name ...] [--table ...] --tag NAME [--tag NAME ...]
         Tags the current snapshot (an audit tag, say). Prints {"metadata_location": ..., "snapshot_id": ...}.
 
 Exit status 2 with {"error": ..., "type": ...} on stdout when the catalog or table cannot be read.
@@ -143,7 +143,10 @@ def set_properties(args):
 def create_tag(args):
     table = catalog_for(args).load_table(args.table)
     snapshot_id = table.current_snapshot().snapshot_id
-    table.manage_snapshots().create_tag(snapshot_id, args.tag).commit()
+    manage = table.manage_snapshots()
+    for tag in args.tag:
+        manage = manage.create_tag(snapshot_id, tag)
+    manage.commit()
     print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
 
 
@@ -183,7 +186,7 @@ def main():
         elif name == "add-files":
             p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
         elif name == "create-tag":
-            p.add_argument("--tag", required=True, help="name of the tag")
+            p.add_argument("--tag", action="append", required=True, help="name of a tag (repeatable: one commit)")
         elif name == "set-statistics":
             p.add_argument("--file", required=True, help="absolute path of the statistics file to register")
         else:
