@@ -593,6 +593,21 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
+    test('(c) a stop does not keep an attempt from finishing deletes an earlier attempt began (the bucket is counted, the table rebuilt)', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const backup = await newWarehouse();
+      await linkFiles(root, backup.root, inputs.map((i) => i.key));
+      await compact(store, inputs);
+      await linkFiles(backup.root, root, [inputs[2]!.key]);
+
+      const controller = new AbortController();
+      controller.abort(new Error('stopped by the test'));
+      const again = await compact(store, inputs, { signal: controller.signal });
+      assert.equal(again.result.outcome, 'compacted');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
     test('(c) a deleted input written again under its name (an id the output lacks): left for the next run, nothing else lost', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
@@ -978,48 +993,56 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
   });
 
-  test('a stop interrupts the DuckDB statement in flight: the attempt rejects with its reason, publishes and deletes nothing, and its session is not reused', async () => {
-    const { root, store } = await newWarehouse();
-    const inputs = await writeHeavyParts(root, 4);
-    const pool = new DuckSessionPool(path.join(scratchRoot, 'stop-pool'), 2);
-    const controller = new AbortController();
-    const reason = new Error('stopped by the test');
-    const phasesAfterStop: string[] = [];
-    let stopped = false;
-    let writing = false;
-    try {
-      await assert.rejects(
-        compact(store, inputs, {
-          sessions: pool,
-          threads: 2,
-          memoryLimitMb: 1024,
-          // One statement dedups, sorts and writes the 100,000 wide rows; the stop lands inside it.
-          smallBucketBytes: Number.MAX_SAFE_INTEGER,
-          signal: controller.signal,
-          heartbeat: (p) => {
-            if (stopped) phasesAfterStop.push(p.phase);
-            else if (p.phase === 'write' && !writing) {
-              writing = true;
-              setTimeout(() => {
-                stopped = true;
-                controller.abort(reason);
-              }, 150);
-            }
-          },
-        }),
-        (err: unknown) => err === reason,
-      );
-      // Without the interruption the statement runs to its end and the next phase ('verify') is announced.
-      assert.deepEqual(phasesAfterStop, [], 'no phase after the stop: the statement was interrupted, not finished');
-      assert.equal(pool.idleCount, 0, 'the interrupted session was closed, not pooled');
-      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output, no temporary file');
+  // Mid-statement, and between two statements (on the next tick, as DuckDB starts the one after the
+  // beat: an interrupt that reaches it before the statement has begun is lost unless repeated).
+  const STOP_TIMINGS: { name: string; schedule: (stop: () => void) => void }[] = [
+    { name: 'inside the statement in flight', schedule: (stop) => setTimeout(stop, 150) },
+    { name: 'as the next statement starts', schedule: (stop) => process.nextTick(stop) },
+  ];
+  for (const timing of STOP_TIMINGS) {
+    test(`a stop ${timing.name} ends the attempt there: it rejects with its reason, publishes and deletes nothing, and its session is not reused`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeHeavyParts(root, 4);
+      const pool = new DuckSessionPool(path.join(scratchRoot, `stop-pool-${timing.name.length}`), 2);
+      const controller = new AbortController();
+      const reason = new Error('stopped by the test');
+      const phasesAfterStop: string[] = [];
+      let stopped = false;
+      let writing = false;
+      try {
+        await assert.rejects(
+          compact(store, inputs, {
+            sessions: pool,
+            threads: 2,
+            memoryLimitMb: 1024,
+            // One statement dedups, sorts and writes the 100,000 wide rows (about half a second).
+            smallBucketBytes: Number.MAX_SAFE_INTEGER,
+            signal: controller.signal,
+            heartbeat: (p) => {
+              if (stopped) phasesAfterStop.push(p.phase);
+              else if (p.phase === 'write' && !writing) {
+                writing = true;
+                timing.schedule(() => {
+                  stopped = true;
+                  controller.abort(reason);
+                });
+              }
+            },
+          }),
+          (err: unknown) => err === reason,
+        );
+        // Without the interruption the statement runs to its end and the next phase ('verify') is announced.
+        assert.deepEqual(phasesAfterStop, [], 'no phase after the stop: the write was interrupted, not finished');
+        assert.equal(pool.idleCount, 0, 'the interrupted session was closed, not pooled');
+        assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output, no temporary file');
 
-      const { result } = await compact(store, inputs, { sessions: pool, threads: 2, memoryLimitMb: 1024, smallBucketBytes: Number.MAX_SAFE_INTEGER });
-      assert.equal(result.rowsOut, 85_000, 'the next attempt compacts the bucket');
-    } finally {
-      await pool.close();
-    }
-  });
+        const { result } = await compact(store, inputs, { sessions: pool, threads: 2, memoryLimitMb: 1024, smallBucketBytes: Number.MAX_SAFE_INTEGER });
+        assert.equal(result.rowsOut, 85_000, 'the next attempt compacts the bucket');
+      } finally {
+        await pool.close();
+      }
+    });
+  }
 
   test('a stop after the deletes are announced is not honoured: the attempt finishes and reports the bucket', async () => {
     const { root, store } = await newWarehouse();

@@ -77,9 +77,10 @@ export interface CompactBucketOptions {
   /**
    * Stops the attempt (the activity's cancellation): the bucket's DuckDB statement in flight is
    * interrupted (a range being sorted on a side lane finishes first: seconds, its size bounded by the
-   * memory budget), a download or upload abandoned, and the attempt rejects with the signal's reason. Honoured until the
-   * attempt announces its deletes (phase 'delete'); from then on it finishes, so that a cancelled run
-   * counts the bucket and rebuilds the table without the inputs just deleted.
+   * memory budget), a download or upload abandoned, and the attempt rejects with the signal's reason.
+   * Honoured until the attempt announces its deletes (phase 'delete'), and not at all by an attempt that
+   * finds deletes an earlier one began: such an attempt finishes, so that a cancelled run counts the
+   * bucket and rebuilds the table, which would otherwise list the inputs already deleted.
    */
   signal?: AbortSignal;
   /** Where an attempt reports what it left alone on purpose (the activity's logger). */
@@ -144,6 +145,25 @@ function beat(a: Attempt, patch: Partial<BucketProgress>): void {
   a.stop.throwIfAborted();
 }
 
+/** The session with a check of `stop` before and after every statement: a stop between two statements is not lost. */
+function stoppable(session: DuckSession, stop: AbortSignal): DuckSession {
+  return {
+    conn: session.conn,
+    async rows(sql) {
+      stop.throwIfAborted();
+      const rows = await session.rows(sql);
+      stop.throwIfAborted();
+      return rows;
+    },
+    async exec(sql) {
+      stop.throwIfAborted();
+      await session.exec(sql);
+      stop.throwIfAborted();
+    },
+    close: () => session.close(),
+  };
+}
+
 /** `caller`'s aborts until `finishFromHere` is called. */
 function stopUntilDeletes(caller: AbortSignal | undefined): { stop: AbortSignal; finishFromHere: () => void } {
   const controller = new AbortController();
@@ -199,18 +219,26 @@ export async function compactBucket(
 
   await fs.mkdir(opts.scratchDir, { recursive: true });
   const workDir = await fs.mkdtemp(path.join(opts.scratchDir, 'bucket-'));
-  const { stop, finishFromHere } = stopUntilDeletes(opts.signal);
+  // An earlier attempt began the deletes (states c and e): this one finishes them whatever happens, so that
+  // the bucket is counted and a cancelled run rebuilds the table, which still lists the inputs already deleted.
+  const deletesBegun = outputSize !== undefined && missing.length > 0;
+  const { stop, finishFromHere } = stopUntilDeletes(deletesBegun ? undefined : opts.signal);
   try {
     const pool = opts.sessions ?? new DuckSessionPool(workDir, 0);
     const lease = await pool.acquire({ memoryLimitMb: opts.memoryLimitMb, threads: threadsFor(opts) });
-    const a: Attempt = { store, req, opts, bucket, outputKey, session: lease.session, workDir, progress, stop, finishFromHere };
-    const interrupt = () => lease.session.conn.interrupt();
+    const a: Attempt = { store, req, opts, bucket, outputKey, session: stoppable(lease.session, stop), workDir, progress, stop, finishFromHere };
+    // An interrupt that reaches DuckDB before its statement has started is lost: repeat it until the attempt ends.
+    let interrupting: NodeJS.Timeout | undefined;
+    const interrupt = () => {
+      lease.session.conn.interrupt();
+      interrupting = setInterval(() => lease.session.conn.interrupt(), 50);
+    };
     stop.addEventListener('abort', interrupt, { once: true });
     let clean = false;
     try {
       let result: BucketResult;
       if (outputSize === undefined) result = await compactFresh(a, present, true);
-      else if (missing.length === 0) result = await resumePublished(a, present, outputSize);
+      else if (!deletesBegun) result = await resumePublished(a, present, outputSize);
       else if (present.length) result = await resumeDeleting(a, present, outputSize);
       else result = await reportDone(a, outputSize);
       clean = true;
@@ -220,6 +248,7 @@ export async function compactBucket(
       throw stop.aborted ? (stop.reason ?? err) : err;
     } finally {
       stop.removeEventListener('abort', interrupt);
+      clearInterval(interrupting);
       // An interrupted session is not reused (clean stays false).
       await lease.release(clean);
     }
@@ -390,6 +419,8 @@ async function compactFresh(
     // (this attempt's run was terminated and it had not heard yet). Its output must not join theirs.
     // An input rewritten while it was read (a local file is read in place) must be compacted again.
     await assertInputsUnchanged(a, present);
+    // A local publish is instant and takes no signal: a stop during the check above must not publish.
+    a.stop.throwIfAborted();
     const published = await a.store.publishIfAbsent(tmp, a.outputKey, { signal: a.stop });
     if (published === 'exists') {
       // Another attempt of this plan published first; its file is checked like any found output.
