@@ -353,7 +353,7 @@ describe('compactBucket', () => {
     const inputs = planned.map((p) => ({ ...p, path: path.join(root, p.key) }));
     const schemas = await Promise.all(inputs.map((i) => readInputSchema(session, i)));
     const separate = await inputIdDigest(session, inputs);
-    const fromWinners = await computeWinners(session, inputs, schemas, await inputFootprint(session, inputs));
+    const fromWinners = await computeWinners(session, inputs, schemas, await inputFootprint(session, inputs), 'us');
     assert.deepEqual(fromWinners, separate);
     assert.deepEqual([separate.rows, separate.distinctIds], [12, 6]);
     const ranks = await session.rows('SELECT count(*) AS n, count(DISTINCT rank) AS r, max(rank) AS top FROM ordered');
@@ -956,6 +956,62 @@ describe('compactBucket', () => {
       assert.deepEqual(Object.fromEntries(markers), { A: 'A-inf', B: 'B-neginf', C: 'C-p0' });
     });
   }
+
+  /** Rewrites `updated` of every input with `expr` (SQL over the row, e.g. a CASE on the marker `scene_1_id`). */
+  async function rewriteUpdated(root: string, inputs: PlannedFile[], expr: string, tag: string): Promise<void> {
+    for (const [i, input] of inputs.entries()) {
+      const file = path.join(root, input.key);
+      const staged = path.join(scratchRoot, `updated-${tag}-${i}.parquet`);
+      await fs.rename(file, staged);
+      await session.exec(`COPY (SELECT * REPLACE (${expr} AS updated) FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`);
+      input.size = (await fs.stat(file)).size;
+    }
+  }
+
+  for (const writePath of WRITE_PATHS) {
+    test(`a nanosecond updated (naive TIMESTAMP_NS, as pandas writes) tells versions less than a microsecond apart, on every write path: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, [
+        { rows: rowsOf([['A', null, 'A-newer'], ['B', null, 'B-older']]) },
+        { rows: rowsOf([['A', null, 'A-older'], ['B', null, 'B-newer']], 8) },
+      ]);
+      await rewriteUpdated(
+        root,
+        inputs,
+        `CASE WHEN scene_1_id LIKE '%-newer' THEN '2022-01-01 00:00:00.000000600'::TIMESTAMP_NS ELSE '2022-01-01 00:00:00.000000100'::TIMESTAMP_NS END`,
+        `ns-${writePath.name.length}`,
+      );
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const rows = await readOutputRows(path.join(root, result.outputKey));
+      // By microseconds the two tie and the later input wins: A would keep its older version.
+      assert.deepEqual(Object.fromEntries(rows.map((r) => [r.id, r.scene_1_id])), { A: 'A-newer', B: 'B-newer' });
+      assertSameRows(rows, expected, 'oracle');
+    });
+  }
+
+  test('an updated that is not a timestamp (text, which compares alphabetically) fails the bucket naming the file, before any path is chosen; one without any value compacts', async () => {
+    for (const opts of [{}, { smallBucketBytes: 0 }]) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      // Every input as text (a mix with timestamps is a type conflict, refused as such).
+      await rewriteUpdated(root, inputs, `strftime(updated, '%Y-%m-%dT%H:%M:%S+02:00')`, `text-${Object.keys(opts).length}`);
+      await assert.rejects(compact(store, inputs, opts), (err: unknown) => {
+        assert.ok(err instanceof BadBucketDataError, String(err));
+        assert.equal(err.message, `column 'updated' of ${inputs[0]!.key} is VARCHAR, not a timestamp: the latest version of an id cannot be told by it`);
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+    }
+    for (const opts of [{}, { smallBucketBytes: 0 }]) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      await rewriteUpdated(root, inputs, 'CAST(NULL AS INTEGER)', `none-${Object.keys(opts).length}`);
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, opts);
+      assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'no updated anywhere: the later input wins');
+    }
+  });
 
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {

@@ -36,6 +36,7 @@ import {
   assertCompatibleSchemas,
   findUnreadableInput,
   readInputSchema,
+  updatedPrecision,
   type InputSchema,
   type LocalInput,
 } from './input-schema';
@@ -342,6 +343,8 @@ async function compactFresh(
 ): Promise<BucketResult> {
   beat(a, { state: 'fresh' });
   const { inputs, schemas } = await readInputs(a, present);
+  // Checked before a path is chosen: every path must pick the same winners.
+  const updated = await updatedPrecision(a.session, inputs, schemas);
   const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
 
   beat(a, { phase: 'dedup' });
@@ -360,7 +363,7 @@ async function compactFresh(
       expected = await inputIdDigest(a.session, inputs);
       if (expected.nullIds > 0) throw await nullIdError(a.session, inputs);
     } else {
-      expected = await computeWinners(a.session, inputs, schemas, footprint);
+      expected = await computeWinners(a.session, inputs, schemas, footprint, updated);
     }
   } catch (err) {
     throw await explainMergeFailure(a, present, inputs, err);

@@ -122,6 +122,38 @@ async function holdsNoValue(session: DuckSession, file: string, column: string):
   return stats !== undefined && Number(stats.groups) > 0 && Number(stats.counted) === Number(stats.groups) && Number(stats.nulls) === Number(stats.n_values);
 }
 
+const TEMPORAL = new Set(['TIMESTAMP WITH TIME ZONE', 'DATE', ...NAIVE_TIMESTAMPS]);
+
+/** How `updated` compares: by microseconds, by nanoseconds (naive TIMESTAMP_NS, as pandas writes), or not at all (no value anywhere). */
+export type UpdatedPrecision = 'us' | 'ns' | 'none';
+
+/**
+ * The precision the winner of an id must be chosen at. `updated` must be a point in time: text would
+ * compare alphabetically ('…+02:00' against '…Z') and keep an older version. A file in which it holds
+ * no value at all (pyarrow's Null type, read as INTEGER) is no evidence of its type.
+ */
+export async function updatedPrecision(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+): Promise<UpdatedPrecision> {
+  const paths = new Map(inputs.map((i) => [i.key, i.path]));
+  const temporal: string[] = [];
+  for (const s of schemas) {
+    const col = s.columns.get('updated');
+    if (!col) continue;
+    if (TEMPORAL.has(col.type)) temporal.push(col.type);
+    else if (!(await holdsNoValue(session, paths.get(s.key)!, col.name))) {
+      throw new BadBucketDataError(
+        `column 'updated' of ${s.key} is ${col.type}, not a timestamp: the latest version of an id cannot be told by it`,
+        [s.key],
+      );
+    }
+  }
+  if (temporal.length === 0) return 'none';
+  return temporal.includes('TIMESTAMP_NS') ? 'ns' : 'us';
+}
+
 /** A column of the union of all inputs' schemas, in the order DuckDB's union_by_name gives them. */
 export interface UnionColumn {
   name: string;

@@ -13,7 +13,7 @@ import { columnOr, OUTPUT_ORDER, rowPosition, scanInputs } from './bucket-sql';
 import { toNumber, type DuckSession } from './duckdb-session';
 import type { IdDigest } from './id-digests';
 import type { InputFootprint } from './input-footprint';
-import type { InputSchema, LocalInput } from './input-schema';
+import type { InputSchema, LocalInput, UpdatedPrecision } from './input-schema';
 
 /**
  * The winner of an id is the row with the greatest key: `updated` (NULL lowest) in the high 64 bits,
@@ -22,12 +22,16 @@ import type { InputSchema, LocalInput } from './input-schema';
  * (arg_max over strings does not spill), and it holds the winner's position. epoch_us + 2^63 + 1 lies in
  * [2, 2^64 - 1) for every finite timestamp, so NULL (0) loses to all. epoch_us of ±infinity is NULL:
  * they get 2^64 - 1 and 1, so they win and lose as WINNER_ORDER's `updated DESC NULLS LAST` has them.
+ * A TIMESTAMP_NS `updated` is keyed by epoch_ns (its values fit 64 bits too): by microseconds, two
+ * versions less than one apart would tie, and the later input would win whatever their order.
  */
-function winnerKey(updated: string, pos: string): string {
+function winnerKey(updated: string, pos: string, precision: UpdatedPrecision): string {
+  if (precision === 'none') return `(${pos})::UHUGEINT`;
+  const epoch = precision === 'ns' ? 'epoch_ns' : 'epoch_us';
   const high =
     `CASE WHEN ${updated} IS NULL THEN 0 ` +
     `WHEN isinf(${updated}) THEN (CASE WHEN ${updated} > '1970-01-01' THEN 18446744073709551615 ELSE 1 END) ` +
-    `ELSE epoch_us(${updated})::HUGEINT + 9223372036854775809 END`;
+    `ELSE ${epoch}(${updated})::HUGEINT + 9223372036854775809 END`;
   return `((${high})::UHUGEINT * 18446744073709551616::UHUGEINT + (${pos})::UHUGEINT)`;
 }
 
@@ -49,6 +53,7 @@ export async function computeWinners(
   inputs: readonly LocalInput[],
   schemas: readonly InputSchema[],
   footprint: InputFootprint,
+  updated: UpdatedPrecision,
 ): Promise<IdDigest> {
   await session.exec('DROP TABLE IF EXISTS narrow; DROP TABLE IF EXISTS winners; DROP TABLE IF EXISTS ordered');
   const pos = rowPosition('r');
@@ -56,7 +61,7 @@ export async function computeWinners(
     `CREATE TABLE narrow AS
        SELECT r.id AS id, ${columnOr(schemas, 'platform', 'VARCHAR')} AS platform,
               ${columnOr(schemas, 'datetime', 'TIMESTAMPTZ')} AS datetime, ${pos} AS pos,
-              ${winnerKey(columnOr(schemas, 'updated', 'TIMESTAMPTZ'), pos)} AS k
+              ${winnerKey(columnOr(schemas, 'updated', 'TIMESTAMPTZ'), pos, updated)} AS k
        FROM ${scanInputs(inputs)} r`,
   );
   const [n] = await session.rows('SELECT count(*) AS rows, count(*) FILTER (WHERE id IS NULL) AS null_ids FROM narrow');

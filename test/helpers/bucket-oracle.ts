@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { DuckDBInstance, type DuckDBValue } from '@duckdb/node-api';
 
-/** A cell in a comparable, printable form (timestamps as epoch microseconds, bytes as 'hex:..'). */
+/** A cell in a comparable, printable form (timestamps as epoch nanoseconds, bytes as 'hex:..'). */
 export type Cell = null | string | number | bigint | boolean;
 export type Row = Record<string, Cell>;
 
@@ -24,10 +24,11 @@ function canonical(v: DuckDBValue): Cell {
   if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') return v;
   if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v;
   const o = v as unknown as Record<string, unknown>;
-  if ('micros' in o && typeof o.micros === 'bigint') return o.micros;
-  if ('millis' in o && typeof o.millis === 'bigint') return o.millis * 1000n;
-  if ('nanos' in o && typeof o.nanos === 'bigint') return o.nanos / 1000n;
-  if ('seconds' in o && typeof o.seconds === 'bigint') return o.seconds * 1_000_000n;
+  // Nanoseconds, so that two versions of an id less than a microsecond apart still compare as they are.
+  if ('micros' in o && typeof o.micros === 'bigint') return o.micros * 1000n;
+  if ('millis' in o && typeof o.millis === 'bigint') return o.millis * 1_000_000n;
+  if ('nanos' in o && typeof o.nanos === 'bigint') return o.nanos;
+  if ('seconds' in o && typeof o.seconds === 'bigint') return o.seconds * 1_000_000_000n;
   if ('bytes' in o && o.bytes instanceof Uint8Array) return `hex:${Buffer.from((o as unknown as HasBytes).bytes).toString('hex')}`;
   return String(v);
 }
