@@ -160,13 +160,11 @@ async function readEntry(
     };
   } catch (err) {
     // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
-    if (err instanceof ParquetFooterError && !relisted) {
-      const now = await store.stat(obj.key);
+    if (err instanceof ParquetFooterError) {
+      const now = relisted ? obj : await store.stat(obj.key);
       if (now && now.version !== obj.version) return readEntry(store, now, parsed, ctx, true);
-      if (!now) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
-      else ctx.unreadable.push({ key: obj.key, reason: err.reason });
-    } else if (err instanceof ParquetFooterError) ctx.unreadable.push({ key: obj.key, reason: err.reason });
-    else if (isNotFound(err)) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
+      ctx.unreadable.push({ key: obj.key, reason: now ? err.reason : 'the file disappeared during the rebuild' });
+    } else if (isNotFound(err)) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
     else throw err;
     return undefined;
   }
