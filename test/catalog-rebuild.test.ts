@@ -696,6 +696,15 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       await assert.rejects(withBackend(catalogDb, wh, (b) => checkTable(b, request(wh, catalogDb), wh)), refused(wh));
     }
     await assert.rejects(rebuild(staging, catalogDb), refused(staging));
+    // A parent of the warehouse holds the table's files, but none of them as a data file of its own.
+    const parent = path.dirname(baseWarehouse);
+    const fromParent = (err: unknown) => {
+      assert.ok(err instanceof WarehouseMismatchError, String(err));
+      assert.match(err.message, new RegExp(`registers ${baseWarehouse}/grid_partition=[^ ]+\\.parquet, which is not a data file .* directly under the warehouse ${parent}; .* Is --warehouse a parent of the warehouse\\?`));
+      return true;
+    };
+    await assert.rejects(withBackend(catalogDb, parent, (b) => checkTable(b, request(parent, catalogDb), parent)), fromParent);
+    await assert.rejects(rebuild(parent, catalogDb), fromParent);
     assert.equal(pointerRow(catalogDb)?.metadata_location, first.metadataLocation);
     assert.deepEqual(await withBackend(catalogDb, baseWarehouse, (b) => checkTable(b, request(baseWarehouse, catalogDb), baseWarehouse)), { tableExists: true });
     assert.deepEqual(await withBackend(catalogDb, baseWarehouse, (b) => checkTable(b, request(baseWarehouse, catalogDb), `${baseWarehouse}/`)), { tableExists: true });

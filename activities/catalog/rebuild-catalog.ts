@@ -222,7 +222,18 @@ async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogR
   // A relative path (as a tool that registered files from its working directory may have written) does not tell either.
   const absolute = sample !== undefined && (/^[a-z][a-z0-9+.-]*:/i.test(sample) || sample.startsWith('/'));
   const root = comparable(warehouseRoot).replace(/\/*$/, '/');
-  if (!absolute || comparable(sample!).startsWith(root)) return;
+  if (!absolute) return;
+  const location = comparable(sample!);
+  // Inside it is not enough: from a parent of the warehouse (`/data` for `/data/wh`) no key parses as a data
+  // file, and the rebuild would replace every file of the table with none.
+  if (location.startsWith(root) && parseDataFileKey(location.slice(root.length))) return;
+  if (location.startsWith(root)) {
+    throw new WarehouseMismatchError(
+      `${req.namespace}.${req.table} in ${backend.description} registers ${sample}, which is not a data file ` +
+        `(grid_partition=<cell>/year=<year>/<name>.parquet) directly under the warehouse ${warehouseRoot}; rebuilding it from ` +
+        `${warehouseRoot} would drop such files. Is --warehouse a parent of the warehouse? Check --warehouse and --catalog`,
+    );
+  }
   throw new WarehouseMismatchError(
     `${req.namespace}.${req.table} in ${backend.description} registers files outside the warehouse ${warehouseRoot} (e.g. ${sample}); ` +
       `rebuilding it from ${warehouseRoot} would replace them. Check --warehouse and --catalog; if the warehouse moved, drop the table or give another --table`,
