@@ -9,6 +9,7 @@ import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session
 import { boundHolds, decodeBound, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnBounds } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
+import { parseDataFileKey } from '../storage/warehouse-layout';
 import { ViolationKinds, type Violation } from './report';
 
 /** A data file available as a local path (materialized). */
@@ -240,6 +241,81 @@ export async function checkSortOrder(session: DuckSession, files: readonly Local
       for (const f of g.files) {
         try {
           violations.push(...(await sortQuery(session, [f], g.platform, g.datetime)));
+        } catch (err) {
+          violations.push(unreadable(f, err));
+        }
+      }
+    }
+  }
+  return violations;
+}
+
+async function partitionQuery(session: DuckSession, files: readonly LocalDataFile[], withCell: boolean): Promise<Violation[]> {
+  const cell = withCell ? ', count(grid_partition) AS celled, min(grid_partition)::VARCHAR AS c_lo, max(grid_partition)::VARCHAR AS c_hi' : '';
+  // The session's time zone is UTC, so year() of a timestamptz is its UTC year, as Iceberg's year transform.
+  const rows = await session.rows(
+    `SELECT filename, count(*) AS n, count(datetime) AS dated, min(year(datetime)) AS y_lo, max(year(datetime)) AS y_hi,
+            min(datetime)::VARCHAR AS dt_lo, max(datetime)::VARCHAR AS dt_hi${cell}
+     FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
+  );
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const violations: Violation[] = [];
+  for (const r of rows) {
+    const file = byPath.get(String(r.filename));
+    const bucket = file && parseDataFileKey(file.key)?.bucket;
+    if (!file || !bucket) continue;
+    const n = Number(r.n);
+    const wrong: string[] = [];
+    const undated = n - Number(r.dated);
+    if (undated > 0) wrong.push(`${undated} of ${n} rows have no datetime`);
+    if (Number(r.dated) > 0 && (Number(r.y_lo) !== bucket.year || Number(r.y_hi) !== bucket.year)) {
+      wrong.push(`its datetimes run from ${String(r.dt_lo)} to ${String(r.dt_hi)}, not all in ${bucket.year}`);
+    }
+    if (withCell && (Number(r.celled) !== n || r.c_lo !== bucket.cell || r.c_hi !== bucket.cell)) {
+      const others = Number(r.celled) < n ? `${n - Number(r.celled)} rows without one` : `values from ${JSON.stringify(r.c_lo)} to ${JSON.stringify(r.c_hi)}`;
+      wrong.push(`its grid_partition column is not ${JSON.stringify(bucket.cell)} throughout (${others})`);
+    }
+    if (wrong.length) {
+      violations.push({
+        kind: ViolationKinds.partitionMismatch,
+        object: file.key,
+        detail: `the rows do not match the partition of their path (grid_partition=${bucket.cell}, year(datetime)=${bucket.year}): ${wrong.join('; ')}; engines that prune on the partition skip them`,
+      });
+    }
+  }
+  return violations;
+}
+
+/**
+ * Each file's rows against the partition its path gives it, which is the one the catalog registers:
+ * a row whose `datetime` is null or in another UTC year, or whose `grid_partition` names another cell,
+ * is skipped by every engine that prunes partitions for a filter on those columns. A file without a
+ * `grid_partition` column is read with the partition's value, which is right by construction.
+ */
+export async function checkPartitionValues(session: DuckSession, files: readonly LocalDataFile[], facts: ReadonlyMap<string, FooterFacts>): Promise<Violation[]> {
+  const violations: Violation[] = [];
+  const groups = new Map<boolean, LocalDataFile[]>();
+  for (const f of files) {
+    const cols = facts.get(f.key)?.columns;
+    if (!cols) continue;
+    if (!cols.has('datetime')) {
+      violations.push({
+        kind: ViolationKinds.partitionMismatch,
+        object: f.key,
+        detail: `the file has no datetime column, so its rows have no year, but its path puts them in year(datetime)=${parseDataFileKey(f.key)?.bucket.year}; engines that prune on the partition skip them`,
+      });
+      continue;
+    }
+    const withCell = cols.has('grid_partition');
+    groups.set(withCell, [...(groups.get(withCell) ?? []), f]);
+  }
+  for (const [withCell, group] of groups) {
+    try {
+      violations.push(...(await partitionQuery(session, group, withCell)));
+    } catch {
+      for (const f of group) {
+        try {
+          violations.push(...(await partitionQuery(session, [f], withCell)));
         } catch (err) {
           violations.push(unreadable(f, err));
         }

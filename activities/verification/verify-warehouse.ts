@@ -15,7 +15,7 @@ import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
 import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
-import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
+import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
@@ -135,6 +135,7 @@ async function checkFiles(
   const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
   violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
+  violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
   if (bounds) violations.push(...(await checkColumnBounds(session, readable, footers.facts, bounds.schema, (key) => bounds.byKey.get(key))));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
