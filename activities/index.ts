@@ -298,6 +298,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `remain in the metadata files before ${result.metadataLocation}`,
             );
           }
+          if (result.partitionMismatches) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: ${result.partitionMismatches.length} data file(s) hold rows outside the partition of their path, ` +
+                `which engines pruning on year(datetime) skip: ${listSome(result.partitionMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; ` +
+                `\`verify\` names them; their rows belong in another bucket`,
+            );
+          }
           if (result.deleteFilesDropped) {
             Context.current().log.warn(
               `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
@@ -310,6 +317,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
             unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE),
             unreadableTotal: result.unreadable.length,
             ...(result.droppedRefs ? { droppedRefs: result.droppedRefs.slice(0, MAX_REPORTED_REFS), droppedRefsTotal: result.droppedRefs.length } : {}),
+            ...(result.partitionMismatches
+              ? { partitionMismatches: result.partitionMismatches.slice(0, MAX_REPORTED_UNREADABLE), partitionMismatchesTotal: result.partitionMismatches.length }
+              : {}),
           };
         } finally {
           await backend.close();

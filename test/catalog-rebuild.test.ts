@@ -488,6 +488,35 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(after.row_count, baseStats.rows + 40);
   });
 
+  test('files whose rows do not fit the year of their path (a null datetime, another year) are registered and named in the result', async () => {
+    const wh = await copyOfBase('misplaced');
+    const [early, undated] = (await listParquet(wh)).slice(0, 2) as [string, string];
+    const session = await openDuckSession({ tempDir: await freshDir('misplaced-spill'), threads: 1 });
+    try {
+      for (const [key, replace] of [
+        [early, 'datetime - INTERVAL 1 YEAR'],
+        [undated, 'CASE WHEN id = (SELECT min(id) FROM read_parquet($file)) THEN NULL ELSE datetime END'],
+      ] as const) {
+        const file = path.join(wh, key);
+        const staged = `${file}.staged`;
+        await fs.rename(file, staged);
+        await session.exec(
+          `COPY (SELECT * REPLACE (${replace.replace('$file', sqlString(staged))} AS datetime) FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`,
+        );
+        await fs.rm(staged);
+      }
+    } finally {
+      session.close();
+    }
+    const result = await rebuild(wh, path.join(await freshDir('misplaced-cat'), 'catalog.db'));
+    assert.equal(result.dataFiles, baseStats.files, 'registered all the same');
+    const year = (key: string) => /year=(\d+)/.exec(key)![1]!;
+    assert.deepEqual(result.partitionMismatches?.map((m) => m.key), [early, undated].sort());
+    const reason = (key: string) => result.partitionMismatches!.find((m) => m.key === key)!.reason;
+    assert.match(reason(early), new RegExp(`^datetimes from ${Number(year(early)) - 1}-\\S+ to \\S+, registered under year ${year(early)}$`));
+    assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
+  });
+
   test('a corrupt, empty or truncated catalog.db is refused with its path and left untouched', async () => {
     const dir = await freshDir('corrupt');
     const healthy = path.join(dir, 'healthy.db');

@@ -256,6 +256,12 @@ export interface CatalogResult {
   unreadable: UnreadableFile[];
   /** All unreadable files, when `unreadable` was capped to keep the result small. */
   unreadableTotal?: number;
+  /**
+   * Registered files whose rows do not fit the partition of their path (datetime null or in another
+   * year): engines that prune on it skip those rows. Capped like `unreadable`.
+   */
+  partitionMismatches?: UnreadableFile[];
+  partitionMismatchesTotal?: number;
   createdTable: boolean;
   /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
   metadataFilesDeleted?: number;

@@ -15,7 +15,7 @@ import { topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter } from './parquet-footer';
-import { columnMetrics, metricsModes } from './column-metrics';
+import { columnMetrics, decodeBound, metricsModes, type ColumnMetrics } from './column-metrics';
 import { currentSnapshot, liveDataFiles } from './describe-table';
 import { comparable, removeExpiredMetadata } from './metadata-cleanup';
 import type { TableMetadataJson } from './table-metadata';
@@ -60,6 +60,7 @@ export async function rebuildCatalog(
   const modeOf = metricsModes(base.properties ?? {});
   const files = await listDataFiles(store);
   const unreadable: UnreadableFile[] = [];
+  const misplaced: UnreadableFile[] = [];
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
   const commitUuid = newCommitUuid();
@@ -74,7 +75,7 @@ export async function rebuildCatalog(
     const window = files.slice(start, start + FOOTER_WINDOW);
     const entries: Array<DataFileEntry | undefined> = new Array(window.length);
     await forEachBounded(window, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj, parsed }, i) => {
-      entries[i] = await readEntry(store, obj, parsed, { schema, partitionOf, modeOf, unreadable });
+      entries[i] = await readEntry(store, obj, parsed, { schema, partitionOf, modeOf, unreadable, misplaced });
       opts.onProgress?.(++done, files.length);
     });
     for (const entry of entries) {
@@ -87,7 +88,7 @@ export async function rebuildCatalog(
     }
   }
   totals.partitions = partitions.size;
-  unreadable.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const list of [unreadable, misplaced]) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const manifests = await manifestWriter.finish();
   const manifestList = await writeManifestList(manifests, { snapshotId: BigInt(snapshotId), sequenceNumber, metadataDir: handle.metadataDir, commitUuid, write });
 
@@ -119,6 +120,7 @@ export async function rebuildCatalog(
     totalRows: totals.records,
     totalBytes: totals.filesSize,
     unreadable,
+    ...(misplaced.length ? { partitionMismatches: misplaced } : {}),
     createdTable: handle.pointer === undefined,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -137,7 +139,13 @@ async function readEntry(
   store: WarehouseStore,
   obj: StoredObject,
   parsed: DataFileKey,
-  ctx: { schema: IcebergSchema; partitionOf: (f: DataFileKey) => PartitionValue[]; modeOf: ReturnType<typeof metricsModes>; unreadable: UnreadableFile[] },
+  ctx: {
+    schema: IcebergSchema;
+    partitionOf: (f: DataFileKey) => PartitionValue[];
+    modeOf: ReturnType<typeof metricsModes>;
+    unreadable: UnreadableFile[];
+    misplaced: UnreadableFile[];
+  },
   relisted = false,
 ): Promise<DataFileEntry | undefined> {
   const uri = store.uri(obj.key);
@@ -151,13 +159,10 @@ async function readEntry(
       ctx.unreadable.push({ key: obj.key, reason: 'the file has no id column' });
       return undefined;
     }
-    return {
-      path: uri,
-      recordCount: footer.numRows,
-      sizeBytes: obj.size,
-      partition: ctx.partitionOf(parsed),
-      metrics: columnMetrics(footer.columns, ctx.schema, ctx.modeOf),
-    };
+    const metrics = columnMetrics(footer.columns, ctx.schema, ctx.modeOf);
+    const disagreement = yearDisagreement(metrics, ctx.schema, parsed.bucket.year);
+    if (disagreement) ctx.misplaced.push({ key: obj.key, reason: disagreement });
+    return { path: uri, recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
   } catch (err) {
     // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
     if (err instanceof ParquetFooterError) {
@@ -168,6 +173,23 @@ async function readEntry(
     else throw err;
     return undefined;
   }
+}
+
+/**
+ * Why a file's `datetime` values do not fit the year of its path, which the file is registered under
+ * (year(datetime) = the path's year): rows without a datetime, or outside that UTC year, are skipped by
+ * engines that prune on the partition. Told from the footer's metrics; a file without them says nothing.
+ */
+function yearDisagreement(metrics: ColumnMetrics, schema: IcebergSchema, year: number): string | undefined {
+  const field = schema.fields.find((f) => f.name === 'datetime');
+  if (!field || (field.type !== 'timestamptz' && field.type !== 'timestamp')) return undefined;
+  const nulls = metrics.nullValueCounts.get(field.id) ?? 0n;
+  if (nulls > 0n) return `${nulls} row(s) without a datetime, registered under year ${year}`;
+  const [lo, hi] = [metrics.lowerBounds.get(field.id), metrics.upperBounds.get(field.id)].map((b) => (b ? decodeBound(field.type as string, b) : undefined));
+  if (typeof lo !== 'bigint' || typeof hi !== 'bigint') return undefined;
+  const [from, to] = [lo, hi].map((us) => new Date(Number(us / 1000n)));
+  if (from!.getUTCFullYear() === year && to!.getUTCFullYear() === year) return undefined;
+  return `datetimes from ${from!.toISOString()} to ${to!.toISOString()}, registered under year ${year}`;
 }
 
 export interface LoadedTable {
