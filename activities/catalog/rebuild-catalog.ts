@@ -61,6 +61,8 @@ export async function rebuildCatalog(
   const files = await listDataFiles(store);
   const unreadable: UnreadableFile[] = [];
   const misplaced: UnreadableFile[] = [];
+  // Only a year partition makes engines prune on the path's year (layoutOf refuses one of another column).
+  const byYear = spec.fields.some((f) => f.transform === 'year');
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
   const commitUuid = newCommitUuid();
@@ -75,7 +77,7 @@ export async function rebuildCatalog(
     const window = files.slice(start, start + FOOTER_WINDOW);
     const entries: Array<DataFileEntry | undefined> = new Array(window.length);
     await forEachBounded(window, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj, parsed }, i) => {
-      entries[i] = await readEntry(store, obj, parsed, { schema, partitionOf, modeOf, unreadable, misplaced });
+      entries[i] = await readEntry(store, obj, parsed, { schema, partitionOf, modeOf, unreadable, misplaced, byYear });
       opts.onProgress?.(++done, files.length);
     });
     for (const entry of entries) {
@@ -145,6 +147,7 @@ async function readEntry(
     modeOf: ReturnType<typeof metricsModes>;
     unreadable: UnreadableFile[];
     misplaced: UnreadableFile[];
+    byYear: boolean;
   },
   relisted = false,
 ): Promise<DataFileEntry | undefined> {
@@ -160,7 +163,7 @@ async function readEntry(
       return undefined;
     }
     const metrics = columnMetrics(footer.columns, ctx.schema, ctx.modeOf);
-    const disagreement = yearDisagreement(metrics, ctx.schema, parsed.bucket.year);
+    const disagreement = ctx.byYear ? yearDisagreement(metrics, ctx.schema, parsed.bucket.year) : undefined;
     if (disagreement) ctx.misplaced.push({ key: obj.key, reason: disagreement });
     return { path: uri, recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
   } catch (err) {
