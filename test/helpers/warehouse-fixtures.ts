@@ -27,26 +27,32 @@ export async function makeFixture(name: string, opts: SampleWarehouseOptions = {
 }
 
 /**
- * Many tiny buckets, fast: two template part files (overlapping ids) are written once with DuckDB and
- * copied into every bucket. Each bucket compacts to the same 5 rows.
+ * Many tiny buckets, fast: two template part files (overlapping ids) per year are written once with
+ * DuckDB and copied into every bucket of that year. Each bucket compacts to 5 rows. The templates have
+ * no `grid_partition` column (readers take it from the partition), so one file fits every cell.
  */
 export async function makeTinyWarehouse(name: string, buckets: number): Promise<Fixture> {
   const dir = await makeTempDir(`ec-${name}`);
   const warehouse = path.join(dir, 'warehouse');
   const rng = createPrng(3);
-  const row = (id: string, day: number): SampleRow => makeSampleRow(rng, { id, cell: 'template', year: 2024, updated: new Date(Date.UTC(2025, 0, day)) });
-  const a = path.join(dir, 'a.parquet');
-  const b = path.join(dir, 'b.parquet');
-  await writePartFile(a, [row('x1', 1), row('x2', 1), row('x3', 1)]);
-  await writePartFile(b, [row('x2', 2), row('x3', 2), row('x4', 2), row('x5', 2)]);
+  const templates: Array<[a: string, b: string]> = [];
+  for (let y = 0; y < 10; y++) {
+    const year = 2015 + y;
+    const row = (id: string, day: number): SampleRow => makeSampleRow(rng, { id, cell: 'template', year, updated: new Date(Date.UTC(2025, 0, day)) });
+    const a = path.join(dir, `a-${year}.parquet`);
+    const b = path.join(dir, `b-${year}.parquet`);
+    await writePartFile(a, [row('x1', 1), row('x2', 1), row('x3', 1)], { omitColumns: ['grid_partition'] });
+    await writePartFile(b, [row('x2', 2), row('x3', 2), row('x4', 2), row('x5', 2)], { omitColumns: ['grid_partition'] });
+    templates.push([a, b]);
+  }
   const cellsPerYear = Math.ceil(buckets / 10);
   let made = 0;
   for (let c = 0; c < cellsPerYear && made < buckets; c++) {
     for (let y = 0; y < 10 && made < buckets; y++, made++) {
       const bucketDir = path.join(warehouse, `grid_partition=cell${String(c).padStart(5, '0')}`, `year=${2015 + y}`);
       await fs.mkdir(bucketDir, { recursive: true });
-      await fs.copyFile(a, path.join(bucketDir, 'part_00000_a.parquet'));
-      await fs.copyFile(b, path.join(bucketDir, 'part_00001_b.parquet'));
+      await fs.copyFile(templates[y]![0], path.join(bucketDir, 'part_00000_a.parquet'));
+      await fs.copyFile(templates[y]![1], path.join(bucketDir, 'part_00001_b.parquet'));
     }
   }
   return { dir, warehouse, catalog: path.join(dir, 'catalog.db') };
