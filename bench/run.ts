@@ -25,7 +25,7 @@ import { engineThreads } from './engine-cases';
 import { parseBenchArgs, type BenchOptions } from './options';
 import { formatTable, worstRatioLine, type CaseRow } from './report';
 import { CaseFailedError, spawnCase } from './spawn-case';
-import { layOutTinyBuckets, TINY_ROWS_IN, TINY_ROWS_OUT } from './tiny-buckets';
+import { layOutTinyBuckets, templatesOf, tinyBucket, TINY_ROWS_IN, TINY_ROWS_OUT } from './tiny-buckets';
 
 const MB = 1024 * 1024;
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -182,12 +182,13 @@ class Bench {
   }
 
   async tiny(templates: readonly string[]): Promise<void> {
-    const sizes = await Promise.all(templates.map(async (t) => (await fs.stat(t)).size));
-    const bytesPerBucket = sizes.reduce((s, x) => s + x, 0);
+    const sizes = new Map(await Promise.all(templates.map(async (t) => [t, (await fs.stat(t)).size] as const)));
+    // Every year's templates are about the same size (7 rows of the same shape).
+    const bytesPerBucket = templatesOf(templates, tinyBucket(0).year).reduce((s, t) => s + sizes.get(t)!, 0);
     const tasksFor = (buckets: { cell: string; year: number }[]): BucketTask[] =>
       buckets.map((bucket) => ({
         bucket,
-        inputs: templates.map((t, i) => ({ key: `${bucketPrefix(bucket)}/${path.basename(t)}`, size: sizes[i]! })),
+        inputs: templatesOf(templates, bucket.year).map((t) => ({ key: `${bucketPrefix(bucket)}/${path.basename(t)}`, size: sizes.get(t)! })),
       }));
     // One DuckDB thread per bucket: the worker runs `parallel` of them at once on a few cores.
     const threads = 1;

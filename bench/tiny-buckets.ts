@@ -48,6 +48,11 @@ export function tinyBucket(i: number): BucketRef {
   return { cell: `tiny${String(Math.floor(i / TINY_YEARS)).padStart(5, '0')}`, year: FIRST_YEAR + (i % TINY_YEARS) };
 }
 
+/** The templates of one year (writeTinyTemplates puts them in a folder named after it). */
+export function templatesOf(templates: readonly string[], year: number): string[] {
+  return templates.filter((t) => path.basename(path.dirname(t)) === String(year));
+}
+
 /** Lays out `count` tiny buckets in `warehouse` as hard links to their year's templates (copies across devices). */
 export async function layOutTinyBuckets(warehouse: string, templates: readonly string[], count: number): Promise<BucketRef[]> {
   const buckets: BucketRef[] = [];
@@ -55,7 +60,7 @@ export async function layOutTinyBuckets(warehouse: string, templates: readonly s
     const b = tinyBucket(i);
     const dir = path.join(warehouse, bucketPrefix(b));
     await fs.mkdir(dir, { recursive: true });
-    for (const t of templates) if (path.basename(path.dirname(t)) === String(b.year)) await linkOrCopy(t, path.join(dir, path.basename(t)));
+    for (const t of templatesOf(templates, b.year)) await linkOrCopy(t, path.join(dir, path.basename(t)));
     buckets.push(b);
   }
   return buckets;
