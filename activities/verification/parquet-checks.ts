@@ -234,20 +234,25 @@ export async function checkSortOrder(session: DuckSession, files: readonly Local
     groups.set(id, g);
   }
   const violations: Violation[] = [];
-  for (const g of groups.values()) {
-    try {
-      violations.push(...(await sortQuery(session, g.files, g.platform, g.datetime)));
-    } catch {
-      for (const f of g.files) {
-        try {
-          violations.push(...(await sortQuery(session, [f], g.platform, g.datetime)));
-        } catch (err) {
-          violations.push(unreadable(f, err));
-        }
+  for (const g of groups.values()) violations.push(...(await eachFileOnFailure(g.files, (some) => sortQuery(session, some, g.platform, g.datetime))));
+  return violations;
+}
+
+/** `query` over all `files` at once; when that fails (a damaged file), over each file alone, naming those it cannot read. */
+async function eachFileOnFailure(files: readonly LocalDataFile[], query: (some: readonly LocalDataFile[]) => Promise<Violation[]>): Promise<Violation[]> {
+  try {
+    return await query(files);
+  } catch {
+    const violations: Violation[] = [];
+    for (const f of files) {
+      try {
+        violations.push(...(await query([f])));
+      } catch (err) {
+        violations.push(unreadable(f, err));
       }
     }
+    return violations;
   }
-  return violations;
 }
 
 async function partitionQuery(session: DuckSession, files: readonly LocalDataFile[], withCell: boolean): Promise<Violation[]> {
@@ -309,19 +314,7 @@ export async function checkPartitionValues(session: DuckSession, files: readonly
     const withCell = cols.has('grid_partition');
     groups.set(withCell, [...(groups.get(withCell) ?? []), f]);
   }
-  for (const [withCell, group] of groups) {
-    try {
-      violations.push(...(await partitionQuery(session, group, withCell)));
-    } catch {
-      for (const f of group) {
-        try {
-          violations.push(...(await partitionQuery(session, [f], withCell)));
-        } catch (err) {
-          violations.push(unreadable(f, err));
-        }
-      }
-    }
-  }
+  for (const [withCell, group] of groups) violations.push(...(await eachFileOnFailure(group, (some) => partitionQuery(session, some, withCell))));
   return violations;
 }
 
