@@ -1013,6 +1013,23 @@ describe('compactBucket', () => {
     }
   });
 
+  test('a value that overflows when the union widens its column (year 9999 in milliseconds beside nanoseconds) fails the bucket at once naming the file and column, on every write path', async () => {
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const tag = `overflow-${writePath.name.length}`;
+      await rewriteUpdated(root, inputs.slice(0, 1), `'2022-01-01 00:00:00.000000600'::TIMESTAMP_NS`, `${tag}-ns`);
+      await rewriteUpdated(root, inputs.slice(1), `CASE WHEN scene_1_id = 'A-p1' THEN '9999-06-01'::TIMESTAMP_MS ELSE updated::TIMESTAMP_MS END`, `${tag}-ms`);
+      await assert.rejects(compact(store, inputs, writePath.opts), (err: unknown) => {
+        assert.ok(err instanceof BadBucketDataError, `${writePath.name}: ${String(err)}`);
+        assert.deepEqual(err.keys, [inputs[1]!.key]);
+        assert.match(err.message, new RegExp(`^input ${inputs[1]!.key}: column 'updated' \\(TIMESTAMP\\) holds a value that does not fit the type the bucket's inputs together give it \\(TIMESTAMP_NS\\)`));
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+    }
+  });
+
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {
     const key = `${PREFIX}/${name}.parquet`;

@@ -35,6 +35,7 @@ import type { DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
   findUnreadableInput,
+  unionCastFailure,
   readInputSchema,
   updatedPrecision,
   type InputSchema,
@@ -332,7 +333,7 @@ async function explainMergeFailure(
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessChanged(a, present, err);
   if (changed !== err) return changed;
-  return (await findUnreadableInput(a.session, inputs)) ?? err;
+  return unionCastFailure(err, inputs) ?? (await findUnreadableInput(a.session, inputs)) ?? err;
 }
 
 /** State (a): build, verify and publish the output, then delete the inputs and sweep. */

@@ -174,6 +174,23 @@ export function anyHasColumn(schemas: readonly InputSchema[], lower: string): bo
 }
 
 /**
+ * A merge statement failed converting one input's column to the type the union of all inputs gives it
+ * (year 9999 in milliseconds does not fit nanoseconds). Each file reads cleanly on its own, so only
+ * DuckDB's message tells the file; the same inputs fail the same way on every retry.
+ */
+export function unionCastFailure(err: unknown, inputs: readonly LocalInput[]): BadBucketDataError | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const m = /^Conversion Error: Error while reading file "(.+?)": failed to cast column "(.+?)" from type (.+?) to (.+?):/.exec(err.message);
+  const input = m && inputs.find((i) => i.path === m[1]);
+  if (!m || !input) return undefined;
+  return new BadBucketDataError(
+    `input ${input.key}: column '${m[2]}' (${m[3]}) holds a value that does not fit the type the bucket's inputs together give it (${m[4]}); ` +
+      `rewrite the file or its column. DuckDB said: ${firstLine(err).replace(m[1], input.key)}`,
+    [input.key],
+  );
+}
+
+/**
  * After a merge statement failed: reads every column of every input separately and names the first
  * one that cannot be decoded (a corrupt page behind a valid footer). Undefined if all read cleanly,
  * meaning the failure was not the data's fault (memory, disk, interruption) and is worth a retry.
