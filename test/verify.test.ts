@@ -17,6 +17,7 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { verifyWarehouse, ViolationKinds, type VerifyReport } from '../activities/verification/verify-warehouse';
 import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../workflows/contract';
+import { pythonExecutable } from '../client/temporal-cli';
 import { REPO_ROOT } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
 
@@ -218,6 +219,42 @@ describe('verify', () => {
       await rebuild();
       assert.deepEqual((await verify()).violations, [], 'a rebuild records the new bounds');
     });
+  });
+
+  test("catalog null counts that are not a file's (a null count of 0 lets engines skip the file for `IS NULL`)", async () => {
+    // Same rows, same order, same bounds (the extremes kept): one updated in between becomes NULL.
+    await withRewrittenCompactedFile(
+      `SELECT * EXCLUDE (rn) REPLACE (CASE WHEN rn = 2 THEN NULL ELSE updated END AS updated)
+       FROM (SELECT *, row_number() OVER (ORDER BY updated, id) AS rn FROM $src ORDER BY platform, datetime, id)`,
+      async (compacted) => {
+        const r = await verify();
+        const counts = r.violations.filter((v) => v.kind === ViolationKinds.columnCountsMismatch);
+        assert.deepEqual(counts.map((v) => v.object), [compacted]);
+        assert.match(counts[0]!.detail, /: updated has 1 null\(s\), the catalog records 0$/);
+        const expectedKinds: string[] = [ViolationKinds.columnCountsMismatch, ViolationKinds.fileSizeMismatch];
+        assert.deepEqual(r.violations.filter((v) => !expectedKinds.includes(v.kind)), [], 'bounds still hold; nothing else is reported');
+        await rebuild();
+        assert.deepEqual((await verify()).violations, [], 'a rebuild records the new counts');
+      },
+    );
+  });
+
+  test("a file the Python pipeline appended with pyiceberg's add_files: its column metrics agree with the file (only the second snapshot is reported)", async () => {
+    const rng = createPrng(11);
+    const key = `grid_partition=${CELLS[1]}/year=2021/part_99997_appended.parquet`;
+    // Nulls in `updated`, so the null counts pyiceberg derives are compared with something other than 0.
+    const rows = [0, 1, 2, 3].map((i) => makeSampleRow(rng, { id: `APPENDED_${i}`, cell: CELLS[1]!, year: 2021, updated: i % 2 ? null : new Date() }));
+    await writePartFile(path.join(warehouse, key), rows);
+    try {
+      await execFileP(pythonExecutable(), [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'add-files', '--catalog', catalog, '--files', path.join(warehouse, key)]).catch((err: { stdout?: string }) => {
+        throw new Error(`pyiceberg add_files: ${err.stdout ?? String(err)}`);
+      });
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.snapshotCount} ${catalog} (${DEFAULT_NAMESPACE}.${DEFAULT_TABLE})`]);
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+      await rebuild();
+    }
   });
 
   test("rows that do not match their path's partition (no datetime, another year, another cell) are reported: engines pruning on the partition skip them", async () => {

@@ -8,8 +8,16 @@ import type { PartitionValue } from './manifest-writer';
 import type { SnapshotJson, TableMetadataJson } from './table-metadata';
 import { parseTableMetadata } from './table-metadata';
 
-/** Column bounds by field id, as the manifest serializes them. */
-export type ColumnBounds = ReadonlyMap<number, { lower?: Buffer; upper?: Buffer }>;
+/** A column's metrics as the manifest records them: bounds serialized, counts of values (nulls included) and of nulls. */
+export interface ColumnStat {
+  lower?: Buffer;
+  upper?: Buffer;
+  values?: bigint;
+  nulls?: bigint;
+}
+
+/** Column metrics by field id. */
+export type ColumnStats = ReadonlyMap<number, ColumnStat>;
 
 export interface DescribedDataFile {
   path: string;
@@ -17,8 +25,8 @@ export interface DescribedDataFile {
   size: number;
   /** Partition values by partition field name. */
   partition: Record<string, PartitionValue>;
-  /** Absent when the entry has no bounds. */
-  bounds?: ColumnBounds;
+  /** Absent when the entry has no metrics. */
+  stats?: ColumnStats;
 }
 
 export interface DescribedTable {
@@ -42,6 +50,8 @@ interface ManifestEntryRow {
     record_count: bigint;
     file_size_in_bytes: bigint;
     partition: Record<string, PartitionValue>;
+    value_counts?: Array<{ key: number; value: bigint }> | null;
+    null_value_counts?: Array<{ key: number; value: bigint }> | null;
     lower_bounds?: Array<{ key: number; value: Buffer }> | null;
     upper_bounds?: Array<{ key: number; value: Buffer }> | null;
   };
@@ -59,13 +69,13 @@ export async function describeTable(backend: IcebergCatalogBackend, namespace: s
   const dataFiles: DescribedDataFile[] = [];
   if (current) {
     for await (const f of liveDataFiles(backend, current)) {
-      const bounds = boundsOf(f.lower_bounds, f.upper_bounds);
+      const stats = statsOf(f);
       dataFiles.push({
         path: f.file_path,
         recordCount: Number(f.record_count),
         size: Number(f.file_size_in_bytes),
         partition: { ...f.partition },
-        ...(bounds ? { bounds } : {}),
+        ...(stats ? { stats } : {}),
       });
     }
   }
@@ -103,13 +113,14 @@ export async function readManifestList(backend: IcebergCatalogBackend, listPath:
   return decodeAvroFile(await backend.readFile(listPath), listPath).records as ManifestListRow[];
 }
 
-function boundsOf(
-  lower: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
-  upper: ReadonlyArray<{ key: number; value: Buffer }> | null | undefined,
-): ColumnBounds | undefined {
-  if (!lower?.length && !upper?.length) return undefined;
-  const bounds = new Map<number, { lower?: Buffer; upper?: Buffer }>();
-  for (const { key, value } of lower ?? []) bounds.set(key, { ...bounds.get(key), lower: value });
-  for (const { key, value } of upper ?? []) bounds.set(key, { ...bounds.get(key), upper: value });
-  return bounds;
+function statsOf(f: ManifestEntryRow['data_file']): ColumnStats | undefined {
+  const stats = new Map<number, ColumnStat>();
+  const add = <K extends keyof ColumnStat>(list: ReadonlyArray<{ key: number; value: ColumnStat[K] }> | null | undefined, name: K) => {
+    for (const { key, value } of list ?? []) stats.set(key, { ...stats.get(key), [name]: value });
+  };
+  add(f.lower_bounds, 'lower');
+  add(f.upper_bounds, 'upper');
+  add(f.value_counts, 'values');
+  add(f.null_value_counts, 'nulls');
+  return stats.size ? stats : undefined;
 }

@@ -7,7 +7,7 @@
 import type { DuckSession } from '../compaction/duckdb-session';
 import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
 import { boundHolds, decodeBound, type ActualValue } from '../catalog/column-metrics';
-import type { ColumnBounds } from '../catalog/describe-table';
+import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { parseDataFileKey } from '../storage/warehouse-layout';
 import { ViolationKinds, type Violation } from './report';
@@ -336,39 +336,54 @@ function shown(type: string, v: ActualValue | Buffer | undefined): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
-async function boundsQuery(
+type MetricsColumn = { name: string; id: number; type: string; sql: [string, string] };
+
+async function metricsQuery(
   session: DuckSession,
   files: readonly LocalDataFile[],
-  columns: ReadonlyArray<{ name: string; id: number; type: string; sql: [string, string] }>,
-  boundsOf: (key: string) => ColumnBounds | undefined,
+  columns: readonly MetricsColumn[],
+  statsOf: (key: string) => ColumnStats | undefined,
 ): Promise<Violation[]> {
-  const select = columns.map((c, i) => `${c.sql[0]} AS lo${i}, ${c.sql[1]} AS hi${i}`).join(', ');
+  const select = columns.map((c, i) => `${c.sql[0]} AS lo${i}, ${c.sql[1]} AS hi${i}, count(${sqlIdent(c.name)}) AS v${i}`).join(', ');
   const rows = await session.rows(
-    `SELECT filename, ${select} FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
+    `SELECT filename, count(*) AS n, ${select} FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
   );
   const byPath = new Map(files.map((f) => [f.path, f]));
   const violations: Violation[] = [];
   for (const r of rows) {
     const file = byPath.get(String(r.filename));
-    const bounds = file && boundsOf(file.key);
-    if (!file || !bounds) continue;
-    const wrong: string[] = [];
+    const stats = file && statsOf(file.key);
+    if (!file || !stats) continue;
+    const wrongBounds: string[] = [];
+    const wrongCounts: string[] = [];
+    const n = BigInt(r.n as bigint | number);
     columns.forEach((c, i) => {
-      const { lower, upper } = bounds.get(c.id) ?? {};
+      const { lower, upper, values, nulls } = stats.get(c.id) ?? {};
       const lo = r[`lo${i}`] as ActualValue | null;
       const hi = r[`hi${i}`] as ActualValue | null;
       if (lower && lo !== null && boundHolds(c.type, 'lower', lower, lo) === false) {
-        wrong.push(`${c.name} lower bound ${shown(c.type, lower)} is above the smallest value ${shown(c.type, lo)}`);
+        wrongBounds.push(`${c.name} lower bound ${shown(c.type, lower)} is above the smallest value ${shown(c.type, lo)}`);
       }
       if (upper && hi !== null && boundHolds(c.type, 'upper', upper, hi) === false) {
-        wrong.push(`${c.name} upper bound ${shown(c.type, upper)} is below the largest value ${shown(c.type, hi)}`);
+        wrongBounds.push(`${c.name} upper bound ${shown(c.type, upper)} is below the largest value ${shown(c.type, hi)}`);
       }
+      const actualNulls = n - BigInt(r[`v${i}`] as bigint | number);
+      if (nulls !== undefined && nulls !== actualNulls) wrongCounts.push(`${c.name} has ${actualNulls} null(s), the catalog records ${nulls}`);
+      if (values !== undefined && values !== n) wrongCounts.push(`${c.name} has ${n} value(s) (nulls included), the catalog records ${values}`);
     });
-    if (wrong.length) {
+    if (wrongBounds.length) {
       violations.push({
         kind: ViolationKinds.columnBoundsMismatch,
         object: file.key,
-        detail: `the catalog's column bounds would hide rows of this file from filtered queries: ${wrong.join('; ')}`,
+        detail: `the catalog's column bounds would hide rows of this file from filtered queries: ${wrongBounds.join('; ')}`,
+      });
+    }
+    if (wrongCounts.length) {
+      violations.push({
+        kind: ViolationKinds.columnCountsMismatch,
+        object: file.key,
+        // A null count of 0 lets engines skip the file for `IS NULL`; one equal to the value count, for every other filter.
+        detail: `the catalog's column counts are not the file's, so engines may skip its rows for null checks or filters: ${wrongCounts.join('; ')}`,
       });
     }
   }
@@ -376,17 +391,18 @@ async function boundsQuery(
 }
 
 /**
- * The catalog's lower/upper bounds of the filtered-on columns against each file's actual values: a
- * bound that is too narrow makes engines skip the file for queries whose rows it holds.
+ * The catalog's metrics of the filtered-on columns against each file's values: a lower/upper bound that
+ * is too narrow, or a null or value count that is not the file's, makes engines skip the file for
+ * queries whose rows it holds.
  */
-export async function checkColumnBounds(
+export async function checkColumnMetrics(
   session: DuckSession,
   files: readonly LocalDataFile[],
   facts: ReadonlyMap<string, FooterFacts>,
   schema: IcebergSchema,
-  boundsOf: (key: string) => ColumnBounds | undefined,
+  statsOf: (key: string) => ColumnStats | undefined,
 ): Promise<Violation[]> {
-  const bounded = files.filter((f) => boundsOf(f.key) && facts.has(f.key));
+  const bounded = files.filter((f) => statsOf(f.key) && facts.has(f.key));
   const present = (name: string) => bounded.some((f) => facts.get(f.key)!.columns.has(name));
   const columns = schema.fields.flatMap(({ name, id, type }) => {
     if (typeof type !== 'string' || !BOUNDED_COLUMNS.includes(name) || !present(name)) return [];
@@ -395,13 +411,13 @@ export async function checkColumnBounds(
   });
   if (!bounded.length || !columns.length) return [];
   try {
-    return await boundsQuery(session, bounded, columns, boundsOf);
+    return await metricsQuery(session, bounded, columns, statsOf);
   } catch {
     // A file whose columns do not read as the table's types: the other checks report it.
     const violations: Violation[] = [];
     for (const f of bounded) {
       const own = columns.filter((c) => facts.get(f.key)!.columns.has(c.name));
-      if (own.length) violations.push(...(await boundsQuery(session, [f], own, boundsOf).catch(() => [])));
+      if (own.length) violations.push(...(await metricsQuery(session, [f], own, statsOf).catch(() => [])));
     }
     return violations;
   }

@@ -21,6 +21,8 @@ export const ViolationKinds = {
   unsorted: 'unsorted',
   /** The catalog's lower/upper bounds of a column do not hold the file's values (engines would skip its rows). */
   columnBoundsMismatch: 'column-bounds-mismatch',
+  /** The catalog's null or value count of a column is not the file's (engines would skip its rows for null checks or filters). */
+  columnCountsMismatch: 'column-counts-mismatch',
   /** The `geo` key is absent, repeated, or not JSON. */
   geoMetadata: 'geo-metadata',
   snapshotCount: 'snapshot-count',

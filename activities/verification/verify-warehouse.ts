@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describeTable, type ColumnBounds, type DescribedTable } from '../catalog/describe-table';
+import { describeTable, type ColumnStats, type DescribedTable } from '../catalog/describe-table';
 import { isAbsentLocalCatalog, openCatalogBackend } from '../catalog/open-catalog';
 import { CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
@@ -15,7 +15,7 @@ import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
 import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
-import { checkColumnBounds, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
+import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
@@ -58,7 +58,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       await fs.mkdir(scratch, { recursive: true });
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
-        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogBounds(table, keyOfPath, label));
+        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogStats(table, keyOfPath, label));
       } finally {
         session.close();
       }
@@ -92,23 +92,23 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   }
 }
 
-interface CatalogBoundsByKey {
+interface CatalogStatsByKey {
   schema: IcebergSchema;
-  byKey: Map<string, ColumnBounds>;
+  byKey: Map<string, ColumnStats>;
 }
 
-/** The column bounds the catalog records, by warehouse key (undefined when its schema is unreadable). */
-function catalogBounds(table: DescribedTable, keyOf: (p: string) => string | undefined, label: string): CatalogBoundsByKey | undefined {
+/** The column metrics the catalog records, by warehouse key (undefined when its schema is unreadable). */
+function catalogStats(table: DescribedTable, keyOf: (p: string) => string | undefined, label: string): CatalogStatsByKey | undefined {
   let schema: IcebergSchema;
   try {
     schema = currentSchema(table.metadata, label);
   } catch {
     return undefined; // reported by the catalog checks
   }
-  const byKey = new Map<string, ColumnBounds>();
+  const byKey = new Map<string, ColumnStats>();
   for (const entry of table.dataFiles) {
     const key = keyOf(entry.path);
-    if (key !== undefined && entry.bounds) byKey.set(key, entry.bounds);
+    if (key !== undefined && entry.stats) byKey.set(key, entry.stats);
   }
   return { schema, byKey };
 }
@@ -120,7 +120,7 @@ async function checkFiles(
   files: readonly PhysicalDataFile[],
   scratch: string,
   violations: Violation[],
-  bounds: CatalogBoundsByKey | undefined,
+  stats: CatalogStatsByKey | undefined,
 ): Promise<Map<string, number>> {
   const local = await materializeAll(store, files, scratch, violations);
   const footers = await readFooters(session, local);
@@ -136,7 +136,7 @@ async function checkFiles(
   violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
   violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
-  if (bounds) violations.push(...(await checkColumnBounds(session, readable, footers.facts, bounds.schema, (key) => bounds.byKey.get(key))));
+  if (stats) violations.push(...(await checkColumnMetrics(session, readable, footers.facts, stats.schema, (key) => stats.byKey.get(key))));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 
