@@ -1,7 +1,7 @@
 /** Flag parsing shared by the subcommands: one parser, one error style. */
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { CompactionInput } from '../workflows/contract';
+import { parseCompactionInput, type CompactionInput } from '../workflows/contract';
 
 export class UsageError extends Error {}
 
@@ -48,8 +48,13 @@ export function location(raw: string): string {
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-/** The workflow input from compaction flags (`--namespace` is Temporal's, as in the temporal CLI; Iceberg's is `--iceberg-namespace`). */
-export function compactionInputFromFlags(values: Values): CompactionInput {
+/**
+ * The workflow input from compaction flags (`--namespace` is Temporal's, as in the temporal CLI; Iceberg's
+ * is `--iceberg-namespace`), checked as the workflow will check it, so a bad value is a usage error. A
+ * flag given empty (a script's unset variable: `--cells "$CELLS"`) is passed on, and refused, rather than
+ * dropped: dropped, `--cells ""` would compact every cell and `--table ""` the default table.
+ */
+export function compactionInputFromFlags(values: Values, extra: Partial<CompactionInput> = {}): CompactionInput {
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
   const warehouse = str('warehouse');
   const catalog = str('catalog');
@@ -63,16 +68,26 @@ export function compactionInputFromFlags(values: Values): CompactionInput {
   const parallel = int('max-parallel', str('max-parallel'));
   if (parallel !== undefined) input.maxParallelBuckets = parallel;
   const cells = str('cells');
-  if (cells) input.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
+  if (cells !== undefined) input.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
   const years = str('years');
-  if (years) input.years = years.split(',').map((y) => int('years', y.trim())!);
+  if (years !== undefined) input.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => int('years', y)!);
   const ns = str('iceberg-namespace');
-  if (ns) input.namespace = ns;
+  if (ns !== undefined) input.namespace = ns;
   const table = str('table');
-  if (table) input.table = table;
+  if (table !== undefined) input.table = table;
   const catalogName = str('catalog-name');
-  if (catalogName) input.catalogName = catalogName;
+  if (catalogName !== undefined) input.catalogName = catalogName;
   const lockTimeout = int('lock-timeout', str('lock-timeout'));
   if (lockTimeout !== undefined) input.lockTimeoutSeconds = lockTimeout;
+  return checked({ ...input, ...extra });
+}
+
+/** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */
+function checked(input: CompactionInput): CompactionInput {
+  try {
+    parseCompactionInput(input);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   return input;
 }

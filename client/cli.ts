@@ -26,16 +26,18 @@ function usage(): string {
   return [`usage: ${compactUsage}`, ...Object.values(commands).map((c) => `       ${c.usage}`)].join('\n');
 }
 
+const wantsHelp = (args: string[]) => args.includes('--help') || args.includes('-h');
+
 export async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === '--help' || first === '-h' || first === 'help') {
+  if (first === 'help' || (!first?.match(/^[a-z]/) && wantsHelp(argv))) {
     console.log(usage());
     return 0;
   }
+  const command = first && !first.startsWith('-') ? commands[first] : undefined;
   try {
-    const command = first && !first.startsWith('-') ? commands[first] : undefined;
     if (first && !first.startsWith('-') && !command) throw new UsageError(`unknown command ${JSON.stringify(first)}`);
-    if (command && (rest.includes('--help') || rest.includes('-h'))) {
+    if (command && wantsHelp(rest)) {
       console.log(`usage: ${command.usage}`);
       return 0;
     }
@@ -43,8 +45,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     console.error(`earthcatalog-compact: ${message.split('\n')[0]}`);
-    if (err instanceof UsageError) console.error(usage());
-    return err instanceof UsageError ? 64 : 1;
+    if (!(err instanceof UsageError)) return 1;
+    // The usage of the command at fault, not of all of them.
+    console.error(command ? `usage: ${command.usage}` : `usage: ${compactUsage}\n(earthcatalog-compact --help lists every command)`);
+    return 64;
   }
 }
 

@@ -29,7 +29,8 @@ export function formatSummary(s: CompactionSummary): string {
     ['catalog_rows', s.catalogRows ?? '-'],
     ['metadata_files_expired', s.catalogMetadataFilesExpired ?? '-'],
     ['unreadable_files', s.unreadableFilesTotal],
-    ['plan_id', s.planId],
+    // A dry run writes no plan: its id names nothing `resume --plan` could find.
+    ['plan_id', s.dryRun ? `${s.planId} (dry run: not written)` : s.planId],
   ];
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
   const lines = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`);

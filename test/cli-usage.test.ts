@@ -43,3 +43,50 @@ test('resume refuses --threshold, --cells and --years before contacting a server
     });
   }
 });
+
+/** Runs the CLI; resolves with its exit code and output whatever the code. */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1', ...env },
+  }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+  );
+}
+
+test('a flag given empty (a script\'s unset variable) is refused as a usage error, not dropped: --cells "" would compact every cell, --table "" the default table', async () => {
+  const base = ['--warehouse', '/w', '--catalog', '/c.db', '--dry-run'];
+  for (const [flag, message] of [
+    ['--cells', /cells: list at least one cell, or leave cells out for all/],
+    ['--years', /years: list at least one year, or leave years out for all/],
+    ['--table', /table: must be a simple identifier/],
+    ['--iceberg-namespace', /namespace: must be a simple identifier/],
+  ] as const) {
+    const r = await cli([...base, flag, '']);
+    assert.equal(r.code, 64, `${flag} "": ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /\nusage: earthcatalog-compact --warehouse W --catalog C/, 'the usage of the command at fault');
+  }
+});
+
+test('bad values are usage errors (exit 64) whether the flag parser or the input schema finds them, before any server is contacted', async () => {
+  const base = ['--warehouse', '/w', '--catalog', '/c.db'];
+  for (const args of [[...base, '--threshold', '0'], [...base, '--years', '26'], [...base, '--cells', ','], [...base, '--threshold', 'abc'], ['resume', ...base, '--dry-run']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
+  }
+  const resume = await cli(['resume', ...base, '--dry-run']);
+  assert.match(resume.stderr, /a resume cannot be a dry run/);
+  assert.match(resume.stderr, /\nusage: earthcatalog-compact resume /, "resume's own usage");
+  const env = await cli(['worker'], { EARTHCATALOG_MEMORY_BUDGET_MB: '2g' });
+  assert.equal(env.code, 64, env.stderr);
+  assert.match(env.stderr, /EARTHCATALOG_MEMORY_BUDGET_MB must be a positive whole number, got "2g"/);
+});
+
+test('--help anywhere among the compaction flags prints the usage', async () => {
+  const r = await cli(['--warehouse', '/w', '--help']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^usage: earthcatalog-compact --warehouse W --catalog C/);
+});

@@ -327,6 +327,48 @@ describe('Ctrl-C and the cancel command', () => {
   });
 });
 
+describe('cancel through the CLI', () => {
+  it('prints the whole resume command of the cancelled run, which finishes it; a second cancel says there is nothing to cancel', async () => {
+    const fx = await makeFixture('cli-cancel-hint', TWELVE_BUCKETS);
+    const workflowId = `cli-cancel-hint-${Date.now()}`;
+    // A queue of its own whose worker stops after the first bucket, so the run is still going when the
+    // CLI's cancel arrives (tiny buckets outrun the CLI's start), and the hint names that queue.
+    const queue = uniqueTaskQueue('cancel-hint');
+    const first = await startWorker(h, queue);
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: queue,
+      workflowId,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    let second: Awaited<ReturnType<typeof startWorker>> | undefined;
+    try {
+      const { planId } = await waitFor('a bucket done', async () => {
+        const p = await handle.query<CompactionProgress>('progress');
+        return p.bucketsDone >= 1 && p.planId ? p : undefined;
+      });
+      await first.stop();
+      const cancelling = cli(['cancel', '--workflow-id', workflowId]);
+      await waitFor('the cancel request in the history', async () =>
+        ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
+      );
+      second = await startWorker(h, queue);
+      const { stdout } = await cancelling;
+      const hint = /^\S+ CANCELLED: \d+ of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(stdout)?.[1];
+      assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`, stdout);
+      // Run exactly as printed (cli() would add this file's task queue).
+      const resumed = JSON.parse((await run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...hint!.split(' '), '--json'], { cwd: REPO_ROOT })).stdout) as CompactionSummary;
+      assert.equal(resumed.planId, planId);
+      assert.equal(resumed.bucketsCompacted, 12, 'every bucket of the plan compacted');
+      assert.ok(resumed.bucketsAlreadyCompacted >= 1, 'the buckets done before the cancel were recognised');
+      const again = await cli(['cancel', '--workflow-id', workflowId]);
+      assert.equal(again.stdout.trim(), `${workflowId} already CANCELLED: nothing to cancel`);
+    } finally {
+      await first.stop().catch(() => undefined);
+      await second?.stop();
+    }
+  });
+});
+
 describe('progress', () => {
   it('the progress query, the UI details and the activity summaries follow the run', async () => {
     const fx = await makeFixture('progress');
@@ -379,6 +421,7 @@ describe('status --watch', () => {
       args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
     });
     const watching = cli(['status', '--workflow-id', handle.workflowId, '--watch']);
+    const watchingJson = cli(['status', '--workflow-id', handle.workflowId, '--watch', '--json']);
     await new Promise((r) => setTimeout(r, 2000));
     assert.equal((await handle.describe()).status.name, 'RUNNING', 'nothing ran before the worker came');
     const late = await startWorker(h, idleQueue);
@@ -387,6 +430,12 @@ describe('status --watch', () => {
       const lines = stdout.trim().split('\n');
       assert.equal(lines[lines.length - 1], `${handle.workflowId} COMPLETED`);
       assert.ok(lines.some((l) => /\d+\/\d+ buckets · rows \d+→\d+ · failed 0 · done$/.test(l)), stdout);
+      // With --json: one JSON object per line, each change of the progress, then the end.
+      const json = (await watchingJson).stdout.trim().split('\n').map((l) => JSON.parse(l) as { workflowId: string; status: string; progress?: CompactionProgress });
+      assert.deepEqual(json[json.length - 1], { workflowId: handle.workflowId, status: 'COMPLETED' });
+      const running = json.slice(0, -1);
+      assert.ok(running.length >= 2 && running.every((j) => j.status === 'RUNNING' && j.progress), 'progress lines before the end');
+      assert.ok(running.some((j) => j.progress!.bucketsDone > 0), 'buckets counted as they finish');
     } finally {
       await late.stop();
     }

@@ -229,6 +229,19 @@ describe('schedule', () => {
     }
   });
 
+  test('--timezone alone applies to the default cron (Sundays 03:00 there)', async () => {
+    const id = `${SCHEDULE_ID}-tz`;
+    const created = JSON.parse(
+      await cliOk('create', '--schedule-id', id, '--warehouse', warehouse, '--catalog', catalog, '--timezone', 'Europe/Berlin', '--paused', '--task-queue', taskQueue, '--json'),
+    ) as CompactionScheduleReport;
+    try {
+      assert.deepEqual(created.spec, ['cron 0 3 * * SUNDAY (Europe/Berlin)']);
+      assert.equal((await h.client.schedule.getHandle(id).describe()).spec.timezone, 'Europe/Berlin');
+    } finally {
+      await h.client.schedule.getHandle(id).delete();
+    }
+  });
+
   test('usage errors exit 64 before contacting the server', async () => {
     const r = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--every', '7d');
     assert.equal(r.code, 64);

@@ -52,3 +52,8 @@ test('exit code 3 when buckets failed or files could not be registered in the ta
   assert.equal(exitCodeOf({ ...base, unreadableFiles: [], unreadableFilesTotal: 1 }), EXIT_NEEDS_ATTENTION, 'rows readers cannot see');
   assert.equal(EXIT_NEEDS_ATTENTION, 3);
 });
+
+test("a dry run's plan id is marked as not written (resume --plan cannot find it); a real run's is printed as it is", () => {
+  assert.match(formatSummary(base), /^plan_id: +p1$/m);
+  assert.match(formatSummary({ ...base, dryRun: true }), /^plan_id: +p1 \(dry run: not written\)$/m);
+});

@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { runningCompactions, waitUntilClosed } from './status';
+import { connectionFlagsOf, resumeCommand, runningCompactions, startInput, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
@@ -17,6 +17,11 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
   try {
     const workflowId = values['workflow-id'] ?? (await theRunningCompaction(client));
     const handle = client.workflow.getHandle(workflowId);
+    const before = await handle.describe();
+    if (before.status.name !== 'RUNNING') {
+      console.log(`${workflowId} already ${before.status.name}: nothing to cancel`);
+      return before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED' ? 0 : 1;
+    }
     await handle.cancel();
     if (values['no-wait']) {
       console.log(`cancellation of ${workflowId} requested`);
@@ -26,7 +31,14 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const status = await waitUntilClosed(handle);
     const p = await queryProgress(handle);
     const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
-    const hint = status === 'CANCELLED' && p?.planId ? `; finish it with 'earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}'` : '';
+    let hint = '';
+    if (status === 'CANCELLED' && p?.planId) {
+      const input = await startInput(client, workflowId, before.runId).catch(() => undefined);
+      const command = input
+        ? resumeCommand(input, before.taskQueue, connectionFlagsOf(values), p.planId)
+        : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
+      hint = `; finish it with ${command}`;
+    }
     console.log(`${workflowId} ${status}${done}${hint}`);
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {

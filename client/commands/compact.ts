@@ -19,7 +19,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     detach: { type: 'boolean' },
   });
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
-  const input = { ...compactionInputFromFlags(values), ...extra };
+  const input = compactionInputFromFlags(values, extra);
   const client = await connectClient(target);
   try {
     const handle = await startCompaction(client, input, { taskQueue: target.taskQueue, workflowId: values['workflow-id'] });

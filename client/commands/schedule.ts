@@ -289,8 +289,8 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
       });
       const input = compactionInputFromFlags(values);
-      if (values.timezone && !values.cron && !values.every) throw new UsageError('--timezone needs --cron');
-      const spec = specFromFlags(values);
+      // A timezone alone applies to the default cron (03:00 on Sundays where the operator is).
+      const spec = specFromFlags(values) ?? (values.timezone ? { cronExpressions: [DEFAULT_CRON], timezone: values.timezone } : undefined);
       const catchupWindowMs = values['catchup-window'] ? parseDurationFlag('catchup-window', values['catchup-window']) : undefined;
       return withClient(values, async (client, taskQueue, scheduleId) => {
         await createCompactionSchedule(client, {

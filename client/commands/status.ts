@@ -17,19 +17,19 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client);
     if (!values['workflow-id']) {
       // The resume command must reach the same server and namespace as this status did.
-      const connection = [values.address && `--address ${shellWord(values.address)}`, values.namespace && `--namespace ${shellWord(values.namespace)}`];
+      const connection = connectionFlagsOf(values);
       // A side check: when it fails, the running compactions are still listed.
       const interrupted = await interruptedCompactions(client).catch((err: unknown) => {
         console.error(`warning: could not look for terminated compactions: ${err instanceof Error ? err.message : String(err)}`);
         return [];
       });
-      for (const run of interrupted) console.error(interruptedWarning(run, connection.filter((f): f is string => Boolean(f))));
+      for (const run of interrupted) console.error(interruptedWarning(run, connection));
     }
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
       return 0;
     }
-    if (values.watch && ids.length === 1) return await watch(client, ids[0]!);
+    if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true);
     const report = [];
     for (const id of ids) {
       const handle = client.workflow.getHandle(id);
@@ -95,7 +95,7 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
 }
 
 /** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
-async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
+export async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
   // A closed run's history goes at the end of the namespace's retention, possibly before its listing.
   const response = await client.workflowService
     .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 })
@@ -114,21 +114,37 @@ async function startInput(client: Client, workflowId: string, runId: string): Pr
 
 function interruptedWarning(run: InterruptedCompaction, connection: string[]): string {
   const i = run.input;
-  const flags = [`--warehouse ${shellWord(i.warehouse)}`, `--catalog ${shellWord(i.catalog)}`];
-  if (i.resumePlanId && i.resumePlanId !== 'latest') flags.push(`--plan ${i.resumePlanId}`);
-  if (i.namespace !== DEFAULT_NAMESPACE) flags.push(`--iceberg-namespace ${i.namespace}`);
-  if (i.table !== DEFAULT_TABLE) flags.push(`--table ${i.table}`);
-  if (i.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${i.catalogName}`);
-  if (i.useLock) flags.push('--use-lock');
-  flags.push(...connection);
-  if (run.taskQueue !== DEFAULT_TASK_QUEUE) flags.push(`--task-queue ${shellWord(run.taskQueue)}`);
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
   // With --use-lock the run's lock object also stays, and the Python pipeline honours it until it expires.
   const lockObject = i.useLock ? ', and the Python pipeline waits for its lock object until it expires or a resume with --use-lock ends' : '';
   return (
     `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}, was ${run.status}${when}: if it had compacted ` +
     `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
-    `Finish it: earthcatalog-compact resume ${flags.join(' ')}`
+    `Finish it: ${resumeCommand(i, run.taskQueue, connection)}`
+  );
+}
+
+/**
+ * The command that finishes a run started with `input`, reaching the same server, namespace and task
+ * queue (`connection`: the flags the operator gave). `planId` pins the plan (else the input's own pin, if any).
+ */
+export function resumeCommand(input: CompactionRequest, taskQueue: string, connection: readonly string[], planId?: string): string {
+  const flags = [`--warehouse ${shellWord(input.warehouse)}`, `--catalog ${shellWord(input.catalog)}`];
+  const plan = planId ?? (input.resumePlanId !== 'latest' ? input.resumePlanId : undefined);
+  if (plan) flags.push(`--plan ${plan}`);
+  if (input.namespace !== DEFAULT_NAMESPACE) flags.push(`--iceberg-namespace ${input.namespace}`);
+  if (input.table !== DEFAULT_TABLE) flags.push(`--table ${input.table}`);
+  if (input.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${input.catalogName}`);
+  if (input.useLock) flags.push('--use-lock');
+  flags.push(...connection);
+  if (taskQueue !== DEFAULT_TASK_QUEUE) flags.push(`--task-queue ${shellWord(taskQueue)}`);
+  return `earthcatalog-compact resume ${flags.join(' ')}`;
+}
+
+/** The flags that reach the server and namespace the operator named (none for the defaults). */
+export function connectionFlagsOf(values: { address?: string; namespace?: string }): string[] {
+  return [values.address && `--address ${shellWord(values.address)}`, values.namespace && `--namespace ${shellWord(values.namespace)}`].filter(
+    (f): f is string => Boolean(f),
   );
 }
 
@@ -147,14 +163,19 @@ export async function waitUntilClosed(handle: WorkflowHandle, onPoll?: () => Pro
   }
 }
 
-async function watch(client: Client, workflowId: string): Promise<number> {
+/** Follows one run to its end: a progress bar, or with `json` one JSON line per change of its progress and one for its end. */
+async function watch(client: Client, workflowId: string, json: boolean): Promise<number> {
   const handle = client.workflow.getHandle(workflowId);
-  const bar = createProgressRenderer(process.stdout);
+  const bar = json ? undefined : createProgressRenderer(process.stdout);
+  let last = '';
   const status = await waitUntilClosed(handle, async () => {
     const progress = await queryProgress(handle);
-    if (progress) bar.update(progress);
+    if (!progress) return;
+    bar?.update(progress);
+    const line = JSON.stringify({ workflowId, status: 'RUNNING', progress });
+    if (json && line !== last) console.log((last = line));
   });
-  bar.finish();
-  console.log(`${workflowId} ${status}`);
+  bar?.finish();
+  console.log(json ? JSON.stringify({ workflowId, status }) : `${workflowId} ${status}`);
   return status === 'COMPLETED' ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { resolveTarget } from '../connection';
+import { defaultActivityResources } from '../../activities';
 import { runWorker } from '../../worker/worker';
 
 export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
@@ -21,7 +22,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     const v = values[k];
     if (v === undefined || typeof v !== 'string') return undefined;
     const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number`);
+    if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number, got ${JSON.stringify(v)}`);
     return n;
   };
   const grace = flagOrVariable(values['shutdown-grace'], '--shutdown-grace', 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS');
@@ -34,6 +35,12 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const metricsBindAddress = metrics.source === '--metrics-bind' ? metrics.raw : metrics.raw || undefined;
   if (metricsBindAddress !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(metricsBindAddress)) {
     throw new UsageError(`${metrics.source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
+  }
+  try {
+    // The settings from the environment are read by the plugin; a bad one is the operator's, like a bad flag.
+    defaultActivityResources();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
