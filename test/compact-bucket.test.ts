@@ -1030,6 +1030,28 @@ describe('compactBucket', () => {
     }
   });
 
+  test('an input the filesystem refuses to delete (immutable) fails the bucket at once as denied, saying the output is published and how many inputs went', async (t) => {
+    // chattr needs root and a filesystem with attributes; a read-only directory would also refuse the output.
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const last = path.join(root, inputs[inputs.length - 1]!.key);
+    const immutable = spawnSync('chattr', ['+i', last]);
+    if (immutable.status !== 0) return t.skip(`chattr +i is not available here: ${String(immutable.stderr || immutable.error)}`);
+    try {
+      await assert.rejects(compact(store, inputs), (err: unknown) => {
+        assert.ok(err instanceof StorageError && err.kind === 'denied', String(err));
+        assert.match(err.message, new RegExp(`is published, but deleting its inputs was refused after ${inputs.length - 1} of ${inputs.length}; the rest stay`));
+        assert.match(err.message, new RegExp(`cannot delete ${last.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: EPERM`));
+        return true;
+      });
+    } finally {
+      spawnSync('chattr', ['-i', last]);
+    }
+    const left = await keysUnder(root);
+    assert.equal(left.length, 2, `the output and the undeletable input: ${left.join(', ')}`);
+    assert.ok(left.includes(path.basename(last)));
+  });
+
   /** A heavy part (writeHeavyPart; ids never wrap) in the test bucket, as a planned input. */
   async function heavyInput(root: string, name: string, opts: Omit<HeavyPartOptions, 'idModulo' | 'session'>): Promise<PlannedFile> {
     const key = `${PREFIX}/${name}.parquet`;

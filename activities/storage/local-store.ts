@@ -141,7 +141,12 @@ export class LocalWarehouseStore implements WarehouseStore {
   }
 
   async deleteMany(keys: string[]): Promise<void> {
-    for (const key of keys) await fs.rm(this.abs(key), { force: true });
+    for (const key of keys) {
+      // unlink, not rm: rm reports an immutable file as "ENOTDIR: scandir", which hides the refusal.
+      await fs.unlink(this.abs(key)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw localError(`delete ${this.abs(key)}`, err);
+      });
+    }
   }
 
   /** Staging copies of an interrupted cross-filesystem publish (see publishIfAbsent). */
@@ -187,12 +192,17 @@ function contentVersion(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex').slice(0, 32);
 }
 
-/**
- * Only a refusal is permanent: EMFILE, EIO or an NFS server's ESTALE pass, so they stay plain errors that
- * the activity retries instead of failing its bucket (or the run's rebuild) for good.
- */
 export function listingError(dir: string, err: unknown): Error {
+  return localError(`list ${dir}`, err);
+}
+
+/**
+ * Only a refusal is permanent (no access, an immutable file, a read-only mount): EMFILE, EIO or an NFS
+ * server's ESTALE pass, so they stay plain errors that the activity retries instead of failing its
+ * bucket (or the run's rebuild) for good.
+ */
+function localError(action: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
-  const message = `cannot list ${dir}: ${(err as Error).message}`;
-  return code === 'EACCES' || code === 'EPERM' ? new StorageError(message, 'denied') : new Error(message);
+  const message = `cannot ${action}: ${(err as Error).message}`;
+  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? new StorageError(message, 'denied') : new Error(message);
 }
