@@ -729,7 +729,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const parent = path.dirname(baseWarehouse);
     const fromParent = (err: unknown) => {
       assert.ok(err instanceof WarehouseMismatchError, String(err));
-      assert.match(err.message, new RegExp(`registers ${baseWarehouse}/grid_partition=[^ ]+\\.parquet, which is not a data file .* directly under the warehouse ${parent}; .* Is --warehouse a parent of the warehouse\\?`));
+      assert.match(err.message, new RegExp(`registers ${baseWarehouse}/grid_partition=[^ ]+\\.parquet, which is not a data file .* directly under the warehouse ${parent}; .* Is --warehouse a parent or a subfolder of the warehouse\\?`));
       return true;
     };
     await assert.rejects(withBackend(catalogDb, parent, (b) => checkTable(b, request(parent, catalogDb), parent)), fromParent);
@@ -750,6 +750,24 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(out.snapshot_count, 1);
     assert.equal(out.file_count, 0);
     assert.equal(out.row_count, 0);
+    assert.equal((await rebuild(wh, catalogDb)).dataFiles, 0, 'an empty table stays empty');
+  });
+
+  test('a warehouse that has gone empty (an unmounted volume, a moved prefix) does not empty a table that registers files', async () => {
+    const wh = await copyOfBase('gone-empty');
+    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+    const first = await rebuild(wh, catalogDb);
+    assert.ok(first.dataFiles > 0);
+    // The table's metadata lives inside the warehouse and stays; every bucket folder goes.
+    const moved = path.join(path.dirname(wh), 'moved');
+    await fs.mkdir(moved);
+    for (const entry of await fs.readdir(wh)) if (entry.startsWith('grid_partition=')) await fs.rename(path.join(wh, entry), path.join(moved, entry));
+    await assert.rejects(rebuild(wh, catalogDb), (err: unknown) => {
+      assert.ok(err instanceof WarehouseMismatchError, String(err));
+      assert.match(err.message, new RegExp(`^the warehouse ${wh} holds no data files, but earthcatalog\\.stac_items in .* registers ${first.dataFiles} data files \\(e\\.g\\. ${wh}/grid_partition=[^ ]+\\); rebuilt, the table would be empty\\. Is the warehouse's volume mounted, or did it move\\? Nothing was changed`));
+      return true;
+    });
+    assert.equal(pointerRow(catalogDb)?.metadata_location, first.metadataLocation, 'the table is untouched');
   });
 
   test("the rebuilt table's main branch keeps the retention settings another engine gave it", () => {

@@ -59,6 +59,7 @@ export async function rebuildCatalog(
 
   const modeOf = metricsModes(base.properties ?? {});
   const files = await listDataFiles(store);
+  if (files.length === 0 && handle.pointer) await refuseEmptying(backend, req, base, handle.pointer.metadataLocation, store.root);
   const unreadable: UnreadableFile[] = [];
   const misplaced: UnreadableFile[] = [];
   // Only a year partition makes engines prune on the path's year (layoutOf refuses one of another column).
@@ -256,12 +257,38 @@ async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogR
     throw new WarehouseMismatchError(
       `${req.namespace}.${req.table} in ${backend.description} registers ${sample}, which is not a data file ` +
         `(grid_partition=<cell>/year=<year>/<name>.parquet) directly under the warehouse ${warehouseRoot}; rebuilding it from ` +
-        `${warehouseRoot} would drop such files. Is --warehouse a parent of the warehouse? Check --warehouse and --catalog`,
+        `${warehouseRoot} would drop such files. Is --warehouse a parent or a subfolder of the warehouse? Check --warehouse and --catalog`,
     );
   }
   throw new WarehouseMismatchError(
     `${req.namespace}.${req.table} in ${backend.description} registers files outside the warehouse ${warehouseRoot} (e.g. ${sample}); ` +
       `rebuilding it from ${warehouseRoot} would replace them. Check --warehouse and --catalog; if the warehouse moved, drop the table or give another --table`,
+  );
+}
+
+/**
+ * A warehouse without a single data file, against a table that registers some, is far likelier an
+ * unmounted volume or a moved prefix than a warehouse emptied on purpose; rebuilt, the table would be
+ * empty for every reader, and the check above has no file of the warehouse to compare.
+ */
+async function refuseEmptying(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
+  const current = currentSnapshot(base, metadataLocation);
+  const registered = Number(current?.summary?.['total-data-files'] ?? Number.NaN);
+  let some: string | undefined;
+  try {
+    for await (const f of current ? liveDataFiles(backend, current) : []) {
+      some = f.file_path;
+      break;
+    }
+  } catch {
+    // Manifests that cannot be read do not tell; the summary's count, when there is one, still does.
+  }
+  if (some === undefined && !(registered > 0)) return;
+  const count = registered > 0 ? `${registered} data files` : 'data files';
+  throw new WarehouseMismatchError(
+    `the warehouse ${warehouseRoot} holds no data files, but ${req.namespace}.${req.table} in ${backend.description} registers ${count}` +
+      `${some ? ` (e.g. ${some})` : ''}; rebuilt, the table would be empty. Is the warehouse's volume mounted, or did it move? Nothing was changed. ` +
+      'To empty the table on purpose, drop it',
   );
 }
 
