@@ -333,6 +333,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       return withStore(req.warehouse, async (store) => {
         const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
         try {
+          await backend.assertWritable?.();
           return await checkTable(backend, req, store.root);
         } finally {
           await backend.close();

@@ -517,14 +517,20 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
   });
 
-  test('a corrupt, empty or truncated catalog.db is refused with its path and left untouched', async () => {
+  test("a corrupt, empty or truncated catalog.db, or another program's SQLite database, is refused with its path and left untouched", async () => {
     const dir = await freshDir('corrupt');
     const healthy = path.join(dir, 'healthy.db');
     await rebuild(baseWarehouse, healthy);
+    // Another program's database, as a mistyped --catalog names it: healthy SQLite, none of the catalog's tables.
+    const foreignSource = path.join(dir, 'foreign-source.sqlite');
+    const foreignDb = new Database(foreignSource);
+    foreignDb.exec("CREATE TABLE dashboard (id INTEGER PRIMARY KEY, title TEXT); INSERT INTO dashboard (title) VALUES ('ops')");
+    foreignDb.close();
     const cases: Array<[string, Buffer]> = [
       ['garbage.db', Buffer.from('definitely not an sqlite database '.repeat(200))],
       ['empty.db', Buffer.alloc(0)],
       ['truncated.db', (await fs.readFile(healthy)).subarray(0, 4096)],
+      ['grafana.db', await fs.readFile(foreignSource)],
     ];
     for (const [name, bytes] of cases) {
       const file = path.join(dir, name);

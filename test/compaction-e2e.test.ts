@@ -8,6 +8,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -241,6 +242,34 @@ describe('invalid input', () => {
       return true;
     });
     assert.equal(await fs.stat(`${missing}.db`).catch(() => undefined), undefined, 'the failed run created no catalog.db');
+  });
+
+  // Local only: S3 has no read-only catalog.db of this kind (a PUT is refused at the commit, as a denied request).
+  it('fails before touching any bucket when catalog.db cannot be written, naming it, and compacts once it can', async (t) => {
+    const fx = await backends[0]!.makeWarehouse('readonly-catalog');
+    await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+    // New ingest beside one bucket's compacted file: a bucket to compact again.
+    const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
+    await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));
+    const filesBefore = await backends[0]!.listFiles(fx.warehouse);
+    // As another owner's file or a read-only mount would be: SQLite opens it read-only without a word.
+    const immutable = spawnSync('chattr', ['+i', fx.catalog]);
+    if (immutable.status !== 0) return t.skip(`chattr +i is not available here: ${String(immutable.stderr || immutable.error)}`);
+    try {
+      await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const cause = (err.cause as ApplicationFailure & { cause?: ApplicationFailure }).cause ?? (err.cause as ApplicationFailure);
+        assert.equal(cause.type, FailureTypes.storageDenied);
+        assert.match(cause.message, new RegExp(`^catalog ${fx.catalog.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} cannot be written \\(attempt to write a readonly database\\): .*nothing was changed`));
+        return true;
+      });
+      assert.deepEqual(await backends[0]!.listFiles(fx.warehouse), filesBefore, 'no bucket was touched');
+    } finally {
+      spawnSync('chattr', ['-i', fx.catalog]);
+    }
+    const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+    assert.equal(summary.bucketsCompacted, 1);
+    assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
   });
 
   it('lets a continued run go on with the input its first run validated, when this version would refuse it', async () => {

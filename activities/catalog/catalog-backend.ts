@@ -42,6 +42,8 @@ export interface IcebergCatalogBackend {
    * Throws CatalogConflictError when someone else changed the pointer.
    */
   commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void>;
+  /** Throws a denied StorageError when the commit could not be written (a read-only catalog.db); writes nothing. */
+  assertWritable?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import type { Database as SqliteDb } from 'better-sqlite3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogCorruptError } from './catalog-backend';
+import { StorageError } from '../storage/warehouse-store';
 import type { MetadataFileIO } from './metadata-file-io';
 import { LocalMetadataFileIO, parentOf, resolveLocation } from './metadata-file-io';
 
@@ -114,6 +115,16 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
   private prepareSchema(): boolean {
     const tableCols = this.columnsOf('iceberg_tables');
     const nsCols = this.columnsOf('iceberg_namespace_properties');
+    if (!tableCols && !nsCols) {
+      // Another program's database (a mistyped --catalog) gets no tables of ours, even from a check.
+      const others = this.guard(() => this.db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as Array<{ name: string }>);
+      if (others.length) {
+        throw new CatalogCorruptError(
+          `catalog ${this.name} is an SQLite database of something else (tables ${others.slice(0, 5).map((t) => t.name).join(', ')}${others.length > 5 ? ', …' : ''}), ` +
+            'not an Iceberg SQL catalog; it was left as it is',
+        );
+      }
+    }
     if (!tableCols || !nsCols) {
       this.guard(() => this.db.exec(CREATE_TABLES));
       return this.columnsOf('iceberg_tables')!.includes('iceberg_type');
@@ -158,6 +169,32 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
           .prepare(`SELECT ${cols} FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?`)
           .get(this.opts.catalogName, namespace, table) as TableRow | undefined,
     );
+  }
+
+  /**
+   * The pre-flight's proof that the rebuild's commit can be written: a write begun and rolled back,
+   * nothing changed. SQLite opens a file it may not write (another owner, an immutable file, a
+   * read-only mount) read-only without a word, and would say so only at the commit, after every
+   * bucket had deleted its inputs.
+   */
+  async assertWritable(): Promise<void> {
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const version = Number(this.db.pragma('user_version', { simple: true }));
+        this.db.pragma(`user_version = ${version}`);
+      } finally {
+        this.db.exec('ROLLBACK');
+      }
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (!/^SQLITE_(READONLY|PERM|CANTOPEN|AUTH)/.test(code)) throw err;
+      throw new StorageError(
+        `catalog ${this.name} cannot be written (${(err as Error).message}): the run would compact buckets and then fail to ` +
+          'point the table at their outputs; nothing was changed. Give the worker write access to it',
+        'denied',
+      );
+    }
   }
 
   /** Opening a table here creates nothing, so finding it is opening it. */
