@@ -74,6 +74,27 @@ describe('planBuckets', () => {
     assert.equal(summary.ignoredObjects, 5);
   });
 
+  it('refuses a symbolic link among the data folders or files, naming it, instead of leaving its files out of the table', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+    ]);
+    // A second volume linked in as a cell, and a part file linked into a bucket.
+    const volume = await warehouseOf([['b', 2020, 'part_1.parquet', 100]]);
+    for (const [target, link] of [
+      [path.join(volume, 'grid_partition=b'), path.join(root, 'grid_partition=b')],
+      [path.join(volume, 'grid_partition=b', 'year=2020', 'part_1.parquet'), path.join(root, 'grid_partition=a', 'year=2020', 'part_3.parquet')],
+    ] as const) {
+      await fs.symlink(target, link);
+      const store = new LocalWarehouseStore(root);
+      await assert.rejects(planBuckets(store, { warehouse: root, planId: 'p-link', threshold: 2, dryRun: false }, () => {}), (err: Error) => {
+        assert.equal(err.message, `${link} is a symbolic link: the warehouse's data folders and files are listed without following links, so its files would be left out of the table. Put the folder or file itself there (or mount the volume at that path)`);
+        return true;
+      });
+      await fs.rm(link);
+    }
+  });
+
   it('lists the largest buckets first, equal sizes in (cell, year) order, inputs in key order', async () => {
     const root = await warehouseOf([
       ['b', 2020, 'part_2.parquet', 300],

@@ -36,6 +36,15 @@ export class LocalWarehouseStore implements WarehouseStore {
       }
       for (const e of entries) {
         const full = path.join(dir, e.name);
+        if (e.isSymbolicLink() && path.relative(this.root, full).startsWith('grid_partition=')) {
+          // Not followed (a link can loop, or show one file under two keys), and not skipped either: the
+          // rebuild would drop its files from the table without a word.
+          throw new StorageError(
+            `${full} is a symbolic link: the warehouse's data folders and files are listed without following links, so its ` +
+              'files would be left out of the table. Put the folder or file itself there (or mount the volume at that path)',
+            'invalid-key',
+          );
+        }
         if (e.isDirectory()) stack.push(full);
         else if (e.isFile()) {
           const st = await fs.stat(full, { bigint: true }).catch(() => undefined);
