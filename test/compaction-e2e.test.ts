@@ -222,6 +222,10 @@ describe('invalid input', () => {
     ['unknown field', { warehouse: '/tmp/wh', catalog: '/tmp/c.db', treshold: 3 }, /treshold/],
     ['path escaping the root', { warehouse: '/../../etc', catalog: '/tmp/c.db' }, /escapes/],
     ['bad threshold', { warehouse: '/tmp/wh', catalog: '/tmp/c.db', threshold: 0 }, /threshold/],
+    ['a NUL in the warehouse', { warehouse: '/tmp/wh\u0000x', catalog: '/tmp/c.db' }, /warehouse: must not contain control characters/],
+    ['a newline in the catalog', { warehouse: '/tmp/wh', catalog: '/tmp/c\n.db' }, /catalog: must not contain control characters/],
+    ['the filesystem root as the warehouse', { warehouse: '/', catalog: '/tmp/c.db' }, /warehouse: the filesystem root is not a warehouse/],
+    ['a warehouse too long for a lock id', { warehouse: `/tmp/${'w'.repeat(900)}`, catalog: '/tmp/c.db' }, /warehouse: at most 800 characters .* got 905/],
   ];
   for (const [name, input, message] of cases) {
     it(`refuses ${name} with a clear, non-retryable error`, async () => {

@@ -42,3 +42,20 @@ test('a warehouse whose path DuckDB would read as a glob pattern is refused', ()
   }
   assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh-1_(old)' }).warehouse, '/data/wh-1_(old)');
 });
+
+test('newer rules: control characters, a location too long for a lock id, the filesystem root; off for a replaying workflow', () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ warehouse: '/data/wh\u0000' }, /^Error: invalid compaction input: warehouse: must not contain control characters \(a NUL, a newline, a tab\)$/],
+    [{ catalog: '/data/cat\talog.db' }, /^Error: invalid compaction input: catalog: must not contain control characters/],
+    [{ warehouse: `/data/${'w'.repeat(795)}` }, /^Error: invalid compaction input: warehouse: at most 800 characters \(it names a lock workflow, whose id Temporal limits\), got 801$/],
+    [{ warehouse: '/' }, /^Error: invalid compaction input: warehouse: the filesystem root is not a warehouse/],
+    [{ warehouse: '/data/..' }, /the filesystem root is not a warehouse/],
+  ];
+  for (const [fields, message] of cases) {
+    assert.throws(() => parseCompactionInput({ ...base, ...fields }), message, JSON.stringify(fields));
+    // The workflow parses without them and applies them behind patched(): a run started before them goes on.
+    assert.doesNotThrow(() => parseCompactionInput({ ...base, ...fields }, { newerRules: false }));
+  }
+  assert.equal(parseCompactionInput({ ...base, warehouse: `/data/${'w'.repeat(794)}` }).warehouse.length, 800);
+  assert.equal(parseCompactionInput({ ...base, warehouse: 's3://bucket' }).warehouse, 's3://bucket', 'a bucket root is a warehouse');
+});

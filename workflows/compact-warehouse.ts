@@ -30,6 +30,7 @@ import {
   FailureTypes,
   bucketPrefix,
   capFailureReason,
+  newerInputProblems,
   parseCompactionInput,
   type BucketFailure,
   type BucketResult,
@@ -58,6 +59,8 @@ const CONFIRM_WAREHOUSE_LOCK = 'confirm-warehouse-lock-per-page';
 const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
 /** patched() id of the bucket window that slides across plan pages (the next page loads while the last buckets of one run). */
 const WINDOW_ACROSS_PAGES = 'bucket-window-across-pages';
+/** patched() id of the input rules of newerInputProblems (control characters, lock-id length, the filesystem root). */
+const NEWER_INPUT_RULES = 'newer-input-rules';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -138,7 +141,9 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   }
   let input: CompactionRequest;
   try {
-    input = parseCompactionInput(rawInput);
+    input = parseCompactionInput(rawInput, { newerRules: false });
+    const problems = carried ? [] : newerInputProblems(input);
+    if (problems.length && patched(NEWER_INPUT_RULES)) throw new Error(`invalid compaction input: ${problems.join('; ')}`);
   } catch (err) {
     if (!carried) throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
     // A run continued-as-new carries the input its first run validated and completed with defaults. A

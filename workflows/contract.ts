@@ -132,11 +132,35 @@ export const compactionInputSchema = z
 export type CompactionInput = z.input<typeof compactionInputSchema>;
 export type CompactionRequest = z.output<typeof compactionInputSchema>;
 
+/**
+ * The lock workflows' ids carry the warehouse and catalog, and Temporal refuses an id over 1,000
+ * characters: a longer path would leave its run waiting for a lock it can never request.
+ */
+export const MAX_LOCATION_LENGTH = 800;
+
+/**
+ * Rules added after runs were already started with inputs that pass the schema alone. The workflow
+ * applies them behind `patched()`, so a run that replays from before them is not refused halfway;
+ * the client and new runs apply them always. Returns the problems, none when the input is fine.
+ */
+export function newerInputProblems(input: CompactionRequest): string[] {
+  const problems: string[] = [];
+  for (const field of ['warehouse', 'catalog'] as const) {
+    const value = input[field];
+    // A NUL fails deep in a file API (as a TypeError, retried), and a newline breaks every printed command.
+    if (/[\u0000-\u001f\u007f]/.test(value)) problems.push(`${field}: must not contain control characters (a NUL, a newline, a tab)`);
+    if (value.length > MAX_LOCATION_LENGTH) problems.push(`${field}: at most ${MAX_LOCATION_LENGTH} characters (it names a lock workflow, whose id Temporal limits), got ${value.length}`);
+  }
+  if (input.warehouse === '/') problems.push('warehouse: the filesystem root is not a warehouse (name the folder that holds the grid_partition=… folders)');
+  return problems;
+}
+
 /** Parses a workflow input; throws an Error whose message lists every problem on one line. */
-export function parseCompactionInput(raw: unknown): CompactionRequest {
+export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean } = {}): CompactionRequest {
   const result = compactionInputSchema.safeParse(raw);
-  if (result.success) return result.data;
-  const problems = result.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`);
+  const problems = result.success ? [] : result.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`);
+  if (result.success && (opts.newerRules ?? true)) problems.push(...newerInputProblems(result.data));
+  if (result.success && problems.length === 0) return result.data;
   throw new Error(`invalid compaction input: ${problems.join('; ')}`);
 }
 
