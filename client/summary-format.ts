@@ -42,6 +42,13 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.catalogDeleteFilesDropped) {
     lines.push(`${s.catalogDeleteFilesDropped} delete file(s) of another engine were not carried over: the rows they deleted are visible again`);
   }
+  if (s.catalogTableCreated) {
+    // A mistyped --catalog, --table or --catalog-name creates a table beside the real one, which keeps listing the deleted inputs.
+    lines.push(
+      `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
+        '--table and --catalog-name (that table still lists the files this run replaced until a run with its names rebuilds it)',
+    );
+  }
   if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
   for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);

@@ -251,7 +251,7 @@ describe('invalid input', () => {
   // Local only: S3 has no read-only catalog.db of this kind (a PUT is refused at the commit, as a denied request).
   it('fails before touching any bucket when catalog.db cannot be written, naming it, and compacts once it can', async (t) => {
     const fx = await backends[0]!.makeWarehouse('readonly-catalog');
-    await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+    assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog })).catalogTableCreated, true, 'the first run created the table');
     // New ingest beside one bucket's compacted file: a bucket to compact again.
     const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
     await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));
@@ -273,6 +273,7 @@ describe('invalid input', () => {
     }
     const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
     assert.equal(summary.bucketsCompacted, 1);
+    assert.equal(summary.catalogTableCreated, undefined, 'a run over an existing table does not say it created one');
     assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
   });
 

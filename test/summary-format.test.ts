@@ -57,3 +57,12 @@ test("a dry run's plan id is marked as not written (resume --plan cannot find it
   assert.match(formatSummary(base), /^plan_id: +p1$/m);
   assert.match(formatSummary({ ...base, dryRun: true }), /^plan_id: +p1 \(dry run: not written\)$/m);
 });
+
+test('a run that created the table says so, and how to recognise a mistyped catalog or table', () => {
+  assert.doesNotMatch(formatSummary(base), /was created/);
+  assert.match(
+    formatSummary({ ...base, catalogTableCreated: true }),
+    /^the table did not exist in \/data\/catalog\.db and was created: if you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name/m,
+  );
+  assert.equal(exitCodeOf({ ...base, catalogTableCreated: true }), 0, 'the first compaction of a warehouse creates its table');
+});

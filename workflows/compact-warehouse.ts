@@ -511,6 +511,7 @@ function summarize(
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
+    ...(cat?.createdTable ? { catalogTableCreated: true } : {}),
   };
 }
 

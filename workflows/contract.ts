@@ -318,6 +318,8 @@ export interface CompactionSummary {
   filesRewritten?: number;
   /** Delete files of another engine in the replaced snapshot, not carried over (absent when none). */
   catalogDeleteFilesDropped?: number;
+  /** The rebuild created the table (it did not exist in the catalog); absent otherwise. */
+  catalogTableCreated?: boolean;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;
