@@ -327,6 +327,16 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       });
     },
 
+    /**
+     * The name the warehouse lock is taken under: where a local warehouse really is, so a path through a
+     * symbolic link (or a bind mount's other name, as far as the kernel resolves it) waits for the same
+     * lock. A path this worker cannot resolve (not mounted here) and an S3 URI are their own key.
+     */
+    async warehouseLockKey(req: { warehouse: string }): Promise<string> {
+      if (!req.warehouse.startsWith('/')) return req.warehouse;
+      return fs.realpath(req.warehouse).catch(() => req.warehouse);
+    },
+
     /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */
     async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
       if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };

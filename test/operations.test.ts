@@ -486,6 +486,44 @@ describe('--lock-timeout 0', () => {
   });
 });
 
+describe('the warehouse lock through a symbolic link', () => {
+  it('a run naming the warehouse through a link waits for the lock of the real path, so two runs never share a warehouse', async () => {
+    const fx = await makeFixture('lock-alias');
+    const alias = `${fx.warehouse}-alias`;
+    await fs.symlink(fx.warehouse, alias);
+    const probeQueue = uniqueTaskQueue('alias-probe');
+    const probeWorker = await startProbeWorker(h, probeQueue);
+    const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `alias-holder-${Date.now()}`, args: ['warehouse', fx.warehouse, null] });
+    try {
+      await waitFor('the probe to hold the warehouse lock', async () =>
+        (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
+      );
+      const filesBefore = await listFiles(fx.warehouse);
+      // Another catalog, so the table pre-flight (which refuses a path outside the table's) does not stop it first.
+      const workflowId = `lock-alias-${Date.now()}`;
+      const run = h.client.workflow.execute('compactWarehouse', {
+        taskQueue,
+        workflowId,
+        args: [{ warehouse: alias, catalog: path.join(path.dirname(fx.catalog), 'other-catalog.db'), lockTimeoutSeconds: 0 }],
+      });
+      await assert.rejects(run, (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const cause = err.cause as ApplicationFailure;
+        assert.equal(cause.type, FailureTypes.lockTimeout, cause.message);
+        assert.match(cause.message, new RegExp(holder.workflowId));
+        return true;
+      });
+      assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing compacted beside the holder');
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-lock-by-real-path');
+    } finally {
+      await holder.signal(finishProbeSignal);
+      await holder.result();
+      await probeWorker.stop();
+      await fs.rm(alias);
+    }
+  });
+});
+
 /** The table's current metadata location in a local catalog.db. */
 function tablePointer(catalogDb: string): string {
   const db = new Database(catalogDb, { readonly: true, fileMustExist: true });

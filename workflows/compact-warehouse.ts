@@ -61,6 +61,8 @@ const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release
 const WINDOW_ACROSS_PAGES = 'bucket-window-across-pages';
 /** patched() id of the input rules of newerInputProblems (control characters, lock-id length, the filesystem root). */
 const NEWER_INPUT_RULES = 'newer-input-rules';
+/** patched() id of the warehouse lock keyed by the warehouse's real path (warehouseLockKey). */
+const CANONICAL_WAREHOUSE_LOCK = 'warehouse-lock-by-real-path';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -187,9 +189,11 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   progress.phase = 'waiting-for-lock';
   publishDetails(input, progress);
+  // Keyed by where the warehouse really is: a path to it through a symbolic link would take a lock of its own.
+  const lockKey = patched(CANONICAL_WAREHOUSE_LOCK) ? await control.warehouseLockKey({ warehouse: input.warehouse }) : input.warehouse;
   return withResourceLock(
     'warehouse',
-    input.warehouse,
+    lockKey,
     { purpose: `compaction of ${input.warehouse}`, timeoutSeconds: input.lockTimeoutSeconds },
     async (warehouseLock) => {
       progress.phase = 'planning';
