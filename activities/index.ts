@@ -328,13 +328,17 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     /**
-     * The name the warehouse lock is taken under: where a local warehouse really is, so a path through a
-     * symbolic link (or a bind mount's other name, as far as the kernel resolves it) waits for the same
-     * lock. A path this worker cannot resolve (not mounted here) and an S3 URI are their own key.
+     * Where a local warehouse really is, for the lock of its real path: a run naming it through a
+     * symbolic link then waits for a run naming it directly. An S3 URI, and a path that does not exist
+     * (planning fails on it), are their own; any other error (EIO, ESTALE, a volume this worker lacks
+     * but another has) is retried, so two runs never lock one warehouse under different names.
      */
     async warehouseLockKey(req: { warehouse: string }): Promise<string> {
       if (!req.warehouse.startsWith('/')) return req.warehouse;
-      return fs.realpath(req.warehouse).catch(() => req.warehouse);
+      return fs.realpath(req.warehouse).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'ELOOP') return req.warehouse;
+        throw new Error(`cannot resolve the warehouse ${req.warehouse} on this worker: ${err.message}`);
+      });
     },
 
     /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */

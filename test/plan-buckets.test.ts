@@ -74,7 +74,7 @@ describe('planBuckets', () => {
     assert.equal(summary.ignoredObjects, 5);
   });
 
-  it('refuses a symbolic link among the data folders or files, naming it, instead of leaving its files out of the table', async () => {
+  it('refuses a symbolic link to a data folder or file, naming it, instead of leaving its files out of the table; other links are passed over', async () => {
     const root = await warehouseOf([
       ['a', 2020, 'part_1.parquet', 100],
       ['a', 2020, 'part_2.parquet', 100],
@@ -93,6 +93,12 @@ describe('planBuckets', () => {
       });
       await fs.rm(link);
     }
+    // Links that are neither a folder nor a data file (a marker, a dangling link) are passed over, as before.
+    await fs.symlink(path.join(volume, 'grid_partition=b', 'year=2020', 'part_1.parquet'), path.join(root, 'grid_partition=a', 'year=2020', '_SUCCESS'));
+    await fs.symlink(path.join(volume, 'gone'), path.join(root, 'grid_partition=a', 'year=2020', 'part_9.parquet.tmp'));
+    const summary = await planBuckets(new LocalWarehouseStore(root), { warehouse: root, planId: 'p-marker', threshold: 2, dryRun: false }, () => {});
+    assert.equal(summary.bucketsToCompact, 1);
+    assert.equal(summary.filesToCompact, 2);
   });
 
   it('lists the largest buckets first, equal sizes in (cell, year) order, inputs in key order', async () => {

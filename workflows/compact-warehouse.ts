@@ -61,8 +61,8 @@ const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release
 const WINDOW_ACROSS_PAGES = 'bucket-window-across-pages';
 /** patched() id of the input rules of newerInputProblems (control characters, lock-id length, the filesystem root). */
 const NEWER_INPUT_RULES = 'newer-input-rules';
-/** patched() id of the warehouse lock keyed by the warehouse's real path (warehouseLockKey). */
-const CANONICAL_WAREHOUSE_LOCK = 'warehouse-lock-by-real-path';
+/** patched() id of the second warehouse lock, of the warehouse's real path (warehouseLockKey), taken when it differs. */
+const REAL_PATH_WAREHOUSE_LOCK = 'warehouse-lock-of-real-path-too';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -74,6 +74,8 @@ export interface CarriedState {
   nextPage: number;
   progress: CompactionProgress;
   warehouseLock: HeldLock;
+  /** The lock of the warehouse's real path, when the input names it through a symbolic link. */
+  realPathLock?: HeldLock;
 }
 
 const NON_RETRYABLE_BUCKET_ERRORS: string[] = [
@@ -177,7 +179,8 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   if (carried) {
     // The lock is held by workflow id, which continue-as-new keeps; this run adopts it and resumes the walk.
-    return withHeldLock(carried.warehouseLock, () => withPipelineLock(input, false, () => runPlan(input, progress, carried)));
+    const run = () => withPipelineLock(input, false, () => runPlan(input, progress, carried));
+    return withHeldLock(carried.warehouseLock, () => (carried.realPathLock ? withHeldLock(carried.realPathLock, run) : run()));
   }
 
   if (input.dryRun) {
@@ -189,13 +192,13 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   progress.phase = 'waiting-for-lock';
   publishDetails(input, progress);
-  // Keyed by where the warehouse really is: a path to it through a symbolic link would take a lock of its own.
-  const lockKey = patched(CANONICAL_WAREHOUSE_LOCK) ? await control.warehouseLockKey({ warehouse: input.warehouse }) : input.warehouse;
-  return withResourceLock(
-    'warehouse',
-    lockKey,
-    { purpose: `compaction of ${input.warehouse}`, timeoutSeconds: input.lockTimeoutSeconds },
-    async (warehouseLock) => {
+  // A path through a symbolic link takes the lock of the path as given (what other writers and earlier
+  // runs take) and then the lock of the real path, which a run naming the warehouse another way takes too.
+  // Locks of a path as given are only ever taken first, so two runs never wait for each other in a cycle.
+  const realPath = patched(REAL_PATH_WAREHOUSE_LOCK) ? await control.warehouseLockKey({ warehouse: input.warehouse }) : input.warehouse;
+  const lockOptions = { purpose: `compaction of ${input.warehouse}`, timeoutSeconds: input.lockTimeoutSeconds };
+  return withResourceLock('warehouse', input.warehouse, lockOptions, async (warehouseLock) => {
+    const locked = async (realPathLock?: HeldLock) => {
       progress.phase = 'planning';
       publishDetails(input, progress);
       return withPipelineLock(input, true, async () => {
@@ -203,10 +206,11 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
           : await control.planCompaction(planRequest(input));
-        return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock });
+        return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock, ...(realPathLock ? { realPathLock } : {}) });
       });
-    },
-  );
+    };
+    return realPath === input.warehouse ? locked() : withResourceLock('warehouse', realPath, lockOptions, locked);
+  });
 }
 
 function catalogRequest(input: CompactionRequest) {

@@ -255,6 +255,10 @@ export class LocalCatalogDbWithS3Metadata implements IcebergCatalogBackend {
     return this.inner.commit(namespace, table, newMetadataLocation, expected);
   }
 
+  assertWritable(): Promise<void> {
+    return this.inner.assertWritable();
+  }
+
   async close(): Promise<void> {
     await this.inner.close();
     this.client.destroy();

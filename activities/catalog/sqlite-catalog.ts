@@ -184,7 +184,8 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
         const version = Number(this.db.pragma('user_version', { simple: true }));
         this.db.pragma(`user_version = ${version}`);
       } finally {
-        this.db.exec('ROLLBACK');
+        // SQLite rolls back by itself after some errors (IOERR, FULL); a second ROLLBACK would hide them.
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
       }
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';

@@ -3,7 +3,7 @@ import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, tempNameFor } from './warehouse-layout';
+import { assertSafeKey, parseDataFileKey, tempNameFor } from './warehouse-layout';
 
 /** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
 export class LocalWarehouseStore implements WarehouseStore {
@@ -36,9 +36,11 @@ export class LocalWarehouseStore implements WarehouseStore {
       }
       for (const e of entries) {
         const full = path.join(dir, e.name);
-        if (e.isSymbolicLink() && path.relative(this.root, full).startsWith('grid_partition=')) {
-          // Not followed (a link can loop, or show one file under two keys), and not skipped either: the
-          // rebuild would drop its files from the table without a word.
+        const key = path.relative(this.root, full).split(path.sep).join('/');
+        if (e.isSymbolicLink() && key.startsWith('grid_partition=') && (parseDataFileKey(key) || (await fs.stat(full).catch(() => undefined))?.isDirectory())) {
+          // A linked folder or data file is not followed (a link can loop, or show one file under two keys),
+          // and not skipped either: the rebuild would drop its files from the table without a word. Other
+          // links (a _SUCCESS marker, a dangling one) are passed over as before.
           throw new StorageError(
             `${full} is a symbolic link: the warehouse's data folders and files are listed without following links, so its ` +
               'files would be left out of the table. Put the folder or file itself there (or mount the volume at that path)',
@@ -48,7 +50,7 @@ export class LocalWarehouseStore implements WarehouseStore {
         if (e.isDirectory()) stack.push(full);
         else if (e.isFile()) {
           const st = await fs.stat(full, { bigint: true }).catch(() => undefined);
-          if (st) yield { key: path.relative(this.root, full).split(path.sep).join('/'), size: Number(st.size), version: fileVersion(st) };
+          if (st) yield { key, size: Number(st.size), version: fileVersion(st) };
         }
       }
     }

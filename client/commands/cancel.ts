@@ -32,8 +32,9 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const p = await queryProgress(handle);
     const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
     let hint = '';
-    if (status === 'CANCELLED' && p?.planId) {
-      const input = await startInput(client, workflowId, before.runId).catch(() => undefined);
+    const input = status === 'CANCELLED' && p?.planId ? await startInput(client, workflowId, before.runId).catch(() => undefined) : undefined;
+    // A dry run wrote no plan: there is nothing to resume.
+    if (status === 'CANCELLED' && p?.planId && !input?.dryRun) {
       const command = input
         ? resumeCommand(input, before.taskQueue, connectionFlagsOf(values), p.planId)
         : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
