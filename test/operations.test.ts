@@ -487,18 +487,34 @@ describe('--lock-timeout 0', () => {
   });
 });
 
+/** A probe workflow holding the warehouse lock of `warehouse` until `release` is called (as the next scheduled run would). */
+async function holdWarehouseLock(warehouse: string, name: string): Promise<{ holderId: string; release: () => Promise<void> }> {
+  const probeQueue = uniqueTaskQueue(`${name}-probe`);
+  const probeWorker = await startProbeWorker(h, probeQueue);
+  const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `${name}-holder-${Date.now()}`, args: ['warehouse', warehouse, null] });
+  const release = async () => {
+    await holder.signal(finishProbeSignal);
+    await holder.result();
+    await probeWorker.stop();
+  };
+  try {
+    await waitFor('the probe to hold the warehouse lock', async () =>
+      (await h.client.workflow.getHandle(lockWorkflowId('warehouse', warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
+    );
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  return { holderId: holder.workflowId, release };
+}
+
 describe('the warehouse lock through a symbolic link', () => {
   it('a run naming the warehouse through a link waits for the lock of the real path, so two runs never share a warehouse', async () => {
     const fx = await makeFixture('lock-alias');
     const alias = `${fx.warehouse}-alias`;
     await fs.symlink(fx.warehouse, alias);
-    const probeQueue = uniqueTaskQueue('alias-probe');
-    const probeWorker = await startProbeWorker(h, probeQueue);
-    const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `alias-holder-${Date.now()}`, args: ['warehouse', fx.warehouse, null] });
+    const holder = await holdWarehouseLock(fx.warehouse, 'alias');
     try {
-      await waitFor('the probe to hold the warehouse lock', async () =>
-        (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
-      );
       const filesBefore = await listFiles(fx.warehouse);
       // Another catalog, so the table pre-flight (which refuses a path outside the table's) does not stop it first.
       const workflowId = `lock-alias-${Date.now()}`;
@@ -511,15 +527,13 @@ describe('the warehouse lock through a symbolic link', () => {
         assert.ok(err instanceof WorkflowFailedError, String(err));
         const cause = err.cause as ApplicationFailure;
         assert.equal(cause.type, FailureTypes.lockTimeout, cause.message);
-        assert.match(cause.message, new RegExp(holder.workflowId));
+        assert.match(cause.message, new RegExp(holder.holderId));
         return true;
       });
       assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing compacted beside the holder');
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-lock-by-real-path');
     } finally {
-      await holder.signal(finishProbeSignal);
-      await holder.result();
-      await probeWorker.stop();
+      await holder.release();
       await fs.rm(alias);
     }
   });
@@ -546,13 +560,8 @@ describe('a run reset past its lock grant', () => {
     const pointerAfter = tablePointer(fx.catalog);
 
     // Another workflow holds the warehouse lock now, as the next scheduled run would.
-    const probeQueue = uniqueTaskQueue('reset-probe');
-    const probeWorker = await startProbeWorker(h, probeQueue);
-    const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `reset-holder-${Date.now()}`, args: ['warehouse', fx.warehouse, null] });
+    const holder = await holdWarehouseLock(fx.warehouse, 'reset');
     try {
-      await waitFor('the probe to hold the warehouse lock', async () =>
-        (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
-      );
       // `temporal workflow reset` to the workflow task right after the warehouse lock's grant.
       const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
       const events = history!.events!;
@@ -570,18 +579,16 @@ describe('a run reset past its lock grant', () => {
         assert.ok(err instanceof WorkflowFailedError, String(err));
         const cause = err.cause as ApplicationFailure;
         assert.equal(cause.type, FailureTypes.lockLost);
-        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.workflowId}\\)`));
+        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.holderId}\\)`));
         return true;
       });
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-lock-lost');
       assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
       assert.equal(tablePointer(fx.catalog), pointerAfter, 'and rebuilt nothing');
       const lock = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);
-      assert.equal(lock.holder?.workflowId, holder.workflowId, "the real holder keeps the lock (the reset run's release names a stale request)");
+      assert.equal(lock.holder?.workflowId, holder.holderId, "the real holder keeps the lock (the reset run's release names a stale request)");
     } finally {
-      await holder.signal(finishProbeSignal);
-      await holder.result();
-      await probeWorker.stop();
+      await holder.release();
     }
   });
 });

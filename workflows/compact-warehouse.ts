@@ -30,6 +30,7 @@ import {
   FailureTypes,
   bucketPrefix,
   capFailureReason,
+  invalidInputError,
   newerInputProblems,
   parseCompactionInput,
   type BucketFailure,
@@ -147,7 +148,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   try {
     input = parseCompactionInput(rawInput, { newerRules: false });
     const problems = carried ? [] : newerInputProblems(input);
-    if (problems.length && patched(NEWER_INPUT_RULES)) throw new Error(`invalid compaction input: ${problems.join('; ')}`);
+    if (problems.length && patched(NEWER_INPUT_RULES)) throw invalidInputError(problems);
   } catch (err) {
     if (!carried) throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
     // A run continued-as-new carries the input its first run validated and completed with defaults. A

@@ -161,7 +161,12 @@ export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean 
   const problems = result.success ? [] : result.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`);
   if (result.success && (opts.newerRules ?? true)) problems.push(...newerInputProblems(result.data));
   if (result.success && problems.length === 0) return result.data;
-  throw new Error(`invalid compaction input: ${problems.join('; ')}`);
+  throw invalidInputError(problems);
+}
+
+/** The error an input with `problems` is refused with, wherever it is checked. */
+export function invalidInputError(problems: readonly string[]): Error {
+  return new Error(`invalid compaction input: ${problems.join('; ')}`);
 }
 
 /** One (cell, year) prefix of the hive layout. */

@@ -236,11 +236,7 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
 async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
   let sample: string | undefined;
   try {
-    const current = currentSnapshot(base, metadataLocation);
-    for await (const f of current ? liveDataFiles(backend, current) : []) {
-      sample = f.file_path;
-      break;
-    }
+    sample = await registeredSample(backend, base, metadataLocation);
   } catch {
     // A snapshot or manifests that cannot be read do not tell; the rebuild, which does not need them, may go on.
     return;
@@ -266,23 +262,22 @@ async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogR
   );
 }
 
+/** A data file the table's current snapshot registers (undefined: none); throws when its manifests cannot be read. */
+async function registeredSample(backend: IcebergCatalogBackend, base: TableMetadataJson, metadataLocation: string): Promise<string | undefined> {
+  const current = currentSnapshot(base, metadataLocation);
+  for await (const f of current ? liveDataFiles(backend, current) : []) return f.file_path;
+  return undefined;
+}
+
 /**
  * A warehouse without a single data file, against a table that registers some, is far likelier an
  * unmounted volume or a moved prefix than a warehouse emptied on purpose; rebuilt, the table would be
  * empty for every reader, and the check above has no file of the warehouse to compare.
  */
 async function refuseEmptying(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
-  const current = currentSnapshot(base, metadataLocation);
-  const registered = Number(current?.summary?.['total-data-files'] ?? Number.NaN);
-  let some: string | undefined;
-  try {
-    for await (const f of current ? liveDataFiles(backend, current) : []) {
-      some = f.file_path;
-      break;
-    }
-  } catch {
-    // Manifests that cannot be read do not tell; the summary's count, when there is one, still does.
-  }
+  const registered = Number(currentSnapshot(base, metadataLocation)?.summary?.['total-data-files'] ?? Number.NaN);
+  // Manifests that cannot be read do not tell; the summary's count, when there is one, still does.
+  const some = await registeredSample(backend, base, metadataLocation).catch(() => undefined);
   if (some === undefined && !(registered > 0)) return;
   const count = registered > 0 ? `${registered} data files` : 'data files';
   throw new WarehouseMismatchError(
