@@ -192,6 +192,66 @@ describe('catalog.db kept in S3', () => {
     }
   });
 
+  it('the pre-flight proves catalog.db may be written and leaves it as it was (same bytes, same ETag); the commit that follows still matches', async () => {
+    const before = await objectBytes(catalog);
+    const etag = await etagOf(catalog);
+    assert.ok(before && etag, 'an earlier test created catalog.db');
+    const backend = await S3CatalogDbBackend.open(catalog, WAREHOUSE, 'earthcatalog');
+    try {
+      await backend.assertWritable();
+      assert.equal(await etagOf(catalog), etag);
+      assert.deepEqual(await objectBytes(catalog), before);
+      await rebuildCatalog(store, backend, request(catalog));
+    } finally {
+      await backend.close();
+    }
+    assert.notEqual(await etagOf(catalog), etag, 'the rebuild was not taken for a conflict with the proof');
+    assertWholeWarehouse(await scanS3CatalogDb(catalog));
+  });
+
+  it('a policy without s3:PutObject on catalog.db fails the pre-flight as denied, naming it; nothing is written', async () => {
+    const before = await objectBytes(catalog);
+    const etag = await etagOf(catalog);
+    let denied = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      deny: (r) => {
+        const hit = r.method === 'PUT' && r.key === 'catalogs/catalog.db';
+        if (hit) denied++;
+        return hit;
+      },
+    });
+    try {
+      const backend = await S3CatalogDbBackend.open(catalog, WAREHOUSE, 'earthcatalog', { clientSettings: { endpoint: proxy.endpoint } });
+      try {
+        await assert.rejects(backend.assertWritable(), (err: unknown) => {
+          assert.ok(err instanceof StorageError, String(err));
+          assert.equal(err.kind, 'denied');
+          assert.ok(err.message.startsWith(`catalog ${catalog} cannot be written`), err.message);
+          assert.match(err.message, /nothing was changed/);
+          return true;
+        });
+      } finally {
+        await backend.close();
+      }
+      assert.ok(denied >= 1, 'the proof tried to write catalog.db');
+      assert.equal(await etagOf(catalog), etag);
+      assert.deepEqual(await objectBytes(catalog), before);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('a catalog.db that does not exist yet is not written by the pre-flight (no table can point at deleted files)', async () => {
+    const absent = `s3://${BUCKET}/catalogs/not-yet/catalog.db`;
+    const backend = await S3CatalogDbBackend.open(absent, WAREHOUSE, 'earthcatalog');
+    try {
+      await backend.assertWritable();
+    } finally {
+      await backend.close();
+    }
+    assert.equal(await objectBytes(absent), undefined);
+  });
+
   it('a corrupt catalog.db in S3 is refused naming its URI and left untouched', async () => {
     const corrupt = `s3://${BUCKET}/catalogs/corrupt/catalog.db`;
     const garbage = Buffer.from('this is not an SQLite database, it is a text file of some length');

@@ -114,6 +114,8 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
     private readonly localDb: string,
     /** The ETag of the version the local copy came from; null when catalog.db did not exist. */
     private version: string | null,
+    /** The bytes of that version, as downloaded (assertWritable uploads them unchanged). */
+    private readonly downloaded: Buffer | undefined,
     private readonly makeInner: () => SqliteCatalogBackend,
     private readonly retry: RetryPolicy,
   ) {
@@ -140,6 +142,7 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
         await fs.rm(localDb, { force: true });
         version = null;
       }
+      const downloaded = version === null ? undefined : await fs.readFile(localDb);
       const io = new S3MetadataFileIO(client, { retry });
       const makeInner = () =>
         new SqliteCatalogBackend({
@@ -151,7 +154,7 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
           relativeBase: parentOf(catalogUri),
           displayName: catalogUri,
         });
-      return new S3CatalogDbBackend(catalogUri, client, !opts.client, localDir, localDb, version, makeInner, retry);
+      return new S3CatalogDbBackend(catalogUri, client, !opts.client, localDir, localDb, version, downloaded, makeInner, retry);
     } catch (err) {
       await fs.rm(localDir, { recursive: true, force: true });
       if (!opts.client) client.destroy();
@@ -199,6 +202,31 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
       throw new CatalogConflictError(`catalog.db at ${this.catalogUri} was changed by someone else since it was read; not overwritten`);
     }
     this.version = result;
+  }
+
+  /**
+   * The pre-flight's proof that the commit's upload will be allowed: the downloaded bytes are put back
+   * unchanged, only if catalog.db is still that version, so its content and ETag stay what they were (a
+   * versioned bucket keeps one more identical version). A policy without s3:PutObject on the key would
+   * otherwise be found at the commit, after every bucket had deleted its inputs. A catalog.db that does
+   * not exist yet has no table that could point at deleted files, so nothing is written for it; one
+   * changed meanwhile answers 412, which S3 gives only to a request it has authorized.
+   */
+  async assertWritable(): Promise<void> {
+    await this.db().assertWritable();
+    if (this.version === null || !this.downloaded) return;
+    try {
+      const result = await conditionalPut(this.client, parseS3Uri(this.catalogUri), this.downloaded, this.version, this.retry);
+      // Same bytes, same MD5 ETag; under SSE-KMS the ETag is not the MD5 and changes.
+      if (result !== 'conflict' && result) this.version = result;
+    } catch (err) {
+      if (!(err instanceof StorageError) || err.kind !== 'denied') throw err;
+      throw new StorageError(
+        `catalog ${this.catalogUri} cannot be written (${err.message}): the run would compact buckets and then fail to ` +
+          'point the table at their outputs; nothing was changed. Give the worker s3:PutObject on it',
+        'denied',
+      );
+    }
   }
 
   async close(): Promise<void> {
