@@ -105,7 +105,7 @@ describe('resume', () => {
     assert.match(running, /no compaction is running/);
     assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), warning);
     // The run's server, namespace and (not the default) task queue: the resume must reach its workers.
-    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --max-parallel 1 --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;
@@ -328,7 +328,7 @@ describe('Ctrl-C and the cancel command', () => {
 });
 
 describe('cancel through the CLI', () => {
-  it('prints the whole resume command of the cancelled run, which finishes it; a second cancel says there is nothing to cancel', async () => {
+  it('prints the whole resume command of the cancelled run (its parallelism and lock timeout too), which finishes it; a second cancel says there is nothing to cancel', async () => {
     const fx = await makeFixture('cli-cancel-hint', TWELVE_BUCKETS);
     const workflowId = `cli-cancel-hint-${Date.now()}`;
     // A queue of its own whose worker stops after the first bucket, so the run is still going when the
@@ -338,7 +338,7 @@ describe('cancel through the CLI', () => {
     const handle = await h.client.workflow.start('compactWarehouse', {
       taskQueue: queue,
       workflowId,
-      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1, lockTimeoutSeconds: 600 }],
     });
     let second: Awaited<ReturnType<typeof startWorker>> | undefined;
     try {
@@ -354,7 +354,7 @@ describe('cancel through the CLI', () => {
       second = await startWorker(h, queue);
       const { stdout } = await cancelling;
       const hint = /^\S+ CANCELLED: \d+ of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(stdout)?.[1];
-      assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`, stdout);
+      assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --lock-timeout 600 --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`, stdout);
       // Run exactly as printed (cli() would add this file's task queue).
       const resumed = JSON.parse((await run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...hint!.split(' '), '--json'], { cwd: REPO_ROOT })).stdout) as CompactionSummary;
       assert.equal(resumed.planId, planId);
@@ -688,7 +688,7 @@ describe('--use-lock after a terminated run', () => {
       return seen.warning ? seen : undefined;
     });
     assert.match(warning, /the Python pipeline waits for its lock object/);
-    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
+    assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --use-lock --max-parallel 1 --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;

@@ -7,6 +7,7 @@ import { z } from 'zod';
 export const DEFAULT_TASK_QUEUE = 'earthcatalog-compaction';
 export const DEFAULT_NAMESPACE = 'earthcatalog';
 export const DEFAULT_TABLE = 'stac_items';
+export const DEFAULT_MAX_PARALLEL_BUCKETS = 4;
 export const DEFAULT_CATALOG_NAME = 'earthcatalog';
 
 /** Non-retryable failure types; the workflow reports them per bucket instead of retrying. */
@@ -105,7 +106,7 @@ export const compactionInputSchema = z
     threshold: z.number().int().min(1).max(100_000).default(2),
     dryRun: z.boolean().default(false),
     useLock: z.boolean().default(false),
-    maxParallelBuckets: z.number().int().min(1).max(1000).default(4),
+    maxParallelBuckets: z.number().int().min(1).max(1000).default(DEFAULT_MAX_PARALLEL_BUCKETS),
     // An empty list would plan nothing yet rebuild the table and report success: almost surely a mistake.
     cells: z.array(cellSchema).min(1, 'list at least one cell, or leave cells out for all').optional(),
     years: z.array(z.number().int().min(1000).max(9999)).min(1, 'list at least one year, or leave years out for all').optional(),

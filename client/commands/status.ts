@@ -1,6 +1,6 @@
 import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
-import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
+import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { queryProgress } from '../start-compaction';
@@ -136,6 +136,9 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
   if (input.table !== DEFAULT_TABLE) flags.push(`--table ${input.table}`);
   if (input.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${input.catalogName}`);
   if (input.useLock) flags.push('--use-lock');
+  // How the run went, not what it does: a resume left at the defaults would crawl at 4 buckets, or wait forever.
+  if (input.maxParallelBuckets !== DEFAULT_MAX_PARALLEL_BUCKETS) flags.push(`--max-parallel ${input.maxParallelBuckets}`);
+  if (input.lockTimeoutSeconds !== undefined) flags.push(`--lock-timeout ${input.lockTimeoutSeconds}`);
   flags.push(...connection);
   if (taskQueue !== DEFAULT_TASK_QUEUE) flags.push(`--task-queue ${shellWord(taskQueue)}`);
   return `earthcatalog-compact resume ${flags.join(' ')}`;
