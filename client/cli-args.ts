@@ -1,7 +1,7 @@
 /** Flag parsing shared by the subcommands: one parser, one error style. */
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { parseCompactionInput, type CompactionInput } from '../workflows/contract';
+import { parseBucketSelection, parseCompactionInput, type BucketSelection, type CompactionInput } from '../workflows/contract';
 
 export class UsageError extends Error {}
 
@@ -67,10 +67,7 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   if (values['use-lock']) input.useLock = true;
   const parallel = int('max-parallel', str('max-parallel'));
   if (parallel !== undefined) input.maxParallelBuckets = parallel;
-  const cells = str('cells');
-  if (cells !== undefined) input.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
-  const years = str('years');
-  if (years !== undefined) input.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => int('years', y)!);
+  Object.assign(input, selectionFromFlags(values));
   const ns = str('iceberg-namespace');
   if (ns !== undefined) input.namespace = ns;
   const table = str('table');
@@ -80,6 +77,25 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   const lockTimeout = int('lock-timeout', str('lock-timeout'));
   if (lockTimeout !== undefined) input.lockTimeoutSeconds = lockTimeout;
   return checked({ ...input, ...extra });
+}
+
+/** `--cells a,b` and `--years 2024,2025` as lists, unchecked (a flag given empty is an empty list, which the schema refuses). */
+function selectionFromFlags(values: Values): { cells?: string[]; years?: number[] } {
+  const out: { cells?: string[]; years?: number[] } = {};
+  const cells = values.cells;
+  if (typeof cells === 'string') out.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
+  const years = values.years;
+  if (typeof years === 'string') out.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => int('years', y)!);
+  return out;
+}
+
+/** The buckets `--cells`/`--years` select, checked as a compaction checks them (absent: all). */
+export function bucketSelectionFromFlags(values: Values): BucketSelection {
+  try {
+    return parseBucketSelection(selectionFromFlags(values));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 /** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */

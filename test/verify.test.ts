@@ -166,6 +166,52 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test('--cells/--years check those buckets only: their files and the catalog entries of them', async () => {
+    const [damaged, other] = CELLS.map((c) => `grid_partition=${c}/year=2021`);
+    const stray = `${damaged}/part_99998_selection.parquet`;
+    await writePartFile(path.join(warehouse, stray), [makeSampleRow(createPrng(6), { id: 'SEL_1', cell: CELLS[0]!, year: 2021, updated: new Date() })]);
+    const [compacted] = (await compactedFiles()).filter((k) => k.startsWith(`${damaged}/`));
+    const saved = path.join(dir, 'saved-selection.parquet');
+    await fs.rename(path.join(warehouse, compacted!), saved);
+    try {
+      const whole = await verify();
+      assert.deepEqual(kinds(whole), [`${ViolationKinds.notInCatalog} ${stray}`, `${ViolationKinds.missingFromWarehouse} ${path.join(warehouse, compacted!)}`].sort());
+      assert.equal(whole.selection, undefined);
+
+      const clean = await verifyWarehouse({ warehouse, catalog, cells: [CELLS[1]!] });
+      assert.deepEqual(clean.violations, [], 'the damaged bucket and its catalog entry are not looked at');
+      assert.deepEqual(clean.selection, { cells: [CELLS[1]!] });
+      assert.deepEqual([clean.stats.dataFiles, clean.stats.buckets, clean.stats.catalogFiles], [1, 1, 1]);
+      assert.equal(clean.stats.catalogRows, clean.stats.rows);
+
+      const both = await verifyWarehouse({ warehouse, catalog, cells: [CELLS[0]!], years: [2021] });
+      assert.deepEqual(kinds(both), kinds(whole), 'the selected bucket is checked as a whole verify checks it');
+      assert.deepEqual([both.stats.dataFiles, both.stats.catalogFiles], [1, 1]);
+
+      const none = await verifyWarehouse({ warehouse, catalog, years: [2022] });
+      assert.deepEqual([none.ok, none.stats.dataFiles, none.stats.catalogFiles], [true, 0, 0]);
+      await assert.rejects(verifyWarehouse({ warehouse, catalog, cells: [] }), /invalid selection: cells: list at least one cell/);
+
+      const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+      const text = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--cells', CELLS[1]!, '--years', '2021'], { cwd: REPO_ROOT });
+      assert.match(text.stdout, new RegExp(`only cells ${CELLS[1]} and years 2021\n`));
+      assert.match(text.stdout, /\nOK: no violations/);
+      for (const bad of [['--cells', ''], ['--years', '20x1'], ['--cells', 'a/b']]) {
+        const refused = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, ...bad], { cwd: REPO_ROOT }).then(
+          () => assert.fail(`verify ${bad.join(' ')} must be refused`),
+          (err: { code?: number; stderr?: string }) => err,
+        );
+        assert.equal(refused.code, 64, `${bad.join(' ')}: ${refused.stderr}`);
+        assert.match(refused.stderr!, /usage: earthcatalog-compact verify/);
+      }
+    } finally {
+      await fs.rm(path.join(warehouse, stray));
+      await fs.rename(saved, path.join(warehouse, compacted!));
+    }
+    assert.equal((await verify()).ok, true);
+    assert.equal(other, `grid_partition=${CELLS[1]}/year=2021`);
+  });
+
   test('an id duplicated across two files of one bucket, even once both are catalogued', async () => {
     const [compacted] = await compactedFiles();
     const bucket = path.dirname(compacted!);

@@ -99,6 +99,22 @@ const catalogSchema = z
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
 
+/** Which buckets a run compacts or `verify` checks; absent means all. */
+const selectionFields = {
+  // An empty list would select nothing yet look like a success: almost surely a mistake.
+  cells: z.array(cellSchema).min(1, 'list at least one cell, or leave cells out for all').optional(),
+  years: z.array(z.number().int().min(1000).max(9999)).min(1, 'list at least one year, or leave years out for all').optional(),
+};
+const bucketSelectionSchema = z.object(selectionFields).strict();
+export type BucketSelection = z.output<typeof bucketSelectionSchema>;
+
+/** Parses a selection of buckets; throws an Error whose message lists every problem on one line. */
+export function parseBucketSelection(raw: unknown): BucketSelection {
+  const result = bucketSelectionSchema.safeParse(raw);
+  if (result.success) return result.data;
+  throw new Error(`invalid selection: ${result.error.issues.map((i) => `${i.path.join('.') || 'selection'}: ${i.message}`).join('; ')}`);
+}
+
 export const compactionInputSchema = z
   .object({
     warehouse: warehouseSchema,
@@ -107,9 +123,7 @@ export const compactionInputSchema = z
     dryRun: z.boolean().default(false),
     useLock: z.boolean().default(false),
     maxParallelBuckets: z.number().int().min(1).max(1000).default(DEFAULT_MAX_PARALLEL_BUCKETS),
-    // An empty list would plan nothing yet rebuild the table and report success: almost surely a mistake.
-    cells: z.array(cellSchema).min(1, 'list at least one cell, or leave cells out for all').optional(),
-    years: z.array(z.number().int().min(1000).max(9999)).min(1, 'list at least one year, or leave years out for all').optional(),
+    ...selectionFields,
     namespace: identifier.default(DEFAULT_NAMESPACE),
     table: identifier.default(DEFAULT_TABLE),
     catalogName: identifier.default(DEFAULT_CATALOG_NAME),

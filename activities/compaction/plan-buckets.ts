@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, isCompactableKey, parseDataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, inSelection, isCompactableKey, parseDataFileKey, selectionPrefixes } from '../storage/warehouse-layout';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -16,14 +16,12 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     const existing = await readPlanManifest(store, req.planId);
     if (existing) return existing.summary;
   }
-  const cells = req.cells ? new Set(req.cells) : undefined;
-  const years = req.years ? new Set(req.years) : undefined;
-  const prefixes = cells ? [...cells].sort().map((c) => `grid_partition=${c}/`) : [''];
+  const selection = { cells: req.cells, years: req.years };
 
   const byBucket = new Map<string, BucketTask>();
   let listed = 0;
   let ignoredObjects = 0;
-  for (const prefix of prefixes) {
+  for (const prefix of selectionPrefixes(selection)) {
     for await (const obj of store.list(prefix)) {
       if (++listed % 1000 === 0) heartbeat(listed);
       if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
@@ -32,7 +30,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
         if (obj.key.startsWith('grid_partition=')) ignoredObjects++;
         continue;
       }
-      if (years && !years.has(parsed.bucket.year)) continue;
+      if (!inSelection(parsed.bucket, selection)) continue;
       const name = bucketPrefix(parsed.bucket);
       let task = byBucket.get(name);
       if (!task) byBucket.set(name, (task = { bucket: parsed.bucket, inputs: [] }));

@@ -2,7 +2,7 @@
  * The hive layout: which keys are data files, which are compaction artifacts, and what they are named.
  * Everything that does not match is never touched and never registered.
  */
-import type { BucketRef } from '../../workflows/contract';
+import type { BucketRef, BucketSelection } from '../../workflows/contract';
 import { bucketPrefix, hasGlobCharacter } from '../../workflows/contract';
 
 /** Control objects of this tool (plans, lock object) live here; no data file can match it. */
@@ -35,6 +35,15 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
  */
 export function isCompactableKey(key: string): boolean {
   return !hasGlobCharacter(key);
+}
+
+/** The prefixes whose listing covers `sel`: one per selected cell (a cell's files only), else the whole warehouse. */
+export function selectionPrefixes(sel: BucketSelection): string[] {
+  return sel.cells ? [...new Set(sel.cells)].sort().map((c) => `grid_partition=${c}/`) : [''];
+}
+
+export function inSelection(b: BucketRef, sel: BucketSelection): boolean {
+  return (!sel.cells || sel.cells.includes(b.cell)) && (!sel.years || sel.years.includes(b.year));
 }
 
 export function bucketKey(b: BucketRef): string {

@@ -7,6 +7,8 @@ import { topLevelField } from '../catalog/iceberg-schema';
 import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import type { PartitionValue } from '../catalog/manifest-writer';
 import type { WarehouseStore } from '../storage/warehouse-store';
+import { inSelection, parseDataFileKey } from '../storage/warehouse-layout';
+import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
 import type { PhysicalDataFile } from './warehouse-files';
 
@@ -41,8 +43,27 @@ function partitionExpectations(table: DescribedTable, label: string): Map<string
   return checks;
 }
 
+/**
+ * The catalog entries a check of `selection` looks at: those of its buckets, and those that are no data
+ * file of the warehouse's layout at all (registered outside it), which belong to no bucket.
+ */
+export function entriesInSelection(
+  table: DescribedTable,
+  keyOfPath: (p: string) => string | undefined,
+  selection: BucketSelection,
+): DescribedTable['dataFiles'] {
+  if (!selection.cells && !selection.years) return table.dataFiles;
+  return table.dataFiles.filter((entry) => {
+    const key = keyOfPath(entry.path);
+    const parsed = key === undefined ? undefined : parseDataFileKey(key);
+    return !parsed || inSelection(parsed.bucket, selection);
+  });
+}
+
+/** `files` and `entries` are of the same selection of buckets (entriesInSelection). */
 export function compareCatalogWithFiles(
   table: DescribedTable,
+  entries: DescribedTable['dataFiles'],
   files: readonly PhysicalDataFile[],
   rowsByKey: ReadonlyMap<string, number>,
   keyOfPath: (p: string) => string | undefined,
@@ -59,7 +80,7 @@ export function compareCatalogWithFiles(
   const physical = new Map(files.map((f) => [f.key, f]));
   const partitionChecks = partitionExpectations(table, catalogLabel);
   const listed = new Set<string>();
-  for (const entry of table.dataFiles) {
+  for (const entry of entries) {
     const key = keyOfPath(entry.path);
     const file = key === undefined ? undefined : physical.get(key);
     if (!file) {

@@ -1,4 +1,5 @@
 /** What `verify` reports: every violation names the object (a key, a bucket, the catalog) it is about. */
+import type { BucketSelection } from '../../workflows/contract';
 
 export const ViolationKinds = {
   /** A data file in the warehouse that the catalog's current snapshot does not list. */
@@ -48,7 +49,7 @@ export interface VerifyStats {
   compactedFiles: number;
   /** Rows of the readable data files (from their footers). */
   rows: number;
-  /** Null when the catalog or its table could not be read. */
+  /** Null when the catalog or its table could not be read. Of a selection: its buckets' entries, and entries outside the warehouse. */
   catalogFiles: number | null;
   catalogRows: number | null;
   snapshotCount: number | null;
@@ -60,6 +61,8 @@ export interface VerifyReport {
   warehouse: string;
   catalog: string;
   table: string;
+  /** The buckets checked when not all of them (verify --cells/--years). */
+  selection?: BucketSelection;
   violations: Violation[];
   stats: VerifyStats;
 }

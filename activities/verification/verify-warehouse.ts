@@ -13,8 +13,8 @@ import { CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation } from '../../workflows/contract';
-import { catalogPathResolver, compareCatalogWithFiles } from './catalog-checks';
+import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
+import { catalogPathResolver, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
@@ -29,6 +29,12 @@ export interface VerifyOptions {
   namespace?: string;
   table?: string;
   catalogName?: string;
+  /**
+   * Only these buckets (absent: all): their files are checked, and the catalog's entries of them. The
+   * table-wide checks (the catalog readable, one snapshot, entries outside the warehouse) still apply.
+   */
+  cells?: string[];
+  years?: number[];
   /** DuckDB memory limit; verify reads one column at a time, so little is needed. Default 256 MB. */
   memoryLimitMb?: number;
   /** Where remote files are downloaded and DuckDB spills (in a fresh subdirectory, removed afterwards). Default: the OS temp dir. */
@@ -46,26 +52,30 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   // A directory of its own, even inside a caller's scratch dir, so removing it afterwards removes only ours.
   const scratch = path.join(opts.scratchDir ?? os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
 
+  const selection = parseBucketSelection({ ...(opts.cells && { cells: opts.cells }), ...(opts.years && { years: opts.years }) });
+  const selective = selection.cells !== undefined || selection.years !== undefined;
+
   const store = await openWarehouseStore(warehouse);
   try {
-    const files = await listPhysicalDataFiles(store);
+    const files = await listPhysicalDataFiles(store, selection);
     const violations: Violation[] = [];
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
     const keyOfPath = catalogPathResolver(store, files);
+    const entries = table && entriesInSelection(table, keyOfPath, selection);
 
     let rowsByKey: Map<string, number>;
     try {
       await fs.mkdir(scratch, { recursive: true });
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
-        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && catalogStats(table, keyOfPath, label));
+        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && entries && catalogStats(table, entries, keyOfPath, label));
       } finally {
         session.close();
       }
     } finally {
       await fs.rm(scratch, { recursive: true, force: true });
     }
-    if (table) violations.push(...compareCatalogWithFiles(table, files, rowsByKey, keyOfPath, label));
+    if (table && entries) violations.push(...compareCatalogWithFiles(table, entries, files, rowsByKey, keyOfPath, label));
 
     const buckets = groupByBucket(files);
     const unique = dedupe(violations);
@@ -74,6 +84,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       warehouse,
       catalog,
       table: `${namespace}.${tableName}`,
+      ...(selective ? { selection } : {}),
       violations: unique,
       stats: {
         dataFiles: files.length,
@@ -81,8 +92,8 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
         bucketsWithSeveralFiles: [...buckets.values()].filter((g) => g.length > 1).length,
         compactedFiles: files.filter((f) => f.compacted).length,
         rows: [...rowsByKey.values()].reduce((a, b) => a + b, 0),
-        catalogFiles: table ? table.dataFiles.length : null,
-        catalogRows: table ? table.dataFiles.reduce((n, f) => n + f.recordCount, 0) : null,
+        catalogFiles: entries ? entries.length : null,
+        catalogRows: entries ? entries.reduce((n, f) => n + f.recordCount, 0) : null,
         snapshotCount: table ? table.snapshotCount : null,
         durationMs: Date.now() - started,
       },
@@ -98,7 +109,12 @@ interface CatalogStatsByKey {
 }
 
 /** The column metrics the catalog records, by warehouse key (undefined when its schema is unreadable). */
-function catalogStats(table: DescribedTable, keyOf: (p: string) => string | undefined, label: string): CatalogStatsByKey | undefined {
+function catalogStats(
+  table: DescribedTable,
+  entries: DescribedTable['dataFiles'],
+  keyOf: (p: string) => string | undefined,
+  label: string,
+): CatalogStatsByKey | undefined {
   let schema: IcebergSchema;
   try {
     schema = currentSchema(table.metadata, label);
@@ -106,7 +122,7 @@ function catalogStats(table: DescribedTable, keyOf: (p: string) => string | unde
     return undefined; // reported by the catalog checks
   }
   const byKey = new Map<string, ColumnStats>();
-  for (const entry of table.dataFiles) {
+  for (const entry of entries) {
     const key = keyOf(entry.path);
     if (key !== undefined && entry.stats) byKey.set(key, entry.stats);
   }

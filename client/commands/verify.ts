@@ -1,9 +1,12 @@
-import { location, parse } from '../cli-args';
+import { bucketSelectionFromFlags, location, parse } from '../cli-args';
+import type { BucketSelection } from '../../workflows/contract';
 import { UsageError } from '../cli-args';
 import { verifyWarehouse, type VerifyReport } from '../../activities/verification/verify-warehouse';
 
-export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--iceberg-namespace NS] [--table T] [--catalog-name N] [--json]
-    Checks the warehouse against its catalog and the compaction contract (read-only); exit 2 on any violation.`;
+export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--cells a,b] [--years 2024,2025] [--iceberg-namespace NS] [--table T]
+    [--catalog-name N] [--json]
+    Checks the warehouse against its catalog and the compaction contract (read-only); exit 2 on any violation.
+    --cells/--years check those buckets only (their files and the catalog's entries of them), as after a run given them.`;
 
 /** Exit code when verification found violations (1 stays "could not verify"). */
 export const EXIT_VIOLATIONS = 2;
@@ -18,11 +21,15 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
     'iceberg-namespace': { type: 'string' },
     table: { type: 'string' },
     'catalog-name': { type: 'string' },
+    cells: { type: 'string' },
+    years: { type: 'string' },
     json: { type: 'boolean' },
   });
   if (!values.warehouse) throw new UsageError('--warehouse is required');
   if (!values.catalog) throw new UsageError('--catalog is required');
+  const selection = bucketSelectionFromFlags(values);
   const report = await verifyWarehouse({
+    ...selection,
     warehouse: location(values.warehouse),
     catalog: location(values.catalog),
     namespace: values['iceberg-namespace'],
@@ -36,7 +43,7 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
 export function formatVerifyReport(r: VerifyReport): string {
   const s = r.stats;
   const lines = [
-    `verify ${r.warehouse} against ${r.catalog} (${r.table})`,
+    `verify ${r.warehouse} against ${r.catalog} (${r.table})${r.selection ? `, only ${describeSelection(r.selection)}` : ''}`,
     `  warehouse ${s.dataFiles} data files in ${s.buckets} buckets (${s.bucketsWithSeveralFiles} with several files), ${s.compactedFiles} compacted, ${s.rows} rows`,
     s.catalogFiles === null
       ? '  catalog   not readable'
@@ -51,4 +58,8 @@ export function formatVerifyReport(r: VerifyReport): string {
   for (const v of r.violations.slice(0, SHOWN)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
   if (r.violations.length > SHOWN) lines.push(`  … and ${r.violations.length - SHOWN} more (--json lists all)`);
   return lines.join('\n');
+}
+
+function describeSelection(sel: BucketSelection): string {
+  return [sel.cells && `cells ${sel.cells.join(',')}`, sel.years && `years ${sel.years.join(',')}`].filter(Boolean).join(' and ');
 }
