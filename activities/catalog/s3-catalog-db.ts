@@ -114,8 +114,8 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
     private readonly localDb: string,
     /** The ETag of the version the local copy came from; null when catalog.db did not exist. */
     private version: string | null,
-    /** The bytes of that version, as downloaded (assertWritable uploads them unchanged). */
-    private readonly downloaded: Buffer | undefined,
+    /** A copy of that version as downloaded, which assertWritable uploads unchanged (the SQLite backend works on the other). */
+    private readonly downloaded: string | undefined,
     private readonly makeInner: () => SqliteCatalogBackend,
     private readonly retry: RetryPolicy,
   ) {
@@ -142,7 +142,8 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
         await fs.rm(localDb, { force: true });
         version = null;
       }
-      const downloaded = version === null ? undefined : await fs.readFile(localDb);
+      const downloaded = version === null ? undefined : path.join(localDir, 'downloaded.db');
+      if (downloaded) await fs.copyFile(localDb, downloaded);
       const io = new S3MetadataFileIO(client, { retry });
       const makeInner = () =>
         new SqliteCatalogBackend({
@@ -206,17 +207,19 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
 
   /**
    * The pre-flight's proof that the commit's upload will be allowed: the downloaded bytes are put back
-   * unchanged, only if catalog.db is still that version, so its content and ETag stay what they were (a
-   * versioned bucket keeps one more identical version). A policy without s3:PutObject on the key would
-   * otherwise be found at the commit, after every bucket had deleted its inputs. A catalog.db that does
-   * not exist yet has no table that could point at deleted files, so nothing is written for it; one
-   * changed meanwhile answers 412, which S3 gives only to a request it has authorized.
+   * unchanged, only if catalog.db is still that version, so its content stays what it was (the object's
+   * other attributes change as at every commit's upload: see the README). A policy without
+   * s3:PutObject on the key would otherwise be found at the commit, after every bucket had deleted its
+   * inputs. A catalog.db that does not exist yet has no table that could point at deleted files, so
+   * nothing is written for it; one changed meanwhile answers 412, which S3 gives only to a request it
+   * has authorized.
    */
   async assertWritable(): Promise<void> {
     await this.db().assertWritable();
     if (this.version === null || !this.downloaded) return;
     try {
-      const result = await conditionalPut(this.client, parseS3Uri(this.catalogUri), this.downloaded, this.version, this.retry);
+      const bytes = await fs.readFile(this.downloaded);
+      const result = await conditionalPut(this.client, parseS3Uri(this.catalogUri), bytes, this.version, this.retry);
       // Same bytes, same MD5 ETag; under SSE-KMS the ETag is not the MD5 and changes.
       if (result !== 'conflict' && result) this.version = result;
     } catch (err) {
