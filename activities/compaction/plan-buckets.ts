@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, inSelection, isCompactableKey, parseDataFileKey, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isCompactableKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -17,6 +17,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     if (existing) return existing.summary;
   }
   const selection = { cells: req.cells, years: req.years };
+  const selected = selectionFilter(selection);
 
   const byBucket = new Map<string, BucketTask>();
   let listed = 0;
@@ -30,7 +31,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
         if (obj.key.startsWith('grid_partition=')) ignoredObjects++;
         continue;
       }
-      if (!inSelection(parsed.bucket, selection)) continue;
+      if (!selected(parsed.bucket)) continue;
       const name = bucketPrefix(parsed.bucket);
       let task = byBucket.get(name);
       if (!task) byBucket.set(name, (task = { bucket: parsed.bucket, inputs: [] }));

@@ -42,8 +42,11 @@ export function selectionPrefixes(sel: BucketSelection): string[] {
   return sel.cells ? [...new Set(sel.cells)].sort().map((c) => `grid_partition=${c}/`) : [''];
 }
 
-export function inSelection(b: BucketRef, sel: BucketSelection): boolean {
-  return (!sel.cells || sel.cells.includes(b.cell)) && (!sel.years || sel.years.includes(b.year));
+/** Whether a bucket is in `sel`; built once per listing, as it is asked for every object. */
+export function selectionFilter(sel: BucketSelection): (b: BucketRef) => boolean {
+  const cells = sel.cells && new Set(sel.cells);
+  const years = sel.years && new Set(sel.years);
+  return (b) => (!cells || cells.has(b.cell)) && (!years || years.has(b.year));
 }
 
 export function bucketKey(b: BucketRef): string {

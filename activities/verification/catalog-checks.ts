@@ -7,7 +7,7 @@ import { topLevelField } from '../catalog/iceberg-schema';
 import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import type { PartitionValue } from '../catalog/manifest-writer';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { inSelection, parseDataFileKey } from '../storage/warehouse-layout';
+import { parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
 import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
 import type { PhysicalDataFile } from './warehouse-files';
@@ -53,10 +53,11 @@ export function entriesInSelection(
   selection: BucketSelection,
 ): DescribedTable['dataFiles'] {
   if (!selection.cells && !selection.years) return table.dataFiles;
+  const selected = selectionFilter(selection);
   return table.dataFiles.filter((entry) => {
     const key = keyOfPath(entry.path);
     const parsed = key === undefined ? undefined : parseDataFileKey(key);
-    return !parsed || inSelection(parsed.bucket, selection);
+    return !parsed || selected(parsed.bucket);
   });
 }
 

@@ -1,7 +1,7 @@
 /** The physical ground truth that verify compares against: every data file of the hive layout. */
 import type { WarehouseStore } from '../storage/warehouse-store';
 import type { BucketSelection } from '../../workflows/contract';
-import { CONTROL_PREFIX, bucketKey, inSelection, parseDataFileKey, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, bucketKey, parseDataFileKey, selectionFilter, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
 
 export interface PhysicalDataFile {
   key: string;
@@ -15,11 +15,12 @@ export interface PhysicalDataFile {
 /** Data files of the selected buckets sorted by key; control objects, Iceberg metadata and non-layout keys are not data. */
 export async function listPhysicalDataFiles(store: WarehouseStore, selection: BucketSelection = {}): Promise<PhysicalDataFile[]> {
   const out: PhysicalDataFile[] = [];
+  const selected = selectionFilter(selection);
   for (const prefix of selectionPrefixes(selection)) {
     for await (const obj of store.list(prefix)) {
       if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
       const parsed = parseDataFileKey(obj.key);
-      if (!parsed || !inSelection(parsed.bucket, selection)) continue;
+      if (!parsed || !selected(parsed.bucket)) continue;
       out.push({ key: obj.key, size: obj.size, parsed, bucket: bucketKey(parsed.bucket), compacted: parsed.name.startsWith('compacted_') });
     }
   }
