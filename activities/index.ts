@@ -305,6 +305,19 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `\`verify\` names them; their rows belong in another bucket`,
             );
           }
+          if (result.schemaEvolved) {
+            const { schemaId, added, widened } = result.schemaEvolved;
+            Context.current().log.info(
+              `${req.namespace}.${req.table}: the files needed schema ${schemaId}` +
+                `${added.length ? `; columns added: ${listSome(added, 10)}` : ''}${widened.length ? `; types widened: ${listSome(widened, 10)}` : ''}`,
+            );
+          }
+          if (result.schemaMismatches) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: ${result.schemaMismatches.length} registered data file(s) have a column readers cannot read as the table's, ` +
+                `so scans that touch them fail: ${listSome(result.schemaMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; \`verify\` names them`,
+            );
+          }
           if (result.deleteFilesDropped) {
             Context.current().log.warn(
               `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
@@ -319,6 +332,18 @@ export function createActivities(resources: ActivityResources = defaultActivityR
             ...(result.droppedRefs ? { droppedRefs: result.droppedRefs.slice(0, MAX_REPORTED_REFS), droppedRefsTotal: result.droppedRefs.length } : {}),
             ...(result.partitionMismatches
               ? { partitionMismatches: result.partitionMismatches.slice(0, MAX_REPORTED_UNREADABLE), partitionMismatchesTotal: result.partitionMismatches.length }
+              : {}),
+            ...(result.schemaMismatches
+              ? { schemaMismatches: result.schemaMismatches.slice(0, MAX_REPORTED_UNREADABLE), schemaMismatchesTotal: result.schemaMismatches.length }
+              : {}),
+            ...(result.schemaEvolved
+              ? {
+                  schemaEvolved: {
+                    ...result.schemaEvolved,
+                    added: result.schemaEvolved.added.slice(0, MAX_REPORTED_REFS),
+                    widened: result.schemaEvolved.widened.slice(0, MAX_REPORTED_REFS),
+                  },
+                }
               : {}),
           };
         } finally {

@@ -2,13 +2,14 @@ import type { CompactionSummary } from '../workflows/contract';
 
 /**
  * Exit code 3: the run finished, but something needs a person: buckets failed (their files are
- * untouched) or data files could not be registered in the table (readers do not see their rows). A
+ * untouched), data files could not be registered in the table (readers do not see their rows), or
+ * registered files have columns readers cannot read as the table's (scans touching them fail). A
  * cron wrapper or the schedule's alerting notices either; both are listed in the summary.
  */
 export const EXIT_NEEDS_ATTENTION = 3;
 
 export function exitCodeOf(s: CompactionSummary): number {
-  return s.failedBucketsTotal > 0 || s.unreadableFilesTotal > 0 ? EXIT_NEEDS_ATTENTION : 0;
+  return s.failedBucketsTotal > 0 || s.unreadableFilesTotal > 0 || (s.schemaMismatchFilesTotal ?? 0) > 0 ? EXIT_NEEDS_ATTENTION : 0;
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
@@ -48,6 +49,15 @@ export function formatSummary(s: CompactionSummary): string {
       `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
         '--table and --catalog-name (that table still lists the files this run replaced until a run with its names rebuilds it)',
     );
+  }
+  if (s.catalogSchemaEvolved) {
+    const { schemaId, added, widened } = s.catalogSchemaEvolved;
+    const what = [added.length ? `columns added: ${added.join(', ')}` : '', widened.length ? `types widened: ${widened.join(', ')}` : ''].filter(Boolean);
+    lines.push(`the files needed a new table schema (${schemaId}); ${what.join('; ')}`);
+  }
+  for (const m of s.schemaMismatchFiles ?? []) lines.push(`schema mismatch (registered, readers fail on it) ${m.key}: ${m.reason}`);
+  if ((s.schemaMismatchFilesTotal ?? 0) > (s.schemaMismatchFiles?.length ?? 0)) {
+    lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
   }
   if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);

@@ -76,6 +76,9 @@ interface PyResult {
   row_count: number | null;
   partitions: Array<Record<string, string | number>>;
   ids?: string[];
+  schema_types: Record<string, string>;
+  /** With --values COL: the column's value (JSON text) by id. */
+  values?: Record<string, string | null>;
 }
 
 async function py(args: string[], cwd?: string): Promise<PyResult> {
@@ -515,6 +518,96 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const reason = (key: string) => result.partitionMismatches!.find((m) => m.key === key)!.reason;
     assert.match(reason(early), new RegExp(`^datetimes from ${Number(year(early)) - 1}-\\S+ to \\S+, registered under year ${year(early)}$`));
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
+  });
+
+  test('the schema follows the files: new columns and struct fields added with new ids, int and float widened; pyiceberg scans every row', async () => {
+    const wh = await copyOfBase('evolve');
+    const cat = path.join(await freshDir('evolve-cat'), 'catalog.db');
+    const first = await rebuild(wh, cat);
+    assert.equal(first.schemaEvolved, undefined, 'the sample columns are the default schema');
+    const before = await scan(cat);
+    const [source] = await listParquet(wh);
+    const bucket = path.dirname(path.join(wh, source!));
+    const session = await openDuckSession({ tempDir: await freshDir('evolve-spill'), threads: 1 });
+    const derive = (prefix: string, extra: string, dest: string) =>
+      session.exec(
+        `COPY (SELECT * REPLACE ('${prefix}' || id AS id), ${extra} FROM read_parquet(${sqlString(path.join(wh, source!))}, hive_partitioning = false))
+         TO ${sqlString(path.join(bucket, dest))} (FORMAT parquet)`,
+      );
+    let added: number;
+    try {
+      await derive(
+        'EVO_',
+        `CAST(1.5 AS REAL) AS "eo:cloud_cover", CAST(7 AS INTEGER) AS n_obs, {'a': 1, 'b': 'x'} AS props, ['p', 'q'] AS tags`,
+        'part_90001_evolve.parquet',
+      );
+      added = Number((await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(path.join(bucket, 'part_90001_evolve.parquet'))})`))[0]!.n);
+      const second = await rebuild(wh, cat);
+      assert.deepEqual(second.schemaEvolved, { schemaId: 1, added: ['eo:cloud_cover', 'n_obs', 'props', 'tags'], widened: [] });
+      assert.equal(second.schemaMismatches, undefined);
+      const evolved = await scan(cat, '--values', 'eo:cloud_cover');
+      assert.equal(evolved.row_count, baseStats.rows + added);
+      assert.deepEqual(evolved.schema_fields.slice(0, 28), before.schema_fields, 'existing field ids kept');
+      assert.deepEqual(evolved.schema_fields.slice(28).map(([, name]) => name), ['eo:cloud_cover', 'n_obs', 'props', 'tags']);
+      const types = evolved.schema_types;
+      assert.deepEqual([types['eo:cloud_cover'], types.n_obs, types.tags], ['float', 'int', 'list<string>']);
+      assert.match(types.props!, /^struct<\d+: a: optional int, \d+: b: optional string>$/);
+      const values = evolved.values!;
+      const evo = Object.entries(values).filter(([id]) => id.startsWith('EVO_'));
+      assert.ok(evo.length > 0 && evo.every(([, v]) => v === '1.5'), JSON.stringify(evo));
+      assert.equal(Object.entries(values).filter(([id, v]) => !id.startsWith('EVO_') && v !== null).length, 0, 'older files read the new column as null');
+
+      // Later ingest writes two of them wider and a struct with one more field; its key sorts after the file above,
+      // whose narrower bounds are then already written: the rebuild starts over with the wide types.
+      await derive(
+        'WIDE_',
+        `CAST(2.25 AS DOUBLE) AS "eo:cloud_cover", CAST(5000000000 AS BIGINT) AS n_obs, {'a': 2, 'b': 'y', 'c': 0.5} AS props`,
+        'part_90002_widen.parquet',
+      );
+    } finally {
+      session.close();
+    }
+    const third = await rebuild(wh, cat);
+    assert.deepEqual(third.schemaEvolved, { schemaId: 2, added: ['props.c'], widened: ['eo:cloud_cover: float -> double', 'n_obs: int -> long'] });
+    const widened = await scan(cat, '--metrics', '--filter', 'n_obs >= 7');
+    assert.equal(widened.row_count, 2 * added!, 'both files, pruned by n_obs bounds that pyiceberg decodes');
+    assert.deepEqual([widened.schema_types.n_obs, widened.schema_types['eo:cloud_cover']], ['long', 'double']);
+    assert.deepEqual(widened.schema_fields.slice(0, 32), (await scan(cat)).schema_fields.slice(0, 32));
+    const bounds = (name: string) => widened.files.find((f) => f.path.endsWith(name))!.metrics!.n_obs!;
+    assert.deepEqual([bounds('part_90001_evolve.parquet').lower_bound, bounds('part_90001_evolve.parquet').upper_bound], [7, 7]);
+    assert.deepEqual([bounds('part_90002_widen.parquet').lower_bound, bounds('part_90002_widen.parquet').upper_bound], [5000000000, 5000000000]);
+    const mapping = JSON.parse(widened.properties['schema.name-mapping.default']!) as Array<{ 'field-id': number; names: string[]; fields?: unknown[] }>;
+    assert.deepEqual(mapping.map((m) => m.names[0]), widened.schema_fields.map(([, name]) => name), 'every column has its name mapping entry');
+    assert.equal(mapping.find((m) => m.names[0] === 'props')!.fields!.length, 3);
+    assert.equal((await scan(cat)).row_count, baseStats.rows + 2 * added!);
+  });
+
+  test('columns no evolution makes readable (another kind of type, a name differing only in case, the Null type) are named; the files stay registered', async () => {
+    const wh = await copyOfBase('misfit');
+    const [typed, cased, nulled] = (await listParquet(wh)).slice(0, 3) as [string, string, string];
+    const session = await openDuckSession({ tempDir: await freshDir('misfit-spill'), threads: 1 });
+    try {
+      for (const [key, select] of [
+        [typed, `* REPLACE (CAST(latitude AS VARCHAR) AS latitude)`],
+        [cased, `* EXCLUDE (bbox), bbox AS "Bbox"`],
+      ] as const) {
+        const file = path.join(wh, key);
+        await fs.rename(file, `${file}.staged`);
+        await session.exec(`COPY (SELECT ${select} FROM read_parquet(${sqlString(`${file}.staged`)}, hive_partitioning = false)) TO ${sqlString(file)} (FORMAT parquet)`);
+        await fs.rm(`${file}.staged`);
+      }
+    } finally {
+      session.close();
+    }
+    await execFileP('python3', [path.resolve(__dirname, 'py', 'null_column.py'), path.join(wh, nulled), 'scene_2_frame']);
+    const result = await rebuild(wh, path.join(await freshDir('misfit-cat'), 'catalog.db'));
+    assert.equal(result.dataFiles, baseStats.files, 'registered all the same: left out, their rows would be hidden');
+    assert.equal(result.schemaEvolved, undefined, 'nothing was added for them');
+    const reasons = new Map(result.schemaMismatches?.map((m) => [m.key, m.reason]));
+    assert.deepEqual([...reasons.keys()].sort(), [typed, cased, nulled].sort());
+    assert.equal(reasons.get(typed), "column 'latitude' is string in the file, double in the table");
+    assert.equal(reasons.get(cased), "column 'Bbox' matches the table's 'bbox' only in case, and readers look columns up by exact name");
+    assert.match(reasons.get(nulled)!, /^column 'scene_2_frame' is of the Parquet Null type/);
   });
 
   test("a corrupt, empty or truncated catalog.db, or another program's SQLite database, is refused with its path and left untouched", async () => {

@@ -29,7 +29,7 @@ const enc = (s: string) => new Uint8Array(Buffer.from(s, 'utf8'));
 const counts: ColumnTotals = { valueCount: 10, nullCount: 1, compressedBytes: 100 };
 
 function col(name: string, physicalType: string, logicalType: string | undefined, min: ColumnTotals['min'], max: ColumnTotals['max']): FooterColumn {
-  return { name, physicalType, logicalType, totals: { ...counts, min, max } };
+  return { name, node: { name, physicalType, logicalType }, physicalType, logicalType, totals: { ...counts, min, max } };
 }
 
 function bounds(column: FooterColumn, type: string, properties: Record<string, string> = {}) {
@@ -107,7 +107,7 @@ describe('Iceberg bounds', () => {
   });
 
   test('a column without statistics in some row group gets counts only', () => {
-    const c: FooterColumn = { name: 'p', physicalType: 'BYTE_ARRAY', logicalType: 'STRING', totals: { ...counts } };
+    const c: FooterColumn = { name: 'p', node: { name: 'p', physicalType: 'BYTE_ARRAY', logicalType: 'STRING' }, physicalType: 'BYTE_ARRAY', logicalType: 'STRING', totals: { ...counts } };
     const b = bounds(c, 'string');
     assert.deepEqual([b.lower, b.upper, b.counted, b.nulls, b.size], [undefined, undefined, 10n, 1n, 100n]);
   });

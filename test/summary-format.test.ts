@@ -66,3 +66,15 @@ test('a run that created the table says so, and how to recognise a mistyped cata
   );
   assert.equal(exitCodeOf({ ...base, catalogTableCreated: true }), 0, 'the first compaction of a warehouse creates its table');
 });
+
+test('a schema the files needed is reported; registered files readers cannot read as the table need attention', () => {
+  assert.doesNotMatch(formatSummary(base), /schema/);
+  const evolved = { ...base, catalogSchemaEvolved: { schemaId: 2, added: ['eo:cloud_cover'], widened: ['n_obs: int -> long'] } };
+  assert.match(formatSummary(evolved), /^the files needed a new table schema \(2\); columns added: eo:cloud_cover; types widened: n_obs: int -> long$/m);
+  assert.equal(exitCodeOf(evolved), 0, 'a new column is routine');
+  const misfit = { ...base, schemaMismatchFiles: [{ key: 'grid_partition=a/year=2020/p.parquet', reason: "column 'x' is string in the file, long in the table" }], schemaMismatchFilesTotal: 3 };
+  const text = formatSummary(misfit);
+  assert.match(text, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/p\.parquet: column 'x' is string in the file, long in the table$/m);
+  assert.match(text, /^… and 2 more files with a schema mismatch$/m);
+  assert.equal(exitCodeOf(misfit), EXIT_NEEDS_ATTENTION);
+});

@@ -267,6 +267,25 @@ describe('verify', () => {
     });
   });
 
+  test("a column the table's schema lacks, or cannot read, is a schema mismatch; a rebuild adds the one and names the other", async () => {
+    await withRewrittenCompactedFile('SELECT *, CAST(12.5 AS REAL) AS "eo:cloud_cover" FROM $src', async (compacted) => {
+      const r = await verify();
+      const misfits = r.violations.filter((v) => v.kind === ViolationKinds.schemaMismatch);
+      assert.deepEqual(misfits.map((v) => v.object), [compacted]);
+      assert.equal(misfits[0]!.detail, "column(s) the table's schema lacks: eo:cloud_cover (readers fail on the file)");
+      await rebuild();
+      assert.deepEqual((await verify()).violations, [], 'the rebuild added the column');
+    });
+    await withRewrittenCompactedFile(
+      'SELECT * REPLACE (CAST(latitude AS VARCHAR) AS latitude) FROM $src',
+      async (compacted) => {
+        const misfits = (await verify()).violations.filter((v) => v.kind === ViolationKinds.schemaMismatch);
+        assert.deepEqual(misfits.map((v) => [v.object, v.detail]), [[compacted, "column 'latitude' is string in the file, double in the table (readers fail on the file)"]]);
+      },
+      { rebuildFirst: true },
+    );
+  });
+
   test("catalog null counts that are not a file's (a null count of 0 lets engines skip the file for `IS NULL`)", async () => {
     // Same rows, same order, same bounds (the extremes kept): one updated in between becomes NULL.
     await withRewrittenCompactedFile(

@@ -521,6 +521,10 @@ function summarize(
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
     ...(cat?.createdTable ? { catalogTableCreated: true } : {}),
+    ...(cat?.schemaEvolved ? { catalogSchemaEvolved: cat.schemaEvolved } : {}),
+    ...(cat?.schemaMismatches
+      ? { schemaMismatchFiles: cat.schemaMismatches, schemaMismatchFilesTotal: cat.schemaMismatchesTotal ?? cat.schemaMismatches.length }
+      : {}),
   };
 }
 

@@ -306,6 +306,14 @@ export interface CatalogResult {
    */
   partitionMismatches?: UnreadableFile[];
   partitionMismatchesTotal?: number;
+  /** The new schema the registered files needed: columns added (dotted paths) and types widened. */
+  schemaEvolved?: { schemaId: number; added: string[]; widened: string[] };
+  /**
+   * Registered files with a column readers cannot read as the table's (another kind of type, a name
+   * differing only in case, Parquet's Null type): scans touching them fail in pyiceberg. Capped like `unreadable`.
+   */
+  schemaMismatches?: UnreadableFile[];
+  schemaMismatchesTotal?: number;
   createdTable: boolean;
   /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
   metadataFilesDeleted?: number;
@@ -340,6 +348,11 @@ export interface CompactionSummary {
   catalogDeleteFilesDropped?: number;
   /** The rebuild created the table (it did not exist in the catalog); absent otherwise. */
   catalogTableCreated?: boolean;
+  /** The schema the rebuild gave the table because files needed it (CatalogResult.schemaEvolved); absent otherwise. */
+  catalogSchemaEvolved?: { schemaId: number; added: string[]; widened: string[] };
+  /** Registered files readers cannot read as the table (CatalogResult.schemaMismatches, capped); absent when none. */
+  schemaMismatchFiles?: UnreadableFile[];
+  schemaMismatchFilesTotal?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

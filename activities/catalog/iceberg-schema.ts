@@ -134,6 +134,44 @@ export function nameMappingFor(schema: IcebergStructType): string {
   return JSON.stringify(mapStruct(schema));
 }
 
+/**
+ * `existing` (another engine's, or ours) with an entry for every field of `schema` it lacks, its own
+ * entries (aliases included) kept; undefined when it lacks none. Text that is no name mapping is
+ * replaced: readers cannot use it either.
+ */
+export function extendNameMapping(existing: string | undefined, schema: IcebergStructType): string | undefined {
+  if (existing === undefined) return nameMappingFor(schema);
+  let entries: MappedField[];
+  try {
+    entries = JSON.parse(existing) as MappedField[];
+    if (!Array.isArray(entries)) return nameMappingFor(schema);
+  } catch {
+    return nameMappingFor(schema);
+  }
+  const [merged, added] = extendEntries(entries, mapStruct(schema));
+  return added ? JSON.stringify(merged) : undefined;
+}
+
+function extendEntries(entries: MappedField[], wanted: readonly MappedField[]): [MappedField[], boolean] {
+  let added = false;
+  const out = [...entries];
+  for (const w of wanted) {
+    const i = out.findIndex((e) => e && e['field-id'] === w['field-id']);
+    if (i < 0) {
+      out.push(w);
+      added = true;
+      continue;
+    }
+    if (!w.fields) continue;
+    const [fields, nestedAdded] = extendEntries(Array.isArray(out[i]!.fields) ? out[i]!.fields! : [], w.fields);
+    if (nestedAdded) {
+      out[i] = { ...out[i]!, fields };
+      added = true;
+    }
+  }
+  return [out, added];
+}
+
 function mapStruct(struct: IcebergStructType): MappedField[] {
   return struct.fields.map((f) => withNested({ 'field-id': f.id, names: [f.name] }, f.type));
 }

@@ -21,8 +21,20 @@ export interface ColumnTotals {
   max?: StatValue;
 }
 
+/** A column's node in the file's schema tree, for the Iceberg type it reads as (schema-evolution.ts). */
+export interface ParquetNode {
+  name: string;
+  repetition?: 'REQUIRED' | 'OPTIONAL' | 'REPEATED';
+  /** Undefined for a group. */
+  physicalType?: string;
+  logicalType?: string;
+  typeLength?: number;
+  children?: ParquetNode[];
+}
+
 export interface FooterColumn {
   name: string;
+  node: ParquetNode;
   /** Parquet physical type; undefined for a group (struct, list, map). */
   physicalType?: string;
   /** Logical or converted type when the file declares one (STRING, TIMESTAMP(MICROS,UTC) ...). */
@@ -175,16 +187,20 @@ function topLevelColumns(schema: SchemaElement[], key: string): FooterColumn[] {
   if (!root) throw new ParquetFooterError(key, 'the footer has no schema');
   const columns: FooterColumn[] = [];
   let i = 1;
-  const skipSubtree = (): void => {
+  const subtree = (depth: number): ParquetNode => {
     const el = schema[i++];
     if (!el) throw new ParquetFooterError(key, 'the footer schema is truncated');
-    for (let c = 0; c < (el.num_children ?? 0); c++) skipSubtree();
+    // A schema nested this deep is damage, not data (and would exhaust the stack).
+    if (depth > 64) throw new ParquetFooterError(key, 'the footer schema is nested more than 64 levels deep');
+    const node: ParquetNode = { name: el.name, repetition: el.repetition_type, logicalType: describeLogicalType(el) };
+    if (el.num_children) node.children = Array.from({ length: el.num_children }, () => subtree(depth + 1));
+    else node.physicalType = el.type;
+    if (el.type_length !== undefined) node.typeLength = el.type_length;
+    return node;
   };
   for (let c = 0; c < (root.num_children ?? 0); c++) {
-    const el = schema[i];
-    if (!el) throw new ParquetFooterError(key, 'the footer schema is truncated');
-    columns.push({ name: el.name, physicalType: el.num_children ? undefined : el.type, logicalType: describeLogicalType(el) });
-    skipSubtree();
+    const node = subtree(1);
+    columns.push({ name: node.name, node, physicalType: node.physicalType, logicalType: node.logicalType });
   }
   return columns;
 }
@@ -197,5 +213,6 @@ function describeLogicalType(el: SchemaElement): string | undefined {
     if (lt.type === 'INTEGER') return `INTEGER(${lt.bitWidth},${lt.isSigned ? 'signed' : 'unsigned'})`;
     return lt.type;
   }
+  if (el.converted_type === 'DECIMAL') return `DECIMAL(${el.precision ?? 0},${el.scale ?? 0})`;
   return el.converted_type;
 }

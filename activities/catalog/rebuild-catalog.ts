@@ -13,8 +13,9 @@ import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
-import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList } from './manifest-writer';
-import { ParquetFooterError, readParquetFooter } from './parquet-footer';
+import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
+import { ParquetFooterError, readParquetFooter, type ParquetFooter } from './parquet-footer';
+import { SchemaEvolution } from './schema-evolution';
 import { columnMetrics, decodeBound, metricsModes, type ColumnMetrics } from './column-metrics';
 import { currentSnapshot, liveDataFiles } from './describe-table';
 import { comparable, removeExpiredMetadata } from './metadata-cleanup';
@@ -60,42 +61,21 @@ export async function rebuildCatalog(
   const modeOf = metricsModes(base.properties ?? {});
   const files = await listDataFiles(store);
   if (files.length === 0 && handle.pointer) await refuseEmptying(backend, req, base, handle.pointer.metadataLocation, store.root);
-  const unreadable: UnreadableFile[] = [];
-  const misplaced: UnreadableFile[] = [];
   // Only a year partition makes engines prune on the path's year (layoutOf refuses one of another column).
   const byYear = spec.fields.some((f) => f.transform === 'year');
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
-  const commitUuid = newCommitUuid();
-  const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
-  const manifestWriter = new ManifestWriter({ schema, spec, snapshotId: BigInt(snapshotId), sequenceNumber, metadataDir: handle.metadataDir, commitUuid, write });
-  const totals = { dataFiles: 0, records: 0, filesSize: 0, partitions: 0 };
-  const partitions = new Set<string>();
-  let done = 0;
-  // A window of footers at a time, added in key order: memory holds one window's column metrics and one
-  // manifest's entries, not the whole warehouse's (~20 KB a file for the 28-column table).
-  for (let start = 0; start < files.length; start += FOOTER_WINDOW) {
-    const window = files.slice(start, start + FOOTER_WINDOW);
-    const entries: Array<DataFileEntry | undefined> = new Array(window.length);
-    await forEachBounded(window, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj, parsed }, i) => {
-      entries[i] = await readEntry(store, obj, parsed, { schema, partitionOf, modeOf, unreadable, misplaced, byYear });
-      opts.onProgress?.(++done, files.length);
-    });
-    for (const entry of entries) {
-      if (!entry) continue;
-      await manifestWriter.add(entry);
-      totals.dataFiles++;
-      totals.records += entry.recordCount;
-      totals.filesSize += entry.sizeBytes;
-      partitions.add(JSON.stringify(entry.partition));
-    }
+  const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']));
+  let pass: RegisteredFiles | undefined;
+  for (let attempt = 1; !pass; attempt++) {
+    pass = await registerFiles(store, backend, files, { snapshotId, sequenceNumber, spec, partitionOf, modeOf, byYear, evolution, metadataDir: handle.metadataDir }, opts);
+    // A widened type whose narrower bounds were already written: once more with the wide type from the start.
+    if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
-  totals.partitions = partitions.size;
-  for (const list of [unreadable, misplaced]) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const manifests = await manifestWriter.finish();
-  const manifestList = await writeManifestList(manifests, { snapshotId: BigInt(snapshotId), sequenceNumber, metadataDir: handle.metadataDir, commitUuid, write });
+  const { manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
 
   const metadata = rebuiltTableMetadata(base, {
+    ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
     snapshotId,
     manifestList,
     totals,
@@ -124,6 +104,8 @@ export async function rebuildCatalog(
     totalBytes: totals.filesSize,
     unreadable,
     ...(misplaced.length ? { partitionMismatches: misplaced } : {}),
+    ...(evolution.changed ? { schemaEvolved: { schemaId: evolution.schema()['schema-id'], added: evolution.added, widened: evolution.widened } } : {}),
+    ...(misfits.length ? { schemaMismatches: misfits } : {}),
     createdTable: handle.pointer === undefined,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -133,47 +115,126 @@ export async function rebuildCatalog(
   };
 }
 
+interface RegisterContext {
+  snapshotId: string;
+  sequenceNumber: bigint;
+  spec: PartitionSpec;
+  partitionOf: (f: DataFileKey) => PartitionValue[];
+  modeOf: ReturnType<typeof metricsModes>;
+  byYear: boolean;
+  evolution: SchemaEvolution;
+  metadataDir: string;
+}
+
+interface RegisteredFiles {
+  manifestList: string;
+  manifests: ManifestFileRecord[];
+  totals: { dataFiles: number; records: number; filesSize: number; partitions: number };
+  unreadable: UnreadableFile[];
+  misplaced: UnreadableFile[];
+  misfits: UnreadableFile[];
+}
+
+/** Passes over the files before the rebuild gives up (each pass after the first fixes the types of the one before). */
+const MAX_REGISTER_PASSES = 3;
+
 /**
- * One data file's manifest entry, or undefined when it is reported unreadable (pushed onto `unreadable`).
+ * Writes the manifests and manifest list of every readable file, fitting the schema to the files as it
+ * goes (`ctx.evolution`). Undefined when a type widened after bounds of the narrower type were written
+ * (Iceberg reads a bound by the table's current type): the manifests written are removed, and the next
+ * pass starts from the widened schema.
+ */
+async function registerFiles(
+  store: WarehouseStore,
+  backend: IcebergCatalogBackend,
+  files: readonly ListedDataFile[],
+  ctx: RegisterContext,
+  opts: RebuildOptions,
+): Promise<RegisteredFiles | undefined> {
+  const { evolution } = ctx;
+  evolution.widenedIds.clear();
+  const unreadable: UnreadableFile[] = [];
+  const misplaced: UnreadableFile[] = [];
+  const misfits: UnreadableFile[] = [];
+  // A pass of its own: the manifests of an abandoned pass are never overwritten, only removed.
+  const commitUuid = newCommitUuid();
+  const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
+  const snapshotId = BigInt(ctx.snapshotId);
+  const manifestWriter = new ManifestWriter({ schema: evolution.schema(), spec: ctx.spec, snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
+  const totals = { dataFiles: 0, records: 0, filesSize: 0, partitions: 0 };
+  const partitions = new Set<string>();
+  const bounded = new Set<number>();
+  let done = 0;
+  // A window of footers at a time, added in key order: memory holds one window's column metrics and one
+  // manifest's entries, not the whole warehouse's (~20 KB a file for the 28-column table).
+  for (let start = 0; start < files.length; start += FOOTER_WINDOW) {
+    const window = files.slice(start, start + FOOTER_WINDOW);
+    const footers: Array<{ obj: StoredObject; footer: ParquetFooter } | undefined> = new Array(window.length);
+    await forEachBounded(window, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj }, i) => {
+      footers[i] = await readFooter(store, obj, unreadable);
+      opts.onProgress?.(++done, files.length);
+    });
+    for (const [i, read] of footers.entries()) {
+      if (!read) continue;
+      const { obj, footer } = read;
+      const parsed = window[i]!.parsed;
+      const misfit = evolution.admit(footer.columns);
+      if (misfit) misfits.push({ key: obj.key, reason: misfit });
+      if ([...evolution.widenedIds].some((id) => bounded.has(id))) {
+        const abandoned = await manifestWriter.finish();
+        await backend.deleteFiles?.(abandoned.map((m) => m.manifest_path));
+        return undefined;
+      }
+      const schema = evolution.schema();
+      const metrics = columnMetrics(footer.columns, schema, ctx.modeOf);
+      for (const id of metrics.lowerBounds.keys()) bounded.add(id);
+      for (const id of metrics.upperBounds.keys()) bounded.add(id);
+      const disagreement = ctx.byYear ? yearDisagreement(metrics, schema, parsed.bucket.year) : undefined;
+      if (disagreement) misplaced.push({ key: obj.key, reason: disagreement });
+      const entry: DataFileEntry = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
+      await manifestWriter.add(entry);
+      totals.dataFiles++;
+      totals.records += entry.recordCount;
+      totals.filesSize += entry.sizeBytes;
+      partitions.add(JSON.stringify(entry.partition));
+    }
+  }
+  totals.partitions = partitions.size;
+  for (const list of [unreadable, misplaced, misfits]) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const manifests = await manifestWriter.finish();
+  const manifestList = await writeManifestList(manifests, { snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
+  return { manifestList, manifests, totals, unreadable, misplaced, misfits };
+}
+
+/**
+ * A data file's footer, or undefined when the file is reported unreadable (pushed onto `unreadable`).
  * A footer that does not parse is read once more if the file was replaced since it was listed (an ingest
  * writing the same name again): the listed size no longer locates the new file's footer.
  */
-async function readEntry(
+async function readFooter(
   store: WarehouseStore,
   obj: StoredObject,
-  parsed: DataFileKey,
-  ctx: {
-    schema: IcebergSchema;
-    partitionOf: (f: DataFileKey) => PartitionValue[];
-    modeOf: ReturnType<typeof metricsModes>;
-    unreadable: UnreadableFile[];
-    misplaced: UnreadableFile[];
-    byYear: boolean;
-  },
+  unreadable: UnreadableFile[],
   relisted = false,
-): Promise<DataFileEntry | undefined> {
-  const uri = store.uri(obj.key);
-  if (UNADDRESSABLE_S3_URI.test(uri)) {
-    ctx.unreadable.push({ key: obj.key, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' });
+): Promise<{ obj: StoredObject; footer: ParquetFooter } | undefined> {
+  if (UNADDRESSABLE_S3_URI.test(store.uri(obj.key))) {
+    unreadable.push({ key: obj.key, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' });
     return undefined;
   }
   try {
     const footer = await readParquetFooter(store, obj.key, obj.size);
     if (!footer.columns.some((c) => c.name === 'id')) {
-      ctx.unreadable.push({ key: obj.key, reason: 'the file has no id column' });
+      unreadable.push({ key: obj.key, reason: 'the file has no id column' });
       return undefined;
     }
-    const metrics = columnMetrics(footer.columns, ctx.schema, ctx.modeOf);
-    const disagreement = ctx.byYear ? yearDisagreement(metrics, ctx.schema, parsed.bucket.year) : undefined;
-    if (disagreement) ctx.misplaced.push({ key: obj.key, reason: disagreement });
-    return { path: uri, recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
+    return { obj, footer };
   } catch (err) {
     // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
     if (err instanceof ParquetFooterError) {
       const now = relisted ? obj : await store.stat(obj.key);
-      if (now && now.version !== obj.version) return readEntry(store, now, parsed, ctx, true);
-      ctx.unreadable.push({ key: obj.key, reason: now ? err.reason : 'the file disappeared during the rebuild' });
-    } else if (isNotFound(err)) ctx.unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
+      if (now && now.version !== obj.version) return readFooter(store, now, unreadable, true);
+      unreadable.push({ key: obj.key, reason: now ? err.reason : 'the file disappeared during the rebuild' });
+    } else if (isNotFound(err)) unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
     else throw err;
     return undefined;
   }

@@ -7,7 +7,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { IcebergSchema, IcebergType, PartitionSpec, SortOrder } from './iceberg-schema';
-import { NAME_MAPPING_PROPERTY, defaultPartitionSpec, defaultSchema, defaultSortOrder, defaultTableProperties, nameMappingFor } from './iceberg-schema';
+import { NAME_MAPPING_PROPERTY, defaultPartitionSpec, defaultSchema, defaultSortOrder, defaultTableProperties, extendNameMapping } from './iceberg-schema';
 
 export interface SnapshotJson {
   'snapshot-id': string;
@@ -148,6 +148,8 @@ export interface SnapshotTotals {
 }
 
 export interface RebuildArgs {
+  /** The schema the registered files need (SchemaEvolution): `base`'s current one, or a new one with its last column id. */
+  schema?: { schema: IcebergSchema; lastColumnId: number };
   snapshotId: string;
   manifestList: string;
   totals: SnapshotTotals;
@@ -163,9 +165,13 @@ const DEFAULT_PREVIOUS_VERSIONS_MAX = 100;
  * snapshot, ref and statistics file replaced by one append snapshot. Unknown fields of `base` are kept.
  */
 export function rebuiltTableMetadata(base: TableMetadataJson, args: RebuildArgs): TableMetadataJson {
-  const schema = currentSchema(base, base.location);
+  const current = currentSchema(base, base.location);
+  const schema = args.schema?.schema ?? current;
+  const evolved = schema !== current;
   const properties = { ...(base.properties ?? {}) };
-  if (!properties[NAME_MAPPING_PROPERTY]) properties[NAME_MAPPING_PROPERTY] = nameMappingFor(schema);
+  // The files carry no field ids: every field needs an entry, or readers cannot find its column.
+  const mapping = extendNameMapping(properties[NAME_MAPPING_PROPERTY] || undefined, schema);
+  if (mapping !== undefined) properties[NAME_MAPPING_PROPERTY] = mapping;
   const sequenceNumber = (base['last-sequence-number'] ?? 0) + 1;
   const t = args.totals;
   // Timestamps never go backwards in one table's history, even if this machine's clock is behind.
@@ -199,6 +205,13 @@ export function rebuiltTableMetadata(base: TableMetadataJson, args: RebuildArgs)
   if (Number.isInteger(keep) && keep >= 1 && metadataLog.length > keep) metadataLog = metadataLog.slice(-keep);
   return {
     ...base,
+    ...(evolved
+      ? {
+          schemas: [...base.schemas, schema],
+          'current-schema-id': schema['schema-id'],
+          'last-column-id': Math.max(base['last-column-id'], args.schema!.lastColumnId),
+        }
+      : {}),
     'last-sequence-number': sequenceNumber,
     'last-updated-ms': nowMs,
     properties,

@@ -10,6 +10,13 @@ import type { WarehouseStore } from '../storage/warehouse-store';
 import { parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
 import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
+import * as path from 'node:path';
+import { promises as fs } from 'node:fs';
+import type { IcebergSchema } from '../catalog/iceberg-schema';
+import { ParquetFooterError, readParquetFooter, type ParquetFooter } from '../catalog/parquet-footer';
+import { SchemaEvolution } from '../catalog/schema-evolution';
+import { LocalWarehouseStore } from '../storage/local-store';
+import type { LocalDataFile } from './parquet-checks';
 import type { PhysicalDataFile } from './warehouse-files';
 
 const EPOCH_YEAR = 1970;
@@ -128,6 +135,36 @@ export function compareCatalogWithFiles(
     if (!listed.has(f.key)) {
       violations.push({ kind: ViolationKinds.notInCatalog, object: f.key, detail: `the data file is in the warehouse but not in the catalog's current snapshot` });
     }
+  }
+  return violations;
+}
+
+/**
+ * Files whose columns readers cannot map to the table's current schema: a column the schema lacks (the
+ * table was not rebuilt since, or by a tool that does not evolve it), a type wider than the schema's, or
+ * one no evolution makes readable. pyiceberg fails every scan that touches such a file.
+ */
+export async function checkSchemaFit(files: readonly LocalDataFile[], schema: IcebergSchema): Promise<Violation[]> {
+  const violations: Violation[] = [];
+  for (const f of files) {
+    const { size } = await fs.stat(f.path);
+    let footer: ParquetFooter;
+    try {
+      footer = await readParquetFooter(new LocalWarehouseStore(path.dirname(f.path)), path.basename(f.path), size);
+    } catch (err) {
+      if (!(err instanceof ParquetFooterError)) throw err;
+      violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: err.reason });
+      continue;
+    }
+    // Judged against the table's schema alone: nothing of it is committed.
+    const fit = new SchemaEvolution(schema, 0, []);
+    const problem = fit.admit(footer.columns);
+    const details = [
+      ...(fit.added.length ? [`column(s) the table's schema lacks: ${fit.added.join(', ')}`] : []),
+      ...(fit.widened.length ? [`type(s) wider than the table's: ${fit.widened.join(', ')}`] : []),
+      ...(problem ? [problem] : []),
+    ];
+    if (details.length) violations.push({ kind: ViolationKinds.schemaMismatch, object: f.key, detail: `${details.join('; ')} (readers fail on the file)` });
   }
   return violations;
 }

@@ -24,6 +24,8 @@ export const ViolationKinds = {
   columnBoundsMismatch: 'column-bounds-mismatch',
   /** The catalog's null or value count of a column is not the file's (engines would skip its rows for null checks or filters). */
   columnCountsMismatch: 'column-counts-mismatch',
+  /** A column readers cannot map to the table's schema: one it lacks, one wider than its type, one of another kind. */
+  schemaMismatch: 'schema-mismatch',
   /** The `geo` key is absent, repeated, or not JSON. */
   geoMetadata: 'geo-metadata',
   snapshotCount: 'snapshot-count',

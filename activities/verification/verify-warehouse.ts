@@ -14,7 +14,7 @@ import { openDuckSession, type DuckSession } from '../compaction/duckdb-session'
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
-import { catalogPathResolver, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
+import { catalogPathResolver, checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
@@ -153,6 +153,7 @@ async function checkFiles(
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
   violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
   if (stats) violations.push(...(await checkColumnMetrics(session, readable, footers.facts, stats.schema, (key) => stats.byKey.get(key))));
+  if (stats) violations.push(...(await checkSchemaFit(readable, stats.schema)));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 

@@ -91,6 +91,7 @@ def scan(args):
         "metadata_location": table.metadata_location,
         "metadata_log": [entry.metadata_file for entry in meta.metadata_log],
         "schema_fields": [[f.field_id, f.name] for f in table.schema().fields],
+        "schema_types": {f.name: str(f.field_type) for f in table.schema().fields},
         "spec": {
             "spec_id": spec.spec_id,
             "fields": [[f.field_id, f.name, str(f.transform), f.source_id] for f in spec.fields],
@@ -111,6 +112,10 @@ def scan(args):
         "row_count": None if arrow is None else arrow.num_rows,
         "partitions": [json.loads(p) for p in sorted({json.dumps(partition_of(t.file, spec), default=str) for t in tasks})],
     }
+    if getattr(args, "values", None) and arrow is not None:
+        ids = arrow.column("id").to_pylist()
+        values = arrow.column(args.values).to_pylist()
+        out["values"] = {i: (None if v is None else json.dumps(v, default=str, sort_keys=True)) for i, v in zip(ids, values)}
     if args.ids and arrow is not None:
         ids = arrow.column("id").to_pylist()
         cells = arrow.column("grid_partition").to_pylist()
@@ -181,6 +186,7 @@ def main():
             p.add_argument("--ids", action="store_true", help="also print the sorted cell/id of every scanned row")
             p.add_argument("--files-only", action="store_true", help="plan the scan but read no data (row_count null)")
             p.add_argument("--metrics", action="store_true", help="also print every file's decoded column metrics")
+            p.add_argument("--values", help="also print this column's value (as JSON text) by id")
         elif name == "register":
             p.add_argument("--metadata", required=True, help="metadata location to store in the catalog row")
         elif name == "add-files":

@@ -1,0 +1,269 @@
+/**
+ * The table's schema against the columns of the files a rebuild registers. The pipeline adds columns
+ * over time (a STAC extension's fields) and may write one wider than before (int64 where it wrote
+ * int32). Registered as they are, such files break readers: pyiceberg fails every scan that touches a
+ * file with a column its name mapping lacks, and one whose type is wider than the table's. So the
+ * rebuild evolves the schema as Iceberg's `union_by_name` does: columns the table lacks (and fields a
+ * struct lacks) are added as optional fields with new ids, an int widens to long, a float to double, a
+ * decimal to a larger precision. What no evolution makes readable (a type of another kind, a name that
+ * differs from the table's only in case, Parquet's Null type) is reported; the file stays registered,
+ * as leaving it out would hide its rows from every reader.
+ */
+import type { IcebergField, IcebergSchema, IcebergType } from './iceberg-schema';
+import type { FooterColumn, ParquetNode } from './parquet-footer';
+
+/** A column that has no Iceberg type; the message says why. */
+class NoIcebergType extends Error {}
+
+export class SchemaEvolution {
+  private fields: IcebergField[];
+  private current: IcebergSchema;
+  private lastId: number;
+  /** Columns added, as dotted paths, in the order they were first seen. */
+  readonly added: string[] = [];
+  /** Columns whose type widened: `path: from -> to`. */
+  readonly widened: string[] = [];
+  /** Ids of the fields whose type widened. */
+  readonly widenedIds = new Set<number>();
+
+  constructor(
+    private readonly base: IcebergSchema,
+    lastColumnId: number,
+    /** The schema ids the table has: a changed schema takes the next one. */
+    private readonly schemaIds: readonly number[],
+  ) {
+    this.fields = base.fields;
+    this.current = base;
+    this.lastId = lastColumnId;
+  }
+
+  get changed(): boolean {
+    return this.fields !== this.base.fields;
+  }
+
+  get lastColumnId(): number {
+    return this.lastId;
+  }
+
+  /** The table's schema as far as the files admitted so far need: the base itself when nothing changed. */
+  schema(): IcebergSchema {
+    return this.current;
+  }
+
+  /**
+   * Fits a file's columns into the schema (adding and widening what it can); returns why readers still
+   * cannot read the file as the table, or undefined when they can.
+   */
+  admit(columns: readonly FooterColumn[]): string | undefined {
+    const problems: string[] = [];
+    const fields = this.mergeStruct(this.fields, columns.map((c) => c.node), '', problems);
+    if (fields !== this.fields) {
+      this.fields = fields;
+      this.current = { ...this.base, 'schema-id': Math.max(...this.schemaIds, this.base['schema-id']) + 1, fields };
+    }
+    return problems.length ? problems.slice(0, 3).join('; ') + (problems.length > 3 ? `; and ${problems.length - 3} more` : '') : undefined;
+  }
+
+  private mergeStruct(fields: IcebergField[], nodes: readonly ParquetNode[], prefix: string, problems: string[]): IcebergField[] {
+    let out = fields;
+    for (const node of nodes) {
+      const path = prefix + node.name;
+      const index = out.findIndex((f) => f.name === node.name);
+      if (index < 0) {
+        const alike = out.find((f) => f.name.toLowerCase() === node.name.toLowerCase());
+        if (alike) {
+          problems.push(`column '${path}' matches the table's '${prefix}${alike.name}' only in case, and readers look columns up by exact name`);
+          continue;
+        }
+        const added = this.newField(node, path, problems);
+        if (added) {
+          out = [...out, added];
+          this.added.push(path);
+        }
+        continue;
+      }
+      const field = out[index]!;
+      const type = this.mergeType(field.id, field.type, node, path, problems);
+      if (type !== field.type) out = out.map((f, i) => (i === index ? { ...f, type } : f));
+    }
+    return out;
+  }
+
+  private newField(node: ParquetNode, path: string, problems: string[]): IcebergField | undefined {
+    const before = this.lastId;
+    try {
+      const id = ++this.lastId;
+      return { id, name: node.name, required: false, type: this.convert(node) };
+    } catch (err) {
+      if (!(err instanceof NoIcebergType)) throw err;
+      this.lastId = before;
+      problems.push(`column '${path}' ${err.message}`);
+      return undefined;
+    }
+  }
+
+  /** The Iceberg type of a new column, its nested fields numbered after the column's own id. */
+  private convert(node: ParquetNode): IcebergType {
+    const shape = groupShape(node);
+    if (shape.kind === 'primitive') return primitiveType(node);
+    if (shape.kind === 'list') {
+      const elementId = ++this.lastId;
+      return { type: 'list', 'element-id': elementId, element: this.convert(shape.element), 'element-required': false };
+    }
+    if (shape.kind === 'map') {
+      const keyId = ++this.lastId;
+      const valueId = ++this.lastId;
+      return { type: 'map', 'key-id': keyId, key: this.convert(shape.key), 'value-id': valueId, value: this.convert(shape.value), 'value-required': false };
+    }
+    const ids = shape.fields.map(() => ++this.lastId);
+    return { type: 'struct', fields: shape.fields.map((f, i) => ({ id: ids[i]!, name: f.name, required: false, type: this.convert(f) })) };
+  }
+
+  /** The table's type of an existing column, widened or given new struct fields where the file needs it. */
+  private mergeType(id: number, type: IcebergType, node: ParquetNode, path: string, problems: string[]): IcebergType {
+    let shape: Shape;
+    try {
+      shape = groupShape(node);
+    } catch (err) {
+      if (!(err instanceof NoIcebergType)) throw err;
+      problems.push(`column '${path}' ${err.message}`);
+      return type;
+    }
+    if (typeof type === 'string') {
+      if (shape.kind !== 'primitive') {
+        problems.push(`column '${path}' is a ${shape.kind} in the file, ${type} in the table`);
+        return type;
+      }
+      let fileType: string;
+      try {
+        fileType = primitiveType(node);
+      } catch (err) {
+        if (!(err instanceof NoIcebergType)) throw err;
+        problems.push(`column '${path}' ${err.message}`);
+        return type;
+      }
+      if (readsAs(fileType, type)) return type;
+      const wider = widened(type, fileType);
+      if (wider) {
+        this.widened.push(`${path}: ${type} -> ${wider}`);
+        this.widenedIds.add(id);
+        return wider;
+      }
+      problems.push(`column '${path}' is ${fileType} in the file, ${type} in the table`);
+      return type;
+    }
+    if (type.type !== shape.kind) {
+      problems.push(`column '${path}' is a ${shape.kind} in the file, a ${type.type} in the table`);
+      return type;
+    }
+    if (type.type === 'struct' && shape.kind === 'struct') {
+      const fields = this.mergeStruct(type.fields, shape.fields, `${path}.`, problems);
+      return fields === type.fields ? type : { ...type, fields };
+    }
+    if (type.type === 'list' && shape.kind === 'list') {
+      const element = this.mergeType(type['element-id'], type.element, shape.element, `${path}.element`, problems);
+      return element === type.element ? type : { ...type, element };
+    }
+    if (type.type === 'map' && shape.kind === 'map') {
+      const key = this.mergeType(type['key-id'], type.key, shape.key, `${path}.key`, problems);
+      const value = this.mergeType(type['value-id'], type.value, shape.value, `${path}.value`, problems);
+      return key === type.key && value === type.value ? type : { ...type, key, value };
+    }
+    return type;
+  }
+}
+
+type Shape =
+  | { kind: 'primitive' }
+  | { kind: 'list'; element: ParquetNode }
+  | { kind: 'map'; key: ParquetNode; value: ParquetNode }
+  | { kind: 'struct'; fields: ParquetNode[] };
+
+/** What a node is, by the Parquet spec's LIST and MAP layouts (three-level, and the two-level form old writers used). */
+function groupShape(node: ParquetNode): Shape {
+  if (!node.children) {
+    if (node.repetition === 'REPEATED') throw new NoIcebergType('is a repeated field without a LIST annotation, which Iceberg cannot describe');
+    return { kind: 'primitive' };
+  }
+  if (node.logicalType === 'LIST') {
+    const repeated = node.children.length === 1 ? node.children[0]! : undefined;
+    if (!repeated || repeated.repetition !== 'REPEATED') throw new NoIcebergType('is a LIST whose layout is not the Parquet spec\'s');
+    // Three levels (list / element); a repeated group of several fields, or a repeated primitive, is the element itself.
+    const element = repeated.children?.length === 1 ? repeated.children[0]! : { ...repeated, repetition: 'REQUIRED' as const };
+    return { kind: 'list', element };
+  }
+  if (node.logicalType === 'MAP' || node.logicalType === 'MAP_KEY_VALUE') {
+    const kv = node.children.length === 1 ? node.children[0]! : undefined;
+    if (!kv || kv.repetition !== 'REPEATED' || kv.children?.length !== 2) throw new NoIcebergType('is a MAP whose layout is not the Parquet spec\'s');
+    return { kind: 'map', key: kv.children[0]!, value: kv.children[1]! };
+  }
+  return { kind: 'struct', fields: node.children };
+}
+
+const SIGNED_32 = /^(INTEGER\((8|16|32),signed\)|INT_(8|16|32)|INTEGER\((8|16),unsigned\)|UINT_(8|16))$/;
+const DECIMAL = /^DECIMAL\((\d+),(\d+)\)$/;
+
+/** The Iceberg (format 2) type a primitive Parquet column reads as. */
+function primitiveType(node: ParquetNode): string {
+  const logical = node.logicalType ?? '';
+  if (logical === 'NULL') throw new NoIcebergType('is of the Parquet Null type (pyarrow writes it for a column without any value), which Iceberg has no type for');
+  const decimal = DECIMAL.exec(logical);
+  if (decimal) return `decimal(${decimal[1]}, ${decimal[2]})`;
+  const timestamp = /^TIMESTAMP\((MILLIS|MICROS|NANOS),(UTC|local)\)$/.exec(logical);
+  switch (node.physicalType) {
+    case 'BOOLEAN':
+      return 'boolean';
+    case 'INT32':
+      if (!logical || SIGNED_32.test(logical)) return 'int';
+      if (logical === 'INTEGER(32,unsigned)' || logical === 'UINT_32') return 'long';
+      if (logical === 'DATE') return 'date';
+      if (/^TIME/.test(logical)) return 'time';
+      break;
+    case 'INT64':
+      if (!logical || logical === 'INTEGER(64,signed)' || logical === 'INT_64') return 'long';
+      // Format 2 has microseconds only; readers convert milliseconds and nanoseconds.
+      if (timestamp) return timestamp[2] === 'UTC' ? 'timestamptz' : 'timestamp';
+      if (logical === 'TIMESTAMP_MICROS' || logical === 'TIMESTAMP_MILLIS') return 'timestamptz';
+      if (/^TIME/.test(logical)) return 'time';
+      break;
+    case 'FLOAT':
+      return 'float';
+    case 'DOUBLE':
+      return 'double';
+    case 'BYTE_ARRAY':
+      if (logical === 'STRING' || logical === 'UTF8' || logical === 'JSON' || logical === 'ENUM') return 'string';
+      return 'binary';
+    case 'FIXED_LEN_BYTE_ARRAY':
+      if (logical === 'UUID') return 'uuid';
+      if (logical === 'FLOAT16') break;
+      return node.typeLength !== undefined ? `fixed[${node.typeLength}]` : 'binary';
+  }
+  throw new NoIcebergType(`is ${node.physicalType ?? 'a group'}${logical ? ` (${logical})` : ''}, which Iceberg has no type for`);
+}
+
+function decimalOf(type: string): { precision: number; scale: number } | undefined {
+  const m = /^decimal\((\d+),\s*(\d+)\)$/.exec(type);
+  return m ? { precision: Number(m[1]), scale: Number(m[2]) } : undefined;
+}
+
+/** Whether a reader reads a file column of `fileType` as the table's `tableType` (equal, or a promotion readers make). */
+function readsAs(fileType: string, tableType: string): boolean {
+  if (fileType === tableType) return true;
+  if (fileType === 'int' && tableType === 'long') return true;
+  if (fileType === 'float' && tableType === 'double') return true;
+  // Naive and zoned timestamps, and the byte kinds, are told apart by annotations writers disagree on: not ours to refuse.
+  const lenient = [new Set(['timestamp', 'timestamptz']), new Set(['string', 'binary', 'uuid'])];
+  if (lenient.some((kinds) => kinds.has(fileType) && kinds.has(tableType))) return true;
+  if (/^fixed\[/.test(fileType) && (tableType === 'binary' || /^fixed\[/.test(tableType) || tableType === 'uuid')) return true;
+  const [f, t] = [decimalOf(fileType), decimalOf(tableType)];
+  return f !== undefined && t !== undefined && f.scale === t.scale && f.precision <= t.precision;
+}
+
+/** The table's type widened to read `fileType`, when Iceberg allows that promotion. */
+function widened(tableType: string, fileType: string): string | undefined {
+  if (tableType === 'int' && fileType === 'long') return 'long';
+  if (tableType === 'float' && fileType === 'double') return 'double';
+  const [t, f] = [decimalOf(tableType), decimalOf(fileType)];
+  if (t && f && t.scale === f.scale && f.precision > t.precision && f.precision <= 38) return `decimal(${f.precision}, ${f.scale})`;
+  return undefined;
+}
