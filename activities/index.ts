@@ -318,6 +318,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `so scans that touch them fail: ${listSome(result.schemaMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; \`verify\` names them`,
             );
           }
+          if (result.droppedRegistrations) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: the replaced table registered ${result.droppedRegistrations.length} file(s) that are no data files of the warehouse's layout ` +
+                `and the rebuilt table no longer lists: ${listSome(result.droppedRegistrations.map((m) => `${m.key} (${m.reason})`), 5)}; move them into a bucket folder or register them elsewhere`,
+            );
+          }
           if (result.deleteFilesDropped) {
             Context.current().log.warn(
               `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
@@ -335,6 +341,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               : {}),
             ...(result.schemaMismatches
               ? { schemaMismatches: result.schemaMismatches.slice(0, MAX_REPORTED_UNREADABLE), schemaMismatchesTotal: result.schemaMismatches.length }
+              : {}),
+            ...(result.droppedRegistrations
+              ? { droppedRegistrations: result.droppedRegistrations.slice(0, MAX_REPORTED_UNREADABLE), droppedRegistrationsTotal: result.droppedRegistrations.length }
               : {}),
             ...(result.schemaEvolved
               ? {

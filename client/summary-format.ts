@@ -3,13 +3,15 @@ import type { CompactionSummary } from '../workflows/contract';
 /**
  * Exit code 3: the run finished, but something needs a person: buckets failed (their files are
  * untouched), data files could not be registered in the table (readers do not see their rows), or
- * registered files have columns readers cannot read as the table's (scans touching them fail). A
+ * registered files have columns readers cannot read as the table's (scans touching them fail), or files
+ * another writer registered outside the layout are no longer listed. A
  * cron wrapper or the schedule's alerting notices either; both are listed in the summary.
  */
 export const EXIT_NEEDS_ATTENTION = 3;
 
 export function exitCodeOf(s: CompactionSummary): number {
-  return s.failedBucketsTotal > 0 || s.unreadableFilesTotal > 0 || (s.schemaMismatchFilesTotal ?? 0) > 0 ? EXIT_NEEDS_ATTENTION : 0;
+  const attention = s.failedBucketsTotal + s.unreadableFilesTotal + (s.schemaMismatchFilesTotal ?? 0) + (s.droppedRegistrationsTotal ?? 0);
+  return attention > 0 ? EXIT_NEEDS_ATTENTION : 0;
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
@@ -58,6 +60,10 @@ export function formatSummary(s: CompactionSummary): string {
   for (const m of s.schemaMismatchFiles ?? []) lines.push(`schema mismatch (registered, readers fail on it) ${m.key}: ${m.reason}`);
   if ((s.schemaMismatchFilesTotal ?? 0) > (s.schemaMismatchFiles?.length ?? 0)) {
     lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
+  }
+  for (const d of s.droppedRegistrations ?? []) lines.push(`no longer registered ${d.key}: ${d.reason}`);
+  if ((s.droppedRegistrationsTotal ?? 0) > (s.droppedRegistrations?.length ?? 0)) {
+    lines.push(`… and ${s.droppedRegistrationsTotal! - s.droppedRegistrations!.length} more files no longer registered`);
   }
   if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);

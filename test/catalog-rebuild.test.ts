@@ -610,6 +610,31 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.match(reasons.get(nulled)!, /^column 'scene_2_frame' is of the Parquet Null type/);
   });
 
+  test("files another writer registered outside the layout are named when the rebuild drops them (gone inputs are not); a key with a tab is not registered", async () => {
+    const wh = await copyOfBase('dropped');
+    const cat = path.join(await freshDir('dropped-cat'), 'catalog.db');
+    await rebuild(wh, cat);
+    const [first, gone] = (await listParquet(wh)) as [string, string];
+    const bucket = path.join(wh, path.dirname(first));
+    const nested = path.join(bucket, 'sub', 'extra.parquet');
+    await fs.mkdir(path.dirname(nested));
+    await fs.copyFile(path.join(wh, first), nested);
+    // The pipeline registers a file of a bucket's subfolder; a compaction deletes a registered file.
+    await py(['add-files', '--catalog', cat, '--files', nested]);
+    await fs.rm(path.join(wh, gone));
+    const tabbed = `${path.dirname(first)}/tab\tname.parquet`;
+    await fs.copyFile(path.join(wh, first), path.join(wh, tabbed));
+    const result = await rebuild(wh, cat);
+    assert.deepEqual(result.droppedRegistrations?.map((d) => d.key), [nested]);
+    assert.match(result.droppedRegistrations![0]!.reason, /^registered by another writer, but not a data file of the layout/);
+    assert.deepEqual(result.unreadable, [{ key: tabbed, reason: 'its key has a tab or line break, which pyiceberg drops from a location (it would open another path)' }]);
+    assert.equal(result.dataFiles, baseStats.files - 1);
+    const read = await scan(cat);
+    assert.equal(read.file_count, baseStats.files - 1);
+    assert.ok(read.row_count! > 0);
+    assert.equal((await rebuild(wh, cat)).droppedRegistrations, undefined, 'named once: the next rebuild replaces a table that no longer lists it');
+  });
+
   test("a corrupt, empty or truncated catalog.db, or another program's SQLite database, is refused with its path and left untouched", async () => {
     const dir = await freshDir('corrupt');
     const healthy = path.join(dir, 'healthy.db');

@@ -629,6 +629,15 @@ describe('compactBucket, the core, on both backends', () => {
       assert.match(err.message, /^bucket grid_partition=81283ffffffffff\/year=2020: the compacted output grid_partition=81283ffffffffff\/year=2020\/compacted_deletedenied\.parquet is published, but deleting its inputs was refused after 0 of 4; the rest stay/);
       const left = [...(await collect(direct, 'grid_partition=81283ffffffffff/')).keys()].sort();
       assert.deepEqual(left, [...inputs, 'grid_partition=81283ffffffffff/year=2020/compacted_deletedenied.parquet'].sort(), 'every input kept beside the new output');
+
+      // Deletes that fail for a reason worth retrying (a 500 each time, or a key S3's XML cannot carry) until
+      // the attempts are spent: the failure says the output is published too, and stays retryable.
+      proxy.setPlan({ rates: { error500: 1 }, maxConsecutive: 1_000_000, eligible: (r) => r.method === 'POST' && r.query.has('delete') });
+      const sizesLeft = await collect(direct, '');
+      const retried = { ...request('deletefails', []), inputs: left.map((k) => ({ key: k, size: sizesLeft.get(k)! })) };
+      const failed = await compactBucket(store, retried, opts).then(() => assert.fail('the deletes fail'), (e: unknown) => e);
+      assert.ok(failed instanceof Error && !(failed instanceof StorageError), String(failed));
+      assert.match(failed.message, /^bucket grid_partition=81283ffffffffff\/year=2020: the compacted output \S+compacted_deletefails\.parquet is published, but deleting its inputs failed after 0 of 5; the rest stay/);
     } finally {
       await store.close();
       await direct.close();

@@ -78,3 +78,9 @@ test('a schema the files needed is reported; registered files readers cannot rea
   assert.match(text, /^… and 2 more files with a schema mismatch$/m);
   assert.equal(exitCodeOf(misfit), EXIT_NEEDS_ATTENTION);
 });
+
+test('files another writer registered outside the layout, no longer listed by the rebuilt table, are named and need attention', () => {
+  const dropped = { ...base, droppedRegistrations: [{ key: '/data/warehouse/grid_partition=a/year=2020/sub/x.parquet', reason: 'registered by another writer' }], droppedRegistrationsTotal: 1 };
+  assert.match(formatSummary(dropped), /^no longer registered \/data\/warehouse\/grid_partition=a\/year=2020\/sub\/x\.parquet: registered by another writer$/m);
+  assert.equal(exitCodeOf(dropped), EXIT_NEEDS_ATTENTION);
+});

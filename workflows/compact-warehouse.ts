@@ -525,6 +525,9 @@ function summarize(
     ...(cat?.schemaMismatches
       ? { schemaMismatchFiles: cat.schemaMismatches, schemaMismatchFilesTotal: cat.schemaMismatchesTotal ?? cat.schemaMismatches.length }
       : {}),
+    ...(cat?.droppedRegistrations
+      ? { droppedRegistrations: cat.droppedRegistrations, droppedRegistrationsTotal: cat.droppedRegistrationsTotal ?? cat.droppedRegistrations.length }
+      : {}),
   };
 }
 

@@ -314,6 +314,12 @@ export interface CatalogResult {
    */
   schemaMismatches?: UnreadableFile[];
   schemaMismatchesTotal?: number;
+  /**
+   * Files the replaced table registered that still exist (or cannot be checked) but are no data files of
+   * the layout, so the rebuilt table no longer lists their rows (another writer's registrations). Capped like `unreadable`.
+   */
+  droppedRegistrations?: UnreadableFile[];
+  droppedRegistrationsTotal?: number;
   createdTable: boolean;
   /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
   metadataFilesDeleted?: number;
@@ -353,6 +359,9 @@ export interface CompactionSummary {
   /** Registered files readers cannot read as the table (CatalogResult.schemaMismatches, capped); absent when none. */
   schemaMismatchFiles?: UnreadableFile[];
   schemaMismatchFilesTotal?: number;
+  /** Files the replaced table registered that the rebuilt one does not, though they may hold rows (CatalogResult.droppedRegistrations, capped). */
+  droppedRegistrations?: UnreadableFile[];
+  droppedRegistrationsTotal?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

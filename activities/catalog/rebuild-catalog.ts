@@ -7,7 +7,8 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { CONTROL_PREFIX, parseDataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, assertSafeKey, parseDataFileKey } from '../storage/warehouse-layout';
+import { MetadataFileMissingError } from './metadata-file-io';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -41,8 +42,14 @@ export interface RebuildOptions {
 const DEFAULT_CONCURRENCY = 16;
 /** Footers read before their entries go to the manifest writer (one manifest's worth). */
 const FOOTER_WINDOW = 5_000;
-/** pyiceberg and Java's S3URI cut an s3:// location at '?' or '#': such a file would be registered under a path no reader opens. */
-const UNADDRESSABLE_S3_URI = /^s3:\/\/.*[?#]/;
+/**
+ * Locations no reader opens as written: pyiceberg and Java's S3URI cut an s3:// location at '?' or '#',
+ * and Python's URL parsing drops tabs and line breaks from any location.
+ */
+const UNADDRESSABLE = [
+  { pattern: /^s3:\/\/.*[?#]/, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' },
+  { pattern: /[\t\r\n]/, reason: 'its key has a tab or line break, which pyiceberg drops from a location (it would open another path)' },
+];
 const EPOCH_YEAR = 1970;
 
 /**
@@ -73,6 +80,7 @@ export async function rebuildCatalog(
     if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
   const { manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
+  const dropped = handle.pointer ? await droppedRegistrations(backend, store, base, handle.pointer.metadataLocation) : [];
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -106,6 +114,7 @@ export async function rebuildCatalog(
     ...(misplaced.length ? { partitionMismatches: misplaced } : {}),
     ...(evolution.changed ? { schemaEvolved: { schemaId: evolution.schema()['schema-id'], added: evolution.added, widened: evolution.widened } } : {}),
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
+    ...(dropped.length ? { droppedRegistrations: dropped } : {}),
     createdTable: handle.pointer === undefined,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -217,8 +226,9 @@ async function readFooter(
   unreadable: UnreadableFile[],
   relisted = false,
 ): Promise<{ obj: StoredObject; footer: ParquetFooter } | undefined> {
-  if (UNADDRESSABLE_S3_URI.test(store.uri(obj.key))) {
-    unreadable.push({ key: obj.key, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' });
+  const unaddressable = UNADDRESSABLE.find((u) => u.pattern.test(store.uri(obj.key)));
+  if (unaddressable) {
+    unreadable.push({ key: obj.key, reason: unaddressable.reason });
     return undefined;
   }
   try {
@@ -257,6 +267,49 @@ function yearDisagreement(metrics: ColumnMetrics, schema: IcebergSchema, year: n
   return `datetimes from ${from!.toISOString()} to ${to!.toISOString()}, registered under year ${year}`;
 }
 
+/** Registered files the rebuild can name; more are counted only. */
+const MAX_DROPPED_NAMED = 1_000;
+
+/**
+ * Files the replaced table registered that the rebuild does not, although they may still hold rows:
+ * ones another writer registered outside the layout (a subfolder of a bucket, a key the store cannot
+ * address, a location outside the warehouse). Files of the layout that are gone (compacted inputs) are
+ * not among them. Best effort: a replaced table whose manifests cannot be read says nothing.
+ */
+async function droppedRegistrations(backend: IcebergCatalogBackend, store: WarehouseStore, base: TableMetadataJson, metadataLocation: string): Promise<UnreadableFile[]> {
+  const current = currentSnapshot(base, metadataLocation);
+  if (!current) return [];
+  const root = comparable(store.root).replace(/\/*$/, '/');
+  const dropped: UnreadableFile[] = [];
+  try {
+    for await (const f of liveDataFiles(backend, current)) {
+      const location = comparable(f.file_path);
+      const key = location.startsWith(root) ? location.slice(root.length) : undefined;
+      if (key !== undefined && parseDataFileKey(key) && addressable(key)) continue;
+      if (key === undefined) {
+        dropped.push({ key: f.file_path, reason: 'registered outside the warehouse; the rebuilt table registers only its data files' });
+      } else if (!addressable(key)) {
+        dropped.push({ key: f.file_path, reason: 'registered by another writer, but its key cannot be addressed here (a backslash, or a . or .. segment)' });
+      } else if (await store.stat(key)) {
+        dropped.push({ key: f.file_path, reason: 'registered by another writer, but not a data file of the layout (grid_partition=<cell>/year=<year>/<name>.parquet)' });
+      }
+      if (dropped.length >= MAX_DROPPED_NAMED) break;
+    }
+  } catch (err) {
+    if (!(err instanceof MetadataFileMissingError)) throw err;
+  }
+  return dropped;
+}
+
+function addressable(key: string): boolean {
+  try {
+    assertSafeKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export interface LoadedTable {
   handle: TableHandle;
   base: TableMetadataJson;
@@ -292,25 +345,26 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
 /**
  * The rebuild replaces the table's files with the warehouse's: a mistyped --warehouse, or a staging
  * copy run against the production catalog, would replace the production table with other files or
- * none. A data file of the current snapshot tells which warehouse the table is of.
+ * none. The data files of the current snapshot tell which warehouse the table is of (a sample of them).
  */
 async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
-  let sample: string | undefined;
+  let samples: string[];
   try {
-    sample = await registeredSample(backend, base, metadataLocation);
+    samples = await registeredSamples(backend, base, metadataLocation, WAREHOUSE_SAMPLES);
   } catch {
     // A snapshot or manifests that cannot be read do not tell; the rebuild, which does not need them, may go on.
     return;
   }
   // A relative path (as a tool that registered files from its working directory may have written) does not tell either.
-  const absolute = sample !== undefined && (/^[a-z][a-z0-9+.-]*:/i.test(sample) || sample.startsWith('/'));
+  const absolute = samples.filter((p) => /^[a-z][a-z0-9+.-]*:/i.test(p) || p.startsWith('/'));
   const root = comparable(warehouseRoot).replace(/\/*$/, '/');
-  if (!absolute) return;
-  const location = comparable(sample!);
-  // Inside it is not enough: from a parent of the warehouse (`/data` for `/data/wh`) no key parses as a data
-  // file, and the rebuild would replace every file of the table with none.
-  if (location.startsWith(root) && parseDataFileKey(location.slice(root.length))) return;
-  if (location.startsWith(root)) {
+  const keyOf = (p: string) => (comparable(p).startsWith(root) ? comparable(p).slice(root.length) : undefined);
+  // One data file of the warehouse is enough: another writer may have registered a few files elsewhere
+  // (named when the rebuild drops them). Inside it is not: from a parent of the warehouse (`/data` for
+  // `/data/wh`) no key parses as a data file, and the rebuild would replace every file of the table with none.
+  if (absolute.length === 0 || absolute.some((p) => parseDataFileKey(keyOf(p) ?? ''))) return;
+  const sample = absolute[0]!;
+  if (keyOf(sample) !== undefined) {
     throw new WarehouseMismatchError(
       `${req.namespace}.${req.table} in ${backend.description} registers ${sample}, which is not a data file ` +
         `(grid_partition=<cell>/year=<year>/<name>.parquet) directly under the warehouse ${warehouseRoot}; rebuilding it from ` +
@@ -323,11 +377,18 @@ async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogR
   );
 }
 
-/** A data file the table's current snapshot registers (undefined: none); throws when its manifests cannot be read. */
-async function registeredSample(backend: IcebergCatalogBackend, base: TableMetadataJson, metadataLocation: string): Promise<string | undefined> {
+/** Registered files the warehouse check looks at: enough that a few files another writer registered elsewhere do not decide it. */
+const WAREHOUSE_SAMPLES = 100;
+
+/** Up to `limit` data files the table's current snapshot registers (none: an empty array); throws when its manifests cannot be read. */
+async function registeredSamples(backend: IcebergCatalogBackend, base: TableMetadataJson, metadataLocation: string, limit: number): Promise<string[]> {
   const current = currentSnapshot(base, metadataLocation);
-  for await (const f of current ? liveDataFiles(backend, current) : []) return f.file_path;
-  return undefined;
+  const out: string[] = [];
+  for await (const f of current ? liveDataFiles(backend, current) : []) {
+    out.push(f.file_path);
+    if (out.length >= limit) break;
+  }
+  return out;
 }
 
 /**
@@ -338,7 +399,7 @@ async function registeredSample(backend: IcebergCatalogBackend, base: TableMetad
 async function refuseEmptying(backend: IcebergCatalogBackend, req: CatalogRequest, base: TableMetadataJson, metadataLocation: string, warehouseRoot: string): Promise<void> {
   const registered = Number(currentSnapshot(base, metadataLocation)?.summary?.['total-data-files'] ?? Number.NaN);
   // Manifests that cannot be read do not tell; the summary's count, when there is one, still does.
-  const some = await registeredSample(backend, base, metadataLocation).catch(() => undefined);
+  const some = (await registeredSamples(backend, base, metadataLocation, 1).catch((): string[] => []))[0];
   if (some === undefined && !(registered > 0)) return;
   const count = registered > 0 ? `${registered} data files` : 'data files';
   throw new WarehouseMismatchError(

@@ -184,7 +184,7 @@ function assertSaneRequest(req: BucketRequest, bucket: string, outputKey: string
       throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is not a data file of this bucket`);
     }
     if (!isCompactableKey(input.key)) {
-      throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} has a character DuckDB reads as a glob (* ? [ ] { })`);
+      throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} has a character DuckDB reads as a glob (* ? [ ] { }) or a control character S3's batch delete cannot carry`);
     }
     if (input.key === outputKey) {
       throw new InvalidBucketRequestError(`bucket ${bucket}: planned input ${input.key} is this plan's own output`);
@@ -662,14 +662,15 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
       await a.store.deleteMany(keys.slice(half));
     }
   } catch (err) {
-    // Retryable errors converge on the next attempt (state c). A refusal does not, and the run reports the
-    // bucket as failed: say that its output is published beside inputs still present, not that nothing changed.
-    if (!(err instanceof StorageError && err.kind === 'denied')) throw err;
-    throw new StorageError(
-      `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs was refused after ${deleted} of ${keys.length}; ` +
-        `the rest stay (readers see their rows twice until the next run compacts them with the output): ${err.message}`,
-      'denied',
-    );
+    // Retryable errors converge on the next attempt (state c). A refusal does not, nor does a retryable
+    // error that outlasts every attempt, and the run reports the bucket as failed: say that its output is
+    // published beside inputs still present, not that nothing changed. The error keeps its kind (retried or not).
+    const published =
+      `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs ${err instanceof StorageError && err.kind === 'denied' ? 'was refused' : 'failed'} ` +
+      `after ${deleted} of ${keys.length}; the rest stay (readers see their rows twice until the next run compacts them with the output): ${(err as Error).message}`;
+    if (err instanceof StorageError) throw new StorageError(published, err.kind);
+    if (err instanceof Error) throw new Error(published, { cause: err });
+    throw err;
   }
   beat(a, { phase: 'sweep' });
   const orphansRemoved = await sweepOrphans(a, listed.keys());

@@ -185,7 +185,8 @@ export class S3WarehouseStore implements WarehouseStore {
   async materialize(key: string, scratchDir: string, version?: string, opts: TransferOptions = {}): Promise<string> {
     const loc = this.loc(key);
     await fs.mkdir(scratchDir, { recursive: true });
-    const file = path.join(scratchDir, `${randomUUID().slice(0, 8)}-${path.posix.basename(key)}`);
+    // Not the key's own name: S3 allows 1,024 bytes, a local file name 255 (a longer one failed the bucket for good).
+    const file = path.join(scratchDir, `${randomUUID()}.parquet`);
     try {
       await downloadToFile(this.client, loc, file, {
         retry: this.retry,

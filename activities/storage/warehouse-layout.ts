@@ -29,12 +29,15 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
 }
 
 /**
- * Whether DuckDB can read the key's file by its path. A cell `a[1]` is read as the glob `a1`: the bucket
- * would fail for a healthy file, or, were there a cell `a1` with the same file name, compact that file's
- * rows in its place. Such keys are registered in the catalog (read by exact path there) but never compacted.
+ * Whether the key's file can be compacted: read by DuckDB by its path, and deleted afterwards. A cell
+ * `a[1]` is read as the glob `a1`: the bucket would fail for a healthy file, or, were there a cell `a1`
+ * with the same file name, compact that file's rows in its place. A control character cannot be carried
+ * by the XML of S3's DeleteObjects: the inputs would stay beside the published output, and every run
+ * would add one more copy of the bucket's rows. Such keys are never compacted; the rebuild registers
+ * them (read by exact path there) unless readers could not open them either.
  */
 export function isCompactableKey(key: string): boolean {
-  return !hasGlobCharacter(key);
+  return !hasGlobCharacter(key) && !/[\u0000-\u001f\u007f\ufffe\uffff]/.test(key);
 }
 
 /** The prefixes whose listing covers `sel`: one per selected cell (a cell's files only), else the whole warehouse. */
