@@ -937,6 +937,27 @@ describe('compactBucket', () => {
   }
 
   for (const writePath of WRITE_PATHS) {
+    test(`a column without a value in any input (pyarrow's Null type, an all-null INTEGER) is left out of the output, not written as int32: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts();
+      parts[0]!.rows = parts[0]!.rows.map((r) => ({ ...r, scene_2_frame: null }));
+      parts[0]!.opts = { ...parts[0]!.opts, columnTypes: { scene_2_frame: 'INTEGER' } };
+      parts[2]!.rows = parts[2]!.rows.map((r) => ({ ...r, scene_2_frame: null }));
+      parts[2]!.opts = { ...parts[2]!.opts, columnTypes: { scene_2_frame: 'INTEGER' } };
+      const inputs = await writeBucket(root, parts);
+      await run(pythonExecutable(), [path.resolve(__dirname, 'py', 'null_column.py'), path.join(root, inputs[1]!.key), 'scene_2_frame']);
+      inputs[1]!.size = (await fs.stat(path.join(root, inputs[1]!.key))).size;
+
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.rowsOut, 6);
+      const out = path.join(root, result.outputKey);
+      const described = (await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(out)})`)).map((r) => String(r.column_name));
+      assert.ok(!described.includes('scene_2_frame'), `left out: ${described.join(', ')}`);
+      assert.ok(described.includes('scene_1_frame') && described.includes('updated'), 'every other column kept');
+    });
+  }
+
+  for (const writePath of WRITE_PATHS) {
     test(`an updated of +infinity wins and -infinity loses to every time but NULL, the same on every write path: ${writePath.name}`, async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, [

@@ -34,6 +34,7 @@ import { DuckSessionPool } from './duckdb-pool';
 import type { DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
+  valuelessColumns,
   findUnreadableInput,
   unionCastFailure,
   readInputSchema,
@@ -391,7 +392,8 @@ async function compactFresh(
   try {
     try {
       const rowGroup = outputRowGroup(memory, footprint.rowBytes);
-      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup);
+      const omitColumns = await valuelessColumns(a.session, inputs, schemas);
+      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, omitColumns);
       else {
         await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, {
           rowBytes: footprint.rowBytes,
@@ -403,6 +405,7 @@ async function compactFresh(
           slicePresorted: a.opts.slicePresortedInputs ?? true,
           passthroughPresorted: a.opts.passthroughRowGroups ?? true,
           workDir: a.workDir,
+          omitColumns,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
           onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
           onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),

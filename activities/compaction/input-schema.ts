@@ -122,6 +122,36 @@ async function holdsNoValue(session: DuckSession, file: string, column: string):
   return stats !== undefined && Number(stats.groups) > 0 && Number(stats.counted) === Number(stats.groups) && Number(stats.nulls) === Number(stats.n_values);
 }
 
+/** Columns of the contract, kept in every output whatever their values. */
+const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime', 'platform', 'updated']);
+
+/**
+ * Columns left out of the output (names as the first input spells them): ones that hold no value in any
+ * input and that DuckDB types INTEGER only for that reason (pyarrow's Null type, or an all-null INTEGER
+ * an earlier output kept). Written, such a column is an int32 that readers cannot read as the table's
+ * type (a string, say), and pyiceberg fails the bucket's file; left out, it reads as null, as it was.
+ * Told from the schemas first, so a bucket without such a column costs no extra read.
+ */
+export async function valuelessColumns(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<string[]> {
+  const uses = new Map<string, Array<{ input: LocalInput; name: string; type: string }>>();
+  schemas.forEach((s, i) => {
+    for (const [lower, col] of s.columns) {
+      if (CONTRACT_COLUMNS.has(lower)) continue;
+      let list = uses.get(lower);
+      if (!list) uses.set(lower, (list = []));
+      list.push({ input: inputs[i]!, ...col });
+    }
+  });
+  const out: string[] = [];
+  for (const list of uses.values()) {
+    if (!list.every((u) => u.type === 'INTEGER')) continue;
+    let valueless = true;
+    for (const u of list) if (!(valueless = await holdsNoValue(session, u.input.path, u.name))) break;
+    if (valueless) out.push(list[0]!.name);
+  }
+  return out;
+}
+
 const TEMPORAL = new Set(['TIMESTAMP WITH TIME ZONE', 'DATE', ...NAIVE_TIMESTAMPS]);
 
 /** How `updated` compares: by microseconds, by nanoseconds (naive TIMESTAMP_NS, as pandas writes), or not at all (no value anywhere). */

@@ -3,7 +3,7 @@
  * written by one statement. A tiny bucket's cost is the number of statements, not the data.
  */
 import { columnOr, OUTPUT_ORDER, scanInputs, WINNER_ORDER } from './bucket-sql';
-import { sqlString, type DuckSession } from './duckdb-session';
+import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
 import type { InputSchema, LocalInput } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, type RowGroupSize } from './output-format';
@@ -20,12 +20,14 @@ export async function writeSmallBucket(
   outFile: string,
   kv: readonly KvEntry[],
   rg: RowGroupSize,
+  /** Columns left out of the output (valuelessColumns). */
+  omit: readonly string[],
 ): Promise<void> {
   const winner = WINNER_ORDER(columnOr(schemas, 'updated', 'TIMESTAMPTZ', 'w'), 'w.__ec_fi', 'w.file_row_number');
   const order = OUTPUT_ORDER(columnOr(schemas, 'platform', 'VARCHAR', 'w'), columnOr(schemas, 'datetime', 'TIMESTAMPTZ', 'w'), 'w.id');
   await session.exec(
     `COPY (
-       SELECT w.* EXCLUDE (file_row_number, __ec_fi)
+       SELECT w.* EXCLUDE (${['file_row_number', '__ec_fi', ...omit.map(sqlIdent)].join(', ')})
        FROM (SELECT r.*, r.file_index AS __ec_fi FROM ${scanInputs(inputs)} r) w
        QUALIFY row_number() OVER (PARTITION BY w.id ORDER BY ${winner}) = 1
        ORDER BY ${order}
