@@ -893,6 +893,24 @@ describe('compactBucket', () => {
     }
   });
 
+  test('a column spelled differently across inputs (Platform, platform) fails the bucket naming the files; nothing is written or deleted', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const second = path.join(root, inputs[1]!.key);
+    const staged = path.join(scratchRoot, 'spelled.parquet');
+    await fs.rename(second, staged);
+    await session.exec(`COPY (SELECT * EXCLUDE (platform), platform AS "Platform" FROM read_parquet(${sqlString(staged)})) TO ${sqlString(second)} (FORMAT parquet)`);
+    inputs[1]!.size = (await fs.stat(second)).size;
+    const before = await fs.readdir(path.dirname(second));
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
+      assert.match(err.message, /^column 'platform' is spelled differently across inputs: .*\(Platform\)/);
+      assert.ok(err.message.includes(inputs[1]!.key), err.message);
+      return true;
+    });
+    assert.deepEqual(await fs.readdir(path.dirname(second)), before, 'nothing written or deleted');
+  });
+
   test('a type conflict across many inputs names ten of them and counts the rest (the message travels in the run\'s summary)', async () => {
     const { root, store } = await newWarehouse();
     const inputs = await writeBucket(root, dedupParts());

@@ -76,6 +76,7 @@ export async function assertCompatibleSchemas(
   inputs: readonly LocalInput[],
   schemas: readonly InputSchema[],
 ): Promise<void> {
+  assertOneSpelling(schemas);
   const conflicts = conflictingColumns(schemas);
   if (conflicts.size === 0) return;
   const paths = new Map(inputs.map((i) => [i.key, i.path]));
@@ -92,18 +93,39 @@ export async function assertCompatibleSchemas(
   }
 }
 
-type ColumnUse = { key: string; name: string; type: string };
+type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };
 
-function conflictingColumns(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
+/** Every input's use of each column, by lower-cased name. */
+function columnUses(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
   const byColumn = new Map<string, ColumnUse[]>();
-  for (const s of schemas) {
+  schemas.forEach((s, input) => {
     for (const [lower, col] of s.columns) {
       let list = byColumn.get(lower);
       if (!list) byColumn.set(lower, (list = []));
-      list.push({ key: s.key, name: col.name, type: col.type });
+      list.push({ key: s.key, name: col.name, type: col.type, input });
     }
+  });
+  return byColumn;
+}
+
+/**
+ * DuckDB matches column names without regard to case and writes the first input's spelling for all
+ * rows: `Platform` in one part and `platform` in another would come out as `Platform`, a column the
+ * table does not have (readers look names up exactly, so they lose the values of the whole bucket).
+ */
+function assertOneSpelling(schemas: readonly InputSchema[]): void {
+  for (const uses of columnUses(schemas).values()) {
+    if (new Set(uses.map((u) => u.name)).size < 2) continue;
+    const detail = listSome(uses.map((u) => `${u.key} (${u.name})`));
+    throw new BadBucketDataError(
+      `column '${uses[0]!.name}' is spelled differently across inputs: ${detail}; readers tell the spellings apart, DuckDB does not. Rewrite the files with one spelling`,
+      [...new Set(uses.map((u) => u.key))],
+    );
   }
-  return new Map([...byColumn].filter(([, uses]) => new Set(uses.map((u) => typeFamily(u.type))).size > 1));
+}
+
+function conflictingColumns(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
+  return new Map([...columnUses(schemas)].filter(([, uses]) => new Set(uses.map((u) => typeFamily(u.type))).size > 1));
 }
 
 function conflictError(column: string, uses: readonly ColumnUse[]): BadBucketDataError {
@@ -133,20 +155,11 @@ const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime'
  * Told from the schemas first, so a bucket without such a column costs no extra read.
  */
 export async function valuelessColumns(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<string[]> {
-  const uses = new Map<string, Array<{ input: LocalInput; name: string; type: string }>>();
-  schemas.forEach((s, i) => {
-    for (const [lower, col] of s.columns) {
-      if (CONTRACT_COLUMNS.has(lower)) continue;
-      let list = uses.get(lower);
-      if (!list) uses.set(lower, (list = []));
-      list.push({ input: inputs[i]!, ...col });
-    }
-  });
   const out: string[] = [];
-  for (const list of uses.values()) {
-    if (!list.every((u) => u.type === 'INTEGER')) continue;
+  for (const [lower, list] of columnUses(schemas)) {
+    if (CONTRACT_COLUMNS.has(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
     let valueless = true;
-    for (const u of list) if (!(valueless = await holdsNoValue(session, u.input.path, u.name))) break;
+    for (const u of list) if (!(valueless = await holdsNoValue(session, inputs[u.input]!.path, u.name))) break;
     if (valueless) out.push(list[0]!.name);
   }
   return out;
