@@ -320,7 +320,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           }
           if (result.droppedRegistrations) {
             Context.current().log.warn(
-              `${req.namespace}.${req.table}: the replaced table registered ${result.droppedRegistrations.length} file(s) that are no data files of the warehouse's layout ` +
+              `${req.namespace}.${req.table}: the replaced table registered ${result.droppedRegistrationsTotal ?? result.droppedRegistrations.length} file(s) that are no data files of the warehouse's layout ` +
                 `and the rebuilt table no longer lists: ${listSome(result.droppedRegistrations.map((m) => `${m.key} (${m.reason})`), 5)}; move them into a bucket folder or register them elsewhere`,
             );
           }
@@ -343,7 +343,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               ? { schemaMismatches: result.schemaMismatches.slice(0, MAX_REPORTED_UNREADABLE), schemaMismatchesTotal: result.schemaMismatches.length }
               : {}),
             ...(result.droppedRegistrations
-              ? { droppedRegistrations: result.droppedRegistrations.slice(0, MAX_REPORTED_UNREADABLE), droppedRegistrationsTotal: result.droppedRegistrations.length }
+              ? {
+                  droppedRegistrations: result.droppedRegistrations.slice(0, MAX_REPORTED_UNREADABLE),
+                  droppedRegistrationsTotal: result.droppedRegistrationsTotal ?? result.droppedRegistrations.length,
+                }
               : {}),
             ...(result.schemaEvolved
               ? {

@@ -538,17 +538,17 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     try {
       await derive(
         'EVO_',
-        `CAST(1.5 AS REAL) AS "eo:cloud_cover", CAST(7 AS INTEGER) AS n_obs, {'a': 1, 'b': 'x'} AS props, ['p', 'q'] AS tags`,
+        `CAST(1.5 AS REAL) AS "eo:cloud_cover", CAST(7 AS INTEGER) AS n_obs, CAST(3 AS INTEGER) AS m_obs, {'a': 1, 'b': 'x'} AS props, ['p', 'q'] AS tags`,
         'part_90001_evolve.parquet',
       );
       added = Number((await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(path.join(bucket, 'part_90001_evolve.parquet'))})`))[0]!.n);
       const second = await rebuild(wh, cat);
-      assert.deepEqual(second.schemaEvolved, { schemaId: 1, added: ['eo:cloud_cover', 'n_obs', 'props', 'tags'], widened: [] });
+      assert.deepEqual(second.schemaEvolved, { schemaId: 1, added: ['eo:cloud_cover', 'n_obs', 'm_obs', 'props', 'tags'], widened: [] });
       assert.equal(second.schemaMismatches, undefined);
       const evolved = await scan(cat, '--values', 'eo:cloud_cover');
       assert.equal(evolved.row_count, baseStats.rows + added);
       assert.deepEqual(evolved.schema_fields.slice(0, 28), before.schema_fields, 'existing field ids kept');
-      assert.deepEqual(evolved.schema_fields.slice(28).map(([, name]) => name), ['eo:cloud_cover', 'n_obs', 'props', 'tags']);
+      assert.deepEqual(evolved.schema_fields.slice(28).map(([, name]) => name), ['eo:cloud_cover', 'n_obs', 'm_obs', 'props', 'tags']);
       const types = evolved.schema_types;
       assert.deepEqual([types['eo:cloud_cover'], types.n_obs, types.tags], ['float', 'int', 'list<string>']);
       assert.match(types.props!, /^struct<\d+: a: optional int, \d+: b: optional string>$/);
@@ -557,29 +557,28 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       assert.ok(evo.length > 0 && evo.every(([, v]) => v === '1.5'), JSON.stringify(evo));
       assert.equal(Object.entries(values).filter(([id, v]) => !id.startsWith('EVO_') && v !== null).length, 0, 'older files read the new column as null');
 
-      // Later ingest writes two of them wider and a struct with one more field; its key sorts after the file above,
-      // whose narrower bounds are then already written: the rebuild starts over with the wide types.
-      await derive(
-        'WIDE_',
-        `CAST(2.25 AS DOUBLE) AS "eo:cloud_cover", CAST(5000000000 AS BIGINT) AS n_obs, {'a': 2, 'b': 'y', 'c': 0.5} AS props`,
-        'part_90002_widen.parquet',
-      );
+      // Later ingest writes three of them wider, each in its own file, and a struct with one more field; the keys
+      // sort after the file above, whose narrower bounds are then already written: the rebuild starts over, once,
+      // with every wide type (one pass per widening would give up after three).
+      await derive('WIDE_', `CAST(2.25 AS DOUBLE) AS "eo:cloud_cover", {'a': 2, 'b': 'y', 'c': 0.5} AS props`, 'part_90002_widen.parquet');
+      await derive('LONG_', 'CAST(5000000000 AS BIGINT) AS n_obs', 'part_90003_widen.parquet');
+      await derive('MORE_', 'CAST(6000000000 AS BIGINT) AS m_obs', 'part_90004_widen.parquet');
     } finally {
       session.close();
     }
     const third = await rebuild(wh, cat);
-    assert.deepEqual(third.schemaEvolved, { schemaId: 2, added: ['props.c'], widened: ['eo:cloud_cover: float -> double', 'n_obs: int -> long'] });
+    assert.deepEqual(third.schemaEvolved, { schemaId: 2, added: ['props.c'], widened: ['eo:cloud_cover: float -> double', 'n_obs: int -> long', 'm_obs: int -> long'] });
     const widened = await scan(cat, '--metrics', '--filter', 'n_obs >= 7');
-    assert.equal(widened.row_count, 2 * added!, 'both files, pruned by n_obs bounds that pyiceberg decodes');
+    assert.equal(widened.row_count, 2 * added!, 'both files with n_obs, pruned by bounds that pyiceberg decodes');
     assert.deepEqual([widened.schema_types.n_obs, widened.schema_types['eo:cloud_cover']], ['long', 'double']);
-    assert.deepEqual(widened.schema_fields.slice(0, 32), (await scan(cat)).schema_fields.slice(0, 32));
+    assert.deepEqual(widened.schema_fields.slice(0, 33), (await scan(cat)).schema_fields.slice(0, 33));
     const bounds = (name: string) => widened.files.find((f) => f.path.endsWith(name))!.metrics!.n_obs!;
     assert.deepEqual([bounds('part_90001_evolve.parquet').lower_bound, bounds('part_90001_evolve.parquet').upper_bound], [7, 7]);
-    assert.deepEqual([bounds('part_90002_widen.parquet').lower_bound, bounds('part_90002_widen.parquet').upper_bound], [5000000000, 5000000000]);
+    assert.deepEqual([bounds('part_90003_widen.parquet').lower_bound, bounds('part_90003_widen.parquet').upper_bound], [5000000000, 5000000000]);
     const mapping = JSON.parse(widened.properties['schema.name-mapping.default']!) as Array<{ 'field-id': number; names: string[]; fields?: unknown[] }>;
     assert.deepEqual(mapping.map((m) => m.names[0]), widened.schema_fields.map(([, name]) => name), 'every column has its name mapping entry');
     assert.equal(mapping.find((m) => m.names[0] === 'props')!.fields!.length, 3);
-    assert.equal((await scan(cat)).row_count, baseStats.rows + 2 * added!);
+    assert.equal((await scan(cat)).row_count, baseStats.rows + 4 * added!);
   });
 
   test('columns no evolution makes readable (another kind of type, a name differing only in case, the Null type) are named; the files stay registered', async () => {

@@ -123,7 +123,7 @@ export function defaultTableProperties(schema: IcebergSchema): Record<string, st
   };
 }
 
-interface MappedField {
+export interface MappedField {
   'field-id': number;
   names: string[];
   fields?: MappedField[];

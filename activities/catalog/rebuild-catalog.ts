@@ -8,11 +8,10 @@ import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, assertSafeKey, parseDataFileKey } from '../storage/warehouse-layout';
-import { MetadataFileMissingError } from './metadata-file-io';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
-import { topLevelField } from './iceberg-schema';
+import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter, type ParquetFooter } from './parquet-footer';
@@ -72,7 +71,7 @@ export async function rebuildCatalog(
   const byYear = spec.fields.some((f) => f.transform === 'year');
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
-  const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']));
+  const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']), base.properties?.[NAME_MAPPING_PROPERTY]);
   let pass: RegisteredFiles | undefined;
   for (let attempt = 1; !pass; attempt++) {
     pass = await registerFiles(store, backend, files, { snapshotId, sequenceNumber, spec, partitionOf, modeOf, byYear, evolution, metadataDir: handle.metadataDir }, opts);
@@ -80,7 +79,7 @@ export async function rebuildCatalog(
     if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
   const { manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
-  const dropped = handle.pointer ? await droppedRegistrations(backend, store, base, handle.pointer.metadataLocation) : [];
+  const dropped = handle.pointer ? await droppedRegistrations(backend, store, base, handle.pointer.metadataLocation) : { named: [], total: 0 };
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -114,7 +113,7 @@ export async function rebuildCatalog(
     ...(misplaced.length ? { partitionMismatches: misplaced } : {}),
     ...(evolution.changed ? { schemaEvolved: { schemaId: evolution.schema()['schema-id'], added: evolution.added, widened: evolution.widened } } : {}),
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
-    ...(dropped.length ? { droppedRegistrations: dropped } : {}),
+    ...(dropped.total ? { droppedRegistrations: dropped.named, droppedRegistrationsTotal: dropped.total } : {}),
     createdTable: handle.pointer === undefined,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -144,14 +143,15 @@ interface RegisteredFiles {
   misfits: UnreadableFile[];
 }
 
-/** Passes over the files before the rebuild gives up (each pass after the first fixes the types of the one before). */
+/** Passes over the files before the rebuild gives up (the second starts from every change the first saw; a third only if files changed meanwhile). */
 const MAX_REGISTER_PASSES = 3;
 
 /**
  * Writes the manifests and manifest list of every readable file, fitting the schema to the files as it
- * goes (`ctx.evolution`). Undefined when a type widened after bounds of the narrower type were written
- * (Iceberg reads a bound by the table's current type): the manifests written are removed, and the next
- * pass starts from the widened schema.
+ * goes (`ctx.evolution`). Undefined when a type changed after files were written with the old one (a
+ * widening after bounds of the narrower type, which Iceberg reads by the current type; a type first
+ * taken from files without values): the manifests written are removed, and the next pass starts from
+ * the schema every file of this pass asked for.
  */
 async function registerFiles(
   store: WarehouseStore,
@@ -161,7 +161,6 @@ async function registerFiles(
   opts: RebuildOptions,
 ): Promise<RegisteredFiles | undefined> {
   const { evolution } = ctx;
-  evolution.widenedIds.clear();
   const unreadable: UnreadableFile[] = [];
   const misplaced: UnreadableFile[] = [];
   const misfits: UnreadableFile[] = [];
@@ -173,6 +172,9 @@ async function registerFiles(
   const totals = { dataFiles: 0, records: 0, filesSize: 0, partitions: 0 };
   const partitions = new Set<string>();
   const bounded = new Set<number>();
+  // Once the types of files already written change, the rest is only admitted (no manifests), so that the
+  // next pass starts from every change at once.
+  let abandoned = false;
   let done = 0;
   // A window of footers at a time, added in key order: memory holds one window's column metrics and one
   // manifest's entries, not the whole warehouse's (~20 KB a file for the 28-column table).
@@ -187,13 +189,10 @@ async function registerFiles(
       if (!read) continue;
       const { obj, footer } = read;
       const parsed = window[i]!.parsed;
-      const misfit = evolution.admit(footer.columns);
-      if (misfit) misfits.push({ key: obj.key, reason: misfit });
-      if ([...evolution.widenedIds].some((id) => bounded.has(id))) {
-        const abandoned = await manifestWriter.finish();
-        await backend.deleteFiles?.(abandoned.map((m) => m.manifest_path));
-        return undefined;
-      }
+      const admission = evolution.admit(footer.columns);
+      if (admission.problem) misfits.push({ key: obj.key, reason: admission.problem });
+      abandoned ||= admission.retypedProvisional || admission.widened.some((id) => bounded.has(id));
+      if (abandoned) continue;
       const schema = evolution.schema();
       const metrics = columnMetrics(footer.columns, schema, ctx.modeOf);
       for (const id of metrics.lowerBounds.keys()) bounded.add(id);
@@ -207,6 +206,11 @@ async function registerFiles(
       totals.filesSize += entry.sizeBytes;
       partitions.add(JSON.stringify(entry.partition));
     }
+  }
+  if (abandoned) {
+    const written = await manifestWriter.finish();
+    await backend.deleteFiles?.(written.map((m) => m.manifest_path));
+    return undefined;
   }
   totals.partitions = partitions.size;
   for (const list of [unreadable, misplaced, misfits]) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -267,7 +271,7 @@ function yearDisagreement(metrics: ColumnMetrics, schema: IcebergSchema, year: n
   return `datetimes from ${from!.toISOString()} to ${to!.toISOString()}, registered under year ${year}`;
 }
 
-/** Registered files the rebuild can name; more are counted only. */
+/** Registered files the rebuild names; more are counted only. */
 const MAX_DROPPED_NAMED = 1_000;
 
 /**
@@ -276,29 +280,38 @@ const MAX_DROPPED_NAMED = 1_000;
  * address, a location outside the warehouse). Files of the layout that are gone (compacted inputs) are
  * not among them. Best effort: a replaced table whose manifests cannot be read says nothing.
  */
-async function droppedRegistrations(backend: IcebergCatalogBackend, store: WarehouseStore, base: TableMetadataJson, metadataLocation: string): Promise<UnreadableFile[]> {
+async function droppedRegistrations(
+  backend: IcebergCatalogBackend,
+  store: WarehouseStore,
+  base: TableMetadataJson,
+  metadataLocation: string,
+): Promise<{ named: UnreadableFile[]; total: number }> {
   const current = currentSnapshot(base, metadataLocation);
-  if (!current) return [];
+  const named: UnreadableFile[] = [];
+  let total = 0;
+  if (!current) return { named, total };
   const root = comparable(store.root).replace(/\/*$/, '/');
-  const dropped: UnreadableFile[] = [];
+  const drop = (file: UnreadableFile) => {
+    if (++total <= MAX_DROPPED_NAMED) named.push(file);
+  };
   try {
     for await (const f of liveDataFiles(backend, current)) {
       const location = comparable(f.file_path);
       const key = location.startsWith(root) ? location.slice(root.length) : undefined;
       if (key !== undefined && parseDataFileKey(key) && addressable(key)) continue;
       if (key === undefined) {
-        dropped.push({ key: f.file_path, reason: 'registered outside the warehouse; the rebuilt table registers only its data files' });
+        drop({ key: f.file_path, reason: 'registered outside the warehouse; the rebuilt table registers only its data files' });
       } else if (!addressable(key)) {
-        dropped.push({ key: f.file_path, reason: 'registered by another writer, but its key cannot be addressed here (a backslash, or a . or .. segment)' });
+        drop({ key: f.file_path, reason: 'registered by another writer, but its key cannot be addressed here (a backslash, or a . or .. segment)' });
       } else if (await store.stat(key)) {
-        dropped.push({ key: f.file_path, reason: 'registered by another writer, but not a data file of the layout (grid_partition=<cell>/year=<year>/<name>.parquet)' });
+        drop({ key: f.file_path, reason: 'registered by another writer, but not a data file of the layout (grid_partition=<cell>/year=<year>/<name>.parquet)' });
       }
-      if (dropped.length >= MAX_DROPPED_NAMED) break;
     }
-  } catch (err) {
-    if (!(err instanceof MetadataFileMissingError)) throw err;
+  } catch {
+    // The rebuild does not need the replaced table's manifests (damaged, another codec, a stat refused):
+    // what could be read is reported, and the rebuild goes on.
   }
-  return dropped;
+  return { named, total };
 }
 
 function addressable(key: string): boolean {

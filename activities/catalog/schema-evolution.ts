@@ -9,32 +9,63 @@
  * differs from the table's only in case, Parquet's Null type) is reported; the file stays registered,
  * as leaving it out would hide its rows from every reader.
  */
-import type { IcebergField, IcebergSchema, IcebergType } from './iceberg-schema';
+import type { IcebergField, IcebergSchema, IcebergType, MappedField } from './iceberg-schema';
 import type { FooterColumn, ParquetNode } from './parquet-footer';
 
 /** A column that has no Iceberg type; the message says why. */
 class NoIcebergType extends Error {}
 
+/** What one file asked of the schema. */
+export interface Admission {
+  /** Why readers still cannot read the file as the table; undefined when they can. */
+  problem?: string;
+  /** Ids of fields whose type this file widened. */
+  widened: number[];
+  /**
+   * A column this rebuild added from files without a value in it took the type of this file, which
+   * has values: the files admitted before read it by the wrong type and must be looked at again.
+   */
+  retypedProvisional: boolean;
+}
+
 export class SchemaEvolution {
   private fields: IcebergField[];
   private current: IcebergSchema;
   private lastId: number;
+  /** The names each field id is known by: its own, and the aliases of the table's name mapping (a renamed column). */
+  private readonly aliases = new Map<number, string[]>();
+  /** Top-level fields this rebuild added from columns without any value: their type is a guess until a file has values. */
+  private readonly provisional = new Set<number>();
   /** Columns added, as dotted paths, in the order they were first seen. */
   readonly added: string[] = [];
   /** Columns whose type widened: `path: from -> to`. */
   readonly widened: string[] = [];
-  /** Ids of the fields whose type widened. */
-  readonly widenedIds = new Set<number>();
+  private admission: Admission = { widened: [], retypedProvisional: false };
 
   constructor(
     private readonly base: IcebergSchema,
     lastColumnId: number,
     /** The schema ids the table has: a changed schema takes the next one. */
     private readonly schemaIds: readonly number[],
+    /** The table's name mapping (JSON text), whose aliases match a renamed column's files. */
+    nameMapping?: string,
   ) {
     this.fields = base.fields;
     this.current = base;
     this.lastId = lastColumnId;
+    const walk = (entries: unknown): void => {
+      if (!Array.isArray(entries)) return;
+      for (const e of entries as MappedField[]) {
+        if (!e || typeof e['field-id'] !== 'number' || !Array.isArray(e.names)) continue;
+        this.aliases.set(e['field-id'], e.names.filter((n): n is string => typeof n === 'string'));
+        walk(e.fields);
+      }
+    };
+    try {
+      if (nameMapping) walk(JSON.parse(nameMapping));
+    } catch {
+      // No usable mapping: fields are known by their names only (the rebuild writes a new mapping).
+    }
   }
 
   get changed(): boolean {
@@ -50,25 +81,28 @@ export class SchemaEvolution {
     return this.current;
   }
 
-  /**
-   * Fits a file's columns into the schema (adding and widening what it can); returns why readers still
-   * cannot read the file as the table, or undefined when they can.
-   */
-  admit(columns: readonly FooterColumn[]): string | undefined {
+  /** Fits a file's columns into the schema, adding and widening what it can. */
+  admit(columns: readonly FooterColumn[]): Admission {
     const problems: string[] = [];
-    const fields = this.mergeStruct(this.fields, columns.map((c) => c.node), '', problems);
+    this.admission = { widened: [], retypedProvisional: false };
+    // Only a top-level primitive's footer totals tell that it holds no value.
+    const valueless = new Set(columns.filter((c) => c.totals && c.totals.nullCount === c.totals.valueCount).map((c) => c.name));
+    const fields = this.mergeStruct(this.fields, columns.map((c) => c.node), '', problems, valueless);
     if (fields !== this.fields) {
       this.fields = fields;
       this.current = { ...this.base, 'schema-id': Math.max(...this.schemaIds, this.base['schema-id']) + 1, fields };
     }
-    return problems.length ? problems.slice(0, 3).join('; ') + (problems.length > 3 ? `; and ${problems.length - 3} more` : '') : undefined;
+    const problem = problems.length ? problems.slice(0, 3).join('; ') + (problems.length > 3 ? `; and ${problems.length - 3} more` : '') : undefined;
+    return { ...this.admission, ...(problem ? { problem } : {}) };
   }
 
-  private mergeStruct(fields: IcebergField[], nodes: readonly ParquetNode[], prefix: string, problems: string[]): IcebergField[] {
+  private mergeStruct(fields: IcebergField[], nodes: readonly ParquetNode[], prefix: string, problems: string[], valueless?: ReadonlySet<string>): IcebergField[] {
     let out = fields;
     for (const node of nodes) {
       const path = prefix + node.name;
-      const index = out.findIndex((f) => f.name === node.name);
+      // A renamed column's files still carry the old name, which the name mapping keeps as an alias.
+      const exact = out.findIndex((f) => f.name === node.name);
+      const index = exact >= 0 ? exact : out.findIndex((f) => (this.aliases.get(f.id) ?? []).includes(node.name));
       if (index < 0) {
         const alike = out.find((f) => f.name.toLowerCase() === node.name.toLowerCase());
         if (alike) {
@@ -79,11 +113,12 @@ export class SchemaEvolution {
         if (added) {
           out = [...out, added];
           this.added.push(path);
+          if (valueless?.has(node.name)) this.provisional.add(added.id);
         }
         continue;
       }
       const field = out[index]!;
-      const type = this.mergeType(field.id, field.type, node, path, problems);
+      const type = this.mergeType(field.id, field.type, node, path, problems, valueless ? !valueless.has(node.name) : undefined);
       if (type !== field.type) out = out.map((f, i) => (i === index ? { ...f, type } : f));
     }
     return out;
@@ -119,8 +154,11 @@ export class SchemaEvolution {
     return { type: 'struct', fields: shape.fields.map((f, i) => ({ id: ids[i]!, name: f.name, required: false, type: this.convert(f) })) };
   }
 
-  /** The table's type of an existing column, widened or given new struct fields where the file needs it. */
-  private mergeType(id: number, type: IcebergType, node: ParquetNode, path: string, problems: string[]): IcebergType {
+  /**
+   * The table's type of an existing column, widened or given new struct fields where the file needs it.
+   * `holdsValues` is known for top-level columns only.
+   */
+  private mergeType(id: number, type: IcebergType, node: ParquetNode, path: string, problems: string[], holdsValues?: boolean): IcebergType {
     let shape: Shape;
     try {
       shape = groupShape(node);
@@ -142,12 +180,19 @@ export class SchemaEvolution {
         problems.push(`column '${path}' ${err.message}`);
         return type;
       }
+      const provisional = this.provisional.has(id) && holdsValues === true;
+      if (provisional) this.provisional.delete(id);
       if (readsAs(fileType, type)) return type;
       const wider = widened(type, fileType);
       if (wider) {
         this.widened.push(`${path}: ${type} -> ${wider}`);
-        this.widenedIds.add(id);
+        this.admission.widened.push(id);
         return wider;
+      }
+      if (provisional) {
+        // Its type came from files without a value in it; this one's values decide.
+        this.admission.retypedProvisional = true;
+        return fileType;
       }
       problems.push(`column '${path}' is ${fileType} in the file, ${type} in the table`);
       return type;
@@ -188,8 +233,10 @@ function groupShape(node: ParquetNode): Shape {
   if (node.logicalType === 'LIST') {
     const repeated = node.children.length === 1 ? node.children[0]! : undefined;
     if (!repeated || repeated.repetition !== 'REPEATED') throw new NoIcebergType('is a LIST whose layout is not the Parquet spec\'s');
-    // Three levels (list / element); a repeated group of several fields, or a repeated primitive, is the element itself.
-    const element = repeated.children?.length === 1 ? repeated.children[0]! : { ...repeated, repetition: 'REQUIRED' as const };
+    // Three levels (list / element). The element itself: a repeated primitive, a repeated group of several
+    // fields, or one named `array` or `<list>_tuple` (the two-level layouts of old writers, per the Parquet spec).
+    const legacy = !repeated.children || repeated.children.length !== 1 || repeated.name === 'array' || repeated.name === `${node.name}_tuple`;
+    const element = legacy ? { ...repeated, repetition: 'REQUIRED' as const } : repeated.children![0]!;
     return { kind: 'list', element };
   }
   if (node.logicalType === 'MAP' || node.logicalType === 'MAP_KEY_VALUE') {
@@ -208,6 +255,7 @@ function primitiveType(node: ParquetNode): string {
   const logical = node.logicalType ?? '';
   if (logical === 'NULL') throw new NoIcebergType('is of the Parquet Null type (pyarrow writes it for a column without any value), which Iceberg has no type for');
   const decimal = DECIMAL.exec(logical);
+  if (decimal && Number(decimal[1]) > 38) throw new NoIcebergType(`is ${logical}, wider than Iceberg's decimals (38 digits)`);
   if (decimal) return `decimal(${decimal[1]}, ${decimal[2]})`;
   const timestamp = /^TIMESTAMP\((MILLIS|MICROS|NANOS),(UTC|local)\)$/.exec(logical);
   switch (node.physicalType) {
@@ -226,6 +274,9 @@ function primitiveType(node: ParquetNode): string {
       if (logical === 'TIMESTAMP_MICROS' || logical === 'TIMESTAMP_MILLIS') return 'timestamptz';
       if (/^TIME/.test(logical)) return 'time';
       break;
+    case 'INT96':
+      // Spark's legacy timestamp, which Iceberg's readers read as a point in time.
+      return 'timestamptz';
     case 'FLOAT':
       return 'float';
     case 'DOUBLE':

@@ -20,6 +20,7 @@ import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import { StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
 import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
+import { withoutRequestDetails } from '../storage/s3-errors';
 import {
   BadBucketDataError,
   BucketMemoryError,
@@ -668,12 +669,14 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
     // Retryable errors converge on the next attempt (state c). A refusal does not, nor does a retryable
     // error that outlasts every attempt, and the run reports the bucket as failed: say that its output is
     // published beside inputs still present, not that nothing changed. The error keeps its kind (retried or not).
+    if (!(err instanceof Error)) throw err;
+    const denied = err instanceof StorageError && err.kind === 'denied';
+    // The SDK's own error carries the request: only its message, code and status go on (withoutRequestDetails).
+    const why = err instanceof StorageError ? err.message : (withoutRequestDetails(err) as Error).message;
     const published =
-      `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs ${err instanceof StorageError && err.kind === 'denied' ? 'was refused' : 'failed'} ` +
-      `after ${deleted} of ${keys.length}; the rest stay (readers see their rows twice until the next run compacts them with the output): ${(err as Error).message}`;
-    if (err instanceof StorageError) throw new StorageError(published, err.kind);
-    if (err instanceof Error) throw new Error(published, { cause: err });
-    throw err;
+      `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs ${denied ? 'was refused' : 'failed'} ` +
+      `after ${deleted} of ${keys.length}; the rest stay (readers see their rows twice until the next run compacts them with the output): ${why}`;
+    throw err instanceof StorageError ? new StorageError(published, err.kind) : new Error(published);
   }
   beat(a, { phase: 'sweep' });
   const orphansRemoved = await sweepOrphans(a, listed.keys());

@@ -144,7 +144,7 @@ export function compareCatalogWithFiles(
  * table was not rebuilt since, or by a tool that does not evolve it), a type wider than the schema's, or
  * one no evolution makes readable. pyiceberg fails every scan that touches such a file.
  */
-export async function checkSchemaFit(files: readonly LocalDataFile[], schema: IcebergSchema): Promise<Violation[]> {
+export async function checkSchemaFit(files: readonly LocalDataFile[], schema: IcebergSchema, nameMapping: string | undefined): Promise<Violation[]> {
   const violations: Violation[] = [];
   for (const f of files) {
     const { size } = await fs.stat(f.path);
@@ -157,8 +157,8 @@ export async function checkSchemaFit(files: readonly LocalDataFile[], schema: Ic
       continue;
     }
     // Judged against the table's schema alone: nothing of it is committed.
-    const fit = new SchemaEvolution(schema, 0, []);
-    const problem = fit.admit(footer.columns);
+    const fit = new SchemaEvolution(schema, 0, [], nameMapping);
+    const { problem } = fit.admit(footer.columns);
     const details = [
       ...(fit.added.length ? [`column(s) the table's schema lacks: ${fit.added.join(', ')}`] : []),
       ...(fit.widened.length ? [`type(s) wider than the table's: ${fit.widened.join(', ')}`] : []),

@@ -17,7 +17,7 @@ import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocati
 import { catalogPathResolver, checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
-import type { IcebergSchema } from '../catalog/iceberg-schema';
+import { NAME_MAPPING_PROPERTY, type IcebergSchema } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
 import { groupByBucket, listPhysicalDataFiles, type PhysicalDataFile } from './warehouse-files';
 
@@ -105,6 +105,8 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
 
 interface CatalogStatsByKey {
   schema: IcebergSchema;
+  /** The table's name mapping (JSON text): a renamed column's files match it through its aliases. */
+  nameMapping: string | undefined;
   byKey: Map<string, ColumnStats>;
 }
 
@@ -126,7 +128,7 @@ function catalogStats(
     const key = keyOf(entry.path);
     if (key !== undefined && entry.stats) byKey.set(key, entry.stats);
   }
-  return { schema, byKey };
+  return { schema, nameMapping: table.metadata.properties?.[NAME_MAPPING_PROPERTY], byKey };
 }
 
 /** The checks that read the files; returns the row count of every readable file by key. */
@@ -153,7 +155,7 @@ async function checkFiles(
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
   violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
   if (stats) violations.push(...(await checkColumnMetrics(session, readable, footers.facts, stats.schema, (key) => stats.byKey.get(key))));
-  if (stats) violations.push(...(await checkSchemaFit(readable, stats.schema)));
+  if (stats) violations.push(...(await checkSchemaFit(readable, stats.schema, stats.nameMapping)));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 

@@ -1,0 +1,85 @@
+/**
+ * How the rebuild fits the table's schema to the files' columns (SchemaEvolution), on footer columns as
+ * the footer reader gives them: the cases readers depend on that the rebuild tests do not reach with
+ * files DuckDB writes (aliases of a renamed column, two-level lists, Spark's INT96, wide decimals, a
+ * column first seen without values).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SchemaEvolution } from '../activities/catalog/schema-evolution';
+import type { IcebergSchema } from '../activities/catalog/iceberg-schema';
+import type { FooterColumn, ParquetNode } from '../activities/catalog/parquet-footer';
+
+const table: IcebergSchema = {
+  type: 'struct',
+  'schema-id': 0,
+  fields: [
+    { id: 1, name: 'id', required: false, type: 'string' },
+    { id: 2, name: 'platform_name', required: false, type: 'string' },
+    { id: 3, name: 'n_obs', required: false, type: 'int' },
+  ],
+};
+const mapping = JSON.stringify([
+  { 'field-id': 1, names: ['id'] },
+  { 'field-id': 2, names: ['platform_name', 'platform'] },
+  { 'field-id': 3, names: ['n_obs'] },
+]);
+
+function column(node: ParquetNode, values = 10, nulls = 0): FooterColumn {
+  return { name: node.name, node, physicalType: node.physicalType, logicalType: node.logicalType, ...(node.children ? {} : { totals: { valueCount: values, nullCount: nulls, compressedBytes: 1 } }) };
+}
+const text = (name: string): ParquetNode => ({ name, repetition: 'OPTIONAL', physicalType: 'BYTE_ARRAY', logicalType: 'STRING' });
+const int32 = (name: string): ParquetNode => ({ name, repetition: 'OPTIONAL', physicalType: 'INT32' });
+
+test("a renamed column's files match it through the name mapping's alias: nothing added, nothing reported", () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const admission = evolution.admit([column(text('id')), column(text('platform'))]);
+  assert.deepEqual(admission, { widened: [], retypedProvisional: false });
+  assert.equal(evolution.changed, false);
+});
+
+test('a column first seen without a value takes the type of the first file with values; files before it are looked at again', () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  assert.equal(evolution.admit([column(text('id')), column(int32('scene'), 10, 10)]).problem, undefined);
+  assert.deepEqual(evolution.added, ['scene']);
+  const withValues = evolution.admit([column(text('id')), column(text('scene'))]);
+  assert.equal(withValues.retypedProvisional, true);
+  assert.equal(evolution.schema().fields.find((f) => f.name === 'scene')!.type, 'string');
+  // What the next pass then says of the first file:
+  assert.equal(evolution.admit([column(text('id')), column(int32('scene'), 10, 10)]).problem, "column 'scene' is int in the file, string in the table");
+});
+
+test('a widening is reported by the file that asks for it only', () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const wide = evolution.admit([column(text('id')), column({ name: 'n_obs', repetition: 'OPTIONAL', physicalType: 'INT64' })]);
+  assert.deepEqual(wide.widened, [3]);
+  assert.deepEqual(evolution.admit([column(text('id')), column(int32('n_obs'))]).widened, [], 'an int file reads as the long column');
+  assert.deepEqual(evolution.widened, ['n_obs: int -> long']);
+});
+
+test("two-level lists of old writers (a repeated group named `array` or `<name>_tuple`) have the group itself as element", () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const legacy = (name: string, group: string): ParquetNode => ({
+    name,
+    repetition: 'OPTIONAL',
+    logicalType: 'LIST',
+    children: [{ name: group, repetition: 'REPEATED', children: [{ name: 'x', repetition: 'OPTIONAL', physicalType: 'INT32' }] }],
+  });
+  evolution.admit([column(text('id')), column(legacy('a', 'array')), column(legacy('b', 'b_tuple')), column(legacy('c', 'list'))]);
+  const types = Object.fromEntries(evolution.schema().fields.map((f) => [f.name, f.type]));
+  assert.deepEqual(types.a, { type: 'list', 'element-id': 5, element: { type: 'struct', fields: [{ id: 6, name: 'x', required: false, type: 'int' }] }, 'element-required': false });
+  assert.equal((types.b as { element: { type: string } }).element.type, 'struct');
+  assert.equal((types.c as { element: unknown }).element, 'int', 'the standard three-level layout');
+});
+
+test("Spark's INT96 reads as a timestamp; a decimal wider than 38 digits has no Iceberg type", () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const admission = evolution.admit([
+    column(text('id')),
+    column({ name: 'acquired', repetition: 'OPTIONAL', physicalType: 'INT96' }),
+    column({ name: 'huge', repetition: 'OPTIONAL', physicalType: 'FIXED_LEN_BYTE_ARRAY', logicalType: 'DECIMAL(40,2)', typeLength: 17 }),
+  ]);
+  assert.equal(evolution.schema().fields.find((f) => f.name === 'acquired')!.type, 'timestamptz');
+  assert.equal(admission.problem, "column 'huge' is DECIMAL(40,2), wider than Iceberg's decimals (38 digits)");
+  assert.deepEqual(evolution.added, ['acquired']);
+});
