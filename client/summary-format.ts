@@ -41,6 +41,12 @@ export function formatSummary(s: CompactionSummary): string {
     const head = `dry run: nothing was changed; ${s.bucketsCompacted} bucket(s) would be compacted`;
     lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
   }
+  if (s.objectsIgnored) {
+    lines.push(
+      `${s.objectsIgnored} object(s) under bucket folders were left alone: not data files of the layout (a subfolder, a name starting with . or _), ` +
+        'or data files that cannot be compacted (a glob or control character in the key); the rebuilt table registers only data files',
+    );
+  }
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
   if (s.catalogDeleteFilesDropped) {
     lines.push(`${s.catalogDeleteFilesDropped} delete file(s) of another engine were not carried over: the rows they deleted are visible again`);

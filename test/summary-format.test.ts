@@ -84,3 +84,10 @@ test('files another writer registered outside the layout, no longer listed by th
   assert.match(formatSummary(dropped), /^no longer registered \/data\/warehouse\/grid_partition=a\/year=2020\/sub\/x\.parquet: registered by another writer$/m);
   assert.equal(exitCodeOf(dropped), EXIT_NEEDS_ATTENTION);
 });
+
+test('objects the plan left alone under bucket folders are counted in a line of their own (routine, exit 0)', () => {
+  assert.doesNotMatch(formatSummary(base), /left alone/);
+  const ignored = { ...base, objectsIgnored: 3 };
+  assert.match(formatSummary(ignored), /^3 object\(s\) under bucket folders were left alone: not data files of the layout/m);
+  assert.equal(exitCodeOf(ignored), 0);
+});

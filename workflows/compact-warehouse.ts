@@ -518,6 +518,7 @@ function summarize(
     sampleBuckets: plan.sample,
     workflowRuns: progress.generation + 1,
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
+    ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
     ...(cat?.createdTable ? { catalogTableCreated: true } : {}),

@@ -226,7 +226,7 @@ export interface PlanSummary {
   pages: number;
   /** The first bucket names of the plan (the largest), for dry runs and the UI. */
   sample: string[];
-  /** Objects under bucket prefixes that are not data files, or that DuckDB would read as a glob (isCompactableKey): left alone, counted for the operator. */
+  /** Objects under bucket prefixes that are not data files, or data files that cannot be compacted (isCompactableKey): left alone, counted for the operator. */
   ignoredObjects: number;
   /** Files of buckets too large for one task, left for a later run (capBucketInputs); absent when none. */
   inputsDeferred?: number;
@@ -348,6 +348,8 @@ export interface CompactionSummary {
   filesAfter: number;
   /** Files of buckets too large for one task, left for the next run (absent when none). */
   filesDeferred?: number;
+  /** Objects under bucket folders the plan left alone (PlanSummary.ignoredObjects; absent when none). */
+  objectsIgnored?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */
   filesRewritten?: number;
   /** Delete files of another engine in the replaced snapshot, not carried over (absent when none). */
