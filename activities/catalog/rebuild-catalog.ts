@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { CONTROL_PREFIX, assertSafeKey, parseDataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isSafeKey, parseDataFileKey } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -290,18 +290,17 @@ async function droppedRegistrations(
   const named: UnreadableFile[] = [];
   let total = 0;
   if (!current) return { named, total };
-  const root = comparable(store.root).replace(/\/*$/, '/');
+  const keyOf = warehouseKeyOf(store.root);
   const drop = (file: UnreadableFile) => {
     if (++total <= MAX_DROPPED_NAMED) named.push(file);
   };
   try {
     for await (const f of liveDataFiles(backend, current)) {
-      const location = comparable(f.file_path);
-      const key = location.startsWith(root) ? location.slice(root.length) : undefined;
-      if (key !== undefined && parseDataFileKey(key) && addressable(key)) continue;
+      const key = keyOf(f.file_path);
+      if (key !== undefined && parseDataFileKey(key) && isSafeKey(key)) continue;
       if (key === undefined) {
         drop({ key: f.file_path, reason: 'registered outside the warehouse; the rebuilt table registers only its data files' });
-      } else if (!addressable(key)) {
+      } else if (!isSafeKey(key)) {
         drop({ key: f.file_path, reason: 'registered by another writer, but its key cannot be addressed here (a backslash, or a . or .. segment)' });
       } else if (await store.stat(key)) {
         drop({ key: f.file_path, reason: 'registered by another writer, but not a data file of the layout (grid_partition=<cell>/year=<year>/<name>.parquet)' });
@@ -314,13 +313,13 @@ async function droppedRegistrations(
   return { named, total };
 }
 
-function addressable(key: string): boolean {
-  try {
-    assertSafeKey(key);
-    return true;
-  } catch {
-    return false;
-  }
+/** The warehouse key of a registered location under `warehouseRoot` (however its scheme is spelled), or undefined outside it. */
+function warehouseKeyOf(warehouseRoot: string): (location: string) => string | undefined {
+  const root = comparable(warehouseRoot).replace(/\/*$/, '/');
+  return (location) => {
+    const plain = comparable(location);
+    return plain.startsWith(root) ? plain.slice(root.length) : undefined;
+  };
 }
 
 export interface LoadedTable {
@@ -370,8 +369,7 @@ async function assertSameWarehouse(backend: IcebergCatalogBackend, req: CatalogR
   }
   // A relative path (as a tool that registered files from its working directory may have written) does not tell either.
   const absolute = samples.filter((p) => /^[a-z][a-z0-9+.-]*:/i.test(p) || p.startsWith('/'));
-  const root = comparable(warehouseRoot).replace(/\/*$/, '/');
-  const keyOf = (p: string) => (comparable(p).startsWith(root) ? comparable(p).slice(root.length) : undefined);
+  const keyOf = warehouseKeyOf(warehouseRoot);
   // One data file of the warehouse is enough: another writer may have registered a few files elsewhere
   // (named when the rebuild drops them). Inside it is not: from a parent of the warehouse (`/data` for
   // `/data/wh`) no key parses as a data file, and the rebuild would replace every file of the table with none.

@@ -126,15 +126,11 @@ export class SchemaEvolution {
 
   private newField(node: ParquetNode, path: string, problems: string[]): IcebergField | undefined {
     const before = this.lastId;
-    try {
-      const id = ++this.lastId;
-      return { id, name: node.name, required: false, type: this.convert(node) };
-    } catch (err) {
-      if (!(err instanceof NoIcebergType)) throw err;
-      this.lastId = before;
-      problems.push(`column '${path}' ${err.message}`);
-      return undefined;
-    }
+    const id = ++this.lastId;
+    const type = typed(path, problems, () => this.convert(node));
+    if (type !== undefined) return { id, name: node.name, required: false, type };
+    this.lastId = before;
+    return undefined;
   }
 
   /** The Iceberg type of a new column, its nested fields numbered after the column's own id. */
@@ -159,27 +155,15 @@ export class SchemaEvolution {
    * `holdsValues` is known for top-level columns only.
    */
   private mergeType(id: number, type: IcebergType, node: ParquetNode, path: string, problems: string[], holdsValues?: boolean): IcebergType {
-    let shape: Shape;
-    try {
-      shape = groupShape(node);
-    } catch (err) {
-      if (!(err instanceof NoIcebergType)) throw err;
-      problems.push(`column '${path}' ${err.message}`);
-      return type;
-    }
+    const shape = typed(path, problems, () => groupShape(node));
+    if (shape === undefined) return type;
     if (typeof type === 'string') {
       if (shape.kind !== 'primitive') {
         problems.push(`column '${path}' is a ${shape.kind} in the file, ${type} in the table`);
         return type;
       }
-      let fileType: string;
-      try {
-        fileType = primitiveType(node);
-      } catch (err) {
-        if (!(err instanceof NoIcebergType)) throw err;
-        problems.push(`column '${path}' ${err.message}`);
-        return type;
-      }
+      const fileType = typed(path, problems, () => primitiveType(node));
+      if (fileType === undefined) return type;
       const provisional = this.provisional.has(id) && holdsValues === true;
       if (provisional) this.provisional.delete(id);
       if (readsAs(fileType, type)) return type;
@@ -215,6 +199,17 @@ export class SchemaEvolution {
       return key === type.key && value === type.value ? type : { ...type, key, value };
     }
     return type;
+  }
+}
+
+/** `read()`, or undefined after noting in `problems` why the column at `path` has no Iceberg type. */
+function typed<T>(path: string, problems: string[], read: () => T): T | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof NoIcebergType)) throw err;
+    problems.push(`column '${path}' ${err.message}`);
+    return undefined;
   }
 }
 

@@ -21,7 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { StoredObject, TransferOptions, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, isTempArtifactName } from './warehouse-layout';
+import { assertSafeKey, isSafeKey, isTempArtifactName } from './warehouse-layout';
 import type { S3ClientSettings } from './s3-client';
 import { createS3Client } from './s3-client';
 import type { S3Location } from './s3-location';
@@ -149,7 +149,7 @@ export class S3WarehouseStore implements WarehouseStore {
       for (const obj of page.Contents ?? []) {
         const key = obj.Key?.slice(this.base.length);
         // Folder markers and keys that could not be addressed safely are not warehouse files.
-        if (!key || key.endsWith('/') || !isSafe(key)) continue;
+        if (!key || key.endsWith('/') || !isSafeKey(key)) continue;
         yield { key, size: obj.Size ?? 0, version: obj.ETag ?? '' };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -393,11 +393,3 @@ async function etagIfBody(client: S3Client, loc: S3Location, body: Buffer): Prom
   }
 }
 
-function isSafe(key: string): boolean {
-  try {
-    assertSafeKey(key);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -73,7 +73,10 @@ export function isTempArtifactName(name: string): boolean {
 
 /** Rejects keys that could escape the warehouse root. */
 export function assertSafeKey(key: string): void {
-  if (key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.') || key.includes('\\') || key.includes('\0')) {
-    throw new Error(`key escapes the warehouse root: ${JSON.stringify(key)}`);
-  }
+  if (!isSafeKey(key)) throw new Error(`key escapes the warehouse root: ${JSON.stringify(key)}`);
+}
+
+/** Whether a key stays inside the warehouse root (assertSafeKey does not throw for it). */
+export function isSafeKey(key: string): boolean {
+  return !(key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.') || key.includes('\\') || key.includes('\0'));
 }
