@@ -20,6 +20,7 @@ import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalo
 import { describeTable } from '../activities/catalog/describe-table';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { LocalMetadataFileIO } from '../activities/catalog/metadata-file-io';
+import { warehouseKeyOf } from '../activities/catalog/catalog-locations';
 import { writeManifestList, writeManifests } from '../activities/catalog/manifest-writer';
 import type { DataFileEntry } from '../activities/catalog/manifest-writer';
 import {
@@ -1150,3 +1151,16 @@ async function listParquet(root: string): Promise<string[]> {
   for await (const obj of new LocalWarehouseStore(root).list('')) if (obj.key.endsWith('.parquet') && !obj.key.includes('/metadata/')) out.push(obj.key);
   return out.sort();
 }
+
+describe('registered locations resolved to warehouse keys (rebuild and verify share this)', () => {
+  test('every spelling of the warehouse root resolves to the same key; other places to none', () => {
+    const s3 = warehouseKeyOf('s3://lake/warehouse');
+    const key = 'grid_partition=a/year=2020/part.parquet';
+    for (const scheme of ['s3', 's3a', 's3n']) assert.equal(s3(`${scheme}://lake/warehouse/${key}`), key, scheme);
+    assert.equal(s3(`s3://lake/warehouse2/${key}`), undefined, 'a sibling prefix is outside the warehouse');
+    assert.equal(s3(`s3://other/warehouse/${key}`), undefined);
+    const local = warehouseKeyOf('/data/wh/');
+    for (const spelled of [`/data/wh/${key}`, `file:///data/wh/${key}`, `file:/data/wh/${key}`]) assert.equal(local(spelled), key, spelled);
+    assert.equal(local(`/data/whx/${key}`), undefined);
+  });
+});

@@ -20,6 +20,7 @@
  * Limit, as with Iceberg's own expiry: a manifest that another table registered from ours still uses is
  * not known here.
  */
+import { comparable } from './catalog-locations';
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { currentSnapshot, readManifestList } from './describe-table';
 import { MetadataFileMissingError, parentOf, plainLocation } from './metadata-file-io';
@@ -222,10 +223,6 @@ function directlyIn(location: string, dir: string): boolean {
   return plainLocation(location) && c.startsWith(dir) && !c.slice(dir.length).includes('/');
 }
 
-/** A location with the spellings of one place made equal (`s3a://` and `s3n://` are `s3://`; `file:` is dropped). */
-export function comparable(location: string): string {
-  return location.replace(/^s3[an]:\/\//, 's3://').replace(/^file:(\/\/)?/, '');
-}
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -18,7 +18,8 @@ import { ParquetFooterError, readParquetFooter, type ParquetFooter } from './par
 import { SchemaEvolution } from './schema-evolution';
 import { columnMetrics, decodeBound, metricsModes, type ColumnMetrics } from './column-metrics';
 import { currentSnapshot, liveDataFiles } from './describe-table';
-import { comparable, removeExpiredMetadata } from './metadata-cleanup';
+import { warehouseKeyOf } from './catalog-locations';
+import { removeExpiredMetadata } from './metadata-cleanup';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -311,15 +312,6 @@ async function droppedRegistrations(
     // what could be read is reported, and the rebuild goes on.
   }
   return { named, total };
-}
-
-/** The warehouse key of a registered location under `warehouseRoot` (however its scheme is spelled), or undefined outside it. */
-function warehouseKeyOf(warehouseRoot: string): (location: string) => string | undefined {
-  const root = comparable(warehouseRoot).replace(/\/*$/, '/');
-  return (location) => {
-    const plain = comparable(location);
-    return plain.startsWith(root) ? plain.slice(root.length) : undefined;
-  };
 }
 
 export interface LoadedTable {

@@ -6,7 +6,6 @@ import type { DescribedTable } from '../catalog/describe-table';
 import { topLevelField } from '../catalog/iceberg-schema';
 import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import type { PartitionValue } from '../catalog/manifest-writer';
-import type { WarehouseStore } from '../storage/warehouse-store';
 import { parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
 import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
@@ -20,21 +19,6 @@ import type { LocalDataFile } from './parquet-checks';
 import type { PhysicalDataFile } from './warehouse-files';
 
 const EPOCH_YEAR = 1970;
-
-/**
- * Maps a path registered in the catalog to a warehouse key: the store's own URI of the key, or a path
- * under the warehouse root written another way (a `file://` URI, the pipeline's own form).
- */
-export function catalogPathResolver(store: WarehouseStore, files: readonly PhysicalDataFile[]): (p: string) => string | undefined {
-  const byUri = new Map(files.map((f) => [store.uri(f.key), f.key]));
-  const root = store.root.replace(/\/+$/, '') + '/';
-  return (p) => {
-    const direct = byUri.get(p);
-    if (direct) return direct;
-    const plain = p.startsWith('file://') ? p.slice('file://'.length) : p;
-    return plain.startsWith(root) ? plain.slice(root.length) : undefined;
-  };
-}
 
 type PartitionCheck = (name: string, file: PhysicalDataFile) => PartitionValue | undefined;
 

@@ -14,7 +14,8 @@ import { openDuckSession, type DuckSession } from '../compaction/duckdb-session'
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
-import { catalogPathResolver, checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
+import { warehouseKeyOf } from '../catalog/catalog-locations';
+import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema } from '../catalog/table-metadata';
 import { NAME_MAPPING_PROPERTY, type IcebergSchema } from '../catalog/iceberg-schema';
@@ -60,7 +61,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
     const files = await listPhysicalDataFiles(store, selection);
     const violations: Violation[] = [];
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
-    const keyOfPath = catalogPathResolver(store, files);
+    const keyOfPath = warehouseKeyOf(store.root);
     const entries = table && entriesInSelection(table, keyOfPath, selection);
 
     let rowsByKey: Map<string, number>;
