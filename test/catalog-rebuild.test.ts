@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { generateSampleWarehouse, makeSampleRow, createPrng, writePartFile } from '../client/demo/sample-warehouse';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
+import { compactBucket } from '../activities/compaction/compact-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
@@ -608,6 +609,52 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(reasons.get(typed), "column 'latitude' is string in the file, double in the table");
     assert.equal(reasons.get(cased), "column 'Bbox' matches the table's 'bbox' only in case, and readers look columns up by exact name");
     assert.match(reasons.get(nulled)!, /^column 'scene_2_frame' is of the Parquet Null type/);
+  });
+
+  test("a file whose Parquet field ids differ from the table's is named (readers take its ids over the name mapping); one that carries the table's ids is not", async () => {
+    const wh = await copyOfBase('field-ids');
+    const cat = path.join(await freshDir('field-ids-cat'), 'catalog.db');
+    await rebuild(wh, cat);
+    const ids = new Map((await scan(cat)).schema_fields.map(([id, name]) => [name, id]));
+    const [source] = await listParquet(wh);
+    const bucket = path.dirname(path.join(wh, source!));
+    const session = await openDuckSession({ tempDir: await freshDir('field-ids-spill'), threads: 1 });
+    const write = async (prefix: string, fieldIds: Record<string, number>, dest: string) => {
+      const struct = Object.entries(fieldIds).map(([k, v]) => `${k}: ${v}`).join(', ');
+      await session.exec(
+        `COPY (SELECT '${prefix}' || id AS id, platform, collection, grid_partition, datetime FROM read_parquet(${sqlString(path.join(wh, source!))}, hive_partitioning = false))
+         TO ${sqlString(path.join(bucket, dest))} (FORMAT parquet, FIELD_IDS {${struct}})`,
+      );
+    };
+    const own = { id: ids.get('id')!, platform: ids.get('platform')!, collection: ids.get('collection')!, grid_partition: ids.get('grid_partition')!, datetime: ids.get('datetime')! };
+    try {
+      await write('OWN_', own, 'part_90011_own_ids.parquet');
+      // Another Iceberg table's writer numbered the columns its own way: platform and collection swap ids.
+      await write('SWAP_', { ...own, platform: own.collection, collection: own.platform }, 'part_90012_other_ids.parquet');
+    } finally {
+      session.close();
+    }
+    const swapped = `${path.relative(wh, bucket)}/part_90012_other_ids.parquet`;
+    const result = await rebuild(wh, cat);
+    assert.deepEqual(result.schemaMismatches?.map((m) => m.key), [swapped]);
+    assert.equal(
+      result.schemaMismatches![0]!.reason,
+      `column 'platform' carries Parquet field id ${own.collection}, the table's field has id ${own.platform} (readers take a file's ids over the name mapping); column 'collection' carries Parquet field id ${own.platform}, the table's field has id ${own.collection} (readers take a file's ids over the name mapping)`,
+    );
+    const read = await scan(cat, '--values', 'platform');
+    const values = Object.entries(read.values!);
+    assert.ok(values.some(([id]) => id.startsWith('OWN_')) && values.filter(([id]) => id.startsWith('OWN_')).every(([, v]) => v !== null && /^"(LC0[89]|S[12][AB])"$/.test(v)), 'the file with the table\'s ids reads its platform');
+    assert.ok(values.filter(([id]) => id.startsWith('SWAP_')).every(([, v]) => v === '"itslive-granules"'), 'a reader takes the column with the id: the collection');
+
+    // A compaction of the bucket rewrites its rows without field ids: read by name again.
+    const store = new LocalWarehouseStore(wh);
+    const inputs: { key: string; size: number }[] = [];
+    for await (const obj of store.list(`${path.relative(wh, bucket)}/`)) inputs.push({ key: obj.key, size: obj.size });
+    const [cell, year] = [/grid_partition=([^/]+)/.exec(swapped)![1]!, Number(/year=(\d+)/.exec(swapped)![1])];
+    await compactBucket(store, { warehouse: wh, planId: 'fieldids', bucket: { cell, year }, inputs }, { scratchDir: await freshDir('field-ids-scratch'), memoryLimitMb: 256, threads: 1, heartbeat: () => undefined });
+    assert.equal((await rebuild(wh, cat)).schemaMismatches, undefined);
+    const compacted = Object.entries((await scan(cat, '--values', 'platform')).values!).filter(([id]) => id.startsWith('SWAP_'));
+    assert.ok(compacted.length > 0 && compacted.every(([, v]) => v !== null && /^"(LC0[89]|S[12][AB])"$/.test(v)), JSON.stringify(compacted.slice(0, 3)));
   });
 
   test("files another writer registered outside the layout are named when the rebuild drops them (gone inputs are not); a key with a tab is not registered", async () => {

@@ -83,3 +83,29 @@ test("Spark's INT96 reads as a timestamp; a decimal wider than 38 digits has no 
   assert.equal(admission.problem, "column 'huge' is DECIMAL(40,2), wider than Iceberg's decimals (38 digits)");
   assert.deepEqual(evolution.added, ['acquired']);
 });
+
+test("field ids a file carries must be the table's, at every level; a new column's id is the one the table gives it", () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const ided = (node: ParquetNode, fieldId: number): ParquetNode => ({ ...node, fieldId });
+  assert.deepEqual(evolution.admit([column(ided(text('id'), 1)), column(ided(text('platform_name'), 2))]), { widened: [], retypedProvisional: false });
+  const list = (fieldId: number, elementId: number): ParquetNode => ({
+    name: 'tags',
+    repetition: 'OPTIONAL',
+    logicalType: 'LIST',
+    fieldId,
+    children: [{ name: 'list', repetition: 'REPEATED', children: [ided(text('element'), elementId)] }],
+  });
+  // tags is new: the table numbers it 4 and its element 5.
+  assert.equal(evolution.admit([column(list(4, 5))]).problem, undefined);
+  assert.deepEqual(evolution.added, ['tags']);
+  assert.equal(
+    evolution.admit([column(ided(int32('n_obs'), 2)), column(list(4, 9))]).problem,
+    "column 'n_obs' carries Parquet field id 2, the table's field has id 3 (readers take a file's ids over the name mapping); " +
+      "column 'tags.element' carries Parquet field id 9, the table's field has id 5 (readers take a file's ids over the name mapping)",
+  );
+  const fresh = new SchemaEvolution(table, 3, [0], mapping);
+  assert.equal(
+    fresh.admit([column(ided(text('scene'), 7))]).problem,
+    "column 'scene' carries Parquet field id 7, the table's field has id 4 (readers take a file's ids over the name mapping)",
+  );
+});

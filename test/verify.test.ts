@@ -12,6 +12,7 @@ import { createPrng, generateSampleWarehouse, makeSampleRow, writePartFile } fro
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import { defaultSchema } from '../activities/catalog/iceberg-schema';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { verifyWarehouse, ViolationKinds, type VerifyReport } from '../activities/verification/verify-warehouse';
@@ -62,13 +63,13 @@ async function compactedFiles(): Promise<string[]> {
 }
 
 /** Rewrites a Parquet file through DuckDB: `select` over `src`, optional kv metadata, to `dest`. */
-async function rewrite(src: string, dest: string, select: string, kv: string | undefined): Promise<void> {
+async function rewrite(src: string, dest: string, select: string, kv: string | undefined, fieldIds?: string): Promise<void> {
   const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
   const tmp = `${dest}.rewrite`;
   try {
     const kvClause = kv === undefined ? '' : `, KV_METADATA {geo: ${sqlString(kv)}}`;
     await session.exec(
-      `COPY (${select.replace('$src', `read_parquet(${sqlString(src)}, hive_partitioning = false)`)}) TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd${kvClause})`,
+      `COPY (${select.replace('$src', `read_parquet(${sqlString(src)}, hive_partitioning = false)`)}) TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd${kvClause}${fieldIds ? `, FIELD_IDS ${fieldIds}` : ''})`,
     );
     const [geo] = await session.rows(`SELECT 1 FROM parquet_kv_metadata(${sqlString(tmp)}) WHERE key = 'geo'::BLOB`);
     assert.equal(geo !== undefined, kv !== undefined, 'the rewritten file has a geo key exactly when asked');
@@ -95,14 +96,14 @@ async function geoOf(file: string): Promise<string> {
 async function withRewrittenCompactedFile(
   select: string,
   check: (key: string) => Promise<void>,
-  opts: { keepGeo?: boolean; rebuildFirst?: boolean } = {},
+  opts: { keepGeo?: boolean; rebuildFirst?: boolean; fieldIds?: string } = {},
 ): Promise<void> {
   const [compacted] = await compactedFiles();
   const file = path.join(warehouse, compacted!);
   const saved = path.join(dir, 'saved.parquet');
   await fs.copyFile(file, saved);
   try {
-    await rewrite(saved, file, select, opts.keepGeo === false ? undefined : await geoOf(saved));
+    await rewrite(saved, file, select, opts.keepGeo === false ? undefined : await geoOf(saved), opts.fieldIds);
     if (opts.rebuildFirst) await rebuild();
     await check(compacted!);
   } finally {
@@ -283,6 +284,25 @@ describe('verify', () => {
         assert.deepEqual(misfits.map((v) => [v.object, v.detail]), [[compacted, "column 'latitude' is string in the file, double in the table (readers fail on the file)"]]);
       },
       { rebuildFirst: true },
+    );
+  });
+
+  test("Parquet field ids of another numbering are a schema mismatch: readers would read another column", async () => {
+    // The rebuild created the table with the default schema.
+    const idOf = (name: string) => defaultSchema().fields.find((f) => f.name === name)!.id;
+    const [platform, collection] = [idOf('platform'), idOf('collection')];
+    await withRewrittenCompactedFile(
+      'SELECT platform, collection FROM $src',
+      async (compacted) => {
+        const misfits = (await verify()).violations.filter((v) => v.kind === ViolationKinds.schemaMismatch);
+        assert.deepEqual(misfits.map((v) => v.object), [compacted]);
+        assert.equal(
+          misfits[0]!.detail,
+          `column 'platform' carries Parquet field id ${collection}, the table's field has id ${platform} (readers take a file's ids over the name mapping); ` +
+            `column 'collection' carries Parquet field id ${platform}, the table's field has id ${collection} (readers take a file's ids over the name mapping) (readers fail on the file)`,
+        );
+      },
+      { rebuildFirst: true, fieldIds: `{platform: ${collection}, collection: ${platform}}` },
     );
   });
 

@@ -29,6 +29,8 @@ export interface ParquetNode {
   physicalType?: string;
   logicalType?: string;
   typeLength?: number;
+  /** The Parquet field id an Iceberg writer gave the column; readers match it before any name. */
+  fieldId?: number;
   children?: ParquetNode[];
 }
 
@@ -196,6 +198,7 @@ function topLevelColumns(schema: SchemaElement[], key: string): FooterColumn[] {
     if (el.num_children) node.children = Array.from({ length: el.num_children }, () => subtree(depth + 1));
     else node.physicalType = el.type;
     if (el.type_length !== undefined) node.typeLength = el.type_length;
+    if (el.field_id !== undefined) node.fieldId = el.field_id;
     return node;
   };
   for (let c = 0; c < (root.num_children ?? 0); c++) {

@@ -6,7 +6,7 @@
  * rebuild evolves the schema as Iceberg's `union_by_name` does: columns the table lacks (and fields a
  * struct lacks) are added as optional fields with new ids, an int widens to long, a float to double, a
  * decimal to a larger precision. What no evolution makes readable (a type of another kind, a name that
- * differs from the table's only in case, Parquet's Null type) is reported; the file stays registered,
+ * differs from the table's only in case, Parquet's Null type, field ids of another numbering) is reported; the file stays registered,
  * as leaving it out would hide its rows from every reader.
  */
 import type { IcebergField, IcebergSchema, IcebergType, MappedField } from './iceberg-schema';
@@ -111,6 +111,8 @@ export class SchemaEvolution {
         }
         const added = this.newField(node, path, problems);
         if (added) {
+          // The walk of an existing column, for the field ids a file may carry.
+          this.mergeType(added.id, added.type, node, path, problems);
           out = [...out, added];
           this.added.push(path);
           if (valueless?.has(node.name)) this.provisional.add(added.id);
@@ -155,6 +157,12 @@ export class SchemaEvolution {
    * `holdsValues` is known for top-level columns only.
    */
   private mergeType(id: number, type: IcebergType, node: ParquetNode, path: string, problems: string[], holdsValues?: boolean): IcebergType {
+    // A file written for an Iceberg table carries field ids, and readers match columns by them, not by
+    // name: ids of another numbering read another column (or none) with no error. A compaction rewrites
+    // the file without ids.
+    if (node.fieldId !== undefined && node.fieldId !== id) {
+      problems.push(`column '${path}' carries Parquet field id ${node.fieldId}, the table's field has id ${id} (readers take a file's ids over the name mapping)`);
+    }
     const shape = typed(path, problems, () => groupShape(node));
     if (shape === undefined) return type;
     if (typeof type === 'string') {

@@ -127,7 +127,8 @@ export function initialTableMetadata(location: string, nowMs: number): TableMeta
   };
 }
 
-function maxFieldId(fields: Array<{ id: number; type: IcebergType }>): number {
+/** The largest field id in `fields`, nested fields included. */
+export function maxFieldId(fields: Array<{ id: number; type: IcebergType }>): number {
   let max = 0;
   for (const f of fields) {
     max = Math.max(max, f.id);

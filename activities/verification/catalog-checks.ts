@@ -4,7 +4,7 @@
  */
 import type { DescribedTable } from '../catalog/describe-table';
 import { topLevelField } from '../catalog/iceberg-schema';
-import { currentSchema, defaultSpec } from '../catalog/table-metadata';
+import { currentSchema, defaultSpec, maxFieldId } from '../catalog/table-metadata';
 import type { PartitionValue } from '../catalog/manifest-writer';
 import { parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
 import type { BucketSelection } from '../../workflows/contract';
@@ -130,6 +130,7 @@ export function compareCatalogWithFiles(
  */
 export async function checkSchemaFit(files: readonly LocalDataFile[], schema: IcebergSchema, nameMapping: string | undefined): Promise<Violation[]> {
   const violations: Violation[] = [];
+  const lastId = maxFieldId(schema.fields);
   for (const f of files) {
     const { size } = await fs.stat(f.path);
     let footer: ParquetFooter;
@@ -140,8 +141,9 @@ export async function checkSchemaFit(files: readonly LocalDataFile[], schema: Ic
       violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: err.reason });
       continue;
     }
-    // Judged against the table's schema alone: nothing of it is committed.
-    const fit = new SchemaEvolution(schema, 0, [], nameMapping);
+    // Judged against the table's schema alone: nothing of it is committed. New columns are numbered
+    // after the schema's own, as a rebuild would number them.
+    const fit = new SchemaEvolution(schema, lastId, [], nameMapping);
     const { problem } = fit.admit(footer.columns);
     const details = [
       ...(fit.added.length ? [`column(s) the table's schema lacks: ${fit.added.join(', ')}`] : []),
