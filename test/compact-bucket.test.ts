@@ -24,6 +24,7 @@ import { outputRowGroup } from '../activities/compaction/output-format';
 import { passthroughLayout, scatterFanout, scatterLayout } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema } from '../activities/compaction/input-schema';
+import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
 import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
 import {
   createPrng,
@@ -304,6 +305,74 @@ describe('compactBucket', () => {
     assert.equal(geo.columns.geometry.encoding, 'WKB');
     assert.equal(geo.columns.geometry.bbox, undefined, 'rows of the first input have no declared bounds');
     assert.deepEqual(geo.columns.geometry.geometry_types, []);
+  });
+
+  test('geo: one declaration that holds for every row (covering, orientation, bbox across the antimeridian, old and missing geometry types, a column only a later input declares)', () => {
+    const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+    const dec = (b: Uint8Array | undefined) => JSON.parse(new TextDecoder().decode(b!)) as { version: string; columns: Record<string, Record<string, unknown>> };
+    const covering = { bbox: { xmin: ['bbox', 'xmin'], ymin: ['bbox', 'ymin'], xmax: ['bbox', 'xmax'], ymax: ['bbox', 'ymax'] } };
+    const col = (extra: Record<string, unknown>) => ({ encoding: 'WKB', geometry_types: ['Polygon'], bbox: [0, 0, 1, 1], ...extra });
+    const geo = (columns: Record<string, unknown>, version = '1.1.0') => enc({ version, primary_column: 'geometry', columns });
+
+    const same = dec(mergeGeoMetadata([geo({ geometry: col({ covering, orientation: 'counterclockwise' }) }), geo({ geometry: col({ covering, orientation: 'counterclockwise', bbox: [2, -1, 3, 0.5] }) })]));
+    assert.deepEqual(same.columns.geometry, col({ covering, orientation: 'counterclockwise', bbox: [0, -1, 3, 1] }));
+
+    // The second input has no bbox column (its rows would have no bbox values) and unspecified winding order.
+    const mixed = dec(mergeGeoMetadata([geo({ geometry: col({ covering, orientation: 'counterclockwise' }) }), geo({ geometry: col({}) })]));
+    assert.deepEqual(mixed.columns.geometry, col({}));
+    assert.equal(dec(mergeGeoMetadata([geo({ geometry: col({ covering }) }), undefined])).columns.geometry!.covering, undefined, 'an input without geo declares no covering');
+
+    const antimeridian = dec(mergeGeoMetadata([geo({ geometry: col({ bbox: [175, 0, -175, 1] }) }), geo({ geometry: col({}) })]));
+    assert.equal(antimeridian.columns.geometry!.bbox, undefined, 'a min/max union of a box across the antimeridian would exclude its rows');
+
+    const old = dec(mergeGeoMetadata([geo({ geometry: { encoding: 'WKB', geometry_types: 'Polygon' } }, '0.4.0'), geo({ geometry: col({ geometry_types: ['Point'] }) })]));
+    assert.deepEqual(old.columns.geometry!.geometry_types, ['Point', 'Polygon']);
+    const untyped = dec(mergeGeoMetadata([geo({ geometry: { encoding: 'WKB' } }, '1.0.0'), geo({ geometry: col({ geometry_types: ['Point'] }) })]));
+    assert.deepEqual(untyped.columns.geometry!.geometry_types, [], 'unknown types, as GeoParquet spells them');
+
+    // A first input whose geo is not JSON: the output takes the next one (readers refuse a file whose geo they cannot parse).
+    const broken = dec(mergeGeoMetadata([new TextEncoder().encode('{not json'), geo({ geometry: col({}), footprint: col({ bbox: [5, 5, 6, 6] }) })]));
+    assert.deepEqual(Object.keys(broken.columns), ['geometry', 'footprint'], 'a geometry column only a later input declares is declared');
+    assert.equal(broken.columns.footprint!.bbox, undefined, 'the first input declares no bounds of it');
+
+    // What cannot be merged: another CRS, epoch or edges. No geo, EPSG:4326 and the default CRS84 conflict with none.
+    const utm = { id: { authority: 'EPSG', code: 32633 }, name: 'WGS 84 / UTM zone 33N' };
+    assert.equal(findGeoConflict([geo({ geometry: col({}) }), undefined, geo({ geometry: col({ crs: { id: { authority: 'EPSG', code: 4326 } } }) })]), undefined);
+    assert.deepEqual(findGeoConflict([geo({ geometry: col({}) }), undefined, geo({ geometry: col({ crs: utm }) }), geo({ geometry: col({ crs: 'OGC:CRS84' }) })]), {
+      column: 'geometry',
+      declaration: 'coordinate reference system',
+      values: [{ label: 'OGC:CRS84', inputs: [0, 3] }, { label: 'EPSG:32633', inputs: [2] }],
+    });
+    assert.deepEqual(findGeoConflict([geo({ geometry: col({ crs: utm, epoch: 2015.5 }) }), geo({ geometry: col({ crs: utm, epoch: 2021 }) })])?.values.map((v) => v.label), [
+      'EPSG:32633 at epoch 2015.5',
+      'EPSG:32633 at epoch 2021',
+    ]);
+    assert.deepEqual(findGeoConflict([geo({ geometry: col({ edges: 'spherical' }) }), geo({ geometry: col({}) })]), {
+      column: 'geometry',
+      declaration: 'edges',
+      values: [{ label: 'spherical', inputs: [0] }, { label: 'planar', inputs: [1] }],
+    });
+  });
+
+  test('geo: inputs in different CRSs fail the bucket naming them; nothing is written or deleted', async () => {
+    const { root, store } = await newWarehouse();
+    const parts = dedupParts();
+    const utm = { id: { authority: 'EPSG', code: 32633 }, name: 'WGS 84 / UTM zone 33N' };
+    parts[1]!.opts = { ...parts[1]!.opts, geo: false, kvMetadata: { geo: JSON.stringify({ version: '1.1.0', primary_column: 'geometry', columns: { geometry: { encoding: 'WKB', geometry_types: ['Polygon'], crs: utm } } }) } };
+    const inputs = await writeBucket(root, parts);
+    const before = await fs.readdir(path.join(root, PREFIX));
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
+      const others = inputs.filter((_, i) => i !== 1).map((i) => i.key);
+      assert.equal(
+        err.message,
+        `the inputs declare different coordinate reference systems for geometry column 'geometry' (OGC:CRS84: ${others.join(', ')}; EPSG:32633: ${inputs[1]!.key}); ` +
+          "one file declares one for all its rows, so in one output some rows' coordinates would be read in the wrong system. Rewrite the inputs with one declaration",
+      );
+      assert.deepEqual([...err.keys].sort(), inputs.map((i) => i.key).sort());
+      return true;
+    });
+    assert.deepEqual(await fs.readdir(path.join(root, PREFIX)), before, 'nothing written or deleted');
   });
 
   test('deterministic: every write path, including a scatter deeper than one pass, gives identical rows', async () => {

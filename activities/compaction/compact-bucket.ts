@@ -46,7 +46,7 @@ import {
 import { idsMissingFromOutput, inputIdDigest, outputIdDigest, type IdDigest } from './id-digests';
 import { inputFootprint } from './input-footprint';
 import { outputRowGroup } from './output-format';
-import { outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
+import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
 import { writeOrdered } from './write-ordered';
 import { writeSmallBucket } from './write-small-bucket';
@@ -338,6 +338,27 @@ async function explainMergeFailure(
   return unionCastFailure(err, inputs) ?? (await findUnreadableInput(a.session, inputs)) ?? err;
 }
 
+/**
+ * One output file has one `geo` declaration per geometry column: inputs in different CRSs (or epochs, or
+ * with other edges) cannot be merged without mislabelling some rows' coordinates, so the bucket is
+ * refused before anything is written, naming the inputs of each declaration.
+ */
+function assertOneGeoMeaning(inputs: readonly LocalInput[], geos: readonly (Uint8Array | undefined)[]): void {
+  const conflict = findGeoConflict(geos);
+  if (!conflict) return;
+  const keysOf = (indexes: readonly number[]) => indexes.map((i) => inputs[i]!.key);
+  const detail = conflict.values.map((v) => `${v.label}: ${listSome(keysOf(v.inputs), 5)}`).join('; ');
+  const [what, harm] =
+    conflict.declaration === 'edges'
+      ? ['edges', "some rows' edges would be read as the other kind (spherical or planar)"]
+      : ['coordinate reference systems', "some rows' coordinates would be read in the wrong system"];
+  throw new BadBucketDataError(
+    `the inputs declare different ${what} for geometry column '${conflict.column}' (${detail}); one file declares one for all ` +
+      `its rows, so in one output ${harm}. Rewrite the inputs with one declaration`,
+    conflict.values.flatMap((v) => keysOf(v.inputs)),
+  );
+}
+
 /** State (a): build, verify and publish the output, then delete the inputs and sweep. */
 async function compactFresh(
   a: Attempt,
@@ -346,6 +367,9 @@ async function compactFresh(
 ): Promise<BucketResult> {
   beat(a, { state: 'fresh' });
   const { inputs, schemas } = await readInputs(a, present);
+  const [firstKv, ...otherKv] = await readKvMetadata(a.session, inputs.map((i) => i.path));
+  const otherGeo = otherKv.map((entries) => entries.find((e) => e.key === 'geo')?.value);
+  assertOneGeoMeaning(inputs, [firstKv!.find((e) => e.key === 'geo')?.value, ...otherGeo]);
   // Checked before a path is chosen: every path must pick the same winners.
   const updated = await updatedPrecision(a.session, inputs, schemas);
   const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
@@ -384,8 +408,6 @@ async function compactFresh(
     // Every planned input is present in this state, in plan order.
     inputVersions: present.map((p) => p.version),
   };
-  const [firstKv, ...otherKv] = await readKvMetadata(a.session, inputs.map((i) => i.path));
-  const otherGeo = otherKv.map((entries) => entries.find((e) => e.key === 'geo')?.value);
   const kv = outputKvMetadata(firstKv!, otherGeo, provenance);
   // Unique per attempt: a zombie attempt of the same plan never writes into our temporary file.
   const tag = `${process.pid}-${randomUUID().slice(0, 8)}`;

@@ -1,6 +1,6 @@
 /**
- * The key-value metadata of a compacted file: the first input's keys (each once), a `geo` key whose
- * bbox and geometry types cover every input, and our provenance record.
+ * The key-value metadata of a compacted file: the first input's keys (each once), a `geo` key that
+ * holds for every row of every input, and our provenance record.
  */
 import { sqlStringList, type DuckSession } from './duckdb-session';
 
@@ -68,67 +68,168 @@ function numericBox(v: Json | undefined): number[] | undefined {
     : undefined;
 }
 
+/** Keys in sorted order at every level, so that two spellings of one JSON value compare equal. */
+function canonical(v: Json | undefined): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (isObject(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  return JSON.stringify(v ?? null);
+}
+
 /**
- * The first input's `geo` with, per geometry column, the union of every input's bbox and geometry
- * types: carried over verbatim, the first part's bbox would be too small for the merged rows and a
- * reader filtering on it would skip real data. A bound that some input does not declare is dropped
- * (bbox) or widened to "unknown" (geometry_types []), which GeoParquet allows.
+ * The coordinate reference system a geometry column declares, as a name to compare. GeoParquet stores
+ * coordinates as longitude, latitude whatever the CRS's axis order, so EPSG:4326 and OGC:CRS84 (the
+ * default when `crs` is absent) describe the same coordinates, as writers use them.
  */
-export function mergeGeoMetadata(first: Uint8Array, others: readonly (Uint8Array | undefined)[]): Uint8Array {
-  const geo = parseGeo(first);
-  if (!geo || !isObject(geo.columns)) return first;
-  const rest = others.map(parseGeo);
-  for (const [name, col] of Object.entries(geo.columns)) {
-    if (!isObject(col)) continue;
-    const theirs = rest.map((g) => (g && isObject(g.columns) && isObject(g.columns[name]) ? g.columns[name] : undefined));
-    let box = numericBox(col.bbox);
-    for (const c of theirs) {
-      const other = numericBox(c?.bbox);
-      if (!box || !other || other.length !== box.length) {
-        box = undefined;
-        break;
-      }
-      const half = box.length / 2;
-      box = box.map((v, i) => (i < half ? Math.min(v, other[i]!) : Math.max(v, other[i]!)));
-    }
-    if (box) col.bbox = box;
-    else delete col.bbox;
-    if (Array.isArray(col.geometry_types)) {
-      const types = new Set<string>(col.geometry_types.filter((t): t is string => typeof t === 'string'));
-      let known = types.size > 0;
-      for (const c of theirs) {
-        const t = c && Array.isArray(c.geometry_types) ? c.geometry_types : [];
-        if (t.length === 0) known = false;
-        for (const x of t) if (typeof x === 'string') types.add(x);
-      }
-      col.geometry_types = known ? [...types].sort() : [];
+function crsOf(col: JsonObject): { key: string; label: string } {
+  const epoch = typeof col.epoch === 'number' ? ` at epoch ${col.epoch}` : '';
+  const named = (name: string) => {
+    const upper = name.toUpperCase();
+    const key = upper === 'EPSG:4326' ? 'OGC:CRS84' : upper;
+    return { key: key + epoch, label: name + epoch };
+  };
+  if (!('crs' in col)) return named('OGC:CRS84');
+  const crs = col.crs;
+  if (crs === null) return { key: `null${epoch}`, label: `an unknown CRS (crs: null)${epoch}` };
+  if (typeof crs === 'string') return named(crs);
+  if (isObject(crs) && isObject(crs.id) && typeof crs.id.authority === 'string' && (typeof crs.id.code === 'string' || typeof crs.id.code === 'number')) {
+    return named(`${crs.id.authority}:${crs.id.code}`);
+  }
+  const name = isObject(crs) && typeof crs.name === 'string' ? `PROJJSON "${crs.name}"` : 'a PROJJSON CRS without an id';
+  return { key: canonical(crs) + epoch, label: name + epoch };
+}
+
+/** Declarations of a geometry column that give its coordinates their meaning: one file can hold only one of each. */
+const MEANINGS = {
+  'coordinate reference system': crsOf,
+  edges: (col: JsonObject) => {
+    const edges = typeof col.edges === 'string' ? col.edges : 'planar';
+    return { key: edges, label: edges };
+  },
+} satisfies Record<string, (col: JsonObject) => { key: string; label: string }>;
+
+/** Inputs that declare a geometry column in different ways no single `geo` entry can describe. */
+export interface GeoConflict {
+  column: string;
+  declaration: keyof typeof MEANINGS;
+  /** Each declared value with the indexes of the inputs that declare it, in input order. */
+  values: { label: string; inputs: number[] }[];
+}
+
+/** The `geo` column entries of every input (undefined where an input has no `geo`, or no entry for it), by column. */
+function geoColumns(geos: readonly (Uint8Array | undefined)[]): { parsed: (JsonObject | undefined)[]; columns: Map<string, (JsonObject | undefined)[]> } {
+  const parsed = geos.map((g) => {
+    const geo = parseGeo(g);
+    return geo && isObject(geo.columns) ? geo : undefined;
+  });
+  const columns = new Map<string, (JsonObject | undefined)[]>();
+  for (const geo of parsed) {
+    for (const name of Object.keys(geo?.columns as JsonObject | undefined ?? {})) {
+      if (!columns.has(name)) columns.set(name, parsed.map((g) => {
+        const col = g && (g.columns as JsonObject)[name];
+        return isObject(col) ? col : undefined;
+      }));
     }
   }
+  return { parsed, columns };
+}
+
+/**
+ * The first geometry column whose inputs declare another CRS (or epoch) or other edges: merged into one
+ * file under one declaration, some rows' coordinates would be read in the wrong system (a UTM easting
+ * as a longitude). Inputs without a `geo` entry for the column declare nothing and conflict with none.
+ */
+export function findGeoConflict(geos: readonly (Uint8Array | undefined)[]): GeoConflict | undefined {
+  for (const [column, entries] of geoColumns(geos).columns) {
+    for (const [declaration, read] of Object.entries(MEANINGS) as [keyof typeof MEANINGS, (col: JsonObject) => { key: string; label: string }][]) {
+      const byKey = new Map<string, { label: string; inputs: number[] }>();
+      entries.forEach((col, i) => {
+        if (!col) return;
+        const { key, label } = read(col);
+        const seen = byKey.get(key) ?? { label, inputs: [] };
+        seen.inputs.push(i);
+        byKey.set(key, seen);
+      });
+      if (byKey.size > 1) return { column, declaration, values: [...byKey.values()] };
+    }
+  }
+  return undefined;
+}
+
+/** A box that crosses the antimeridian has xmin > xmax (GeoParquet allows it); a min/max union of it would exclude real rows. */
+function crossesAntimeridian(box: readonly number[]): boolean {
+  return box[0]! > box[box.length / 2]!;
+}
+
+function geometryTypes(col: JsonObject | undefined): string[] {
+  const t = col?.geometry_types;
+  // Before GeoParquet 1.0 a single type could be a string.
+  if (typeof t === 'string') return [t];
+  return Array.isArray(t) ? t.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/**
+ * The output's `geo`: the first input's (the first one that parses, when it does not) with every
+ * geometry column any input declares, and for each a declaration that holds for every row. bbox and
+ * geometry types are the union of the inputs' (carried over, the first part's bbox would be too small
+ * and a reader filtering on it would skip real data); a bound some input does not declare, or a box
+ * across the antimeridian, is dropped (bbox) or widened to "unknown" (geometry_types []), which
+ * GeoParquet allows. `covering` (a bbox column readers prune on) and `orientation` are kept only when
+ * every input declares the same: rows of an input without them have no bbox values (a reader filtering
+ * on the covering would drop them) and rings of any winding order. CRS and edges are the first's; inputs
+ * that differ there are refused before (findGeoConflict). Undefined when no input has a `geo` object;
+ * an unparsable first `geo` is then carried as it is.
+ */
+export function mergeGeoMetadata(geos: readonly (Uint8Array | undefined)[]): Uint8Array | undefined {
+  const { parsed, columns } = geoColumns(geos);
+  const baseIndex = parsed.findIndex((g) => g !== undefined);
+  if (baseIndex < 0) return geos.find((g) => g !== undefined);
+  const geo: JsonObject = { ...parsed[baseIndex]! };
+  const merged: JsonObject = {};
+  for (const [name, entries] of columns) {
+    const col: JsonObject = { ...entries.find((c) => c !== undefined)! };
+    const all = entries.every((c) => c !== undefined) ? (entries as JsonObject[]) : undefined;
+
+    const boxes = (all ?? []).map((c) => numericBox(c.bbox));
+    const [first, ...rest] = boxes;
+    if (all && first && rest.every((b) => b?.length === first.length) && boxes.every((b) => !crossesAntimeridian(b!))) {
+      const half = first.length / 2;
+      col.bbox = rest.reduce<number[]>((acc, b) => acc.map((v, i) => (i < half ? Math.min(v, b![i]!) : Math.max(v, b![i]!))), first);
+    } else {
+      delete col.bbox;
+    }
+
+    const typeLists = entries.map(geometryTypes);
+    col.geometry_types = all && typeLists.every((t) => t.length > 0) ? [...new Set(typeLists.flat())].sort() : [];
+
+    for (const key of ['covering', 'orientation']) {
+      const same = all && all.every((c) => key in c && canonical(c[key]) === canonical(all[0]![key]));
+      if (!same) delete col[key];
+    }
+    merged[name] = col;
+  }
+  geo.columns = merged;
   return new TextEncoder().encode(JSON.stringify(geo));
 }
 
 /**
- * Output metadata: first input's keys once each (in its order), geo widened, provenance last. When
- * the first input has no `geo` but a later one does, that one is used: the output is GeoParquet as
- * soon as any of its rows came from a GeoParquet file.
+ * Output metadata: first input's keys once each (in its order), geo merged from every input (in the first
+ * input's place, or after its keys when it has none: the output is GeoParquet as soon as any of its rows
+ * came from a GeoParquet file), provenance last.
  */
 export function outputKvMetadata(
   firstInput: readonly KvEntry[],
   otherGeo: readonly (Uint8Array | undefined)[],
   provenance: Provenance,
 ): KvEntry[] {
+  const geo = mergeGeoMetadata([firstInput.find((e) => e.key === 'geo')?.value, ...otherGeo]);
   const out: KvEntry[] = [];
   const seen = new Set<string>();
   for (const { key, value } of firstInput) {
     if (seen.has(key) || NOT_CARRIED.has(key)) continue;
     seen.add(key);
-    out.push({ key, value: key === 'geo' ? mergeGeoMetadata(value, otherGeo) : value });
+    out.push({ key, value: key === 'geo' ? geo! : value });
   }
-  const later = otherGeo.findIndex((g) => g !== undefined);
-  if (!seen.has('geo') && later >= 0) {
-    // The first input's rows have no declared bounds, so the merged bbox must be dropped.
-    out.push({ key: 'geo', value: mergeGeoMetadata(otherGeo[later]!, [undefined, ...otherGeo.slice(later + 1)]) });
-  }
+  if (!seen.has('geo') && geo) out.push({ key: 'geo', value: geo });
   out.push({ key: PROVENANCE_KEY, value: new TextEncoder().encode(JSON.stringify(provenance)) });
   return out;
 }
