@@ -21,7 +21,7 @@ import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { inputIdDigest } from '../activities/compaction/id-digests';
 import { inputFootprint } from '../activities/compaction/input-footprint';
 import { outputRowGroup } from '../activities/compaction/output-format';
-import { passthroughLayout, scatterFanout, scatterLayout } from '../activities/compaction/range-layout';
+import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema } from '../activities/compaction/input-schema';
 import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
@@ -456,7 +456,7 @@ describe('compactBucket', () => {
   });
 
   test('passthroughLayout: the runs as they are, the ranks between them in ranges of at most a chunk', () => {
-    const run = (start: number, rows: number, from: number) => ({ input: 0, from, to: from + 1, start, rows });
+    const run = (start: number, rows: number, from: number) => ({ input: 0, from, to: from + 1, start, rows, groupRows: [rows] });
     const segments = passthroughLayout(100, [run(60, 20, 2), run(10, 30, 0), run(45, 5, 1)], 8);
     assert.deepEqual(
       segments.map((x) => [x.start, x.end, x.run ? 'run' : 'sort']),
@@ -466,19 +466,37 @@ describe('compactBucket', () => {
     assert.deepEqual(passthroughLayout(30, [run(0, 30, 0)], 8).map((x) => [x.start, x.end, Boolean(x.run)]), [[0, 30, true]], 'nothing to sort');
   });
 
+  test('withoutSmallGaps: a stretch of fewer ranks than a quarter row group between copied row groups takes the smaller neighbour', () => {
+    // Row groups of 100 rows (minRows 25) in three runs; new rows at 300..302, 500..540, and 900..903 at the end.
+    const run = (start: number, from: number, groupRows: number[]) => ({ input: 0, from, to: from + groupRows.length, start, rows: groupRows.reduce((a, b) => a + b, 0), groupRows });
+    const runs = [run(0, 0, [100, 100, 90]), run(303, 3, [100, 97]), run(540, 5, [100, 100, 100, 60])];
+    const shape = (rs: ReturnType<typeof withoutSmallGaps>) => rs.map((r) => [r.from, r.to, r.start, r.rows]);
+    assert.deepEqual(shape(withoutSmallGaps(904, runs, 25)), [
+      [0, 2, 0, 200], // 290..303 was 13 ranks: the 90-row group joins it
+      [3, 5, 303, 197], // 500..540 is 40 ranks: left as it is
+      [5, 8, 540, 300], // the last 4 ranks take the 60-row group
+    ]);
+    assert.deepEqual(shape(withoutSmallGaps(904, runs, 10)), [[0, 3, 0, 290], [3, 5, 303, 197], [5, 8, 540, 300]], 'at 10, only the last 4 ranks are too few');
+    assert.deepEqual(shape(runs), [[0, 3, 0, 290], [3, 5, 303, 197], [5, 9, 540, 360]], 'the runs given are left as they are');
+    // The first 10 ranks take the only row group of the first run, which is dropped.
+    assert.deepEqual(shape(withoutSmallGaps(145, [run(10, 0, [30]), run(45, 1, [50, 50])], 25)), [[1, 3, 45, 100]]);
+    assert.deepEqual(withoutSmallGaps(10, [], 25), [], 'nothing copied: one stretch, however small');
+  });
+
   test('findPassthroughRuns: whole row groups of winners in consecutive ranks, in row order, not over the size cap', async () => {
     const dir = await fs.mkdtemp(path.join(scratchRoot, 'runs-'));
     const file = path.join(dir, 'sorted.parquet');
     // Five row groups of 2,048 rows.
     await session.exec(`COPY (SELECT i AS id FROM range(10240) t(i)) TO ${sqlString(file)} (FORMAT parquet, ROW_GROUP_SIZE 2048)`);
     const input = [{ key: 'sorted.parquet', path: file, size: (await fs.stat(file)).size }];
-    const runsFor = async (ordered: string, maxBytes = 1e12) => {
+    const runsFor = async (ordered: string, maxBytes = 1e12, minRows = 0) => {
       await session.exec(`CREATE OR REPLACE TABLE ordered AS ${ordered}`);
-      const runs = await findPassthroughRuns(session, input, [0], maxBytes);
+      const runs = await findPassthroughRuns(session, input, [0], maxBytes, minRows);
       return runs.map((r) => [r.from, r.to, r.start, r.rows]);
     };
     assert.deepEqual(await runsFor('SELECT i AS pos, i AS rank FROM range(10240) t(i)'), [[0, 5, 0, 10240]], 'all of it, as one run');
     assert.deepEqual(await runsFor('SELECT i AS pos, i AS rank FROM range(10240) t(i)', 1), [], 'row groups over the cap are written anew');
+    assert.deepEqual(await runsFor('SELECT i AS pos, i AS rank FROM range(10240) t(i)', 1e12, 2049), [], 'so are row groups under the minimum');
     // Group 1 in reverse order; one row of group 3 replaced (not a winner); a row of another input
     // ranked between groups 4's first and second row.
     assert.deepEqual(
@@ -1322,6 +1340,40 @@ describe('compactBucket', () => {
       const [hit] = await session.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(out)}) WHERE id = 'heavy_${i}'`);
       assert.equal(Number(hit!.n), 1, `heavy_${i} found once`);
     }
+  });
+
+  test('weekly, a few items ingested at row-group boundaries week after week: small row groups do not pile up', async () => {
+    const { root, store } = await newWarehouse();
+    const opts = { memoryLimitMb: 64, smallBucketBytes: 0, sortBudgetBytes: 40 * 1024 * 1024 };
+    const part = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number) =>
+      heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds });
+    let { result: last } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
+    const groupRows = async (file: string) =>
+      (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+    const small = (groups: number[]) => groups.slice(0, -1).filter((n) => n < 500).length;
+    const smallByWeek: number[] = [];
+    for (const week of [2, 3, 4]) {
+      const lastFile = path.join(root, last.outputKey);
+      const groups = await groupRows(lastFile);
+      // A new item right after the last row of three row groups (same platform and datetime, an id just above).
+      const boundaries = [1, 4, 7].map((g) => groups.slice(0, g + 1).reduce((a, b) => a + b, 0) - 1);
+      const ingest = `${PREFIX}/week${week}_new.parquet`;
+      await session.exec(
+        `COPY (SELECT * EXCLUDE (file_row_number) REPLACE (id || '~${week}' AS id, updated + INTERVAL 1 DAY AS updated)
+               FROM read_parquet(${sqlString(lastFile)}, file_row_number = true, hive_partitioning = false) WHERE file_row_number IN (${boundaries.join(', ')}))
+         TO ${sqlString(path.join(root, ingest))} (FORMAT parquet)`,
+      );
+      const inputs = [{ key: last.outputKey, size: last.bytesOut }, { key: ingest, size: (await fs.stat(path.join(root, ingest))).size }];
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      let copied = 0;
+      ({ result: last } = await compact(store, inputs, { ...opts, planId: `week${week}`, heartbeat: (p) => void (copied = p.passthroughRowGroups ?? copied) }));
+      assertSameRows(await readOutputRows(path.join(root, last.outputKey)), expected, `week ${week}`);
+      assert.ok(copied > 0, `week ${week} copied row groups`);
+      smallByWeek.push(small(await groupRows(path.join(root, last.outputKey))));
+    }
+    // Written alone, each new item was a row group of one row, copied on every later week: 3, 6, 9.
+    assert.ok(smallByWeek.every((n) => n <= 3), `row groups under 500 rows (not counting the last) by week: ${smallByWeek}`);
+    assert.ok(smallByWeek[2]! <= smallByWeek[0]!, `no pile-up: ${smallByWeek}`);
   });
 
   test('weekly: a new column in the ingest rules out copying row groups (their schema would differ)', async () => {

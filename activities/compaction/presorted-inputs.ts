@@ -111,18 +111,23 @@ export interface PassthroughRun {
   /** Ranks [start, start + rows). */
   start: number;
   rows: number;
+  /** Rows of each of the row groups [from, to). */
+  groupRows: number[];
 }
 
 /**
  * Finds the passthrough runs of the presorted inputs, in rank order. Needs `ordered`. Row groups larger
  * than `maxRowGroupBytes` (uncompressed) are written anew: a file of an earlier version may hold
- * 128 MB row groups that a smaller budget cannot read back, and copying would keep them forever.
+ * 128 MB row groups that a smaller budget cannot read back, and copying would keep them forever. So are
+ * row groups of fewer than `minRowGroupRows` (a range's last rows, a few rows ingested between two row
+ * groups last week): copied, they would stay that small week after week.
  */
 export async function findPassthroughRuns(
   session: DuckSession,
   inputs: readonly LocalInput[],
   presorted: readonly number[],
   maxRowGroupBytes: number,
+  minRowGroupRows: number,
 ): Promise<PassthroughRun[]> {
   if (!presorted.length) return [];
   const groups = presorted
@@ -140,6 +145,7 @@ export async function findPassthroughRuns(
      FROM w ASOF JOIN rg ON w.fi = rg.fi AND w.row >= rg.lo
      GROUP BY rg.fi, rg.g, rg.n, rg.bytes
      HAVING count(*) = rg.n AND min(w.rank - w.row) = max(w.rank - w.row) AND rg.bytes <= ${Math.floor(maxRowGroupBytes)}
+        AND rg.n >= ${Math.floor(minRowGroupRows)}
      ORDER BY first`,
   );
   const runs: PassthroughRun[] = [];
@@ -149,8 +155,9 @@ export async function findPassthroughRuns(
     if (last && last.input === input && last.to === g && last.start + last.rows === first) {
       last.to = g + 1;
       last.rows += n;
+      last.groupRows.push(n);
     } else {
-      runs.push({ input, from: g, to: g + 1, start: first, rows: n });
+      runs.push({ input, from: g, to: g + 1, start: first, rows: n, groupRows: [n] });
     }
   }
   return runs;

@@ -56,6 +56,37 @@ export interface Segment {
   run?: PassthroughRun;
 }
 
+/**
+ * The runs with a row group given back to every stretch of ranks between them (or before the first, or
+ * after the last) that holds fewer than `minRows`: written on its own, such a stretch is a row group of
+ * a few rows, which next week's run would copy as it is. The smaller neighbouring row group joins it
+ * (runs hold row groups of at least `minRows`, so one is enough); a run left without one is dropped.
+ */
+export function withoutSmallGaps(rows: number, runs: readonly PassthroughRun[], minRows: number): PassthroughRun[] {
+  const out = [...runs].sort((a, b) => a.start - b.start).map((r) => ({ ...r, groupRows: [...r.groupRows] }));
+  for (let i = 0; i <= out.length; i++) {
+    const before = out[i - 1];
+    const after = out[i];
+    const gap = (after ? after.start : rows) - (before ? before.start + before.rows : 0);
+    if (gap === 0 || gap >= minRows || (!before && !after)) continue;
+    const tail = before ? before.groupRows[before.groupRows.length - 1]! : Infinity;
+    const head = after ? after.groupRows[0]! : Infinity;
+    const run = tail <= head ? before! : after!;
+    if (run === before) {
+      run.to--;
+      run.rows -= run.groupRows.pop()!;
+    } else {
+      run.from++;
+      run.start += head;
+      run.rows -= run.groupRows.shift()!;
+    }
+    if (!run.groupRows.length) out.splice(out.indexOf(run), 1);
+    // Look at this stretch again: it is wider now, or merged with the next one.
+    i = Math.max(-1, i - 2);
+  }
+  return out;
+}
+
 /** The output's ranks [0, rows) as the passthrough runs and, between them, ranges of at most `chunkRows` to sort. */
 export function passthroughLayout(rows: number, runs: readonly PassthroughRun[], chunkRows: number): Segment[] {
   const out: Segment[] = [];

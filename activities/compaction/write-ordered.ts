@@ -20,7 +20,7 @@ import {
   writeRankIndex,
   type PassthroughRun,
 } from './presorted-inputs';
-import { passthroughLayout, scatterFanout, scatterLayout, type Segment } from './range-layout';
+import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps, type Segment } from './range-layout';
 
 export interface WritePlan {
   /** In-memory bytes per row (inputFootprint). */
@@ -59,6 +59,11 @@ export interface WritePlan {
  * lanes took the whole bucket from 47-48 s to 34-39 s at 1 GB, were no faster at 512 MB and slower at
  * 256 MB (ranges of 24k rows in 128 MB instances).
  */
+/** The smallest row group copied as it is, and the fewest ranks written between two copied ones: a quarter of an output row group. */
+function minCopiedRowGroupRows(rowGroup: RowGroupSize): number {
+  return Math.floor(rowGroup.rows / 4);
+}
+
 function outOfCoreThreads(plan: WritePlan): number {
   return plan.memoryLimitBytes >= 1024 * 1024 * 1024 ? plan.threads : 1;
 }
@@ -208,7 +213,8 @@ class RangeWrite {
     const { presorted } = this.shape;
     const toScatter = this.inputs.map((_, i) => i).filter((i) => !presorted.includes(i));
     const first = toScatter.length ? rankedWinners(this.inputs, this.schemas, this.shape.columns, toScatter) : undefined;
-    const runs = this.plan.passthroughPresorted ? await this.passthroughCandidates() : [];
+    const candidates = this.plan.passthroughPresorted ? await this.passthroughCandidates() : [];
+    const runs = withoutSmallGaps(this.rowsOut, candidates, minCopiedRowGroupRows(this.plan.rowGroup));
     if (!runs.length) return this.scatter(first, 0, this.rowsOut, this.shape.lanes);
     const segments = passthroughLayout(this.rowsOut, runs, this.shape.chunkRows);
     this.plan.onPassthrough?.(runs.reduce((n, r) => n + r.to - r.from, 0), runs.reduce((n, r) => n + r.rows, 0));
@@ -391,7 +397,7 @@ class RangeWrite {
   private async passthroughCandidates(): Promise<PassthroughRun[]> {
     const { inputs, schemas, plan } = this;
     // Slack over the cap: DuckDB closes a row group on the vector that crosses it.
-    const runs = await findPassthroughRuns(this.session, inputs, this.shape.presorted, 2 * plan.rowGroup.bytes);
+    const runs = await findPassthroughRuns(this.session, inputs, this.shape.presorted, 2 * plan.rowGroup.bytes, minCopiedRowGroupRows(plan.rowGroup));
     const eligible = new Set<number>();
     for (const fi of new Set(runs.map((r) => r.input))) {
       const probe = path.join(plan.workDir, `schema_probe_${fi}.parquet`);
