@@ -223,7 +223,6 @@ function directlyIn(location: string, dir: string): boolean {
   return plainLocation(location) && c.startsWith(dir) && !c.slice(dir.length).includes('/');
 }
 
-
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

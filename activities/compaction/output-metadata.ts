@@ -75,12 +75,15 @@ function canonical(v: Json | undefined): string {
   return JSON.stringify(v ?? null);
 }
 
+/** A declaration of a geometry column: `key` compares equal for the same meaning, `label` names it in a message. */
+type Declared = { key: string; label: string };
+
 /**
  * The coordinate reference system a geometry column declares, as a name to compare. GeoParquet stores
  * coordinates as longitude, latitude whatever the CRS's axis order, so EPSG:4326 and OGC:CRS84 (the
  * default when `crs` is absent) describe the same coordinates, as writers use them.
  */
-function crsOf(col: JsonObject): { key: string; label: string } {
+function crsOf(col: JsonObject): Declared {
   const epoch = typeof col.epoch === 'number' ? ` at epoch ${col.epoch}` : '';
   const named = (name: string) => {
     const upper = name.toUpperCase();
@@ -101,11 +104,11 @@ function crsOf(col: JsonObject): { key: string; label: string } {
 /** Declarations of a geometry column that give its coordinates their meaning: one file can hold only one of each. */
 const MEANINGS = {
   'coordinate reference system': crsOf,
-  edges: (col: JsonObject) => {
+  edges: (col: JsonObject): Declared => {
     const edges = typeof col.edges === 'string' ? col.edges : 'planar';
     return { key: edges, label: edges };
   },
-} satisfies Record<string, (col: JsonObject) => { key: string; label: string }>;
+} satisfies Record<string, (col: JsonObject) => Declared>;
 
 /** Inputs that declare a geometry column in different ways no single `geo` entry can describe. */
 export interface GeoConflict {
@@ -140,7 +143,7 @@ function geoColumns(geos: readonly (Uint8Array | undefined)[]): { parsed: (JsonO
  */
 export function findGeoConflict(geos: readonly (Uint8Array | undefined)[]): GeoConflict | undefined {
   for (const [column, entries] of geoColumns(geos).columns) {
-    for (const [declaration, read] of Object.entries(MEANINGS) as [keyof typeof MEANINGS, (col: JsonObject) => { key: string; label: string }][]) {
+    for (const [declaration, read] of Object.entries(MEANINGS) as [keyof typeof MEANINGS, (col: JsonObject) => Declared][]) {
       const byKey = new Map<string, { label: string; inputs: number[] }>();
       entries.forEach((col, i) => {
         if (!col) return;

@@ -50,6 +50,11 @@ export interface WritePlan {
   onPassthrough?: (rowGroups: number, rows: number) => void;
 }
 
+/** The smallest row group copied as it is, and the fewest ranks written between two copied ones: a quarter of an output row group. */
+function minCopiedRowGroupRows(rowGroup: RowGroupSize): number {
+  return Math.floor(rowGroup.rows / 4);
+}
+
 /**
  * Threads of the out-of-core write: of its first scatter pass, which also joins the ranks (a hash table
  * that does not spill), and how many ranges are sorted side by side (one-thread DuckDB instances, each
@@ -59,11 +64,6 @@ export interface WritePlan {
  * lanes took the whole bucket from 47-48 s to 34-39 s at 1 GB, were no faster at 512 MB and slower at
  * 256 MB (ranges of 24k rows in 128 MB instances).
  */
-/** The smallest row group copied as it is, and the fewest ranks written between two copied ones: a quarter of an output row group. */
-function minCopiedRowGroupRows(rowGroup: RowGroupSize): number {
-  return Math.floor(rowGroup.rows / 4);
-}
-
 function outOfCoreThreads(plan: WritePlan): number {
   return plan.memoryLimitBytes >= 1024 * 1024 * 1024 ? plan.threads : 1;
 }
