@@ -646,6 +646,12 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.ok(values.some(([id]) => id.startsWith('OWN_')) && values.filter(([id]) => id.startsWith('OWN_')).every(([, v]) => v !== null && /^"(LC0[89]|S[12][AB])"$/.test(v)), 'the file with the table\'s ids reads its platform');
     assert.ok(values.filter(([id]) => id.startsWith('SWAP_')).every(([, v]) => v === '"itslive-granules"'), 'a reader takes the column with the id: the collection');
 
+    // The swapped file's bounds must describe what readers read as platform (its collection column):
+    // bounds taken by name ('LC08'..'S2B') would prune the file from this filter and hide its rows.
+    const swappedRows = values.filter(([id]) => id.startsWith('SWAP_')).length;
+    const filtered = Object.keys((await scan(cat, '--filter', "platform == 'itslive-granules'", '--values', 'platform')).values!);
+    assert.equal(filtered.filter((id) => id.startsWith('SWAP_')).length, swappedRows, 'a filter on what readers read keeps the file');
+
     // A compaction of the bucket rewrites its rows without field ids: read by name again.
     const store = new LocalWarehouseStore(wh);
     const inputs: { key: string; size: number }[] = [];

@@ -112,6 +112,23 @@ describe('Iceberg bounds', () => {
     assert.deepEqual([b.lower, b.upper, b.counted, b.nulls, b.size], [undefined, undefined, 10n, 1n, 100n]);
   });
 
+  test("a column gets metrics only where readers read it as the field of its name: its Parquet field id, if any, must be the field's, and no other column may carry that id", () => {
+    const withId = (name: string, fieldId: number | undefined, v: string): FooterColumn => {
+      const c = col(name, 'BYTE_ARRAY', 'STRING', enc(v), enc(v));
+      return { ...c, node: { ...c.node, fieldId } };
+    };
+    const schema = schemaOf([['a', 'string'], ['b', 'string']]);
+    const boundsOf = (columns: FooterColumn[]) => {
+      const m = columnMetrics(columns, schema, metricsModes({}));
+      return [1, 2].map((id) => [m.lowerBounds.get(id)?.toString(), m.valueCounts.get(id)]);
+    };
+    assert.deepEqual(boundsOf([withId('a', undefined, 'x'), withId('b', undefined, 'y')]), [['x', 10n], ['y', 10n]], 'no ids: by name');
+    assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', 2, 'y')]), [['x', 10n], ['y', 10n]], "the table's ids");
+    assert.deepEqual(boundsOf([withId('a', 2, 'x'), withId('b', 1, 'y')]), [[undefined, undefined], [undefined, undefined]], 'swapped ids: a reader reads b as a');
+    assert.deepEqual(boundsOf([withId('a', undefined, 'x'), withId('b', 1, 'y')]), [[undefined, undefined], [undefined, undefined]], "a's id on b: Java reads b as a");
+    assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', undefined, 'y')]), [['x', 10n], ['y', 10n]], 'partial ids that agree with the names');
+  });
+
   test('metrics modes from the table properties', () => {
     const c = col('s', 'BYTE_ARRAY', 'STRING', enc('abcdefghijklmnopqrs'), enc('abcdefghijklmnopzz'));
     const counted = bounds(c, 'string', { 'write.metadata.metrics.default': 'counts' });

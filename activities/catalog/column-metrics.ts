@@ -46,11 +46,26 @@ function emptyMetrics(): ColumnMetrics {
   return { columnSizes: new Map(), valueCounts: new Map(), nullValueCounts: new Map(), lowerBounds: new Map(), upperBounds: new Map() };
 }
 
+/**
+ * Metrics of the table's top-level fields from a file's footer. A column speaks for the field of its name
+ * only where every reader reads it as that field: readers take a file's Parquet field ids over names
+ * (Java whenever the file has any, pyiceberg when it has all), so a column carrying another field's id,
+ * or a field whose id another column carries, gets no metrics: bounds of a column the reader does not
+ * read as that field would prune files whose rows match.
+ */
 export function columnMetrics(columns: readonly FooterColumn[], schema: IcebergSchema, modeOf: (name: string) => MetricsMode): ColumnMetrics {
   const metrics = emptyMetrics();
   const fields = new Map(schema.fields.map((f) => [f.name, f]));
+  const idCarriers = new Map<number, number>();
   for (const column of columns) {
-    const field = fields.get(column.name);
+    const id = column.node.fieldId;
+    if (id !== undefined) idCarriers.set(id, (idCarriers.get(id) ?? 0) + 1);
+  }
+  for (const column of columns) {
+    const named = fields.get(column.name);
+    const own = column.node.fieldId;
+    const readAsNamed = named && (own === undefined ? !idCarriers.has(named.id) : own === named.id && idCarriers.get(own) === 1);
+    const field = readAsNamed ? named : undefined;
     const totals = column.totals;
     const mode = modeOf(column.name);
     if (!field || !totals || typeof field.type !== 'string' || mode.kind === 'none') continue;
