@@ -3,6 +3,7 @@
  * longer matches the warehouse), so the activity wrapper reports them as non-retryable; nothing has
  * been deleted when either is thrown.
  */
+import { isOutOfMemory } from './duckdb-session';
 
 /**
  * Whether DuckDB's error says a file cannot be decoded (truncated, not Parquet, a corrupt page). An
@@ -10,7 +11,7 @@
  * memory is the budget's: neither says anything about the file, so neither may condemn it.
  */
 export function isDamagedFileError(err: unknown, file?: string): boolean {
-  if (!(err instanceof Error) || /\bOut of Memory Error\b/.test(err.message)) return false;
+  if (!(err instanceof Error) || isOutOfMemory(err)) return false;
   return /\b(Invalid Input|Conversion|Serialization|Invalid) Error\b/.test(err.message) && (file === undefined || err.message.includes(file));
 }
 

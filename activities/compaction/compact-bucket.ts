@@ -32,7 +32,7 @@ import {
 } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
-import type { DuckSession } from './duckdb-session';
+import { isOutOfMemory, type DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
   valuelessColumns,
@@ -315,8 +315,6 @@ async function unlessChanged(a: Attempt, read: readonly StoredObject[], err: unk
 /** DuckDB errors that a damaged file can cause (not memory, not interruption, not our heartbeat). */
 const DATA_ERROR = /\b(Invalid Input|IO|Conversion|Serialization|Invalid) Error\b/;
 
-const OUT_OF_MEMORY = /\bOut of Memory Error\b/;
-
 /**
  * A failed merge statement is the data's fault only if some input cannot be decoded on its own; an
  * out-of-memory error is the budget's, and says so.
@@ -328,7 +326,7 @@ async function explainMergeFailure(
   err: unknown,
 ): Promise<unknown> {
   if (err instanceof BadBucketDataError || a.stop.aborted) return err;
-  if (err instanceof Error && OUT_OF_MEMORY.test(err.message)) {
+  if (err instanceof Error && isOutOfMemory(err)) {
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
     return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!);
   }

@@ -10,7 +10,7 @@
  */
 import { BadBucketDataError, listSome } from './bucket-errors';
 import { columnOr, OUTPUT_ORDER, rowPosition, scanInputs } from './bucket-sql';
-import { toNumber, type DuckSession } from './duckdb-session';
+import { onOneThreadIfOutOfMemory, toNumber, type DuckSession } from './duckdb-session';
 import type { IdDigest } from './id-digests';
 import type { InputFootprint } from './input-footprint';
 import type { InputSchema, LocalInput, UpdatedPrecision } from './input-schema';
@@ -57,12 +57,16 @@ export async function computeWinners(
 ): Promise<IdDigest> {
   await session.exec('DROP TABLE IF EXISTS narrow; DROP TABLE IF EXISTS winners; DROP TABLE IF EXISTS ordered');
   const pos = rowPosition('r');
-  await session.exec(
-    `CREATE TABLE narrow AS
+  // Each statement that builds a table or a digest from all rows may run out of memory at a small limit.
+  const withOneThreadFallback = <T>(run: () => Promise<T>) => onOneThreadIfOutOfMemory(session, run);
+  await withOneThreadFallback(() =>
+    session.exec(
+      `CREATE TABLE narrow AS
        SELECT r.id AS id, ${columnOr(schemas, 'platform', 'VARCHAR')} AS platform,
               ${columnOr(schemas, 'datetime', 'TIMESTAMPTZ')} AS datetime, ${pos} AS pos,
               ${winnerKey(columnOr(schemas, 'updated', 'TIMESTAMPTZ'), pos, updated)} AS k
        FROM ${scanInputs(inputs)} r`,
+    ),
   );
   const [n] = await session.rows('SELECT count(*) AS rows, count(*) FILTER (WHERE id IS NULL) AS null_ids FROM narrow');
   if (toNumber(n?.null_ids) > 0) {
@@ -76,15 +80,17 @@ export async function computeWinners(
     );
   }
   // Measured: a join on the 16-byte key is 3x slower than on the 8-byte position.
-  await session.exec(`CREATE TABLE winners AS SELECT ${positionOfKey('max(k)')} AS pos FROM narrow GROUP BY id`);
+  await withOneThreadFallback(() => session.exec(`CREATE TABLE winners AS SELECT ${positionOfKey('max(k)')} AS pos FROM narrow GROUP BY id`));
   // Not in the GROUP BY: carrying the id out of it ran out of memory at a 128 MB limit.
-  const [w] = await session.rows(
-    'SELECT count(*) AS distinct_ids, coalesce(sum(hash(n.id)::HUGEINT), 0) AS h FROM narrow n SEMI JOIN winners w ON n.pos = w.pos',
+  const [w] = await withOneThreadFallback(() =>
+    session.rows('SELECT count(*) AS distinct_ids, coalesce(sum(hash(n.id)::HUGEINT), 0) AS h FROM narrow n SEMI JOIN winners w ON n.pos = w.pos'),
   );
-  await session.exec(
-    `CREATE TABLE ordered AS
-       SELECT n.pos AS pos, row_number() OVER (ORDER BY ${OUTPUT_ORDER('n.platform', 'n.datetime', 'n.id')}) - 1 AS rank
-       FROM narrow n SEMI JOIN winners w ON n.pos = w.pos`,
+  await withOneThreadFallback(() =>
+    session.exec(
+      `CREATE TABLE ordered AS
+         SELECT n.pos AS pos, row_number() OVER (ORDER BY ${OUTPUT_ORDER('n.platform', 'n.datetime', 'n.id')}) - 1 AS rank
+         FROM narrow n SEMI JOIN winners w ON n.pos = w.pos`,
+    ),
   );
   await session.exec('DROP TABLE narrow; DROP TABLE winners');
   return { rows: toNumber(n?.rows), distinctIds: toNumber(w?.distinct_ids), idHashSum: String(w?.h ?? 0), nullIds: 0 };
