@@ -74,6 +74,7 @@ class Bench {
   /**
    * The copy floor and compactBucket, alternately --repeat times: wall times on a shared machine vary
    * by a third from run to run, so the table shows each one's median run (peak RSS: the highest of all).
+   * A failed run is a row of its own and fails the bench; the runs that passed still make the case's row.
    */
   async bucket(label: string, d: BucketData, memoryMb: number, extraNote: string): Promise<void> {
     const dir = path.join(this.runs, label);
@@ -86,9 +87,9 @@ class Bench {
       const floor = await this.copyFloor(label, d, memoryMb, dir);
       if (floor) floors.push(floor);
       const compact = await this.compact(label, d, memoryMb, dir);
-      if (!compact) return;
-      compacts.push(compact);
+      if (compact) compacts.push(compact);
     }
+    if (!compacts.length) return;
     const floor = median(floors);
     const compact = median(compacts)!;
     const samples = (rs: ChildResult[]) => rs.map((r) => r.seconds.toFixed(1)).join(' / ');
@@ -123,7 +124,11 @@ class Bench {
       note: correct ? extraNote : `WRONG RESULT: expected ${d.rowsIn} → ${d.rowsOut} rows`,
     });
     if (this.opts.repeat > 1) {
-      this.notes.push(`${label}: ${this.opts.repeat} alternating runs, seconds: copy floor ${samples(floors)}; compactBucket ${samples(compacts)} (medians in the table)`);
+      const failedRuns = this.opts.repeat - compacts.length;
+      this.notes.push(
+        `${label}: ${this.opts.repeat} alternating runs, seconds: copy floor ${samples(floors)}; compactBucket ${samples(compacts)}` +
+          `${failedRuns ? ` (${failedRuns} failed, see its row)` : ''} (medians in the table)`,
+      );
     }
     const peak = new Map(compact.phasePeakRssMb ?? []);
     const phases = (compact.phases ?? [])

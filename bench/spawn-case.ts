@@ -32,8 +32,10 @@ export async function spawnCase(name: string, job: ChildJob, jobDir: string): Pr
   });
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
   if (code !== 0) {
-    const tail = stderr.trim().split('\n').slice(-5).join('\n');
-    throw new CaseFailedError(name, `case ${name} exited with code ${code}${tail ? `: ${tail}` : ''}`);
+    // The error's own line, not the stack under it (the whole of stderr went to the console already).
+    const lines = stderr.trim().split('\n').map((l) => l.trim());
+    const headline = [...lines].reverse().find((l) => /^[A-Za-z]*Error\b/.test(l)) ?? lines.at(-1);
+    throw new CaseFailedError(name, `case ${name} exited with code ${code}${headline ? `: ${headline}` : ''}`);
   }
   return JSON.parse(await fs.readFile(resultFileFor(jobFile), 'utf8')) as ChildResult;
 }
