@@ -112,7 +112,7 @@ describe('Iceberg bounds', () => {
     assert.deepEqual([b.lower, b.upper, b.counted, b.nulls, b.size], [undefined, undefined, 10n, 1n, 100n]);
   });
 
-  test("a column gets metrics only where readers read it as the field of its name: its Parquet field id, if any, must be the field's, and no other column may carry that id", () => {
+  test("a column gets metrics only where readers read it as the field of its name: in a file with Parquet field ids, it carries its field's id and no other column does", () => {
     const withId = (name: string, fieldId: number | undefined, v: string): FooterColumn => {
       const c = col(name, 'BYTE_ARRAY', 'STRING', enc(v), enc(v));
       return { ...c, node: { ...c.node, fieldId } };
@@ -126,7 +126,10 @@ describe('Iceberg bounds', () => {
     assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', 2, 'y')]), [['x', 10n], ['y', 10n]], "the table's ids");
     assert.deepEqual(boundsOf([withId('a', 2, 'x'), withId('b', 1, 'y')]), [[undefined, undefined], [undefined, undefined]], 'swapped ids: a reader reads b as a');
     assert.deepEqual(boundsOf([withId('a', undefined, 'x'), withId('b', 1, 'y')]), [[undefined, undefined], [undefined, undefined]], "a's id on b: Java reads b as a");
-    assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', undefined, 'y')]), [['x', 10n], ['y', 10n]], 'partial ids that agree with the names');
+    assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', undefined, 'y')]), [['x', 10n], [undefined, undefined]], 'without an id in a file with ids, Java reads b as null');
+    assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('a', 1, 'z')]).slice(0, 1), [[undefined, undefined]], 'two columns with one id');
+    const nestedIds: FooterColumn = { ...withId('b', undefined, 'y'), node: { name: 'b', children: [{ name: 'element', physicalType: 'BYTE_ARRAY', fieldId: 7 }] } };
+    assert.deepEqual(boundsOf([withId('a', undefined, 'x'), nestedIds]), [[undefined, undefined], [undefined, undefined]], 'ids only in a nested field: still a file with ids');
   });
 
   test('metrics modes from the table properties', () => {

@@ -10,7 +10,7 @@
  * truncate(N), full; default truncate(16), as Iceberg's).
  */
 import type { IcebergSchema } from './iceberg-schema';
-import type { ColumnTotals, FooterColumn, StatValue } from './parquet-footer';
+import type { ColumnTotals, FooterColumn, ParquetNode, StatValue } from './parquet-footer';
 import { compareStatValues } from './parquet-footer';
 
 export interface ColumnMetrics {
@@ -46,25 +46,29 @@ function emptyMetrics(): ColumnMetrics {
   return { columnSizes: new Map(), valueCounts: new Map(), nullValueCounts: new Map(), lowerBounds: new Map(), upperBounds: new Map() };
 }
 
+function carriesFieldIds(node: ParquetNode): boolean {
+  return node.fieldId !== undefined || (node.children ?? []).some(carriesFieldIds);
+}
+
 /**
  * Metrics of the table's top-level fields from a file's footer. A column speaks for the field of its name
- * only where every reader reads it as that field: readers take a file's Parquet field ids over names
- * (Java whenever the file has any, pyiceberg when it has all), so a column carrying another field's id,
- * or a field whose id another column carries, gets no metrics: bounds of a column the reader does not
- * read as that field would prune files whose rows match.
+ * only where every reader reads it as that field. Readers take a file's Parquet field ids over names (Java
+ * whenever the file has any, reading a column without one as null; pyiceberg when it has them all), so in
+ * a file with ids only a column carrying its field's id, and no other column carrying it, gets metrics:
+ * bounds of a column a reader does not read as that field would prune files whose rows match.
  */
 export function columnMetrics(columns: readonly FooterColumn[], schema: IcebergSchema, modeOf: (name: string) => MetricsMode): ColumnMetrics {
   const metrics = emptyMetrics();
   const fields = new Map(schema.fields.map((f) => [f.name, f]));
+  const byId = columns.some((c) => carriesFieldIds(c.node));
   const idCarriers = new Map<number, number>();
-  for (const column of columns) {
-    const id = column.node.fieldId;
-    if (id !== undefined) idCarriers.set(id, (idCarriers.get(id) ?? 0) + 1);
+  for (const { node } of columns) {
+    if (node.fieldId !== undefined) idCarriers.set(node.fieldId, (idCarriers.get(node.fieldId) ?? 0) + 1);
   }
   for (const column of columns) {
     const named = fields.get(column.name);
     const own = column.node.fieldId;
-    const readAsNamed = named && (own === undefined ? !idCarriers.has(named.id) : own === named.id && idCarriers.get(own) === 1);
+    const readAsNamed = named && (!byId || (own === named.id && idCarriers.get(own) === 1));
     const field = readAsNamed ? named : undefined;
     const totals = column.totals;
     const mode = modeOf(column.name);
