@@ -445,7 +445,6 @@ describe('compactBucket', () => {
       let failed = false;
       const faulty: DuckSession = {
         ...own,
-        rows: (sql) => own.rows(sql),
         async exec(sql) {
           if (sql.includes('GROUP BY id')) {
             seen.push(await threadsNow());
