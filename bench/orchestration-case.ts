@@ -6,6 +6,7 @@
  */
 import * as path from 'node:path';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { WorkerLogger } from '../worker/worker';
 import type { Client } from '@temporalio/client';
 import { startDevServer } from '../client/temporal-cli';
 import { EarthcatalogCompactionPlugin, workflowsPath } from '../worker/plugin';
@@ -58,7 +59,7 @@ async function activitySpans(client: Client, workflowId: string): Promise<Map<st
 }
 
 export async function runOrchestration(job: Extract<ChildJob, { kind: 'orchestration' }>, m: Measured): Promise<void> {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new WorkerLogger('WARN') });
   const server = await startDevServer();
   try {
     const workflowBundle = await bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: new DefaultLogger('WARN') });

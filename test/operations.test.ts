@@ -10,7 +10,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { FailureTypes, type CompactionSummary } from '../workflows/contract';
+import { bucketTaskQueue, FailureTypes, type CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
@@ -632,19 +632,27 @@ describe('--use-lock when releasing the lock object fails', () => {
     const queue = uniqueTaskQueue('ops-release-denied');
     const resources = { scratchDir: await makeTempDir('ec-release-denied-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
     const local = new WorkerLocalResources(resources);
+    const activities = createActivities(resources, local);
     const w = await Worker.create({
       connection: h.server.env.nativeConnection,
       namespace: h.namespace,
       taskQueue: queue,
       workflowBundle: await h.bundle(),
       activities: {
-        ...createActivities(resources, local),
+        ...activities,
         releasePipelineLock: async () => {
           throw ApplicationFailure.nonRetryable('access denied deleting _lock/compaction.lock', FailureTypes.storageDenied);
         },
       },
     });
-    const running = w.run();
+    // Without the plugin, the bucket task queue needs a worker of its own.
+    const bucketWorker = await Worker.create({
+      connection: h.server.env.nativeConnection,
+      namespace: h.namespace,
+      taskQueue: bucketTaskQueue(queue),
+      activities: { compactBucket: activities.compactBucket },
+    });
+    const running = Promise.all([w.run(), bucketWorker.run()]);
     try {
       const fx = await makeFixture('release-denied');
       const handle = await h.client.workflow.start('compactWarehouse', {
@@ -660,6 +668,7 @@ describe('--use-lock when releasing the lock object fails', () => {
       assert.equal(lock.owner, handle.workflowId, 'the object stays, naming the run');
     } finally {
       w.shutdown();
+      bucketWorker.shutdown();
       await running;
       await local.close();
     }

@@ -2,13 +2,14 @@
  * Temporal's limits at warehouse scale: 10,000 tiny buckets in one logical run on the dev server.
  * The plan lives in the warehouse, the workflow continues-as-new between plan pages, and no run's
  * history comes near the server's limits. Also: two worker processes share a run and one of them is
- * killed in the middle without changing the result; the buckets' window slides across plan pages.
+ * killed in the middle without changing the result; a worker holds no bucket it cannot run yet (the
+ * buckets have a task queue of their own); the buckets' window slides across plan pages.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
-import { bucketPrefix, type BucketRequest, type CompactionSummary, type PlanPageRequest } from '../workflows/contract';
+import { bucketPrefix, bucketTaskQueue, type BucketRequest, type CompactionSummary, type PlanPageRequest } from '../workflows/contract';
 import { createActivities, WorkerLocalResources } from '../activities';
 import { spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -109,6 +110,46 @@ describe('two worker processes share one run', () => {
     } finally {
       await one.stop();
       await two.stop();
+    }
+  });
+});
+
+describe('the bucket task queue', () => {
+  it('a worker takes only the buckets its memory holds; the others wait on the server, where any worker could take them', async () => {
+    const fx = await makeTinyWarehouse('bucket-queue', 16);
+    const taskQueue = uniqueTaskQueue('bucket-queue');
+    // One bucket at a time, and 4 + 1 activity slots on the run's own queue that a bucket task could land in.
+    const worker = await startWorker(h, taskQueue, { maxConcurrentBuckets: 1 });
+    const workflowId = `bucket-queue-${Date.now()}`;
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue,
+        workflowId,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 4 }],
+      });
+      let ended = false;
+      const result = handle.result().finally(() => (ended = true));
+      // temporal.api.enums.v1.PendingActivityState: 1 scheduled (waiting on the server), 2 started (held by a worker).
+      const seen = { mostStarted: 0, mostScheduled: 0 };
+      while (!ended) {
+        const pending = ((await handle.describe()).raw.pendingActivities ?? []).filter((a) => a.activityType?.name === 'compactBucket');
+        seen.mostStarted = Math.max(seen.mostStarted, pending.filter((a) => Number(a.state) === 2).length);
+        seen.mostScheduled = Math.max(seen.mostScheduled, pending.filter((a) => Number(a.state) === 1).length);
+        await sleep(20);
+      }
+      await assertAllTinyBucketsCompacted((await result) as CompactionSummary, fx.warehouse, 16);
+      assert.equal(seen.mostStarted, 1, 'never more than one bucket held by the worker');
+      assert.ok(seen.mostScheduled >= 2, `the run's other buckets waited on the server: ${JSON.stringify(seen)}`);
+
+      const scheduled = ((await handle.fetchHistory()).events ?? []).flatMap((e) => {
+        const a = e.activityTaskScheduledEventAttributes;
+        return a ? [[a.activityType?.name, a.taskQueue?.name] as const] : [];
+      });
+      assert.ok(scheduled.filter(([type]) => type === 'compactBucket').length === 16);
+      for (const [type, queue] of scheduled) assert.equal(queue, type === 'compactBucket' ? bucketTaskQueue(taskQueue) : taskQueue, `${type}`);
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-bucket-task-queue');
+    } finally {
+      await worker.stop();
     }
   });
 });

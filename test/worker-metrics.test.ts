@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import * as path from 'node:path';
-import type { CompactionSummary } from '../workflows/contract';
+import { bucketTaskQueue, type CompactionSummary } from '../workflows/contract';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { freePort } from './helpers/moto-server';
 import { makeFixture } from './helpers/warehouse-fixtures';
@@ -58,14 +58,16 @@ describe('worker metrics', () => {
         return sample(text, 'earthcatalog_buckets_total', { outcome: 'compacted' }) === summary.bucketsCompacted ? text : undefined;
       });
       // The SDK tags the metrics of an activity's meter in camelCase, its own in snake_case.
-      const bucketTags = { taskQueue: queue, activityType: 'compactBucket' };
+      const bucketTags = { taskQueue: bucketTaskQueue(queue), activityType: 'compactBucket' };
       assert.equal(sample(metrics, 'earthcatalog_bucket_rows_in_total', bucketTags), summary.rowsBefore);
       assert.equal(sample(metrics, 'earthcatalog_bucket_rows_out_total', bucketTags), summary.rowsAfter);
       assert.ok(summary.rowsBefore > summary.rowsAfter, 'the fixture has duplicates');
       assert.equal(sample(metrics, 'earthcatalog_bucket_bytes_out_total', bucketTags), summary.bytesAfter);
       assert.equal(sample(metrics, 'earthcatalog_bucket_tasks_waiting', bucketTags), 0, 'no task waits once the run is done');
       assert.equal(sample(metrics, 'earthcatalog_bucket_out_of_memory_total'), undefined, 'no out-of-memory recorded');
-      assert.equal(sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'compactBucket', task_queue: queue }), 6, 'the SDK metrics per activity type');
+      assert.equal(sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'compactBucket', task_queue: bucketTaskQueue(queue) }), 6, 'the SDK metrics per activity type');
+      // The bucket queue's own schedule-to-start latency: how long buckets waited for a worker (the SDK gives it no activity type).
+      assert.equal(sample(metrics, 'temporal_activity_schedule_to_start_latency_count', { task_queue: bucketTaskQueue(queue) }), 6);
       assert.ok((sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'rebuildCatalog' }) ?? 0) >= 1);
     } finally {
       await worker.stop();

@@ -4,14 +4,17 @@
  *   const worker = await Worker.create({ connection, taskQueue: 'earthcatalog-compaction',
  *     plugins: [new EarthcatalogCompactionPlugin({ memoryBudgetMb: 2048 })] });
  *
+ * While that worker runs, the plugin runs a second one beside it, on the bucket task queue
+ * (bucketTaskQueue), with as many activity slots as the buckets its memory holds.
+ *
  * A worker that has its own workflowsPath re-exports `earthcatalog-compaction/workflows` from its
  * workflows module and passes `registerWorkflows: false`.
  */
 import * as os from 'node:os';
 import { SimplePlugin } from '@temporalio/plugin';
-import type { WorkerOptions } from '@temporalio/worker';
+import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
-import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
+import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 export interface CompactionPluginOptions extends Partial<ActivityResources> {
   /** Task queue when the worker options name none. */
@@ -30,8 +33,9 @@ export interface CompactionPluginOptions extends Partial<ActivityResources> {
 }
 
 /**
- * Activity slots for lock, plan and catalog activities beside the bucket activities. A bucket task the
- * server hands to one of them waits for a bucket slot (BucketSlots), so memory stays within budget.
+ * Activity slots for lock, plan and catalog activities on the run's task queue, beside room for the
+ * buckets of runs started before buckets had a queue of their own: such a bucket task waits there for a
+ * bucket slot (BucketSlots), so memory stays within budget either way.
  */
 const CONTROL_SLOTS = 4;
 
@@ -57,6 +61,11 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
   /** The worker's scratch claim and DuckDB sessions; `local.close()` after the worker has stopped. */
   readonly local: WorkerLocalResources;
 
+  /** Options of the bucket worker to run beside each worker this plugin configured, by its task queue. */
+  private readonly bucketWorkerOptions = new Map<string, WorkerOptions>();
+  private readonly bucketQueues = new Set<string>();
+  private readonly bucketActivities: Pick<ReturnType<typeof createActivities>, 'compactBucket'>;
+
   constructor(private readonly pluginOptions: CompactionPluginOptions = {}) {
     for (const option of ['memoryBudgetMb', 'memoryMb', 'maxConcurrentBuckets', 'duckdbThreads'] as const) {
       const value = pluginOptions[option];
@@ -75,23 +84,63 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
     };
     const register = pluginOptions.registerWorkflows ?? true;
     const local = new WorkerLocalResources(resources);
+    const activities = createActivities(resources, local);
     super({
       name: 'earthcatalog-compaction',
-      activities: createActivities(resources, local),
+      activities,
       ...(register && pluginOptions.workflowBundle ? { workflowBundle: pluginOptions.workflowBundle } : {}),
       ...(register && !pluginOptions.workflowBundle ? { workflowsPath: workflowsPath() } : {}),
     });
     this.resources = resources;
     this.concurrency = concurrency;
     this.local = local;
+    this.bucketActivities = { compactBucket: activities.compactBucket };
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
+    // A plugin on the connection is applied to the bucket worker too: it is left as it is.
+    if (this.bucketQueues.has(options.taskQueue)) return options;
     const configured = super.configureWorker(options);
     const taskQueue = configured.taskQueue || this.pluginOptions.taskQueue || DEFAULT_TASK_QUEUE;
+    // Everything of the worker but its workflows, Nexus services, slots and other plugins (whose changes
+    // the options already carry): the same connection, data converter and interceptors serve the buckets.
+    const { workflowsPath: _path, workflowBundle: _bundle, nexusServices: _nexus, tuner: _tuner, plugins: _plugins, ...shared } = configured;
+    this.bucketQueues.add(bucketTaskQueue(taskQueue));
+    this.bucketWorkerOptions.set(taskQueue, {
+      ...shared,
+      taskQueue: bucketTaskQueue(taskQueue),
+      activities: this.bucketActivities,
+      maxConcurrentActivityTaskExecutions: this.concurrency,
+    });
     // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
     // BucketSlots alone keeps the buckets within memory.
     if (configured.tuner) return { ...configured, taskQueue };
     return { ...configured, taskQueue, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
+  }
+
+  /**
+   * Runs the bucket worker for as long as `worker` runs: either one stopping (a shutdown, a signal, a
+   * fatal error) stops the other, and the first failure is rethrown.
+   */
+  override async runWorker(worker: Worker, next: (w: Worker) => Promise<void>): Promise<void> {
+    const options = this.bucketWorkerOptions.get(worker.options.taskQueue);
+    if (!options) return super.runWorker(worker, next);
+    const stop = (w: Worker) => {
+      if (w.getState() === 'RUNNING') w.shutdown();
+    };
+    const main = super.runWorker(worker, next);
+    let buckets: Worker;
+    try {
+      buckets = await Worker.create({ ...options });
+    } catch (err) {
+      stop(worker);
+      await main.catch(() => undefined);
+      throw err;
+    }
+    const bucketsRun = buckets.run();
+    if (worker.getState() !== 'RUNNING') stop(buckets);
+    const [a, b] = await Promise.allSettled([main.finally(() => stop(buckets)), bucketsRun.finally(() => stop(worker))]);
+    if (a.status === 'rejected') throw a.reason;
+    if (b.status === 'rejected') throw b.reason;
   }
 }

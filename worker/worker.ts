@@ -1,8 +1,8 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
-import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
+import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { describeTarget, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
-import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
+import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 export interface WorkerProcessOptions extends CompactionPluginOptions {
   address: string;
@@ -24,6 +24,18 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
   metricsBindAddress?: string;
 }
 
+/**
+ * The SDK's console logger, without its warning that the plugin's bucket worker registers no workflows:
+ * that worker serves the bucket task queue only, on purpose, and an operator should not have to wonder.
+ */
+export class WorkerLogger extends DefaultLogger {
+  override log(level: LogLevel, message: string, meta?: LogMetadata): void {
+    const queue = meta?.taskQueue;
+    if (message.startsWith('No workflows registered') && typeof queue === 'string' && queue.endsWith(bucketTaskQueue(''))) return;
+    super.log(level, message, meta);
+  }
+}
+
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
   const connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
   const plugin = new EarthcatalogCompactionPlugin(opts);
@@ -39,7 +51,7 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
 
 export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   Runtime.install({
-    logger: new DefaultLogger(opts.logLevel ?? 'INFO'),
+    logger: new WorkerLogger(opts.logLevel ?? 'INFO'),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
   });
@@ -47,8 +59,8 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   try {
     const { scratch } = await plugin.local.ready;
     console.error(
-      `worker: task queue ${opts.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
-        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB; scratch ${scratch.dir}` +
+      `worker: task queue ${worker.options.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
+        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB on ${bucketTaskQueue(worker.options.taskQueue)}; scratch ${scratch.dir}` +
         `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s` +
         (opts.metricsBindAddress ? `; metrics on http://${opts.metricsBindAddress}/metrics` : ''),
     );

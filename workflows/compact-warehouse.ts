@@ -29,6 +29,7 @@ import type { CompactionActivities } from '../activities';
 import {
   FailureTypes,
   bucketPrefix,
+  bucketTaskQueue,
   capFailureReason,
   invalidInputError,
   newerInputProblems,
@@ -66,6 +67,8 @@ const NEWER_INPUT_RULES = 'newer-input-rules';
 const REAL_PATH_WAREHOUSE_LOCK = 'warehouse-lock-of-real-path-too';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
+/** patched() id of the bucket activities scheduled on the bucket task queue (bucketTaskQueue) instead of the run's own. */
+const BUCKET_TASK_QUEUE = 'buckets-on-their-own-task-queue';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -436,8 +439,10 @@ async function compactOne(input: CompactionRequest, planId: string, task: Bucket
   const name = bucketPrefix(task.bucket);
   progress.currentBuckets.push(name);
   try {
+    // Runs started before this version keep their buckets on the run's queue (workers still serve both).
+    const queue = patched(BUCKET_TASK_QUEUE) ? { taskQueue: bucketTaskQueue(workflowInfo().taskQueue) } : {};
     const result = await buckets.compactBucket.executeWithOptions(
-      { ...bucketOptions, summary: `${name} (${task.inputs.length} files)` },
+      { ...bucketOptions, ...queue, summary: `${name} (${task.inputs.length} files)` },
       [{ ...task, warehouse: input.warehouse, planId }],
     );
     record(progress, result);

@@ -5,6 +5,15 @@
 import { z } from 'zod';
 
 export const DEFAULT_TASK_QUEUE = 'earthcatalog-compaction';
+
+/**
+ * The task queue of a run's bucket activities, beside the queue its workflow runs on. A worker polls it
+ * only with as many slots as the buckets its memory holds, so a bucket the worker cannot run yet stays
+ * in the server's queue, where any other worker can take it.
+ */
+export function bucketTaskQueue(taskQueue: string): string {
+  return `${taskQueue}-buckets`;
+}
 export const DEFAULT_NAMESPACE = 'earthcatalog';
 export const DEFAULT_TABLE = 'stac_items';
 export const DEFAULT_MAX_PARALLEL_BUCKETS = 4;

@@ -9,8 +9,8 @@ import { promises as fs } from 'node:fs';
 import { parse } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { createWorker } from '../../worker/worker';
+import { Runtime } from '@temporalio/worker';
+import { createWorker, WorkerLogger } from '../../worker/worker';
 import { generateSampleWarehouse } from '../demo/sample-warehouse';
 import { readTableBack } from '../demo/read-table-back';
 import { createProgressRenderer } from '../progress-bar';
@@ -28,7 +28,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const say = (line: string) => console.error(`demo: ${line}`);
 
   // The demo's own lines and the progress bar are the interesting output; the SDK speaks up only for warnings.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new WorkerLogger('WARN') });
   let server: DevServer | undefined;
   // A task queue of its own: with TEMPORAL_ADDRESS naming a shared server, the demo's worker must not
   // take production buckets, nor production workers the demo's (whose files are on this machine only).

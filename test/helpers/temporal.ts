@@ -5,10 +5,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { bundleWorkflowCode, Worker, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { WorkerLogger } from '../../worker/worker';
 import type { Client } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../client/temporal-cli';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from '../../worker/plugin';
 import { createLockActivities } from '../../activities/locking/lock-activities';
+import { bucketTaskQueue } from '../../workflows/contract';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -16,7 +18,7 @@ let runtimeInstalled = false;
 function quietRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new WorkerLogger('WARN') });
 }
 
 export interface TemporalHarness {
@@ -52,22 +54,21 @@ let probeBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /**
  * A worker for test/workflows' probes: lockProbe (which holds a lock the way an ingest workflow would)
  * and the lock workflows it starts, with the lock activities and no compaction activities unless the
- * test passes the activities its probe calls.
+ * test passes the activities its probe calls. Given a compactBucket, it serves the bucket task queue too.
  */
 export async function startProbeWorker(h: TemporalHarness, taskQueue: string, activities: object = createLockActivities()): Promise<RunningWorker> {
   probeBundle ??= bundleWorkflowCode({ workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
-  const worker = await Worker.create({
-    connection: h.server.env.nativeConnection,
-    namespace: h.namespace,
-    taskQueue,
-    workflowBundle: await probeBundle,
-    activities,
-  });
-  const running = worker.run();
+  const connection = h.server.env.nativeConnection;
+  const worker = await Worker.create({ connection, namespace: h.namespace, taskQueue, workflowBundle: await probeBundle, activities });
+  const workers = [worker];
+  if ('compactBucket' in activities) {
+    workers.push(await Worker.create({ connection, namespace: h.namespace, taskQueue: bucketTaskQueue(taskQueue), activities: { compactBucket: activities.compactBucket } }));
+  }
+  const running = Promise.all(workers.map((w) => w.run()));
   return {
     worker,
     stop: async () => {
-      if (worker.getState() === 'RUNNING') worker.shutdown();
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await running;
     },
   };
