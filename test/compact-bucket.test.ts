@@ -241,10 +241,11 @@ describe('compactBucket', () => {
   }
 
   for (const writePath of WRITE_PATHS) {
-    test(`metadata: first input keys once, geo once with widened bbox, no ARROW:schema, provenance; zstd; row groups: ${writePath.name}`, async () => {
+    test(`metadata: first input keys once, geo once with widened bbox, no ARROW:schema or pandas, provenance; zstd; row groups: ${writePath.name}`, async () => {
       const { root, store } = await newWarehouse();
       const parts = dedupParts();
-      parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', 'earthcatalog:ingest': "v1 'quoted'" } };
+      const pandas = JSON.stringify({ index_columns: [{ kind: 'range', start: 0, stop: 4, step: 1 }], columns: [{ name: 'x', numpy_type: 'Int64' }] });
+      parts[0]!.opts = { kvMetadata: { 'ARROW:schema': 'not-for-the-union', pandas, 'earthcatalog:ingest': "v1 'quoted'" } };
       parts[1]!.opts = { kvMetadata: { 'only-in-second': 'x' } };
       const inputs = await writeBucket(root, parts);
       const versions = await Promise.all(inputs.map(async (i) => (await store.stat(i.key))!.version));

@@ -29,10 +29,12 @@ export interface Provenance {
 }
 
 /**
- * pyarrow's serialized Arrow schema of the FIRST input only: for the union of drifted inputs it would
- * be wrong (missing columns, other types), and readers trust it over the Parquet schema.
+ * Descriptions of the FIRST input's own columns, which readers trust over the Parquet schema: pyarrow's
+ * serialized Arrow schema, and pandas' record of the frame it wrote (dtypes, index). For the union of
+ * drifted inputs they are wrong: pyarrow's `to_pandas()` fails on a column the first input wrote as
+ * pandas' nullable `Int64` when another input's doubles widened it (`Float value 1.5 was truncated`).
  */
-const NOT_CARRIED = new Set(['ARROW:schema', PROVENANCE_KEY]);
+const NOT_CARRIED = new Set(['ARROW:schema', 'pandas', PROVENANCE_KEY]);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
