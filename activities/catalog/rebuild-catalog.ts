@@ -66,7 +66,8 @@ export async function rebuildCatalog(
   const { handle, base, schema, spec, partitionOf } = await loadTable(backend, req, store.root, nowMs);
 
   const modeOf = metricsModes(base.properties ?? {});
-  const files = await listDataFiles(store);
+  const unaddressable: UnreadableFile[] = [];
+  const files = await listDataFiles(store, unaddressable);
   if (files.length === 0 && handle.pointer) await refuseEmptying(backend, req, base, handle.pointer.metadataLocation, store.root);
   // Only a year partition makes engines prune on the path's year (layoutOf refuses one of another column).
   const byYear = spec.fields.some((f) => f.transform === 'year');
@@ -110,7 +111,7 @@ export async function rebuildCatalog(
     dataFiles: totals.dataFiles,
     totalRows: totals.records,
     totalBytes: totals.filesSize,
-    unreadable,
+    unreadable: [...unaddressable, ...unreadable].sort(byKey),
     ...(misplaced.length ? { partitionMismatches: misplaced } : {}),
     ...(evolution.changed ? { schemaEvolved: { schemaId: evolution.schema()['schema-id'], added: evolution.added, widened: evolution.widened } } : {}),
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
@@ -214,7 +215,7 @@ async function registerFiles(
     return undefined;
   }
   totals.partitions = partitions.size;
-  for (const list of [unreadable, misplaced, misfits]) list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const list of [unreadable, misplaced, misfits]) list.sort(byKey);
   const manifests = await manifestWriter.finish();
   const manifestList = await writeManifestList(manifests, { snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
   return { manifestList, manifests, totals, unreadable, misplaced, misfits };
@@ -435,15 +436,25 @@ function unlessCorrupt<T>(backend: IcebergCatalogBackend, req: CatalogRequest, r
   }
 }
 
+function byKey(a: { key: string }, b: { key: string }): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+}
+
 interface ListedDataFile {
   obj: StoredObject;
   parsed: DataFileKey;
 }
 
-/** Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse). */
-async function listDataFiles(store: WarehouseStore): Promise<ListedDataFile[]> {
+/**
+ * Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse);
+ * those whose key the store cannot address are pushed onto `unaddressable` instead.
+ */
+async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFile[]): Promise<ListedDataFile[]> {
   const out: ListedDataFile[] = [];
-  for await (const obj of store.list('')) {
+  const skipped = (key: string) => {
+    if (parseDataFileKey(key)) unaddressable.push({ key, reason: 'its key has a backslash or a . or .. segment, which this tool does not address (a path on disk and an S3 key would name different objects)' });
+  };
+  for await (const obj of store.list('', skipped)) {
     if (obj.key === CONTROL_PREFIX || obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
     const parsed = parseDataFileKey(obj.key);
     if (parsed) out.push({ obj, parsed });

@@ -22,13 +22,14 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
   const byBucket = new Map<string, BucketTask>();
   let listed = 0;
   let ignoredObjects = 0;
+  const countIgnored = (key: string) => void (key.startsWith('grid_partition=') && ignoredObjects++);
   for (const prefix of selectionPrefixes(selection)) {
-    for await (const obj of store.list(prefix)) {
+    for await (const obj of store.list(prefix, countIgnored)) {
       if (++listed % 1000 === 0) heartbeat(listed);
       if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
       const parsed = parseDataFileKey(obj.key);
       if (!parsed || !isCompactableKey(obj.key)) {
-        if (obj.key.startsWith('grid_partition=')) ignoredObjects++;
+        countIgnored(obj.key);
         continue;
       }
       if (!selected(parsed.bucket)) continue;

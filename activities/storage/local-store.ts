@@ -3,7 +3,7 @@ import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, parseDataFileKey, tempNameFor } from './warehouse-layout';
+import { assertSafeKey, isSafeKey, parseDataFileKey, tempNameFor } from './warehouse-layout';
 
 /** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
 export class LocalWarehouseStore implements WarehouseStore {
@@ -18,7 +18,7 @@ export class LocalWarehouseStore implements WarehouseStore {
     return full;
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, onUnaddressable?: (key: string) => void): AsyncIterable<StoredObject> {
     const start = prefix ? this.abs(prefix.replace(/\/+$/, '')) : this.root;
     const rootStat = await fs.stat(this.root).catch(() => undefined);
     if (!rootStat?.isDirectory()) {
@@ -48,6 +48,7 @@ export class LocalWarehouseStore implements WarehouseStore {
           );
         }
         if (e.isDirectory()) stack.push(full);
+        else if (e.isFile() && !isSafeKey(key)) onUnaddressable?.(key);
         else if (e.isFile()) {
           const st = await fs.stat(full, { bigint: true }).catch(() => undefined);
           if (st) yield { key, size: Number(st.size), version: fileVersion(st) };

@@ -132,7 +132,7 @@ export class S3WarehouseStore implements WarehouseStore {
     return permanentError(err, uri) ?? err;
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, onUnaddressable?: (key: string) => void): AsyncIterable<StoredObject> {
     const full = this.listPrefix(prefix);
     const where = s3Uri({ bucket: this.bucket, key: full });
     let token: string | undefined;
@@ -148,8 +148,12 @@ export class S3WarehouseStore implements WarehouseStore {
       }
       for (const obj of page.Contents ?? []) {
         const key = obj.Key?.slice(this.base.length);
-        // Folder markers and keys that could not be addressed safely are not warehouse files.
-        if (!key || key.endsWith('/') || !isSafeKey(key)) continue;
+        // Folder markers are not warehouse files.
+        if (!key || key.endsWith('/')) continue;
+        if (!isSafeKey(key)) {
+          onUnaddressable?.(key);
+          continue;
+        }
         yield { key, size: obj.Size ?? 0, version: obj.ETag ?? '' };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;

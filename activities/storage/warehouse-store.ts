@@ -24,8 +24,12 @@ export interface TransferOptions {
 export interface WarehouseStore {
   /** Normalized location of the root: an absolute path or s3://bucket/prefix. */
   readonly root: string;
-  /** Every object below `prefix` (recursively), in no particular order. `prefix` '' lists the whole root. */
-  list(prefix: string): AsyncIterable<StoredObject>;
+  /**
+   * Every object below `prefix` (recursively), in no particular order. `prefix` '' lists the whole root.
+   * A key no method of the store addresses (isSafeKey: a backslash, a `.` or `..` segment) is not
+   * yielded but passed to `onUnaddressable`, so that callers can count or name it instead of missing it.
+   */
+  list(prefix: string, onUnaddressable?: (key: string) => void): AsyncIterable<StoredObject>;
   /** Size of one object, or undefined when it does not exist. */
   stat(key: string): Promise<StoredObject | undefined>;
   /**
