@@ -167,6 +167,21 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test('a data file whose key has a backslash (a Windows path, say) is named: nothing compacts or catalogs it', async () => {
+    const rng = createPrng(6);
+    const key = `grid_partition=${CELLS[0]}/year=2021/part_99998_win\\x.parquet`;
+    await writePartFile(path.join(warehouse, key), [makeSampleRow(rng, { id: 'WIN_0', cell: CELLS[0]!, year: 2021, updated: new Date() })]);
+    try {
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.unreadableFile} ${key}`]);
+      assert.match(r.violations[0]!.detail, /^not compacted or catalogued: its key has a backslash/);
+      assert.equal(r.stats.dataFiles, (await listPhysicalDataFiles(store)).length, 'not counted as a data file');
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
   test('--cells/--years check those buckets only: their files and the catalog entries of them', async () => {
     const [damaged, other] = CELLS.map((c) => `grid_partition=${c}/year=2021`);
     const stray = `${damaged}/part_99998_selection.parquet`;

@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { CONTROL_PREFIX, isSafeKey, parseDataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -452,7 +452,7 @@ interface ListedDataFile {
 async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFile[]): Promise<ListedDataFile[]> {
   const out: ListedDataFile[] = [];
   const skipped = (key: string) => {
-    if (parseDataFileKey(key)) unaddressable.push({ key, reason: 'its key has a backslash or a . or .. segment, which this tool does not address (a path on disk and an S3 key would name different objects)' });
+    if (parseDataFileKey(key)) unaddressable.push({ key, reason: UNADDRESSABLE_KEY_REASON });
   };
   for await (const obj of store.list('', skipped)) {
     if (obj.key === CONTROL_PREFIX || obj.key.startsWith(CONTROL_PREFIX + '/')) continue;

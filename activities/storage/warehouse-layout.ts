@@ -76,6 +76,10 @@ export function assertSafeKey(key: string): void {
   if (!isSafeKey(key)) throw new Error(`key escapes the warehouse root: ${JSON.stringify(key)}`);
 }
 
+/** Why a data file whose key is not isSafeKey is left out of the table (what the rebuild and verify say of it). */
+export const UNADDRESSABLE_KEY_REASON =
+  'its key has a backslash or a . or .. segment, which this tool does not address (a path on disk and an S3 key would name different objects)';
+
 /** Whether a key stays inside the warehouse root (assertSafeKey does not throw for it). */
 export function isSafeKey(key: string): boolean {
   return !(key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.') || key.includes('\\') || key.includes('\0'));

@@ -14,6 +14,7 @@ import { openDuckSession, type DuckSession } from '../compaction/duckdb-session'
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
+import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
@@ -58,8 +59,10 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
 
   const store = await openWarehouseStore(warehouse);
   try {
-    const files = await listPhysicalDataFiles(store, selection);
     const violations: Violation[] = [];
+    const files = await listPhysicalDataFiles(store, selection, (key) =>
+      violations.push({ kind: ViolationKinds.unreadableFile, object: key, detail: `not compacted or catalogued: ${UNADDRESSABLE_KEY_REASON}` }),
+    );
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
     const keyOfPath = warehouseKeyOf(store.root);
     const entries = table && entriesInSelection(table, keyOfPath, selection);

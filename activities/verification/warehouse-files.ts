@@ -12,12 +12,23 @@ export interface PhysicalDataFile {
   compacted: boolean;
 }
 
-/** Data files of the selected buckets sorted by key; control objects, Iceberg metadata and non-layout keys are not data. */
-export async function listPhysicalDataFiles(store: WarehouseStore, selection: BucketSelection = {}): Promise<PhysicalDataFile[]> {
+/**
+ * Data files of the selected buckets sorted by key; control objects, Iceberg metadata and non-layout keys
+ * are not data. A selected data file whose key the store cannot address goes to `onUnaddressable`.
+ */
+export async function listPhysicalDataFiles(
+  store: WarehouseStore,
+  selection: BucketSelection = {},
+  onUnaddressable?: (key: string) => void,
+): Promise<PhysicalDataFile[]> {
   const out: PhysicalDataFile[] = [];
   const selected = selectionFilter(selection);
+  const skipped = (key: string) => {
+    const parsed = parseDataFileKey(key);
+    if (parsed && selected(parsed.bucket)) onUnaddressable?.(key);
+  };
   for (const prefix of selectionPrefixes(selection)) {
-    for await (const obj of store.list(prefix)) {
+    for await (const obj of store.list(prefix, skipped)) {
       if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
       const parsed = parseDataFileKey(obj.key);
       if (!parsed || !selected(parsed.bucket)) continue;
