@@ -129,6 +129,8 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       if (w.getState() === 'RUNNING') w.shutdown();
     };
     const main = super.runWorker(worker, next);
+    // Handled from the start: a main worker failing while the bucket worker connects must not be an unhandled rejection.
+    main.catch(() => undefined);
     let buckets: Worker;
     try {
       buckets = await Worker.create({ ...options });
