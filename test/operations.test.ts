@@ -10,11 +10,11 @@ import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { bucketTaskQueue, FailureTypes, type CompactionSummary } from '../workflows/contract';
+import { FailureTypes, type CompactionSummary } from '../workflows/contract';
 import type { CompactionProgress } from '../workflows/progress';
 import { waitFor } from './helpers/wait';
 import { maybeRecordHistory } from './helpers/record-history';
-import { REPO_ROOT, spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
+import { createBucketWorker, REPO_ROOT, spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
@@ -646,12 +646,7 @@ describe('--use-lock when releasing the lock object fails', () => {
       },
     });
     // Without the plugin, the bucket task queue needs a worker of its own.
-    const bucketWorker = await Worker.create({
-      connection: h.server.env.nativeConnection,
-      namespace: h.namespace,
-      taskQueue: bucketTaskQueue(queue),
-      activities: { compactBucket: activities.compactBucket },
-    });
+    const bucketWorker = await createBucketWorker(h, queue, activities.compactBucket);
     const running = Promise.all([w.run(), bucketWorker.run()]);
     try {
       const fx = await makeFixture('release-denied');

@@ -145,7 +145,7 @@ describe('the bucket task queue', () => {
         const a = e.activityTaskScheduledEventAttributes;
         return a ? [[a.activityType?.name, a.taskQueue?.name] as const] : [];
       });
-      assert.ok(scheduled.filter(([type]) => type === 'compactBucket').length === 16);
+      assert.equal(scheduled.filter(([type]) => type === 'compactBucket').length, 16);
       for (const [type, queue] of scheduled) assert.equal(queue, type === 'compactBucket' ? bucketTaskQueue(taskQueue) : taskQueue, `${type}`);
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-bucket-task-queue');
     } finally {

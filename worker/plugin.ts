@@ -63,7 +63,6 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
 
   /** Options of the bucket worker to run beside each worker this plugin configured, by its task queue. */
   private readonly bucketWorkerOptions = new Map<string, WorkerOptions>();
-  private readonly bucketQueues = new Set<string>();
   private readonly bucketActivities: Pick<ReturnType<typeof createActivities>, 'compactBucket'>;
 
   constructor(private readonly pluginOptions: CompactionPluginOptions = {}) {
@@ -99,13 +98,12 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
     // A plugin on the connection is applied to the bucket worker too: it is left as it is.
-    if (this.bucketQueues.has(options.taskQueue)) return options;
+    if ([...this.bucketWorkerOptions.values()].some((o) => o.taskQueue === options.taskQueue)) return options;
     const configured = super.configureWorker(options);
     const taskQueue = configured.taskQueue || this.pluginOptions.taskQueue || DEFAULT_TASK_QUEUE;
     // Everything of the worker but its workflows, Nexus services, slots and other plugins (whose changes
     // the options already carry): the same connection, data converter and interceptors serve the buckets.
     const { workflowsPath: _path, workflowBundle: _bundle, nexusServices: _nexus, tuner: _tuner, plugins: _plugins, ...shared } = configured;
-    this.bucketQueues.add(bucketTaskQueue(taskQueue));
     this.bucketWorkerOptions.set(taskQueue, {
       ...shared,
       taskQueue: bucketTaskQueue(taskQueue),

@@ -51,6 +51,11 @@ export interface RunningWorker {
 
 let probeBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
+/** A worker of the bucket task queue of `taskQueue`, for tests that run a worker without the plugin. */
+export function createBucketWorker(h: TemporalHarness, taskQueue: string, compactBucket: unknown): Promise<Worker> {
+  return Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: bucketTaskQueue(taskQueue), activities: { compactBucket } });
+}
+
 /**
  * A worker for test/workflows' probes: lockProbe (which holds a lock the way an ingest workflow would)
  * and the lock workflows it starts, with the lock activities and no compaction activities unless the
@@ -58,12 +63,9 @@ let probeBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
  */
 export async function startProbeWorker(h: TemporalHarness, taskQueue: string, activities: object = createLockActivities()): Promise<RunningWorker> {
   probeBundle ??= bundleWorkflowCode({ workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
-  const connection = h.server.env.nativeConnection;
-  const worker = await Worker.create({ connection, namespace: h.namespace, taskQueue, workflowBundle: await probeBundle, activities });
+  const worker = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue, workflowBundle: await probeBundle, activities });
   const workers = [worker];
-  if ('compactBucket' in activities) {
-    workers.push(await Worker.create({ connection, namespace: h.namespace, taskQueue: bucketTaskQueue(taskQueue), activities: { compactBucket: activities.compactBucket } }));
-  }
+  if ('compactBucket' in activities) workers.push(await createBucketWorker(h, taskQueue, activities.compactBucket));
   const running = Promise.all(workers.map((w) => w.run()));
   return {
     worker,
