@@ -522,6 +522,36 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
   });
 
+  test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year", async () => {
+    const wh = path.join(await freshDir('year-edges'), 'warehouse');
+    const files: Array<[key: string, type: string, values: string[]]> = [
+      ['grid_partition=m1/year=1969/early_us.parquet', 'TIMESTAMPTZ', ['1968-12-31 23:59:59.9995+00', '1969-06-01 00:00:00+00']],
+      ['grid_partition=m1/year=1969/early_ns.parquet', 'TIMESTAMP_NS', ['1968-12-31 23:59:59.999999999', '1969-06-01 00:00:00']],
+      ['grid_partition=m1/year=1969/last_us.parquet', 'TIMESTAMPTZ', ['1969-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00']],
+      ['grid_partition=m1/year=1969/last_ns.parquet', 'TIMESTAMP_NS', ['1969-01-01 00:00:00', '1969-12-31 23:59:59.999999999']],
+      ['grid_partition=m1/year=1999/last_ns.parquet', 'TIMESTAMP_NS', ['1999-01-01 00:00:00', '1999-12-31 23:59:59.999999999']],
+    ];
+    const session = await openDuckSession({ tempDir: await freshDir('year-edges-spill'), threads: 1 });
+    try {
+      for (const [key, type, values] of files) {
+        await fs.mkdir(path.dirname(path.join(wh, key)), { recursive: true });
+        const rows = values.map((v, i) => `('${path.basename(key)}-${i}', ${sqlString(v)}::${type})`).join(', ');
+        await session.exec(`COPY (SELECT * FROM (VALUES ${rows}) t(id, datetime)) TO ${sqlString(path.join(wh, key))} (FORMAT parquet)`);
+      }
+    } finally {
+      session.close();
+    }
+    const result = await rebuild(wh, path.join(await freshDir('year-edges-cat'), 'catalog.db'));
+    assert.equal(result.dataFiles, files.length);
+    assert.deepEqual(
+      result.partitionMismatches?.map((m) => [m.key, m.reason]),
+      [
+        ['grid_partition=m1/year=1969/early_ns.parquet', 'datetimes from 1968-12-31T23:59:59.999Z to 1969-06-01T00:00:00.000Z, registered under year 1969'],
+        ['grid_partition=m1/year=1969/early_us.parquet', 'datetimes from 1968-12-31T23:59:59.999Z to 1969-06-01T00:00:00.000Z, registered under year 1969'],
+      ],
+    );
+  });
+
   test('the schema follows the files: new columns and struct fields added with new ids, int and float widened; pyiceberg scans every row', async () => {
     const wh = await copyOfBase('evolve');
     const cat = path.join(await freshDir('evolve-cat'), 'catalog.db');

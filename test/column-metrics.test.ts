@@ -59,6 +59,40 @@ describe('footer statistics over row groups', () => {
     assert.equal(metrics.upperBounds.get(3)!.readBigInt64LE(), 1600000000000000n + 4999n * 1000001n);
     assert.equal(metrics.nullValueCounts.get(2), 2048n);
   });
+  test('a NaN min or max in any row group (first or later, float or double) leaves the column with counts only', async () => {
+    // DuckDB and pyarrow write no NaN statistics, but older writers (DuckDB, parquet-mr before
+    // PARQUET-1246) ordered NaN greatest and stored it as a row group's min or max: the NaN is patched
+    // into the footer in place of the extreme it stands for, byte for byte, so the footer stays valid.
+    const file = path.join(dir, 'nan.parquet');
+    const duck = await openDuckSession({ tempDir: path.join(dir, 'spill') });
+    try {
+      // Two row groups of 2,048 rows: the first holds 1..5, the second one extreme of its own per column.
+      await duck.exec(`COPY (SELECT CASE WHEN i < 2048 THEN 1 + i % 5 WHEN i = 3000 THEN 987.625 ELSE -100.5 END::DOUBLE AS later_max,
+                                    CASE WHEN i < 2048 THEN 1 + i % 5 WHEN i = 3000 THEN -123.375 ELSE 50 END::FLOAT AS later_min,
+                                    CASE WHEN i = 10 THEN 777.125 WHEN i < 2048 THEN 2 ELSE 1 + i % 5 END::DOUBLE AS first_max,
+                                    (1 + i % 5)::DOUBLE AS clean
+                               FROM range(4096) r(i)) TO '${file}' (FORMAT parquet, ROW_GROUP_SIZE 2048)`);
+    } finally {
+      duck.close();
+    }
+    const double = (v: number) => Buffer.from(new Float64Array([v]).buffer);
+    const float = (v: number) => Buffer.from(new Float32Array([v]).buffer);
+    const bytes = await fs.readFile(file);
+    const footer = bytes.subarray(bytes.length - 8 - bytes.readUInt32LE(bytes.length - 8), bytes.length - 8);
+    for (const [extreme, nan] of [[double(987.625), double(Number.NaN)], [float(-123.375), float(Number.NaN)], [double(777.125), double(Number.NaN)]]) {
+      let at = footer.indexOf(extreme!);
+      assert.ok(at >= 0, 'the extreme is a statistic of the footer');
+      for (; at >= 0; at = footer.indexOf(extreme!, at + 1)) nan!.copy(footer, at); // min_value/max_value and the legacy min/max alike
+    }
+    await fs.writeFile(file, bytes);
+    const read = await readParquetFooter(new LocalWarehouseStore(dir), 'nan.parquet', bytes.length);
+    const schema = schemaOf([['later_max', 'double'], ['later_min', 'float'], ['first_max', 'double'], ['clean', 'double']]);
+    const metrics = columnMetrics(read.columns, schema, metricsModes({}));
+    for (const [id, name] of [[1, 'later_max'], [2, 'later_min'], [3, 'first_max']] as const) {
+      assert.deepEqual([metrics.lowerBounds.get(id), metrics.upperBounds.get(id), metrics.valueCounts.get(id)], [undefined, undefined, 4096n], `${name}: counts only`);
+    }
+    assert.deepEqual([metrics.lowerBounds.get(4)!.readDoubleLE(), metrics.upperBounds.get(4)!.readDoubleLE()], [1, 5], 'a column without NaN keeps its bounds');
+  });
 });
 
 describe('Iceberg bounds', () => {

@@ -114,7 +114,7 @@ function icebergBounds(type: string, column: FooterColumn, totals: ColumnTotals,
     }
     case 'double':
     case 'float': {
-      if (typeof min !== 'number' || typeof max !== 'number' || Number.isNaN(min) || Number.isNaN(max)) return undefined;
+      if (typeof min !== 'number' || typeof max !== 'number') return undefined; // NaN is unordered: refused above
       if (type === 'float' && column.physicalType !== 'FLOAT') return undefined;
       // Parquet writers may store 0 for either sign of zero: widen to -0 .. +0.
       const lo = min === 0 ? -0 : min;
@@ -139,10 +139,36 @@ function icebergBounds(type: string, column: FooterColumn, totals: ColumnTotals,
   }
 }
 
-function timestampUnit(logical: string): 'MILLIS' | 'MICROS' | 'NANOS' | undefined {
+type TimestampUnit = 'MILLIS' | 'MICROS' | 'NANOS';
+
+function timestampUnit(logical: string): TimestampUnit | undefined {
   const m = /^TIMESTAMP\((MILLIS|MICROS|NANOS),|^TIMESTAMP_(MILLIS|MICROS)$/.exec(logical);
   const unit = m?.[1] ?? m?.[2];
   return unit === 'MILLIS' || unit === 'MICROS' || unit === 'NANOS' ? unit : undefined;
+}
+
+const PER_MILLISECOND: Record<TimestampUnit, bigint> = { MILLIS: 1n, MICROS: 1000n, NANOS: 1_000_000n };
+
+/**
+ * The millisecond a timestamp in `unit` falls in, floored before 1970 too, so the date is in the
+ * value's own UTC year: BigInt division truncates toward zero and moved the last instants of a year
+ * before 1970 into the next one.
+ */
+export function timestampAsDate(value: bigint, unit: TimestampUnit): Date {
+  return new Date(Number(floorDiv(value, PER_MILLISECOND[unit])));
+}
+
+/**
+ * A timestamp column's smallest and largest value from the file's statistics, at the column's own
+ * precision: the Iceberg upper bound of nanoseconds is rounded up, and the last nanosecond of a year
+ * would read as the next year.
+ */
+export function timestampRange(column: FooterColumn): { from: Date; to: Date } | undefined {
+  const unit = timestampUnit(column.logicalType ?? '');
+  const min = column.totals?.min;
+  const max = column.totals?.max;
+  if (!unit || typeof min !== 'bigint' || typeof max !== 'bigint') return undefined;
+  return { from: timestampAsDate(min, unit), to: timestampAsDate(max, unit) };
 }
 
 function toBigInt(v: StatValue): bigint | undefined {

@@ -16,7 +16,7 @@ export interface ColumnTotals {
   /** Undefined when a row group does not say. */
   nullCount?: number;
   compressedBytes: number;
-  /** Smallest and largest non-null value; undefined unless every row group with values has both. */
+  /** Smallest and largest non-null value; undefined unless every row group with values has both, neither NaN and min <= max. */
   min?: StatValue;
   max?: StatValue;
 }
@@ -126,12 +126,15 @@ function asStatValue(v: Statistics['min_value']): StatValue | undefined {
 
 /**
  * Unsigned byte order for byte arrays (Parquet's and Iceberg's order for strings and binary);
- * undefined for values of different kinds, which no bound may be derived from.
+ * undefined for values of different kinds, or NaN, which no bound may be derived from. NaN is no
+ * smaller and no greater than any number, so ordered as equal it would neither widen nor void a bound
+ * (a row group with a NaN maximum after one with 5 kept the bound at 5, whatever its rows held): some
+ * writers order NaN greatest and store it as a min or max in place of the row group's real extreme.
  */
 export function compareStatValues(a: StatValue, b: StatValue): number | undefined {
   if (a instanceof Uint8Array && b instanceof Uint8Array) return Buffer.compare(a, b);
   if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
-  if (typeof a === 'number' && typeof b === 'number') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'number' && typeof b === 'number') return Number.isNaN(a) || Number.isNaN(b) ? undefined : a < b ? -1 : a > b ? 1 : 0;
   if (typeof a === 'boolean' && typeof b === 'boolean') return Number(a) - Number(b);
   return undefined;
 }
@@ -166,9 +169,11 @@ function columnTotals(meta: FileMetaData, columns: readonly FooterColumn[]): Map
       t.nullCount = t.nullCount === undefined || nulls === undefined ? undefined : t.nullCount + Number(nulls);
       if (nulls === undefined || Number(nulls) < values) {
         const { min, max } = chunkBounds(md, unsigned.has(name));
+        // A row group's own min and max must be ordered too: a NaN in the first one would otherwise become the running bound.
+        const own = min === undefined || max === undefined ? undefined : compareStatValues(min, max);
         const lower = min === undefined || t.min === undefined ? 0 : compareStatValues(min, t.min);
         const upper = max === undefined || t.max === undefined ? 0 : compareStatValues(max, t.max);
-        if (min === undefined || max === undefined || lower === undefined || upper === undefined) t.boundsKnown = false;
+        if (own === undefined || own > 0 || lower === undefined || upper === undefined) t.boundsKnown = false;
         else {
           if (t.min === undefined || lower < 0) t.min = min;
           if (t.max === undefined || upper > 0) t.max = max;

@@ -14,9 +14,9 @@ import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
-import { ParquetFooterError, readParquetFooter, type ParquetFooter } from './parquet-footer';
+import { ParquetFooterError, readParquetFooter, type FooterColumn, type ParquetFooter } from './parquet-footer';
 import { SchemaEvolution } from './schema-evolution';
-import { columnMetrics, decodeBound, metricsModes, type ColumnMetrics } from './column-metrics';
+import { columnMetrics, metricsModes, timestampRange, type ColumnMetrics } from './column-metrics';
 import { currentSnapshot, liveDataFiles } from './describe-table';
 import { warehouseKeyOf } from './catalog-locations';
 import { removeExpiredMetadata } from './metadata-cleanup';
@@ -199,7 +199,7 @@ async function registerFiles(
       const metrics = columnMetrics(footer.columns, schema, ctx.modeOf);
       for (const id of metrics.lowerBounds.keys()) bounded.add(id);
       for (const id of metrics.upperBounds.keys()) bounded.add(id);
-      const disagreement = ctx.byYear ? yearDisagreement(metrics, schema, parsed.bucket.year) : undefined;
+      const disagreement = ctx.byYear ? yearDisagreement(footer.columns, metrics, schema, parsed.bucket.year) : undefined;
       if (disagreement) misplaced.push({ key: obj.key, reason: disagreement });
       const entry: DataFileEntry = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
       await manifestWriter.add(entry);
@@ -261,16 +261,19 @@ async function readFooter(
  * (year(datetime) = the path's year): rows without a datetime, or outside that UTC year, are skipped by
  * engines that prune on the partition. Told from the footer's metrics; a file without them says nothing.
  */
-function yearDisagreement(metrics: ColumnMetrics, schema: IcebergSchema, year: number): string | undefined {
+function yearDisagreement(columns: readonly FooterColumn[], metrics: ColumnMetrics, schema: IcebergSchema, year: number): string | undefined {
   const field = schema.fields.find((f) => f.name === 'datetime');
   if (!field || (field.type !== 'timestamptz' && field.type !== 'timestamp')) return undefined;
   const nulls = metrics.nullValueCounts.get(field.id) ?? 0n;
   if (nulls > 0n) return `${nulls} row(s) without a datetime, registered under year ${year}`;
-  const [lo, hi] = [metrics.lowerBounds.get(field.id), metrics.upperBounds.get(field.id)].map((b) => (b ? decodeBound(field.type as string, b) : undefined));
-  if (typeof lo !== 'bigint' || typeof hi !== 'bigint') return undefined;
-  const [from, to] = [lo, hi].map((us) => new Date(Number(us / 1000n)));
-  if (from!.getUTCFullYear() === year && to!.getUTCFullYear() === year) return undefined;
-  return `datetimes from ${from!.toISOString()} to ${to!.toISOString()}, registered under year ${year}`;
+  // Bounds in the manifest mean readers read the file's column as the field; the values are taken from
+  // the footer, since a nanosecond maximum's bound is rounded up, into the next year at a year's end.
+  if (!metrics.lowerBounds.has(field.id) || !metrics.upperBounds.has(field.id)) return undefined;
+  const column = columns.find((c) => c.name === field.name);
+  const range = column && timestampRange(column);
+  if (!range) return undefined;
+  if (range.from.getUTCFullYear() === year && range.to.getUTCFullYear() === year) return undefined;
+  return `datetimes from ${range.from.toISOString()} to ${range.to.toISOString()}, registered under year ${year}`;
 }
 
 /** Registered files the rebuild names; more are counted only. */

@@ -6,7 +6,7 @@
  */
 import type { DuckSession } from '../compaction/duckdb-session';
 import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
-import { boundHolds, decodeBound, type ActualValue } from '../catalog/column-metrics';
+import { boundHolds, decodeBound, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { parseDataFileKey } from '../storage/warehouse-layout';
@@ -332,7 +332,7 @@ function minMaxSql(column: string, type: string): [string, string] | undefined {
 
 function shown(type: string, v: ActualValue | Buffer | undefined): string {
   if (Buffer.isBuffer(v)) return shown(type, decodeBound(type, v));
-  if (typeof v === 'bigint' && type.startsWith('timestamp')) return new Date(Number(v / 1000n)).toISOString();
+  if (typeof v === 'bigint' && type.startsWith('timestamp')) return timestampAsDate(v, 'MICROS').toISOString();
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
