@@ -30,7 +30,7 @@ after(async () => {
   await h?.stop();
 });
 
-function startProbe(id: string, resource: string, holdMs: number | null, timeoutSeconds?: number) {
+function startProbe(id: string, resource: string, holdMs: number | null, timeoutSeconds?: number, rerequestSeconds?: number) {
   return h.client.workflow.start('lockProbe', {
     taskQueue,
     workflowId: id,
@@ -38,9 +38,15 @@ function startProbe(id: string, resource: string, holdMs: number | null, timeout
       'warehouse',
       resource,
       holdMs,
-      ...(timeoutSeconds === undefined ? [] : [timeoutSeconds]),
+      ...(timeoutSeconds === undefined && rerequestSeconds === undefined ? [] : [timeoutSeconds ?? null]),
+      ...(rerequestSeconds === undefined ? [] : [rerequestSeconds]),
     ],
   });
+}
+
+/** Rejects when `p` has not settled within `ms`: a wait that would otherwise last forever fails the test. */
+function deadlockGuard<T>(what: string, p: Promise<T>, ms = 60_000): Promise<T> {
+  return Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s (deadlock)`)), ms).unref())]);
 }
 
 async function lockState(resource: string): Promise<LockState> {
@@ -176,8 +182,7 @@ describe('resource lock', () => {
   it('a new run of a workflow id (restarted after terminate) supersedes the closed run\'s request, held or queued, instead of waiting behind it', async () => {
     // The liveness check cannot free these: the holder's workflow id is running again. Without the
     // supersede each new run would wait forever, so the results are awaited with a deadlock guard.
-    const guard = <T>(what: string, p: Promise<T>) =>
-      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after 60 s (deadlock)`)), 60_000).unref())]);
+    const guard = <T>(what: string, p: Promise<T>) => deadlockGuard(what, p);
     const resource = `/wh/restarted-${Date.now()}`;
     const heldId = `probe-restarted-holder-${Date.now()}`;
     const first = await startProbe(heldId, resource, null);
@@ -206,6 +211,47 @@ describe('resource lock', () => {
     const served = (await guard('restarted waiter', waiterAgain.result())) as ProbeResult;
     assert.ok(served.fence > regained.fence);
     await maybeRecordHistory(h.address, lockWorkflowId('warehouse', resource), 'resourceLock-superseded');
+  });
+
+  it('a terminated lock workflow: the next request\'s fresh run takes over its holder and queue, so the holder is not joined by another', async () => {
+    const resource = `/wh/lock-terminated-${Date.now()}`;
+    const lockId = lockWorkflowId('warehouse', resource);
+    const holder = await startProbe(`probe-lt-holder-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const heldFence = (await lockState(resource)).holder!.fence;
+    const waiter = await startProbe(`probe-lt-waiter-${Date.now()}`, resource, 10);
+    await waitFor('waiter queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    await h.client.workflow.getHandle(lockId).terminate('test: an operator takes the lock for a stuck one');
+    const late = await startProbe(`probe-lt-late-${Date.now()}`, resource, 10);
+    const s = await waitFor('the fresh lock run has taken over', async () => {
+      const st = await lockState(resource).catch(() => undefined);
+      return st && st.queue.some((q) => q.workflowId === late.workflowId) ? st : undefined;
+    });
+    assert.equal(s.holder?.workflowId, holder.workflowId, 'the terminated run\'s holder still holds the lock');
+    assert.equal(s.holder?.fence, heldFence);
+    assert.deepEqual(s.queue.map((q) => q.workflowId), [waiter.workflowId, late.workflowId], 'the closed run\'s waiter first, then the new request');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await late.describe()).status.name, 'RUNNING', 'the late request waits behind the holder');
+    await holder.signal('finishProbe');
+    const [held, w, l] = (await Promise.all([holder.result(), deadlockGuard('waiter', waiter.result()), deadlockGuard('late', late.result())])) as ProbeResult[];
+    assert.ok(w!.acquiredAtMs >= held!.releasedAtMs && l!.acquiredAtMs >= w!.releasedAtMs, 'one holder at a time, in order');
+    assert.ok(w!.fence > heldFence && l!.fence > w!.fence, 'fences go on from the terminated run\'s');
+    await maybeRecordHistory(h.address, lockId, 'resourceLock-inherited');
+  });
+
+  it('a waiter whose lock workflow was terminated sends its request again and gets the lock once the holder is done', async () => {
+    const resource = `/wh/lock-rerequest-${Date.now()}`;
+    const lockId = lockWorkflowId('warehouse', resource);
+    const holder = await startProbe(`probe-rr-holder-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const waiter = await startProbe(`probe-rr-waiter-${Date.now()}`, resource, 10, undefined, 2);
+    await waitFor('waiter queued', async () => ((await lockState(resource)).queue.length === 1 ? true : undefined));
+    await h.client.workflow.getHandle(lockId).terminate('test: an operator takes the lock for a stuck one');
+    // Nobody else asks for the lock: the holder's release reaches no lock workflow.
+    await holder.signal('finishProbe');
+    const released = ((await holder.result()) as ProbeResult).releasedAtMs;
+    const got = (await deadlockGuard('waiter', waiter.result(), 30_000)) as ProbeResult;
+    assert.ok(got.acquiredAtMs >= released, 'granted after the holder was done');
   });
 
   it('continues-as-new without dropping queued requests', async () => {

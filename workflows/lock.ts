@@ -8,6 +8,13 @@
  * reason (completed, failed, timed out, terminated), within `livenessCheckSeconds`. A new run of the
  * holder's workflow id (a reset, or a restart under the same id) that asks for the lock supersedes the
  * closed run's request (isStale), since the liveness check sees that id running again.
+ *
+ * A lock workflow that is itself terminated (an operator taking it for a stuck lock) cannot hand its
+ * state on: the next request would start a fresh run that grants at once, beside the holder that is
+ * still writing, and the closed run's waiters would never hear from it again. So a fresh run first takes
+ * over the holder and queue of its predecessor when that run closed any other way than idle
+ * (closedLockState), and a waiter sends its request again now and then (`rerequestSeconds`), which
+ * starts that fresh run when nobody else does.
  */
 import {
   CancellationScope,
@@ -83,6 +90,15 @@ const TIMEOUT_FROM_ANSWER = 'lock-timeout-from-answer';
 const SUPERSEDE_STALE = 'supersede-stale-request';
 /** patched() id of the liveness check on a wake-up by a new request, once its interval has passed. */
 const LIVENESS_CHECK_ON_WAKE = 'liveness-check-on-wake';
+/** patched() id of a fresh lock run taking over the state of a predecessor that closed without handing it on. */
+const INHERIT_CLOSED_RUN = 'inherit-closed-run-state';
+/** patched() id of a waiter without a timeout sending its request again every `rerequestSeconds`. */
+const REREQUEST_WHILE_WAITING = 'rerequest-while-waiting';
+/**
+ * How often a waiter without a timeout sends its request again: how long its wait outlives a terminated
+ * lock workflow at most. Each time costs a timer and an activity (5 history events).
+ */
+export const DEFAULT_REREQUEST_SECONDS = 300;
 /** How long a requester with a timeout waits for the lock workflow to answer at all. */
 const ANSWER_SECONDS = 60;
 /** How long an idle lock workflow lingers before completing (the next request starts a new run). */
@@ -93,7 +109,7 @@ export function lockWorkflowId(kind: LockKind, resource: string): string {
   return `earthcatalog-lock:${kind}:${resource}`;
 }
 
-const { isWorkflowRunning } = proxyActivities<LockActivities>({
+const { isWorkflowRunning, closedLockState } = proxyActivities<LockActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 });
@@ -122,18 +138,40 @@ export async function resourceLock(initial?: LockState): Promise<void> {
   const lockId = workflowInfo().workflowId;
 
   setHandler(lockStateQuery, () => state);
-  setHandler(acquireLockSignal, (req) => {
+  const acquire = (req: LockRequest): void => {
     // Signal-with-start may deliver a request twice when the requesting activity retries.
     if (state.holder?.requestId === req.requestId || state.queue.some((q) => q.requestId === req.requestId)) return;
     if (isStale(state.holder, req) && patched(SUPERSEDE_STALE)) state.holder = null;
     if (state.queue.some((q) => isStale(q, req)) && patched(SUPERSEDE_STALE)) state.queue = state.queue.filter((q) => !isStale(q, req));
     state.queue.push(req);
-  });
-  setHandler(releaseLockSignal, ({ requestId }) => {
+  };
+  const release = (requestId: string): void => {
     // A release that does not name the current holder is stale (fencing): it may only withdraw a queued request.
     if (state.holder?.requestId === requestId) state.holder = null;
     else state.queue = state.queue.filter((q) => q.requestId !== requestId);
+  };
+  // Releases that arrive while a fresh run reads its predecessor's state may name the holder it takes over.
+  let releasedWhileInheriting: string[] | undefined;
+  setHandler(acquireLockSignal, acquire);
+  setHandler(releaseLockSignal, ({ requestId }) => {
+    releasedWhileInheriting?.push(requestId);
+    release(requestId);
   });
+
+  if (!initial && patched(INHERIT_CLOSED_RUN)) {
+    releasedWhileInheriting = [];
+    const inherited = await closedLockState(lockId, workflowInfo().runId);
+    if (inherited) {
+      // The predecessor's holder and queue come first; requests that reached this run meanwhile follow.
+      const arrived = state.queue;
+      state.holder = inherited.holder;
+      state.queue = [...inherited.queue];
+      state.nextFence = Math.max(state.nextFence, inherited.nextFence);
+      for (const req of arrived) acquire(req);
+      for (const requestId of releasedWhileInheriting) release(requestId);
+    }
+    releasedWhileInheriting = undefined;
+  }
 
   // Requests told their place in the queue; a new run (after continue-as-new) tells them again.
   const notified = new Set<string>();
@@ -245,6 +283,8 @@ export interface WithLockOptions {
   purpose: string;
   /** Give up waiting after this long; absent waits as long as it takes. */
   timeoutSeconds?: number;
+  /** Without a timeout: send the request again this often while waiting (DEFAULT_REREQUEST_SECONDS). */
+  rerequestSeconds?: number;
 }
 
 /** A lock this workflow holds; carried across continue-as-new, since the holder is the workflow id. */
@@ -275,11 +315,18 @@ export async function withResourceLock<T>(
   const request: LockRequest = { workflowId: workflowInfo().workflowId, requestId, purpose: options.purpose };
   let granted = false;
   try {
-    await requestLock({ lockWorkflowId: lockId, taskQueue: workflowInfo().taskQueue, request });
+    const ask = () => requestLock({ lockWorkflowId: lockId, taskQueue: workflowInfo().taskQueue, request });
+    await ask();
     const isGranted = () => grants.has(requestId);
-    // No timeout: wait as long as it takes (the lock workflow frees a dead holder).
+    // No timeout: wait as long as it takes (the lock workflow frees a dead holder). The request is sent
+    // again now and then: the lock workflow drops a duplicate, and one terminated meanwhile is started
+    // anew, taking over its predecessor's queue (closedLockState).
     if (options.timeoutSeconds === undefined) {
-      await condition(isGranted);
+      if (patched(REREQUEST_WHILE_WAITING)) {
+        while (!(await condition(isGranted, `${options.rerequestSeconds ?? DEFAULT_REREQUEST_SECONDS} seconds`))) await ask();
+      } else {
+        await condition(isGranted);
+      }
       granted = true;
     } else if (patched(TIMEOUT_FROM_ANSWER)) {
       // The timeout counts from the lock workflow's answer (granted, or queued behind a holder), so a short

@@ -1,5 +1,5 @@
 import { Context } from '@temporalio/activity';
-import { WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/client';
 import type { LockRequest, LockState } from '../../workflows/lock';
 import { acquireLockSignal, lockStateQuery } from '../../workflows/lock';
 
@@ -22,6 +22,14 @@ export async function workflowStatus(workflowId: string): Promise<string | null>
   }
 }
 
+/** A string literal of Temporal's visibility query language. */
+function visibilityString(value: string): string {
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/** Statuses of a lock run that handed its state on or had none left: continued as new, or completed idle. */
+const HANDED_ON = new Set(['COMPLETED', 'CONTINUED_AS_NEW']);
+
 /** Activities the lock protocol needs: workflows cannot signal-with-start or describe other workflows. */
 export function createLockActivities() {
   return {
@@ -39,6 +47,40 @@ export function createLockActivities() {
 
     async isWorkflowRunning(workflowId: string): Promise<boolean> {
       return (await workflowStatus(workflowId)) === 'RUNNING';
+    },
+
+    /**
+     * The state a fresh run of the lock `lockWorkflowId` (run `runId`) takes over: that of the run before
+     * it, when that one closed without handing its state on (terminated, say), less the holder and the
+     * requests whose workflows are no longer running. Null when there is nothing to take over. Its
+     * final state is read by a query, which the server answers for a closed run by replaying it.
+     */
+    async closedLockState(lockWorkflowId: string, runId: string): Promise<LockState | null> {
+      const { client, log } = Context.current();
+      let previous: WorkflowExecutionInfo | undefined;
+      for await (const wf of client.workflow.list({ query: `WorkflowId = ${visibilityString(lockWorkflowId)}` })) {
+        if (wf.runId !== runId && (!previous || wf.startTime > previous.startTime)) previous = wf;
+      }
+      if (!previous || previous.status.name === 'RUNNING' || HANDED_ON.has(previous.status.name)) return null;
+      let state: LockState;
+      try {
+        state = await client.workflow.getHandle(lockWorkflowId, previous.runId).query(lockStateQuery);
+      } catch (err) {
+        // Blocking every later run on an unreadable predecessor would be worse than what it guards against.
+        log.error(`lock ${lockWorkflowId}: cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId}; starting empty`, {
+          error: (err as Error).message,
+        });
+        return null;
+      }
+      const running = async (workflowId: string) => (await workflowStatus(workflowId)) === 'RUNNING';
+      const holder = state.holder && (await running(state.holder.workflowId)) ? state.holder : null;
+      const queue = [];
+      for (const req of state.queue) if (await running(req.workflowId)) queue.push(req);
+      log.warn(
+        `lock ${lockWorkflowId}: its run ${previous.runId} was ${previous.status.name.toLowerCase()}; this run takes over ` +
+          `${holder ? `the holder ${holder.workflowId} (fence ${holder.fence})` : 'no holder'} and ${queue.length} queued request(s)`,
+      );
+      return { ...state, holder, queue };
     },
 
     /** Who holds the lock now, as its lock workflow says (null: nobody, or no lock workflow any more). */

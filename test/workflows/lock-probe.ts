@@ -9,11 +9,20 @@ export interface ProbeResult {
   fence: number;
 }
 
-/** Holds `resource` until signalled `finishProbe` (or for holdMs); reports when it held it. */
-export async function lockProbe(kind: LockKind, resource: string, holdMs: number | null, timeoutSeconds?: number): Promise<ProbeResult> {
+/**
+ * Holds `resource` until signalled `finishProbe` (or for holdMs); reports when it held it. Arguments
+ * left out in the middle arrive as null (JSON).
+ */
+export async function lockProbe(
+  kind: LockKind,
+  resource: string,
+  holdMs: number | null,
+  timeoutSeconds?: number | null,
+  rerequestSeconds?: number,
+): Promise<ProbeResult> {
   let finish = false;
   setHandler(finishProbeSignal, () => void (finish = true));
-  return withResourceLock(kind, resource, { purpose: 'test probe', timeoutSeconds }, async (held) => {
+  return withResourceLock(kind, resource, { purpose: 'test probe', timeoutSeconds: timeoutSeconds ?? undefined, rerequestSeconds }, async (held) => {
     const acquiredAtMs = Date.now();
     if (holdMs === null) await condition(() => finish);
     else await condition(() => finish, holdMs);
