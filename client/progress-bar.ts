@@ -17,6 +17,10 @@ export function createProgressRenderer(stream: NodeJS.WriteStream = process.stde
     finish(): void {
       if (drawn) stream.write('\n');
     },
+    /** A line of its own above the bar, which the next update draws again. */
+    note(line: string): void {
+      stream.write(drawn && stream.isTTY ? `\r\x1b[2K${line}\n` : `${line}\n`);
+    },
   };
 }
 

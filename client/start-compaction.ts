@@ -1,7 +1,7 @@
 /** Starting a compaction and following it to its summary: shared by the CLI, the API and the demo. */
 import { randomBytes } from 'node:crypto';
 import { CancelledFailure } from '@temporalio/common';
-import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { parseCompactionInput } from '../workflows/contract';
 import type { compactWarehouse } from '../workflows/compact-warehouse';
@@ -19,33 +19,67 @@ export async function startCompaction(
 ): Promise<WorkflowHandle<typeof compactWarehouse>> {
   // Validate here too, so a bad flag fails before anything is started (the workflow validates again).
   const parsed = parseCompactionInput(input);
-  return client.workflow.start('compactWarehouse', {
-    taskQueue: opts.taskQueue,
-    workflowId: opts.workflowId ?? newWorkflowId(),
-    args: [input],
-    staticSummary: `compact ${parsed.warehouse}${parsed.dryRun ? ' (dry run)' : ''}`,
-    staticDetails: `catalog ${parsed.catalog} · threshold ${parsed.threshold} · up to ${parsed.maxParallelBuckets} buckets in parallel`,
-  }) as Promise<WorkflowHandle<typeof compactWarehouse>>;
-}
-
-export async function queryProgress(handle: WorkflowHandle): Promise<CompactionProgress | undefined> {
+  const workflowId = opts.workflowId ?? newWorkflowId();
   try {
-    return await handle.query<CompactionProgress>('progress');
-  } catch {
-    return undefined;
+    return (await client.workflow.start('compactWarehouse', {
+      taskQueue: opts.taskQueue,
+      workflowId,
+      args: [input],
+      staticSummary: `compact ${parsed.warehouse}${parsed.dryRun ? ' (dry run)' : ''}`,
+      staticDetails: `catalog ${parsed.catalog} · threshold ${parsed.threshold} · up to ${parsed.maxParallelBuckets} buckets in parallel`,
+    })) as WorkflowHandle<typeof compactWarehouse>;
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    throw new Error(`a workflow with the id ${workflowId} is already running: give this run another --workflow-id, or follow that one (status --watch --workflow-id ${workflowId})`);
   }
 }
 
-/** Waits for the result, calling `onProgress` about twice a second. */
+async function tryQueryProgress(handle: WorkflowHandle): Promise<{ progress: CompactionProgress } | { error: string }> {
+  try {
+    return { progress: await handle.query<CompactionProgress>('progress') };
+  } catch (err) {
+    return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0]! };
+  }
+}
+
+export async function queryProgress(handle: WorkflowHandle): Promise<CompactionProgress | undefined> {
+  const answer = await tryQueryProgress(handle);
+  return 'progress' in answer ? answer.progress : undefined;
+}
+
+/**
+ * How long the progress query may go unanswered before the follower is told: a workflow answers
+ * queries only through a worker, so this is mostly a task queue nobody polls (a typo, no worker started).
+ */
+export const NO_ANSWER_MS = 15_000;
+
+/**
+ * Waits for the result, calling `onProgress` about twice a second, and `onNoAnswer` with the query's
+ * error once the run has not answered for NO_ANSWER_MS (again after it answered in between).
+ */
 export async function followCompaction(
   handle: WorkflowHandle,
   onProgress?: (p: CompactionProgress) => void,
+  onNoAnswer?: (error: string) => void,
 ): Promise<CompactionSummary> {
   let done = false;
   const poller = (async () => {
+    // From the last answer, not the first failure: an unanswered query itself can take ~30 s to fail.
+    let answeredAt = Date.now();
+    let told = false;
     while (!done && onProgress) {
-      const p = await queryProgress(handle);
-      if (p && !done) onProgress(p);
+      const answer = await tryQueryProgress(handle);
+      if (done) break;
+      if ('progress' in answer) {
+        onProgress(answer.progress);
+        answeredAt = Date.now();
+        told = false;
+      } else {
+        if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {
+          told = true;
+          onNoAnswer(answer.error);
+        }
+      }
       await new Promise((r) => setTimeout(r, 500));
     }
   })();

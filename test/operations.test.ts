@@ -327,6 +327,36 @@ describe('Ctrl-C and the cancel command', () => {
   });
 });
 
+describe('the CLI when nobody serves the run', () => {
+  it('a run on a task queue no worker polls: the CLI says so and names the queue; the same workflow id again is refused naming it', async () => {
+    const fx = await makeFixture('cli-no-worker');
+    const workflowId = `cli-no-worker-${Date.now()}`;
+    const idle = uniqueTaskQueue('nobody-polls');
+    // cliArgv ends with the suite's queue, which has workers: this run names one that has none.
+    const onIdleQueue = (args: string[]) => [...cliArgv(args).slice(0, -1), idle];
+    const child = spawn(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitFor('the CLI started the run', async () => (stderr.includes(`started ${workflowId}`) ? true : undefined));
+      const line = await waitFor('the CLI tells that nobody answers', async () => stderr.split('\n').find((l) => l.includes('has not answered')));
+      assert.match(line, new RegExp(`${workflowId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
+      await assert.rejects(run(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }), (err: { stderr?: string; code?: number }) => {
+        assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running`));
+        return true;
+      });
+    } finally {
+      child.kill('SIGINT');
+      await exited;
+      await h.client.workflow.getHandle(workflowId).terminate('test: nobody serves it');
+    }
+  });
+});
+
 describe('cancel through the CLI', () => {
   it('prints the whole resume command of the cancelled run (its parallelism and lock timeout too), which finishes it; a second cancel says there is nothing to cancel', async () => {
     const fx = await makeFixture('cli-cancel-hint', TWELVE_BUCKETS);

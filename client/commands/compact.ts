@@ -1,7 +1,7 @@
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
-import { followCompaction, startCompaction } from '../start-compaction';
+import { followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
@@ -42,7 +42,12 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     process.once('SIGINT', detach);
     let summary: CompactionSummary;
     try {
-      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined);
+      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, (error) =>
+        bar?.note(
+          `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
+            `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`,
+        ),
+      );
     } finally {
       process.off('SIGINT', detach);
       bar?.finish();
