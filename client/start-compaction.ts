@@ -74,11 +74,9 @@ export async function followCompaction(
         onProgress(answer.progress);
         answeredAt = Date.now();
         told = false;
-      } else {
-        if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {
-          told = true;
-          onNoAnswer(answer.error);
-        }
+      } else if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {
+        told = true;
+        onNoAnswer(answer.error);
       }
       await new Promise((r) => setTimeout(r, 500));
     }

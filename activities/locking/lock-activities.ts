@@ -22,6 +22,10 @@ export async function workflowStatus(workflowId: string): Promise<string | null>
   }
 }
 
+async function isRunning(workflowId: string): Promise<boolean> {
+  return (await workflowStatus(workflowId)) === 'RUNNING';
+}
+
 /** A string literal of Temporal's visibility query language. */
 function visibilityString(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
@@ -45,8 +49,8 @@ export function createLockActivities() {
       });
     },
 
-    async isWorkflowRunning(workflowId: string): Promise<boolean> {
-      return (await workflowStatus(workflowId)) === 'RUNNING';
+    isWorkflowRunning(workflowId: string): Promise<boolean> {
+      return isRunning(workflowId);
     },
 
     /**
@@ -72,10 +76,9 @@ export function createLockActivities() {
         });
         return null;
       }
-      const running = async (workflowId: string) => (await workflowStatus(workflowId)) === 'RUNNING';
-      const holder = state.holder && (await running(state.holder.workflowId)) ? state.holder : null;
+      const holder = state.holder && (await isRunning(state.holder.workflowId)) ? state.holder : null;
       const queue = [];
-      for (const req of state.queue) if (await running(req.workflowId)) queue.push(req);
+      for (const req of state.queue) if (await isRunning(req.workflowId)) queue.push(req);
       log.warn(
         `lock ${lockWorkflowId}: its run ${previous.runId} was ${previous.status.name.toLowerCase()}; this run takes over ` +
           `${holder ? `the holder ${holder.workflowId} (fence ${holder.fence})` : 'no holder'} and ${queue.length} queued request(s)`,
