@@ -212,9 +212,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     async loadPlan(req: { warehouse: string; planId: string }): Promise<PlanSummary> {
       return withStore(req.warehouse, async (store) => {
         if (req.planId === 'latest') {
-          const plan = await findResumablePlan(store);
-          if (!plan) throw new PlanNotFoundError(`no unfinished compaction plan to resume in ${store.root}`);
-          return plan.summary;
+          return (await findResumablePlan(store)).summary;
         }
         return (await resumablePlanById(store, req.planId)).summary;
       });

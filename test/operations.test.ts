@@ -123,7 +123,7 @@ describe('resume', () => {
     // A second resume has nothing to finish and says so.
     await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
       assert.equal(err.code, 1);
-      assert.match(err.stderr ?? '', /no unfinished compaction plan to resume/);
+      assert.match(err.stderr ?? '', new RegExp(`no unfinished compaction plan to resume in .*: its newest plan, ${planId} \\(made [^)]+\\), has finished`));
       return true;
     });
   });
@@ -328,7 +328,7 @@ describe('Ctrl-C and the cancel command', () => {
 });
 
 describe('the CLI when nobody serves the run', () => {
-  it('a run on a task queue no worker polls: the CLI says so and names the queue; the same workflow id again is refused naming it', async () => {
+  it('a run on a task queue no worker polls: the CLI says so and names the queue; the same workflow id again, and a resume of its warehouse, are refused naming it', async () => {
     const fx = await makeFixture('cli-no-worker');
     const workflowId = `cli-no-worker-${Date.now()}`;
     const idle = uniqueTaskQueue('nobody-polls');
@@ -347,6 +347,14 @@ describe('the CLI when nobody serves the run', () => {
       assert.match(line, new RegExp(`${workflowId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
       await assert.rejects(run(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }), (err: { stderr?: string; code?: number }) => {
         assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running`));
+        return true;
+      });
+      const { stdout: status } = await cli(['status', '--workflow-id', workflowId]);
+      assert.match(status, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+      // A resume beside a running compaction of the same warehouse would only wait for it: refused, naming it.
+      await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        assert.match(err.stderr ?? '', new RegExp(`${workflowId} is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id ${workflowId}`));
         return true;
       });
     } finally {

@@ -223,7 +223,7 @@ describe('plan files', () => {
     await assert.rejects(readPlanPage(store, newer, 0), (err: unknown) => err instanceof PlanNotFoundError && err.message.includes(`plan file ${page} is damaged`));
 
     await cut(manifestOf(older));
-    assert.equal((await findResumablePlan(store))?.planId, newer, 'the newest plan is resumed');
+    assert.equal((await findResumablePlan(store)).planId, newer, 'the newest plan is resumed');
 
     await cut(manifestOf(newer));
     await assert.rejects(findResumablePlan(store), (err: unknown) => {
@@ -254,6 +254,24 @@ describe('plan files', () => {
     const files = await fs.readdir(path.join(root, CONTROL_PREFIX, 'plans', planId), { recursive: true });
     const pageFiles = files.filter((f) => f.endsWith('.json') && f.includes('page-'));
     assert.deepEqual(pageFiles, [`${(await readPlanManifest(store, planId))!.pagesDir}/page-000000.json`], 'only the plan\'s own pages remain');
+  });
+
+  it('resume of the latest plan without an unfinished one says what the newest plan is', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    await assert.rejects(findResumablePlan(store), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `no unfinished compaction plan to resume in ${root}: no compaction has made a plan there`);
+    const planId = '20260101T000000-aaaaaaaa';
+    await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
+    assert.equal((await findResumablePlan(store)).planId, planId);
+    await markPlanFinished(store, planId, {} as CompactionSummary);
+    const { createdAt } = (await readPlanManifest(store, planId))!;
+    await assert.rejects(findResumablePlan(store), (err: unknown) =>
+      err instanceof PlanNotFoundError &&
+      err.message === `no unfinished compaction plan to resume in ${root}: its newest plan, ${planId} (made ${createdAt}), has finished`);
   });
 
   it('resume --plan takes only the newest plan, and only while it is unfinished', async () => {
@@ -308,6 +326,6 @@ describe('plan files', () => {
       `${newest}/${newestPages}/page-000000.json`,
     ].sort());
     assert.equal((await readPlanPage(store, newest, 0)).length, 1, 'the unfinished plan can still be resumed');
-    assert.equal((await findResumablePlan(store))?.planId, newest);
+    assert.equal((await findResumablePlan(store)).planId, newest);
   });
 });

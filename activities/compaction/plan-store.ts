@@ -203,10 +203,14 @@ async function newestPlan(store: WarehouseStore): Promise<{ newest: PlanListing 
 /**
  * The plan `resume` should finish: the newest plan, if it is unfinished. An older unfinished plan
  * behind a newer one is stale (the newer plan already took its files as inputs) and is never resumed.
+ * Without one, the error says what the newest plan is, so that a resume of a run that finished its plan
+ * after all (it was still running, or ended just before it was terminated) does not read as a lost plan.
  */
-export async function findResumablePlan(store: WarehouseStore): Promise<PlanListing | undefined> {
+export async function findResumablePlan(store: WarehouseStore): Promise<PlanListing> {
   const { newest } = await newestPlan(store);
-  return newest && !newest.finished ? newest : undefined;
+  if (newest && !newest.finished) return newest;
+  const why = newest ? `its newest plan, ${newest.planId} (made ${newest.createdAt}), has finished` : 'no compaction has made a plan there';
+  throw new PlanNotFoundError(`no unfinished compaction plan to resume in ${store.root}: ${why}`);
 }
 
 /**

@@ -3,6 +3,7 @@ import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
+import { runningCompactionOf } from './status';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
@@ -22,6 +23,15 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
   const input = compactionInputFromFlags(values, extra);
   const client = await connectClient(target);
   try {
+    if (input.resumePlanId) {
+      const running = await runningCompactionOf(client, input.warehouse);
+      if (running) {
+        throw new Error(
+          `${running} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +
+            `(follow it: earthcatalog-compact status --watch --workflow-id ${running}; to go on with other flags, cancel it, then resume)`,
+        );
+      }
+    }
     const handle = await startCompaction(client, input, { taskQueue: target.taskQueue, workflowId: values['workflow-id'] });
     if (values.detach) {
       console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId }) : handle.workflowId);

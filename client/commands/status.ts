@@ -30,19 +30,36 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       return 0;
     }
     if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true);
-    const report = [];
-    for (const id of ids) {
-      const handle = client.workflow.getHandle(id);
-      const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
-      report.push({ workflowId: id, status: desc.status.name, startTime: desc.startTime.toISOString(), progress: progress ?? null });
-    }
+    // All runs at once, each query cut short: a run no worker serves leaves its query unanswered for
+    // ~30 s, which one after another would stall the listing for minutes.
+    const report = await Promise.all(
+      ids.map(async (id) => {
+        const handle = client.workflow.getHandle(id);
+        const [desc, progress] = await Promise.all([
+          handle.describe(),
+          client.connection.withDeadline(Date.now() + STATUS_QUERY_MS, () => queryProgress(handle)),
+        ]);
+        return { workflowId: id, status: desc.status.name, taskQueue: desc.taskQueue, startTime: desc.startTime.toISOString(), progress: progress ?? null };
+      }),
+    );
     if (values.json) console.log(JSON.stringify(report, null, 2));
-    else for (const r of report) console.log(`${r.workflowId} ${r.status}${r.progress ? ` ${progressLine(r.progress, 120)}` : ''}`);
+    else {
+      for (const r of report) {
+        const detail = r.progress ? progressLine(r.progress, 120) : r.status === 'RUNNING' ? noAnswer(r.taskQueue) : undefined;
+        console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}`);
+      }
+    }
     return 0;
   } finally {
     await client.connection.close();
   }
 }
+
+/** How long `status` waits for a run's progress answer. */
+const STATUS_QUERY_MS = 10_000;
+
+const noAnswer = (taskQueue: string) =>
+  `(no progress answer within ${STATUS_QUERY_MS / 1000} s: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
 
 /** Workflow ids of the compactions running in the client's namespace. */
 export async function runningCompactions(client: Client): Promise<string[]> {
@@ -51,6 +68,17 @@ export async function runningCompactions(client: Client): Promise<string[]> {
     ids.push(wf.workflowId);
   }
   return ids;
+}
+
+/**
+ * A running compaction of `warehouse` (as its input names it), if any. A resume started beside it would
+ * wait for its lock and then find its plan finished: the operator meant to follow that run.
+ */
+export async function runningCompactionOf(client: Client, warehouse: string): Promise<string | undefined> {
+  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {
+    if ((await startInput(client, wf.workflowId, wf.runId))?.warehouse === warehouse) return wf.workflowId;
+  }
+  return undefined;
 }
 
 interface InterruptedCompaction {
