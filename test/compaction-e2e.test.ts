@@ -238,13 +238,18 @@ describe('invalid input', () => {
   }
 
   // Local only: on S3 an absent prefix is an empty warehouse, not an error.
-  it('names a warehouse that does not exist', async () => {
+  it('names a warehouse that does not exist, or that is a file', async () => {
     const missing = `/tmp/ec-does-not-exist-${Date.now()}`;
-    await assert.rejects(compact({ warehouse: missing, catalog: `${missing}.db` }), (err: unknown) => {
-      assert.ok(err instanceof WorkflowFailedError);
-      assert.match(String((err.cause as Error).cause ?? (err.cause as Error).message), new RegExp(missing));
-      return true;
-    });
+    const file = `${missing}.txt`;
+    await fs.writeFile(file, 'not a warehouse');
+    for (const warehouse of [missing, file]) {
+      await assert.rejects(compact({ warehouse, catalog: `${missing}.db` }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.equal(String(((err.cause as Error).cause as Error | undefined)?.message ?? (err.cause as Error).message), `warehouse ${warehouse} does not exist or is not a directory`);
+        return true;
+      });
+    }
+    assert.equal(await fs.readFile(file, 'utf8'), 'not a warehouse', 'the file named as the warehouse is untouched');
     assert.equal(await fs.stat(`${missing}.db`).catch(() => undefined), undefined, 'the failed run created no catalog.db');
   });
 

@@ -117,7 +117,8 @@ export class LocalWarehouseStore implements WarehouseStore {
 
   async readSmall(key: string): Promise<{ body: Buffer; version: string } | undefined> {
     const body = await fs.readFile(this.abs(key)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
+      // ENOTDIR: a folder of the key is a file (the warehouse path names a file); list() then says so.
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
       throw err;
     });
     return body ? { body, version: contentVersion(body) } : undefined;
