@@ -208,6 +208,65 @@ describe('cancel', () => {
   });
 });
 
+describe('cancel while the last buckets run', () => {
+  it('rebuilds the table when those buckets complete instead of stopping (a bucket whose deletes began always completes)', async () => {
+    // A bucket that completes despite the cancel cannot be timed for real (its deletes must have begun
+    // just as the request lands): compactBucket is wrapped to do its real work, then hold its result
+    // until the request is in the history, as a bucket past its deletes ignores the stop.
+    const queue = uniqueTaskQueue('ops-cancel-last');
+    const resources = { scratchDir: await makeTempDir('ec-cancel-last-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
+    const local = new WorkerLocalResources(resources);
+    const activities = createActivities(resources, local);
+    let requested!: () => void;
+    const cancelRequested = new Promise<void>((resolve) => (requested = resolve));
+    let bucketsDone = 0;
+    const w = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: queue, workflowBundle: await h.bundle(), activities });
+    const bucketWorker = await createBucketWorker(h, queue, async (req: Parameters<typeof activities.compactBucket>[0]) => {
+      const result = await activities.compactBucket(req);
+      bucketsDone += 1;
+      await cancelRequested;
+      return result;
+    });
+    const running = Promise.all([w.run(), bucketWorker.run()]);
+    try {
+      const fx = await makeFixture('cancel-last-buckets', { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020] });
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `cancel-last-buckets-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+      });
+      await waitFor('both buckets compacted, their results held', async () => (bucketsDone === 2 ? true : undefined));
+      await handle.cancel();
+      await waitFor('the cancel request in the history', async () =>
+        (await handle.fetchHistory()).events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
+      );
+      requested();
+      await assert.rejects(handle.result(), (err: Error) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+      await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-after-last-buckets');
+
+      const events = (await handle.fetchHistory()).events ?? [];
+      const requestedAt = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
+      const completed = events.filter((e) => e.activityTaskCompletedEventAttributes);
+      const types = new Map(events.map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes?.activityType?.name]));
+      const bucketsCompleted = completed.filter((e) => types.get(String(e.activityTaskCompletedEventAttributes!.scheduledEventId)) === 'compactBucket');
+      assert.equal(bucketsCompleted.length, 2, 'both buckets completed, after the request');
+      const rebuiltAt = events.findIndex((e) => types.get(String(e.activityTaskCompletedEventAttributes?.scheduledEventId)) === 'rebuildCatalog');
+      assert.ok(rebuiltAt > requestedAt, `the table was rebuilt after the request (rebuild completed at event index ${rebuiltAt})`);
+      // Readers can scan the table: it lists exactly the files there are, the two compacted outputs.
+      const scan = await pyicebergScan(fx.catalog, []);
+      const dataFiles = [...byBucket(await listFiles(fx.warehouse)).values()].flat();
+      assert.equal(dataFiles.length, 2);
+      assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
+    } finally {
+      requested();
+      w.shutdown();
+      bucketWorker.shutdown();
+      await running;
+      await local.close();
+    }
+  });
+});
+
 describe('cancel while the final rebuild waits for the catalog lock', () => {
   it('still rebuilds the table before the run ends as cancelled', async () => {
     // The catalog lock is held by a probe (as another warehouse's rebuild would hold it), on a worker of its own

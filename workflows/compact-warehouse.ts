@@ -53,6 +53,8 @@ const REBUILD_ON_CANCEL = 'rebuild-catalog-on-cancel';
 const REBUILD_ON_FAILURE = 'rebuild-catalog-on-failure';
 /** patched() id of the rebuild of a run cancelled while its own final rebuild waited for the catalog lock. */
 const REBUILD_ON_CANCELLED_REBUILD = 'rebuild-catalog-on-cancel-in-final-rebuild';
+/** patched() id of the rebuild of a run cancelled while its last buckets ended (completed, not cancelled). */
+const REBUILD_ON_CANCEL_AFTER_BUCKETS = 'rebuild-catalog-on-cancel-after-last-buckets';
 /** patched() id of the renewal of the `--use-lock` object after every plan page. */
 const RENEW_PIPELINE_LOCK = 'renew-pipeline-lock-per-page';
 /** patched() id of the check, before each page and before the rebuild, that the run still holds the warehouse lock. */
@@ -317,7 +319,17 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
     }
   }
 
-  if (!input.dryRun && patched(CONFIRM_WAREHOUSE_LOCK)) await confirmLockHeld(state.warehouseLock);
+  if (!input.dryRun && patched(CONFIRM_WAREHOUSE_LOCK)) {
+    try {
+      await confirmLockHeld(state.warehouseLock);
+    } catch (err) {
+      // A cancel that arrives while the last buckets run lets them end (one whose deletes began always
+      // completes), so the walk above ends without noticing it and the cancellation surfaces here, at the
+      // run's next activity: the table must be rebuilt then as after a cancel between buckets.
+      if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCEL_AFTER_BUCKETS)) await rebuildBeforeEnding(input, progress);
+      throw err;
+    }
+  }
   const catalogResult = input.dryRun ? null : await finalRebuild(input, progress);
 
   const summary = summarize(input, plan, progress, catalogResult);
