@@ -41,7 +41,7 @@ function whole(name: string, raw: string | undefined, fallback: number, min: num
 }
 
 export function parseBenchArgs(argv: string[]): BenchOptions {
-  const { values, positionals } = parse(argv, {
+  const { values } = parse(argv, {
     quick: { type: 'boolean' },
     rows: { type: 'string' },
     parts: { type: 'string' },
@@ -56,7 +56,6 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
     dir: { type: 'string' },
     keep: { type: 'boolean' },
   });
-  if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}\n${USAGE}`);
   const quick = values.quick === true;
   const cases = values.cases
     ? values.cases.split(',').map((c) => c.trim()).filter(Boolean)

@@ -26,19 +26,31 @@ export const compactionFlags = {
   'lock-timeout': { type: 'string' },
 } as const;
 
+/**
+ * The flags of one command. A stray word is refused, not dropped: `dry-run` without its dashes would
+ * otherwise compact for real, and `schedule delete other-id` act on the default schedule. A flag given
+ * empty (a script's unset variable: `--cells "$CELLS"`) is refused too: dropped or read as its default,
+ * `--cells ""` would compact every cell, `--table ""` the default table, `--lock-timeout=` wait 0 s.
+ */
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+  let parsed;
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true });
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    // Node puts its hint (`--max-parallel=-1` for a value that starts with a dash) on a second line.
+    throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, ' '));
   }
+  for (const [name, value] of Object.entries(parsed.values)) {
+    if (value === '') throw new UsageError(`--${name} was given empty: give it a value or leave it out`);
+  }
+  return parsed;
 }
 
 function int(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n)) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(raw)}`);
-  return n;
+  // Decimal digits only: Number() would take "1e3", "2024.0" and "0x7e8" as whole numbers, and "" as 0.
+  if (!/^[+-]?\d+$/.test(raw.trim())) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(raw)}`);
+  return Number(raw);
 }
 
 /** Local paths are made absolute here, where the operator's working directory is known. */
@@ -50,9 +62,7 @@ type Values = Record<string, string | boolean | (string | boolean)[] | undefined
 
 /**
  * The workflow input from compaction flags (`--namespace` is Temporal's, as in the temporal CLI; Iceberg's
- * is `--iceberg-namespace`), checked as the workflow will check it, so a bad value is a usage error. A
- * flag given empty (a script's unset variable: `--cells "$CELLS"`) is passed on, and refused, rather than
- * dropped: dropped, `--cells ""` would compact every cell and `--table ""` the default table.
+ * is `--iceberg-namespace`), checked as the workflow will check it, so a bad value is a usage error.
  */
 export function compactionInputFromFlags(values: Values, extra: Partial<CompactionInput> = {}): CompactionInput {
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);

@@ -55,19 +55,47 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code:
   );
 }
 
-test('a flag given empty (a script\'s unset variable) is refused as a usage error, not dropped: --cells "" would compact every cell, --table "" the default table', async () => {
+test('a flag given empty (a script\'s unset variable) is refused as a usage error, not dropped: --cells "" would compact every cell, --table "" the default table, --lock-timeout= wait 0 s', async () => {
   const base = ['--warehouse', '/w', '--catalog', '/c.db', '--dry-run'];
-  for (const [flag, message] of [
-    ['--cells', /cells: list at least one cell, or leave cells out for all/],
-    ['--years', /years: list at least one year, or leave years out for all/],
-    ['--table', /table: must be a simple identifier/],
-    ['--iceberg-namespace', /namespace: must be a simple identifier/],
-  ] as const) {
-    const r = await cli([...base, flag, '']);
-    assert.equal(r.code, 64, `${flag} "": ${r.stderr}`);
-    assert.match(r.stderr, message);
-    assert.match(r.stderr, /\nusage: earthcatalog-compact --warehouse W --catalog C/, 'the usage of the command at fault');
+  for (const flag of ['--cells', '--years', '--table', '--iceberg-namespace', '--threshold', '--lock-timeout', '--workflow-id', '--task-queue', '--namespace']) {
+    for (const args of [[flag, ''], [`${flag}=`]]) {
+      const r = await cli([...base, ...args]);
+      assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^earthcatalog-compact: ${flag} was given empty: give it a value or leave it out\n`));
+      assert.match(r.stderr, /\nusage: earthcatalog-compact --warehouse W --catalog C/, 'the usage of the command at fault');
+    }
   }
+  const schedule = await cli(['schedule', 'delete', '--schedule-id', '']);
+  assert.equal(schedule.code, 64, schedule.stderr);
+  assert.match(schedule.stderr, /--schedule-id was given empty/);
+});
+
+test('a stray word is refused naming it, before any server is contacted: "dry-run" without its dashes would compact for real, "schedule delete other" delete the default schedule', async () => {
+  for (const [args, word] of [
+    [['--warehouse', '/w', '--catalog', '/c.db', 'dry-run'], 'dry-run'],
+    [['schedule', 'delete', 'other-sched'], 'other-sched'],
+    [['cancel', '--no-wait', 'some-run'], 'some-run'],
+    [['status', '--workflow-id', 'run-1', 'typo'], 'typo'],
+    [['verify', '--warehouse', '/w', '--catalog', '/c.db', 'extra'], 'extra'],
+    [['resume', '--warehouse', '/w', '--catalog', '/c.db', 'now'], 'now'],
+  ] as const) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`^earthcatalog-compact: Unexpected argument '${word}'`), args.join(' '));
+    assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
+  }
+});
+
+test('whole numbers are decimal digits: 1e3, 2024.0 and 0x7e8 are refused; a negative value names the flag and the = spelling', async () => {
+  const base = ['--warehouse', '/w', '--catalog', '/c.db', '--dry-run'];
+  for (const years of ['1e3', '2024.0', '0x7e8']) {
+    const r = await cli([...base, '--years', years]);
+    assert.equal(r.code, 64, `--years ${years}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`--years must be a whole number, got "${years}"`));
+  }
+  const negative = await cli([...base, '--max-parallel', '-1']);
+  assert.equal(negative.code, 64, negative.stderr);
+  assert.match(negative.stderr, /^earthcatalog-compact: Option '--max-parallel' argument is ambiguous\..* '--max-parallel=-XYZ'/);
 });
 
 test('bad values are usage errors (exit 64) whether the flag parser or the input schema finds them, before any server is contacted', async () => {
