@@ -34,9 +34,14 @@ export async function startCompaction(
   }
 }
 
+/**
+ * The run's progress, or why there is none. The query is cut short at QUERY_DEADLINE_MS: one that no
+ * worker answers (a task queue nobody polls) would otherwise take ~30 s to fail, which delays the
+ * follower's notice and, run after run, `status`.
+ */
 async function tryQueryProgress(handle: WorkflowHandle): Promise<{ progress: CompactionProgress } | { error: string }> {
   try {
-    return { progress: await handle.query<CompactionProgress>('progress') };
+    return { progress: await handle.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => handle.query<CompactionProgress>('progress')) };
   } catch (err) {
     return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0]! };
   }
@@ -53,6 +58,9 @@ export async function queryProgress(handle: WorkflowHandle): Promise<CompactionP
  */
 export const NO_ANSWER_MS = 15_000;
 
+/** How long one progress query may take: a worker answers within a workflow task, well under this. */
+export const QUERY_DEADLINE_MS = 10_000;
+
 /**
  * Waits for the result, calling `onProgress` about twice a second, and `onNoAnswer` with the query's
  * error once the run has not answered for NO_ANSWER_MS (again after it answered in between).
@@ -67,11 +75,11 @@ export async function followCompaction(
     // From the last answer, not the first failure: an unanswered query itself can take ~30 s to fail.
     let answeredAt = Date.now();
     let told = false;
-    while (!done && onProgress) {
+    while (!done && (onProgress || onNoAnswer)) {
       const answer = await tryQueryProgress(handle);
       if (done) break;
       if ('progress' in answer) {
-        onProgress(answer.progress);
+        onProgress?.(answer.progress);
         answeredAt = Date.now();
         told = false;
       } else if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {

@@ -400,10 +400,21 @@ describe('the CLI when nobody serves the run', () => {
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // With --json (stdout only the summary) the notice still comes, on stderr.
+    const jsonId = `${workflowId}-json`;
+    const jsonChild = spawn(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', jsonId, '--json']), {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let jsonStderr = '';
+    jsonChild.stderr.on('data', (d: Buffer) => (jsonStderr += d.toString()));
+    const jsonExited = new Promise<number | null>((resolve) => jsonChild.on('exit', (code) => resolve(code)));
     try {
       await waitFor('the CLI started the run', async () => (stderr.includes(`started ${workflowId}`) ? true : undefined));
       const line = await waitFor('the CLI tells that nobody answers', async () => stderr.split('\n').find((l) => l.includes('has not answered')));
       assert.match(line, new RegExp(`${workflowId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
+      const jsonLine = await waitFor('the --json CLI tells that nobody answers', async () => jsonStderr.split('\n').find((l) => l.includes('has not answered')));
+      assert.match(jsonLine, new RegExp(`${jsonId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
       await assert.rejects(run(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }), (err: { stderr?: string; code?: number }) => {
         assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running`));
         return true;
@@ -416,10 +427,16 @@ describe('the CLI when nobody serves the run', () => {
         assert.match(err.stderr ?? '', new RegExp(`${workflowId} is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id ${workflowId}`));
         return true;
       });
+      // Ctrl-C detaches; the commands it prints reach the same server and namespace.
+      child.kill('SIGINT');
+      assert.equal(await exited, 130);
+      const connection = `--address ${h.address} --namespace ${h.namespace}`;
+      assert.match(stderr, new RegExp(`status --watch --workflow-id ${workflowId} ${connection}; stop it: earthcatalog-compact cancel --workflow-id ${workflowId} ${connection}\\)`));
     } finally {
       child.kill('SIGINT');
-      await exited;
-      await h.client.workflow.getHandle(workflowId).terminate('test: nobody serves it');
+      jsonChild.kill('SIGINT');
+      await Promise.all([exited, jsonExited]);
+      for (const id of [workflowId, jsonId]) await h.client.workflow.getHandle(id).terminate('test: nobody serves it');
     }
   });
 });

@@ -3,7 +3,7 @@ import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { runningCompactionOf } from './status';
+import { connectionFlagsOf, runningCompactionOf } from './status';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
@@ -42,22 +42,25 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     const detach = () => {
       bar?.finish();
-      const id = handle.workflowId;
+      // The commands must reach the same server and namespace as this one did.
+      const id = [`--workflow-id ${handle.workflowId}`, ...connectionFlagsOf(values)].join(' ');
       console.error(
-        `earthcatalog-compact: detached; the compaction continues as workflow ${id} ` +
-          `(follow it: earthcatalog-compact status --watch --workflow-id ${id}; stop it: earthcatalog-compact cancel --workflow-id ${id})`,
+        `earthcatalog-compact: detached; the compaction continues as workflow ${handle.workflowId} ` +
+          `(follow it: earthcatalog-compact status --watch ${id}; stop it: earthcatalog-compact cancel ${id})`,
       );
       process.exit(130);
     };
     process.once('SIGINT', detach);
     let summary: CompactionSummary;
     try {
-      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, (error) =>
-        bar?.note(
+      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, (error) => {
+        const notice =
           `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
-            `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`,
-        ),
-      );
+          `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`;
+        // With --json stdout holds only the summary; the notice goes to stderr either way.
+        if (bar) bar.note(notice);
+        else console.error(notice);
+      });
     } finally {
       process.off('SIGINT', detach);
       bar?.finish();

@@ -3,7 +3,7 @@ import { connectionFlags, parse } from '../cli-args';
 import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
-import { queryProgress } from '../start-compaction';
+import { QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS]
     Without --workflow-id: every running compaction, and (on stderr) each table whose latest compaction was
@@ -30,15 +30,11 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       return 0;
     }
     if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true);
-    // All runs at once, each query cut short: a run no worker serves leaves its query unanswered for
-    // ~30 s, which one after another would stall the listing for minutes.
+    // All runs at once: each query may wait QUERY_DEADLINE_MS for an answer.
     const report = await Promise.all(
       ids.map(async (id) => {
         const handle = client.workflow.getHandle(id);
-        const [desc, progress] = await Promise.all([
-          handle.describe(),
-          client.connection.withDeadline(Date.now() + STATUS_QUERY_MS, () => queryProgress(handle)),
-        ]);
+        const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         return { workflowId: id, status: desc.status.name, taskQueue: desc.taskQueue, startTime: desc.startTime.toISOString(), progress: progress ?? null };
       }),
     );
@@ -55,11 +51,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   }
 }
 
-/** How long `status` waits for a run's progress answer. */
-const STATUS_QUERY_MS = 10_000;
-
 const noAnswer = (taskQueue: string) =>
-  `(no progress answer within ${STATUS_QUERY_MS / 1000} s: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
+  `(no progress answer within ${QUERY_DEADLINE_MS / 1000} s: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
 
 /** Workflow ids of the compactions running in the client's namespace. */
 export async function runningCompactions(client: Client): Promise<string[]> {
