@@ -2,11 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { UsageError } from '../client/cli-args';
 import { resumeArgs, runResumeCommand } from '../client/commands/resume';
 import { REPO_ROOT } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
 
@@ -117,4 +119,13 @@ test('--help anywhere among the compaction flags prints the usage', async () => 
   const r = await cli(['--warehouse', '/w', '--help']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^usage: earthcatalog-compact --warehouse W --catalog C/);
+});
+
+test('a worker whose scratch directory cannot be made says so, naming it, before it contacts a server', async () => {
+  const file = path.join(await makeTempDir('ec-scratch-file'), 'a-file');
+  await fs.writeFile(file, 'not a directory');
+  const r = await cli(['worker', '--scratch-dir', file]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^earthcatalog-compact: scratch directory ${file} cannot be used: ENOTDIR`));
+  assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1|Workers hold a reference/);
 });

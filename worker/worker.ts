@@ -37,8 +37,17 @@ export class WorkerLogger extends DefaultLogger {
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
-  const connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
+  // The scratch directory first: a worker created before it fails holds the connection, whose close
+  // would then fail in place of the error that names the directory.
   const plugin = new EarthcatalogCompactionPlugin(opts);
+  let connection: NativeConnection;
+  try {
+    await plugin.local.ready;
+    connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
+  } catch (err) {
+    await plugin.local.close();
+    throw err;
+  }
   const worker = await Worker.create({
     connection,
     namespace: opts.namespace,

@@ -120,10 +120,14 @@ export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
   }
   const self = { host: os.hostname(), pidNamespace: await pidNamespace(), pid: process.pid };
   const dir = path.join(root, `${CLAIM_PREFIX}${randomUUID().slice(0, 8)}`);
-  await fs.mkdir(dir, { recursive: true });
   const ownerFile = path.join(dir, OWNER_FILE);
   const owner: Owner = { ...self, startedAt: new Date().toISOString() };
-  await fs.writeFile(ownerFile, JSON.stringify(owner));
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(ownerFile, JSON.stringify(owner));
+  } catch (err) {
+    throw new Error(`scratch directory ${root} cannot be used: ${(err as Error).message}`);
+  }
   const swept = await sweepAbandonedClaims(root, self, dir);
   const refresh = setInterval(() => {
     const t = new Date();
