@@ -129,3 +129,17 @@ test('a worker whose scratch directory cannot be made says so, naming it, before
   assert.match(r.stderr, new RegExp(`^earthcatalog-compact: scratch directory ${file} cannot be used: ENOTDIR`));
   assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1|Workers hold a reference/);
 });
+
+test('a schedule with a cron of the wrong shape or an unknown time zone is a usage error naming the flag, before any server is contacted', async () => {
+  for (const [args, message] of [
+    [['schedule', 'create', '--warehouse', '/w', '--catalog', '/c.db', '--cron', 'not a cron'], /^earthcatalog-compact: --cron must have 5 to 7 fields .*got "not a cron"/],
+    [['schedule', 'update', '--cron', '0 3 *'], /^earthcatalog-compact: --cron must have 5 to 7 fields/],
+    [['schedule', 'create', '--warehouse', '/w', '--catalog', '/c.db', '--timezone', 'Mars/Olympus'], /^earthcatalog-compact: --timezone: unknown time zone "Mars\/Olympus"/],
+    [['schedule', 'update', '--timezone', 'Mars/Olympus'], /^earthcatalog-compact: --timezone: unknown time zone "Mars\/Olympus"/],
+  ] as const) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
+  }
+});

@@ -200,11 +200,37 @@ function str(values: Values, key: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/**
+ * `--timezone`, checked here so that a typo is a usage error naming the flag, not the server's bare
+ * "unknown time zone" after connecting. Node and the server read the same IANA database.
+ */
+function timezoneFlag(values: Values): string | undefined {
+  const timezone = str(values, 'timezone');
+  if (timezone === undefined) return undefined;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+  } catch {
+    throw new UsageError(`--timezone: unknown time zone ${JSON.stringify(timezone)} (an IANA name such as Europe/Berlin, or UTC)`);
+  }
+  return timezone;
+}
+
+/** `--cron`, checked for its shape (5 to 7 fields or an @-descriptor) as the server checks it; the server checks the fields' values. */
+function cronFlag(values: Values): string | undefined {
+  const cron = str(values, 'cron');
+  if (cron === undefined) return undefined;
+  const fields = cron.replace(/^\s*CRON_TZ=\S+/, '').replace(/#.*$/, '').trim();
+  if (!fields.startsWith('@') && !/^\S+(\s+\S+){4,6}$/.test(fields)) {
+    throw new UsageError(`--cron must have 5 to 7 fields (minute hour day-of-month month day-of-week, optionally with seconds and years) or be a descriptor such as @weekly, got ${JSON.stringify(cron)}`);
+  }
+  return cron;
+}
+
 /** The spec the flags ask for, or undefined when they name none. */
 function specFromFlags(values: Values): ScheduleSpec | undefined {
-  const cron = str(values, 'cron');
+  const cron = cronFlag(values);
   const every = str(values, 'every');
-  const timezone = str(values, 'timezone');
+  const timezone = timezoneFlag(values);
   if (cron && every) throw new UsageError('give either --cron or --every, not both');
   if (every) return { intervals: [{ every: parseDurationFlag('every', every) }], ...(timezone ? { timezone } : {}) };
   if (cron) return { cronExpressions: [cron], ...(timezone ? { timezone } : {}) };
@@ -290,7 +316,8 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
       });
       const input = compactionInputFromFlags(values);
       // A timezone alone applies to the default cron (03:00 on Sundays where the operator is).
-      const spec = specFromFlags(values) ?? (values.timezone ? { cronExpressions: [DEFAULT_CRON], timezone: values.timezone } : undefined);
+      const timezone = timezoneFlag(values);
+      const spec = specFromFlags(values) ?? (timezone ? { cronExpressions: [DEFAULT_CRON], timezone } : undefined);
       const catchupWindowMs = values['catchup-window'] ? parseDurationFlag('catchup-window', values['catchup-window']) : undefined;
       return withClient(values, async (client, taskQueue, scheduleId) => {
         await createCompactionSchedule(client, {
@@ -319,6 +346,9 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         'no-use-lock': { type: 'boolean' },
         json: { type: 'boolean' },
       });
+      // The schedule's times, checked before connecting (updateSchedule reads them again).
+      specFromFlags(values);
+      timezoneFlag(values);
       return withClient(values, async (client, _q, scheduleId) => {
         await updateSchedule(client, scheduleId, values);
         return report(client, scheduleId, values.json, 'updated');
@@ -389,7 +419,7 @@ const INPUT_FLAGS = Object.keys(compactionFlags);
 
 async function updateSchedule(client: Client, scheduleId: string, values: Values): Promise<void> {
   const spec = specFromFlags(values);
-  const timezone = str(values, 'timezone');
+  const timezone = timezoneFlag(values);
   const catchup = str(values, 'catchup-window');
   const taskQueue = str(values, 'task-queue');
   const inputTouched = INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
