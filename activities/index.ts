@@ -187,6 +187,11 @@ export class WorkerLocalResources {
   }
 }
 
+/** Where a catalog.db kept in S3 is worked on: inside the worker's scratch claim, so that what a killed worker leaves is swept. */
+async function catalogScratch(local: WorkerLocalResources): Promise<string> {
+  return path.join((await local.ready).scratch.dir, 'catalog');
+}
+
 export function createActivities(resources: ActivityResources = defaultActivityResources(), local = new WorkerLocalResources(resources)) {
   return {
     ...createLockActivities(),
@@ -275,7 +280,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     async rebuildCatalog(req: CatalogRequest): Promise<CatalogResult> {
       return withStore(req.warehouse, async (store) => {
-        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
+        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
         try {
           let done = 0;
           let total = 0;
@@ -380,7 +385,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
       if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };
       return withStore(req.warehouse, async (store) => {
-        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName);
+        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
         try {
           await backend.assertWritable?.();
           return await checkTable(backend, req, store.root);

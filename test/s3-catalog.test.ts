@@ -19,7 +19,7 @@ import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/
 import { CreateTableBucketCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
-import type { CatalogRequest, CompactionInput, CompactionSummary } from '../workflows/contract';
+import type { CatalogRequest, CatalogResult, CompactionInput, CompactionSummary } from '../workflows/contract';
 import { lockWorkflowId } from '../workflows/lock';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import type { WarehouseStore } from '../activities/storage/warehouse-store';
@@ -29,7 +29,8 @@ import { planBuckets } from '../activities/compaction/plan-buckets';
 import { StorageError } from '../activities/storage/warehouse-store';
 import { verifyWarehouse, ViolationKinds } from '../activities/verification/verify-warehouse';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError } from '../activities/catalog/catalog-backend';
-import { toActivityFailure } from '../activities';
+import { createActivities, toActivityFailure } from '../activities';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
 import { S3CatalogDbBackend } from '../activities/catalog/s3-catalog-db';
 import { S3TablesCatalogBackend } from '../activities/catalog/s3tables-catalog';
@@ -155,6 +156,27 @@ describe('catalog.db kept in S3', () => {
     assertWholeWarehouse(scan);
     assert.equal(scan.metadata_location, result.metadataLocation);
     assert.equal(scan.metadata_log?.length, 1, 'the previous metadata file is logged');
+  });
+
+  it("the worker's activities work on catalog.db inside the worker's scratch claim, not in the system's temporary directory", async () => {
+    // The system's temporary directory made unusable (a file): the rebuild and the pre-flight must not need it,
+    // so a killed worker's copy is swept with its claim.
+    const workerScratch = await makeTempDir('ec-s3-catalog-worker');
+    const activities = createActivities({ scratchDir: workerScratch, memoryBudgetMb: 256, duckdbThreads: 1 });
+    const notADir = path.join(await makeTempDir('ec-s3-catalog-tmp'), 'file');
+    await fs.writeFile(notADir, '');
+    const tmpdir = process.env.TMPDIR;
+    process.env.TMPDIR = notADir;
+    try {
+      const env = new MockActivityEnvironment();
+      const result = (await env.run(activities.rebuildCatalog, request(catalog))) as CatalogResult;
+      assert.equal(result.dataFiles, dataFiles.length);
+      assert.deepEqual(await env.run(activities.checkCatalog, request(catalog)), { tableExists: true });
+    } finally {
+      if (tmpdir === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = tmpdir;
+    }
+    assertWholeWarehouse(await scanS3CatalogDb(catalog));
   });
 
   it('catalog.db changed by someone else after it was read: CatalogConflictError, their version is not overwritten', async () => {

@@ -18,11 +18,20 @@ export async function isAbsentLocalCatalog(catalog: string): Promise<boolean> {
   return catalog.startsWith('/') && !(await fs.stat(catalog).catch(() => undefined));
 }
 
-export async function openCatalogBackend(catalog: string, warehouseRoot: string, catalogName: string): Promise<IcebergCatalogBackend> {
+/**
+ * `scratchDir`: where a catalog.db kept in S3 is worked on (a worker passes its own scratch claim, which
+ * the next worker sweeps if this one is killed; else the system's temporary directory).
+ */
+export async function openCatalogBackend(
+  catalog: string,
+  warehouseRoot: string,
+  catalogName: string,
+  opts: { scratchDir?: string } = {},
+): Promise<IcebergCatalogBackend> {
   // Loaded on first use, like the S3 warehouse store: a purely local worker never loads the AWS SDK.
   if (catalog.startsWith('s3://')) {
     const { S3CatalogDbBackend } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
-    return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName);
+    return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName, { scratchDir: opts.scratchDir });
   }
   if (S3TABLES_ARN.test(catalog)) {
     const { S3TablesCatalogBackend } = require('./s3tables-catalog') as typeof import('./s3tables-catalog');
