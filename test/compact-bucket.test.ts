@@ -17,6 +17,7 @@ import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layou
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
 import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
 import { onOneThreadIfOutOfMemory, openDuckSession, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
+import { largestRowGroup } from '../activities/compaction/input-footprint';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { inputIdDigest } from '../activities/compaction/id-digests';
 import { inputFootprint } from '../activities/compaction/input-footprint';
@@ -1256,10 +1257,35 @@ describe('compactBucket', () => {
         assert.match(err.message, new RegExp(`bucket ${PREFIX}: DuckDB ran out of its 64 MB memory limit`));
         assert.match(err.message, /2 input\(s\) of \d+ MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
         assert.match(err.message, /DuckDB said: Out of Memory Error/);
+        // Row groups of ~4 MB, far below the limit: not what failed, so not named.
+        assert.doesNotMatch(err.message, /row group/);
         return true;
       },
     );
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
+  });
+
+  test('an out-of-memory failure names the largest input row group when it holds a quarter of the limit or more (DuckDB decodes it whole)', async () => {
+    const root = await makeTempDir('ec-row-groups');
+    const file = (name: string) => path.join(root, name);
+    // 3,000 rows of ~1 KB: in row groups of 1,000 rows (~1 MB each), and in one row group (~3 MB).
+    for (const [name, rowGroupSize] of [['small.parquet', 1000], ['one-group.parquet', 100_000]] as const) {
+      await session.exec(
+        `COPY (SELECT i AS id, repeat(md5(i::VARCHAR), 32) AS assets FROM range(3000) t(i))
+         TO ${sqlString(file(name))} (FORMAT parquet, ROW_GROUP_SIZE ${rowGroupSize})`,
+      );
+    }
+    const inputs = ['small.parquet', 'one-group.parquet'].map((name) => ({ key: `${PREFIX}/${name}`, path: file(name), size: 0 }));
+    const largest = await largestRowGroup(session, inputs);
+    assert.equal(largest?.key, `${PREFIX}/one-group.parquet`);
+    assert.equal(largest?.rowGroup, 0);
+    assert.ok(largest!.bytes > 3000 * 1024 && largest!.bytes < 4 * 1024 * 1024, `${largest!.bytes} bytes`);
+    // Named at the largest limit of which it is a quarter or more, not at the next one.
+    const limitMb = Math.floor((largest!.bytes * 4) / (1024 * 1024));
+    const named = new BucketMemoryError(PREFIX, limitMb, 2, 1, 'Out of Memory Error', largest);
+    assert.match(named.message, new RegExp(`resume the run\\. Its largest input row group \\(${PREFIX}/one-group\\.parquet, row group 0\\) holds 3 MB uncompressed, which DuckDB decodes whole: rewrite that file with smaller row groups`));
+    assert.match(named.message, /DuckDB said: Out of Memory Error$/);
+    assert.doesNotMatch(new BucketMemoryError(PREFIX, limitMb + 1, 2, 1, 'Out of Memory Error', largest).message, /row group/);
   });
 
   // Mid-statement, and between two statements (on the next tick, as DuckDB starts the one after the

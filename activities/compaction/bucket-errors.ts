@@ -49,11 +49,26 @@ export class InvalidBucketRequestError extends Error {
  * same way, so after one retry (a transient peak) the bucket is reported for a larger budget.
  */
 export class BucketMemoryError extends Error {
-  constructor(bucket: string, memoryLimitMb: number, inputs: number, bytesIn: number, cause: string) {
+  constructor(
+    bucket: string,
+    memoryLimitMb: number,
+    inputs: number,
+    bytesIn: number,
+    cause: string,
+    largest?: { key: string; rowGroup: number; bytes: number },
+  ) {
+    const mb = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
+    // A row group of a quarter of the limit or more is what a bucket of small files fails on: name it,
+    // since its bytes on disk (compressed) say nothing of it.
+    const rowGroup =
+      largest && largest.bytes * 4 >= memoryLimitMb * 1024 * 1024
+        ? ` Its largest input row group (${largest.key}, row group ${largest.rowGroup}) holds ${mb(largest.bytes)} MB uncompressed, ` +
+          `which DuckDB decodes whole: rewrite that file with smaller row groups (pyarrow's row_group_size=10000, say), or give a budget of several times that.`
+        : '';
     super(
       `bucket ${bucket}: DuckDB ran out of its ${memoryLimitMb} MB memory limit (half the bucket activity's memory budget) ` +
-        `compacting ${inputs} input(s) of ${(bytesIn / (1024 * 1024)).toFixed(0)} MB; nothing was deleted. Give the workers a larger ` +
-        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and resume the run. DuckDB said: ${cause}`,
+        `compacting ${inputs} input(s) of ${mb(bytesIn)} MB; nothing was deleted. Give the workers a larger ` +
+        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and resume the run.${rowGroup} DuckDB said: ${cause}`,
     );
     this.name = 'BucketMemoryError';
   }

@@ -44,7 +44,7 @@ import {
   type LocalInput,
 } from './input-schema';
 import { idsMissingFromOutput, inputIdDigest, outputIdDigest, type IdDigest } from './id-digests';
-import { inputFootprint } from './input-footprint';
+import { inputFootprint, largestRowGroup } from './input-footprint';
 import { outputRowGroup } from './output-format';
 import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
@@ -328,7 +328,9 @@ async function explainMergeFailure(
   if (err instanceof BadBucketDataError || a.stop.aborted) return err;
   if (err instanceof Error && isOutOfMemory(err)) {
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
-    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!);
+    // Footers only; a session that cannot even read those leaves the message without the row group.
+    const largest = await largestRowGroup(a.session, inputs).catch(() => undefined);
+    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!, largest);
   }
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessChanged(a, present, err);

@@ -20,3 +20,25 @@ export async function inputFootprint(session: DuckSession, inputs: readonly Loca
   const rowBytes = Math.max(64, Math.ceil(toNumber(r?.bytes) / Math.max(1, rows)) + 16 * toNumber(r?.columns));
   return { rows, rowBytes };
 }
+
+export interface LargestRowGroup {
+  key: string;
+  rowGroup: number;
+  /** Uncompressed bytes of the row group's columns. */
+  bytes: number;
+}
+
+/**
+ * The input row group with the most uncompressed bytes. DuckDB decodes a row group's column chunks
+ * whole, so one near the memory limit fails a bucket whatever its size on disk (writers with one row
+ * group per file make such row groups).
+ */
+export async function largestRowGroup(session: DuckSession, inputs: readonly LocalInput[]): Promise<LargestRowGroup | undefined> {
+  const [r] = await session.rows(
+    `SELECT file_name, row_group_id, sum(total_uncompressed_size) AS bytes
+     FROM parquet_metadata(${sqlStringList(inputs.map((i) => i.path))})
+     GROUP BY file_name, row_group_id ORDER BY bytes DESC, file_name, row_group_id LIMIT 1`,
+  );
+  const input = r && inputs.find((i) => i.path === r.file_name);
+  return input ? { key: input.key, rowGroup: toNumber(r.row_group_id), bytes: toNumber(r.bytes) } : undefined;
+}
