@@ -15,7 +15,7 @@ import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { defaultSchema } from '../activities/catalog/iceberg-schema';
 import { openCatalogBackend } from '../activities/catalog/open-catalog';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import { verifyWarehouse, ViolationKinds, type VerifyReport } from '../activities/verification/verify-warehouse';
+import { bucketBatches, verifyWarehouse, ViolationKinds, type VerifyReport } from '../activities/verification/verify-warehouse';
 import { groupByBucket, listPhysicalDataFiles } from '../activities/verification/warehouse-files';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../workflows/contract';
 import { pythonExecutable } from '../client/temporal-cli';
@@ -136,6 +136,19 @@ describe('verify', () => {
     await assert.rejects(fs.stat(catalog), 'verify does not create the catalog');
     assert.equal(r.stats.buckets, 2);
     assert.ok(r.stats.bucketsWithSeveralFiles === 2 && r.stats.catalogFiles === null);
+    // One bucket per batch (an S3 warehouse is downloaded a batch at a time): the same findings.
+    const byBucket = await verifyWarehouse({ warehouse, catalog, batchBytes: 1 });
+    assert.deepEqual(kinds(byBucket), kinds(r));
+    assert.deepEqual({ ...byBucket.stats, durationMs: 0 }, { ...r.stats, durationMs: 0 });
+  });
+
+  test('batches are whole buckets in order, cut once one reaches the byte cap, at least one bucket each', () => {
+    const f = (bucket: string, size: number) => ({ bucket, size, key: `${bucket}/${size}` });
+    const files = [f('a', 5), f('a', 5), f('b', 3), f('c', 20), f('d', 1), f('d', 1)];
+    assert.deepEqual(bucketBatches(files, 13).map((b) => b.map((x) => x.key)), [['a/5', 'a/5', 'b/3'], ['c/20'], ['d/1', 'd/1']]);
+    assert.deepEqual(bucketBatches(files, 1).map((b) => b.length), [2, 1, 1, 2]);
+    assert.deepEqual(bucketBatches(files, Infinity).map((b) => b.length), [6]);
+    assert.deepEqual(bucketBatches([], 10), []);
   });
 
   test('after compaction and catalog rebuild the warehouse verifies clean', async () => {
@@ -415,8 +428,10 @@ describe('verify', () => {
 
   test('the CLI exits 0 when clean and 2 with the violations as JSON', async () => {
     const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
-    const clean = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog], { cwd: REPO_ROOT });
+    const scratch = await makeTempDir('ec-verify-cli-scratch');
+    const clean = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--scratch-dir', scratch], { cwd: REPO_ROOT });
     assert.match(clean.stdout, /OK/);
+    assert.deepEqual(await fs.readdir(scratch), [], 'the scratch directory is left as it was');
     const key = `grid_partition=${CELLS[1]}/year=2021/part_99997_cli.parquet`;
     await writePartFile(path.join(warehouse, key), [makeSampleRow(createPrng(9), { id: 'CLI_1', cell: CELLS[1]!, year: 2021, updated: new Date() })]);
     try {

@@ -41,6 +41,8 @@ export interface VerifyOptions {
   memoryLimitMb?: number;
   /** Where remote files are downloaded and DuckDB spills (in a fresh subdirectory, removed afterwards). Default: the OS temp dir. */
   scratchDir?: string;
+  /** Bytes of files downloaded at a time (whole buckets); default VERIFY_BATCH_BYTES. */
+  batchBytes?: number;
 }
 
 export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport> {
@@ -72,7 +74,8 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       await fs.mkdir(scratch, { recursive: true });
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
-        rowsByKey = await checkFiles(session, store, files, scratch, violations, table && entries && catalogStats(table, entries, keyOfPath, label));
+        const stats = table && entries && catalogStats(table, entries, keyOfPath, label);
+        rowsByKey = await checkFiles(session, store, files, scratch, opts.batchBytes ?? VERIFY_BATCH_BYTES, violations, stats);
       } finally {
         session.close();
       }
@@ -136,15 +139,55 @@ function catalogStats(
 }
 
 /** The checks that read the files; returns the row count of every readable file by key. */
+/**
+ * Bytes of files downloaded at a time (whole buckets, at least one): an S3 warehouse is checked a batch
+ * at a time, each removed before the next is fetched, so verify needs local disk for a batch, not for
+ * the warehouse. Every check is of one file or one bucket, so batches change no result.
+ */
+export const VERIFY_BATCH_BYTES = 1024 * 1024 * 1024;
+
+/** Whole buckets, in the files' order, cut after the batch that reaches `maxBytes`. */
+export function bucketBatches<T extends { bucket: string; size: number }>(files: readonly T[], maxBytes: number): T[][] {
+  const batches: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const bucket of groupByBucket(files).values()) {
+    const size = bucket.reduce((n, f) => n + f.size, 0);
+    if (batch.length && bytes + size > maxBytes) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(...bucket);
+    bytes += size;
+  }
+  if (batch.length) batches.push(batch);
+  return batches;
+}
+
 async function checkFiles(
   session: DuckSession,
   store: WarehouseStore,
   files: readonly PhysicalDataFile[],
   scratch: string,
+  batchBytes: number,
   violations: Violation[],
   stats: CatalogStatsByKey | undefined,
 ): Promise<Map<string, number>> {
-  const local = await materializeAll(store, files, scratch, violations);
+  const rows = new Map<string, number>();
+  const downloads = path.join(scratch, 'files');
+  for (const batch of bucketBatches(files, batchBytes)) {
+    try {
+      for (const [key, n] of await checkBatch(session, await materializeAll(store, batch, downloads, violations), violations, stats)) rows.set(key, n);
+    } finally {
+      await fs.rm(downloads, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
+/** The checks of files on local disk (whole buckets); their row counts by key. */
+async function checkBatch(session: DuckSession, local: LocalDataFile[], violations: Violation[], stats: CatalogStatsByKey | undefined): Promise<Map<string, number>> {
   const footers = await readFooters(session, local);
   violations.push(...footers.violations);
   const readable = local.filter((f) => footers.facts.has(f.key));
@@ -199,9 +242,8 @@ async function readCatalog(
   }
 }
 
-async function materializeAll(store: WarehouseStore, files: readonly PhysicalDataFile[], scratch: string, violations: Violation[]): Promise<LocalDataFile[]> {
+async function materializeAll(store: WarehouseStore, files: readonly PhysicalDataFile[], downloads: string, violations: Violation[]): Promise<LocalDataFile[]> {
   const out: LocalDataFile[] = [];
-  const downloads = path.join(scratch, 'files');
   for (const f of files) {
     try {
       const local = await store.materialize(f.key, downloads);

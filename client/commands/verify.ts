@@ -1,10 +1,13 @@
+import { promises as fs, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { bucketSelectionFromFlags, location, parse } from '../cli-args';
 import type { BucketSelection } from '../../workflows/contract';
 import { UsageError } from '../cli-args';
 import { verifyWarehouse, type VerifyReport } from '../../activities/verification/verify-warehouse';
 
 export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--cells a,b] [--years 2024,2025] [--iceberg-namespace NS] [--table T]
-    [--catalog-name N] [--json]
+    [--catalog-name N] [--scratch-dir DIR] [--json]
     Checks the warehouse against its catalog and the compaction contract (read-only); exit 2 on any violation.
     --cells/--years check those buckets only (their files and the catalog's entries of them), as after a run given them.`;
 
@@ -23,21 +26,39 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
     'catalog-name': { type: 'string' },
     cells: { type: 'string' },
     years: { type: 'string' },
+    'scratch-dir': { type: 'string' },
     json: { type: 'boolean' },
   });
   if (!values.warehouse) throw new UsageError('--warehouse is required');
   if (!values.catalog) throw new UsageError('--catalog is required');
   const selection = bucketSelectionFromFlags(values);
-  const report = await verifyWarehouse({
-    ...selection,
-    warehouse: location(values.warehouse),
-    catalog: location(values.catalog),
-    namespace: values['iceberg-namespace'],
-    table: values.table,
-    catalogName: values['catalog-name'],
-  });
-  console.log(values.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
-  return report.ok ? 0 : EXIT_VIOLATIONS;
+  // Downloads of an S3 warehouse go below a directory of this process, removed also when it is
+  // interrupted (Ctrl-C mid-download would otherwise leave up to a batch of files behind).
+  const scratchDir = await fs.mkdtemp(path.join(path.resolve(values['scratch-dir'] ?? os.tmpdir()), 'earthcatalog-verify-'));
+  const removeScratch = () => rmSync(scratchDir, { recursive: true, force: true });
+  const interrupted = (signal: NodeJS.Signals) => {
+    removeScratch();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const report = await verifyWarehouse({
+      ...selection,
+      warehouse: location(values.warehouse),
+      catalog: location(values.catalog),
+      namespace: values['iceberg-namespace'],
+      table: values.table,
+      catalogName: values['catalog-name'],
+      scratchDir,
+    });
+    console.log(values.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
+    return report.ok ? 0 : EXIT_VIOLATIONS;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    removeScratch();
+  }
 }
 
 export function formatVerifyReport(r: VerifyReport): string {
