@@ -368,6 +368,9 @@ describe('Ctrl-C and the cancel command', () => {
     assert.match(stderr, new RegExp(`detached; the compaction continues as workflow ${workflowId}.*earthcatalog-compact cancel --workflow-id ${workflowId}`));
     const handle = h.client.workflow.getHandle(workflowId);
     assert.equal((await handle.describe()).status.name, 'RUNNING', 'Ctrl-C did not stop the compaction');
+    await waitFor('the progress says what the run waits for', async () =>
+      (await handle.query<CompactionProgress>('progress')).phase === 'waiting-for-pipeline-lock' ? true : undefined,
+    );
 
     const { stdout } = await cli(['cancel']);
     assert.match(stdout, new RegExp(`^${workflowId} CANCELLED`));

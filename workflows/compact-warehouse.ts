@@ -185,7 +185,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   if (carried) {
     // The lock is held by workflow id, which continue-as-new keeps; this run adopts it and resumes the walk.
-    const run = () => withPipelineLock(input, false, () => runPlan(input, progress, carried));
+    const run = () => withPipelineLock(input, null, () => runPlan(input, progress, carried));
     return withHeldLock(carried.warehouseLock, () => (carried.realPathLock ? withHeldLock(carried.realPathLock, run) : run()));
   }
 
@@ -207,7 +207,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
     const locked = async (realPathLock?: HeldLock) => {
       progress.phase = 'planning';
       publishDetails(input, progress);
-      return withPipelineLock(input, true, async () => {
+      return withPipelineLock(input, progress, async () => {
         await control.checkCatalog(catalogRequest(input));
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
@@ -241,11 +241,12 @@ function planRequest(input: CompactionRequest) {
 }
 
 /**
- * `--use-lock`: the Python pipeline's lock object is taken (by the first run; a continued run holds it
- * already) and released when the run ends, however it ends (not on continue-as-new). A cancelled run
- * releases it too: the object would otherwise block the Python pipeline until it expires (24 h).
+ * `--use-lock`: the Python pipeline's lock object is taken (by the first run, whose `progress` says it
+ * waits for it; a continued run, passing null, holds it already) and released when the run ends, however
+ * it ends (not on continue-as-new). A cancelled run releases it too: the object would otherwise block the
+ * Python pipeline until it expires (24 h).
  */
-async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, fn: () => Promise<T>): Promise<T> {
+async function withPipelineLock<T>(input: CompactionRequest, acquiring: CompactionProgress | null, fn: () => Promise<T>): Promise<T> {
   if (!input.useLock) return fn();
   const owner = pipelineLockOwner(input);
   // Releasing is idempotent and checks the owner, so it is safe after a cancelled acquire too. When it
@@ -258,7 +259,14 @@ async function withPipelineLock<T>(input: CompactionRequest, acquire: boolean, f
     });
   let result: T;
   try {
-    if (acquire) await control.acquirePipelineLock(owner);
+    if (acquiring) {
+      const phase = acquiring.phase;
+      acquiring.phase = 'waiting-for-pipeline-lock';
+      publishDetails(input, acquiring);
+      await control.acquirePipelineLock(owner);
+      acquiring.phase = phase;
+      publishDetails(input, acquiring);
+    }
     result = await fn();
   } catch (err) {
     if (!(err instanceof ContinueAsNew)) await release();

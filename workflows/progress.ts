@@ -6,6 +6,8 @@ import type { LockWaitState } from './lock';
 export type CompactionPhase =
   | 'validating'
   | 'waiting-for-lock'
+  /** `--use-lock`: waiting for the Python pipeline's lock object (its activity retries while another owner holds it). */
+  | 'waiting-for-pipeline-lock'
   | 'planning'
   | 'compacting'
   | 'waiting-for-catalog-lock'
