@@ -46,12 +46,16 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   return parsed;
 }
 
-function int(name: string, raw: string | undefined): number | undefined {
+/** `--name`'s value as a whole number (undefined when absent); `positive` refuses 0 and below. */
+export function wholeNumberFlag(name: string, raw: string | undefined, positive = false): number | undefined {
   if (raw === undefined) return undefined;
   // Decimal digits only: Number() would take "1e3", "2024.0" and "0x7e8" as whole numbers, and "" as 0.
-  if (!/^[+-]?\d+$/.test(raw.trim())) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(raw)}`);
-  return Number(raw);
+  const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  if (Number.isNaN(n) || (positive && n <= 0)) throw new UsageError(`--${name} must be a ${positive ? 'positive ' : ''}whole number, got ${JSON.stringify(raw)}`);
+  return n;
 }
+
+const int = (name: string, raw: string | undefined) => wholeNumberFlag(name, raw);
 
 /** Local paths are made absolute here, where the operator's working directory is known. */
 export function location(raw: string): string {

@@ -143,3 +143,17 @@ test('a schedule with a cron of the wrong shape or an unknown time zone is a usa
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
   }
 });
+
+test("the worker and the demo refuse counts that are not positive decimal numbers, and a bucket budget above the worker's memory, before starting anything", async () => {
+  for (const [args, message] of [
+    [['demo', '--cells', 'abc'], /^earthcatalog-compact: --cells must be a positive whole number, got "abc"/],
+    [['demo', '--years', '0'], /^earthcatalog-compact: --years must be a positive whole number, got "0"/],
+    [['worker', '--memory-budget-mb', '1e3'], /^earthcatalog-compact: --memory-budget-mb must be a positive whole number, got "1e3"/],
+    [['worker', '--memory-budget-mb', '2048', '--memory-mb', '1024'], /^earthcatalog-compact: --memory-budget-mb 2048 is more than --memory-mb 1024/],
+  ] as const) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1|demo: /, 'refused before anything started');
+  }
+});

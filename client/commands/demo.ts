@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { promises as fs } from 'node:fs';
-import { parse } from '../cli-args';
+import { parse, wholeNumberFlag } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
 import { Runtime } from '@temporalio/worker';
@@ -22,6 +22,9 @@ export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--y
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { dir: { type: 'string' }, cells: { type: 'string' }, years: { type: 'string' } });
+  // Counts here (compact's --cells is a list): checked before a server or worker starts.
+  const cellCount = wholeNumberFlag('cells', values.cells, true) ?? 4;
+  const yearCount = wholeNumberFlag('years', values.years, true) ?? 3;
   const dir = values.dir ? path.resolve(values.dir) : await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-demo-'));
   const warehouse = path.join(dir, 'warehouse');
   const catalog = path.join(dir, 'catalog.db');
@@ -42,8 +45,6 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const { worker, connection, plugin } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });
   const client = await connectClient(target);
   try {
-    const cellCount = Number(values.cells ?? 4);
-    const yearCount = Number(values.years ?? 3);
     const cells = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'].slice(0, cellCount);
     const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
     await fs.mkdir(warehouse, { recursive: true });

@@ -1,4 +1,4 @@
-import { connectionFlags, parse, UsageError } from '../cli-args';
+import { connectionFlags, parse, UsageError, wholeNumberFlag } from '../cli-args';
 import { resolveTarget } from '../connection';
 import { defaultActivityResources } from '../../activities';
 import { runWorker } from '../../worker/worker';
@@ -20,11 +20,13 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   });
   const num = (k: keyof typeof values) => {
     const v = values[k];
-    if (v === undefined || typeof v !== 'string') return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${k} must be a positive whole number, got ${JSON.stringify(v)}`);
-    return n;
+    return wholeNumberFlag(k, typeof v === 'string' ? v : undefined, true);
   };
+  const budget = num('memory-budget-mb');
+  const memory = num('memory-mb');
+  if (budget !== undefined && memory !== undefined && budget > memory) {
+    throw new UsageError(`--memory-budget-mb ${budget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
+  }
   const grace = flagOrVariable(values['shutdown-grace'], '--shutdown-grace', 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS');
   if (grace.raw !== undefined && !/^\d+$/.test(grace.raw)) {
     throw new UsageError(`${grace.source} must be a whole number of seconds >= 0, got ${JSON.stringify(grace.raw)}`);
@@ -45,8 +47,8 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
     ...target,
-    memoryBudgetMb: num('memory-budget-mb'),
-    memoryMb: num('memory-mb'),
+    memoryBudgetMb: budget,
+    memoryMb: memory,
     maxConcurrentBuckets: num('max-concurrent-buckets'),
     duckdbThreads: num('duckdb-threads'),
     scratchDir: values['scratch-dir'],
