@@ -1,7 +1,7 @@
 /** Flags of `npm run bench`. */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parse, UsageError } from '../client/cli-args';
+import { parse, UsageError, wholeNumberFlag } from '../client/cli-args';
 
 export type BenchCase = 'heavy' | 'memory' | 'weekly' | 'recent' | 'tiny';
 const ALL_CASES: readonly BenchCase[] = ['heavy', 'memory', 'weekly', 'recent', 'tiny'];
@@ -34,9 +34,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--rows N] [--parts N] [--tiny 
   [--memory-mb MB] [--memory-case-mb MB] [--threads N] [--parallel N] [--repeat N] [--cases heavy,memory,weekly,recent,tiny] [--dir DIR] [--keep]`;
 
 function whole(name: string, raw: string | undefined, fallback: number, min: number): number {
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number >= ${min}, got ${JSON.stringify(raw)}\n${USAGE}`);
+  const n = wholeNumberFlag(name, raw) ?? fallback;
+  if (n < min) throw new UsageError(`--${name} must be a whole number >= ${min}, got ${JSON.stringify(raw)}\n${USAGE}`);
   return n;
 }
 
