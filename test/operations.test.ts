@@ -71,6 +71,34 @@ async function holdPythonLock(warehouse: string): Promise<{ lockFile: string; bo
   return { lockFile, body };
 }
 
+/** The product's activities, as a worker registers them. */
+type Activities = ReturnType<typeof createActivities>;
+
+/**
+ * A worker with the compaction workflow and a bucket worker beside it (without the plugin, the bucket
+ * task queue needs one of its own), on a queue of their own, with some activities replaced by `faults`:
+ * for a fault that cannot be caused for real here, which the test says.
+ */
+async function startWorkerWithFaults(name: string, faults: (activities: Activities) => Partial<Activities>): Promise<{ queue: string; stop: () => Promise<void> }> {
+  const queue = uniqueTaskQueue(name);
+  const resources = { scratchDir: await makeTempDir(`ec-${name}-scratch`), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
+  const local = new WorkerLocalResources(resources);
+  const activities = createActivities(resources, local);
+  const replaced = { ...activities, ...faults(activities) };
+  const w = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: queue, workflowBundle: await h.bundle(), activities: replaced });
+  const bucketWorker = await createBucketWorker(h, queue, replaced.compactBucket);
+  const running = Promise.all([w.run(), bucketWorker.run()]);
+  return {
+    queue,
+    stop: async () => {
+      w.shutdown();
+      bucketWorker.shutdown();
+      await running;
+      await local.close();
+    },
+  };
+}
+
 /** Enough buckets that a run at one bucket at a time is still running after its first few. */
 const TWELVE_BUCKETS = { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] };
 
@@ -213,21 +241,17 @@ describe('cancel while the last buckets run', () => {
     // A bucket that completes despite the cancel cannot be timed for real (its deletes must have begun
     // just as the request lands): compactBucket is wrapped to do its real work, then hold its result
     // until the request is in the history, as a bucket past its deletes ignores the stop.
-    const queue = uniqueTaskQueue('ops-cancel-last');
-    const resources = { scratchDir: await makeTempDir('ec-cancel-last-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
-    const local = new WorkerLocalResources(resources);
-    const activities = createActivities(resources, local);
     let requested!: () => void;
     const cancelRequested = new Promise<void>((resolve) => (requested = resolve));
     let bucketsDone = 0;
-    const w = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: queue, workflowBundle: await h.bundle(), activities });
-    const bucketWorker = await createBucketWorker(h, queue, async (req: Parameters<typeof activities.compactBucket>[0]) => {
-      const result = await activities.compactBucket(req);
-      bucketsDone += 1;
-      await cancelRequested;
-      return result;
-    });
-    const running = Promise.all([w.run(), bucketWorker.run()]);
+    const { queue, stop } = await startWorkerWithFaults('ops-cancel-last', (activities) => ({
+      compactBucket: async (req) => {
+        const result = await activities.compactBucket(req);
+        bucketsDone += 1;
+        await cancelRequested;
+        return result;
+      },
+    }));
     try {
       const fx = await makeFixture('cancel-last-buckets', { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020] });
       const handle = await h.client.workflow.start('compactWarehouse', {
@@ -259,10 +283,7 @@ describe('cancel while the last buckets run', () => {
       assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
     } finally {
       requested();
-      w.shutdown();
-      bucketWorker.shutdown();
-      await running;
-      await local.close();
+      await stop();
     }
   });
 });
@@ -746,25 +767,11 @@ describe('--use-lock when releasing the lock object fails', () => {
   it('the run still completes with its summary, and the object stays for its expiry or the next run', async () => {
     // A fault that cannot be caused for real here (the tests run as root, and moto does not enforce
     // policies): the release activity is replaced by one that is denied, as a role without DeleteObject is.
-    const queue = uniqueTaskQueue('ops-release-denied');
-    const resources = { scratchDir: await makeTempDir('ec-release-denied-scratch'), memoryBudgetMb: 256, duckdbThreads: 1, idleDuckdbSessions: 1 };
-    const local = new WorkerLocalResources(resources);
-    const activities = createActivities(resources, local);
-    const w = await Worker.create({
-      connection: h.server.env.nativeConnection,
-      namespace: h.namespace,
-      taskQueue: queue,
-      workflowBundle: await h.bundle(),
-      activities: {
-        ...activities,
-        releasePipelineLock: async () => {
-          throw ApplicationFailure.nonRetryable('access denied deleting _lock/compaction.lock', FailureTypes.storageDenied);
-        },
+    const { queue, stop } = await startWorkerWithFaults('ops-release-denied', () => ({
+      releasePipelineLock: async () => {
+        throw ApplicationFailure.nonRetryable('access denied deleting _lock/compaction.lock', FailureTypes.storageDenied);
       },
-    });
-    // Without the plugin, the bucket task queue needs a worker of its own.
-    const bucketWorker = await createBucketWorker(h, queue, activities.compactBucket);
-    const running = Promise.all([w.run(), bucketWorker.run()]);
+    }));
     try {
       const fx = await makeFixture('release-denied');
       const handle = await h.client.workflow.start('compactWarehouse', {
@@ -779,10 +786,7 @@ describe('--use-lock when releasing the lock object fails', () => {
       const lock = JSON.parse(await fs.readFile(path.join(fx.warehouse, '_lock', 'compaction.lock'), 'utf8')) as { owner: string };
       assert.equal(lock.owner, handle.workflowId, 'the object stays, naming the run');
     } finally {
-      w.shutdown();
-      bucketWorker.shutdown();
-      await running;
-      await local.close();
+      await stop();
     }
   });
 });
