@@ -47,6 +47,8 @@ export function formatSummary(s: CompactionSummary): string {
         'or data files that cannot be compacted (a glob or control character in the key); the rebuilt table registers only data files',
     );
   }
+  // A resume counts among buckets_compacted those an interrupted run had finished: say how many.
+  if (s.bucketsAlreadyCompacted) lines.push(`${s.bucketsAlreadyCompacted} of the compacted bucket(s) had been finished by an earlier attempt or run (resume), not redone`);
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
   if (s.catalogDeleteFilesDropped) {
     lines.push(`${s.catalogDeleteFilesDropped} delete file(s) of another engine were not carried over: the rows they deleted are visible again`);

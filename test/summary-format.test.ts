@@ -38,8 +38,9 @@ test('a clean run prints the figures and no line about files left for later', ()
   assert.doesNotMatch(text, /left for the next run|not carried over/);
 });
 
-test('deferred and rewritten inputs and dropped delete files each get a line', () => {
-  const text = formatSummary({ ...base, filesDeferred: 5, filesRewritten: 1, catalogDeleteFilesDropped: 2 });
+test('deferred and rewritten inputs, dropped delete files and buckets a resume found finished each get a line', () => {
+  const text = formatSummary({ ...base, filesDeferred: 5, filesRewritten: 1, catalogDeleteFilesDropped: 2, bucketsAlreadyCompacted: 4 });
+  assert.match(text, /^4 of the compacted bucket\(s\) had been finished by an earlier attempt or run \(resume\), not redone$/m);
   assert.match(text, /^5 file\(s\) of buckets too large for one task were left for the next run$/m);
   assert.match(text, /^1 input file\(s\) were rewritten after they were read and were left for the next run$/m);
   assert.match(text, /^2 delete file\(s\) of another engine were not carried over: the rows they deleted are visible again$/m);
