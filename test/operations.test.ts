@@ -579,6 +579,26 @@ describe('status --watch', () => {
       await late.stop();
     }
   });
+
+  it('a run that failed: its status line says why, and the exit code is 1', async () => {
+    const missing = path.join(await makeTempDir('ec-watch-failed'), 'no-warehouse');
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `watch-failed-${Date.now()}`,
+      args: [{ warehouse: missing, catalog: `${missing}.db` }],
+    });
+    await assert.rejects(handle.result());
+    const why = `workflow failed: warehouse ${missing} does not exist or is not a directory`;
+    for (const json of [false, true]) {
+      await assert.rejects(cli(['status', '--workflow-id', handle.workflowId, '--watch', ...(json ? ['--json'] : [])]), (err: { stdout?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        const last = err.stdout!.trim().split('\n').pop()!;
+        if (json) assert.deepEqual(JSON.parse(last), { workflowId: handle.workflowId, status: 'FAILED', error: why });
+        else assert.equal(last, `${handle.workflowId} FAILED: ${why}`);
+        return true;
+      });
+    }
+  });
 });
 
 describe('selected buckets', () => {

@@ -3,7 +3,7 @@ import { connectionFlags, parse } from '../cli-args';
 import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
-import { QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
+import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS]
     Without --workflow-id: every running compaction, and (on stderr) each table whose latest compaction was
@@ -200,6 +200,8 @@ async function watch(client: Client, workflowId: string, json: boolean): Promise
     if (json && line !== last) console.log((last = line));
   });
   bar?.finish();
-  console.log(json ? JSON.stringify({ workflowId, status }) : `${workflowId} ${status}`);
+  // Why it did not complete, as the compact command would have said it.
+  const error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+  console.log(json ? JSON.stringify({ workflowId, status, ...(error ? { error } : {}) }) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
   return status === 'COMPLETED' ? 0 : 1;
 }
