@@ -55,8 +55,6 @@ export function wholeNumberFlag(name: string, raw: string | undefined, positive 
   return n;
 }
 
-const int = (name: string, raw: string | undefined) => wholeNumberFlag(name, raw);
-
 /** Local paths are made absolute here, where the operator's working directory is known. */
 export function location(raw: string): string {
   return raw.startsWith('s3://') || raw.startsWith('arn:') ? raw : path.resolve(raw);
@@ -75,11 +73,11 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   if (!warehouse) throw new UsageError('--warehouse is required');
   if (!catalog) throw new UsageError('--catalog is required');
   const input: CompactionInput = { warehouse: location(warehouse), catalog: location(catalog) };
-  const threshold = int('threshold', str('threshold'));
+  const threshold = wholeNumberFlag('threshold', str('threshold'));
   if (threshold !== undefined) input.threshold = threshold;
   if (values['dry-run']) input.dryRun = true;
   if (values['use-lock']) input.useLock = true;
-  const parallel = int('max-parallel', str('max-parallel'));
+  const parallel = wholeNumberFlag('max-parallel', str('max-parallel'));
   if (parallel !== undefined) input.maxParallelBuckets = parallel;
   Object.assign(input, selectionFromFlags(values));
   const ns = str('iceberg-namespace');
@@ -88,7 +86,7 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   if (table !== undefined) input.table = table;
   const catalogName = str('catalog-name');
   if (catalogName !== undefined) input.catalogName = catalogName;
-  const lockTimeout = int('lock-timeout', str('lock-timeout'));
+  const lockTimeout = wholeNumberFlag('lock-timeout', str('lock-timeout'));
   if (lockTimeout !== undefined) input.lockTimeoutSeconds = lockTimeout;
   return checked({ ...input, ...extra });
 }
@@ -99,7 +97,7 @@ function selectionFromFlags(values: Values): { cells?: string[]; years?: number[
   const cells = values.cells;
   if (typeof cells === 'string') out.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
   const years = values.years;
-  if (typeof years === 'string') out.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => int('years', y)!);
+  if (typeof years === 'string') out.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => wholeNumberFlag('years', y)!);
   return out;
 }
 

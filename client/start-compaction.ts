@@ -72,7 +72,7 @@ export async function followCompaction(
 ): Promise<CompactionSummary> {
   let done = false;
   const poller = (async () => {
-    // From the last answer, not the first failure: an unanswered query itself can take ~30 s to fail.
+    // From the last answer, not the first failure: an unanswered query itself takes QUERY_DEADLINE_MS to fail.
     let answeredAt = Date.now();
     let told = false;
     while (!done && (onProgress || onNoAnswer)) {

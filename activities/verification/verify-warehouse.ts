@@ -138,7 +138,6 @@ function catalogStats(
   return { schema, nameMapping: table.metadata.properties?.[NAME_MAPPING_PROPERTY], byKey };
 }
 
-/** The checks that read the files; returns the row count of every readable file by key. */
 /**
  * Bytes of files downloaded at a time (whole buckets, at least one): an S3 warehouse is checked a batch
  * at a time, each removed before the next is fetched, so verify needs local disk for a batch, not for
@@ -165,6 +164,7 @@ export function bucketBatches<T extends { bucket: string; size: number }>(files:
   return batches;
 }
 
+/** The checks that read the files, a batch at a time; returns the row count of every readable file by key. */
 async function checkFiles(
   session: DuckSession,
   store: WarehouseStore,
