@@ -346,11 +346,10 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         'no-use-lock': { type: 'boolean' },
         json: { type: 'boolean' },
       });
-      // The schedule's times, checked before connecting (updateSchedule reads them again).
-      specFromFlags(values);
-      timezoneFlag(values);
+      // The schedule's times, read (and checked) before connecting.
+      const times = { spec: specFromFlags(values), timezone: timezoneFlag(values) };
       return withClient(values, async (client, _q, scheduleId) => {
-        await updateSchedule(client, scheduleId, values);
+        await updateSchedule(client, scheduleId, values, times);
         return report(client, scheduleId, values.json, 'updated');
       });
     }
@@ -417,9 +416,12 @@ async function report(client: Client, scheduleId: string, json: boolean | undefi
 
 const INPUT_FLAGS = Object.keys(compactionFlags);
 
-async function updateSchedule(client: Client, scheduleId: string, values: Values): Promise<void> {
-  const spec = specFromFlags(values);
-  const timezone = timezoneFlag(values);
+async function updateSchedule(
+  client: Client,
+  scheduleId: string,
+  values: Values,
+  { spec, timezone }: { spec: ScheduleSpec | undefined; timezone: string | undefined },
+): Promise<void> {
   const catchup = str(values, 'catchup-window');
   const taskQueue = str(values, 'task-queue');
   const inputTouched = INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
