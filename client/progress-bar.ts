@@ -24,12 +24,13 @@ export function createProgressRenderer(stream: NodeJS.WriteStream = process.stde
   };
 }
 
-export function progressLine(p: CompactionProgress, width: number): string {
+export function progressLine(p: CompactionProgress, width: number, closed = false): string {
   const total = Math.max(p.bucketsTotal, 1);
   const barWidth = Math.max(10, Math.min(40, width - 70));
   const filled = Math.round((p.bucketsDone / total) * barWidth);
   const bar = `[${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}]`;
   const waiting = p.locks.find((l) => l.status === 'queued');
-  const phase = waiting ? `${p.phase} (held by ${waiting.holder ?? '?'})` : p.phase;
+  // A run that ended early stopped in that phase; it is not still in it.
+  const phase = closed ? (p.phase === 'done' ? p.phase : `last phase ${p.phase}`) : waiting ? `${p.phase} (held by ${waiting.holder ?? '?'})` : p.phase;
   return `${bar} ${p.bucketsDone}/${p.bucketsTotal} buckets · rows ${p.rowsBefore}→${p.rowsAfter} · failed ${p.bucketsFailed} · ${phase}`;
 }

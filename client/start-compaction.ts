@@ -92,17 +92,32 @@ export async function followCompaction(
   try {
     return (await handle.result()) as CompactionSummary;
   } catch (err) {
-    throw new Error(describeWorkflowError(err));
+    throw new CompactionEndedError(describeWorkflowError(err), isCancelledRun(err));
   } finally {
     done = true;
     await poller;
   }
 }
 
+/** A run that ended without a summary; `cancelled` when it was cancelled (what it left is then worth saying). */
+export class CompactionEndedError extends Error {
+  constructor(
+    message: string,
+    readonly cancelled: boolean,
+  ) {
+    super(message);
+    this.name = 'CompactionEndedError';
+  }
+}
+
+function isCancelledRun(err: unknown): boolean {
+  return err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure;
+}
+
 /** The innermost useful message of a workflow failure, on one line. */
 export function describeWorkflowError(err: unknown): string {
   if (err instanceof WorkflowFailedError) {
-    if (err.cause instanceof CancelledFailure) return 'workflow was cancelled; finish its plan with resume';
+    if (isCancelledRun(err)) return 'workflow was cancelled';
     let cause: unknown = err.cause;
     while (cause instanceof Error && 'cause' in cause && cause.cause instanceof Error) cause = cause.cause;
     return `workflow ${err.message.includes('terminated') ? 'was terminated' : 'failed'}: ${cause instanceof Error ? cause.message : err.message}`;

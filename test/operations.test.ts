@@ -506,6 +506,60 @@ describe('cancel through the CLI', () => {
       await second?.stop();
     }
   });
+
+  it('a run cancelled before it planned says there is nothing to resume (compact, status --watch, status), and a run terminated before it planned is not named by status', async () => {
+    const fx = await makeFixture('cancel-unplanned', TWELVE_BUCKETS);
+    // The holder runs on a queue of its own whose worker stops once it compacts: it keeps the warehouse
+    // lock, so the CLI's run waits for it, with no plan, until it is cancelled.
+    const queue = uniqueTaskQueue('cancel-unplanned-holder');
+    const holderWorker = await startWorker(h, queue);
+    const holder = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: queue,
+      workflowId: `cancel-unplanned-holder-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    try {
+      await waitFor('the holder compacting', async () => ((await holder.query<CompactionProgress>('progress')).bucketsDone >= 1 ? true : undefined));
+      await holderWorker.stop();
+      const waiterId = `cancel-unplanned-${Date.now()}`;
+      const compacting = cli(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', waiterId, '--json']).then(
+        () => assert.fail('the cancelled run printed a summary'),
+        (err: { stderr?: string; code?: number }) => err,
+      );
+      const waiter = h.client.workflow.getHandle(waiterId);
+      await waitFor('the CLI run waiting for the lock', async () =>
+        (await waiter.query<CompactionProgress>('progress').catch(() => undefined))?.phase === 'waiting-for-lock' ? true : undefined,
+      );
+      const watching = cli(['status', '--watch', '--workflow-id', waiterId]).then(
+        () => assert.fail('status --watch of a cancelled run exits non-zero'),
+        (err: { stdout?: string; code?: number }) => err,
+      );
+      await waiter.cancel();
+      const failed = await compacting;
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr ?? '', /workflow was cancelled before it made a plan: there is nothing to resume/);
+      assert.doesNotMatch(failed.stderr ?? '', /finish it with/);
+      const watched = await watching;
+      assert.match(watched.stdout ?? '', new RegExp(`${waiterId} CANCELLED: workflow was cancelled before it made a plan: there is nothing to resume`));
+      const { stdout } = await cli(['status', '--workflow-id', waiterId]);
+      assert.match(stdout, new RegExp(`^${waiterId} CANCELLED .* · last phase waiting-for-lock$`, 'm'));
+    } finally {
+      await holder.terminate('test: done with the lock holder');
+    }
+
+    // Terminated while it waited for a queue nobody polls: it never planned, so status names no table.
+    const idle = await makeFixture('terminated-unplanned');
+    const never = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: uniqueTaskQueue('nobody-polls'),
+      workflowId: `terminated-unplanned-${Date.now()}`,
+      args: [{ warehouse: idle.warehouse, catalog: idle.catalog }],
+    });
+    await never.terminate('test: started on the wrong queue');
+    const { warning } = await statusWarning(idle.warehouse);
+    assert.equal(warning, '', 'a run that never planned left nothing to finish');
+    // The holder above did plan and compact: its table is named.
+    assert.match((await statusWarning(fx.warehouse)).warning, /was TERMINATED/);
+  });
 });
 
 describe('progress', () => {

@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { connectionFlagsOf, resumeCommand, runningCompactions, startInput, waitUntilClosed } from './status';
+import { cancelledRunOutcome, connectionFlagsOf, runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
@@ -29,18 +29,14 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     }
     console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
     const status = await waitUntilClosed(handle);
-    const p = await queryProgress(handle);
-    const done = p ? `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done` : '';
-    let hint = '';
-    const input = status === 'CANCELLED' && p?.planId ? await startInput(client, workflowId, before.runId).catch(() => undefined) : undefined;
-    // A dry run wrote no plan: there is nothing to resume.
-    if (status === 'CANCELLED' && p?.planId && !input?.dryRun) {
-      const command = input
-        ? resumeCommand(input, before.taskQueue, connectionFlagsOf(values), p.planId)
-        : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
-      hint = `; finish it with ${command}`;
+    let outcome = '';
+    if (status === 'CANCELLED') {
+      outcome = await cancelledRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values));
+    } else {
+      const p = await queryProgress(handle);
+      if (p) outcome = `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
     }
-    console.log(`${workflowId} ${status}${done}${hint}`);
+    console.log(`${workflowId} ${status}${outcome}`);
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {
     await client.connection.close();

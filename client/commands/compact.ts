@@ -1,9 +1,9 @@
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
-import { followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
+import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { connectionFlagsOf, runningCompactionOf } from './status';
+import { cancelledRunOutcome, connectionFlagsOf, runningCompactionOf } from './status';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
@@ -61,6 +61,12 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
         if (bar) bar.note(notice);
         else console.error(notice);
       });
+    } catch (err) {
+      // Cancelled by someone else (`cancel`, the UI): say what it left, and the command that finishes it.
+      if (!(err instanceof CompactionEndedError && err.cancelled)) throw err;
+      bar?.finish();
+      const { runId, taskQueue } = await handle.describe();
+      throw new Error(`${err.message}${await cancelledRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values))}`);
     } finally {
       process.off('SIGINT', detach);
       bar?.finish();

@@ -29,7 +29,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       console.log(values.json ? '[]' : 'no compaction is running');
       return 0;
     }
-    if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true);
+    if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true, connectionFlagsOf(values));
     // All runs at once: each query may wait QUERY_DEADLINE_MS for an answer.
     const report = await Promise.all(
       ids.map(async (id) => {
@@ -41,7 +41,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     if (values.json) console.log(JSON.stringify(report, null, 2));
     else {
       for (const r of report) {
-        const detail = r.progress ? progressLine(r.progress, 120) : r.status === 'RUNNING' ? noAnswer(r.taskQueue) : undefined;
+        const detail = r.progress ? progressLine(r.progress, 120, r.status !== 'RUNNING') : r.status === 'RUNNING' ? noAnswer(r.taskQueue) : undefined;
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}`);
       }
     }
@@ -76,6 +76,7 @@ export async function runningCompactionOf(client: Client, warehouse: string): Pr
 
 interface InterruptedCompaction {
   workflowId: string;
+  runId: string;
   status: string;
   taskQueue: string;
   closeTime?: Date;
@@ -112,7 +113,34 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
     seen.add(table);
     if (run.status === 'TERMINATED' || run.status === 'TIMED_OUT') interrupted.push({ ...run, input });
   }
-  return interrupted;
+  // A run stopped before it planned (waiting for its lock, say) compacted nothing and left no plan.
+  const planned = await Promise.all(interrupted.map((run) => reachedAPlan(client, run.workflowId, run.runId)));
+  return interrupted.filter((_, i) => planned[i]);
+}
+
+/**
+ * Whether a run got as far as making or loading a plan: it was continued from one (its start carries the
+ * walk's state beside the input), or it scheduled `planCompaction` or `loadPlan`. A history gone with
+ * the namespace's retention counts as planned: the warning is then kept rather than dropped.
+ */
+async function reachedAPlan(client: Client, workflowId: string, runId: string): Promise<boolean> {
+  let nextPageToken: Uint8Array | undefined;
+  do {
+    const response = await client.workflowService
+      .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 200, nextPageToken })
+      .catch((err: unknown) => {
+        if (isGrpcServiceError(err) && err.code === GRPC_NOT_FOUND) return undefined;
+        throw err;
+      });
+    if (!response) return true;
+    for (const event of response.history?.events ?? []) {
+      if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) return true;
+      const type = event.activityTaskScheduledEventAttributes?.activityType?.name;
+      if (type === 'planCompaction' || type === 'loadPlan') return true;
+    }
+    nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
+  } while (nextPageToken);
+  return false;
 }
 
 /** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
@@ -165,6 +193,27 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
   return `earthcatalog-compact resume ${flags.join(' ')}`;
 }
 
+/**
+ * What a cancelled run left, said the same way by `cancel`, `compact` and `status --watch`: `: N of M
+ * buckets done` and the command that finishes its plan, or that there is nothing to finish (cancelled
+ * before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
+ * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
+ */
+export async function cancelledRunOutcome(
+  client: Client,
+  run: { workflowId: string; runId: string; taskQueue: string },
+  connection: readonly string[],
+): Promise<string> {
+  const p = await queryProgress(client.workflow.getHandle(run.workflowId));
+  if (!p) return '; if it had made a plan, resume finishes it (no worker answered for its progress)';
+  if (!p.planId) return ' before it made a plan: there is nothing to resume';
+  const done = `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
+  const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
+  if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
+  const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
+  return `${done}; finish it with ${command}`;
+}
+
 /** The flags that reach the server and namespace the operator named (none for the defaults). */
 export function connectionFlagsOf(values: { address?: string; namespace?: string }): string[] {
   return [values.address && `--address ${shellWord(values.address)}`, values.namespace && `--namespace ${shellWord(values.namespace)}`].filter(
@@ -188,7 +237,7 @@ export async function waitUntilClosed(handle: WorkflowHandle, onPoll?: () => Pro
 }
 
 /** Follows one run to its end: a progress bar, or with `json` one JSON line per change of its progress and one for its end. */
-async function watch(client: Client, workflowId: string, json: boolean): Promise<number> {
+async function watch(client: Client, workflowId: string, json: boolean, connection: readonly string[]): Promise<number> {
   const handle = client.workflow.getHandle(workflowId);
   const bar = json ? undefined : createProgressRenderer(process.stdout);
   let last = '';
@@ -201,7 +250,11 @@ async function watch(client: Client, workflowId: string, json: boolean): Promise
   });
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
-  const error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+  let error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+  if (status === 'CANCELLED') {
+    const { runId, taskQueue } = await handle.describe();
+    error = `${error}${await cancelledRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
+  }
   console.log(json ? JSON.stringify({ workflowId, status, ...(error ? { error } : {}) }) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
   return status === 'COMPLETED' ? 0 : 1;
 }
