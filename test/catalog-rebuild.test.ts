@@ -769,6 +769,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const first = await rebuild(baseWarehouse, catalogDb);
     const rival = path.join(dir, 'rival.metadata.json');
     await fs.copyFile(first.metadataLocation, rival);
+    const metadataDir = path.dirname(first.metadataLocation);
+    const metadataFilesBefore = (await fs.readdir(metadataDir)).sort();
     let moved = false;
     await assert.rejects(
       rebuild(baseWarehouse, catalogDb, {
@@ -788,6 +790,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       (err: Error) => err instanceof CatalogConflictError && err.message.includes(first.metadataLocation),
     );
     assert.equal(pointerRow(catalogDb)?.metadata_location, rival, "the rival's commit is not overwritten");
+    // What the attempt wrote (manifests, manifest list, metadata file) is referenced by nothing: removed.
+    assert.deepEqual((await fs.readdir(metadataDir)).sort(), metadataFilesBefore);
 
     const retry = await rebuild(baseWarehouse, catalogDb);
     assert.deepEqual(pointerRow(catalogDb), { metadata_location: retry.metadataLocation, previous_metadata_location: rival });

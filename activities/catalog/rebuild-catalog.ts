@@ -9,7 +9,7 @@ import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
@@ -93,7 +93,16 @@ export async function rebuildCatalog(
   });
   const metadataLocation = nextMetadataFileName(handle.metadataDir, handle.pointer?.metadataLocation);
   await backend.writeFile(metadataLocation, Buffer.from(serializeTableMetadata(metadata), 'utf8'));
-  await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
+  try {
+    await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
+  } catch (err) {
+    // A conflict means the pointer was not moved: nothing references what this attempt wrote, and the
+    // retry writes its own. (Any other error may hide a commit that landed, so its files stay.)
+    if (err instanceof CatalogConflictError) {
+      await backend.deleteFiles?.([...manifests.map((m) => m.manifest_path), manifestList, metadataLocation]).catch(() => undefined);
+    }
+    throw err;
+  }
 
   const cleanup = await removeExpiredMetadata({
     backend,
