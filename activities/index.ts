@@ -111,6 +111,15 @@ function withMemoryFailures<T extends object>(details: T, memoryFailures: number
   return memoryFailures > 0 ? { ...details, memoryFailures } : details;
 }
 
+/** Commit UUIDs of earlier rebuild attempts carried in the heartbeat (each attempt adds one, or a few when the schema changes under it). */
+const MAX_REMEMBERED_COMMITS = 100;
+
+/** The commit UUIDs earlier attempts of a rebuild heartbeated (none on a first attempt). */
+export function commitUuidsOf(details: unknown): string[] {
+  const commits = typeof details === 'object' && details !== null ? (details as { commits?: unknown }).commits : undefined;
+  return Array.isArray(commits) ? commits.filter((c): c is string => typeof c === 'string' && /^[0-9a-f-]{36}$/.test(c)) : [];
+}
+
 /** Attempts of an activity whose S3 calls found no credentials (noCredentialsError) before it gives up. */
 export const CREDENTIAL_ATTEMPTS = 3;
 
@@ -279,20 +288,29 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async rebuildCatalog(req: CatalogRequest): Promise<CatalogResult> {
+      const ctx = Context.current();
+      // The commits earlier attempts began: what a killed one wrote goes after this attempt's commit.
+      const abandonedCommits = commitUuidsOf(ctx.info.heartbeatDetails);
+      const commits = [...abandonedCommits];
       return withStore(req.warehouse, async (store) => {
         const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
         try {
           let done = 0;
           let total = 0;
-          const result = await keepAlive(
-            () => ({ done, total }),
-            () =>
-              rebuildCatalog(store, backend, req, {
-                onProgress: (d, t) => {
-                  done = d;
-                  total = t;
-                },
-              }),
+          const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
+          const result = await keepAlive(details, () =>
+            rebuildCatalog(store, backend, req, {
+              onProgress: (d, t) => {
+                done = d;
+                total = t;
+              },
+              // Before any file of the commit is written; an attempt's first heartbeat is sent at once.
+              onCommitUuid: (uuid) => {
+                commits.push(uuid);
+                ctx.heartbeat(details());
+              },
+              abandonedCommits,
+            }),
           );
           if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
           if (result.droppedRefs) {

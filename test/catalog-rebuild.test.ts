@@ -877,7 +877,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       const manifestList = await writeManifestList(manifests, { snapshotId: BigInt(snapshotId), sequenceNumber: 1n, metadataDir: handle.metadataDir, commitUuid, write });
       const totals = { dataFiles: entries.length, records: entries.reduce((s, e) => s + e.recordCount, 0), filesSize: 0, partitions: 140 };
       const meta = rebuiltTableMetadata(initialTableMetadata(handle.defaultLocation, Date.now()), { snapshotId, manifestList, totals, previousMetadataLocation: undefined, nowMs: Date.now() });
-      const loc = nextMetadataFileName(handle.metadataDir, undefined);
+      const loc = nextMetadataFileName(handle.metadataDir, undefined, commitUuid);
       await backend.writeFile(loc, Buffer.from(serializeTableMetadata(meta)));
       await backend.commit(NS, TABLE, loc, handle.pointer);
 
@@ -1228,6 +1228,39 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.equal(r4.metadataFilesDeleted, gen2.size, 'untagged history still goes');
     const gen4 = minus(await avroNames(metaDir), others, gen1, gen2, gen3);
     assert.deepEqual(sorted(await avroNames(metaDir)), sorted(union(others, gen1, gen3, gen4)));
+    const out = await scan(catalogDb, '--select', 'id');
+    assert.equal(out.row_count, baseStats.rows);
+  });
+  test("what earlier attempts wrote and never committed (named by their commits' UUIDs) goes with the next commit, also of a new table; a committed attempt's files, another writer's and files that are no metadata stay", async () => {
+    const { wh, catalogDb, metaDir } = await expiryFixture('abandoned');
+    await fs.mkdir(metaDir, { recursive: true });
+    const before = new Set(await fs.readdir(metaDir));
+    // A worker killed before its first commit of this table: its manifests, list and metadata file.
+    const killed = randomUUID();
+    const leftByKilled = [`${killed}-m0.avro`, `${killed}-m1.avro`, `snap-42-0-${killed}.avro`, `00000-${killed}.metadata.json`];
+    for (const name of leftByKilled) await fs.writeFile(path.join(metaDir, name), 'left by a killed attempt');
+    const strangers = [`${randomUUID()}-m0.avro`, `notes-${killed}.txt`];
+    for (const name of strangers) await fs.writeFile(path.join(metaDir, name), 'not ours to delete');
+
+    const r1 = await rebuild(wh, catalogDb, { abandonedCommits: [killed] });
+    assert.equal(r1.createdTable, true);
+    assert.equal(r1.metadataFilesDeleted, leftByKilled.length);
+    const afterFirst = new Set(await fs.readdir(metaDir));
+    for (const name of leftByKilled) assert.ok(!afterFirst.has(name), `${name} removed`);
+    for (const name of [...strangers, ...before]) assert.ok(afterFirst.has(name), `${name} kept`);
+    // Every file of the commit carries its UUID, so a retry after this one died unannounced finds them all.
+    const committed = /^\d+-(.+)\.metadata\.json$/.exec(path.basename(r1.metadataLocation))![1]!;
+    const ownFiles = [...afterFirst].filter((n) => !before.has(n) && !strangers.includes(n));
+    assert.ok(ownFiles.length >= 3 && ownFiles.every((n) => n.includes(committed)), ownFiles.join(', '));
+
+    // An attempt that did commit (its worker died before it said so) is in the history, not abandoned.
+    const killedAgain = randomUUID();
+    await fs.writeFile(path.join(metaDir, `${killedAgain}-m0.avro`), 'left by a killed attempt');
+    const r2 = await rebuild(wh, catalogDb, { abandonedCommits: [committed, killedAgain] });
+    const afterSecond = new Set(await fs.readdir(metaDir));
+    assert.ok(!afterSecond.has(`${killedAgain}-m0.avro`));
+    for (const name of ownFiles) assert.ok(afterSecond.has(name), `${name} of the replaced table kept for its readers`);
+    assert.equal(r2.metadataFilesDeleted, 1);
     const out = await scan(catalogDb, '--select', 'id');
     assert.equal(out.row_count, baseStats.rows);
   });

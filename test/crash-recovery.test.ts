@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import type { CompactionSummary } from '../workflows/contract';
+import { DEFAULT_NAMESPACE, DEFAULT_TABLE, type CompactionSummary } from '../workflows/contract';
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { byBucket } from './helpers/warehouse-fixtures';
 import { assertSameRows } from './helpers/bucket-oracle';
@@ -120,4 +120,44 @@ for (const backend of backends) {
       });
     });
   }
+
+  describe(`SIGKILL of the worker before the catalog commit (${backend.name})`, () => {
+    it("the retried rebuild commits and removes what the killed attempt wrote, by its commit's UUID", async () => {
+      const fx = await backend.makeWarehouse('crash-rebuild', { seed: 13 });
+      const metadataPrefix = `${DEFAULT_NAMESPACE}/${DEFAULT_TABLE}/metadata/`;
+      const before = new Set(await backend.listKeys(fx.warehouse, metadataPrefix));
+      const taskQueue = uniqueTaskQueue(`crash-rebuild-${backend.name}`);
+      const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
+      const doomed = spawnWorkerProcess(h, taskQueue, { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: 'before-catalog-commit', EARTHCATALOG_CRASH_ONCE_FILE: marker });
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue,
+        workflowId: `crash-rebuild-${backend.name}-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+      });
+      const exit = await doomed.exited;
+      assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+
+      // What the killed attempt wrote: manifests, a manifest list and a metadata file, all named by one UUID.
+      const left = (await backend.listKeys(fx.warehouse, metadataPrefix)).filter((k) => !before.has(k));
+      const uuid = /\/\d+-([0-9a-f-]{36})\.metadata\.json$/.exec(left.find((k) => k.endsWith('.metadata.json')) ?? '')?.[1];
+      assert.ok(uuid, `the killed attempt wrote its metadata file: ${left.join(', ')}`);
+      assert.ok(left.length >= 3 && left.every((k) => k.includes(uuid)), left.join(', '));
+
+      // The retry waits out the rebuild's heartbeat timeout (the dead worker cannot say it died).
+      const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
+      try {
+        const summary = (await handle.result()) as CompactionSummary;
+        assert.equal(summary.failedBucketsTotal, 0);
+      } finally {
+        await rescuer.stop();
+      }
+      const after = await backend.listKeys(fx.warehouse, metadataPrefix);
+      assert.deepEqual(after.filter((k) => k.includes(uuid)), [], 'nothing of the killed attempt is left');
+      assert.ok(after.some((k) => k.endsWith('.metadata.json') && !before.has(k)), 'the retry committed a metadata file of its own');
+      const scan = await backend.pyicebergScan(fx.catalog);
+      assert.equal(scan.snapshot_count, 1);
+      const report = await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.deepEqual(report.violations, []);
+    });
+  });
 }

@@ -37,6 +37,11 @@ export interface IcebergCatalogBackend {
    */
   deleteFiles?(uris: readonly string[]): Promise<void>;
   /**
+   * The files directly in a metadata directory: only to find what an attempt that never committed wrote
+   * there (the names carry its commit's UUID). Present wherever deleteFiles is.
+   */
+  listFiles?(dirUri: string): Promise<string[]>;
+  /**
    * Points the table at `newMetadataLocation` if its pointer still equals `expected` (undefined: the
    * table has no metadata yet). Readers see the old table or the new one, never no table.
    * Throws CatalogConflictError when someone else changed the pointer.

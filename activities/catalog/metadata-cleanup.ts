@@ -7,9 +7,11 @@
  * Which files: those reachable from the table's own history since our previous rebuild (the replaced
  * metadata, then its metadata log back to and including what that rebuild replaced), minus those the
  * new metadata references and those the replaced metadata's current snapshot references (a reader that
- * loaded it just before the swap can finish its scan; they go at the next rebuild). The directory is
- * never listed: a file no metadata of this table references (another writer's commit in progress,
- * another table sharing the directory) is never touched, and data files are never touched at all. Old
+ * loaded it just before the swap can finish its scan; they go at the next rebuild). Besides, what earlier
+ * attempts of this rebuild wrote and never committed (a worker killed before its commit, found by their
+ * commits' UUIDs, which the activity heartbeated). Otherwise a file no metadata of this table references
+ * (another writer's commit in progress, another table sharing the directory) is never touched, and data
+ * files are never touched at all. Old
  * metadata JSON files go only when the table asks for it with Iceberg's
  * `write.metadata.delete-after-commit.enabled` (those its metadata log no longer lists); nothing goes when
  * `gc.enabled` is false. Best effort: the commit has happened, so a failure here is reported, not thrown.
@@ -33,6 +35,8 @@ export interface MetadataCleanupRequest {
   committed: { metadataLocation: string; metadata: TableMetadataJson; manifestList: string; manifests: readonly string[] };
   /** The metadata the commit replaced; absent for a new table. */
   replaced?: { metadataLocation: string; metadata: TableMetadataJson };
+  /** UUIDs of commits that earlier attempts of this rebuild began (a killed worker's): what they left unreferenced goes too. */
+  abandonedCommits?: readonly string[];
 }
 
 export interface MetadataCleanupResult {
@@ -49,17 +53,17 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
   const properties = committed.metadata.properties ?? {};
   if (!backend.deleteFiles) return { deleted: 0, note: `${backend.description} removes unreferenced files itself` };
   if (!icebergBoolean(properties['gc.enabled'], true)) return { deleted: 0, note: `the table sets gc.enabled=${properties['gc.enabled']}` };
-  if (!replaced) return { deleted: 0 };
 
   let doomed: string[];
   try {
     const keep = await referencedNames(backend, committed, replaced);
-    const history = await historySincePreviousRebuild(backend, replaced);
+    const candidates = new Map<string, string>();
+    for (const location of await abandonedFiles(backend, parentOf(committed.metadataLocation), req.abandonedCommits ?? [])) candidates.set(nameOf(location), location);
+    const history = replaced ? await historySincePreviousRebuild(backend, replaced) : [];
     // Snapshots a tag or branch points to keep their files, like Iceberg's expiry keeps them.
     const tagged = new Set(history.flatMap((m) => Object.entries(m.refs ?? {}).filter(([name]) => name !== 'main').map(([, ref]) => ref['snapshot-id'])));
-    const candidates = new Map<string, string>();
     // The replaced table's current list and all it names are kept: no need to read it a second time.
-    const replacedList = currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
+    const replacedList = replaced && currentSnapshot(replaced.metadata, replaced.metadataLocation)?.['manifest-list'];
     const seenLists = new Set<string>(replacedList ? [replacedList] : []);
     const listNames = new Set<string>();
     for (const metadata of history) {
@@ -82,7 +86,7 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
         else for (const [name, f] of files) candidates.set(name, f);
       }
     }
-    if (icebergBoolean(properties['write.metadata.delete-after-commit.enabled'], false)) {
+    if (replaced && icebergBoolean(properties['write.metadata.delete-after-commit.enabled'], false)) {
       for (const entry of replaced.metadata['metadata-log'] ?? []) candidates.set(nameOf(entry['metadata-file']), entry['metadata-file']);
     }
     // Where this table's metadata is written: beside its metadata file (where the rebuild writes), in
@@ -117,14 +121,16 @@ export async function removeExpiredMetadata(req: MetadataCleanupRequest): Promis
 async function referencedNames(
   backend: IcebergCatalogBackend,
   committed: MetadataCleanupRequest['committed'],
-  replaced: NonNullable<MetadataCleanupRequest['replaced']>,
+  replaced: MetadataCleanupRequest['replaced'],
 ): Promise<Set<string>> {
-  const names = new Set<string>([committed.metadataLocation, committed.manifestList, ...committed.manifests, replaced.metadataLocation].map(nameOf));
+  const names = new Set<string>([committed.metadataLocation, committed.manifestList, ...committed.manifests].map(nameOf));
   for (const entry of committed.metadata['metadata-log'] ?? []) names.add(nameOf(entry['metadata-file']));
+  for (const stats of statisticsFiles(committed.metadata)) names.add(nameOf(stats.path));
+  if (!replaced) return names;
+  names.add(nameOf(replaced.metadataLocation));
   const snapshot = currentSnapshot(replaced.metadata, replaced.metadataLocation);
   // A reader of the replaced table may still read its current snapshot's statistics, as its manifests.
   for (const stats of statisticsFiles(replaced.metadata)) if (stats.snapshotId === snapshot?.['snapshot-id']) names.add(nameOf(stats.path));
-  for (const stats of statisticsFiles(committed.metadata)) names.add(nameOf(stats.path));
   if (snapshot?.['manifest-list']) {
     names.add(nameOf(snapshot['manifest-list']));
     // Read, not skipped when missing: what a reader of the replaced table opens must be known exactly.
@@ -177,6 +183,17 @@ async function historySincePreviousRebuild(
 function rebuildSnapshotOf(metadata: TableMetadataJson, location: string): string | undefined {
   const current = currentSnapshot(metadata, location);
   return current?.summary?.[REBUILD_SUMMARY_KEY] === 'true' ? current['snapshot-id'] : undefined;
+}
+
+/**
+ * The files in `dir` (where the rebuild writes) whose names carry the UUID of a commit an earlier attempt
+ * began: its manifests, manifest list and metadata file. The directory is listed only for these names,
+ * which no other writer makes; one of them that a commit references (the attempt did commit, its worker
+ * died before it said so) is kept like any referenced file.
+ */
+async function abandonedFiles(backend: IcebergCatalogBackend, dir: string, commitUuids: readonly string[]): Promise<string[]> {
+  if (commitUuids.length === 0 || !backend.listFiles) return [];
+  return (await backend.listFiles(dir)).filter((location) => commitUuids.some((uuid) => nameOf(location).includes(uuid)));
 }
 
 /** The manifests of a manifest list; undefined when an earlier cleanup deleted the list already. */

@@ -15,6 +15,8 @@ export interface MetadataFileIO {
   write(uri: string, bytes: Buffer): Promise<void>;
   /** Deletes files; one that does not exist is not an error. */
   delete(uris: readonly string[]): Promise<void>;
+  /** The files directly in a directory (none when it does not exist), as locations in its form. */
+  list(dirUri: string): Promise<string[]>;
 }
 
 /** An old metadata file may be gone (cleaned up after a later commit): its readers tell that apart. */
@@ -52,6 +54,16 @@ export class LocalMetadataFileIO implements MetadataFileIO {
       } catch (err) {
         throw new Error(`cannot delete Iceberg metadata file ${uri}: ${(err as Error).message}`);
       }
+    }
+  }
+
+  async list(dirUri: string): Promise<string[]> {
+    const dir = dirUri.replace(/\/+$/, '');
+    try {
+      return (await fs.readdir(this.toPath(dir), { withFileTypes: true })).filter((e) => e.isFile()).map((e) => `${dir}/${e.name}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new Error(`cannot list Iceberg metadata directory ${dirUri}: ${(err as Error).message}`);
     }
   }
 

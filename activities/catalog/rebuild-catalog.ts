@@ -20,6 +20,7 @@ import { columnMetrics, metricsModes, timestampRange, type ColumnMetrics } from 
 import { currentSnapshot, liveDataFiles } from './describe-table';
 import { warehouseKeyOf } from './catalog-locations';
 import { removeExpiredMetadata } from './metadata-cleanup';
+import { crashPoint } from '../compaction/crash-points';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -35,6 +36,13 @@ import {
 export interface RebuildOptions {
   /** Called after each footer read (done of total data files). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Called with a commit's UUID before any file named with it is written. The activity heartbeats these,
+   * so that the attempt after a killed one knows what it may find.
+   */
+  onCommitUuid?: (commitUuid: string) => void;
+  /** UUIDs of commits that earlier attempts began and may have left files of (a killed worker's). */
+  abandonedCommits?: readonly string[];
   /** Footers read at once (default 16). */
   concurrency?: number;
 }
@@ -80,7 +88,7 @@ export async function rebuildCatalog(
     // A widened type whose narrower bounds were already written: once more with the wide type from the start.
     if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
-  const { manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
+  const { commitUuid, manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
   const dropped = handle.pointer ? await droppedRegistrations(backend, store, base, handle.pointer.metadataLocation) : { named: [], total: 0 };
 
   const metadata = rebuiltTableMetadata(base, {
@@ -91,8 +99,9 @@ export async function rebuildCatalog(
     previousMetadataLocation: handle.pointer?.metadataLocation,
     nowMs,
   });
-  const metadataLocation = nextMetadataFileName(handle.metadataDir, handle.pointer?.metadataLocation);
+  const metadataLocation = nextMetadataFileName(handle.metadataDir, handle.pointer?.metadataLocation, commitUuid);
   await backend.writeFile(metadataLocation, Buffer.from(serializeTableMetadata(metadata), 'utf8'));
+  crashPoint('before-catalog-commit', req.table);
   try {
     await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
   } catch (err) {
@@ -108,6 +117,7 @@ export async function rebuildCatalog(
     backend,
     committed: { metadataLocation, metadata, manifestList, manifests: manifests.map((m) => m.manifest_path) },
     replaced: handle.pointer && { metadataLocation: handle.pointer.metadataLocation, metadata: base },
+    abandonedCommits: opts.abandonedCommits,
   });
 
   // Their snapshots are not in the new table; they stay readable in the old metadata files (whose manifests the cleanup keeps).
@@ -146,6 +156,7 @@ interface RegisterContext {
 }
 
 interface RegisteredFiles {
+  commitUuid: string;
   manifestList: string;
   manifests: ManifestFileRecord[];
   totals: { dataFiles: number; records: number; filesSize: number; partitions: number };
@@ -177,6 +188,7 @@ async function registerFiles(
   const misfits: UnreadableFile[] = [];
   // A pass of its own: the manifests of an abandoned pass are never overwritten, only removed.
   const commitUuid = newCommitUuid();
+  opts.onCommitUuid?.(commitUuid);
   const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
   const snapshotId = BigInt(ctx.snapshotId);
   const manifestWriter = new ManifestWriter({ schema: evolution.schema(), spec: ctx.spec, snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
@@ -227,7 +239,7 @@ async function registerFiles(
   for (const list of [unreadable, misplaced, misfits]) list.sort(byKey);
   const manifests = await manifestWriter.finish();
   const manifestList = await writeManifestList(manifests, { snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
-  return { manifestList, manifests, totals, unreadable, misplaced, misfits };
+  return { commitUuid, manifestList, manifests, totals, unreadable, misplaced, misfits };
 }
 
 /**

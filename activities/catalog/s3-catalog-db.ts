@@ -19,7 +19,7 @@ import { LocalMetadataFileIO, MetadataFileMissingError, parentOf } from './metad
 import { SqliteCatalogBackend } from './sqlite-catalog';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, type S3ClientSettings } from '../storage/s3-client';
-import { isS3Uri, parseS3Uri } from '../storage/s3-location';
+import { isS3Uri, parseS3Uri, s3Uri } from '../storage/s3-location';
 import { describeS3Error, isNoSuchKey, permanentError } from '../storage/s3-errors';
 import type { RetryPolicy } from '../storage/s3-retry';
 import { DEFAULT_RETRY, withRetries } from '../storage/s3-retry';
@@ -89,6 +89,18 @@ export class S3MetadataFileIO implements MetadataFileIO {
     await this.local.delete(local);
     // The warehouse store's batched, retried DeleteObjects over this client; never closed, which would destroy the client.
     for (const [bucket, keys] of byBucket) await new S3WarehouseStore(this.client, bucket, '', { retry: this.retry }).deleteMany(keys);
+  }
+
+  async list(dirUri: string): Promise<string[]> {
+    if (!isS3Uri(dirUri)) return this.local.list(dirUri);
+    const loc = parseS3Uri(dirUri.replace(/\/+$/, ''));
+    const prefix = `${loc.key}/`;
+    const found: string[] = [];
+    // Keys a warehouse store cannot address (`?`, `#`, control characters) are no files this rebuild wrote.
+    for await (const obj of new S3WarehouseStore(this.client, loc.bucket, '', { retry: this.retry }).list(prefix)) {
+      if (!obj.key.slice(prefix.length).includes('/')) found.push(s3Uri({ bucket: loc.bucket, key: obj.key }));
+    }
+    return found;
   }
 }
 
@@ -187,6 +199,10 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
     return this.db().deleteFiles(uris);
   }
 
+  listFiles(dirUri: string): Promise<string[]> {
+    return this.db().listFiles(dirUri);
+  }
+
   /**
    * Swaps the pointer in the local copy (compare-and-swap there), then publishes the copy only if
    * catalog.db in S3 is still the version that was downloaded.
@@ -280,6 +296,10 @@ export class LocalCatalogDbWithS3Metadata implements IcebergCatalogBackend {
 
   deleteFiles(uris: readonly string[]): Promise<void> {
     return this.inner.deleteFiles(uris);
+  }
+
+  listFiles(dirUri: string): Promise<string[]> {
+    return this.inner.listFiles(dirUri);
   }
 
   commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void> {

@@ -228,6 +228,10 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     await this.io.delete(uris.map((u) => this.resolve(u)));
   }
 
+  listFiles(dirUri: string): Promise<string[]> {
+    return this.io.list(this.resolve(dirUri));
+  }
+
   async commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void> {
     const { catalogName } = this.opts;
     const swap = this.db.transaction(() => {

@@ -98,11 +98,15 @@ export function newSnapshotId(): string {
   return (n === 0n ? 1n : n).toString();
 }
 
-/** `<dir>/<NNNNN>-<uuid>.metadata.json`, NNNNN one more than the previous file's (pyiceberg's naming). */
-export function nextMetadataFileName(metadataDir: string, previousLocation: string | undefined): string {
+/**
+ * `<dir>/<NNNNN>-<uuid>.metadata.json`, NNNNN one more than the previous file's (pyiceberg's naming). The
+ * UUID is the commit's, which its manifests and manifest list carry too: every file of one commit can be
+ * told by it.
+ */
+export function nextMetadataFileName(metadataDir: string, previousLocation: string | undefined, commitUuid: string): string {
   const prev = previousLocation ? /(?:^|\/)(\d+)-[^/]*\.metadata\.json$/.exec(previousLocation) : null;
   const version = previousLocation ? (prev ? Number(prev[1]) + 1 : 1) : 0;
-  return `${metadataDir}/${String(version).padStart(5, '0')}-${randomUUID()}.metadata.json`;
+  return `${metadataDir}/${String(version).padStart(5, '0')}-${commitUuid}.metadata.json`;
 }
 
 /** Metadata of a table that does not exist yet, without snapshots (the rebuild adds the one snapshot). */
