@@ -114,11 +114,16 @@ function withMemoryFailures<T extends object>(details: T, memoryFailures: number
 /** Commit UUIDs of earlier rebuild attempts carried in the heartbeat (each attempt adds one, or a few when the schema changes under it). */
 const MAX_REMEMBERED_COMMITS = 100;
 
-/** The commit UUIDs earlier attempts of a rebuild heartbeated (none on a first attempt). */
-export function commitUuidsOf(details: unknown): string[] {
+/**
+ * The commit UUIDs earlier attempts of a rebuild heartbeated (none on a first attempt). Only well-formed
+ * UUIDs: the cleanup deletes files whose names contain one, so an empty or short string must never pass.
+ */
+function commitUuidsOf(details: unknown): string[] {
   const commits = typeof details === 'object' && details !== null ? (details as { commits?: unknown }).commits : undefined;
-  return Array.isArray(commits) ? commits.filter((c): c is string => typeof c === 'string' && /^[0-9a-f-]{36}$/.test(c)) : [];
+  return Array.isArray(commits) ? commits.filter((c): c is string => typeof c === 'string' && UUID.test(c)) : [];
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Attempts of an activity whose S3 calls found no credentials (noCredentialsError) before it gives up. */
 export const CREDENTIAL_ATTEMPTS = 3;
