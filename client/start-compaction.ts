@@ -1,6 +1,6 @@
 /** Starting a compaction and following it to its summary: shared by the CLI, the API and the demo. */
 import { randomBytes } from 'node:crypto';
-import { CancelledFailure } from '@temporalio/common';
+import { CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { parseCompactionInput } from '../workflows/contract';
@@ -92,35 +92,39 @@ export async function followCompaction(
   try {
     return (await handle.result()) as CompactionSummary;
   } catch (err) {
-    throw new CompactionEndedError(describeWorkflowError(err), isCancelledRun(err));
+    throw new CompactionEndedError(describeWorkflowError(err), isStoppedRun(err));
   } finally {
     done = true;
     await poller;
   }
 }
 
-/** A run that ended without a summary; `cancelled` when it was cancelled (what it left is then worth saying). */
+/** A run that ended without a summary; `stopped` when it was cancelled, terminated or timed out (what it left is then worth saying). */
 export class CompactionEndedError extends Error {
   constructor(
     message: string,
-    readonly cancelled: boolean,
+    readonly stopped: boolean,
   ) {
     super(message);
     this.name = 'CompactionEndedError';
   }
 }
 
-function isCancelledRun(err: unknown): boolean {
-  return err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure;
+/** Stopped from outside rather than failed by its own error: it may have left a plan to finish. */
+function isStoppedRun(err: unknown): boolean {
+  return err instanceof WorkflowFailedError && (err.cause instanceof CancelledFailure || err.cause instanceof TerminatedFailure || err.cause instanceof TimeoutFailure);
 }
 
 /** The innermost useful message of a workflow failure, on one line. */
 export function describeWorkflowError(err: unknown): string {
   if (err instanceof WorkflowFailedError) {
-    if (isCancelledRun(err)) return 'workflow was cancelled';
+    if (err.cause instanceof CancelledFailure) return 'workflow was cancelled';
+    // The SDK's message names the termination's reason, not the termination.
+    if (err.cause instanceof TerminatedFailure) return `workflow was terminated: ${err.cause.message || 'no reason given'}`;
+    if (err.cause instanceof TimeoutFailure) return `workflow timed out (${err.cause.message})`;
     let cause: unknown = err.cause;
     while (cause instanceof Error && 'cause' in cause && cause.cause instanceof Error) cause = cause.cause;
-    return `workflow ${err.message.includes('terminated') ? 'was terminated' : 'failed'}: ${cause instanceof Error ? cause.message : err.message}`;
+    return `workflow failed: ${cause instanceof Error ? cause.message : err.message}`;
   }
   return err instanceof Error ? err.message : String(err);
 }

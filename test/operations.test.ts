@@ -507,6 +507,39 @@ describe('cancel through the CLI', () => {
     }
   });
 
+  it('a compact whose run is terminated says so, with the reason, what it did and the resume command that finishes it', async () => {
+    const fx = await makeFixture('cli-terminated', TWELVE_BUCKETS);
+    const workflowId = `cli-terminated-${Date.now()}`;
+    // A queue of its own whose worker stops after the first bucket, so the run is still going when the terminate arrives.
+    const queue = uniqueTaskQueue('terminated-cli');
+    const first = await startWorker(h, queue);
+    const bin = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+    const compacting = run(process.execPath, [bin, '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--max-parallel', '1', '--workflow-id', workflowId, '--json', '--address', h.address, '--namespace', h.namespace, '--task-queue', queue], { cwd: REPO_ROOT }).then(
+      () => assert.fail('the terminated run printed a summary'),
+      (err: { stderr?: string; code?: number }) => err,
+    );
+    let second: Awaited<ReturnType<typeof startWorker>> | undefined;
+    try {
+      const handle = h.client.workflow.getHandle(workflowId);
+      const { planId } = await waitFor('a bucket done', async () => {
+        const p = await handle.query<CompactionProgress>('progress').catch(() => undefined);
+        return p && p.bucketsDone >= 1 && p.planId ? p : undefined;
+      });
+      await first.stop();
+      await handle.terminate('operator: wrong warehouse');
+      // The CLI asks the closed run for its progress, which a worker answers by replaying it.
+      second = await startWorker(h, queue);
+      const failed = await compacting;
+      assert.equal(failed.code, 1);
+      const line = /workflow was terminated: operator: wrong warehouse; (\d+) of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(failed.stderr ?? '');
+      assert.ok(line, failed.stderr);
+      assert.equal(line[2], `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`);
+    } finally {
+      await first.stop().catch(() => undefined);
+      await second?.stop();
+    }
+  });
+
   it('a run cancelled before it planned says there is nothing to resume (compact, status --watch, status), and a run terminated before it planned is not named by status', async () => {
     const fx = await makeFixture('cancel-unplanned', TWELVE_BUCKETS);
     // The holder runs on a queue of its own whose worker stops once it compacts: it keeps the warehouse
@@ -537,10 +570,10 @@ describe('cancel through the CLI', () => {
       await waiter.cancel();
       const failed = await compacting;
       assert.equal(failed.code, 1);
-      assert.match(failed.stderr ?? '', /workflow was cancelled before it made a plan: there is nothing to resume/);
+      assert.match(failed.stderr ?? '', /workflow was cancelled; it had not made a plan: there is nothing to resume/);
       assert.doesNotMatch(failed.stderr ?? '', /finish it with/);
       const watched = await watching;
-      assert.match(watched.stdout ?? '', new RegExp(`${waiterId} CANCELLED: workflow was cancelled before it made a plan: there is nothing to resume`));
+      assert.match(watched.stdout ?? '', new RegExp(`${waiterId} CANCELLED: workflow was cancelled; it had not made a plan: there is nothing to resume`));
       const { stdout } = await cli(['status', '--workflow-id', waiterId]);
       assert.match(stdout, new RegExp(`^${waiterId} CANCELLED .* · last phase waiting-for-lock$`, 'm'));
     } finally {

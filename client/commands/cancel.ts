@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { cancelledRunOutcome, connectionFlagsOf, runningCompactions, waitUntilClosed } from './status';
+import { stoppedRunOutcome, connectionFlagsOf, runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
@@ -31,7 +31,7 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const status = await waitUntilClosed(handle);
     let outcome = '';
     if (status === 'CANCELLED') {
-      outcome = await cancelledRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values));
+      outcome = `: ${await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))}`;
     } else {
       const p = await queryProgress(handle);
       if (p) outcome = `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done`;

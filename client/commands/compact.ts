@@ -3,7 +3,7 @@ import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { cancelledRunOutcome, connectionFlagsOf, runningCompactionOf } from './status';
+import { stoppedRunOutcome, connectionFlagsOf, runningCompactionOf } from './status';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
@@ -62,11 +62,11 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
         else console.error(notice);
       });
     } catch (err) {
-      // Cancelled by someone else (`cancel`, the UI): say what it left, and the command that finishes it.
-      if (!(err instanceof CompactionEndedError && err.cancelled)) throw err;
+      // Stopped by someone else (`cancel`, a terminate, the UI): say what it left, and the command that finishes it.
+      if (!(err instanceof CompactionEndedError && err.stopped)) throw err;
       bar?.finish();
       const { runId, taskQueue } = await handle.describe();
-      throw new Error(`${err.message}${await cancelledRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values))}`);
+      throw new Error(`${err.message}; ${await stoppedRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values))}`);
     } finally {
       process.off('SIGINT', detach);
       bar?.finish();

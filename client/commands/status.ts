@@ -194,20 +194,20 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
 }
 
 /**
- * What a cancelled run left, said the same way by `cancel`, `compact` and `status --watch`: `: N of M
- * buckets done` and the command that finishes its plan, or that there is nothing to finish (cancelled
- * before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
+ * What a cancelled, terminated or timed-out run left, said the same way by `cancel`, `compact` and
+ * `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
+ * nothing to finish (stopped before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
  * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
  */
-export async function cancelledRunOutcome(
+export async function stoppedRunOutcome(
   client: Client,
   run: { workflowId: string; runId: string; taskQueue: string },
   connection: readonly string[],
 ): Promise<string> {
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
-  if (!p) return '; if it had made a plan, resume finishes it (no worker answered for its progress)';
-  if (!p.planId) return ' before it made a plan: there is nothing to resume';
-  const done = `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
+  if (!p) return 'if it had made a plan, resume finishes it (no worker answered for its progress)';
+  if (!p.planId) return 'it had not made a plan: there is nothing to resume';
+  const done = `${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
@@ -251,9 +251,9 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
   let error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
-  if (status === 'CANCELLED') {
+  if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT') {
     const { runId, taskQueue } = await handle.describe();
-    error = `${error}${await cancelledRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
+    error = `${error}; ${await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
   }
   console.log(json ? JSON.stringify({ workflowId, status, ...(error ? { error } : {}) }) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
   return status === 'COMPLETED' ? 0 : 1;
