@@ -22,7 +22,7 @@ import { FailureTypes } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
-import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, removeFinishedPlanPages, resumablePlanById } from './compaction/plan-store';
+import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, removeSpentPlanPages, resumablePlanById } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
@@ -423,8 +423,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
         await markPlanFinished(store, req.planId, req.summary);
         // Housekeeping: a run whose compaction succeeded does not fail over it (a policy without DeleteObject
         // on the control prefix, say); the next finished run tries again.
-        await removeFinishedPlanPages(store).catch((err: unknown) =>
-          Context.current().log.warn(`plan pages of finished runs left in ${store.root}: ${(err as Error).message}`),
+        await removeSpentPlanPages(store, req.planId).catch((err: unknown) =>
+          Context.current().log.warn(`plan pages of finished or superseded plans left in ${store.root}: ${(err as Error).message}`),
         );
       });
     },

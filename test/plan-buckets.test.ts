@@ -292,14 +292,15 @@ describe('plan files', () => {
       err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} is finished; there is nothing to resume`);
   });
 
-  it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and keeps manifests, finish records and unfinished plans', async () => {
+  it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and of older unfinished plans it superseded, and keeps manifests, finish records and a newer unfinished plan', async () => {
     const root = await warehouseOf([
       ['a', 2020, 'part_1.parquet', 100],
       ['a', 2020, 'part_2.parquet', 100],
     ]);
     const store = new LocalWarehouseStore(root);
-    const [oldest, older, newest] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb', '20260115T000000-cccccccc'];
-    for (const planId of [oldest, older, newest]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
+    const [oldest, superseded, older, newest] = ['20260101T000000-aaaaaaaa', '20260104T000000-dddddddd', '20260108T000000-bbbbbbbb', '20260115T000000-cccccccc'];
+    // `superseded`: a terminated run's plan, which the next run (`older`) planned anew instead of resuming.
+    for (const planId of [oldest, superseded, older, newest]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
     // The oldest as plans were written before pages had a folder of their own: beside the manifest.
     const oldestDir = path.join(root, CONTROL_PREFIX, 'plans', oldest);
     const { pagesDir } = (await readPlanManifest(store, oldest))!;
@@ -320,6 +321,7 @@ describe('plan files', () => {
     assert.deepEqual(files, [
       `${oldest}/finished.json`,
       `${oldest}/manifest.json`,
+      `${superseded}/manifest.json`,
       `${older}/finished.json`,
       `${older}/manifest.json`,
       `${newest}/manifest.json`,

@@ -137,12 +137,15 @@ export async function markPlanFinished(store: WarehouseStore, planId: string, su
 }
 
 /**
- * Removes the pages of every finished plan (this run's and those earlier versions left): a finished
- * plan is never resumed, so nothing reads them again, and the first compaction of a warehouse of daily
- * parts writes hundreds of MB of them. Manifests and finish records stay: they are small and say what
- * each run planned and did. Pages of unfinished plans are left for their resume. Returns how many were removed.
+ * Once `finishedPlanId` has finished: removes the pages of every finished plan (this run's and those
+ * earlier versions left) and of every unfinished plan older than it (a terminated run's that the next
+ * run superseded instead of resuming: resume takes only the newest plan). Nothing reads them again, and
+ * the first compaction of a warehouse of daily parts writes hundreds of MB of them. Manifests and finish
+ * records stay: they are small and say what each run planned and did. Pages of a newer unfinished plan
+ * are left for its resume. Plan ids start with their creation time, so they sort in creation order.
+ * Returns how many were removed.
  */
-export async function removeFinishedPlanPages(store: WarehouseStore): Promise<number> {
+export async function removeSpentPlanPages(store: WarehouseStore, finishedPlanId: string): Promise<number> {
   const finished = new Set<string>();
   const pages = new Map<string, string[]>();
   for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
@@ -151,7 +154,7 @@ export async function removeFinishedPlanPages(store: WarehouseStore): Promise<nu
     if (m[2]) finished.add(m[1]!);
     else pages.set(m[1]!, [...(pages.get(m[1]!) ?? []), obj.key]);
   }
-  const keys = [...finished].flatMap((planId) => pages.get(planId) ?? []);
+  const keys = [...pages].filter(([planId]) => finished.has(planId) || planId < finishedPlanId).flatMap(([, planPages]) => planPages);
   if (keys.length) await store.deleteMany(keys);
   return keys.length;
 }
