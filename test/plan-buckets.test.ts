@@ -105,7 +105,7 @@ describe('planBuckets', () => {
     assert.equal(summary.filesToCompact, 2);
   });
 
-  it('lists the largest buckets first, equal sizes in (cell, year) order, inputs in key order', async () => {
+  it('lists the largest buckets first, equal sizes in (cell, year) order, new inputs in key order', async () => {
     const root = await warehouseOf([
       ['b', 2020, 'part_2.parquet', 300],
       ['b', 2020, 'part_1.parquet', 300],
@@ -130,6 +130,19 @@ describe('planBuckets', () => {
     assert.equal(summary.bucketsToCompact, 4);
     assert.equal(summary.filesToCompact, 8);
     assert.equal(summary.bytesToCompact, 5_001 + 600 + 200 + 200);
+  });
+
+  it("puts a bucket's earlier outputs before the files delivered since (the later input wins a tie on updated), whatever their names", async () => {
+    const bucket = 'grid_partition=e/year=2024';
+    const names = ['0001_redeliver.parquet', 'Part_9.parquet', 'compacted_20260108T000000-bbbbbbbb.parquet', 'compacted_20260101T000000-aaaaaaaa.parquet', 'part_1.parquet', 'zz.parquet'];
+    const root = await warehouseOf(names.map((n) => ['e', 2024, n, 10] as [string, number, string, number]));
+    const store = new LocalWarehouseStore(root);
+    await planBuckets(store, { warehouse: root, planId: 'p-order', threshold: 2, dryRun: false }, () => {});
+    const [task] = await allTasks(store, 'p-order');
+    assert.deepEqual(
+      task!.inputs.map((i) => i.key.slice(bucket.length + 1)),
+      ['compacted_20260101T000000-aaaaaaaa.parquet', 'compacted_20260108T000000-bbbbbbbb.parquet', '0001_redeliver.parquet', 'Part_9.parquet', 'part_1.parquet', 'zz.parquet'],
+    );
   });
 
   it('keeps the order across pages and writes nothing on a dry run', async () => {

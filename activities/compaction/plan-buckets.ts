@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, isCompactableKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isCompactableKey, isOutputName, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -44,7 +44,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
   // instead of writing a plan that would then pass for the newest one.
   heartbeat(listed);
   const all = [...byBucket.values()].sort((a, b) => compareBuckets(a, b));
-  for (const t of all) t.inputs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const t of all) t.inputs.sort(inputOrder);
   // Largest first: the workflow lets its buckets in flight end before it continues as new (and runs
   // recorded before its window across pages did so before every page), so a heavy bucket that starts
   // late keeps every other slot idle while it runs. In size order the heavy buckets start first and the
@@ -86,4 +86,15 @@ function compareBuckets(a: BucketTask, b: BucketTask): number {
 
 function bytesOf(t: BucketTask): number {
   return t.inputs.reduce((n, f) => n + f.size, 0);
+}
+
+/**
+ * The order of a bucket's inputs: earlier outputs first, then the files delivered since, each group by
+ * key. Between equal `updated` the later input wins, so a row delivered again since the last compaction
+ * beats the version that compaction kept (with plain key order that depended on the file's name: `0001_…`
+ * or `Part_…` sort before `compacted_…`), and a bucket capped to its first files keeps its earlier output.
+ */
+function inputOrder(a: { key: string }, b: { key: string }): number {
+  const earlier = (k: string) => (isOutputName(k.slice(k.lastIndexOf('/') + 1)) ? 0 : 1);
+  return earlier(a.key) - earlier(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 }

@@ -21,7 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { StoredObject, TransferOptions, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, isSafeKey, isTempArtifactName } from './warehouse-layout';
+import { assertSafeKey, isOutputName, isSafeKey, isTempArtifactName } from './warehouse-layout';
 import type { S3ClientSettings } from './s3-client';
 import { createS3Client } from './s3-client';
 import type { S3Location } from './s3-location';
@@ -64,7 +64,6 @@ export interface S3StoreOptions {
 const MIB = 1024 * 1024;
 /** A body that sends nothing for this long is abandoned (and the request retried). */
 const DEFAULT_BODY_IDLE_TIMEOUT_MS = 60_000;
-const OUTPUT_NAME = /^compacted_[A-Za-z0-9_-]+\.parquet$/;
 
 export class S3WarehouseStore implements WarehouseStore {
   readonly root: string;
@@ -312,7 +311,7 @@ export class S3WarehouseStore implements WarehouseStore {
       }
       for (const upload of page.Uploads ?? []) {
         const name = upload.Key ? path.posix.basename(upload.Key) : '';
-        if (!OUTPUT_NAME.test(name) && !isTempArtifactName(name)) continue;
+        if (!isOutputName(name) && !isTempArtifactName(name)) continue;
         try {
           await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId }));
           aborted++;

@@ -61,6 +61,11 @@ export function outputKeyFor(b: BucketRef, planId: string): string {
   return `${bucketPrefix(b)}/compacted_${planId}.parquet`;
 }
 
+/** A file name outputKeyFor makes: an earlier compaction's output. */
+export function isOutputName(name: string): boolean {
+  return /^compacted_[A-Za-z0-9_-]+\.parquet$/.test(name);
+}
+
 /** Name of a temporary file a writer may leave behind in the bucket directory. */
 export function tempNameFor(planId: string, tag: string): string {
   return `.earthcatalog-tmp-${planId}.parquet.${tag}`;
