@@ -1,16 +1,26 @@
-/** Renders compaction progress: a redrawn bar on a terminal, one line per phase change otherwise. */
+/**
+ * Renders compaction progress: a redrawn bar on a terminal; otherwise (a log file, a pipe) a line per
+ * phase change, and while buckets complete at most one line every LOG_LINE_EVERY_MS, so that a log of a
+ * run of hours shows it moving.
+ */
 import type { CompactionProgress } from '../workflows/progress';
 
-export function createProgressRenderer(stream: NodeJS.WriteStream = process.stderr) {
+export const LOG_LINE_EVERY_MS = 30_000;
+
+export function createProgressRenderer(stream: Pick<NodeJS.WriteStream, 'write' | 'isTTY' | 'columns'> = process.stderr, now: () => number = Date.now) {
   let lastPhase = '';
+  let lastDone = -1;
+  let lastLineAt = 0;
   let drawn = false;
   return {
     update(p: CompactionProgress): void {
       if (stream.isTTY) {
         stream.write(`\r\x1b[2K${progressLine(p, stream.columns ?? 100)}`);
         drawn = true;
-      } else if (p.phase !== lastPhase) {
+      } else if (p.phase !== lastPhase || (p.bucketsDone !== lastDone && now() - lastLineAt >= LOG_LINE_EVERY_MS)) {
         stream.write(`${progressLine(p, 100)}\n`);
+        lastDone = p.bucketsDone;
+        lastLineAt = now();
       }
       lastPhase = p.phase;
     },

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
+import type { CompactionProgress } from '../workflows/progress';
+import { createProgressRenderer, LOG_LINE_EVERY_MS } from '../client/progress-bar';
 
 const base: CompactionSummary = {
   warehouse: '/data/warehouse',
@@ -91,4 +93,46 @@ test('objects the plan left alone under bucket folders are counted in a line of 
   const ignored = { ...base, objectsIgnored: 3 };
   assert.match(formatSummary(ignored), /^3 object\(s\) under bucket folders were left alone: not data files of the layout/m);
   assert.equal(exitCodeOf(ignored), 0);
+});
+
+const progress: CompactionProgress = {
+  phase: 'compacting',
+  planId: 'p1',
+  bucketsTotal: 10,
+  bucketsDone: 0,
+  bucketsCompacted: 0,
+  bucketsAlreadyCompacted: 0,
+  bucketsFailed: 0,
+  filesIn: 0,
+  rowsBefore: 0,
+  rowsAfter: 0,
+  bytesBefore: 0,
+  bytesAfter: 0,
+  currentBuckets: [],
+  failures: [],
+  locks: [],
+  generation: 0,
+};
+
+test('progress on a log (not a terminal): a line per phase change, and while buckets complete at most one every 30 s', () => {
+  const lines: string[] = [];
+  let clock = 0;
+  const renderer = createProgressRenderer({ isTTY: false, columns: 100, write: (s: string) => (lines.push(s), true) } as Parameters<typeof createProgressRenderer>[0], () => clock);
+  const at = (ms: number, phase: CompactionProgress['phase'], done: number) => {
+    clock = ms;
+    renderer.update({ ...progress, phase, bucketsDone: done });
+  };
+  at(0, 'planning', 0);
+  at(1_000, 'compacting', 0);
+  at(10_000, 'compacting', 3);
+  at(LOG_LINE_EVERY_MS + 1_000, 'compacting', 5);
+  at(LOG_LINE_EVERY_MS + 2_000, 'compacting', 6);
+  // Bucket 6 completed since the last line: shown once its 30 s are up.
+  at(3 * LOG_LINE_EVERY_MS, 'compacting', 6);
+  at(5 * LOG_LINE_EVERY_MS, 'compacting', 6);
+  at(3 * LOG_LINE_EVERY_MS + 1, 'rebuilding-catalog', 10);
+  assert.deepEqual(
+    lines.map((l) => /(\d+)\/10 buckets .* · (\S+)\n$/.exec(l)!.slice(1).join(' ')),
+    ['0 planning', '0 compacting', '5 compacting', '6 compacting', '10 rebuilding-catalog'],
+  );
 });
