@@ -38,7 +38,8 @@ export function formatSummary(s: CompactionSummary): string {
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
   const lines = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`);
   if (s.dryRun) {
-    const head = `dry run: nothing was changed; ${s.bucketsCompacted} bucket(s) would be compacted`;
+    // A real run rebuilds the table even with nothing to compact: it registers what was delivered since.
+    const head = `dry run: nothing was changed; ${s.bucketsCompacted} bucket(s) would be compacted and the table rebuilt from the files as they are then`;
     lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
   }
   if (s.objectsIgnored) {

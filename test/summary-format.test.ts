@@ -59,6 +59,8 @@ test('exit code 3 when buckets failed or files could not be registered in the ta
 test("a dry run's plan id is marked as not written (resume --plan cannot find it); a real run's is printed as it is", () => {
   assert.match(formatSummary(base), /^plan_id: +p1$/m);
   assert.match(formatSummary({ ...base, dryRun: true }), /^plan_id: +p1 \(dry run: not written\)$/m);
+  // Even with nothing to compact a run rebuilds the table (new single-file buckets get registered): the dry run says so.
+  assert.match(formatSummary({ ...base, dryRun: true, bucketsCompacted: 0 }), /^dry run: nothing was changed; 0 bucket\(s\) would be compacted and the table rebuilt from the files as they are then$/m);
 });
 
 test('a run that created the table says so, and how to recognise a mistyped catalog or table', () => {
