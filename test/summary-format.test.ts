@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
-import type { CompactionProgress } from '../workflows/progress';
+import { initialProgress, type CompactionProgress } from '../workflows/progress';
 import { createProgressRenderer, LOG_LINE_EVERY_MS } from '../client/progress-bar';
 
 const base: CompactionSummary = {
@@ -97,24 +97,7 @@ test('objects the plan left alone under bucket folders are counted in a line of 
   assert.equal(exitCodeOf(ignored), 0);
 });
 
-const progress: CompactionProgress = {
-  phase: 'compacting',
-  planId: 'p1',
-  bucketsTotal: 10,
-  bucketsDone: 0,
-  bucketsCompacted: 0,
-  bucketsAlreadyCompacted: 0,
-  bucketsFailed: 0,
-  filesIn: 0,
-  rowsBefore: 0,
-  rowsAfter: 0,
-  bytesBefore: 0,
-  bytesAfter: 0,
-  currentBuckets: [],
-  failures: [],
-  locks: [],
-  generation: 0,
-};
+const progress: CompactionProgress = { ...initialProgress(), planId: 'p1', bucketsTotal: 10 };
 
 test('progress on a log (not a terminal): a line per phase change, and while buckets complete at most one every 30 s', () => {
   const lines: string[] = [];

@@ -43,7 +43,7 @@ import {
   type PlanSummary,
 } from './contract';
 import { confirmLockHeld, currentLockStates, withHeldLock, withResourceLock, type HeldLock } from './lock';
-import { progressQuery, type CompactionProgress } from './progress';
+import { initialProgress, progressQuery, type CompactionProgress } from './progress';
 
 /** At most this many failures are carried in history and returned; the total is always exact. */
 export const MAX_REPORTED_FAILURES = 200;
@@ -163,24 +163,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
     log.warn('the carried input no longer passes this version\'s validation; the run goes on with it', { error: (err as Error).message });
   }
 
-  const progress: CompactionProgress = carried?.progress ?? {
-    phase: 'validating',
-    planId: null,
-    bucketsTotal: 0,
-    bucketsDone: 0,
-    bucketsCompacted: 0,
-    bucketsAlreadyCompacted: 0,
-    bucketsFailed: 0,
-    filesIn: 0,
-    rowsBefore: 0,
-    rowsAfter: 0,
-    bytesBefore: 0,
-    bytesAfter: 0,
-    currentBuckets: [],
-    failures: [],
-    locks: [],
-    generation: 0,
-  };
+  const progress: CompactionProgress = carried?.progress ?? initialProgress();
   setHandler(progressQuery, () => ({ ...progress, locks: currentLockStates() }));
 
   if (carried) {

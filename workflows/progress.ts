@@ -39,3 +39,25 @@ export interface CompactionProgress {
 }
 
 export const progressQuery = defineQuery<CompactionProgress>('progress');
+
+/** The progress of a run that has done nothing yet. */
+export function initialProgress(): CompactionProgress {
+  return {
+    phase: 'validating',
+    planId: null,
+    bucketsTotal: 0,
+    bucketsDone: 0,
+    bucketsCompacted: 0,
+    bucketsAlreadyCompacted: 0,
+    bucketsFailed: 0,
+    filesIn: 0,
+    rowsBefore: 0,
+    rowsAfter: 0,
+    bytesBefore: 0,
+    bytesAfter: 0,
+    currentBuckets: [],
+    failures: [],
+    locks: [],
+    generation: 0,
+  };
+}
