@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { stoppedRunOutcome, connectionFlagsOf, runningCompactions, waitUntilClosed } from './status';
+import { connectionFlagsOf, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket

@@ -3,7 +3,7 @@ import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { stoppedRunOutcome, connectionFlagsOf, runningCompactionOf } from './status';
+import { connectionFlagsOf, runningCompactionOf, stoppedRunOutcome } from './status';
 import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
