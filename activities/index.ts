@@ -350,6 +350,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 `and the rebuilt table no longer lists: ${listSome(result.droppedRegistrations.map((m) => `${m.key} (${m.reason})`), 5)}; move them into a bucket folder or register them elsewhere`,
             );
           }
+          if (result.bucketsGone) {
+            Context.current().log.warn(
+              `${req.namespace}.${req.table}: ${result.bucketsGone.length} bucket(s) the replaced table listed are no longer in the warehouse, ` +
+                `so their ${result.rowsGone ?? 0} row(s) left the table: ${listSome(result.bucketsGone, 5)}`,
+            );
+          }
           if (result.deleteFilesDropped) {
             Context.current().log.warn(
               `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
@@ -374,6 +380,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   droppedRegistrationsTotal: result.droppedRegistrationsTotal ?? result.droppedRegistrations.length,
                 }
               : {}),
+            ...(result.bucketsGone ? { bucketsGone: result.bucketsGone.slice(0, MAX_REPORTED_UNREADABLE) } : {}),
             ...(result.schemaEvolved
               ? {
                   schemaEvolved: {

@@ -70,6 +70,14 @@ export function formatSummary(s: CompactionSummary): string {
   if ((s.schemaMismatchFilesTotal ?? 0) > (s.schemaMismatchFiles?.length ?? 0)) {
     lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
   }
+  if (s.catalogBucketsGone?.length) {
+    const total = s.catalogBucketsGoneTotal ?? s.catalogBucketsGone.length;
+    const more = total > s.catalogBucketsGone.length ? ` … and ${total - s.catalogBucketsGone.length} more` : '';
+    lines.push(
+      `${total} bucket(s) the table listed are no longer in the warehouse (deleted outside this tool?), so their ${s.catalogRowsGone ?? 0} row(s) left the table: ` +
+        `${s.catalogBucketsGone.join(', ')}${more}`,
+    );
+  }
   for (const d of s.droppedRegistrations ?? []) lines.push(`no longer registered ${d.key}: ${d.reason}`);
   if ((s.droppedRegistrationsTotal ?? 0) > (s.droppedRegistrations?.length ?? 0)) {
     lines.push(`… and ${s.droppedRegistrationsTotal! - s.droppedRegistrations!.length} more files no longer registered`);

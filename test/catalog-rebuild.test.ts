@@ -763,6 +763,30 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(pointerRow(healthy)?.metadata_location, badMeta);
   });
 
+  test('a bucket deleted from the warehouse since the last rebuild is named in the result with the rows that left the table', async () => {
+    const wh = await copyOfBase('bucket-gone');
+    const catalogDb = path.join(path.dirname(wh), 'catalog.db');
+    const first = await rebuild(wh, catalogDb);
+    assert.equal(first.bucketsGone, undefined);
+    const [someFile] = await listParquet(wh);
+    const bucket = path.dirname(someFile!);
+    const duck = await openDuckSession({ tempDir: path.join(path.dirname(wh), 'duck') });
+    let rows: number;
+    try {
+      rows = Number((await duck.rows(`SELECT count(*) AS n FROM read_parquet(${sqlString(path.join(wh, bucket, '*.parquet'))}, hive_partitioning = false)`))[0]!.n);
+    } finally {
+      duck.close();
+    }
+    await fs.rm(path.join(wh, bucket), { recursive: true });
+    const second = await rebuild(wh, catalogDb);
+    assert.deepEqual(second.bucketsGone, [bucket]);
+    assert.equal(second.bucketsGoneTotal, 1);
+    assert.equal(second.rowsGone, rows);
+    assert.equal(second.totalRows, first.totalRows - rows);
+    const third = await rebuild(wh, catalogDb);
+    assert.equal(third.bucketsGone, undefined, 'said once: the table no longer lists it');
+  });
+
   test('a pointer moved by another writer during the rebuild is a CatalogConflictError; a retry succeeds', async () => {
     const dir = await freshDir('conflict');
     const catalogDb = path.join(dir, 'catalog.db');

@@ -121,3 +121,13 @@ test('progress on a log (not a terminal): a line per phase change, and while buc
     ['0 planning', '0 compacting', '5 compacting', '6 compacting', '10 rebuilding-catalog'],
   );
 });
+
+test('buckets that left the table because the warehouse no longer has them get a line with their rows, without exit code 3', () => {
+  const s = { ...base, catalogBucketsGone: ['grid_partition=a/year=2020', 'grid_partition=b/year=2021'], catalogBucketsGoneTotal: 3, catalogRowsGone: 120 };
+  assert.match(
+    formatSummary(s),
+    /^3 bucket\(s\) the table listed are no longer in the warehouse \(deleted outside this tool\?\), so their 120 row\(s\) left the table: grid_partition=a\/year=2020, grid_partition=b\/year=2021 … and 1 more$/m,
+  );
+  assert.equal(exitCodeOf(s), 0);
+  assert.doesNotMatch(formatSummary(base), /no longer in the warehouse/);
+});

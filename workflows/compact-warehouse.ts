@@ -537,6 +537,9 @@ function summarize(
     ...(cat?.droppedRegistrations
       ? { droppedRegistrations: cat.droppedRegistrations, droppedRegistrationsTotal: cat.droppedRegistrationsTotal ?? cat.droppedRegistrations.length }
       : {}),
+    ...(cat?.bucketsGone
+      ? { catalogBucketsGone: cat.bucketsGone, catalogBucketsGoneTotal: cat.bucketsGoneTotal ?? cat.bucketsGone.length, catalogRowsGone: cat.rowsGone ?? 0 }
+      : {}),
   };
 }
 

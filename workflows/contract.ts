@@ -329,6 +329,13 @@ export interface CatalogResult {
    */
   droppedRegistrations?: UnreadableFile[];
   droppedRegistrationsTotal?: number;
+  /**
+   * Buckets the replaced table listed and the warehouse no longer has a data file in (deleted by hand,
+   * say): their rows (`rowsGone`, by the replaced table's counts) left the table. Capped like `unreadable`.
+   */
+  bucketsGone?: string[];
+  bucketsGoneTotal?: number;
+  rowsGone?: number;
   createdTable: boolean;
   /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
   metadataFilesDeleted?: number;
@@ -373,6 +380,10 @@ export interface CompactionSummary {
   /** Files the replaced table registered that the rebuilt one does not, though they may hold rows (CatalogResult.droppedRegistrations, capped). */
   droppedRegistrations?: UnreadableFile[];
   droppedRegistrationsTotal?: number;
+  /** Buckets that left the table because the warehouse no longer has them (CatalogResult.bucketsGone, capped), and their rows. */
+  catalogBucketsGone?: string[];
+  catalogBucketsGoneTotal?: number;
+  catalogRowsGone?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

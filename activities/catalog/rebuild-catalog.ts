@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
+import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -89,7 +89,9 @@ export async function rebuildCatalog(
     if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
   const { commitUuid, manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
-  const dropped = handle.pointer ? await droppedRegistrations(backend, store, base, handle.pointer.metadataLocation) : { named: [], total: 0 };
+  const replacedFiles = handle.pointer ? await replacedTableFiles(backend, store, base, handle.pointer.metadataLocation) : undefined;
+  const dropped = replacedFiles?.dropped ?? { named: [], total: 0 };
+  const gone = replacedFiles ? bucketsGone(replacedFiles.bucketRows, [...files.map((f) => f.obj.key), ...unaddressable.map((u) => u.key)]) : undefined;
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -135,6 +137,7 @@ export async function rebuildCatalog(
     ...(evolution.changed ? { schemaEvolved: { schemaId: evolution.schema()['schema-id'], added: evolution.added, widened: evolution.widened } } : {}),
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
     ...(dropped.total ? { droppedRegistrations: dropped.named, droppedRegistrationsTotal: dropped.total } : {}),
+    ...(gone?.buckets.length ? { bucketsGone: gone.buckets, bucketsGoneTotal: gone.buckets.length, rowsGone: gone.rows } : {}),
     createdTable: handle.pointer === undefined,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -306,16 +309,17 @@ const MAX_DROPPED_NAMED = 1_000;
  * address, a location outside the warehouse). Files of the layout that are gone (compacted inputs) are
  * not among them. Best effort: a replaced table whose manifests cannot be read says nothing.
  */
-async function droppedRegistrations(
+async function replacedTableFiles(
   backend: IcebergCatalogBackend,
   store: WarehouseStore,
   base: TableMetadataJson,
   metadataLocation: string,
-): Promise<{ named: UnreadableFile[]; total: number }> {
+): Promise<{ dropped: { named: UnreadableFile[]; total: number }; bucketRows: Map<string, number> }> {
   const current = currentSnapshot(base, metadataLocation);
   const named: UnreadableFile[] = [];
+  const bucketRows = new Map<string, number>();
   let total = 0;
-  if (!current) return { named, total };
+  if (!current) return { dropped: { named, total }, bucketRows };
   const keyOf = warehouseKeyOf(store.root);
   const drop = (file: UnreadableFile) => {
     if (++total <= MAX_DROPPED_NAMED) named.push(file);
@@ -323,7 +327,12 @@ async function droppedRegistrations(
   try {
     for await (const f of liveDataFiles(backend, current)) {
       const key = keyOf(f.file_path);
-      if (key !== undefined && parseDataFileKey(key) && isSafeKey(key)) continue;
+      const parsed = key === undefined ? undefined : parseDataFileKey(key);
+      if (key !== undefined && parsed && isSafeKey(key)) {
+        const bucket = bucketKey(parsed.bucket);
+        bucketRows.set(bucket, (bucketRows.get(bucket) ?? 0) + Number(f.record_count));
+        continue;
+      }
       if (key === undefined) {
         drop({ key: f.file_path, reason: 'registered outside the warehouse; the rebuilt table registers only its data files' });
       } else if (!isSafeKey(key)) {
@@ -336,7 +345,18 @@ async function droppedRegistrations(
     // The rebuild does not need the replaced table's manifests (damaged, another codec, a stat refused):
     // what could be read is reported, and the rebuild goes on.
   }
-  return { named, total };
+  return { dropped: { named, total }, bucketRows };
+}
+
+/**
+ * The buckets the replaced table listed files in that the warehouse no longer has any data file in
+ * (deleted by hand, or by another tool): their rows leave the table with this rebuild, which the run's
+ * summary says. A compaction never empties a bucket, so this is never the run's own doing.
+ */
+function bucketsGone(bucketRows: ReadonlyMap<string, number>, keys: readonly string[]): { buckets: string[]; rows: number } {
+  const present = new Set(keys.map((k) => parseDataFileKey(k)).filter((p): p is DataFileKey => Boolean(p)).map((p) => bucketKey(p.bucket)));
+  const buckets = [...bucketRows.keys()].filter((b) => !present.has(b)).sort();
+  return { buckets, rows: buckets.reduce((n, b) => n + bucketRows.get(b)!, 0) };
 }
 
 export interface LoadedTable {
