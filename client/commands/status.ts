@@ -126,12 +126,7 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
 async function reachedAPlan(client: Client, workflowId: string, runId: string): Promise<boolean> {
   let nextPageToken: Uint8Array | undefined;
   do {
-    const response = await client.workflowService
-      .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 200, nextPageToken })
-      .catch((err: unknown) => {
-        if (isGrpcServiceError(err) && err.code === GRPC_NOT_FOUND) return undefined;
-        throw err;
-      });
+    const response = await historyPage(client, workflowId, runId, 200, nextPageToken);
     if (!response) return true;
     for (const event of response.history?.events ?? []) {
       if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) return true;
@@ -143,16 +138,19 @@ async function reachedAPlan(client: Client, workflowId: string, runId: string): 
   return false;
 }
 
-/** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
-export async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
-  // A closed run's history goes at the end of the namespace's retention, possibly before its listing.
-  const response = await client.workflowService
-    .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 })
+/** A page of a run's history; undefined when it is gone (a closed run's history goes at the end of the namespace's retention, possibly before its listing). */
+async function historyPage(client: Client, workflowId: string, runId: string, maximumPageSize: number, nextPageToken?: Uint8Array) {
+  return client.workflowService
+    .getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize, nextPageToken })
     .catch((err: unknown) => {
       if (isGrpcServiceError(err) && err.code === GRPC_NOT_FOUND) return undefined;
       throw err;
     });
-  const history = response?.history;
+}
+
+/** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
+export async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
+  const history = (await historyPage(client, workflowId, runId, 1))?.history;
   let payloads = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
   const converter = client.options.loadedDataConverter;
   for (const codec of [...converter.payloadCodecs].reverse()) payloads = await codec.decode(payloads);
