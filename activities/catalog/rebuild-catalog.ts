@@ -91,7 +91,7 @@ export async function rebuildCatalog(
   const { commitUuid, manifestList, manifests, totals, unreadable, misplaced, misfits } = pass;
   const replacedFiles = handle.pointer ? await replacedTableFiles(backend, store, base, handle.pointer.metadataLocation) : undefined;
   const dropped = replacedFiles?.dropped ?? { named: [], total: 0 };
-  const gone = replacedFiles ? bucketsGone(replacedFiles.bucketRows, [...files.map((f) => f.obj.key), ...unaddressable.map((u) => u.key)]) : undefined;
+  const gone = replacedFiles ? bucketsGone(replacedFiles.bucketRows, files, unaddressable) : undefined;
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -353,8 +353,14 @@ async function replacedTableFiles(
  * (deleted by hand, or by another tool): their rows leave the table with this rebuild, which the run's
  * summary says. A compaction never empties a bucket, so this is never the run's own doing.
  */
-function bucketsGone(bucketRows: ReadonlyMap<string, number>, keys: readonly string[]): { buckets: string[]; rows: number } {
-  const present = new Set(keys.map((k) => parseDataFileKey(k)).filter((p): p is DataFileKey => Boolean(p)).map((p) => bucketKey(p.bucket)));
+function bucketsGone(
+  bucketRows: ReadonlyMap<string, number>,
+  files: readonly ListedDataFile[],
+  unaddressable: readonly UnreadableFile[],
+): { buckets: string[]; rows: number } {
+  // Unaddressable data files (listed only as such) still hold their bucket's rows.
+  const unlisted = unaddressable.map((u) => parseDataFileKey(u.key)).filter((p): p is DataFileKey => Boolean(p));
+  const present = new Set([...files.map((f) => f.parsed), ...unlisted].map((p) => bucketKey(p.bucket)));
   const buckets = [...bucketRows.keys()].filter((b) => !present.has(b)).sort();
   return { buckets, rows: buckets.reduce((n, b) => n + bucketRows.get(b)!, 0) };
 }
