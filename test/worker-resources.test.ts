@@ -14,7 +14,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
 import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
-import type { BucketResult } from '../workflows/contract';
+import { bucketTaskQueue, type BucketResult } from '../workflows/contract';
 import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 import { makeTempDir } from './helpers/temp-dirs';
 import { waitFor } from './helpers/wait';
@@ -140,6 +140,10 @@ test('the plugin gives the activities its bucket concurrency, and leaves slot co
     assert.equal(plugin.local.bucketSlots?.size, 4);
     const plain = plugin.configureWorker({ taskQueue: 'q' });
     assert.equal(plain.maxConcurrentActivityTaskExecutions, 8, 'four bucket slots and four for lock, plan and catalog activities');
+    const buckets = plugin.bucketWorkerOptions('q');
+    assert.deepEqual([buckets?.taskQueue, buckets?.maxConcurrentActivityTaskExecutions], [bucketTaskQueue('q'), 4]);
+    // The SDK's default throttle (0.8 x the 30 s heartbeat timeout) would send one heartbeat in 24 s.
+    assert.equal(buckets?.maxHeartbeatThrottleInterval, '5 seconds', 'every 10 s heartbeat of a bucket is sent: a cancel reaches it within ~10 s');
     const tuner = { tunerOptions: { targetMemoryUsage: 0.8, targetCpuUsage: 0.9 } };
     const tuned = plugin.configureWorker({ taskQueue: 'q', tuner });
     assert.equal(tuned.maxConcurrentActivityTaskExecutions, undefined, 'the SDK refuses a tuner together with slot counts');

@@ -39,6 +39,9 @@ export interface CompactionPluginOptions extends Partial<ActivityResources> {
  */
 const CONTROL_SLOTS = 4;
 
+/** Below the bucket activity's own heartbeat interval (10 s, activities/index.ts). */
+const BUCKET_HEARTBEAT_THROTTLE = '5 seconds';
+
 export function workflowsPath(): string {
   return require.resolve('../workflows');
 }
@@ -62,7 +65,7 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
   readonly local: WorkerLocalResources;
 
   /** Options of the bucket worker to run beside each worker this plugin configured, by its task queue. */
-  private readonly bucketWorkerOptions = new Map<string, WorkerOptions>();
+  private readonly bucketWorkers = new Map<string, WorkerOptions>();
   private readonly bucketActivities: Pick<ReturnType<typeof createActivities>, 'compactBucket'>;
 
   constructor(private readonly pluginOptions: CompactionPluginOptions = {}) {
@@ -98,17 +101,21 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
     // A plugin on the connection is applied to the bucket worker too: it is left as it is.
-    if ([...this.bucketWorkerOptions.values()].some((o) => o.taskQueue === options.taskQueue)) return options;
+    if ([...this.bucketWorkers.values()].some((o) => o.taskQueue === options.taskQueue)) return options;
     const configured = super.configureWorker(options);
     const taskQueue = configured.taskQueue || this.pluginOptions.taskQueue || DEFAULT_TASK_QUEUE;
     // Everything of the worker but its workflows, Nexus services, slots and other plugins (whose changes
     // the options already carry): the same connection, data converter and interceptors serve the buckets.
     const { workflowsPath: _path, workflowBundle: _bundle, nexusServices: _nexus, tuner: _tuner, plugins: _plugins, ...shared } = configured;
-    this.bucketWorkerOptions.set(taskQueue, {
+    this.bucketWorkers.set(taskQueue, {
       ...shared,
       taskQueue: bucketTaskQueue(taskQueue),
       activities: this.bucketActivities,
       maxConcurrentActivityTaskExecutions: this.concurrency,
+      // The SDK sends heartbeats at most every 0.8 x the heartbeat timeout (24 s of the buckets' 30 s) by
+      // default: every one of the activity's 10 s heartbeats is sent instead, so a cancel reaches a bucket
+      // within ~10 s and a heartbeat delayed by a few seconds does not time a live bucket out.
+      maxHeartbeatThrottleInterval: BUCKET_HEARTBEAT_THROTTLE,
     });
     // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
     // BucketSlots alone keeps the buckets within memory.
@@ -120,8 +127,13 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
    * Runs the bucket worker for as long as `worker` runs: either one stopping (a shutdown, a signal, a
    * fatal error) stops the other, and the first failure is rethrown.
    */
+  /** The options of the bucket worker run beside the worker on `taskQueue` (once `configureWorker` has seen it). */
+  bucketWorkerOptions(taskQueue: string): Readonly<WorkerOptions> | undefined {
+    return this.bucketWorkers.get(taskQueue);
+  }
+
   override async runWorker(worker: Worker, next: (w: Worker) => Promise<void>): Promise<void> {
-    const options = this.bucketWorkerOptions.get(worker.options.taskQueue);
+    const options = this.bucketWorkers.get(worker.options.taskQueue);
     if (!options) return super.runWorker(worker, next);
     const stop = (w: Worker) => {
       if (w.getState() === 'RUNNING') w.shutdown();
