@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
-import { connectionFlagsOf, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
+import { bucketsDone, connectionFlagsOf, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
@@ -34,7 +34,7 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       outcome = `: ${await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))}`;
     } else {
       const p = await queryProgress(handle);
-      if (p) outcome = `: ${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
+      if (p) outcome = `: ${bucketsDone(p)}`;
     }
     console.log(`${workflowId} ${status}${outcome}`);
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;

@@ -1,6 +1,7 @@
 import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
 import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
+import type { CompactionProgress } from '../../workflows/progress';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
@@ -205,11 +206,16 @@ export async function stoppedRunOutcome(
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
   if (!p) return 'if it had made a plan, resume finishes it (no worker answered for its progress)';
   if (!p.planId) return 'it had not made a plan: there is nothing to resume';
-  const done = `${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
+  const done = bucketsDone(p);
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
   return `${done}; finish it with ${command}`;
+}
+
+/** `N of M buckets done`, as every command says it of an ended run. */
+export function bucketsDone(p: Pick<CompactionProgress, 'bucketsDone' | 'bucketsTotal'>): string {
+  return `${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
 }
 
 /** The flags that reach the server and namespace the operator named (none for the defaults). */
