@@ -5,7 +5,7 @@
  */
 import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workflows/contract';
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
-import { StorageError } from '../storage/warehouse-store';
+import { forEachBounded, isNotFound } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
@@ -528,25 +528,4 @@ function partitionerFor(spec: PartitionSpec, schema: IcebergSchema, label: strin
     );
   });
   return (f) => getters.map((g) => g(f));
-}
-
-function isNotFound(err: unknown): boolean {
-  return (err instanceof StorageError && err.kind === 'not-found') || (err as NodeJS.ErrnoException).code === 'ENOENT';
-}
-
-async function forEachBounded<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const i = next++;
-      try {
-        await fn(items[i]!, i);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }

@@ -76,3 +76,29 @@ export class StorageError extends Error {
     this.name = 'StorageError';
   }
 }
+
+/** The object is not there: a backend's not-found, or a local file system's ENOENT. */
+export function isNotFound(err: unknown): boolean {
+  return (err instanceof StorageError && err.kind === 'not-found') || (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+}
+
+/**
+ * Runs `fn` over `items`, at most `limit` at a time (store requests: a few dozen in flight, not thousands).
+ * The first failure stops further items from starting and is rethrown.
+ */
+export async function forEachBounded<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
