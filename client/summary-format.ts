@@ -51,6 +51,14 @@ export function formatSummary(s: CompactionSummary): string {
   // A resume counts among buckets_compacted those an interrupted run had finished: say how many.
   if (s.bucketsAlreadyCompacted) lines.push(`${s.bucketsAlreadyCompacted} of the compacted bucket(s) had been finished by an earlier attempt or run (resume), not redone`);
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
+  if (s.nullTypedBuckets?.length) {
+    const total = s.nullTypedBucketsTotal ?? s.nullTypedBuckets.length;
+    const more = total > s.nullTypedBuckets.length ? ` … and ${total - s.nullTypedBuckets.length} more` : '';
+    lines.push(
+      `${total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column of Parquet's Null type, ` +
+        `which Iceberg readers cannot read (compaction leaves the column out; the table reads it as null): ${s.nullTypedBuckets.join(', ')}${more}`,
+    );
+  }
   if (s.catalogDeleteFilesDropped) {
     lines.push(`${s.catalogDeleteFilesDropped} delete file(s) of another engine were not carried over: the rows they deleted are visible again`);
   }

@@ -17,7 +17,7 @@ import type { ApplicationFailure } from '@temporalio/common';
 import { startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type RunningWorker, type TemporalHarness } from './helpers/temporal';
 import { byBucket } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
-import { readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
+import { deleteObjects, readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
@@ -178,6 +178,44 @@ for (const backend of backends) {
       assert.equal(scan.snapshot_count, 1);
       assert.equal(scan.file_count, goodBuckets.length + badFilesBefore.length - 1);
       assert.ok(scan.files.every((f) => !f.path.endsWith('part_99999_truncated.parquet')));
+    });
+  });
+
+  describe(`a file readers cannot read, alone in its bucket (${backend.name})`, () => {
+    it('is compacted below the threshold when a column has the Parquet Null type, after which pyiceberg scans the whole table', async () => {
+      const fx = await backend.makeWarehouse('null-typed');
+      const buckets = byBucket(await backend.listFiles(fx.warehouse));
+      const [nulledBucket, plainBucket] = [...buckets.keys()].sort();
+      const [nulledKey, ...nulledRest] = buckets.get(nulledBucket!)!;
+      const [plainKey, ...plainRest] = buckets.get(plainBucket!)!;
+      // As pyarrow writes a batch in which `version` held no value: the file Iceberg has no type for.
+      const nulledCopy = path.join(fx.localCopy, nulledKey!);
+      const nulledFile = `${nulledCopy}.nulled`;
+      await fs.copyFile(nulledCopy, nulledFile);
+      const py = spawnSync('python3', [path.resolve(__dirname, 'py', 'null_column.py'), nulledFile, 'version'], { encoding: 'utf8' });
+      assert.equal(py.status, 0, py.stderr);
+      await writeObject(`${fx.warehouse}/${nulledKey}`, await fs.readFile(nulledFile));
+      await deleteObjects(fx.warehouse, [...nulledRest, ...plainRest]);
+      const expectedRows = (await expectedBucketRows([nulledFile])).length;
+
+      const dry = await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true });
+      assert.deepEqual([dry.nullTypedBuckets, dry.nullTypedBucketsTotal], [[nulledBucket], 1]);
+      const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.deepEqual([summary.nullTypedBuckets, summary.nullTypedBucketsTotal], [[nulledBucket], 1]);
+      assert.equal(summary.bucketsCompacted, buckets.size - 1, 'every bucket but the plain one-file bucket');
+      const after = byBucket(await backend.listFiles(fx.warehouse));
+      assert.deepEqual(after.get(nulledBucket!), [`${nulledBucket}/compacted_${summary.planId}.parquet`]);
+      assert.deepEqual(after.get(plainBucket!), [plainKey], 'a one-file bucket without such a column is left alone');
+      assert.equal(summary.schemaMismatchFiles, undefined, 'no registered file has a column readers cannot read');
+
+      const scan = await backend.pyicebergScan(fx.catalog);
+      assert.equal(scan.error, undefined, scan.error);
+      assert.equal(scan.file_count, buckets.size);
+      const output = scan.files.find((f) => f.path.endsWith(`${nulledBucket}/compacted_${summary.planId}.parquet`));
+      assert.equal(output?.record_count, expectedRows);
+      assert.equal(scan.row_count, scan.files.reduce((n, f) => n + f.record_count, 0), 'every row scanned, its file included');
+      const again = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.deepEqual([again.bucketsCompacted, again.nullTypedBuckets], [0, undefined], 'its output is not read again');
     });
   });
 

@@ -1,15 +1,18 @@
 /**
  * The plan: which buckets a run compacts, with exactly which inputs, in which order. The warehouse is a
- * real directory listed through the product's store; planning reads only names and sizes, so the files
- * hold plain bytes of chosen lengths. One test runs the planning activity in the SDK's
+ * real directory listed through the product's store; planning reads names and sizes (and the footers of
+ * files delivered into buckets below the threshold), so most files hold plain bytes of chosen lengths. One test runs the planning activity in the SDK's
  * MockActivityEnvironment, for its cancellation signal.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
+import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { planBuckets } from '../activities/compaction/plan-buckets';
 import {
   BUCKET_TASK_MAX_BYTES,
@@ -38,6 +41,8 @@ async function warehouseOf(files: readonly [cell: string, year: number | string,
   }
   return root;
 }
+
+const execFileP = promisify(execFile);
 
 async function allTasks(store: LocalWarehouseStore, planId: string): Promise<BucketTask[]> {
   const manifest = await readPlanManifest(store, planId);
@@ -217,6 +222,34 @@ describe('planBuckets', () => {
     assert.equal(summary.filesBefore, names.length + 2, 'deferred files still count as files before');
     assert.equal(summary.filesToCompact, huge.inputs.length + 2);
     assert.equal(tasks.find((t) => t.bucket.cell === 'small')!.inputs.length, 2);
+  });
+});
+
+describe('buckets below the threshold', () => {
+  it('plans one whose delivered file has a column of the Parquet Null type, not one where that column is kept by compaction or the file is an output', async () => {
+    const root = await makeTempDir('ec-plan-null');
+    const session = await openDuckSession({ tempDir: path.join(root, '.duck'), threads: 1 });
+    const write = async (cell: string, name: string, nulled?: string) => {
+      const file = path.join(root, `grid_partition=${cell}`, 'year=2020', name);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await session.exec(`COPY (SELECT 'a' AS id, 'sentinel-2a' AS platform, 'x' AS extra) TO ${sqlString(file)} (FORMAT parquet)`);
+      if (nulled) await execFileP('python3', [path.resolve(__dirname, 'py', 'null_column.py'), file, nulled]);
+    };
+    try {
+      await write('extra', 'part_1.parquet', 'extra');
+      await write('platform', 'part_1.parquet', 'platform');
+      await write('output', 'compacted_20260101T000000-0000abcd.parquet', 'extra');
+      await write('plain', 'part_1.parquet');
+    } finally {
+      session.close();
+    }
+    await fs.rm(path.join(root, '.duck'), { recursive: true, force: true });
+    await fs.mkdir(path.join(root, 'grid_partition=bytes', 'year=2020'), { recursive: true });
+    await fs.writeFile(path.join(root, 'grid_partition=bytes', 'year=2020', 'part_1.parquet'), 'not parquet');
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p-null', threshold: 2, dryRun: false }, () => undefined);
+    assert.deepEqual([summary.bucketsScanned, summary.bucketsToCompact, summary.nullTypedBuckets, summary.nullTypedBucketsTotal], [5, 1, ['grid_partition=extra/year=2020'], 1]);
+    assert.deepEqual((await allTasks(store, 'p-null')).map((t) => t.inputs.map((i) => i.key)), [['grid_partition=extra/year=2020/part_1.parquet']]);
   });
 });
 

@@ -526,6 +526,7 @@ function summarize(
     sampleBuckets: plan.sample,
     workflowRuns: progress.generation + 1,
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
+    ...(plan.nullTypedBuckets ? { nullTypedBuckets: plan.nullTypedBuckets, nullTypedBucketsTotal: plan.nullTypedBucketsTotal ?? plan.nullTypedBuckets.length } : {}),
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),

@@ -239,6 +239,9 @@ export interface PlanSummary {
   ignoredObjects: number;
   /** Files of buckets too large for one task, left for a later run (capBucketInputs); absent when none. */
   inputsDeferred?: number;
+  /** Buckets below the threshold planned because a file has a column of Parquet's Null type (the first names, and how many); absent when none. */
+  nullTypedBuckets?: string[];
+  nullTypedBucketsTotal?: number;
 }
 
 export interface PlanPageRequest {
@@ -364,6 +367,9 @@ export interface CompactionSummary {
   filesAfter: number;
   /** Files of buckets too large for one task, left for the next run (absent when none). */
   filesDeferred?: number;
+  /** Buckets below the threshold compacted because a file had a column of Parquet's Null type (PlanSummary.nullTypedBuckets; absent when none). */
+  nullTypedBuckets?: string[];
+  nullTypedBucketsTotal?: number;
   /** Objects under bucket folders the plan left alone (PlanSummary.ignoredObjects; absent when none). */
   objectsIgnored?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */

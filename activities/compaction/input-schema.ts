@@ -157,6 +157,11 @@ async function holdsNoValue(session: DuckSession, file: string, column: string):
 /** Columns of the contract, kept in every output whatever their values. */
 const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime', 'platform', 'updated']);
 
+/** Whether a column without any value in a bucket is left out of its output (valuelessColumns) rather than kept. */
+export function isLeftOutWhenValueless(column: string): boolean {
+  return !CONTRACT_COLUMNS.has(column.toLowerCase());
+}
+
 /**
  * Columns left out of the output (names as the first input spells them): ones that hold no value in any
  * input and that DuckDB types INTEGER only for that reason (pyarrow's Null type, or an all-null INTEGER
@@ -167,7 +172,7 @@ const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime'
 export async function valuelessColumns(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<string[]> {
   const out: string[] = [];
   for (const [lower, list] of columnUses(schemas)) {
-    if (CONTRACT_COLUMNS.has(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
+    if (!isLeftOutWhenValueless(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
     let valueless = true;
     for (const u of list) if (!(valueless = await holdsNoValue(session, inputs[u.input]!.path, u.name))) break;
     if (valueless) out.push(list[0]!.name);

@@ -2,12 +2,15 @@ import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contr
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, isCompactableKey, isOutputName, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { bucketsWithNullTypedFiles } from './null-typed-files';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
 
 /**
- * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact.
+ * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact: those
+ * with `threshold` files or more, and those below it holding a file readers cannot read as the table
+ * (bucketsWithNullTypedFiles).
  * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
  * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
  */
@@ -56,8 +59,14 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     inputsDeferred += deferred;
     return task;
   });
+  let footersRead = 0;
+  const nullTyped = await bucketsWithNullTypedFiles(
+    store,
+    capped.filter((t) => t.inputs.length < req.threshold),
+    () => void (++footersRead % 100 === 0 && heartbeat(listed)),
+  );
   const bytes = new Map(capped.map((t) => [t, bytesOf(t)]));
-  const due = capped.filter((t) => t.inputs.length >= req.threshold).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
+  const due = capped.filter((t) => t.inputs.length >= req.threshold || nullTyped.has(t)).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
   const pages = planPages(due);
   const summary: PlanSummary = {
     planId: req.planId,
@@ -70,6 +79,7 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
     ignoredObjects,
     ...(inputsDeferred ? { inputsDeferred } : {}),
+    ...(nullTyped.size ? { nullTypedBuckets: [...nullTyped].sort(compareBuckets).slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)), nullTypedBucketsTotal: nullTyped.size } : {}),
   };
   if (req.dryRun) return summary;
   return writePlan(

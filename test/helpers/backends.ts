@@ -60,6 +60,11 @@ export async function writeObject(location: string, bytes: Buffer): Promise<void
   await withStore(location.slice(0, cut), (s) => s.writeSmall(location.slice(cut + 1), bytes));
 }
 
+/** Deletes `keys` of the warehouse at a local path or s3:// URI. */
+export async function deleteObjects(warehouse: string, keys: string[]): Promise<void> {
+  await withStore(warehouse, (s) => s.deleteMany(keys));
+}
+
 export class WarehouseBackend {
   private moto: MotoServer | undefined;
   private scratch: string | undefined;

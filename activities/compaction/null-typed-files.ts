@@ -1,0 +1,39 @@
+import type { BucketTask } from '../../workflows/contract';
+import { ParquetFooterError, readParquetFooter } from '../catalog/parquet-footer';
+import { isOutputName } from '../storage/warehouse-layout';
+import { forEachBounded, isNotFound, type WarehouseStore } from '../storage/warehouse-store';
+import { isLeftOutWhenValueless } from './input-schema';
+
+/** Footer reads in flight (one or two small ranged GETs each on S3). */
+const FOOTER_READS_IN_FLIGHT = 16;
+
+/**
+ * The buckets among `tasks` holding a delivered file with a top-level column of Parquet's Null type
+ * (pyarrow writes it for a column that held no value in a batch). Iceberg has no such type: the table
+ * registers the file with a schema mismatch and every pyiceberg scan that reaches it fails, week after
+ * week when nothing else lands in its bucket. Compacting the bucket leaves the column out
+ * (valuelessColumns) and the table then reads it as null. Only delivered files are read (an output of
+ * this tool never has such a column), so a weekly run reads the footers of the few buckets below the
+ * threshold that received a file. `onRead` is called after every footer (the planner heartbeats).
+ */
+export async function bucketsWithNullTypedFiles(store: WarehouseStore, tasks: readonly BucketTask[], onRead: () => void): Promise<Set<BucketTask>> {
+  const delivered = tasks.flatMap((task) => task.inputs.filter((i) => !isOutputName(i.key.slice(i.key.lastIndexOf('/') + 1))).map((input) => ({ task, input })));
+  const found = new Set<BucketTask>();
+  await forEachBounded(delivered, FOOTER_READS_IN_FLIGHT, async ({ task, input }) => {
+    if (!found.has(task) && (await hasNullTypedColumn(store, input))) found.add(task);
+    onRead();
+  });
+  return found;
+}
+
+/** Only a column compaction leaves out counts: a contract column (`platform`, say) is kept and would stay unreadable. */
+async function hasNullTypedColumn(store: WarehouseStore, input: { key: string; size: number }): Promise<boolean> {
+  try {
+    const footer = await readParquetFooter(store, input.key, input.size);
+    return footer.columns.some((c) => c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name));
+  } catch (err) {
+    // Not Parquet, or gone since the listing: left to the threshold (the rebuild names such a file).
+    if (err instanceof ParquetFooterError || isNotFound(err)) return false;
+    throw err;
+  }
+}
