@@ -18,7 +18,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
-import { StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
+import { isNotFound, StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
 import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
 import { withoutRequestDetails } from '../storage/s3-errors';
 import {
@@ -525,7 +525,7 @@ async function readOutput(a: Attempt): Promise<OutputRead> {
   try {
     file = await a.store.materialize(a.outputKey, dir, undefined, { signal: a.stop });
   } catch (err) {
-    if (!(err instanceof StorageError && err.kind === 'not-found')) throw err;
+    if (!isNotFound(err)) throw err;
     // Listed a moment ago: a concurrent attempt replaced it. Not a missing input, so retried, not failed.
     throw new Error(`bucket ${a.bucket}: the output ${a.outputKey} vanished while it was being read (a concurrent attempt replaced it); the next attempt starts over`);
   }
