@@ -1205,6 +1205,37 @@ describe('compactBucket', () => {
     }
   });
 
+  test('an integer column in one input and a double in others (pandas writes an int property as float64 where it is missing) compacts to DOUBLE on every write path; an integer a double cannot hold exactly fails the bucket naming the files', async () => {
+    const mixed = (): PartDef[] =>
+      dedupParts().map((part, i) =>
+        i === 0 ? part : { ...part, rows: part.rows.map((r, j) => ({ ...r, percent_valid_pixels: j === 0 ? null : r.percent_valid_pixels })), opts: { ...part.opts, columnTypes: { percent_valid_pixels: 'DOUBLE' } } },
+      );
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, mixed());
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const out = path.join(root, result.outputKey);
+      assertSameRows(await readOutputRows(out), expected, writePath.name);
+      const [column] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT percent_valid_pixels FROM read_parquet(${sqlString(out)}))`);
+      assert.equal(column?.column_type, 'DOUBLE', writePath.name);
+    }
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, mixed());
+    const first = path.join(root, inputs[0]!.key);
+    const staged = path.join(scratchRoot, 'beyond-double.parquet');
+    await fs.rename(first, staged);
+    // 2^53 + 1: the nearest double is 2^53, another value.
+    await session.exec(`COPY (SELECT * REPLACE (9007199254740993::BIGINT AS percent_valid_pixels) FROM read_parquet(${sqlString(staged)})) TO ${sqlString(first)} (FORMAT parquet)`);
+    inputs[0]!.size = (await fs.stat(first)).size;
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, String(err));
+      assert.match(err.message, new RegExp(`^column 'percent_valid_pixels' has conflicting types across inputs: ${inputs[0]!.key} \\(BIGINT\\), ${inputs[1]!.key} \\(DOUBLE\\)`));
+      return true;
+    });
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+  });
+
   test('an input the filesystem refuses to delete (immutable) fails the bucket at once as denied, saying the output is published and how many inputs went', async (t) => {
     // chattr needs root and a filesystem with attributes; a read-only directory would also refuse the output.
     const { root, store } = await newWarehouse();

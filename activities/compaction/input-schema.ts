@@ -4,7 +4,7 @@
  * no longer say which object is at fault.
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
-import { sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -53,7 +53,11 @@ const INTEGERS = new Set(['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT'
 const FLOATS = new Set(['FLOAT', 'DOUBLE']);
 const NAIVE_TIMESTAMPS = new Set(['TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS', 'TIMESTAMP_NS']);
 
-/** Types that widen to one another without loss or change of meaning share a family. */
+/**
+ * Types that widen to one another without loss or change of meaning share a family. Integers and
+ * floats in one bucket take the union's DOUBLE only when every integer is exactly a double
+ * (integersExactAsDouble).
+ */
 function typeFamily(type: string): string {
   if (INTEGERS.has(type)) return 'integer';
   if (FLOATS.has(type)) return 'float';
@@ -89,8 +93,28 @@ export async function assertCompatibleSchemas(
     const unionType = union.get(column);
     // With no file holding a value any type loses nothing; otherwise the union must keep the typed files' type.
     if (unionType !== undefined && (families.size === 0 || (families.size === 1 && families.has(typeFamily(unionType))))) continue;
+    if (unionType === 'DOUBLE' && families.size === 2 && families.has('integer') && families.has('float') && (await integersExactAsDouble(session, paths, typed))) continue;
     throw conflictError(column, uses);
   }
+}
+
+/** 2^53: every integer up to it in magnitude is exactly a double. */
+const DOUBLE_EXACT_INTEGER = 9007199254740992n;
+
+/**
+ * Whether every integer value of `uses` (other uses are skipped) is exactly a double, so that the union's
+ * DOUBLE loses nothing: pandas writes an integer property as float64 in a batch where it is missing
+ * somewhere, beside int64 in the other batches, and such a bucket would otherwise never compact.
+ */
+async function integersExactAsDouble(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[]): Promise<boolean> {
+  for (const use of uses) {
+    if (typeFamily(use.type) !== 'integer') continue;
+    const [row] = await session.rows(
+      `SELECT coalesce(max(abs(CAST(${sqlIdent(use.name)} AS HUGEINT))), 0)::VARCHAR AS largest FROM read_parquet(${sqlString(paths.get(use.key)!)}, hive_partitioning = false)`,
+    );
+    if (BigInt(String(row?.largest ?? '0')) > DOUBLE_EXACT_INTEGER) return false;
+  }
+  return true;
 }
 
 type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };
