@@ -28,6 +28,7 @@ import {
 } from '../activities/compaction/plan-store';
 import { CONTROL_PREFIX } from '../activities/storage/warehouse-layout';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { StorageError } from '../activities/storage/warehouse-store';
 import { bucketPrefix, type BucketTask, type CompactionSummary } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
 
@@ -250,6 +251,14 @@ describe('buckets below the threshold', () => {
     const summary = await planBuckets(store, { warehouse: root, planId: 'p-null', threshold: 2, dryRun: false }, () => undefined);
     assert.deepEqual([summary.bucketsScanned, summary.bucketsToCompact, summary.nullTypedBuckets, summary.nullTypedBucketsTotal], [5, 1, ['grid_partition=extra/year=2020'], 1]);
     assert.deepEqual((await allTasks(store, 'p-null')).map((t) => t.inputs.map((i) => i.key)), [['grid_partition=extra/year=2020/part_1.parquet']]);
+
+    // A file the store refuses to read (denied, archived) leaves its bucket to the threshold: one file must
+    // not fail the whole run's planning. The refusal is injected: root reads every local file.
+    const refusing = Object.assign(Object.create(store) as LocalWarehouseStore, {
+      readRange: (key: string) => Promise.reject(new StorageError(`${key} is in an archive storage class`, 'denied')),
+    });
+    const refused = await planBuckets(refusing, { warehouse: root, planId: 'p-refused', threshold: 2, dryRun: true }, () => undefined);
+    assert.deepEqual([refused.bucketsToCompact, refused.nullTypedBuckets], [0, undefined]);
   });
 });
 

@@ -1,7 +1,7 @@
 import type { BucketTask } from '../../workflows/contract';
 import { ParquetFooterError, readParquetFooter } from '../catalog/parquet-footer';
 import { isOutputName } from '../storage/warehouse-layout';
-import { forEachBounded, isNotFound, type WarehouseStore } from '../storage/warehouse-store';
+import { forEachBounded, isNotFound, StorageError, type WarehouseStore } from '../storage/warehouse-store';
 import { isLeftOutWhenValueless } from './input-schema';
 
 /** Footer reads in flight (one or two small ranged GETs each on S3). */
@@ -32,8 +32,9 @@ async function hasNullTypedColumn(store: WarehouseStore, input: { key: string; s
     const footer = await readParquetFooter(store, input.key, input.size);
     return footer.columns.some((c) => c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name));
   } catch (err) {
-    // Not Parquet, or gone since the listing: left to the threshold (the rebuild names such a file).
-    if (err instanceof ParquetFooterError || isNotFound(err)) return false;
+    // Not Parquet, gone since the listing, denied or archived: left to the threshold, as before this
+    // check (the rebuild names such a file); one file must not fail the planning of the whole run.
+    if (err instanceof ParquetFooterError || err instanceof StorageError || isNotFound(err)) return false;
     throw err;
   }
 }
