@@ -15,6 +15,7 @@ import { generateSampleWarehouse, makeSampleRow, createPrng, writePartFile } fro
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { StorageError } from '../activities/storage/warehouse-store';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
@@ -449,6 +450,39 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(out.file_count, baseStats.files);
     assert.equal(out.row_count, baseStats.rows);
     assert.ok(out.files.every((f) => /\/part_\d{5}_[0-9a-f]{8}\.parquet$/.test(f.path)));
+  });
+
+  test("a footer read that fails (throttled) fails the attempt instead of leaving the file out; one refused where its stat is not (archived) is named unreadable", async () => {
+    const wh = await copyOfBase('read-failures');
+    const [target, archived] = await listParquet(wh);
+    // Faults of a remote store at exact files, which a local directory cannot produce: injected.
+    class FailingStore extends LocalWarehouseStore {
+      override async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+        if (key === target) throw new Error('SlowDown: Please reduce your request rate. (after 3 attempts)');
+        if (key === archived) throw new StorageError(`s3://b/${key} is in an archive storage class (InvalidObjectState); restore it before its bucket can be compacted`, 'denied');
+        return super.readRange(key, start, end);
+      }
+    }
+    const catalogDb = path.join(await freshDir('read-failures-cat'), 'catalog.db');
+    const attempt = async (store: LocalWarehouseStore) => {
+      const backend = backendFor(catalogDb, wh);
+      try {
+        return await rebuildCatalog(store, backend, request(wh, catalogDb));
+      } finally {
+        await backend.close();
+      }
+    };
+    await assert.rejects(attempt(new FailingStore(wh)), /SlowDown/);
+    assert.equal(pointerRow(catalogDb), undefined, 'no table was committed without the file');
+    class ArchivingStore extends LocalWarehouseStore {
+      override async readRange(key: string, start: number, end: number): Promise<Uint8Array> {
+        if (key === archived) return new FailingStore(wh).readRange(key, start, end);
+        return super.readRange(key, start, end);
+      }
+    }
+    const result = await attempt(new ArchivingStore(wh));
+    assert.deepEqual(result.unreadable.map((u) => [u.key, u.reason]), [[archived, `s3://b/${archived} is in an archive storage class (InvalidObjectState); restore it before its bucket can be compacted`]]);
+    assert.equal(result.dataFiles, baseStats.files - 1);
   });
 
   test('a file rewritten under its name between the listing and its footer read is registered as it is now, not reported unreadable', async () => {

@@ -72,11 +72,19 @@ const FOOTER_FETCH_BYTES = 64 * 1024;
 export async function readParquetFooter(store: WarehouseStore, key: string, size: number): Promise<ParquetFooter> {
   if (size === 0) throw new ParquetFooterError(key, 'the file is empty (0 bytes)');
   if (size < MIN_PARQUET_SIZE) throw new ParquetFooterError(key, `the file is truncated (${size} bytes)`);
+  // A failed read (throttled, denied, gone) is the store's error, not damage of the file: it is thrown as
+  // it is, whatever the Parquet reader makes of it, so that callers retry or name it as such.
+  let readFailure: { err: unknown } | undefined;
+  const readRange = (start: number, stop: number): Promise<Uint8Array> =>
+    store.readRange(key, start, stop).catch((err: unknown) => {
+      readFailure ??= { err };
+      throw err;
+    });
   const buffer: AsyncBuffer = {
     byteLength: size,
     slice: async (start: number, end?: number) => {
       const stop = end ?? size;
-      const bytes = await store.readRange(key, start, stop);
+      const bytes = await readRange(start, stop);
       if (bytes.length !== stop - start) {
         throw new ParquetFooterError(key, `the file is shorter than listed (read ${bytes.length} of ${stop - start} bytes at ${start})`);
       }
@@ -85,11 +93,12 @@ export async function readParquetFooter(store: WarehouseStore, key: string, size
   };
   let meta: FileMetaData;
   try {
-    const head = await store.readRange(key, 0, 4);
+    const head = await readRange(0, 4);
     if (Buffer.from(head).toString('latin1') !== 'PAR1') throw new ParquetFooterError(key, 'bad magic at the start (not a Parquet file)');
     // 64 KB holds the footer of a typical part; a compacted file's larger footer takes a second read of its exact size.
     meta = await parquetMetadataAsync(buffer, { geoparquet: false, parsers: RAW_STATISTICS, initialFetchSize: FOOTER_FETCH_BYTES });
   } catch (err) {
+    if (readFailure) throw readFailure.err;
     if (err instanceof ParquetFooterError) throw err;
     const msg = (err as Error).message;
     throw new ParquetFooterError(key, /PAR1/.test(msg) ? 'bad magic at the end (truncated or not a Parquet file)' : msg);

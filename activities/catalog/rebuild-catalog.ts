@@ -5,7 +5,7 @@
  */
 import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workflows/contract';
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
-import { forEachBounded, isNotFound } from '../storage/warehouse-store';
+import { forEachBounded, isNotFound, StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
@@ -269,11 +269,15 @@ async function readFooter(
     }
     return { obj, footer };
   } catch (err) {
-    // Bad bytes are the file's problem; anything else (denied, throttled) fails the attempt so it is retried.
-    if (err instanceof ParquetFooterError) {
+    // Bad bytes are the file's problem, and so is a read refused where its stat is not (an object a
+    // lifecycle rule archived); anything else (throttled, cut off, denied to the stat as well, expired
+    // credentials) fails the attempt, which is retried, rather than leave a readable file out of the table.
+    const refused = err instanceof StorageError && err.kind === 'denied';
+    if (err instanceof ParquetFooterError || refused) {
       const now = relisted ? obj : await store.stat(obj.key);
       if (now && now.version !== obj.version) return readFooter(store, now, unreadable, true);
-      unreadable.push({ key: obj.key, reason: now ? err.reason : 'the file disappeared during the rebuild' });
+      const reason = err instanceof ParquetFooterError ? err.reason : err.message;
+      unreadable.push({ key: obj.key, reason: now ? reason : 'the file disappeared during the rebuild' });
     } else if (isNotFound(err)) unreadable.push({ key: obj.key, reason: 'the file disappeared during the rebuild' });
     else throw err;
     return undefined;
