@@ -254,6 +254,67 @@ describe('resource lock', () => {
     assert.ok(got.acquiredAtMs >= released, 'granted after the holder was done');
   });
 
+  it('a lock workflow left on a task queue no worker serves is taken over by a request from another queue once nobody it granted runs; while its holder runs, it is left alone', async () => {
+    const queueA = uniqueTaskQueue('lock-gone');
+    const onA = (id: string, resource: string, holdMs: number | null) => h.client.workflow.start('lockProbe', { taskQueue: queueA, workflowId: id, args: ['warehouse', resource, holdMs] });
+    const lockRuns = async (lockId: string) => {
+      const runs: Array<[string, string]> = [];
+      for await (const wf of h.client.workflow.list({ query: `WorkflowId = '${lockId}'` })) runs.push([wf.status.name, wf.taskQueue]);
+      return runs;
+    };
+
+    // A deploy moves to another task queue while a run on A holds the lock: the lock is left alone.
+    let workerA = await startProbeWorker(h, queueA);
+    const held = `/wh/moved-held-${Date.now()}`;
+    const holder = await onA(`probe-moved-holder-${Date.now()}`, held, null);
+    await waitFor('granted on A', async () => ((await lockState(held)).holder?.workflowId === holder.workflowId ? true : undefined));
+    await workerA.stop();
+    const waiter = await startProbe(`probe-moved-waiter-${Date.now()}`, held, 10, undefined, 2);
+    await new Promise((r) => setTimeout(r, 35_000));
+    const stillA = await h.client.workflow.getHandle(lockWorkflowId('warehouse', held)).describe();
+    assert.deepEqual([stillA.status.name, stillA.taskQueue], ['RUNNING', queueA], 'a lock whose holder still runs is not taken over');
+    assert.equal((await waiter.describe()).status.name, 'RUNNING', 'the waiter waits behind the holder');
+    workerA = await startProbeWorker(h, queueA);
+    await holder.signal('finishProbe');
+    const released = ((await holder.result()) as ProbeResult).releasedAtMs;
+    assert.ok(((await deadlockGuard('the waiter', waiter.result())) as ProbeResult).acquiredAtMs >= released);
+
+    // A's workers go right after their run released the lock, before the idle lock workflow closes: it
+    // can neither grant nor close, and a request on another task queue takes it over.
+    const idle = `/wh/moved-idle-${Date.now()}`;
+    await (await onA(`probe-moved-done-${Date.now()}`, idle, 10)).result();
+    await workerA.stop();
+    const next = await startProbe(`probe-moved-next-${Date.now()}`, idle, 10);
+    await deadlockGuard('a request on another task queue', next.result(), 90_000);
+    const runs = await lockRuns(lockWorkflowId('warehouse', idle));
+    assert.ok(runs.some(([status, queue]) => status === 'TERMINATED' && queue === queueA), `the run on ${queueA} was terminated: ${JSON.stringify(runs)}`);
+    assert.equal((await h.client.workflow.getHandle(lockWorkflowId('warehouse', idle)).describe()).taskQueue, taskQueue, "the lock goes on on the request's task queue");
+  });
+
+  it('a terminated lock workflow whose task queue no worker serves: the fresh run grants nobody while the run it had granted still runs', async () => {
+    const queueA = uniqueTaskQueue('lock-gone-terminated');
+    let workerA = await startProbeWorker(h, queueA);
+    const resource = `/wh/gone-terminated-${Date.now()}`;
+    const lockId = lockWorkflowId('warehouse', resource);
+    const holder = await h.client.workflow.start('lockProbe', { taskQueue: queueA, workflowId: `probe-gt-holder-${Date.now()}`, args: ['warehouse', resource, null] });
+    await waitFor('granted on A', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    await workerA.stop();
+    // An operator terminates the lock while its queue has no worker: its state cannot be read by a query.
+    await h.client.workflow.getHandle(lockId).terminate('test: an operator takes the lock for a stuck one');
+    const waiter = await startProbe(`probe-gt-waiter-${Date.now()}`, resource, 10);
+    await new Promise((r) => setTimeout(r, 25_000));
+    assert.equal((await waiter.describe()).status.name, 'RUNNING', 'not granted beside the holder, whose run still runs');
+    workerA = await startProbeWorker(h, queueA);
+    try {
+      await holder.signal('finishProbe');
+      const released = ((await holder.result()) as ProbeResult).releasedAtMs;
+      const got = (await deadlockGuard('the waiter', waiter.result())) as ProbeResult;
+      assert.ok(got.acquiredAtMs >= released, 'granted once the holder was done');
+    } finally {
+      await workerA.stop();
+    }
+  });
+
   it('continues-as-new without dropping queued requests', async () => {
     const resource = `/wh/can-${Date.now()}`;
     const lockId = lockWorkflowId('warehouse', resource);

@@ -1,7 +1,8 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import type { LockRequest, LockState } from '../../workflows/lock';
-import { acquireLockSignal, lockStateQuery } from '../../workflows/lock';
+import { acquireLockSignal, lockGrantedSignal, lockStateQuery } from '../../workflows/lock';
 
 export interface RequestLockInput {
   lockWorkflowId: string;
@@ -34,19 +35,100 @@ function visibilityString(value: string): string {
 /** Statuses of a lock run that handed its state on or had none left: continued as new, or completed idle. */
 const HANDED_ON = new Set(['COMPLETED', 'CONTINUED_AS_NEW']);
 
+/**
+ * How long a lock workflow's workflow task may wait unstarted on another task queue before a requester
+ * takes it for unserved: a live worker starts one within a second or two. A task first offered to a dead
+ * worker's sticky queue is scheduled again on the normal queue after 10 s, so a requester looks for up to
+ * LOOK_SECONDS, within the request activity's 30 s timeout.
+ */
+const UNSERVED_SECONDS = 12;
+const LOOK_SECONDS = 25;
+
+/** How long a fresh lock run waits for its closed predecessor to answer for its state. */
+const CLOSED_STATE_QUERY_MS = 10_000;
+
+/** PendingWorkflowTaskState.SCHEDULED: the task waits for a worker to take it. */
+const WORKFLOW_TASK_SCHEDULED = 1;
+
+/**
+ * Terminates the run of the lock that `input` was just sent to when no worker serves it and nobody it
+ * granted the lock to is still running; true when it did. A lock workflow runs on the task queue of the
+ * request that started it: once that queue's workers are gone (a deploy that moved to another queue, or
+ * `schedule update --task-queue`), it can neither grant nor close, and every later request would wait
+ * forever. A lock run whose grantee still runs is left alone (that workflow may be writing): the log
+ * says which queue needs a worker.
+ */
+async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
+  const { client, log } = Context.current();
+  const since = Date.now();
+  for (;;) {
+    const lock = await client.workflow.getHandle(input.lockWorkflowId).describe();
+    const task = lock.raw.pendingWorkflowTask;
+    if (lock.status.name !== 'RUNNING' || lock.taskQueue === input.taskQueue || task?.state !== WORKFLOW_TASK_SCHEDULED) return false;
+    const waitedMs = Date.now() - Number(task.scheduledTime?.seconds ?? 0) * 1000;
+    if (waitedMs < UNSERVED_SECONDS * 1000) {
+      // A task scheduled just now (this request's signal) may yet be taken: look again until it has waited long enough.
+      if (Date.now() - since > LOOK_SECONDS * 1000) return false;
+      await new Promise((r) => setTimeout(r, 2000));
+      continue;
+    }
+    const running = [];
+    for (const workflowId of await grantees(lock.workflowId, lock.runId)) {
+      if (workflowId !== input.request.workflowId && (await isRunning(workflowId))) running.push(workflowId);
+    }
+    const unserved = `no worker has taken its workflow task on task queue ${lock.taskQueue} for ${Math.round(waitedMs / 1000)} s`;
+    if (running.length) {
+      log.warn(`lock ${input.lockWorkflowId}: ${unserved}, and ${running.join(', ')}, to which it granted the lock, is still running: start a worker on ${lock.taskQueue}`);
+      return false;
+    }
+    try {
+      await client.workflow.getHandle(input.lockWorkflowId, lock.runId).terminate(`${unserved} and nobody it granted the lock to is running: taken over on task queue ${input.taskQueue}`);
+    } catch (err) {
+      // Another request retired it first, or it closed meanwhile: the request is sent again either way.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+    }
+    log.warn(`lock ${input.lockWorkflowId}: ${unserved}; its run ${lock.runId} was terminated and the lock starts anew on task queue ${input.taskQueue}`);
+    return true;
+  }
+}
+
+/**
+ * The workflows a lock run granted the lock to, or carried as its holder from the run it continued: read
+ * from its history, which needs no worker (a query of that run would).
+ */
+async function grantees(lockWorkflowId: string, runId: string): Promise<Set<string>> {
+  const history = await Context.current().client.workflow.getHandle(lockWorkflowId, runId).fetchHistory();
+  const ids = new Set<string>();
+  for (const event of history.events ?? []) {
+    const started = event.workflowExecutionStartedEventAttributes;
+    const carried = started?.input?.payloads?.[0];
+    if (carried) {
+      const state = defaultPayloadConverter.fromPayload<LockState | null>(carried);
+      if (state?.holder) ids.add(state.holder.workflowId);
+    }
+    const signal = event.signalExternalWorkflowExecutionInitiatedEventAttributes;
+    if (signal?.signalName === lockGrantedSignal.name && signal.workflowExecution?.workflowId) ids.add(signal.workflowExecution.workflowId);
+  }
+  return ids;
+}
+
 /** Activities the lock protocol needs: workflows cannot signal-with-start or describe other workflows. */
 export function createLockActivities() {
   return {
     async requestLock(input: RequestLockInput): Promise<void> {
       const client = Context.current().client;
-      await client.workflow.signalWithStart('resourceLock', {
-        workflowId: input.lockWorkflowId,
-        taskQueue: input.taskQueue,
-        args: [undefined as LockState | undefined],
-        signal: acquireLockSignal,
-        signalArgs: [input.request],
-        staticSummary: `lock ${input.lockWorkflowId}`,
-      });
+      const ask = () =>
+        client.workflow.signalWithStart('resourceLock', {
+          workflowId: input.lockWorkflowId,
+          taskQueue: input.taskQueue,
+          args: [undefined as LockState | undefined],
+          signal: acquireLockSignal,
+          signalArgs: [input.request],
+          staticSummary: `lock ${input.lockWorkflowId}`,
+        });
+      await ask();
+      // The request now starts a fresh run on this task queue, which takes over what the closed run had.
+      if (await retireUnservedLock(input)) await ask();
     },
 
     isWorkflowRunning(workflowId: string): Promise<boolean> {
@@ -68,12 +150,20 @@ export function createLockActivities() {
       if (!previous || previous.status.name === 'RUNNING' || HANDED_ON.has(previous.status.name)) return null;
       let state: LockState;
       try {
-        state = await client.workflow.getHandle(lockWorkflowId, previous.runId).query(lockStateQuery);
+        // Cut short: a run whose task queue no worker serves (retireUnservedLock) is never answered, and
+        // the activity's 30 s would run out first and be retried without end.
+        state = await client.connection.withDeadline(Date.now() + CLOSED_STATE_QUERY_MS, () =>
+          client.workflow.getHandle(lockWorkflowId, previous!.runId).query(lockStateQuery),
+        );
       } catch (err) {
-        // Blocking every later run on an unreadable predecessor would be worse than what it guards against.
-        log.error(`lock ${lockWorkflowId}: cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId}; starting empty`, {
-          error: (err as Error).message,
-        });
+        // Without its state, the run's history still names whom it granted the lock to: while one of them
+        // runs it may hold the lock, and this attempt fails (it is retried) rather than grant beside it.
+        // Blocking every later run on an unreadable predecessor for good would be worse than what it guards against.
+        const running = [];
+        for (const workflowId of await grantees(lockWorkflowId, previous.runId)) if (await isRunning(workflowId)) running.push(workflowId);
+        const why = `cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId} (${(err as Error).message.split('\n')[0]})`;
+        if (running.length) throw new Error(`lock ${lockWorkflowId}: ${why}, and ${running.join(', ')}, to which it granted the lock, is still running`);
+        log.error(`lock ${lockWorkflowId}: ${why}; nobody it granted the lock to is running, so it starts empty (waiters send their requests again)`);
         return null;
       }
       const holder = state.holder && (await isRunning(state.holder.workflowId)) ? state.holder : null;
