@@ -23,7 +23,7 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import Database from 'better-sqlite3';
 import { createActivities, WorkerLocalResources } from '../activities';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -462,6 +462,32 @@ describe('the CLI when nobody serves the run', () => {
       jsonChild.kill('SIGINT');
       await Promise.all([exited, jsonExited]);
       for (const id of [workflowId, jsonId]) await h.client.workflow.getHandle(id).terminate('test: nobody serves it');
+    }
+  });
+});
+
+describe('the CLI when the run cannot be replayed', () => {
+  it("a run whose workflow task fails on its worker (one of another version): status says so instead of asking for a worker", async () => {
+    const queue = uniqueTaskQueue('task-fails');
+    const workflowId = `cli-task-fails-${Date.now()}`;
+    const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: '/nowhere', catalog: '/nowhere/catalog.db' }] });
+    const workflowBundle = await bundleWorkflowCode({ workflowsPath: path.join(__dirname, 'workflows', 'failing-task.ts'), logger: new DefaultLogger('WARN') });
+    const worker = await Worker.create({ connection: h.server.env.nativeConnection, namespace: h.namespace, taskQueue: queue, workflowBundle });
+    const running = worker.run();
+    try {
+      await waitFor('a workflow task failed', async () => (((await handle.describe()).raw.pendingWorkflowTask?.attempt ?? 0) >= 2 ? true : undefined));
+      const { stdout } = await cli(['status', '--workflow-id', workflowId]);
+      assert.match(
+        stdout,
+        new RegExp(
+          `^${workflowId} RUNNING \\(no progress answer within 10 s: its workflow task has failed \\d+ time\\(s\\) on a worker of task queue ${queue}, ` +
+            `.*temporal workflow show --workflow-id ${workflowId} names the error\\)`,
+        ),
+      );
+    } finally {
+      worker.shutdown();
+      await running;
+      await handle.terminate('test: its worker cannot run it');
     }
   });
 });

@@ -36,13 +36,26 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       ids.map(async (id) => {
         const handle = client.workflow.getHandle(id);
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
-        return { workflowId: id, status: desc.status.name, taskQueue: desc.taskQueue, startTime: desc.startTime.toISOString(), progress: progress ?? null };
+        // A workflow task on its second attempt or later failed on a worker (one of another version, say).
+        const workflowTaskFailures = Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
+        return {
+          workflowId: id,
+          status: desc.status.name,
+          taskQueue: desc.taskQueue,
+          startTime: desc.startTime.toISOString(),
+          progress: progress ?? null,
+          ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
+        };
       }),
     );
     if (values.json) console.log(JSON.stringify(report, null, 2));
     else {
       for (const r of report) {
-        const detail = r.progress ? progressLine(r.progress, 120, r.status !== 'RUNNING') : r.status === 'RUNNING' ? noAnswer(r.taskQueue) : undefined;
+        const detail = r.progress
+          ? progressLine(r.progress, 120, r.status !== 'RUNNING')
+          : r.status === 'RUNNING'
+            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0)
+            : undefined;
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}`);
       }
     }
@@ -52,8 +65,17 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   }
 }
 
-const noAnswer = (taskQueue: string) =>
-  `(no progress answer within ${QUERY_DEADLINE_MS / 1000} s: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
+/** Why a running compaction may not answer: no worker on its queue, or workers whose workflow task fails on it. */
+function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number): string {
+  const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
+  if (workflowTaskFailures > 0) {
+    return (
+      `(${none}: its workflow task has failed ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}, as one of an older or another ` +
+      `version fails a run it cannot replay; temporal workflow show --workflow-id ${workflowId} names the error)`
+    );
+  }
+  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
+}
 
 /** Workflow ids of the compactions running in the client's namespace. */
 export async function runningCompactions(client: Client): Promise<string[]> {
