@@ -282,10 +282,11 @@ describe('resource lock', () => {
     // A's workers go right after their run released the lock, before the idle lock workflow closes: it
     // can neither grant nor close, and a request on another task queue takes it over.
     const idle = `/wh/moved-idle-${Date.now()}`;
-    await (await onA(`probe-moved-done-${Date.now()}`, idle, 10)).result();
+    const before = (await (await onA(`probe-moved-done-${Date.now()}`, idle, 10)).result()) as ProbeResult;
     await workerA.stop();
     const next = await startProbe(`probe-moved-next-${Date.now()}`, idle, 10);
-    await deadlockGuard('a request on another task queue', next.result(), 90_000);
+    const after = (await deadlockGuard('a request on another task queue', next.result(), 90_000)) as ProbeResult;
+    assert.ok(after.fence > before.fence, `fences go on from the retired run's (read from its history): ${before.fence} then ${after.fence}`);
     const runs = await lockRuns(lockWorkflowId('warehouse', idle));
     assert.ok(runs.some(([status, queue]) => status === 'TERMINATED' && queue === queueA), `the run on ${queueA} was terminated: ${JSON.stringify(runs)}`);
     assert.equal((await h.client.workflow.getHandle(lockWorkflowId('warehouse', idle)).describe()).taskQueue, taskQueue, "the lock goes on on the request's task queue");

@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { LockRequest, LockState } from '../../workflows/lock';
-import { acquireLockSignal, lockGrantedSignal, lockStateQuery } from '../../workflows/lock';
+import { acquireLockSignal, lockGrantedSignal, lockStateQuery, type LockGrant } from '../../workflows/lock';
 
 export interface RequestLockInput {
   lockWorkflowId: string;
@@ -31,6 +31,9 @@ async function isRunning(workflowId: string): Promise<boolean> {
 function visibilityString(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
+
+/** What a fresh lock run takes over from a predecessor that closed without handing its state on. */
+export type InheritedLockState = Pick<LockState, 'holder' | 'queue' | 'nextFence'>;
 
 /** Statuses of a lock run that handed its state on or had none left: continued as new, or completed idle. */
 const HANDED_ON = new Set(['COMPLETED', 'CONTINUED_AS_NEW']);
@@ -73,7 +76,7 @@ async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
       continue;
     }
     const running = [];
-    for (const workflowId of await grantees(lock.workflowId, lock.runId)) {
+    for (const workflowId of (await grantsOf(lock.workflowId, lock.runId)).grantees) {
       if (workflowId !== input.request.workflowId && (await isRunning(workflowId))) running.push(workflowId);
     }
     const unserved = `no worker has taken its workflow task on task queue ${lock.taskQueue} for ${Math.round(waitedMs / 1000)} s`;
@@ -93,23 +96,29 @@ async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
 }
 
 /**
- * The workflows a lock run granted the lock to, or carried as its holder from the run it continued: read
- * from its history, which needs no worker (a query of that run would).
+ * The workflows a lock run granted the lock to, or carried as its holder from the run it continued, and
+ * the next fencing number after every one it gave: read from its history, which needs no worker (a
+ * query of that run would).
  */
-async function grantees(lockWorkflowId: string, runId: string): Promise<Set<string>> {
+async function grantsOf(lockWorkflowId: string, runId: string): Promise<{ grantees: Set<string>; nextFence: number }> {
   const history = await Context.current().client.workflow.getHandle(lockWorkflowId, runId).fetchHistory();
-  const ids = new Set<string>();
+  const grantees = new Set<string>();
+  let nextFence = 1;
   for (const event of history.events ?? []) {
-    const started = event.workflowExecutionStartedEventAttributes;
-    const carried = started?.input?.payloads?.[0];
+    const carried = event.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
     if (carried) {
       const state = defaultPayloadConverter.fromPayload<LockState | null>(carried);
-      if (state?.holder) ids.add(state.holder.workflowId);
+      if (state?.holder) grantees.add(state.holder.workflowId);
+      nextFence = Math.max(nextFence, state?.nextFence ?? 1);
     }
     const signal = event.signalExternalWorkflowExecutionInitiatedEventAttributes;
-    if (signal?.signalName === lockGrantedSignal.name && signal.workflowExecution?.workflowId) ids.add(signal.workflowExecution.workflowId);
+    if (signal?.signalName === lockGrantedSignal.name && signal.workflowExecution?.workflowId) {
+      grantees.add(signal.workflowExecution.workflowId);
+      const grant = signal.input?.payloads?.[0] ? defaultPayloadConverter.fromPayload<LockGrant>(signal.input.payloads[0]) : undefined;
+      if (grant) nextFence = Math.max(nextFence, grant.fence + 1);
+    }
   }
-  return ids;
+  return { grantees, nextFence };
 }
 
 /** Activities the lock protocol needs: workflows cannot signal-with-start or describe other workflows. */
@@ -141,7 +150,7 @@ export function createLockActivities() {
      * requests whose workflows are no longer running. Null when there is nothing to take over. Its
      * final state is read by a query, which the server answers for a closed run by replaying it.
      */
-    async closedLockState(lockWorkflowId: string, runId: string): Promise<LockState | null> {
+    async closedLockState(lockWorkflowId: string, runId: string): Promise<InheritedLockState | null> {
       const { client, log } = Context.current();
       let previous: WorkflowExecutionInfo | undefined;
       for await (const wf of client.workflow.list({ query: `WorkflowId = ${visibilityString(lockWorkflowId)}` })) {
@@ -159,12 +168,13 @@ export function createLockActivities() {
         // Without its state, the run's history still names whom it granted the lock to: while one of them
         // runs it may hold the lock, and this attempt fails (it is retried) rather than grant beside it.
         // Blocking every later run on an unreadable predecessor for good would be worse than what it guards against.
+        const { grantees, nextFence } = await grantsOf(lockWorkflowId, previous.runId);
         const running = [];
-        for (const workflowId of await grantees(lockWorkflowId, previous.runId)) if (await isRunning(workflowId)) running.push(workflowId);
+        for (const workflowId of grantees) if (await isRunning(workflowId)) running.push(workflowId);
         const why = `cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId} (${(err as Error).message.split('\n')[0]})`;
         if (running.length) throw new Error(`lock ${lockWorkflowId}: ${why}, and ${running.join(', ')}, to which it granted the lock, is still running`);
-        log.error(`lock ${lockWorkflowId}: ${why}; nobody it granted the lock to is running, so it starts empty (waiters send their requests again)`);
-        return null;
+        log.error(`lock ${lockWorkflowId}: ${why}; nobody it granted the lock to is running, so it starts without holder or queue (waiters send their requests again)`);
+        return { holder: null, queue: [], nextFence };
       }
       const holder = state.holder && (await isRunning(state.holder.workflowId)) ? state.holder : null;
       const queue = [];
