@@ -1,6 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
+import type { Payload } from '@temporalio/common';
 import type { LockRequest, LockState } from '../../workflows/lock';
 import { acquireLockSignal, lockGrantedSignal, lockStateQuery, type LockGrant } from '../../workflows/lock';
 
@@ -101,20 +101,29 @@ async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
  * query of that run would).
  */
 async function grantsOf(lockWorkflowId: string, runId: string): Promise<{ grantees: Set<string>; nextFence: number }> {
-  const history = await Context.current().client.workflow.getHandle(lockWorkflowId, runId).fetchHistory();
+  const { client } = Context.current();
+  const history = await client.workflow.getHandle(lockWorkflowId, runId).fetchHistory();
+  // As the worker's data converter wrote them (payload codecs included).
+  const { payloadConverter, payloadCodecs } = client.options.loadedDataConverter;
+  const decode = async <T>(payload: Payload | undefined): Promise<T | undefined> => {
+    if (!payload) return undefined;
+    let decoded = [payload];
+    for (const codec of [...payloadCodecs].reverse()) decoded = await codec.decode(decoded);
+    return payloadConverter.fromPayload<T>(decoded[0]!);
+  };
   const grantees = new Set<string>();
   let nextFence = 1;
   for (const event of history.events ?? []) {
-    const carried = event.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
-    if (carried) {
-      const state = defaultPayloadConverter.fromPayload<LockState | null>(carried);
+    const started = event.workflowExecutionStartedEventAttributes;
+    if (started) {
+      const state = await decode<LockState | null>(started.input?.payloads?.[0]);
       if (state?.holder) grantees.add(state.holder.workflowId);
       nextFence = Math.max(nextFence, state?.nextFence ?? 1);
     }
     const signal = event.signalExternalWorkflowExecutionInitiatedEventAttributes;
     if (signal?.signalName === lockGrantedSignal.name && signal.workflowExecution?.workflowId) {
       grantees.add(signal.workflowExecution.workflowId);
-      const grant = signal.input?.payloads?.[0] ? defaultPayloadConverter.fromPayload<LockGrant>(signal.input.payloads[0]) : undefined;
+      const grant = await decode<LockGrant>(signal.input?.payloads?.[0]);
       if (grant) nextFence = Math.max(nextFence, grant.fence + 1);
     }
   }
