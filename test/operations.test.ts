@@ -23,6 +23,7 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
+import { Context } from '@temporalio/activity';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import Database from 'better-sqlite3';
 import { createActivities, WorkerLocalResources } from '../activities';
@@ -536,9 +537,17 @@ describe('cancel through the CLI', () => {
   it('a compact whose run is terminated says so, with the reason, what it did and the resume command that finishes it', async () => {
     const fx = await makeFixture('cli-terminated', TWELVE_BUCKETS);
     const workflowId = `cli-terminated-${Date.now()}`;
-    // A queue of its own whose worker stops after the first bucket, so the run is still going when the terminate arrives.
-    const queue = uniqueTaskQueue('terminated-cli');
-    const first = await startWorker(h, queue);
+    // A queue of its own whose worker compacts the first bucket and holds every later one until it is
+    // stopped, so the run is still going when the terminate arrives (tiny buckets would all be done first).
+    let compacted = 0;
+    const { queue, stop: stopFirst } = await startWorkerWithFaults('terminated-cli', (activities) => ({
+      compactBucket: async (req) => {
+        if (compacted++ === 0) return activities.compactBucket(req);
+        await Context.current().sleep(600_000);
+        throw new Error('unreachable: held until the worker stops');
+      },
+    }));
+    const first = { stop: stopFirst };
     const bin = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
     const compacting = run(process.execPath, [bin, '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--max-parallel', '1', '--workflow-id', workflowId, '--json', '--address', h.address, '--namespace', h.namespace, '--task-queue', queue], { cwd: REPO_ROOT }).then(
       () => assert.fail('the terminated run printed a summary'),
@@ -551,8 +560,8 @@ describe('cancel through the CLI', () => {
         const p = await handle.query<CompactionProgress>('progress').catch(() => undefined);
         return p && p.bucketsDone >= 1 && p.planId ? p : undefined;
       });
-      await first.stop();
       await handle.terminate('operator: wrong warehouse');
+      await first.stop();
       // The CLI asks the closed run for its progress, which a worker answers by replaying it.
       second = await startWorker(h, queue);
       const failed = await compacting;
