@@ -123,15 +123,15 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
     return { ...configured, taskQueue, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
   }
 
-  /**
-   * Runs the bucket worker for as long as `worker` runs: either one stopping (a shutdown, a signal, a
-   * fatal error) stops the other, and the first failure is rethrown.
-   */
   /** The options of the bucket worker run beside the worker on `taskQueue` (once `configureWorker` has seen it). */
   bucketWorkerOptions(taskQueue: string): Readonly<WorkerOptions> | undefined {
     return this.bucketWorkers.get(taskQueue);
   }
 
+  /**
+   * Runs the bucket worker for as long as `worker` runs: either one stopping (a shutdown, a signal, a
+   * fatal error) stops the other, and the first failure is rethrown.
+   */
   override async runWorker(worker: Worker, next: (w: Worker) => Promise<void>): Promise<void> {
     const options = this.bucketWorkers.get(worker.options.taskQueue);
     if (!options) return super.runWorker(worker, next);
