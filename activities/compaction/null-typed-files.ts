@@ -1,6 +1,6 @@
 import type { BucketTask } from '../../workflows/contract';
 import { ParquetFooterError, readParquetFooter } from '../catalog/parquet-footer';
-import { isOutputName } from '../storage/warehouse-layout';
+import { isOutputKey } from '../storage/warehouse-layout';
 import { forEachBounded, isNotFound, StorageError, type WarehouseStore } from '../storage/warehouse-store';
 import { isLeftOutWhenValueless } from './input-schema';
 
@@ -17,7 +17,7 @@ const FOOTER_READS_IN_FLIGHT = 16;
  * threshold that received a file. `onRead` is called after every footer (the planner heartbeats).
  */
 export async function bucketsWithNullTypedFiles(store: WarehouseStore, tasks: readonly BucketTask[], onRead: () => void): Promise<Set<BucketTask>> {
-  const delivered = tasks.flatMap((task) => task.inputs.filter((i) => !isOutputName(i.key.slice(i.key.lastIndexOf('/') + 1))).map((input) => ({ task, input })));
+  const delivered = tasks.flatMap((task) => task.inputs.filter((i) => !isOutputKey(i.key)).map((input) => ({ task, input })));
   const found = new Set<BucketTask>();
   await forEachBounded(delivered, FOOTER_READS_IN_FLIGHT, async ({ task, input }) => {
     if (!found.has(task) && (await hasNullTypedColumn(store, input))) found.add(task);

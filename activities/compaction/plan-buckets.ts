@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, isCompactableKey, isOutputName, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isCompactableKey, isOutputKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { bucketsWithNullTypedFiles } from './null-typed-files';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
@@ -105,6 +105,6 @@ function bytesOf(t: BucketTask): number {
  * or `Part_…` sort before `compacted_…`), and a bucket capped to its first files keeps its earlier output.
  */
 function inputOrder(a: { key: string }, b: { key: string }): number {
-  const earlier = (k: string) => (isOutputName(k.slice(k.lastIndexOf('/') + 1)) ? 0 : 1);
+  const earlier = (k: string) => (isOutputKey(k) ? 0 : 1);
   return earlier(a.key) - earlier(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 }

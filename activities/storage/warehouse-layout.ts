@@ -66,6 +66,11 @@ export function isOutputName(name: string): boolean {
   return /^compacted_[A-Za-z0-9_-]+\.parquet$/.test(name);
 }
 
+/** A warehouse key whose file name isOutputName. */
+export function isOutputKey(key: string): boolean {
+  return isOutputName(key.slice(key.lastIndexOf('/') + 1));
+}
+
 /** Name of a temporary file a writer may leave behind in the bucket directory. */
 export function tempNameFor(planId: string, tag: string): string {
   return `.earthcatalog-tmp-${planId}.parquet.${tag}`;
