@@ -1,8 +1,8 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/client';
-import type { Payload } from '@temporalio/common';
 import type { LockRequest, LockState } from '../../workflows/lock';
 import { acquireLockSignal, lockGrantedSignal, lockStateQuery, type LockGrant } from '../../workflows/lock';
+import { decodeHistoryPayload } from './history-payload';
 
 export interface RequestLockInput {
   lockWorkflowId: string;
@@ -75,10 +75,7 @@ async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
       await new Promise((r) => setTimeout(r, 2000));
       continue;
     }
-    const running = [];
-    for (const workflowId of (await grantsOf(lock.workflowId, lock.runId)).grantees) {
-      if (workflowId !== input.request.workflowId && (await isRunning(workflowId))) running.push(workflowId);
-    }
+    const { running } = await runningGrantees(lock.workflowId, lock.runId, input.request.workflowId);
     const unserved = `no worker has taken its workflow task on task queue ${lock.taskQueue} for ${Math.round(waitedMs / 1000)} s`;
     if (running.length) {
       log.warn(`lock ${input.lockWorkflowId}: ${unserved}, and ${running.join(', ')}, to which it granted the lock, is still running: start a worker on ${lock.taskQueue}`);
@@ -96,38 +93,32 @@ async function retireUnservedLock(input: RequestLockInput): Promise<boolean> {
 }
 
 /**
- * The workflows a lock run granted the lock to, or carried as its holder from the run it continued, and
- * the next fencing number after every one it gave: read from its history, which needs no worker (a
- * query of that run would).
+ * The workflows a lock run granted the lock to, or carried as its holder from the run it continued, that
+ * are still running (`except` left out), and the next fencing number after every one it gave: read from
+ * its history, which needs no worker (a query of that run would).
  */
-async function grantsOf(lockWorkflowId: string, runId: string): Promise<{ grantees: Set<string>; nextFence: number }> {
+async function runningGrantees(lockWorkflowId: string, runId: string, except?: string): Promise<{ running: string[]; nextFence: number }> {
   const { client } = Context.current();
   const history = await client.workflow.getHandle(lockWorkflowId, runId).fetchHistory();
-  // As the worker's data converter wrote them (payload codecs included).
-  const { payloadConverter, payloadCodecs } = client.options.loadedDataConverter;
-  const decode = async <T>(payload: Payload | undefined): Promise<T | undefined> => {
-    if (!payload) return undefined;
-    let decoded = [payload];
-    for (const codec of [...payloadCodecs].reverse()) decoded = await codec.decode(decoded);
-    return payloadConverter.fromPayload<T>(decoded[0]!);
-  };
   const grantees = new Set<string>();
   let nextFence = 1;
   for (const event of history.events ?? []) {
     const started = event.workflowExecutionStartedEventAttributes;
     if (started) {
-      const state = await decode<LockState | null>(started.input?.payloads?.[0]);
+      const state = await decodeHistoryPayload<LockState | null>(client, started.input?.payloads?.[0]);
       if (state?.holder) grantees.add(state.holder.workflowId);
       nextFence = Math.max(nextFence, state?.nextFence ?? 1);
     }
     const signal = event.signalExternalWorkflowExecutionInitiatedEventAttributes;
     if (signal?.signalName === lockGrantedSignal.name && signal.workflowExecution?.workflowId) {
       grantees.add(signal.workflowExecution.workflowId);
-      const grant = await decode<LockGrant>(signal.input?.payloads?.[0]);
+      const grant = await decodeHistoryPayload<LockGrant>(client, signal.input?.payloads?.[0]);
       if (grant) nextFence = Math.max(nextFence, grant.fence + 1);
     }
   }
-  return { grantees, nextFence };
+  const running = [];
+  for (const workflowId of grantees) if (workflowId !== except && (await isRunning(workflowId))) running.push(workflowId);
+  return { running, nextFence };
 }
 
 /** Activities the lock protocol needs: workflows cannot signal-with-start or describe other workflows. */
@@ -177,9 +168,7 @@ export function createLockActivities() {
         // Without its state, the run's history still names whom it granted the lock to: while one of them
         // runs it may hold the lock, and this attempt fails (it is retried) rather than grant beside it.
         // Blocking every later run on an unreadable predecessor for good would be worse than what it guards against.
-        const { grantees, nextFence } = await grantsOf(lockWorkflowId, previous.runId);
-        const running = [];
-        for (const workflowId of grantees) if (await isRunning(workflowId)) running.push(workflowId);
+        const { running, nextFence } = await runningGrantees(lockWorkflowId, previous.runId);
         const why = `cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId} (${(err as Error).message.split('\n')[0]})`;
         if (running.length) throw new Error(`lock ${lockWorkflowId}: ${why}, and ${running.join(', ')}, to which it granted the lock, is still running`);
         log.error(`lock ${lockWorkflowId}: ${why}; nobody it granted the lock to is running, so it starts without holder or queue (waiters send their requests again)`);

@@ -2,6 +2,7 @@ import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporali
 import { connectionFlags, parse } from '../cli-args';
 import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
 import type { CompactionProgress } from '../../workflows/progress';
+import { decodeHistoryPayload } from '../../activities/locking/history-payload';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
@@ -174,11 +175,9 @@ async function historyPage(client: Client, workflowId: string, runId: string, ma
 /** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
 export async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
   const history = (await historyPage(client, workflowId, runId, 1))?.history;
-  let payloads = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
-  const converter = client.options.loadedDataConverter;
-  for (const codec of [...converter.payloadCodecs].reverse()) payloads = await codec.decode(payloads);
-  if (payloads.length === 0) return undefined;
-  const parsed = compactionInputSchema.safeParse(converter.payloadConverter.fromPayload(payloads[0]!));
+  const payload = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  if (!payload) return undefined;
+  const parsed = compactionInputSchema.safeParse(await decodeHistoryPayload(client, payload));
   return parsed.success ? parsed.data : undefined;
 }
 
