@@ -52,11 +52,10 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.bucketsAlreadyCompacted) lines.push(`${s.bucketsAlreadyCompacted} of the compacted bucket(s) had been finished by an earlier attempt or run (resume), not redone`);
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
   if (s.nullTypedBuckets?.length) {
-    const total = s.nullTypedBucketsTotal ?? s.nullTypedBuckets.length;
-    const more = total > s.nullTypedBuckets.length ? ` … and ${total - s.nullTypedBuckets.length} more` : '';
+    const named = namedBuckets(s.nullTypedBuckets, s.nullTypedBucketsTotal);
     lines.push(
-      `${total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column of Parquet's Null type, ` +
-        `which Iceberg readers cannot read (compaction leaves the column out; the table reads it as null): ${s.nullTypedBuckets.join(', ')}${more}`,
+      `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column of Parquet's Null type, ` +
+        `which Iceberg readers cannot read (compaction leaves the column out; the table reads it as null): ${named.list}`,
     );
   }
   if (s.catalogDeleteFilesDropped) {
@@ -79,11 +78,10 @@ export function formatSummary(s: CompactionSummary): string {
     lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
   }
   if (s.catalogBucketsGone?.length) {
-    const total = s.catalogBucketsGoneTotal ?? s.catalogBucketsGone.length;
-    const more = total > s.catalogBucketsGone.length ? ` … and ${total - s.catalogBucketsGone.length} more` : '';
+    const named = namedBuckets(s.catalogBucketsGone, s.catalogBucketsGoneTotal);
     lines.push(
-      `${total} bucket(s) the table listed are no longer in the warehouse (deleted outside this tool?), so their ${s.catalogRowsGone ?? 0} row(s) left the table: ` +
-        `${s.catalogBucketsGone.join(', ')}${more}`,
+      `${named.total} bucket(s) the table listed are no longer in the warehouse (deleted outside this tool?), so their ${s.catalogRowsGone ?? 0} row(s) left the table: ` +
+        named.list,
     );
   }
   for (const d of s.droppedRegistrations ?? []) lines.push(`no longer registered ${d.key}: ${d.reason}`);
@@ -96,4 +94,10 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.unreadableFilesTotal > s.unreadableFiles.length) lines.push(`… and ${s.unreadableFilesTotal - s.unreadableFiles.length} more unreadable files`);
   if (s.failedBucketsTotal > s.failedBuckets.length) lines.push(`… and ${s.failedBucketsTotal - s.failedBuckets.length} more failed buckets`);
   return lines.join('\n');
+}
+
+/** A capped list of bucket names as one phrase (`a, b … and 3 more`), with how many there are in all. */
+function namedBuckets(names: readonly string[], total: number | undefined): { total: number; list: string } {
+  const all = total ?? names.length;
+  return { total: all, list: `${names.join(', ')}${all > names.length ? ` … and ${all - names.length} more` : ''}` };
 }
