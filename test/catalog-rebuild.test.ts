@@ -35,6 +35,7 @@ import {
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
 import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { makeColumnNullTyped } from './helpers/null-typed-column';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
@@ -664,7 +665,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     } finally {
       session.close();
     }
-    await execFileP('python3', [path.resolve(__dirname, 'py', 'null_column.py'), path.join(wh, nulled), 'scene_2_frame']);
+    await makeColumnNullTyped(path.join(wh, nulled), 'scene_2_frame');
     const result = await rebuild(wh, path.join(await freshDir('misfit-cat'), 'catalog.db'));
     assert.equal(result.dataFiles, baseStats.files, 'registered all the same: left out, their rows would be hidden');
     assert.equal(result.schemaEvolved, undefined, 'nothing was added for them');

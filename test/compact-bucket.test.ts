@@ -5,8 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, promises as fs, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
@@ -39,9 +38,7 @@ import {
 } from '../client/demo/sample-warehouse';
 import { assertSameRows, expectedBucketRows, parquetFacts, readOutputRows } from './helpers/bucket-oracle';
 import { makeTempDir } from './helpers/temp-dirs';
-import { pythonExecutable } from '../client/temporal-cli';
-
-const run = promisify(execFile);
+import { makeColumnNullTyped } from './helpers/null-typed-column';
 
 const CELL = '81283ffffffffff';
 const YEAR = 2021;
@@ -1074,7 +1071,7 @@ describe('compactBucket', () => {
       parts[2]!.opts = { columnTypes: { scene_2_frame: 'INTEGER' } };
       const inputs = await writeBucket(root, parts);
       // pyarrow writes a column that was None in every row of a batch with the Null type (DuckDB reads INTEGER).
-      await run(pythonExecutable(), [path.resolve(__dirname, 'py', 'null_column.py'), path.join(root, inputs[1]!.key), 'scene_2_frame']);
+      await makeColumnNullTyped(path.join(root, inputs[1]!.key), 'scene_2_frame');
       inputs[1]!.size = (await fs.stat(path.join(root, inputs[1]!.key))).size;
       const values = new Map(parts[0]!.rows.map((r) => [r.id, r.scene_2_frame]));
 
@@ -1099,7 +1096,7 @@ describe('compactBucket', () => {
       parts[2]!.rows = parts[2]!.rows.map((r) => ({ ...r, scene_2_frame: null }));
       parts[2]!.opts = { ...parts[2]!.opts, columnTypes: { scene_2_frame: 'INTEGER' } };
       const inputs = await writeBucket(root, parts);
-      await run(pythonExecutable(), [path.resolve(__dirname, 'py', 'null_column.py'), path.join(root, inputs[1]!.key), 'scene_2_frame']);
+      await makeColumnNullTyped(path.join(root, inputs[1]!.key), 'scene_2_frame');
       inputs[1]!.size = (await fs.stat(path.join(root, inputs[1]!.key))).size;
 
       const { result } = await compact(store, inputs, writePath.opts);

@@ -19,6 +19,7 @@ import { byBucket } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
 import { deleteObjects, readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
+import { makeColumnNullTyped } from './helpers/null-typed-column';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
@@ -192,8 +193,7 @@ for (const backend of backends) {
       const nulledCopy = path.join(fx.localCopy, nulledKey!);
       const nulledFile = `${nulledCopy}.nulled`;
       await fs.copyFile(nulledCopy, nulledFile);
-      const py = spawnSync('python3', [path.resolve(__dirname, 'py', 'null_column.py'), nulledFile, 'version'], { encoding: 'utf8' });
-      assert.equal(py.status, 0, py.stderr);
+      await makeColumnNullTyped(nulledFile, 'version');
       await writeObject(`${fx.warehouse}/${nulledKey}`, await fs.readFile(nulledFile));
       await deleteObjects(fx.warehouse, [...nulledRest, ...plainRest]);
       const expectedRows = (await expectedBucketRows([nulledFile])).length;

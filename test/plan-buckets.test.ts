@@ -8,8 +8,6 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
@@ -31,6 +29,7 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { StorageError } from '../activities/storage/warehouse-store';
 import { bucketPrefix, type BucketTask, type CompactionSummary } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { makeColumnNullTyped } from './helpers/null-typed-column';
 
 /** Writes `grid_partition=<cell>/year=<year>/<name>` of `size` bytes for each entry. */
 async function warehouseOf(files: readonly [cell: string, year: number | string, name: string, size: number][]): Promise<string> {
@@ -42,8 +41,6 @@ async function warehouseOf(files: readonly [cell: string, year: number | string,
   }
   return root;
 }
-
-const execFileP = promisify(execFile);
 
 async function allTasks(store: LocalWarehouseStore, planId: string): Promise<BucketTask[]> {
   const manifest = await readPlanManifest(store, planId);
@@ -234,7 +231,7 @@ describe('buckets below the threshold', () => {
       const file = path.join(root, `grid_partition=${cell}`, 'year=2020', name);
       await fs.mkdir(path.dirname(file), { recursive: true });
       await session.exec(`COPY (SELECT 'a' AS id, 'sentinel-2a' AS platform, 'x' AS extra) TO ${sqlString(file)} (FORMAT parquet)`);
-      if (nulled) await execFileP('python3', [path.resolve(__dirname, 'py', 'null_column.py'), file, nulled]);
+      if (nulled) await makeColumnNullTyped(file, nulled);
     };
     try {
       await write('extra', 'part_1.parquet', 'extra');
