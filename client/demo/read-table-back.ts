@@ -3,10 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { openCatalogBackend } from '../../activities/catalog/open-catalog';
 import { describeTable } from '../../activities/catalog/describe-table';
-import { openDuckSession } from '../../activities/compaction/duckdb-session';
+import { openDuckSession, sqlStringList } from '../../activities/compaction/duckdb-session';
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../../workflows/contract';
-
-const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 export async function readTableBack(catalog: string, warehouse: string): Promise<string> {
   const backend = await openCatalogBackend(catalog, warehouse, DEFAULT_CATALOG_NAME);
@@ -23,7 +21,7 @@ export async function readTableBack(catalog: string, warehouse: string): Promise
     if (localFiles.length) {
       const duck = await openDuckSession({ tempDir: path.join(os.tmpdir(), 'earthcatalog-demo-duckdb'), memoryLimitMb: 256 });
       try {
-        const list = `[${localFiles.map(sqlString).join(', ')}]`;
+        const list = sqlStringList(localFiles);
         const sample = await duck.rows(
           `SELECT grid_partition, year(datetime) AS year, platform, count(*) AS rows, count(DISTINCT id) AS ids
            FROM read_parquet(${list}, union_by_name = true, hive_partitioning = false)

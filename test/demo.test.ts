@@ -1,0 +1,51 @@
+/**
+ * The README's first command: `earthcatalog-compact demo` on its embedded defaults, with a dev server of its
+ * own (no TEMPORAL_ADDRESS), read back by pyiceberg.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from './helpers/temporal';
+import { makeTempDir } from './helpers/temp-dirs';
+import { pyicebergScan } from './helpers/warehouse-fixtures';
+
+const execFileP = promisify(execFile);
+
+test('the demo starts its own dev server, compacts its sample warehouse, prints the summary and the table, and pyiceberg reads the same rows', async () => {
+  const dir = await makeTempDir('ec-demo');
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.TEMPORAL_ADDRESS;
+  delete env.TEMPORAL_NAMESPACE;
+  const { stdout, stderr } = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'demo', '--dir', dir, '--cells', '2', '--years', '2'], {
+    cwd: REPO_ROOT,
+    env,
+    timeout: 300_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+
+  const figures = new Map([...stdout.matchAll(/^([a-z_]+):\s+(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+  const figure = (name: string) => {
+    assert.ok(figures.has(name), `the summary prints ${name}:\n${stdout}`);
+    return Number(figures.get(name));
+  };
+  assert.equal(figure('buckets_scanned'), 4, '2 cells x 2 years');
+  assert.equal(figure('buckets_compacted'), 4);
+  assert.equal(figure('files_after'), 4, 'one file per bucket');
+  assert.equal(figure('failed_buckets'), 0);
+  assert.ok(figure('duplicates_removed') > 0, 'the sample repeats ids across part files');
+  assert.equal(figure('rows_after'), figure('rows_before') - figure('duplicates_removed'));
+  assert.equal(figure('catalog_rows'), figure('rows_after'), 'the table lists every compacted row');
+  assert.doesNotMatch(stdout, /did not exist .* and was created/, "the demo's new table is no cause for a warning");
+  assert.match(stdout, new RegExp(`^  files     4, rows ${figure('rows_after')}$`, 'm'), 'the table read back through the catalog');
+  const groups = [...stdout.matchAll(/ rows (\d+) distinct ids (\d+)$/gm)];
+  assert.ok(groups.length > 0, 'rows by partition and platform');
+  for (const [line, rows, ids] of groups) assert.equal(rows, ids, `no id twice: ${line}`);
+  assert.match(stderr, /demo: Temporal at 127\.0\.0\.1:\d+/, 'it started a dev server of its own');
+
+  const scan = await pyicebergScan(path.join(dir, 'catalog.db'));
+  assert.equal(scan.error, undefined);
+  assert.equal(scan.row_count, figure('rows_after'));
+  assert.equal(new Set(scan.ids).size, scan.ids!.length, 'pyiceberg sees each id once per cell');
+});
