@@ -24,6 +24,7 @@ import { outputRowGroup } from '../activities/compaction/output-format';
 import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema } from '../activities/compaction/input-schema';
+import { parseDuckType } from '../activities/compaction/duckdb-type-text';
 import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
 import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
 import {
@@ -1231,6 +1232,82 @@ describe('compactBucket', () => {
       return true;
     });
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+  });
+
+  test('parseDuckType reads the nested types DESCRIBE prints: quoted field names, lists, arrays, maps, types with spaces or arguments', async () => {
+    const [described] = await session.rows(
+      `DESCRIBE SELECT {'raster:bands': [{'unit': 'm', 'a"b': 1.5::DECIMAL(18,3)}], 'Weird Name': MAP {'k': now()}, 'arr': [1, 2]::INTEGER[2], 'e': 'x'::ENUM('x', 'y,z')} AS s`,
+    );
+    const scalar = (name: string) => ({ kind: 'scalar', name });
+    assert.deepEqual(parseDuckType(String(described!.column_type)), {
+      kind: 'struct',
+      fields: [
+        { name: 'raster:bands', type: { kind: 'list', element: { kind: 'struct', fields: [{ name: 'unit', type: scalar('VARCHAR') }, { name: 'a"b', type: scalar('DECIMAL(18,3)') }] } } },
+        { name: 'Weird Name', type: { kind: 'map', key: scalar('VARCHAR'), value: scalar('TIMESTAMP WITH TIME ZONE') } },
+        { name: 'arr', type: { kind: 'array', element: scalar('INTEGER'), size: '2' } },
+        { name: 'e', type: scalar("ENUM('x', 'y,z')") },
+      ],
+    });
+    assert.throws(() => parseDuckType('STRUCT(a VARCHAR'), /expected '\)' at 16 in DuckDB type STRUCT\(a VARCHAR/);
+  });
+
+  /** The part with links and assets as nested columns instead of the contract's JSON strings. */
+  const nestedOpts = (part: PartDef, columns: Record<string, string>): PartFileOptions => ({
+    ...part.opts,
+    omitColumns: [...(part.opts?.omitColumns ?? []), 'links', 'assets'],
+    extraColumns: columns,
+  });
+
+  test('nested columns as STAC producers write them (struct fields in another order, an asset more, a wider integer, an empty list typed INTEGER[]) compact by field name on every write path', async () => {
+    // Each part writes links and assets as a STAC GeoParquet writer of its kind would; values follow scene_1_id (the row's marker).
+    const nested: Record<string, string>[] = [
+      { links: `[{'rel': 'self', 'href': scene_1_id}]`, assets: `{'B01': {'href': scene_1_id, 'n': 1::INTEGER}}` },
+      { links: `[{'href': scene_1_id, 'rel': 'self', 'title': 't'}]`, assets: `{'AOT': {'href': scene_1_id || '-aot', 'n': 2::BIGINT}, 'B01': {'n': 3::BIGINT, 'href': scene_1_id}}` },
+      { links: `[]::INTEGER[]`, assets: `{'B01': {'href': scene_1_id, 'n': 1::INTEGER}}` },
+    ];
+    const expectedNested = (marker: string) => {
+      const part = Number(/-p(\d)/.exec(marker)![1]);
+      const b01 = { href: marker, n: part === 1 ? 3 : 1 };
+      return {
+        links: part === 2 ? [] : [{ rel: 'self', href: marker, title: part === 1 ? 't' : null }],
+        assets: { B01: b01, AOT: part === 1 ? { href: `${marker}-aot`, n: 2 } : null },
+      };
+    };
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts().map((part, i) => ({ ...part, opts: nestedOpts(part, nested[i]!) })));
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const out = path.join(root, result.outputKey);
+      const rows = await session.rows(`SELECT id, scene_1_id, to_json(links)::VARCHAR AS links, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`);
+      assert.deepEqual(rows.map((r) => r.id), expected.map((r) => r.id), `${writePath.name}: the winners in output order`);
+      for (const r of rows) {
+        assert.deepEqual({ links: JSON.parse(String(r.links)), assets: JSON.parse(String(r.assets)) }, expectedNested(String(r.scene_1_id)), `${writePath.name}: ${String(r.id)}`);
+      }
+      const types = new Map((await session.rows(`DESCRIBE SELECT links, assets FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+      assert.equal(types.get('links'), 'STRUCT(rel VARCHAR, href VARCHAR, title VARCHAR)[]', writePath.name);
+      assert.equal(types.get('assets'), 'STRUCT(B01 STRUCT(href VARCHAR, n BIGINT), AOT STRUCT(href VARCHAR, n BIGINT))', writePath.name);
+    }
+  });
+
+  test('a nested field of another type with values, or spelled in another case, still fails the bucket naming the files', async () => {
+    for (const [second, column] of [
+      [{ assets: `{'B01': {'href': 5}}` }, 'assets'],
+      [{ links: `[{'rel': 'self', 'Href': scene_1_id}]` }, 'links'],
+    ] as const) {
+      const { root, store } = await newWarehouse();
+      const first = { links: `[{'rel': 'self', 'href': scene_1_id}]`, assets: `{'B01': {'href': scene_1_id}}` };
+      const parts = dedupParts().slice(0, 2);
+      parts[0]!.opts = nestedOpts(parts[0]!, first);
+      parts[1]!.opts = nestedOpts(parts[1]!, { ...first, ...second });
+      const inputs = await writeBucket(root, parts);
+      await assert.rejects(compact(store, inputs), (err: unknown) => {
+        assert.ok(err instanceof BadBucketDataError, String(err));
+        assert.match(err.message, new RegExp(`^column '${column}' has conflicting types across inputs: ${inputs[0]!.key} \\(STRUCT.*\\), ${inputs[1]!.key} \\(STRUCT`));
+        return true;
+      });
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+    }
   });
 
   test('an input the filesystem refuses to delete (immutable) fails the bucket at once as denied, saying the output is published and how many inputs went', async (t) => {

@@ -5,6 +5,7 @@
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { isNestedType, parseDuckType, type DuckType } from './duckdb-type-text';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -74,6 +75,11 @@ function typeFamily(type: string): string {
  * output keeps that INTEGER. Such a use is left out, as long as the type DuckDB's union gives the column
  * is still the type of the files that hold values. Looked at only when there is a conflict, so the
  * common case costs no extra metadata read.
+ *
+ * A nested column (struct, list, map) differs from file to file as STAC producers write it: struct fields
+ * in another order, a field (an asset) more or less, an empty list typed INTEGER[]. DuckDB's union merges
+ * structs by field name and its casts do too, so such a column compacts when every file's type lies
+ * within the union's field by field (nestedFit).
  */
 export async function assertCompatibleSchemas(
   session: DuckSession,
@@ -94,6 +100,7 @@ export async function assertCompatibleSchemas(
     // With no file holding a value any type loses nothing; otherwise the union must keep the typed files' type.
     if (unionType !== undefined && (families.size === 0 || (families.size === 1 && families.has(typeFamily(unionType))))) continue;
     if (unionType === 'DOUBLE' && families.size === 2 && families.has('integer') && families.has('float') && (await integersExactAsDouble(session, paths, typed))) continue;
+    if (unionType !== undefined && isNestedType(unionType) && (await fitsNestedUnion(session, paths, typed, unionType))) continue;
     throw conflictError(column, uses);
   }
 }
@@ -115,6 +122,63 @@ async function integersExactAsDouble(session: DuckSession, paths: ReadonlyMap<st
     if (BigInt(String(row?.largest ?? '0')) > DOUBLE_EXACT_INTEGER) return false;
   }
   return true;
+}
+
+/** One step into a nested value: a struct's field, a list's or array's elements, a map's keys or values. */
+type NestedStep = { field: string } | 'element' | 'key' | 'value';
+
+/**
+ * Where within the union's type `input` lies: undefined when it does not (another type somewhere, a field
+ * the union spells differently); otherwise the paths at which the input has an INTEGER the union types
+ * otherwise, which is only the Null type of a field without values (pyarrow's `[]` or `None` in every row)
+ * if nothing is there (checked by the caller). Leaves of one family widen as at the top level.
+ */
+function nestedFit(input: DuckType, union: DuckType, at: readonly NestedStep[] = []): NestedStep[][] | undefined {
+  if (input.kind === 'scalar' && union.kind === 'scalar' && typeFamily(input.name) === typeFamily(union.name)) return [];
+  if (input.kind === 'scalar' && input.name === 'INTEGER') return [[...at]];
+  if (input.kind === 'struct' && union.kind === 'struct') {
+    const out: NestedStep[][] = [];
+    for (const field of input.fields) {
+      // Exactly as spelled: DuckDB would match `Href` to `href`, readers of the table would not.
+      const target = union.fields.find((f) => f.name === field.name);
+      const fit = target && nestedFit(field.type, target.type, [...at, { field: field.name }]);
+      if (!fit) return undefined;
+      out.push(...fit);
+    }
+    return out;
+  }
+  if ((input.kind === 'list' && union.kind === 'list') || (input.kind === 'array' && union.kind === 'array' && input.size === union.size)) {
+    return nestedFit(input.element, union.element, [...at, 'element']);
+  }
+  if (input.kind === 'map' && union.kind === 'map') {
+    const keys = nestedFit(input.key, union.key, [...at, 'key']);
+    const values = keys && nestedFit(input.value, union.value, [...at, 'value']);
+    return keys && values && [...keys, ...values];
+  }
+  return undefined;
+}
+
+/** Whether every use lies within the union's nested type, with no value where it has an INTEGER the union types otherwise. */
+async function fitsNestedUnion(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[], unionType: string): Promise<boolean> {
+  const union = parseDuckType(unionType);
+  for (const use of uses) {
+    const valueless = nestedFit(parseDuckType(use.type), union);
+    if (!valueless) return false;
+    for (const steps of valueless) if ((await valuesAt(session, paths.get(use.key)!, use.name, steps)) > 0) return false;
+  }
+  return true;
+}
+
+/** How many non-null values the file has at `steps` within `column`. */
+async function valuesAt(session: DuckSession, file: string, column: string, steps: readonly NestedStep[]): Promise<number> {
+  let sql = `SELECT ${sqlIdent(column)} AS v FROM read_parquet(${sqlString(file)}, hive_partitioning = false)`;
+  for (const step of steps) {
+    const next =
+      step === 'element' ? 'unnest(v)' : step === 'key' ? 'unnest(map_keys(v))' : step === 'value' ? 'unnest(map_values(v))' : `struct_extract(v, ${sqlString(step.field)})`;
+    sql = `SELECT ${next} AS v FROM (${sql})`;
+  }
+  const [row] = await session.rows(`SELECT count(v) AS n FROM (${sql})`);
+  return Number(row?.n ?? 0);
 }
 
 type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };

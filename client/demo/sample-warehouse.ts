@@ -62,6 +62,8 @@ export interface PartFileOptions {
   omitColumns?: readonly string[];
   /** SQL type overrides, e.g. `{ platform: 'BIGINT' }` to write a conflicting file. */
   columnTypes?: Readonly<Record<string, string>>;
+  /** Columns added after the table's, as SQL over the row's columns (nested columns a STAC producer writes, say). */
+  extraColumns?: Readonly<Record<string, string>>;
   /** Extra key-value metadata, written after `geo`. */
   kvMetadata?: Readonly<Record<string, string>>;
   /** Write the GeoParquet `geo` key (default true). */
@@ -303,6 +305,7 @@ export async function writePartFile(file: string, rows: readonly SampleRow[], op
         const override = opts.columnTypes?.[c.name];
         return override ? `CAST(${sqlIdent(c.name)} AS ${override}) AS ${sqlIdent(c.name)}` : sqlIdent(c.name);
       })
+      .concat(Object.entries(opts.extraColumns ?? {}).map(([name, sql]) => `${sql} AS ${sqlIdent(name)}`))
       .join(', ');
     const kv: string[] = [];
     if (opts.geo !== false) kv.push(`geo: ${sqlString(geoMetadataFor(rows))}`);
