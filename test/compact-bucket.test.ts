@@ -1290,6 +1290,31 @@ describe('compactBucket', () => {
     }
   });
 
+  test('a struct field without a value in any input (an all-null INTEGER, as DuckDB reads pyarrow\'s Null type) is left out of the output on every write path; one with a value somewhere is kept', async () => {
+    // A Landsat band's `unit` is None in every item: pyarrow writes the Null type, which DuckDB reads (and used to write back) as INTEGER.
+    const nested = [
+      { assets: `{'B01': {'href': scene_1_id, 'unit': NULL::INTEGER, 'scale': NULL::INTEGER, 'bands': [{'name': 'b', 'nodata': NULL::INTEGER}]}}` },
+      { assets: `{'B01': {'href': scene_1_id, 'unit': NULL::INTEGER, 'scale': 'x', 'bands': [{'name': 'b', 'nodata': NULL::INTEGER}]}}` },
+      { assets: `{'B01': {'href': scene_1_id, 'unit': NULL::INTEGER, 'scale': NULL::INTEGER, 'bands': []}}` },
+    ];
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts().map((part, i) => ({ ...part, opts: nestedOpts(part, nested[i]!) })));
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const out = path.join(root, result.outputKey);
+      const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT assets FROM read_parquet(${sqlString(out)}))`);
+      assert.equal(described?.column_type, 'STRUCT(B01 STRUCT(href VARCHAR, scale VARCHAR, bands STRUCT("name" VARCHAR)[]))', writePath.name);
+      const rows = await session.rows(`SELECT id, scene_1_id, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`);
+      assert.deepEqual(rows.map((r) => r.id), expected.map((r) => r.id), `${writePath.name}: the winners in output order`);
+      for (const r of rows) {
+        const marker = String(r.scene_1_id);
+        const part = Number(/-p(\d)/.exec(marker)![1]);
+        assert.deepEqual(JSON.parse(String(r.assets)), { B01: { href: marker, scale: part === 1 ? 'x' : null, bands: part === 2 ? [] : [{ name: 'b' }] } }, `${writePath.name}: ${String(r.id)}`);
+      }
+    }
+  });
+
   test('a nested field of another type with values, or spelled in another case, still fails the bucket naming the files', async () => {
     for (const [second, column] of [
       [{ assets: `{'B01': {'href': 5}}` }, 'assets'],

@@ -35,7 +35,7 @@ import { DuckSessionPool } from './duckdb-pool';
 import { isOutOfMemory, type DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
-  valuelessColumns,
+  valuelessParts,
   findUnreadableInput,
   unionCastFailure,
   readInputSchema,
@@ -415,8 +415,8 @@ async function compactFresh(
   try {
     try {
       const rowGroup = outputRowGroup(memory, footprint.rowBytes);
-      const omitColumns = await valuelessColumns(a.session, inputs, schemas);
-      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, omitColumns);
+      const valueless = await valuelessParts(a.session, inputs, schemas);
+      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, valueless);
       else {
         await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, {
           rowBytes: footprint.rowBytes,
@@ -428,7 +428,7 @@ async function compactFresh(
           slicePresorted: a.opts.slicePresortedInputs ?? true,
           passthroughPresorted: a.opts.passthroughRowGroups ?? true,
           workDir: a.workDir,
-          omitColumns,
+          valueless,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
           onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
           onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),

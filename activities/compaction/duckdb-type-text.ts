@@ -122,3 +122,19 @@ class TypeParser {
     while (this.text[this.at] === ' ') this.at++;
   }
 }
+
+/** The type as DuckDB's SQL reads it back (every field name quoted). */
+export function formatDuckType(type: DuckType): string {
+  switch (type.kind) {
+    case 'struct':
+      return `STRUCT(${type.fields.map((f) => `"${f.name.replace(/"/g, '""')}" ${formatDuckType(f.type)}`).join(', ')})`;
+    case 'list':
+      return `${formatDuckType(type.element)}[]`;
+    case 'array':
+      return `${formatDuckType(type.element)}[${type.size}]`;
+    case 'map':
+      return `MAP(${formatDuckType(type.key)}, ${formatDuckType(type.value)})`;
+    case 'scalar':
+      return type.name;
+  }
+}

@@ -5,7 +5,7 @@
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
-import { isNestedType, parseDuckType, type DuckType } from './duckdb-type-text';
+import { formatDuckType, isNestedType, parseDuckType, type DuckType } from './duckdb-type-text';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -245,27 +245,96 @@ async function holdsNoValue(session: DuckSession, file: string, column: string):
 /** Columns of the contract, kept in every output whatever their values. */
 const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime', 'platform', 'updated']);
 
-/** Whether a column without any value in a bucket is left out of its output (valuelessColumns) rather than kept. */
+/** Whether a column without any value in a bucket is left out of its output (valuelessParts) rather than kept. */
 export function isLeftOutWhenValueless(column: string): boolean {
   return !CONTRACT_COLUMNS.has(column.toLowerCase());
 }
 
+/** What an output leaves out of the union because no input holds a value there (valuelessParts). */
+export interface ValuelessParts {
+  /** Top-level columns, named as the first input spells them. */
+  columns: string[];
+  /** Nested columns (by the union's name) written as the union's type without their valueless struct fields. */
+  nestedTypes: Map<string, string>;
+}
+
 /**
- * Columns left out of the output (names as the first input spells them): ones that hold no value in any
- * input and that DuckDB types INTEGER only for that reason (pyarrow's Null type, or an all-null INTEGER
- * an earlier output kept). Written, such a column is an int32 that readers cannot read as the table's
- * type (a string, say), and pyiceberg fails the bucket's file; left out, it reads as null, as it was.
- * Told from the schemas first, so a bucket without such a column costs no extra read.
+ * Parts of the union that hold no value in any input and that DuckDB types INTEGER only for that reason
+ * (pyarrow's Null type, or an all-null INTEGER an earlier output kept): top-level columns, and struct
+ * fields within nested columns (a Landsat band's `unit`, None in every item). Written, such a part is an
+ * int32 that readers cannot read as the table's type (a string, say), and pyiceberg fails the bucket's
+ * file; left out, it reads as null, as it was. Told from the schemas first, so a bucket without such a
+ * part costs no extra read.
  */
-export async function valuelessColumns(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<string[]> {
-  const out: string[] = [];
+export async function valuelessParts(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<ValuelessParts> {
+  const columns: string[] = [];
+  const nested: string[] = [];
   for (const [lower, list] of columnUses(schemas)) {
+    if (list.some((u) => u.type.includes('INTEGER') && isNestedType(u.type))) nested.push(lower);
     if (!isLeftOutWhenValueless(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
     let valueless = true;
     for (const u of list) if (!(valueless = await holdsNoValue(session, inputs[u.input]!.path, u.name))) break;
-    if (valueless) out.push(list[0]!.name);
+    if (valueless) columns.push(list[0]!.name);
   }
-  return out;
+  const nestedTypes = new Map<string, string>();
+  if (nested.length === 0) return { columns, nestedTypes };
+  const uses = columnUses(schemas);
+  for (const c of await unionColumns(session, inputs)) {
+    if (!nested.includes(c.name.toLowerCase())) continue;
+    const list = uses.get(c.name.toLowerCase())!;
+    const valueless = async (steps: readonly NestedStep[]): Promise<boolean> => {
+      for (const u of list) {
+        const at = typeAt(parseDuckType(u.type), steps);
+        if (at === undefined) continue;
+        if (at.kind !== 'scalar' || at.name !== 'INTEGER' || (await valuesAt(session, inputs[u.input]!.path, u.name, steps)) > 0) return false;
+      }
+      return true;
+    };
+    const union = parseDuckType(c.type);
+    const pruned = formatDuckType(await withoutValuelessFields(union, [], valueless));
+    if (pruned !== formatDuckType(union)) nestedTypes.set(c.name, pruned);
+  }
+  return { columns, nestedTypes };
+}
+
+/** `type` without the INTEGER struct fields `valueless` says hold nothing; a struct keeps at least one field. */
+async function withoutValuelessFields(type: DuckType, at: readonly NestedStep[], valueless: (steps: readonly NestedStep[]) => Promise<boolean>): Promise<DuckType> {
+  switch (type.kind) {
+    case 'struct': {
+      const fields: { name: string; type: DuckType }[] = [];
+      for (const f of type.fields) {
+        const steps = [...at, { field: f.name }];
+        if (f.type.kind === 'scalar' && f.type.name === 'INTEGER' && (await valueless(steps))) continue;
+        fields.push({ name: f.name, type: await withoutValuelessFields(f.type, steps, valueless) });
+      }
+      return fields.length ? { kind: 'struct', fields } : type;
+    }
+    case 'list':
+    case 'array':
+      return { ...type, element: await withoutValuelessFields(type.element, [...at, 'element'], valueless) };
+    case 'map':
+      return { ...type, value: await withoutValuelessFields(type.value, [...at, 'value'], valueless) };
+    case 'scalar':
+      return type;
+  }
+}
+
+/** The part of `type` at `steps`, or undefined where it has no such field. */
+function typeAt(type: DuckType, steps: readonly NestedStep[]): DuckType | undefined {
+  let at: DuckType | undefined = type;
+  for (const step of steps) {
+    if (at === undefined) return undefined;
+    if (step === 'element') at = at.kind === 'list' || at.kind === 'array' ? at.element : undefined;
+    else if (step === 'key' || step === 'value') at = at.kind === 'map' ? at[step] : undefined;
+    else at = at.kind === 'struct' ? at.fields.find((f) => f.name === step.field)?.type : undefined;
+  }
+  return at;
+}
+
+/** `alias.*` as the output writes it: without `exclude` and the valueless columns, nested columns cast to their pruned types. */
+export function outputStar(alias: string, exclude: readonly string[], valueless: ValuelessParts): string {
+  const replace = [...valueless.nestedTypes].map(([name, type]) => `CAST(${alias}.${sqlIdent(name)} AS ${type}) AS ${sqlIdent(name)}`);
+  return `${alias}.* EXCLUDE (${[...exclude, ...valueless.columns.map(sqlIdent)].join(', ')})${replace.length ? ` REPLACE (${replace.join(', ')})` : ''}`;
 }
 
 const TEMPORAL = new Set(['TIMESTAMP WITH TIME ZONE', 'DATE', ...NAIVE_TIMESTAMPS]);

@@ -12,7 +12,7 @@ const FOOTER_READS_IN_FLIGHT = 16;
  * (pyarrow writes it for a column that held no value in a batch). Iceberg has no such type: the table
  * registers the file with a schema mismatch and every pyiceberg scan that reaches it fails, week after
  * week when nothing else lands in its bucket. Compacting the bucket leaves the column out
- * (valuelessColumns) and the table then reads it as null. Only delivered files are read (an output of
+ * (valuelessParts) and the table then reads it as null. Only delivered files are read (an output of
  * this tool never has such a column), so a weekly run reads the footers of the few buckets below the
  * threshold that received a file. `onRead` is called after every footer (the planner heartbeats).
  */
