@@ -428,10 +428,19 @@ describe('verify', () => {
 
   test('the CLI exits 0 when clean and 2 with the violations as JSON', async () => {
     const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
-    const scratch = await makeTempDir('ec-verify-cli-scratch');
+    // A --scratch-dir that does not exist yet is made, as the worker makes its own.
+    const scratch = path.join(await makeTempDir('ec-verify-cli-scratch'), 'not', 'yet');
     const clean = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--scratch-dir', scratch], { cwd: REPO_ROOT });
     assert.match(clean.stdout, /OK/);
-    assert.deepEqual(await fs.readdir(scratch), [], 'the scratch directory is left as it was');
+    assert.deepEqual(await fs.readdir(scratch), [], 'the scratch directory is left empty');
+    const file = path.join(path.dirname(scratch), 'a-file');
+    await fs.writeFile(file, '');
+    const refused = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--scratch-dir', path.join(file, 'sub')], { cwd: REPO_ROOT }).then(
+      () => assert.fail('a scratch dir below a file is refused'),
+      (err: { code?: number; stderr?: string }) => err,
+    );
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr ?? '', /--scratch-dir \S+a-file\/sub cannot be used as a directory: ENOTDIR/);
     const key = `grid_partition=${CELLS[1]}/year=2021/part_99997_cli.parquet`;
     await writePartFile(path.join(warehouse, key), [makeSampleRow(createPrng(9), { id: 'CLI_1', cell: CELLS[1]!, year: 2021, updated: new Date() })]);
     try {

@@ -34,7 +34,12 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
   const selection = bucketSelectionFromFlags(values);
   // Downloads of an S3 warehouse go below a directory of this process, removed also when it is
   // interrupted (Ctrl-C mid-download would otherwise leave up to a batch of files behind).
-  const scratchDir = await fs.mkdtemp(path.join(path.resolve(values['scratch-dir'] ?? os.tmpdir()), 'earthcatalog-verify-'));
+  const scratchBase = path.resolve(values['scratch-dir'] ?? os.tmpdir());
+  // Made when missing, as the worker makes its --scratch-dir; a path that cannot be a directory is named.
+  await fs.mkdir(scratchBase, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`--scratch-dir ${scratchBase} cannot be used as a directory: ${err.code ?? err.message}`);
+  });
+  const scratchDir = await fs.mkdtemp(path.join(scratchBase, 'earthcatalog-verify-'));
   const removeScratch = () => rmSync(scratchDir, { recursive: true, force: true });
   const interrupted = (signal: NodeJS.Signals) => {
     removeScratch();
