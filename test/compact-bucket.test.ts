@@ -15,7 +15,7 @@ import { StorageError, type WarehouseStore } from '../activities/storage/warehou
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
 import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
-import { onOneThreadIfOutOfMemory, openDuckSession, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
+import { onOneThreadIfOutOfMemory, openDuckSession, sqlIdent, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
 import { largestRowGroup } from '../activities/compaction/input-footprint';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { inputIdDigest } from '../activities/compaction/id-digests';
@@ -1258,6 +1258,29 @@ describe('compactBucket', () => {
     extraColumns: columns,
   });
 
+  /**
+   * dedupParts compacted with each part's nested columns (nestedOpts): the output's types and its rows in file
+   * order, nested values parsed from JSON, after checking that the winners come in output order.
+   */
+  const compactNested = async (writePath: (typeof WRITE_PATHS)[number], nested: readonly Record<string, string>[]) => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts().map((part, i) => ({ ...part, opts: nestedOpts(part, nested[i]!) })));
+    const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+    const { result } = await compact(store, inputs, writePath.opts);
+    const out = path.join(root, result.outputKey);
+    const names = Object.keys(nested[0]!);
+    const rows = await session.rows(
+      `SELECT id, scene_1_id, ${names.map((n) => `to_json(${sqlIdent(n)})::VARCHAR AS ${sqlIdent(n)}`).join(', ')}
+       FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`,
+    );
+    assert.deepEqual(rows.map((r) => r.id), expected.map((r) => r.id), `${writePath.name}: the winners in output order`);
+    const described = await session.rows(`DESCRIBE SELECT ${names.map(sqlIdent).join(', ')} FROM read_parquet(${sqlString(out)})`);
+    return {
+      types: new Map(described.map((r) => [String(r.column_name), String(r.column_type)])),
+      rows: rows.map((r) => ({ id: String(r.id), marker: String(r.scene_1_id), values: Object.fromEntries(names.map((n) => [n, JSON.parse(String(r[n]))])) })),
+    };
+  };
+
   test('nested columns as STAC producers write them (struct fields in another order, an asset more, a wider integer, an empty list typed INTEGER[]) compact by field name on every write path', async () => {
     // Each part writes links and assets as a STAC GeoParquet writer of its kind would; values follow scene_1_id (the row's marker).
     const nested: Record<string, string>[] = [
@@ -1274,17 +1297,8 @@ describe('compactBucket', () => {
       };
     };
     for (const writePath of WRITE_PATHS) {
-      const { root, store } = await newWarehouse();
-      const inputs = await writeBucket(root, dedupParts().map((part, i) => ({ ...part, opts: nestedOpts(part, nested[i]!) })));
-      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
-      const { result } = await compact(store, inputs, writePath.opts);
-      const out = path.join(root, result.outputKey);
-      const rows = await session.rows(`SELECT id, scene_1_id, to_json(links)::VARCHAR AS links, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`);
-      assert.deepEqual(rows.map((r) => r.id), expected.map((r) => r.id), `${writePath.name}: the winners in output order`);
-      for (const r of rows) {
-        assert.deepEqual({ links: JSON.parse(String(r.links)), assets: JSON.parse(String(r.assets)) }, expectedNested(String(r.scene_1_id)), `${writePath.name}: ${String(r.id)}`);
-      }
-      const types = new Map((await session.rows(`DESCRIBE SELECT links, assets FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+      const { types, rows } = await compactNested(writePath, nested);
+      for (const r of rows) assert.deepEqual(r.values, expectedNested(r.marker), `${writePath.name}: ${r.id}`);
       assert.equal(types.get('links'), 'STRUCT(rel VARCHAR, href VARCHAR, title VARCHAR)[]', writePath.name);
       assert.equal(types.get('assets'), 'STRUCT(B01 STRUCT(href VARCHAR, n BIGINT), AOT STRUCT(href VARCHAR, n BIGINT))', writePath.name);
     }
@@ -1298,19 +1312,11 @@ describe('compactBucket', () => {
       { assets: `{'B01': {'href': scene_1_id, 'unit': NULL::INTEGER, 'scale': NULL::INTEGER, 'bands': []}}` },
     ];
     for (const writePath of WRITE_PATHS) {
-      const { root, store } = await newWarehouse();
-      const inputs = await writeBucket(root, dedupParts().map((part, i) => ({ ...part, opts: nestedOpts(part, nested[i]!) })));
-      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
-      const { result } = await compact(store, inputs, writePath.opts);
-      const out = path.join(root, result.outputKey);
-      const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT assets FROM read_parquet(${sqlString(out)}))`);
-      assert.equal(described?.column_type, 'STRUCT(B01 STRUCT(href VARCHAR, scale VARCHAR, bands STRUCT("name" VARCHAR)[]))', writePath.name);
-      const rows = await session.rows(`SELECT id, scene_1_id, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)}, file_row_number = true) ORDER BY file_row_number`);
-      assert.deepEqual(rows.map((r) => r.id), expected.map((r) => r.id), `${writePath.name}: the winners in output order`);
+      const { types, rows } = await compactNested(writePath, nested);
+      assert.equal(types.get('assets'), 'STRUCT(B01 STRUCT(href VARCHAR, scale VARCHAR, bands STRUCT("name" VARCHAR)[]))', writePath.name);
       for (const r of rows) {
-        const marker = String(r.scene_1_id);
-        const part = Number(/-p(\d)/.exec(marker)![1]);
-        assert.deepEqual(JSON.parse(String(r.assets)), { B01: { href: marker, scale: part === 1 ? 'x' : null, bands: part === 2 ? [] : [{ name: 'b' }] } }, `${writePath.name}: ${String(r.id)}`);
+        const part = Number(/-p(\d)/.exec(r.marker)![1]);
+        assert.deepEqual(r.values, { assets: { B01: { href: r.marker, scale: part === 1 ? 'x' : null, bands: part === 2 ? [] : [{ name: 'b' }] } } }, `${writePath.name}: ${r.id}`);
       }
     }
   });
