@@ -12,7 +12,20 @@ export type DuckType =
   | { kind: 'scalar'; name: string };
 
 export function isNestedType(text: string): boolean {
-  return parseDuckType(text).kind !== 'scalar';
+  const type = tryParseDuckType(text);
+  return type !== undefined && type.kind !== 'scalar';
+}
+
+/**
+ * Undefined for text this parser does not know: a type DuckDB prints in a way not foreseen here is then
+ * compared as a whole, as before nested columns were looked into, rather than failing the bucket.
+ */
+export function tryParseDuckType(text: string): DuckType | undefined {
+  try {
+    return parseDuckType(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Throws naming the text when it is not a type DESCRIBE prints. */

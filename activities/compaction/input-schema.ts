@@ -5,7 +5,7 @@
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
-import { formatDuckType, isNestedType, parseDuckType, type DuckType } from './duckdb-type-text';
+import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -160,9 +160,11 @@ function nestedFit(input: DuckType, union: DuckType, at: readonly NestedStep[] =
 
 /** Whether every use lies within the union's nested type, with no value where it has an INTEGER the union types otherwise. */
 async function fitsNestedUnion(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[], unionType: string): Promise<boolean> {
-  const union = parseDuckType(unionType);
+  const union = tryParseDuckType(unionType);
+  if (!union) return false;
   for (const use of uses) {
-    const valueless = nestedFit(parseDuckType(use.type), union);
+    const type = tryParseDuckType(use.type);
+    const valueless = type && nestedFit(type, union);
     if (!valueless) return false;
     for (const steps of valueless) if ((await valuesAt(session, paths.get(use.key)!, use.name, steps)) > 0) return false;
   }
@@ -284,13 +286,16 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
     const list = uses.get(c.name.toLowerCase())!;
     const valueless = async (steps: readonly NestedStep[]): Promise<boolean> => {
       for (const u of list) {
-        const at = typeAt(parseDuckType(u.type), steps);
+        const type = tryParseDuckType(u.type);
+        if (!type) return false;
+        const at = typeAt(type, steps);
         if (at === undefined) continue;
         if (at.kind !== 'scalar' || at.name !== 'INTEGER' || (await valuesAt(session, inputs[u.input]!.path, u.name, steps)) > 0) return false;
       }
       return true;
     };
-    const union = parseDuckType(c.type);
+    const union = tryParseDuckType(c.type);
+    if (!union) continue;
     const pruned = formatDuckType(await withoutValuelessFields(union, [], valueless));
     if (pruned !== formatDuckType(union)) nestedTypes.set(c.name, pruned);
   }
