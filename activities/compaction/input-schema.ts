@@ -271,7 +271,8 @@ export interface ValuelessParts {
 export async function valuelessParts(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<ValuelessParts> {
   const columns: string[] = [];
   const nested: string[] = [];
-  for (const [lower, list] of columnUses(schemas)) {
+  const uses = columnUses(schemas);
+  for (const [lower, list] of uses) {
     if (list.some((u) => u.type.includes('INTEGER') && isNestedType(u.type))) nested.push(lower);
     if (!isLeftOutWhenValueless(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
     let valueless = true;
@@ -280,22 +281,23 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
   }
   const nestedTypes = new Map<string, string>();
   if (nested.length === 0) return { columns, nestedTypes };
-  const uses = columnUses(schemas);
   for (const c of await unionColumns(session, inputs)) {
     if (!nested.includes(c.name.toLowerCase())) continue;
+    const union = tryParseDuckType(c.type);
     const list = uses.get(c.name.toLowerCase())!;
+    const typed = list.flatMap((use) => {
+      const type = tryParseDuckType(use.type);
+      return type ? [{ use, type }] : [];
+    });
+    if (!union || typed.length < list.length) continue;
     const valueless = async (steps: readonly NestedStep[]): Promise<boolean> => {
-      for (const u of list) {
-        const type = tryParseDuckType(u.type);
-        if (!type) return false;
+      for (const { use, type } of typed) {
         const at = typeAt(type, steps);
         if (at === undefined) continue;
-        if (at.kind !== 'scalar' || at.name !== 'INTEGER' || (await valuesAt(session, inputs[u.input]!.path, u.name, steps)) > 0) return false;
+        if (at.kind !== 'scalar' || at.name !== 'INTEGER' || (await valuesAt(session, inputs[use.input]!.path, use.name, steps)) > 0) return false;
       }
       return true;
     };
-    const union = tryParseDuckType(c.type);
-    if (!union) continue;
     const pruned = formatDuckType(await withoutValuelessFields(union, [], valueless));
     if (pruned !== formatDuckType(union)) nestedTypes.set(c.name, pruned);
   }
