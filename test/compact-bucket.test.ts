@@ -1323,6 +1323,23 @@ describe('compactBucket', () => {
     }
   });
 
+  test("a one-file bucket whose struct fields have pyarrow's Null type (the planner compacts it below the threshold) drops those fields, keeping the rest", async () => {
+    const { root, store } = await newWarehouse();
+    const part = dedupParts()[0]!;
+    const [input] = await writeBucket(root, [{ ...part, opts: nestedOpts(part, { assets: `{'B01': {'href': scene_1_id, 'unit': 'm', 'bands': [{'name': 'b', 'nodata': 0}]}}` }) }]);
+    const file = path.join(root, input!.key);
+    await makeColumnNullTyped(file, 'assets.B01.unit');
+    await makeColumnNullTyped(file, 'assets.B01.bands.element.nodata');
+    input!.size = (await fs.stat(file)).size;
+    const { result } = await compact(store, [input!]);
+    const out = path.join(root, result.outputKey);
+    const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT assets FROM read_parquet(${sqlString(out)}))`);
+    assert.equal(described?.column_type, 'STRUCT(B01 STRUCT(href VARCHAR, bands STRUCT("name" VARCHAR)[]))');
+    const rows = await session.rows(`SELECT scene_1_id, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)})`);
+    assert.equal(rows.length, result.rowsOut);
+    for (const r of rows) assert.deepEqual(JSON.parse(String(r.assets)), { B01: { href: r.scene_1_id, bands: [{ name: 'b' }] } });
+  });
+
   test('a nested field of another type with values, or spelled in another case, still fails the bucket naming the files', async () => {
     for (const [second, column] of [
       [{ assets: `{'B01': {'href': 5}}` }, 'assets'],

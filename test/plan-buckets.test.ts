@@ -257,6 +257,28 @@ describe('buckets below the threshold', () => {
     const refused = await planBuckets(refusing, { warehouse: root, planId: 'p-refused', threshold: 2, dryRun: true }, () => undefined);
     assert.deepEqual([refused.bucketsToCompact, refused.nullTypedBuckets], [0, undefined]);
   });
+
+  it("plans one whose delivered file has a struct field of the Null type (at any depth), not one whose Null types compaction keeps (a list's element, a struct's only field)", async () => {
+    const root = await makeTempDir('ec-plan-null-nested');
+    const session = await openDuckSession({ tempDir: path.join(root, '.duck'), threads: 1 });
+    const write = async (cell: string, column: string, nulled: string) => {
+      const file = path.join(root, `grid_partition=${cell}`, 'year=2020', 'part_1.parquet');
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await session.exec(`COPY (SELECT 'a' AS id, 'sentinel-2a' AS platform, ${column}) TO ${sqlString(file)} (FORMAT parquet)`);
+      await makeColumnNullTyped(file, nulled);
+    };
+    try {
+      await write('field', `{'href': 'h', 'unit': 1} AS asset`, 'asset.unit');
+      await write('band', `{'B01': {'href': 'h', 'bands': [{'name': 'b', 'unit': 'm'}]}} AS assets`, 'assets.B01.bands.element.unit');
+      await write('element', `[1] AS links`, 'links.element');
+      await write('only', `{'unit': 1} AS asset`, 'asset.unit');
+    } finally {
+      session.close();
+    }
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p-null-nested', threshold: 2, dryRun: true }, () => undefined);
+    assert.deepEqual([summary.bucketsScanned, summary.nullTypedBuckets], [4, ['grid_partition=band/year=2020', 'grid_partition=field/year=2020']]);
+  });
 });
 
 describe('plan files', () => {

@@ -13,7 +13,7 @@ import type { IcebergField, IcebergSchema, IcebergType, MappedField } from './ic
 import type { FooterColumn, ParquetNode } from './parquet-footer';
 
 /** A column that has no Iceberg type; the message says why. */
-class NoIcebergType extends Error {}
+export class NoIcebergType extends Error {}
 
 /** What one file asked of the schema. */
 export interface Admission {
@@ -221,14 +221,14 @@ function typed<T>(path: string, problems: string[], read: () => T): T | undefine
   }
 }
 
-type Shape =
+export type Shape =
   | { kind: 'primitive' }
   | { kind: 'list'; element: ParquetNode }
   | { kind: 'map'; key: ParquetNode; value: ParquetNode }
   | { kind: 'struct'; fields: ParquetNode[] };
 
 /** What a node is, by the Parquet spec's LIST and MAP layouts (three-level, and the two-level form old writers used). */
-function groupShape(node: ParquetNode): Shape {
+export function groupShape(node: ParquetNode): Shape {
   if (!node.children) {
     if (node.repetition === 'REPEATED') throw new NoIcebergType('is a repeated field without a LIST annotation, which Iceberg cannot describe');
     return { kind: 'primitive' };

@@ -1,5 +1,6 @@
 import type { BucketTask } from '../../workflows/contract';
-import { ParquetFooterError, readParquetFooter } from '../catalog/parquet-footer';
+import { ParquetFooterError, readParquetFooter, type ParquetNode } from '../catalog/parquet-footer';
+import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
 import { isOutputKey } from '../storage/warehouse-layout';
 import { forEachBounded, isNotFound, StorageError, type WarehouseStore } from '../storage/warehouse-store';
 import { isLeftOutWhenValueless } from './input-schema';
@@ -8,11 +9,11 @@ import { isLeftOutWhenValueless } from './input-schema';
 const FOOTER_READS_IN_FLIGHT = 16;
 
 /**
- * The buckets among `tasks` holding a delivered file with a top-level column of Parquet's Null type
- * (pyarrow writes it for a column that held no value in a batch). Iceberg has no such type: the table
- * registers the file with a schema mismatch and every pyiceberg scan that reaches it fails, week after
- * week when nothing else lands in its bucket. Compacting the bucket leaves the column out
- * (valuelessParts) and the table then reads it as null. Only delivered files are read (an output of
+ * The buckets among `tasks` holding a delivered file with a top-level column or a struct field of
+ * Parquet's Null type (pyarrow writes it for a column, or a Landsat band's `unit`, that held no value in a
+ * batch). Iceberg has no such type: the table registers the file with a schema mismatch and every
+ * pyiceberg scan that reaches it fails, week after week when nothing else lands in its bucket. Compacting
+ * the bucket leaves the column or field out (valuelessParts) and the table then reads it as null. Only delivered files are read (an output of
  * this tool never has such a column), so a weekly run reads the footers of the few buckets below the
  * threshold that received a file. `onRead` is called after every footer (the planner heartbeats).
  */
@@ -30,11 +31,38 @@ export async function bucketsWithNullTypedFiles(store: WarehouseStore, tasks: re
 async function hasNullTypedColumn(store: WarehouseStore, input: { key: string; size: number }): Promise<boolean> {
   try {
     const footer = await readParquetFooter(store, input.key, input.size);
-    return footer.columns.some((c) => c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name));
+    return footer.columns.some((c) => (c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name)) || hasNullTypedStructField(c.node));
   } catch (err) {
     // Not Parquet, gone since the listing, denied or archived: left to the threshold, as before this
     // check (the rebuild names such a file); one file must not fail the planning of the whole run.
     if (err instanceof ParquetFooterError || err instanceof StorageError || isNotFound(err)) return false;
     throw err;
+  }
+}
+
+/**
+ * A struct field of the Null type within `node`, at any depth, that compaction leaves out: it keeps a
+ * struct's last field, a list's element and a map's value (an empty list's element type, say), so a file
+ * with only those would be rewritten unchanged every week.
+ */
+function hasNullTypedStructField(node: ParquetNode): boolean {
+  let shape;
+  try {
+    shape = groupShape(node);
+  } catch (err) {
+    if (err instanceof NoIcebergType) return false;
+    throw err;
+  }
+  switch (shape.kind) {
+    case 'primitive':
+      return false;
+    case 'list':
+      return hasNullTypedStructField(shape.element);
+    case 'map':
+      return hasNullTypedStructField(shape.value);
+    case 'struct': {
+      const isNull = (f: ParquetNode) => !f.children && f.logicalType === 'NULL';
+      return (shape.fields.some(isNull) && !shape.fields.every(isNull)) || shape.fields.some(hasNullTypedStructField);
+    }
   }
 }
