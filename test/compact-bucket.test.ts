@@ -1234,6 +1234,51 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
   });
 
+  test("numbers the table types otherwise (the plan's tableTypes) are written as the table's type on every write path: whole floats in a long column as BIGINT, integers in a double column as DOUBLE; a fraction, or an integer beyond 2^53, keeps the union's type", async () => {
+    // As pandas writes them: percent_valid_pixels as float64 where some item lacks it, latitude as int64 in a batch of whole degrees.
+    const retyped = (): PartDef[] =>
+      dedupParts().map((part) => ({
+        ...part,
+        rows: part.rows.map((r, j) => ({ ...r, percent_valid_pixels: j === 0 ? null : r.percent_valid_pixels })),
+        opts: { ...part.opts, columnTypes: { percent_valid_pixels: 'DOUBLE', latitude: 'BIGINT' } },
+      }));
+    const tableTypes = { percent_valid_pixels: 'long', latitude: 'double', longitude: 'double', platform: 'long' } as const;
+    const typesOf = async (out: string) =>
+      new Map((await session.rows(`DESCRIBE SELECT percent_valid_pixels, latitude, longitude, platform FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, retyped());
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, { ...writePath.opts, tableTypes });
+      const out = path.join(root, result.outputKey);
+      assertSameRows(await readOutputRows(out), expected, writePath.name);
+      const types = await typesOf(out);
+      assert.deepEqual(
+        [types.get('percent_valid_pixels'), types.get('latitude'), types.get('longitude'), types.get('platform')],
+        ['BIGINT', 'DOUBLE', 'DOUBLE', 'VARCHAR'],
+        `${writePath.name}: a string stays a string whatever the table says`,
+      );
+    }
+    const { root, store } = await newWarehouse();
+    const { result: plain } = await compact(store, await writeBucket(root, retyped()));
+    const types = await typesOf(path.join(root, plain.outputKey));
+    assert.deepEqual([types.get('percent_valid_pixels'), types.get('latitude')], ['DOUBLE', 'BIGINT'], 'without the table types, the union types');
+    for (const [column, value, union] of [
+      ['percent_valid_pixels', '12.5::DOUBLE', 'DOUBLE'],
+      ['latitude', '9007199254740993::BIGINT', 'BIGINT'],
+    ] as const) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, retyped());
+      const first = path.join(root, inputs[0]!.key);
+      const staged = path.join(scratchRoot, `keeps-${column}.parquet`);
+      await fs.rename(first, staged);
+      await session.exec(`COPY (SELECT * REPLACE (${value} AS ${column}) FROM read_parquet(${sqlString(staged)})) TO ${sqlString(first)} (FORMAT parquet)`);
+      inputs[0]!.size = (await fs.stat(first)).size;
+      const { result } = await compact(store, inputs, { tableTypes });
+      assert.equal((await typesOf(path.join(root, result.outputKey))).get(column), union, `${column} holding ${value}`);
+    }
+  });
+
   test('parseDuckType reads the nested types DESCRIBE prints: quoted field names, lists, arrays, maps, types with spaces or arguments', async () => {
     const [described] = await session.rows(
       `DESCRIBE SELECT {'raster:bands': [{'unit': 'm', 'a"b': 1.5::DECIMAL(18,3)}], 'Weird Name': MAP {'k': now()}, 'arr': [1, 2]::INTEGER[2], 'e': 'x'::ENUM('x', 'y,z')} AS s`,

@@ -40,8 +40,10 @@ import {
   unionCastFailure,
   readInputSchema,
   updatedPrecision,
+  unionColumns,
   type InputSchema,
   type LocalInput,
+  type OutputColumns,
 } from './input-schema';
 import { idsMissingFromOutput, inputIdDigest, outputIdDigest, type IdDigest } from './id-digests';
 import { inputFootprint, largestRowGroup } from './input-footprint';
@@ -49,6 +51,7 @@ import { outputRowGroup } from './output-format';
 import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
 import { writeOrdered } from './write-ordered';
+import { tableTypeCasts, type TableNumberTypes } from './table-types';
 import { writeSmallBucket } from './write-small-bucket';
 
 export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
@@ -100,6 +103,8 @@ export interface CompactBucketOptions {
    * ranked path.
    */
   smallBucketBytes?: number;
+  /** The table's number types as the plan recorded them (tableTypeCasts); absent: the union's types are written. */
+  tableTypes?: TableNumberTypes;
   /** The worker's DuckDB sessions; without it the attempt opens and closes its own. */
   sessions?: DuckSessionPool;
   /** Most rank ranges one scatter pass writes (default 64). Tests lower it to force deeper scatters. */
@@ -415,8 +420,8 @@ async function compactFresh(
   try {
     try {
       const rowGroup = outputRowGroup(memory, footprint.rowBytes);
-      const valueless = await valuelessParts(a.session, inputs, schemas);
-      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, valueless);
+      const output = await outputColumns(a, inputs, schemas);
+      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, output);
       else {
         await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, {
           rowBytes: footprint.rowBytes,
@@ -428,7 +433,7 @@ async function compactFresh(
           slicePresorted: a.opts.slicePresortedInputs ?? true,
           passthroughPresorted: a.opts.passthroughRowGroups ?? true,
           workDir: a.workDir,
-          valueless,
+          output,
           onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
           onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
           onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),
@@ -470,6 +475,17 @@ async function compactFresh(
   } finally {
     await fs.rm(tmp, { force: true });
   }
+}
+
+/** How the output's columns differ from the union: valueless parts left out, numbers as the table types them. */
+async function outputColumns(a: Attempt, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<OutputColumns> {
+  const output = await valuelessParts(a.session, inputs, schemas);
+  const table = a.opts.tableTypes;
+  if (!table || Object.keys(table).length === 0) return output;
+  const omitted = new Set(output.omitted.map((c) => c.toLowerCase()));
+  const union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(c.name.toLowerCase()));
+  for (const [name, type] of await tableTypeCasts(a.session, inputs, schemas, union, table)) output.casts.set(name, type);
+  return output;
 }
 
 function assertDigestsMatch(a: Attempt, expected: IdDigest, actual: IdDigest, provenanceRows: number, what: string): void {

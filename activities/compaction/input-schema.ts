@@ -59,7 +59,7 @@ const NAIVE_TIMESTAMPS = new Set(['TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS', 'T
  * floats in one bucket take the union's DOUBLE only when every integer is exactly a double
  * (integersExactAsDouble).
  */
-function typeFamily(type: string): string {
+export function typeFamily(type: string): string {
   if (INTEGERS.has(type)) return 'integer';
   if (FLOATS.has(type)) return 'float';
   if (NAIVE_TIMESTAMPS.has(type)) return 'timestamp';
@@ -113,7 +113,7 @@ const DOUBLE_EXACT_INTEGER = 9007199254740992n;
  * DOUBLE loses nothing: pandas writes an integer property as float64 in a batch where it is missing
  * somewhere, beside int64 in the other batches, and such a bucket would otherwise never compact.
  */
-async function integersExactAsDouble(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[]): Promise<boolean> {
+export async function integersExactAsDouble(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[]): Promise<boolean> {
   for (const use of uses) {
     if (typeFamily(use.type) !== 'integer') continue;
     const [row] = await session.rows(
@@ -183,10 +183,10 @@ async function valuesAt(session: DuckSession, file: string, column: string, step
   return Number(row?.n ?? 0);
 }
 
-type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };
+export type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };
 
 /** Every input's use of each column, by lower-cased name. */
-function columnUses(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
+export function columnUses(schemas: readonly InputSchema[]): Map<string, ColumnUse[]> {
   const byColumn = new Map<string, ColumnUse[]>();
   schemas.forEach((s, input) => {
     for (const [lower, col] of s.columns) {
@@ -224,7 +224,7 @@ function conflictError(column: string, uses: readonly ColumnUse[]): BadBucketDat
 }
 
 /** The column is of the Parquet Null type, or null in every row of every row group (by the footer's statistics). */
-async function holdsNoValue(session: DuckSession, file: string, column: string): Promise<boolean> {
+export async function holdsNoValue(session: DuckSession, file: string, column: string): Promise<boolean> {
   // Top-level only: a nested field of the same name (a struct's, a list's `element`) is another column.
   const schema = await session.rows(`SELECT name, num_children, logical_type FROM parquet_schema(${sqlString(file)})`);
   let at = 1;
@@ -252,12 +252,15 @@ export function isLeftOutWhenValueless(column: string): boolean {
   return !CONTRACT_COLUMNS.has(column.toLowerCase());
 }
 
-/** What an output leaves out of the union because no input holds a value there (valuelessParts). */
-export interface ValuelessParts {
-  /** Top-level columns, named as the first input spells them. */
-  columns: string[];
-  /** Nested columns (by the union's name) written as the union's type without their valueless struct fields. */
-  nestedTypes: Map<string, string>;
+/** How an output's columns differ from the union of its inputs (valuelessParts, tableTypeCasts). */
+export interface OutputColumns {
+  /** Top-level columns left out, named as the first input spells them. */
+  omitted: string[];
+  /**
+   * Columns (by the union's name) written as another type than the union's: nested columns without their
+   * valueless struct fields, numbers as the table types them.
+   */
+  casts: Map<string, string>;
 }
 
 /**
@@ -268,7 +271,7 @@ export interface ValuelessParts {
  * file; left out, it reads as null, as it was. Told from the schemas first, so a bucket without such a
  * part costs no extra read.
  */
-export async function valuelessParts(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<ValuelessParts> {
+export async function valuelessParts(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<OutputColumns> {
   const columns: string[] = [];
   const nested: string[] = [];
   const uses = columnUses(schemas);
@@ -279,8 +282,8 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
     for (const u of list) if (!(valueless = await holdsNoValue(session, inputs[u.input]!.path, u.name))) break;
     if (valueless) columns.push(list[0]!.name);
   }
-  const nestedTypes = new Map<string, string>();
-  if (nested.length === 0) return { columns, nestedTypes };
+  const casts = new Map<string, string>();
+  if (nested.length === 0) return { omitted: columns, casts };
   for (const c of await unionColumns(session, inputs)) {
     if (!nested.includes(c.name.toLowerCase())) continue;
     const union = tryParseDuckType(c.type);
@@ -299,9 +302,9 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
       return true;
     };
     const pruned = formatDuckType(await withoutValuelessFields(union, [], valueless));
-    if (pruned !== formatDuckType(union)) nestedTypes.set(c.name, pruned);
+    if (pruned !== formatDuckType(union)) casts.set(c.name, pruned);
   }
-  return { columns, nestedTypes };
+  return { omitted: columns, casts };
 }
 
 /** `type` without the INTEGER struct fields `valueless` says hold nothing; a struct keeps at least one field. */
@@ -338,10 +341,10 @@ function typeAt(type: DuckType, steps: readonly NestedStep[]): DuckType | undefi
   return at;
 }
 
-/** `alias.*` as the output writes it: without `exclude` and the valueless columns, nested columns cast to their pruned types. */
-export function outputStar(alias: string, exclude: readonly string[], valueless: ValuelessParts): string {
-  const replace = [...valueless.nestedTypes].map(([name, type]) => `CAST(${alias}.${sqlIdent(name)} AS ${type}) AS ${sqlIdent(name)}`);
-  return `${alias}.* EXCLUDE (${[...exclude, ...valueless.columns.map(sqlIdent)].join(', ')})${replace.length ? ` REPLACE (${replace.join(', ')})` : ''}`;
+/** `alias.*` as the output writes it: without `exclude` and the omitted columns, the others cast as `output` says. */
+export function outputStar(alias: string, exclude: readonly string[], output: OutputColumns): string {
+  const replace = [...output.casts].map(([name, type]) => `CAST(${alias}.${sqlIdent(name)} AS ${type}) AS ${sqlIdent(name)}`);
+  return `${alias}.* EXCLUDE (${[...exclude, ...output.omitted.map(sqlIdent)].join(', ')})${replace.length ? ` REPLACE (${replace.join(', ')})` : ''}`;
 }
 
 const TEMPORAL = new Set(['TIMESTAMP WITH TIME ZONE', 'DATE', ...NAIVE_TIMESTAMPS]);

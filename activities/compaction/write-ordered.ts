@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { rowPosition, scanInputs } from './bucket-sql';
 import { openDuckSession, sqlString, type DuckSession } from './duckdb-session';
-import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type ValuelessParts } from './input-schema';
+import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
 import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
@@ -36,8 +36,8 @@ export interface WritePlan {
   maxFanout: number;
   /** Private directory for the scattered and the sorted chunk files. */
   workDir: string;
-  /** What the output leaves out of the union (valuelessParts). */
-  valueless: ValuelessParts;
+  /** How the output's columns differ from the union (valuelessParts, tableTypeCasts). */
+  output: OutputColumns;
   /** Progress of the out-of-core path: chunks sorted so far of the total. */
   onChunk?: (done: number, total: number) => void;
   /** Whether inputs found in output order are read by slices instead of being scattered. */
@@ -118,7 +118,7 @@ export async function writeOrdered(
 ): Promise<void> {
   if (rowsOut * plan.rowBytes <= plan.sortBudgetBytes) {
     await session.exec(
-      `COPY (SELECT ${outputStar('r', ['file_row_number'], plan.valueless)} FROM ${scanInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
+      `COPY (SELECT ${outputStar('r', ['file_row_number'], plan.output)} FROM ${scanInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
              ORDER BY o.rank) TO ${sqlString(outFile)} (${finalWriteOptions(plan.rowGroup, kv)})`,
     );
     await session.exec('DROP TABLE ordered');
@@ -198,10 +198,10 @@ class RangeWrite {
   ): Promise<RangeWrite> {
     const lanes = outOfCoreThreads(plan);
     const chunkRows = Math.max(1, Math.floor(plan.sortBudgetBytes / Math.max(2, lanes) / plan.rowBytes));
-    const omitted = new Set(plan.valueless.columns.map((c) => c.toLowerCase()));
+    const omitted = new Set(plan.output.omitted.map((c) => c.toLowerCase()));
     const columns = (await unionColumns(session, inputs))
       .filter((c) => !omitted.has(c.name.toLowerCase()))
-      .map((c) => ({ ...c, type: plan.valueless.nestedTypes.get(c.name) ?? c.type }));
+      .map((c) => ({ ...c, type: plan.output.casts.get(c.name) ?? c.type }));
     const presorted = plan.slicePresorted ? await findPresortedInputs(session, chunkRows) : [];
     plan.onPresorted?.(presorted.map((i) => inputs[i]!.key));
     const rankIndex = path.join(plan.workDir, 'ranks.parquet');

@@ -4,7 +4,7 @@
  */
 import { columnOr, OUTPUT_ORDER, scanInputs, WINNER_ORDER } from './bucket-sql';
 import { sqlString, type DuckSession } from './duckdb-session';
-import { outputStar, type InputSchema, type LocalInput, type ValuelessParts } from './input-schema';
+import { outputStar, type InputSchema, type LocalInput, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, type RowGroupSize } from './output-format';
 
@@ -20,14 +20,14 @@ export async function writeSmallBucket(
   outFile: string,
   kv: readonly KvEntry[],
   rg: RowGroupSize,
-  /** What the output leaves out of the union (valuelessParts). */
-  valueless: ValuelessParts,
+  /** How the output's columns differ from the union (valuelessParts, tableTypeCasts). */
+  output: OutputColumns,
 ): Promise<void> {
   const winner = WINNER_ORDER(columnOr(schemas, 'updated', 'TIMESTAMPTZ', 'w'), 'w.__ec_fi', 'w.file_row_number');
   const order = OUTPUT_ORDER(columnOr(schemas, 'platform', 'VARCHAR', 'w'), columnOr(schemas, 'datetime', 'TIMESTAMPTZ', 'w'), 'w.id');
   await session.exec(
     `COPY (
-       SELECT ${outputStar('w', ['file_row_number', '__ec_fi'], valueless)}
+       SELECT ${outputStar('w', ['file_row_number', '__ec_fi'], output)}
        FROM (SELECT r.*, r.file_index AS __ec_fi FROM ${scanInputs(inputs)} r) w
        QUALIFY row_number() OVER (PARTITION BY w.id ORDER BY ${winner}) = 1
        ORDER BY ${order}

@@ -1,0 +1,79 @@
+/**
+ * Numbers written as the table types them. pandas writes an integer property as float64 in a batch where
+ * some item lacks it (`percent_valid_pixels`, a `long` column), and as int64 a float property whose values
+ * in a batch happen to be whole (a `double` column). Iceberg promotes neither `double` to `long` nor
+ * `long` to `double`, so readers (pyiceberg) fail on such a file, and on the output of a bucket made only
+ * of such files, week after week. Compaction writes the table's type instead wherever no value changes.
+ */
+import type { FooterColumn } from '../catalog/parquet-footer';
+import type { IcebergSchema } from '../catalog/iceberg-schema';
+import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
+import { columnUses, holdsNoValue, integersExactAsDouble, typeFamily, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
+
+/** The table's top-level `long` and `double` columns by exact name: what compaction can convert to. */
+export type TableNumberTypes = Readonly<Record<string, 'long' | 'double'>>;
+
+export function tableNumberTypes(schema: IcebergSchema): TableNumberTypes {
+  const types: Record<string, 'long' | 'double'> = {};
+  for (const f of schema.fields) if (f.type === 'long' || f.type === 'double') types[f.name] = f.type;
+  return types;
+}
+
+/**
+ * The columns (by the union's name) to write as the table's type: DOUBLE where the table has a `double`
+ * and the inputs hold integers, each exactly a double (up to 2^53); BIGINT where the table has a `long`
+ * and the inputs hold floats, each a whole number within a long. Otherwise the column keeps the union's
+ * type and the rebuild names the file, as before.
+ */
+export async function tableTypeCasts(
+  session: DuckSession,
+  inputs: readonly LocalInput[],
+  schemas: readonly InputSchema[],
+  union: readonly UnionColumn[],
+  table: TableNumberTypes | undefined,
+): Promise<Map<string, string>> {
+  const casts = new Map<string, string>();
+  if (!table) return casts;
+  const uses = columnUses(schemas);
+  const paths = new Map(inputs.map((i) => [i.key, i.path]));
+  for (const c of union) {
+    const wanted = Object.hasOwn(table, c.name) ? table[c.name] : undefined;
+    const family = typeFamily(c.type);
+    const list = uses.get(c.name.toLowerCase()) ?? [];
+    if (wanted === 'double' && family === 'integer' && (await integersExactAsDouble(session, paths, list))) casts.set(c.name, 'DOUBLE');
+    if (wanted === 'long' && family === 'float' && (await floatsWholeLongs(session, paths, list))) casts.set(c.name, 'BIGINT');
+  }
+  return casts;
+}
+
+/** Whether every float value of `uses` (integer uses pass as they are) is a whole number within a long. */
+async function floatsWholeLongs(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly { key: string; name: string; type: string }[]): Promise<boolean> {
+  for (const use of uses) {
+    if (typeFamily(use.type) !== 'float') continue;
+    const file = paths.get(use.key)!;
+    if (await holdsNoValue(session, file, use.name)) continue;
+    const col = `CAST(${sqlIdent(use.name)} AS DOUBLE)`;
+    // 2^63 is the first double beyond a long; NaN and the infinities are not finite.
+    const [row] = await session.rows(
+      `SELECT count(*) AS n FROM read_parquet(${sqlString(file)}, hive_partitioning = false)
+       WHERE ${col} IS NOT NULL AND NOT (isfinite(${col}) AND ${col} = trunc(${col}) AND ${col} >= -9223372036854775808.0 AND ${col} < 9223372036854775808.0)`,
+    );
+    if (Number(row?.n ?? 0) > 0) return false;
+  }
+  return true;
+}
+
+const INTEGER_LOGICAL = /^(INTEGER\((8|16|32|64),signed\)|INT_(8|16|32|64)|INTEGER\((8|16|32),unsigned\)|UINT_(8|16|32))$/;
+
+/**
+ * Whether a file's top-level column is of a type the table's column cannot read and compaction may
+ * convert (tableTypeCasts): an integer in a `double` column, a float in a `long` one. Told from the
+ * footer, so a float column may still hold fractions; its bucket is then rewritten once, unchanged.
+ */
+export function convertibleToTableType(column: FooterColumn, table: TableNumberTypes): boolean {
+  const wanted = Object.hasOwn(table, column.name) ? table[column.name] : undefined;
+  const { physicalType: physical, logicalType: logical } = column;
+  if (wanted === 'double') return (physical === 'INT32' || physical === 'INT64') && (logical === undefined || INTEGER_LOGICAL.test(logical));
+  if (wanted === 'long') return (physical === 'FLOAT' || physical === 'DOUBLE') && logical === undefined;
+  return false;
+}
