@@ -22,7 +22,7 @@ import { FailureTypes } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
-import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanPage, removeSpentPlanPages, resumablePlanById } from './compaction/plan-store';
+import { PlanNotFoundError, findResumablePlan, markPlanFinished, readPlanManifest, readPlanPage, removeSpentPlanPages, resumablePlanById } from './compaction/plan-store';
 import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
@@ -30,7 +30,9 @@ import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
-import { checkTable, rebuildCatalog } from './catalog/rebuild-catalog';
+import { checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
+import { defaultSchema } from './catalog/iceberg-schema';
+import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
@@ -201,12 +203,45 @@ export class WorkerLocalResources {
   }
 }
 
+/** The number types of the table a plan is for, as its planning read them from the catalog. */
+async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources): Promise<TableNumberTypes> {
+  if (await isAbsentLocalCatalog(req.catalog)) return tableNumberTypes(defaultSchema());
+  const backend = await openCatalogBackend(req.catalog, warehouseRoot, req.catalogName, { scratchDir: await catalogScratch(local) });
+  try {
+    return tableNumberTypes(await tableSchema(backend, req));
+  } finally {
+    await backend.close();
+  }
+}
+
+/**
+ * The table types each plan recorded, read once per worker: every bucket of the plan is written with
+ * them, and a plan's manifest never changes. A failed read is not remembered.
+ */
+class PlanTableTypes {
+  private readonly plans = new Map<string, Promise<TableNumberTypes | undefined>>();
+
+  get(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
+    const key = `${store.root}\u0000${planId}`;
+    let found = this.plans.get(key);
+    if (!found) {
+      found = readPlanManifest(store, planId).then((m) => m?.tableTypes);
+      found.catch(() => this.plans.delete(key));
+      // A worker serves a few plans at a time; the oldest are forgotten.
+      if (this.plans.size >= 64) this.plans.delete(this.plans.keys().next().value!);
+      this.plans.set(key, found);
+    }
+    return found;
+  }
+}
+
 /** Where a catalog.db kept in S3 is worked on: inside the worker's scratch claim, so that what a killed worker leaves is swept. */
 async function catalogScratch(local: WorkerLocalResources): Promise<string> {
   return path.join((await local.ready).scratch.dir, 'catalog');
 }
 
 export function createActivities(resources: ActivityResources = defaultActivityResources(), local = new WorkerLocalResources(resources)) {
+  const planTableTypes = new PlanTableTypes();
   return {
     ...createLockActivities(),
 
@@ -217,13 +252,18 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       return withStore(req.warehouse, (store) =>
         keepAlive(
           () => ({ listed }),
-          () =>
-            planBuckets(store, req, (n) => {
-              listed = n;
-              const ctx = Context.current();
-              ctx.heartbeat({ listed });
-              ctx.cancellationSignal.throwIfAborted();
-            }),
+          async () =>
+            planBuckets(
+              store,
+              req,
+              (n) => {
+                listed = n;
+                const ctx = Context.current();
+                ctx.heartbeat({ listed });
+                ctx.cancellationSignal.throwIfAborted();
+              },
+              req.catalog ? await readTableNumberTypes(req.catalog, store.root, local) : undefined,
+            ),
         ),
       );
     },
@@ -264,9 +304,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           const result = await withStore(req.warehouse, (store) =>
             keepAlive(
               () => last,
-              () =>
+              async () =>
                 compactBucket(store, req, {
                   scratchDir,
+                  tableTypes: await planTableTypes.get(store, req.planId),
                   memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
                   threads: resources.duckdbThreads,
                   sessions,

@@ -54,8 +54,15 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.nullTypedBuckets?.length) {
     const named = namedBuckets(s.nullTypedBuckets, s.nullTypedBucketsTotal);
     lines.push(
-      `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column of Parquet's Null type, ` +
-        `which Iceberg readers cannot read (compaction leaves the column out; the table reads it as null): ${named.list}`,
+      `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column or struct field of Parquet's Null type, ` +
+        `which Iceberg readers cannot read (compaction leaves it out; the table reads it as null): ${named.list}`,
+    );
+  }
+  if (s.retypedBuckets?.length) {
+    const named = namedBuckets(s.retypedBuckets, s.retypedBucketsTotal);
+    lines.push(
+      `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a number column the table types otherwise ` +
+        `(an integer in a double column, a float in a long one), which Iceberg readers cannot read (compaction writes the table's type where no value changes): ${named.list}`,
     );
   }
   if (s.catalogDeleteFilesDropped) {

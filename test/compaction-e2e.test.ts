@@ -20,6 +20,7 @@ import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
 import { deleteObjects, readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
 import { makeColumnNullTyped } from './helpers/null-typed-column';
+import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
@@ -216,6 +217,39 @@ for (const backend of backends) {
       assert.equal(scan.row_count, scan.files.reduce((n, f) => n + f.record_count, 0), 'every row scanned, its file included');
       const again = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
       assert.deepEqual([again.bucketsCompacted, again.nullTypedBuckets], [0, undefined], 'its output is not read again');
+    });
+  });
+
+  describe(`numbers the table types otherwise (${backend.name})`, () => {
+    it("are written as the table's type: integer latitudes alone in a bucket (planned below the threshold) and whole-float percent_valid_pixels in every file of another, after which pyiceberg scans the whole table", async () => {
+      const fx = await backend.makeWarehouse('retyped');
+      const buckets = byBucket(await backend.listFiles(fx.warehouse));
+      const [loneBucket, floatBucket] = [...buckets.keys()].sort();
+      const [loneKey, ...loneRest] = buckets.get(loneBucket!)!;
+      await deleteObjects(fx.warehouse, loneRest);
+      const session = await openDuckSession({ tempDir: path.join(fx.localCopy, '.duck'), threads: 1 });
+      // As pandas writes them: int64 for a batch of whole degrees, float64 for an integer some item lacks.
+      const retype = async (key: string, column: string, type: string) => {
+        const local = path.join(fx.localCopy, key);
+        const out = `${local}.retyped`;
+        await session.exec(`COPY (SELECT * REPLACE (CAST(round(${column}) AS ${type}) AS ${column}) FROM read_parquet(${sqlString(local)}, hive_partitioning = false)) TO ${sqlString(out)} (FORMAT parquet)`);
+        await writeObject(`${fx.warehouse}/${key}`, await fs.readFile(out));
+      };
+      try {
+        await retype(loneKey!, 'latitude', 'BIGINT');
+        for (const key of buckets.get(floatBucket!)!) await retype(key, 'percent_valid_pixels', 'DOUBLE');
+      } finally {
+        session.close();
+      }
+
+      const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.deepEqual([summary.retypedBuckets, summary.retypedBucketsTotal], [[loneBucket], 1]);
+      assert.deepEqual(byBucket(await backend.listFiles(fx.warehouse)).get(loneBucket!), [`${loneBucket}/compacted_${summary.planId}.parquet`]);
+      assert.equal(summary.schemaMismatchFiles, undefined, 'no registered file has a column readers cannot read');
+      const scan = await backend.pyicebergScan(fx.catalog);
+      assert.equal(scan.error, undefined, scan.error);
+      assert.equal(scan.file_count, buckets.size);
+      assert.equal(scan.row_count, summary.rowsAfter, 'every row scanned');
     });
   });
 

@@ -279,6 +279,41 @@ describe('buckets below the threshold', () => {
     const summary = await planBuckets(store, { warehouse: root, planId: 'p-null-nested', threshold: 2, dryRun: true }, () => undefined);
     assert.deepEqual([summary.bucketsScanned, summary.nullTypedBuckets], [4, ['grid_partition=band/year=2020', 'grid_partition=field/year=2020']]);
   });
+
+  it('plans one whose delivered file has a number column the table types otherwise (an integer in a double column, a float in a long one) and records the table types in the plan', async () => {
+    const root = await makeTempDir('ec-plan-retyped');
+    const session = await openDuckSession({ tempDir: path.join(root, '.duck'), threads: 1 });
+    const write = async (cell: string, columns: string, name = 'part_1.parquet') => {
+      const file = path.join(root, `grid_partition=${cell}`, 'year=2020', name);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await session.exec(`COPY (SELECT 'a' AS id, 'sentinel-2a' AS platform, ${columns}) TO ${sqlString(file)} (FORMAT parquet)`);
+      return file;
+    };
+    try {
+      await write('intlat', '12::BIGINT AS latitude');
+      await write('smallint', '12::SMALLINT AS latitude');
+      await write('floatpix', '12.0::DOUBLE AS percent_valid_pixels');
+      await write('matching', '12.5::DOUBLE AS latitude, 12::BIGINT AS percent_valid_pixels');
+      await write('datelat', "DATE '2020-01-01' AS latitude");
+      await write('decimallat', '12.5::DECIMAL(9,2) AS latitude');
+      await write('output', '12::BIGINT AS latitude', 'compacted_20260101T000000-0000abcd.parquet');
+      await makeColumnNullTyped(await write('both', "12::BIGINT AS latitude, 'x' AS extra"), 'extra');
+    } finally {
+      session.close();
+    }
+    await fs.rm(path.join(root, '.duck'), { recursive: true, force: true });
+    const store = new LocalWarehouseStore(root);
+    const tableTypes = { latitude: 'double', percent_valid_pixels: 'long' } as const;
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p-retyped', threshold: 2, dryRun: false }, () => undefined, tableTypes);
+    assert.deepEqual(
+      [summary.bucketsScanned, summary.retypedBuckets, summary.retypedBucketsTotal, summary.nullTypedBuckets],
+      [8, ['grid_partition=floatpix/year=2020', 'grid_partition=intlat/year=2020', 'grid_partition=smallint/year=2020'], 3, ['grid_partition=both/year=2020']],
+    );
+    assert.equal(summary.bucketsToCompact, 4);
+    assert.deepEqual((await readPlanManifest(store, 'p-retyped'))?.tableTypes, tableTypes, 'every bucket of the plan is written with these');
+    const without = await planBuckets(store, { warehouse: root, planId: 'p-untyped', threshold: 2, dryRun: true }, () => undefined);
+    assert.deepEqual([without.bucketsToCompact, without.retypedBuckets], [1, undefined], 'without the table types only the Null type counts');
+  });
 });
 
 describe('plan files', () => {

@@ -136,9 +136,20 @@ test('buckets planned below the threshold for a Null-typed column get a line nam
   const s = { ...base, nullTypedBuckets: ['grid_partition=a/year=2020'], nullTypedBucketsTotal: 2 };
   assert.match(
     formatSummary(s),
-    /^2 bucket\(s\) below the threshold were planned too, because a file there has a column of Parquet's Null type, which Iceberg readers cannot read \(compaction leaves the column out; the table reads it as null\): grid_partition=a\/year=2020 … and 1 more$/m,
+    /^2 bucket\(s\) below the threshold were planned too, because a file there has a column or struct field of Parquet's Null type, which Iceberg readers cannot read \(compaction leaves it out; the table reads it as null\): grid_partition=a\/year=2020 … and 1 more$/m,
   );
   assert.match(formatSummary({ ...s, dryRun: true }), /^2 bucket\(s\) below the threshold would be planned too/m);
   assert.equal(exitCodeOf(s), 0);
   assert.doesNotMatch(formatSummary(base), /Null type/);
+});
+
+test('buckets planned below the threshold for a number column the table types otherwise get a line naming them, in the tense of the run, without exit code 3', () => {
+  const s = { ...base, retypedBuckets: ['grid_partition=a/year=2020', 'grid_partition=b/year=2020'], retypedBucketsTotal: 2 };
+  assert.match(
+    formatSummary(s),
+    /^2 bucket\(s\) below the threshold were planned too, because a file there has a number column the table types otherwise \(an integer in a double column, a float in a long one\), which Iceberg readers cannot read \(compaction writes the table's type where no value changes\): grid_partition=a\/year=2020, grid_partition=b\/year=2020$/m,
+  );
+  assert.match(formatSummary({ ...s, dryRun: true }), /^2 bucket\(s\) below the threshold would be planned too, because a file there has a number column/m);
+  assert.equal(exitCodeOf(s), 0);
+  assert.doesNotMatch(formatSummary(base), /table types otherwise/);
 });

@@ -220,6 +220,7 @@ function planRequest(input: CompactionRequest) {
     dryRun: input.dryRun,
     cells: input.cells,
     years: input.years,
+    catalog: catalogRequest(input),
   };
 }
 
@@ -527,6 +528,7 @@ function summarize(
     workflowRuns: progress.generation + 1,
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
     ...(plan.nullTypedBuckets ? { nullTypedBuckets: plan.nullTypedBuckets, nullTypedBucketsTotal: plan.nullTypedBucketsTotal ?? plan.nullTypedBuckets.length } : {}),
+    ...(plan.retypedBuckets ? { retypedBuckets: plan.retypedBuckets, retypedBucketsTotal: plan.retypedBucketsTotal ?? plan.retypedBuckets.length } : {}),
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),

@@ -222,6 +222,8 @@ export interface PlanRequest {
   dryRun: boolean;
   cells?: string[];
   years?: number[];
+  /** The catalog whose table's number types the plan records (tableTypeCasts); absent in requests recorded before. */
+  catalog?: CatalogRequest;
 }
 
 /** What the plan activity returns: small and fixed-size, whatever the warehouse's size. */
@@ -242,6 +244,9 @@ export interface PlanSummary {
   /** Buckets below the threshold planned because a file has a column of Parquet's Null type (the first names, and how many); absent when none. */
   nullTypedBuckets?: string[];
   nullTypedBucketsTotal?: number;
+  /** Buckets below the threshold planned because a file has a number column the table types otherwise (an integer in a double column, a float in a long one); absent when none. */
+  retypedBuckets?: string[];
+  retypedBucketsTotal?: number;
 }
 
 export interface PlanPageRequest {
@@ -370,6 +375,9 @@ export interface CompactionSummary {
   /** Buckets below the threshold compacted because a file had a column of Parquet's Null type (PlanSummary.nullTypedBuckets; absent when none). */
   nullTypedBuckets?: string[];
   nullTypedBucketsTotal?: number;
+  /** Buckets below the threshold compacted because a file had a number column the table types otherwise (PlanSummary.retypedBuckets; absent when none). */
+  retypedBuckets?: string[];
+  retypedBucketsTotal?: number;
   /** Objects under bucket folders the plan left alone (PlanSummary.ignoredObjects; absent when none). */
   objectsIgnored?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */

@@ -11,7 +11,7 @@ import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_K
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
-import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
+import { defaultSchema, NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter, type FooterColumn, type ParquetFooter } from './parquet-footer';
@@ -399,6 +399,13 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
     await assertSameWarehouse(backend, req, base, pointer.metadataLocation, warehouseRoot);
   }
   return { tableExists: pointer !== undefined };
+}
+
+/** The table's current schema, or the schema of the table the rebuild would create (planning records its number types). */
+export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<IcebergSchema> {
+  const pointer = await backend.findTable(req.namespace, req.table);
+  if (!pointer) return defaultSchema();
+  return currentSchema(await readTableMetadata(backend, req, pointer), pointer.metadataLocation);
 }
 
 /**

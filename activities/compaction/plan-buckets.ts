@@ -2,7 +2,8 @@ import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contr
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, isCompactableKey, isOutputKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
-import { bucketsWithNullTypedFiles } from './null-typed-files';
+import { bucketsReadersCannotRead } from './unreadable-files';
+import type { TableNumberTypes } from './table-types';
 import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -10,11 +11,17 @@ const SAMPLE_SIZE = 20;
 /**
  * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact: those
  * with `threshold` files or more, and those below it holding a file readers cannot read as the table
- * (bucketsWithNullTypedFiles).
+ * (bucketsReadersCannotRead). `tableTypes` (the table's number types, read from the catalog) are
+ * recorded in the plan: every bucket of it is written with them (tableTypeCasts).
  * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
  * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
  */
-export async function planBuckets(store: WarehouseStore, req: PlanRequest, heartbeat: (listed: number) => void): Promise<PlanSummary> {
+export async function planBuckets(
+  store: WarehouseStore,
+  req: PlanRequest,
+  heartbeat: (listed: number) => void,
+  tableTypes?: TableNumberTypes,
+): Promise<PlanSummary> {
   if (!req.dryRun) {
     const existing = await readPlanManifest(store, req.planId);
     if (existing) return existing.summary;
@@ -60,13 +67,15 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     return task;
   });
   let footersRead = 0;
-  const nullTyped = await bucketsWithNullTypedFiles(
+  const { nullTyped, retyped } = await bucketsReadersCannotRead(
     store,
     capped.filter((t) => t.inputs.length < req.threshold),
+    tableTypes,
     () => void (++footersRead % 100 === 0 && heartbeat(listed)),
   );
   const bytes = new Map(capped.map((t) => [t, bytesOf(t)]));
-  const due = capped.filter((t) => t.inputs.length >= req.threshold || nullTyped.has(t)).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
+  const due = capped.filter((t) => t.inputs.length >= req.threshold || nullTyped.has(t) || retyped.has(t)).sort((a, b) => bytes.get(b)! - bytes.get(a)!);
+  const named = (set: Set<BucketTask>) => [...set].sort(compareBuckets).slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket));
   const pages = planPages(due);
   const summary: PlanSummary = {
     planId: req.planId,
@@ -79,12 +88,21 @@ export async function planBuckets(store: WarehouseStore, req: PlanRequest, heart
     sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
     ignoredObjects,
     ...(inputsDeferred ? { inputsDeferred } : {}),
-    ...(nullTyped.size ? { nullTypedBuckets: [...nullTyped].sort(compareBuckets).slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)), nullTypedBucketsTotal: nullTyped.size } : {}),
+    ...(nullTyped.size ? { nullTypedBuckets: named(nullTyped), nullTypedBucketsTotal: nullTyped.size } : {}),
+    ...(retyped.size ? { retypedBuckets: named(retyped), retypedBucketsTotal: retyped.size } : {}),
   };
   if (req.dryRun) return summary;
   return writePlan(
     store,
-    { version: 1, summary, createdAt: new Date().toISOString(), threshold: req.threshold, cells: req.cells ?? null, years: req.years ?? null },
+    {
+      version: 1,
+      summary,
+      createdAt: new Date().toISOString(),
+      threshold: req.threshold,
+      cells: req.cells ?? null,
+      years: req.years ?? null,
+      ...(tableTypes ? { tableTypes } : {}),
+    },
     pages,
   );
 }

@@ -7,6 +7,7 @@ import type { BucketTask, CompactionSummary, PlanSummary } from '../../workflows
 import { FailureTypes } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX } from '../storage/warehouse-layout';
+import type { TableNumberTypes } from './table-types';
 
 /** Most buckets per page: a page's buckets run before the next page loads, and each adds ~6 history events. */
 export const PLAN_PAGE_SIZE = 200;
@@ -69,6 +70,8 @@ export interface PlanManifest {
   years: number[] | null;
   /** Folder of the pages, unique to the planning attempt that wrote them (writePlan); absent in plans written before it, whose pages lie beside the manifest. */
   pagesDir?: string;
+  /** The table's number types when the plan was made (tableTypeCasts); absent in plans made without the catalog (before it was read, or by tests). */
+  tableTypes?: TableNumberTypes;
 }
 
 export interface PlanFinish {
