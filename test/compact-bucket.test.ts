@@ -23,7 +23,7 @@ import { inputFootprint } from '../activities/compaction/input-footprint';
 import { outputRowGroup } from '../activities/compaction/output-format';
 import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
-import { readInputSchema } from '../activities/compaction/input-schema';
+import { readInputSchema, valuelessParts } from '../activities/compaction/input-schema';
 import { parseDuckType, tryParseDuckType } from '../activities/compaction/duckdb-type-text';
 import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
 import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
@@ -1383,6 +1383,25 @@ describe('compactBucket', () => {
     const rows = await session.rows(`SELECT scene_1_id, to_json(assets)::VARCHAR AS assets FROM read_parquet(${sqlString(out)})`);
     assert.equal(rows.length, result.rowsOut);
     for (const r of rows) assert.deepEqual(JSON.parse(String(r.assets)), { B01: { href: r.scene_1_id, bands: [{ name: 'b' }] } });
+  });
+
+  test("a struct field of pyarrow's Null type is known to hold no value from the footer, without reading the column; an all-null INTEGER field is read", async () => {
+    const { root } = await newWarehouse();
+    const parts = dedupParts().slice(0, 2);
+    const assets = `{'B01': {'href': scene_1_id, 'unit': NULL::INTEGER, 'scale': NULL::INTEGER}}`;
+    const inputs = await writeBucket(root, parts.map((part) => ({ ...part, opts: nestedOpts(part, { assets }) })));
+    // The first input as pyarrow writes it: unit of the Null type. The second keeps DuckDB's all-null INTEGERs.
+    await makeColumnNullTyped(path.join(root, inputs[0]!.key), 'assets.B01.unit');
+    const local = await Promise.all(inputs.map(async (i) => ({ key: i.key, path: path.join(root, i.key), size: (await fs.stat(path.join(root, i.key))).size })));
+    const schemas = await Promise.all(local.map((i) => readInputSchema(session, i)));
+    const statements: string[] = [];
+    const counting = Object.assign(Object.create(session) as DuckSession, {
+      rows: (sql: string) => (statements.push(sql), session.rows(sql)),
+    });
+    const output = await valuelessParts(counting, local, schemas);
+    assert.deepEqual([...output.casts], [['assets', 'STRUCT("B01" STRUCT("href" VARCHAR))']]);
+    const reads = (file: string, field: string) => statements.filter((sql) => sql.includes(sqlString(file)) && sql.includes(`struct_extract(v, '${field}')`)).length;
+    assert.deepEqual([reads(local[0]!.path, 'unit'), reads(local[1]!.path, 'unit'), reads(local[0]!.path, 'scale')], [0, 1, 1]);
   });
 
   test('a nested field of another type with values, or spelled in another case, still fails the bucket naming the files', async () => {

@@ -171,8 +171,13 @@ async function fitsNestedUnion(session: DuckSession, paths: ReadonlyMap<string, 
   return true;
 }
 
-/** How many non-null values the file has at `steps` within `column`. */
+/**
+ * How many non-null values the file has at `steps` within `column`. A part of Parquet's Null type (as
+ * pyarrow writes a struct field without values) has none, told from the footer; anything else is
+ * counted, which reads the file's whole column.
+ */
 async function valuesAt(session: DuckSession, file: string, column: string, steps: readonly NestedStep[]): Promise<number> {
+  if (await isNullTypedAt(session, file, column, steps)) return 0;
   let sql = `SELECT ${sqlIdent(column)} AS v FROM read_parquet(${sqlString(file)}, hive_partitioning = false)`;
   for (const step of steps) {
     const next =
@@ -181,6 +186,47 @@ async function valuesAt(session: DuckSession, file: string, column: string, step
   }
   const [row] = await session.rows(`SELECT count(v) AS n FROM (${sql})`);
   return Number(row?.n ?? 0);
+}
+
+/** One element of a file's Parquet schema, as DuckDB's parquet_schema() lists them (depth first). */
+interface SchemaElement {
+  name: string;
+  logicalType: string;
+  convertedType: string;
+  children: SchemaElement[];
+}
+
+async function parquetSchemaTree(session: DuckSession, file: string): Promise<SchemaElement | undefined> {
+  const rows = await session.rows(`SELECT name, num_children, logical_type, converted_type FROM parquet_schema(${sqlString(file)})`);
+  let at = 0;
+  const element = (): SchemaElement | undefined => {
+    const row = rows[at++];
+    if (!row) return undefined;
+    const children: SchemaElement[] = [];
+    for (let c = Number(row.num_children ?? 0); c > 0; c--) {
+      const child = element();
+      if (child) children.push(child);
+    }
+    return { name: String(row.name), logicalType: String(row.logical_type ?? ''), convertedType: String(row.converted_type ?? ''), children };
+  };
+  return element();
+}
+
+/**
+ * Whether the part of `column` at `steps` has Parquet's Null type in the file. Follows the Parquet
+ * spec's three-level LIST and MAP layouts only; any other layout answers false (the caller then reads).
+ */
+async function isNullTypedAt(session: DuckSession, file: string, column: string, steps: readonly NestedStep[]): Promise<boolean> {
+  const root = await parquetSchemaTree(session, file);
+  let at = root?.children.find((c) => c.name === column);
+  for (const step of steps) {
+    if (!at) return false;
+    const wrapper = at.children.length === 1 ? at.children[0]! : undefined;
+    if (step === 'element') at = at.convertedType === 'LIST' && wrapper?.children.length === 1 ? wrapper.children[0] : undefined;
+    else if (step === 'key' || step === 'value') at = at.convertedType === 'MAP' && wrapper?.children.length === 2 ? wrapper.children[step === 'key' ? 0 : 1] : undefined;
+    else at = at.children.find((c) => c.name === step.field);
+  }
+  return at !== undefined && at.children.length === 0 && at.logicalType === 'NullType()';
 }
 
 export type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };
