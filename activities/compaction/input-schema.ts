@@ -271,18 +271,7 @@ function conflictError(column: string, uses: readonly ColumnUse[]): BadBucketDat
 
 /** The column is of the Parquet Null type, or null in every row of every row group (by the footer's statistics). */
 export async function holdsNoValue(session: DuckSession, file: string, column: string): Promise<boolean> {
-  // Top-level only: a nested field of the same name (a struct's, a list's `element`) is another column.
-  const schema = await session.rows(`SELECT name, num_children, logical_type FROM parquet_schema(${sqlString(file)})`);
-  let at = 1;
-  const skip = (): void => {
-    const children = Number(schema[at++]?.num_children ?? 0);
-    for (let c = 0; c < children; c++) skip();
-  };
-  for (let c = 0; c < Number(schema[0]?.num_children ?? 0) && at < schema.length; c++) {
-    const row = schema[at]!;
-    if (String(row.name) === column && String(row.logical_type) === 'NullType()') return true;
-    skip();
-  }
+  if (await isNullTypedAt(session, file, column, [])) return true;
   const [stats] = await session.rows(
     `SELECT count(*) AS groups, count(stats_null_count) AS counted, sum(stats_null_count) AS nulls, sum(num_values) AS n_values
      FROM parquet_metadata(${sqlString(file)}) WHERE path_in_schema = ${sqlString(column)}`,
