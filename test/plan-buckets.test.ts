@@ -280,7 +280,7 @@ describe('buckets below the threshold', () => {
     assert.deepEqual([summary.bucketsScanned, summary.nullTypedBuckets], [4, ['grid_partition=band/year=2020', 'grid_partition=field/year=2020']]);
   });
 
-  it('plans one whose delivered file has a number column the table types otherwise (an integer in a double column, a float in a long one) and records the table types in the plan', async () => {
+  it('plans one whose delivered file has a number column the table types otherwise (an integer in a double column, a float in a long one), and an output only for a type that changed since the last finished plan, and records the table types in the plan', async () => {
     const root = await makeTempDir('ec-plan-retyped');
     const session = await openDuckSession({ tempDir: path.join(root, '.duck'), threads: 1 });
     const write = async (cell: string, columns: string, name = 'part_1.parquet') => {
@@ -296,7 +296,8 @@ describe('buckets below the threshold', () => {
       await write('matching', '12.5::DOUBLE AS latitude, 12::BIGINT AS percent_valid_pixels');
       await write('datelat', "DATE '2020-01-01' AS latitude");
       await write('decimallat', '12.5::DECIMAL(9,2) AS latitude');
-      await write('output', '12::BIGINT AS latitude', 'compacted_20260101T000000-0000abcd.parquet');
+      // An earlier output whose bucket had only integers of a column the table later typed double.
+      await write('output', '12::BIGINT AS latitude, 7::BIGINT AS "new:count"', 'compacted_20260101T000000-0000abcd.parquet');
       await makeColumnNullTyped(await write('both', "12::BIGINT AS latitude, 'x' AS extra"), 'extra');
     } finally {
       session.close();
@@ -304,14 +305,24 @@ describe('buckets below the threshold', () => {
     await fs.rm(path.join(root, '.duck'), { recursive: true, force: true });
     const store = new LocalWarehouseStore(root);
     const tableTypes = { latitude: 'double', percent_valid_pixels: 'long' } as const;
-    const summary = await planBuckets(store, { warehouse: root, planId: 'p-retyped', threshold: 2, dryRun: false }, () => undefined, tableTypes);
+    const plan = (planId: string, types?: Record<string, 'long' | 'double'>) =>
+      planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: planId !== 'p1' }, () => undefined, types);
+    const delivered = ['grid_partition=floatpix/year=2020', 'grid_partition=intlat/year=2020', 'grid_partition=smallint/year=2020'];
+
+    // No finished plan: nothing is known of what the outputs were written with, so they are read too.
+    const first = await plan('p1', tableTypes);
     assert.deepEqual(
-      [summary.bucketsScanned, summary.retypedBuckets, summary.retypedBucketsTotal, summary.nullTypedBuckets],
-      [8, ['grid_partition=floatpix/year=2020', 'grid_partition=intlat/year=2020', 'grid_partition=smallint/year=2020'], 3, ['grid_partition=both/year=2020']],
+      [first.bucketsScanned, first.retypedBuckets, first.retypedBucketsTotal, first.nullTypedBuckets, first.bucketsToCompact],
+      [8, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]], 4, ['grid_partition=both/year=2020'], 5],
     );
-    assert.equal(summary.bucketsToCompact, 4);
-    assert.deepEqual((await readPlanManifest(store, 'p-retyped'))?.tableTypes, tableTypes, 'every bucket of the plan is written with these');
-    const without = await planBuckets(store, { warehouse: root, planId: 'p-untyped', threshold: 2, dryRun: true }, () => undefined);
+    assert.deepEqual((await readPlanManifest(store, 'p1'))?.tableTypes, tableTypes, 'every bucket of the plan is written with these');
+    await markPlanFinished(store, 'p1', {} as CompactionSummary);
+    // The same types as the last finished plan: outputs are not read again.
+    assert.deepEqual((await plan('p2', tableTypes)).retypedBuckets, delivered);
+    // A type new since then: outputs are read, for that column only (the output's long latitude is not its concern).
+    assert.deepEqual((await plan('p3', { ...tableTypes, 'new:count': 'double' })).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
+    assert.deepEqual((await plan('p4', { ...tableTypes, other: 'double' })).retypedBuckets, delivered);
+    const without = await plan('p5');
     assert.deepEqual([without.bucketsToCompact, without.retypedBuckets], [1, undefined], 'without the table types only the Null type counts');
   });
 });

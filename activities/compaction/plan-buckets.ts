@@ -4,7 +4,7 @@ import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, isCompactableKey, isOutputKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
 import type { TableNumberTypes } from './table-types';
-import { capBucketInputs, planPages, readPlanManifest, writePlan } from './plan-store';
+import { capBucketInputs, planPages, readPlanManifest, tableTypesOfLastFinishedPlan, writePlan } from './plan-store';
 
 const SAMPLE_SIZE = 20;
 
@@ -71,6 +71,7 @@ export async function planBuckets(
     store,
     capped.filter((t) => t.inputs.length < req.threshold),
     tableTypes,
+    tableTypes ? changedTypes(tableTypes, await tableTypesOfLastFinishedPlan(store, req.planId)) : {},
     () => void (++footersRead % 100 === 0 && heartbeat(listed)),
   );
   const bytes = new Map(capped.map((t) => [t, bytesOf(t)]));
@@ -105,6 +106,11 @@ export async function planBuckets(
     },
     pages,
   );
+}
+
+/** The types of `now` that `before` lacks or gives otherwise; all of them when nothing is known of before. */
+function changedTypes(now: TableNumberTypes, before: TableNumberTypes | undefined): TableNumberTypes {
+  return Object.fromEntries(Object.entries(now).filter(([name, type]) => !before || !Object.hasOwn(before, name) || before[name] !== type));
 }
 
 function compareBuckets(a: BucketTask, b: BucketTask): number {

@@ -116,6 +116,27 @@ export async function readPlanManifest(store: WarehouseStore, planId: string): P
   return found ? parsePlanFile<PlanManifest>(store, manifestKey(planId), found.body) : undefined;
 }
 
+/**
+ * The table types recorded by the newest finished plan before `planId`: what every output in the
+ * warehouse was then written with or checked against (its run read the outputs again for any type that
+ * had changed). Undefined when there is no such plan or it recorded none (made before table types were
+ * recorded, or without the catalog), so nothing is known about the outputs.
+ */
+export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
+  let last: string | undefined;
+  for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
+    const id = /^[^/]+\/plans\/([^/]+)\/finished\.json$/.exec(obj.key)?.[1];
+    if (id !== undefined && id < planId && (last === undefined || id > last)) last = id;
+  }
+  if (last === undefined) return undefined;
+  try {
+    return (await readPlanManifest(store, last))?.tableTypes;
+  } catch (err) {
+    if (err instanceof PlanNotFoundError) return undefined;
+    throw err;
+  }
+}
+
 /** A plan file that is not JSON (cut short by a crash, edited by hand) cannot be resumed; no retry will change that. */
 function parsePlanFile<T>(store: WarehouseStore, key: string, body: Buffer): T {
   try {

@@ -26,21 +26,27 @@ export interface UnreadableBuckets {
  *   column or field out (valuelessParts) and the table then reads it as null.
  * - A number column the table types otherwise (pandas' float64 for a `long` column): compaction writes
  *   the table's type where no value changes (tableTypeCasts).
- * Only delivered files are read (an output of this tool has neither, or had a value that could not be
- * converted), so a weekly run reads the footers of the few buckets below the threshold that received a
- * file. `onRead` is called after every footer (the planner heartbeats).
+ * Delivered files are read. An output of this tool has no Null type, and was written with (or checked
+ * against) the table types of its time: it is read only when `changedSinceOutputs` names columns whose
+ * type is new since then (a column the rebuild added: an earlier output of one bucket may hold it as
+ * long where the table took double from another), and only for those. So a weekly run reads the footers
+ * of the few buckets below the threshold that received a file, and all of them once after such a change.
+ * `onRead` is called after every footer (the planner heartbeats).
  */
 export async function bucketsReadersCannotRead(
   store: WarehouseStore,
   tasks: readonly BucketTask[],
   tableTypes: TableNumberTypes | undefined,
+  changedSinceOutputs: TableNumberTypes,
   onRead: () => void,
 ): Promise<UnreadableBuckets> {
-  const delivered = tasks.flatMap((task) => task.inputs.filter((i) => !isOutputKey(i.key)).map((input) => ({ task, input })));
+  const readOutputs = Object.keys(changedSinceOutputs).length > 0;
+  const files = tasks.flatMap((task) => task.inputs.filter((i) => readOutputs || !isOutputKey(i.key)).map((input) => ({ task, input })));
   const found: UnreadableBuckets = { nullTyped: new Set(), retyped: new Set() };
-  await forEachBounded(delivered, FOOTER_READS_IN_FLIGHT, async ({ task, input }) => {
+  await forEachBounded(files, FOOTER_READS_IN_FLIGHT, async ({ task, input }) => {
     if (!found.nullTyped.has(task)) {
-      const problem = await readersProblem(store, input, tableTypes ?? {});
+      const output = isOutputKey(input.key);
+      const problem = await readersProblem(store, input, output ? changedSinceOutputs : (tableTypes ?? {}), !output);
       if (problem === 'null-typed') {
         found.nullTyped.add(task);
         found.retyped.delete(task);
@@ -52,10 +58,15 @@ export async function bucketsReadersCannotRead(
 }
 
 /** Of a column of the Null type, only one compaction leaves out counts: a contract column (`platform`, say) is kept and would stay unreadable. */
-async function readersProblem(store: WarehouseStore, input: { key: string; size: number }, tableTypes: TableNumberTypes): Promise<'null-typed' | 'retyped' | undefined> {
+async function readersProblem(
+  store: WarehouseStore,
+  input: { key: string; size: number },
+  tableTypes: TableNumberTypes,
+  nullTypes: boolean,
+): Promise<'null-typed' | 'retyped' | undefined> {
   try {
     const footer = await readParquetFooter(store, input.key, input.size);
-    if (footer.columns.some((c) => (c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name)) || hasNullTypedStructField(c.node))) return 'null-typed';
+    if (nullTypes && footer.columns.some((c) => (c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name)) || hasNullTypedStructField(c.node))) return 'null-typed';
     return footer.columns.some((c) => convertibleToTableType(c, tableTypes)) ? 'retyped' : undefined;
   } catch (err) {
     // Not Parquet, gone since the listing, denied or archived: left to the threshold, as before this
