@@ -84,6 +84,13 @@ export function formatSummary(s: CompactionSummary): string {
   if ((s.schemaMismatchFilesTotal ?? 0) > (s.schemaMismatchFiles?.length ?? 0)) {
     lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
   }
+  if (s.schemaMismatchFilesTotal) {
+    // Which of these go away by themselves decides whether anyone has to act.
+    lines.push(
+      'the next run rewrites a file whose number column the table types otherwise (long against double) where no value changes; ' +
+        'any other mismatch stays until the file is rewritten (README: "Decisions", schema)',
+    );
+  }
   if (s.catalogBucketsGone?.length) {
     const named = namedBuckets(s.catalogBucketsGone, s.catalogBucketsGoneTotal);
     lines.push(

@@ -153,3 +153,12 @@ test('buckets planned below the threshold for a number column the table types ot
   assert.equal(exitCodeOf(s), 0);
   assert.doesNotMatch(formatSummary(base), /table types otherwise/);
 });
+
+test('schema mismatches are listed with a line saying which the next run repairs, and exit code 3', () => {
+  const s = { ...base, schemaMismatchFiles: [{ key: 'grid_partition=a/year=2020/compacted_x.parquet', reason: "column 'n' is long in the file, double in the table" }], schemaMismatchFilesTotal: 1 };
+  const text = formatSummary(s);
+  assert.match(text, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
+  assert.match(text, /^the next run rewrites a file whose number column the table types otherwise \(long against double\) where no value changes; any other mismatch stays until the file is rewritten/m);
+  assert.equal(exitCodeOf(s), 3);
+  assert.doesNotMatch(formatSummary(base), /the next run rewrites/);
+});
