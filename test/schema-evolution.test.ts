@@ -49,6 +49,21 @@ test('a column first seen without a value takes the type of the first file with 
   assert.equal(evolution.admit([column(text('id')), column(int32('scene'), 10, 10)]).problem, "column 'scene' is int in the file, string in the table");
 });
 
+test('a column this rebuild adds as integers becomes double when a later file holds it as floats (the files before are looked at again); a column the table had does not', () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const int64 = (name: string): ParquetNode => ({ name, repetition: 'OPTIONAL', physicalType: 'INT64' });
+  const float64 = (name: string): ParquetNode => ({ name, repetition: 'OPTIONAL', physicalType: 'DOUBLE' });
+  assert.equal(evolution.admit([column(text('id')), column(int64('count'))]).problem, undefined);
+  const floats = evolution.admit([column(text('id')), column(float64('count'))]);
+  assert.deepEqual([floats.retypedProvisional, floats.problem], [true, undefined]);
+  assert.equal(evolution.schema().fields.find((f) => f.name === 'count')!.type, 'double');
+  // What the next pass then says of the first file, and that the column stays double:
+  assert.equal(evolution.admit([column(text('id')), column(int64('count'))]).problem, "column 'count' is long in the file, double in the table");
+  assert.equal(evolution.schema().fields.find((f) => f.name === 'count')!.type, 'double');
+  const existing = evolution.admit([column(text('id')), column(float64('n_obs'))]);
+  assert.deepEqual([existing.retypedProvisional, existing.problem], [false, "column 'n_obs' is double in the file, int in the table"]);
+});
+
 test('a widening is reported by the file that asks for it only', () => {
   const evolution = new SchemaEvolution(table, 3, [0], mapping);
   const wide = evolution.admit([column(text('id')), column({ name: 'n_obs', repetition: 'OPTIONAL', physicalType: 'INT64' })]);

@@ -22,8 +22,9 @@ export interface Admission {
   /** Ids of fields whose type this file widened. */
   widened: number[];
   /**
-   * A column this rebuild added from files without a value in it took the type of this file, which
-   * has values: the files admitted before read it by the wrong type and must be looked at again.
+   * A column this rebuild added took another type with this file: the type of this file, which has
+   * values where the files before had none, or double for floats where the files before held integers.
+   * The files admitted before read it by the wrong type and must be looked at again.
    */
   retypedProvisional: boolean;
 }
@@ -36,6 +37,8 @@ export class SchemaEvolution {
   private readonly aliases = new Map<number, string[]>();
   /** Top-level fields this rebuild added from columns without any value: their type is a guess until a file has values. */
   private readonly provisional = new Set<number>();
+  /** Top-level fields this rebuild added: no reader has seen their type yet, so it may still change. */
+  private readonly addedHere = new Set<number>();
   /** Columns added, as dotted paths, in the order they were first seen. */
   readonly added: string[] = [];
   /** Columns whose type widened: `path: from -> to`. */
@@ -116,6 +119,7 @@ export class SchemaEvolution {
           out = [...out, added];
           this.added.push(path);
           if (valueless?.has(node.name)) this.provisional.add(added.id);
+          if (valueless) this.addedHere.add(added.id);
         }
         continue;
       }
@@ -185,6 +189,14 @@ export class SchemaEvolution {
         // Its type came from files without a value in it; this one's values decide.
         this.admission.retypedProvisional = true;
         return fileType;
+      }
+      if (this.addedHere.has(id) && (type === 'int' || type === 'long') && (fileType === 'float' || fileType === 'double')) {
+        // A new property pandas wrote as int64 in some batches and float64 in others (where an item lacks
+        // it). Either type leaves the other files unreadable until compaction rewrites them as the
+        // table's (tableTypeCasts): integers always become doubles (up to 2^53), floats become longs only
+        // when whole, so double is the type every file can reach.
+        this.admission.retypedProvisional = true;
+        return 'double';
       }
       problems.push(`column '${path}' is ${fileType} in the file, ${type} in the table`);
       return type;
