@@ -14,6 +14,14 @@ export function exitCodeOf(s: CompactionSummary): number {
   return attention > 0 ? EXIT_NEEDS_ATTENTION : 0;
 }
 
+/**
+ * A mismatch the next run repairs (tableTypeCasts): every problem of the file an integer column the table
+ * types double. The planner reads such an output again because the column's type is new to the table.
+ */
+function repairedByNextRun(reason: string): boolean {
+  return reason.split('; ').every((p) => /^column '.+' is (int|long) in the file, double in the table$/.test(p));
+}
+
 /** The seed's four figures first (same names), then what this tool adds. */
 export function formatSummary(s: CompactionSummary): string {
   const rows: [string, string | number][] = [
@@ -86,10 +94,18 @@ export function formatSummary(s: CompactionSummary): string {
   }
   if (s.schemaMismatchFilesTotal) {
     // Which of these go away by themselves decides whether anyone has to act.
-    lines.push(
-      'the next run rewrites a file whose number column the table types otherwise (long against double) where no value changes; ' +
-        'any other mismatch stays until the file is rewritten (README: "Decisions", schema)',
-    );
+    const listed = s.schemaMismatchFiles ?? [];
+    const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);
+    const others = s.schemaMismatchFilesTotal - repaired.length;
+    if (repaired.length) {
+      lines.push(`the next run rewrites ${repaired.length === listed.length && others === 0 ? 'these' : repaired.length} as the table types them (integers in a double column): ${repaired.join(', ')}`);
+    }
+    if (others) {
+      lines.push(
+        `${repaired.length ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
+          'no run changes a value to fit the table (README: "Decisions", schema)',
+      );
+    }
   }
   if (s.catalogBucketsGone?.length) {
     const named = namedBuckets(s.catalogBucketsGone, s.catalogBucketsGoneTotal);

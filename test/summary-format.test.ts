@@ -154,11 +154,23 @@ test('buckets planned below the threshold for a number column the table types ot
   assert.doesNotMatch(formatSummary(base), /table types otherwise/);
 });
 
-test('schema mismatches are listed with a line saying which the next run repairs, and exit code 3', () => {
-  const s = { ...base, schemaMismatchFiles: [{ key: 'grid_partition=a/year=2020/compacted_x.parquet', reason: "column 'n' is long in the file, double in the table" }], schemaMismatchFilesTotal: 1 };
-  const text = formatSummary(s);
-  assert.match(text, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
-  assert.match(text, /^the next run rewrites a file whose number column the table types otherwise \(long against double\) where no value changes; any other mismatch stays until the file is rewritten/m);
-  assert.equal(exitCodeOf(s), 3);
-  assert.doesNotMatch(formatSummary(base), /the next run rewrites/);
+test('schema mismatches are listed with lines saying which the next run repairs and which stay, and exit code 3', () => {
+  const mismatch = (key: string, reason: string) => ({ key: `grid_partition=${key}/year=2020/compacted_x.parquet`, reason });
+  const longInDouble = mismatch('a', "column 'n' is long in the file, double in the table");
+  const doubleInLong = mismatch('b', "column 'percent_valid_pixels' is double in the file, long in the table");
+  const both = mismatch('c', "column 'n' is int in the file, double in the table; column 'platform' is long in the file, string in the table");
+  const text = (files: { key: string; reason: string }[], total = files.length) => formatSummary({ ...base, schemaMismatchFiles: files, schemaMismatchFilesTotal: total });
+
+  const repaired = text([longInDouble]);
+  assert.match(repaired, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
+  assert.match(repaired, /^the next run rewrites these as the table types them \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
+  assert.doesNotMatch(repaired, /stay/);
+  const stays = text([doubleInLong]);
+  assert.match(stays, /^it stays unreadable until the file is rewritten: no run changes a value to fit the table/m);
+  assert.doesNotMatch(stays, /next run/);
+  const mixed = text([longInDouble, doubleInLong, both], 5);
+  assert.match(mixed, /^the next run rewrites 1 as the table types them \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
+  assert.match(mixed, /^the other 4 stay unreadable until the file is rewritten/m);
+  assert.equal(exitCodeOf({ ...base, schemaMismatchFiles: [longInDouble], schemaMismatchFilesTotal: 1 }), 3);
+  assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
 });
