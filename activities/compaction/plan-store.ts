@@ -117,24 +117,28 @@ export async function readPlanManifest(store: WarehouseStore, planId: string): P
 }
 
 /**
- * The table types recorded by the newest finished plan before `planId`: what every output in the
- * warehouse was then written with or checked against (its run read the outputs again for any type that
- * had changed). Undefined when there is no such plan or it recorded none (made before table types were
- * recorded, or without the catalog), so nothing is known about the outputs.
+ * The table types recorded by the newest finished plan before `planId` that covered the whole warehouse
+ * (no `--cells` or `--years`): what every output was then written with or checked against (its run read
+ * the outputs again for any type that had changed). Undefined when there is no such plan or it recorded
+ * none (made before table types were recorded, or without the catalog), so nothing is known of the outputs.
  */
 export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
-  let last: string | undefined;
+  const finished: string[] = [];
   for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
     const id = /^[^/]+\/plans\/([^/]+)\/finished\.json$/.exec(obj.key)?.[1];
-    if (id !== undefined && id < planId && (last === undefined || id > last)) last = id;
+    if (id !== undefined && id < planId) finished.push(id);
   }
-  if (last === undefined) return undefined;
-  try {
-    return (await readPlanManifest(store, last))?.tableTypes;
-  } catch (err) {
-    if (err instanceof PlanNotFoundError) return undefined;
-    throw err;
+  for (const id of finished.sort().reverse()) {
+    let manifest: PlanManifest | undefined;
+    try {
+      manifest = await readPlanManifest(store, id);
+    } catch (err) {
+      if (!(err instanceof PlanNotFoundError)) throw err;
+    }
+    // A run of some cells or years read only their outputs.
+    if (manifest && manifest.cells === null && manifest.years === null) return manifest.tableTypes;
   }
+  return undefined;
 }
 
 /** A plan file that is not JSON (cut short by a crash, edited by hand) cannot be resumed; no retry will change that. */
