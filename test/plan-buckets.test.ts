@@ -316,7 +316,7 @@ describe('buckets below the threshold', () => {
       [8, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]], 4, ['grid_partition=both/year=2020'], 5],
     );
     assert.deepEqual((await readPlanManifest(store, 'p1'))?.tableTypes, tableTypes, 'every bucket of the plan is written with these');
-    await markPlanFinished(store, 'p1', {} as CompactionSummary);
+    await markPlanFinished(store, 'p1', { failedBucketsTotal: 0 } as CompactionSummary);
     // The same types as the last finished plan: outputs are not read again.
     assert.deepEqual((await plan('p2', tableTypes)).retypedBuckets, delivered);
     // A type new since then: outputs are read, for that column only (the output's long latitude is not its concern).
@@ -324,6 +324,9 @@ describe('buckets below the threshold', () => {
     const withNew = { ...tableTypes, 'new:count': 'double' } as const;
     await planBuckets(store, { warehouse: root, planId: 'p2s', threshold: 2, dryRun: false, cells: ['intlat'] }, () => undefined, withNew);
     await markPlanFinished(store, 'p2s', {} as CompactionSummary);
+    // So does a finished run of the whole warehouse in which a bucket failed (it kept its output as it was).
+    await planBuckets(store, { warehouse: root, planId: 'p2f', threshold: 2, dryRun: false }, () => undefined, withNew);
+    await markPlanFinished(store, 'p2f', { failedBucketsTotal: 1 } as CompactionSummary);
     assert.deepEqual((await plan('p3', withNew)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
     assert.deepEqual((await plan('p4', { ...tableTypes, other: 'double' })).retypedBuckets, delivered);
     const without = await plan('p5');

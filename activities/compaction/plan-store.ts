@@ -118,8 +118,8 @@ export async function readPlanManifest(store: WarehouseStore, planId: string): P
 
 /**
  * The table types recorded by the newest finished plan before `planId` that covered the whole warehouse
- * (no `--cells` or `--years`): what every output was then written with or checked against (its run read
- * the outputs again for any type that had changed). Undefined when there is no such plan or it recorded
+ * (no `--cells` or `--years`) without a failed bucket: what every output was then written with or checked
+ * against (its run read the outputs again for any type that had changed). Undefined when there is no such plan or it recorded
  * none (made before table types were recorded, or without the catalog), so nothing is known of the outputs.
  */
 export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
@@ -135,10 +135,21 @@ export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId
     } catch (err) {
       if (!(err instanceof PlanNotFoundError)) throw err;
     }
-    // A run of some cells or years read only their outputs.
-    if (manifest && manifest.cells === null && manifest.years === null) return manifest.tableTypes;
+    // A run of some cells or years read only their outputs; a bucket that failed kept its output as it was.
+    if (manifest && manifest.cells === null && manifest.years === null && !(await failedBuckets(store, id))) return manifest.tableTypes;
   }
   return undefined;
+}
+
+/** Whether the run that finished the plan had failed buckets (an unreadable finish record counts as such). */
+async function failedBuckets(store: WarehouseStore, planId: string): Promise<boolean> {
+  const found = await store.readSmall(finishKey(planId));
+  try {
+    return !found || (parsePlanFile<PlanFinish>(store, finishKey(planId), found.body).summary?.failedBucketsTotal ?? 0) > 0;
+  } catch (err) {
+    if (err instanceof PlanNotFoundError) return true;
+    throw err;
+  }
 }
 
 /** A plan file that is not JSON (cut short by a crash, edited by hand) cannot be resumed; no retry will change that. */
