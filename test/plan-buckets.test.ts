@@ -324,11 +324,20 @@ describe('buckets below the threshold', () => {
     const withNew = { ...tableTypes, 'new:count': 'double' } as const;
     await planBuckets(store, { warehouse: root, planId: 'p2s', threshold: 2, dryRun: false, cells: ['intlat'] }, () => undefined, withNew);
     await markPlanFinished(store, 'p2s', {} as CompactionSummary);
-    // So does a finished run of the whole warehouse in which a bucket failed (it kept its output as it was).
+    // So does a finished run of the whole warehouse whose summary does not name every bucket that failed.
     await planBuckets(store, { warehouse: root, planId: 'p2f', threshold: 2, dryRun: false }, () => undefined, withNew);
-    await markPlanFinished(store, 'p2f', { failedBucketsTotal: 1 } as CompactionSummary);
+    await markPlanFinished(store, 'p2f', { failedBuckets: [], failedBucketsTotal: 1 } as unknown as CompactionSummary);
     assert.deepEqual((await plan('p3', withNew)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
     assert.deepEqual((await plan('p4', { ...tableTypes, other: 'double' })).retypedBuckets, delivered);
+    // A bucket that failed in the last run kept its output unchecked: read against every type.
+    const failedIn = async (planId: string, bucket: string) => {
+      await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => undefined, tableTypes);
+      await markPlanFinished(store, planId, { failedBuckets: [{ bucket, type: 'Error', reason: 'r' }], failedBucketsTotal: 1 } as unknown as CompactionSummary);
+    };
+    await failedIn('p6', 'grid_partition=output/year=2020');
+    assert.deepEqual((await plan('p7', tableTypes)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
+    await failedIn('p8', 'grid_partition=intlat/year=2020');
+    assert.deepEqual((await plan('p9', tableTypes)).retypedBuckets, delivered);
     const without = await plan('p5');
     assert.deepEqual([without.bucketsToCompact, without.retypedBuckets], [1, undefined], 'without the table types only the Null type counts');
   });

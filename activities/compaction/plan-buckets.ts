@@ -4,7 +4,7 @@ import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, isCompactableKey, isOutputKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
 import type { TableNumberTypes } from './table-types';
-import { capBucketInputs, planPages, readPlanManifest, tableTypesOfLastFinishedPlan, writePlan } from './plan-store';
+import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePlan, type OutputCheck } from './plan-store';
 
 const SAMPLE_SIZE = 20;
 
@@ -71,7 +71,7 @@ export async function planBuckets(
     store,
     capped.filter((t) => t.inputs.length < req.threshold),
     tableTypes,
-    tableTypes ? changedTypes(tableTypes, await tableTypesOfLastFinishedPlan(store, req.planId)) : {},
+    tableTypes ? outputTypes(tableTypes, await lastOutputCheck(store, req.planId)) : () => ({}),
     () => void (++footersRead % 100 === 0 && heartbeat(listed)),
   );
   const bytes = new Map(capped.map((t) => [t, bytesOf(t)]));
@@ -108,9 +108,13 @@ export async function planBuckets(
   );
 }
 
-/** The types of `now` that `before` lacks or gives otherwise; all of them when nothing is known of before. */
-function changedTypes(now: TableNumberTypes, before: TableNumberTypes | undefined): TableNumberTypes {
-  return Object.fromEntries(Object.entries(now).filter(([name, type]) => !before || !Object.hasOwn(before, name) || before[name] !== type));
+/**
+ * What a bucket's earlier output is checked against: the types of `now` the last check lacked or gave
+ * otherwise, and all of them where nothing is known (no such check, or the bucket failed in it).
+ */
+function outputTypes(now: TableNumberTypes, last: OutputCheck | undefined): (task: BucketTask) => TableNumberTypes {
+  const changed = Object.fromEntries(Object.entries(now).filter(([name, type]) => !last || !Object.hasOwn(last.types, name) || last.types[name] !== type));
+  return (task) => (last?.failed.has(bucketPrefix(task.bucket)) ? now : changed);
 }
 
 function compareBuckets(a: BucketTask, b: BucketTask): number {

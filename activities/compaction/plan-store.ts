@@ -116,13 +116,21 @@ export async function readPlanManifest(store: WarehouseStore, planId: string): P
   return found ? parsePlanFile<PlanManifest>(store, manifestKey(planId), found.body) : undefined;
 }
 
+/** What the last run of the whole warehouse checked every output against (lastOutputCheck). */
+export interface OutputCheck {
+  types: TableNumberTypes;
+  /** Buckets that failed in that run: their outputs stayed as they were, unchecked. */
+  failed: Set<string>;
+}
+
 /**
  * The table types recorded by the newest finished plan before `planId` that covered the whole warehouse
- * (no `--cells` or `--years`) without a failed bucket: what every output was then written with or checked
- * against (its run read the outputs again for any type that had changed). Undefined when there is no such plan or it recorded
- * none (made before table types were recorded, or without the catalog), so nothing is known of the outputs.
+ * (no `--cells` or `--years`: such a run reads only their outputs): every output was then written with or
+ * checked against them (its run read the outputs again for any type that had changed), except in the
+ * buckets that failed. Undefined when there is no such plan or it recorded no types (made before they
+ * were recorded, or without the catalog), so nothing is known of the outputs.
  */
-export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
+export async function lastOutputCheck(store: WarehouseStore, planId: string): Promise<OutputCheck | undefined> {
   const finished: string[] = [];
   for await (const obj of store.list(`${CONTROL_PREFIX}/plans/`)) {
     const id = /^[^/]+\/plans\/([^/]+)\/finished\.json$/.exec(obj.key)?.[1];
@@ -130,26 +138,22 @@ export async function tableTypesOfLastFinishedPlan(store: WarehouseStore, planId
   }
   for (const id of finished.sort().reverse()) {
     let manifest: PlanManifest | undefined;
+    let finish: PlanFinish | undefined;
     try {
       manifest = await readPlanManifest(store, id);
+      const found = await store.readSmall(finishKey(id));
+      finish = found ? parsePlanFile<PlanFinish>(store, finishKey(id), found.body) : undefined;
     } catch (err) {
       if (!(err instanceof PlanNotFoundError)) throw err;
     }
-    // A run of some cells or years read only their outputs; a bucket that failed kept its output as it was.
-    if (manifest && manifest.cells === null && manifest.years === null && !(await failedBuckets(store, id))) return manifest.tableTypes;
+    if (!manifest || !finish || manifest.cells !== null || manifest.years !== null) continue;
+    if (!manifest.tableTypes) return undefined;
+    const failures = finish.summary?.failedBuckets ?? [];
+    // A run with more failures than its summary names cannot tell which outputs it left unchecked.
+    if ((finish.summary?.failedBucketsTotal ?? 0) > failures.length) continue;
+    return { types: manifest.tableTypes, failed: new Set(failures.map((f) => f.bucket)) };
   }
   return undefined;
-}
-
-/** Whether the run that finished the plan had failed buckets (an unreadable finish record counts as such). */
-async function failedBuckets(store: WarehouseStore, planId: string): Promise<boolean> {
-  const found = await store.readSmall(finishKey(planId));
-  try {
-    return !found || (parsePlanFile<PlanFinish>(store, finishKey(planId), found.body).summary?.failedBucketsTotal ?? 0) > 0;
-  } catch (err) {
-    if (err instanceof PlanNotFoundError) return true;
-    throw err;
-  }
 }
 
 /** A plan file that is not JSON (cut short by a crash, edited by hand) cannot be resumed; no retry will change that. */

@@ -27,9 +27,9 @@ export interface UnreadableBuckets {
  * - A number column the table types otherwise (pandas' float64 for a `long` column): compaction writes
  *   the table's type where no value changes (tableTypeCasts).
  * Delivered files are read. An output of this tool has no Null type, and was written with (or checked
- * against) the table types of its time: it is read only when `changedSinceOutputs` names columns whose
- * type is new since then (a column the rebuild added: an earlier output of one bucket may hold it as
- * long where the table took double from another), and only for those. So a weekly run reads the footers
+ * against) the table types of its time: it is read only when `outputTypes` names columns whose type is
+ * new since then (a column the rebuild added: an earlier output of one bucket may hold it as long where
+ * the table took double from another), and only for those. So a weekly run reads the footers
  * of the few buckets below the threshold that received a file, and all of them once after such a change.
  * `onRead` is called after every footer (the planner heartbeats).
  */
@@ -37,16 +37,18 @@ export async function bucketsReadersCannotRead(
   store: WarehouseStore,
   tasks: readonly BucketTask[],
   tableTypes: TableNumberTypes | undefined,
-  changedSinceOutputs: TableNumberTypes,
+  outputTypes: (task: BucketTask) => TableNumberTypes,
   onRead: () => void,
 ): Promise<UnreadableBuckets> {
-  const readOutputs = Object.keys(changedSinceOutputs).length > 0;
-  const files = tasks.flatMap((task) => task.inputs.filter((i) => readOutputs || !isOutputKey(i.key)).map((input) => ({ task, input })));
+  const files = tasks.flatMap((task) => {
+    const forOutputs = outputTypes(task);
+    const readOutputs = Object.keys(forOutputs).length > 0;
+    return task.inputs.filter((i) => readOutputs || !isOutputKey(i.key)).map((input) => ({ task, input, types: isOutputKey(input.key) ? forOutputs : (tableTypes ?? {}) }));
+  });
   const found: UnreadableBuckets = { nullTyped: new Set(), retyped: new Set() };
-  await forEachBounded(files, FOOTER_READS_IN_FLIGHT, async ({ task, input }) => {
+  await forEachBounded(files, FOOTER_READS_IN_FLIGHT, async ({ task, input, types }) => {
     if (!found.nullTyped.has(task)) {
-      const output = isOutputKey(input.key);
-      const problem = await readersProblem(store, input, output ? changedSinceOutputs : (tableTypes ?? {}), !output);
+      const problem = await readersProblem(store, input, types, !isOutputKey(input.key));
       if (problem === 'null-typed') {
         found.nullTyped.add(task);
         found.retyped.delete(task);
