@@ -34,7 +34,7 @@ import { checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catal
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
-import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError } from './catalog/catalog-backend';
+import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
@@ -206,9 +206,14 @@ export class WorkerLocalResources {
 /** The number types of the table a plan is for, as its planning read them from the catalog. */
 async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources): Promise<TableNumberTypes> {
   if (await isAbsentLocalCatalog(req.catalog)) return tableNumberTypes(defaultSchema());
+  return withCatalog(req, warehouseRoot, local, async (backend) => tableNumberTypes(await tableSchema(backend, req)));
+}
+
+/** `fn` with the request's catalog open, closed after it. */
+async function withCatalog<T>(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources, fn: (backend: IcebergCatalogBackend) => Promise<T>): Promise<T> {
   const backend = await openCatalogBackend(req.catalog, warehouseRoot, req.catalogName, { scratchDir: await catalogScratch(local) });
   try {
-    return tableNumberTypes(await tableSchema(backend, req));
+    return await fn(backend);
   } finally {
     await backend.close();
   }
@@ -455,15 +460,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */
     async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
       if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };
-      return withStore(req.warehouse, async (store) => {
-        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
-        try {
+      return withStore(req.warehouse, (store) =>
+        withCatalog(req, store.root, local, async (backend) => {
           await backend.assertWritable?.();
-          return await checkTable(backend, req, store.root);
-        } finally {
-          await backend.close();
-        }
-      });
+          return checkTable(backend, req, store.root);
+        }),
+      );
     },
 
     async finishPlan(req: { warehouse: string; planId: string; summary: CompactionSummary }): Promise<void> {

@@ -6,6 +6,8 @@
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
+import type { ParquetNode } from '../catalog/parquet-footer';
+import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -188,45 +190,52 @@ async function valuesAt(session: DuckSession, file: string, column: string, step
   return Number(row?.n ?? 0);
 }
 
-/** One element of a file's Parquet schema, as DuckDB's parquet_schema() lists them (depth first). */
-interface SchemaElement {
-  name: string;
-  logicalType: string;
-  convertedType: string;
-  children: SchemaElement[];
-}
-
-async function parquetSchemaTree(session: DuckSession, file: string): Promise<SchemaElement | undefined> {
-  const rows = await session.rows(`SELECT name, num_children, logical_type, converted_type FROM parquet_schema(${sqlString(file)})`);
+/**
+ * A file's Parquet schema as DuckDB's parquet_schema() lists it (depth first), in the footer reader's
+ * terms, so that groupShape reads its LIST and MAP layouts as the rebuild does.
+ */
+async function parquetSchemaTree(session: DuckSession, file: string): Promise<ParquetNode | undefined> {
+  const rows = await session.rows(`SELECT name, type, repetition_type, num_children, logical_type, converted_type FROM parquet_schema(${sqlString(file)})`);
   let at = 0;
-  const element = (): SchemaElement | undefined => {
+  const element = (): ParquetNode | undefined => {
     const row = rows[at++];
     if (!row) return undefined;
-    const children: SchemaElement[] = [];
-    for (let c = Number(row.num_children ?? 0); c > 0; c--) {
-      const child = element();
-      if (child) children.push(child);
-    }
-    return { name: String(row.name), logicalType: String(row.logical_type ?? ''), convertedType: String(row.converted_type ?? ''), children };
+    const logicalType = row.logical_type === 'NullType()' ? 'NULL' : row.converted_type === null ? undefined : String(row.converted_type);
+    const node: ParquetNode = { name: String(row.name), ...(logicalType ? { logicalType } : {}) };
+    if (row.repetition_type !== null) node.repetition = String(row.repetition_type) as ParquetNode['repetition'];
+    const count = Number(row.num_children ?? 0);
+    if (count > 0) {
+      node.children = [];
+      for (let c = count; c > 0; c--) {
+        const child = element();
+        if (child) node.children.push(child);
+      }
+    } else if (row.type !== null) node.physicalType = String(row.type);
+    return node;
   };
   return element();
 }
 
 /**
- * Whether the part of `column` at `steps` has Parquet's Null type in the file. Follows the Parquet
- * spec's three-level LIST and MAP layouts only; any other layout answers false (the caller then reads).
+ * Whether the part of `column` at `steps` has Parquet's Null type in the file. A layout groupShape does
+ * not understand answers false (the caller then reads).
  */
 async function isNullTypedAt(session: DuckSession, file: string, column: string, steps: readonly NestedStep[]): Promise<boolean> {
   const root = await parquetSchemaTree(session, file);
-  let at = root?.children.find((c) => c.name === column);
-  for (const step of steps) {
-    if (!at) return false;
-    const wrapper = at.children.length === 1 ? at.children[0]! : undefined;
-    if (step === 'element') at = at.convertedType === 'LIST' && wrapper?.children.length === 1 ? wrapper.children[0] : undefined;
-    else if (step === 'key' || step === 'value') at = at.convertedType === 'MAP' && wrapper?.children.length === 2 ? wrapper.children[step === 'key' ? 0 : 1] : undefined;
-    else at = at.children.find((c) => c.name === step.field);
+  let at = root?.children?.find((c) => c.name === column);
+  try {
+    for (const step of steps) {
+      if (!at) return false;
+      const shape = groupShape(at);
+      if (step === 'element') at = shape.kind === 'list' ? shape.element : undefined;
+      else if (step === 'key' || step === 'value') at = shape.kind === 'map' ? shape[step] : undefined;
+      else at = shape.kind === 'struct' ? shape.fields.find((f) => f.name === step.field) : undefined;
+    }
+  } catch (err) {
+    if (err instanceof NoIcebergType) return false;
+    throw err;
   }
-  return at !== undefined && at.children.length === 0 && at.logicalType === 'NullType()';
+  return at !== undefined && !at.children && at.logicalType === 'NULL';
 }
 
 export type ColumnUse = { key: string; name: string; type: string; /** Index of the input (plan order). */ input: number };

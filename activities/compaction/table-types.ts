@@ -8,7 +8,7 @@
 import type { FooterColumn } from '../catalog/parquet-footer';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
-import { columnUses, holdsNoValue, integersExactAsDouble, typeFamily, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
+import { columnUses, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
 /** The table's top-level `long` and `double` columns by exact name: what compaction can convert to. */
 export type TableNumberTypes = Readonly<Record<string, 'long' | 'double'>>;
@@ -30,10 +30,9 @@ export async function tableTypeCasts(
   inputs: readonly LocalInput[],
   schemas: readonly InputSchema[],
   union: readonly UnionColumn[],
-  table: TableNumberTypes | undefined,
+  table: TableNumberTypes,
 ): Promise<Map<string, string>> {
   const casts = new Map<string, string>();
-  if (!table) return casts;
   const uses = columnUses(schemas);
   const paths = new Map(inputs.map((i) => [i.key, i.path]));
   for (const c of union) {
@@ -47,7 +46,7 @@ export async function tableTypeCasts(
 }
 
 /** Whether every float value of `uses` (integer uses pass as they are) is a whole number within a long. */
-async function floatsWholeLongs(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly { key: string; name: string; type: string }[]): Promise<boolean> {
+async function floatsWholeLongs(session: DuckSession, paths: ReadonlyMap<string, string>, uses: readonly ColumnUse[]): Promise<boolean> {
   for (const use of uses) {
     if (typeFamily(use.type) !== 'float') continue;
     const file = paths.get(use.key)!;
