@@ -1468,12 +1468,12 @@ describe('compactBucket', () => {
   test('running out of DuckDB memory fails the bucket naming it and the budget, and deletes nothing', async () => {
     const { root, store } = await newWarehouse();
     const inputs = await writeHeavyParts(root, 2);
-    // The one-statement path holds every wide row in its window: ~100 MB against a 64 MB limit.
+    // ~100 MB of wide rows against a 20 MB limit: not even ranges of a few hundred rows fit.
     await assert.rejects(
-      compact(store, inputs, { memoryLimitMb: 64, threads: 2, smallBucketBytes: Number.MAX_SAFE_INTEGER }),
+      compact(store, inputs, { memoryLimitMb: 20, threads: 2, smallBucketBytes: Number.MAX_SAFE_INTEGER }),
       (err: Error) => {
         assert.ok(err instanceof BucketMemoryError, `${err.name}: ${err.message}`);
-        assert.match(err.message, new RegExp(`bucket ${PREFIX}: DuckDB ran out of its 64 MB memory limit`));
+        assert.match(err.message, new RegExp(`bucket ${PREFIX}: DuckDB ran out of its 20 MB memory limit`));
         assert.match(err.message, /2 input\(s\) of \d+ MB; nothing was deleted\. Give the workers a larger --memory-budget-mb/);
         assert.match(err.message, /DuckDB said: Out of Memory Error/);
         // Row groups of ~4 MB, far below the limit: not what failed, so not named.
@@ -1700,6 +1700,41 @@ describe('compactBucket', () => {
     assert.equal(result.rowsOut, 36_000);
     assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, 'oracle, with the new column');
   });
+
+  // The estimate of a row's memory is made wrong on purpose: a sort budget far above the memory limit
+  // sizes statements as DuckDB's rows of deeply nested columns do (several times the estimate).
+  for (const c of [
+    { name: 'one statement', smallBucketBytes: Number.MAX_SAFE_INTEGER, sortBudgetBytes: 1024 * 1024 * 1024 },
+    { name: 'one sort', smallBucketBytes: 0, sortBudgetBytes: 1024 * 1024 * 1024 },
+    { name: 'ranges', smallBucketBytes: 0, sortBudgetBytes: 100 * 1024 * 1024 },
+  ]) {
+    test(`rows that take more memory than estimated (${c.name}) compact in smaller ranges`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeHeavyParts(root, 3);
+      const warnings: string[] = [];
+      const { result } = await compact(store, inputs, {
+        memoryLimitMb: 64,
+        threads: 2,
+        smallBucketBytes: c.smallBucketBytes,
+        sortBudgetBytes: c.sortBudgetBytes,
+        warn: (m) => warnings.push(m),
+      });
+      assert.ok(
+        warnings.some((w) => /took more memory than estimated \(Out of Memory Error.*\); (sorting ranges of \d+ rows|writing it through rank ranges) instead/.test(w)),
+        `warnings: ${warnings.join(' | ')}`,
+      );
+      assert.equal(result.rowsIn, 75_000);
+      assert.equal(result.rowsOut, 65_000);
+      const out = path.join(root, result.outputKey);
+      const [facts] = await session.rows(
+        `SELECT count(*) AS n, count(DISTINCT id) AS ids, count(*) FILTER (WHERE k < prev) AS out_of_order
+         FROM (SELECT id, (platform, epoch_us(datetime), id) AS k, lag((platform, epoch_us(datetime), id)) OVER (ORDER BY file_row_number) AS prev
+               FROM read_parquet('${out}', hive_partitioning = false, file_row_number = true))`,
+      );
+      assert.deepEqual([Number(facts!.n), Number(facts!.ids), Number(facts!.out_of_order)], [65_000, 65_000, 0]);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet'], 'inputs deleted, one output');
+    });
+  }
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {
     const { root, store } = await newWarehouse();

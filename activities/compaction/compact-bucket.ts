@@ -50,7 +50,7 @@ import { inputFootprint, largestRowGroup } from './input-footprint';
 import { outputRowGroup } from './output-format';
 import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
-import { writeOrdered } from './write-ordered';
+import { SHRINK_FACTOR, writeOrdered, type WritePlan } from './write-ordered';
 import { tableTypeCasts, type TableNumberTypes } from './table-types';
 import { writeSmallBucket } from './write-small-bucket';
 
@@ -364,6 +364,11 @@ function assertOneGeoMeaning(inputs: readonly LocalInput[], geos: readonly (Uint
   );
 }
 
+/** DuckDB ran out of memory where the estimate of a row said it would not (deeply nested columns): the attempt goes on, smaller. */
+function tookMoreMemory(a: Attempt, why: string, instead: string): void {
+  a.opts.warn?.(`bucket ${a.bucket}: its rows took more memory than estimated (${why}); ${instead}`);
+}
+
 /** State (a): build, verify and publish the output, then delete the inputs and sweep. */
 async function compactFresh(
   a: Attempt,
@@ -421,23 +426,34 @@ async function compactFresh(
     try {
       const rowGroup = outputRowGroup(memory, footprint.rowBytes);
       const output = await outputColumns(a, inputs, schemas);
-      if (small) await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, output);
+      const ordered: WritePlan = {
+        rowBytes: footprint.rowBytes,
+        sortBudgetBytes,
+        memoryLimitBytes: memory,
+        threads: threadsFor(a.opts),
+        rowGroup,
+        maxFanout: a.opts.maxScatterFanout ?? MAX_SCATTER_FANOUT,
+        slicePresorted: a.opts.slicePresortedInputs ?? true,
+        passthroughPresorted: a.opts.passthroughRowGroups ?? true,
+        workDir: a.workDir,
+        output,
+        onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
+        onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
+        onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),
+        onShrink: (chunkRows, why) => tookMoreMemory(a, why, `sorting ranges of ${chunkRows} rows instead`),
+      };
+      if (!small) await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, ordered);
       else {
-        await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, {
-          rowBytes: footprint.rowBytes,
-          sortBudgetBytes,
-          memoryLimitBytes: memory,
-          threads: threadsFor(a.opts),
-          rowGroup,
-          maxFanout: a.opts.maxScatterFanout ?? MAX_SCATTER_FANOUT,
-          slicePresorted: a.opts.slicePresortedInputs ?? true,
-          passthroughPresorted: a.opts.passthroughRowGroups ?? true,
-          workDir: a.workDir,
-          output,
-          onChunk: (done, total) => beat(a, { chunksDone: done, chunks: total }),
-          onPresorted: (keys) => beat(a, { presortedInputs: keys.length }),
-          onPassthrough: (rowGroups, rows) => beat(a, { passthroughRowGroups: rowGroups, passthroughRows: rows }),
-        });
+        try {
+          await writeSmallBucket(a.session, inputs, schemas, tmp, kv, rowGroup, output);
+        } catch (err) {
+          // The window over every input row did not fit: the ranked path, with a larger estimate of a row.
+          if (!(err instanceof Error) || !isOutOfMemory(err) || a.stop.aborted) throw err;
+          await fs.rm(tmp, { force: true });
+          tookMoreMemory(a, err.message.split('\n')[0]!, 'writing it through rank ranges instead');
+          await computeWinners(a.session, inputs, schemas, footprint, updated);
+          await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, { ...ordered, sortScale: SHRINK_FACTOR });
+        }
       }
     } catch (err) {
       throw await explainMergeFailure(a, present, inputs, err);
