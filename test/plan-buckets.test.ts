@@ -338,6 +338,18 @@ describe('buckets below the threshold', () => {
     assert.deepEqual((await plan('p7', tableTypes)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
     await failedIn('p8', 'grid_partition=intlat/year=2020');
     assert.deepEqual((await plan('p9', tableTypes)).retypedBuckets, delivered);
+    // An output the last run cannot say has the types (an earlier release's worker wrote it): read against every type.
+    const untypedIn = async (planId: string, untyped: string[], total: number) => {
+      await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => undefined, tableTypes);
+      await markPlanFinished(store, planId, { failedBuckets: [], failedBucketsTotal: 0, untypedOutputs: untyped, untypedOutputsTotal: total } as unknown as CompactionSummary);
+    };
+    await untypedIn('p9a', ['grid_partition=output/year=2020'], 1);
+    assert.deepEqual((await plan('p9b', tableTypes)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
+    await untypedIn('p9c', ['grid_partition=intlat/year=2020'], 1);
+    assert.deepEqual((await plan('p9d', tableTypes)).retypedBuckets, delivered);
+    // More than the summary names: every output is read against every type.
+    await untypedIn('p9e', ['grid_partition=intlat/year=2020'], 201);
+    assert.deepEqual((await plan('p9f', tableTypes)).retypedBuckets, [...delivered.slice(0, 2), 'grid_partition=output/year=2020', delivered[2]]);
     const without = await plan('p5');
     assert.deepEqual([without.bucketsToCompact, without.retypedBuckets], [1, undefined], 'without the table types only the Null type counts');
   });

@@ -468,6 +468,11 @@ function record(progress: CompactionProgress, r: BucketResult): void {
   if (r.outcome === 'already-compacted') progress.bucketsAlreadyCompacted += 1;
   progress.filesIn += r.filesIn;
   if (r.inputsRewritten) progress.filesRewritten = (progress.filesRewritten ?? 0) + r.inputsRewritten;
+  if (!r.typedAsTable) {
+    progress.untypedOutputsTotal = (progress.untypedOutputsTotal ?? 0) + 1;
+    const listed = (progress.untypedOutputs ??= []);
+    if (listed.length < MAX_REPORTED_FAILURES) listed.push(bucketPrefix(r.bucket));
+  }
   progress.rowsBefore += r.rowsIn;
   progress.rowsAfter += r.rowsOut;
   progress.bytesBefore += r.bytesIn;
@@ -529,6 +534,7 @@ function summarize(
     ...(plan.inputsDeferred ? { filesDeferred: plan.inputsDeferred } : {}),
     ...(plan.nullTypedBuckets ? { nullTypedBuckets: plan.nullTypedBuckets, nullTypedBucketsTotal: plan.nullTypedBucketsTotal ?? plan.nullTypedBuckets.length } : {}),
     ...(plan.retypedBuckets ? { retypedBuckets: plan.retypedBuckets, retypedBucketsTotal: plan.retypedBucketsTotal ?? plan.retypedBuckets.length } : {}),
+    ...(progress.untypedOutputsTotal ? { untypedOutputs: progress.untypedOutputs ?? [], untypedOutputsTotal: progress.untypedOutputsTotal } : {}),
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),

@@ -274,6 +274,12 @@ export interface BucketResult {
   orphansRemoved: number;
   /** Inputs rewritten after they were read: compacted in their earlier version and left in place for the next run. */
   inputsRewritten?: number;
+  /**
+   * This attempt wrote the output with the plan's table types (tableTypeCasts). Absent when it found the
+   * output already written (by an attempt it cannot vouch for) or ran a release before the types: the
+   * next plan reads that output's footer again (lastOutputCheck).
+   */
+  typedAsTable?: true;
 }
 
 export interface BucketFailure {
@@ -378,6 +384,13 @@ export interface CompactionSummary {
   /** Buckets below the threshold compacted because a file had a number column the table types otherwise (PlanSummary.retypedBuckets; absent when none). */
   retypedBuckets?: string[];
   retypedBucketsTotal?: number;
+  /**
+   * Compacted buckets whose result does not say their output has the plan's table types (BucketResult.typedAsTable:
+   * written by a worker of an earlier release in a mixed deploy, or found already written); absent when none.
+   * Capped like failedBuckets; the next plan reads these outputs' footers again, all of them when the list is cut.
+   */
+  untypedOutputs?: string[];
+  untypedOutputsTotal?: number;
   /** Objects under bucket folders the plan left alone (PlanSummary.ignoredObjects; absent when none). */
   objectsIgnored?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */

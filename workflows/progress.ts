@@ -27,6 +27,9 @@ export interface CompactionProgress {
   filesIn: number;
   /** Inputs rewritten after they were read, left in place for the next run (absent when none). */
   filesRewritten?: number;
+  /** CompactionSummary.untypedOutputs so far (absent when none; runs before them carried neither). */
+  untypedOutputs?: string[];
+  untypedOutputsTotal?: number;
   rowsBefore: number;
   rowsAfter: number;
   bytesBefore: number;

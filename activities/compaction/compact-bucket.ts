@@ -481,13 +481,15 @@ async function compactFresh(
       return await resumePublished(a, present, (await a.store.stat(a.outputKey))?.size ?? 0);
     }
     crashPoint('after-publish', a.bucket);
-    return await finish(a, present, provenance, {
+    const done = await finish(a, present, provenance, {
       outcome: 'compacted',
       rowsIn: stats.rowsIn,
       rowsOut: stats.rowsOut,
       bytesIn,
       bytesOut,
     });
+    // Only an output this attempt wrote: one found published may be another release's.
+    return a.opts.tableTypes ? { ...done, typedAsTable: true } : done;
   } finally {
     await fs.rm(tmp, { force: true });
   }

@@ -110,11 +110,11 @@ export async function planBuckets(
 
 /**
  * What a bucket's earlier output is checked against: the types of `now` the last check lacked or gave
- * otherwise, and all of them where nothing is known (no such check, or the bucket failed in it).
+ * otherwise, and all of them where nothing is known (no such check, or the bucket was left unchecked in it).
  */
 function outputTypes(now: TableNumberTypes, last: OutputCheck | undefined): (task: BucketTask) => TableNumberTypes {
   const changed = Object.fromEntries(Object.entries(now).filter(([name, type]) => !last || !Object.hasOwn(last.types, name) || last.types[name] !== type));
-  return (task) => (last?.failed.has(bucketPrefix(task.bucket)) ? now : changed);
+  return (task) => (last?.unchecked.has(bucketPrefix(task.bucket)) ? now : changed);
 }
 
 function compareBuckets(a: BucketTask, b: BucketTask): number {

@@ -119,15 +119,18 @@ export async function readPlanManifest(store: WarehouseStore, planId: string): P
 /** What the last run of the whole warehouse checked every output against (lastOutputCheck). */
 export interface OutputCheck {
   types: TableNumberTypes;
-  /** Buckets that failed in that run: their outputs stayed as they were, unchecked. */
-  failed: Set<string>;
+  /**
+   * Buckets whose outputs that run left unchecked: those that failed (their outputs stayed as they were)
+   * and those whose output it cannot say has the types (CompactionSummary.untypedOutputs).
+   */
+  unchecked: Set<string>;
 }
 
 /**
  * The table types recorded by the newest finished plan before `planId` that covered the whole warehouse
  * (no `--cells` or `--years`: such a run reads only their outputs): every output was then written with or
  * checked against them (its run read the outputs again for any type that had changed), except in the
- * buckets that failed. Undefined when there is no such plan or it recorded no types (made before they
+ * buckets it left unchecked. Undefined when there is no such plan or it recorded no types (made before they
  * were recorded, or without the catalog), so nothing is known of the outputs.
  */
 export async function lastOutputCheck(store: WarehouseStore, planId: string): Promise<OutputCheck | undefined> {
@@ -151,7 +154,10 @@ export async function lastOutputCheck(store: WarehouseStore, planId: string): Pr
     const failures = finish.summary?.failedBuckets ?? [];
     // A run with more failures than its summary names cannot tell which outputs it left unchecked.
     if ((finish.summary?.failedBucketsTotal ?? 0) > failures.length) continue;
-    return { types: manifest.tableTypes, failed: new Set(failures.map((f) => f.bucket)) };
+    const untyped = finish.summary?.untypedOutputs ?? [];
+    // Outputs written without the types may hold any column as the union typed it: an older plan's check does not cover them.
+    if ((finish.summary?.untypedOutputsTotal ?? 0) > untyped.length) return undefined;
+    return { types: manifest.tableTypes, unchecked: new Set([...failures.map((f) => f.bucket), ...untyped]) };
   }
   return undefined;
 }
