@@ -32,7 +32,8 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
   return {
     address: flags.address ?? address ?? 'localhost:7233',
     namespace: flags.namespace ?? profile.namespace ?? 'default',
-    taskQueue: flags.taskQueue ?? process.env.EARTHCATALOG_TASK_QUEUE ?? DEFAULT_TASK_QUEUE,
+    // An empty variable means unset (as a deployment template leaves it), for every command alike.
+    taskQueue: flags.taskQueue ?? (process.env.EARTHCATALOG_TASK_QUEUE || DEFAULT_TASK_QUEUE),
     auth: {
       ...(tls !== undefined && tls !== null ? { tls } : {}),
       ...(typeof apiKey === 'string' ? { apiKey } : {}),

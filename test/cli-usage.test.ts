@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { UsageError } from '../client/cli-args';
 import { resumeArgs, runResumeCommand } from '../client/commands/resume';
+import { resolveTarget } from '../client/connection';
+import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 import { REPO_ROOT } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
 
@@ -155,5 +157,23 @@ test("the worker and the demo refuse counts that are not positive decimal number
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1|demo: /, 'refused before anything started');
+  }
+  // The budget from the environment is held to the same bound, naming the variable.
+  const r = await cli(['worker', '--memory-mb', '1024'], { EARTHCATALOG_MEMORY_BUDGET_MB: '2048' });
+  assert.equal(r.code, 64, r.stderr);
+  assert.match(r.stderr, /^earthcatalog-compact: EARTHCATALOG_MEMORY_BUDGET_MB 2048 is more than --memory-mb 1024/);
+});
+
+test('an empty EARTHCATALOG_TASK_QUEUE means unset, for every command alike (the default queue), and a flag still wins', () => {
+  const saved = process.env.EARTHCATALOG_TASK_QUEUE;
+  process.env.EARTHCATALOG_TASK_QUEUE = '';
+  try {
+    assert.equal(resolveTarget({}).taskQueue, DEFAULT_TASK_QUEUE);
+    assert.equal(resolveTarget({ taskQueue: 'q1' }).taskQueue, 'q1');
+    process.env.EARTHCATALOG_TASK_QUEUE = 'q2';
+    assert.equal(resolveTarget({}).taskQueue, 'q2');
+  } finally {
+    if (saved === undefined) delete process.env.EARTHCATALOG_TASK_QUEUE;
+    else process.env.EARTHCATALOG_TASK_QUEUE = saved;
   }
 });

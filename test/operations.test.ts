@@ -494,6 +494,13 @@ describe('the CLI when nobody serves the run', () => {
       });
       const { stdout: status } = await cli(['status', '--workflow-id', workflowId]);
       assert.match(status, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+      // `cancel` without an id stops the one running compaction of the task queue it is given, not another queue's.
+      await assert.rejects(cli(['cancel']), (err: { stderr?: string; code?: number }) => {
+        assert.equal(err.code, 1, err.stderr);
+        assert.match(err.stderr ?? '', new RegExp(`no compaction is running on task queue ${taskQueue}`));
+        return true;
+      });
+      assert.equal((await h.client.workflow.getHandle(workflowId).describe()).status.name, 'RUNNING');
       // A resume beside a running compaction of the same warehouse would only wait for it: refused, naming it.
       await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
         assert.equal(err.code, 1);

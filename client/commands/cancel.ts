@@ -4,8 +4,9 @@ import { connectClient, resolveTarget } from '../connection';
 import { queryProgress } from '../start-compaction';
 import { bucketsDone, connectionFlagsOf, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
-export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS]
-    Stops a running compaction cleanly (without --workflow-id: the one running compaction): no bucket
+export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS] [--task-queue Q]
+    Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
+    given --task-queue): no bucket
     starts any more, the buckets in flight stop at their next step, the table is rebuilt from the
     files as they are (when a bucket was compacted), then the locks are released.
     Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.`;
@@ -15,7 +16,8 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
   const target = resolveTarget({ address: values.address, namespace: values.namespace });
   const client = await connectClient(target);
   try {
-    const workflowId = values['workflow-id'] ?? (await theRunningCompaction(client));
+    const taskQueue = values['task-queue'];
+    const workflowId = values['workflow-id'] ?? (await theRunningCompaction(client, taskQueue));
     const handle = client.workflow.getHandle(workflowId);
     const before = await handle.describe();
     if (before.status.name !== 'RUNNING') {
@@ -43,9 +45,9 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function theRunningCompaction(client: Client): Promise<string> {
-  const ids = await runningCompactions(client);
+async function theRunningCompaction(client: Client, taskQueue: string | undefined): Promise<string> {
+  const ids = await runningCompactions(client, taskQueue);
   if (ids.length === 1) return ids[0]!;
-  if (ids.length === 0) throw new Error('no compaction is running');
+  if (ids.length === 0) throw new Error(taskQueue === undefined ? 'no compaction is running' : `no compaction is running on task queue ${taskQueue}`);
   throw new UsageError(`${ids.length} compactions are running (${ids.join(', ')}): name one with --workflow-id`);
 }

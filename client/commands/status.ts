@@ -79,10 +79,11 @@ function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: n
 }
 
 /** Workflow ids of the compactions running in the client's namespace. */
-export async function runningCompactions(client: Client): Promise<string[]> {
+/** The running compactions, of task queue `taskQueue` when given. */
+export async function runningCompactions(client: Client, taskQueue?: string): Promise<string[]> {
   const ids: string[] = [];
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {
-    ids.push(wf.workflowId);
+    if (taskQueue === undefined || wf.taskQueue === taskQueue) ids.push(wf.workflowId);
   }
   return ids;
 }

@@ -24,9 +24,6 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   };
   const budget = num('memory-budget-mb');
   const memory = num('memory-mb');
-  if (budget !== undefined && memory !== undefined && budget > memory) {
-    throw new UsageError(`--memory-budget-mb ${budget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
-  }
   const grace = flagOrVariable(values['shutdown-grace'], '--shutdown-grace', 'EARTHCATALOG_SHUTDOWN_GRACE_SECONDS');
   if (grace.raw !== undefined && !/^\d+$/.test(grace.raw)) {
     throw new UsageError(`${grace.source} must be a whole number of seconds >= 0, got ${JSON.stringify(grace.raw)}`);
@@ -38,11 +35,17 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   if (metricsBindAddress !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(metricsBindAddress)) {
     throw new UsageError(`${metrics.source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
   }
+  let fromEnvironment;
   try {
     // The settings from the environment are read by the plugin; a bad one is the operator's, like a bad flag.
-    defaultActivityResources();
+    fromEnvironment = defaultActivityResources();
   } catch (err) {
     throw new UsageError((err as Error).message);
+  }
+  const budgetSource = budget !== undefined ? '--memory-budget-mb' : process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined ? 'EARTHCATALOG_MEMORY_BUDGET_MB' : undefined;
+  const givenBudget = budget ?? fromEnvironment.memoryBudgetMb;
+  if (budgetSource !== undefined && memory !== undefined && givenBudget > memory) {
+    throw new UsageError(`${budgetSource} ${givenBudget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
   }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
