@@ -164,6 +164,12 @@ test("the worker and the demo refuse counts that are not positive decimal number
   assert.match(r.stderr, /^earthcatalog-compact: EARTHCATALOG_MEMORY_BUDGET_MB 2048 is more than --memory-mb 1024/);
 });
 
+test('a worker that cannot reach the server says which server, as every command does', async () => {
+  const r = await cli(['worker', '--scratch-dir', await makeTempDir('ec-worker-unreachable')]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^earthcatalog-compact: cannot reach Temporal at 127\.0\.0\.1:1\/default: /);
+});
+
 test('an empty EARTHCATALOG_TASK_QUEUE means unset, for every command alike (the default queue), and a flag still wins', () => {
   const saved = process.env.EARTHCATALOG_TASK_QUEUE;
   process.env.EARTHCATALOG_TASK_QUEUE = '';

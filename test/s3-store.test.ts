@@ -392,7 +392,7 @@ describe('S3 only', () => {
       for (const [n, v] of saved) if (v === undefined) delete process.env[n]; else process.env[n] = v;
     }
     assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
-    assert.equal(err.message, `no AWS credentials found in the worker's environment for s3://${BUCKET}/no-credentials/wh/grid_partition=a/year=2020/p.parquet`);
+    assert.equal(err.message, `no AWS credentials found in this process's environment (the AWS SDK's default chain) for s3://${BUCKET}/no-credentials/wh/grid_partition=a/year=2020/p.parquet`);
     const failures = [];
     for (const attempt of [1, 2, CREDENTIAL_ATTEMPTS]) failures.push(await new MockActivityEnvironment({ attempt }).run(async () => toActivityFailure(err)));
     assert.deepEqual(failures.map((f) => f instanceof ApplicationFailure && [f.type, f.nonRetryable]), [

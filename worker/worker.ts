@@ -43,10 +43,16 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
   let connection: NativeConnection;
   try {
     await plugin.local.ready;
-    connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
   } catch (err) {
     await plugin.local.close();
     throw err;
+  }
+  try {
+    connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
+  } catch (err) {
+    await plugin.local.close();
+    // The core's own message (tonic transport errors) names neither the server nor how it was reached.
+    throw new Error(`cannot reach Temporal at ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${(err as Error).message}`);
   }
   const worker = await Worker.create({
     connection,

@@ -77,7 +77,8 @@ export function isDeniedCode(code: string | undefined): boolean {
  */
 export function noCredentialsError(err: unknown, uri: string): StorageError | undefined {
   if (errorCode(err) !== 'CredentialsProviderError') return undefined;
-  return new StorageError(`no AWS credentials found in the worker's environment for ${uri}`, 'no-credentials');
+  // `verify` reads S3 itself: the environment is whichever process runs this, the worker's or the caller's.
+  return new StorageError(`no AWS credentials found in this process's environment (the AWS SDK's default chain) for ${uri}`, 'no-credentials');
 }
 
 /** Temporary credentials (an STS session) that ran out; the provider chain may refresh them for the next attempt. */
