@@ -203,10 +203,13 @@ export class WorkerLocalResources {
   }
 }
 
-/** The number types of the table a plan is for, as its planning read them from the catalog. */
-async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources): Promise<TableNumberTypes> {
-  if (await isAbsentLocalCatalog(req.catalog)) return tableNumberTypes(defaultSchema());
-  return withCatalog(req, warehouseRoot, local, async (backend) => tableNumberTypes(await tableSchema(backend, req)));
+/** The number types of the table a plan is for, as its planning read them from the catalog, and whether the table exists yet. */
+async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources): Promise<{ types: TableNumberTypes; absent: boolean }> {
+  if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), absent: true };
+  return withCatalog(req, warehouseRoot, local, async (backend) => {
+    const schema = await tableSchema(backend, req);
+    return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined };
+  });
 }
 
 /** `fn` with the request's catalog open, closed after it. */
@@ -257,8 +260,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       return withStore(req.warehouse, (store) =>
         keepAlive(
           () => ({ listed }),
-          async () =>
-            planBuckets(
+          async () => {
+            const table = req.catalog ? await readTableNumberTypes(req.catalog, store.root, local) : undefined;
+            const summary = await planBuckets(
               store,
               req,
               (n) => {
@@ -267,8 +271,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 ctx.heartbeat({ listed });
                 ctx.cancellationSignal.throwIfAborted();
               },
-              req.catalog ? await readTableNumberTypes(req.catalog, store.root, local) : undefined,
-            ),
+              table?.types,
+            );
+            return table?.absent ? { ...summary, tableAbsent: true } : summary;
+          },
         ),
       );
     },

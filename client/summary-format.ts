@@ -79,8 +79,11 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.catalogTableCreated) {
     // A mistyped --catalog, --table or --catalog-name creates a table beside the real one, which keeps listing the deleted inputs.
     lines.push(
-      `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
-        '--table and --catalog-name (that table still lists the files this run replaced until a run with its names rebuilds it)',
+      s.dryRun
+        ? `the table does not exist in ${s.catalog}: the run would create it. If you meant an existing table, check --catalog, --iceberg-namespace, ` +
+            '--table and --catalog-name'
+        : `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
+            '--table and --catalog-name (that table still lists the files this run replaced until a run with its names rebuilds it)',
     );
   }
   if (s.catalogSchemaEvolved) {

@@ -364,7 +364,10 @@ describe('invalid input', () => {
   // Local only: S3 has no read-only catalog.db of this kind (a PUT is refused at the commit, as a denied request).
   it('fails before touching any bucket when catalog.db cannot be written, naming it, and compacts once it can', async (t) => {
     const fx = await backends[0]!.makeWarehouse('readonly-catalog');
+    assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true })).catalogTableCreated, true, 'a dry run says the run would create the table');
     assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog })).catalogTableCreated, true, 'the first run created the table');
+    assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true })).catalogTableCreated, undefined, 'nor once it exists');
+    assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, table: 'stac_itmes' })).catalogTableCreated, true, 'another table name: that one would be created');
     // New ingest beside one bucket's compacted file: a bucket to compact again.
     const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
     await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));

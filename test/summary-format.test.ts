@@ -70,6 +70,10 @@ test('a run that created the table says so, and how to recognise a mistyped cata
     /^the table did not exist in \/data\/catalog\.db and was created: if you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name/m,
   );
   assert.equal(exitCodeOf({ ...base, catalogTableCreated: true }), 0, 'the first compaction of a warehouse creates its table');
+  assert.match(
+    formatSummary({ ...base, dryRun: true, catalogTableCreated: true }),
+    /^the table does not exist in \/data\/catalog\.db: the run would create it\. If you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name$/m,
+  );
 });
 
 test('a schema the files needed is reported; registered files readers cannot read as the table need attention', () => {

@@ -538,7 +538,8 @@ function summarize(
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
-    ...(cat?.createdTable ? { catalogTableCreated: true } : {}),
+    // A dry run's summary is what the run would do: it would create the table its plan did not find.
+    ...(cat?.createdTable || (input.dryRun && plan.tableAbsent) ? { catalogTableCreated: true } : {}),
     ...(cat?.schemaEvolved ? { catalogSchemaEvolved: cat.schemaEvolved } : {}),
     ...(cat?.schemaMismatches
       ? { schemaMismatchFiles: cat.schemaMismatches, schemaMismatchFilesTotal: cat.schemaMismatchesTotal ?? cat.schemaMismatches.length }

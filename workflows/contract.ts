@@ -229,6 +229,8 @@ export interface PlanRequest {
 /** What the plan activity returns: small and fixed-size, whatever the warehouse's size. */
 export interface PlanSummary {
   planId: string;
+  /** The catalog has no such table yet: the run creates it (CompactionSummary.catalogTableCreated; absent when it has). */
+  tableAbsent?: true;
   bucketsScanned: number;
   filesBefore: number;
   bucketsToCompact: number;
@@ -397,7 +399,7 @@ export interface CompactionSummary {
   filesRewritten?: number;
   /** Delete files of another engine in the replaced snapshot, not carried over (absent when none). */
   catalogDeleteFilesDropped?: number;
-  /** The rebuild created the table (it did not exist in the catalog); absent otherwise. */
+  /** The rebuild created the table (it did not exist in the catalog), or for a dry run would; absent otherwise. */
   catalogTableCreated?: boolean;
   /** The schema the rebuild gave the table because files needed it (CatalogResult.schemaEvolved); absent otherwise. */
   catalogSchemaEvolved?: { schemaId: number; added: string[]; widened: string[] };

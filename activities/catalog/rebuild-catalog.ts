@@ -11,7 +11,7 @@ import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_K
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
-import { defaultSchema, NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
+import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter, type FooterColumn, type ParquetFooter } from './parquet-footer';
@@ -402,9 +402,10 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
 }
 
 /** The table's current schema, or the schema of the table the rebuild would create (planning records its number types). */
-export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<IcebergSchema> {
+/** The table's current schema; undefined when the catalog has no such table (yet). */
+export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<IcebergSchema | undefined> {
   const pointer = await backend.findTable(req.namespace, req.table);
-  if (!pointer) return defaultSchema();
+  if (!pointer) return undefined;
   return currentSchema(await readTableMetadata(backend, req, pointer), pointer.metadataLocation);
 }
 
