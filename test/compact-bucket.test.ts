@@ -1736,6 +1736,43 @@ describe('compactBucket', () => {
     });
   }
 
+  test('deeply nested rows, whose memory the estimate undersizes by itself, compact in smaller ranges where they failed before', async () => {
+    const { root, store } = await newWarehouse();
+    await fs.mkdir(path.join(root, PREFIX), { recursive: true });
+    // As stac-geoparquet writes assets: a struct of 16 assets, each with lists of band structs (~250 leaves).
+    const asset = (k: number) =>
+      `'a${k}': {'href': 'https://example.com/' || i || '/a${k}.tif', 'type': 'image/tiff', 'title': 'Band ${k}', 'roles': ['data', 'reflectance'],
+        'eo:bands': [{'name': 'B${k}', 'common_name': 'c${k}', 'center_wavelength': ${k}.5, 'full_width_half_max': 0.1}],
+        'raster:bands': [{'nodata': 0, 'data_type': 'uint16', 'scale': 0.0001, 'offset': -0.1, 'spatial_resolution': 10}], 'gsd': 10}`;
+    const inputs: PlannedFile[] = [];
+    for (const part of [0, 1]) {
+      const key = `${PREFIX}/part_${part}.parquet`;
+      // 16,000 ids over 40,000 rows; a later i is a later `updated`, so part 1 holds every winner.
+      await session.exec(
+        `COPY (SELECT 'id_' || (i % 16000) AS id, 'sentinel-2a' AS platform, TIMESTAMPTZ '2024-01-01' + to_seconds(i) AS datetime,
+                      TIMESTAMPTZ '2025-01-01' + to_seconds(i) AS updated, {${Array.from({ length: 16 }, (_, k) => asset(k)).join(', ')}} AS assets
+               FROM range(${part * 20_000}, ${(part + 1) * 20_000}) t(i))
+         TO ${sqlString(path.join(root, key))} (FORMAT parquet, ROW_GROUP_SIZE 10000)`,
+      );
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    }
+    const warnings: string[] = [];
+    const { result } = await compact(store, inputs, { memoryLimitMb: 256, threads: 2, warn: (m) => warnings.push(m) });
+    assert.ok(warnings.some((w) => /took more memory than estimated/.test(w)), `warnings: ${warnings.join(' | ')}`);
+    assert.deepEqual([result.rowsIn, result.rowsOut], [40_000, 16_000]);
+    const out = path.join(root, result.outputKey);
+    const [facts] = await session.rows(
+      `SELECT count(*) AS n, count(DISTINCT id) AS ids, count(*) FILTER (WHERE k < prev) AS out_of_order,
+              max(href) FILTER (WHERE id = 'id_5') AS h5, max(href) FILTER (WHERE id = 'id_9000') AS h9000
+       FROM (SELECT id, assets.a3.href AS href, (platform, datetime, id) AS k, lag((platform, datetime, id)) OVER (ORDER BY file_row_number) AS prev
+             FROM read_parquet(${sqlString(out)}, hive_partitioning = false, file_row_number = true))`,
+    );
+    assert.deepEqual(
+      [Number(facts!.n), Number(facts!.ids), Number(facts!.out_of_order), facts!.h5, facts!.h9000],
+      [16_000, 16_000, 0, 'https://example.com/32005/a3.tif', 'https://example.com/25000/a3.tif'],
+    );
+  });
+
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {
     const { root, store } = await newWarehouse();
     const inputs = await writeHeavyParts(root, 3);
