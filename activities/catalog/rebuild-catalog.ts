@@ -401,7 +401,6 @@ export async function checkTable(backend: IcebergCatalogBackend, req: CatalogReq
   return { tableExists: pointer !== undefined };
 }
 
-/** The table's current schema, or the schema of the table the rebuild would create (planning records its number types). */
 /** The table's current schema; undefined when the catalog has no such table (yet). */
 export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<IcebergSchema | undefined> {
   const pointer = await backend.findTable(req.namespace, req.table);

@@ -32,7 +32,7 @@ import {
 } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
-import { isOutOfMemory, type DuckSession } from './duckdb-session';
+import { firstLine, isOutOfMemory, type DuckSession } from './duckdb-session';
 import {
   assertCompatibleSchemas,
   valuelessParts,
@@ -335,7 +335,7 @@ async function explainMergeFailure(
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
     // Footers only; a session that cannot even read those leaves the message without the row group.
     const largest = await largestRowGroup(a.session, inputs).catch(() => undefined);
-    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, err.message.split('\n')[0]!, largest);
+    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, firstLine(err), largest);
   }
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessChanged(a, present, err);
@@ -450,7 +450,7 @@ async function compactFresh(
           // The window over every input row did not fit: the ranked path, with a larger estimate of a row.
           if (!(err instanceof Error) || !isOutOfMemory(err) || a.stop.aborted) throw err;
           await fs.rm(tmp, { force: true });
-          tookMoreMemory(a, err.message.split('\n')[0]!, 'writing it through rank ranges instead');
+          tookMoreMemory(a, firstLine(err), 'writing it through rank ranges instead');
           await computeWinners(a.session, inputs, schemas, footprint, updated);
           await writeOrdered(a.session, inputs, schemas, stats.rowsOut, tmp, kv, { ...ordered, sortScale: SHRINK_FACTOR });
         }

@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { rowPosition, scanInputs } from './bucket-sql';
-import { isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
+import { firstLine, isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
 import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
@@ -341,16 +341,33 @@ class RangeWrite {
     }
     const undone = jobs.filter((_, i) => !done[i]);
     this.shrink(outOfMemory, undone.reduce((n, j) => n + j.end - j.start, 0), 'sort');
-    let sortable: RangeJob[] = [];
+    let pending: RangeJob[] = [];
     for (const [i, job] of jobs.entries()) {
-      if (!done[i] && job.end - job.start <= this.chunkRows) {
+      if (!done[i]) {
+        pending.push(job);
+        continue;
+      }
+      await this.sortOrScatter(pending);
+      pending = [];
+      this.parts.push(files[i]!);
+    }
+    await this.sortOrScatter(pending);
+  }
+
+  /**
+   * Writes consecutive ranges in rank order: runs of sortable ones side by side, a larger one scattered
+   * again in between (from its directory, or, holding presorted rows only, cut into sortable ranges).
+   */
+  private async sortOrScatter(jobs: readonly RangeJob[]): Promise<void> {
+    let sortable: RangeJob[] = [];
+    for (const job of jobs) {
+      if (job.end - job.start <= this.chunkRows) {
         sortable.push(job);
         continue;
       }
       await this.sortChunks(sortable);
       sortable = [];
-      if (done[i]) this.parts.push(files[i]!);
-      else await this.scatter(job.dir ? scatteredRows(job.dir) : undefined, job.start, job.end, this.laterPassThreads(), job.dir);
+      await this.scatter(job.dir ? scatteredRows(job.dir) : undefined, job.start, job.end, this.laterPassThreads(), job.dir);
     }
     await this.sortChunks(sortable);
   }
@@ -409,8 +426,7 @@ class RangeWrite {
 
   /**
    * Scatters `source` (rows ranked in [lo, hi); none when every row there is presorted) into ranges,
-   * then sorts the ranges in rank order: runs of sortable ones side by side, a larger one scattered
-   * again in between (or, holding presorted rows only, cut into sortable ranges). `sourceDir`, the
+   * then writes the ranges in rank order (sortOrScatter). `sourceDir`, the
    * directory `source` reads, is removed once its rows are scattered. A pass that runs out of memory is
    * written again with the smaller buffers of a larger estimate (shrink).
    */
@@ -440,20 +456,13 @@ class RangeWrite {
     if (sourceDir) await fs.rm(sourceDir, { recursive: true, force: true });
     // The rank join is done once the first pass is: its table would only hold memory the sorts need.
     if (lo === 0 && hi === this.rowsOut) await this.session.exec('DROP TABLE IF EXISTS ordered');
-    let sortable: RangeJob[] = [];
+    const jobs: RangeJob[] = [];
     for (const [k, [a, b]] of layout.ranges.entries()) {
       // A range that no scattered row fell into has no directory: its rows are all presorted.
       const partDir = source ? path.join(dir, `__ec_part=${k}`) : undefined;
-      const scattered = partDir !== undefined && (await exists(partDir));
-      if (b - a <= this.chunkRows) {
-        sortable.push({ dir: scattered ? partDir : undefined, start: lo + a, end: lo + b });
-        continue;
-      }
-      await this.sortChunks(sortable);
-      sortable = [];
-      await this.scatter(scattered ? scatteredRows(partDir!) : undefined, lo + a, lo + b, this.laterPassThreads(), scattered ? partDir : undefined);
+      jobs.push({ dir: partDir !== undefined && (await exists(partDir)) ? partDir : undefined, start: lo + a, end: lo + b });
     }
-    await this.sortChunks(sortable);
+    await this.sortOrScatter(jobs);
     await fs.rm(dir, { recursive: true, force: true });
   }
 
@@ -523,10 +532,6 @@ function rangeChunkRows(plan: WritePlan): number {
 
 function sortRowBytes(plan: WritePlan): number {
   return plan.rowBytes * (plan.sortScale ?? 1);
-}
-
-function firstLine(err: Error): string {
-  return err.message.split('\n')[0]!;
 }
 
 async function exists(p: string): Promise<boolean> {

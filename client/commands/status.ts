@@ -78,8 +78,7 @@ function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: n
   return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
 }
 
-/** Workflow ids of the compactions running in the client's namespace. */
-/** The running compactions, of task queue `taskQueue` when given. */
+/** Workflow ids of the compactions running in the client's namespace, of task queue `taskQueue` when given. */
 export async function runningCompactions(client: Client, taskQueue?: string): Promise<string[]> {
   const ids: string[] = [];
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {

@@ -42,10 +42,10 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const budgetSource = budget !== undefined ? '--memory-budget-mb' : process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined ? 'EARTHCATALOG_MEMORY_BUDGET_MB' : undefined;
+  const budgetGiven = flagOrVariable(values['memory-budget-mb'], '--memory-budget-mb', 'EARTHCATALOG_MEMORY_BUDGET_MB');
   const givenBudget = budget ?? fromEnvironment.memoryBudgetMb;
-  if (budgetSource !== undefined && memory !== undefined && givenBudget > memory) {
-    throw new UsageError(`${budgetSource} ${givenBudget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
+  if (budgetGiven.raw !== undefined && memory !== undefined && givenBudget > memory) {
+    throw new UsageError(`${budgetGiven.source} ${givenBudget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
   }
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
