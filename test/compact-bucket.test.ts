@@ -122,6 +122,44 @@ async function compact(
   return { result, phases, presorted };
 }
 
+/**
+ * A part of deeply nested rows as stac-geoparquet writes assets: a struct of 16 assets, each with lists
+ * of band structs (~250 leaves), whose memory in DuckDB is several times the footer-based estimate.
+ * Row i has id `id_<i mod ids>` and a later `updated` than every row before it; datetimes follow i, or
+ * spread over `span` seconds from `fromSecond` in a scrambled order.
+ */
+async function writeNestedPart(
+  root: string,
+  name: string,
+  o: { from: number; to: number; ids?: number; datetimes: 'in order' | { fromSecond: number; span: number } },
+): Promise<PlannedFile> {
+  const asset = (k: number) =>
+    `'a${k}': {'href': 'https://example.com/' || i || '/a${k}.tif', 'type': 'image/tiff', 'title': 'Band ${k}', 'roles': ['data', 'reflectance'],
+      'eo:bands': [{'name': 'B${k}', 'common_name': 'c${k}', 'center_wavelength': ${k}.5, 'full_width_half_max': 0.1}],
+      'raster:bands': [{'nodata': 0, 'data_type': 'uint16', 'scale': 0.0001, 'offset': -0.1, 'spatial_resolution': 10}], 'gsd': 10}`;
+  const second = o.datetimes === 'in order' ? 'i' : `${o.datetimes.fromSecond} + (i * 7919) % ${o.datetimes.span}`;
+  const key = `${PREFIX}/${name}.parquet`;
+  await fs.mkdir(path.join(root, PREFIX), { recursive: true });
+  await session.exec(
+    `COPY (SELECT 'id_' || ${o.ids ? `(i % ${o.ids})` : 'i'} AS id, 'sentinel-2a' AS platform, TIMESTAMPTZ '2021-01-01' + to_seconds(${second}) AS datetime,
+                  TIMESTAMPTZ '2025-01-01' + to_seconds(i) AS updated, {${Array.from({ length: 16 }, (_, k) => asset(k)).join(', ')}} AS assets
+           FROM range(${o.from}, ${o.to}) t(i))
+     TO ${sqlString(path.join(root, key))} (FORMAT parquet, ROW_GROUP_SIZE 10000)`,
+  );
+  return { key, size: (await fs.stat(path.join(root, key))).size };
+}
+
+/** Rows, distinct ids, rows out of output order, and the third asset's href of each of `ids`, in an output of writeNestedPart rows. */
+async function nestedOutputFacts(out: string, ids: readonly string[]): Promise<unknown[]> {
+  const [facts] = await session.rows(
+    `SELECT count(*) AS n, count(DISTINCT id) AS ids, count(*) FILTER (WHERE k < prev) AS out_of_order,
+            ${ids.map((id, i) => `max(href) FILTER (WHERE id = ${sqlString(id)}) AS h${i}`).join(', ')}
+     FROM (SELECT id, assets.a3.href AS href, (platform, datetime, id) AS k, lag((platform, datetime, id)) OVER (ORDER BY file_row_number) AS prev
+           FROM read_parquet(${sqlString(out)}, hive_partitioning = false, file_row_number = true))`,
+  );
+  return [Number(facts!.n), Number(facts!.ids), Number(facts!.out_of_order), ...ids.map((_, i) => facts![`h${i}`])];
+}
+
 async function keysUnder(root: string): Promise<string[]> {
   const out: string[] = [];
   for await (const o of new LocalWarehouseStore(root).list(`${PREFIX}/`)) out.push(o.key.slice(PREFIX.length + 1));
@@ -1738,39 +1776,44 @@ describe('compactBucket', () => {
 
   test('deeply nested rows, whose memory the estimate undersizes by itself, compact in smaller ranges where they failed before', async () => {
     const { root, store } = await newWarehouse();
-    await fs.mkdir(path.join(root, PREFIX), { recursive: true });
-    // As stac-geoparquet writes assets: a struct of 16 assets, each with lists of band structs (~250 leaves).
-    const asset = (k: number) =>
-      `'a${k}': {'href': 'https://example.com/' || i || '/a${k}.tif', 'type': 'image/tiff', 'title': 'Band ${k}', 'roles': ['data', 'reflectance'],
-        'eo:bands': [{'name': 'B${k}', 'common_name': 'c${k}', 'center_wavelength': ${k}.5, 'full_width_half_max': 0.1}],
-        'raster:bands': [{'nodata': 0, 'data_type': 'uint16', 'scale': 0.0001, 'offset': -0.1, 'spatial_resolution': 10}], 'gsd': 10}`;
     const inputs: PlannedFile[] = [];
+    // 16,000 ids over 40,000 rows; a later i is a later `updated`, so part 1 holds every winner.
     for (const part of [0, 1]) {
-      const key = `${PREFIX}/part_${part}.parquet`;
-      // 16,000 ids over 40,000 rows; a later i is a later `updated`, so part 1 holds every winner.
-      await session.exec(
-        `COPY (SELECT 'id_' || (i % 16000) AS id, 'sentinel-2a' AS platform, TIMESTAMPTZ '2024-01-01' + to_seconds(i) AS datetime,
-                      TIMESTAMPTZ '2025-01-01' + to_seconds(i) AS updated, {${Array.from({ length: 16 }, (_, k) => asset(k)).join(', ')}} AS assets
-               FROM range(${part * 20_000}, ${(part + 1) * 20_000}) t(i))
-         TO ${sqlString(path.join(root, key))} (FORMAT parquet, ROW_GROUP_SIZE 10000)`,
-      );
-      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+      inputs.push(await writeNestedPart(root, `part_${part}`, { from: part * 20_000, to: (part + 1) * 20_000, ids: 16_000, datetimes: 'in order' }));
     }
     const warnings: string[] = [];
     const { result } = await compact(store, inputs, { memoryLimitMb: 256, threads: 2, warn: (m) => warnings.push(m) });
     assert.ok(warnings.some((w) => /took more memory than estimated/.test(w)), `warnings: ${warnings.join(' | ')}`);
     assert.deepEqual([result.rowsIn, result.rowsOut], [40_000, 16_000]);
-    const out = path.join(root, result.outputKey);
-    const [facts] = await session.rows(
-      `SELECT count(*) AS n, count(DISTINCT id) AS ids, count(*) FILTER (WHERE k < prev) AS out_of_order,
-              max(href) FILTER (WHERE id = 'id_5') AS h5, max(href) FILTER (WHERE id = 'id_9000') AS h9000
-       FROM (SELECT id, assets.a3.href AS href, (platform, datetime, id) AS k, lag((platform, datetime, id)) OVER (ORDER BY file_row_number) AS prev
-             FROM read_parquet(${sqlString(out)}, hive_partitioning = false, file_row_number = true))`,
-    );
-    assert.deepEqual(
-      [Number(facts!.n), Number(facts!.ids), Number(facts!.out_of_order), facts!.h5, facts!.h9000],
-      [16_000, 16_000, 0, 'https://example.com/32005/a3.tif', 'https://example.com/25000/a3.tif'],
-    );
+    const facts = await nestedOutputFacts(path.join(root, result.outputKey), ['id_5', 'id_9000']);
+    assert.deepEqual(facts, [16_000, 16_000, 0, 'https://example.com/32005/a3.tif', 'https://example.com/25000/a3.tif']);
+  });
+
+  test('weekly: deeply nested ingest whose scatter runs out of memory is scattered again with smaller buffers', async () => {
+    const { root, store } = await newWarehouse();
+    const week1 = [
+      await writeNestedPart(root, 'w1_a', { from: 0, to: 30_000, datetimes: { fromSecond: 0, span: 30_000 } }),
+      await writeNestedPart(root, 'w1_b', { from: 30_000, to: 60_000, datetimes: { fromSecond: 0, span: 30_000 } }),
+    ];
+    const { result: last } = await compact(store, week1, { planId: 'week1', memoryLimitMb: 1024, threads: 2 });
+    // New items from the last third of last week's datetimes on: the rows before them are copied as they are.
+    const ingest = await writeNestedPart(root, 'w2', { from: 100_000, to: 130_000, datetimes: { fromSecond: 20_000, span: 30_000 } });
+    const warnings: string[] = [];
+    let copied = 0;
+    // At this limit the ingest's scatter, its buffers sized from the estimate, ran out of memory and failed the bucket.
+    const { result } = await compact(store, [{ key: last.outputKey, size: last.bytesOut }, ingest], {
+      planId: 'week2',
+      memoryLimitMb: 224,
+      threads: 2,
+      smallBucketBytes: 0,
+      warn: (m) => warnings.push(m),
+      heartbeat: (p) => void (copied = Math.max(copied, p.passthroughRowGroups ?? 0)),
+    });
+    assert.ok(warnings.some((w) => /took more memory than estimated/.test(w)), `warnings: ${warnings.join(' | ')}`);
+    assert.ok(copied > 0, 'row groups of last week copied');
+    assert.deepEqual([result.rowsIn, result.rowsOut], [90_000, 90_000]);
+    const facts = await nestedOutputFacts(path.join(root, result.outputKey), ['id_7', 'id_100007']);
+    assert.deepEqual(facts, [90_000, 90_000, 0, 'https://example.com/7/a3.tif', 'https://example.com/100007/a3.tif']);
   });
 
   test('a bucket several times larger than memory_limit compacts by spilling', async () => {

@@ -469,36 +469,47 @@ class RangeWrite {
   /**
    * Sorts the ranges between the passthrough runs and lists the runs between them. The scattered rows
    * (this week's ingest: few) are scattered by range, as many ranges per pass as the fan-out allows,
-   * each pass reading only its ranks of them; presorted rows are read by slices.
+   * each pass reading only its ranks of them; presorted rows are read by slices. A pass that runs out of
+   * memory is written again with the smaller buffers of a larger estimate (shrink), and its ranges, now
+   * larger than a sortable one, are scattered again when their turn comes (sortOrScatter).
    */
   private async writeAround(source: string | undefined, segments: readonly Segment[]): Promise<void> {
     const sortedRanges = segments.filter((x) => !x.run);
-    const fanout = this.fanoutOf(this.shape.lanes);
     const dirs: string[] = [];
     const scattered: string[] = [];
-    for (let g = 0; source && g < sortedRanges.length; g += fanout) {
-      const group = sortedRanges.slice(g, g + fanout);
+    let threads = this.shape.lanes;
+    for (let g = 0; source && g < sortedRanges.length; ) {
+      const group = sortedRanges.slice(g, g + this.fanoutOf(threads));
       const dir = path.join(this.plan.workDir, `scatter_${++this.scatterSeq}`);
       const part = `CASE ${group.map((x, k) => `WHEN __ec_rank < ${x.end} THEN ${k}`).join(' ')} END`;
       const ranks = `SELECT * FROM (${source}) WHERE __ec_rank >= ${group[0]!.start} AND __ec_rank < ${group[group.length - 1]!.end}`;
-      await this.scatterCopy(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, this.shape.lanes);
+      try {
+        await this.scatterCopy(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, threads);
+      } catch (err) {
+        await fs.rm(dir, { recursive: true, force: true });
+        if (!(err instanceof Error) || !isOutOfMemory(err) || !this.mayShrink(group[group.length - 1]!.end - group[0]!.start)) throw err;
+        this.shrink(err, sortedRanges.slice(g).reduce((n, x) => n + x.end - x.start, 0), 'scatter');
+        threads = this.laterPassThreads();
+        continue;
+      }
       scattered.push(dir);
       group.forEach((_, k) => dirs.push(path.join(dir, `__ec_part=${k}`)));
+      g += group.length;
     }
     await this.session.exec('DROP TABLE IF EXISTS ordered');
-    let sortable: RangeJob[] = [];
+    let pending: RangeJob[] = [];
     let k = 0;
     for (const x of segments) {
       if (x.run) {
-        await this.sortChunks(sortable);
-        sortable = [];
+        await this.sortOrScatter(pending);
+        pending = [];
         this.parts.push({ path: this.inputs[x.run.input]!.path, from: x.run.from, to: x.run.to });
         continue;
       }
       const partDir = dirs[k++];
-      sortable.push({ dir: partDir && (await exists(partDir)) ? partDir : undefined, start: x.start, end: x.end });
+      pending.push({ dir: partDir && (await exists(partDir)) ? partDir : undefined, start: x.start, end: x.end });
     }
-    await this.sortChunks(sortable);
+    await this.sortOrScatter(pending);
     for (const dir of scattered) await fs.rm(dir, { recursive: true, force: true });
   }
 
