@@ -581,6 +581,12 @@ describe('cancel through the CLI', () => {
       assert.equal(resumed.planId, planId);
       assert.equal(resumed.bucketsCompacted, 12, 'every bucket of the plan compacted');
       assert.ok(resumed.bucketsAlreadyCompacted >= 1, 'the buckets done before the cancel were recognised');
+      // Watched afterwards, the cancelled run no longer asks for a resume that would be refused.
+      const watched = await cli(['status', '--watch', '--workflow-id', workflowId]).then(
+        () => assert.fail('status --watch of a cancelled run exits non-zero'),
+        (err: { stdout?: string }) => err.stdout ?? '',
+      );
+      assert.match(watched, new RegExp(`^${workflowId} CANCELLED: workflow was cancelled; \\d+ of 12 buckets done; a later run, \\S+, finished its plan at \\S+: there is nothing to resume$`, 'm'));
       const again = await cli(['cancel', '--workflow-id', workflowId]);
       assert.equal(again.stdout.trim(), `${workflowId} already CANCELLED: nothing to cancel`);
     } finally {

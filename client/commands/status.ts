@@ -1,6 +1,15 @@
 import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
-import { compactionInputSchema, DEFAULT_CATALOG_NAME, DEFAULT_MAX_PARALLEL_BUCKETS, DEFAULT_NAMESPACE, DEFAULT_TABLE, DEFAULT_TASK_QUEUE, type CompactionRequest } from '../../workflows/contract';
+import {
+  compactionInputSchema,
+  DEFAULT_CATALOG_NAME,
+  DEFAULT_MAX_PARALLEL_BUCKETS,
+  DEFAULT_NAMESPACE,
+  DEFAULT_TABLE,
+  DEFAULT_TASK_QUEUE,
+  type CompactionRequest,
+  type CompactionSummary,
+} from '../../workflows/contract';
 import type { CompactionProgress } from '../../workflows/progress';
 import { decodeHistoryPayload } from '../../activities/locking/history-payload';
 import { connectClient, resolveTarget } from '../connection';
@@ -230,8 +239,38 @@ export async function stoppedRunOutcome(
   const done = bucketsDone(p);
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
+  // Watched long after it stopped, the run may have been followed up already; its resume would then be refused.
+  const later = input ? await laterCompletedRun(client, run, input.warehouse).catch(() => undefined) : undefined;
+  if (later) {
+    const what = later.planId === p.planId ? 'finished its plan' : `made a newer plan, ${later.planId}, and completed`;
+    return `${done}; a later run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`;
+  }
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
   return `${done}; finish it with ${command}`;
+}
+
+/**
+ * The newest compaction of `warehouse` that completed (not as a dry run) after `run` stopped, if any among
+ * the recent ones. It either finished `run`'s plan or made a newer one, which took that plan's files as
+ * inputs: either way `resume` of the stopped run's plan has nothing left to do.
+ */
+async function laterCompletedRun(
+  client: Client,
+  run: { workflowId: string; runId: string },
+  warehouse: string,
+): Promise<{ workflowId: string; planId: string; closeTime: string } | undefined> {
+  const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
+  if (!stoppedAt) return undefined;
+  let looked = 0;
+  const query = `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Completed' AND CloseTime > '${stoppedAt.toISOString()}'`;
+  for await (const wf of client.workflow.list({ query, pageSize: RECENT_RUNS })) {
+    if (++looked > RECENT_RUNS) break;
+    const summary = (await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as Partial<CompactionSummary> | undefined;
+    if (summary?.warehouse === warehouse && summary.dryRun === false && typeof summary.planId === 'string') {
+      return { workflowId: wf.workflowId, planId: summary.planId, closeTime: (wf.closeTime ?? stoppedAt).toISOString() };
+    }
+  }
+  return undefined;
 }
 
 /** `N of M buckets done`, as every command says it of an ended run. */
