@@ -1,4 +1,5 @@
-import type { CompactionSummary } from '../workflows/contract';
+import type { CompactionSummary, UnreadableFile } from '../workflows/contract';
+import { isOutputKey } from '../activities/storage/warehouse-layout';
 
 /**
  * Exit code 3: the run finished, but something needs a person: buckets failed (their files are
@@ -20,6 +21,19 @@ export function exitCodeOf(s: CompactionSummary): number {
  */
 function repairedByNextRun(reason: string): boolean {
   return reason.split('; ').every((p) => /^column '.+' is (int|long) in the file, double in the table$/.test(p));
+}
+
+/**
+ * A mismatch the next run repairs when the file's values are whole (tableTypeCasts): every problem of the
+ * file a float column the table types long, in a file the next plan reads again (a delivered file, or an
+ * output this run cannot vouch for: untypedOutputs). An output written with the table's types kept its
+ * floats because one of them has a fraction, and stays.
+ */
+function repairedIfWhole(m: UnreadableFile, s: CompactionSummary): boolean {
+  // untypedOutputs names buckets; an output lies directly in its bucket's folder.
+  const bucket = m.key.slice(0, m.key.lastIndexOf('/'));
+  const readAgain = !isOutputKey(m.key) || (s.untypedOutputs ?? []).includes(bucket) || (s.untypedOutputsTotal ?? 0) > (s.untypedOutputs?.length ?? 0);
+  return readAgain && m.reason.split('; ').every((p) => /^column '.+' is (float|double) in the file, (int|long) in the table$/.test(p));
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
@@ -99,13 +113,18 @@ export function formatSummary(s: CompactionSummary): string {
     // Which of these go away by themselves decides whether anyone has to act.
     const listed = s.schemaMismatchFiles ?? [];
     const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);
-    const others = s.schemaMismatchFilesTotal - repaired.length;
+    const ifWhole = listed.filter((m) => repairedIfWhole(m, s)).map((m) => m.key);
+    const others = s.schemaMismatchFilesTotal - repaired.length - ifWhole.length;
+    const these = (n: number) => (n === s.schemaMismatchFilesTotal ? 'these' : n);
     if (repaired.length) {
-      lines.push(`the next run rewrites ${repaired.length === listed.length && others === 0 ? 'these' : repaired.length} as the table types them (integers in a double column): ${repaired.join(', ')}`);
+      lines.push(`the next run rewrites ${these(repaired.length)} as the table types them (integers in a double column): ${repaired.join(', ')}`);
+    }
+    if (ifWhole.length) {
+      lines.push(`the next run rewrites ${these(ifWhole.length)} as the table types them if their values are whole (floats in a long column): ${ifWhole.join(', ')}`);
     }
     if (others) {
       lines.push(
-        `${repaired.length ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
+        `${repaired.length + ifWhole.length ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
           'no run changes a value to fit the table (README: "Decisions", schema)',
       );
     }

@@ -175,6 +175,15 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   const mixed = text([longInDouble, doubleInLong, both], 5);
   assert.match(mixed, /^the next run rewrites 1 as the table types them \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
   assert.match(mixed, /^the other 4 stay unreadable until the file is rewritten/m);
+  // Floats in a long column: the next plan reads a delivered file or an output no worker vouched for again.
+  const delivered = { key: 'grid_partition=d/year=2020/part_1.parquet', reason: doubleInLong.reason };
+  const untyped = mismatch('e', doubleInLong.reason);
+  const reread = formatSummary({ ...base, schemaMismatchFiles: [delivered, untyped, doubleInLong], schemaMismatchFilesTotal: 3, untypedOutputs: ['grid_partition=e/year=2020'], untypedOutputsTotal: 1 });
+  assert.match(reread, /^the next run rewrites 2 as the table types them if their values are whole \(floats in a long column\): grid_partition=d\/year=2020\/part_1\.parquet, grid_partition=e\/year=2020\/compacted_x\.parquet$/m);
+  assert.match(reread, /^the other 1 stays unreadable until the file is rewritten/m);
+  const cut = formatSummary({ ...base, schemaMismatchFiles: [doubleInLong], schemaMismatchFilesTotal: 1, untypedOutputs: [], untypedOutputsTotal: 300 });
+  assert.match(cut, /^the next run rewrites these as the table types them if their values are whole/m, 'every output is read again when the list was cut');
+  assert.doesNotMatch(cut, /stay/);
   assert.equal(exitCodeOf({ ...base, schemaMismatchFiles: [longInDouble], schemaMismatchFilesTotal: 1 }), 3);
   assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
 });
