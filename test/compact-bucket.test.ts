@@ -637,12 +637,12 @@ describe('compactBucket', () => {
 
   describe('resumes from any state an earlier attempt left', () => {
     /** State (b): a compacted bucket whose inputs are back, as if its attempt died right after publishing. */
-    async function publishedBeforeDeleting() {
+    async function publishedBeforeDeleting(extra: Partial<CompactBucketOptions> = {}) {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       const backup = await newWarehouse();
       await linkFiles(root, backup.root, inputs.map((i) => i.key));
-      const first = await compact(store, inputs);
+      const first = await compact(store, inputs, extra);
       const outPath = path.join(root, first.result.outputKey);
       const inode = (await fs.stat(outPath)).ino;
       await linkFiles(backup.root, root, inputs.map((i) => i.key));
@@ -659,6 +659,21 @@ describe('compactBucket', () => {
       assert.ok(!again.phases.includes('write'), 'nothing rewritten');
       assert.equal((await fs.stat(outPath)).ino, inode, 'the verified output is kept as is');
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+    });
+
+    test("(b) and (e): an output found published says it has the plan's table types only when its provenance records them", async () => {
+      const tableTypes = { percent_valid_pixels: 'long', latitude: 'double' } as const;
+      const typed = await publishedBeforeDeleting({ tableTypes });
+      const published = await compact(typed.store, typed.inputs, { tableTypes });
+      assert.deepEqual([published.result.outcome, published.result.typedAsTable], ['compacted', true], 'state (b)');
+      const done = await compact(typed.store, typed.inputs, { tableTypes });
+      assert.deepEqual([done.result.outcome, done.result.typedAsTable], ['already-compacted', true], 'state (e)');
+      // Written without types, as a worker of an earlier release writes it: the next plan must read it again.
+      const untyped = await publishedBeforeDeleting();
+      const found = await compact(untyped.store, untyped.inputs, { tableTypes });
+      assert.deepEqual([found.result.outcome, found.result.typedAsTable], ['compacted', undefined]);
+      const other = await compact(typed.store, typed.inputs, { tableTypes: { ...tableTypes, latitude: 'long' } });
+      assert.equal(other.result.typedAsTable, undefined, 'types other than the ones it was written with');
     });
 
     /** Injected fault (a mock: a six-row file cannot make DuckDB run out of memory for real) on the statements `hits` picks. */

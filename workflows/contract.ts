@@ -277,9 +277,9 @@ export interface BucketResult {
   /** Inputs rewritten after they were read: compacted in their earlier version and left in place for the next run. */
   inputsRewritten?: number;
   /**
-   * This attempt wrote the output with the plan's table types (tableTypeCasts). Absent when it found the
-   * output already written (by an attempt it cannot vouch for) or ran a release before the types: the
-   * next plan reads that output's footer again (lastOutputCheck).
+   * The output was written with the plan's table types (tableTypeCasts): by this attempt, or, found already
+   * written, as its provenance records. Absent when a release before the types wrote it or ran the attempt:
+   * the next plan reads that output's footer again (lastOutputCheck).
    */
   typedAsTable?: true;
 }
@@ -388,7 +388,7 @@ export interface CompactionSummary {
   retypedBucketsTotal?: number;
   /**
    * Compacted buckets whose result does not say their output has the plan's table types (BucketResult.typedAsTable:
-   * written by a worker of an earlier release in a mixed deploy, or found already written); absent when none.
+   * written by a worker of an earlier release in a mixed deploy); absent when none.
    * Capped like failedBuckets; the next plan reads these outputs' footers again, all of them when the list is cut.
    */
   untypedOutputs?: string[];

@@ -51,7 +51,7 @@ import { outputRowGroup } from './output-format';
 import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
 import { SHRINK_FACTOR, writeOrdered, type WritePlan } from './write-ordered';
-import { tableTypeCasts, type TableNumberTypes } from './table-types';
+import { sameNumberTypes, tableTypeCasts, type TableNumberTypes } from './table-types';
 import { writeSmallBucket } from './write-small-bucket';
 
 export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
@@ -417,6 +417,7 @@ async function compactFresh(
     bytesIn,
     // Every planned input is present in this state, in plan order.
     inputVersions: present.map((p) => p.version),
+    ...(a.opts.tableTypes ? { tableTypes: a.opts.tableTypes } : {}),
   };
   const kv = outputKvMetadata(firstKv!, otherGeo, provenance);
   // Unique per attempt: a zombie attempt of the same plan never writes into our temporary file.
@@ -481,15 +482,13 @@ async function compactFresh(
       return await resumePublished(a, present, (await a.store.stat(a.outputKey))?.size ?? 0);
     }
     crashPoint('after-publish', a.bucket);
-    const done = await finish(a, present, provenance, {
+    return await finish(a, present, provenance, {
       outcome: 'compacted',
       rowsIn: stats.rowsIn,
       rowsOut: stats.rowsOut,
       bytesIn,
       bytesOut,
     });
-    // Only an output this attempt wrote: one found published may be another release's.
-    return a.opts.tableTypes ? { ...done, typedAsTable: true } : done;
   } finally {
     await fs.rm(tmp, { force: true });
   }
@@ -743,6 +742,8 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
     ...(kept.length ? { inputsRewritten: kept.length } : {}),
     orphansRemoved,
     ...figures,
+    // An output found published is vouched for by its provenance: one of an earlier release has no types.
+    ...(a.opts.tableTypes && provenance.tableTypes && sameNumberTypes(a.opts.tableTypes, provenance.tableTypes) ? { typedAsTable: true as const } : {}),
   };
 }
 

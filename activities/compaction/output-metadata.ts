@@ -3,6 +3,7 @@
  * holds for every row of every input, and our provenance record.
  */
 import { sqlStringList, type DuckSession } from './duckdb-session';
+import type { TableNumberTypes } from './table-types';
 
 export interface KvEntry {
   key: string;
@@ -26,6 +27,12 @@ export interface Provenance {
    * version was rewritten afterwards and is not deleted. Absent in outputs of earlier releases.
    */
   inputVersions?: string[];
+  /**
+   * The table's number types the output was written with (the plan's), so that an attempt finding it
+   * published can vouch for it (BucketResult.typedAsTable). Absent when the plan had none, and in outputs
+   * of earlier releases.
+   */
+  tableTypes?: TableNumberTypes;
 }
 
 /**
@@ -255,7 +262,9 @@ export function parseProvenance(kv: readonly KvEntry[]): Provenance | undefined 
       typeof p.rowsIn !== 'number' ||
       typeof p.bytesIn !== 'number' ||
       (p.inputVersions !== undefined &&
-        (!Array.isArray(p.inputVersions) || p.inputVersions.length !== p.inputs.length || !p.inputVersions.every((v) => typeof v === 'string')))
+        (!Array.isArray(p.inputVersions) || p.inputVersions.length !== p.inputs.length || !p.inputVersions.every((v) => typeof v === 'string'))) ||
+      (p.tableTypes !== undefined &&
+        (typeof p.tableTypes !== 'object' || p.tableTypes === null || !Object.values(p.tableTypes).every((t) => t === 'long' || t === 'double')))
     ) {
       return undefined;
     }

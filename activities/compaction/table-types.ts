@@ -19,6 +19,12 @@ export function tableNumberTypes(schema: IcebergSchema): TableNumberTypes {
   return types;
 }
 
+/** Whether `a` and `b` type the same columns the same. */
+export function sameNumberTypes(a: TableNumberTypes, b: TableNumberTypes): boolean {
+  const names = Object.keys(a);
+  return names.length === Object.keys(b).length && names.every((n) => b[n] === a[n]);
+}
+
 /**
  * The columns (by the union's name) to write as the table's type: DOUBLE where the table has a `double`
  * and the inputs hold integers, each exactly a double (up to 2^53); BIGINT where the table has a `long`
