@@ -488,7 +488,8 @@ class RangeWrite {
       } catch (err) {
         await fs.rm(dir, { recursive: true, force: true });
         if (!(err instanceof Error) || !isOutOfMemory(err) || !this.mayShrink(group[group.length - 1]!.end - group[0]!.start)) throw err;
-        this.shrink(err, sortedRanges.slice(g).reduce((n, x) => n + x.end - x.start, 0), 'scatter');
+        // No range is sorted yet: all of them are left.
+        this.shrink(err, sortedRanges.reduce((n, x) => n + x.end - x.start, 0), 'scatter');
         threads = this.laterPassThreads();
         continue;
       }
