@@ -64,12 +64,12 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
   return session;
 }
 
-/** DuckDB ran out of its memory_limit (its own error, not the operating system's). */
 /** A DuckDB error's first line: the rest is DuckDB's advice ("Possible solutions: …"), not ours to pass on. */
 export function firstLine(err: Error): string {
   return err.message.split('\n')[0]!;
 }
 
+/** DuckDB ran out of its memory_limit (its own error, not the operating system's). */
 export function isOutOfMemory(err: unknown): boolean {
   return err instanceof Error && /\bOut of Memory Error\b/.test(err.message);
 }

@@ -420,6 +420,23 @@ class RangeWrite {
     }
   }
 
+  /**
+   * One scatter pass (scatterCopy) of rows ranked within a span of `rows`; false when it ran out of memory
+   * and the estimate grew instead (shrink, `rowsLeft` rows still to sort): the caller lays the pass out
+   * again, on laterPassThreads().
+   */
+  private async scatterOrShrink(source: string, part: string, parts: number, dir: string, threads: number, rows: number, rowsLeft: number): Promise<boolean> {
+    try {
+      await this.scatterCopy(source, part, parts, dir, threads);
+      return true;
+    } catch (err) {
+      await fs.rm(dir, { recursive: true, force: true });
+      if (!(err instanceof Error) || !isOutOfMemory(err) || !this.mayShrink(rows)) throw err;
+      this.shrink(err, rowsLeft, 'scatter');
+      return false;
+    }
+  }
+
   private fanoutOf(threads: number): number {
     return scatterFanout(this.plan.memoryLimitBytes, this.rowBytes, threads, this.plan.maxFanout);
   }
@@ -443,15 +460,8 @@ class RangeWrite {
         ? `${rel} // ${chunkRows}`
         : `CASE WHEN ${rel} < ${layout.singles * chunkRows} THEN ${rel} // ${chunkRows}
                 ELSE ${layout.singles} + (${rel} - ${layout.singles * chunkRows}) // ${layout.width} END`;
-      try {
-        await this.scatterCopy(source, part, layout.parts, dir, threads);
-        break;
-      } catch (err) {
-        await fs.rm(dir, { recursive: true, force: true });
-        if (!(err instanceof Error) || !isOutOfMemory(err) || !this.mayShrink(hi - lo)) throw err;
-        this.shrink(err, hi - lo, 'scatter');
-        threads = 1;
-      }
+      if (await this.scatterOrShrink(source, part, layout.parts, dir, threads, hi - lo, hi - lo)) break;
+      threads = this.laterPassThreads();
     }
     if (sourceDir) await fs.rm(sourceDir, { recursive: true, force: true });
     // The rank join is done once the first pass is: its table would only hold memory the sorts need.
@@ -483,13 +493,10 @@ class RangeWrite {
       const dir = path.join(this.plan.workDir, `scatter_${++this.scatterSeq}`);
       const part = `CASE ${group.map((x, k) => `WHEN __ec_rank < ${x.end} THEN ${k}`).join(' ')} END`;
       const ranks = `SELECT * FROM (${source}) WHERE __ec_rank >= ${group[0]!.start} AND __ec_rank < ${group[group.length - 1]!.end}`;
-      try {
-        await this.scatterCopy(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, threads);
-      } catch (err) {
-        await fs.rm(dir, { recursive: true, force: true });
-        if (!(err instanceof Error) || !isOutOfMemory(err) || !this.mayShrink(group[group.length - 1]!.end - group[0]!.start)) throw err;
-        // No range is sorted yet: all of them are left.
-        this.shrink(err, sortedRanges.reduce((n, x) => n + x.end - x.start, 0), 'scatter');
+      const span = group[group.length - 1]!.end - group[0]!.start;
+      // No range is sorted yet: all of them are left.
+      const left = sortedRanges.reduce((n, x) => n + x.end - x.start, 0);
+      if (!(await this.scatterOrShrink(group.length === sortedRanges.length ? source : ranks, part, group.length, dir, threads, span, left))) {
         threads = this.laterPassThreads();
         continue;
       }
