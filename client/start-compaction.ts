@@ -6,6 +6,7 @@ import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { parseCompactionInput } from '../workflows/contract';
 import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
+import { firstLine, serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
 
 export function newWorkflowId(prefix = 'earthcatalog-compact'): string {
   const ts = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
@@ -43,7 +44,7 @@ async function tryQueryProgress(handle: WorkflowHandle): Promise<{ progress: Com
   try {
     return { progress: await handle.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => handle.query<CompactionProgress>('progress')) };
   } catch (err) {
-    return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0]! };
+    return { error: firstLine(err) };
   }
 }
 
@@ -61,14 +62,21 @@ export const NO_ANSWER_MS = 15_000;
 /** How long one progress query may take: a worker answers within a workflow task, well under this. */
 export const QUERY_DEADLINE_MS = 10_000;
 
+/** Why a run has not answered its progress query: no worker serves it, or the server itself is gone. */
+export interface NoAnswer {
+  error: string;
+  serverUnreachable: boolean;
+}
+
 /**
- * Waits for the result, calling `onProgress` about twice a second, and `onNoAnswer` with the query's
- * error once the run has not answered for NO_ANSWER_MS (again after it answered in between).
+ * Waits for the result, calling `onProgress` about twice a second, and `onNoAnswer` once the run has
+ * not answered for NO_ANSWER_MS (again after it answered in between). Through an outage of the server
+ * it keeps waiting (the run waits too), for up to OUTAGE_LIMIT_MS, then throws ServerUnreachableError.
  */
 export async function followCompaction(
   handle: WorkflowHandle,
   onProgress?: (p: CompactionProgress) => void,
-  onNoAnswer?: (error: string) => void,
+  onNoAnswer?: (why: NoAnswer) => void,
 ): Promise<CompactionSummary> {
   let done = false;
   const poller = (async () => {
@@ -84,14 +92,16 @@ export async function followCompaction(
         told = false;
       } else if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {
         told = true;
-        onNoAnswer(answer.error);
+        onNoAnswer({ error: answer.error, serverUnreachable: !(await serverAnswers(handle.client.connection)) });
       }
       await new Promise((r) => setTimeout(r, 500));
     }
   })();
   try {
-    return (await handle.result()) as CompactionSummary;
+    const giveUp = `stopped waiting; the compaction goes on as workflow ${handle.workflowId} once the server is back`;
+    return (await throughOutages(() => handle.result(), { giveUp })) as CompactionSummary;
   } catch (err) {
+    if (err instanceof ServerUnreachableError) throw err;
     throw new CompactionEndedError(describeWorkflowError(err), isStoppedRun(err));
   } finally {
     done = true;

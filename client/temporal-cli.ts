@@ -42,8 +42,11 @@ export interface DevServer {
   env: TestWorkflowEnvironment;
 }
 
-/** Starts a Temporal dev server on free ports (the installed CLI, else the SDK's download). */
-export async function startDevServer(opts: { ui?: boolean; log?: (line: string) => void } = {}): Promise<DevServer> {
+/**
+ * Starts a Temporal dev server on free ports (the installed CLI, else the SDK's download). With
+ * `dbFilename` and `port` its state outlives it: a server started again on both carries on the same runs.
+ */
+export async function startDevServer(opts: { ui?: boolean; log?: (line: string) => void; dbFilename?: string; port?: number } = {}): Promise<DevServer> {
   const cli = ensureTemporalCli(opts.log);
   const uiPort = opts.ui ? 8233 + Math.floor(Math.random() * 500) : undefined;
   const env = await TestWorkflowEnvironment.createLocal({
@@ -51,6 +54,8 @@ export async function startDevServer(opts: { ui?: boolean; log?: (line: string) 
       executable: cli ? { type: 'existing-path', path: cli } : { type: 'cached-download' },
       ui: !!opts.ui,
       ...(uiPort ? { uiPort } : {}),
+      ...(opts.dbFilename ? { dbFilename: opts.dbFilename } : {}),
+      ...(opts.port ? { port: opts.port } : {}),
       extraArgs: ['--log-level', 'error'],
     },
   });

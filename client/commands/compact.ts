@@ -1,6 +1,7 @@
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
+import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
 import { connectionFlagsOf, runningCompactionOf, stoppedRunOutcome } from './status';
@@ -40,10 +41,11 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     if (!values.json) console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
     const bar = values.json ? undefined : createProgressRenderer();
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
+    // The commands must reach the same server and namespace as this one did.
+    const followArgs = () => [`--workflow-id ${handle.workflowId}`, ...connectionFlagsOf(values)].join(' ');
     const detach = () => {
       bar?.finish();
-      // The commands must reach the same server and namespace as this one did.
-      const id = [`--workflow-id ${handle.workflowId}`, ...connectionFlagsOf(values)].join(' ');
+      const id = followArgs();
       console.error(
         `earthcatalog-compact: detached; the compaction continues as workflow ${handle.workflowId} ` +
           `(follow it: earthcatalog-compact status --watch ${id}; stop it: earthcatalog-compact cancel ${id})`,
@@ -53,15 +55,18 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     process.once('SIGINT', detach);
     let summary: CompactionSummary;
     try {
-      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, (error) => {
-        const notice =
-          `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
-          `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`;
+      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, ({ error, serverUnreachable }) => {
+        const notice = serverUnreachable
+          ? `earthcatalog-compact: the Temporal server at ${describeTarget(target)} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
+            `the compaction goes on once it is back. Still waiting (up to ${OUTAGE_LIMIT_MS / 60_000} minutes).`
+          : `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
+            `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`;
         // With --json stdout holds only the summary; the notice goes to stderr either way.
         if (bar) bar.note(notice);
         else console.error(notice);
       });
     } catch (err) {
+      if (err instanceof ServerUnreachableError) throw new Error(`${err.message} (follow it: earthcatalog-compact status --watch ${followArgs()})`);
       // Stopped by someone else (`cancel`, a terminate, the UI): say what it left, and the command that finishes it.
       if (!(err instanceof CompactionEndedError && err.stopped)) throw err;
       bar?.finish();

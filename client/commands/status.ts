@@ -14,6 +14,7 @@ import type { CompactionProgress } from '../../workflows/progress';
 import { decodeHistoryPayload } from '../../activities/locking/history-payload';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
+import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
 import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS]
@@ -290,10 +291,16 @@ function shellWord(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Polls the run about once a second until it has closed (calling `onPoll` after each look); its final status. */
+/**
+ * Polls the run about once a second until it has closed (calling `onPoll` after each look); its final
+ * status. Waits through an outage of the server, saying so on stderr once per outage.
+ */
 export async function waitUntilClosed(handle: WorkflowHandle, onPoll?: () => Promise<void>): Promise<string> {
+  const giveUp = `stopped waiting; ${handle.workflowId} goes on once the server is back`;
+  const onLost = (error: string) =>
+    console.error(`earthcatalog-compact: the Temporal server does not answer (${error}); still waiting for ${handle.workflowId} (up to ${OUTAGE_LIMIT_MS / 60_000} minutes)`);
   for (;;) {
-    const status = (await handle.describe()).status.name;
+    const status = (await throughOutages(() => handle.describe(), { giveUp, onLost })).status.name;
     await onPoll?.();
     if (status !== 'RUNNING') return status;
     await new Promise((r) => setTimeout(r, 1000));

@@ -108,7 +108,7 @@ export interface WorkerProcess {
 }
 
 /** A worker in its own OS process (the real CLI), so a test can SIGKILL it. */
-export function spawnWorkerProcess(h: TemporalHarness, taskQueue: string, env: Record<string, string> = {}, args: string[] = []): WorkerProcess {
+export function spawnWorkerProcess(h: Pick<TemporalHarness, 'address' | 'namespace'>, taskQueue: string, env: Record<string, string> = {}, args: string[] = []): WorkerProcess {
   const child = spawn(
     process.execPath,
     [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'worker', '--address', h.address, '--namespace', h.namespace, '--task-queue', taskQueue, '--memory-budget-mb', '256', '--duckdb-threads', '1', ...args],
