@@ -65,8 +65,8 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
 }
 
 /** A DuckDB error's first line: the rest is DuckDB's advice ("Possible solutions: …"), not ours to pass on. */
-export function firstLine(err: Error): string {
-  return err.message.split('\n')[0]!;
+export function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
 }
 
 /** DuckDB ran out of its memory_limit (its own error, not the operating system's). */

@@ -4,7 +4,7 @@
  * no longer say which object is at fault.
  */
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
-import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { firstLine, sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
 import type { ParquetNode } from '../catalog/parquet-footer';
 import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
@@ -22,8 +22,9 @@ export interface InputSchema {
   columns: Map<string, { name: string; type: string }>;
 }
 
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
+/** DuckDB's error about one input, cut to what fits a bucket's failure reason. */
+function briefly(err: unknown): string {
+  return firstLine(err).slice(0, 300);
 }
 
 /** Reads one file's schema from its footer; an empty, truncated or non-Parquet file fails here. */
@@ -39,7 +40,7 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
   } catch (err) {
     // Memory, an interruption or the OS (a vanished or unreadable path) is retried, never blamed on the file.
     if (!isDamagedFileError(err)) throw err;
-    throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${firstLine(err)}`, [input.key]);
+    throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${briefly(err)}`, [input.key]);
   }
   const columns = new Map<string, { name: string; type: string }>();
   for (const r of rows) {
@@ -454,7 +455,7 @@ export function unionCastFailure(err: unknown, inputs: readonly LocalInput[]): B
   if (!m || !input) return undefined;
   return new BadBucketDataError(
     `input ${input.key}: column '${m[2]}' (${m[3]}) holds a value that does not fit the type the bucket's inputs together give it (${m[4]}); ` +
-      `rewrite the file or its column. DuckDB said: ${firstLine(err).replace(m[1], input.key)}`,
+      `rewrite the file or its column. DuckDB said: ${briefly(err).replace(m[1], input.key)}`,
     [input.key],
   );
 }
@@ -475,7 +476,7 @@ export async function findUnreadableInput(
       );
     } catch (err) {
       if (!isDamagedFileError(err)) throw err;
-      return new BadBucketDataError(`input ${input.key} cannot be read: ${firstLine(err)}`, [input.key]);
+      return new BadBucketDataError(`input ${input.key} cannot be read: ${briefly(err)}`, [input.key]);
     }
   }
   return undefined;

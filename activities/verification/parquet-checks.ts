@@ -5,7 +5,7 @@
  * bucket and per file, so the report names the culprit.
  */
 import type { DuckSession } from '../compaction/duckdb-session';
-import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { firstLine, sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
 import { boundHolds, decodeBound, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
@@ -34,10 +34,6 @@ export interface FooterResult {
 }
 
 const READ = 'union_by_name = true, hive_partitioning = false, filename = true';
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
 
 function unreadable(file: LocalDataFile, err: unknown): Violation {
   return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLine(err)}` };
