@@ -5,6 +5,7 @@
  * a compaction failed that then completes.
  */
 import { isGrpcServiceError, type ConnectionLike } from '@temporalio/client';
+import { firstLine } from '../activities/compaction/duckdb-session';
 
 /** gRPC status codes (the SDK's grpc-js is not a dependency of ours). */
 const GRPC_DEADLINE_EXCEEDED = 4;
@@ -27,16 +28,11 @@ export class ServerUnreachableError extends Error {
   }
 }
 
-/** An error's first line, for one-line notices. */
-export function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
-
 /**
  * A call that failed because the server did not answer (nothing listens, the connection broke, no answer
  * in time), not because the server refused it. The SDK retries these itself for ~20 s before it throws.
  */
-export function isServerUnreachable(err: unknown): boolean {
+function isServerUnreachable(err: unknown): boolean {
   for (let e: unknown = err; e instanceof Error; e = e.cause) {
     if (isGrpcServiceError(e) && (e.code === GRPC_UNAVAILABLE || e.code === GRPC_DEADLINE_EXCEEDED)) return true;
   }

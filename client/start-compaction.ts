@@ -6,7 +6,8 @@ import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { parseCompactionInput } from '../workflows/contract';
 import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
-import { firstLine, serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
+import { firstLine } from '../activities/compaction/duckdb-session';
+import { serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
 
 export function newWorkflowId(prefix = 'earthcatalog-compact'): string {
   const ts = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');

@@ -64,7 +64,7 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
   return session;
 }
 
-/** A DuckDB error's first line: the rest is DuckDB's advice ("Possible solutions: …"), not ours to pass on. */
+/** An error's first line, for one-line messages: the rest of a DuckDB error is its advice ("Possible solutions: …"), not ours to pass on. */
 export function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
 }
