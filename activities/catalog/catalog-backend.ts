@@ -44,7 +44,8 @@ export interface IcebergCatalogBackend {
   /**
    * Points the table at `newMetadataLocation` if its pointer still equals `expected` (undefined: the
    * table has no metadata yet). Readers see the old table or the new one, never no table.
-   * Throws CatalogConflictError when someone else changed the pointer.
+   * Throws CatalogConflictError when someone else changed the pointer, CatalogCommitNotAppliedError when
+   * it failed otherwise but certainly left the pointer as it was.
    */
   commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void>;
   /** Throws a denied StorageError when the commit could not be written (a read-only catalog.db); writes nothing. */
@@ -56,6 +57,17 @@ export class CatalogConflictError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'CatalogConflictError';
+  }
+}
+
+/**
+ * The commit failed and the pointer is known not to have moved (a local transaction that rolled back):
+ * nothing references what the attempt wrote, so it may be removed. Retryable: a full disk can be freed.
+ */
+export class CatalogCommitNotAppliedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogCommitNotAppliedError';
   }
 }
 

@@ -9,7 +9,7 @@ import { forEachBounded, isNotFound, StorageError } from '../storage/warehouse-s
 import type { DataFileKey } from '../storage/warehouse-layout';
 import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
+import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
 import { NAME_MAPPING_PROPERTY, topLevelField } from './iceberg-schema';
 import type { DataFileEntry, PartitionValue } from './manifest-writer';
@@ -107,9 +107,9 @@ export async function rebuildCatalog(
   try {
     await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
   } catch (err) {
-    // A conflict means the pointer was not moved: nothing references what this attempt wrote, and the
-    // retry writes its own. (Any other error may hide a commit that landed, so its files stay.)
-    if (err instanceof CatalogConflictError) {
+    // The pointer was not moved: nothing references what this attempt wrote, and the retry writes its
+    // own. (Any other error may hide a commit that landed, so its files stay.)
+    if (err instanceof CatalogConflictError || err instanceof CatalogCommitNotAppliedError) {
       await backend.deleteFiles?.([...manifests.map((m) => m.manifest_path), manifestList, metadataLocation]).catch(() => undefined);
     }
     throw err;

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDb } from 'better-sqlite3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogConflictError, CatalogCorruptError } from './catalog-backend';
+import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError } from './catalog-backend';
 import { StorageError } from '../storage/warehouse-store';
 import type { MetadataFileIO } from './metadata-file-io';
 import { LocalMetadataFileIO, parentOf, resolveLocation } from './metadata-file-io';
@@ -189,6 +189,10 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
       }
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
+      if (/^SQLITE_(FULL|IOERR)/.test(code)) {
+        // Retried: space can be freed while the run waits.
+        throw new Error(`catalog ${this.name} cannot be written (${(err as Error).message}): free space on its filesystem (or mend the disk); nothing was changed`);
+      }
       if (!/^SQLITE_(READONLY|PERM|CANTOPEN|AUTH)/.test(code)) throw err;
       throw new StorageError(
         `catalog ${this.name} cannot be written (${(err as Error).message}): the run would compact buckets and then fail to ` +
@@ -286,7 +290,15 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
           .run(catalogName, namespace, table, newMetadataLocation);
       }
     });
-    this.guard(() => swap.immediate());
+    try {
+      this.guard(() => swap.immediate());
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (!code.startsWith('SQLITE_')) throw err;
+      // better-sqlite3 rolls the transaction back on any error, COMMIT's own included: the pointer is as it was.
+      const was = expected ? `still points at ${expected.metadataLocation}` : 'was not created';
+      throw new CatalogCommitNotAppliedError(`cannot commit ${namespace}.${table} in ${this.description} (${(err as Error).message}); the table ${was}`);
+    }
   }
 
   private conflict(namespace: string, table: string, expected: string | undefined): CatalogConflictError {

@@ -145,6 +145,18 @@ async function copyRange(input: fs.FileHandle, out: fs.FileHandle, block: Buffer
  */
 export async function appendParquetFiles(parts: readonly AppendPart[], outFile: string, kv: readonly KvEntry[]): Promise<void> {
   if (parts.length === 0) throw new Error('appendParquetFiles: no files');
+  try {
+    await appendInto(parts, outFile, kv);
+  } catch (err) {
+    // The system's own message ("ENOSPC: no space left on device, write") names no file: which
+    // filesystem filled up is what the operator needs to know.
+    const syscall = (err as NodeJS.ErrnoException).syscall;
+    if (syscall === 'write') throw new Error(`cannot write ${outFile}: ${(err as Error).message}`);
+    throw err;
+  }
+}
+
+async function appendInto(parts: readonly AppendPart[], outFile: string, kv: readonly KvEntry[]): Promise<void> {
   const out = await fs.open(outFile, 'w');
   try {
     await out.write(MAGIC);

@@ -88,9 +88,12 @@ export class LocalWarehouseStore implements WarehouseStore {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
       // Another filesystem: copy next to the target, then link that (still atomic and exclusive).
       const staged = `${target}.${randomUUID()}.staging`;
-      await fs.copyFile(localFile, staged);
-      await syncPath(staged);
       try {
+        // Inside the try: a copy that fails half-way (a full disk) leaves no staging file behind.
+        await fs.copyFile(localFile, staged).catch((copyErr: unknown) => {
+          throw localError(`copy ${localFile} to ${target}`, copyErr);
+        });
+        await syncPath(staged);
         await fs.link(staged, target);
       } catch (linkErr) {
         if ((linkErr as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
@@ -128,10 +131,13 @@ export class LocalWarehouseStore implements WarehouseStore {
     const target = this.abs(key);
     await fs.mkdir(path.dirname(target), { recursive: true });
     const staged = `${target}.${randomUUID()}.staging`;
-    await fs.writeFile(staged, body);
-    // A plan or lock object is whole after a crash, or absent: never a name without its bytes.
-    await syncPath(staged);
     try {
+      // Inside the try: a write that fails half-way (a full disk) leaves no staging file behind.
+      await fs.writeFile(staged, body).catch((err: unknown) => {
+        throw localError(`write ${target}`, err);
+      });
+      // A plan or lock object is whole after a crash, or absent: never a name without its bytes.
+      await syncPath(staged);
       if (ifVersion === null) {
         try {
           await fs.link(staged, target);

@@ -1,0 +1,163 @@
+/**
+ * A full disk under the warehouse, the catalog and the output, caused for real: each case mounts a small
+ * tmpfs and fills it. Mounting needs root (CAP_SYS_ADMIN); without it the cases are skipped, saying so.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
+import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { appendParquetFiles } from '../activities/compaction/parquet-append';
+import { CatalogCommitNotAppliedError } from '../activities/catalog/catalog-backend';
+import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
+import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
+import type { CatalogRequest } from '../workflows/contract';
+import { makeTempDir } from './helpers/temp-dirs';
+
+const mounted: string[] = [];
+
+/** A tmpfs of `sizeMb` at a new directory, or undefined when this process may not mount one. */
+async function smallDisk(sizeMb: number): Promise<string | undefined> {
+  const dir = await makeTempDir('disk-full');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch {
+    return undefined;
+  }
+  mounted.push(dir);
+  return dir;
+}
+
+/** Writes a filler file into `dir` until its filesystem is full. */
+async function fill(dir: string): Promise<string> {
+  const filler = path.join(dir, 'filler');
+  const handle = await fs.open(filler, 'w');
+  const block = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) await handle.write(block);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    await handle.close();
+  }
+  return filler;
+}
+
+const STAGING = /\.staging$/;
+
+async function listAll(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true });
+  return entries.map(String).sort();
+}
+
+let canMount = false;
+before(async () => {
+  const probe = await smallDisk(1);
+  canMount = probe !== undefined;
+});
+
+after(() => {
+  for (const dir of mounted) execFileSync('umount', [dir], { stdio: 'pipe' });
+});
+
+function skipUnlessRoot(t: { skip: (why: string) => void }): boolean {
+  if (canMount) return false;
+  t.skip('mounting a tmpfs needs root; a full disk cannot be caused otherwise');
+  return true;
+}
+
+describe('a full disk under the warehouse', () => {
+  test('a plan or lock object that cannot be written names its key and leaves no staging file', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const disk = (await smallDisk(1))!;
+    const store = new LocalWarehouseStore(disk);
+    await fs.mkdir(path.join(disk, '_lock'));
+    await fill(disk);
+    await assert.rejects(store.writeSmall('_lock/compaction.lock', Buffer.alloc(256 * 1024, 7), null), (err: Error) => {
+      assert.match(err.message, /cannot write .*_lock\/compaction\.lock: ENOSPC/);
+      return true;
+    });
+    assert.deepEqual((await listAll(disk)).filter((f) => STAGING.test(f)), [], 'no staging file left');
+  });
+
+  test('an output published across filesystems that does not fit names its target and leaves no staging copy', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const disk = (await smallDisk(1))!;
+    const store = new LocalWarehouseStore(disk);
+    // On another filesystem than the warehouse: publishing copies it next to the target first.
+    const local = path.join(await makeTempDir('disk-full-out'), 'compacted.parquet');
+    await fs.writeFile(local, Buffer.alloc(2 * 1024 * 1024, 3));
+    await assert.rejects(store.publishIfAbsent(local, 'grid_partition=a/year=2020/compacted_x.parquet'), (err: Error) => {
+      assert.match(err.message, /cannot copy .* to .*grid_partition=a\/year=2020\/compacted_x\.parquet: ENOSPC/);
+      return true;
+    });
+    assert.deepEqual((await listAll(disk)).filter((f) => STAGING.test(f) || f.endsWith('.parquet')), [], 'neither a staging copy nor a partial output');
+    assert.ok(await fs.stat(local), 'the local output is kept for the next attempt');
+  });
+
+  test("an appended output that does not fit names the file (the system's message names none)", async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const disk = (await smallDisk(1))!;
+    const inputs = await makeTempDir('disk-full-in');
+    await generateSampleWarehouse(inputs, { cells: ['a'], years: [2020], partsPerBucket: [1, 1], rowsPerPart: 4_000 });
+    const [part] = (await listAll(inputs)).filter((f) => f.endsWith('.parquet'));
+    const source = path.join(inputs, part!);
+    assert.ok((await fs.stat(source)).size > 256 * 1024, 'the input is larger than the space left');
+    await fs.writeFile(path.join(disk, 'filler'), Buffer.alloc(900 * 1024));
+    const out = path.join(disk, 'appended.parquet');
+    await assert.rejects(appendParquetFiles([source], out, []), (err: Error) => {
+      assert.equal(err.message.startsWith(`cannot write ${out}: ENOSPC`), true, err.message);
+      return true;
+    });
+  });
+});
+
+describe('a full disk under catalog.db', () => {
+  let warehouse: string;
+  let catalogDb: string;
+  let filler: string;
+  let backend: SqliteCatalogBackend;
+  let request: CatalogRequest;
+
+  before(async () => {
+    if (!canMount) return;
+    warehouse = await makeTempDir('disk-full-wh');
+    await generateSampleWarehouse(warehouse, { cells: ['a', 'b'], years: [2020], partsPerBucket: [1, 2], rowsPerPart: 20 });
+    catalogDb = path.join((await smallDisk(2))!, 'catalog.db');
+    request = { warehouse, catalog: catalogDb, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };
+    backend = new SqliteCatalogBackend({ catalogDbPath: catalogDb, catalogName: 'earthcatalog', warehouseRootUri: warehouse });
+    await rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request);
+    filler = await fill(path.dirname(catalogDb));
+  });
+
+  after(async () => backend?.close());
+
+  test("the pre-flight names the catalog and says to free space", async (t) => {
+    if (skipUnlessRoot(t)) return;
+    await assert.rejects(backend.assertWritable(), (err: Error) => {
+      assert.match(err.message, new RegExp(`catalog ${catalogDb} cannot be written \\(.*full.*\\): free space`));
+      return true;
+    });
+  });
+
+  test('a commit that fails leaves the pointer where it was and removes every file the attempt wrote', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const metadataDir = path.join(warehouse, 'earthcatalog', 'stac_items', 'metadata');
+    const before = await listAll(metadataDir);
+    const pointer = await backend.findTable('earthcatalog', 'stac_items');
+    await assert.rejects(rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request), (err: Error) => {
+      assert.ok(err instanceof CatalogCommitNotAppliedError, `${err.name}: ${err.message}`);
+      assert.match(err.message, new RegExp(`cannot commit earthcatalog\\.stac_items in SQLite catalog ${catalogDb}.*full.*still points at ${pointer!.metadataLocation}`));
+      return true;
+    });
+    assert.deepEqual(await backend.findTable('earthcatalog', 'stac_items'), pointer, 'the pointer did not move');
+    assert.deepEqual(await listAll(metadataDir), before, 'no metadata file, manifest or manifest list of the failed attempt is left');
+
+    await fs.rm(filler);
+    const result = await rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request);
+    assert.notEqual((await backend.findTable('earthcatalog', 'stac_items'))?.metadataLocation, pointer!.metadataLocation);
+    assert.equal(result.metadataLocation, (await backend.findTable('earthcatalog', 'stac_items'))?.metadataLocation, 'once there is room, the rebuild commits');
+  });
+});
