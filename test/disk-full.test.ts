@@ -1,5 +1,5 @@
 /**
- * A full disk under the warehouse, the catalog and the output, caused for real: each case mounts a small
+ * A full disk under the warehouse, the catalog, the scratch directory and the output, caused for real: each case mounts a small
  * tmpfs and fills it. Mounting needs root (CAP_SYS_ADMIN); without it the cases are skipped, saying so.
  */
 import { after, before, describe, test } from 'node:test';
@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
+import { claimWorkerScratch } from '../activities/compaction/worker-scratch';
 import { CatalogCommitNotAppliedError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
@@ -112,6 +113,17 @@ describe('a full disk under the warehouse', () => {
       return true;
     });
   });
+});
+
+test('a worker that cannot claim a full scratch directory names it and leaves no claim behind', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(1))!;
+  await fill(disk);
+  await assert.rejects(claimWorkerScratch(disk), (err: Error) => {
+    assert.match(err.message, new RegExp(`^scratch directory ${disk} cannot be used: ENOSPC`));
+    return true;
+  });
+  assert.deepEqual(await listAll(disk), ['filler']);
 });
 
 describe('a full disk under catalog.db', () => {

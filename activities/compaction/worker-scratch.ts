@@ -126,6 +126,8 @@ export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
     await fs.mkdir(dir, { recursive: true });
     await fs.writeFile(ownerFile, JSON.stringify(owner));
   } catch (err) {
+    // A claim without its owner would be swept only once it looks stale (a full disk leaves an empty owner.json).
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     throw new Error(`scratch directory ${root} cannot be used: ${(err as Error).message}`);
   }
   const swept = await sweepAbandonedClaims(root, self, dir);
