@@ -31,6 +31,8 @@ import { makeTempDir } from './helpers/temp-dirs';
 import { compactBucket as compactBucketFiles } from '../activities/compaction/compact-bucket';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
+import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { finishProbeSignal } from './workflows/lock-probe';
 
 const run = promisify(execFile);
@@ -326,6 +328,63 @@ describe('cancel while the final rebuild waits for the catalog lock', () => {
       const dataFiles = [...byBucket(await listFiles(fx.warehouse)).values()].flat();
       assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
       assert.ok(dataFiles.every((k) => /\/compacted_[^/]+\.parquet$/.test(k)), 'every bucket was compacted before the cancel');
+    } finally {
+      await probeWorker.stop();
+    }
+  });
+});
+
+describe('a run whose rebuild fails for good', () => {
+  it('compact, status --watch and status say the table lists deleted inputs and print the resume command', async () => {
+    // The catalog lock is held by a probe until the buckets are done, so that the table can be taken meanwhile.
+    const probeQueue = uniqueTaskQueue('ops-probe-failed');
+    const probeWorker = await startProbeWorker(h, probeQueue);
+    try {
+      const fx = await makeFixture('failed-rebuild');
+      const other = await makeFixture('failed-rebuild-other');
+      const probe = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `failed-rebuild-holder-${Date.now()}`, args: ['catalog', fx.catalog, null] });
+      await waitFor('the probe holds the catalog lock', async () =>
+        (await h.client.workflow.getHandle(lockWorkflowId('catalog', fx.catalog)).query(lockStateQuery)).holder?.workflowId === probe.workflowId ? true : undefined,
+      );
+      const workflowId = `failed-rebuild-${Date.now()}`;
+      const compacting = run(process.execPath, cliArgv(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }).then(
+        () => assert.fail('the failed run printed a summary'),
+        (err: { stderr?: string; code?: number }) => err,
+      );
+      const handle = h.client.workflow.getHandle(workflowId);
+      const waiting = await waitFor('every bucket compacted, the run waiting for the catalog lock', async () => {
+        const p = await handle.query<CompactionProgress>('progress').catch(() => undefined);
+        return p?.phase === 'waiting-for-catalog-lock' ? p : undefined;
+      });
+      // Another warehouse's table takes the name meanwhile (a run given the wrong --catalog): the rebuild
+      // refuses to replace it, which no retry changes, so the run fails with its buckets' inputs deleted.
+      const backend = new SqliteCatalogBackend({ catalogDbPath: fx.catalog, catalogName: 'earthcatalog', warehouseRootUri: other.warehouse });
+      try {
+        await rebuildCatalog(new LocalWarehouseStore(other.warehouse), backend, { warehouse: other.warehouse, catalog: fx.catalog, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' });
+      } finally {
+        await backend.close();
+      }
+      await probe.signal(finishProbeSignal);
+
+      const resume = `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${waiting.planId} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`;
+      const failed = await compacting;
+      assert.equal(failed.code, 1, failed.stderr);
+      const line = /workflow failed: (.*); (\d+) of (\d+) buckets done; finish it with earthcatalog-compact (.*)$/m.exec(failed.stderr ?? '');
+      assert.ok(line, failed.stderr);
+      assert.match(line[1]!, /registers files outside the warehouse/);
+      assert.equal(line[2], line[3], 'every bucket was done');
+      assert.equal(line[4], resume);
+
+      await assert.rejects(cli(['status', '--workflow-id', workflowId, '--watch']), (err: { stdout?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        const last = err.stdout!.trim().split('\n').pop()!;
+        assert.ok(last.startsWith(`${workflowId} FAILED: workflow failed: `), last);
+        assert.ok(last.endsWith(`; ${line[2]} of ${line[3]} buckets done; finish it with earthcatalog-compact ${resume}`), last);
+        return true;
+      });
+      const { warning, hint } = await statusWarning(fx.warehouse);
+      assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at .*the table lists files they deleted`));
+      assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
     } finally {
       await probeWorker.stop();
     }
@@ -777,8 +836,10 @@ describe('status --watch', () => {
       await assert.rejects(cli(['status', '--workflow-id', handle.workflowId, '--watch', ...(json ? ['--json'] : [])]), (err: { stdout?: string; code?: number }) => {
         assert.equal(err.code, 1);
         const last = err.stdout!.trim().split('\n').pop()!;
-        if (json) assert.deepEqual(JSON.parse(last), { workflowId: handle.workflowId, status: 'FAILED', error: why });
-        else assert.equal(last, `${handle.workflowId} FAILED: ${why}`);
+        // Failed in its pre-flight: nothing to finish.
+        const error = `${why}; it had not made a plan: there is nothing to resume`;
+        if (json) assert.deepEqual(JSON.parse(last), { workflowId: handle.workflowId, status: 'FAILED', error });
+        else assert.equal(last, `${handle.workflowId} FAILED: ${error}`);
         return true;
       });
     }

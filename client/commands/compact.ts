@@ -67,8 +67,8 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       });
     } catch (err) {
       if (err instanceof ServerUnreachableError) throw new Error(`${err.message} (follow it: earthcatalog-compact status --watch ${followArgs()})`);
-      // Stopped by someone else (`cancel`, a terminate, the UI): say what it left, and the command that finishes it.
-      if (!(err instanceof CompactionEndedError && err.stopped)) throw err;
+      // Stopped by someone else (`cancel`, a terminate, the UI) or failed: say what it left, and the command that finishes it.
+      if (!(err instanceof CompactionEndedError)) throw err;
       bar?.finish();
       const { runId, taskQueue } = await handle.describe();
       throw new Error(`${err.message}; ${await stoppedRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values))}`);

@@ -123,9 +123,11 @@ const GRPC_NOT_FOUND = 5;
 const RECENT_RUNS = 50;
 
 /**
- * The tables whose latest compaction (among the recent ones) was terminated or timed out. Such a run
- * could not rebuild the table after its buckets deleted their inputs (cancelled and failed runs do), so
- * readers fail until a run rebuilds it; operators otherwise learn that from their readers.
+ * The tables whose latest compaction (among the recent ones) was terminated or timed out, or failed
+ * without rebuilding the table (its rebuild used up its retries: a full disk under catalog.db, say). Such
+ * a run could not rebuild the table after its buckets deleted their inputs (a cancelled run does, and so
+ * does one failing before its rebuild), so readers fail until a run rebuilds it; operators otherwise learn
+ * that from their readers.
  */
 async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
   const runs: { workflowId: string; runId: string; status: string; taskQueue: string; closeTime?: Date }[] = [];
@@ -145,31 +147,40 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
     const table = [input.warehouse, input.catalog, input.catalogName, input.namespace, input.table].join('\n');
     if (seen.has(table)) continue;
     seen.add(table);
-    if (run.status === 'TERMINATED' || run.status === 'TIMED_OUT') interrupted.push({ ...run, input });
+    if (run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || run.status === 'FAILED') interrupted.push({ ...run, input });
   }
   // A run stopped before it planned (waiting for its lock, say) compacted nothing and left no plan.
-  const planned = await Promise.all(interrupted.map((run) => reachedAPlan(client, run.workflowId, run.runId)));
-  return interrupted.filter((_, i) => planned[i]);
+  const left = await Promise.all(interrupted.map((run) => leftTableStale(client, run)));
+  return interrupted.filter((_, i) => left[i]);
 }
 
 /**
- * Whether a run got as far as making or loading a plan: it was continued from one (its start carries the
- * walk's state beside the input), or it scheduled `planCompaction` or `loadPlan`. A history gone with
- * the namespace's retention counts as planned: the warning is then kept rather than dropped.
+ * Whether a run that ended without completing may have left the table listing deleted inputs: it got as
+ * far as making or loading a plan (it was continued from one, its start carrying the walk's state beside
+ * the input, or it scheduled `planCompaction` or `loadPlan`), and, if it failed, its own rebuild did not
+ * complete. A history gone with the namespace's retention counts as such: the warning is then kept rather
+ * than dropped.
  */
-async function reachedAPlan(client: Client, workflowId: string, runId: string): Promise<boolean> {
+async function leftTableStale(client: Client, run: { workflowId: string; runId: string; status: string }): Promise<boolean> {
+  let planned = false;
+  const rebuilds = new Set<string>();
   let nextPageToken: Uint8Array | undefined;
   do {
-    const response = await historyPage(client, workflowId, runId, 200, nextPageToken);
+    const response = await historyPage(client, run.workflowId, run.runId, 200, nextPageToken);
     if (!response) return true;
     for (const event of response.history?.events ?? []) {
-      if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) return true;
+      if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) planned = true;
       const type = event.activityTaskScheduledEventAttributes?.activityType?.name;
-      if (type === 'planCompaction' || type === 'loadPlan') return true;
+      if (type === 'planCompaction' || type === 'loadPlan') planned = true;
+      // Only a failed run's own rebuild is looked for: a terminated or timed-out run was stopped before its end.
+      if (planned && run.status !== 'FAILED') return true;
+      if (type === 'rebuildCatalog') rebuilds.add(String(event.eventId));
+      const completed = event.activityTaskCompletedEventAttributes?.scheduledEventId;
+      if (completed != null && rebuilds.has(String(completed))) return false;
     }
     nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
   } while (nextPageToken);
-  return false;
+  return planned;
 }
 
 /** A page of a run's history; undefined when it is gone (a closed run's history goes at the end of the namespace's retention, possibly before its listing). */
@@ -224,8 +235,8 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
 }
 
 /**
- * What a cancelled, terminated or timed-out run left, said the same way by `cancel`, `compact` and
- * `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
+ * What a run that ended without completing (cancelled, terminated, timed out, or failed: a rebuild that
+ * used up its retries, say) left, said the same way by `cancel`, `compact` and `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
  * nothing to finish (stopped before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
  * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
  */
@@ -322,7 +333,7 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
   let error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
-  if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT') {
+  if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT' || status === 'FAILED') {
     const { runId, taskQueue } = await handle.describe();
     error = `${error}; ${await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
   }
