@@ -108,6 +108,38 @@ async function startWorkerWithFaults(name: string, faults: (activities: Activiti
 /** Enough buckets that a run at one bucket at a time is still running after its first few. */
 const TWELVE_BUCKETS = { cells: ['81283ffffffffff', '8128bffffffffff', '8129bffffffffff', '812a3ffffffffff'], years: [2020, 2021, 2022] };
 
+/**
+ * A probe workflow holding the `kind` lock of `target` (as the next scheduled run, or another warehouse's
+ * rebuild, would) until `release`. Its worker also runs the lock workflow the probe starts, so it serves
+ * until `stop` (which releases first, if need be); calling either again does nothing.
+ */
+async function holdLock(kind: 'warehouse' | 'catalog', target: string, name: string): Promise<{ holderId: string; release: () => Promise<void>; stop: () => Promise<void> }> {
+  const probeQueue = uniqueTaskQueue(`${name}-probe`);
+  const probeWorker = await startProbeWorker(h, probeQueue);
+  const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `${name}-holder-${Date.now()}`, args: [kind, target, null] });
+  let released: Promise<void> | undefined;
+  let stopped: Promise<void> | undefined;
+  const release = () =>
+    (released ??= (async () => {
+      await holder.signal(finishProbeSignal);
+      await holder.result();
+    })());
+  const stop = () =>
+    (stopped ??= (async () => {
+      await release();
+      await probeWorker.stop();
+    })());
+  try {
+    await waitFor(`the probe to hold the ${kind} lock`, async () =>
+      (await h.client.workflow.getHandle(lockWorkflowId(kind, target)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { holderId: holder.workflowId, release, stop };
+}
+
 describe('resume', () => {
   it('finishes a terminated run: finished buckets are not redone, nothing lost or duplicated', async () => {
     const fx = await makeFixture('resume', TWELVE_BUCKETS);
@@ -296,16 +328,9 @@ describe('cancel while the last buckets run', () => {
 
 describe('cancel while the final rebuild waits for the catalog lock', () => {
   it('still rebuilds the table before the run ends as cancelled', async () => {
-    // The catalog lock is held by a probe (as another warehouse's rebuild would hold it), on a worker of its own
-    // that also runs the lock workflow it starts.
-    const probeQueue = uniqueTaskQueue('ops-probe');
-    const probeWorker = await startProbeWorker(h, probeQueue);
+    const fx = await makeFixture('cancel-final-rebuild');
+    const holder = await holdLock('catalog', fx.catalog, 'catalog');
     try {
-      const fx = await makeFixture('cancel-final-rebuild');
-      const probe = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `catalog-holder-${Date.now()}`, args: ['catalog', fx.catalog, null] });
-      await waitFor('the probe holds the catalog lock', async () =>
-        (await h.client.workflow.getHandle(lockWorkflowId('catalog', fx.catalog)).query(lockStateQuery)).holder?.workflowId === probe.workflowId ? true : undefined,
-      );
       const handle = await h.client.workflow.start('compactWarehouse', {
         taskQueue,
         workflowId: `cancel-final-rebuild-${Date.now()}`,
@@ -320,7 +345,7 @@ describe('cancel while the final rebuild waits for the catalog lock', () => {
       // The cancel alone does not end the run: it waits for the lock to rebuild.
       await new Promise((r) => setTimeout(r, 1000));
       assert.equal((await handle.describe()).status.name, 'RUNNING');
-      await probe.signal(finishProbeSignal);
+      await holder.release();
       await assert.rejects(handle.result(), (err: Error) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
       await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-in-final-rebuild');
       const scan = await pyicebergScan(fx.catalog, []);
@@ -329,23 +354,18 @@ describe('cancel while the final rebuild waits for the catalog lock', () => {
       assert.deepEqual(scan.files.map((f) => f.path.slice(f.path.indexOf(fx.warehouse) + fx.warehouse.length + 1)).sort(), dataFiles.sort());
       assert.ok(dataFiles.every((k) => /\/compacted_[^/]+\.parquet$/.test(k)), 'every bucket was compacted before the cancel');
     } finally {
-      await probeWorker.stop();
+      await holder.stop();
     }
   });
 });
 
 describe('a run whose rebuild fails for good', () => {
   it('compact, status --watch and status say the table lists deleted inputs and print the resume command', async () => {
-    // The catalog lock is held by a probe until the buckets are done, so that the table can be taken meanwhile.
-    const probeQueue = uniqueTaskQueue('ops-probe-failed');
-    const probeWorker = await startProbeWorker(h, probeQueue);
+    const fx = await makeFixture('failed-rebuild');
+    const other = await makeFixture('failed-rebuild-other');
+    // Held until the buckets are done, so that the table can be taken meanwhile.
+    const holder = await holdLock('catalog', fx.catalog, 'catalog');
     try {
-      const fx = await makeFixture('failed-rebuild');
-      const other = await makeFixture('failed-rebuild-other');
-      const probe = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `failed-rebuild-holder-${Date.now()}`, args: ['catalog', fx.catalog, null] });
-      await waitFor('the probe holds the catalog lock', async () =>
-        (await h.client.workflow.getHandle(lockWorkflowId('catalog', fx.catalog)).query(lockStateQuery)).holder?.workflowId === probe.workflowId ? true : undefined,
-      );
       const workflowId = `failed-rebuild-${Date.now()}`;
       const compacting = run(process.execPath, cliArgv(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }).then(
         () => assert.fail('the failed run printed a summary'),
@@ -364,7 +384,7 @@ describe('a run whose rebuild fails for good', () => {
       } finally {
         await backend.close();
       }
-      await probe.signal(finishProbeSignal);
+      await holder.release();
 
       const resume = `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${waiting.planId} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`;
       const failed = await compacting;
@@ -386,7 +406,7 @@ describe('a run whose rebuild fails for good', () => {
       assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at .*the table lists files they deleted`));
       assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
     } finally {
-      await probeWorker.stop();
+      await holder.stop();
     }
   });
 });
@@ -890,33 +910,12 @@ describe('--lock-timeout 0', () => {
   });
 });
 
-/** A probe workflow holding the warehouse lock of `warehouse` until `release` is called (as the next scheduled run would). */
-async function holdWarehouseLock(warehouse: string, name: string): Promise<{ holderId: string; release: () => Promise<void> }> {
-  const probeQueue = uniqueTaskQueue(`${name}-probe`);
-  const probeWorker = await startProbeWorker(h, probeQueue);
-  const holder = await h.client.workflow.start('lockProbe', { taskQueue: probeQueue, workflowId: `${name}-holder-${Date.now()}`, args: ['warehouse', warehouse, null] });
-  const release = async () => {
-    await holder.signal(finishProbeSignal);
-    await holder.result();
-    await probeWorker.stop();
-  };
-  try {
-    await waitFor('the probe to hold the warehouse lock', async () =>
-      (await h.client.workflow.getHandle(lockWorkflowId('warehouse', warehouse)).query(lockStateQuery)).holder?.workflowId === holder.workflowId ? true : undefined,
-    );
-  } catch (err) {
-    await release();
-    throw err;
-  }
-  return { holderId: holder.workflowId, release };
-}
-
 describe('the warehouse lock through a symbolic link', () => {
   it('a run naming the warehouse through a link waits for the lock of the real path, so two runs never share a warehouse', async () => {
     const fx = await makeFixture('lock-alias');
     const alias = `${fx.warehouse}-alias`;
     await fs.symlink(fx.warehouse, alias);
-    const holder = await holdWarehouseLock(fx.warehouse, 'alias');
+    const holder = await holdLock('warehouse', fx.warehouse, 'alias');
     try {
       const filesBefore = await listFiles(fx.warehouse);
       // Another catalog, so the table pre-flight (which refuses a path outside the table's) does not stop it first.
@@ -936,7 +935,7 @@ describe('the warehouse lock through a symbolic link', () => {
       assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing compacted beside the holder');
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-lock-by-real-path');
     } finally {
-      await holder.release();
+      await holder.stop();
       await fs.rm(alias);
     }
   });
@@ -963,7 +962,7 @@ describe('a run reset past its lock grant', () => {
     const pointerAfter = tablePointer(fx.catalog);
 
     // Another workflow holds the warehouse lock now, as the next scheduled run would.
-    const holder = await holdWarehouseLock(fx.warehouse, 'reset');
+    const holder = await holdLock('warehouse', fx.warehouse, 'reset');
     try {
       // `temporal workflow reset` to the workflow task right after the warehouse lock's grant.
       const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
@@ -991,7 +990,7 @@ describe('a run reset past its lock grant', () => {
       const lock = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);
       assert.equal(lock.holder?.workflowId, holder.holderId, "the real holder keeps the lock (the reset run's release names a stale request)");
     } finally {
-      await holder.release();
+      await holder.stop();
     }
   });
 });
