@@ -103,27 +103,19 @@ export async function followCompaction(
     return (await throughOutages(() => handle.result(), { giveUp })) as CompactionSummary;
   } catch (err) {
     if (err instanceof ServerUnreachableError) throw err;
-    throw new CompactionEndedError(describeWorkflowError(err), isStoppedRun(err));
+    throw new CompactionEndedError(describeWorkflowError(err));
   } finally {
     done = true;
     await poller;
   }
 }
 
-/** A run that ended without a summary; `stopped` when it was cancelled, terminated or timed out (what it left is then worth saying). */
+/** A run that ended without a summary (cancelled, terminated, timed out or failed): what it left is worth saying. */
 export class CompactionEndedError extends Error {
-  constructor(
-    message: string,
-    readonly stopped: boolean,
-  ) {
+  constructor(message: string) {
     super(message);
     this.name = 'CompactionEndedError';
   }
-}
-
-/** Stopped from outside rather than failed by its own error: it may have left a plan to finish. */
-function isStoppedRun(err: unknown): boolean {
-  return err instanceof WorkflowFailedError && (err.cause instanceof CancelledFailure || err.cause instanceof TerminatedFailure || err.cause instanceof TimeoutFailure);
 }
 
 /** The innermost useful message of a workflow failure, on one line. */
