@@ -16,6 +16,7 @@ import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import type { CatalogRequest } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { relativeFiles } from './helpers/files';
 
 const mounted: string[] = [];
 
@@ -48,11 +49,6 @@ async function fill(dir: string): Promise<string> {
 
 const STAGING = /\.staging$/;
 
-async function listAll(dir: string): Promise<string[]> {
-  const entries = await fs.readdir(dir, { recursive: true });
-  return entries.map(String).sort();
-}
-
 let canMount = false;
 before(async () => {
   const probe = await smallDisk(1);
@@ -80,7 +76,7 @@ describe('a full disk under the warehouse', () => {
       assert.match(err.message, /cannot write .*_lock\/compaction\.lock: ENOSPC/);
       return true;
     });
-    assert.deepEqual((await listAll(disk)).filter((f) => STAGING.test(f)), [], 'no staging file left');
+    assert.deepEqual((await relativeFiles(disk)).filter((f) => STAGING.test(f)), [], 'no staging file left');
   });
 
   test('an output published across filesystems that does not fit names its target and leaves no staging copy', async (t) => {
@@ -94,7 +90,7 @@ describe('a full disk under the warehouse', () => {
       assert.match(err.message, /cannot copy .* to .*grid_partition=a\/year=2020\/compacted_x\.parquet: ENOSPC/);
       return true;
     });
-    assert.deepEqual((await listAll(disk)).filter((f) => STAGING.test(f) || f.endsWith('.parquet')), [], 'neither a staging copy nor a partial output');
+    assert.deepEqual((await relativeFiles(disk)).filter((f) => STAGING.test(f) || f.endsWith('.parquet')), [], 'neither a staging copy nor a partial output');
     assert.ok(await fs.stat(local), 'the local output is kept for the next attempt');
   });
 
@@ -103,7 +99,7 @@ describe('a full disk under the warehouse', () => {
     const disk = (await smallDisk(1))!;
     const inputs = await makeTempDir('disk-full-in');
     await generateSampleWarehouse(inputs, { cells: ['a'], years: [2020], partsPerBucket: [1, 1], rowsPerPart: 4_000 });
-    const [part] = (await listAll(inputs)).filter((f) => f.endsWith('.parquet'));
+    const [part] = (await relativeFiles(inputs)).filter((f) => f.endsWith('.parquet'));
     const source = path.join(inputs, part!);
     assert.ok((await fs.stat(source)).size > 256 * 1024, 'the input is larger than the space left');
     await fs.writeFile(path.join(disk, 'filler'), Buffer.alloc(900 * 1024));
@@ -123,7 +119,7 @@ test('a worker that cannot claim a full scratch directory names it and leaves no
     assert.match(err.message, new RegExp(`^scratch directory ${disk} cannot be used: ENOSPC`));
     return true;
   });
-  assert.deepEqual(await listAll(disk), ['filler']);
+  assert.deepEqual(await fs.readdir(disk), ['filler'], 'nothing but the filler, not even an empty claim directory');
 });
 
 describe('a full disk under catalog.db', () => {
@@ -157,7 +153,7 @@ describe('a full disk under catalog.db', () => {
   test('a commit that fails leaves the pointer where it was and removes every file the attempt wrote', async (t) => {
     if (skipUnlessRoot(t)) return;
     const metadataDir = path.join(warehouse, 'earthcatalog', 'stac_items', 'metadata');
-    const before = await listAll(metadataDir);
+    const before = (await relativeFiles(metadataDir)).sort();
     const pointer = await backend.findTable('earthcatalog', 'stac_items');
     await assert.rejects(rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request), (err: Error) => {
       assert.ok(err instanceof CatalogCommitNotAppliedError, `${err.name}: ${err.message}`);
@@ -165,7 +161,7 @@ describe('a full disk under catalog.db', () => {
       return true;
     });
     assert.deepEqual(await backend.findTable('earthcatalog', 'stac_items'), pointer, 'the pointer did not move');
-    assert.deepEqual(await listAll(metadataDir), before, 'no metadata file, manifest or manifest list of the failed attempt is left');
+    assert.deepEqual((await relativeFiles(metadataDir)).sort(), before, 'no metadata file, manifest or manifest list of the failed attempt is left');
 
     await fs.rm(filler);
     const result = await rebuildCatalog(new LocalWarehouseStore(warehouse), backend, request);

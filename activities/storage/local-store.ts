@@ -95,9 +95,10 @@ export class LocalWarehouseStore implements WarehouseStore {
         });
         await syncPath(staged);
         await fs.link(staged, target);
-      } catch (linkErr) {
-        if ((linkErr as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
-        throw linkErr;
+      } catch (stagedErr) {
+        // Only the link can find the target there already; a failed copy was named above.
+        if ((stagedErr as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+        throw stagedErr;
       } finally {
         await fs.rm(staged, { force: true });
       }
