@@ -468,7 +468,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };
       return withStore(req.warehouse, (store) =>
         withCatalog(req, store.root, local, async (backend) => {
-          await backend.assertWritable?.();
+          await backend.assertWritable?.(req.namespace, req.table);
           return checkTable(backend, req, store.root);
         }),
       );

@@ -400,6 +400,7 @@ describe('Amazon S3 Tables', () => {
     const backend = await openCatalogBackend(arn, WAREHOUSE, 'earthcatalog');
     try {
       assert.deepEqual(await checkTable(backend, request(arn), WAREHOUSE), { tableExists: false });
+      await backend.assertWritable?.('earthcatalog', 'stac_items');
     } finally {
       await backend.close();
     }
@@ -496,6 +497,64 @@ describe('Amazon S3 Tables', () => {
     } finally {
       await slow.close();
     }
+  });
+
+  const isPointerSwap = (r: { method: string; bucket: string; key: string }) => r.method === 'PUT' && r.bucket === 'tables' && r.key.endsWith('/metadata-location');
+
+  it('the pre-flight proves the commit is allowed by a swap S3 Tables refuses as stale: pointer and version token stay as they were', async () => {
+    const before = await pointer();
+    assert.ok(before.metadataLocation && before.versionToken);
+    let swaps = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      deny: (r) => {
+        if (isPointerSwap(r)) swaps++;
+        return false;
+      },
+    });
+    try {
+      const backend = await S3TablesCatalogBackend.open(arn, { clientSettings: { endpoint: proxy.endpoint } });
+      try {
+        await backend.assertWritable('earthcatalog', 'stac_items');
+      } finally {
+        await backend.close();
+      }
+    } finally {
+      await proxy.stop();
+    }
+    assert.equal(swaps, 1, 'the proof sent one UpdateTableMetadataLocation');
+    const after = await pointer();
+    assert.equal(after.metadataLocation, before.metadataLocation);
+    assert.equal(after.versionToken, before.versionToken, 'the proof committed nothing (a swap on the real token would have changed it)');
+    assert.equal((await rebuildWith(arn)).createdTable, false, 'the commit that follows still matches');
+  });
+
+  it("a role without UpdateTableMetadataLocation fails the run's pre-flight as denied, naming the table; nothing is changed", async () => {
+    const before = await pointer();
+    let denied = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      deny: (r) => {
+        const hit = isPointerSwap(r);
+        if (hit) denied++;
+        return hit;
+      },
+    });
+    const activities = createActivities({ scratchDir: await makeTempDir('ec-s3tables-preflight'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    // Only the S3 Tables API goes through the proxy, as a worker's environment would point it.
+    process.env.AWS_ENDPOINT_URL_S3TABLES = proxy.endpoint;
+    try {
+      await assert.rejects(new MockActivityEnvironment().run(activities.checkCatalog, request(arn)), (err: unknown) => {
+        assert.ok(err instanceof ApplicationFailure && err.nonRetryable && err.type === 'StorageAccessDenied', String(err));
+        assert.ok(err.message.startsWith(`table earthcatalog.stac_items in ${arn} cannot be committed (`), err.message);
+        assert.match(err.message, /nothing was changed\. Give the worker s3tables:UpdateTableMetadataLocation on it$/);
+        return true;
+      });
+    } finally {
+      delete process.env.AWS_ENDPOINT_URL_S3TABLES;
+      await proxy.stop();
+    }
+    assert.equal(denied, 1);
+    const after = await pointer();
+    assert.deepEqual([after.metadataLocation, after.versionToken], [before.metadataLocation, before.versionToken]);
   });
 
   it('a reader polling during rebuilds always finds the table and an existing metadata file', async () => {

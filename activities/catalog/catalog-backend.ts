@@ -48,8 +48,11 @@ export interface IcebergCatalogBackend {
    * it failed otherwise but certainly left the pointer as it was.
    */
   commit(namespace: string, table: string, newMetadataLocation: string, expected: TablePointer | undefined): Promise<void>;
-  /** Throws a denied StorageError when the commit could not be written (a read-only catalog.db); writes nothing. */
-  assertWritable?(): Promise<void>;
+  /**
+   * Throws a denied StorageError when the table's commit could not be written (a read-only catalog.db, a
+   * role without S3 Tables' UpdateTableMetadataLocation); changes nothing.
+   */
+  assertWritable?(namespace: string, table: string): Promise<void>;
   close(): Promise<void>;
 }
 

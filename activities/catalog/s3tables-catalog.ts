@@ -200,6 +200,37 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     }
   }
 
+  /**
+   * The pre-flight's proof that the rebuild's commit will be allowed, writing nothing: a swap to the
+   * pointer the table already has, on a version token that cannot match. S3 Tables authorizes a request
+   * before it compares tokens, so a policy with UpdateTableMetadataLocation gets a conflict and one
+   * without it AccessDenied; otherwise the missing permission would be found at the commit, after every
+   * bucket had deleted its inputs. A table without metadata yet cannot point at deleted files.
+   */
+  async assertWritable(namespace: string, table: string): Promise<void> {
+    const pointer = await this.findTable(namespace, table);
+    const token = pointer?.versionToken;
+    if (!pointer || !token) return;
+    const key = `${namespace}.${table}`;
+    // Same length and alphabet as the real token, so that it is refused as stale rather than as malformed.
+    const staleToken = token.slice(0, -1) + (token.endsWith('0') ? '1' : '0');
+    try {
+      // Were a server not to compare tokens, it would set the pointer to where it already is.
+      await this.tables.send(
+        new UpdateTableMetadataLocationCommand({ tableBucketARN: this.tableBucketArn, namespace, name: table, versionToken: staleToken, metadataLocation: pointer.metadataLocation }),
+      );
+    } catch (err) {
+      if (errorCode(err) === 'ConflictException') return;
+      const failure = this.fail(err, `table ${key}`);
+      if (!(failure instanceof StorageError) || failure.kind !== 'denied') throw failure;
+      throw new StorageError(
+        `table ${key} in ${this.tableBucketArn} cannot be committed (${describeS3Error(err)}): the run would compact buckets and then ` +
+          'fail to point the table at their outputs; nothing was changed. Give the worker s3tables:UpdateTableMetadataLocation on it',
+        'denied',
+      );
+    }
+  }
+
   async close(): Promise<void> {
     if (!this.ownsClients) return;
     this.tables.destroy();

@@ -90,6 +90,11 @@ function accessKeyIdOf(headers: http.IncomingHttpHeaders): string {
   return /Credential=([^/,\s]+)/.exec(headers.authorization ?? '')?.[1] ?? '';
 }
 
+/** The service a request is signed for (the credential scope's fourth part): s3, or s3tables for the S3 Tables API. */
+function serviceOf(headers: http.IncomingHttpHeaders): string {
+  return /Credential=[^/,\s]+\/[^/]+\/[^/]+\/([^/,\s]+)\//.exec(headers.authorization ?? '')?.[1] ?? '';
+}
+
 export async function startFaultProxy(target: string, initial: FaultPlan = {}, seed = 1): Promise<FaultProxy> {
   const upstream = new URL(target);
   let plan = initial;
@@ -136,6 +141,14 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
 
   const answerError = (req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra = '') => {
     const send = () => {
+      // The S3 Tables API is REST-JSON: its SDK reads the error's name from a header, not from XML.
+      if (serviceOf(req.headers) === 's3tables') {
+        const body = JSON.stringify({ message });
+        const name = code.endsWith('Exception') ? code : `${code}Exception`;
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-amzn-errortype': name });
+        res.end(body);
+        return;
+      }
       const body = req.method === 'HEAD' ? '' : s3ErrorXml(code, message, req.url ?? '/', extra);
       res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body), 'x-amz-request-id': randomUUID().slice(0, 16) });
       res.end(body);
