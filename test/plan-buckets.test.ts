@@ -440,7 +440,7 @@ describe('plan files', () => {
       err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} is finished; there is nothing to resume`);
   });
 
-  it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and of older unfinished plans it superseded, and keeps manifests, finish records and a newer unfinished plan', async () => {
+  it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and of older unfinished plans it superseded, with their emptied folders, and keeps manifests, finish records and a newer unfinished plan', async () => {
     const root = await warehouseOf([
       ['a', 2020, 'part_1.parquet', 100],
       ['a', 2020, 'part_2.parquet', 100],
@@ -475,6 +475,11 @@ describe('plan files', () => {
       `${newest}/manifest.json`,
       `${newest}/${newestPages}/page-000000.json`,
     ].sort());
+    const folders = [];
+    for (const entry of await fs.readdir(path.join(root, CONTROL_PREFIX, 'plans'), { recursive: true, withFileTypes: true })) {
+      if (entry.isDirectory()) folders.push(path.relative(path.join(root, CONTROL_PREFIX, 'plans'), path.join(entry.parentPath, entry.name)));
+    }
+    assert.deepEqual(folders.sort(), [oldest, superseded, older, newest, `${newest}/${newestPages}`].sort(), 'no empty pages folder is left behind');
     assert.equal((await readPlanPage(store, newest, 0)).length, 1, 'the unfinished plan can still be resumed');
     assert.equal((await findResumablePlan(store)).planId, newest);
   });

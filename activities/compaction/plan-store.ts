@@ -205,6 +205,9 @@ export async function removeSpentPlanPages(store: WarehouseStore, finishedPlanId
   }
   const keys = [...pages].filter(([planId]) => finished.has(planId) || planId < finishedPlanId).flatMap(([, planPages]) => planPages);
   if (keys.length) await store.deleteMany(keys);
+  // A spent plan's pages folder is written no more; on a filesystem it would stay behind, empty, one per run.
+  const folders = new Set(keys.filter((k) => /\/pages-[^/]+\/[^/]+$/.test(k)).map((k) => k.slice(0, k.lastIndexOf('/'))));
+  for (const folder of folders) await store.removeEmptyFolder?.(folder);
   return keys.length;
 }
 

@@ -169,6 +169,12 @@ export class LocalWarehouseStore implements WarehouseStore {
     }
   }
 
+  async removeEmptyFolder(prefix: string): Promise<void> {
+    await fs.rmdir(this.abs(prefix)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw localError(`remove the empty folder ${this.abs(prefix)}`, err);
+    });
+  }
+
   /** Staging copies of an interrupted cross-filesystem publish (see publishIfAbsent). */
   async abortIncompleteWrites(prefix: string): Promise<number> {
     let removed = 0;

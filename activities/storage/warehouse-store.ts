@@ -58,6 +58,11 @@ export interface WarehouseStore {
   writeSmall(key: string, body: Buffer, ifVersion?: string | null): Promise<string | 'conflict'>;
   /** Deletes objects; a key that does not exist is not an error. */
   deleteMany(keys: string[]): Promise<void>;
+  /**
+   * Removes the folder `prefix` if it is empty (a filesystem keeps folders that an object store does not
+   * have). Only for folders no one writes into any more: a writer between its mkdir and its write would fail.
+   */
+  removeEmptyFolder?(prefix: string): Promise<void>;
   /** Removes leftovers of interrupted writes below `prefix` (incomplete multipart uploads). */
   abortIncompleteWrites(prefix: string): Promise<number>;
   /** The URI of a key as registered in the Iceberg catalog. */
