@@ -528,6 +528,32 @@ describe('Amazon S3 Tables', () => {
     assert.equal((await rebuildWith(arn)).createdTable, false, 'the commit that follows still matches');
   });
 
+  it('a stale token refused as malformed (BadRequestException) rather than as stale proves nothing but fails no run; nothing is changed', async () => {
+    const before = await pointer();
+    let refused = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      denyCode: 'BadRequest',
+      deny: (r) => {
+        const hit = isPointerSwap(r);
+        if (hit) refused++;
+        return hit;
+      },
+    });
+    try {
+      const backend = await S3TablesCatalogBackend.open(arn, { clientSettings: { endpoint: proxy.endpoint } });
+      try {
+        await backend.assertWritable('earthcatalog', 'stac_items');
+      } finally {
+        await backend.close();
+      }
+    } finally {
+      await proxy.stop();
+    }
+    assert.equal(refused, 1);
+    const after = await pointer();
+    assert.deepEqual([after.metadataLocation, after.versionToken], [before.metadataLocation, before.versionToken]);
+  });
+
   it("a role without UpdateTableMetadataLocation fails the run's pre-flight as denied, naming the table; nothing is changed", async () => {
     const before = await pointer();
     let denied = 0;

@@ -222,6 +222,9 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     } catch (err) {
       if (errorCode(err) === 'ConflictException') return;
       const failure = this.fail(err, `table ${key}`);
+      // A token refused as malformed rather than stale proves nothing, but must not fail every run either:
+      // the commit will tell, as it did before this proof.
+      if (failure instanceof CatalogRequestError) return;
       if (!(failure instanceof StorageError) || failure.kind !== 'denied') throw failure;
       throw new StorageError(
         `table ${key} in ${this.tableBucketArn} cannot be committed (${describeS3Error(err)}): the run would compact buckets and then ` +

@@ -41,9 +41,9 @@ export interface FaultPlan {
   /**
    * Error code of a denial: AccessDenied (default), InvalidAccessKeyId (whose body names the key id, as
    * AWS does), ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does) or
-   * InvalidObjectState (an object archived by a lifecycle rule).
+   * InvalidObjectState (an object archived by a lifecycle rule), or BadRequest (HTTP 400, a request refused as malformed).
    */
-  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken' | 'InvalidObjectState';
+  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken' | 'InvalidObjectState' | 'BadRequest';
   /** Requests forwarded whose answer is then lost (the connection dropped): the write landed, the client does not know. */
   loseResponse?: (req: ProxyRequestInfo) => boolean;
   /** HEAD answers with an ETag that is not the MD5 of the body, as for SSE-KMS or SSE-C objects. */
@@ -220,6 +220,8 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
         answerError(req, res, 403, code, 'The AWS Access Key Id you provided does not exist in our records.', `<AWSAccessKeyId>${accessKeyIdOf(req.headers)}</AWSAccessKeyId>`);
       } else if (code === 'InvalidObjectState') {
         answerError(req, res, 403, code, 'The operation is not valid for the object\'s storage class', '<StorageClass>GLACIER</StorageClass>');
+      } else if (code === 'BadRequest') {
+        answerError(req, res, 400, code, 'The request is not valid.');
       } else if (code === 'ExpiredToken') {
         answerError(req, res, 400, code, 'The provided token has expired.', `<Token-0>${String(req.headers['x-amz-security-token'] ?? '')}</Token-0>`);
       } else {
