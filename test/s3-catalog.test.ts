@@ -499,29 +499,39 @@ describe('Amazon S3 Tables', () => {
     }
   });
 
-  const isPointerSwap = (r: { method: string; bucket: string; key: string }) => r.method === 'PUT' && r.bucket === 'tables' && r.key.endsWith('/metadata-location');
+  /** A proxy that counts the pointer swaps (UpdateTableMetadataLocation) sent through it and answers them as `answer` says. */
+  const swapProxy = async (answer: 'forwarded' | 'AccessDenied' | 'BadRequest') => {
+    let swaps = 0;
+    const proxy = await startFaultProxy(moto.endpoint, {
+      denyCode: answer === 'BadRequest' ? 'BadRequest' : 'AccessDenied',
+      deny: (r) => {
+        const hit = r.method === 'PUT' && r.bucket === 'tables' && r.key.endsWith('/metadata-location');
+        if (hit) swaps++;
+        return hit && answer !== 'forwarded';
+      },
+    });
+    return { proxy, swaps: () => swaps };
+  };
+
+  const proveCommitThrough = async (endpoint: string) => {
+    const backend = await S3TablesCatalogBackend.open(arn, { clientSettings: { endpoint } });
+    try {
+      await backend.assertWritable('earthcatalog', 'stac_items');
+    } finally {
+      await backend.close();
+    }
+  };
 
   it('the pre-flight proves the commit is allowed by a swap S3 Tables refuses as stale: pointer and version token stay as they were', async () => {
     const before = await pointer();
     assert.ok(before.metadataLocation && before.versionToken);
-    let swaps = 0;
-    const proxy = await startFaultProxy(moto.endpoint, {
-      deny: (r) => {
-        if (isPointerSwap(r)) swaps++;
-        return false;
-      },
-    });
+    const { proxy, swaps } = await swapProxy('forwarded');
     try {
-      const backend = await S3TablesCatalogBackend.open(arn, { clientSettings: { endpoint: proxy.endpoint } });
-      try {
-        await backend.assertWritable('earthcatalog', 'stac_items');
-      } finally {
-        await backend.close();
-      }
+      await proveCommitThrough(proxy.endpoint);
     } finally {
       await proxy.stop();
     }
-    assert.equal(swaps, 1, 'the proof sent one UpdateTableMetadataLocation');
+    assert.equal(swaps(), 1, 'the proof sent one UpdateTableMetadataLocation');
     const after = await pointer();
     assert.equal(after.metadataLocation, before.metadataLocation);
     assert.equal(after.versionToken, before.versionToken, 'the proof committed nothing (a swap on the real token would have changed it)');
@@ -530,40 +540,20 @@ describe('Amazon S3 Tables', () => {
 
   it('a stale token refused as malformed (BadRequestException) rather than as stale proves nothing but fails no run; nothing is changed', async () => {
     const before = await pointer();
-    let refused = 0;
-    const proxy = await startFaultProxy(moto.endpoint, {
-      denyCode: 'BadRequest',
-      deny: (r) => {
-        const hit = isPointerSwap(r);
-        if (hit) refused++;
-        return hit;
-      },
-    });
+    const { proxy, swaps } = await swapProxy('BadRequest');
     try {
-      const backend = await S3TablesCatalogBackend.open(arn, { clientSettings: { endpoint: proxy.endpoint } });
-      try {
-        await backend.assertWritable('earthcatalog', 'stac_items');
-      } finally {
-        await backend.close();
-      }
+      await proveCommitThrough(proxy.endpoint);
     } finally {
       await proxy.stop();
     }
-    assert.equal(refused, 1);
+    assert.equal(swaps(), 1);
     const after = await pointer();
     assert.deepEqual([after.metadataLocation, after.versionToken], [before.metadataLocation, before.versionToken]);
   });
 
   it("a role without UpdateTableMetadataLocation fails the run's pre-flight as denied, naming the table; nothing is changed", async () => {
     const before = await pointer();
-    let denied = 0;
-    const proxy = await startFaultProxy(moto.endpoint, {
-      deny: (r) => {
-        const hit = isPointerSwap(r);
-        if (hit) denied++;
-        return hit;
-      },
-    });
+    const { proxy, swaps } = await swapProxy('AccessDenied');
     const activities = createActivities({ scratchDir: await makeTempDir('ec-s3tables-preflight'), memoryBudgetMb: 256, duckdbThreads: 1 });
     // Only the S3 Tables API goes through the proxy, as a worker's environment would point it.
     process.env.AWS_ENDPOINT_URL_S3TABLES = proxy.endpoint;
@@ -578,7 +568,7 @@ describe('Amazon S3 Tables', () => {
       delete process.env.AWS_ENDPOINT_URL_S3TABLES;
       await proxy.stop();
     }
-    assert.equal(denied, 1);
+    assert.equal(swaps(), 1);
     const after = await pointer();
     assert.deepEqual([after.metadataLocation, after.versionToken], [before.metadataLocation, before.versionToken]);
   });
