@@ -475,7 +475,7 @@ describe('plan files', () => {
       `${newest}/manifest.json`,
       `${newest}/${newestPages}/page-000000.json`,
     ].sort());
-    const folders = [];
+    const folders: string[] = [];
     for (const entry of await fs.readdir(path.join(root, CONTROL_PREFIX, 'plans'), { recursive: true, withFileTypes: true })) {
       if (entry.isDirectory()) folders.push(path.relative(path.join(root, CONTROL_PREFIX, 'plans'), path.join(entry.parentPath, entry.name)));
     }
