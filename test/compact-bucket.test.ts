@@ -20,13 +20,13 @@ import { largestRowGroup } from '../activities/compaction/input-footprint';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
 import { inputIdDigest } from '../activities/compaction/id-digests';
 import { inputFootprint } from '../activities/compaction/input-footprint';
-import { outputRowGroup } from '../activities/compaction/output-format';
-import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps } from '../activities/compaction/range-layout';
+import { evenRowGroupRows, finalWriteOptions, outputRowGroup } from '../activities/compaction/output-format';
+import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps, withoutSmallNeighbours } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema, valuelessParts } from '../activities/compaction/input-schema';
 import { parseDuckType, tryParseDuckType } from '../activities/compaction/duckdb-type-text';
 import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
-import { findPassthroughRuns } from '../activities/compaction/presorted-inputs';
+import { findPassthroughRuns, type PassthroughRun } from '../activities/compaction/presorted-inputs';
 import {
   createPrng,
   generateSampleWarehouse,
@@ -185,6 +185,12 @@ async function copyFiles(fromRoot: string, toRoot: string, keys: string[]): Prom
 }
 
 /** The standard hand-made bucket: winners by updated, NULL losing, ties, and a drifted first part. */
+/** A passthrough run of input 0 from row group `from`, at rank `start`, whose row groups have `groupRows` rows (and as many bytes). */
+function passthroughRun(start: number, from: number, groupRows: number[]): PassthroughRun {
+  const groups = groupRows.map((rows) => ({ rows, bytes: rows }));
+  return { input: 0, from, to: from + groups.length, start, rows: groupRows.reduce((a, b) => a + b, 0), groups };
+}
+
 function dedupParts(): PartDef[] {
   return [
     {
@@ -541,7 +547,7 @@ describe('compactBucket', () => {
   });
 
   test('passthroughLayout: the runs as they are, the ranks between them in ranges of at most a chunk', () => {
-    const run = (start: number, rows: number, from: number) => ({ input: 0, from, to: from + 1, start, rows, groupRows: [rows] });
+    const run = (start: number, rows: number, from: number) => ({ input: 0, from, to: from + 1, start, rows, groups: [{ rows, bytes: rows }] });
     const segments = passthroughLayout(100, [run(60, 20, 2), run(10, 30, 0), run(45, 5, 1)], 8);
     assert.deepEqual(
       segments.map((x) => [x.start, x.end, x.run ? 'run' : 'sort']),
@@ -553,8 +559,7 @@ describe('compactBucket', () => {
 
   test('withoutSmallGaps: a stretch of fewer ranks than a quarter row group between copied row groups takes the smaller neighbour', () => {
     // Row groups of 100 rows (minRows 25) in three runs; new rows at 300..302, 500..540, and 900..903 at the end.
-    const run = (start: number, from: number, groupRows: number[]) => ({ input: 0, from, to: from + groupRows.length, start, rows: groupRows.reduce((a, b) => a + b, 0), groupRows });
-    const runs = [run(0, 0, [100, 100, 90]), run(303, 3, [100, 97]), run(540, 5, [100, 100, 100, 60])];
+    const runs = [passthroughRun(0, 0, [100, 100, 90]), passthroughRun(303, 3, [100, 97]), passthroughRun(540, 5, [100, 100, 100, 60])];
     const shape = (rs: ReturnType<typeof withoutSmallGaps>) => rs.map((r) => [r.from, r.to, r.start, r.rows]);
     assert.deepEqual(shape(withoutSmallGaps(904, runs, 25)), [
       [0, 2, 0, 200], // 290..303 was 13 ranks: the 90-row group joins it
@@ -564,8 +569,32 @@ describe('compactBucket', () => {
     assert.deepEqual(shape(withoutSmallGaps(904, runs, 10)), [[0, 3, 0, 290], [3, 5, 303, 197], [5, 8, 540, 300]], 'at 10, only the last 4 ranks are too few');
     assert.deepEqual(shape(runs), [[0, 3, 0, 290], [3, 5, 303, 197], [5, 9, 540, 360]], 'the runs given are left as they are');
     // The first 10 ranks take the only row group of the first run, which is dropped.
-    assert.deepEqual(shape(withoutSmallGaps(145, [run(10, 0, [30]), run(45, 1, [50, 50])], 25)), [[1, 3, 45, 100]]);
+    assert.deepEqual(shape(withoutSmallGaps(145, [passthroughRun(10, 0, [30]), passthroughRun(45, 1, [50, 50])], 25)), [[1, 3, 45, 100]]);
     assert.deepEqual(withoutSmallGaps(10, [], 25), [], 'nothing copied: one stretch, however small');
+  });
+
+  test('withoutSmallNeighbours: neighbouring copied row groups that fit one together are given back, the rest stay', () => {
+    // Output row groups of 100 rows; quarter-size groups left behind by weekly ingest at one place.
+    const shape = (rs: ReturnType<typeof withoutSmallNeighbours>) => rs.map((r) => [r.input, r.from, r.to, r.start, r.rows]);
+    const runs = [passthroughRun(0, 0, [100, 30, 30, 30, 100, 60, 40, 50]), { ...passthroughRun(600, 4, [25, 100, 25]), input: 1 }];
+    assert.deepEqual(shape(withoutSmallNeighbours(runs, { rows: 100, bytes: 1000 })), [
+      [0, 0, 1, 0, 100], // full
+      // groups 1..3 (90 rows) are given back: ranks 100..190
+      [0, 4, 5, 190, 100],
+      // 60 + 40 fit: given back (ranks 290..390); 50 alone stays
+      [0, 7, 8, 390, 50],
+      [1, 4, 7, 600, 150], // no two neighbours fit: 25 + 100 > 100
+    ]);
+    assert.deepEqual(shape(withoutSmallNeighbours(runs, { rows: 100, bytes: 89 })), [
+      [0, 0, 1, 0, 100],
+      // At 89 bytes only the first 30 + 30 fit (a third would make 90), and 60 + 40 no longer do.
+      [0, 3, 8, 160, 280],
+      [1, 4, 7, 600, 150],
+    ]);
+    const full = [passthroughRun(0, 0, [100, 100, 70])];
+    assert.deepEqual(shape(withoutSmallNeighbours(full, { rows: 100, bytes: 1000 })), [[0, 0, 3, 0, 270]], 'a file of full row groups is copied whole');
+    assert.deepEqual(shape(withoutSmallNeighbours([passthroughRun(0, 0, [40, 40])], { rows: 100, bytes: 1000 })), [], 'a run given back whole is dropped');
+    assert.deepEqual(shape(runs), [[0, 0, 8, 0, 440], [1, 4, 7, 600, 150]], 'the runs given are left as they are');
   });
 
   test('findPassthroughRuns: whole row groups of winners in consecutive ranks, in row order, not over the size cap', async () => {
@@ -612,6 +641,24 @@ describe('compactBucket', () => {
     assert.equal(outputRowGroup(16 * 1024 * MB, 2223).bytes, 16 * MB);
     assert.deepEqual(outputRowGroup(64 * MB, 2223), { bytes: 8 * MB, rows: Math.floor((8 * MB) / 2223) });
     assert.equal(outputRowGroup(1024 * MB, 50).rows, 122_880, "narrow rows: DuckDB's default row count");
+  });
+
+  test('evenRowGroupRows: an ordered write leaves no last row group under a quarter of the others, as DuckDB writes it', async () => {
+    assert.equal(evenRowGroupRows(5_000, 8192), 8192, 'one row group anyway');
+    assert.equal(evenRowGroupRows(3 * 8192, 8192), 8192, 'whole row groups');
+    assert.equal(evenRowGroupRows(8193, 8192), 6144, '6,144 + 2,049, not 8,192 + 1');
+    assert.equal(evenRowGroupRows(94_000, 7_600), 7_600, 'a last row group of 3,888 rows: the cap as it is');
+    assert.equal(evenRowGroupRows(4097, 2048), 2048, 'a cap of one vector leaves no choice');
+    assert.equal(evenRowGroupRows(3 * 8192 + 1, 8192), 8192, 'every whole number of vectors down to half the cap leaves one row: the cap');
+    const dir = await fs.mkdtemp(path.join(scratchRoot, 'even-'));
+    for (const rows of [8193, 16_385, 20_481]) {
+      const file = path.join(dir, `${rows}.parquet`);
+      const options = finalWriteOptions({ rows: 8192, bytes: 64 * 1024 * 1024 }, [], rows);
+      await session.exec(`COPY (SELECT i AS id, md5(i::VARCHAR) AS s FROM range(${rows}) t(i) ORDER BY s) TO ${sqlString(file)} (${options})`);
+      const groups = (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+      assert.equal(groups.reduce((a, b) => a + b, 0), rows);
+      assert.ok(Math.min(...groups) * 4 >= Math.max(...groups), `${rows} rows: row groups ${groups}`);
+    }
   });
 
   test('a pool of DuckDB sessions is reused between clean attempts and never after a failure', async () => {
@@ -1720,6 +1767,50 @@ describe('compactBucket', () => {
     // Written alone, each new item was a row group of one row, copied on every later week: 3, 6, 9.
     assert.ok(smallByWeek.every((n) => n <= 3), `row groups under 500 rows (not counting the last) by week: ${smallByWeek}`);
     assert.ok(smallByWeek[2]! <= smallByWeek[0]!, `no pile-up: ${smallByWeek}`);
+  });
+
+  test('weekly, a file of small row groups (left by ingest landing at one place week after week): neighbours that fit one are rewritten as one, once', async () => {
+    const { root, store } = await newWarehouse();
+    // Output row groups of ~7,000 wide rows (16 MB at a 128 MB limit); ranges of ~9,000 rows.
+    const opts = { memoryLimitMb: 128, smallBucketBytes: 0, sortBudgetBytes: 40 * 1024 * 1024 };
+    const part = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, dates?: { from: string; span: number }) =>
+      heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds, datetimeFrom: dates?.from, datetimeSpanSeconds: dates?.span });
+    const { result: first } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
+    const groupRows = async (file: string) =>
+      (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+    const cap = Math.max(...(await groupRows(path.join(root, first.outputKey))));
+    assert.ok(cap >= 3 * 2048, `full row groups of ${cap} rows`);
+    // The same rows in the same order, in row groups of 2,048 (what weeks of ingest at one place leave):
+    // each is more than a quarter of the cap, so copying alone would keep them all.
+    const smallKey = `${PREFIX}/compacted_small_groups.parquet`;
+    await session.exec(
+      `COPY (SELECT * EXCLUDE (file_row_number) FROM read_parquet(${sqlString(path.join(root, first.outputKey))}, file_row_number = true, hive_partitioning = false) ORDER BY file_row_number)
+       TO ${sqlString(path.join(root, smallKey))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 2048)`,
+    );
+    await fs.rm(path.join(root, first.outputKey));
+    const before = await groupRows(path.join(root, smallKey));
+    assert.ok(before.length >= 20 && before.slice(0, -1).every((n) => n === 2048), `small row groups: ${before}`);
+
+    const week = async (n: number, lastKey: string) => {
+      const inputs = [
+        { key: lastKey, size: (await fs.stat(path.join(root, lastKey))).size },
+        // One new item of the last platform (S2B) on the year's last day: it sorts to the end of the file.
+        await part(`week${n}_new`, 1, 100_004 + n * 5, 1_000 * n, { from: '2020-12-31 00:00:00+00', span: 86_400 }),
+      ];
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      let copied = 0;
+      const { result } = await compact(store, inputs, { ...opts, planId: `week${n}`, heartbeat: (p) => void (copied = p.passthroughRowGroups ?? copied) });
+      assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected, `week ${n}`);
+      return { result, copied, groups: await groupRows(path.join(root, result.outputKey)) };
+    };
+    const week2 = await week(2, smallKey);
+    // Three 2,048-row groups fit one (6,144 rows): about a third as many row groups.
+    assert.ok(week2.groups.length <= Math.ceil(before.length / 3) + 4, `row groups ${before.length} → ${week2.groups.length}: ${week2.groups}`);
+    // Next week the merged row groups are copied as they are, not given back again (the last one takes
+    // the new item).
+    const week3 = await week(3, week2.result.outputKey);
+    assert.ok(week3.copied >= week2.groups.length - 2, `week 3 copied ${week3.copied} of ${week2.groups.length} row groups: ${week2.groups} → ${week3.groups} (cap ${cap})`);
+    assert.ok(week3.groups.length <= week2.groups.length + 1, `row groups ${week2.groups.length} → ${week3.groups.length}`);
   });
 
   test('weekly: a new column in the ingest rules out copying row groups (their schema would differ)', async () => {

@@ -30,8 +30,32 @@ export function outputRowGroup(memoryLimitBytes: number, rowBytes: number): RowG
   return { bytes, rows: Math.max(MIN_ROW_GROUP_ROWS, Math.min(OUTPUT_ROW_GROUP_ROWS, Math.floor(bytes / rowBytes))) };
 }
 
-export function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[]): string {
-  return `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${rg.rows}, ROW_GROUP_SIZE_BYTES ${rg.bytes}${kvClause(kv)}`;
+/**
+ * Write options of an output or a chunk of one. Given the `rows` the statement writes, row groups come
+ * out even (evenRowGroupRows).
+ */
+export function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[], rows?: number): string {
+  const groupRows = rows === undefined ? rg.rows : evenRowGroupRows(rows, rg.rows);
+  return `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${groupRows}, ROW_GROUP_SIZE_BYTES ${rg.bytes}${kvClause(kv)}`;
+}
+
+/**
+ * ROW_GROUP_SIZE for an ordered write of `rows` rows whose last row group is not a sliver. DuckDB hands
+ * the writer a vector (MIN_ROW_GROUP_ROWS) at a time and closes a row group on the vector that reaches
+ * ROW_GROUP_SIZE, so every row group but the last is a whole number of vectors, and 8,193 rows at 8,192
+ * were a row group of 8,192 and one of a single row (next week's run rewrites such a row group, and
+ * the write leaves another). So: the largest whole number of vectors, down to half of what `cap` comes
+ * to, whose last row group holds at least a quarter of the others; `cap` itself when none does.
+ */
+export function evenRowGroupRows(rows: number, cap: number): number {
+  const most = Math.ceil(cap / MIN_ROW_GROUP_ROWS);
+  if (rows <= most * MIN_ROW_GROUP_ROWS) return cap;
+  for (let vectors = most; vectors >= Math.ceil(most / 2); vectors--) {
+    const size = vectors * MIN_ROW_GROUP_ROWS;
+    const last = rows % size;
+    if (last === 0 || last * 4 >= size) return vectors === most ? cap : size;
+  }
+  return cap;
 }
 
 function hexOf(bytes: Uint8Array): string {

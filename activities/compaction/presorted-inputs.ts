@@ -102,6 +102,11 @@ export function sliceRows(
  * no row of another input falls between them and none of them was replaced. In the weekly steady state
  * that is most of last week's file when the new ingest clusters in time.
  */
+export interface CopiedRowGroup {
+  rows: number;
+  bytes: number;
+}
+
 export interface PassthroughRun {
   /** Input index (plan order). */
   input: number;
@@ -111,8 +116,8 @@ export interface PassthroughRun {
   /** Ranks [start, start + rows). */
   start: number;
   rows: number;
-  /** Rows of each of the row groups [from, to). */
-  groupRows: number[];
+  /** Rows and uncompressed bytes of each of the row groups [from, to). */
+  groups: CopiedRowGroup[];
 }
 
 /**
@@ -141,7 +146,7 @@ export async function findPassthroughRuns(
     `WITH rg AS (${groups}),
           w AS (SELECT pos >> ${POSITION_SHIFT} AS fi, pos & ${ROW_MASK} AS row, rank FROM ordered
                 WHERE pos >> ${POSITION_SHIFT} IN (${presorted.join(', ')}))
-     SELECT rg.fi AS fi, rg.g AS g, rg.n AS n, min(w.rank) AS first
+     SELECT rg.fi AS fi, rg.g AS g, rg.n AS n, rg.bytes AS bytes, min(w.rank) AS first
      FROM w ASOF JOIN rg ON w.fi = rg.fi AND w.row >= rg.lo
      GROUP BY rg.fi, rg.g, rg.n, rg.bytes
      HAVING count(*) = rg.n AND min(w.rank - w.row) = max(w.rank - w.row) AND rg.bytes <= ${Math.floor(maxRowGroupBytes)}
@@ -151,13 +156,14 @@ export async function findPassthroughRuns(
   const runs: PassthroughRun[] = [];
   for (const r of rows) {
     const [input, g, n, first] = [toNumber(r.fi), toNumber(r.g), toNumber(r.n), toNumber(r.first)];
+    const group = { rows: n, bytes: toNumber(r.bytes) };
     const last = runs[runs.length - 1];
     if (last && last.input === input && last.to === g && last.start + last.rows === first) {
       last.to = g + 1;
       last.rows += n;
-      last.groupRows.push(n);
+      last.groups.push(group);
     } else {
-      runs.push({ input, from: g, to: g + 1, start: first, rows: n, groupRows: [n] });
+      runs.push({ input, from: g, to: g + 1, start: first, rows: n, groups: [group] });
     }
   }
   return runs;

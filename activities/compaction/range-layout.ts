@@ -1,9 +1,10 @@
 /**
  * How the out-of-core write cuts the output's ranks into ranges: how many one scatter pass may write
- * at once, which of them are sorted right away and which scattered again, and the ranges between the
- * row groups that are copied as they are. Pure arithmetic, so it is tested on its own.
+ * at once, which of them are sorted right away and which scattered again, which row groups of a
+ * presorted input are copied as they are, and the ranges between them. Pure arithmetic, so it is tested
+ * on its own.
  */
-import { MIN_ROW_GROUP_ROWS } from './output-format';
+import { MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
 import type { PassthroughRun } from './presorted-inputs';
 
 /**
@@ -63,26 +64,70 @@ export interface Segment {
  * (runs hold row groups of at least `minRows`, so one is enough); a run left without one is dropped.
  */
 export function withoutSmallGaps(rows: number, runs: readonly PassthroughRun[], minRows: number): PassthroughRun[] {
-  const out = [...runs].sort((a, b) => a.start - b.start).map((r) => ({ ...r, groupRows: [...r.groupRows] }));
+  const out = [...runs].sort((a, b) => a.start - b.start).map((r) => ({ ...r, groups: [...r.groups] }));
   for (let i = 0; i <= out.length; i++) {
     const before = out[i - 1];
     const after = out[i];
     const gap = (after ? after.start : rows) - (before ? before.start + before.rows : 0);
     if (gap === 0 || gap >= minRows || (!before && !after)) continue;
-    const tail = before ? before.groupRows[before.groupRows.length - 1]! : Infinity;
-    const head = after ? after.groupRows[0]! : Infinity;
+    const tail = before ? before.groups[before.groups.length - 1]!.rows : Infinity;
+    const head = after ? after.groups[0]!.rows : Infinity;
     const run = tail <= head ? before! : after!;
     if (run === before) {
       run.to--;
-      run.rows -= run.groupRows.pop()!;
+      run.rows -= run.groups.pop()!.rows;
     } else {
       run.from++;
       run.start += head;
-      run.rows -= run.groupRows.shift()!;
+      run.rows -= run.groups.shift()!.rows;
     }
-    if (!run.groupRows.length) out.splice(out.indexOf(run), 1);
+    if (!run.groups.length) out.splice(out.indexOf(run), 1);
     // Look at this stretch again: it is wider now, or merged with the next one.
     i = Math.max(-1, i - 2);
+  }
+  return out;
+}
+
+/**
+ * The runs without every stretch of two or more neighbouring row groups that together fit one output
+ * row group (`fit`): given back, such a stretch is sorted into one. Copying keeps any row group of a
+ * quarter of the cap or more, so without this the small groups that weekly ingest landing at the same
+ * place leaves behind would stay small for good. Only rows that were in small groups are rewritten, and
+ * a stretch is given back only if its rows fit one sorted range (`fit.rows` is at most the range size):
+ * written across two ranges it would come back as two groups, and be given back again every week.
+ * Greedy from the start of each run: a stretch takes groups while they fit.
+ */
+export function withoutSmallNeighbours(runs: readonly PassthroughRun[], fit: RowGroupSize): PassthroughRun[] {
+  const out: PassthroughRun[] = [];
+  for (const run of runs) {
+    let piece: PassthroughRun | undefined;
+    let start = run.start;
+    for (let i = 0; i < run.groups.length; ) {
+      let j = i;
+      let rows = 0;
+      let bytes = 0;
+      while (j < run.groups.length && rows + run.groups[j]!.rows <= fit.rows && bytes + run.groups[j]!.bytes <= fit.bytes) {
+        rows += run.groups[j]!.rows;
+        bytes += run.groups[j]!.bytes;
+        j++;
+      }
+      if (j - i >= 2) {
+        piece = undefined;
+        start += rows;
+        i = j;
+        continue;
+      }
+      const group = run.groups[i]!;
+      if (!piece) {
+        piece = { input: run.input, from: run.from + i, to: run.from + i, start, rows: 0, groups: [] };
+        out.push(piece);
+      }
+      piece.to++;
+      piece.rows += group.rows;
+      piece.groups.push(group);
+      start += group.rows;
+      i++;
+    }
   }
   return out;
 }

@@ -20,7 +20,7 @@ import {
   writeRankIndex,
   type PassthroughRun,
 } from './presorted-inputs';
-import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps, type ScatterLayout, type Segment } from './range-layout';
+import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps, withoutSmallNeighbours, type ScatterLayout, type Segment } from './range-layout';
 
 export interface WritePlan {
   /** In-memory bytes per row (inputFootprint). */
@@ -138,7 +138,7 @@ export async function writeOrdered(
     try {
       await session.exec(
         `COPY (SELECT ${outputStar('r', ['file_row_number'], plan.output)} FROM ${scanInputs(inputs)} r JOIN ordered o ON o.pos = ${rowPosition('r')}
-               ORDER BY o.rank) TO ${sqlString(outFile)} (${finalWriteOptions(plan.rowGroup, kv)})`,
+               ORDER BY o.rank) TO ${sqlString(outFile)} (${finalWriteOptions(plan.rowGroup, kv, rowsOut)})`,
       );
       await session.exec('DROP TABLE ordered');
       return;
@@ -195,8 +195,6 @@ class RangeWrite {
   /** Lane 0 is the bucket's session, narrowed to one thread and a lane's share of memory while it sorts. */
   private readonly sorters: DuckSession[];
   private readonly laneLimitBytes: number;
-  /** The sorted ranges become the output's row groups as they are (appendParquetFiles). */
-  private readonly chunkOptions: string;
   private totalChunks: number;
   private sorted = 0;
   private scatterSeq = 0;
@@ -217,7 +215,6 @@ class RangeWrite {
   ) {
     this.sorters = [session];
     this.laneLimitBytes = Math.floor(plan.memoryLimitBytes / shape.lanes);
-    this.chunkOptions = finalWriteOptions(plan.rowGroup, []);
     this.totalChunks = Math.ceil(rowsOut / shape.chunkRows);
     this.rowBytes = plan.rowBytes;
     this.chunkRows = shape.chunkRows;
@@ -251,12 +248,21 @@ class RangeWrite {
     const toScatter = this.inputs.map((_, i) => i).filter((i) => !presorted.includes(i));
     const first = toScatter.length ? rankedWinners(this.inputs, this.schemas, this.shape.columns, toScatter) : undefined;
     const candidates = this.plan.passthroughPresorted ? await this.passthroughCandidates() : [];
-    const runs = withoutSmallGaps(this.rowsOut, candidates, minCopiedRowGroupRows(this.plan.rowGroup));
+    const fit = { rows: Math.min(this.plan.rowGroup.rows, this.chunkRows), bytes: this.plan.rowGroup.bytes };
+    const runs = withoutSmallGaps(this.rowsOut, withoutSmallNeighbours(candidates, fit), minCopiedRowGroupRows(this.plan.rowGroup));
     if (!runs.length) return this.scatter(first, 0, this.rowsOut, this.shape.lanes);
     const segments = passthroughLayout(this.rowsOut, runs, this.chunkRows);
     this.plan.onPassthrough?.(runs.reduce((n, r) => n + r.to - r.from, 0), runs.reduce((n, r) => n + r.rows, 0));
     this.totalChunks = segments.length - runs.length;
     await this.writeAround(first, segments);
+  }
+
+  /**
+   * The write options of a sorted range of `rows` rows: its row groups become the output's as they are
+   * (appendParquetFiles), so they are written even.
+   */
+  private chunkOptions(rows?: number): string {
+    return finalWriteOptions(this.plan.rowGroup, [], rows);
   }
 
   closeSorters(): void {
@@ -315,7 +321,8 @@ class RangeWrite {
         const i = next++;
         try {
           await sorter.exec(
-            `COPY (SELECT * EXCLUDE (__ec_rank) FROM (${sources[i]!}) ORDER BY __ec_rank) TO ${sqlString(files[i]!)} (${this.chunkOptions})`,
+            `COPY (SELECT * EXCLUDE (__ec_rank) FROM (${sources[i]!}) ORDER BY __ec_rank)
+             TO ${sqlString(files[i]!)} (${this.chunkOptions(jobs[i]!.end - jobs[i]!.start)})`,
           );
           done[i] = true;
           if (jobs[i]!.dir) await fs.rm(jobs[i]!.dir!, { recursive: true, force: true });
@@ -535,7 +542,7 @@ class RangeWrite {
       const probe = path.join(plan.workDir, `schema_probe_${fi}.parquet`);
       await this.session.exec(
         `COPY (SELECT ${projectUnion(this.shape.columns, [schemas[fi]!], 'r')} FROM read_parquet(${sqlString(inputs[fi]!.path)}, hive_partitioning = false) r LIMIT 0)
-         TO ${sqlString(probe)} (${this.chunkOptions})`,
+         TO ${sqlString(probe)} (${this.chunkOptions()})`,
       );
       if (await sameParquetSchema(probe, inputs[fi]!.path)) eligible.add(fi);
       await fs.rm(probe, { force: true });
