@@ -19,6 +19,7 @@ import { byBucket } from './helpers/warehouse-fixtures';
 import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
 import { deleteObjects, readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
+import { makeTempDir } from './helpers/temp-dirs';
 import { makeColumnNullTyped } from './helpers/null-typed-column';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { lockWorkflowId } from '../workflows/lock';
@@ -347,7 +348,7 @@ describe('invalid input', () => {
 
   // Local only: on S3 an absent prefix is an empty warehouse, not an error.
   it('names a warehouse that does not exist, or that is a file', async () => {
-    const missing = `/tmp/ec-does-not-exist-${Date.now()}`;
+    const missing = path.join(await makeTempDir('ec-missing-warehouse'), 'does-not-exist');
     const file = `${missing}.txt`;
     await fs.writeFile(file, 'not a warehouse');
     for (const warehouse of [missing, file]) {
