@@ -647,17 +647,35 @@ describe('compactBucket', () => {
     assert.equal(evenRowGroupRows(5_000, 8192), 8192, 'one row group anyway');
     assert.equal(evenRowGroupRows(3 * 8192, 8192), 8192, 'whole row groups');
     assert.equal(evenRowGroupRows(8193, 8192), 6144, '6,144 + 2,049, not 8,192 + 1');
-    assert.equal(evenRowGroupRows(94_000, 7_600), 7_600, 'a last row group of 3,888 rows: the cap as it is');
+    assert.equal(evenRowGroupRows(94_000, 7_600), 6144, 'whole vectors within the cap: 15 row groups of 6,144 and one of 1,840');
+    assert.equal(evenRowGroupRows(14_492, 14_351), 10_240, 'not 14,336 + 156');
     assert.equal(evenRowGroupRows(4097, 2048), 2048, 'a cap of one vector leaves no choice');
-    assert.equal(evenRowGroupRows(3 * 8192 + 1, 8192), 8192, 'every whole number of vectors down to half the cap leaves one row: the cap');
+    assert.equal(evenRowGroupRows(3 * 8192 + 1, 8192), 8192, 'every whole number of vectors down to half the cap leaves one row');
     const dir = await fs.mkdtemp(path.join(scratchRoot, 'even-'));
-    for (const rows of [8193, 16_385, 20_481]) {
-      const file = path.join(dir, `${rows}.parquet`);
-      const options = finalWriteOptions({ rows: 8192, bytes: 64 * 1024 * 1024 }, [], rows);
-      await session.exec(`COPY (SELECT i AS id, md5(i::VARCHAR) AS s FROM range(${rows}) t(i) ORDER BY s) TO ${sqlString(file)} (${options})`);
-      const groups = (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
-      assert.equal(groups.reduce((a, b) => a + b, 0), rows);
-      assert.ok(Math.min(...groups) * 4 >= Math.max(...groups), `${rows} rows: row groups ${groups}`);
+    // Narrow rows, where the row limit closes the row groups; ~1 KB rows whose cap (from the byte limit
+    // and a slightly low estimate of a row) lies just past a vector, where the byte limit closes them.
+    const MB = 1024 * 1024;
+    const cases = [
+      { rows: 8193, rg: { rows: 8192, bytes: 64 * MB }, pad: 0 },
+      { rows: 16_385, rg: { rows: 8192, bytes: 64 * MB }, pad: 0 },
+      { rows: 20_481, rg: { rows: 8192, bytes: 64 * MB }, pad: 0 },
+      { rows: 14_492, rg: { rows: 14_351, bytes: 16 * MB }, pad: 1150 },
+    ];
+    // On one thread, as the sort lanes write (with more, DuckDB applied the byte limit later here).
+    const lane = await openDuckSession({ tempDir: path.join(dir, 'spill'), threads: 1 });
+    try {
+      for (const { rows, rg, pad } of cases) {
+        const file = path.join(dir, `${rows}.parquet`);
+        const options = finalWriteOptions(rg, [], rows);
+        await lane.exec(
+          `COPY (SELECT i AS id, md5(i::VARCHAR) || repeat('x', ${pad}) AS s FROM range(${rows}) t(i) ORDER BY md5(i::VARCHAR)) TO ${sqlString(file)} (${options})`,
+        );
+        const groups = (await lane.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+        assert.equal(groups.reduce((a, b) => a + b, 0), rows);
+        assert.ok(Math.min(...groups) * 4 >= Math.max(...groups), `${rows} rows: row groups ${groups}`);
+      }
+    } finally {
+      lane.close();
     }
   });
 

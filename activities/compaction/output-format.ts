@@ -42,20 +42,27 @@ export function finalWriteOptions(rg: RowGroupSize, kv: readonly KvEntry[], rows
 /**
  * ROW_GROUP_SIZE for an ordered write of `rows` rows whose last row group is not a sliver. DuckDB hands
  * the writer a vector (MIN_ROW_GROUP_ROWS) at a time and closes a row group on the vector that reaches
- * ROW_GROUP_SIZE, so every row group but the last is a whole number of vectors, and 8,193 rows at 8,192
- * were a row group of 8,192 and one of a single row (next week's run rewrites such a row group, and
- * the write leaves another). So: the largest whole number of vectors, down to half of what `cap` comes
- * to, whose last row group holds at least a quarter of the others; `cap` itself when none does.
+ * ROW_GROUP_SIZE or ROW_GROUP_SIZE_BYTES, so every row group but the last is a whole number of vectors:
+ * 8,193 rows at 8,192 were a row group of 8,192 and one of a single row. So: the largest whole number
+ * of vectors within `cap`, down to half of that, whose last row group holds at least a quarter of the
+ * others. Within, not up to the next vector: `cap` comes from the byte limit and an estimate of a row's
+ * bytes, and when both limits fall in the same vector either may close it (a soak: 14,492 rows at a cap
+ * of 14,351 became 14,336 + 156, the byte limit closing the group a vector before the row limit would).
  */
 export function evenRowGroupRows(rows: number, cap: number): number {
-  const most = Math.ceil(cap / MIN_ROW_GROUP_ROWS);
+  const most = oneRowGroupRows(cap) / MIN_ROW_GROUP_ROWS;
   if (rows <= most * MIN_ROW_GROUP_ROWS) return cap;
   for (let vectors = most; vectors >= Math.ceil(most / 2); vectors--) {
     const size = vectors * MIN_ROW_GROUP_ROWS;
     const last = rows % size;
-    if (last === 0 || last * 4 >= size) return vectors === most ? cap : size;
+    if (last === 0 || last * 4 >= size) return size;
   }
-  return cap;
+  return most * MIN_ROW_GROUP_ROWS;
+}
+
+/** The most rows an ordered write at `cap` puts into one row group (evenRowGroupRows): whole vectors within it. */
+export function oneRowGroupRows(cap: number): number {
+  return Math.max(1, Math.floor(cap / MIN_ROW_GROUP_ROWS)) * MIN_ROW_GROUP_ROWS;
 }
 
 function hexOf(bytes: Uint8Array): string {

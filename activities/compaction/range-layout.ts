@@ -92,9 +92,9 @@ export function withoutSmallGaps(rows: number, runs: readonly PassthroughRun[], 
  * The runs without every stretch of two or more neighbouring row groups that together fit one output
  * row group (`fit`): given back, such a stretch is sorted into one. Copying keeps any row group of a
  * quarter of the cap or more, so without this the small groups that weekly ingest landing at the same
- * place leaves behind would stay small for good. Only rows that were in small groups are rewritten, and
- * a stretch is given back only if its rows fit one sorted range (`fit.rows` is at most the range size):
- * written across two ranges it would come back as two groups, and be given back again every week.
+ * place leaves behind would stay small for good. Only rows that were in small groups are rewritten.
+ * `fit.rows` must be what one sorted range writes as one row group (oneRowGroupRows, and at most the
+ * range size): a stretch that came back as two groups would be given back again every week.
  * Greedy from the start of each run: a stretch takes groups while they fit.
  */
 export function withoutSmallNeighbours(runs: readonly PassthroughRun[], fit: RowGroupSize): PassthroughRun[] {

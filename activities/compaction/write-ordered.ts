@@ -8,7 +8,7 @@ import { rowPosition, scanInputs } from './bucket-sql';
 import { firstLine, isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
 import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
-import { finalWriteOptions, MIN_ROW_GROUP_ROWS, type RowGroupSize } from './output-format';
+import { finalWriteOptions, MIN_ROW_GROUP_ROWS, oneRowGroupRows, type RowGroupSize } from './output-format';
 import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
 import {
   findPassthroughRuns,
@@ -248,7 +248,7 @@ class RangeWrite {
     const toScatter = this.inputs.map((_, i) => i).filter((i) => !presorted.includes(i));
     const first = toScatter.length ? rankedWinners(this.inputs, this.schemas, this.shape.columns, toScatter) : undefined;
     const candidates = this.plan.passthroughPresorted ? await this.passthroughCandidates() : [];
-    const fit = { rows: Math.min(this.plan.rowGroup.rows, this.chunkRows), bytes: this.plan.rowGroup.bytes };
+    const fit = { rows: Math.min(oneRowGroupRows(this.plan.rowGroup.rows), this.chunkRows), bytes: this.plan.rowGroup.bytes };
     const runs = withoutSmallGaps(this.rowsOut, withoutSmallNeighbours(candidates, fit), minCopiedRowGroupRows(this.plan.rowGroup));
     if (!runs.length) return this.scatter(first, 0, this.rowsOut, this.shape.lanes);
     const segments = passthroughLayout(this.rowsOut, runs, this.chunkRows);
