@@ -184,13 +184,13 @@ async function copyFiles(fromRoot: string, toRoot: string, keys: string[]): Prom
   }
 }
 
-/** The standard hand-made bucket: winners by updated, NULL losing, ties, and a drifted first part. */
 /** A passthrough run of input 0 from row group `from`, at rank `start`, whose row groups have `groupRows` rows (and as many bytes). */
 function passthroughRun(start: number, from: number, groupRows: number[]): PassthroughRun {
   const groups = groupRows.map((rows) => ({ rows, bytes: rows }));
   return { input: 0, from, to: from + groups.length, start, rows: groupRows.reduce((a, b) => a + b, 0), groups };
 }
 
+/** The standard hand-made bucket: winners by updated, NULL losing, ties, and a drifted first part. */
 function dedupParts(): PartDef[] {
   return [
     {
@@ -670,7 +670,7 @@ describe('compactBucket', () => {
         await lane.exec(
           `COPY (SELECT i AS id, md5(i::VARCHAR) || repeat('x', ${pad}) AS s FROM range(${rows}) t(i) ORDER BY md5(i::VARCHAR)) TO ${sqlString(file)} (${options})`,
         );
-        const groups = (await lane.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+        const groups = (await parquetFacts(file)).rowGroupRows;
         assert.equal(groups.reduce((a, b) => a + b, 0), rows);
         assert.ok(Math.min(...groups) * 4 >= Math.max(...groups), `${rows} rows: row groups ${groups}`);
       }
@@ -1759,8 +1759,7 @@ describe('compactBucket', () => {
     const part = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number) =>
       heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds });
     let { result: last } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
-    const groupRows = async (file: string) =>
-      (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+    const groupRows = async (file: string) => (await parquetFacts(file)).rowGroupRows;
     const small = (groups: number[]) => groups.slice(0, -1).filter((n) => n < 500).length;
     const smallByWeek: number[] = [];
     for (const week of [2, 3, 4]) {
@@ -1794,8 +1793,7 @@ describe('compactBucket', () => {
     const part = (name: string, rows: number, firstId: number, updatedOffsetSeconds: number, dates?: { from: string; span: number }) =>
       heavyInput(root, name, { rows, firstId, stringBytes: 2048, updatedOffsetSeconds, datetimeFrom: dates?.from, datetimeSpanSeconds: dates?.span });
     const { result: first } = await compact(store, [await part('week1_a', 25_000, 0, 0), await part('week1_b', 25_000, 20_000, 100)], { ...opts, planId: 'week1' });
-    const groupRows = async (file: string) =>
-      (await session.rows(`SELECT row_group_id AS g, any_value(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY ALL ORDER BY g`)).map((r) => Number(r.n));
+    const groupRows = async (file: string) => (await parquetFacts(file)).rowGroupRows;
     const cap = Math.max(...(await groupRows(path.join(root, first.outputKey))));
     assert.ok(cap >= 3 * 2048, `full row groups of ${cap} rows`);
     // The same rows in the same order, in row groups of 2,048 (what weeks of ingest at one place leave):

@@ -96,17 +96,17 @@ export function sliceRows(
           WHERE r.file_row_number BETWEEN ${slice.lo} AND ${slice.hi}`;
 }
 
+export interface CopiedRowGroup {
+  rows: number;
+  bytes: number;
+}
+
 /**
  * Consecutive row groups of a presorted input that go into the output as they are: every row in them
  * is a winner and their ranks are consecutive in row order (rank − row is the same for all of them), so
  * no row of another input falls between them and none of them was replaced. In the weekly steady state
  * that is most of last week's file when the new ingest clusters in time.
  */
-export interface CopiedRowGroup {
-  rows: number;
-  bytes: number;
-}
-
 export interface PassthroughRun {
   /** Input index (plan order). */
   input: number;
