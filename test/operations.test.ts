@@ -163,6 +163,15 @@ describe('resume', () => {
     const inode = async (b: string) => (await fs.stat(path.join(fx.warehouse, mid.get(b)![0]!))).ino;
     const inodesBefore = await Promise.all(finished.map(inode));
 
+    // A later run that fails before it has a plan (a resume of a plan that does not exist) compacted
+    // nothing: the terminated run still decides the table's state.
+    const unplanned = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `resume-unplanned-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, resumePlanId: 'no-such-plan' }],
+    });
+    await assert.rejects(unplanned.result());
+
     // `status` names the interrupted run and the command that finishes it, which is then run as printed.
     const { running, warning, hint } = await waitFor('status naming the terminated run', async () => {
       const seen = await statusWarning(fx.warehouse);
@@ -189,9 +198,11 @@ describe('resume', () => {
     // A second resume has nothing to finish and says so.
     await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
       assert.equal(err.code, 1);
-      assert.match(err.stderr ?? '', new RegExp(`no unfinished compaction plan to resume in .*: its newest plan, ${planId} \\(made [^)]+\\), has finished`));
+      assert.match(err.stderr ?? '', new RegExp(`no unfinished compaction plan to resume in .*: its newest plan, ${planId} \\(made [^)]+\\), has finished; it stopped before it made or loaded a plan, so it compacted nothing`));
       return true;
     });
+    // That refused resume is no reason to resume again.
+    assert.equal((await statusWarning(fx.warehouse)).warning, '', 'a run that stopped before it had a plan is not named');
   });
 });
 
@@ -592,6 +603,19 @@ describe('the CLI when nobody serves the run', () => {
       assert.equal(await exited, 130);
       const connection = `--address ${h.address} --namespace ${h.namespace}`;
       assert.match(stderr, new RegExp(`status --watch --workflow-id ${workflowId} ${connection}; stop it: earthcatalog-compact cancel --workflow-id ${workflowId} ${connection}\\)`));
+
+      // `cancel` of a run nobody serves waits for it, and says why it waits.
+      const canceller = spawn(process.execPath, cliArgv(['cancel', '--workflow-id', workflowId]), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let cancelStderr = '';
+      canceller.stderr.on('data', (d: Buffer) => (cancelStderr += d.toString()));
+      const cancelExited = new Promise<number | null>((resolve) => canceller.on('exit', (code) => resolve(code)));
+      try {
+        const notice = await waitFor('cancel telling why the run does not stop', async () => cancelStderr.split('\n').find((l) => l.includes('has not stopped')));
+        assert.match(notice, new RegExp(`${workflowId} has not stopped 15 s after the request \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+      } finally {
+        canceller.kill('SIGINT');
+        await cancelExited;
+      }
     } finally {
       child.kill('SIGINT');
       jsonChild.kill('SIGINT');
@@ -745,10 +769,10 @@ describe('cancel through the CLI', () => {
       await waiter.cancel();
       const failed = await compacting;
       assert.equal(failed.code, 1);
-      assert.match(failed.stderr ?? '', /workflow was cancelled; it had not made a plan: there is nothing to resume/);
+      assert.match(failed.stderr ?? '', /workflow was cancelled; it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume/);
       assert.doesNotMatch(failed.stderr ?? '', /finish it with/);
       const watched = await watching;
-      assert.match(watched.stdout ?? '', new RegExp(`${waiterId} CANCELLED: workflow was cancelled; it had not made a plan: there is nothing to resume`));
+      assert.match(watched.stdout ?? '', new RegExp(`${waiterId} CANCELLED: workflow was cancelled; it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume`));
       const { stdout } = await cli(['status', '--workflow-id', waiterId]);
       assert.match(stdout, new RegExp(`^${waiterId} CANCELLED .* · last phase waiting-for-lock$`, 'm'));
     } finally {
@@ -857,12 +881,13 @@ describe('status --watch', () => {
         assert.equal(err.code, 1);
         const last = err.stdout!.trim().split('\n').pop()!;
         // Failed in its pre-flight: nothing to finish.
-        const error = `${why}; it had not made a plan: there is nothing to resume`;
+        const error = `${why}; it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume`;
         if (json) assert.deepEqual(JSON.parse(last), { workflowId: handle.workflowId, status: 'FAILED', error });
         else assert.equal(last, `${handle.workflowId} FAILED: ${error}`);
         return true;
       });
     }
+    assert.equal((await statusWarning(missing)).warning, '', 'status advises no resume of a run that planned nothing');
   });
 });
 

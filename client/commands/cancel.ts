@@ -1,8 +1,8 @@
 import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
-import { queryProgress } from '../start-compaction';
-import { bucketsDone, connectionFlagsOf, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
+import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
+import { bucketsDone, connectionFlagsOf, noAnswer, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS] [--task-queue Q]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
@@ -30,7 +30,17 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       return 0;
     }
     console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
-    const status = await waitUntilClosed(handle);
+    const requestedAt = Date.now();
+    let told = false;
+    // A run acts on the request only through a worker: with none on its queue it waits, and so would this command, silently.
+    const status = await waitUntilClosed(handle, async () => {
+      if (told || Date.now() - requestedAt < NO_ANSWER_MS) return;
+      told = true;
+      const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
+      if (progress || desc.status.name !== 'RUNNING') return;
+      const workflowTaskFailures = Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
+      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, workflowTaskFailures)}; still waiting`);
+    });
     let outcome = '';
     if (status === 'CANCELLED') {
       outcome = `: ${await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))}`;

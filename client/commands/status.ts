@@ -77,7 +77,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
 }
 
 /** Why a running compaction may not answer: no worker on its queue, or workers whose workflow task fails on it. */
-function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number): string {
+export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number): string {
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
   if (workflowTaskFailures > 0) {
     return (
@@ -123,64 +123,75 @@ const GRPC_NOT_FOUND = 5;
 const RECENT_RUNS = 50;
 
 /**
- * The tables whose latest compaction (among the recent ones) was terminated or timed out, or failed
- * without rebuilding the table (its rebuild used up its retries: a full disk under catalog.db, say). Such
- * a run could not rebuild the table after its buckets deleted their inputs (a cancelled run does, and so
- * does one failing before its rebuild), so readers fail until a run rebuilds it; operators otherwise learn
- * that from their readers.
+ * The tables whose latest compaction (among the recent ones) that got as far as a plan was terminated or
+ * timed out, or failed without rebuilding the table (its rebuild used up its retries: a full disk under
+ * catalog.db, say). Such a run could not rebuild the table after its buckets deleted their inputs (a
+ * cancelled run does, and so does one failing before its rebuild), so readers fail until a run rebuilds
+ * it; operators otherwise learn that from their readers. A later run that stopped before it had a plan
+ * (waiting for its lock, or failing on a missing warehouse) compacted nothing, so it decides nothing: the
+ * run before it still does.
  */
 async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
   const runs: { workflowId: string; runId: string; status: string; taskQueue: string; closeTime?: Date }[] = [];
   // Visibility lists running executions first, then the closed ones by close time, newest first: the
-  // first run seen of a table is the one still running or the last to end (which decides its state).
+  // first run seen of a table is the one still running or the last to end.
   for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse'`, pageSize: RECENT_RUNS })) {
     runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, taskQueue: wf.taskQueue, closeTime: wf.closeTime });
     if (runs.length >= RECENT_RUNS) break;
   }
   // One history call per run, concurrently: 50 round trips to a remote server one after another add up.
   const inputs = await Promise.all(runs.map((run) => startInput(client, run.workflowId, run.runId)));
-  const seen = new Set<string>();
-  const interrupted: InterruptedCompaction[] = [];
+  const byTable = new Map<string, InterruptedCompaction[]>();
   for (const [i, run] of runs.entries()) {
     const input = inputs[i];
     if (!input || input.dryRun) continue;
     const table = [input.warehouse, input.catalog, input.catalogName, input.namespace, input.table].join('\n');
-    if (seen.has(table)) continue;
-    seen.add(table);
-    if (run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || run.status === 'FAILED') interrupted.push({ ...run, input });
+    byTable.set(table, [...(byTable.get(table) ?? []), { ...run, input }]);
   }
-  // A run stopped before it planned (waiting for its lock, say) compacted nothing and left no plan.
-  const left = await Promise.all(interrupted.map((run) => leftTableStale(client, run)));
-  return interrupted.filter((_, i) => left[i]);
+  const found = await Promise.all([...byTable.values()].map((tableRuns) => interruptedRunOf(client, tableRuns)));
+  return found.filter((run): run is InterruptedCompaction => run !== undefined);
+}
+
+/** Of one table's runs, newest first: the one that left the table stale, if the latest run with a plan did. */
+async function interruptedRunOf(client: Client, runs: readonly InterruptedCompaction[]): Promise<InterruptedCompaction | undefined> {
+  for (const run of runs) {
+    if (run.status === 'RUNNING' || run.status === 'COMPLETED' || run.status === 'CONTINUED_AS_NEW') return undefined;
+    const { planned, rebuilt } = await whatRunDid(client, run);
+    if (!planned) continue;
+    // Only a failed run's own rebuild counts: a terminated or timed-out run was stopped before its end.
+    const stale = run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || (run.status === 'FAILED' && !rebuilt);
+    return stale ? run : undefined;
+  }
+  return undefined;
 }
 
 /**
- * Whether a run that ended without completing may have left the table listing deleted inputs: it got as
- * far as making or loading a plan (it was continued from one, its start carrying the walk's state beside
- * the input, or it scheduled `planCompaction` or `loadPlan`), and, if it failed, its own rebuild did not
- * complete. A history gone with the namespace's retention counts as such: the warning is then kept rather
- * than dropped.
+ * Whether a run had a plan (it was continued from one, its start carrying the walk's state beside the
+ * input, or its `planCompaction` or `loadPlan` completed) and whether its own rebuild completed. A
+ * history gone with the namespace's retention counts as planned and not rebuilt: the warning is then
+ * kept rather than dropped.
  */
-async function leftTableStale(client: Client, run: { workflowId: string; runId: string; status: string }): Promise<boolean> {
+async function whatRunDid(client: Client, run: { workflowId: string; runId: string }): Promise<{ planned: boolean; rebuilt: boolean }> {
   let planned = false;
+  const planSteps = new Set<string>();
   const rebuilds = new Set<string>();
   let nextPageToken: Uint8Array | undefined;
   do {
     const response = await historyPage(client, run.workflowId, run.runId, 200, nextPageToken);
-    if (!response) return true;
+    if (!response) return { planned: true, rebuilt: false };
     for (const event of response.history?.events ?? []) {
       if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) planned = true;
       const type = event.activityTaskScheduledEventAttributes?.activityType?.name;
-      if (type === 'planCompaction' || type === 'loadPlan') planned = true;
-      // Only a failed run's own rebuild is looked for: a terminated or timed-out run was stopped before its end.
-      if (planned && run.status !== 'FAILED') return true;
+      if (type === 'planCompaction' || type === 'loadPlan') planSteps.add(String(event.eventId));
       if (type === 'rebuildCatalog') rebuilds.add(String(event.eventId));
       const completed = event.activityTaskCompletedEventAttributes?.scheduledEventId;
-      if (completed != null && rebuilds.has(String(completed))) return false;
+      if (completed == null) continue;
+      if (planSteps.has(String(completed))) planned = true;
+      if (rebuilds.has(String(completed))) return { planned, rebuilt: true };
     }
     nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
   } while (nextPageToken);
-  return planned;
+  return { planned, rebuilt: false };
 }
 
 /** A page of a run's history; undefined when it is gone (a closed run's history goes at the end of the namespace's retention, possibly before its listing). */
@@ -234,6 +245,9 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
   return `earthcatalog-compact resume ${flags.join(' ')}`;
 }
 
+/** What a run that stopped before it had a plan left: said also of a resume refused because its plan had finished, whose error names that plan. */
+const NOTHING_PLANNED = 'it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume';
+
 /**
  * What a run that ended without completing (cancelled, terminated, timed out, or failed: a rebuild that
  * used up its retries, say) left, said the same way by `cancel`, `compact` and `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
@@ -247,7 +261,7 @@ export async function stoppedRunOutcome(
 ): Promise<string> {
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
   if (!p) return 'if it had made a plan, resume finishes it (no worker answered for its progress)';
-  if (!p.planId) return 'it had not made a plan: there is nothing to resume';
+  if (!p.planId) return NOTHING_PLANNED;
   const done = bucketsDone(p);
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
