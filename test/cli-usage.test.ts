@@ -109,6 +109,8 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
   }
+  const year = await cli([...base, '--years', '2024,26']);
+  assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: years\.1: a year has four digits \(1000 to 9999\), got 26$/m);
   const resume = await cli(['resume', ...base, '--dry-run']);
   assert.match(resume.stderr, /a resume cannot be a dry run/);
   assert.match(resume.stderr, /\nusage: earthcatalog-compact resume /, "resume's own usage");

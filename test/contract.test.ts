@@ -1,7 +1,7 @@
 /** The workflow input's validation (the contract every way of starting a run goes through). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCompactionInput } from '../workflows/contract';
+import { parseBucketSelection, parseCompactionInput } from '../workflows/contract';
 
 const base = { warehouse: '/data/warehouse', catalog: '/data/catalog.db' };
 
@@ -58,4 +58,18 @@ test('newer rules: control characters, a location too long for a lock id, the fi
   }
   assert.equal(parseCompactionInput({ ...base, warehouse: `/data/${'w'.repeat(794)}` }).warehouse.length, 800);
   assert.equal(parseCompactionInput({ ...base, warehouse: 's3://bucket' }).warehouse, 's3://bucket', 'a bucket root is a warehouse');
+});
+
+test('a year that is not four digits is named with its value; an unknown field is followed by the fields there are', () => {
+  assert.throws(() => parseCompactionInput({ ...base, years: [2020, 26] }), /^Error: invalid compaction input: years\.1: a year has four digits \(1000 to 9999\), got 26$/);
+  assert.throws(() => parseCompactionInput({ ...base, years: [20201] }), /^Error: invalid compaction input: years\.0: a year has four digits \(1000 to 9999\), got 20201$/);
+  assert.throws(
+    () => parseCompactionInput({ ...base, maxParallel: 8, dry_run: true }),
+    (err: Error) => {
+      assert.match(err.message, /^invalid compaction input: input: Unrecognized keys: "maxParallel", "dry_run" \(the fields are warehouse, catalog, threshold, dryRun, useLock, maxParallelBuckets, /);
+      for (const field of ['cells', 'years', 'resumePlanId', 'lockTimeoutSeconds']) assert.ok(err.message.includes(field), field);
+      return true;
+    },
+  );
+  assert.throws(() => parseBucketSelection({ year: [2020] }), /^Error: invalid selection: selection: Unrecognized key: "year" \(the fields are cells, years\)$/);
 });

@@ -108,11 +108,26 @@ const catalogSchema = z
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
 
+function fourDigitYear(issue: { input?: unknown }): string {
+  return `a year has four digits (1000 to 9999), got ${String(issue.input)}`;
+}
+
+/**
+ * One line per problem, each led by its field. An unknown field (a misspelling, a snake_case name) is
+ * followed by the fields there are, so the right name is on the screen.
+ */
+function issueLines(error: z.ZodError, fields: readonly string[], whole: string): string[] {
+  return error.issues.map((i) => {
+    const known = i.code === 'unrecognized_keys' ? ` (the fields are ${fields.join(', ')})` : '';
+    return `${i.path.join('.') || whole}: ${i.message}${known}`;
+  });
+}
+
 /** Which buckets a run compacts or `verify` checks; absent means all. */
 const selectionFields = {
   // An empty list would select nothing yet look like a success: almost surely a mistake.
   cells: z.array(cellSchema).min(1, 'list at least one cell, or leave cells out for all').optional(),
-  years: z.array(z.number().int().min(1000).max(9999)).min(1, 'list at least one year, or leave years out for all').optional(),
+  years: z.array(z.number().int().min(1000, { error: fourDigitYear }).max(9999, { error: fourDigitYear })).min(1, 'list at least one year, or leave years out for all').optional(),
 };
 const bucketSelectionSchema = z.object(selectionFields).strict();
 export type BucketSelection = z.output<typeof bucketSelectionSchema>;
@@ -121,10 +136,10 @@ export type BucketSelection = z.output<typeof bucketSelectionSchema>;
 export function parseBucketSelection(raw: unknown): BucketSelection {
   const result = bucketSelectionSchema.safeParse(raw);
   if (result.success) return result.data;
-  throw new Error(`invalid selection: ${result.error.issues.map((i) => `${i.path.join('.') || 'selection'}: ${i.message}`).join('; ')}`);
+  throw new Error(`invalid selection: ${issueLines(result.error, Object.keys(selectionFields), 'selection').join('; ')}`);
 }
 
-export const compactionInputSchema = z
+const compactionInputFields = z
   .object({
     warehouse: warehouseSchema,
     catalog: catalogSchema,
@@ -141,7 +156,9 @@ export const compactionInputSchema = z
     /** How long to wait for another compaction of the same warehouse; absent waits indefinitely. */
     lockTimeoutSeconds: z.number().int().min(0).optional(),
   })
-  .strict()
+  .strict();
+
+export const compactionInputSchema = compactionInputFields
   // A dry run plans anew, so a dry-run resume would show a fresh plan while claiming to preview the old one.
   .refine((v) => !(v.dryRun && v.resumePlanId), {
     path: ['dryRun'],
@@ -182,7 +199,7 @@ export function newerInputProblems(input: CompactionRequest): string[] {
 /** Parses a workflow input; throws an Error whose message lists every problem on one line. */
 export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean } = {}): CompactionRequest {
   const result = compactionInputSchema.safeParse(raw);
-  const problems = result.success ? [] : result.error.issues.map((i) => `${i.path.join('.') || 'input'}: ${i.message}`);
+  const problems = result.success ? [] : issueLines(result.error, Object.keys(compactionInputFields.shape), 'input');
   if (result.success && (opts.newerRules ?? true)) problems.push(...newerInputProblems(result.data));
   if (result.success && problems.length === 0) return result.data;
   throw invalidInputError(problems);
