@@ -97,7 +97,7 @@ export function formatSummary(s: CompactionSummary): string {
         ? `the table does not exist in ${s.catalog}: the run would create it. If you meant an existing table, check --catalog, --iceberg-namespace, ` +
             '--table and --catalog-name'
         : `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
-            '--table and --catalog-name (that table still lists the files this run replaced until a run with its names rebuilds it)',
+            '--table and --catalog-name (the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
   }
   if (s.catalogSchemaEvolved) {
