@@ -5,11 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
-import { pyicebergScan } from './helpers/warehouse-fixtures';
+import { byBucket, listFiles, pyicebergScan } from './helpers/warehouse-fixtures';
 
 const execFileP = promisify(execFile);
 
@@ -48,4 +49,21 @@ test('the demo starts its own dev server, compacts its sample warehouse, prints 
   assert.equal(scan.error, undefined);
   assert.equal(scan.row_count, figure('rows_after'));
   assert.equal(new Set(scan.ids).size, scan.ids!.length, 'pyiceberg sees each id once per cell');
+});
+
+test('demo --generate-only writes the sample warehouse and prints the command that compacts it, without a server, a worker or a table', async () => {
+  const dir = path.join(await makeTempDir('ec-demo-generate'), 'a sample');
+  const { stdout, stderr } = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'demo', '--generate-only', '--dir', dir, '--cells', '2', '--years', '1'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, TEMPORAL_ADDRESS: '127.0.0.1:1' },
+    timeout: 120_000,
+  });
+  const warehouse = path.join(dir, 'warehouse');
+  assert.equal(stdout, `earthcatalog-compact --warehouse '${warehouse}' --catalog '${path.join(dir, 'catalog.db')}'\n`);
+  assert.match(stderr, new RegExp(`^demo: sample warehouse ${warehouse}: 2 buckets, \\d+ part files, \\d+ rows$`, 'm'));
+  assert.doesNotMatch(stderr, /Temporal at/);
+  const buckets = byBucket(await listFiles(warehouse));
+  assert.deepEqual([...buckets.keys()].sort(), ['grid_partition=8128bffffffffff/year=2022', 'grid_partition=8129bffffffffff/year=2022']);
+  for (const [bucket, files] of buckets) assert.ok(files.length >= 3, `${bucket} has part files to compact`);
+  await assert.rejects(fs.stat(path.join(dir, 'catalog.db')), 'no table before the first compaction');
 });

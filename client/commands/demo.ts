@@ -16,12 +16,14 @@ import { readTableBack } from '../demo/read-table-back';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
+import { shellWord } from './status';
 
-export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N]
-    Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.`;
+export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N] [--generate-only]
+    Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.
+    With --generate-only it stops after the sample warehouse: compact it with your own worker and server.`;
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { dir: { type: 'string' }, cells: { type: 'string' }, years: { type: 'string' } });
+  const { values } = parse(argv, { dir: { type: 'string' }, cells: { type: 'string' }, years: { type: 'string' }, 'generate-only': { type: 'boolean' } });
   // Counts here (compact's --cells is a list): checked before a server or worker starts.
   const cellCount = wholeNumberFlag('cells', values.cells, true) ?? 4;
   const yearCount = wholeNumberFlag('years', values.years, true) ?? 3;
@@ -29,6 +31,19 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const warehouse = path.join(dir, 'warehouse');
   const catalog = path.join(dir, 'catalog.db');
   const say = (line: string) => console.error(`demo: ${line}`);
+  const cells = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'].slice(0, cellCount);
+  const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
+  const generate = async () => {
+    await fs.mkdir(warehouse, { recursive: true });
+    const generated = await generateSampleWarehouse(warehouse, { cells, years, seed: 42 });
+    say(`sample warehouse ${warehouse}: ${generated.buckets} buckets, ${generated.files} part files, ${generated.rows} rows`);
+  };
+  if (values['generate-only']) {
+    await generate();
+    // No catalog yet: the first compaction creates the table in it.
+    console.log(`earthcatalog-compact --warehouse ${shellWord(warehouse)} --catalog ${shellWord(catalog)}`);
+    return 0;
+  }
 
   // The demo's own lines and the progress bar are the interesting output; the SDK speaks up only for warnings.
   Runtime.install({ logger: new WorkerLogger('WARN') });
@@ -45,11 +60,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const { worker, connection, plugin } = await createWorker({ ...target, taskQueue: target.taskQueue, maxConcurrentBuckets: 4, memoryBudgetMb: 512 });
   const client = await connectClient(target);
   try {
-    const cells = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'].slice(0, cellCount);
-    const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
-    await fs.mkdir(warehouse, { recursive: true });
-    const generated = await generateSampleWarehouse(warehouse, { cells, years, seed: 42 });
-    say(`sample warehouse ${warehouse}: ${generated.buckets} buckets, ${generated.files} part files, ${generated.rows} rows`);
+    await generate();
 
     const summary = await worker.runUntil(async () => {
       const handle = await startCompaction(client, { warehouse, catalog }, { taskQueue: target.taskQueue });

@@ -312,7 +312,7 @@ export function connectionFlagsOf(values: { address?: string; namespace?: string
 }
 
 /** `s` as one POSIX shell word. */
-function shellWord(s: string): string {
+export function shellWord(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
