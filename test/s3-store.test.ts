@@ -5,6 +5,7 @@
  * number of their classification from the SDK's MockActivityEnvironment) and denied requests (failing fast, naming the object, leaking no credentials), and
  * the core (compactBucket) on both backends against the independent oracle.
  */
+import * as os from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -20,7 +21,7 @@ import { ObjectReplacedError } from '../activities/storage/s3-transfer';
 import { openWarehouseStore } from '../activities/storage/open-store';
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { planBuckets } from '../activities/compaction/plan-buckets';
-import { readPlanPage } from '../activities/compaction/plan-store';
+import { readPlanManifest, readPlanPage } from '../activities/compaction/plan-store';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { expectedBucketRows, readOutputRows, assertSameRows } from './helpers/bucket-oracle';
 import { byBucket, listFiles } from './helpers/warehouse-fixtures';
@@ -363,9 +364,13 @@ describe('S3 only', () => {
     try {
       const started = Date.now();
       await assert.rejects(collect(store, ''), (err: unknown) => err instanceof StorageError && err.kind === 'not-found' && /s3:\/\/ec-no-such-bucket\/wh/.test(err.message));
+      // The first object asked for may be a plan's manifest: the message leads with the bucket.
       await assert.rejects(store.materialize('grid_partition=a/year=2020/p.parquet', scratch), (err: unknown) =>
-        err instanceof StorageError && err.kind === 'not-found' && /ec-no-such-bucket\/wh\/grid_partition=a\/year=2020\/p\.parquet/.test(err.message),
+        err instanceof StorageError &&
+        err.kind === 'not-found' &&
+        /^bucket s3:\/\/ec-no-such-bucket does not exist \(NoSuchBucket.*asked for s3:\/\/ec-no-such-bucket\/wh\/grid_partition=a\/year=2020\/p\.parquet\)$/.test(err.message),
       );
+      await assert.rejects(readPlanManifest(store, 'p1'), (err: unknown) => err instanceof StorageError && /^bucket s3:\/\/ec-no-such-bucket does not exist /.test(err.message));
       await assert.rejects(store.stat('x.parquet'), (err: unknown) => err instanceof StorageError && err.kind === 'not-found');
       assert.ok(Date.now() - started < 3000, 'not retried');
     } finally {
@@ -392,7 +397,11 @@ describe('S3 only', () => {
       for (const [n, v] of saved) if (v === undefined) delete process.env[n]; else process.env[n] = v;
     }
     assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
-    assert.equal(err.message, `no AWS credentials found in this process's environment (the AWS SDK's default chain) for s3://${BUCKET}/no-credentials/wh/grid_partition=a/year=2020/p.parquet`);
+    assert.equal(
+      err.message,
+      `no AWS credentials found for s3://${BUCKET}/no-credentials/wh/grid_partition=a/year=2020/p.parquet by the AWS SDK's default chain in process ${process.pid} on ${os.hostname()} ` +
+        `(a worker's environment for a compaction, the command's own for verify)`,
+    );
     const failures = [];
     for (const attempt of [1, 2, CREDENTIAL_ATTEMPTS]) failures.push(await new MockActivityEnvironment({ attempt }).run(async () => toActivityFailure(err)));
     assert.deepEqual(failures.map((f) => f instanceof ApplicationFailure && [f.type, f.nonRetryable]), [

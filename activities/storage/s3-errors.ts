@@ -4,6 +4,7 @@
  * the error code and HTTP status only: the SDK attaches request details (for InvalidAccessKeyId, the
  * access key id itself) to error objects, so those objects are never serialized into our errors.
  */
+import * as os from 'node:os';
 import { StorageError } from './warehouse-store';
 
 interface SdkErrorShape {
@@ -77,8 +78,13 @@ export function isDeniedCode(code: string | undefined): boolean {
  */
 export function noCredentialsError(err: unknown, uri: string): StorageError | undefined {
   if (errorCode(err) !== 'CredentialsProviderError') return undefined;
-  // `verify` reads S3 itself: the environment is whichever process runs this, the worker's or the caller's.
-  return new StorageError(`no AWS credentials found in this process's environment (the AWS SDK's default chain) for ${uri}`, 'no-credentials');
+  // Shown wherever the failure ends up (a compaction's in the CLI that started it), so it names the process
+  // whose environment lacks them: a worker's for a compaction, the command's own for `verify`.
+  return new StorageError(
+    `no AWS credentials found for ${uri} by the AWS SDK's default chain in process ${process.pid} on ${os.hostname()} ` +
+      `(a worker's environment for a compaction, the command's own for verify)`,
+    'no-credentials',
+  );
 }
 
 /** Temporary credentials (an STS session) that ran out; the provider chain may refresh them for the next attempt. */
@@ -118,7 +124,9 @@ export function permanentError(err: unknown, uri: string): StorageError | undefi
     return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
   }
   if (code === 'NoSuchBucket') {
-    return new StorageError(`bucket of ${uri} does not exist (${describeS3Error(err)})`, 'not-found');
+    // Led by the bucket: the object asked for first may be one the user never named (a plan's manifest).
+    const bucket = /^s3:\/\/([^/]+)/.exec(uri)?.[1];
+    return new StorageError(`bucket ${bucket ? `s3://${bucket}` : `of ${uri}`} does not exist (${describeS3Error(err)}; asked for ${uri})`, 'not-found');
   }
   if (code === 'InvalidBucketName') {
     return new StorageError(`invalid bucket name in ${uri} (${describeS3Error(err)})`, 'invalid-key');
