@@ -156,10 +156,11 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
 async function interruptedRunOf(client: Client, runs: readonly InterruptedCompaction[]): Promise<InterruptedCompaction | undefined> {
   for (const run of runs) {
     if (run.status === 'RUNNING' || run.status === 'COMPLETED' || run.status === 'CONTINUED_AS_NEW') return undefined;
-    const { planned, rebuilt } = await whatRunDid(client, run);
-    if (!planned) continue;
     // Only a failed run's own rebuild counts: a terminated or timed-out run was stopped before its end.
-    const stale = run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || (run.status === 'FAILED' && !rebuilt);
+    const failed = run.status === 'FAILED';
+    const { planned, rebuilt } = await whatRunDid(client, run, failed);
+    if (!planned) continue;
+    const stale = run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || (failed && !rebuilt);
     return stale ? run : undefined;
   }
   return undefined;
@@ -167,11 +168,12 @@ async function interruptedRunOf(client: Client, runs: readonly InterruptedCompac
 
 /**
  * Whether a run had a plan (it was continued from one, its start carrying the walk's state beside the
- * input, or its `planCompaction` or `loadPlan` completed) and whether its own rebuild completed. A
- * history gone with the namespace's retention counts as planned and not rebuilt: the warning is then
+ * input, or its `planCompaction` or `loadPlan` completed) and, when `rebuildMatters`, whether its own
+ * rebuild completed (else the history is read only until the plan: a long run's is thousands of events).
+ * A history gone with the namespace's retention counts as planned and not rebuilt: the warning is then
  * kept rather than dropped.
  */
-async function whatRunDid(client: Client, run: { workflowId: string; runId: string }): Promise<{ planned: boolean; rebuilt: boolean }> {
+async function whatRunDid(client: Client, run: { workflowId: string; runId: string }, rebuildMatters: boolean): Promise<{ planned: boolean; rebuilt: boolean }> {
   let planned = false;
   const planSteps = new Set<string>();
   const rebuilds = new Set<string>();
@@ -185,9 +187,9 @@ async function whatRunDid(client: Client, run: { workflowId: string; runId: stri
       if (type === 'planCompaction' || type === 'loadPlan') planSteps.add(String(event.eventId));
       if (type === 'rebuildCatalog') rebuilds.add(String(event.eventId));
       const completed = event.activityTaskCompletedEventAttributes?.scheduledEventId;
-      if (completed == null) continue;
-      if (planSteps.has(String(completed))) planned = true;
-      if (rebuilds.has(String(completed))) return { planned, rebuilt: true };
+      if (completed != null && planSteps.has(String(completed))) planned = true;
+      if (planned && !rebuildMatters) return { planned, rebuilt: false };
+      if (completed != null && rebuilds.has(String(completed))) return { planned, rebuilt: true };
     }
     nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
   } while (nextPageToken);
