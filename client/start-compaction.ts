@@ -80,6 +80,7 @@ export async function followCompaction(
   onNoAnswer?: (why: NoAnswer) => void,
 ): Promise<CompactionSummary> {
   let done = false;
+  let last: CompactionProgress | undefined;
   const poller = (async () => {
     // From the last answer, not the first failure: an unanswered query itself takes QUERY_DEADLINE_MS to fail.
     let answeredAt = Date.now();
@@ -88,6 +89,7 @@ export async function followCompaction(
       const answer = await tryQueryProgress(handle);
       if (done) break;
       if ('progress' in answer) {
+        last = answer.progress;
         onProgress?.(answer.progress);
         answeredAt = Date.now();
         told = false;
@@ -98,9 +100,10 @@ export async function followCompaction(
       await new Promise((r) => setTimeout(r, 500));
     }
   })();
+  let summary: CompactionSummary;
   try {
     const giveUp = `stopped waiting; the compaction goes on as workflow ${handle.workflowId} once the server is back`;
-    return (await throughOutages(() => handle.result(), { giveUp })) as CompactionSummary;
+    summary = (await throughOutages(() => handle.result(), { giveUp })) as CompactionSummary;
   } catch (err) {
     if (err instanceof ServerUnreachableError) throw err;
     throw new CompactionEndedError(describeWorkflowError(err));
@@ -108,6 +111,16 @@ export async function followCompaction(
     done = true;
     await poller;
   }
+  // The run ends between two polls, so the last answer was an earlier phase (the rebuild, say): its end, from the summary.
+  if (last) onProgress?.(finalProgress(last, summary));
+  return summary;
+}
+
+/** The progress a completed run ended with, from the last one seen and its summary. */
+function finalProgress(last: CompactionProgress, summary: CompactionSummary): CompactionProgress {
+  // A dry run compacts nothing: its buckets stay undone.
+  if (summary.dryRun) return { ...last, phase: 'done' };
+  return { ...last, phase: 'done', bucketsDone: last.bucketsTotal, bucketsFailed: summary.failedBucketsTotal, rowsBefore: summary.rowsBefore, rowsAfter: summary.rowsAfter };
 }
 
 /** A run that ended without a summary (cancelled, terminated, timed out or failed): what it left is worth saying. */

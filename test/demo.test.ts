@@ -44,6 +44,9 @@ test('the demo starts its own dev server, compacts its sample warehouse, prints 
   assert.ok(groups.length > 0, 'rows by partition and platform');
   for (const [line, rows, ids] of groups) assert.equal(rows, ids, `no id twice: ${line}`);
   assert.match(stderr, /demo: Temporal at 127\.0\.0\.1:\d+/, 'it started a dev server of its own');
+  // The progress (a line per phase off a terminal) ends with the run's end, not the phase polled last.
+  const bars = stderr.split('\n').filter((l) => /^\[[#.]+\] /.test(l));
+  assert.match(bars.at(-1) ?? '', new RegExp(`^\\[#+\\] 4/4 buckets · rows ${figure('rows_before')}→${figure('rows_after')} · failed 0 · done$`), stderr);
 
   const scan = await pyicebergScan(path.join(dir, 'catalog.db'));
   assert.equal(scan.error, undefined);
