@@ -16,6 +16,7 @@ export interface CompactWarehouseOptions {
   namespace?: string;
   taskQueue?: string;
   workflowId?: string;
+  /** About twice a second while the run goes on, and once more with phase `done` when it completed. */
   onProgress?: (p: CompactionProgress) => void;
 }
 

@@ -1215,5 +1215,6 @@ describe('TypeScript API', () => {
     assert.equal(summary.bucketsCompacted, summary.bucketsScanned);
     assert.equal(summary.filesAfter, summary.bucketsScanned);
     assert.ok(seen.length > 0, 'progress was reported');
+    assert.equal(seen.at(-1), 'done', 'the last report is the end');
   });
 });
