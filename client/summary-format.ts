@@ -96,7 +96,7 @@ export function formatSummary(s: CompactionSummary): string {
       s.dryRun
         ? `the table does not exist in ${s.catalog}: the run would create it. If you meant an existing table, check --catalog, --iceberg-namespace, ` +
             '--table and --catalog-name'
-        : `the table did not exist in ${s.catalog} and was created: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
+        : `the table did not exist in ${s.catalog} and was created, as on a first run: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
             '--table and --catalog-name (the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
   }

@@ -67,7 +67,7 @@ test('a run that created the table says so, and how to recognise a mistyped cata
   assert.doesNotMatch(formatSummary(base), /was created/);
   assert.match(
     formatSummary({ ...base, catalogTableCreated: true }),
-    /^the table did not exist in \/data\/catalog\.db and was created: if you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name/m,
+    /^the table did not exist in \/data\/catalog\.db and was created, as on a first run: if you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name \(the table you meant still lists/m,
   );
   assert.equal(exitCodeOf({ ...base, catalogTableCreated: true }), 0, 'the first compaction of a warehouse creates its table');
   assert.match(
