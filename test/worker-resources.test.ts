@@ -8,7 +8,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { noopMetricMeter, type MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
@@ -18,6 +21,7 @@ import { bucketTaskQueue, type BucketResult } from '../workflows/contract';
 import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 import { makeTempDir } from './helpers/temp-dirs';
 import { waitFor } from './helpers/wait';
+import { REPO_ROOT } from './helpers/temporal';
 
 test('bucket slots: at most their size at once, waiters served in arrival order, an aborted waiter leaves the queue', async () => {
   const slots = new BucketSlots(2);
@@ -173,4 +177,25 @@ test('a worker setting from the environment or the plugin options that is not a 
   }
   assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: Number.NaN }), /the plugin option memoryBudgetMb must be a positive whole number, got NaN/);
   assert.throws(() => new EarthcatalogCompactionPlugin({ maxConcurrentBuckets: 0 }), /the plugin option maxConcurrentBuckets must be a positive whole number, got 0/);
+});
+
+test('installed as a copy under node_modules (a registry install), the plugin bundles its TypeScript workflows, which the SDK compiles only outside node_modules', async () => {
+  // Under the checkout, so that the copy resolves its dependencies from the checkout's node_modules.
+  await fs.mkdir(path.join(REPO_ROOT, '.tmp'), { recursive: true });
+  const project = await fs.mkdtemp(path.join(REPO_ROOT, '.tmp', 'installed-'));
+  try {
+    const installed = path.join(project, 'node_modules', 'earthcatalog-compaction');
+    for (const dir of ['activities', 'client', 'worker', 'workflows']) await fs.cp(path.join(REPO_ROOT, dir), path.join(installed, dir), { recursive: true });
+    await fs.copyFile(path.join(REPO_ROOT, 'package.json'), path.join(installed, 'package.json'));
+    const copy = (await import(path.join(installed, 'worker', 'plugin.ts'))) as typeof import('../worker/plugin');
+    const bundle = (plugins: EarthcatalogCompactionPlugin[]) =>
+      bundleWorkflowCode({ workflowsPath: path.join(installed, 'workflows', 'index.ts'), plugins, logger: new DefaultLogger('ERROR', () => undefined) });
+    // The failure this guards against, as the SDK alone gives it.
+    await assert.rejects(bundle([]), /Webpack finished with errors/);
+    const { code } = await bundle([new copy.EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, memoryMb: 512 })]);
+    assert.match(code, /compactWarehouse/);
+    assert.match(code, /resourceLock/);
+  } finally {
+    await fs.rm(project, { recursive: true, force: true });
+  }
 });

@@ -11,8 +11,9 @@
  * workflows module and passes `registerWorkflows: false`.
  */
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
-import { Worker, type WorkerOptions } from '@temporalio/worker';
+import { Worker, type BundleOptions, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -44,6 +45,22 @@ const BUCKET_HEARTBEAT_THROTTLE = '5 seconds';
 
 export function workflowsPath(): string {
   return require.resolve('../workflows');
+}
+
+type WebpackConfig = Parameters<NonNullable<BundleOptions['webpackConfigHook']>>[0];
+
+/**
+ * The workflow bundler's webpack config with this package's TypeScript compiled like the worker's own.
+ * The SDK compiles `.ts` files outside node_modules only, and the package ships its TypeScript sources:
+ * installed as a copy (from a registry, a tarball, `--install-links`), its workflows did not bundle.
+ */
+export function compilingPackageSources(config: WebpackConfig, packageRoot: string): WebpackConfig {
+  if (!packageRoot.split(path.sep).includes('node_modules')) return config;
+  const rules = config.module?.rules ?? [];
+  const sdkTypeScript = rules.find((r) => typeof r === 'object' && r !== null && r.test instanceof RegExp && r.test.test('workflow.ts'));
+  if (typeof sdkTypeScript !== 'object' || sdkTypeScript === null || !sdkTypeScript.use) return config;
+  const ours = { test: /\.ts$/, include: packageRoot + path.sep, use: sdkTypeScript.use };
+  return { ...config, module: { ...config.module, rules: [...rules, ours] } };
 }
 
 export function bucketConcurrency(opts: CompactionPluginOptions, memoryBudgetMb: number): number {
@@ -121,6 +138,13 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
     // BucketSlots alone keeps the buckets within memory.
     if (configured.tuner) return { ...configured, taskQueue };
     return { ...configured, taskQueue, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
+  }
+
+  override configureBundler(options: BundleOptions): BundleOptions {
+    const configured = super.configureBundler(options);
+    const previous = configured.webpackConfigHook;
+    const packageRoot = path.resolve(__dirname, '..');
+    return { ...configured, webpackConfigHook: (config) => compilingPackageSources(previous ? previous(config) : config, packageRoot) };
   }
 
   /** The options of the bucket worker run beside the worker on `taskQueue` (once `configureWorker` has seen it). */
