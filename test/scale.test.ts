@@ -8,10 +8,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { Context } from '@temporalio/activity';
 import { bucketPrefix, bucketTaskQueue, type BucketRequest, type CompactionSummary, type PlanPageRequest } from '../workflows/contract';
 import { createActivities, WorkerLocalResources } from '../activities';
-import { spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { REPO_ROOT, spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { waitFor } from './helpers/wait';
 import { makeTempDir } from './helpers/temp-dirs';
 import { maybeRecordHistory } from './helpers/record-history';
 import { byBucket, listFiles, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
@@ -32,6 +36,8 @@ async function assertAllTinyBucketsCompacted(summary: CompactionSummary, warehou
 }
 
 let h: TemporalHarness;
+
+const run = promisify(execFile);
 
 before(async () => {
   h = await startTemporal();
@@ -110,6 +116,44 @@ describe('two worker processes share one run', () => {
     } finally {
       await one.stop();
       await two.stop();
+    }
+  });
+});
+
+describe('a worker that stops answering', () => {
+  it('status names the buckets it holds as silent until their heartbeat timeout; the other worker then compacts them', async () => {
+    const fx = await makeTinyWarehouse('frozen', 120);
+    const taskQueue = uniqueTaskQueue('frozen');
+    const frozen = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
+    const live = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
+    try {
+      const workflowId = `frozen-${Date.now()}`;
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue,
+        workflowId,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 4 }],
+      });
+      await waitFor('the run under way', async () => ((await handle.query<{ bucketsDone: number }>('progress')).bucketsDone >= 10 ? true : undefined));
+      // Stopped, not killed: the buckets it holds go silent, and its open polls take more that it never starts.
+      frozen.child.kill('SIGSTOP');
+      const status = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+      const line = await waitFor(
+        'status naming silent buckets',
+        async () => {
+          const { stdout } = await run(process.execPath, [status, 'status', '--workflow-id', workflowId, '--address', h.address, '--namespace', h.namespace], { cwd: REPO_ROOT });
+          return /without a heartbeat/.test(stdout) ? stdout : undefined;
+        },
+        90_000,
+      );
+      assert.match(line, new RegExp(`^${workflowId} RUNNING .* · [1-4] bucket\\(s\\) without a heartbeat for over 20 s \\(their worker gone\\?`, 'm'));
+      // Gone for good: what it holds is retried by the other worker after the heartbeat timeout.
+      frozen.child.kill('SIGKILL');
+      const summary = (await handle.result()) as CompactionSummary;
+      await assertAllTinyBucketsCompacted(summary, fx.warehouse, 120);
+    } finally {
+      frozen.child.kill('SIGKILL');
+      await frozen.exited;
+      await live.stop();
     }
   });
 });

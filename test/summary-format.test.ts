@@ -1,6 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { silentBucketCount, silentBucketsNote } from '../client/commands/status';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
 import { initialProgress, type CompactionProgress } from '../workflows/progress';
@@ -186,4 +187,25 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   assert.doesNotMatch(cut, /stay/);
   assert.equal(exitCodeOf({ ...base, schemaMismatchFiles: [longInDouble], schemaMismatchFilesTotal: 1 }), 3);
   assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
+});
+
+test("status counts the started bucket activities silent for over 20 s (a killed worker's, until their heartbeat timeout), nothing else", () => {
+  const now = 1_800_000_000_000;
+  const at = (msAgo: number) => ({ seconds: Math.floor((now - msAgo) / 1000), nanos: ((now - msAgo) % 1000) * 1e6 });
+  const STARTED = 2;
+  const SCHEDULED = 1;
+  const bucket = { activityType: { name: 'compactBucket' }, state: STARTED };
+  assert.equal(silentBucketCount([{ ...bucket, lastHeartbeatTime: at(25_000) }], now), 1);
+  assert.equal(silentBucketCount([{ ...bucket, lastHeartbeatTime: at(9_000) }], now), 0, 'heartbeating');
+  assert.equal(silentBucketCount([{ ...bucket, lastHeartbeatTime: at(19_000) }], now), 0, 'within two heartbeats');
+  assert.equal(silentBucketCount([{ ...bucket, lastStartedTime: at(25_000) }], now), 1, 'started, never a heartbeat');
+  assert.equal(silentBucketCount([{ ...bucket, lastStartedTime: at(2_000) }], now), 0, 'just started');
+  // Waiting on the server for a worker with a free slot: not lost, only queued.
+  assert.equal(silentBucketCount([{ ...bucket, state: SCHEDULED, lastHeartbeatTime: at(60_000) }], now), 0);
+  assert.equal(silentBucketCount([{ activityType: { name: 'rebuildCatalog' }, state: STARTED, lastHeartbeatTime: at(60_000) }], now), 0, 'buckets only');
+  assert.equal(
+    silentBucketCount([{ ...bucket, lastHeartbeatTime: at(31_000) }, { ...bucket, lastHeartbeatTime: at(1_000) }, { ...bucket, lastHeartbeatTime: at(21_000) }], now),
+    2,
+  );
+  assert.match(silentBucketsNote(2), /^2 bucket\(s\) without a heartbeat for over 20 s \(their worker gone\?/);
 });

@@ -49,6 +49,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         // A workflow task on its second attempt or later failed on a worker (one of another version, say).
         const workflowTaskFailures = Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
+        const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
         return {
           workflowId: id,
           status: desc.status.name,
@@ -56,6 +57,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           startTime: desc.startTime.toISOString(),
           progress: progress ?? null,
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
+          ...(silentBuckets ? { silentBuckets } : {}),
         };
       }),
     );
@@ -67,13 +69,37 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           : r.status === 'RUNNING'
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0)
             : undefined;
-        console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}`);
+        const silent = r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '';
+        console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}`);
       }
     }
     return 0;
   } finally {
     await client.connection.close();
   }
+}
+
+/**
+ * A bucket activity sends a heartbeat every 10 s; one silent for this long has most likely lost its worker
+ * (killed, its machine gone), and is retried elsewhere only after the 30 s heartbeat timeout.
+ */
+const SILENT_BUCKET_MS = 20_000;
+
+/** Started bucket activities whose last heartbeat (or start) is older than SILENT_BUCKET_MS at `nowMs`. */
+export function silentBucketCount(
+  pending: ReadonlyArray<{ activityType?: { name?: string | null } | null; state?: number | null; lastHeartbeatTime?: Timestamp | null; lastStartedTime?: Timestamp | null }>,
+  nowMs: number,
+): number {
+  const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
+  return pending.filter((a) => {
+    if (a.activityType?.name !== 'compactBucket' || a.state !== PENDING_ACTIVITY_STATE_STARTED) return false;
+    const last = ms(a.lastHeartbeatTime) ?? ms(a.lastStartedTime);
+    return last !== undefined && nowMs - last > SILENT_BUCKET_MS;
+  }).length;
+}
+
+export function silentBucketsNote(count: number): string {
+  return `${count} bucket(s) without a heartbeat for over ${SILENT_BUCKET_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
 }
 
 /** Why a running compaction may not answer: no worker on its queue, or workers whose workflow task fails on it. */
@@ -118,6 +144,14 @@ interface InterruptedCompaction {
 }
 
 const GRPC_NOT_FOUND = 5;
+/** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED. */
+const PENDING_ACTIVITY_STATE_STARTED = 2;
+
+/** google.protobuf.Timestamp as the SDK's protos carry it (seconds may be a Long). */
+interface Timestamp {
+  seconds?: number | { toNumber(): number } | null;
+  nanos?: number | null;
+}
 
 /** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
