@@ -54,12 +54,12 @@ type WebpackConfig = Parameters<NonNullable<BundleOptions['webpackConfigHook']>>
  * The SDK compiles `.ts` files outside node_modules only, and the package ships its TypeScript sources:
  * installed as a copy (from a registry, a tarball, `--install-links`), its workflows did not bundle.
  */
-export function compilingPackageSources(config: WebpackConfig, packageRoot: string): WebpackConfig {
+function compilingPackageSources(config: WebpackConfig, packageRoot: string): WebpackConfig {
   if (!packageRoot.split(path.sep).includes('node_modules')) return config;
   const rules = config.module?.rules ?? [];
   const sdkTypeScript = rules.find((r) => typeof r === 'object' && r !== null && r.test instanceof RegExp && r.test.test('workflow.ts'));
   if (typeof sdkTypeScript !== 'object' || sdkTypeScript === null || !sdkTypeScript.use) return config;
-  const ours = { test: /\.ts$/, include: packageRoot + path.sep, use: sdkTypeScript.use };
+  const ours = { test: /\.ts$/, include: packageRoot + path.sep, exclude: path.join(packageRoot, 'node_modules') + path.sep, use: sdkTypeScript.use };
   return { ...config, module: { ...config.module, rules: [...rules, ours] } };
 }
 
