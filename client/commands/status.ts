@@ -1,4 +1,4 @@
-import { isGrpcServiceError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
 import {
   compactionInputSchema,
@@ -47,8 +47,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       ids.map(async (id) => {
         const handle = client.workflow.getHandle(id);
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
-        // A workflow task on its second attempt or later failed on a worker (one of another version, say).
-        const workflowTaskFailures = Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
+        const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
         const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
         return {
           workflowId: id,
@@ -102,6 +101,11 @@ export function silentBucketsNote(count: number): string {
   return `${count} bucket(s) without a heartbeat for over ${SILENT_BUCKET_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
 }
 
+/** A workflow task on its second attempt or later failed on a worker (one of another version, say): how often. */
+export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
+  return Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
+}
+
 /** Why a running compaction may not answer: no worker on its queue, or workers whose workflow task fails on it. */
 export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number): string {
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
@@ -152,6 +156,7 @@ interface Timestamp {
   seconds?: number | { toNumber(): number } | null;
   nanos?: number | null;
 }
+
 
 /** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
