@@ -90,12 +90,17 @@ describe(`${BUCKETS} buckets in one logical run`, () => {
   });
 });
 
+/** 120 tiny buckets and two worker processes of two bucket slots each on a task queue of their own. */
+async function twoWorkerProcesses(name: string) {
+  const fx = await makeTinyWarehouse(name, 120);
+  const taskQueue = uniqueTaskQueue(name);
+  const spawnOne = () => spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
+  return { fx, taskQueue, workers: [spawnOne(), spawnOne()] as const };
+}
+
 describe('two worker processes share one run', () => {
   it('killing one of them in the middle does not change the result', async () => {
-    const fx = await makeTinyWarehouse('workers', 120);
-    const taskQueue = uniqueTaskQueue('workers');
-    const one = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
-    const two = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
+    const { fx, taskQueue, workers: [one, two] } = await twoWorkerProcesses('workers');
     try {
       const handle = await h.client.workflow.start('compactWarehouse', {
         taskQueue,
@@ -122,10 +127,7 @@ describe('two worker processes share one run', () => {
 
 describe('a worker that stops answering', () => {
   it('status names the buckets it holds as silent until their heartbeat timeout; the other worker then compacts them', async () => {
-    const fx = await makeTinyWarehouse('frozen', 120);
-    const taskQueue = uniqueTaskQueue('frozen');
-    const frozen = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
-    const live = spawnWorkerProcess(h, taskQueue, {}, ['--max-concurrent-buckets', '2']);
+    const { fx, taskQueue, workers: [frozen, live] } = await twoWorkerProcesses('frozen');
     try {
       const workflowId = `frozen-${Date.now()}`;
       const handle = await h.client.workflow.start('compactWarehouse', {
