@@ -35,7 +35,7 @@ import {
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
 import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
-import { makeColumnNullTyped } from './helpers/null-typed-column';
+import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';

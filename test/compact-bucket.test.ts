@@ -39,7 +39,7 @@ import {
 } from '../client/demo/sample-warehouse';
 import { assertSameRows, expectedBucketRows, parquetFacts, readOutputRows } from './helpers/bucket-oracle';
 import { makeTempDir } from './helpers/temp-dirs';
-import { makeColumnNullTyped } from './helpers/null-typed-column';
+import { addColumnCopy, makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 
 const CELL = '81283ffffffffff';
 const YEAR = 2021;
@@ -1126,7 +1126,41 @@ describe('compactBucket', () => {
         match: /null 'id'/,
         culprit: 0,
       },
+      // Before these were refused, a `file_index` column took the place of DuckDB's file number: the
+      // ranked path dropped every row of the other inputs and reported success.
+      ...(
+        [
+          ['File_Index', 'a column named file_index (any case)', /column named 'File_Index'.*DuckDB's row positions/],
+          ['file_row_number', 'a column named file_row_number', /column named 'file_row_number'/],
+          ['__ec_fi', 'a column with the prefix of our working columns', /column named '__ec_fi'.*its own working columns/],
+        ] as const
+      ).map(([column, name, match]) => ({
+        name,
+        damage: (root: string, inputs: PlannedFile[]) => rewritePart(root, inputs, 1, `*, 0 AS "${column}"`),
+        match,
+        culprit: 1,
+      })),
+      {
+        name: 'columns id and ID in one file',
+        damage: async (root, inputs) => {
+          await addColumnCopy(path.join(root, inputs[2]!.key), 'id', 'ID');
+          const size = (await fs.stat(path.join(root, inputs[2]!.key))).size;
+          return inputs.map((i, k) => (k === 2 ? { ...i, size } : i));
+        },
+        match: /names repeat or differ only in case \('id', 'ID'\)/,
+        culprit: 2,
+      },
     ];
+    /** Rewrites input `n` as `SELECT <select>` of itself (through a staged copy) and gives it its new size. */
+    async function rewritePart(root: string, inputs: PlannedFile[], n: number, select: string): Promise<PlannedFile[]> {
+      const file = path.join(root, inputs[n]!.key);
+      const staged = path.join(scratchRoot, `rewrite-${n}.parquet`);
+      await fs.rename(file, staged);
+      await session.exec(`COPY (SELECT ${select} FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`);
+      await fs.rm(staged);
+      const size = (await fs.stat(file)).size;
+      return inputs.map((i, k) => (k === n ? { ...i, size } : i));
+    }
     // The small path reads ids in a digest of their own; the ranked path in its narrow winners read.
     for (const c of cases) for (const writePath of WRITE_PATHS.slice(0, 2)) {
       test(`${c.name}: ${writePath.name}`, async () => {

@@ -20,7 +20,7 @@ import { expectedBucketRows, assertSameRows } from './helpers/bucket-oracle';
 import { deleteObjects, readObject, testBackends, writeObject, type TestWarehouse } from './helpers/backends';
 import { maybeRecordHistory } from './helpers/record-history';
 import { makeTempDir } from './helpers/temp-dirs';
-import { makeColumnNullTyped } from './helpers/null-typed-column';
+import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';

@@ -29,7 +29,7 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { StorageError } from '../activities/storage/warehouse-store';
 import { bucketPrefix, type BucketTask, type CompactionSummary } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
-import { makeColumnNullTyped } from './helpers/null-typed-column';
+import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 
 /** Writes `grid_partition=<cell>/year=<year>/<name>` of `size` bytes for each entry. */
 async function warehouseOf(files: readonly [cell: string, year: number | string, name: string, size: number][]): Promise<string> {

@@ -22,6 +22,45 @@ export interface InputSchema {
   columns: Map<string, { name: string; type: string }>;
 }
 
+/**
+ * DuckDB's virtual columns that every bucket's SQL addresses rows by: a data column of one of these names
+ * hides DuckDB's own (silently: its values would become the rows' positions).
+ */
+const RESERVED_COLUMNS = new Set(['file_index', 'file_row_number']);
+/** The prefix of the columns the bucket's SQL adds itself (`__ec_rank`, `__ec_part`, `__ec_fi`). */
+const INTERNAL_PREFIX = '__ec_';
+
+export function isReservedColumn(name: string): boolean {
+  const lower = name.toLowerCase();
+  return RESERVED_COLUMNS.has(lower) || lower.startsWith(INTERNAL_PREFIX);
+}
+
+/** DuckDB renames the second of two columns whose names match case-insensitively `name_1` (and `name_1_1`…). */
+const DEDUPLICATED_NAME = /_\d+$/;
+
+/** The top-level column names of a file as written, from its footer (DuckDB's DESCRIBE shows them renamed). */
+async function topLevelNames(session: DuckSession, file: string): Promise<string[]> {
+  const rows = await session.rows(`SELECT name, num_children FROM parquet_schema(${sqlString(file)})`);
+  const names: string[] = [];
+  // Depth-first order: the root, then each column followed by its nested fields.
+  const pending: number[] = [];
+  for (const [i, r] of rows.entries()) {
+    const children = Number(r.num_children ?? 0);
+    if (i > 0 && pending.length === 1) names.push(String(r.name));
+    if (i > 0) pending[pending.length - 1]!--;
+    if (children > 0) pending.push(children);
+    while (pending.length > 0 && pending[pending.length - 1] === 0) pending.pop();
+  }
+  return names;
+}
+
+/** Names that occur more than once when case is ignored, as first written. */
+export function repeatedNames(names: readonly string[]): string[] {
+  const seen = new Map<string, string[]>();
+  for (const n of names) seen.set(n.toLowerCase(), [...(seen.get(n.toLowerCase()) ?? []), n]);
+  return [...seen.values()].filter((spellings) => spellings.length > 1).flat();
+}
+
 /** DuckDB's error about one input, cut to what fits a bucket's failure reason. */
 function briefly(err: unknown): string {
   return firstLine(err).slice(0, 300);
@@ -46,6 +85,25 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
   for (const r of rows) {
     const name = String(r.column_name);
     columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
+  }
+  const reserved = [...columns.values()].find((c) => isReservedColumn(c.name));
+  if (reserved) {
+    throw new BadBucketDataError(
+      `input ${input.key} has a column named '${reserved.name}', a name the compaction cannot tell apart from ` +
+        `${reserved.name.toLowerCase().startsWith(INTERNAL_PREFIX) ? 'its own working columns' : "DuckDB's row positions (it would pick the wrong rows)"}; ` +
+        'rename that column in the file. Nothing of the bucket was changed',
+      [input.key],
+    );
+  }
+  if ([...columns.keys()].some((lower) => DEDUPLICATED_NAME.test(lower) && columns.has(lower.replace(DEDUPLICATED_NAME, '')))) {
+    const repeated = repeatedNames(await topLevelNames(session, input.path));
+    if (repeated.length > 0) {
+      throw new BadBucketDataError(
+        `input ${input.key} has columns whose names repeat or differ only in case (${repeated.map((n) => `'${n}'`).join(', ')}); ` +
+          'DuckDB would keep one under a new name. Rewrite the file with distinct names. Nothing of the bucket was changed',
+        [input.key],
+      );
+    }
   }
   if (!columns.has('id')) {
     throw new BadBucketDataError(`input ${input.key} has no 'id' column; rows cannot be deduplicated`, [input.key]);
