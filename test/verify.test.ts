@@ -268,6 +268,14 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test('a data column named `filename` (a common STAC property) is checked like any other, not taken for an unreadable file', async () => {
+    await withRewrittenCompactedFile(
+      "SELECT *, 'scene.tif' AS filename FROM $src",
+      async () => assert.deepEqual((await verify()).violations, [], 'no unreadable file, no incompatible bucket'),
+      { rebuildFirst: true },
+    );
+  });
+
   test('a compacted file whose rows are not sorted by (platform, datetime)', async () => {
     await withRewrittenCompactedFile(
       'SELECT * FROM $src ORDER BY platform DESC, datetime DESC',

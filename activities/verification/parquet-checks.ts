@@ -33,7 +33,9 @@ export interface FooterResult {
   violations: Violation[];
 }
 
-const READ = 'union_by_name = true, hive_partitioning = false, filename = true';
+// The file's path under a name of our own: a data column called `filename` is common enough in STAC
+// properties, and DuckDB refuses `filename = true` beside one.
+const READ = "union_by_name = true, hive_partitioning = false, filename = '__ec_file'";
 
 function unreadable(file: LocalDataFile, err: unknown): Violation {
   return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLine(err)}` };
@@ -128,9 +130,9 @@ async function duplicateQuery(session: DuckSession, files: readonly LocalDataFil
   await loadFileTable(session, files);
   const rows = await session.rows(`
     WITH d AS (
-      SELECT f.bucket, r.id, count(*) AS n, count(DISTINCT r.filename) AS nfiles
+      SELECT f.bucket, r.id, count(*) AS n, count(DISTINCT r.__ec_file) AS nfiles
       FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) r
-      JOIN verify_files f ON f.path = r.filename
+      JOIN verify_files f ON f.path = r.__ec_file
       WHERE r.id IS NOT NULL
       GROUP BY f.bucket, r.id
       HAVING count(*) > 1
@@ -198,19 +200,19 @@ async function sortQuery(session: DuckSession, files: readonly LocalDataFile[], 
   // A file is sorted iff ordering it by (platform, datetime) — ties kept in file order — leaves every row
   // where it is. DuckDB's default ordering (ASC, NULLS LAST) is the one the compaction writes with.
   const rows = await session.rows(`
-    SELECT filename, count(*) AS total,
+    SELECT __ec_file, count(*) AS total,
            count(*) FILTER (WHERE rn - 1 <> file_row_number) AS misplaced,
            min(file_row_number) FILTER (WHERE rn - 1 <> file_row_number) AS first_row
     FROM (
-      SELECT filename, file_row_number,
-             row_number() OVER (PARTITION BY filename ORDER BY ${order}, file_row_number) AS rn
+      SELECT __ec_file, file_row_number,
+             row_number() OVER (PARTITION BY __ec_file ORDER BY ${order}, file_row_number) AS rn
       FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}, file_row_number = true)
     )
-    GROUP BY filename HAVING misplaced > 0`);
+    GROUP BY __ec_file HAVING misplaced > 0`);
   const byPath = new Map(files.map((f) => [f.path, f]));
   return rows.map((r) => ({
     kind: ViolationKinds.unsorted,
-    object: byPath.get(String(r.filename))?.key ?? String(r.filename),
+    object: byPath.get(String(r.__ec_file))?.key ?? String(r.__ec_file),
     detail: `${Number(r.misplaced)} of ${Number(r.total)} rows are out of (platform, datetime) order, the first at row ${Number(r.first_row)}`,
   }));
 }
@@ -255,14 +257,14 @@ async function partitionQuery(session: DuckSession, files: readonly LocalDataFil
   const cell = withCell ? ', count(grid_partition) AS celled, min(grid_partition)::VARCHAR AS c_lo, max(grid_partition)::VARCHAR AS c_hi' : '';
   // The session's time zone is UTC, so year() of a timestamptz is its UTC year, as Iceberg's year transform.
   const rows = await session.rows(
-    `SELECT filename, count(*) AS n, count(datetime) AS dated, min(year(datetime)) AS y_lo, max(year(datetime)) AS y_hi,
+    `SELECT __ec_file, count(*) AS n, count(datetime) AS dated, min(year(datetime)) AS y_lo, max(year(datetime)) AS y_hi,
             min(datetime)::VARCHAR AS dt_lo, max(datetime)::VARCHAR AS dt_hi${cell}
-     FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
+     FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY __ec_file`,
   );
   const byPath = new Map(files.map((f) => [f.path, f]));
   const violations: Violation[] = [];
   for (const r of rows) {
-    const file = byPath.get(String(r.filename));
+    const file = byPath.get(String(r.__ec_file));
     const bucket = file && parseDataFileKey(file.key)?.bucket;
     if (!file || !bucket) continue;
     const n = Number(r.n);
@@ -342,12 +344,12 @@ async function metricsQuery(
 ): Promise<Violation[]> {
   const select = columns.map((c, i) => `${c.sql[0]} AS lo${i}, ${c.sql[1]} AS hi${i}, count(${sqlIdent(c.name)}) AS v${i}`).join(', ');
   const rows = await session.rows(
-    `SELECT filename, count(*) AS n, ${select} FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY filename`,
+    `SELECT __ec_file, count(*) AS n, ${select} FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) GROUP BY __ec_file`,
   );
   const byPath = new Map(files.map((f) => [f.path, f]));
   const violations: Violation[] = [];
   for (const r of rows) {
-    const file = byPath.get(String(r.filename));
+    const file = byPath.get(String(r.__ec_file));
     const stats = file && statsOf(file.key);
     if (!file || !stats) continue;
     const wrongBounds: string[] = [];
