@@ -323,6 +323,18 @@ describe('verify', () => {
     );
   });
 
+  test("a column named like the year partition field is not added to the schema (Java readers would refuse the table) and is a schema mismatch", async () => {
+    await withRewrittenCompactedFile(
+      'SELECT *, 1999 AS year FROM $src',
+      async (compacted) => {
+        const misfits = (await verify()).violations.filter((v) => v.kind === ViolationKinds.schemaMismatch);
+        assert.deepEqual(misfits.map((v) => v.object), [compacted], 'still a mismatch after the rebuild: the rebuild did not add it');
+        assert.match(misfits[0]!.detail, /^column 'year' has the name of the partition field 'year' \(year\(datetime\)\).*rename the column in the file/);
+      },
+      { rebuildFirst: true },
+    );
+  });
+
   test("Parquet field ids of another numbering are a schema mismatch: readers would read another column", async () => {
     // The rebuild created the table with the default schema.
     const idOf = (name: string) => defaultSchema().fields.find((f) => f.name === name)!.id;

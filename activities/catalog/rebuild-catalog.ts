@@ -81,7 +81,7 @@ export async function rebuildCatalog(
   const byYear = spec.fields.some((f) => f.transform === 'year');
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
-  const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']), base.properties?.[NAME_MAPPING_PROPERTY]);
+  const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']), base.properties?.[NAME_MAPPING_PROPERTY], spec.fields);
   let pass: RegisteredFiles | undefined;
   for (let attempt = 1; !pass; attempt++) {
     pass = await registerFiles(store, backend, files, { snapshotId, sequenceNumber, spec, partitionOf, modeOf, byYear, evolution, metadataDir: handle.metadataDir }, opts);

@@ -9,7 +9,7 @@
  * differs from the table's only in case, Parquet's Null type, field ids of another numbering) is reported; the file stays registered,
  * as leaving it out would hide its rows from every reader.
  */
-import type { IcebergField, IcebergSchema, IcebergType, MappedField } from './iceberg-schema';
+import type { IcebergField, IcebergSchema, IcebergType, MappedField, PartitionField } from './iceberg-schema';
 import type { FooterColumn, ParquetNode } from './parquet-footer';
 
 /** A column that has no Iceberg type; the message says why. */
@@ -44,6 +44,7 @@ export class SchemaEvolution {
   /** Columns whose type widened: `path: from -> to`. */
   readonly widened: string[] = [];
   private admission: Admission = { widened: [], retypedProvisional: false };
+  private readonly partitionNames: ReadonlyMap<string, string>;
 
   constructor(
     private readonly base: IcebergSchema,
@@ -52,7 +53,10 @@ export class SchemaEvolution {
     private readonly schemaIds: readonly number[],
     /** The table's name mapping (JSON text), whose aliases match a renamed column's files. */
     nameMapping?: string,
+    /** The table's partition fields, whose names a new column may not take (partitionNames). */
+    partitionFields: readonly PartitionField[] = [],
   ) {
+    this.partitionNames = partitionNames(partitionFields, base);
     this.fields = base.fields;
     this.current = base;
     this.lastId = lastColumnId;
@@ -110,6 +114,14 @@ export class SchemaEvolution {
         const alike = out.find((f) => f.name.toLowerCase() === node.name.toLowerCase());
         if (alike) {
           problems.push(`column '${path}' matches the table's '${prefix}${alike.name}' only in case, and readers look columns up by exact name`);
+          continue;
+        }
+        const partition = prefix === '' ? this.partitionNames.get(node.name) : undefined;
+        if (partition) {
+          problems.push(
+            `column '${path}' has the name of the partition field ${partition}, and Iceberg's Java library (Spark, Trino, Athena) ` +
+              'refuses a table whose schema has both, so it is not added: rename the column in the file',
+          );
           continue;
         }
         const added = this.newField(node, path, problems);
@@ -231,6 +243,20 @@ function typed<T>(path: string, problems: string[], read: () => T): T | undefine
     problems.push(`column '${path}' ${err.message}`);
     return undefined;
   }
+}
+
+/**
+ * Partition field name → how it is derived (`year(datetime)`), for the fields no column may be named
+ * like: Iceberg's Java library refuses a schema column named like a partition field unless the field is
+ * the identity of that very column (`grid_partition`).
+ */
+function partitionNames(fields: readonly PartitionField[], schema: IcebergSchema): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const f of fields) {
+    const source = schema.fields.find((x) => x.id === f['source-id'])?.name ?? `field ${f['source-id']}`;
+    if (!(f.transform === 'identity' && source === f.name)) names.set(f.name, `'${f.name}' (${f.transform}(${source}))`);
+  }
+  return names;
 }
 
 export type Shape =

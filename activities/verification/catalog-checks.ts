@@ -11,7 +11,7 @@ import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
-import type { IcebergSchema } from '../catalog/iceberg-schema';
+import type { IcebergSchema, PartitionField } from '../catalog/iceberg-schema';
 import { ParquetFooterError, readParquetFooter, type ParquetFooter } from '../catalog/parquet-footer';
 import { SchemaEvolution } from '../catalog/schema-evolution';
 import { LocalWarehouseStore } from '../storage/local-store';
@@ -128,7 +128,12 @@ export function compareCatalogWithFiles(
  * table was not rebuilt since, or by a tool that does not evolve it), a type wider than the schema's, or
  * one no evolution makes readable. pyiceberg fails every scan that touches such a file.
  */
-export async function checkSchemaFit(files: readonly LocalDataFile[], schema: IcebergSchema, nameMapping: string | undefined): Promise<Violation[]> {
+export async function checkSchemaFit(
+  files: readonly LocalDataFile[],
+  schema: IcebergSchema,
+  nameMapping: string | undefined,
+  partitionFields: readonly PartitionField[],
+): Promise<Violation[]> {
   const violations: Violation[] = [];
   const lastId = maxFieldId(schema.fields);
   for (const f of files) {
@@ -143,7 +148,7 @@ export async function checkSchemaFit(files: readonly LocalDataFile[], schema: Ic
     }
     // Judged against the table's schema alone: nothing of it is committed. New columns are numbered
     // after the schema's own, as a rebuild would number them.
-    const fit = new SchemaEvolution(schema, lastId, [], nameMapping);
+    const fit = new SchemaEvolution(schema, lastId, [], nameMapping, partitionFields);
     const { problem } = fit.admit(footer.columns);
     const details = [
       ...(fit.added.length ? [`column(s) the table's schema lacks: ${fit.added.join(', ')}`] : []),

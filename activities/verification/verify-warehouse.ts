@@ -18,8 +18,8 @@ import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
-import { currentSchema } from '../catalog/table-metadata';
-import { NAME_MAPPING_PROPERTY, type IcebergSchema } from '../catalog/iceberg-schema';
+import { currentSchema, defaultSpec } from '../catalog/table-metadata';
+import { NAME_MAPPING_PROPERTY, type IcebergSchema, type PartitionField, type PartitionSpec } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
 import { groupByBucket, listPhysicalDataFiles, type PhysicalDataFile } from './warehouse-files';
 
@@ -114,6 +114,7 @@ interface CatalogStatsByKey {
   schema: IcebergSchema;
   /** The table's name mapping (JSON text): a renamed column's files match it through its aliases. */
   nameMapping: string | undefined;
+  partitionFields: PartitionField[];
   byKey: Map<string, ColumnStats>;
 }
 
@@ -125,8 +126,10 @@ function catalogStats(
   label: string,
 ): CatalogStatsByKey | undefined {
   let schema: IcebergSchema;
+  let spec: PartitionSpec;
   try {
     schema = currentSchema(table.metadata, label);
+    spec = defaultSpec(table.metadata, label);
   } catch {
     return undefined; // reported by the catalog checks
   }
@@ -135,7 +138,7 @@ function catalogStats(
     const key = keyOf(entry.path);
     if (key !== undefined && entry.stats) byKey.set(key, entry.stats);
   }
-  return { schema, nameMapping: table.metadata.properties?.[NAME_MAPPING_PROPERTY], byKey };
+  return { schema, nameMapping: table.metadata.properties?.[NAME_MAPPING_PROPERTY], partitionFields: spec.fields, byKey };
 }
 
 /**
@@ -202,7 +205,7 @@ async function checkBatch(session: DuckSession, local: LocalDataFile[], violatio
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
   violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
   if (stats) violations.push(...(await checkColumnMetrics(session, readable, footers.facts, stats.schema, (key) => stats.byKey.get(key))));
-  if (stats) violations.push(...(await checkSchemaFit(readable, stats.schema, stats.nameMapping)));
+  if (stats) violations.push(...(await checkSchemaFit(readable, stats.schema, stats.nameMapping, stats.partitionFields)));
   return new Map([...footers.facts].map(([k, v]) => [k, v.rows]));
 }
 
