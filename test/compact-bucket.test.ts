@@ -1215,6 +1215,21 @@ describe('compactBucket', () => {
     });
   });
 
+  test('a type conflict names the files of the rarer type first: the odd file last in plan order is not among the ones left out', async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    const key = `${PREFIX}/part_zz_odd.parquet`;
+    const rows = rowsOf([['Q', '2022-01-01T00:00:00Z', 'q']]).map((r) => ({ ...r, platform: '8' }));
+    await writePartFile(path.join(root, key), rows, { session, columnTypes: { platform: 'BIGINT' } });
+    inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    assert.ok(inputs.length > 2, 'more files of the common type than of the odd one');
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
+      assert.ok(err.message.startsWith(`column 'platform' has conflicting types across inputs: ${key} (BIGINT), `), err.message);
+      return true;
+    });
+  });
+
   for (const writePath of WRITE_PATHS.slice(0, 2)) {
     test(`a column that holds no value in some inputs (pyarrow's Null type; an all-null INTEGER) is no type conflict: ${writePath.name}`, async () => {
       const { root, store } = await newWarehouse();

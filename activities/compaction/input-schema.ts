@@ -333,7 +333,12 @@ function conflictingColumns(schemas: readonly InputSchema[]): Map<string, Column
 }
 
 function conflictError(column: string, uses: readonly ColumnUse[]): BadBucketDataError {
-  const detail = listSome(uses.map((u) => `${u.key} (${u.type})`));
+  // The files of the rarer types first: the odd file among a hundred parts is the one to look at, and
+  // the message names only ten.
+  const count = new Map<string, number>();
+  for (const u of uses) count.set(u.type, (count.get(u.type) ?? 0) + 1);
+  const rarerFirst = [...uses].sort((a, b) => count.get(a.type)! - count.get(b.type)!);
+  const detail = listSome(rarerFirst.map((u) => `${u.key} (${u.type})`));
   return new BadBucketDataError(`column '${column}' has conflicting types across inputs: ${detail}`, [...new Set(uses.map((u) => u.key))]);
 }
 
