@@ -70,6 +70,13 @@ export function formatSummary(s: CompactionSummary): string {
         'or data files that cannot be compacted (a glob or control character in the key); the rebuilt table registers only data files',
     );
   }
+  if (s.objectsIgnoredParquetLike?.length) {
+    const named = namedBuckets(s.objectsIgnoredParquetLike, s.objectsIgnoredParquetLikeTotal);
+    lines.push(
+      `${named.total} of them look like Parquet data, whose rows no reader of the table sees: move each to its bucket folder as <name>.parquet ` +
+        `(grid_partition=<cell>/year=<yyyy>/), or away: ${named.list}`,
+    );
+  }
   // A resume counts among buckets_compacted those an interrupted run had finished: say how many.
   if (s.bucketsAlreadyCompacted) lines.push(`${s.bucketsAlreadyCompacted} of the compacted bucket(s) had been finished by an earlier attempt or run (resume), not redone`);
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);

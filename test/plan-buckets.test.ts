@@ -81,6 +81,33 @@ describe('planBuckets', () => {
     assert.equal(summary.ignoredObjects, 7);
   });
 
+  it('names the objects it leaves alone that look like Parquet data (their rows reach no table), not the hidden or control ones', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+      ['a', 2020, 'part_3.PARQUET', 100],
+      ['a', 2020, 'part_4.parq', 100],
+      ['a', 2020, 'sub/part_5.parquet', 100],
+      ['a', 2020, 'spark.parquet/part-0.parquet', 100],
+      ['a', '20x6', 'part_1.parquet', 100],
+      ['a', 2020, 'README.txt', 10],
+      ['a', 2020, '_SUCCESS', 0],
+      ['a', 2020, '_temporary/0/part-0.parquet', 100],
+      ['a', 2020, '.part_1.parquet.crc', 10],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const summary = await planBuckets(store, { warehouse: root, planId: 'p-stray', threshold: 2, dryRun: true }, () => {});
+    assert.deepEqual(summary.ignoredParquetLike, [
+      'grid_partition=a/year=2020/part_3.PARQUET',
+      'grid_partition=a/year=2020/part_4.parq',
+      'grid_partition=a/year=2020/spark.parquet/part-0.parquet',
+      'grid_partition=a/year=2020/sub/part_5.parquet',
+      'grid_partition=a/year=20x6/part_1.parquet',
+    ]);
+    assert.equal(summary.ignoredParquetLikeTotal, 5);
+    assert.ok(summary.ignoredObjects >= 8, `every object left alone is counted: ${summary.ignoredObjects}`);
+  });
+
   it('refuses a symbolic link to a data folder or file, naming it, instead of leaving its files out of the table; other links are passed over', async () => {
     const root = await warehouseOf([
       ['a', 2020, 'part_1.parquet', 100],

@@ -100,6 +100,10 @@ test('objects the plan left alone under bucket folders are counted in a line of 
   const ignored = { ...base, objectsIgnored: 3 };
   assert.match(formatSummary(ignored), /^3 object\(s\) under bucket folders were left alone: not data files of the layout/m);
   assert.equal(exitCodeOf(ignored), 0);
+  assert.doesNotMatch(formatSummary(ignored), /look like Parquet/);
+  const stray = { ...ignored, objectsIgnoredParquetLike: ['grid_partition=a/year=2020/x.PARQUET'], objectsIgnoredParquetLikeTotal: 2 };
+  assert.match(formatSummary(stray), /^2 of them look like Parquet data, whose rows no reader of the table sees: .*: grid_partition=a\/year=2020\/x\.PARQUET … and 1 more$/m);
+  assert.equal(exitCodeOf(stray), 0);
 });
 
 const progress: CompactionProgress = { ...initialProgress(), planId: 'p1', bucketsTotal: 10 };

@@ -536,6 +536,7 @@ function summarize(
     ...(plan.retypedBuckets ? { retypedBuckets: plan.retypedBuckets, retypedBucketsTotal: plan.retypedBucketsTotal ?? plan.retypedBuckets.length } : {}),
     ...(progress.untypedOutputsTotal ? { untypedOutputs: progress.untypedOutputs ?? [], untypedOutputsTotal: progress.untypedOutputsTotal } : {}),
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
+    ...(plan.ignoredParquetLike ? { objectsIgnoredParquetLike: plan.ignoredParquetLike, objectsIgnoredParquetLikeTotal: plan.ignoredParquetLikeTotal ?? plan.ignoredParquetLike.length } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
     // A dry run's summary is what the run would do: it would create the table its plan did not find.

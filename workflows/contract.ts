@@ -258,6 +258,9 @@ export interface PlanSummary {
   sample: string[];
   /** Objects under bucket prefixes that are not data files, or data files that cannot be compacted (isCompactableKey): left alone, counted for the operator. */
   ignoredObjects: number;
+  /** Among them, the keys that look like Parquet data (looksLikeParquet; the first names, and how many); absent when none. */
+  ignoredParquetLike?: string[];
+  ignoredParquetLikeTotal?: number;
   /** Files of buckets too large for one task, left for a later run (capBucketInputs); absent when none. */
   inputsDeferred?: number;
   /** Buckets below the threshold planned because a file has a column of Parquet's Null type (the first names, and how many); absent when none. */
@@ -412,6 +415,9 @@ export interface CompactionSummary {
   untypedOutputsTotal?: number;
   /** Objects under bucket folders the plan left alone (PlanSummary.ignoredObjects; absent when none). */
   objectsIgnored?: number;
+  /** Among them, the keys that look like Parquet data, whose rows no table reads (PlanSummary.ignoredParquetLike; absent when none). */
+  objectsIgnoredParquetLike?: string[];
+  objectsIgnoredParquetLikeTotal?: number;
   /** Inputs rewritten (same name, new bytes) after they were read, left for the next run (absent when none). */
   filesRewritten?: number;
   /** Delete files of another engine in the replaced snapshot, not carried over (absent when none). */

@@ -16,6 +16,15 @@ const SAMPLE_SIZE = 20;
  * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
  * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
  */
+/**
+ * A key the layout does not take whose name still says Parquet (`.PARQUET`, `.parq`, a part file in a
+ * subfolder or under `year=20x6`): likely data delivered to the wrong place, whose rows reach no table.
+ * Hidden names (a segment starting with `.` or `_`, as Spark's `_temporary/` while it writes) are not.
+ */
+export function looksLikeParquet(key: string): boolean {
+  return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
+}
+
 export async function planBuckets(
   store: WarehouseStore,
   req: PlanRequest,
@@ -32,7 +41,13 @@ export async function planBuckets(
   const byBucket = new Map<string, BucketTask>();
   let listed = 0;
   let ignoredObjects = 0;
-  const countIgnored = (key: string) => void (key.startsWith('grid_partition=') && ignoredObjects++);
+  const parquetLike: string[] = [];
+  let parquetLikeTotal = 0;
+  const countIgnored = (key: string) => {
+    if (!key.startsWith('grid_partition=')) return;
+    ignoredObjects++;
+    if (looksLikeParquet(key) && parquetLikeTotal++ < SAMPLE_SIZE) parquetLike.push(key);
+  };
   for (const prefix of selectionPrefixes(selection)) {
     for await (const obj of store.list(prefix, countIgnored)) {
       if (++listed % 1000 === 0) heartbeat(listed);
@@ -88,6 +103,7 @@ export async function planBuckets(
     pages: pages.length,
     sample: due.slice(0, SAMPLE_SIZE).map((t) => bucketPrefix(t.bucket)),
     ignoredObjects,
+    ...(parquetLikeTotal ? { ignoredParquetLike: parquetLike.sort(), ignoredParquetLikeTotal: parquetLikeTotal } : {}),
     ...(inputsDeferred ? { inputsDeferred } : {}),
     ...(nullTyped.size ? { nullTypedBuckets: named(nullTyped), nullTypedBucketsTotal: nullTyped.size } : {}),
     ...(retyped.size ? { retypedBuckets: named(retyped), retypedBucketsTotal: retyped.size } : {}),
