@@ -1020,6 +1020,52 @@ describe('a run reset past its lock grant', () => {
   });
 });
 
+describe('a run reset to a point within a page', () => {
+  it('asks for the lock before its next bucket (its last confirmation is over 10 s old) and fails as LockLost, starting no bucket', async () => {
+    const fx = await makeFixture('reset-in-page', { cells: ['8128bffffffffff', '8129bffffffffff'], years: [2021, 2022] });
+    const workflowId = `reset-in-page-${Date.now()}`;
+    const first = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    const summary = (await first.result()) as CompactionSummary;
+    assert.equal(summary.bucketsCompacted, 4);
+    const holder = await holdLock('warehouse', fx.warehouse, 'reset-in-page');
+    try {
+      // Past the 10 s for which a confirmation counts, as any reset by hand is.
+      await new Promise((r) => setTimeout(r, 10_500));
+      const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
+      const events = history!.events!;
+      const firstBucketDone = events.findIndex((e) => e.activityTaskCompletedEventAttributes && events.find((x) => x.eventId?.equals(e.activityTaskCompletedEventAttributes!.scheduledEventId!))?.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket');
+      assert.ok(firstBucketDone > 0, 'the first bucket completed');
+      const taskDone = events.slice(firstBucketDone).find((e) => e.workflowTaskCompletedEventAttributes)!;
+      const { runId } = await h.client.workflowService.resetWorkflowExecution({
+        namespace: h.namespace,
+        workflowExecution: { workflowId, runId: first.firstExecutionRunId },
+        workflowTaskFinishEventId: taskDone.eventId,
+        requestId: `reset-${Date.now()}`,
+        reason: 'test: reset within a page',
+      });
+      await assert.rejects(h.client.workflow.getHandle(workflowId, runId!).result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        assert.equal((err.cause as ApplicationFailure).type, FailureTypes.lockLost);
+        return true;
+      });
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-in-page');
+      const reset = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: runId! } });
+      const scheduledAfter = reset.history!.events!
+        .filter((e) => e.eventId!.toNumber() > taskDone.eventId!.toNumber())
+        .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
+        .filter((name): name is string => name !== undefined);
+      assert.ok(!scheduledAfter.includes('compactBucket'), `no bucket started after the reset point: ${scheduledAfter.join(', ')}`);
+      assert.equal(scheduledAfter[0], 'lockHolder', 'the lock was asked first');
+    } finally {
+      await holder.stop();
+    }
+  });
+});
+
 describe('--use-lock', () => {
   it("waits for the Python pipeline's lock object, holds it while running, releases it", async () => {
     const fx = await makeFixture('pylock');

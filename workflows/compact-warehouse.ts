@@ -71,6 +71,14 @@ const REAL_PATH_WAREHOUSE_LOCK = 'warehouse-lock-of-real-path-too';
 const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 /** patched() id of the bucket activities scheduled on the bucket task queue (bucketTaskQueue) instead of the run's own. */
 const BUCKET_TASK_QUEUE = 'buckets-on-their-own-task-queue';
+/** patched() id of the check, before a bucket starts, that the run still holds the warehouse lock when it last confirmed so long ago. */
+const CONFIRM_LOCK_BETWEEN_BUCKETS = 'confirm-warehouse-lock-between-buckets';
+/**
+ * A bucket starts at most this long (workflow time) after the run last confirmed it holds the warehouse
+ * lock. A run reset to a point within a page (`temporal workflow reset`) resumes that long or more after
+ * its last confirmation, so its next bucket asks first instead of writing beside the lock's new holder.
+ */
+const LOCK_CONFIRMED_FOR_MS = 10_000;
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -392,15 +400,28 @@ async function compactPages(input: CompactionRequest, state: CarriedState, progr
   const queue: BucketTask[] = [];
   let loading: Promise<void> | undefined;
   let stopped = false;
+  let lockConfirmedAt = -Infinity;
+  let confirming: Promise<void> | undefined;
+  const confirmLock = async (): Promise<void> => {
+    await confirmLockHeld(state.warehouseLock);
+    lockConfirmedAt = Date.now();
+  };
+  // No await unless a check is due, so buckets start in the order they always did. (Runs recorded before
+  // this replay without the check.)
+  const lockCheckDue = (): boolean => Date.now() - lockConfirmedAt >= LOCK_CONFIRMED_FOR_MS && patched(CONFIRM_LOCK_BETWEEN_BUCKETS);
   const loadPage = async (): Promise<void> => {
     publishDetails(input, progress);
-    await confirmLockHeld(state.warehouseLock);
+    await confirmLock();
     queue.push(...(await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page })));
     page += 1;
     if (input.useLock) await control.acquirePipelineLock(pipelineLockOwner(input));
   };
   const worker = async (): Promise<void> => {
     while (!stopped) {
+      if (queue.length > 0 && lockCheckDue()) {
+        await (confirming ??= confirmLock().finally(() => (confirming = undefined)));
+        if (stopped) return;
+      }
       const task = queue.shift();
       if (task) {
         await compactOne(input, plan.planId, task, progress);
