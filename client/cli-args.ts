@@ -1,5 +1,6 @@
 /** Flag parsing shared by the subcommands: one parser, one error style. */
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { parseBucketSelection, parseCompactionInput, type BucketSelection, type CompactionInput } from '../workflows/contract';
 
@@ -55,9 +56,23 @@ export function wholeNumberFlag(name: string, raw: string | undefined, positive 
   return n;
 }
 
-/** Local paths are made absolute here, where the operator's working directory is known. */
-export function location(raw: string): string {
-  return raw.startsWith('s3://') || raw.startsWith('arn:') ? raw : path.resolve(raw);
+/**
+ * Local paths are made absolute here, where the operator's working directory is known. A `file://` URI
+ * is a local path too; a URI of another scheme would otherwise be taken for a relative path
+ * (`./gs:/bucket`) and fail only once the run starts.
+ */
+export function location(raw: string, flag: string): string {
+  if (raw.startsWith('s3://') || raw.startsWith('arn:')) return raw;
+  if (/^file:\/\//i.test(raw)) {
+    try {
+      return fileURLToPath(raw);
+    } catch (err) {
+      throw new UsageError(`--${flag} ${JSON.stringify(raw)} is not a file URI of this machine: ${(err as Error).message}`);
+    }
+  }
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw);
+  if (scheme) throw new UsageError(`--${flag} takes a local path or an s3:// URI, not a ${scheme[1]}:// URI: ${JSON.stringify(raw)}`);
+  return path.resolve(raw);
 }
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -72,7 +87,7 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   const catalog = str('catalog');
   if (!warehouse) throw new UsageError('--warehouse is required');
   if (!catalog) throw new UsageError('--catalog is required');
-  const input: CompactionInput = { warehouse: location(warehouse), catalog: location(catalog) };
+  const input: CompactionInput = { warehouse: location(warehouse, 'warehouse'), catalog: location(catalog, 'catalog') };
   const threshold = wholeNumberFlag('threshold', str('threshold'));
   if (threshold !== undefined) input.threshold = threshold;
   if (values['dry-run']) input.dryRun = true;

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { UsageError } from '../client/cli-args';
+import { location, UsageError } from '../client/cli-args';
 import { resumeArgs, runResumeCommand } from '../client/commands/resume';
 import { resolveTarget } from '../client/connection';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
@@ -117,6 +117,23 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   const env = await cli(['worker'], { EARTHCATALOG_MEMORY_BUDGET_MB: '2g' });
   assert.equal(env.code, 64, env.stderr);
   assert.match(env.stderr, /EARTHCATALOG_MEMORY_BUDGET_MB must be a positive whole number, got "2g"/);
+});
+
+test('a file:// warehouse or catalog is a local path; a URI of another scheme is a usage error naming the flag, not a relative path under the working directory', async () => {
+  assert.equal(location('file:///tmp/wh', 'warehouse'), '/tmp/wh');
+  assert.equal(location('file:///tmp/a%20b/catalog.db', 'catalog'), '/tmp/a b/catalog.db');
+  assert.equal(location('wh', 'warehouse'), path.resolve('wh'));
+  assert.equal(location('s3://b/wh', 'warehouse'), 's3://b/wh');
+  assert.throws(() => location('file://otherhost/wh', 'warehouse'), (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/otherhost\/wh" is not a file URI of this machine/.test(e.message));
+  for (const flag of ['warehouse', 'catalog'] as const) {
+    const args = ['--warehouse', '/w', '--catalog', '/c.db'];
+    args[args.indexOf(`--${flag}`) + 1] = 'gs://b/x';
+    for (const command of [args, ['verify', ...args]]) {
+      const r = await cli(command);
+      assert.equal(r.code, 64, `${command.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`--${flag} takes a local path or an s3:// URI, not a gs:// URI: "gs://b/x"`));
+    }
+  }
 });
 
 test('--help anywhere among the compaction flags prints the usage', async () => {

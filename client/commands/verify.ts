@@ -50,8 +50,8 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
   try {
     const report = await verifyWarehouse({
       ...selection,
-      warehouse: location(values.warehouse),
-      catalog: location(values.catalog),
+      warehouse: location(values.warehouse, 'warehouse'),
+      catalog: location(values.catalog, 'catalog'),
       namespace: values['iceberg-namespace'],
       table: values.table,
       catalogName: values['catalog-name'],
