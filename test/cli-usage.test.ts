@@ -109,6 +109,9 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
   }
+  const lockId = await cli([...base, '--workflow-id', 'earthcatalog-lock:warehouse:/w']);
+  assert.equal(lockId.code, 64, lockId.stderr);
+  assert.match(lockId.stderr, /--workflow-id: the workflow id earthcatalog-lock:warehouse:\/w is of the form of a lock workflow's/);
   const year = await cli([...base, '--years', '2024,26']);
   assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: years\.1: a year has four digits \(1000 to 9999\), got 26$/m);
   const resume = await cli(['resume', ...base, '--dry-run']);

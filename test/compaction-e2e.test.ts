@@ -423,6 +423,20 @@ describe('invalid input', () => {
     }
   });
 
+  it("refuses to run under a lock workflow's id, where it would receive its own lock requests and wait for itself", async () => {
+    const fx = await backends[0]!.makeWarehouse('lock-id');
+    const before = await backends[0]!.listFiles(fx.warehouse);
+    const workflowId = lockWorkflowId('catalog', `${fx.catalog}-${Date.now()}`);
+    const err = await h.client.workflow
+      .execute('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }], workflowExecutionTimeout: '2 minutes' })
+      .then(() => assert.fail('the run should have been refused'), (e: unknown) => e);
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    const cause = err.cause as ApplicationFailure;
+    assert.equal(cause.type, FailureTypes.invalidInput);
+    assert.match(cause.message, /is of the form of a lock workflow's \(earthcatalog-lock:…\): a compaction under it would wait for itself/);
+    assert.deepEqual(await backends[0]!.listFiles(fx.warehouse), before, 'nothing compacted');
+  });
+
   it('refuses a carried state on a run that was not continued-as-new (a copy of a continued run cannot adopt its lock)', async () => {
     const fx = await backends[0]!.makeWarehouse('carried-copy');
     const input = { warehouse: fx.warehouse, catalog: fx.catalog, threshold: 2, dryRun: false, maxParallelBuckets: 0, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };

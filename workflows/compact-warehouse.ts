@@ -31,6 +31,7 @@ import {
   bucketPrefix,
   bucketTaskQueue,
   capFailureReason,
+  compactionWorkflowIdProblem,
   invalidInputError,
   newerInputProblems,
   parseCompactionInput,
@@ -79,6 +80,8 @@ const CONFIRM_LOCK_BETWEEN_BUCKETS = 'confirm-warehouse-lock-between-buckets';
  * its last confirmation, so its next bucket asks first instead of writing beside the lock's new holder.
  */
 const LOCK_CONFIRMED_FOR_MS = 10_000;
+/** patched() id of the refusal of a workflow id of a lock's form (compactionWorkflowIdProblem). */
+const NO_LOCK_WORKFLOW_ID = 'no-compaction-under-a-lock-workflow-id';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -157,6 +160,9 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
       FailureTypes.invalidInput,
     );
   }
+  // (Runs recorded before this replay without the check; none ran under such an id and ended.)
+  const idProblem = compactionWorkflowIdProblem(workflowInfo().workflowId);
+  if (idProblem && patched(NO_LOCK_WORKFLOW_ID)) throw ApplicationFailure.nonRetryable(idProblem, FailureTypes.invalidInput);
   let input: CompactionRequest;
   try {
     input = parseCompactionInput(rawInput, { newerRules: false });

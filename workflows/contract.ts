@@ -196,6 +196,18 @@ export function newerInputProblems(input: CompactionRequest): string[] {
   return problems;
 }
 
+/** Every lock workflow's id starts with this (lockWorkflowId). */
+export const LOCK_WORKFLOW_ID_PREFIX = 'earthcatalog-lock:';
+
+/**
+ * Why a compaction may not run under `workflowId`, if it may not: under a lock's id the run would receive
+ * its own lock requests and wait for itself forever.
+ */
+export function compactionWorkflowIdProblem(workflowId: string): string | undefined {
+  if (!workflowId.startsWith(LOCK_WORKFLOW_ID_PREFIX)) return undefined;
+  return `the workflow id ${workflowId} is of the form of a lock workflow's (${LOCK_WORKFLOW_ID_PREFIX}…): a compaction under it would wait for itself; start it under another id`;
+}
+
 /** Parses a workflow input; throws an Error whose message lists every problem on one line. */
 export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean } = {}): CompactionRequest {
   const result = compactionInputSchema.safeParse(raw);

@@ -34,7 +34,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { LockActivities } from '../activities/locking/lock-activities';
-import { FailureTypes } from './contract';
+import { FailureTypes, LOCK_WORKFLOW_ID_PREFIX } from './contract';
 
 export type LockKind = 'warehouse' | 'catalog';
 
@@ -106,7 +106,7 @@ const IDLE_CLOSE_SECONDS = 60;
 
 /** The lock's workflow id: one per resource, so the server itself guarantees one lock per resource. */
 export function lockWorkflowId(kind: LockKind, resource: string): string {
-  return `earthcatalog-lock:${kind}:${resource}`;
+  return `${LOCK_WORKFLOW_ID_PREFIX}${kind}:${resource}`;
 }
 
 const { isWorkflowRunning, closedLockState } = proxyActivities<LockActivities>({

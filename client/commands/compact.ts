@@ -1,11 +1,11 @@
-import { compactionFlags, compactionInputFromFlags, connectionFlags, parse } from '../cli-args';
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
 import { connectionFlagsOf, runningCompactionOf, stoppedRunOutcome } from './status';
-import type { CompactionInput, CompactionSummary } from '../../workflows/contract';
+import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
     [--cells a,b] [--years 2024,2025] [--max-parallel N] [--lock-timeout S] [--workflow-id ID] [--detach]
@@ -22,6 +22,8 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
   });
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   const input = compactionInputFromFlags(values, extra);
+  const idProblem = values['workflow-id'] === undefined ? undefined : compactionWorkflowIdProblem(values['workflow-id']);
+  if (idProblem) throw new UsageError(`--workflow-id: ${idProblem}`);
   const client = await connectClient(target);
   try {
     if (input.resumePlanId) {
