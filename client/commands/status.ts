@@ -101,7 +101,7 @@ export function silentBucketsNote(count: number): string {
   return `${count} bucket(s) without a heartbeat for over ${SILENT_BUCKET_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
 }
 
-/** A workflow task on its second attempt or later failed on a worker (one of another version, say): how often. */
+/** A workflow task on its second attempt or later failed or timed out on a worker (one of another version, a hung one): how often. */
 export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
   return Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
 }
@@ -111,8 +111,8 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
   if (workflowTaskFailures > 0) {
     return (
-      `(${none}: its workflow task has failed ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}, as one of an older or another ` +
-      `version fails a run it cannot replay; temporal workflow show --workflow-id ${workflowId} names the error)`
+      `(${none}: its workflow task has failed or timed out ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}: one of an older or another ` +
+      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${workflowId} names the error)`
     );
   }
   return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
