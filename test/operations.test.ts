@@ -976,6 +976,33 @@ function tablePointer(catalogDb: string): string {
   }
 }
 
+type HistoryEvent = NonNullable<NonNullable<Awaited<ReturnType<TemporalHarness['client']['workflowService']['getWorkflowExecutionHistory']>>['history']>['events']>[number];
+
+/**
+ * `temporal workflow reset` of a run's first execution to the first workflow task completed after the
+ * event `after` picks (by index in the history); returns that task's event id and the new run's id.
+ */
+async function resetAfter(
+  workflowId: string,
+  firstRunId: string,
+  after: (events: HistoryEvent[]) => number,
+  reason: string,
+): Promise<{ taskDone: number; runId: string }> {
+  const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: firstRunId } });
+  const events = history!.events!;
+  const from = after(events);
+  assert.ok(from > 0, `found the event to reset after (${reason})`);
+  const taskDone = events.slice(from).find((e) => e.workflowTaskCompletedEventAttributes)!;
+  const { runId } = await h.client.workflowService.resetWorkflowExecution({
+    namespace: h.namespace,
+    workflowExecution: { workflowId, runId: firstRunId },
+    workflowTaskFinishEventId: taskDone.eventId,
+    requestId: `reset-${Date.now()}`,
+    reason: `test: ${reason}`,
+  });
+  return { taskDone: taskDone.eventId!.toNumber(), runId: runId! };
+}
+
 describe('a run reset past its lock grant', () => {
   it('fails as LockLost naming the holder instead of writing beside it; nothing rebuilt', async () => {
     const fx = await makeFixture('reset-past-grant', { cells: ['8128bffffffffff'], years: [2021, 2022] });
@@ -990,19 +1017,13 @@ describe('a run reset past its lock grant', () => {
     const holder = await holdLock('warehouse', fx.warehouse, 'reset');
     try {
       // `temporal workflow reset` to the workflow task right after the warehouse lock's grant.
-      const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
-      const events = history!.events!;
-      const grant = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted');
-      assert.ok(grant > 0, 'the run was granted the warehouse lock');
-      const taskDone = events.slice(grant).find((e) => e.workflowTaskCompletedEventAttributes)!;
-      const { runId } = await h.client.workflowService.resetWorkflowExecution({
-        namespace: h.namespace,
-        workflowExecution: { workflowId, runId: first.firstExecutionRunId },
-        workflowTaskFinishEventId: taskDone.eventId,
-        requestId: `reset-${Date.now()}`,
-        reason: 'test: reset past the lock grant',
-      });
-      await assert.rejects(h.client.workflow.getHandle(workflowId, runId!).result(), (err: unknown) => {
+      const { runId } = await resetAfter(
+        workflowId,
+        first.firstExecutionRunId,
+        (events) => events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted'),
+        'reset past the lock grant',
+      );
+      await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
         assert.ok(err instanceof WorkflowFailedError, String(err));
         const cause = err.cause as ApplicationFailure;
         assert.equal(cause.type, FailureTypes.lockLost);
@@ -1035,27 +1056,26 @@ describe('a run reset to a point within a page', () => {
     try {
       // Past the 10 s for which a confirmation counts, as any reset by hand is.
       await new Promise((r) => setTimeout(r, 10_500));
-      const { history } = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: first.firstExecutionRunId } });
-      const events = history!.events!;
-      const firstBucketDone = events.findIndex((e) => e.activityTaskCompletedEventAttributes && events.find((x) => x.eventId?.equals(e.activityTaskCompletedEventAttributes!.scheduledEventId!))?.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket');
-      assert.ok(firstBucketDone > 0, 'the first bucket completed');
-      const taskDone = events.slice(firstBucketDone).find((e) => e.workflowTaskCompletedEventAttributes)!;
-      const { runId } = await h.client.workflowService.resetWorkflowExecution({
-        namespace: h.namespace,
-        workflowExecution: { workflowId, runId: first.firstExecutionRunId },
-        workflowTaskFinishEventId: taskDone.eventId,
-        requestId: `reset-${Date.now()}`,
-        reason: 'test: reset within a page',
-      });
-      await assert.rejects(h.client.workflow.getHandle(workflowId, runId!).result(), (err: unknown) => {
+      const { taskDone, runId } = await resetAfter(
+        workflowId,
+        first.firstExecutionRunId,
+        (events) =>
+          events.findIndex(
+            (e) =>
+              e.activityTaskCompletedEventAttributes &&
+              events.find((x) => x.eventId?.equals(e.activityTaskCompletedEventAttributes!.scheduledEventId!))?.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket',
+          ),
+        'reset within a page, after its first bucket',
+      );
+      await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
         assert.ok(err instanceof WorkflowFailedError, String(err));
         assert.equal((err.cause as ApplicationFailure).type, FailureTypes.lockLost);
         return true;
       });
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-in-page');
-      const reset = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId: runId! } });
+      const reset = await h.client.workflowService.getWorkflowExecutionHistory({ namespace: h.namespace, execution: { workflowId, runId } });
       const scheduledAfter = reset.history!.events!
-        .filter((e) => e.eventId!.toNumber() > taskDone.eventId!.toNumber())
+        .filter((e) => e.eventId!.toNumber() > taskDone)
         .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
         .filter((name): name is string => name !== undefined);
       assert.ok(!scheduledAfter.includes('compactBucket'), `no bucket started after the reset point: ${scheduledAfter.join(', ')}`);
