@@ -30,7 +30,7 @@ const RESERVED_COLUMNS = new Set(['file_index', 'file_row_number']);
 /** The prefix of the columns the bucket's SQL adds itself (`__ec_rank`, `__ec_part`, `__ec_fi`). */
 const INTERNAL_PREFIX = '__ec_';
 
-export function isReservedColumn(name: string): boolean {
+function isReservedColumn(name: string): boolean {
   const lower = name.toLowerCase();
   return RESERVED_COLUMNS.has(lower) || lower.startsWith(INTERNAL_PREFIX);
 }
@@ -55,7 +55,7 @@ async function topLevelNames(session: DuckSession, file: string): Promise<string
 }
 
 /** Names that occur more than once when case is ignored, as first written. */
-export function repeatedNames(names: readonly string[]): string[] {
+function repeatedNames(names: readonly string[]): string[] {
   const seen = new Map<string, string[]>();
   for (const n of names) seen.set(n.toLowerCase(), [...(seen.get(n.toLowerCase()) ?? []), n]);
   return [...seen.values()].filter((spellings) => spellings.length > 1).flat();

@@ -9,6 +9,15 @@ import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePla
 const SAMPLE_SIZE = 20;
 
 /**
+ * A key the layout does not take whose name still says Parquet (`.PARQUET`, `.parq`, a part file in a
+ * subfolder or under `year=20x6`): likely data delivered to the wrong place, whose rows reach no table.
+ * Hidden names (a segment starting with `.` or `_`, as Spark's `_temporary/` while it writes) are not.
+ */
+function looksLikeParquet(key: string): boolean {
+  return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
+}
+
+/**
  * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact: those
  * with `threshold` files or more, and those below it holding a file readers cannot read as the table
  * (bucketsReadersCannotRead). `tableTypes` (the table's number types, read from the catalog) are
@@ -16,15 +25,6 @@ const SAMPLE_SIZE = 20;
  * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
  * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
  */
-/**
- * A key the layout does not take whose name still says Parquet (`.PARQUET`, `.parq`, a part file in a
- * subfolder or under `year=20x6`): likely data delivered to the wrong place, whose rows reach no table.
- * Hidden names (a segment starting with `.` or `_`, as Spark's `_temporary/` while it writes) are not.
- */
-export function looksLikeParquet(key: string): boolean {
-  return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
-}
-
 export async function planBuckets(
   store: WarehouseStore,
   req: PlanRequest,
