@@ -71,7 +71,7 @@ export function formatSummary(s: CompactionSummary): string {
     );
   }
   if (s.objectsIgnoredParquetLike?.length) {
-    const named = namedBuckets(s.objectsIgnoredParquetLike, s.objectsIgnoredParquetLikeTotal);
+    const named = namedSample(s.objectsIgnoredParquetLike, s.objectsIgnoredParquetLikeTotal);
     lines.push(
       `${named.total} of them look like Parquet data, whose rows no reader of the table sees: move each to its bucket folder as <name>.parquet ` +
         `(grid_partition=<cell>/year=<yyyy>/), or away: ${named.list}`,
@@ -81,14 +81,14 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.bucketsAlreadyCompacted) lines.push(`${s.bucketsAlreadyCompacted} of the compacted bucket(s) had been finished by an earlier attempt or run (resume), not redone`);
   if (s.filesDeferred) lines.push(`${s.filesDeferred} file(s) of buckets too large for one task were left for the next run`);
   if (s.nullTypedBuckets?.length) {
-    const named = namedBuckets(s.nullTypedBuckets, s.nullTypedBucketsTotal);
+    const named = namedSample(s.nullTypedBuckets, s.nullTypedBucketsTotal);
     lines.push(
       `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a column or struct field of Parquet's Null type, ` +
         `which Iceberg readers cannot read (compaction leaves it out; the table reads it as null): ${named.list}`,
     );
   }
   if (s.retypedBuckets?.length) {
-    const named = namedBuckets(s.retypedBuckets, s.retypedBucketsTotal);
+    const named = namedSample(s.retypedBuckets, s.retypedBucketsTotal);
     lines.push(
       `${named.total} bucket(s) below the threshold ${s.dryRun ? 'would be' : 'were'} planned too, because a file there has a number column the table types otherwise ` +
         `(an integer in a double column, a float in a long one), which Iceberg readers cannot read (compaction writes the table's type where no value changes): ${named.list}`,
@@ -137,7 +137,7 @@ export function formatSummary(s: CompactionSummary): string {
     }
   }
   if (s.catalogBucketsGone?.length) {
-    const named = namedBuckets(s.catalogBucketsGone, s.catalogBucketsGoneTotal);
+    const named = namedSample(s.catalogBucketsGone, s.catalogBucketsGoneTotal);
     lines.push(
       `${named.total} bucket(s) the table listed are no longer in the warehouse (deleted outside this tool?), so their ${s.catalogRowsGone ?? 0} row(s) left the table: ` +
         named.list,
@@ -155,8 +155,8 @@ export function formatSummary(s: CompactionSummary): string {
   return lines.join('\n');
 }
 
-/** A capped list of bucket names as one phrase (`a, b … and 3 more`), with how many there are in all. */
-function namedBuckets(names: readonly string[], total: number | undefined): { total: number; list: string } {
+/** A capped list of names (buckets, keys) as one phrase (`a, b … and 3 more`), with how many there are in all. */
+function namedSample(names: readonly string[], total: number | undefined): { total: number; list: string } {
   const all = total ?? names.length;
   return { total: all, list: `${names.join(', ')}${all > names.length ? ` … and ${all - names.length} more` : ''}` };
 }

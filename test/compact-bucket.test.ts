@@ -1144,8 +1144,7 @@ describe('compactBucket', () => {
         name: 'columns id and ID in one file',
         damage: async (root, inputs) => {
           await addColumnCopy(path.join(root, inputs[2]!.key), 'id', 'ID');
-          const size = (await fs.stat(path.join(root, inputs[2]!.key))).size;
-          return inputs.map((i, k) => (k === 2 ? { ...i, size } : i));
+          return resized(root, inputs, 2);
         },
         match: /names repeat or differ only in case \('id', 'ID'\)/,
         culprit: 2,
@@ -1158,7 +1157,11 @@ describe('compactBucket', () => {
       await fs.rename(file, staged);
       await session.exec(`COPY (SELECT ${select} FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`);
       await fs.rm(staged);
-      const size = (await fs.stat(file)).size;
+      return resized(root, inputs, n);
+    }
+    /** The inputs with input `n` given the size its rewritten file has now. */
+    async function resized(root: string, inputs: PlannedFile[], n: number): Promise<PlannedFile[]> {
+      const size = (await fs.stat(path.join(root, inputs[n]!.key))).size;
       return inputs.map((i, k) => (k === n ? { ...i, size } : i));
     }
     // The small path reads ids in a digest of their own; the ranked path in its narrow winners read.

@@ -3,11 +3,13 @@
  * once files are read together, DuckDB's errors (or, worse, its silent casts under union_by_name)
  * no longer say which object is at fault.
  */
+import * as path from 'node:path';
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { firstLine, sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
-import type { ParquetNode } from '../catalog/parquet-footer';
+import { readParquetFooter, type ParquetNode } from '../catalog/parquet-footer';
 import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
+import { LocalWarehouseStore } from '../storage/local-store';
 
 /** A planned input: its warehouse key and a local file with its bytes. */
 export interface LocalInput {
@@ -30,29 +32,16 @@ const RESERVED_COLUMNS = new Set(['file_index', 'file_row_number']);
 /** The prefix of the columns the bucket's SQL adds itself (`__ec_rank`, `__ec_part`, `__ec_fi`). */
 const INTERNAL_PREFIX = '__ec_';
 
-function isReservedColumn(name: string): boolean {
+/** What a column of this name would be taken for, if the compaction cannot keep it apart. */
+function reservedNameClash(name: string): string | undefined {
   const lower = name.toLowerCase();
-  return RESERVED_COLUMNS.has(lower) || lower.startsWith(INTERNAL_PREFIX);
+  if (RESERVED_COLUMNS.has(lower)) return "DuckDB's row positions (it would pick the wrong rows)";
+  if (lower.startsWith(INTERNAL_PREFIX)) return 'its own working columns';
+  return undefined;
 }
 
 /** DuckDB renames the second of two columns whose names match case-insensitively `name_1` (and `name_1_1`…). */
 const DEDUPLICATED_NAME = /_\d+$/;
-
-/** The top-level column names of a file as written, from its footer (DuckDB's DESCRIBE shows them renamed). */
-async function topLevelNames(session: DuckSession, file: string): Promise<string[]> {
-  const rows = await session.rows(`SELECT name, num_children FROM parquet_schema(${sqlString(file)})`);
-  const names: string[] = [];
-  // Depth-first order: the root, then each column followed by its nested fields.
-  const pending: number[] = [];
-  for (const [i, r] of rows.entries()) {
-    const children = Number(r.num_children ?? 0);
-    if (i > 0 && pending.length === 1) names.push(String(r.name));
-    if (i > 0) pending[pending.length - 1]!--;
-    if (children > 0) pending.push(children);
-    while (pending.length > 0 && pending[pending.length - 1] === 0) pending.pop();
-  }
-  return names;
-}
 
 /** Names that occur more than once when case is ignored, as first written. */
 function repeatedNames(names: readonly string[]): string[] {
@@ -86,17 +75,19 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
     const name = String(r.column_name);
     columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
   }
-  const reserved = [...columns.values()].find((c) => isReservedColumn(c.name));
-  if (reserved) {
+  for (const { name } of columns.values()) {
+    const clash = reservedNameClash(name);
+    if (!clash) continue;
     throw new BadBucketDataError(
-      `input ${input.key} has a column named '${reserved.name}', a name the compaction cannot tell apart from ` +
-        `${reserved.name.toLowerCase().startsWith(INTERNAL_PREFIX) ? 'its own working columns' : "DuckDB's row positions (it would pick the wrong rows)"}; ` +
+      `input ${input.key} has a column named '${name}', a name the compaction cannot tell apart from ${clash}; ` +
         'rename that column in the file. Nothing of the bucket was changed',
       [input.key],
     );
   }
   if ([...columns.keys()].some((lower) => DEDUPLICATED_NAME.test(lower) && columns.has(lower.replace(DEDUPLICATED_NAME, '')))) {
-    const repeated = repeatedNames(await topLevelNames(session, input.path));
+    // The names as written, from the footer: DuckDB's DESCRIBE shows them renamed.
+    const footer = await readParquetFooter(new LocalWarehouseStore(path.dirname(input.path)), path.basename(input.path), input.size);
+    const repeated = repeatedNames(footer.columns.map((c) => c.name));
     if (repeated.length > 0) {
       throw new BadBucketDataError(
         `input ${input.key} has columns whose names repeat or differ only in case (${repeated.map((n) => `'${n}'`).join(', ')}); ` +

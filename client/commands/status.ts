@@ -157,7 +157,6 @@ interface Timestamp {
   nanos?: number | null;
 }
 
-
 /** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
 
