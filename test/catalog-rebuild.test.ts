@@ -558,7 +558,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
   });
 
-  test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year", async () => {
+  test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year, infinity is named", async () => {
     const wh = path.join(await freshDir('year-edges'), 'warehouse');
     const files: Array<[key: string, type: string, values: string[]]> = [
       ['grid_partition=m1/year=1969/early_us.parquet', 'TIMESTAMPTZ', ['1968-12-31 23:59:59.9995+00', '1969-06-01 00:00:00+00']],
@@ -566,6 +566,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       ['grid_partition=m1/year=1969/last_us.parquet', 'TIMESTAMPTZ', ['1969-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00']],
       ['grid_partition=m1/year=1969/last_ns.parquet', 'TIMESTAMP_NS', ['1969-01-01 00:00:00', '1969-12-31 23:59:59.999999999']],
       ['grid_partition=m1/year=1999/last_ns.parquet', 'TIMESTAMP_NS', ['1999-01-01 00:00:00', '1999-12-31 23:59:59.999999999']],
+      // DuckDB stores infinity as the largest long, beyond what a Date holds: named, not a RangeError.
+      ['grid_partition=m1/year=1999/infinite_us.parquet', 'TIMESTAMPTZ', ['1999-01-01 00:00:00+00', 'infinity']],
     ];
     const session = await openDuckSession({ tempDir: await freshDir('year-edges-spill'), threads: 1 });
     try {
@@ -584,6 +586,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       [
         ['grid_partition=m1/year=1969/early_ns.parquet', 'datetimes from 1968-12-31T23:59:59.999Z to 1969-06-01T00:00:00.000Z, registered under year 1969'],
         ['grid_partition=m1/year=1969/early_us.parquet', 'datetimes from 1968-12-31T23:59:59.999Z to 1969-06-01T00:00:00.000Z, registered under year 1969'],
+        ['grid_partition=m1/year=1999/infinite_us.parquet', 'datetimes from 1999-01-01T00:00:00.000Z to an instant beyond the year 275760, registered under year 1999'],
       ],
     );
   });

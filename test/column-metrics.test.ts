@@ -122,6 +122,10 @@ describe('Iceberg bounds', () => {
     assert.deepEqual([millis.lower!.readBigInt64LE(), millis.upper!.readBigInt64LE()], [5000n, 7000n]);
     const nanos = bounds(col('t', 'INT64', 'TIMESTAMP(NANOS,UTC)', -1500n, 1500n), 'timestamptz');
     assert.deepEqual([nanos.lower!.readBigInt64LE(), nanos.upper!.readBigInt64LE()], [-2n, 2n]);
+    // An "end of time" sentinel in millis is beyond a long's micros: counts only, not a RangeError
+    // that failed every attempt of the rebuild.
+    const sentinel = bounds(col('t', 'INT64', 'TIMESTAMP(MILLIS,UTC)', 0n, 2n ** 62n), 'timestamptz');
+    assert.deepEqual([sentinel.lower, sentinel.upper, sentinel.counted], [undefined, undefined, 10n]);
     const plain = bounds(col('t', 'INT64', undefined, 5n, 7n), 'timestamptz');
     assert.equal(plain.lower, undefined, 'an unannotated INT64 is not a timestamp');
   });

@@ -129,8 +129,9 @@ function icebergBounds(type: string, column: FooterColumn, totals: ColumnTotals,
     case 'timestamptz': {
       const unit = timestampUnit(logical);
       if (!unit || typeof min !== 'bigint' || typeof max !== 'bigint') return undefined;
-      // Micros: milliseconds scale exactly; nanoseconds round outwards.
-      if (unit === 'MILLIS') return { lower: int64(min * 1000n), upper: int64(max * 1000n) };
+      // Micros: milliseconds scale exactly (unless beyond a long's micros, as an "end of time"
+      // sentinel may be: no bound then); nanoseconds round outwards.
+      if (unit === 'MILLIS') return fitsInt64(min * 1000n) && fitsInt64(max * 1000n) ? { lower: int64(min * 1000n), upper: int64(max * 1000n) } : undefined;
       if (unit === 'MICROS') return { lower: int64(min), upper: int64(max) };
       return { lower: int64(floorDiv(min, 1000n)), upper: int64(-floorDiv(-max, 1000n)) };
     }
@@ -156,6 +157,14 @@ const PER_MILLISECOND: Record<TimestampUnit, bigint> = { MILLIS: 1n, MICROS: 100
  */
 export function timestampAsDate(value: bigint, unit: TimestampUnit): Date {
   return new Date(Number(floorDiv(value, PER_MILLISECOND[unit])));
+}
+
+/**
+ * An instant as ISO text, or what it is when a Date cannot hold it: DuckDB stores `infinity` as the
+ * largest long of micros, ~17,000 years beyond a Date's range, and toISOString throws on it.
+ */
+export function instantText(d: Date): string {
+  return Number.isNaN(d.getTime()) ? 'an instant beyond the year 275760' : d.toISOString();
 }
 
 /**
@@ -186,6 +195,10 @@ function int32(v: bigint): Buffer {
   const b = Buffer.alloc(4);
   b.writeInt32LE(Number(v));
   return b;
+}
+
+function fitsInt64(v: bigint): boolean {
+  return v >= -(2n ** 63n) && v < 2n ** 63n;
 }
 
 function int64(v: bigint): Buffer {

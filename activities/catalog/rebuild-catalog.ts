@@ -16,7 +16,7 @@ import type { DataFileEntry, PartitionValue } from './manifest-writer';
 import { ManifestWriter, newCommitUuid, partitionResultType, writeManifestList, type ManifestFileRecord } from './manifest-writer';
 import { ParquetFooterError, readParquetFooter, type FooterColumn, type ParquetFooter } from './parquet-footer';
 import { SchemaEvolution } from './schema-evolution';
-import { columnMetrics, metricsModes, timestampRange, type ColumnMetrics } from './column-metrics';
+import { columnMetrics, instantText, metricsModes, timestampRange, type ColumnMetrics } from './column-metrics';
 import { currentSnapshot, liveDataFiles } from './describe-table';
 import { warehouseKeyOf } from './catalog-locations';
 import { removeExpiredMetadata } from './metadata-cleanup';
@@ -301,7 +301,7 @@ function yearDisagreement(columns: readonly FooterColumn[], metrics: ColumnMetri
   const range = column && timestampRange(column);
   if (!range) return undefined;
   if (range.from.getUTCFullYear() === year && range.to.getUTCFullYear() === year) return undefined;
-  return `datetimes from ${range.from.toISOString()} to ${range.to.toISOString()}, registered under year ${year}`;
+  return `datetimes from ${instantText(range.from)} to ${instantText(range.to)}, registered under year ${year}`;
 }
 
 /** Registered files the rebuild names; more are counted only. */

@@ -6,7 +6,7 @@
  */
 import type { DuckSession } from '../compaction/duckdb-session';
 import { firstLine, sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
-import { boundHolds, decodeBound, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
+import { boundHolds, decodeBound, instantText, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
 import { parseDataFileKey } from '../storage/warehouse-layout';
@@ -330,7 +330,7 @@ function minMaxSql(column: string, type: string): [string, string] | undefined {
 
 function shown(type: string, v: ActualValue | Buffer | undefined): string {
   if (Buffer.isBuffer(v)) return shown(type, decodeBound(type, v));
-  if (typeof v === 'bigint' && type.startsWith('timestamp')) return timestampAsDate(v, 'MICROS').toISOString();
+  if (typeof v === 'bigint' && type.startsWith('timestamp')) return instantText(timestampAsDate(v, 'MICROS'));
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
