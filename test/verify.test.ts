@@ -390,11 +390,12 @@ describe('verify', () => {
     }
   });
 
-  test("rows that do not match their path's partition (no datetime, another year, another cell) are reported: engines pruning on the partition skip them", async () => {
-    // Row order kept; the first row loses its datetime, the second moves back a year, the third names another cell.
+  test("rows that do not match their path's partition (no datetime, another year, another cell, an infinite datetime) are reported: engines pruning on the partition skip them", async () => {
+    // Row order kept; the first row loses its datetime, the second moves back a year, the third names
+    // another cell, the fourth's datetime is infinity (whose year() is NULL, like a missing datetime's).
     await withRewrittenCompactedFile(
       `SELECT * EXCLUDE (rn) REPLACE (
-         CASE WHEN rn = 1 THEN NULL WHEN rn = 2 THEN datetime - INTERVAL 1 YEAR ELSE datetime END AS datetime,
+         CASE WHEN rn = 1 THEN NULL WHEN rn = 2 THEN datetime - INTERVAL 1 YEAR WHEN rn = 4 THEN 'infinity' ELSE datetime END AS datetime,
          CASE WHEN rn = 3 THEN 'elsewhere' ELSE grid_partition END AS grid_partition
        ) FROM (SELECT *, row_number() OVER () AS rn FROM $src)`,
       async (compacted) => {
@@ -402,7 +403,7 @@ describe('verify', () => {
         const mismatches = r.violations.filter((v) => v.kind === ViolationKinds.partitionMismatch);
         assert.deepEqual(mismatches.map((v) => v.object), [compacted]);
         const cell = /grid_partition=([^/]+)/.exec(compacted)![1]!;
-        assert.match(mismatches[0]!.detail, new RegExp(`^the rows do not match the partition of their path \\(grid_partition=${cell}, year\\(datetime\\)=2021\\): 1 of \\d+ rows have no datetime; its datetimes run from 2020-\\S+ .* not all in 2021; its grid_partition column is not "${cell}" throughout \\(values from "${cell}" to "elsewhere"\\); engines that prune on the partition skip them$`));
+        assert.match(mismatches[0]!.detail, new RegExp(`^the rows do not match the partition of their path \\(grid_partition=${cell}, year\\(datetime\\)=2021\\): 1 of \\d+ rows have no datetime; 1 of \\d+ rows have an infinite datetime; its datetimes run from 2020-\\S+ .* not all in 2021; its grid_partition column is not "${cell}" throughout \\(values from "${cell}" to "elsewhere"\\); engines that prune on the partition skip them$`));
       },
       { rebuildFirst: true },
     );

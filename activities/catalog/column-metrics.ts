@@ -160,11 +160,11 @@ export function timestampAsDate(value: bigint, unit: TimestampUnit): Date {
 }
 
 /**
- * An instant as ISO text, or what it is when a Date cannot hold it: DuckDB stores `infinity` as the
+ * An instant as ISO text, or where it lies when a Date cannot hold it: DuckDB stores `infinity` as the
  * largest long of micros, ~17,000 years beyond a Date's range, and toISOString throws on it.
  */
 export function instantText(d: Date): string {
-  return Number.isNaN(d.getTime()) ? 'an instant beyond the year 275760' : d.toISOString();
+  return Number.isNaN(d.getTime()) ? 'an instant outside the years -271821 to 275760' : d.toISOString();
 }
 
 /**
