@@ -64,8 +64,6 @@ const CONFIRM_WAREHOUSE_LOCK = 'confirm-warehouse-lock-per-page';
 const KEEP_OUTCOME_WHEN_RELEASE_FAILS = 'keep-outcome-when-pipeline-lock-release-fails';
 /** patched() id of the bucket window that slides across plan pages (the next page loads while the last buckets of one run). */
 const WINDOW_ACROSS_PAGES = 'bucket-window-across-pages';
-/** patched() id of the input rules of newerInputProblems (control characters, lock-id length, the filesystem root). */
-const NEWER_INPUT_RULES = 'newer-input-rules';
 /** patched() id of the second warehouse lock, of the warehouse's real path (warehouseLockKey), taken when it differs. */
 const REAL_PATH_WAREHOUSE_LOCK = 'warehouse-lock-of-real-path-too';
 /** patched() id of the refusal of a carried state passed to a run that was not continued-as-new. */
@@ -166,8 +164,8 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   let input: CompactionRequest;
   try {
     input = parseCompactionInput(rawInput, { newerRules: false });
-    const problems = carried ? [] : newerInputProblems(input);
-    if (problems.length && patched(NEWER_INPUT_RULES)) throw invalidInputError(problems);
+    const due = (carried ? [] : newerInputProblems(input)).filter((p) => patched(p.patch));
+    if (due.length) throw invalidInputError(due.map((p) => p.problem));
   } catch (err) {
     if (!carried) throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
     // A run continued-as-new carries the input its first run validated and completed with defaults. A

@@ -179,20 +179,42 @@ export type CompactionRequest = z.output<typeof compactionInputSchema>;
  */
 export const MAX_LOCATION_LENGTH = 800;
 
+/** The patched() ids the workflow applies newerInputProblems' rules behind, in the order they were added. */
+export const InputRulePatches = {
+  /** Control characters, lock-id length, the filesystem root. */
+  first: 'newer-input-rules',
+  /** A query string or fragment in an s3:// catalog. */
+  catalogQuery: 'no-query-in-s3-catalog',
+} as const;
+
+export interface NewerInputProblem {
+  problem: string;
+  patch: (typeof InputRulePatches)[keyof typeof InputRulePatches];
+}
+
 /**
  * Rules added after runs were already started with inputs that pass the schema alone. The workflow
- * applies them behind `patched()`, so a run that replays from before them is not refused halfway;
- * the client and new runs apply them always. Returns the problems, none when the input is fine.
+ * applies each behind its `patched()` id, so a run that replays from before a rule is not refused
+ * halfway; the client and new runs apply them always. Returns the problems, none when the input is fine.
  */
-export function newerInputProblems(input: CompactionRequest): string[] {
-  const problems: string[] = [];
+export function newerInputProblems(input: CompactionRequest): NewerInputProblem[] {
+  const problems: NewerInputProblem[] = [];
+  const first = (problem: string) => problems.push({ problem, patch: InputRulePatches.first });
   for (const field of ['warehouse', 'catalog'] as const) {
     const value = input[field];
     // A NUL fails deep in a file API (as a TypeError, retried), and a newline breaks every printed command.
-    if (/[\u0000-\u001f\u007f]/.test(value)) problems.push(`${field}: must not contain control characters (a NUL, a newline, a tab)`);
-    if (value.length > MAX_LOCATION_LENGTH) problems.push(`${field}: at most ${MAX_LOCATION_LENGTH} characters (it names a lock workflow, whose id Temporal limits), got ${value.length}`);
+    if (/[\u0000-\u001f\u007f]/.test(value)) first(`${field}: must not contain control characters (a NUL, a newline, a tab)`);
+    if (value.length > MAX_LOCATION_LENGTH) first(`${field}: at most ${MAX_LOCATION_LENGTH} characters (it names a lock workflow, whose id Temporal limits), got ${value.length}`);
   }
-  if (input.warehouse === '/') problems.push('warehouse: the filesystem root is not a warehouse (name the folder that holds the grid_partition=… folders)');
+  if (input.warehouse === '/') first('warehouse: the filesystem root is not a warehouse (name the folder that holds the grid_partition=… folders)');
+  // A presigned URL's query string is a credential, and the catalog is kept in the run's input, its lock
+  // workflow's id, its summary and the plan's files. (The warehouse's `?` is refused as a glob character.)
+  if (input.catalog.startsWith('s3://') && /[?#]/.test(input.catalog)) {
+    problems.push({
+      problem: 'catalog: an s3:// catalog is a plain location, without a query string or fragment (? #): a presigned URL would keep its signature in the run\'s history',
+      patch: InputRulePatches.catalogQuery,
+    });
+  }
   return problems;
 }
 
@@ -212,7 +234,7 @@ export function compactionWorkflowIdProblem(workflowId: string): string | undefi
 export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean } = {}): CompactionRequest {
   const result = compactionInputSchema.safeParse(raw);
   const problems = result.success ? [] : issueLines(result.error, Object.keys(compactionInputFields.shape), 'input');
-  if (result.success && (opts.newerRules ?? true)) problems.push(...newerInputProblems(result.data));
+  if (result.success && (opts.newerRules ?? true)) problems.push(...newerInputProblems(result.data).map((p) => p.problem));
   if (result.success && problems.length === 0) return result.data;
   throw invalidInputError(problems);
 }
