@@ -496,12 +496,38 @@ describe('S3 only', () => {
       assert.ok(!format({ error: failure }).includes(token) && !format(err).includes(token), 'the session token is never logged');
     });
 
+    it("an error of a code no AWS service uses, whose message echoes the request's headers, leaves the server's message out: no key id, signature or session token", async () => {
+      const token = 'ECHOED-SESSION-TOKEN-0123456789';
+      proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'EchoedRequest' });
+      const saved = process.env.AWS_SESSION_TOKEN;
+      process.env.AWS_SESSION_TOKEN = token;
+      let err: unknown;
+      try {
+        const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
+        const echoing = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+        try {
+          err = await echoing.readSmall('grid_partition=a/year=2020/secret.parquet').then(() => assert.fail('should be refused'), (e: unknown) => e);
+        } finally {
+          await echoing.close();
+        }
+      } finally {
+        if (saved === undefined) delete process.env.AWS_SESSION_TOKEN;
+        else process.env.AWS_SESSION_TOKEN = saved;
+      }
+      assert.match(String((err as Error).message), /x-amz-security-token/, 'the server did echo the request');
+      const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
+      assert.ok(failure instanceof Error);
+      assert.match(failure.message, /^the storage service answered with an error \(EchoedRequest, HTTP 400, request id [\w-]+\)$/);
+      const logged = format({ error: failure });
+      for (const secret of [token, moto.accessKeyId, 'Signature=']) assert.ok(!logged.includes(secret), secret);
+    });
+
     it('an S3 error of a code the store does not classify reaches the worker log without the request details S3 echoed', async () => {
       const secret = 'SIGNING-MATERIAL-0123456789';
       const raw = Object.assign(new Error('Invalid argument.'), { name: 'InvalidArgument', $metadata: { httpStatusCode: 400 }, StringToSign: secret });
       const logged = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(raw));
       assert.ok(logged instanceof Error);
-      assert.equal(logged.message, 'Invalid argument. (InvalidArgument, HTTP 400)');
+      assert.equal(logged.message, 'the storage service answered with an error (InvalidArgument, HTTP 400)');
       assert.equal(logged.name, 'InvalidArgument', 'still a plain error: left to the retry policy');
       assert.ok(!format({ error: logged }).includes(secret));
     });

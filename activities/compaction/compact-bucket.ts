@@ -726,7 +726,7 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
     // published beside inputs still present, not that nothing changed. The error keeps its kind (retried or not).
     if (!(err instanceof Error)) throw err;
     const denied = err instanceof StorageError && err.kind === 'denied';
-    // The SDK's own error carries the request: only its message, code and status go on (withoutRequestDetails).
+    // The SDK's own error carries the request: only its code, status and request id go on (withoutRequestDetails).
     const why = err instanceof StorageError ? err.message : (withoutRequestDetails(err) as Error).message;
     const published =
       `bucket ${a.bucket}: the compacted output ${a.outputKey} is published, but deleting its inputs ${denied ? 'was refused' : 'failed'} ` +

@@ -11,7 +11,7 @@ interface SdkErrorShape {
   name?: string;
   Code?: string;
   code?: string;
-  $metadata?: { httpStatusCode?: number; attempts?: number };
+  $metadata?: { httpStatusCode?: number; attempts?: number; requestId?: string };
   $fault?: 'client' | 'server';
 }
 
@@ -91,13 +91,16 @@ export function noCredentialsError(err: unknown, uri: string): StorageError | un
 const EXPIRED = new Set(['ExpiredToken', 'ExpiredTokenException', 'TokenRefreshRequired']);
 
 /**
- * An SDK error reduced to what is safe to log: name, message, code and status. S3 echoes parts of the
- * request in its error bodies (ExpiredToken the session token, SignatureDoesNotMatch the string to
- * sign) and the SDK copies them onto the error object, which the worker's logger prints whole.
+ * An SDK error reduced to what is safe to log: name, code, status and request id. S3 echoes parts of
+ * the request in its error bodies (ExpiredToken the session token, SignatureDoesNotMatch the string to
+ * sign) and the SDK copies them onto the error object, which the worker's logger prints whole. The
+ * message is the server's own text too, and an S3-compatible server may fill it with the request it got
+ * (its Authorization and session-token headers), so it is left out.
  */
 export function withoutRequestDetails(err: unknown): unknown {
   if (!(err instanceof Error) || shape(err).$metadata === undefined) return err;
-  const clean = new Error(`${err.message} (${describeS3Error(err)})`);
+  const requestId = shape(err).$metadata?.requestId;
+  const clean = new Error(`the storage service answered with an error (${describeS3Error(err)}${requestId ? `, request id ${requestId}` : ''})`);
   clean.name = err.name;
   const frames = err.stack?.split('\n').filter((line) => /^\s+at /.test(line)) ?? [];
   clean.stack = [`${clean.name}: ${clean.message}`, ...frames].join('\n');

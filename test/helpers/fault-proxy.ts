@@ -41,9 +41,11 @@ export interface FaultPlan {
   /**
    * Error code of a denial: AccessDenied (default), InvalidAccessKeyId (whose body names the key id, as
    * AWS does), ExpiredToken (HTTP 400, whose body echoes the request's session token, as AWS does) or
-   * InvalidObjectState (an object archived by a lifecycle rule), or BadRequest (HTTP 400, a request refused as malformed).
+   * InvalidObjectState (an object archived by a lifecycle rule), BadRequest (HTTP 400, a request refused as
+   * malformed), or EchoedRequest (HTTP 400, a code no AWS service uses, whose message repeats the request's
+   * Authorization and session-token headers, as an S3-compatible server did).
    */
-  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken' | 'InvalidObjectState' | 'BadRequest';
+  denyCode?: 'AccessDenied' | 'InvalidAccessKeyId' | 'ExpiredToken' | 'InvalidObjectState' | 'BadRequest' | 'EchoedRequest';
   /** Requests forwarded whose answer is then lost (the connection dropped): the write landed, the client does not know. */
   loseResponse?: (req: ProxyRequestInfo) => boolean;
   /** HEAD answers with an ETag that is not the MD5 of the body, as for SSE-KMS or SSE-C objects. */
@@ -222,6 +224,9 @@ export async function startFaultProxy(target: string, initial: FaultPlan = {}, s
         answerError(req, res, 403, code, 'The operation is not valid for the object\'s storage class', '<StorageClass>GLACIER</StorageClass>');
       } else if (code === 'BadRequest') {
         answerError(req, res, 400, code, 'The request is not valid.');
+      } else if (code === 'EchoedRequest') {
+        const echoed = `authorization: ${req.headers.authorization ?? ''} x-amz-security-token: ${String(req.headers['x-amz-security-token'] ?? '')}`;
+        answerError(req, res, 400, code, `Cannot serve ${req.method} with headers ${echoed}`);
       } else if (code === 'ExpiredToken') {
         answerError(req, res, 400, code, 'The provided token has expired.', `<Token-0>${String(req.headers['x-amz-security-token'] ?? '')}</Token-0>`);
       } else {
