@@ -160,4 +160,34 @@ for (const backend of backends) {
       assert.deepEqual(report.violations, []);
     });
   });
+
+  // One backend: the summary is the workflow's, whatever the catalog (and each case waits out a heartbeat timeout).
+  if (backend.name === 'local') {
+    describe(`SIGKILL of the worker after the catalog commit that created the table (${backend.name})`, () => {
+      it('the retried rebuild commits again, still one snapshot, and the run says it created the table', async () => {
+        const fx = await backend.makeWarehouse('crash-created', { seed: 14 });
+        const taskQueue = uniqueTaskQueue(`crash-created-${backend.name}`);
+        const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
+        const doomed = spawnWorkerProcess(h, taskQueue, { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: 'after-catalog-commit', EARTHCATALOG_CRASH_ONCE_FILE: marker });
+        const handle = await h.client.workflow.start('compactWarehouse', {
+          taskQueue,
+          workflowId: `crash-created-${backend.name}-${Date.now()}`,
+          args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+        });
+        const exit = await doomed.exited;
+        assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+        const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
+        try {
+          const summary = (await handle.result()) as CompactionSummary;
+          assert.equal(summary.failedBucketsTotal, 0);
+          assert.equal(summary.catalogTableCreated, true, 'the table did not exist before this run');
+        } finally {
+          await rescuer.stop();
+        }
+        const scan = await backend.pyicebergScan(fx.catalog);
+        assert.equal(scan.snapshot_count, 1);
+        assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+      });
+    });
+  }
 }

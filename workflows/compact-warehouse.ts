@@ -564,8 +564,11 @@ function summarize(
     ...(plan.ignoredParquetLike ? { objectsIgnoredParquetLike: plan.ignoredParquetLike, objectsIgnoredParquetLikeTotal: plan.ignoredParquetLikeTotal ?? plan.ignoredParquetLike.length } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
-    // A dry run's summary is what the run would do: it would create the table its plan did not find.
-    ...(cat?.createdTable || (input.dryRun && plan.tableAbsent) ? { catalogTableCreated: true } : {}),
+    // A dry run's summary is what the run would do: it would create the table its plan did not find. A
+    // rebuild retried after its first attempt committed finds the table that attempt created, so a run
+    // that rebuilt a table its plan did not find created it too (under the catalog's lock, no other
+    // compaction can have).
+    ...(cat?.createdTable || ((input.dryRun || cat) && plan.tableAbsent) ? { catalogTableCreated: true } : {}),
     ...(cat?.schemaEvolved ? { catalogSchemaEvolved: cat.schemaEvolved } : {}),
     ...(cat?.schemaMismatches
       ? { schemaMismatchFiles: cat.schemaMismatches, schemaMismatchFilesTotal: cat.schemaMismatchesTotal ?? cat.schemaMismatches.length }

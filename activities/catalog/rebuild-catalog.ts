@@ -114,6 +114,7 @@ export async function rebuildCatalog(
     }
     throw err;
   }
+  crashPoint('after-catalog-commit', req.table);
 
   const cleanup = await removeExpiredMetadata({
     backend,

@@ -9,8 +9,8 @@
  */
 import { closeSync, openSync } from 'node:fs';
 
-/** Two in a bucket's compaction, one in the catalog rebuild (after its files are written, before the commit). */
-export type CrashPointName = 'after-publish' | 'after-partial-delete' | 'before-catalog-commit';
+/** Two in a bucket's compaction, two in the catalog rebuild (after its files are written, before and after the commit). */
+export type CrashPointName = 'after-publish' | 'after-partial-delete' | 'before-catalog-commit' | 'after-catalog-commit';
 
 /** `scope`: the bucket's key, or the table's name for the rebuild. */
 export function crashPoint(name: CrashPointName, scope: string): void {
