@@ -62,7 +62,8 @@ export function wholeNumberFlag(name: string, raw: string | undefined, positive 
  * (`./gs:/bucket`) and fail only once the run starts.
  */
 export function location(raw: string, flag: string): string {
-  if (raw.startsWith('s3://') || raw.startsWith('arn:')) return raw;
+  // An ARN in another case is left as given, for the input's check to refuse, not made a relative path.
+  if (raw.startsWith('s3://') || /^arn:/i.test(raw)) return raw;
   if (/^file:\/\//i.test(raw)) {
     try {
       return fileURLToPath(raw);

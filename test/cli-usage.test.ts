@@ -127,6 +127,11 @@ test('a file:// warehouse or catalog is a local path; a URI of another scheme is
   assert.equal(location('file:///tmp/a%20b/catalog.db', 'catalog'), '/tmp/a b/catalog.db');
   assert.equal(location('wh', 'warehouse'), path.resolve('wh'));
   assert.equal(location('s3://b/wh', 'warehouse'), 's3://b/wh');
+  const shouted = 'ARN:aws:s3tables:us-east-1:123456789012:bucket/tables';
+  assert.equal(location(shouted, 'catalog'), shouted, 'an ARN in capitals is no relative path');
+  const refused = await cli(['--warehouse', '/w', '--catalog', shouted]);
+  assert.equal(refused.code, 64, refused.stderr);
+  assert.match(refused.stderr, /catalog must be an absolute path to catalog\.db, s3:\/\/bucket\/key\/catalog\.db, or an S3 Tables bucket ARN/);
   assert.throws(() => location('file://otherhost/wh', 'warehouse'), (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/otherhost\/wh" is not a file URI of this machine/.test(e.message));
   for (const flag of ['warehouse', 'catalog'] as const) {
     const args = ['--warehouse', '/w', '--catalog', '/c.db'];
