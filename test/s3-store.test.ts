@@ -470,24 +470,28 @@ describe('S3 only', () => {
       });
     });
 
-    it('ExpiredToken (whose S3 body echoes the session token) is a credentials failure, retried a few attempts, and nothing logged holds the token', async () => {
-      const token = 'IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN0123456789';
-      proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'ExpiredToken' });
+    /** The error of reading the denied object through the proxy by a store whose credentials carry `token`. */
+    async function refusedWithSessionToken(token: string): Promise<unknown> {
       const saved = process.env.AWS_SESSION_TOKEN;
       process.env.AWS_SESSION_TOKEN = token;
-      let err: unknown;
       try {
         const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
-        const expired = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
+        const viaProxy = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
         try {
-          err = await expired.readSmall('grid_partition=a/year=2020/secret.parquet').then(() => assert.fail('should be refused'), (e: unknown) => e);
+          return await viaProxy.readSmall('grid_partition=a/year=2020/secret.parquet').then(() => assert.fail('should be refused'), (e: unknown) => e);
         } finally {
-          await expired.close();
+          await viaProxy.close();
         }
       } finally {
         if (saved === undefined) delete process.env.AWS_SESSION_TOKEN;
         else process.env.AWS_SESSION_TOKEN = saved;
       }
+    }
+
+    it('ExpiredToken (whose S3 body echoes the session token) is a credentials failure, retried a few attempts, and nothing logged holds the token', async () => {
+      const token = 'IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN0123456789';
+      proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'ExpiredToken' });
+      const err = await refusedWithSessionToken(token);
       assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
       assert.match(err.message, /^the worker's AWS credentials for s3:\/\/.*secret\.parquet have expired \(ExpiredToken, HTTP 400\)/);
       const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
@@ -499,21 +503,7 @@ describe('S3 only', () => {
     it("an error of a code no AWS service uses, whose message echoes the request's headers, leaves the server's message out: no key id, signature or session token", async () => {
       const token = 'ECHOED-SESSION-TOKEN-0123456789';
       proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'EchoedRequest' });
-      const saved = process.env.AWS_SESSION_TOKEN;
-      process.env.AWS_SESSION_TOKEN = token;
-      let err: unknown;
-      try {
-        const { bucket, key } = parseRootKey(direct as S3WarehouseStore, '');
-        const echoing = await S3WarehouseStore.fromUri(`s3://${bucket}/${key}`, { ...S3_TEST_OPTIONS, client: { endpoint: proxy.endpoint } });
-        try {
-          err = await echoing.readSmall('grid_partition=a/year=2020/secret.parquet').then(() => assert.fail('should be refused'), (e: unknown) => e);
-        } finally {
-          await echoing.close();
-        }
-      } finally {
-        if (saved === undefined) delete process.env.AWS_SESSION_TOKEN;
-        else process.env.AWS_SESSION_TOKEN = saved;
-      }
+      const err = await refusedWithSessionToken(token);
       assert.match(String((err as Error).message), /x-amz-security-token/, 'the server did echo the request');
       const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
       assert.ok(failure instanceof Error);
