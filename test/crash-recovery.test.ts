@@ -13,7 +13,8 @@ import { DEFAULT_NAMESPACE, DEFAULT_TABLE, type CompactionSummary } from '../wor
 import { spawnWorkerProcess, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { byBucket } from './helpers/warehouse-fixtures';
 import { assertSameRows } from './helpers/bucket-oracle';
-import { testBackends, type WarehouseBackend } from './helpers/backends';
+import { testBackends, type TestWarehouse, type WarehouseBackend } from './helpers/backends';
+import type { CrashPointName } from '../activities/compaction/crash-points';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { makeTempDir } from './helpers/temp-dirs';
 
@@ -30,6 +31,21 @@ after(async () => {
   await h?.stop();
   for (const backend of backends) await backend.stop();
 });
+
+/** Starts a compaction of `fx` served by one worker that SIGKILLs itself at `point`, once, and waits for it to die. */
+async function runUntilCrash(backend: WarehouseBackend, fx: TestWarehouse, point: CrashPointName, name: string) {
+  const taskQueue = uniqueTaskQueue(`${name}-${backend.name}`);
+  const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
+  const doomed = spawnWorkerProcess(h, taskQueue, { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: point, EARTHCATALOG_CRASH_ONCE_FILE: marker });
+  const handle = await h.client.workflow.start('compactWarehouse', {
+    taskQueue,
+    workflowId: `${name}-${backend.name}-${Date.now()}`,
+    args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+  });
+  const exit = await doomed.exited;
+  assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+  return { taskQueue, handle };
+}
 
 /** An uninterrupted run over an identical warehouse, to compare with. */
 async function referenceRun(backend: WarehouseBackend, seed: number) {
@@ -126,16 +142,7 @@ for (const backend of backends) {
       const fx = await backend.makeWarehouse('crash-rebuild', { seed: 13 });
       const metadataPrefix = `${DEFAULT_NAMESPACE}/${DEFAULT_TABLE}/metadata/`;
       const before = new Set(await backend.listKeys(fx.warehouse, metadataPrefix));
-      const taskQueue = uniqueTaskQueue(`crash-rebuild-${backend.name}`);
-      const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
-      const doomed = spawnWorkerProcess(h, taskQueue, { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: 'before-catalog-commit', EARTHCATALOG_CRASH_ONCE_FILE: marker });
-      const handle = await h.client.workflow.start('compactWarehouse', {
-        taskQueue,
-        workflowId: `crash-rebuild-${backend.name}-${Date.now()}`,
-        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
-      });
-      const exit = await doomed.exited;
-      assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+      const { taskQueue, handle } = await runUntilCrash(backend, fx, 'before-catalog-commit', 'crash-rebuild');
 
       // What the killed attempt wrote: manifests, a manifest list and a metadata file, all named by one UUID.
       const left = (await backend.listKeys(fx.warehouse, metadataPrefix)).filter((k) => !before.has(k));
@@ -166,16 +173,7 @@ for (const backend of backends) {
     describe(`SIGKILL of the worker after the catalog commit that created the table (${backend.name})`, () => {
       it('the retried rebuild commits again, still one snapshot, and the run says it created the table', async () => {
         const fx = await backend.makeWarehouse('crash-created', { seed: 14 });
-        const taskQueue = uniqueTaskQueue(`crash-created-${backend.name}`);
-        const marker = path.join(await makeTempDir('ec-crash-marker'), 'crashed-once');
-        const doomed = spawnWorkerProcess(h, taskQueue, { ...backend.workerEnv(), EARTHCATALOG_CRASH_AT: 'after-catalog-commit', EARTHCATALOG_CRASH_ONCE_FILE: marker });
-        const handle = await h.client.workflow.start('compactWarehouse', {
-          taskQueue,
-          workflowId: `crash-created-${backend.name}-${Date.now()}`,
-          args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
-        });
-        const exit = await doomed.exited;
-        assert.equal(exit.signal, 'SIGKILL', `the worker died at the crash point (output: ${doomed.output().slice(-500)})`);
+        const { taskQueue, handle } = await runUntilCrash(backend, fx, 'after-catalog-commit', 'crash-created');
         const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
         try {
           const summary = (await handle.result()) as CompactionSummary;
