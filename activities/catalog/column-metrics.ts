@@ -129,11 +129,12 @@ function icebergBounds(type: string, column: FooterColumn, totals: ColumnTotals,
     case 'timestamptz': {
       const unit = timestampUnit(logical);
       if (!unit || typeof min !== 'bigint' || typeof max !== 'bigint') return undefined;
-      // Micros: milliseconds scale exactly (unless beyond a long's micros, as an "end of time"
-      // sentinel may be: no bound then); nanoseconds round outwards.
-      if (unit === 'MILLIS') return fitsInt64(min * 1000n) && fitsInt64(max * 1000n) ? { lower: int64(min * 1000n), upper: int64(max * 1000n) } : undefined;
       if (unit === 'MICROS') return { lower: int64(min), upper: int64(max) };
-      return { lower: int64(floorDiv(min, 1000n)), upper: int64(-floorDiv(-max, 1000n)) };
+      // Nanoseconds round outwards; milliseconds scale exactly, unless beyond a long's micros (as an
+      // "end of time" sentinel may be): no bound then.
+      if (unit === 'NANOS') return { lower: int64(floorDiv(min, 1000n)), upper: int64(-floorDiv(-max, 1000n)) };
+      const [lower, upper] = [min * 1000n, max * 1000n];
+      return fitsInt64(lower) && fitsInt64(upper) ? { lower: int64(lower), upper: int64(upper) } : undefined;
     }
     default:
       return undefined; // binary (WKB geometry bounds prune nothing), decimal, uuid, time, nanosecond types
