@@ -135,6 +135,15 @@ function assertWholeWarehouse(scan: IcebergScan): void {
 describe('catalog.db kept in S3', () => {
   const catalog = `s3://${BUCKET}/catalogs/catalog.db`;
 
+  it('verify reports a catalog.db that is not in S3 as missing, like a local one, and creates nothing', async () => {
+    const report = await verifyWarehouse({ warehouse: WAREHOUSE, catalog, scratchDir: scratch });
+    assert.deepEqual(
+      report.violations.filter((v) => v.object === catalog).map((v) => [v.kind, v.detail]),
+      [[ViolationKinds.catalogMissing, `the catalog ${catalog} does not exist`]],
+    );
+    assert.equal(await objectBytes(catalog), undefined);
+  });
+
   it('a first rebuild creates catalog.db in S3 with the metadata in the S3 warehouse; pyiceberg scans every row', async () => {
     const result = await rebuildWith(catalog);
     assert.equal(result.createdTable, true);

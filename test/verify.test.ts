@@ -5,9 +5,11 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import { createPrng, generateSampleWarehouse, makeSampleRow, writePartFile } from '../client/demo/sample-warehouse';
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
@@ -164,6 +166,28 @@ describe('verify', () => {
     assert.equal(r.stats.catalogFiles, 2);
     assert.equal(r.stats.catalogRows, r.stats.rows);
     assert.ok(r.stats.rows > 0);
+  });
+
+  test('verify opens the catalog read-only: one without the catalog tables, or lacking one of them, stays byte for byte as it was', async () => {
+    const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
+    const bare = path.join(dir, 'bare-catalog.db');
+    const db = new Database(bare);
+    db.pragma('user_version = 7');
+    db.close();
+    const bareSha = await sha(bare);
+    const r = await verifyWarehouse({ warehouse, catalog: bare });
+    assert.deepEqual(r.violations.map((v) => v.kind), [ViolationKinds.tableMissing]);
+    assert.equal(await sha(bare), bareSha, 'no catalog table was created in it');
+
+    const halfCatalog = path.join(dir, 'half-catalog.db');
+    await fs.copyFile(catalog, halfCatalog);
+    const half = new Database(halfCatalog);
+    half.exec('DROP TABLE iceberg_namespace_properties');
+    half.close();
+    const halfSha = await sha(halfCatalog);
+    const h = await verifyWarehouse({ warehouse, catalog: halfCatalog });
+    assert.deepEqual(h.violations, [], 'its table is read as it is');
+    assert.equal(await sha(halfCatalog), halfSha, 'the missing table was not re-created');
   });
 
   test('a stray data file that is not in the catalog', async () => {

@@ -74,6 +74,14 @@ export class CatalogCommitNotAppliedError extends Error {
   }
 }
 
+/** A catalog opened only to be read (verify) does not exist: reading never creates one. */
+export class CatalogAbsentError extends Error {
+  constructor(readonly catalog: string) {
+    super(`the catalog ${catalog} does not exist`);
+    this.name = 'CatalogAbsentError';
+  }
+}
+
 export class CatalogCorruptError extends Error {
   constructor(message: string) {
     super(message);

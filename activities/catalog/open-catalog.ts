@@ -20,18 +20,20 @@ export async function isAbsentLocalCatalog(catalog: string): Promise<boolean> {
 
 /**
  * `scratchDir`: where a catalog.db kept in S3 is worked on (a worker passes its own scratch claim, which
- * the next worker sweeps if this one is killed; else the system's temporary directory).
+ * the next worker sweeps if this one is killed; else the system's temporary directory). `readOnly`: for
+ * what only reads (verify): a catalog.db is neither created nor given tables, and an absent one is
+ * CatalogAbsentError.
  */
 export async function openCatalogBackend(
   catalog: string,
   warehouseRoot: string,
   catalogName: string,
-  opts: { scratchDir?: string } = {},
+  opts: { scratchDir?: string; readOnly?: boolean } = {},
 ): Promise<IcebergCatalogBackend> {
   // Loaded on first use, like the S3 warehouse store: a purely local worker never loads the AWS SDK.
   if (catalog.startsWith('s3://')) {
     const { S3CatalogDbBackend } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
-    return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName, { scratchDir: opts.scratchDir });
+    return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName, { scratchDir: opts.scratchDir, readOnly: opts.readOnly });
   }
   if (S3TABLES_ARN.test(catalog)) {
     const { S3TablesCatalogBackend } = require('./s3tables-catalog') as typeof import('./s3tables-catalog');
@@ -39,8 +41,8 @@ export async function openCatalogBackend(
   }
   if (warehouseRoot.startsWith('s3://') && catalog.startsWith('/')) {
     const { LocalCatalogDbWithS3Metadata } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
-    return LocalCatalogDbWithS3Metadata.open(catalog, warehouseRoot, catalogName);
+    return LocalCatalogDbWithS3Metadata.open(catalog, warehouseRoot, catalogName, { readOnly: opts.readOnly });
   }
   if (!catalog.startsWith('/')) throw new Error(`catalog must be an absolute path to catalog.db, s3://.../catalog.db or an S3 Tables ARN: ${catalog}`);
-  return new SqliteCatalogBackend({ catalogDbPath: catalog, catalogName, warehouseRootUri: warehouseRoot });
+  return new SqliteCatalogBackend({ catalogDbPath: catalog, catalogName, warehouseRootUri: warehouseRoot, readOnly: opts.readOnly });
 }

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogConflictError } from './catalog-backend';
+import { CatalogAbsentError, CatalogConflictError } from './catalog-backend';
 import type { MetadataFileIO } from './metadata-file-io';
 import { LocalMetadataFileIO, MetadataFileMissingError, parentOf } from './metadata-file-io';
 import { SqliteCatalogBackend } from './sqlite-catalog';
@@ -111,6 +111,8 @@ export interface S3CatalogDbOptions {
   /** Where the private copy of catalog.db lives while the backend is open. */
   scratchDir?: string;
   retry?: RetryPolicy;
+  /** Opened only to be read (verify): an absent catalog.db is CatalogAbsentError instead of a catalog to create. */
+  readOnly?: boolean;
 }
 
 /** catalog.db at s3://bucket/key/catalog.db, worked on as a local copy and uploaded back conditionally. */
@@ -150,6 +152,7 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
         version = (await downloadToFile(client, loc, localDb, { retry, bodyIdleTimeoutMs: BODY_IDLE_TIMEOUT_MS })).etag;
       } catch (err) {
         if (!(err instanceof NoSuchObjectError)) throw err;
+        if (opts.readOnly) throw new CatalogAbsentError(catalogUri);
         // A first rebuild creates catalog.db; the upload then insists that it still does not exist.
         await fs.rm(localDb, { force: true });
         version = null;
@@ -166,6 +169,7 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
           // Relative metadata locations of the Python pipeline resolve against catalog.db's S3 directory.
           relativeBase: parentOf(catalogUri),
           displayName: catalogUri,
+          readOnly: opts.readOnly,
         });
       return new S3CatalogDbBackend(catalogUri, client, !opts.client, localDir, localDb, version, downloaded, makeInner, retry);
     } catch (err) {
@@ -267,10 +271,15 @@ export class LocalCatalogDbWithS3Metadata implements IcebergCatalogBackend {
     this.description = inner.description;
   }
 
-  static async open(catalogDbPath: string, warehouseRootUri: string, catalogName: string, settings?: S3ClientSettings): Promise<LocalCatalogDbWithS3Metadata> {
-    const client = await createS3Client(settings);
+  static async open(
+    catalogDbPath: string,
+    warehouseRootUri: string,
+    catalogName: string,
+    opts: { settings?: S3ClientSettings; readOnly?: boolean } = {},
+  ): Promise<LocalCatalogDbWithS3Metadata> {
+    const client = await createS3Client(opts.settings);
     try {
-      const inner = new SqliteCatalogBackend({ catalogDbPath, catalogName, warehouseRootUri, io: new S3MetadataFileIO(client) });
+      const inner = new SqliteCatalogBackend({ catalogDbPath, catalogName, warehouseRootUri, io: new S3MetadataFileIO(client), readOnly: opts.readOnly });
       return new LocalCatalogDbWithS3Metadata(inner, client);
     } catch (err) {
       client.destroy();

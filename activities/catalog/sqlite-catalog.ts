@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDb } from 'better-sqlite3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError } from './catalog-backend';
+import { CatalogAbsentError, CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError } from './catalog-backend';
 import { StorageError } from '../storage/warehouse-store';
 import type { MetadataFileIO } from './metadata-file-io';
 import { LocalMetadataFileIO, parentOf, resolveLocation } from './metadata-file-io';
@@ -33,6 +33,11 @@ export interface SqliteCatalogOptions {
   busyTimeoutMs?: number;
   /** Names the catalog in messages when catalogDbPath is a local copy of a remote file. */
   displayName?: string;
+  /**
+   * Opened only to be read (verify): SQLite opens the file read-only and no catalog table is created,
+   * so a catalog that lacks them stays byte for byte as it was and simply has no table.
+   */
+  readOnly?: boolean;
 }
 
 const SQLITE_MAGIC = 'SQLite format 3\0';
@@ -70,6 +75,8 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
   private readonly io: MetadataFileIO;
   private readonly relativeBase: string;
   private readonly hasTypeColumn: boolean;
+  /** False only for a read-only catalog without an iceberg_tables table: it lists no table. */
+  private readonly hasTables: boolean;
   private readonly name: string;
 
   constructor(private readonly opts: SqliteCatalogOptions) {
@@ -79,7 +86,9 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     this.relativeBase = opts.relativeBase ?? path.dirname(path.resolve(opts.catalogDbPath));
     this.db = this.openDatabase();
     try {
-      this.hasTypeColumn = this.prepareSchema();
+      const tableCols = this.prepareSchema();
+      this.hasTables = tableCols !== undefined;
+      this.hasTypeColumn = tableCols?.includes('iceberg_type') ?? false;
     } catch (err) {
       this.db.close();
       throw err;
@@ -94,12 +103,14 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
       if (!exists.isFile()) throw new CatalogCorruptError(`catalog ${this.name} is not a file`);
       if (exists.size === 0) throw new CatalogCorruptError(`catalog ${this.name} is empty (0 bytes); refusing to use it (restore it or delete it deliberately)`);
       if (readHead(file, SQLITE_MAGIC.length) !== SQLITE_MAGIC) throw new CatalogCorruptError(`catalog ${this.name} is not an SQLite database`);
+    } else if (this.opts.readOnly) {
+      throw new CatalogAbsentError(this.name);
     } else {
       mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     }
     let db: SqliteDb | undefined;
     try {
-      db = new Database(file, { fileMustExist: !!exists });
+      db = new Database(file, { fileMustExist: !!exists, readonly: !!this.opts.readOnly });
       db.pragma(`busy_timeout = ${this.opts.busyTimeoutMs ?? 10_000}`);
       const check = db.pragma('quick_check', { simple: true });
       if (check !== 'ok') throw new CatalogCorruptError(`catalog ${this.name} is corrupt: ${String(check)}`);
@@ -111,8 +122,8 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     }
   }
 
-  /** Creates the catalog tables when absent; returns whether iceberg_tables has the V1 iceberg_type column. */
-  private prepareSchema(): boolean {
+  /** Creates the catalog tables when absent (unless read-only); returns the columns of iceberg_tables, if it exists. */
+  private prepareSchema(): string[] | undefined {
     const tableCols = this.columnsOf('iceberg_tables');
     const nsCols = this.columnsOf('iceberg_namespace_properties');
     if (!tableCols && !nsCols) {
@@ -125,18 +136,19 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
         );
       }
     }
-    if (!tableCols || !nsCols) {
+    if ((!tableCols || !nsCols) && !this.opts.readOnly) {
       this.guard(() => this.db.exec(CREATE_TABLES));
-      return this.columnsOf('iceberg_tables')!.includes('iceberg_type');
+      return this.columnsOf('iceberg_tables');
     }
     for (const [table, cols, required] of [
       ['iceberg_tables', tableCols, REQUIRED_TABLE_COLUMNS],
       ['iceberg_namespace_properties', nsCols, REQUIRED_NAMESPACE_COLUMNS],
     ] as const) {
+      if (!cols) continue;
       const missing = required.filter((c) => !cols.includes(c));
       if (missing.length) throw new CatalogCorruptError(`catalog ${this.name}: table ${table} lacks column(s) ${missing.join(', ')}`);
     }
-    return tableCols.includes('iceberg_type');
+    return tableCols;
   }
 
   private columnsOf(table: string): string[] | undefined {
@@ -162,6 +174,7 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
   }
 
   private tableRow(namespace: string, table: string): TableRow | undefined {
+    if (!this.hasTables) return undefined;
     const cols = this.hasTypeColumn ? 'metadata_location, iceberg_type' : 'metadata_location';
     return this.guard(
       () =>

@@ -8,8 +8,8 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeTable, type ColumnStats, type DescribedTable } from '../catalog/describe-table';
-import { isAbsentLocalCatalog, openCatalogBackend } from '../catalog/open-catalog';
-import { CatalogCorruptError } from '../catalog/catalog-backend';
+import { openCatalogBackend } from '../catalog/open-catalog';
+import { CatalogAbsentError, CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
@@ -219,14 +219,14 @@ async function readCatalog(
   label: string,
   violations: Violation[],
 ): Promise<DescribedTable | undefined> {
-  if (await isAbsentLocalCatalog(catalog)) {
-    violations.push({ kind: ViolationKinds.catalogMissing, object: catalog, detail: `the catalog ${catalog} does not exist` });
-    return undefined;
-  }
   let backend;
   try {
-    backend = await openCatalogBackend(catalog, store.root, catalogName);
+    backend = await openCatalogBackend(catalog, store.root, catalogName, { readOnly: true });
   } catch (err) {
+    if (err instanceof CatalogAbsentError) {
+      violations.push({ kind: ViolationKinds.catalogMissing, object: catalog, detail: err.message });
+      return undefined;
+    }
     if (!(err instanceof CatalogCorruptError)) throw err;
     violations.push({ kind: ViolationKinds.catalogUnreadable, object: catalog, detail: err.message });
     return undefined;

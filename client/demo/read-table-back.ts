@@ -7,7 +7,7 @@ import { openDuckSession, sqlStringList } from '../../activities/compaction/duck
 import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../../workflows/contract';
 
 export async function readTableBack(catalog: string, warehouse: string): Promise<string> {
-  const backend = await openCatalogBackend(catalog, warehouse, DEFAULT_CATALOG_NAME);
+  const backend = await openCatalogBackend(catalog, warehouse, DEFAULT_CATALOG_NAME, { readOnly: true });
   try {
     const t = await describeTable(backend, DEFAULT_NAMESPACE, DEFAULT_TABLE);
     const rows = t.dataFiles.reduce((n, f) => n + f.recordCount, 0);
