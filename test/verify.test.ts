@@ -81,6 +81,37 @@ async function rewrite(src: string, dest: string, select: string, kv: string | u
   await fs.rename(tmp, dest);
 }
 
+/**
+ * A copy of `src` whose `column` cannot be decompressed: the zstd magic number of each of its pages is
+ * flipped. Footer and the other columns stay intact.
+ */
+async function damageColumn(src: string, dest: string, column: string): Promise<void> {
+  const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
+  let chunks;
+  try {
+    chunks = await session.rows(
+      `SELECT coalesce(dictionary_page_offset, data_page_offset) AS start, total_compressed_size AS size, compression
+       FROM parquet_metadata(${sqlString(src)}) WHERE path_in_schema = ${sqlString(column)}`,
+    );
+  } finally {
+    await session.close();
+  }
+  const bytes = await fs.readFile(src);
+  const magic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+  let flipped = 0;
+  for (const c of chunks) {
+    assert.equal(c.compression, 'ZSTD');
+    const start = Number(c.start);
+    const end = start + Number(c.size);
+    for (let at = bytes.indexOf(magic, start); at >= 0 && at < end; at = bytes.indexOf(magic, at + 1)) {
+      bytes[at] ^= 0xff;
+      flipped += 1;
+    }
+  }
+  assert.ok(flipped > 0, `no zstd page found in column ${column} of ${src}`);
+  await fs.writeFile(dest, bytes);
+}
+
 async function geoOf(file: string): Promise<string> {
   const session = await openDuckSession({ tempDir: path.join(dir, 'spill'), memoryLimitMb: 128, threads: 1 });
   try {
@@ -467,6 +498,29 @@ describe('verify', () => {
     } finally {
       await fs.copyFile(saved1, path.join(warehouse, first!));
       await fs.copyFile(saved2, path.join(warehouse, second!));
+    }
+    assert.equal((await verify()).ok, true);
+  });
+
+  test("a file with damaged pages in a column the checks do not read is unreadable; the rest of its bucket is still checked for duplicates", async () => {
+    const [compacted] = await compactedFiles();
+    const bucket = path.dirname(compacted!);
+    const copy = path.join(bucket, 'part-copy.parquet');
+    const badAssets = path.join(bucket, 'part-bad-assets.parquet');
+    const badId = path.join(bucket, 'part-bad-id.parquet');
+    await fs.copyFile(path.join(warehouse, compacted!), path.join(warehouse, copy));
+    await damageColumn(path.join(warehouse, compacted!), path.join(warehouse, badAssets), 'assets');
+    await damageColumn(path.join(warehouse, compacted!), path.join(warehouse, badId), 'id');
+    try {
+      const r = await verify();
+      assert.deepEqual(kinds(r), [
+        `${ViolationKinds.duplicateId} ${bucket}`,
+        ...[badAssets, badId, copy].map((k) => `${ViolationKinds.notInCatalog} ${k}`),
+        ...[badAssets, badId].map((k) => `${ViolationKinds.unreadableFile} ${k}`),
+      ]);
+      assert.match(r.violations.find((v) => v.kind === ViolationKinds.duplicateId)!.detail, /2 times in 2 files/);
+    } finally {
+      for (const k of [copy, badAssets, badId]) await fs.rm(path.join(warehouse, k));
     }
     assert.equal((await verify()).ok, true);
   });

@@ -253,6 +253,20 @@ async function eachFileOnFailure(files: readonly LocalDataFile[], query: (some: 
   }
 }
 
+/**
+ * The files of `files` whose values do not all decode. A footer and the few columns the other checks
+ * read can be whole while another column's pages are damaged, and every reader of the table fails on
+ * that file. Every value is hashed, so each page of each column is decompressed and decoded; a filter
+ * instead would let DuckDB skip the pages of rows an earlier column already ruled out.
+ */
+export async function findUndecodable(session: DuckSession, files: readonly LocalDataFile[]): Promise<Violation[]> {
+  if (files.length === 0) return [];
+  return eachFileOnFailure(files, async (some) => {
+    await session.rows(`SELECT bit_xor(hash(COLUMNS(*))) FROM read_parquet(${sqlStringList(some.map((f) => f.path))}, union_by_name = true, hive_partitioning = false)`);
+    return [];
+  });
+}
+
 async function partitionQuery(session: DuckSession, files: readonly LocalDataFile[], withCell: boolean): Promise<Violation[]> {
   const cell = withCell ? ', count(grid_partition) AS celled, min(grid_partition)::VARCHAR AS c_lo, max(grid_partition)::VARCHAR AS c_hi' : '';
   // The session's time zone is UTC, so year() of a timestamptz is its UTC year, as Iceberg's year transform.

@@ -17,7 +17,7 @@ import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocati
 import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
-import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, readFooters, type LocalDataFile } from './parquet-checks';
+import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, findUndecodable, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import { NAME_MAPPING_PROPERTY, type IcebergSchema, type PartitionField, type PartitionSpec } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
@@ -193,7 +193,12 @@ async function checkFiles(
 async function checkBatch(session: DuckSession, local: LocalDataFile[], violations: Violation[], stats: CatalogStatsByKey | undefined): Promise<Map<string, number>> {
   const footers = await readFooters(session, local);
   violations.push(...footers.violations);
-  const readable = local.filter((f) => footers.facts.has(f.key));
+  // A file that cannot be read whole is named once and left out of the row checks, so the rest of its
+  // bucket is still checked (its duplicates, say) rather than the bucket failing as a whole.
+  const undecodable = await findUndecodable(session, local.filter((f) => footers.facts.has(f.key)));
+  violations.push(...undecodable);
+  const damaged = new Set(undecodable.map((v) => v.object));
+  const readable = local.filter((f) => footers.facts.has(f.key) && !damaged.has(f.key));
   for (const f of readable) {
     const facts = footers.facts.get(f.key)!;
     const geo = checkGeoMetadata(f, facts);
