@@ -525,6 +525,32 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test('keys and a warehouse path with glob characters are read as themselves, not as patterns matching other files', async () => {
+    const [compacted] = await compactedFiles();
+    const bucket = path.dirname(compacted!);
+    const bracketed = path.join(bucket, 'part-[1].parquet');
+    const plain = path.join(bucket, 'part-1.parquet');
+    for (const k of [bracketed, plain]) await fs.copyFile(path.join(warehouse, compacted!), path.join(warehouse, k));
+    try {
+      const r = await verify();
+      assert.deepEqual(kinds(r), [`${ViolationKinds.duplicateId} ${bucket}`, ...[plain, bracketed].map((k) => `${ViolationKinds.notInCatalog} ${k}`)]);
+      assert.match(r.violations.find((v) => v.kind === ViolationKinds.duplicateId)!.detail, /3 times in 3 files/);
+    } finally {
+      for (const k of [bracketed, plain]) await fs.rm(path.join(warehouse, k));
+    }
+    const globbed = path.join(dir, 'g[1]', 'warehouse');
+    await fs.cp(warehouse, globbed, { recursive: true });
+    try {
+      const r = await verifyWarehouse({ warehouse: globbed, catalog: path.join(dir, 'no-catalog.db') });
+      assert.deepEqual(r.violations.map((v) => v.kind), [ViolationKinds.catalogMissing]);
+      assert.equal(r.stats.dataFiles, 2);
+      assert.ok(r.stats.rows > 0);
+    } finally {
+      await fs.rm(path.dirname(globbed), { recursive: true });
+    }
+    await assert.rejects(verifyWarehouse({ warehouse, catalog, scratchDir: path.join(dir, 'scratch{a,b}') }), /scratch directory .*scratch\{a,b\}.* must not contain/);
+  });
+
   test('the CLI exits 0 when clean and 2 with the violations as JSON', async () => {
     const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
     // A --scratch-dir that does not exist yet is made, as the worker makes its own.

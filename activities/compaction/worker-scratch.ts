@@ -113,11 +113,13 @@ async function sweepAbandonedClaims(root: string, self: Omit<Owner, 'startedAt'>
   return swept;
 }
 
+/** Files downloaded from S3 are read by DuckDB from the scratch directory: a pattern would read the wrong files or none. */
+export function refuseGlobScratch(root: string): void {
+  if (hasGlobCharacter(root)) throw new Error(`scratch directory ${root} must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)`);
+}
+
 export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
-  if (hasGlobCharacter(root)) {
-    // Inputs downloaded from S3 are read by DuckDB from here: a pattern would read the wrong files or none.
-    throw new Error(`scratch directory ${root} must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)`);
-  }
+  refuseGlobScratch(root);
   const self = { host: os.hostname(), pidNamespace: await pidNamespace(), pid: process.pid };
   const dir = path.join(root, `${CLAIM_PREFIX}${randomUUID().slice(0, 8)}`);
   const ownerFile = path.join(dir, OWNER_FILE);

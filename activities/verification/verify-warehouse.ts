@@ -13,7 +13,8 @@ import { CatalogAbsentError, CatalogCorruptError } from '../catalog/catalog-back
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
+import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, hasGlobCharacter, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
+import { refuseGlobScratch } from '../compaction/worker-scratch';
 import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
@@ -55,6 +56,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   const label = `${catalog} (${namespace}.${tableName})`;
   // A directory of its own, even inside a caller's scratch dir, so removing it afterwards removes only ours.
   const scratch = path.join(opts.scratchDir ?? os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
+  refuseGlobScratch(scratch);
 
   const selection = parseBucketSelection({ ...(opts.cells && { cells: opts.cells }), ...(opts.years && { years: opts.years }) });
   const selective = selection.cells !== undefined || selection.years !== undefined;
@@ -250,11 +252,22 @@ async function readCatalog(
   }
 }
 
+/**
+ * Every file as a local path DuckDB reads as itself. A path with a glob character (`part [1].parquet`,
+ * a warehouse under `g[1]/`) would be read as a pattern, so it is read through a link of our own naming
+ * in the (glob-free) downloads directory; such keys are data too, catalogued though never compacted.
+ */
 async function materializeAll(store: WarehouseStore, files: readonly PhysicalDataFile[], downloads: string, violations: Violation[]): Promise<LocalDataFile[]> {
   const out: LocalDataFile[] = [];
   for (const f of files) {
     try {
-      const local = await store.materialize(f.key, downloads);
+      let local = await store.materialize(f.key, downloads);
+      if (hasGlobCharacter(local)) {
+        await fs.mkdir(downloads, { recursive: true });
+        const link = path.join(downloads, `link-${out.length}.parquet`);
+        await fs.symlink(local, link);
+        local = link;
+      }
       out.push({ key: f.key, path: local, bucket: f.bucket, compacted: f.compacted });
     } catch (err) {
       violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: `cannot fetch the file: ${(err as Error).message.split('\n')[0]}` });
