@@ -445,6 +445,27 @@ describe('verify', () => {
     }
   });
 
+  test("a file whose catalog partition and whose rows both disagree with its path gets both partition mismatches, not one", async () => {
+    const rng = createPrng(12);
+    const key = `grid_partition=${CELLS[1]}/year=2021/part_99996_misdated.parquet`;
+    // pyiceberg's add_files takes the partition from the column statistics: 2020, where the path says 2021.
+    const rows = [0, 1].map((i) => makeSampleRow(rng, { id: `MISDATED_${i}`, cell: CELLS[1]!, year: 2020 }));
+    await writePartFile(path.join(warehouse, key), rows);
+    try {
+      await execFileP(pythonExecutable(), [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'add-files', '--catalog', catalog, '--files', path.join(warehouse, key)]).catch((err: { stdout?: string }) => {
+        throw new Error(`pyiceberg add_files: ${err.stdout ?? String(err)}`);
+      });
+      const r = await verify();
+      const details = r.violations.filter((v) => v.kind === ViolationKinds.partitionMismatch && v.object === key).map((v) => v.detail).sort();
+      assert.equal(details.length, 2, JSON.stringify(details));
+      assert.match(details[0]!, /^partition field year is 50 in the catalog, the path says 51$/);
+      assert.match(details[1]!, /^the rows do not match the partition of their path .*not all in 2021/);
+    } finally {
+      await fs.rm(path.join(warehouse, key));
+      await rebuild();
+    }
+  });
+
   test("rows that do not match their path's partition (no datetime, another year, another cell, an infinite datetime) are reported: engines pruning on the partition skip them", async () => {
     // Row order kept; the first row loses its datetime, the second moves back a year, the third names
     // another cell, the fourth's datetime is infinity (whose year() is NULL, like a missing datetime's).

@@ -279,7 +279,7 @@ async function materializeAll(store: WarehouseStore, files: readonly PhysicalDat
 function dedupe(violations: readonly Violation[]): Violation[] {
   const seen = new Set<string>();
   return violations.filter((v) => {
-    const id = `${v.kind}\0${v.object}`;
+    const id = `${v.kind}\0${v.object}\0${v.detail}`;
     if (seen.has(id)) return false;
     seen.add(id);
     return true;
