@@ -449,7 +449,7 @@ describe('verify', () => {
     const rng = createPrng(12);
     const key = `grid_partition=${CELLS[1]}/year=2021/part_99996_misdated.parquet`;
     // pyiceberg's add_files takes the partition from the column statistics: 2020, where the path says 2021.
-    const rows = [0, 1].map((i) => makeSampleRow(rng, { id: `MISDATED_${i}`, cell: CELLS[1]!, year: 2020 }));
+    const rows = [0, 1].map((i) => makeSampleRow(rng, { id: `MISDATED_${i}`, cell: CELLS[1]!, year: 2020, updated: new Date() }));
     await writePartFile(path.join(warehouse, key), rows);
     try {
       await execFileP(pythonExecutable(), [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'add-files', '--catalog', catalog, '--files', path.join(warehouse, key)]).catch((err: { stdout?: string }) => {
@@ -464,6 +464,18 @@ describe('verify', () => {
       await fs.rm(path.join(warehouse, key));
       await rebuild();
     }
+  });
+
+  test('rows without an id are reported (a compaction refuses their bucket: they cannot be deduplicated)', async () => {
+    await withRewrittenCompactedFile(
+      `SELECT * EXCLUDE (rn) REPLACE (CASE WHEN rn <= 2 THEN NULL ELSE id END AS id) FROM (SELECT *, row_number() OVER () AS rn FROM $src)`,
+      async (compacted) => {
+        const r = await verify();
+        assert.deepEqual(kinds(r), [`${ViolationKinds.nullId} ${compacted}`]);
+        assert.match(r.violations[0]!.detail, /^2 of \d+ rows have no id: they cannot be deduplicated, so a compaction refuses the bucket$/);
+      },
+      { rebuildFirst: true },
+    );
   });
 
   test("rows that do not match their path's partition (no datetime, another year, another cell, an infinite datetime) are reported: engines pruning on the partition skip them", async () => {

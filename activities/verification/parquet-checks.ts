@@ -195,6 +195,23 @@ export async function checkDuplicateIds(session: DuckSession, files: readonly Lo
   }
 }
 
+/** Rows whose `id` is null, per file. `files` must all have an `id` column. */
+export async function checkNullIds(session: DuckSession, files: readonly LocalDataFile[]): Promise<Violation[]> {
+  if (files.length === 0) return [];
+  return eachFileOnFailure(files, async (some) => {
+    const keyOf = new Map(some.map((f) => [f.path, f.key]));
+    const rows = await session.rows(
+      `SELECT __ec_file, count(*) FILTER (WHERE id IS NULL) AS nulls, count(*) AS n FROM read_parquet(${sqlStringList(some.map((f) => f.path))}, ${READ})
+       GROUP BY __ec_file HAVING count(*) FILTER (WHERE id IS NULL) > 0 ORDER BY __ec_file`,
+    );
+    return rows.map((r) => ({
+      kind: ViolationKinds.nullId,
+      object: keyOf.get(String(r.__ec_file)) ?? String(r.__ec_file),
+      detail: `${Number(r.nulls)} of ${Number(r.n)} rows have no id: they cannot be deduplicated, so a compaction refuses the bucket`,
+    }));
+  });
+}
+
 async function sortQuery(session: DuckSession, files: readonly LocalDataFile[], withPlatform: boolean, withDatetime: boolean): Promise<Violation[]> {
   const order = [withPlatform ? 'platform' : undefined, withDatetime ? 'datetime' : undefined].filter(Boolean).join(', ');
   // A file is sorted iff ordering it by (platform, datetime) — ties kept in file order — leaves every row

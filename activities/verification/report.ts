@@ -16,6 +16,8 @@ export const ViolationKinds = {
   missingIdColumn: 'missing-id-column',
   /** The same id more than once within one bucket (across all of its files). */
   duplicateId: 'duplicate-id',
+  /** Rows without an id: they cannot be deduplicated, so the compaction refuses their bucket. */
+  nullId: 'null-id',
   /** The files of one bucket cannot be read together (conflicting column types). */
   incompatibleBucket: 'incompatible-bucket',
   /** A compacted file whose rows are not sorted by (platform, datetime). */

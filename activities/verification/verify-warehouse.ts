@@ -18,7 +18,7 @@ import { refuseGlobScratch } from '../compaction/worker-scratch';
 import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
-import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkPartitionValues, checkSortOrder, findUndecodable, readFooters, type LocalDataFile } from './parquet-checks';
+import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkNullIds, checkPartitionValues, checkSortOrder, findUndecodable, readFooters, type LocalDataFile } from './parquet-checks';
 import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import { NAME_MAPPING_PROPERTY, type IcebergSchema, type PartitionField, type PartitionSpec } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
@@ -209,6 +209,7 @@ async function checkBatch(session: DuckSession, local: LocalDataFile[], violatio
   }
   const withIds = readable.filter((f) => footers.facts.get(f.key)!.columns.has('id'));
   violations.push(...(await checkDuplicateIds(session, withIds, groupByBucket(withIds))));
+  violations.push(...(await checkNullIds(session, withIds)));
   violations.push(...(await checkSortOrder(session, readable.filter((f) => f.compacted), footers.facts)));
   violations.push(...(await checkPartitionValues(session, readable, footers.facts)));
   if (stats) violations.push(...(await checkColumnMetrics(session, readable, footers.facts, stats.schema, (key) => stats.byKey.get(key))));
