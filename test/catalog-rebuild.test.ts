@@ -16,7 +16,7 @@ import { openDuckSession, sqlString } from '../activities/compaction/duckdb-sess
 import { compactBucket } from '../activities/compaction/compact-bucket';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { StorageError } from '../activities/storage/warehouse-store';
-import { CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from '../activities/catalog/catalog-backend';
+import { CatalogBusyError, CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { checkTable, rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { describeTable } from '../activities/catalog/describe-table';
@@ -37,7 +37,7 @@ import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
 import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities } from '../activities';
+import { createActivities, toActivityFailure } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
 
 const execFileP = promisify(execFile);
@@ -755,6 +755,28 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(read.file_count, baseStats.files - 1);
     assert.ok(read.row_count! > 0);
     assert.equal((await rebuild(wh, cat)).droppedRegistrations, undefined, 'named once: the next rebuild replaces a table that no longer lists it');
+  });
+
+  test('a catalog.db another program keeps locked past the busy timeout is CatalogBusyError naming it (the activity retries), not corrupt; its commit is not applied', async () => {
+    const dir = await freshDir('busy');
+    const catalogDb = path.join(dir, 'catalog.db');
+    await rebuild(baseWarehouse, catalogDb);
+    const before = pointerRow(catalogDb)?.metadata_location;
+    const open = () => new SqliteCatalogBackend({ catalogDbPath: catalogDb, catalogName: 'earthcatalog', warehouseRootUri: baseWarehouse, busyTimeoutMs: 100 });
+    const backend = open();
+    const handle = await backend.openTable(NS, TABLE);
+    const holder = new Database(catalogDb);
+    holder.exec('BEGIN EXCLUSIVE');
+    try {
+      assert.throws(open, (err: Error) => err instanceof CatalogBusyError && err.message.startsWith(`catalog ${catalogDb} stayed locked by another program for the 0.1 s waited`));
+      assert.equal((toActivityFailure(new CatalogBusyError('x')) as { nonRetryable?: boolean }).nonRetryable, undefined, 'retried like any error');
+      await assert.rejects(backend.commit(NS, TABLE, '/somewhere/else.metadata.json', handle.pointer), (err: Error) => err instanceof CatalogCommitNotAppliedError && /still points at/.test(err.message));
+    } finally {
+      holder.exec('ROLLBACK');
+      holder.close();
+      await backend.close();
+    }
+    assert.equal(pointerRow(catalogDb)?.metadata_location, before);
   });
 
   test("a corrupt, empty or truncated catalog.db, or another program's SQLite database, is refused with its path and left untouched", async () => {

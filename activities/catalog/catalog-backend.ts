@@ -82,6 +82,17 @@ export class CatalogAbsentError extends Error {
   }
 }
 
+/**
+ * Another program held catalog.db locked for longer than the busy timeout (a long transaction of the
+ * Python pipeline, say). Nothing is wrong with the catalog: the activity retries, verify stops (exit 1).
+ */
+export class CatalogBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogBusyError';
+  }
+}
+
 export class CatalogCorruptError extends Error {
   constructor(message: string) {
     super(message);

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDb } from 'better-sqlite3';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
-import { CatalogAbsentError, CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError } from './catalog-backend';
+import { CatalogAbsentError, CatalogBusyError, CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError } from './catalog-backend';
 import { StorageError } from '../storage/warehouse-store';
 import type { MetadataFileIO } from './metadata-file-io';
 import { LocalMetadataFileIO, parentOf, resolveLocation } from './metadata-file-io';
@@ -111,13 +111,13 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     let db: SqliteDb | undefined;
     try {
       db = new Database(file, { fileMustExist: !!exists, readonly: !!this.opts.readOnly });
-      db.pragma(`busy_timeout = ${this.opts.busyTimeoutMs ?? 10_000}`);
-      const check = db.pragma('quick_check', { simple: true });
+      db.pragma(`busy_timeout = ${this.busyTimeoutMs()}`);
+      const check = this.guard(() => db!.pragma('quick_check', { simple: true }));
       if (check !== 'ok') throw new CatalogCorruptError(`catalog ${this.name} is corrupt: ${String(check)}`);
       return db;
     } catch (err) {
       db?.close();
-      if (err instanceof CatalogCorruptError) throw err;
+      if (err instanceof CatalogCorruptError || err instanceof CatalogBusyError) throw err;
       throw new CatalogCorruptError(`catalog ${this.name} cannot be opened: ${(err as Error).message}`);
     }
   }
@@ -156,7 +156,11 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     return rows.length ? rows.map((r) => r.name) : undefined;
   }
 
-  /** Maps SQLite's corruption errors to CatalogCorruptError naming the file. */
+  private busyTimeoutMs(): number {
+    return this.opts.busyTimeoutMs ?? 10_000;
+  }
+
+  /** Maps SQLite's corruption errors to CatalogCorruptError, and a lock held too long to CatalogBusyError, naming the file. */
   private guard<T>(fn: () => T): T {
     try {
       return fn();
@@ -164,6 +168,9 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
       const code = (err as { code?: string }).code ?? '';
       if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
         throw new CatalogCorruptError(`catalog ${this.name} is corrupt: ${(err as Error).message}`);
+      }
+      if (code.startsWith('SQLITE_BUSY')) {
+        throw new CatalogBusyError(`catalog ${this.name} stayed locked by another program for the ${this.busyTimeoutMs() / 1000} s waited (${(err as Error).message}); nothing was changed`);
       }
       throw err;
     }
@@ -307,7 +314,7 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
       this.guard(() => swap.immediate());
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
-      if (!code.startsWith('SQLITE_')) throw err;
+      if (!code.startsWith('SQLITE_') && !(err instanceof CatalogBusyError)) throw err;
       // better-sqlite3 rolls the transaction back on any error, COMMIT's own included: the pointer is as it was.
       const was = expected ? `still points at ${expected.metadataLocation}` : 'was not created';
       throw new CatalogCommitNotAppliedError(`cannot commit ${namespace}.${table} in ${this.description} (${(err as Error).message}); the table ${was}`);

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeTable, type ColumnStats, type DescribedTable } from '../catalog/describe-table';
 import { openCatalogBackend } from '../catalog/open-catalog';
-import { CatalogAbsentError, CatalogCorruptError } from '../catalog/catalog-backend';
+import { CatalogAbsentError, CatalogBusyError, CatalogCorruptError } from '../catalog/catalog-backend';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
@@ -246,6 +246,7 @@ async function readCatalog(
     }
     return await describeTable(backend, namespace, tableName);
   } catch (err) {
+    if (err instanceof CatalogBusyError) throw err;
     violations.push({ kind: ViolationKinds.catalogUnreadable, object: label, detail: `cannot read the table: ${(err as Error).message.split('\n')[0]}` });
     return undefined;
   } finally {
