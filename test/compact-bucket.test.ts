@@ -829,6 +829,22 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
+    test('(b) an output made from other inputs than the plan lists (a page edited to list the bucket twice): the bucket fails, the output and every input stay', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const [first, ...rest] = inputs;
+      await compact(store, [first!]);
+      const outPath = path.join(root, outputKeyFor(BUCKET, 'plan1'));
+      const inode = (await fs.stat(outPath)).ino;
+      await assert.rejects(compact(store, rest), (err: Error) => {
+        assert.ok(err instanceof BadBucketDataError, String(err));
+        assert.match(err.message, new RegExp(`the output .*compacted_plan1\\.parquet was made from other inputs \\(plan plan1, 1 input\\(s\\), first ${first!.key}\\) than this plan lists`));
+        return true;
+      });
+      assert.equal((await fs.stat(outPath)).ino, inode, 'the output, the only copy of the first input\'s rows, is kept');
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', ...rest.map((i) => path.basename(i.key))].sort());
+    });
+
     test('(c) output present, some inputs deleted: finishes deleting, figures from provenance', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());

@@ -591,6 +591,17 @@ async function resumePublished(a: Attempt, present: readonly StoredObject[], out
     // the strength of it, so it is kept, checked like a half-deleted bucket's, and the rewritten input stays.
     return resumeDeleting(a, present, outputSize, out);
   }
+  const made = out.provenance;
+  if (made !== undefined && !sameInputs(a, made)) {
+    // Our output name, made from other inputs than this plan lists (a plan page edited by hand that lists
+    // the bucket twice, a file copied here): those inputs may be deleted already, so the output may be all
+    // that holds their rows. It is not ours to replace.
+    throw new BadBucketDataError(
+      `bucket ${a.bucket}: the output ${a.outputKey} was made from other inputs (plan ${made.planId}${made.bucket === a.bucket ? '' : `, bucket ${made.bucket}`}, ` +
+        `${made.inputs.length} input(s), first ${made.inputs[0] ?? 'none'}) than this plan lists for the bucket; the output and every planned input were left in place`,
+      [a.outputKey],
+    );
+  }
   const { inputs } = await readInputs(a, present);
   beat(a, { phase: 'verify' });
   let expected: IdDigest;
