@@ -408,6 +408,36 @@ describe('plan files', () => {
     });
   });
 
+  it('a plan page edited into valid JSON that is no plan page, or that lists a bucket twice, is damaged: its buckets never run', async () => {
+    const root = await warehouseOf([
+      ['a', 2020, 'part_1.parquet', 100],
+      ['a', 2020, 'part_2.parquet', 100],
+      ['a', 2020, 'part_3.parquet', 100],
+    ]);
+    const store = new LocalWarehouseStore(root);
+    const planId = '20260101T000000-dddddddd';
+    await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
+    const page = path.join(root, CONTROL_PREFIX, 'plans', planId, (await readPlanManifest(store, planId))!.pagesDir!, 'page-000000.json');
+    const [task] = JSON.parse(await fs.readFile(page, 'utf8')) as BucketTask[];
+    const damaged = (why: string) => (err: unknown) => {
+      assert.ok(err instanceof PlanNotFoundError, String(err));
+      assert.equal(err.message, `plan file ${page} is damaged (${why}); start a new compaction instead of resuming this plan`);
+      return true;
+    };
+    const twice = [
+      { bucket: task!.bucket, inputs: task!.inputs.slice(0, 1) },
+      { bucket: task!.bucket, inputs: task!.inputs.slice(1) },
+    ];
+    await fs.writeFile(page, JSON.stringify(twice));
+    await assert.rejects(readPlanPage(store, planId, 0), damaged('it lists bucket grid_partition=a/year=2020 twice'));
+    await fs.writeFile(page, JSON.stringify([{ bucket: task!.bucket, inputs: [] }]));
+    await assert.rejects(readPlanPage(store, planId, 0), damaged('0.inputs: Too small: expected array to have >=1 items'));
+    await fs.writeFile(page, JSON.stringify({ buckets: [task] }));
+    await assert.rejects(readPlanPage(store, planId, 0), damaged('the page: Invalid input: expected array, received object'));
+    await fs.writeFile(page, JSON.stringify([task]));
+    assert.deepEqual(await readPlanPage(store, planId, 0), [task], 'the page as written reads back whole');
+  });
+
   it('two attempts writing one plan: the first manifest is the plan, the later attempt removes its pages and returns that plan', async () => {
     const root = await makeTempDir('ec-plan-race');
     const store = new LocalWarehouseStore(root);

@@ -4,7 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { BucketTask, CompactionSummary, PlanSummary } from '../../workflows/contract';
-import { FailureTypes } from '../../workflows/contract';
+import { bucketPrefix, FailureTypes } from '../../workflows/contract';
+import { z } from 'zod';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX } from '../storage/warehouse-layout';
 import type { TableNumberTypes } from './table-types';
@@ -171,13 +172,36 @@ function parsePlanFile<T>(store: WarehouseStore, key: string, body: Buffer): T {
   }
 }
 
+const planPageSchema = z.array(
+  z
+    .object({
+      bucket: z.object({ cell: z.string().min(1), year: z.number().int() }).passthrough(),
+      inputs: z.array(z.object({ key: z.string().min(1), size: z.number().int().nonnegative() }).passthrough()).min(1),
+    })
+    .passthrough(),
+);
+
 export async function readPlanPage(store: WarehouseStore, planId: string, page: number): Promise<BucketTask[]> {
   const manifest = await readPlanManifest(store, planId);
   if (!manifest) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
   const key = pageKey(planId, page, manifest.pagesDir);
   const found = await store.readSmall(key);
   if (!found) throw new PlanNotFoundError(`plan ${planId} has no page ${page} in ${store.uri(planDir(planId))}`);
-  return parsePlanFile<BucketTask[]>(store, key, found.body);
+  // Pages are ours, but a page edited by hand must not reach the buckets: one that lists a bucket twice
+  // would compact it twice under one output name, from different inputs.
+  const damaged = (why: string) => new PlanNotFoundError(`plan file ${store.uri(key)} is damaged (${why}); start a new compaction instead of resuming this plan`);
+  const parsed = planPageSchema.safeParse(parsePlanFile<unknown>(store, key, found.body));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw damaged(`${issue.path.join('.') || 'the page'}: ${issue.message}`);
+  }
+  const seen = new Set<string>();
+  for (const task of parsed.data) {
+    const prefix = bucketPrefix(task.bucket);
+    if (seen.has(prefix)) throw damaged(`it lists bucket ${prefix} twice`);
+    seen.add(prefix);
+  }
+  return parsed.data;
 }
 
 export async function markPlanFinished(store: WarehouseStore, planId: string, summary: CompactionSummary): Promise<void> {
