@@ -37,7 +37,8 @@ export function createProgressRenderer(stream: Pick<NodeJS.WriteStream, 'write' 
 export function progressLine(p: CompactionProgress, width: number, closed = false): string {
   const total = Math.max(p.bucketsTotal, 1);
   const barWidth = Math.max(10, Math.min(40, width - 70));
-  const filled = Math.round((p.bucketsDone / total) * barWidth);
+  // Clamped: the counts come from a workflow, and a plan edited by hand once made done exceed total.
+  const filled = Math.min(barWidth, Math.max(0, Math.round((p.bucketsDone / total) * barWidth)));
   const bar = `[${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}]`;
   const waiting = p.locks.find((l) => l.status === 'queued');
   // A run that ended early stopped in that phase; it is not still in it.

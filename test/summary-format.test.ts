@@ -5,7 +5,7 @@ import { silentBucketCount, silentBucketsNote } from '../client/commands/status'
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
 import { initialProgress, type CompactionProgress } from '../workflows/progress';
-import { createProgressRenderer, LOG_LINE_EVERY_MS } from '../client/progress-bar';
+import { createProgressRenderer, LOG_LINE_EVERY_MS, progressLine } from '../client/progress-bar';
 
 const base: CompactionSummary = {
   warehouse: '/data/warehouse',
@@ -212,4 +212,11 @@ test("status counts the started bucket activities silent for over 20 s (a killed
     2,
   );
   assert.match(silentBucketsNote(2), /^2 bucket\(s\) without a heartbeat for over 20 s \(their worker gone\?/);
+});
+
+test('the progress bar stays within its width whatever the counts say (more buckets done than planned, none planned)', () => {
+  for (const [done, total] of [[7, 6], [3, 0], [0, 0], [6, 6]] as const) {
+    const line = progressLine({ ...initialProgress(), bucketsDone: done, bucketsTotal: total }, 120);
+    assert.match(line, new RegExp(`^\\[[#.]{40}\\] ${done}/${total} buckets`), line);
+  }
 });
