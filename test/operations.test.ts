@@ -18,6 +18,7 @@ import { createBucketWorker, REPO_ROOT, spawnWorkerProcess, startProbeWorker, st
 import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
+import { stoppedRunOutcome } from '../client/commands/status';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
@@ -444,6 +445,12 @@ describe('a run that fails between its buckets', () => {
       return true;
     });
     await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-failed-rebuilt');
+    // A resume would fail on the same missing page: what the CLI says of the run points to a new compaction.
+    const { runId } = await handle.describe();
+    assert.equal(
+      await stoppedRunOutcome(h.client, { workflowId: handle.workflowId, runId, taskQueue }, []),
+      `${PLAN_PAGE_SIZE} of ${PLAN_PAGE_SIZE + 1} buckets done; its plan ${progress.planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`,
+    );
 
     const events = (await handle.fetchHistory()).events ?? [];
     const scheduledAt = (type: string) => events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);

@@ -1,4 +1,4 @@
-import { isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse } from '../cli-args';
 import {
   compactionInputSchema,
@@ -7,6 +7,7 @@ import {
   DEFAULT_NAMESPACE,
   DEFAULT_TABLE,
   DEFAULT_TASK_QUEUE,
+  FailureTypes,
   type CompactionRequest,
   type CompactionSummary,
 } from '../../workflows/contract';
@@ -305,6 +306,10 @@ export async function stoppedRunOutcome(
   const done = bucketsDone(p);
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
+  if (await failedOnItsPlan(client, run)) {
+    // A resume would read the same missing or damaged page and fail the same way.
+    return `${done}; its plan ${p.planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`;
+  }
   // Watched long after it stopped, the run may have been followed up already; its resume would then be refused.
   const later = input ? await laterCompletedRun(client, run, input.warehouse).catch(() => undefined) : undefined;
   if (later) {
@@ -313,6 +318,18 @@ export async function stoppedRunOutcome(
   }
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
   return `${done}; finish it with ${command}`;
+}
+
+/** Whether `run` failed because a file of its plan is missing or damaged (PlanNotFound anywhere in the failure's causes). */
+async function failedOnItsPlan(client: Client, run: { workflowId: string; runId: string }): Promise<boolean> {
+  const failure = await client.workflow.getHandle(run.workflowId, run.runId).result().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  for (let e: unknown = failure; e instanceof Error; e = e.cause) {
+    if (e instanceof ApplicationFailure && e.type === FailureTypes.planNotFound) return true;
+  }
+  return false;
 }
 
 /**
