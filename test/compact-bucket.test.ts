@@ -1003,15 +1003,19 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'notes.txt', 'part_new.parquet']);
     });
 
-    test('new ingest arriving after the plan survives a compaction; temp leftovers are swept', async () => {
+    test('new ingest arriving after the plan survives a compaction, also one staged under a name like ours; temp leftovers are swept', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());
       await writePartFile(path.join(root, PREFIX, 'part_new.parquet'), rowsOf([['A', '2030-01-01T00:00:00Z', 'new']]), { session });
       await fs.writeFile(path.join(root, PREFIX, tempNameFor('plan0', 'x1')), 'leftover');
+      // An ingest that stages its file before renaming it, and our own staging copy of a publish across filesystems.
+      const ingestStaging = 'part_ingest.parquet.0123abcd-0123-4567-89ab-0123456789ab.staging';
+      await fs.writeFile(path.join(root, PREFIX, ingestStaging), 'ingest in flight');
+      await fs.writeFile(path.join(root, PREFIX, 'compacted_plan0.parquet.0123abcd-0123-4567-89ab-0123456789ab.staging'), 'our leftover');
       const { result } = await compact(store, inputs);
-      assert.equal(result.orphansRemoved, 1);
+      assert.equal(result.orphansRemoved, 2);
       assert.equal(result.rowsOut, 6, 'the unplanned file is not an input');
-      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'part_new.parquet']);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'part_ingest.parquet.0123abcd-0123-4567-89ab-0123456789ab.staging', 'part_new.parquet']);
     });
   });
 

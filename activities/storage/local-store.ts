@@ -3,7 +3,7 @@ import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, isSafeKey, parseDataFileKey, tempNameFor } from './warehouse-layout';
+import { assertSafeKey, isOutputName, isSafeKey, isTempArtifactName, parseDataFileKey, tempNameFor } from './warehouse-layout';
 
 /** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
 export class LocalWarehouseStore implements WarehouseStore {
@@ -175,11 +175,15 @@ export class LocalWarehouseStore implements WarehouseStore {
     });
   }
 
-  /** Staging copies of an interrupted cross-filesystem publish (see publishIfAbsent). */
+  /**
+   * Staging copies of an interrupted cross-filesystem publish (see publishIfAbsent): only of this tool's
+   * own names, as on S3. An ingest may stage its files under a similar suffix before renaming them.
+   */
   async abortIncompleteWrites(prefix: string): Promise<number> {
     let removed = 0;
     for await (const obj of this.list(prefix)) {
-      if (STAGING.test(obj.key)) {
+      const staged = STAGING.exec(path.posix.basename(obj.key));
+      if (staged && (isOutputName(staged[1]!) || isTempArtifactName(staged[1]!))) {
         await fs.rm(this.abs(obj.key), { force: true });
         removed++;
       }
@@ -204,7 +208,8 @@ export async function syncPath(p: string): Promise<void> {
   }
 }
 
-const STAGING = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.staging$/;
+/** `<name>.<uuid>.staging`, capturing the name being published. */
+const STAGING = /^(.+)\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.staging$/;
 
 /**
  * A rewrite in place changes the size or the mtime (nanoseconds where the filesystem keeps them), a
