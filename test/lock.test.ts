@@ -75,6 +75,30 @@ describe('resource lock', () => {
     }
   });
 
+  it('signals of another shape (no payload, as `temporal workflow signal` sends without --input) are ignored by the lock and its requesters, which go on', async () => {
+    const resource = `/wh/malformed-${Date.now()}`;
+    const holder = await startProbe(`probe-malformed-a-${Date.now()}`, resource, null);
+    await waitFor('holder granted', async () => ((await lockState(resource)).holder?.workflowId === holder.workflowId ? true : undefined));
+    const waiter = await startProbe(`probe-malformed-b-${Date.now()}`, resource, 100);
+    await waitFor('waiter queued', async () => ((await lockState(resource)).queue.some((q) => q.workflowId === waiter.workflowId) ? true : undefined));
+    const lock = h.client.workflow.getHandle(lockWorkflowId('warehouse', resource));
+    for (const name of ['earthcatalog.lock.acquire', 'earthcatalog.lock.release']) {
+      for (const payload of [null, {}, { requestId: 7 }, 'x']) await lock.signal(name, payload);
+    }
+    for (const name of ['earthcatalog.lock.granted', 'earthcatalog.lock.queued']) {
+      for (const payload of [null, { requestId: 'forged' }, 'x']) await waiter.signal(name, payload);
+    }
+    const state = await lockState(resource);
+    assert.equal(state.holder?.workflowId, holder.workflowId, 'the holder keeps the lock');
+    assert.deepEqual(state.queue.map((q) => q.workflowId), [waiter.workflowId], 'nothing else was queued');
+    await holder.signal('finishProbe');
+    await deadlockGuard('the waiter gets the lock', waiter.result());
+    for (const handle of [lock, waiter]) {
+      const failed = ((await handle.fetchHistory()).events ?? []).filter((e) => e.workflowTaskFailedEventAttributes);
+      assert.deepEqual(failed, [], `${handle.workflowId}: no workflow task failed`);
+    }
+  });
+
   it('frees the lock of a terminated holder within the liveness bound', async () => {
     const resource = `/wh/terminated-${Date.now()}`;
     const holder = await startProbe(`probe-holder-${Date.now()}`, resource, null);

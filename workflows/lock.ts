@@ -29,6 +29,7 @@ import {
   proxyActivities,
   setHandler,
   allHandlersFinished,
+  log,
   patched,
   uuid4,
   workflowInfo,
@@ -122,6 +123,18 @@ const { isWorkflowRunning, closedLockState } = proxyActivities<LockActivities>({
  * liveness check cannot free it, since the workflow id is running again; left in place, the new run
  * would wait behind its own predecessor forever.
  */
+/**
+ * Whether a signal's payload has the string fields its handler reads. Anyone who may signal in the
+ * namespace can send these signals (`temporal workflow signal` without `--input` sends null): a payload
+ * of another shape is logged and ignored, instead of failing every workflow task and wedging the run.
+ */
+function wellFormed<T>(signal: string, payload: unknown, fields: Readonly<Record<string, 'string' | 'number'>>): payload is T {
+  const ok =
+    typeof payload === 'object' && payload !== null && Object.entries(fields).every(([f, type]) => typeof (payload as Record<string, unknown>)[f] === type);
+  if (!ok) log.warn(`ignored a ${signal} signal whose payload is not ${JSON.stringify(fields)}`, { payload: JSON.stringify(payload) ?? 'undefined' });
+  return ok;
+}
+
 function isStale(earlier: LockRequest | null, req: LockRequest): boolean {
   return earlier !== null && earlier.workflowId === req.workflowId && earlier.requestId !== req.requestId;
 }
@@ -152,10 +165,13 @@ export async function resourceLock(initial?: LockState): Promise<void> {
   };
   // Releases that arrive while a fresh run reads its predecessor's state may name the holder it takes over.
   let releasedWhileInheriting: string[] | undefined;
-  setHandler(acquireLockSignal, acquire);
-  setHandler(releaseLockSignal, ({ requestId }) => {
-    releasedWhileInheriting?.push(requestId);
-    release(requestId);
+  setHandler(acquireLockSignal, (req: unknown) => {
+    if (wellFormed<LockRequest>(acquireLockSignal.name, req, { workflowId: 'string', requestId: 'string', purpose: 'string' })) acquire(req);
+  });
+  setHandler(releaseLockSignal, (rel: unknown) => {
+    if (!wellFormed<LockRelease>(releaseLockSignal.name, rel, { requestId: 'string' })) return;
+    releasedWhileInheriting?.push(rel.requestId);
+    release(rel.requestId);
   });
 
   if (!initial && patched(INHERIT_CLOSED_RUN)) {
@@ -263,12 +279,14 @@ let handlersInstalled = false;
 function installRequesterHandlers(): void {
   if (handlersInstalled) return;
   handlersInstalled = true;
-  setHandler(lockGrantedSignal, (grant) => {
+  setHandler(lockGrantedSignal, (grant: unknown) => {
+    if (!wellFormed<LockGrant>(lockGrantedSignal.name, grant, { lockId: 'string', requestId: 'string', fence: 'number' })) return;
     grants.set(grant.requestId, grant);
     const w = waits.get(grant.requestId);
     if (w) Object.assign(w, { status: 'held', holder: workflowInfo().workflowId, position: 0, fence: grant.fence });
   });
-  setHandler(lockQueuedSignal, (q) => {
+  setHandler(lockQueuedSignal, (q: unknown) => {
+    if (!wellFormed<LockQueued>(lockQueuedSignal.name, q, { lockId: 'string', requestId: 'string', position: 'number' })) return;
     const w = waits.get(q.requestId);
     if (w && w.status !== 'held') Object.assign(w, { status: 'queued', holder: q.holder, position: q.position });
   });
