@@ -242,6 +242,42 @@ describe('schedule', () => {
     }
   });
 
+  test('create refuses workflow ids of a lock\'s form or a prefix another schedule uses; update refuses a schedule of another workflow', async () => {
+    const lockShaped = await cli('create', '--schedule-id', 'earthcatalog-lock:x', '--warehouse', warehouse, '--catalog', catalog, '--paused', '--task-queue', taskQueue);
+    assert.equal(lockShaped.code, 64, lockShaped.stderr);
+    assert.match(lockShaped.stderr, /--workflow-id-prefix \(default: the schedule id\) earthcatalog-lock:x: the workflow id earthcatalog-lock:x- is of the form of a lock workflow's/);
+
+    const first = `${SCHEDULE_ID}-prefix-a`;
+    await cliOk('create', '--schedule-id', first, '--workflow-id-prefix', 'shared-prefix', '--warehouse', warehouse, '--catalog', catalog, '--paused', '--task-queue', taskQueue);
+    const byHand = `${SCHEDULE_ID}-ingest`;
+    const ingest = await h.client.schedule.create({
+      scheduleId: byHand,
+      spec: { intervals: [{ every: '1d' }] },
+      action: { type: 'startWorkflow', workflowType: 'ingestWorkflow', taskQueue, args: [{}] },
+      state: { paused: true },
+    });
+    try {
+      // The list is eventually consistent: the new schedule shows up within moments.
+      await waitFor('the schedule listed', async () => {
+        for await (const s of h.client.schedule.list()) if (s.scheduleId === first) return true;
+        return undefined;
+      });
+      const clash = await cli('create', '--schedule-id', `${SCHEDULE_ID}-prefix-b`, '--workflow-id-prefix', 'shared-prefix', '--warehouse', warehouse, '--catalog', catalog, '--paused', '--task-queue', taskQueue);
+      assert.equal(clash.code, 64, clash.stderr);
+      assert.match(clash.stderr, new RegExp(`schedule ${first} already starts its runs as shared-prefix-<time>`));
+      await assert.rejects(h.client.schedule.getHandle(`${SCHEDULE_ID}-prefix-b`).describe(), 'nothing was created');
+
+      const other = await cli('update', '--schedule-id', byHand, '--warehouse', warehouse, '--catalog', catalog);
+      assert.equal(other.code, 64, other.stderr);
+      assert.match(other.stderr, new RegExp(`schedule ${byHand} starts ingestWorkflow, not a compaction \\(compactWarehouse\\)`));
+      const kept = await ingest.describe();
+      assert.ok(kept.action.type === 'startWorkflow' && kept.action.workflowType === 'ingestWorkflow', 'its action is unchanged');
+    } finally {
+      await h.client.schedule.getHandle(first).delete();
+      await ingest.delete();
+    }
+  });
+
   test('usage errors exit 64 before contacting the server', async () => {
     const r = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--every', '7d');
     assert.equal(r.code, 64);

@@ -21,7 +21,7 @@ import {
 import type { Workflow } from '@temporalio/common';
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
-import { DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
+import { compactionWorkflowIdProblem, DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
 
 export const DEFAULT_SCHEDULE_ID = 'earthcatalog-compaction-weekly';
 /** Sundays at 03:00 UTC. */
@@ -51,14 +51,35 @@ export interface CompactionScheduleOptions {
   workflowIdPrefix?: string;
 }
 
-/** Creates the schedule; throws a clear Error when one with that id exists. */
+/**
+ * Why schedule runs may not get ids `<prefix>-<time>`: ids of a lock workflow's form, or a prefix another
+ * schedule of the namespace already uses. Two schedules firing in the same second would then start the
+ * same id, and the server drops the second start without a word: that schedule would never run.
+ */
+async function workflowIdPrefixProblem(client: Client, scheduleId: string, prefix: string): Promise<string | undefined> {
+  const lockShaped = compactionWorkflowIdProblem(`${prefix}-`);
+  if (lockShaped) return `--workflow-id-prefix (default: the schedule id) ${prefix}: ${lockShaped}`;
+  for await (const other of client.schedule.list()) {
+    if (other.scheduleId === scheduleId) continue;
+    const d = await client.schedule.getHandle(other.scheduleId).describe().catch(() => undefined);
+    if (d?.action.type === 'startWorkflow' && d.action.workflowId === prefix) {
+      return `schedule ${other.scheduleId} already starts its runs as ${prefix}-<time>: two schedules firing in the same second would start one workflow id and one of them would silently not run; give --workflow-id-prefix another value`;
+    }
+  }
+  return undefined;
+}
+
+/** Creates the schedule; throws a clear Error when one with that id exists or its workflow ids would clash. */
 export async function createCompactionSchedule(client: Client, opts: CompactionScheduleOptions): Promise<ScheduleHandle> {
   const scheduleId = opts.scheduleId ?? DEFAULT_SCHEDULE_ID;
+  const prefix = opts.workflowIdPrefix ?? scheduleId;
+  const problem = await workflowIdPrefixProblem(client, scheduleId, prefix);
+  if (problem) throw new UsageError(problem);
   try {
     return await client.schedule.create({
       scheduleId,
       spec: opts.spec ?? { cronExpressions: [DEFAULT_CRON] },
-      action: compactionAction(opts.input, opts.taskQueue ?? DEFAULT_TASK_QUEUE, opts.workflowIdPrefix ?? scheduleId),
+      action: compactionAction(opts.input, opts.taskQueue ?? DEFAULT_TASK_QUEUE, prefix),
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: opts.catchupWindowMs ?? DEFAULT_CATCHUP_WINDOW_MS },
       state: { paused: opts.paused ?? false, ...(opts.note ? { note: opts.note } : {}) },
     });
@@ -431,6 +452,11 @@ async function updateSchedule(
   const handle = client.schedule.getHandle(scheduleId);
   await handle
     .update((prev) => {
+      // Its action would be replaced by a compaction's: another workflow's schedule is not ours to change.
+      const runs = prev.action.type === 'startWorkflow' ? prev.action.workflowType : prev.action.type;
+      if (runs !== WORKFLOW_TYPE) {
+        throw new UsageError(`schedule ${scheduleId} starts ${runs}, not a compaction (${WORKFLOW_TYPE}); earthcatalog-compact changes only compaction schedules`);
+      }
       const prevInput = (prev.action.args?.[0] ?? {}) as CompactionInput;
       let args = prev.action.args;
       if (inputTouched) {
