@@ -127,11 +127,25 @@ export function bucketSelectionFromFlags(values: Values): BucketSelection {
 }
 
 /** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */
+/** The flag that sets each input field whose name differs from it, for messages about flags. */
+const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
+  maxParallelBuckets: 'max-parallel',
+  lockTimeoutSeconds: 'lock-timeout',
+  namespace: 'iceberg-namespace',
+  catalogName: 'catalog-name',
+  dryRun: 'dry-run',
+  useLock: 'use-lock',
+};
+
 function checked(input: CompactionInput): CompactionInput {
   try {
     parseCompactionInput(input);
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    // The input's problems name its fields; whoever typed flags is told the flag.
+    const message = (err as Error).message.replace(/(: |; )([A-Za-z]+)(\.\d+)?: /g, (all, sep: string, field: string, index: string | undefined) =>
+      FLAG_OF_FIELD[field] || ['warehouse', 'catalog', 'threshold', 'cells', 'years', 'table'].includes(field) ? `${sep}--${FLAG_OF_FIELD[field] ?? field}${index ? ` item ${Number(index.slice(1)) + 1}` : ''}: ` : all,
+    );
+    throw new UsageError(message);
   }
   return input;
 }

@@ -113,7 +113,10 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   assert.equal(lockId.code, 64, lockId.stderr);
   assert.match(lockId.stderr, /--workflow-id: the workflow id earthcatalog-lock:warehouse:\/w is of the form of a lock workflow's/);
   const year = await cli([...base, '--years', '2024,26']);
-  assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: years\.1: a year has four digits \(1000 to 9999\), got 26$/m);
+  assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: --years item 2: a year has four digits \(1000 to 9999\), got 26$/m);
+  // Problems are told by the flag that was typed, not by the input field it sets.
+  const parallel = await cli([...base, '--max-parallel', '0']);
+  assert.match(parallel.stderr, /^earthcatalog-compact: invalid compaction input: --max-parallel: Too small: expected number to be >=1$/m);
   const resume = await cli(['resume', ...base, '--dry-run']);
   assert.match(resume.stderr, /a resume cannot be a dry run/);
   assert.match(resume.stderr, /\nusage: earthcatalog-compact resume /, "resume's own usage");
