@@ -4,7 +4,7 @@
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -199,7 +199,7 @@ describe('verify', () => {
     assert.ok(r.stats.rows > 0);
   });
 
-  test('verify opens the catalog read-only: one without the catalog tables, or lacking one of them, stays byte for byte as it was', async () => {
+  test("verify creates nothing in the catalog: one without the catalog tables, or lacking one of them, stays byte for byte as it was; a crashed writer's journal is rolled back, as by any reader", async () => {
     const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
     const bare = path.join(dir, 'bare-catalog.db');
     const db = new Database(bare);
@@ -219,6 +219,25 @@ describe('verify', () => {
     const h = await verifyWarehouse({ warehouse, catalog: halfCatalog });
     assert.deepEqual(h.violations, [], 'its table is read as it is');
     assert.equal(await sha(halfCatalog), halfSha, 'the missing table was not re-created');
+
+    // A writer killed mid-transaction leaves a hot journal, which SQLite rolls back on the next open:
+    // verify must still read the catalog (as any reader would), not call it unreadable.
+    const crashed = path.join(dir, 'crashed-catalog.db');
+    await fs.copyFile(catalog, crashed);
+    const writer = `
+      const db = new (require(${JSON.stringify(require.resolve('better-sqlite3'))}))(${JSON.stringify(crashed)});
+      db.pragma('cache_size = 1');
+      db.exec('BEGIN');
+      db.prepare("UPDATE iceberg_tables SET metadata_location = '/nowhere.metadata.json'").run();
+      db.exec('CREATE TABLE filler (b BLOB)');
+      const add = db.prepare('INSERT INTO filler VALUES (zeroblob(4096))');
+      for (let i = 0; i < 500; i++) add.run();
+      process.kill(process.pid, 'SIGKILL');`;
+    spawnSync(process.execPath, ['-e', writer]);
+    await fs.access(`${crashed}-journal`);
+    const c = await verifyWarehouse({ warehouse, catalog: crashed });
+    assert.deepEqual(c.violations, [], 'the crashed transaction is rolled back and the table read as it was');
+    await assert.rejects(fs.access(`${crashed}-journal`), 'the hot journal was rolled back');
   });
 
   test('a stray data file that is not in the catalog', async () => {

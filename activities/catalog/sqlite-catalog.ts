@@ -34,8 +34,10 @@ export interface SqliteCatalogOptions {
   /** Names the catalog in messages when catalogDbPath is a local copy of a remote file. */
   displayName?: string;
   /**
-   * Opened only to be read (verify): SQLite opens the file read-only and no catalog table is created,
-   * so a catalog that lacks them stays byte for byte as it was and simply has no table.
+   * Opened only to be read (verify): no catalog table is created, so a catalog that lacks them stays as
+   * it was and simply has no table. SQLite's own open mode stays read-write (it falls back to read-only
+   * by itself): a reader must be able to roll back the journal of a writer that crashed mid-transaction
+   * (the Python pipeline, a killed rebuild), and to use a WAL catalog's shared-memory file.
    */
   readOnly?: boolean;
 }
@@ -110,7 +112,7 @@ export class SqliteCatalogBackend implements IcebergCatalogBackend {
     }
     let db: SqliteDb | undefined;
     try {
-      db = new Database(file, { fileMustExist: !!exists, readonly: !!this.opts.readOnly });
+      db = new Database(file, { fileMustExist: !!exists });
       db.pragma(`busy_timeout = ${this.busyTimeoutMs()}`);
       const check = this.guard(() => db!.pragma('quick_check', { simple: true }));
       if (check !== 'ok') throw new CatalogCorruptError(`catalog ${this.name} is corrupt: ${String(check)}`);
