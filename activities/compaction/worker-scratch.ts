@@ -114,8 +114,8 @@ async function sweepAbandonedClaims(root: string, self: Omit<Owner, 'startedAt'>
 }
 
 /** Files downloaded from S3 are read by DuckDB from the scratch directory: a pattern would read the wrong files or none. */
-export function refuseGlobScratch(root: string): void {
-  if (hasGlobCharacter(root)) throw new Error(`scratch directory ${root} must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)`);
+export function refuseGlobScratch(root: string, fix?: string): void {
+  if (hasGlobCharacter(root)) throw new Error(`scratch directory ${root} must not contain * ? [ ] { } (DuckDB reads them as a glob pattern)${fix ? `; ${fix}` : ''}`);
 }
 
 export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {

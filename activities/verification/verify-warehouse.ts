@@ -56,7 +56,6 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   const label = `${catalog} (${namespace}.${tableName})`;
   // A directory of its own, even inside a caller's scratch dir, so removing it afterwards removes only ours.
   const scratch = path.join(opts.scratchDir ?? os.tmpdir(), `earthcatalog-verify-${process.pid}-${randomUUID().slice(0, 8)}`);
-  refuseGlobScratch(scratch);
 
   const selection = parseBucketSelection({ ...(opts.cells && { cells: opts.cells }), ...(opts.years && { years: opts.years }) });
   const selective = selection.cells !== undefined || selection.years !== undefined;
@@ -262,18 +261,22 @@ async function readCatalog(
 async function materializeAll(store: WarehouseStore, files: readonly PhysicalDataFile[], downloads: string, violations: Violation[]): Promise<LocalDataFile[]> {
   const out: LocalDataFile[] = [];
   for (const f of files) {
+    let local: string;
     try {
-      let local = await store.materialize(f.key, downloads);
-      if (hasGlobCharacter(local)) {
-        await fs.mkdir(downloads, { recursive: true });
-        const link = path.join(downloads, `link-${out.length}.parquet`);
-        await fs.symlink(local, link);
-        local = link;
-      }
-      out.push({ key: f.key, path: local, bucket: f.bucket, compacted: f.compacted });
+      local = await store.materialize(f.key, downloads);
     } catch (err) {
       violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: `cannot fetch the file: ${(err as Error).message.split('\n')[0]}` });
+      continue;
     }
+    if (hasGlobCharacter(local)) {
+      // Only now does the scratch directory's name matter (a local warehouse of plain keys never uses it).
+      refuseGlobScratch(downloads, 'give verify --scratch-dir (or TMPDIR) without them');
+      await fs.mkdir(downloads, { recursive: true });
+      const link = path.join(downloads, `link-${out.length}.parquet`);
+      await fs.symlink(local, link);
+      local = link;
+    }
+    out.push({ key: f.key, path: local, bucket: f.bucket, compacted: f.compacted });
   }
   return out;
 }
