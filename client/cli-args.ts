@@ -122,7 +122,7 @@ export function bucketSelectionFromFlags(values: Values): BucketSelection {
   try {
     return parseBucketSelection(selectionFromFlags(values));
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw usageErrorNamingFlags(err);
   }
 }
 
@@ -137,15 +137,19 @@ const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
   useLock: 'use-lock',
 };
 
+/** A UsageError of an input or selection error: its problems name input fields; whoever typed flags is told the flag. */
+function usageErrorNamingFlags(err: unknown): UsageError {
+  const message = (err as Error).message.replace(/(: |; )([A-Za-z]+)(\.\d+)?: /g, (all, sep: string, field: string, index: string | undefined) =>
+    FLAG_OF_FIELD[field] || ['warehouse', 'catalog', 'threshold', 'cells', 'years', 'table'].includes(field) ? `${sep}--${FLAG_OF_FIELD[field] ?? field}${index ? ` item ${Number(index.slice(1)) + 1}` : ''}: ` : all,
+  );
+  return new UsageError(message);
+}
+
 function checked(input: CompactionInput): CompactionInput {
   try {
     parseCompactionInput(input);
   } catch (err) {
-    // The input's problems name its fields; whoever typed flags is told the flag.
-    const message = (err as Error).message.replace(/(: |; )([A-Za-z]+)(\.\d+)?: /g, (all, sep: string, field: string, index: string | undefined) =>
-      FLAG_OF_FIELD[field] || ['warehouse', 'catalog', 'threshold', 'cells', 'years', 'table'].includes(field) ? `${sep}--${FLAG_OF_FIELD[field] ?? field}${index ? ` item ${Number(index.slice(1)) + 1}` : ''}: ` : all,
-    );
-    throw new UsageError(message);
+    throw usageErrorNamingFlags(err);
   }
   return input;
 }

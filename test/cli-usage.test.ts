@@ -117,6 +117,9 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   // Problems are told by the flag that was typed, not by the input field it sets.
   const parallel = await cli([...base, '--max-parallel', '0']);
   assert.match(parallel.stderr, /^earthcatalog-compact: invalid compaction input: --max-parallel: Too small: expected number to be >=1$/m);
+  const selection = await cli(['verify', ...base, '--years', '2024,1']);
+  assert.equal(selection.code, 64, selection.stderr);
+  assert.match(selection.stderr, /^earthcatalog-compact: invalid selection: --years item 2: a year has four digits \(1000 to 9999\), got 1$/m);
   const resume = await cli(['resume', ...base, '--dry-run']);
   assert.match(resume.stderr, /a resume cannot be a dry run/);
   assert.match(resume.stderr, /\nusage: earthcatalog-compact resume /, "resume's own usage");
