@@ -51,6 +51,9 @@ export interface CompactionScheduleOptions {
   workflowIdPrefix?: string;
 }
 
+/** Schedules described at once by the prefix check. */
+const PREFIX_CHECK_BATCH = 20;
+
 /**
  * Why schedule runs may not get ids `<prefix>-<time>`: ids of a lock workflow's form, or a prefix another
  * schedule of the namespace already uses. Two schedules firing in the same second would then start the
@@ -59,11 +62,15 @@ export interface CompactionScheduleOptions {
 async function workflowIdPrefixProblem(client: Client, scheduleId: string, prefix: string): Promise<string | undefined> {
   const lockShaped = compactionWorkflowIdProblem(`${prefix}-`);
   if (lockShaped) return `--workflow-id-prefix (default: the schedule id) ${prefix}: ${lockShaped}`;
-  for await (const other of client.schedule.list()) {
-    if (other.scheduleId === scheduleId) continue;
-    const d = await client.schedule.getHandle(other.scheduleId).describe().catch(() => undefined);
-    if (d?.action.type === 'startWorkflow' && d.action.workflowId === prefix) {
-      return `schedule ${other.scheduleId} already starts its runs as ${prefix}-<time>: two schedules firing in the same second would start one workflow id and one of them would silently not run; give --workflow-id-prefix another value`;
+  const others: string[] = [];
+  for await (const other of client.schedule.list()) if (other.scheduleId !== scheduleId) others.push(other.scheduleId);
+  // The listing does not carry the action's workflow id: each schedule is described, a batch at a time.
+  for (let i = 0; i < others.length; i += PREFIX_CHECK_BATCH) {
+    const batch = others.slice(i, i + PREFIX_CHECK_BATCH);
+    const described = await Promise.all(batch.map((id) => client.schedule.getHandle(id).describe().catch(() => undefined)));
+    const clash = batch.find((_, j) => described[j]?.action.type === 'startWorkflow' && described[j]!.action.workflowId === prefix);
+    if (clash) {
+      return `schedule ${clash} already starts its runs as ${prefix}-<time>: two schedules firing in the same second would start one workflow id and one of them would silently not run; give --workflow-id-prefix another value`;
     }
   }
   return undefined;
