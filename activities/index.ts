@@ -92,6 +92,18 @@ export function duckdbMemoryLimitMb(budgetMb: number): number {
   return Math.max(32, Math.floor(budgetMb / 2));
 }
 
+/**
+ * Why a rebuild must not commit for `workflowId`: the run that asked for it was terminated (or otherwise
+ * closed) while the rebuild read the footers. Its locks are freed within seconds of that, so its commit
+ * would land outside the catalog lock, possibly after the next run's buckets deleted inputs this
+ * snapshot lists. Undefined when the run is live, and also when the server cannot tell (an outage): the
+ * commit is then made, as before this check, rather than a finished rebuild thrown away.
+ */
+async function endedRunRefusal(workflowId: string): Promise<string | undefined> {
+  const status = await workflowStatus(workflowId).catch(() => 'RUNNING');
+  return status === 'RUNNING' ? undefined : `the run ${workflowId} that asked for this rebuild is ${status ?? 'gone'}; its successor rebuilds the table`;
+}
+
 /** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
 function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
@@ -367,6 +379,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 ctx.heartbeat(details());
               },
               abandonedCommits,
+              commitRefusal: async () => {
+                const workflowId = ctx.info.workflowExecution?.workflowId;
+                return workflowId === undefined ? undefined : endedRunRefusal(workflowId);
+              },
             }),
           );
           if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);

@@ -24,6 +24,7 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { Context } from '@temporalio/activity';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import Database from 'better-sqlite3';
@@ -467,6 +468,43 @@ describe('a run that fails between its buckets', () => {
     await waitFor('the warehouse lock is free', async () =>
       (await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery)).holder === null ? true : undefined,
     );
+  });
+});
+
+describe('a rebuild whose run has ended', () => {
+  it("does not commit once the run that asked for it was terminated (its locks are gone); a live run's rebuild commits", async () => {
+    const fx = await makeFixture('rebuild-of-ended-run');
+    // Runs on a task queue nobody polls: they stay RUNNING until terminated, and only their status matters.
+    const idle = `${uniqueTaskQueue('ops-idle')}`;
+    const start = (id: string) => h.client.workflow.start('compactWarehouse', { taskQueue: idle, workflowId: id, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+    const ended = await start(`rebuild-ended-${Date.now()}`);
+    await ended.terminate('operator');
+    const live = await start(`rebuild-live-${Date.now()}`);
+    const resources = { scratchDir: await makeTempDir('ec-rebuild-ended-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 };
+    const local = new WorkerLocalResources(resources);
+    const activities = createActivities(resources, local);
+    const request = { warehouse: fx.warehouse, catalog: fx.catalog, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };
+    const rebuildAs = (workflowId: string) =>
+      new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'r' }, activityType: 'rebuildCatalog' }, { client: h.client }).run(activities.rebuildCatalog, request);
+    try {
+      await assert.rejects(rebuildAs(ended.workflowId), (err: Error) => {
+        assert.equal(err.message, `earthcatalog.stac_items not committed: the run ${ended.workflowId} that asked for this rebuild is TERMINATED; its successor rebuilds the table`);
+        return true;
+      });
+      const db = new Database(fx.catalog, { readonly: true });
+      try {
+        assert.deepEqual(db.prepare('SELECT metadata_location FROM iceberg_tables').all(), [], 'no table was committed');
+      } finally {
+        db.close();
+      }
+      const metadataDir = path.join(fx.warehouse, 'earthcatalog', 'stac_items', 'metadata');
+      assert.deepEqual(await fs.readdir(metadataDir).catch(() => []), [], "the refused commit's files are removed");
+      const committed = (await rebuildAs(live.workflowId)) as { createdTable: boolean };
+      assert.equal(committed.createdTable, true);
+    } finally {
+      await live.terminate('test over');
+      await local.close();
+    }
   });
 });
 

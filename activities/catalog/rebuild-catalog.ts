@@ -45,6 +45,11 @@ export interface RebuildOptions {
   abandonedCommits?: readonly string[];
   /** Footers read at once (default 16). */
   concurrency?: number;
+  /**
+   * Called just before the commit; a reason given means this attempt must not commit (the run that
+   * asked for it has ended), and the commit is not applied.
+   */
+  commitRefusal?: () => Promise<string | undefined>;
 }
 
 const DEFAULT_CONCURRENCY = 16;
@@ -105,6 +110,8 @@ export async function rebuildCatalog(
   await backend.writeFile(metadataLocation, Buffer.from(serializeTableMetadata(metadata), 'utf8'));
   crashPoint('before-catalog-commit', req.table);
   try {
+    const refusal = await opts.commitRefusal?.();
+    if (refusal) throw new CatalogCommitNotAppliedError(`${req.namespace}.${req.table} not committed: ${refusal}`);
     await backend.commit(req.namespace, req.table, metadataLocation, handle.pointer);
   } catch (err) {
     // The pointer was not moved: nothing references what this attempt wrote, and the retry writes its
