@@ -116,15 +116,7 @@ const { isWorkflowRunning, closedLockState } = proxyActivities<LockActivities>({
 });
 
 /**
- * Whether `req` makes `earlier` stale: another request of the same workflow id. A running workflow asks
- * for a lock at most once at a time (withResourceLock) and keeps a held one across continue-as-new
- * without asking again, so a second request comes from a new run of that id: a reset, or a run
- * terminated and started again under its id. The earlier request belongs to the closed run, and the
- * liveness check cannot free it, since the workflow id is running again; left in place, the new run
- * would wait behind its own predecessor forever.
- */
-/**
- * Whether a signal's payload has the string fields its handler reads. Anyone who may signal in the
+ * Whether a signal's payload has the fields, of the types, its handler reads. Anyone who may signal in the
  * namespace can send these signals (`temporal workflow signal` without `--input` sends null): a payload
  * of another shape is logged and ignored, instead of failing every workflow task and wedging the run.
  */
@@ -135,6 +127,14 @@ function wellFormed<T>(signal: string, payload: unknown, fields: Readonly<Record
   return ok;
 }
 
+/**
+ * Whether `req` makes `earlier` stale: another request of the same workflow id. A running workflow asks
+ * for a lock at most once at a time (withResourceLock) and keeps a held one across continue-as-new
+ * without asking again, so a second request comes from a new run of that id: a reset, or a run
+ * terminated and started again under its id. The earlier request belongs to the closed run, and the
+ * liveness check cannot free it, since the workflow id is running again; left in place, the new run
+ * would wait behind its own predecessor forever.
+ */
 function isStale(earlier: LockRequest | null, req: LockRequest): boolean {
   return earlier !== null && earlier.workflowId === req.workflowId && earlier.requestId !== req.requestId;
 }
