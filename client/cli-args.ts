@@ -126,9 +126,14 @@ export function bucketSelectionFromFlags(values: Values): BucketSelection {
   }
 }
 
-/** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */
-/** The flag that sets each input field whose name differs from it, for messages about flags. */
+/** The flag that sets each input field, for messages about flags. */
 const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
+  warehouse: 'warehouse',
+  catalog: 'catalog',
+  threshold: 'threshold',
+  cells: 'cells',
+  years: 'years',
+  table: 'table',
   maxParallelBuckets: 'max-parallel',
   lockTimeoutSeconds: 'lock-timeout',
   namespace: 'iceberg-namespace',
@@ -139,12 +144,14 @@ const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
 
 /** A UsageError of an input or selection error: its problems name input fields; whoever typed flags is told the flag. */
 function usageErrorNamingFlags(err: unknown): UsageError {
-  const message = (err as Error).message.replace(/(: |; )([A-Za-z]+)(\.\d+)?: /g, (all, sep: string, field: string, index: string | undefined) =>
-    FLAG_OF_FIELD[field] || ['warehouse', 'catalog', 'threshold', 'cells', 'years', 'table'].includes(field) ? `${sep}--${FLAG_OF_FIELD[field] ?? field}${index ? ` item ${Number(index.slice(1)) + 1}` : ''}: ` : all,
-  );
+  const message = (err as Error).message.replace(/(: |; )([A-Za-z]+)(\.\d+)?: /g, (all, sep: string, field: string, index: string | undefined) => {
+    const flag = FLAG_OF_FIELD[field];
+    return flag ? `${sep}--${flag}${index ? ` item ${Number(index.slice(1)) + 1}` : ''}: ` : all;
+  });
   return new UsageError(message);
 }
 
+/** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */
 function checked(input: CompactionInput): CompactionInput {
   try {
     parseCompactionInput(input);
