@@ -33,9 +33,11 @@ export interface FooterResult {
   violations: Violation[];
 }
 
+// Columns matched by name (the files of a bucket may differ), never a hive layout (the files carry grid_partition).
+const READ_ALL = 'union_by_name = true, hive_partitioning = false';
 // The file's path under a name of our own: a data column called `filename` is common enough in STAC
 // properties, and DuckDB refuses `filename = true` beside one.
-const READ = "union_by_name = true, hive_partitioning = false, filename = '__ec_file'";
+const READ = `${READ_ALL}, filename = '__ec_file'`;
 
 function unreadable(file: LocalDataFile, err: unknown): Violation {
   return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLine(err)}` };
@@ -279,7 +281,7 @@ async function eachFileOnFailure(files: readonly LocalDataFile[], query: (some: 
 export async function findUndecodable(session: DuckSession, files: readonly LocalDataFile[]): Promise<Violation[]> {
   if (files.length === 0) return [];
   return eachFileOnFailure(files, async (some) => {
-    await session.rows(`SELECT bit_xor(hash(COLUMNS(*))) FROM read_parquet(${sqlStringList(some.map((f) => f.path))}, union_by_name = true, hive_partitioning = false)`);
+    await session.rows(`SELECT bit_xor(hash(COLUMNS(*))) FROM read_parquet(${sqlStringList(some.map((f) => f.path))}, ${READ_ALL})`);
     return [];
   });
 }

@@ -196,10 +196,11 @@ async function checkBatch(session: DuckSession, local: LocalDataFile[], violatio
   violations.push(...footers.violations);
   // A file that cannot be read whole is named once and left out of the row checks, so the rest of its
   // bucket is still checked (its duplicates, say) rather than the bucket failing as a whole.
-  const undecodable = await findUndecodable(session, local.filter((f) => footers.facts.has(f.key)));
+  const withFooters = local.filter((f) => footers.facts.has(f.key));
+  const undecodable = await findUndecodable(session, withFooters);
   violations.push(...undecodable);
   const damaged = new Set(undecodable.map((v) => v.object));
-  const readable = local.filter((f) => footers.facts.has(f.key) && !damaged.has(f.key));
+  const readable = withFooters.filter((f) => !damaged.has(f.key));
   for (const f of readable) {
     const facts = footers.facts.get(f.key)!;
     const geo = checkGeoMetadata(f, facts);
