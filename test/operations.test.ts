@@ -475,7 +475,7 @@ describe('a rebuild whose run has ended', () => {
   it("does not commit once the run that asked for it was terminated (its locks are gone); a live run's rebuild commits", async () => {
     const fx = await makeFixture('rebuild-of-ended-run');
     // Runs on a task queue nobody polls: they stay RUNNING until terminated, and only their status matters.
-    const idle = `${uniqueTaskQueue('ops-idle')}`;
+    const idle = uniqueTaskQueue('ops-idle');
     const start = (id: string) => h.client.workflow.start('compactWarehouse', { taskQueue: idle, workflowId: id, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
     const ended = await start(`rebuild-ended-${Date.now()}`);
     await ended.terminate('operator');
