@@ -107,14 +107,25 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   return checked({ ...input, ...extra });
 }
 
-/** `--cells a,b` and `--years 2024,2025` as lists, unchecked (a flag given empty is an empty list, which the schema refuses). */
+/** `--cells a,b` and `--years 2024,2025` as lists, unchecked. */
 function selectionFromFlags(values: Values): { cells?: string[]; years?: number[] } {
   const out: { cells?: string[]; years?: number[] } = {};
   const cells = values.cells;
-  if (typeof cells === 'string') out.cells = cells.split(',').map((c) => c.trim()).filter(Boolean);
+  if (typeof cells === 'string') out.cells = listItems('cells', cells);
   const years = values.years;
-  if (typeof years === 'string') out.years = years.split(',').map((y) => y.trim()).filter(Boolean).map((y) => wholeNumberFlag('years', y)!);
+  if (typeof years === 'string') out.years = listItems('years', years).map((y) => wholeNumberFlag('years', y)!);
   return out;
+}
+
+/**
+ * The comma-separated items of `--name`. An empty item is refused, not dropped: `--cells "$A,$B"` with
+ * `B` unset would otherwise compact (or verify) one cell where the operator listed two.
+ */
+function listItems(name: string, raw: string): string[] {
+  const items = raw.split(',').map((item) => item.trim());
+  const empty = items.findIndex((item) => item === '');
+  if (empty >= 0) throw new UsageError(`--${name} item ${empty + 1} of ${JSON.stringify(raw)} is empty: list the ${name} separated by single commas`);
+  return items;
 }
 
 /** The buckets `--cells`/`--years` select, checked as a compaction checks them (absent: all). */

@@ -112,6 +112,14 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   const lockId = await cli([...base, '--workflow-id', 'earthcatalog-lock:warehouse:/w']);
   assert.equal(lockId.code, 64, lockId.stderr);
   assert.match(lockId.stderr, /--workflow-id: the workflow id earthcatalog-lock:warehouse:\/w is of the form of a lock workflow's/);
+  // A list with an empty item ("$A,$B" with B unset) is refused, not read as the items that are there.
+  for (const [command, flag, list] of [['compact', '--cells', 'a1,,b2'], ['verify', '--cells', 'a1,'], ['schedule', '--years', '2024,,2025']] as const) {
+    const args = command === 'schedule' ? ['schedule', 'create', '--every', '7d', ...base, flag, list] : command === 'verify' ? ['verify', ...base, flag, list] : [...base, flag, list];
+    const r = await cli(args);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    const item = list.split(',').indexOf('') + 1;
+    assert.match(r.stderr, new RegExp(`^earthcatalog-compact: ${flag} item ${item} of "${list}" is empty: list the ${flag.slice(2)} separated by single commas$`, 'm'));
+  }
   const year = await cli([...base, '--years', '2024,26']);
   assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: --years item 2: a year has four digits \(1000 to 9999\), got 26$/m);
   // Problems are told by the flag that was typed, not by the input field it sets.

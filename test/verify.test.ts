@@ -23,6 +23,7 @@ import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE } from '../workf
 import { pythonExecutable } from '../client/temporal-cli';
 import { REPO_ROOT } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
+import { formatVerifyReport } from '../client/commands/verify';
 
 const execFileP = promisify(execFile);
 const CELLS = ['8128bffffffffff', '8129bffffffffff'];
@@ -293,6 +294,11 @@ describe('verify', () => {
 
       const none = await verifyWarehouse({ warehouse, catalog, years: [2022] });
       assert.deepEqual([none.ok, none.stats.dataFiles, none.stats.catalogFiles], [true, 0, 0]);
+      assert.deepEqual(none.unmatched, { years: [2022] }, 'a year without files or entries is named');
+      assert.equal(clean.unmatched, undefined);
+      const typo = await verifyWarehouse({ warehouse, catalog, cells: [CELLS[1]!, 'nosuchcell'], years: [2021] });
+      assert.deepEqual(typo.unmatched, { cells: ['nosuchcell'] }, 'only the selected cell that matched nothing');
+      assert.match(formatVerifyReport(typo), /\n {2}note: no data file and no catalog entry in cells nosuchcell: nothing of them was checked\n/);
       await assert.rejects(verifyWarehouse({ warehouse, catalog, cells: [] }), /invalid selection: cells: list at least one cell/);
 
       const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');

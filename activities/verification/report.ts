@@ -67,6 +67,8 @@ export interface VerifyReport {
   table: string;
   /** The buckets checked when not all of them (verify --cells/--years). */
   selection?: BucketSelection;
+  /** Selected cells and years without any data file or catalog entry (a mistyped --cells verifies nothing). */
+  unmatched?: BucketSelection;
   violations: Violation[];
   stats: VerifyStats;
 }

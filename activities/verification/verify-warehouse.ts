@@ -13,9 +13,9 @@ import { CatalogAbsentError, CatalogBusyError, CatalogCorruptError } from '../ca
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, hasGlobCharacter, normalizeLocation, parseBucketSelection } from '../../workflows/contract';
+import { DEFAULT_CATALOG_NAME, DEFAULT_NAMESPACE, DEFAULT_TABLE, hasGlobCharacter, normalizeLocation, parseBucketSelection, type BucketRef, type BucketSelection } from '../../workflows/contract';
 import { refuseGlobScratch } from '../compaction/worker-scratch';
-import { UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
+import { parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import { warehouseKeyOf } from '../catalog/catalog-locations';
 import { checkSchemaFit, compareCatalogWithFiles, entriesInSelection } from './catalog-checks';
 import { checkColumnMetrics, checkDuplicateIds, checkGeoMetadata, checkNullIds, checkPartitionValues, checkSortOrder, findUndecodable, readFooters, type LocalDataFile } from './parquet-checks';
@@ -87,12 +87,14 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
 
     const buckets = groupByBucket(files);
     const unique = dedupe(violations);
+    const unmatched = selective ? unmatchedSelection(selection, [...files.map((f) => f.parsed.bucket), ...bucketsOfEntries(entries ?? [], keyOfPath)]) : undefined;
     return {
       ok: unique.length === 0,
       warehouse,
       catalog,
       table: `${namespace}.${tableName}`,
       ...(selective ? { selection } : {}),
+      ...(unmatched ? { unmatched } : {}),
       violations: unique,
       stats: {
         dataFiles: files.length,
@@ -109,6 +111,26 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   } finally {
     await store.close();
   }
+}
+
+/** The buckets of the catalog entries that name a data file of the warehouse. */
+function bucketsOfEntries(entries: DescribedTable['dataFiles'], keyOf: (p: string) => string | undefined): BucketRef[] {
+  return entries.flatMap((entry) => {
+    const key = keyOf(entry.path);
+    const parsed = key === undefined ? undefined : parseDataFileKey(key);
+    return parsed ? [parsed.bucket] : [];
+  });
+}
+
+/**
+ * The selected cells and years that no file and no catalog entry has: a mistyped `--cells` would
+ * otherwise verify nothing and say OK. Undefined when every one of them matched something.
+ */
+export function unmatchedSelection(selection: BucketSelection, seen: readonly BucketRef[]): BucketSelection | undefined {
+  const cells = selection.cells?.filter((c) => !seen.some((b) => b.cell === c));
+  const years = selection.years?.filter((y) => !seen.some((b) => b.year === y));
+  const out: BucketSelection = { ...(cells?.length ? { cells } : {}), ...(years?.length ? { years } : {}) };
+  return out.cells || out.years ? out : undefined;
 }
 
 interface CatalogStatsByKey {

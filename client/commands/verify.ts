@@ -75,6 +75,7 @@ export function formatVerifyReport(r: VerifyReport): string {
       ? '  catalog   not readable'
       : `  catalog   ${s.snapshotCount} snapshot(s), ${s.catalogFiles} data files, ${s.catalogRows} rows`,
   ];
+  if (r.unmatched) lines.push(`  note: no data file and no catalog entry in ${describeSelection(r.unmatched)}: nothing of them was checked`);
   if (r.ok) {
     lines.push(`OK: no violations (${s.durationMs} ms)`);
     return lines.join('\n');
