@@ -1077,12 +1077,43 @@ describe('a run reset past its lock grant', () => {
       });
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-lock-lost');
       assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
+
       assert.equal(tablePointer(fx.catalog), pointerAfter, 'and rebuilt nothing');
       const lock = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);
       assert.equal(lock.holder?.workflowId, holder.holderId, "the real holder keeps the lock (the reset run's release names a stale request)");
     } finally {
       await holder.stop();
     }
+  });
+});
+
+describe('a finished run reset past its plan', () => {
+  it('fails as LockLost, and status neither calls the table stale nor offers to resume the plan it replayed, which had finished', async () => {
+    const fx = await makeFixture('reset-finished', { cells: ['8128bffffffffff'], years: [2021, 2022] });
+    const workflowId = `reset-finished-${Date.now()}`;
+    const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+    const summary = (await first.result()) as CompactionSummary;
+    const filesAfter = await listFiles(fx.warehouse);
+    const { runId } = await resetAfter(
+      workflowId,
+      first.firstExecutionRunId,
+      (events) => {
+        const planned = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'planCompaction')!.eventId!.toString();
+        return events.findIndex((e) => e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === planned);
+      },
+      'reset past the plan',
+    );
+    await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
+      assert.equal(((err as WorkflowFailedError).cause as ApplicationFailure).type, FailureTypes.lockLost, String(err));
+      return true;
+    });
+    assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
+    assert.equal((await statusWarning(fx.warehouse)).warning, '', 'status does not call the table stale');
+    assert.match(
+      await stoppedRunOutcome(h.client, { workflowId, runId, taskQueue }, []),
+      new RegExp(`; an earlier run, ${workflowId}, finished its plan at \\S+: there is nothing to resume$`),
+      `the plan ${summary.planId} is not offered for resume`,
+    );
   });
 });
 

@@ -191,18 +191,39 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
   return found.filter((run): run is InterruptedCompaction => run !== undefined);
 }
 
-/** Of one table's runs, newest first: the one that left the table stale, if the latest run with a plan did. */
+/**
+ * Of one table's runs, newest first: the one that left the table stale, if the latest run with a plan did.
+ * Not one whose plan an earlier run of the list completed: a `temporal workflow reset` of a finished
+ * chain replays its plan and fails as `LockLost`, and the plan's inputs were gone before it started.
+ */
 async function interruptedRunOf(client: Client, runs: readonly InterruptedCompaction[]): Promise<InterruptedCompaction | undefined> {
-  for (const run of runs) {
+  for (const [i, run] of runs.entries()) {
     if (run.status === 'RUNNING' || run.status === 'COMPLETED' || run.status === 'CONTINUED_AS_NEW') return undefined;
     // Only a failed run's own rebuild counts: a terminated or timed-out run was stopped before its end.
     const failed = run.status === 'FAILED';
-    const { planned, rebuilt } = await whatRunDid(client, run, failed);
+    const { planned, rebuilt, planId } = await whatRunDid(client, run, failed);
     if (!planned) continue;
     const stale = run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || (failed && !rebuilt);
-    return stale ? run : undefined;
+    if (!stale) return undefined;
+    const completed = runs.slice(i + 1).filter((r) => r.status === 'COMPLETED');
+    return planId !== undefined && (await completedPlanRun(client, completed, planId)) ? undefined : run;
   }
   return undefined;
+}
+
+/** The first of `runs` (completed ones) whose summary says it finished plan `planId`. */
+async function completedPlanRun<T extends { workflowId: string; runId: string }>(client: Client, runs: readonly T[], planId: string): Promise<T | undefined> {
+  for (const run of runs) {
+    const summary = await completedSummary(client, run);
+    if (summary?.dryRun === false && summary.planId === planId) return run;
+  }
+  return undefined;
+}
+
+/** The summary a completed run returned (undefined when it is not a compaction's). */
+async function completedSummary(client: Client, run: { workflowId: string; runId: string }): Promise<Partial<CompactionSummary> | undefined> {
+  const result: unknown = await client.workflow.getHandle(run.workflowId, run.runId).result();
+  return typeof result === 'object' && result !== null ? (result as Partial<CompactionSummary>) : undefined;
 }
 
 /**
@@ -212,8 +233,13 @@ async function interruptedRunOf(client: Client, runs: readonly InterruptedCompac
  * A history gone with the namespace's retention counts as planned and not rebuilt: the warning is then
  * kept rather than dropped.
  */
-async function whatRunDid(client: Client, run: { workflowId: string; runId: string }, rebuildMatters: boolean): Promise<{ planned: boolean; rebuilt: boolean }> {
+async function whatRunDid(
+  client: Client,
+  run: { workflowId: string; runId: string },
+  rebuildMatters: boolean,
+): Promise<{ planned: boolean; rebuilt: boolean; planId?: string }> {
   let planned = false;
+  let planId: string | undefined;
   const planSteps = new Set<string>();
   const rebuilds = new Set<string>();
   let nextPageToken: Uint8Array | undefined;
@@ -221,18 +247,31 @@ async function whatRunDid(client: Client, run: { workflowId: string; runId: stri
     const response = await historyPage(client, run.workflowId, run.runId, 200, nextPageToken);
     if (!response) return { planned: true, rebuilt: false };
     for (const event of response.history?.events ?? []) {
-      if ((event.workflowExecutionStartedEventAttributes?.input?.payloads?.length ?? 0) > 1) planned = true;
+      const carried = event.workflowExecutionStartedEventAttributes?.input?.payloads?.[1];
+      if (carried) {
+        planned = true;
+        planId = planIdOf((await decodeHistoryPayload<{ plan?: unknown }>(client, carried))?.plan);
+      }
       const type = event.activityTaskScheduledEventAttributes?.activityType?.name;
       if (type === 'planCompaction' || type === 'loadPlan') planSteps.add(String(event.eventId));
       if (type === 'rebuildCatalog') rebuilds.add(String(event.eventId));
       const completed = event.activityTaskCompletedEventAttributes?.scheduledEventId;
-      if (completed != null && planSteps.has(String(completed))) planned = true;
-      if (planned && !rebuildMatters) return { planned, rebuilt: false };
-      if (completed != null && rebuilds.has(String(completed))) return { planned, rebuilt: true };
+      if (completed != null && planSteps.has(String(completed))) {
+        planned = true;
+        planId = planIdOf(await decodeHistoryPayload(client, event.activityTaskCompletedEventAttributes?.result?.payloads?.[0]));
+      }
+      if (planned && !rebuildMatters) return { planned, rebuilt: false, planId };
+      if (completed != null && rebuilds.has(String(completed))) return { planned, rebuilt: true, planId };
     }
     nextPageToken = response.nextPageToken?.length ? response.nextPageToken : undefined;
   } while (nextPageToken);
-  return { planned, rebuilt: false };
+  return { planned, rebuilt: false, planId };
+}
+
+/** The `planId` of a plan step's result or a continued run's carried plan, as recorded (undefined when it has none). */
+function planIdOf(plan: unknown): string | undefined {
+  const id = (plan as { planId?: unknown } | undefined)?.planId;
+  return typeof id === 'string' ? id : undefined;
 }
 
 /** A page of a run's history; undefined when it is gone (a closed run's history goes at the end of the namespace's retention, possibly before its listing). */
@@ -311,10 +350,10 @@ export async function stoppedRunOutcome(
     return `${done}; its plan ${p.planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`;
   }
   // Watched long after it stopped, the run may have been followed up already; its resume would then be refused.
-  const later = input ? await laterCompletedRun(client, run, input.warehouse).catch(() => undefined) : undefined;
+  const later = input ? await completedRunAfter(client, run, input.warehouse, p.planId).catch(() => undefined) : undefined;
   if (later) {
     const what = later.planId === p.planId ? 'finished its plan' : `made a newer plan, ${later.planId}, and completed`;
-    return `${done}; a later run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`;
+    return `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`;
   }
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
   return `${done}; finish it with ${command}`;
@@ -333,25 +372,27 @@ async function failedOnItsPlan(client: Client, run: { workflowId: string; runId:
 }
 
 /**
- * The newest compaction of `warehouse` that completed (not as a dry run) after `run` stopped, if any among
- * the recent ones. It either finished `run`'s plan or made a newer one, which took that plan's files as
- * inputs: either way `resume` of the stopped run's plan has nothing left to do.
+ * Among the recent compactions of `warehouse` that completed (not as a dry run): the newest one that
+ * completed after `run` stopped, or one that finished `run`'s plan `planId` before it (`before`: `run` is
+ * a `temporal workflow reset` of a finished chain). It either finished that plan or made a newer one,
+ * which took the plan's files as inputs: either way `resume` of the stopped run's plan has nothing left to do.
  */
-async function laterCompletedRun(
+async function completedRunAfter(
   client: Client,
   run: { workflowId: string; runId: string },
   warehouse: string,
-): Promise<{ workflowId: string; planId: string; closeTime: string } | undefined> {
+  planId: string,
+): Promise<{ workflowId: string; planId: string; closeTime: string; before: boolean } | undefined> {
   const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
   if (!stoppedAt) return undefined;
   let looked = 0;
-  const query = `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Completed' AND CloseTime > '${stoppedAt.toISOString()}'`;
-  for await (const wf of client.workflow.list({ query, pageSize: RECENT_RUNS })) {
+  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Completed'`, pageSize: RECENT_RUNS })) {
     if (++looked > RECENT_RUNS) break;
-    const summary = (await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as Partial<CompactionSummary> | undefined;
-    if (summary?.warehouse === warehouse && summary.dryRun === false && typeof summary.planId === 'string') {
-      return { workflowId: wf.workflowId, planId: summary.planId, closeTime: (wf.closeTime ?? stoppedAt).toISOString() };
-    }
+    const closeTime = wf.closeTime ?? stoppedAt;
+    const before = closeTime <= stoppedAt;
+    const summary = await completedSummary(client, wf);
+    if (summary?.warehouse !== warehouse || summary.dryRun !== false || typeof summary.planId !== 'string') continue;
+    if (!before || summary.planId === planId) return { workflowId: wf.workflowId, planId: summary.planId, closeTime: closeTime.toISOString(), before };
   }
   return undefined;
 }
