@@ -24,12 +24,15 @@ export interface TemporalTarget {
 export function resolveTarget(flags: { address?: string; namespace?: string; taskQueue?: string }): TemporalTarget {
   let profile: ReturnType<typeof loadClientConnectConfig>;
   try {
-    profile = loadClientConnectConfig();
+    // An empty variable means unset, as for the EARTHCATALOG_* ones: `TEMPORAL_API_KEY=` would otherwise
+    // turn TLS on, and `TEMPORAL_ADDRESS=` name no server.
+    const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
+    profile = loadClientConnectConfig({ overrideEnvVars: env });
   } catch (err) {
     throw new Error(`cannot load the Temporal client configuration (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): ${(err as Error).message}`);
   }
   const { address, apiKey, tls, metadata } = profile.connectionOptions;
-  return {
+  const target = {
     address: flags.address ?? address ?? 'localhost:7233',
     namespace: flags.namespace ?? profile.namespace ?? 'default',
     // An empty variable means unset (as a deployment template leaves it), for every command alike.
@@ -40,6 +43,35 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
       ...(metadata && Object.keys(metadata).length ? { metadata: Object.fromEntries(Object.entries(metadata).map(([k, v]) => [k, String(v)])) } : {}),
     },
   };
+  checkAuth(target.auth);
+  return target;
+}
+
+/**
+ * Refuses an API key or metadata value that a request header cannot carry, naming where it is and what
+ * is wrong but never the value: gRPC's own error quotes the whole header, key included. A trailing
+ * newline is the usual cause (a secret mounted from a file, `$(cat key)` spared, `echo` without `-n`).
+ */
+export function checkAuth(auth: ConnectionAuth): void {
+  const values: [string, string | undefined][] = [
+    ['the Temporal API key (TEMPORAL_API_KEY, or api_key of the config profile)', auth.apiKey],
+    ...Object.entries(auth.metadata ?? {}).map(([name, value]): [string, string] => [`the gRPC metadata value ${name} (TEMPORAL_GRPC_META_*, or grpc_meta of the profile)`, value]),
+  ];
+  for (const [what, value] of values) {
+    if (value === undefined) continue;
+    const at = [...value].findIndex((ch) => ch < ' ' || ch > '~');
+    if (at < 0) continue;
+    const ch = [...value][at]!;
+    const name = ch === '\n' ? 'a newline' : ch === '\r' ? 'a carriage return' : ch === '\t' ? 'a tab' : `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    const where = at === [...value].length - 1 ? 'as its last character' : `at character ${at + 1} of ${[...value].length}`;
+    throw new Error(`${what} has ${name} ${where}, which a request header cannot carry (a secret read from a file with its newline?): remove it`);
+  }
+}
+
+/** `message` with every secret of `auth` replaced: a transport error may quote a header. */
+export function withoutSecrets(message: string, auth: ConnectionAuth): string {
+  const secrets = [auth.apiKey, ...Object.values(auth.metadata ?? {})].filter((v): v is string => typeof v === 'string' && v.length >= 4);
+  return secrets.reduce((m, secret) => m.split(secret).join('[redacted]'), message);
 }
 
 /** A one-line description for messages: where, and how (never the key or certificate itself). */
@@ -49,6 +81,7 @@ export function describeTarget(target: TemporalTarget): string {
 }
 
 export async function connectClient(target: TemporalTarget): Promise<Client> {
+  checkAuth(target.auth);
   try {
     const connection = await Connection.connect({
       address: target.address,
@@ -59,6 +92,6 @@ export async function connectClient(target: TemporalTarget): Promise<Client> {
     });
     return new Client({ connection, namespace: target.namespace });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${describeTarget(target)}: ${(err as Error).message}`);
+    throw new Error(`cannot reach Temporal at ${describeTarget(target)}: ${withoutSecrets((err as Error).message, target.auth)}`);
   }
 }

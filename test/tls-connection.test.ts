@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { describeTarget, resolveTarget } from '../client/connection';
+import { describeTarget, resolveTarget, withoutSecrets } from '../client/connection';
 import type { CompactionSummary } from '../workflows/contract';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -61,6 +61,32 @@ describe('Temporal behind mutual TLS', () => {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);
     }
+  });
+
+  test('empty TEMPORAL_* variables mean unset; a key a header cannot carry is refused, by the CLI and the worker, without printing it', async () => {
+    const saved = { ...process.env };
+    try {
+      Object.assign(process.env, temporalEnv({ TEMPORAL_ADDRESS: '', TEMPORAL_NAMESPACE: '', TEMPORAL_API_KEY: '' }));
+      const target = resolveTarget({});
+      assert.deepEqual([target.address, target.namespace, target.auth], ['localhost:7233', 'default', {}], 'no TLS turned on by an empty key');
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+    for (const [key, what] of [[`${API_KEY}\n`, 'a newline as its last character'], [`${API_KEY.slice(0, 5)}\u00e9${API_KEY.slice(5)}`, 'U\\+00E9 at character 6 of 27']] as const) {
+      for (const args of [['status'], ['worker', '--scratch-dir', await makeTempDir('ec-tls-refused')]]) {
+        const env = temporalEnv({ TEMPORAL_ADDRESS: h.address, TEMPORAL_API_KEY: key, TEMPORAL_TLS: 'false' });
+        const r = await execFileP(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env, timeout: 60_000 }).then(
+          () => assert.fail(`${args[0]} must refuse the key`),
+          (err: { code?: number; stdout?: string; stderr?: string }) => err,
+        );
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr!, new RegExp(`the Temporal API key \\(TEMPORAL_API_KEY, or api_key of the config profile\\) has ${what}, which a request header cannot carry`));
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(API_KEY.slice(5)), `${args[0]}: no part of the key is printed`);
+      }
+    }
+    // Should a transport error still quote a header, the key is taken out of the message.
+    assert.equal(withoutSecrets(`Metadata string value "Bearer ${API_KEY}" is invalid`, { apiKey: API_KEY }), 'Metadata string value "Bearer [redacted]" is invalid');
   });
 
   test('a worker and the CLI compact a warehouse through it; no secret in their output', async () => {

@@ -1,6 +1,6 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
-import { describeTarget, type ConnectionAuth } from '../client/connection';
+import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -48,11 +48,12 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
     throw err;
   }
   try {
+    checkAuth(opts.auth ?? {});
     connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
   } catch (err) {
     await plugin.local.close();
     // The core's own message (tonic transport errors) names neither the server nor how it was reached.
-    throw new Error(`cannot reach Temporal at ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${(err as Error).message}`);
+    throw new Error(`cannot reach Temporal at ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${withoutSecrets((err as Error).message, opts.auth ?? {})}`);
   }
   const worker = await Worker.create({
     connection,
