@@ -335,6 +335,7 @@ describe('invalid input', () => {
     ['a newline in the catalog', { warehouse: '/tmp/wh', catalog: '/tmp/c\n.db' }, /catalog: must not contain control characters/],
     ['the filesystem root as the warehouse', { warehouse: '/', catalog: '/tmp/c.db' }, /warehouse: the filesystem root is not a warehouse/],
     ['a presigned s3:// catalog', { warehouse: '/tmp/wh', catalog: 's3://bucket/catalog.db?X-Amz-Signature=abc' }, /catalog: an s3:\/\/ catalog is a plain location/],
+    ['a # in an s3:// warehouse', { warehouse: 's3://bucket/wh#x', catalog: '/tmp/c.db' }, /warehouse: an s3:\/\/ warehouse must not contain #/],
     ['a warehouse too long for a lock id', { warehouse: `/tmp/${'w'.repeat(900)}`, catalog: '/tmp/c.db' }, /warehouse: at most 800 characters .* got 905/],
   ];
   for (const [name, input, message] of cases) {

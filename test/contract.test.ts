@@ -43,7 +43,7 @@ test('a warehouse whose path DuckDB would read as a glob pattern is refused', ()
   assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh-1_(old)' }).warehouse, '/data/wh-1_(old)');
 });
 
-test('newer rules: control characters, a location too long for a lock id, the filesystem root, a query string in an s3:// catalog; off for a replaying workflow', () => {
+test('newer rules: control characters, a location too long for a lock id, the filesystem root, a query string in an s3:// catalog, a # in an s3:// warehouse; off for a replaying workflow', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ warehouse: '/data/wh\u0000' }, /^Error: invalid compaction input: warehouse: must not contain control characters \(a NUL, a newline, a tab\)$/],
     [{ catalog: '/data/cat\talog.db' }, /^Error: invalid compaction input: catalog: must not contain control characters/],
@@ -52,6 +52,7 @@ test('newer rules: control characters, a location too long for a lock id, the fi
     [{ warehouse: '/data/..' }, /the filesystem root is not a warehouse/],
     [{ catalog: 's3://bucket/catalog.db?X-Amz-Signature=SIGNATURE' }, /^Error: invalid compaction input: catalog: an s3:\/\/ catalog is a plain location, without a query string or fragment \(\? #\): a presigned URL would keep its signature in the run's history$/],
     [{ catalog: 's3://bucket/catalog.db#x' }, /catalog: an s3:\/\/ catalog is a plain location/],
+    [{ warehouse: 's3://bucket/wh#x' }, /^Error: invalid compaction input: warehouse: an s3:\/\/ warehouse must not contain # \(Iceberg readers take it for the end of an s3:\/\/ location/],
   ];
   for (const [fields, message] of cases) {
     assert.throws(() => parseCompactionInput({ ...base, ...fields }), message, JSON.stringify(fields));
@@ -61,6 +62,7 @@ test('newer rules: control characters, a location too long for a lock id, the fi
   assert.equal(parseCompactionInput({ ...base, warehouse: `/data/${'w'.repeat(794)}` }).warehouse.length, 800);
   assert.equal(parseCompactionInput({ ...base, warehouse: 's3://bucket' }).warehouse, 's3://bucket', 'a bucket root is a warehouse');
   assert.equal(parseCompactionInput({ ...base, catalog: '/data/cat#1/catalog.db' }).catalog, '/data/cat#1/catalog.db', 'a local path is no URL');
+  assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh#1' }).warehouse, '/data/wh#1', 'nor is a local warehouse');
   for (const fields of [{ catalog: 's3://bucket/catalog.db?X-Amz-Signature=SIGNATURE' }, { warehouse: '/data/wh\u0000' }]) {
     assert.throws(() => parseCompactionInput({ ...base, ...fields }), (err: Error) => !err.message.includes('SIGNATURE') && !err.message.includes('\u0000'), 'the refusal does not repeat the value');
   }

@@ -185,6 +185,8 @@ export const InputRulePatches = {
   first: 'newer-input-rules',
   /** A query string or fragment in an s3:// catalog. */
   catalogQuery: 'no-query-in-s3-catalog',
+  /** A '#' in an s3:// warehouse. */
+  warehouseFragment: 'no-fragment-in-s3-warehouse',
 } as const;
 
 export interface NewerInputProblem {
@@ -213,6 +215,15 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
     problems.push({
       problem: 'catalog: an s3:// catalog is a plain location, without a query string or fragment (? #): a presigned URL would keep its signature in the run\'s history',
       patch: InputRulePatches.catalogQuery,
+    });
+  }
+  // Iceberg readers cut an s3:// location at '#': the rebuild could register none of the compacted files,
+  // and the table would be empty after every bucket had replaced its inputs. A fragment may also be a
+  // secret pasted with the URL, kept in the run's history.
+  if (input.warehouse.startsWith('s3://') && input.warehouse.includes('#')) {
+    problems.push({
+      problem: "warehouse: an s3:// warehouse must not contain # (Iceberg readers take it for the end of an s3:// location, so no file below it could be registered in the table)",
+      patch: InputRulePatches.warehouseFragment,
     });
   }
   return problems;
