@@ -8,8 +8,9 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from './helpers/temporal';
+import { REPO_ROOT, startTemporal } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
+import { waitFor } from './helpers/wait';
 import { byBucket, listFiles, pyicebergScan } from './helpers/warehouse-fixtures';
 
 const execFileP = promisify(execFile);
@@ -69,4 +70,32 @@ test('demo --generate-only writes the sample warehouse and prints the command th
   assert.deepEqual([...buckets.keys()].sort(), ['grid_partition=8128bffffffffff/year=2022', 'grid_partition=8129bffffffffff/year=2022']);
   for (const [bucket, files] of buckets) assert.ok(files.length >= 3, `${bucket} has part files to compact`);
   await assert.rejects(fs.stat(path.join(dir, 'catalog.db')), 'no table before the first compaction');
+});
+
+test('on a shared server (TEMPORAL_ADDRESS) the demo leaves nothing running: its lock workflows would wait there for a worker that is gone', async () => {
+  const h = await startTemporal();
+  try {
+    const dir = await makeTempDir('ec-demo-shared');
+    const { stdout } = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'demo', '--dir', dir, '--cells', '1', '--years', '1'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, TEMPORAL_ADDRESS: h.address, TEMPORAL_NAMESPACE: h.namespace },
+      timeout: 300_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    assert.match(stdout, /^buckets_compacted:\s+1$/m);
+    const locks = async () => {
+      const ran: { workflowId: string; status: string }[] = [];
+      for await (const wf of h.client.workflow.list({ query: `WorkflowType = 'resourceLock'` })) ran.push({ workflowId: wf.workflowId, status: wf.status.name });
+      return ran;
+    };
+    assert.ok((await locks()).length >= 2, 'the run took its warehouse and catalog locks');
+    // Visibility may show a termination a moment late; left running, they would never close.
+    const running = await waitFor('no lock workflow running', async () => {
+      const left = (await locks()).filter((wf) => wf.status === 'RUNNING');
+      return left.length === 0 ? left : undefined;
+    }, 15_000).catch(async () => (await locks()).filter((wf) => wf.status === 'RUNNING'));
+    assert.deepEqual(running, [], 'no lock workflow is left running');
+  } finally {
+    await h.stop();
+  }
 });

@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs';
 import { parse, wholeNumberFlag } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { Runtime } from '@temporalio/worker';
 import { createWorker, WorkerLogger } from '../../worker/worker';
 import { generateSampleWarehouse } from '../demo/sample-warehouse';
@@ -79,9 +80,25 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     say(`files kept in ${dir}`);
     return exitCodeOf(summary);
   } finally {
+    // On a shared server the run's lock workflows would close only after a minute idle, served by nobody
+    // once the demo's worker is gone: they would stay Running there for ever.
+    if (!server) await endWorkflowsOfQueue(client, target.taskQueue).catch((err: unknown) => say(`could not end the demo's workflows on task queue ${target.taskQueue}: ${(err as Error).message}`));
     await plugin.local.close();
     await client.connection.close();
     await connection.close();
     await server?.stop();
+  }
+}
+
+/** Terminates what still runs on the demo's own task queue (its lock workflows, or a run it stopped following), which no worker will serve again. */
+async function endWorkflowsOfQueue(client: Client, taskQueue: string): Promise<void> {
+  for await (const wf of client.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+    await client.workflow
+      .getHandle(wf.workflowId, wf.runId)
+      .terminate('the demo ended; no worker serves its task queue any more')
+      .catch((err: unknown) => {
+        // Closed meanwhile (an idle lock's minute was up): nothing left to end.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      });
   }
 }
