@@ -171,3 +171,8 @@ function checked(input: CompactionInput): CompactionInput {
   }
   return input;
 }
+
+/** `s` as one POSIX shell word, for the commands printed for an operator to copy. */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}

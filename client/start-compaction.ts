@@ -8,6 +8,7 @@ import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
 import { firstLine } from '../activities/compaction/duckdb-session';
 import { serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
+import { shellWord } from './cli-args';
 
 export function newWorkflowId(prefix = 'earthcatalog-compact'): string {
   const ts = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
@@ -17,7 +18,8 @@ export function newWorkflowId(prefix = 'earthcatalog-compact'): string {
 export async function startCompaction(
   client: Client,
   input: CompactionInput,
-  opts: { taskQueue: string; workflowId?: string },
+  /** `connection`: the flags that reach this server and namespace, for the command a refusal prints. */
+  opts: { taskQueue: string; workflowId?: string; connection?: readonly string[] },
 ): Promise<WorkflowHandle<typeof compactWarehouse>> {
   // Validate here too, so a bad flag fails before anything is started (the workflow validates again).
   const parsed = parseCompactionInput(input);
@@ -32,7 +34,8 @@ export async function startCompaction(
     })) as WorkflowHandle<typeof compactWarehouse>;
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-    throw new Error(`a workflow with the id ${workflowId} is already running: give this run another --workflow-id, or follow that one (status --watch --workflow-id ${workflowId})`);
+    const follow = ['earthcatalog-compact status --watch', `--workflow-id ${shellWord(workflowId)}`, ...(opts.connection ?? [])].join(' ');
+    throw new Error(`a workflow with the id ${workflowId} is already running: give this run another --workflow-id, or follow that one (${follow})`);
   }
 }
 

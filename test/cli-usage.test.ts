@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { location, UsageError } from '../client/cli-args';
+import { location, shellWord, UsageError } from '../client/cli-args';
 import { resumeArgs, runResumeCommand } from '../client/commands/resume';
 import { resolveTarget } from '../client/connection';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
@@ -223,4 +223,12 @@ test('an empty EARTHCATALOG_TASK_QUEUE means unset, for every command alike (the
     if (saved === undefined) delete process.env.EARTHCATALOG_TASK_QUEUE;
     else process.env.EARTHCATALOG_TASK_QUEUE = saved;
   }
+});
+
+test('a value in a printed command is one shell word: a workflow id with a space or a quote is quoted, a plain one left as it is', async () => {
+  assert.equal(shellWord('earthcatalog-compact-adhoc-1'), 'earthcatalog-compact-adhoc-1');
+  assert.equal(shellWord('weekly run; 2026'), `'weekly run; 2026'`);
+  assert.equal(shellWord(`it's`), `'it'\\''s'`);
+  const { stdout } = await execFileP('sh', ['-c', `printf '%s' ${shellWord(`weekly run; it's $HOME`)}`]);
+  assert.equal(stdout, `weekly run; it's $HOME`, 'the shell reads back the value itself');
 });

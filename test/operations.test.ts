@@ -624,11 +624,14 @@ describe('the CLI when nobody serves the run', () => {
       const jsonLine = await waitFor('the --json CLI tells that nobody answers', async () => jsonStderr.split('\n').find((l) => l.includes('has not answered')));
       assert.match(jsonLine, new RegExp(`${jsonId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
       await assert.rejects(run(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }), (err: { stderr?: string; code?: number }) => {
-        assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running`));
+        assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running: .*\\(earthcatalog-compact status --watch --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace}\\)`));
         return true;
       });
       const { stdout: status } = await cli(['status', '--workflow-id', workflowId]);
       assert.match(status, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+      // Given --task-queue, status lists that queue's compactions only.
+      assert.doesNotMatch((await cli(['status'])).stdout, new RegExp(workflowId), "not another queue's run");
+      assert.match((await run(process.execPath, onIdleQueue(['status']), { cwd: REPO_ROOT })).stdout, new RegExp(`^${workflowId} RUNNING`, 'm'));
       // `cancel` without an id stops the one running compaction of the task queue it is given, not another queue's.
       await assert.rejects(cli(['cancel']), (err: { stderr?: string; code?: number }) => {
         assert.equal(err.code, 1, err.stderr);
@@ -640,7 +643,7 @@ describe('the CLI when nobody serves the run', () => {
       await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
         assert.equal(err.code, 1);
         // Both runs started here (with and without --json) compact this warehouse: either may be named.
-        assert.match(err.stderr ?? '', new RegExp(`(${workflowId}(-json)?) is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id \\1;`));
+        assert.match(err.stderr ?? '', new RegExp(`(${workflowId}(-json)?) is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id \\1 --address ${h.address} --namespace ${h.namespace};`));
         return true;
       });
       // Ctrl-C detaches; the commands it prints reach the same server and namespace.

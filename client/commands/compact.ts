@@ -1,4 +1,4 @@
-import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, shellWord, UsageError } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
@@ -31,11 +31,11 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       if (running) {
         throw new Error(
           `${running} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +
-            `(follow it: earthcatalog-compact status --watch --workflow-id ${running}; to go on with other flags, cancel it, then resume)`,
+            `(follow it: earthcatalog-compact status --watch ${[`--workflow-id ${shellWord(running)}`, ...connectionFlagsOf(values)].join(' ')}; to go on with other flags, cancel it, then resume)`,
         );
       }
     }
-    const handle = await startCompaction(client, input, { taskQueue: target.taskQueue, workflowId: values['workflow-id'] });
+    const handle = await startCompaction(client, input, { taskQueue: target.taskQueue, workflowId: values['workflow-id'], connection: connectionFlagsOf(values) });
     if (values.detach) {
       console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId }) : handle.workflowId);
       return 0;
@@ -44,7 +44,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     const bar = values.json ? undefined : createProgressRenderer();
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     // The commands must reach the same server and namespace as this one did.
-    const followArgs = () => [`--workflow-id ${handle.workflowId}`, ...connectionFlagsOf(values)].join(' ');
+    const followArgs = () => [`--workflow-id ${shellWord(handle.workflowId)}`, ...connectionFlagsOf(values)].join(' ');
     const detach = () => {
       bar?.finish();
       const id = followArgs();

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { promises as fs } from 'node:fs';
-import { parse, wholeNumberFlag } from '../cli-args';
+import { parse, shellWord, wholeNumberFlag } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
@@ -17,7 +17,6 @@ import { readTableBack } from '../demo/read-table-back';
 import { createProgressRenderer } from '../progress-bar';
 import { followCompaction, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { shellWord } from './status';
 
 export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N] [--generate-only]
     Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.

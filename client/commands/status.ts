@@ -1,5 +1,5 @@
 import { ApplicationFailure, isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
-import { connectionFlags, parse } from '../cli-args';
+import { connectionFlags, parse, shellWord } from '../cli-args';
 import {
   compactionInputSchema,
   DEFAULT_CATALOG_NAME,
@@ -18,16 +18,16 @@ import { createProgressRenderer, progressLine } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
 import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
 
-export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS]
-    Without --workflow-id: every running compaction, and (on stderr) each table whose latest compaction was
-    terminated or timed out, with the command that finishes it.`;
+export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
+    Without --workflow-id: every running compaction (of task queue Q only, given --task-queue), and (on stderr)
+    each table whose latest compaction was terminated or timed out, with the command that finishes it.`;
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } });
   const target = resolveTarget({ address: values.address, namespace: values.namespace });
   const client = await connectClient(target);
   try {
-    const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client);
+    const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client, values['task-queue']);
     if (!values['workflow-id']) {
       // The resume command must reach the same server and namespace as this status did.
       const connection = connectionFlagsOf(values);
@@ -409,10 +409,6 @@ export function connectionFlagsOf(values: { address?: string; namespace?: string
   );
 }
 
-/** `s` as one POSIX shell word. */
-export function shellWord(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * Polls the run about once a second until it has closed (calling `onPoll` after each look); its final
