@@ -89,6 +89,17 @@ describe('Temporal behind mutual TLS', () => {
     assert.equal(withoutSecrets(`Metadata string value "Bearer ${API_KEY}" is invalid`, { apiKey: API_KEY }), 'Metadata string value "Bearer [redacted]" is invalid');
   });
 
+  test('a worker for a namespace the server does not know names it in one line, without the core\'s gRPC status dump', async () => {
+    const env = temporalEnv({});
+    const r = await execFileP(process.execPath, [BIN, 'worker', '--address', h.address, '--namespace', 'no-such-namespace', '--scratch-dir', await makeTempDir('ec-no-ns')], { cwd: REPO_ROOT, env, timeout: 60_000 }).then(
+      () => assert.fail('the worker must not start'),
+      (err: { code?: number; stderr?: string }) => err,
+    );
+    assert.equal(r.code, 1, r.stderr);
+    const last = r.stderr!.trim().split('\n').at(-1)!;
+    assert.equal(last, `earthcatalog-compact: cannot start a worker on ${h.address}/no-such-namespace: Namespace no-such-namespace was not found or otherwise could not be described: Namespace no-such-namespace is not found. (NotFound)`);
+  });
+
   test('a worker and the CLI compact a warehouse through it; no secret in their output', async () => {
     const { warehouse, catalog } = await makeFixture('tls', { cells: ['8128bffffffffff'], years: [2022, 2023], partsPerBucket: [2, 3], rowsPerPart: 20, seed: 31 });
     const queue = uniqueTaskQueue('tls');

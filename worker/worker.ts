@@ -55,14 +55,27 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
     // The core's own message (tonic transport errors) names neither the server nor how it was reached.
     throw new Error(`cannot reach Temporal at ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${withoutSecrets((err as Error).message, opts.auth ?? {})}`);
   }
-  const worker = await Worker.create({
-    connection,
-    namespace: opts.namespace,
-    taskQueue: opts.taskQueue || DEFAULT_TASK_QUEUE,
-    plugins: [plugin],
-    ...(opts.shutdownGraceSeconds ? { shutdownGraceTime: opts.shutdownGraceSeconds * 1000 } : {}),
-  });
+  let worker: Worker;
+  try {
+    worker = await Worker.create({
+      connection,
+      namespace: opts.namespace,
+      taskQueue: opts.taskQueue || DEFAULT_TASK_QUEUE,
+      plugins: [plugin],
+      ...(opts.shutdownGraceSeconds ? { shutdownGraceTime: opts.shutdownGraceSeconds * 1000 } : {}),
+    });
+  } catch (err) {
+    await plugin.local.close();
+    await connection.close();
+    // A namespace the server does not know comes back as the core's debug dump of a gRPC status (its bytes included).
+    throw new Error(`cannot start a worker on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${withoutStatusDump((err as Error).message)}`);
+  }
   return { worker, connection, plugin };
+}
+
+/** `message` with a Rust `Status { code: C, message: "M", details: b"…", … }` dump shortened to `M (C)`. */
+export function withoutStatusDump(message: string): string {
+  return message.replace(/Status \{ code: (\w+), message: "((?:[^"\\]|\\.)*)".*$/s, (_all, code: string, text: string) => `${text} (${code})`);
 }
 
 export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
