@@ -158,7 +158,10 @@ interface Timestamp {
   nanos?: number | null;
 }
 
-/** How many of the newest compactions are looked at: a table whose latest run is further back has had a week of runs since. */
+/** The visibility query of compactions, one run per chain (its last, or the one running). */
+export const LAST_RUNS_OF_COMPACTIONS = `WorkflowType = 'compactWarehouse' AND ExecutionStatus != 'ContinuedAsNew'`;
+
+/** How many of the newest compactions (the last runs of their chains) are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
 
 /**
@@ -173,8 +176,9 @@ const RECENT_RUNS = 50;
 async function interruptedCompactions(client: Client): Promise<InterruptedCompaction[]> {
   const runs: { workflowId: string; runId: string; status: string; taskQueue: string; closeTime?: Date }[] = [];
   // Visibility lists running executions first, then the closed ones by close time, newest first: the
-  // first run seen of a table is the one still running or the last to end.
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse'`, pageSize: RECENT_RUNS })) {
+  // first run seen of a table is the one still running or the last to end. A run that continued as new
+  // is never the last of its chain: left in, one 10,000-bucket compaction would fill 13 of the 50.
+  for await (const wf of client.workflow.list({ query: LAST_RUNS_OF_COMPACTIONS, pageSize: RECENT_RUNS })) {
     runs.push({ workflowId: wf.workflowId, runId: wf.runId, status: wf.status.name, taskQueue: wf.taskQueue, closeTime: wf.closeTime });
     if (runs.length >= RECENT_RUNS) break;
   }
@@ -198,7 +202,7 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
  */
 async function interruptedRunOf(client: Client, runs: readonly InterruptedCompaction[]): Promise<InterruptedCompaction | undefined> {
   for (const [i, run] of runs.entries()) {
-    if (run.status === 'RUNNING' || run.status === 'COMPLETED' || run.status === 'CONTINUED_AS_NEW') return undefined;
+    if (run.status === 'RUNNING' || run.status === 'COMPLETED') return undefined;
     // Only a failed run's own rebuild counts: a terminated or timed-out run was stopped before its end.
     const failed = run.status === 'FAILED';
     const { planned, rebuilt, planId } = await whatRunDid(client, run, failed);
