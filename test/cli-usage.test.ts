@@ -193,6 +193,9 @@ test("the worker and the demo refuse counts that are not positive decimal number
     [['demo', '--years', '0'], /^earthcatalog-compact: --years must be a positive whole number, got "0"/],
     [['worker', '--memory-budget-mb', '1e3'], /^earthcatalog-compact: --memory-budget-mb must be a positive whole number, got "1e3"/],
     [['worker', '--memory-budget-mb', '2048', '--memory-mb', '1024'], /^earthcatalog-compact: --memory-budget-mb 2048 is more than --memory-mb 1024/],
+    [['worker', '--memory-budget-mb', '1', '--memory-mb', '64'], /^earthcatalog-compact: --memory-budget-mb 1 is below 64: DuckDB gets half/],
+    [['worker', '--memory-budget-mb', '512', '--memory-mb', '1024', '--max-concurrent-buckets', '64'], /^earthcatalog-compact: --max-concurrent-buckets 64 buckets of 512 MB need 32768 MB, more than --memory-mb 1024/],
+    [['worker', '--max-concurrent-buckets', '99999999999999999999'], /^earthcatalog-compact: --max-concurrent-buckets 100000000000000000000 is more than 1000/],
   ] as const) {
     const r = await cli([...args]);
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);

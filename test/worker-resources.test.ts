@@ -177,6 +177,14 @@ test('a worker setting from the environment or the plugin options that is not a 
   }
   assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: Number.NaN }), /the plugin option memoryBudgetMb must be a positive whole number, got NaN/);
   assert.throws(() => new EarthcatalogCompactionPlugin({ maxConcurrentBuckets: 0 }), /the plugin option maxConcurrentBuckets must be a positive whole number, got 0/);
+  // Settings that would break the memory promise: DuckDB's 32 MB floor, more buckets than the memory holds, a count no run reaches.
+  assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: 16 }), /^Error: the plugin option memoryBudgetMb 16 is below 64: DuckDB gets half of a bucket's budget and never less than 32 MB/);
+  assert.throws(
+    () => new EarthcatalogCompactionPlugin({ memoryBudgetMb: 512, memoryMb: 1024, maxConcurrentBuckets: 64 }),
+    /^Error: the plugin option maxConcurrentBuckets 64 buckets of 512 MB need 32768 MB, more than the plugin option memoryMb 1024/,
+  );
+  assert.throws(() => new EarthcatalogCompactionPlugin({ maxConcurrentBuckets: 100_000 }), /maxConcurrentBuckets 100000 is more than 1000, the most buckets a run has in flight/);
+  assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: 2048, memoryMb: 1024 }), /memoryBudgetMb 2048 is more than the plugin option memoryMb 1024/);
 });
 
 test('installed as a copy under node_modules (a registry install), the plugin bundles its TypeScript workflows, which the SDK compiles only outside node_modules', async () => {

@@ -63,6 +63,41 @@ function compilingPackageSources(config: WebpackConfig, packageRoot: string): We
   return { ...config, module: { ...config.module, rules: [...rules, ours] } };
 }
 
+/** The smallest bucket budget: DuckDB gets half of it, and never less than 32 MB (duckdbMemoryLimitMb). */
+export const MIN_BUCKET_BUDGET_MB = 64;
+/** As many buckets as one run may have in flight (its maxParallelBuckets). */
+export const MAX_CONCURRENT_BUCKETS = 1000;
+
+/**
+ * Why the worker's bucket settings cannot keep its promise of memory, if they cannot: a budget below
+ * what DuckDB takes anyway, or above the worker's memory, or more buckets than that memory holds.
+ * `names` says how the operator gave each setting (a flag, a variable, a plugin option).
+ */
+export function bucketSettingsProblem(
+  s: { memoryBudgetMb: number; memoryMb?: number; maxConcurrentBuckets?: number },
+  names: { memoryBudgetMb: string; memoryMb: string; maxConcurrentBuckets: string },
+  budgetGiven: boolean,
+): string | undefined {
+  if (s.memoryBudgetMb < MIN_BUCKET_BUDGET_MB) {
+    return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is below ${MIN_BUCKET_BUDGET_MB}: DuckDB gets half of a bucket's budget and never less than 32 MB, so a bucket would use more than its budget`;
+  }
+  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets > MAX_CONCURRENT_BUCKETS) {
+    return `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} is more than ${MAX_CONCURRENT_BUCKETS}, the most buckets a run has in flight`;
+  }
+  if (s.memoryMb === undefined) return undefined;
+  // The default budget (1 GB) is not held to a smaller memory: such a worker runs one bucket at a time.
+  if (budgetGiven && s.memoryBudgetMb > s.memoryMb) {
+    return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is more than ${names.memoryMb} ${s.memoryMb}: one bucket would get more memory than the worker may use`;
+  }
+  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets * s.memoryBudgetMb > s.memoryMb) {
+    return (
+      `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} buckets of ${s.memoryBudgetMb} MB need ${s.maxConcurrentBuckets * s.memoryBudgetMb} MB, more than ${names.memoryMb} ${s.memoryMb}: ` +
+      `give one or the other (the worker runs ${names.memoryMb} / budget buckets at once)`
+    );
+  }
+  return undefined;
+}
+
 export function bucketConcurrency(opts: CompactionPluginOptions, memoryBudgetMb: number): number {
   if (opts.maxConcurrentBuckets) return opts.maxConcurrentBuckets;
   const memoryMb = opts.memoryMb ?? Math.floor(availableMemoryBytes() / 1024 / 1024 / 2);
@@ -92,6 +127,16 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
     }
     const defaults = defaultActivityResources();
     const memoryBudgetMb = pluginOptions.memoryBudgetMb ?? defaults.memoryBudgetMb;
+    const problem = bucketSettingsProblem(
+      { ...pluginOptions, memoryBudgetMb },
+      {
+        memoryBudgetMb: pluginOptions.memoryBudgetMb === undefined ? 'EARTHCATALOG_MEMORY_BUDGET_MB' : 'the plugin option memoryBudgetMb',
+        memoryMb: 'the plugin option memoryMb',
+        maxConcurrentBuckets: 'the plugin option maxConcurrentBuckets',
+      },
+      pluginOptions.memoryBudgetMb !== undefined || process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined,
+    );
+    if (problem) throw new Error(problem);
     const concurrency = bucketConcurrency(pluginOptions, memoryBudgetMb);
     const resources: ActivityResources = {
       scratchDir: pluginOptions.scratchDir ?? defaults.scratchDir,

@@ -2,6 +2,7 @@ import { connectionFlags, parse, UsageError, wholeNumberFlag } from '../cli-args
 import { resolveTarget } from '../connection';
 import { defaultActivityResources } from '../../activities';
 import { runWorker } from '../../worker/worker';
+import { bucketSettingsProblem } from '../../worker/plugin';
 
 export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
     [--scratch-dir DIR] [--duckdb-threads N] [--shutdown-grace SECONDS] [--metrics-bind host:port]
@@ -43,16 +44,19 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     throw new UsageError((err as Error).message);
   }
   const budgetGiven = flagOrVariable(values['memory-budget-mb'], '--memory-budget-mb', 'EARTHCATALOG_MEMORY_BUDGET_MB');
-  const givenBudget = budget ?? fromEnvironment.memoryBudgetMb;
-  if (budgetGiven.raw !== undefined && memory !== undefined && givenBudget > memory) {
-    throw new UsageError(`${budgetGiven.source} ${givenBudget} is more than --memory-mb ${memory}: one bucket would get more memory than the worker may use`);
-  }
+  const maxConcurrentBuckets = num('max-concurrent-buckets');
+  const problem = bucketSettingsProblem(
+    { memoryBudgetMb: budget ?? fromEnvironment.memoryBudgetMb, memoryMb: memory, maxConcurrentBuckets },
+    { memoryBudgetMb: budgetGiven.source, memoryMb: '--memory-mb', maxConcurrentBuckets: '--max-concurrent-buckets' },
+    budgetGiven.raw !== undefined,
+  );
+  if (problem) throw new UsageError(problem);
   const target = resolveTarget({ address: values.address, namespace: values.namespace, taskQueue: values['task-queue'] });
   await runWorker({
     ...target,
     memoryBudgetMb: budget,
     memoryMb: memory,
-    maxConcurrentBuckets: num('max-concurrent-buckets'),
+    maxConcurrentBuckets,
     duckdbThreads: num('duckdb-threads'),
     scratchDir: values['scratch-dir'],
     shutdownGraceSeconds,
