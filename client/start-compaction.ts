@@ -80,7 +80,7 @@ export interface NoAnswer {
 export async function followCompaction(
   handle: WorkflowHandle,
   onProgress?: (p: CompactionProgress) => void,
-  onNoAnswer?: (why: NoAnswer) => void,
+  onNoAnswer?: (why: NoAnswer) => void | Promise<void>,
 ): Promise<CompactionSummary> {
   let done = false;
   let last: CompactionProgress | undefined;
@@ -98,7 +98,7 @@ export async function followCompaction(
         told = false;
       } else if (!told && onNoAnswer && Date.now() - answeredAt >= NO_ANSWER_MS) {
         told = true;
-        onNoAnswer({ error: answer.error, serverUnreachable: !(await serverAnswers(handle.client.connection)) });
+        await onNoAnswer({ error: answer.error, serverUnreachable: !(await serverAnswers(handle.client.connection)) });
       }
       await new Promise((r) => setTimeout(r, 500));
     }

@@ -1090,6 +1090,29 @@ describe('a run reset past its lock grant', () => {
   });
 });
 
+describe('a run whose worker hangs', () => {
+  it('status says that workers polled its queue lately, rather than asking whether one runs', async () => {
+    const fx = await makeFixture('hung-worker', { cells: ['8128bffffffffff'], years: [2021] });
+    const queue = uniqueTaskQueue('hung-worker');
+    const workflowId = `hung-worker-${Date.now()}`;
+    // The run waits for the warehouse lock: it stays running, answering queries while its worker does.
+    const holder = await holdLock('warehouse', fx.warehouse, 'hung-worker');
+    const worker = spawnWorkerProcess(h, queue);
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+      await waitFor('the run answers its progress query', async () => handle.query<CompactionProgress>('progress').catch(() => undefined));
+      worker.child.kill('SIGSTOP');
+      const { stdout } = await run(process.execPath, [...cliArgv(['status', '--workflow-id', workflowId]).slice(0, -1), queue], { cwd: REPO_ROOT });
+      assert.match(stdout, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s, though 1 worker\\(s\\) polled task queue ${queue} in the last 90 s: the worker that holds the run may be gone or hung`));
+    } finally {
+      worker.child.kill('SIGCONT');
+      await h.client.workflow.getHandle(workflowId).terminate('test over').catch(() => undefined);
+      await worker.stop();
+      await holder.stop();
+    }
+  });
+});
+
 describe('a finished run reset past its plan', () => {
   it('fails as LockLost, and status neither calls the table stale nor offers to resume the plan it replayed, which had finished', async () => {
     const fx = await makeFixture('reset-finished', { cells: ['8128bffffffffff'], years: [2021, 2022] });

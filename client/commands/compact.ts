@@ -4,7 +4,7 @@ import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { connectionFlagsOf, runningCompactionOf, stoppedRunOutcome } from './status';
+import { connectionFlagsOf, noAnswer, recentWorkflowPollers, runningCompactionOf, stoppedRunOutcome } from './status';
 import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
@@ -57,12 +57,12 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     process.once('SIGINT', detach);
     let summary: CompactionSummary;
     try {
-      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, ({ error, serverUnreachable }) => {
+      summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, async ({ error, serverUnreachable }) => {
         const notice = serverUnreachable
           ? `earthcatalog-compact: the Temporal server at ${describeTarget(target)} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
             `the compaction goes on once it is back. Still waiting (up to ${OUTAGE_LIMIT_MS / 60_000} minutes).`
-          : `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
-            `is a worker running on task queue ${target.taskQueue}? (earthcatalog-compact worker --task-queue ${target.taskQueue}) Still waiting.`;
+          : `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}) ` +
+            `${noAnswer(handle.workflowId, target.taskQueue, 0, await recentWorkflowPollers(client, target.taskQueue))}. Still waiting.`;
         // With --json stdout holds only the summary; the notice goes to stderr either way.
         if (bar) bar.note(notice);
         else console.error(notice);

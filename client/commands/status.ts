@@ -50,12 +50,14 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
         const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
+        const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         return {
           workflowId: id,
           status: desc.status.name,
           taskQueue: desc.taskQueue,
           startTime: desc.startTime.toISOString(),
           progress: progress ?? null,
+          ...(pollers ? { pollers } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets } : {}),
         };
@@ -67,7 +69,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const detail = r.progress
           ? progressLine(r.progress, 120, r.status !== 'RUNNING')
           : r.status === 'RUNNING'
-            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0)
+            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0)
             : undefined;
         const silent = r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}`);
@@ -107,8 +109,11 @@ export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): 
   return Math.max(0, (desc.raw.pendingWorkflowTask?.attempt ?? 1) - 1);
 }
 
-/** Why a running compaction may not answer: no worker on its queue, or workers whose workflow task fails on it. */
-export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number): string {
+/**
+ * Why a running compaction may not answer: no worker on its queue, workers whose workflow task fails on
+ * it, or (`pollers`: workers seen polling its queue lately) one lost or hung while it held the run.
+ */
+export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number, pollers = 0): string {
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
   if (workflowTaskFailures > 0) {
     return (
@@ -116,7 +121,28 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
       `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${workflowId} names the error)`
     );
   }
+  if (pollers > 0) {
+    return (
+      `(${none}, though ${pollers} worker(s) polled task queue ${taskQueue} in the last ${RECENT_POLL_MS / 1000} s: the worker that holds the run may be gone or hung ` +
+      `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history)`
+    );
+  }
   return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
+}
+
+/** A live worker polls again within about a minute (a long poll); one gone stays listed by the server for minutes. */
+const RECENT_POLL_MS = 90_000;
+/** temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW. */
+const TASK_QUEUE_TYPE_WORKFLOW = 1;
+
+/** How many workers polled `taskQueue` for workflow tasks within RECENT_POLL_MS (0 when the server cannot say). */
+export async function recentWorkflowPollers(client: Client, taskQueue: string): Promise<number> {
+  const response = await client.workflowService
+    .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: TASK_QUEUE_TYPE_WORKFLOW })
+    .catch(() => undefined);
+  const now = Date.now();
+  const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
+  return (response?.pollers ?? []).filter((p) => now - ms(p.lastAccessTime) < RECENT_POLL_MS).length;
 }
 
 /** Workflow ids of the compactions running in the client's namespace, of task queue `taskQueue` when given. */
