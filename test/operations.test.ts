@@ -1114,12 +1114,12 @@ describe('a run whose worker hangs', () => {
 });
 
 describe('a finished run reset past its plan', () => {
-  it('fails as LockLost, and status neither calls the table stale nor offers to resume the plan it replayed, which had finished', async () => {
-    const fx = await makeFixture('reset-finished', { cells: ['8128bffffffffff'], years: [2021, 2022] });
-    const workflowId = `reset-finished-${Date.now()}`;
+  /** Compacts `fx` under `workflowId`; then `between` runs; then the run is reset past its plan and fails as LockLost. */
+  async function resetFinishedRun(fx: { warehouse: string; catalog: string }, workflowId: string, between: () => Promise<void> = async () => {}) {
     const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
     const summary = (await first.result()) as CompactionSummary;
-    const filesAfter = await listFiles(fx.warehouse);
+    await between();
+    const filesBefore = await listFiles(fx.warehouse);
     const { runId } = await resetAfter(
       workflowId,
       first.firstExecutionRunId,
@@ -1133,13 +1133,45 @@ describe('a finished run reset past its plan', () => {
       assert.equal(((err as WorkflowFailedError).cause as ApplicationFailure).type, FailureTypes.lockLost, String(err));
       return true;
     });
-    assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
+    assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'the reset run wrote nothing');
+    return { summary, runId };
+  }
+
+  it('fails as LockLost, and status neither calls the table stale for it nor offers to resume the plan it replayed, which had finished', async () => {
+    const fx = await makeFixture('reset-finished', { cells: ['8128bffffffffff'], years: [2021, 2022] });
+    const workflowId = `reset-finished-${Date.now()}`;
+    const { summary, runId } = await resetFinishedRun(fx, workflowId);
     assert.equal((await statusWarning(fx.warehouse)).warning, '', 'status does not call the table stale');
     assert.match(
       await stoppedRunOutcome(h.client, { workflowId, runId, taskQueue }, []),
       new RegExp(`; an earlier run, ${workflowId}, finished its plan at \\S+: there is nothing to resume$`),
       `the plan ${summary.planId} is not offered for resume`,
     );
+  });
+
+  it('is passed over, not a run before it that did leave the table stale (terminated while it waited to rebuild)', async () => {
+    const fx = await makeFixture('reset-finished-stale', { cells: ['8128bffffffffff'], years: [2021] });
+    const workflowId = `reset-finished-first-${Date.now()}`;
+    const staleId = `reset-finished-stale-${Date.now()}`;
+    await resetFinishedRun(fx, workflowId, async () => {
+      // New ingest, compacted by a run terminated while it waited for the catalog lock to rebuild.
+      const [compacted] = await listFiles(fx.warehouse);
+      await fs.copyFile(path.join(fx.warehouse, compacted!), path.join(fx.warehouse, path.dirname(compacted!), 'part_99999_late.parquet'));
+      const holder = await holdLock('catalog', fx.catalog, 'reset-finished-stale');
+      try {
+        const staleRun = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId: staleId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+        await waitFor('the bucket compacted, the run waiting for the catalog lock', async () => {
+          const p = await staleRun.query<CompactionProgress>('progress');
+          return p.phase === 'waiting-for-catalog-lock' ? p : undefined;
+        });
+        await staleRun.terminate('test: stopped before its rebuild');
+      } finally {
+        await holder.stop();
+      }
+    });
+    const { warning, hint } = await statusWarning(fx.warehouse);
+    assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${staleId}, was TERMINATED`));
+    assert.match(hint ?? '', /^resume --warehouse /);
   });
 });
 

@@ -223,8 +223,8 @@ async function interruptedCompactions(client: Client): Promise<InterruptedCompac
 
 /**
  * Of one table's runs, newest first: the one that left the table stale, if the latest run with a plan did.
- * Not one whose plan an earlier run of the list completed: a `temporal workflow reset` of a finished
- * chain replays its plan and fails as `LockLost`, and the plan's inputs were gone before it started.
+ * A run whose plan an earlier run of the list completed is passed over: a `temporal workflow reset` of a
+ * finished chain replays its plan and fails as `LockLost`, and the plan's inputs were gone before it started.
  */
 async function interruptedRunOf(client: Client, runs: readonly InterruptedCompaction[]): Promise<InterruptedCompaction | undefined> {
   for (const [i, run] of runs.entries()) {
@@ -236,7 +236,9 @@ async function interruptedRunOf(client: Client, runs: readonly InterruptedCompac
     const stale = run.status === 'TERMINATED' || run.status === 'TIMED_OUT' || (failed && !rebuilt);
     if (!stale) return undefined;
     const completed = runs.slice(i + 1).filter((r) => r.status === 'COMPLETED');
-    return planId !== undefined && (await completedPlanRun(client, completed, planId)) ? undefined : run;
+    // Such a replay decides nothing: a run before it may still have left the table stale.
+    if (planId !== undefined && (await completedPlanRun(client, completed, planId))) continue;
+    return run;
   }
   return undefined;
 }
