@@ -89,10 +89,13 @@ export function bucketSettingsProblem(
   if (budgetGiven && s.memoryBudgetMb > s.memoryMb) {
     return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is more than ${names.memoryMb} ${s.memoryMb}: one bucket would get more memory than the worker may use`;
   }
-  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets * s.memoryBudgetMb > s.memoryMb) {
+  // One bucket of the default budget is what a smaller memory alone gets too.
+  const fits = budgetGiven ? s.memoryMb : Math.max(s.memoryMb, s.memoryBudgetMb);
+  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets * s.memoryBudgetMb > fits) {
+    const budget = budgetGiven ? `${s.memoryBudgetMb} MB` : `${s.memoryBudgetMb} MB (the default ${names.memoryBudgetMb})`;
     return (
-      `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} buckets of ${s.memoryBudgetMb} MB need ${s.maxConcurrentBuckets * s.memoryBudgetMb} MB, more than ${names.memoryMb} ${s.memoryMb}: ` +
-      `give one or the other (the worker runs ${names.memoryMb} / budget buckets at once)`
+      `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} buckets of ${budget} need ${s.maxConcurrentBuckets * s.memoryBudgetMb} MB, more than ${names.memoryMb} ${s.memoryMb}: ` +
+      `give a smaller budget or fewer buckets (without ${names.maxConcurrentBuckets} the worker runs memory / budget buckets at once)`
     );
   }
   return undefined;
@@ -130,7 +133,8 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
     const problem = bucketSettingsProblem(
       { ...pluginOptions, memoryBudgetMb },
       {
-        memoryBudgetMb: pluginOptions.memoryBudgetMb === undefined ? 'EARTHCATALOG_MEMORY_BUDGET_MB' : 'the plugin option memoryBudgetMb',
+        memoryBudgetMb:
+          pluginOptions.memoryBudgetMb !== undefined ? 'the plugin option memoryBudgetMb' : process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined ? 'EARTHCATALOG_MEMORY_BUDGET_MB' : 'memoryBudgetMb',
         memoryMb: 'the plugin option memoryMb',
         maxConcurrentBuckets: 'the plugin option maxConcurrentBuckets',
       },

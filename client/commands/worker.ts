@@ -47,7 +47,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const maxConcurrentBuckets = num('max-concurrent-buckets');
   const problem = bucketSettingsProblem(
     { memoryBudgetMb: budget ?? fromEnvironment.memoryBudgetMb, memoryMb: memory, maxConcurrentBuckets },
-    { memoryBudgetMb: budgetGiven.source, memoryMb: '--memory-mb', maxConcurrentBuckets: '--max-concurrent-buckets' },
+    { memoryBudgetMb: budgetGiven.raw !== undefined ? budgetGiven.source : '--memory-budget-mb', memoryMb: '--memory-mb', maxConcurrentBuckets: '--max-concurrent-buckets' },
     budgetGiven.raw !== undefined,
   );
   if (problem) throw new UsageError(problem);
