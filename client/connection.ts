@@ -52,26 +52,35 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
  * is wrong but never the value: gRPC's own error quotes the whole header, key included. A trailing
  * newline is the usual cause (a secret mounted from a file, `$(cat key)` spared, `echo` without `-n`).
  */
-export function checkAuth(auth: ConnectionAuth): void {
+export function checkAuth(auth: ConnectionAuth, from: 'environment' | 'options' = 'environment'): void {
   const values: [string, string | undefined][] = [
-    ['the Temporal API key (TEMPORAL_API_KEY, or api_key of the config profile)', auth.apiKey],
-    ...Object.entries(auth.metadata ?? {}).map(([name, value]): [string, string] => [`the gRPC metadata value ${name} (TEMPORAL_GRPC_META_*, or grpc_meta of the profile)`, value]),
+    [from === 'environment' ? 'the Temporal API key (TEMPORAL_API_KEY, or api_key of the config profile)' : 'the worker option auth.apiKey', auth.apiKey],
+    ...Object.entries(auth.metadata ?? {}).map(([name, value]): [string, string] => [
+      from === 'environment' ? `the gRPC metadata value ${name} (TEMPORAL_GRPC_META_*, or grpc_meta of the profile)` : `the worker option auth.metadata.${name}`,
+      value,
+    ]),
   ];
   for (const [what, value] of values) {
     if (value === undefined) continue;
-    const at = [...value].findIndex((ch) => ch < ' ' || ch > '~');
+    const chars = [...value];
+    const at = chars.findIndex((ch) => ch < ' ' || ch > '~');
     if (at < 0) continue;
-    const ch = [...value][at]!;
+    const ch = chars[at]!;
+    const control = ch < ' ' || ch === '\u007f';
     const name = ch === '\n' ? 'a newline' : ch === '\r' ? 'a carriage return' : ch === '\t' ? 'a tab' : `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
-    const where = at === [...value].length - 1 ? 'as its last character' : `at character ${at + 1} of ${[...value].length}`;
-    throw new Error(`${what} has ${name} ${where}, which a request header cannot carry (a secret read from a file with its newline?): remove it`);
+    const where = at === chars.length - 1 ? 'as its last character' : `at character ${at + 1} of ${chars.length}`;
+    const hint = control ? ' (a secret read from a file with its newline?)' : '';
+    throw new Error(`${what} has ${name} ${where}, which a request header cannot carry${hint}: remove it`);
   }
 }
 
-/** `message` with every secret of `auth` replaced: a transport error may quote a header. */
+/** Metadata headers whose values are credentials. */
+const SECRET_HEADER = /auth|token|key|secret|password|cookie|signature|credential/i;
+
+/** `message` with the API key and credential headers of `auth` replaced: a transport error may quote a header. */
 export function withoutSecrets(message: string, auth: ConnectionAuth): string {
-  const secrets = [auth.apiKey, ...Object.values(auth.metadata ?? {})].filter((v): v is string => typeof v === 'string' && v.length >= 4);
-  return secrets.reduce((m, secret) => m.split(secret).join('[redacted]'), message);
+  const secrets = [auth.apiKey, ...Object.entries(auth.metadata ?? {}).filter(([name]) => SECRET_HEADER.test(name)).map(([, value]) => value)];
+  return secrets.filter((v): v is string => typeof v === 'string' && v.length > 0).reduce((m, secret) => m.split(secret).join('[redacted]'), message);
 }
 
 /** A one-line description for messages: where, and how (never the key or certificate itself). */

@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { describeTarget, resolveTarget, withoutSecrets } from '../client/connection';
+import { checkAuth, describeTarget, resolveTarget, withoutSecrets } from '../client/connection';
 import type { CompactionSummary } from '../workflows/contract';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -87,6 +87,14 @@ describe('Temporal behind mutual TLS', () => {
     }
     // Should a transport error still quote a header, the key is taken out of the message.
     assert.equal(withoutSecrets(`Metadata string value "Bearer ${API_KEY}" is invalid`, { apiKey: API_KEY }), 'Metadata string value "Bearer [redacted]" is invalid');
+    // Given in code (the worker's options), the setting is named as such; the file hint only for control characters.
+    assert.throws(() => checkAuth({ apiKey: 'key\n' }, 'options'), /^Error: the worker option auth\.apiKey has a newline as its last character, which a request header cannot carry \(a secret read from a file with its newline\?\): remove it$/);
+    assert.throws(() => checkAuth({ metadata: { authorization: 'Bearer k\u00e9y' } }), /^Error: the gRPC metadata value authorization \(TEMPORAL_GRPC_META_\*, or grpc_meta of the profile\) has U\+00E9 at character 9 of 10, which a request header cannot carry: remove it$/);
+    // So are credential headers of the metadata; other values stay, for the message to be read.
+    assert.equal(
+      withoutSecrets('no route to prod for "Bearer t0k3n"', { metadata: { 'x-env': 'prod', authorization: 'Bearer t0k3n' } }),
+      'no route to prod for "[redacted]"',
+    );
   });
 
   test('a worker for a namespace the server does not know names it in one line, without the core\'s gRPC status dump', async () => {

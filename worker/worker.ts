@@ -48,7 +48,7 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
     throw err;
   }
   try {
-    checkAuth(opts.auth ?? {});
+    checkAuth(opts.auth ?? {}, 'options');
     connection = await NativeConnection.connect({ address: opts.address, ...opts.auth });
   } catch (err) {
     await plugin.local.close();
