@@ -118,7 +118,7 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
   if (workflowTaskFailures > 0) {
     return (
       `(${none}: its workflow task has failed or timed out ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}: one of an older or another ` +
-      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${workflowId} names the error)`
+      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${shellWord(workflowId)} names the error)`
     );
   }
   if (pollers > 0) {
@@ -127,7 +127,7 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
       `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history)`
     );
   }
-  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${taskQueue})`;
+  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${shellWord(taskQueue)})`;
 }
 
 /** A live worker polls again within about a minute (a long poll); one gone stays listed by the server for minutes. */
