@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT, startTemporal } from './helpers/temporal';
@@ -74,6 +75,8 @@ test('demo --generate-only writes the sample warehouse and prints the command th
 
 test('on a shared server (TEMPORAL_ADDRESS) the demo leaves nothing running: its lock workflows would wait there for a worker that is gone', async () => {
   const h = await startTemporal();
+  const spills = async () => (await fs.readdir(os.tmpdir())).filter((name) => name.startsWith('earthcatalog-demo-duckdb'));
+  const spillsBefore = await spills();
   try {
     const dir = await makeTempDir('ec-demo-shared');
     const { stdout } = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'demo', '--dir', dir, '--cells', '1', '--years', '1'], {
@@ -95,6 +98,7 @@ test('on a shared server (TEMPORAL_ADDRESS) the demo leaves nothing running: its
       return left.length === 0 ? left : undefined;
     }, 15_000).catch(async () => (await locks()).filter((wf) => wf.status === 'RUNNING'));
     assert.deepEqual(running, [], 'no lock workflow is left running');
+    assert.deepEqual(await spills(), spillsBefore, 'nor a DuckDB spill folder of its read-back');
   } finally {
     await h.stop();
   }

@@ -1,4 +1,5 @@
 /** Reads the rebuilt table back through its catalog and prints what a reader sees. */
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openCatalogBackend } from '../../activities/catalog/open-catalog';
@@ -19,7 +20,9 @@ export async function readTableBack(catalog: string, warehouse: string): Promise
     ];
     const localFiles = t.dataFiles.filter((f) => f.path.startsWith('/')).map((f) => f.path);
     if (localFiles.length) {
-      const duck = await openDuckSession({ tempDir: path.join(os.tmpdir(), 'earthcatalog-demo-duckdb'), memoryLimitMb: 256 });
+      // A spill folder of its own, removed afterwards: one fixed path would be shared by every demo on the machine.
+      const spill = await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-demo-duckdb-'));
+      const duck = await openDuckSession({ tempDir: spill, memoryLimitMb: 256 });
       try {
         const list = sqlStringList(localFiles);
         const sample = await duck.rows(
@@ -31,6 +34,7 @@ export async function readTableBack(catalog: string, warehouse: string): Promise
         for (const r of sample) lines.push(`    ${r.grid_partition} ${r.year} ${String(r.platform).padEnd(12)} rows ${r.rows} distinct ids ${r.ids}`);
       } finally {
         duck.close();
+        await fs.rm(spill, { recursive: true, force: true });
       }
     }
     return lines.join('\n');
