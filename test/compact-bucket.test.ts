@@ -1300,6 +1300,22 @@ describe('compactBucket', () => {
   }
 
   for (const writePath of WRITE_PATHS) {
+    test(`contract columns without a value in any input (pyarrow's Null type) are written as their types, all null, not as int32: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      for (const input of inputs) {
+        for (const column of ['platform', 'updated']) await makeColumnNullTyped(path.join(root, input.key), column);
+        input.size = (await fs.stat(path.join(root, input.key))).size;
+      }
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.rowsOut, 6, 'every id once (the later file wins each tie)');
+      const out = path.join(root, result.outputKey);
+      const types = new Map((await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+      assert.deepEqual([types.get('platform'), types.get('updated')], ['VARCHAR', 'TIMESTAMP WITH TIME ZONE'], 'readers read them as the table types them');
+      const [counts] = await session.rows(`SELECT count(platform) AS p, count(updated) AS u FROM read_parquet(${sqlString(out)})`);
+      assert.deepEqual([Number(counts!.p), Number(counts!.u)], [0, 0], 'and hold no value, as before');
+    });
+
     test(`an updated of +infinity wins and -infinity loses to every time but NULL, the same on every write path: ${writePath.name}`, async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, [

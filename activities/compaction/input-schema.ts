@@ -343,13 +343,20 @@ export async function holdsNoValue(session: DuckSession, file: string, column: s
   return stats !== undefined && Number(stats.groups) > 0 && Number(stats.counted) === Number(stats.groups) && Number(stats.nulls) === Number(stats.n_values);
 }
 
-/** Columns of the contract, kept in every output whatever their values. */
-const CONTRACT_COLUMNS = new Set(['id', 'grid_partition', 'geometry', 'datetime', 'platform', 'updated']);
+/**
+ * Columns of the contract, kept in every output whatever their values, and their types: one without any
+ * value in a bucket is written as its type, all nulls (not as the INTEGER DuckDB gives pyarrow's Null type,
+ * which readers cannot read as the table's string or timestamp).
+ */
+const CONTRACT_COLUMN_TYPES: ReadonlyMap<string, string> = new Map([
+  ['id', 'VARCHAR'],
+  ['grid_partition', 'VARCHAR'],
+  ['geometry', 'BLOB'],
+  ['datetime', 'TIMESTAMP WITH TIME ZONE'],
+  ['platform', 'VARCHAR'],
+  ['updated', 'TIMESTAMP WITH TIME ZONE'],
+]);
 
-/** Whether a column without any value in a bucket is left out of its output (valuelessParts) rather than kept. */
-export function isLeftOutWhenValueless(column: string): boolean {
-  return !CONTRACT_COLUMNS.has(column.toLowerCase());
-}
 
 /** How an output's columns differ from the union of its inputs (valuelessParts, tableTypeCasts). */
 export interface OutputColumns {
@@ -373,15 +380,19 @@ export interface OutputColumns {
 export async function valuelessParts(session: DuckSession, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<OutputColumns> {
   const columns: string[] = [];
   const nested: string[] = [];
+  const casts = new Map<string, string>();
   const uses = columnUses(schemas);
   for (const [lower, list] of uses) {
     if (list.some((u) => u.type.includes('INTEGER') && isNestedType(u.type))) nested.push(lower);
-    if (!isLeftOutWhenValueless(lower) || !list.every((u) => u.type === 'INTEGER')) continue;
+    if (!list.every((u) => u.type === 'INTEGER')) continue;
     let valueless = true;
     for (const u of list) if (!(valueless = await holdsNoValue(session, inputs[u.input]!.path, u.name))) break;
-    if (valueless) columns.push(list[0]!.name);
+    if (!valueless) continue;
+    const contractType = CONTRACT_COLUMN_TYPES.get(lower);
+    // The union names a column as its first input spells it.
+    if (contractType) casts.set(list[0]!.name, contractType);
+    else columns.push(list[0]!.name);
   }
-  const casts = new Map<string, string>();
   if (nested.length === 0) return { omitted: columns, casts };
   for (const c of await unionColumns(session, inputs)) {
     if (!nested.includes(c.name.toLowerCase())) continue;

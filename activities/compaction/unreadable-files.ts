@@ -3,7 +3,6 @@ import { ParquetFooterError, readParquetFooter, type ParquetNode } from '../cata
 import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
 import { isOutputKey } from '../storage/warehouse-layout';
 import { forEachBounded, isNotFound, StorageError, type WarehouseStore } from '../storage/warehouse-store';
-import { isLeftOutWhenValueless } from './input-schema';
 import { convertibleToTableType, type TableNumberTypes } from './table-types';
 
 /** Footer reads in flight (one or two small ranged GETs each on S3). */
@@ -23,7 +22,8 @@ export interface UnreadableBuckets {
  * pyiceberg scan that reaches it fails, week after week when nothing else lands in its bucket.
  * - A top-level column or a struct field of Parquet's Null type (pyarrow writes it for a column, or a
  *   Landsat band's `unit`, that held no value in a batch): Iceberg has no such type. Compaction leaves the
- *   column or field out (valuelessParts) and the table then reads it as null.
+ *   column or field out (valuelessParts) and the table then reads it as null; a contract column is written
+ *   as its type, all nulls.
  * - A number column the table types otherwise (pandas' float64 for a `long` column): compaction writes
  *   the table's type where no value changes (tableTypeCasts).
  * Delivered files are read. An output of this tool has no Null type, and was written with (or checked
@@ -59,7 +59,7 @@ export async function bucketsReadersCannotRead(
   return found;
 }
 
-/** Of a column of the Null type, only one compaction leaves out counts: a contract column (`platform`, say) is kept and would stay unreadable. */
+/** A column of the Null type counts whatever it is: compaction leaves it out, or writes a contract column (`platform`, say) as its type. */
 async function readersProblem(
   store: WarehouseStore,
   input: { key: string; size: number },
@@ -68,7 +68,7 @@ async function readersProblem(
 ): Promise<'null-typed' | 'retyped' | undefined> {
   try {
     const footer = await readParquetFooter(store, input.key, input.size);
-    if (nullTypes && footer.columns.some((c) => (c.logicalType === 'NULL' && isLeftOutWhenValueless(c.name)) || hasNullTypedStructField(c.node))) return 'null-typed';
+    if (nullTypes && footer.columns.some((c) => c.logicalType === 'NULL' || hasNullTypedStructField(c.node))) return 'null-typed';
     return footer.columns.some((c) => convertibleToTableType(c, tableTypes)) ? 'retyped' : undefined;
   } catch (err) {
     // Not Parquet, gone since the listing, denied or archived: left to the threshold, as before this
