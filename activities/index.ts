@@ -28,7 +28,7 @@ import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
-import { recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
+import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
 import { defaultSchema } from './catalog/iceberg-schema';
@@ -348,6 +348,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           );
           recordBucketResult(ctx.metricMeter, result);
           return result;
+        } catch (err) {
+          // A cancelled attempt (its run stopped) did not fail.
+          if (!ctx.cancellationSignal.aborted) {
+            const failure = err instanceof ApplicationFailure ? err : undefined;
+            recordBucketFailure(ctx.metricMeter, failure?.type ?? 'unclassified', !failure?.nonRetryable);
+          }
+          throw err;
         } finally {
           await fs.rm(scratchDir, { recursive: true, force: true });
         }

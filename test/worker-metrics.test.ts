@@ -8,12 +8,15 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { promises as fs } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { bucketTaskQueue, type CompactionSummary } from '../workflows/contract';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { freePort } from './helpers/moto-server';
 import { makeFixture } from './helpers/warehouse-fixtures';
 import { waitFor } from './helpers/wait';
+import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
 
@@ -83,9 +86,59 @@ describe('worker metrics', () => {
       );
     const flag = await run(['--metrics-bind', '9464']);
     assert.equal(flag.code, 64);
-    assert.match(flag.stderr, /--metrics-bind must be host:port \(e\.g\. 0\.0\.0\.0:9464\), got "9464"/);
+    assert.match(flag.stderr, /--metrics-bind must be host:port with a port from 1 to 65535 \(e\.g\. 0\.0\.0\.0:9464\), got "9464"/);
     const variable = await run([], { EARTHCATALOG_METRICS_BIND: 'http://0.0.0.0:9464' });
     assert.equal(variable.code, 64);
     assert.match(variable.stderr, /EARTHCATALOG_METRICS_BIND must be host:port/);
+    const port = await run(['--metrics-bind', 'localhost:99999']);
+    assert.equal(port.code, 64);
+    assert.match(port.stderr, /--metrics-bind must be host:port with a port from 1 to 65535 .*got "localhost:99999"/);
+    // A host name is resolved (the exporter takes an IP address): the worker gets as far as connecting.
+    const named = await run(['--metrics-bind', `localhost:${await freePort()}`, '--scratch-dir', await makeTempDir('ec-metrics-named')]);
+    assert.equal(named.code, 1, named.stderr);
+    assert.match(named.stderr, /^earthcatalog-compact: cannot reach Temporal at 127\.0\.0\.1:1\//m);
+  });
+
+  test('a port already in use is named with the setting, not only in the core\'s words', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const bind = `127.0.0.1:${(busy.address() as AddressInfo).port}`;
+    try {
+      const r = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'worker', '--address', '127.0.0.1:1', '--metrics-bind', bind], { cwd: REPO_ROOT, timeout: 60_000 }).then(
+        () => ({ code: 0, stderr: '' }),
+        (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '' }),
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^earthcatalog-compact: cannot serve metrics on ${bind} \\(--metrics-bind, EARTHCATALOG_METRICS_BIND\\): .*Address already in use`, 'm'));
+    } finally {
+      busy.close();
+    }
+  });
+
+  test('a bucket that fails for good is counted by failure type, as not retried', async () => {
+    const fx = await makeFixture('metrics-failed', { cells: ['8128bffffffffff'], years: [2021, 2022] });
+    // One bucket gains a file that is not Parquet: the bucket fails as BadBucketData, the other compacts.
+    const bad = path.join(fx.warehouse, 'grid_partition=8128bffffffffff', 'year=2021', 'part_99999_bad.parquet');
+    await fs.writeFile(bad, 'not parquet');
+    const queue = uniqueTaskQueue('metrics-failed');
+    const bind = `127.0.0.1:${await freePort()}`;
+    const worker = spawnWorkerProcess(h, queue, {}, ['--metrics-bind', bind]);
+    try {
+      await waitFor('the worker to start', async () => (worker.output().includes(`metrics on http://${bind}/metrics`) ? true : undefined));
+      const summary = (await h.client.workflow.execute('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `metrics-failed-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+      })) as CompactionSummary;
+      assert.deepEqual([summary.bucketsCompacted, summary.failedBucketsTotal], [1, 1]);
+      const metrics = await waitFor('the failure on the metrics endpoint', async () => {
+        const text = await (await fetch(`http://${bind}/metrics`)).text();
+        return sample(text, 'earthcatalog_bucket_failures_total') !== undefined ? text : undefined;
+      });
+      assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { type: 'BadBucketData', retryable: 'false' }), 1);
+      assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { retryable: 'true' }), undefined, 'no attempt was retried');
+    } finally {
+      await worker.stop();
+    }
   });
 });

@@ -79,11 +79,17 @@ export function withoutStatusDump(message: string): string {
 }
 
 export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
-  Runtime.install({
-    logger: new WorkerLogger(opts.logLevel ?? 'INFO'),
-    shutdownSignals: ['SIGINT', 'SIGTERM'],
-    ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
-  });
+  try {
+    Runtime.install({
+      logger: new WorkerLogger(opts.logLevel ?? 'INFO'),
+      shutdownSignals: ['SIGINT', 'SIGTERM'],
+      ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
+    });
+  } catch (err) {
+    // The core names neither the setting nor the address (a port in use, an address this host lacks).
+    if (!opts.metricsBindAddress) throw err;
+    throw new Error(`cannot serve metrics on ${opts.metricsBindAddress} (--metrics-bind, EARTHCATALOG_METRICS_BIND): ${(err as Error).message}`);
+  }
   const { worker, connection, plugin } = await createWorker(opts);
   try {
     const { scratch } = await plugin.local.ready;

@@ -20,6 +20,15 @@ export function recordBucketResult(meter: MetricMeter, r: BucketResult): void {
   meter.createCounter('earthcatalog_bucket_bytes_out', 'bytes', 'Bytes of compacted outputs').add(r.bytesOut);
 }
 
+/**
+ * A bucket attempt that failed, by failure type and whether it is retried: `retryable="false"` ends the
+ * bucket (bad data, a missing input, denied storage), the run then counting it failed, which asks for a
+ * person; retried attempts (a transient storage error, a worker's memory) show a struggling fleet.
+ */
+export function recordBucketFailure(meter: MetricMeter, type: string, retryable: boolean): void {
+  meter.createCounter('earthcatalog_bucket_failures', 'attempts', 'Bucket attempts that failed, by failure type and whether they are retried').add(1, { type, retryable: String(retryable) });
+}
+
 export function recordMemoryFailure(meter: MetricMeter): void {
   meter.createCounter('earthcatalog_bucket_out_of_memory', 'attempts', 'Bucket attempts that ran DuckDB out of its memory limit').add(1);
 }

@@ -1,3 +1,5 @@
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { connectionFlags, parse, UsageError, wholeNumberFlag } from '../cli-args';
 import { resolveTarget } from '../connection';
 import { defaultActivityResources } from '../../activities';
@@ -33,9 +35,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const metrics = flagOrVariable(values['metrics-bind'], '--metrics-bind', 'EARTHCATALOG_METRICS_BIND');
   // An empty variable means unset (as a deployment template leaves it); an empty flag is a mistake.
   const metricsBindAddress = metrics.source === '--metrics-bind' ? metrics.raw : metrics.raw || undefined;
-  if (metricsBindAddress !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(metricsBindAddress)) {
-    throw new UsageError(`${metrics.source} must be host:port (e.g. 0.0.0.0:9464), got ${JSON.stringify(metricsBindAddress)}`);
-  }
+  const metricsSocket = metricsBindAddress === undefined ? undefined : await socketAddress(metrics.source, metricsBindAddress);
   let fromEnvironment;
   try {
     // The settings from the environment are read by the plugin; a bad one is the operator's, like a bad flag.
@@ -60,7 +60,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     duckdbThreads: num('duckdb-threads'),
     scratchDir: values['scratch-dir'],
     shutdownGraceSeconds,
-    metricsBindAddress,
+    metricsBindAddress: metricsSocket,
   });
   return 0;
 }
@@ -68,4 +68,22 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
 /** A setting from its flag, else its environment variable; `source` names whichever gave it, for errors. */
 function flagOrVariable(flagValue: string | undefined, flag: string, variable: string): { raw: string | undefined; source: string } {
   return flagValue !== undefined ? { raw: flagValue, source: flag } : { raw: process.env[variable], source: variable };
+}
+
+/**
+ * `host:port` as the socket address the metrics exporter takes (an IP address and a port): a host name
+ * (`localhost`) is resolved here, since the exporter takes none.
+ */
+async function socketAddress(source: string, value: string): Promise<string> {
+  const m = /^(\[([0-9a-fA-F:.]+)\]|[^\s:/[\]]+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`${source} must be host:port with a port from 1 to 65535 (e.g. 0.0.0.0:9464), got ${JSON.stringify(value)}`);
+  const host = m[2] ?? m[1]!;
+  const ip = isIP(host) ? host : await lookup(host).then(
+    (found) => found.address,
+    (err: NodeJS.ErrnoException) => {
+      throw new UsageError(`${source} ${value}: the host ${host} does not resolve (${err.code ?? err.message})`);
+    },
+  );
+  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
