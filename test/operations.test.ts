@@ -222,6 +222,9 @@ describe('cancel', () => {
       const p = await handle.query<CompactionProgress>('progress');
       return p.bucketsDone >= 2 ? p : undefined;
     });
+    // The Web UI's current details follow each bucket (the page was loaded before the first one).
+    const details = (await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails ?? '';
+    assert.ok(Number(/: (\d+)\/\d+ buckets/.exec(details)?.[1] ?? -1) >= 2, details);
     await fs.access(lockFile);
     await handle.cancel();
     await assert.rejects(handle.result(), (err: Error) => {
@@ -231,6 +234,8 @@ describe('cancel', () => {
     });
     assert.equal((await handle.describe()).status.name, 'CANCELLED');
     await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-rebuilt-use-lock');
+    // Its last phase says the table was rebuilt before it ended, not that it stopped during a rebuild.
+    assert.equal((await handle.query<CompactionProgress>('progress')).phase, 'rebuilt-before-ending');
 
     // Nothing was dispatched after the request, and no bucket was reported as failed because of it.
     const events = (await handle.fetchHistory()).events ?? [];

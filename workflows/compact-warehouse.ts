@@ -360,9 +360,16 @@ async function finalRebuild(input: CompactionRequest, progress: CompactionProgre
 
 /** The rebuild of a run that is ending early (cancelled or failed), which a cancel cannot stop; its failure is logged, the run's own error wins. */
 async function rebuildBeforeEnding(input: CompactionRequest, progress: CompactionProgress): Promise<void> {
-  await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).catch((rebuildErr: unknown) => {
-    log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
-  });
+  await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).then(
+    () => {
+      // What `status` shows as the ended run's last phase; the rebuild itself is over.
+      progress.phase = 'rebuilt-before-ending';
+      publishDetails(input, progress);
+    },
+    (rebuildErr: unknown) => {
+      log.warn('catalog rebuild before the run ended failed; resume rebuilds it', { error: String(rebuildErr) });
+    },
+  );
 }
 
 /** The catalog rebuild, under the catalog lock. */
@@ -482,6 +489,8 @@ async function compactOne(input: CompactionRequest, planId: string, task: Bucket
     progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
   }
   progress.bucketsDone += 1;
+  // The Web UI's details follow every bucket, not only each page (200 buckets); they add no history event.
+  publishDetails(input, progress);
 }
 
 function isLockLost(err: unknown): boolean {

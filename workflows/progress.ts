@@ -12,6 +12,8 @@ export type CompactionPhase =
   | 'compacting'
   | 'waiting-for-catalog-lock'
   | 'rebuilding-catalog'
+  /** Cancelled or failed after compacting buckets: the table was rebuilt from the files as they are, and the run ended. */
+  | 'rebuilt-before-ending'
   | 'done';
 
 export interface CompactionProgress {
