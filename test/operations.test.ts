@@ -940,6 +940,11 @@ describe('status --watch', () => {
         return true;
       });
     }
+    // Without --watch too: the ended run's line and its JSON say why it failed.
+    const { stdout: text } = await cli(['status', '--workflow-id', handle.workflowId]);
+    assert.match(text, new RegExp(`^${handle.workflowId} FAILED .* · ${why.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));
+    const { stdout: json } = await cli(['status', '--workflow-id', handle.workflowId, '--json']);
+    assert.equal((JSON.parse(json) as { error?: string }[])[0]!.error, why);
     assert.equal((await statusWarning(missing)).warning, '', 'status advises no resume of a run that planned nothing');
   });
 });

@@ -51,6 +51,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
         const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
+        // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
+        const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
+        const error = ended ? await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err)) : undefined;
         return {
           workflowId: id,
           status: desc.status.name,
@@ -58,6 +61,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           startTime: desc.startTime.toISOString(),
           progress: progress ?? null,
           ...(pollers ? { pollers } : {}),
+          ...(error ? { error } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets } : {}),
         };
@@ -72,7 +76,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0)
             : undefined;
         const silent = r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '';
-        console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}`);
+        // A cancellation is its own reason; a failure, a termination or a timeout is told.
+        const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
+        console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
       }
     }
     return 0;
