@@ -12,7 +12,7 @@ import { promises as fs } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { bucketTaskQueue, type CompactionSummary } from '../workflows/contract';
-import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness, type WorkerProcess } from './helpers/temporal';
 import { freePort } from './helpers/moto-server';
 import { makeFixture } from './helpers/warehouse-fixtures';
 import { waitFor } from './helpers/wait';
@@ -42,18 +42,32 @@ describe('worker metrics', () => {
     await h?.stop();
   });
 
-  test('--metrics-bind serves the SDK metrics and bucket counters that add up to the summary', async () => {
-    const fx = await makeFixture('metrics');
-    const queue = uniqueTaskQueue('metrics');
+  /** A worker process serving metrics on a free port compacts `fx` on a queue of its own; it is stopped by the caller. */
+  async function compactWithMetrics(name: string, fx: { warehouse: string; catalog: string }) {
+    const queue = uniqueTaskQueue(name);
     const bind = `127.0.0.1:${await freePort()}`;
     const worker = spawnWorkerProcess(h, queue, {}, ['--metrics-bind', bind]);
     try {
       await waitFor('the worker to start', async () => (worker.output().includes(`metrics on http://${bind}/metrics`) ? true : undefined));
       const summary = (await h.client.workflow.execute('compactWarehouse', {
         taskQueue: queue,
-        workflowId: `metrics-${Date.now()}`,
+        workflowId: `${name}-${Date.now()}`,
         args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
       })) as CompactionSummary;
+      return { queue, bind, worker, summary };
+    } catch (err) {
+      await worker.stop();
+      throw err;
+    }
+  }
+
+  test('--metrics-bind serves the SDK metrics and bucket counters that add up to the summary', async () => {
+    const fx = await makeFixture('metrics');
+    let worker: WorkerProcess | undefined;
+    try {
+      const run = await compactWithMetrics('metrics', fx);
+      ({ worker } = run);
+      const { queue, bind, summary } = run;
       assert.equal(summary.bucketsCompacted, 6);
       // The exporter serves what the worker recorded; the last counts reach it within its export interval.
       const metrics = await waitFor('the bucket counters on the metrics endpoint', async () => {
@@ -73,7 +87,7 @@ describe('worker metrics', () => {
       assert.equal(sample(metrics, 'temporal_activity_schedule_to_start_latency_count', { task_queue: bucketTaskQueue(queue) }), 6);
       assert.ok((sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'rebuildCatalog' }) ?? 0) >= 1);
     } finally {
-      await worker.stop();
+      await worker?.stop();
     }
   });
 
@@ -120,16 +134,11 @@ describe('worker metrics', () => {
     // One bucket gains a file that is not Parquet: the bucket fails as BadBucketData, the other compacts.
     const bad = path.join(fx.warehouse, 'grid_partition=8128bffffffffff', 'year=2021', 'part_99999_bad.parquet');
     await fs.writeFile(bad, 'not parquet');
-    const queue = uniqueTaskQueue('metrics-failed');
-    const bind = `127.0.0.1:${await freePort()}`;
-    const worker = spawnWorkerProcess(h, queue, {}, ['--metrics-bind', bind]);
+    let worker: WorkerProcess | undefined;
     try {
-      await waitFor('the worker to start', async () => (worker.output().includes(`metrics on http://${bind}/metrics`) ? true : undefined));
-      const summary = (await h.client.workflow.execute('compactWarehouse', {
-        taskQueue: queue,
-        workflowId: `metrics-failed-${Date.now()}`,
-        args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
-      })) as CompactionSummary;
+      const run = await compactWithMetrics('metrics-failed', fx);
+      ({ worker } = run);
+      const { bind, summary } = run;
       assert.deepEqual([summary.bucketsCompacted, summary.failedBucketsTotal], [1, 1]);
       const metrics = await waitFor('the failure on the metrics endpoint', async () => {
         const text = await (await fetch(`http://${bind}/metrics`)).text();
@@ -138,7 +147,7 @@ describe('worker metrics', () => {
       assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { type: 'BadBucketData', retryable: 'false' }), 1);
       assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { retryable: 'true' }), undefined, 'no attempt was retried');
     } finally {
-      await worker.stop();
+      await worker?.stop();
     }
   });
 });
