@@ -222,7 +222,7 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
   // secret pasted with the URL, kept in the run's history.
   if (input.warehouse.startsWith('s3://') && input.warehouse.includes('#')) {
     problems.push({
-      problem: "warehouse: an s3:// warehouse must not contain # (Iceberg readers take it for the end of an s3:// location, so no file below it could be registered in the table)",
+      problem: 'warehouse: an s3:// warehouse must not contain # (Iceberg readers take it for the end of an s3:// location, so no file below it could be registered in the table)',
       patch: InputRulePatches.warehouseFragment,
     });
   }

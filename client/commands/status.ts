@@ -447,7 +447,6 @@ export function connectionFlagsOf(values: { address?: string; namespace?: string
   );
 }
 
-
 /**
  * Polls the run about once a second until it has closed (calling `onPoll` after each look); its final
  * status. Waits through an outage of the server, saying so on stderr once per outage.
