@@ -50,7 +50,7 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
 /**
  * Refuses an API key or metadata value that a request header cannot carry, naming where it is and what
  * is wrong but never the value: gRPC's own error quotes the whole header, key included. A trailing
- * newline is the usual cause (a secret mounted from a file, `$(cat key)` spared, `echo` without `-n`).
+ * newline is the usual cause (a secret file read whole into a variable, a key written with `echo`).
  */
 export function checkAuth(auth: ConnectionAuth, from: 'environment' | 'options' = 'environment'): void {
   const values: [string, string | undefined][] = [
