@@ -357,7 +357,6 @@ const CONTRACT_COLUMN_TYPES: ReadonlyMap<string, string> = new Map([
   ['updated', 'TIMESTAMP WITH TIME ZONE'],
 ]);
 
-
 /** How an output's columns differ from the union of its inputs (valuelessParts, tableTypeCasts). */
 export interface OutputColumns {
   /** Top-level columns left out, named as the first input spells them. */
