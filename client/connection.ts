@@ -4,7 +4,7 @@
  * of its config file (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE), through the SDK's envconfig.
  */
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
-import { loadClientConnectConfig } from '@temporalio/envconfig';
+import { loadClientConfigProfile, loadClientConnectConfig } from '@temporalio/envconfig';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 /** TLS, API key and gRPC metadata: passed to every connection (client and worker), never printed. */
@@ -28,6 +28,7 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
     // turn TLS on, and `TEMPORAL_ADDRESS=` name no server.
     const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
     profile = loadClientConnectConfig({ overrideEnvVars: env });
+    halfCertificatePair(loadClientConfigProfile({ overrideEnvVars: env }).tls);
   } catch (err) {
     throw new Error(`cannot load the Temporal client configuration (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): ${(err as Error).message}`);
   }
@@ -45,6 +46,19 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
   };
   checkAuth(target.auth);
   return target;
+}
+
+/**
+ * Refuses a client certificate without its key or a key without its certificate: the SDK drops a half
+ * pair without a word and connects without one, and the server's refusal of the handshake does not say why.
+ */
+function halfCertificatePair(tls: { clientCert?: unknown; clientKey?: unknown } | undefined): void {
+  if ((tls?.clientCert === undefined) === (tls?.clientKey === undefined)) return;
+  const [given, missing] = tls?.clientCert === undefined ? ['key', 'certificate'] : ['certificate', 'key'];
+  throw new Error(
+    `a TLS client ${given} is set but no client ${missing} (TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA and TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA, ` +
+      `or client_cert_path and client_key_path of the profile's tls): set both, or neither`,
+  );
 }
 
 /**

@@ -97,6 +97,29 @@ describe('Temporal behind mutual TLS', () => {
     );
   });
 
+  test('a client certificate without its key, or a key without its certificate, is refused naming both settings, from the variables or a profile', async () => {
+    const saved = { ...process.env };
+    const profile = path.join(await makeTempDir('ec-tls-profile'), 'temporal.toml');
+    await fs.writeFile(profile, `[profile.default]\naddress = "temporal.example:7233"\n[profile.default.tls]\nclient_key_path = "${certs.clientKey}"\n`);
+    try {
+      for (const [vars, given, missing] of [
+        [{ TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert }, 'certificate', 'key'],
+        [{ TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }, 'key', 'certificate'],
+        [{ TEMPORAL_CONFIG_FILE: profile }, 'key', 'certificate'],
+      ] as const) {
+        for (const k of Object.keys(process.env)) delete process.env[k];
+        Object.assign(process.env, temporalEnv(vars));
+        assert.throws(() => resolveTarget({}), new RegExp(`a TLS client ${given} is set but no client ${missing} .*: set both, or neither$`), JSON.stringify(vars));
+      }
+      for (const k of Object.keys(process.env)) delete process.env[k];
+      Object.assign(process.env, temporalEnv({ TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }));
+      assert.ok(resolveTarget({}).auth.tls, 'the whole pair is taken');
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+  });
+
   test('a worker for a namespace the server does not know names it in one line, without the core\'s gRPC status dump', async () => {
     const env = temporalEnv({});
     const r = await execFileP(process.execPath, [BIN, 'worker', '--address', h.address, '--namespace', 'no-such-namespace', '--scratch-dir', await makeTempDir('ec-no-ns')], { cwd: REPO_ROOT, env, timeout: 60_000 }).then(
