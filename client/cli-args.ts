@@ -176,3 +176,8 @@ function checked(input: CompactionInput): CompactionInput {
 export function shellWord(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+/** The arguments that reach one workflow from a printed command: its id and the flags that reach its server. */
+export function workflowArgs(workflowId: string, connection: readonly string[] = []): string {
+  return [`--workflow-id ${shellWord(workflowId)}`, ...connection].join(' ');
+}

@@ -8,7 +8,7 @@ import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
 import { firstLine } from '../activities/compaction/duckdb-session';
 import { serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
-import { shellWord } from './cli-args';
+import { workflowArgs } from './cli-args';
 
 export function newWorkflowId(prefix = 'earthcatalog-compact'): string {
   const ts = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
@@ -34,8 +34,10 @@ export async function startCompaction(
     })) as WorkflowHandle<typeof compactWarehouse>;
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-    const follow = ['earthcatalog-compact status --watch', `--workflow-id ${shellWord(workflowId)}`, ...(opts.connection ?? [])].join(' ');
-    throw new Error(`a workflow with the id ${workflowId} is already running: give this run another --workflow-id, or follow that one (${follow})`);
+    throw new Error(
+      `a workflow with the id ${workflowId} is already running: give this run another --workflow-id, ` +
+        `or follow that one (earthcatalog-compact status --watch ${workflowArgs(workflowId, opts.connection)})`,
+    );
   }
 }
 

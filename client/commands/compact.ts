@@ -1,4 +1,4 @@
-import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, shellWord, UsageError } from '../cli-args';
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, describeTarget, resolveTarget } from '../connection';
 import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
@@ -31,7 +31,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       if (running) {
         throw new Error(
           `${running} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +
-            `(follow it: earthcatalog-compact status --watch ${[`--workflow-id ${shellWord(running)}`, ...connectionFlagsOf(values)].join(' ')}; to go on with other flags, cancel it, then resume)`,
+            `(follow it: earthcatalog-compact status --watch ${workflowArgs(running, connectionFlagsOf(values))}; to go on with other flags, cancel it, then resume)`,
         );
       }
     }
@@ -44,7 +44,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     const bar = values.json ? undefined : createProgressRenderer();
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     // The commands must reach the same server and namespace as this one did.
-    const followArgs = () => [`--workflow-id ${shellWord(handle.workflowId)}`, ...connectionFlagsOf(values)].join(' ');
+    const followArgs = () => workflowArgs(handle.workflowId, connectionFlagsOf(values));
     const detach = () => {
       bar?.finish();
       const id = followArgs();
