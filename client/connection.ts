@@ -3,6 +3,7 @@
  * variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*) over the profile
  * of its config file (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE), through the SDK's envconfig.
  */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { loadClientConfigProfile, loadClientConnectConfig } from '@temporalio/envconfig';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
@@ -45,7 +46,30 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
     },
   };
   checkAuth(target.auth);
+  if (typeof target.auth.tls === 'object') checkTlsFiles(target.auth.tls);
   return target;
+}
+
+/**
+ * Refuses a CA certificate, client certificate or key that does not parse, naming the setting (never
+ * the contents): the transport takes a wrong file without a word and every connection then times out,
+ * "Failed to connect before the deadline", as if the server were down.
+ */
+function checkTlsFiles(tls: TLSConfig): void {
+  const certificate = (b: Buffer) => new X509Certificate(b);
+  const files: [string, Uint8Array | undefined, string, (b: Buffer) => unknown][] = [
+    ["server CA certificate (TEMPORAL_TLS_SERVER_CA_CERT_PATH/_DATA, or server_ca_cert_path of the profile's tls)", tls.serverRootCACertificate, 'a PEM or DER certificate', certificate],
+    ["client certificate (TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA, or client_cert_path of the profile's tls)", tls.clientCertPair?.crt, 'a PEM or DER certificate', certificate],
+    ["client key (TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA, or client_key_path of the profile's tls)", tls.clientCertPair?.key, 'a PEM private key', (b) => createPrivateKey(b)],
+  ];
+  for (const [what, contents, expected, parse] of files) {
+    if (contents === undefined) continue;
+    try {
+      parse(Buffer.from(contents));
+    } catch (err) {
+      throw new Error(`the TLS ${what} cannot be read as ${expected} (${(err as Error).message})`);
+    }
+  }
 }
 
 /**

@@ -97,7 +97,7 @@ describe('Temporal behind mutual TLS', () => {
     );
   });
 
-  test('a client certificate without its key, or a key without its certificate, is refused naming both settings, from the variables or a profile', async () => {
+  test('a client certificate without its key, a key without its certificate, or a file that is no certificate or key is refused naming the setting, from the variables or a profile', async () => {
     const saved = { ...process.env };
     const profile = path.join(await makeTempDir('ec-tls-profile'), 'temporal.toml');
     await fs.writeFile(profile, `[profile.default]\naddress = "temporal.example:7233"\n[profile.default.tls]\nclient_key_path = "${certs.clientKey}"\n`);
@@ -114,6 +114,21 @@ describe('Temporal behind mutual TLS', () => {
       for (const k of Object.keys(process.env)) delete process.env[k];
       Object.assign(process.env, temporalEnv({ TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }));
       assert.ok(resolveTarget({}).auth.tls, 'the whole pair is taken');
+      // A file that is not what its setting says fails here, naming the setting, not as a connect timeout.
+      const garbage = path.join(path.dirname(profile), 'not-a-certificate.pem');
+      await fs.writeFile(garbage, 'garbage\n');
+      for (const [vars, what] of [
+        [{ TEMPORAL_TLS_SERVER_CA_CERT_PATH: garbage }, 'server CA certificate \\(TEMPORAL_TLS_SERVER_CA_CERT_PATH.*cannot be read as a PEM or DER certificate'],
+        [{ TEMPORAL_TLS_CLIENT_CERT_PATH: garbage, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }, 'client certificate \\(TEMPORAL_TLS_CLIENT_CERT_PATH.*cannot be read as a PEM or DER certificate'],
+        [{ TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.caCert }, 'client key \\(TEMPORAL_TLS_CLIENT_KEY_PATH.*cannot be read as a PEM private key'],
+      ] as const) {
+        for (const k of Object.keys(process.env)) delete process.env[k];
+        Object.assign(process.env, temporalEnv(vars));
+        assert.throws(() => resolveTarget({}), new RegExp(`^Error: the TLS ${what}`), JSON.stringify(vars));
+      }
+      for (const k of Object.keys(process.env)) delete process.env[k];
+      Object.assign(process.env, temporalEnv({ TEMPORAL_TLS_SERVER_CA_CERT_PATH: certs.caCert }));
+      assert.ok(resolveTarget({}).auth.tls, 'a real CA certificate is taken');
     } finally {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);
