@@ -86,6 +86,10 @@ describe('worker metrics', () => {
       // The bucket queue's own schedule-to-start latency: how long buckets waited for a worker (the SDK gives it no activity type).
       assert.equal(sample(metrics, 'temporal_activity_schedule_to_start_latency_count', { task_queue: bucketTaskQueue(queue) }), 6);
       assert.ok((sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'rebuildCatalog' }) ?? 0) >= 1);
+      // The worker's log tells the run's story too: one INFO line when planned, one when done.
+      const log = worker.output();
+      assert.match(log, new RegExp(`\\[INFO\\] compaction of ${fx.warehouse.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 6 of 6 buckets to compact`));
+      assert.match(log, /\[INFO\] compaction of \S+ done [\s\S]*?bucketsCompacted: 6,[\s\S]*?failedBuckets: 0/);
     } finally {
       await worker?.stop();
     }

@@ -286,6 +286,13 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
   const { plan } = state;
   progress.planId = plan.planId;
   progress.bucketsTotal = plan.bucketsToCompact;
+  // The worker's log tells a run's story without the UI: planned, then ended (failures are logged per bucket).
+  // Logging adds no command, so runs recorded before these lines replay unchanged.
+  if (state.nextPage === 0) {
+    log.info(`${input.dryRun ? 'dry run' : 'compaction'} of ${input.warehouse}: ${plan.bucketsToCompact} of ${plan.bucketsScanned} buckets to compact${input.resumePlanId ? ' (resumed plan)' : ''}`, {
+      planId: plan.planId,
+    });
+  }
 
   if (!input.dryRun) {
     progress.phase = 'compacting';
@@ -340,6 +347,14 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
   if (!input.dryRun) await control.finishPlan({ warehouse: input.warehouse, planId: plan.planId, summary });
   progress.phase = 'done';
   publishDetails(input, progress);
+  log.info(`${input.dryRun ? 'dry run' : 'compaction'} of ${input.warehouse} done`, {
+    planId: plan.planId,
+    bucketsCompacted: summary.bucketsCompacted,
+    failedBuckets: summary.failedBucketsTotal,
+    rowsAfter: summary.rowsAfter,
+    duplicatesRemoved: summary.duplicatesRemoved,
+    snapshotId: summary.snapshotId ?? 'none',
+  });
   return summary;
 }
 
