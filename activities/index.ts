@@ -31,6 +31,7 @@ import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listS
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
+import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
@@ -392,6 +393,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               },
             }),
           );
+          recordCatalogRebuild(Context.current().metricMeter, result);
           if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
           if (result.droppedRefs) {
             Context.current().log.warn(

@@ -72,7 +72,8 @@ describe('worker metrics', () => {
       // The exporter serves what the worker recorded; the last counts reach it within its export interval.
       const metrics = await waitFor('the bucket counters on the metrics endpoint', async () => {
         const text = await (await fetch(`http://${bind}/metrics`)).text();
-        return sample(text, 'earthcatalog_buckets_total', { outcome: 'compacted' }) === summary.bucketsCompacted ? text : undefined;
+        const exported = sample(text, 'earthcatalog_buckets_total', { outcome: 'compacted' }) === summary.bucketsCompacted && sample(text, 'earthcatalog_catalog_rebuilds_total') === 1;
+        return exported ? text : undefined;
       });
       // The SDK tags the metrics of an activity's meter in camelCase, its own in snake_case.
       const bucketTags = { taskQueue: bucketTaskQueue(queue), activityType: 'compactBucket' };
@@ -86,6 +87,7 @@ describe('worker metrics', () => {
       // The bucket queue's own schedule-to-start latency: how long buckets waited for a worker (the SDK gives it no activity type).
       assert.equal(sample(metrics, 'temporal_activity_schedule_to_start_latency_count', { task_queue: bucketTaskQueue(queue) }), 6);
       assert.ok((sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'rebuildCatalog' }) ?? 0) >= 1);
+      assert.equal(sample(metrics, 'earthcatalog_catalog_problem_files_total'), undefined, 'a clean table has no problem files');
       // The worker's log tells the run's story too: one INFO line when planned, one when done.
       const log = worker.output();
       assert.match(log, new RegExp(`\\[INFO\\] compaction of ${fx.warehouse.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 6 of 6 buckets to compact`));
@@ -150,6 +152,14 @@ describe('worker metrics', () => {
       });
       assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { type: 'BadBucketData', retryable: 'false' }), 1);
       assert.equal(sample(metrics, 'earthcatalog_bucket_failures_total', { retryable: 'true' }), undefined, 'no attempt was retried');
+      // The file stays, and the rebuild leaves it out of the table: an alert on a scheduled run has this counter to watch.
+      assert.equal(summary.unreadableFilesTotal, 1);
+      const rebuilt = await waitFor('the rebuild on the metrics endpoint', async () => {
+        const text = await (await fetch(`http://${bind}/metrics`)).text();
+        return sample(text, 'earthcatalog_catalog_rebuilds_total') === 1 ? text : undefined;
+      });
+      assert.equal(sample(rebuilt, 'earthcatalog_catalog_problem_files_total', { kind: 'unreadable' }), 1);
+      assert.equal(sample(rebuilt, 'earthcatalog_catalog_problem_files_total', { kind: 'schema_mismatch' }), undefined);
     } finally {
       await worker?.stop();
     }
