@@ -401,6 +401,20 @@ describe('verify', () => {
       },
       { rebuildFirst: true },
     );
+    // A datetime written as text is whole: a schema mismatch and rows without a year, not an unreadable file.
+    await withRewrittenCompactedFile(
+      'SELECT * REPLACE (CAST(datetime AS VARCHAR) AS datetime) FROM $src',
+      async (compacted) => {
+        const found = (await verify()).violations.filter((v) => v.object === compacted);
+        assert.deepEqual(found.map((v) => v.kind).sort(), [ViolationKinds.partitionMismatch, ViolationKinds.schemaMismatch], JSON.stringify(found));
+        const year = /year=(\d+)/.exec(compacted)![1];
+        assert.equal(
+          found.find((v) => v.kind === ViolationKinds.partitionMismatch)!.detail,
+          `the file's datetime column is BYTE_ARRAY UTF8, not a timestamp, so its rows have no year, but its path puts them in year(datetime)=${year}; engines that prune on the partition skip them`,
+        );
+      },
+      { rebuildFirst: true },
+    );
   });
 
   test("a column named like the year partition field is not added to the schema (Java readers would refuse the table) and is a schema mismatch", async () => {

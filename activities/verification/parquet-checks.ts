@@ -26,6 +26,12 @@ export interface FooterFacts {
   /** The value of the first `geo` key, if any. */
   geo?: Uint8Array;
   columns: Set<string>;
+  /**
+   * The Parquet type of a `datetime` column that holds no time (a string, a number), when no column of
+   * that name in the file does: year(datetime) has no value for its rows. Names are not paths, so a nested
+   * `properties.datetime` beside a timestamp column leaves this unset.
+   */
+  untimedDatetime?: string;
 }
 
 export interface FooterResult {
@@ -55,9 +61,17 @@ async function footerFacts(session: DuckSession, files: readonly LocalDataFile[]
     facts.geoKeys += 1;
     if (!facts.geo && r.value instanceof Uint8Array) facts.geo = r.value;
   }
-  for (const r of await session.rows(`SELECT DISTINCT file_name, name FROM parquet_schema(${list})`)) {
-    byPath.get(String(r.file_name))?.columns.add(String(r.name));
+  const timed = new Set<string>();
+  for (const r of await session.rows(`SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema(${list})`)) {
+    const facts = byPath.get(String(r.file_name));
+    if (!facts) continue;
+    facts.columns.add(String(r.name));
+    if (r.name !== 'datetime') continue;
+    const time = r.type === 'INT96' || /^(TIMESTAMP|DATE)/.test(String(r.converted_type)) || /^(Timestamp|Date)/.test(String(r.logical_type));
+    if (time) timed.add(String(r.file_name));
+    else facts.untimedDatetime ??= [r.type, r.converted_type].filter((t) => t !== null && t !== undefined).join(' ') || 'a group';
   }
+  for (const file of timed) delete byPath.get(file)!.untimedDatetime;
   const out = new Map<string, FooterFacts>();
   for (const f of files) {
     const facts = byPath.get(f.path);
@@ -341,6 +355,16 @@ export async function checkPartitionValues(session: DuckSession, files: readonly
         kind: ViolationKinds.partitionMismatch,
         object: f.key,
         detail: `the file has no datetime column, so its rows have no year, but its path puts them in year(datetime)=${parseDataFileKey(f.key)?.bucket.year}; engines that prune on the partition skip them`,
+      });
+      continue;
+    }
+    const untimed = facts.get(f.key)?.untimedDatetime;
+    if (untimed) {
+      // DuckDB would refuse year() of it, which reads as a damaged file; the file is whole, its column is not a time.
+      violations.push({
+        kind: ViolationKinds.partitionMismatch,
+        object: f.key,
+        detail: `the file's datetime column is ${untimed}, not a timestamp, so its rows have no year, but its path puts them in year(datetime)=${parseDataFileKey(f.key)?.bucket.year}; engines that prune on the partition skip them`,
       });
       continue;
     }
