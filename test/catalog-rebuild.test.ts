@@ -650,6 +650,25 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.deepEqual(mapping.map((m) => m.names[0]), widened.schema_fields.map(([, name]) => name), 'every column has its name mapping entry');
     assert.equal(mapping.find((m) => m.names[0] === 'props')!.fields!.length, 3);
     assert.equal((await scan(cat)).row_count, baseStats.rows + 4 * added!);
+
+    // A column literally named `props.a` is the path of struct props' field a: added, it would leave a schema
+    // every reader refuses, for good. It is named instead, and the table still loads.
+    const session2 = await openDuckSession({ tempDir: await freshDir('evolve-spill-2'), threads: 1 });
+    try {
+      await session2.exec(
+        `COPY (SELECT * REPLACE ('DOT_' || id AS id), 'x' AS "props.a" FROM read_parquet(${sqlString(path.join(wh, source!))}, hive_partitioning = false))
+         TO ${sqlString(path.join(bucket, 'part_90005_dotted.parquet'))} (FORMAT parquet)`,
+      );
+    } finally {
+      session2.close();
+    }
+    const fourth = await rebuild(wh, cat);
+    assert.equal(fourth.schemaEvolved, undefined);
+    assert.deepEqual(
+      fourth.schemaMismatches?.map((m) => [path.basename(m.key), m.reason]),
+      [['part_90005_dotted.parquet', "column 'props.a' would be a second field of that dotted name in the table's schema (beside field 33), and Iceberg readers refuse such a schema, so the file does not evolve it: rename the column in the file"]],
+    );
+    assert.equal((await scan(cat, '--files-only')).files.length, fourth.dataFiles, 'pyiceberg loads the table');
   });
 
   test('columns no evolution makes readable (another kind of type, a name differing only in case, the Null type) are named; the files stay registered', async () => {

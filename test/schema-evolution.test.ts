@@ -124,3 +124,30 @@ test("field ids a file carries must be the table's, at every level; a new column
     "column 'scene' carries Parquet field id 7, the table's field has id 4 (readers take a file's ids over the name mapping)",
   );
 });
+
+test("a column whose dotted name is another field's path (`props.c` beside struct props with field c, either way round) is not added: readers refuse a schema with two fields of one name, for good", () => {
+  const struct = (name: string, children: ParquetNode[]): ParquetNode => ({ name, repetition: 'OPTIONAL', children });
+  const withProps: IcebergSchema = { ...table, fields: [...table.fields, { id: 4, name: 'props', required: false, type: { type: 'struct', fields: [{ id: 5, name: 'c', required: false, type: 'string' }] } }] };
+  const evolution = new SchemaEvolution(withProps, 5, [0], mapping);
+  // The whole file changes nothing, its harmless new column included: it is reported, and a renamed file evolves the table next time.
+  const clash = evolution.admit([column(text('id')), column(text('props.c')), column(text('scene'))]);
+  assert.equal(
+    clash.problem,
+    "column 'props.c' would be a second field of that dotted name in the table's schema (beside field 5), and Iceberg readers refuse such a schema, so the file does not evolve it: rename the column in the file",
+  );
+  assert.deepEqual([evolution.changed, evolution.added, evolution.lastColumnId], [false, [], 5]);
+  // A later file that adds only the harmless column does, with the next id.
+  assert.equal(evolution.admit([column(text('id')), column(text('scene'))]).problem, undefined);
+  assert.deepEqual([evolution.added, evolution.schema().fields.at(-1)!.id], [['scene'], 6]);
+
+  // The other way round: the table has a top-level `new.col`, a file brings struct `new` with field `col`.
+  const dotted: IcebergSchema = { ...table, fields: [...table.fields, { id: 4, name: 'new.col', required: false, type: 'string' }] };
+  const other = new SchemaEvolution(dotted, 4, [0], mapping);
+  assert.match(other.admit([column(struct('new', [text('col')]))]).problem ?? '', /^column 'new\.col' would be a second field of that dotted name in the table's schema \(beside field 4\)/);
+  assert.equal(other.changed, false);
+  // A list's element is named `element` in the path: `tags.element` beside a list `tags` clashes too.
+  const lists = new SchemaEvolution(table, 3, [0], mapping);
+  const list: ParquetNode = { name: 'tags', repetition: 'OPTIONAL', logicalType: 'LIST', children: [{ name: 'list', repetition: 'REPEATED', children: [text('element')] }] };
+  assert.equal(lists.admit([column(list)]).problem, undefined);
+  assert.match(lists.admit([column(text('tags.element'))]).problem ?? '', /^column 'tags\.element' would be a second field/);
+});

@@ -36,9 +36,9 @@ export class SchemaEvolution {
   /** The names each field id is known by: its own, and the aliases of the table's name mapping (a renamed column). */
   private readonly aliases = new Map<number, string[]>();
   /** Top-level fields this rebuild added from columns without any value: their type is a guess until a file has values. */
-  private readonly provisional = new Set<number>();
+  private provisional = new Set<number>();
   /** Top-level fields this rebuild added: no reader has seen their type yet, so it may still change. */
-  private readonly addedHere = new Set<number>();
+  private addedHere = new Set<number>();
   /** Columns added, as dotted paths, in the order they were first seen. */
   readonly added: string[] = [];
   /** Columns whose type widened: `path: from -> to`. */
@@ -94,7 +94,25 @@ export class SchemaEvolution {
     this.admission = { widened: [], retypedProvisional: false };
     // Only a top-level primitive's footer totals tell that it holds no value.
     const valueless = new Set(columns.filter((c) => c.totals && c.totals.nullCount === c.totals.valueCount).map((c) => c.name));
-    const fields = this.mergeStruct(this.fields, columns.map((c) => c.node), '', problems, valueless);
+    const before = { added: this.added.length, widened: this.widened.length, lastId: this.lastId, provisional: new Set(this.provisional), addedHere: new Set(this.addedHere) };
+    let fields = this.mergeStruct(this.fields, columns.map((c) => c.node), '', problems, valueless);
+    // (A table that already has such a clash, from an earlier release, is not held to it.)
+    const clash = fields === this.fields || nameClash(this.fields) ? undefined : nameClash(fields);
+    if (clash) {
+      // Readers index every field by its dotted path and refuse a schema in which two fields share one,
+      // for good: a schema once written stays in the table's metadata. So this file changes nothing.
+      problems.push(
+        `column '${clash.name}' would be a second field of that dotted name in the table's schema (beside field ${Math.min(...clash.ids)}), ` +
+          'and Iceberg readers refuse such a schema, so the file does not evolve it: rename the column in the file',
+      );
+      fields = this.fields;
+      this.added.length = before.added;
+      this.widened.length = before.widened;
+      this.lastId = before.lastId;
+      this.provisional = before.provisional;
+      this.addedHere = before.addedHere;
+      this.admission = { widened: [], retypedProvisional: false };
+    }
     if (fields !== this.fields) {
       this.fields = fields;
       this.current = { ...this.base, 'schema-id': Math.max(...this.schemaIds, this.base['schema-id']) + 1, fields };
@@ -232,6 +250,35 @@ export class SchemaEvolution {
     }
     return type;
   }
+}
+
+/**
+ * Two fields of `fields` that share a dotted path, as Iceberg's name index spells them (`a.b` for field b
+ * of struct a; `element`, `key` and `value` for the parts of lists and maps): a top-level column named
+ * `props.c` beside a struct `props` with a field `c`.
+ */
+function nameClash(fields: readonly IcebergField[]): { name: string; ids: [number, number] } | undefined {
+  const seen = new Map<string, number>();
+  const visit = (name: string, id: number, type: IcebergType): { name: string; ids: [number, number] } | undefined => {
+    const other = seen.get(name);
+    if (other !== undefined) return { name, ids: [other, id] };
+    seen.set(name, id);
+    if (typeof type === 'string') return undefined;
+    if (type.type === 'struct') {
+      for (const f of type.fields) {
+        const found = visit(`${name}.${f.name}`, f.id, f.type);
+        if (found) return found;
+      }
+      return undefined;
+    }
+    if (type.type === 'list') return visit(`${name}.element`, type['element-id'], type.element);
+    return visit(`${name}.key`, type['key-id'], type.key) ?? visit(`${name}.value`, type['value-id'], type.value);
+  };
+  for (const f of fields) {
+    const found = visit(f.name, f.id, f.type);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** `read()`, or undefined after noting in `problems` why the column at `path` has no Iceberg type. */
