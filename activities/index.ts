@@ -18,7 +18,7 @@ import type {
   PlanRequest,
   PlanSummary,
 } from '../workflows/contract';
-import { FailureTypes } from '../workflows/contract';
+import { FailureTypes, pipelineLockLocation } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
@@ -187,6 +187,20 @@ async function withStore<T>(warehouse: string, fn: (store: WarehouseStore) => Pr
   } finally {
     await store?.close();
   }
+}
+
+/** `lock` is absent in the requests of runs started by a release before it (their workflow code did not pass it). */
+interface PipelineLockRequest {
+  warehouse: string;
+  owner: string;
+  lock?: string;
+}
+
+/** The store of the folder that holds the run's `--use-lock` object, and the object's key in it. */
+async function withLockObject<T>(req: PipelineLockRequest, fn: (store: WarehouseStore, key: string) => Promise<T>): Promise<T> {
+  const where = req.lock ?? pipelineLockLocation(req);
+  const slash = where.lastIndexOf('/');
+  return withStore(where.slice(0, slash) || '/', (store) => fn(store, where.slice(slash + 1)));
 }
 
 /**
@@ -510,18 +524,18 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       });
     },
 
-    async acquirePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {
+    async acquirePipelineLock(req: PipelineLockRequest): Promise<void> {
       // Only a workflow known to have closed; a missing one may be the Python pipeline's owner name.
       const abandoned = async (owner: string) => {
         const status = await workflowStatus(owner);
         return status && CLOSED_WORKFLOW_STATUSES.has(status) ? status : undefined;
       };
-      const note = await withStore(req.warehouse, (store) => acquirePipelineLock(store, req.owner, abandoned));
+      const note = await withLockObject(req, (store, key) => acquirePipelineLock(store, req.owner, abandoned, key));
       if (note) Context.current().log.warn(note);
     },
 
-    async releasePipelineLock(req: { warehouse: string; owner: string }): Promise<void> {
-      return withStore(req.warehouse, (store) => releasePipelineLock(store, req.owner));
+    async releasePipelineLock(req: PipelineLockRequest): Promise<void> {
+      return withLockObject(req, (store, key) => releasePipelineLock(store, req.owner, key));
     },
   };
 }

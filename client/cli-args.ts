@@ -18,6 +18,7 @@ export const compactionFlags = {
   threshold: { type: 'string' },
   'dry-run': { type: 'boolean' },
   'use-lock': { type: 'boolean' },
+  'pipeline-lock': { type: 'string' },
   'max-parallel': { type: 'string' },
   cells: { type: 'string' },
   years: { type: 'string' },
@@ -93,6 +94,8 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   if (threshold !== undefined) input.threshold = threshold;
   if (values['dry-run']) input.dryRun = true;
   if (values['use-lock']) input.useLock = true;
+  const pipelineLock = str('pipeline-lock');
+  if (pipelineLock !== undefined) input.pipelineLock = location(pipelineLock, 'pipeline-lock');
   const parallel = wholeNumberFlag('max-parallel', str('max-parallel'));
   if (parallel !== undefined) input.maxParallelBuckets = parallel;
   Object.assign(input, selectionFromFlags(values));
@@ -151,6 +154,7 @@ const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
   catalogName: 'catalog-name',
   dryRun: 'dry-run',
   useLock: 'use-lock',
+  pipelineLock: 'pipeline-lock',
 };
 
 /** A UsageError of an input or selection error: its problems name input fields; whoever typed flags is told the flag. */

@@ -131,6 +131,13 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   const resume = await cli(['resume', ...base, '--dry-run']);
   assert.match(resume.stderr, /a resume cannot be a dry run/);
   assert.match(resume.stderr, /\nusage: earthcatalog-compact resume /, "resume's own usage");
+  // --pipeline-lock names the object --use-lock takes: alone it would be silently unused.
+  const lockAlone = await cli([...base, '--pipeline-lock', 's3://bucket/catalog/.lock']);
+  assert.equal(lockAlone.code, 64, lockAlone.stderr);
+  assert.match(lockAlone.stderr, /^earthcatalog-compact: invalid compaction input: --pipeline-lock: pipelineLock names the object useLock takes: set useLock too$/m);
+  const lockFolder = await cli([...base, '--use-lock', '--pipeline-lock', 's3://bucket/catalog/']);
+  assert.equal(lockFolder.code, 64, lockFolder.stderr);
+  assert.match(lockFolder.stderr, /--pipeline-lock: pipelineLock must be an absolute path or an s3:\/\/bucket\/key URI of one object/);
   const env = await cli(['worker'], { EARTHCATALOG_MEMORY_BUDGET_MB: '2g' });
   assert.equal(env.code, 64, env.stderr);
   assert.match(env.stderr, /EARTHCATALOG_MEMORY_BUDGET_MB must be a positive whole number, got "2g"/);

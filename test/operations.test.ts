@@ -70,10 +70,15 @@ async function statusWarning(warehouse: string): Promise<{ running: string; warn
   return { running: stdout, warning, hint: /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1] };
 }
 
-/** The Python pipeline's lock object, held for another hour (the pipeline's default key). */
-async function holdPythonLock(warehouse: string): Promise<{ lockFile: string; body: string }> {
-  const lockFile = path.join(warehouse, '_lock', 'compaction.lock');
-  const body = JSON.stringify({ owner: 'python-ingest', acquired_at: new Date().toISOString(), expires_at: new Date(Date.now() + 3600_000).toISOString() });
+/** Where `--use-lock` looks for the Python pipeline's lock object of a local warehouse by default. */
+function pythonLockFile(warehouse: string): string {
+  return path.join(warehouse, '.lock');
+}
+
+/** The Python pipeline's lock object in its S3Lock's shape, taken a minute ago (stale after its default 12 h). */
+async function holdPythonLock(warehouse: string, lockFile = pythonLockFile(warehouse)): Promise<{ lockFile: string; body: string }> {
+  const acquired = new Date(Date.now() - 60_000).toISOString().replace(/Z$/, '+00:00');
+  const body = JSON.stringify({ owner: 'incremental', pid: 4242, hostname: 'py-host', acquired, ttl_hours: 12 });
   await fs.mkdir(path.dirname(lockFile), { recursive: true });
   await fs.writeFile(lockFile, body);
   return { lockFile, body };
@@ -212,7 +217,7 @@ describe('cancel', () => {
   it('a cancelled run dispatches no more buckets, rebuilds the table from the files as they are, releases both locks and leaves a plan that resume finishes', async () => {
     const fx = await makeFixture('cancel', TWELVE_BUCKETS);
     const bucketsBefore = byBucket(await listFiles(fx.warehouse));
-    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    const lockFile = pythonLockFile(fx.warehouse);
     const handle = await h.client.workflow.start('compactWarehouse', {
       taskQueue,
       workflowId: `cancel-${Date.now()}`,
@@ -1231,15 +1236,16 @@ describe('a run reset to a point within a page', () => {
 });
 
 describe('--use-lock', () => {
-  it("waits for the Python pipeline's lock object, holds it while running, releases it", async () => {
+  it("waits for the Python pipeline's lock object where --pipeline-lock names it, holds it while running, releases it", async () => {
     const fx = await makeFixture('pylock');
-    const { lockFile } = await holdPythonLock(fx.warehouse);
+    // Where the pipeline's store_config puts it, outside the warehouse (its store and lock key).
+    const { lockFile } = await holdPythonLock(fx.warehouse, path.join(await makeTempDir('ec-pylock-store'), 'catalog', '.lock'));
     const filesBefore = await listFiles(fx.warehouse);
 
     const handle = await h.client.workflow.start('compactWarehouse', {
       taskQueue,
       workflowId: `pylock-${Date.now()}`,
-      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true }],
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true, pipelineLock: lockFile }],
     });
     await new Promise((r) => setTimeout(r, 3000));
     assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing happens while the Python pipeline holds its lock');
@@ -1268,7 +1274,7 @@ describe('--use-lock when releasing the lock object fails', () => {
     // policies): the release activity is replaced by one that is denied, as a role without DeleteObject is.
     const { queue, stop } = await startWorkerWithFaults('ops-release-denied', () => ({
       releasePipelineLock: async () => {
-        throw ApplicationFailure.nonRetryable('access denied deleting _lock/compaction.lock', FailureTypes.storageDenied);
+        throw ApplicationFailure.nonRetryable('access denied deleting .lock', FailureTypes.storageDenied);
       },
     }));
     try {
@@ -1282,7 +1288,7 @@ describe('--use-lock when releasing the lock object fails', () => {
       await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-use-lock-release-denied');
       assert.ok(summary.bucketsCompacted > 0);
       assert.equal(summary.failedBucketsTotal, 0);
-      const lock = JSON.parse(await fs.readFile(path.join(fx.warehouse, '_lock', 'compaction.lock'), 'utf8')) as { owner: string };
+      const lock = JSON.parse(await fs.readFile(pythonLockFile(fx.warehouse), 'utf8')) as { owner: string };
       assert.equal(lock.owner, handle.workflowId, 'the object stays, naming the run');
     } finally {
       await stop();
@@ -1293,7 +1299,7 @@ describe('--use-lock when releasing the lock object fails', () => {
 describe('--use-lock after a terminated run', () => {
   it("resume takes over the lock object of the terminated run, which could not release it", async () => {
     const fx = await makeFixture('pylock-terminated', { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020, 2021, 2022] });
-    const lockFile = path.join(fx.warehouse, '_lock', 'compaction.lock');
+    const lockFile = pythonLockFile(fx.warehouse);
     const handle = await h.client.workflow.start('compactWarehouse', {
       taskQueue,
       workflowId: `pylock-terminated-${Date.now()}`,

@@ -1,89 +1,156 @@
 /**
- * `--use-lock`'s lock object on a real directory: when it is created, honoured, taken over (expired,
- * unreadable, or owned by a workflow of ours that has closed) and released (only by its owner).
+ * `--use-lock`'s lock object on a real directory: the shape earthcatalog's Python `S3Lock` writes and
+ * reads (`owner`, `pid`, `hostname`, `acquired`, `ttl_hours`), when it is created, honoured, taken over
+ * (stale, or owned by a workflow of ours that has closed) and released (only by its owner); and Python
+ * itself, reading ours the way the pipeline does, finds it held.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import { acquirePipelineLock, DEFAULT_PIPELINE_LOCK_KEY, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
+import { acquirePipelineLock, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
+import { parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
+import { resumeCommand } from '../client/commands/status';
 import { makeTempDir } from './helpers/temp-dirs';
 
+const execFileP = promisify(execFile);
 const running = async () => undefined;
+const KEY = '.lock';
 
-async function warehouseWithLock(body?: string): Promise<{ store: LocalWarehouseStore; file: string }> {
+async function storeWithLock(body?: string): Promise<{ store: LocalWarehouseStore; file: string }> {
   const root = await makeTempDir('ec-pylock-unit');
-  const file = path.join(root, DEFAULT_PIPELINE_LOCK_KEY);
-  if (body !== undefined) {
-    await fs.mkdir(path.dirname(file), { recursive: true });
-    await fs.writeFile(file, body);
-  }
+  const file = path.join(root, KEY);
+  if (body !== undefined) await fs.writeFile(file, body);
   return { store: new LocalWarehouseStore(root), file };
 }
 
-function lockBody(owner: string, expiresInMs: number): string {
+/** What the Python pipeline's S3Lock writes: an aware UTC time from isoformat(), microseconds included. */
+function pythonLock(owner: string, acquiredMsAgo: number, ttlHours?: number): string {
+  const acquired = new Date(Date.now() - acquiredMsAgo).toISOString().replace(/\.(\d{3})Z$/, '.$1456+00:00');
+  return JSON.stringify({ owner, pid: 4242, hostname: 'py-host', acquired, ...(ttlHours === undefined ? {} : { ttl_hours: ttlHours }) });
+}
+
+/** What an earlier release of this tool wrote. */
+function earlierReleaseLock(owner: string, expiresInMs: number): string {
   return JSON.stringify({ owner, acquired_at: new Date().toISOString(), expires_at: new Date(Date.now() + expiresInMs).toISOString() });
 }
 
-async function ownerOf(file: string): Promise<string> {
-  return (JSON.parse(await fs.readFile(file, 'utf8')) as { owner: string }).owner;
+async function bodyOf(file: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
 }
 
+/**
+ * The decision of the pipeline's S3Lock.acquire on an object it finds (written here for the test, from
+ * its documented behaviour): stale once `ttl_hours` (default 12) have passed since `acquired`.
+ */
+const PYTHON_DECISION = `
+import json, sys
+from datetime import datetime, timedelta, timezone
+existing = json.load(open(sys.argv[1]))
+age = datetime.now(timezone.utc) - datetime.fromisoformat(existing["acquired"])
+ttl = timedelta(hours=existing.get("ttl_hours", 12))
+print(("stale" if age >= ttl else "held") + f" by {existing['owner']} on {existing['hostname']}")
+`;
+
 describe('pipeline lock object', () => {
-  it('is created when absent and kept by its owner', async () => {
-    const { store, file } = await warehouseWithLock();
-    assert.equal(await acquirePipelineLock(store, 'wf-a', running), undefined);
-    assert.equal(await ownerOf(file), 'wf-a');
-    assert.equal(await acquirePipelineLock(store, 'wf-a', running), undefined, 'its owner takes it again without a note');
+  it("is created when absent in the Python pipeline's shape, which Python reads as held; its owner takes it again without a note", async () => {
+    const { store, file } = await storeWithLock();
+    assert.equal(await acquirePipelineLock(store, 'wf-a', running, KEY), undefined);
+    const body = await bodyOf(file);
+    assert.deepEqual(Object.keys(body).sort(), ['acquired', 'expires_at', 'hostname', 'owner', 'pid', 'ttl_hours']);
+    assert.deepEqual([body.owner, body.pid, body.hostname, body.ttl_hours], ['wf-a', process.pid, os.hostname(), 24]);
+    assert.match(String(body.acquired), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$/);
+    const { stdout } = await execFileP('python3', ['-c', PYTHON_DECISION, file]);
+    assert.equal(stdout.trim(), `held by wf-a on ${os.hostname()}`);
+    assert.equal(await acquirePipelineLock(store, 'wf-a', running, KEY), undefined);
   });
 
-  it('taken again by its owner, it is renewed: a new expiry, the first acquisition time kept', async () => {
-    const { store, file } = await warehouseWithLock();
-    await acquirePipelineLock(store, 'wf-a', running);
-    const first = JSON.parse(await fs.readFile(file, 'utf8')) as { acquired_at: string; expires_at: string };
+  it('taken again by its owner, it is renewed: acquired and the expiry move on', async () => {
+    const { store, file } = await storeWithLock();
+    await acquirePipelineLock(store, 'wf-a', running, KEY);
+    const first = await bodyOf(file);
     await new Promise((r) => setTimeout(r, 20));
-    await acquirePipelineLock(store, 'wf-a', running);
-    const renewed = JSON.parse(await fs.readFile(file, 'utf8')) as { owner: string; acquired_at: string; expires_at: string };
+    await acquirePipelineLock(store, 'wf-a', running, KEY);
+    const renewed = await bodyOf(file);
     assert.equal(renewed.owner, 'wf-a');
-    assert.equal(renewed.acquired_at, first.acquired_at);
-    assert.ok(Date.parse(renewed.expires_at) > Date.parse(first.expires_at), `${renewed.expires_at} is later than ${first.expires_at}`);
+    assert.ok(Date.parse(String(renewed.acquired)) > Date.parse(String(first.acquired)), 'the Python pipeline counts its TTL from acquired');
+    assert.ok(Date.parse(String(renewed.expires_at)) > Date.parse(String(first.expires_at)));
   });
 
-  it("honours a live owner: the Python pipeline's, or a running workflow's", async () => {
-    const body = lockBody('python-ingest', 3600_000);
-    const { store, file } = await warehouseWithLock(body);
-    const asked: string[] = [];
-    await assert.rejects(
-      acquirePipelineLock(store, 'wf-b', async (owner) => void asked.push(owner)),
-      (err: Error) => err instanceof PipelineLockBusyError && /held by python-ingest until/.test(err.message),
-    );
-    assert.deepEqual(asked, ['python-ingest'], 'the owner was looked up');
-    assert.equal(await fs.readFile(file, 'utf8'), body, 'untouched');
+  it("honours a live owner: the Python pipeline's (its shape, its default TTL), an earlier release's, or a running workflow's", async () => {
+    for (const [body, until] of [
+      [pythonLock('incremental', 3600_000), 11],
+      [pythonLock('backfill-v2', 3600_000, 2), 1],
+      [earlierReleaseLock('python-ingest', 3600_000), 1],
+    ] as const) {
+      const { store, file } = await storeWithLock(body);
+      const owner = (JSON.parse(body) as { owner: string }).owner;
+      const asked: string[] = [];
+      await assert.rejects(acquirePipelineLock(store, 'wf-b', async (o) => void asked.push(o), KEY), (err: Error) => {
+        assert.ok(err instanceof PipelineLockBusyError, err.message);
+        const m = new RegExp(`^pipeline lock .*/\\.lock is held by ${owner} until (\\S+)$`).exec(err.message);
+        assert.ok(m, err.message);
+        const hoursLeft = (Date.parse(m[1]!) - Date.now()) / 3600_000;
+        assert.ok(Math.abs(hoursLeft - until) < 0.1, `${owner}: ${hoursLeft} h left, expected ${until}`);
+        return true;
+      });
+      assert.deepEqual(asked, [owner], 'the owner was looked up');
+      assert.equal(await fs.readFile(file, 'utf8'), body, 'untouched');
+    }
   });
 
-  it('takes over an expired, an unreadable, or an abandoned one, saying why', async () => {
-    const expired = await warehouseWithLock(lockBody('python-ingest', -1000));
-    assert.match((await acquirePipelineLock(expired.store, 'wf-c', running)) ?? '', /took over .*: expired at/);
-    assert.equal(await ownerOf(expired.file), 'wf-c');
+  it('honours an object it cannot read (it may be a pipeline it does not know), saying how to clear it', async () => {
+    for (const body of ['not json', '{"owner": "x"}', '{"acquired": "2026-01-01T00:00:00+00:00"}', '[]']) {
+      const { store, file } = await storeWithLock(body);
+      await assert.rejects(
+        acquirePipelineLock(store, 'wf-c', running, KEY),
+        (err: Error) => err instanceof PipelineLockBusyError && /is not a lock object this tool can read .*: it is honoured as held; if no pipeline holds it, delete it$/.test(err.message),
+      );
+      assert.equal(await fs.readFile(file, 'utf8'), body, 'untouched');
+    }
+  });
 
-    const unreadable = await warehouseWithLock('not json');
-    assert.match((await acquirePipelineLock(unreadable.store, 'wf-c', running)) ?? '', /: unreadable$/);
-    assert.equal(await ownerOf(unreadable.file), 'wf-c');
-
-    const abandoned = await warehouseWithLock(lockBody('wf-terminated', 3600_000));
-    const note = await acquirePipelineLock(abandoned.store, 'wf-c', async (owner) => (owner === 'wf-terminated' ? 'TERMINATED' : undefined));
+  it('takes over a stale or an abandoned one, saying why', async () => {
+    for (const body of [pythonLock('incremental', 13 * 3600_000), pythonLock('incremental', 3 * 3600_000, 2), earlierReleaseLock('python-ingest', -1000)]) {
+      const stale = await storeWithLock(body);
+      assert.match((await acquirePipelineLock(stale.store, 'wf-c', running, KEY)) ?? '', /took over .*: expired at/);
+      assert.equal((await bodyOf(stale.file)).owner, 'wf-c');
+    }
+    const abandoned = await storeWithLock(pythonLock('wf-terminated', 60_000, 24));
+    const note = await acquirePipelineLock(abandoned.store, 'wf-c', async (owner) => (owner === 'wf-terminated' ? 'TERMINATED' : undefined), KEY);
     assert.match(note ?? '', /its owner, workflow wf-terminated, is terminated/);
-    assert.equal(await ownerOf(abandoned.file), 'wf-c');
+    assert.equal((await bodyOf(abandoned.file)).owner, 'wf-c');
   });
 
   it('is released by its owner only', async () => {
-    const { store, file } = await warehouseWithLock(lockBody('python-ingest', 3600_000));
-    await releasePipelineLock(store, 'wf-d');
-    assert.equal(await ownerOf(file), 'python-ingest', "someone else's lock stays");
-    await fs.writeFile(file, lockBody('wf-d', 3600_000));
-    await releasePipelineLock(store, 'wf-d');
+    const { store, file } = await storeWithLock(pythonLock('incremental', 0));
+    await releasePipelineLock(store, 'wf-d', KEY);
+    assert.equal((await bodyOf(file)).owner, 'incremental', "someone else's lock stays");
+    await acquirePipelineLock(store, 'wf-e', async () => 'TERMINATED', KEY);
+    await releasePipelineLock(store, 'wf-e', KEY);
     await assert.rejects(fs.access(file), 'its own is removed');
-    await releasePipelineLock(store, 'wf-d');
+    await releasePipelineLock(store, 'wf-e', KEY);
+  });
+
+  it("is the Python pipeline's default object unless --pipeline-lock names another: .lock at the root of an s3 warehouse's bucket, in a local warehouse's folder", () => {
+    assert.equal(pipelineLockLocation({ warehouse: 's3://its-live-data/test-space/stac/warehouse' }), 's3://its-live-data/.lock');
+    assert.equal(pipelineLockLocation({ warehouse: '/data/warehouse' }), '/data/warehouse/.lock');
+    const named = parseCompactionInput({ warehouse: 's3://bkt/wh', catalog: '/c/catalog.db', useLock: true, pipelineLock: 's3://bkt/test-space/stac/catalog/.lock' });
+    assert.equal(pipelineLockLocation(named), 's3://bkt/test-space/stac/catalog/.lock');
+    assert.match(resumeCommand(named, 'earthcatalog-compaction', []), / --use-lock --pipeline-lock s3:\/\/bkt\/test-space\/stac\/catalog\/\.lock( |$)/, 'the printed resume takes the same object');
+    for (const [pipelineLock, problem] of [
+      ['s3://bkt', /pipelineLock must be an absolute path or an s3:\/\/bucket\/key URI of one object/],
+      ['s3://bkt/dir/', /pipelineLock must be an absolute path or an s3:\/\/bucket\/key URI of one object/],
+      ['relative/.lock', /pipelineLock must be an absolute path/],
+      ['s3://bkt/wh/grid_partition=x/year=2024/.lock', /must not be inside a grid_partition= folder/],
+      ['s3://bkt/.lock?versionId=1', /must not contain \? #/],
+    ] as const) {
+      assert.throws(() => parseCompactionInput({ warehouse: 's3://bkt/wh', catalog: '/c/catalog.db', useLock: true, pipelineLock }), problem, pipelineLock);
+    }
+    assert.throws(() => parseCompactionInput({ warehouse: 's3://bkt/wh', catalog: '/c/catalog.db', pipelineLock: 's3://bkt/.lock' }), /pipelineLock names the object useLock takes: set useLock too/);
   });
 });

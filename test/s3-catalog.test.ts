@@ -636,6 +636,11 @@ describe('compactWarehouse on S3 through injected faults (Temporal, worker proce
     initial = byBucket(await uploadDirectory(moto.client, E2E_BUCKET, 'wh', local));
     [deniedBucket] = [...initial.keys()].sort();
     deniedKey = initial.get(deniedBucket!)![0]!;
+    // The Python pipeline's lock object where it keeps it by default (its store on the bucket, key `.lock`),
+    // left stale by a crashed ingest 13 hours ago: the run takes it over and releases it.
+    const acquired = new Date(Date.now() - 13 * 3600_000).toISOString().replace(/Z$/, '+00:00');
+    const staleLock = JSON.stringify({ owner: 'incremental', pid: 7, hostname: 'py-host', acquired, ttl_hours: 12 });
+    await moto.client.send(new PutObjectCommand({ Bucket: E2E_BUCKET, Key: '.lock', Body: staleLock }));
     proxy = await startFaultProxy(
       moto.endpoint,
       {
@@ -689,7 +694,8 @@ describe('compactWarehouse on S3 through injected faults (Temporal, worker proce
     }
     const raw = await listKeys(moto.client, E2E_BUCKET, 'wh');
     assert.deepEqual(raw.filter((k) => !k.endsWith('.parquet') && !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')), [], 'no temporary objects');
-    assert.ok(!raw.some((k) => k.startsWith('_lock/')), 'the pipeline lock object was released');
+    assert.ok(!(await listKeys(moto.client, E2E_BUCKET, '')).includes('.lock'), 'the pipeline lock object was released');
+    assert.match(worker.output(), new RegExp(`took over pipeline lock s3://${E2E_BUCKET}/\\.lock: expired at`));
   });
 
   it('went through injected faults', () => {

@@ -35,6 +35,7 @@ import {
   invalidInputError,
   newerInputProblems,
   parseCompactionInput,
+  pipelineLockLocation,
   type BucketFailure,
   type BucketResult,
   type BucketTask,
@@ -272,9 +273,9 @@ async function withPipelineLock<T>(input: CompactionRequest, acquiring: Compacti
   return result;
 }
 
-/** The `--use-lock` object of the run's warehouse, owned by the workflow id (which continue-as-new keeps). */
-function pipelineLockOwner(input: CompactionRequest): { warehouse: string; owner: string } {
-  return { warehouse: input.warehouse, owner: workflowInfo().workflowId };
+/** The run's `--use-lock` object, owned by the workflow id (which continue-as-new keeps). */
+function pipelineLockOwner(input: CompactionRequest): { warehouse: string; owner: string; lock: string } {
+  return { warehouse: input.warehouse, owner: workflowInfo().workflowId, lock: pipelineLockLocation(input) };
 }
 
 function newPlanId(): string {

@@ -105,6 +105,16 @@ const catalogSchema = z
   })
   .transform(normalized);
 
+const pipelineLockSchema = z
+  .string()
+  .refine((v) => (v.startsWith('/') || S3_URI.test(v)) && !v.endsWith('/') && !/^s3:\/\/[^/]+$/.test(v), {
+    message: "pipelineLock must be an absolute path or an s3://bucket/key URI of one object (the Python pipeline's store and lock key)",
+  })
+  .refine((v) => !/[?#\u0000-\u001f\u007f]/.test(v), { message: 'pipelineLock must not contain ? # or control characters' })
+  // Never a data file's place: the run would delete its lock object as a bucket input, or register it.
+  .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' })
+  .transform(normalized);
+
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
 
@@ -146,6 +156,8 @@ const compactionInputFields = z
     threshold: z.number().int().min(1).max(100_000).default(2),
     dryRun: z.boolean().default(false),
     useLock: z.boolean().default(false),
+    /** The Python pipeline's lock object `useLock` takes; absent: see pipelineLockLocation. */
+    pipelineLock: pipelineLockSchema.optional(),
     maxParallelBuckets: z.number().int().min(1).max(1000).default(DEFAULT_MAX_PARALLEL_BUCKETS),
     ...selectionFields,
     namespace: identifier.default(DEFAULT_NAMESPACE),
@@ -164,6 +176,10 @@ export const compactionInputSchema = compactionInputFields
     path: ['dryRun'],
     message: 'a resume cannot be a dry run (a dry run plans anew, so it would not show what the resume does)',
   })
+  .refine((v) => !(v.pipelineLock && !v.useLock), {
+    path: ['pipelineLock'],
+    message: 'pipelineLock names the object useLock takes: set useLock too',
+  })
   // A resume finishes the plan as it was made; a selection given with it would be silently ignored.
   .refine((v) => !(v.resumePlanId && (v.cells || v.years)), {
     path: ['resumePlanId'],
@@ -172,6 +188,17 @@ export const compactionInputSchema = compactionInputFields
 
 export type CompactionInput = z.input<typeof compactionInputSchema>;
 export type CompactionRequest = z.output<typeof compactionInputSchema>;
+
+/**
+ * The Python pipeline's lock object that `useLock` takes: `pipelineLock`, else where that pipeline
+ * keeps it by default when its store is the warehouse's bucket (its S3Lock's key `.lock` at the store's
+ * root: `s3://bucket/.lock`), and for a local warehouse `.lock` in its folder.
+ */
+export function pipelineLockLocation(input: { warehouse: string; pipelineLock?: string | undefined }): string {
+  if (input.pipelineLock) return input.pipelineLock;
+  if (input.warehouse.startsWith('s3://')) return `s3://${input.warehouse.slice('s3://'.length).split('/')[0]}/.lock`;
+  return `${input.warehouse.replace(/\/+$/, '')}/.lock`;
+}
 
 /**
  * The lock workflows' ids carry the warehouse and catalog, and Temporal refuses an id over 1,000

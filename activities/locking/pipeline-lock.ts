@@ -1,20 +1,37 @@
 /**
  * `--use-lock`: for mixed deployments, also honour the lock object of the Python pipeline, so a
  * Python ingest or compaction and this workflow never write the warehouse at the same time.
- * The object is JSON at the warehouse root; it is created only if absent (conditional write). An
- * expired one may be taken over, and so may one whose owner is a workflow of ours that is no longer
- * running (terminated or timed out: it could not release it), instead of blocking the Python pipeline
- * and every later run until it expires. The workflow-level lock remains the primary mutual exclusion.
+ * The object is the one earthcatalog's `S3Lock` writes (JSON: `owner`, `pid`, `hostname`, `acquired`,
+ * `ttl_hours`; stale `ttl_hours` after `acquired`, 12 by default), created only if absent (conditional
+ * write). We write that shape too, so the pipeline honours ours, plus `expires_at`, which earlier
+ * releases of this tool read. A stale one may be taken over, and so may one whose owner is a workflow
+ * of ours that is no longer running (terminated or timed out: it could not release it), instead of
+ * blocking the Python pipeline and every later run until it expires. One that is neither shape is
+ * honoured, not taken over: it may be a pipeline's we do not know. The workflow-level lock remains the
+ * primary mutual exclusion.
  */
+import * as os from 'node:os';
 import type { WarehouseStore } from '../storage/warehouse-store';
 
-export const DEFAULT_PIPELINE_LOCK_KEY = process.env.EARTHCATALOG_PIPELINE_LOCK_KEY ?? '_lock/compaction.lock';
-const TTL_MS = 24 * 3600 * 1000;
+/** How long our object lasts without a renewal: a run renews it after every page of its plan. */
+const TTL_HOURS = 24;
+/** The Python pipeline's default, for an object without `ttl_hours`. */
+const PYTHON_TTL_HOURS = 12;
 
 interface PipelineLockBody {
   owner: string;
-  acquired_at: string;
+  pid: number;
+  hostname: string;
+  /** ISO 8601 with an offset, which Python's datetime.fromisoformat reads as an aware time. */
+  acquired: string;
+  ttl_hours: number;
   expires_at: string;
+}
+
+/** A lock object as read: its owner, and when it goes stale. */
+interface HeldLock {
+  owner: string;
+  expiresAt: number;
 }
 
 export class PipelineLockBusyError extends Error {}
@@ -33,46 +50,71 @@ export async function acquirePipelineLock(
   store: WarehouseStore,
   owner: string,
   abandoned: AbandonedOwner,
-  key = DEFAULT_PIPELINE_LOCK_KEY,
+  key: string,
 ): Promise<string | undefined> {
   const now = Date.now();
-  const body: PipelineLockBody = { owner, acquired_at: new Date(now).toISOString(), expires_at: new Date(now + TTL_MS).toISOString() };
+  const body: PipelineLockBody = {
+    owner,
+    pid: process.pid,
+    hostname: os.hostname(),
+    acquired: isoWithOffset(now),
+    ttl_hours: TTL_HOURS,
+    expires_at: new Date(now + TTL_HOURS * 3600_000).toISOString(),
+  };
   const bytes = Buffer.from(JSON.stringify(body));
   if ((await store.writeSmall(key, bytes, null)) !== 'conflict') return undefined;
   const current = await store.readSmall(key);
   if (!current) return acquirePipelineLock(store, owner, abandoned, key);
   const held = parseLock(current.body);
-  if (held?.owner === owner) {
-    // Its owner taking it again renews it (a run longer than the TTL does so after every plan page).
-    const renewed: PipelineLockBody = { ...body, acquired_at: held.acquired_at };
-    if ((await store.writeSmall(key, Buffer.from(JSON.stringify(renewed)), current.version)) === 'conflict') {
+  if (!held) {
+    throw new PipelineLockBusyError(
+      `pipeline lock ${store.uri(key)} is not a lock object this tool can read (JSON with owner, and acquired or expires_at): ` +
+        'it is honoured as held; if no pipeline holds it, delete it',
+    );
+  }
+  if (held.owner === owner) {
+    // Its owner taking it again renews it (a run longer than the TTL does so after every plan page):
+    // `acquired` moves too, as the Python pipeline counts the TTL from it.
+    if ((await store.writeSmall(key, bytes, current.version)) === 'conflict') {
       throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while ${owner} renewed it`);
     }
     return undefined;
   }
-  let why = held ? undefined : 'unreadable';
-  if (held && Date.parse(held.expires_at) <= now) why = `expired at ${held.expires_at}`;
-  if (held && !why) {
+  const until = new Date(held.expiresAt).toISOString();
+  let why = held.expiresAt <= now ? `expired at ${until}` : undefined;
+  if (!why) {
     const status = await abandoned(held.owner);
     if (status) why = `its owner, workflow ${held.owner}, is ${status.toLowerCase()}`;
   }
-  if (!why) throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held!.owner} until ${held!.expires_at}`);
+  if (!why) throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held.owner} until ${until}`);
   if ((await store.writeSmall(key, bytes, current.version)) === 'conflict') {
     throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while taking it over`);
   }
   return `took over pipeline lock ${store.uri(key)}: ${why}`;
 }
 
-export async function releasePipelineLock(store: WarehouseStore, owner: string, key = DEFAULT_PIPELINE_LOCK_KEY): Promise<void> {
+export async function releasePipelineLock(store: WarehouseStore, owner: string, key: string): Promise<void> {
   const current = await store.readSmall(key);
   if (current && parseLock(current.body)?.owner === owner) await store.deleteMany([key]);
 }
 
-function parseLock(body: Buffer): PipelineLockBody | undefined {
+/** Either shape: the Python pipeline's (`acquired` + `ttl_hours`) or an earlier release's (`expires_at`). */
+function parseLock(body: Buffer): HeldLock | undefined {
+  let parsed: Record<string, unknown>;
   try {
-    const parsed = JSON.parse(body.toString('utf8')) as Partial<PipelineLockBody>;
-    return typeof parsed.owner === 'string' && typeof parsed.expires_at === 'string' ? (parsed as PipelineLockBody) : undefined;
+    parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
   } catch {
     return undefined;
   }
+  if (!parsed || typeof parsed !== 'object' || typeof parsed.owner !== 'string') return undefined;
+  const expires = typeof parsed.expires_at === 'string' ? Date.parse(parsed.expires_at) : NaN;
+  if (Number.isFinite(expires)) return { owner: parsed.owner, expiresAt: expires };
+  const acquired = typeof parsed.acquired === 'string' ? Date.parse(parsed.acquired) : NaN;
+  const ttlHours = typeof parsed.ttl_hours === 'number' && Number.isFinite(parsed.ttl_hours) ? parsed.ttl_hours : PYTHON_TTL_HOURS;
+  return Number.isFinite(acquired) ? { owner: parsed.owner, expiresAt: acquired + ttlHours * 3600_000 } : undefined;
+}
+
+/** `2026-12-06T10:00:00.123+00:00`: Python before 3.11 reads no `Z` in datetime.fromisoformat. */
+function isoWithOffset(ms: number): string {
+  return new Date(ms).toISOString().replace(/Z$/, '+00:00');
 }

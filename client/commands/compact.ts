@@ -7,7 +7,7 @@ import { exitCodeOf, formatSummary } from '../summary-format';
 import { connectionFlagsOf, noAnswer, recentWorkflowPollers, runningCompactionOf, stoppedRunOutcome } from './status';
 import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
-export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock] [--json]
+export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock [--pipeline-lock URI]] [--json]
     [--cells a,b] [--years 2024,2025] [--max-parallel N] [--lock-timeout S] [--workflow-id ID] [--detach]
     [--iceberg-namespace NS] [--table T] [--catalog-name N]
     [--address host:port] [--namespace NS] [--task-queue Q]`;

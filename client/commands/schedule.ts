@@ -472,7 +472,10 @@ async function updateSchedule(
           ...compactionInputFromFlags({ ...values, warehouse: str(values, 'warehouse') ?? prevInput.warehouse, catalog: str(values, 'catalog') ?? prevInput.catalog }),
         };
         if (values['no-dry-run']) next.dryRun = false;
-        if (values['no-use-lock']) next.useLock = false;
+        if (values['no-use-lock']) {
+          next.useLock = false;
+          delete next.pipelineLock;
+        }
         args = [next];
       }
       // What the flags do not name stays as it was, also what was set outside this CLI (a timezone,

@@ -355,6 +355,7 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
   if (input.table !== DEFAULT_TABLE) flags.push(`--table ${input.table}`);
   if (input.catalogName !== DEFAULT_CATALOG_NAME) flags.push(`--catalog-name ${input.catalogName}`);
   if (input.useLock) flags.push('--use-lock');
+  if (input.pipelineLock) flags.push(`--pipeline-lock ${shellWord(input.pipelineLock)}`);
   // How the run went, not what it does: a resume left at the defaults would crawl at 4 buckets, or wait forever.
   if (input.maxParallelBuckets !== DEFAULT_MAX_PARALLEL_BUCKETS) flags.push(`--max-parallel ${input.maxParallelBuckets}`);
   if (input.lockTimeoutSeconds !== undefined) flags.push(`--lock-timeout ${input.lockTimeoutSeconds}`);
