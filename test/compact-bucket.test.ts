@@ -1440,6 +1440,29 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
   });
 
+  test('a naive timestamp in one input beside zoned ones (a writer that dropped the zone) is read as UTC and written zoned on every write path; a nanosecond one still fails the bucket', async () => {
+    const naiveFirst = (type: string): PartDef[] => dedupParts().map((part, i) => (i === 0 ? { ...part, opts: { ...part.opts, columnTypes: { updated: type, datetime: type } } } : part));
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, naiveFirst('TIMESTAMP'));
+      const [naive] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT updated FROM read_parquet(${sqlString(path.join(root, inputs[0]!.key))}))`);
+      assert.equal(naive?.column_type, 'TIMESTAMP', 'the first input is naive');
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const out = path.join(root, result.outputKey);
+      assertSameRows(await readOutputRows(out), expected, writePath.name);
+      const types = new Map((await session.rows(`DESCRIBE SELECT datetime, updated FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+      assert.deepEqual([types.get('datetime'), types.get('updated')], ['TIMESTAMP WITH TIME ZONE', 'TIMESTAMP WITH TIME ZONE'], writePath.name);
+      // The naive 2022-01-05 of C-p0 is that instant in UTC: it ties C-p1's, and the later file wins the tie.
+      const [c] = await session.rows(`SELECT scene_1_id, updated::VARCHAR AS u FROM read_parquet(${sqlString(out)}) WHERE id = 'C'`);
+      assert.deepEqual([c?.scene_1_id, c?.u], ['C-p1', '2022-01-05 00:00:00+00'], writePath.name);
+    }
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, naiveFirst('TIMESTAMP_NS'));
+    await assert.rejects(compact(store, inputs), (err: unknown) => err instanceof BadBucketDataError && /column '(updated|datetime)' has conflicting types across inputs/.test(err.message));
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+  });
+
   test("numbers the table types otherwise (the plan's tableTypes) are written as the table's type on every write path: whole floats in a long column as BIGINT, integers in a double column as DOUBLE; a fraction, or an integer beyond 2^53, keeps the union's type", async () => {
     // As pandas writes them: percent_valid_pixels as float64 where some item lacks it, latitude as int64 in a batch of whole degrees.
     const retyped = (): PartDef[] =>

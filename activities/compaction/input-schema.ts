@@ -153,9 +153,19 @@ export async function assertCompatibleSchemas(
     if (unionType !== undefined && (families.size === 0 || (families.size === 1 && families.has(typeFamily(unionType))))) continue;
     if (unionType === 'DOUBLE' && families.size === 2 && families.has('integer') && families.has('float') && (await integersExactAsDouble(session, paths, typed))) continue;
     if (unionType !== undefined && isNestedType(unionType) && (await fitsNestedUnion(session, paths, typed, unionType))) continue;
+    if (unionType === ZONED && typed.every((u) => u.type === ZONED || NAIVE_TO_ZONED.has(u.type))) continue;
     throw conflictError(column, uses);
   }
 }
+
+const ZONED = 'TIMESTAMP WITH TIME ZONE';
+/**
+ * Naive timestamps that a zoned one holds exactly (not TIMESTAMP_NS: the zoned type has microseconds).
+ * A writer that dropped the zone beside files that kept it: the session reads naive values as UTC, as
+ * Iceberg readers already read them in a `timestamptz` column, and the output is zoned, which ends the
+ * conflict instead of failing the bucket every week.
+ */
+const NAIVE_TO_ZONED = new Set(['TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS']);
 
 /** 2^53: every integer up to it in magnitude is exactly a double. */
 const DOUBLE_EXACT_INTEGER = 9007199254740992n;
