@@ -143,6 +143,11 @@ export function formatSummary(s: CompactionSummary): string {
         named.list,
     );
   }
+  // Not exit 3: the rows are in the table, but a query filtering on the partition's columns misses them.
+  for (const m of s.partitionMismatchFiles ?? []) lines.push(`rows outside the partition of their path (registered; filters on grid_partition or datetime skip them) ${m.key}: ${m.reason}`);
+  if ((s.partitionMismatchFilesTotal ?? 0) > (s.partitionMismatchFiles?.length ?? 0)) {
+    lines.push(`… and ${s.partitionMismatchFilesTotal! - s.partitionMismatchFiles!.length} more files with rows outside the partition of their path`);
+  }
   for (const d of s.droppedRegistrations ?? []) lines.push(`no longer registered ${d.key}: ${d.reason}`);
   if ((s.droppedRegistrationsTotal ?? 0) > (s.droppedRegistrations?.length ?? 0)) {
     lines.push(`… and ${s.droppedRegistrationsTotal! - s.droppedRegistrations!.length} more files no longer registered`);

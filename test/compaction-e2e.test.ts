@@ -24,6 +24,7 @@ import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
+import { exitCodeOf, formatSummary } from '../client/summary-format';
 
 let h: TemporalHarness;
 let taskQueue: string;
@@ -287,6 +288,30 @@ for (const backend of backends) {
       assert.equal(scan.row_count, second.catalogRows, 'every row of the table scanned');
       const third = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
       assert.deepEqual([third.retypedBuckets, third.bucketsCompacted], [undefined, 0], 'the outputs are not read again once the types are unchanged');
+    });
+  });
+
+  describe(`rows outside their path's partition (${backend.name})`, () => {
+    it('a compacted output holding rows of another year is named in the summary (engines pruning on year(datetime) skip them), the run still exit 0', async () => {
+      const fx = await backend.makeWarehouse('partition-mismatch');
+      const buckets = byBucket(await backend.listFiles(fx.warehouse));
+      const [bucket] = [...buckets.keys()].filter((b) => buckets.get(b)!.length > 1).sort();
+      const [key] = buckets.get(bucket!)!;
+      const session = await openDuckSession({ tempDir: path.join(fx.localCopy, '.duck'), threads: 1 });
+      try {
+        // A delivery whose items' datetimes are a year later than the folder it was written to.
+        const local = path.join(fx.localCopy, key!);
+        const out = `${local}.shifted`;
+        await session.exec(`COPY (SELECT * REPLACE (datetime + INTERVAL 1 YEAR AS datetime) FROM read_parquet(${sqlString(local)}, hive_partitioning = false)) TO ${sqlString(out)} (FORMAT parquet)`);
+        await writeObject(`${fx.warehouse}/${key}`, await fs.readFile(out));
+      } finally {
+        session.close();
+      }
+      const summary = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+      assert.equal(summary.partitionMismatchFilesTotal, 1, JSON.stringify(summary.partitionMismatchFiles));
+      assert.equal(summary.partitionMismatchFiles![0]!.key, `${bucket}/compacted_${summary.planId}.parquet`);
+      assert.equal(exitCodeOf(summary), 0);
+      assert.match(formatSummary(summary), new RegExp(`^rows outside the partition of their path \\(registered; .*\\) ${bucket!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/compacted_`, 'm'));
     });
   });
 

@@ -220,3 +220,12 @@ test('the progress bar stays within its width whatever the counts say (more buck
     assert.match(line, new RegExp(`^\\[[#.]{40}\\] ${done}/${total} buckets`), line);
   }
 });
+
+test('files with rows outside the partition of their path get a line each (capped, with the rest counted), without exit code 3', () => {
+  const s = { ...base, partitionMismatchFiles: [{ key: 'grid_partition=a/year=2024/compacted_p1.parquet', reason: '5 of 80 rows are in 2025' }], partitionMismatchFilesTotal: 3 };
+  const text = formatSummary(s);
+  assert.match(text, /^rows outside the partition of their path \(registered; filters on grid_partition or datetime skip them\) grid_partition=a\/year=2024\/compacted_p1\.parquet: 5 of 80 rows are in 2025$/m);
+  assert.match(text, /^… and 2 more files with rows outside the partition of their path$/m);
+  assert.equal(exitCodeOf(s), 0);
+  assert.doesNotMatch(formatSummary(base), /outside the partition/);
+});

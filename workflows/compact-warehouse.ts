@@ -598,6 +598,9 @@ function summarize(
     ...(cat?.schemaMismatches
       ? { schemaMismatchFiles: cat.schemaMismatches, schemaMismatchFilesTotal: cat.schemaMismatchesTotal ?? cat.schemaMismatches.length }
       : {}),
+    ...(cat?.partitionMismatches
+      ? { partitionMismatchFiles: cat.partitionMismatches, partitionMismatchFilesTotal: cat.partitionMismatchesTotal ?? cat.partitionMismatches.length }
+      : {}),
     ...(cat?.droppedRegistrations
       ? { droppedRegistrations: cat.droppedRegistrations, droppedRegistrationsTotal: cat.droppedRegistrationsTotal ?? cat.droppedRegistrations.length }
       : {}),

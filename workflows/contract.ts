@@ -501,6 +501,9 @@ export interface CompactionSummary {
   /** Registered files readers cannot read as the table (CatalogResult.schemaMismatches, capped); absent when none. */
   schemaMismatchFiles?: UnreadableFile[];
   schemaMismatchFilesTotal?: number;
+  /** Registered files with rows outside the partition of their path, which engines pruning on it skip (CatalogResult.partitionMismatches, capped); absent when none. */
+  partitionMismatchFiles?: UnreadableFile[];
+  partitionMismatchFilesTotal?: number;
   /** Files the replaced table registered that the rebuilt one does not, though they may hold rows (CatalogResult.droppedRegistrations, capped). */
   droppedRegistrations?: UnreadableFile[];
   droppedRegistrationsTotal?: number;
