@@ -497,7 +497,7 @@ describe('plan files', () => {
     await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) => err instanceof PlanNotFoundError && /^no plan no-such-plan in /.test(err.message));
     await markPlanFinished(store, newer, {} as CompactionSummary);
     await assert.rejects(resumablePlanById(store, newer), (err: unknown) =>
-      err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} is finished; there is nothing to resume`);
+      err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} has finished`);
   });
 
   it('finishing a plan removes the pages of every finished plan (also pages beside an older manifest) and of older unfinished plans it superseded, with their emptied folders, and keeps manifests, finish records and a newer unfinished plan', async () => {

@@ -304,6 +304,6 @@ export async function resumablePlanById(store: WarehouseStore, planId: string): 
   if (newest.planId !== planId) {
     throw new PlanNotFoundError(`plan ${planId} in ${store.root} is older than plan ${newest.planId}, which took its files as inputs; only the newest plan can be resumed`);
   }
-  if (newest.finished) throw new PlanNotFoundError(`plan ${planId} in ${store.root} is finished; there is nothing to resume`);
+  if (newest.finished) throw new PlanNotFoundError(`plan ${planId} in ${store.root} has finished`);
   return newest;
 }
