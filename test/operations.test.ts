@@ -30,6 +30,7 @@ import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import Database from 'better-sqlite3';
 import { createActivities, WorkerLocalResources } from '../activities';
 import { makeTempDir } from './helpers/temp-dirs';
+import { formatSummary } from '../client/summary-format';
 import { compactBucket as compactBucketFiles } from '../activities/compaction/compact-bucket';
 import { openDuckSession, sqlString } from '../activities/compaction/duckdb-session';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
@@ -887,9 +888,13 @@ describe('progress', () => {
     assert.ok(summaries.every((s) => /^grid_partition=.+\/year=\d{4} \(\d+ files\)$/.test(s)), summaries[0]);
 
     const { stdout } = await cli(['status', '--workflow-id', handle.workflowId, '--json']);
-    const status = JSON.parse(stdout) as { status: string; progress: CompactionProgress }[];
+    const status = JSON.parse(stdout) as { status: string; progress: CompactionProgress; summary?: CompactionSummary }[];
     assert.equal(status[0]!.status, 'COMPLETED');
     assert.equal(status[0]!.progress.phase, 'done');
+    // A completed run named by its id has its summary, in text as `compact` printed it.
+    assert.deepEqual(status[0]!.summary, summary);
+    const { stdout: text } = await cli(['status', '--workflow-id', handle.workflowId]);
+    assert.ok(text.includes(formatSummary(summary)), text);
   });
 });
 

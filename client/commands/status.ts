@@ -17,6 +17,7 @@ import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
 import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
+import { formatSummary } from '../summary-format';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Without --workflow-id: every running compaction (of task queue Q only, given --task-queue), and (on stderr)
@@ -54,6 +55,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
         const error = ended ? await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err)) : undefined;
+        // A completed run named by --workflow-id: its summary, as `compact` printed it (failed buckets and files that need a person, named).
+        const summary = desc.status.name === 'COMPLETED' && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
         return {
           workflowId: id,
           status: desc.status.name,
@@ -64,6 +67,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(error ? { error } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets } : {}),
+          ...(summary ? { summary } : {}),
         };
       }),
     );
@@ -79,6 +83,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
+        if (r.summary) console.log(formatSummary(r.summary));
       }
     }
     return 0;
