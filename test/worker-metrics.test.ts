@@ -87,7 +87,10 @@ describe('worker metrics', () => {
       // The bucket queue's own schedule-to-start latency: how long buckets waited for a worker (the SDK gives it no activity type).
       assert.equal(sample(metrics, 'temporal_activity_schedule_to_start_latency_count', { task_queue: bucketTaskQueue(queue) }), 6);
       assert.ok((sample(metrics, 'temporal_activity_execution_latency_count', { activity_type: 'rebuildCatalog' }) ?? 0) >= 1);
-      assert.equal(sample(metrics, 'earthcatalog_catalog_problem_files_total'), undefined, 'a clean table has no problem files');
+      // Every kind's series is there from the worker's start, at 0: increase() then sees the first problem too.
+      for (const kind of ['unreadable', 'schema_mismatch', 'partition_mismatch', 'dropped_registration']) {
+        assert.equal(sample(metrics, 'earthcatalog_catalog_problem_files_total', { kind, activityType: 'rebuildCatalog', taskQueue: queue }), 0, `a clean table has no ${kind} files`);
+      }
       // The worker's log tells the run's story too: one INFO line when planned, one when done.
       const log = worker.output();
       assert.match(log, new RegExp(`\\[INFO\\] compaction of ${fx.warehouse.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 6 of 6 buckets to compact`));
@@ -159,7 +162,9 @@ describe('worker metrics', () => {
         return sample(text, 'earthcatalog_catalog_rebuilds_total') === 1 ? text : undefined;
       });
       assert.equal(sample(rebuilt, 'earthcatalog_catalog_problem_files_total', { kind: 'unreadable' }), 1);
-      assert.equal(sample(rebuilt, 'earthcatalog_catalog_problem_files_total', { kind: 'schema_mismatch' }), undefined);
+      assert.equal(sample(rebuilt, 'earthcatalog_catalog_problem_files_total', { kind: 'schema_mismatch' }), 0);
+      // One series per kind: the rebuild's counts went to the series the worker started at 0.
+      assert.equal(rebuilt.split('\n').filter((l) => l.startsWith('earthcatalog_catalog_problem_files_total{') && l.includes('kind="unreadable"')).length, 1, rebuilt);
     } finally {
       await worker?.stop();
     }

@@ -1,5 +1,6 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
+import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
 import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
@@ -91,6 +92,9 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     throw new Error(`cannot serve metrics on ${opts.metricsBindAddress} (--metrics-bind, EARTHCATALOG_METRICS_BIND): ${(err as Error).message}`);
   }
   const { worker, connection, plugin } = await createWorker(opts);
+  if (opts.metricsBindAddress) {
+    startCatalogMetrics(Runtime.instance().metricMeter.withTags({ namespace: worker.options.namespace, taskQueue: worker.options.taskQueue, activityType: 'rebuildCatalog' }));
+  }
   try {
     const { scratch } = await plugin.local.ready;
     console.error(
