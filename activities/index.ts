@@ -37,7 +37,7 @@ import { tableNumberTypes, type TableNumberTypes } from './compaction/table-type
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
-import { acquirePipelineLock, releasePipelineLock } from './locking/pipeline-lock';
+import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, releasePipelineLock } from './locking/pipeline-lock';
 
 const MAX_REPORTED_UNREADABLE = 200;
 const MAX_REPORTED_REFS = 50;
@@ -535,7 +535,11 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async releasePipelineLock(req: PipelineLockRequest): Promise<void> {
-      return withLockObject(req, (store, key) => releasePipelineLock(store, req.owner, key));
+      await withLockObject(req, (store, key) => releasePipelineLock(store, req.owner, key));
+      // Best effort: the object of an earlier release blocks only runs of that release, and expires.
+      await withStore(req.warehouse, (store) => releasePipelineLock(store, req.owner, EARLIER_RELEASES_LOCK_KEY)).catch((err: unknown) =>
+        Context.current().log.warn(`could not release ${req.owner}'s lock object of an earlier release (${EARLIER_RELEASES_LOCK_KEY}): ${(err as Error).message}`),
+      );
     },
   };
 }

@@ -15,6 +15,8 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { acquirePipelineLock, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
 import { parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
 import { resumeCommand } from '../client/commands/status';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../activities';
 import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
@@ -134,6 +136,22 @@ describe('pipeline lock object', () => {
     await releasePipelineLock(store, 'wf-e', KEY);
     await assert.rejects(fs.access(file), 'its own is removed');
     await releasePipelineLock(store, 'wf-e', KEY);
+  });
+
+  it("the release activity also removes the run's object where earlier releases kept it (a run upgraded while it held one), never another owner's", async () => {
+    const warehouse = await makeTempDir('ec-pylock-upgraded');
+    const earlier = path.join(warehouse, '_lock', 'compaction.lock');
+    await fs.mkdir(path.dirname(earlier), { recursive: true });
+    const activities = createActivities({ scratchDir: await makeTempDir('ec-pylock-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    const env = new MockActivityEnvironment();
+    await fs.writeFile(earlier, earlierReleaseLock('wf-upgraded', 3600_000));
+    await env.run(activities.acquirePipelineLock, { warehouse, owner: 'wf-upgraded' });
+    await env.run(activities.releasePipelineLock, { warehouse, owner: 'wf-upgraded', lock: path.join(warehouse, KEY) });
+    await assert.rejects(fs.access(earlier), 'the earlier place is released');
+    await assert.rejects(fs.access(path.join(warehouse, KEY)), 'so is the new one (no lock given: the default place)');
+    await fs.writeFile(earlier, earlierReleaseLock('someone-else', 3600_000));
+    await env.run(activities.releasePipelineLock, { warehouse, owner: 'wf-upgraded' });
+    assert.equal((await bodyOf(earlier)).owner, 'someone-else');
   });
 
   it("is the Python pipeline's default object unless --pipeline-lock names another: .lock at the root of an s3 warehouse's bucket, in a local warehouse's folder", () => {

@@ -13,6 +13,12 @@
 import * as os from 'node:os';
 import type { WarehouseStore } from '../storage/warehouse-store';
 
+/**
+ * Where releases before the Python pipeline's shape kept the object, under the warehouse root: a run
+ * upgraded while it held one there releases it there too (no Python pipeline ever read it).
+ */
+export const EARLIER_RELEASES_LOCK_KEY = '_lock/compaction.lock';
+
 /** How long our object lasts without a renewal: a run renews it after every page of its plan. */
 const TTL_HOURS = 24;
 /** The Python pipeline's default, for an object without `ttl_hours`. */
