@@ -200,7 +200,14 @@ interface PipelineLockRequest {
 async function withLockObject<T>(req: PipelineLockRequest, fn: (store: WarehouseStore, key: string) => Promise<T>): Promise<T> {
   const where = req.lock ?? pipelineLockLocation(req);
   const slash = where.lastIndexOf('/');
-  return withStore(where.slice(0, slash) || '/', (store) => fn(store, where.slice(slash + 1)));
+  const folder = where.slice(0, slash) || '/';
+  return withStore(folder, async (store) => {
+    // A lock taken in a folder made for it (a share not mounted on this worker, a typo) is one no pipeline sees.
+    if (folder.startsWith('/') && !(await fs.stat(folder).then((st) => st.isDirectory(), () => false))) {
+      throw new StorageError(`the folder of the pipeline lock object ${where} does not exist on this worker (a share not mounted? a typo?)`, 'not-found');
+    }
+    return fn(store, where.slice(slash + 1));
+  });
 }
 
 /**

@@ -13,10 +13,11 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { acquirePipelineLock, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
-import { parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
+import { FailureTypes, parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
 import { resumeCommand } from '../client/commands/status';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../activities';
+import { ApplicationFailure } from '@temporalio/common';
 import { makeTempDir } from './helpers/temp-dirs';
 
 const execFileP = promisify(execFile);
@@ -152,6 +153,14 @@ describe('pipeline lock object', () => {
     await fs.writeFile(earlier, earlierReleaseLock('someone-else', 3600_000));
     await env.run(activities.releasePipelineLock, { warehouse, owner: 'wf-upgraded' });
     assert.equal((await bodyOf(earlier)).owner, 'someone-else');
+    // A folder that is not there (a share not mounted) is not made: a lock there would be one no pipeline sees.
+    const unmounted = path.join(warehouse, 'mnt', 'shared', '.lock');
+    await assert.rejects(env.run(activities.acquirePipelineLock, { warehouse, owner: 'wf-upgraded', lock: unmounted }), (err: Error) => {
+      assert.ok(err instanceof ApplicationFailure && err.nonRetryable && err.type === FailureTypes.storageMissing, String(err));
+      assert.match(err.message, /the folder of the pipeline lock object .*\/mnt\/shared\/\.lock does not exist on this worker/);
+      return true;
+    });
+    await assert.rejects(fs.access(path.dirname(unmounted)), 'not made');
   });
 
   it("is the Python pipeline's default object unless --pipeline-lock names another: .lock at the root of an s3 warehouse's bucket, in a local warehouse's folder", () => {
@@ -161,11 +170,14 @@ describe('pipeline lock object', () => {
     assert.equal(pipelineLockLocation(named), 's3://bkt/test-space/stac/catalog/.lock');
     assert.match(resumeCommand(named, 'earthcatalog-compaction', []), / --use-lock --pipeline-lock s3:\/\/bkt\/test-space\/stac\/catalog\/\.lock( |$)/, 'the printed resume takes the same object');
     for (const [pipelineLock, problem] of [
-      ['s3://bkt', /pipelineLock must be an absolute path or an s3:\/\/bucket\/key URI of one object/],
+      ['s3://bkt', /must name an object inside a bucket or a folder/],
       ['s3://bkt/dir/', /pipelineLock must be an absolute path or an s3:\/\/bucket\/key URI of one object/],
       ['relative/.lock', /pipelineLock must be an absolute path/],
       ['s3://bkt/wh/grid_partition=x/year=2024/.lock', /must not be inside a grid_partition= folder/],
       ['s3://bkt/.lock?versionId=1', /must not contain \? #/],
+      ['s3://bkt/x/..', /must name an object inside a bucket or a folder/],
+      ['/tmp/..', /must name an object inside a bucket or a folder/],
+      ['/.lock', /must name an object inside a bucket or a folder/],
     ] as const) {
       assert.throws(() => parseCompactionInput({ warehouse: 's3://bkt/wh', catalog: '/c/catalog.db', useLock: true, pipelineLock }), problem, pipelineLock);
     }

@@ -107,13 +107,17 @@ const catalogSchema = z
 
 const pipelineLockSchema = z
   .string()
-  .refine((v) => (v.startsWith('/') || S3_URI.test(v)) && !v.endsWith('/') && !/^s3:\/\/[^/]+$/.test(v), {
+  .refine((v) => (v.startsWith('/') || S3_URI.test(v)) && !v.endsWith('/'), {
     message: "pipelineLock must be an absolute path or an s3://bucket/key URI of one object (the Python pipeline's store and lock key)",
   })
   .refine((v) => !/[?#\u0000-\u001f\u007f]/.test(v), { message: 'pipelineLock must not contain ? # or control characters' })
+  .transform(normalized)
+  // Checked as normalized: `s3://bkt/x/..` is the bucket itself, `/tmp/..` the root.
+  .refine((v) => /^s3:\/\/[^/]+\/./.test(v) || /^\/[^/]+\/./.test(v), {
+    message: 'pipelineLock must name an object inside a bucket or a folder (not the bucket, the filesystem root or a file at the root)',
+  })
   // Never a data file's place: the run would delete its lock object as a bucket input, or register it.
-  .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' })
-  .transform(normalized);
+  .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' });
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
