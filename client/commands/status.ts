@@ -56,7 +56,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
         const error = ended ? await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err)) : undefined;
         // A completed run named by --workflow-id: its summary, as `compact` printed it (failed buckets and files that need a person, named).
-        const summary = desc.status.name === 'COMPLETED' && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
+        const summary = desc.status.name === 'COMPLETED' && desc.type === 'compactWarehouse' && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
         return {
           workflowId: id,
           status: desc.status.name,
