@@ -187,6 +187,12 @@ describe('schedule', () => {
     assert.equal(updated.catchupWindowMs, 2 * 3600 * 1000);
     assert.equal(updated.overlap, 'SKIP');
     assert.equal(updated.taskQueue, taskQueue, 'update keeps the task queue');
+    // --pipeline-lock alone on a schedule that takes the lock changes its object; --no-use-lock drops both.
+    await cliOk('update', '--schedule-id', SCHEDULE_ID, '--use-lock');
+    const moved = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--pipeline-lock', 's3://lock-bucket/catalog/.lock', '--json')) as CompactionScheduleReport;
+    assert.deepEqual(moved.input, { warehouse, catalog, threshold: 3, useLock: true, pipelineLock: 's3://lock-bucket/catalog/.lock' });
+    const unlocked = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--no-use-lock', '--json')) as CompactionScheduleReport;
+    assert.deepEqual(unlocked.input, { warehouse, catalog, threshold: 3, useLock: false });
 
     await cliOk('delete', '--schedule-id', SCHEDULE_ID);
     const gone = await cli('describe', '--schedule-id', SCHEDULE_ID);

@@ -469,7 +469,13 @@ async function updateSchedule(
       if (inputTouched) {
         const next: CompactionInput = {
           ...prevInput,
-          ...compactionInputFromFlags({ ...values, warehouse: str(values, 'warehouse') ?? prevInput.warehouse, catalog: str(values, 'catalog') ?? prevInput.catalog }),
+          ...compactionInputFromFlags({
+            ...values,
+            warehouse: str(values, 'warehouse') ?? prevInput.warehouse,
+            catalog: str(values, 'catalog') ?? prevInput.catalog,
+            // --pipeline-lock alone changes the object of a schedule that already takes one.
+            'use-lock': values['use-lock'] ?? (prevInput.useLock === true && !values['no-use-lock']),
+          }),
         };
         if (values['no-dry-run']) next.dryRun = false;
         if (values['no-use-lock']) {
