@@ -56,10 +56,14 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
  * "Failed to connect before the deadline", as if the server were down.
  */
 function checkTlsFiles(tls: TLSConfig): void {
-  const certificate = (b: Buffer) => new X509Certificate(b);
+  // PEM only: Node would read DER too, but the transports (grpc-js, the core's rustls) take PEM.
+  const certificate = (b: Buffer) => {
+    if (!b.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) throw new Error('no -----BEGIN CERTIFICATE----- block');
+    return new X509Certificate(b);
+  };
   const files: [string, Uint8Array | undefined, string, (b: Buffer) => unknown][] = [
-    ["server CA certificate (TEMPORAL_TLS_SERVER_CA_CERT_PATH/_DATA, or server_ca_cert_path of the profile's tls)", tls.serverRootCACertificate, 'a PEM or DER certificate', certificate],
-    ["client certificate (TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA, or client_cert_path of the profile's tls)", tls.clientCertPair?.crt, 'a PEM or DER certificate', certificate],
+    ["server CA certificate (TEMPORAL_TLS_SERVER_CA_CERT_PATH/_DATA, or server_ca_cert_path of the profile's tls)", tls.serverRootCACertificate, 'a PEM certificate', certificate],
+    ["client certificate (TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA, or client_cert_path of the profile's tls)", tls.clientCertPair?.crt, 'a PEM certificate', certificate],
     ["client key (TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA, or client_key_path of the profile's tls)", tls.clientCertPair?.key, 'a PEM private key', (b) => createPrivateKey(b)],
   ];
   for (const [what, contents, expected, parse] of files) {

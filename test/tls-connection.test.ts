@@ -7,6 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -118,14 +119,20 @@ describe('Temporal behind mutual TLS', () => {
       const garbage = path.join(path.dirname(profile), 'not-a-certificate.pem');
       await fs.writeFile(garbage, 'garbage\n');
       for (const [vars, what] of [
-        [{ TEMPORAL_TLS_SERVER_CA_CERT_PATH: garbage }, 'server CA certificate \\(TEMPORAL_TLS_SERVER_CA_CERT_PATH.*cannot be read as a PEM or DER certificate'],
-        [{ TEMPORAL_TLS_CLIENT_CERT_PATH: garbage, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }, 'client certificate \\(TEMPORAL_TLS_CLIENT_CERT_PATH.*cannot be read as a PEM or DER certificate'],
+        [{ TEMPORAL_TLS_SERVER_CA_CERT_PATH: garbage }, 'server CA certificate \\(TEMPORAL_TLS_SERVER_CA_CERT_PATH.*cannot be read as a PEM certificate'],
+        [{ TEMPORAL_TLS_CLIENT_CERT_PATH: garbage, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.clientKey }, 'client certificate \\(TEMPORAL_TLS_CLIENT_CERT_PATH.*cannot be read as a PEM certificate'],
         [{ TEMPORAL_TLS_CLIENT_CERT_PATH: certs.clientCert, TEMPORAL_TLS_CLIENT_KEY_PATH: certs.caCert }, 'client key \\(TEMPORAL_TLS_CLIENT_KEY_PATH.*cannot be read as a PEM private key'],
       ] as const) {
         for (const k of Object.keys(process.env)) delete process.env[k];
         Object.assign(process.env, temporalEnv(vars));
         assert.throws(() => resolveTarget({}), new RegExp(`^Error: the TLS ${what}`), JSON.stringify(vars));
       }
+      // DER, which the transports do not read, is refused too.
+      const der = path.join(path.dirname(profile), 'ca.der');
+      await fs.writeFile(der, new X509Certificate(await fs.readFile(certs.caCert)).raw);
+      for (const k of Object.keys(process.env)) delete process.env[k];
+      Object.assign(process.env, temporalEnv({ TEMPORAL_TLS_SERVER_CA_CERT_PATH: der }));
+      assert.throws(() => resolveTarget({}), /^Error: the TLS server CA certificate .* cannot be read as a PEM certificate \(no -----BEGIN CERTIFICATE----- block\)$/);
       for (const k of Object.keys(process.env)) delete process.env[k];
       Object.assign(process.env, temporalEnv({ TEMPORAL_TLS_SERVER_CA_CERT_PATH: certs.caCert }));
       assert.ok(resolveTarget({}).auth.tls, 'a real CA certificate is taken');
