@@ -74,7 +74,7 @@ test('a year that is not four digits is named with its value; an unknown field i
   assert.throws(
     () => parseCompactionInput({ ...base, maxParallel: 8, dry_run: true }),
     (err: Error) => {
-      assert.match(err.message, /^invalid compaction input: input: Unrecognized keys: "maxParallel", "dry_run" \(the fields are warehouse, catalog, threshold, dryRun, useLock, maxParallelBuckets, /);
+      assert.match(err.message, /^invalid compaction input: input: Unrecognized keys: "maxParallel", "dry_run" \(the fields are warehouse, catalog, threshold, dryRun, useLock, pipelineLock, maxParallelBuckets, /);
       for (const field of ['cells', 'years', 'resumePlanId', 'lockTimeoutSeconds']) assert.ok(err.message.includes(field), field);
       return true;
     },
