@@ -1273,6 +1273,41 @@ describe('--use-lock', () => {
   });
 });
 
+describe('--use-lock when a cancel lands while an attempt to take the object runs', () => {
+  it('the run ends Cancelled, not Failed with the held lock as its reason, and the Python lock stays', async () => {
+    // Each attempt is held 4 s before it looks at the object, so the cancel lands while one runs: a
+    // matter of timing this test cannot cause otherwise (an attempt takes milliseconds).
+    const { queue, stop } = await startWorkerWithFaults('pylock-cancel-mid-attempt', (activities) => ({
+      acquirePipelineLock: async (req) => {
+        await new Promise((r) => setTimeout(r, 4000));
+        return activities.acquirePipelineLock(req);
+      },
+    }));
+    try {
+      const fx = await makeFixture('pylock-cancel-mid-attempt');
+      const { lockFile, body } = await holdPythonLock(fx.warehouse);
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `pylock-cancel-mid-attempt-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true }],
+      });
+      await waitFor('the run waits for the Python lock', async () =>
+        (await handle.query<CompactionProgress>('progress')).phase === 'waiting-for-pipeline-lock' ? true : undefined,
+      );
+      await handle.cancel();
+      await assert.rejects(handle.result(), (err: Error) => {
+        assert.ok(err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure, `cause: ${String((err as WorkflowFailedError).cause)}`);
+        return true;
+      });
+      assert.equal((await handle.describe()).status.name, 'CANCELLED');
+      assert.equal(await fs.readFile(lockFile, 'utf8'), body, "the Python pipeline's lock object is not ours to remove");
+      await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-taking-pipeline-lock');
+    } finally {
+      await stop();
+    }
+  });
+});
+
 describe('--use-lock when releasing the lock object fails', () => {
   it('the run still completes with its summary, and the object stays for its expiry or the next run', async () => {
     // A fault that cannot be caused for real here (the tests run as root, and moto does not enforce

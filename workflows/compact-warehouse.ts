@@ -11,6 +11,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   ContinueAsNew,
   condition,
   continueAsNew,
@@ -73,6 +74,8 @@ const CARRIED_ONLY_WHEN_CONTINUED = 'carried-state-only-when-continued';
 const BUCKET_TASK_QUEUE = 'buckets-on-their-own-task-queue';
 /** patched() id of the check, before a bucket starts, that the run still holds the warehouse lock when it last confirmed so long ago. */
 const CONFIRM_LOCK_BETWEEN_BUCKETS = 'confirm-warehouse-lock-between-buckets';
+/** patched() id of a run cancelled while an attempt to take the `--use-lock` object runs: it ends Cancelled, not Failed. */
+const CANCELLED_WHILE_TAKING_PIPELINE_LOCK = 'cancelled-while-taking-pipeline-lock';
 /**
  * A bucket starts at most this long (workflow time) after the run last confirmed it holds the warehouse
  * lock. A run reset to a point within a page (`temporal workflow reset`) resumes that long or more after
@@ -260,7 +263,16 @@ async function withPipelineLock<T>(input: CompactionRequest, acquiring: Compacti
       const phase = acquiring.phase;
       acquiring.phase = 'waiting-for-pipeline-lock';
       publishDetails(input, acquiring);
-      await control.acquirePipelineLock(owner);
+      try {
+        await control.acquirePipelineLock(owner);
+      } catch (err) {
+        // A cancel that lands while an attempt runs is not retried after it: the server ends the activity
+        // with that attempt's failure (the object is held), which is no reason for the run to fail.
+        if (!isCancellation(err) && CancellationScope.current().consideredCancelled && patched(CANCELLED_WHILE_TAKING_PIPELINE_LOCK)) {
+          throw new CancelledFailure('cancelled while waiting for the pipeline lock object');
+        }
+        throw err;
+      }
       acquiring.phase = phase;
       publishDetails(input, acquiring);
     }
