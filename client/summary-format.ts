@@ -112,10 +112,7 @@ export function formatSummary(s: CompactionSummary): string {
     const what = [added.length ? `columns added: ${added.join(', ')}` : '', widened.length ? `types widened: ${widened.join(', ')}` : ''].filter(Boolean);
     lines.push(`the files needed a new table schema (${schemaId}); ${what.join('; ')}`);
   }
-  for (const m of s.schemaMismatchFiles ?? []) lines.push(`schema mismatch (registered, readers fail on it) ${m.key}: ${m.reason}`);
-  if ((s.schemaMismatchFilesTotal ?? 0) > (s.schemaMismatchFiles?.length ?? 0)) {
-    lines.push(`… and ${s.schemaMismatchFilesTotal! - s.schemaMismatchFiles!.length} more files with a schema mismatch`);
-  }
+  fileLines(lines, s.schemaMismatchFiles, s.schemaMismatchFilesTotal, 'schema mismatch (registered, readers fail on it)', 'files with a schema mismatch');
   if (s.schemaMismatchFilesTotal) {
     // Which of these go away by themselves decides whether anyone has to act.
     const listed = s.schemaMismatchFiles ?? [];
@@ -144,20 +141,26 @@ export function formatSummary(s: CompactionSummary): string {
     );
   }
   // Not exit 3: the rows are in the table, but a query filtering on the partition's columns misses them.
-  for (const m of s.partitionMismatchFiles ?? []) lines.push(`rows outside the partition of their path (registered; filters on grid_partition or datetime skip them) ${m.key}: ${m.reason}`);
-  if ((s.partitionMismatchFilesTotal ?? 0) > (s.partitionMismatchFiles?.length ?? 0)) {
-    lines.push(`… and ${s.partitionMismatchFilesTotal! - s.partitionMismatchFiles!.length} more files with rows outside the partition of their path`);
-  }
-  for (const d of s.droppedRegistrations ?? []) lines.push(`no longer registered ${d.key}: ${d.reason}`);
-  if ((s.droppedRegistrationsTotal ?? 0) > (s.droppedRegistrations?.length ?? 0)) {
-    lines.push(`… and ${s.droppedRegistrationsTotal! - s.droppedRegistrations!.length} more files no longer registered`);
-  }
+  fileLines(
+    lines,
+    s.partitionMismatchFiles,
+    s.partitionMismatchFilesTotal,
+    'rows outside the partition of their path (registered; filters on grid_partition or datetime skip them)',
+    'files with rows outside the partition of their path',
+  );
+  fileLines(lines, s.droppedRegistrations, s.droppedRegistrationsTotal, 'no longer registered', 'files no longer registered');
   if (s.filesRewritten) lines.push(`${s.filesRewritten} input file(s) were rewritten after they were read and were left for the next run`);
   for (const f of s.failedBuckets) lines.push(`failed ${f.bucket}: [${f.type}] ${f.reason}`);
-  for (const u of s.unreadableFiles) lines.push(`unreadable (not registered) ${u.key}: ${u.reason}`);
-  if (s.unreadableFilesTotal > s.unreadableFiles.length) lines.push(`… and ${s.unreadableFilesTotal - s.unreadableFiles.length} more unreadable files`);
+  fileLines(lines, s.unreadableFiles, s.unreadableFilesTotal, 'unreadable (not registered)', 'unreadable files');
   if (s.failedBucketsTotal > s.failedBuckets.length) lines.push(`… and ${s.failedBucketsTotal - s.failedBuckets.length} more failed buckets`);
   return lines.join('\n');
+}
+
+/** A line per file of a capped list (`label key: reason`), then one counting the files the list left out. */
+function fileLines(lines: string[], files: readonly UnreadableFile[] | undefined, total: number | undefined, label: string, rest: string): void {
+  for (const f of files ?? []) lines.push(`${label} ${f.key}: ${f.reason}`);
+  const left = (total ?? 0) - (files?.length ?? 0);
+  if (left > 0) lines.push(`… and ${left} more ${rest}`);
 }
 
 /** A capped list of names (buckets, keys) as one phrase (`a, b … and 3 more`), with how many there are in all. */

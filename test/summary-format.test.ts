@@ -93,6 +93,13 @@ test('files another writer registered outside the layout, no longer listed by th
   const dropped = { ...base, droppedRegistrations: [{ key: '/data/warehouse/grid_partition=a/year=2020/sub/x.parquet', reason: 'registered by another writer' }], droppedRegistrationsTotal: 1 };
   assert.match(formatSummary(dropped), /^no longer registered \/data\/warehouse\/grid_partition=a\/year=2020\/sub\/x\.parquet: registered by another writer$/m);
   assert.equal(exitCodeOf(dropped), EXIT_NEEDS_ATTENTION);
+  assert.match(formatSummary({ ...dropped, droppedRegistrationsTotal: 4 }), /^… and 3 more files no longer registered$/m);
+});
+
+test('unreadable files get a line each, then one counting those the list left out', () => {
+  const s = { ...base, unreadableFiles: [{ key: 'grid_partition=a/year=2020/part_1.parquet', reason: 'not a Parquet file' }], unreadableFilesTotal: 3 };
+  assert.match(formatSummary(s), /^unreadable \(not registered\) grid_partition=a\/year=2020\/part_1\.parquet: not a Parquet file\n… and 2 more unreadable files$/m);
+  assert.doesNotMatch(formatSummary({ ...s, unreadableFilesTotal: 1 }), /more unreadable files/);
 });
 
 test('objects the plan left alone under bucket folders are counted in a line of their own (routine, exit 0)', () => {
