@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
-import { loadClientConfigProfile, loadClientConnectConfig } from '@temporalio/envconfig';
+import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 /** TLS, API key and gRPC metadata: passed to every connection (client and worker), never printed. */
@@ -23,13 +23,14 @@ export interface TemporalTarget {
 }
 
 export function resolveTarget(flags: { address?: string; namespace?: string; taskQueue?: string }): TemporalTarget {
-  let profile: ReturnType<typeof loadClientConnectConfig>;
+  let profile: ReturnType<typeof toClientOptions>;
   try {
     // An empty variable means unset, as for the EARTHCATALOG_* ones: `TEMPORAL_API_KEY=` would otherwise
     // turn TLS on, and `TEMPORAL_ADDRESS=` name no server.
     const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
-    profile = loadClientConnectConfig({ overrideEnvVars: env });
-    halfCertificatePair(loadClientConfigProfile({ overrideEnvVars: env }).tls);
+    const loaded = loadClientConfigProfile({ overrideEnvVars: env });
+    halfCertificatePair(loaded.tls);
+    profile = toClientOptions(loaded);
   } catch (err) {
     throw new Error(`cannot load the Temporal client configuration (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): ${(err as Error).message}`);
   }
