@@ -40,7 +40,6 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId }) : handle.workflowId);
       return 0;
     }
-    if (!values.json) console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
     const bar = values.json ? undefined : createProgressRenderer();
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     // The commands must reach the same server and namespace as this one did.
@@ -54,7 +53,9 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       );
       process.exit(130);
     };
+    // Taken before the first line is printed: a Ctrl-C that answers that line must detach, not kill.
     process.once('SIGINT', detach);
+    if (!values.json) console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
     let summary: CompactionSummary;
     try {
       summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, async ({ error, serverUnreachable }) => {
