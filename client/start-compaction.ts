@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
-import { parseCompactionInput } from '../workflows/contract';
+import { COMPACTION_WORKFLOW_TYPE, parseCompactionInput } from '../workflows/contract';
 import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
 import { firstLine } from '../activities/compaction/duckdb-session';
@@ -25,7 +25,7 @@ export async function startCompaction(
   const parsed = parseCompactionInput(input);
   const workflowId = opts.workflowId ?? newWorkflowId();
   try {
-    return (await client.workflow.start('compactWarehouse', {
+    return (await client.workflow.start(COMPACTION_WORKFLOW_TYPE, {
       taskQueue: opts.taskQueue,
       workflowId,
       args: [input],

@@ -1,9 +1,14 @@
 /** The workflow input's validation (the contract every way of starting a run goes through). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseBucketSelection, parseCompactionInput } from '../workflows/contract';
+import * as workflows from '../workflows';
+import { COMPACTION_WORKFLOW_TYPE, parseBucketSelection, parseCompactionInput } from '../workflows/contract';
 
 const base = { warehouse: '/data/warehouse', catalog: '/data/catalog.db' };
+
+test('the workflow type the client starts, lists and schedules is the workflow function the worker registers', () => {
+  assert.equal(typeof (workflows as Record<string, unknown>)[COMPACTION_WORKFLOW_TYPE], 'function');
+});
 
 test('empty cell or year lists are refused, naming the field; absent lists mean all', () => {
   assert.throws(() => parseCompactionInput({ ...base, cells: [] }), /^Error: invalid compaction input: cells: list at least one cell, or leave cells out for all$/);

@@ -5,6 +5,8 @@
 import { z } from 'zod';
 
 export const DEFAULT_TASK_QUEUE = 'earthcatalog-compaction';
+/** The compaction workflow's type: the name of its function in workflows/index.ts. */
+export const COMPACTION_WORKFLOW_TYPE = 'compactWarehouse';
 
 /**
  * The task queue of a run's bucket activities, beside the queue its workflow runs on. A worker polls it

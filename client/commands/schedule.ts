@@ -21,13 +21,12 @@ import {
 import type { Workflow } from '@temporalio/common';
 import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
-import { compactionWorkflowIdProblem, DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
+import { COMPACTION_WORKFLOW_TYPE, compactionWorkflowIdProblem, DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
 
 export const DEFAULT_SCHEDULE_ID = 'earthcatalog-compaction-weekly';
 /** Sundays at 03:00 UTC. */
 export const DEFAULT_CRON = '0 3 * * 0';
 export const DEFAULT_CATCHUP_WINDOW_MS = 24 * 60 * 60 * 1000;
-const WORKFLOW_TYPE = 'compactWarehouse';
 
 export const scheduleUsage = `earthcatalog-compact schedule create|describe|update|pause|unpause|trigger|delete [--schedule-id ID] [--address host:port] [--namespace NS]
     create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
@@ -103,7 +102,7 @@ function compactionAction(input: CompactionInput, taskQueue: string, workflowId:
   const parsed = parseCompactionInput(input);
   return {
     type: 'startWorkflow',
-    workflowType: WORKFLOW_TYPE,
+    workflowType: COMPACTION_WORKFLOW_TYPE,
     taskQueue,
     workflowId,
     args: [input],
@@ -461,8 +460,8 @@ async function updateSchedule(
     .update((prev) => {
       // Its action would be replaced by a compaction's: another workflow's schedule is not ours to change.
       const runs = prev.action.type === 'startWorkflow' ? prev.action.workflowType : prev.action.type;
-      if (runs !== WORKFLOW_TYPE) {
-        throw new UsageError(`schedule ${scheduleId} starts ${runs}, not a compaction (${WORKFLOW_TYPE}); earthcatalog-compact changes only compaction schedules`);
+      if (runs !== COMPACTION_WORKFLOW_TYPE) {
+        throw new UsageError(`schedule ${scheduleId} starts ${runs}, not a compaction (${COMPACTION_WORKFLOW_TYPE}); earthcatalog-compact changes only compaction schedules`);
       }
       const prevInput = (prev.action.args?.[0] ?? {}) as CompactionInput;
       let args = prev.action.args;

@@ -1,6 +1,7 @@
 import { ApplicationFailure, isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse, shellWord } from '../cli-args';
 import {
+  COMPACTION_WORKFLOW_TYPE,
   compactionInputSchema,
   DEFAULT_CATALOG_NAME,
   DEFAULT_MAX_PARALLEL_BUCKETS,
@@ -56,7 +57,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
         const error = ended ? await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err)) : undefined;
         // A completed run named by --workflow-id: its summary, as `compact` printed it (failed buckets and files that need a person, named).
-        const summary = desc.status.name === 'COMPLETED' && desc.type === 'compactWarehouse' && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
+        const summary = desc.status.name === 'COMPLETED' && desc.type === COMPACTION_WORKFLOW_TYPE && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
         return {
           workflowId: id,
           status: desc.status.name,
@@ -156,10 +157,12 @@ export async function recentWorkflowPollers(client: Client, taskQueue: string): 
   return (response?.pollers ?? []).filter((p) => now - ms(p.lastAccessTime) < RECENT_POLL_MS).length;
 }
 
+const RUNNING_COMPACTIONS = `WorkflowType = '${COMPACTION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
+
 /** Workflow ids of the compactions running in the client's namespace, of task queue `taskQueue` when given. */
 export async function runningCompactions(client: Client, taskQueue?: string): Promise<string[]> {
   const ids: string[] = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {
+  for await (const wf of client.workflow.list({ query: RUNNING_COMPACTIONS })) {
     if (taskQueue === undefined || wf.taskQueue === taskQueue) ids.push(wf.workflowId);
   }
   return ids;
@@ -170,7 +173,7 @@ export async function runningCompactions(client: Client, taskQueue?: string): Pr
  * wait for its lock and then find its plan finished: the operator meant to follow that run.
  */
 export async function runningCompactionOf(client: Client, warehouse: string): Promise<string | undefined> {
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Running'` })) {
+  for await (const wf of client.workflow.list({ query: RUNNING_COMPACTIONS })) {
     if ((await startInput(client, wf.workflowId, wf.runId))?.warehouse === warehouse) return wf.workflowId;
   }
   return undefined;
@@ -196,7 +199,7 @@ interface Timestamp {
 }
 
 /** The visibility query of compactions, one run per chain (its last, or the one running). */
-export const LAST_RUNS_OF_COMPACTIONS = `WorkflowType = 'compactWarehouse' AND ExecutionStatus != 'ContinuedAsNew'`;
+export const LAST_RUNS_OF_COMPACTIONS = `WorkflowType = '${COMPACTION_WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'`;
 
 /** How many of the newest compactions (the last runs of their chains) are looked at: a table whose latest run is further back has had a week of runs since. */
 const RECENT_RUNS = 50;
@@ -430,7 +433,7 @@ async function completedRunAfter(
   const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
   if (!stoppedAt) return undefined;
   let looked = 0;
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'compactWarehouse' AND ExecutionStatus = 'Completed'`, pageSize: RECENT_RUNS })) {
+  for await (const wf of client.workflow.list({ query: `WorkflowType = '${COMPACTION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Completed'`, pageSize: RECENT_RUNS })) {
     if (++looked > RECENT_RUNS) break;
     const closeTime = wf.closeTime ?? stoppedAt;
     const before = closeTime <= stoppedAt;
