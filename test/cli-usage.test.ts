@@ -109,6 +109,12 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
   }
+  // A name S3 Tables does not allow, with an S3 Tables catalog: refused like any bad name, not by the run's pre-flight.
+  const tableBucket = 'arn:aws:s3tables:us-east-1:123456789012:bucket/ec-tables';
+  const s3TablesName = await cli(['--warehouse', 's3://wh-bucket/w', '--catalog', tableBucket, '--iceberg-namespace', 'awsns']);
+  assert.equal(s3TablesName.code, 64, s3TablesName.stderr);
+  assert.match(s3TablesName.stderr, /namespace "awsns" is not allowed in S3 Tables .*not beginning with "aws"/);
+  assert.doesNotMatch(s3TablesName.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
   const lockId = await cli([...base, '--workflow-id', 'earthcatalog-lock:warehouse:/w']);
   assert.equal(lockId.code, 64, lockId.stderr);
   assert.match(lockId.stderr, /--workflow-id: the workflow id earthcatalog-lock:warehouse:\/w is of the form of a lock workflow's/);

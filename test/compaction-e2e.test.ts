@@ -361,6 +361,11 @@ describe('invalid input', () => {
     ['the filesystem root as the warehouse', { warehouse: '/', catalog: '/tmp/c.db' }, /warehouse: the filesystem root is not a warehouse/],
     ['a presigned s3:// catalog', { warehouse: '/tmp/wh', catalog: 's3://bucket/catalog.db?X-Amz-Signature=abc' }, /catalog: an s3:\/\/ catalog is a plain location/],
     ['a # in an s3:// warehouse', { warehouse: 's3://bucket/wh#x', catalog: '/tmp/c.db' }, /warehouse: an s3:\/\/ warehouse must not contain #/],
+    [
+      'a namespace S3 Tables does not allow, with an S3 Tables catalog',
+      { warehouse: 's3://bucket/wh', catalog: 'arn:aws:s3tables:us-east-1:123456789012:bucket/ec-tables', namespace: 'awsns' },
+      /namespace: namespace "awsns" is not allowed in S3 Tables .*not beginning with "aws"/,
+    ],
     ['a warehouse too long for a lock id', { warehouse: `/tmp/${'w'.repeat(900)}`, catalog: '/tmp/c.db' }, /warehouse: at most 800 characters .* got 905/],
   ];
   for (const [name, input, message] of cases) {

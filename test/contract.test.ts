@@ -5,6 +5,7 @@ import * as workflows from '../workflows';
 import { COMPACTION_WORKFLOW_TYPE, parseBucketSelection, parseCompactionInput } from '../workflows/contract';
 
 const base = { warehouse: '/data/warehouse', catalog: '/data/catalog.db' };
+const TABLE_BUCKET = 'arn:aws:s3tables:us-east-1:123456789012:bucket/ec-tables';
 
 test('the workflow type the client starts, lists and schedules is the workflow function the worker registers', () => {
   assert.equal(typeof (workflows as Record<string, unknown>)[COMPACTION_WORKFLOW_TYPE], 'function');
@@ -48,7 +49,7 @@ test('a warehouse whose path DuckDB would read as a glob pattern is refused', ()
   assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh-1_(old)' }).warehouse, '/data/wh-1_(old)');
 });
 
-test('newer rules: control characters, a location too long for a lock id, the filesystem root, a query string in an s3:// catalog, a # in an s3:// warehouse; off for a replaying workflow', () => {
+test('newer rules: control characters, a location too long for a lock id, the filesystem root, a query string in an s3:// catalog, a # in an s3:// warehouse, a name S3 Tables does not allow with its catalog; off for a replaying workflow', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ warehouse: '/data/wh\u0000' }, /^Error: invalid compaction input: warehouse: must not contain control characters \(a NUL, a newline, a tab\)$/],
     [{ catalog: '/data/cat\talog.db' }, /^Error: invalid compaction input: catalog: must not contain control characters/],
@@ -58,6 +59,9 @@ test('newer rules: control characters, a location too long for a lock id, the fi
     [{ catalog: 's3://bucket/catalog.db?X-Amz-Signature=SIGNATURE' }, /^Error: invalid compaction input: catalog: an s3:\/\/ catalog is a plain location, without a query string or fragment \(\? #\): a presigned URL would keep its signature in the run's history$/],
     [{ catalog: 's3://bucket/catalog.db#x' }, /catalog: an s3:\/\/ catalog is a plain location/],
     [{ warehouse: 's3://bucket/wh#x' }, /^Error: invalid compaction input: warehouse: an s3:\/\/ warehouse must not contain # \(Iceberg readers take it for the end of an s3:\/\/ location/],
+    [{ catalog: TABLE_BUCKET, namespace: 'awsns' }, /^Error: invalid compaction input: namespace: namespace "awsns" is not allowed in S3 Tables \(arn:aws:s3tables:us-east-1:123456789012:bucket\/ec-tables\): 1 to 255 lowercase letters, digits and underscores, beginning and ending with a letter or digit, not beginning with "aws"$/],
+    [{ catalog: TABLE_BUCKET, namespace: 'EarthCatalog' }, /namespace: namespace "EarthCatalog" is not allowed in S3 Tables/],
+    [{ catalog: TABLE_BUCKET, table: '_stac_items' }, /^Error: invalid compaction input: table: table name "_stac_items" is not allowed in S3 Tables \(.*\): 1 to 255 lowercase letters, digits and underscores, beginning and ending with a letter or digit$/],
   ];
   for (const [fields, message] of cases) {
     assert.throws(() => parseCompactionInput({ ...base, ...fields }), message, JSON.stringify(fields));
@@ -68,6 +72,11 @@ test('newer rules: control characters, a location too long for a lock id, the fi
   assert.equal(parseCompactionInput({ ...base, warehouse: 's3://bucket' }).warehouse, 's3://bucket', 'a bucket root is a warehouse');
   assert.equal(parseCompactionInput({ ...base, catalog: '/data/cat#1/catalog.db' }).catalog, '/data/cat#1/catalog.db', 'a local path is no URL');
   assert.equal(parseCompactionInput({ ...base, warehouse: '/data/wh#1' }).warehouse, '/data/wh#1', 'nor is a local warehouse');
+  // S3 Tables' name rule is for S3 Tables only: a SQLite catalog takes any identifier.
+  assert.deepEqual(
+    [parseCompactionInput({ ...base, namespace: 'awsns', table: '_stac_items' }).namespace, parseCompactionInput({ ...base, catalog: TABLE_BUCKET }).table],
+    ['awsns', 'stac_items'],
+  );
   for (const fields of [{ catalog: 's3://bucket/catalog.db?X-Amz-Signature=SIGNATURE' }, { warehouse: '/data/wh\u0000' }]) {
     assert.throws(() => parseCompactionInput({ ...base, ...fields }), (err: Error) => !err.message.includes('SIGNATURE') && !err.message.includes('\u0000'), 'the refusal does not repeat the value');
   }

@@ -220,6 +220,8 @@ export const InputRulePatches = {
   catalogQuery: 'no-query-in-s3-catalog',
   /** A '#' in an s3:// warehouse. */
   warehouseFragment: 'no-fragment-in-s3-warehouse',
+  /** A namespace or table name S3 Tables does not allow, with an S3 Tables catalog. */
+  s3TablesNames: 's3-tables-names-in-input',
 } as const;
 
 export interface NewerInputProblem {
@@ -259,7 +261,27 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
       patch: InputRulePatches.warehouseFragment,
     });
   }
+  // Found here, the CLI refuses it as a usage error like any other bad name, before anything starts,
+  // instead of the run failing its pre-flight.
+  if (S3TABLES_ARN.test(input.catalog)) {
+    for (const [field, what] of [['namespace', 'namespace'], ['table', 'table name']] as const) {
+      const problem = s3TablesNameProblem(what, input[field], input.catalog);
+      if (problem) problems.push({ problem: `${field}: ${problem}`, patch: InputRulePatches.s3TablesNames });
+    }
+  }
   return problems;
+}
+
+/** S3 Tables' rule for namespace and table names (its API answers BadRequestException otherwise). */
+const S3TABLES_NAME = /^[a-z0-9]([a-z0-9_]{0,253}[a-z0-9])?$/;
+
+/** Why S3 Tables would refuse `name` as a namespace or table name, saying its rule; undefined when it would not. */
+export function s3TablesNameProblem(what: 'namespace' | 'table name', name: string, tableBucketArn: string): string | undefined {
+  if (S3TABLES_NAME.test(name) && !(what === 'namespace' && name.startsWith('aws'))) return undefined;
+  return (
+    `${what} ${JSON.stringify(name)} is not allowed in S3 Tables (${tableBucketArn}): 1 to 255 lowercase letters, digits and ` +
+    `underscores, beginning and ending with a letter or digit${what === 'namespace' ? ', not beginning with "aws"' : ''}`
+  );
 }
 
 /** Every lock workflow's id starts with this (lockWorkflowId). */

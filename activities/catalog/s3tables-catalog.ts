@@ -23,23 +23,20 @@ import {
 } from '@aws-sdk/client-s3tables';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogRequestError } from './catalog-backend';
+import { s3TablesNameProblem } from '../../workflows/contract';
 import { S3MetadataFileIO } from './s3-catalog-db';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, createS3TablesClient, type S3ClientSettings } from '../storage/s3-client';
 import { describeS3Error, errorCode, noCredentialsError } from '../storage/s3-errors';
 
-/** S3 Tables' rule for namespace and table names (its API answers BadRequestException otherwise). */
-const S3TABLES_NAME = /^[a-z0-9]([a-z0-9_]{0,253}[a-z0-9])?$/;
-
-/** Refuses before any request a name S3 Tables would refuse, saying its rule. */
+/**
+ * Refuses before any request a name S3 Tables would refuse, saying its rule: the input's validation
+ * does too, but not for runs started before it did, nor for callers of the activities' modules.
+ */
 export function assertS3TablesNames(namespace: string, table: string, tableBucketArn: string): void {
   for (const [what, name] of [['namespace', namespace], ['table name', table]] as const) {
-    if (!S3TABLES_NAME.test(name) || (what === 'namespace' && name.startsWith('aws'))) {
-      throw new CatalogRequestError(
-        `${what} ${JSON.stringify(name)} is not allowed in S3 Tables (${tableBucketArn}): 1 to 255 lowercase letters, digits and ` +
-          `underscores, beginning and ending with a letter or digit${what === 'namespace' ? ', not beginning with "aws"' : ''}`,
-      );
-    }
+    const problem = s3TablesNameProblem(what, name, tableBucketArn);
+    if (problem) throw new CatalogRequestError(problem);
   }
 }
 
