@@ -5,20 +5,17 @@
  * killed in the middle without changing the result; a worker holds no bucket it cannot run yet (the
  * buckets have a task queue of their own); the buckets' window slides across plan pages.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execFile } from 'node:child_process';
-import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { Context } from '@temporalio/activity';
 import { bucketPrefix, bucketTaskQueue, type BucketRequest, type CompactionSummary, type PlanPageRequest } from '../workflows/contract';
 import { createActivities, WorkerLocalResources } from '../activities';
-import { REPO_ROOT, spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
+import { spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { waitFor } from './helpers/wait';
 import { makeTempDir } from './helpers/temp-dirs';
 import { maybeRecordHistory } from './helpers/record-history';
-import { LAST_RUNS_OF_COMPACTIONS } from '../client/commands/status';
+import { LAST_RUNS_OF_COMPACTIONS, runStatusCommand, silentBucketCount } from '../client/commands/status';
 import { byBucket, listFiles, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
@@ -37,8 +34,6 @@ async function assertAllTinyBucketsCompacted(summary: CompactionSummary, warehou
 }
 
 let h: TemporalHarness;
-
-const run = promisify(execFile);
 
 before(async () => {
   h = await startTemporal();
@@ -145,15 +140,22 @@ describe('a worker that stops answering', () => {
       await waitFor('the run under way', async () => ((await handle.query<{ bucketsDone: number }>('progress')).bucketsDone >= 10 ? true : undefined));
       // Stopped, not killed: the buckets it holds go silent, and its open polls take more that it never starts.
       frozen.child.kill('SIGSTOP');
-      const status = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
-      const line = await waitFor(
-        'status naming silent buckets',
-        async () => {
-          const { stdout } = await run(process.execPath, [status, 'status', '--workflow-id', workflowId, '--address', h.address, '--namespace', h.namespace], { cwd: REPO_ROOT });
-          return /without a heartbeat/.test(stdout) ? stdout : undefined;
-        },
+      // Status can tell them only between 20 s of silence and the 30 s heartbeat timeout, after which they
+      // are retried. A CLI process per try (start-up, and a progress query that may wait out the frozen
+      // worker's sticky queue) missed that window on a busy CI machine: wait for it here, then ask at once.
+      await waitFor(
+        'a bucket silent for over 20 s',
+        async () => (silentBucketCount((await handle.describe()).raw.pendingActivities ?? [], Date.now()) > 0 ? true : undefined),
         90_000,
       );
+      const printed: string[] = [];
+      const log = mock.method(console, 'log', (...args: unknown[]) => void printed.push(args.join(' ')));
+      try {
+        await runStatusCommand(['--workflow-id', workflowId, '--address', h.address, '--namespace', h.namespace]);
+      } finally {
+        log.mock.restore();
+      }
+      const line = printed.join('\n');
       assert.match(line, new RegExp(`^${workflowId} RUNNING .* · [1-4] bucket\\(s\\) without a heartbeat for over 20 s \\(their worker gone\\?`, 'm'));
       // Gone for good: what it holds is retried by the other worker after the heartbeat timeout.
       frozen.child.kill('SIGKILL');
