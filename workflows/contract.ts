@@ -264,9 +264,8 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
   // Found here, the CLI refuses it as a usage error like any other bad name, before anything starts,
   // instead of the run failing its pre-flight.
   if (S3TABLES_ARN.test(input.catalog)) {
-    for (const [field, what] of [['namespace', 'namespace'], ['table', 'table name']] as const) {
-      const problem = s3TablesNameProblem(what, input[field], input.catalog);
-      if (problem) problems.push({ problem: `${field}: ${problem}`, patch: InputRulePatches.s3TablesNames });
+    for (const { field, problem } of s3TablesNameProblems(input, input.catalog)) {
+      problems.push({ problem: `${field}: ${problem}`, patch: InputRulePatches.s3TablesNames });
     }
   }
   return problems;
@@ -275,13 +274,20 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
 /** S3 Tables' rule for namespace and table names (its API answers BadRequestException otherwise). */
 const S3TABLES_NAME = /^[a-z0-9]([a-z0-9_]{0,253}[a-z0-9])?$/;
 
-/** Why S3 Tables would refuse `name` as a namespace or table name, saying its rule; undefined when it would not. */
-export function s3TablesNameProblem(what: 'namespace' | 'table name', name: string, tableBucketArn: string): string | undefined {
-  if (S3TABLES_NAME.test(name) && !(what === 'namespace' && name.startsWith('aws'))) return undefined;
-  return (
-    `${what} ${JSON.stringify(name)} is not allowed in S3 Tables (${tableBucketArn}): 1 to 255 lowercase letters, digits and ` +
-    `underscores, beginning and ending with a letter or digit${what === 'namespace' ? ', not beginning with "aws"' : ''}`
-  );
+/** Why S3 Tables would refuse the namespace or the table name, saying its rule, namespace first; none when it would not. */
+export function s3TablesNameProblems(names: { namespace: string; table: string }, tableBucketArn: string): { field: 'namespace' | 'table'; problem: string }[] {
+  const problems: { field: 'namespace' | 'table'; problem: string }[] = [];
+  for (const [field, what] of [['namespace', 'namespace'], ['table', 'table name']] as const) {
+    const name = names[field];
+    if (S3TABLES_NAME.test(name) && !(field === 'namespace' && name.startsWith('aws'))) continue;
+    problems.push({
+      field,
+      problem:
+        `${what} ${JSON.stringify(name)} is not allowed in S3 Tables (${tableBucketArn}): 1 to 255 lowercase letters, digits and ` +
+        `underscores, beginning and ending with a letter or digit${field === 'namespace' ? ', not beginning with "aws"' : ''}`,
+    });
+  }
+  return problems;
 }
 
 /** Every lock workflow's id starts with this (lockWorkflowId). */

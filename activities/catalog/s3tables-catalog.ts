@@ -23,7 +23,7 @@ import {
 } from '@aws-sdk/client-s3tables';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogConflictError, CatalogRequestError } from './catalog-backend';
-import { s3TablesNameProblem } from '../../workflows/contract';
+import { s3TablesNameProblems } from '../../workflows/contract';
 import { S3MetadataFileIO } from './s3-catalog-db';
 import { StorageError } from '../storage/warehouse-store';
 import { createS3Client, createS3TablesClient, type S3ClientSettings } from '../storage/s3-client';
@@ -34,10 +34,8 @@ import { describeS3Error, errorCode, noCredentialsError } from '../storage/s3-er
  * does too, but not for runs started before it did, nor for callers of the activities' modules.
  */
 export function assertS3TablesNames(namespace: string, table: string, tableBucketArn: string): void {
-  for (const [what, name] of [['namespace', namespace], ['table name', table]] as const) {
-    const problem = s3TablesNameProblem(what, name, tableBucketArn);
-    if (problem) throw new CatalogRequestError(problem);
-  }
+  const [first] = s3TablesNameProblems({ namespace, table }, tableBucketArn);
+  if (first) throw new CatalogRequestError(first.problem);
 }
 
 const TABLE_BUCKET_ARN = /^arn:(aws[a-z-]*):s3tables:([a-z0-9-]+):(\d{12}):bucket\/([a-z0-9][a-z0-9-]{1,61}[a-z0-9])$/;
