@@ -517,6 +517,26 @@ describe('verify', () => {
     );
   });
 
+  test('an id and a datetime nested in a struct are not the columns: the file is told it has none', async () => {
+    await withRewrittenCompactedFile(`SELECT * EXCLUDE (id, datetime), {'id': id, 'datetime': CAST(datetime AS VARCHAR)} AS extra FROM $src`, async (compacted) => {
+      const found = (await verify()).violations.filter((v) => v.object === compacted);
+      assert.deepEqual(
+        found
+          // (The rewrite also changed the file's size and columns, which the catalog is told of: not this test's.)
+          .filter((v) => ([ViolationKinds.missingIdColumn, ViolationKinds.nullId, ViolationKinds.partitionMismatch, ViolationKinds.unreadableFile, ViolationKinds.unsorted] as string[]).includes(v.kind))
+          .map((v) => [v.kind, v.detail]),
+        [
+          [ViolationKinds.missingIdColumn, 'the file has no `id` column'],
+          [
+            ViolationKinds.partitionMismatch,
+            `the file has no datetime column, so its rows have no year, but its path puts them in year(datetime)=2021; engines that prune on the partition skip them`,
+          ],
+        ],
+        JSON.stringify(found),
+      );
+    });
+  });
+
   test("rows that do not match their path's partition (no datetime, another year, another cell, an infinite datetime) are reported: engines pruning on the partition skip them", async () => {
     // Row order kept; the first row loses its datetime, the second moves back a year, the third names
     // another cell, the fourth's datetime is infinity (whose year() is NULL, like a missing datetime's).

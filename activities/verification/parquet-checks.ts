@@ -25,11 +25,11 @@ export interface FooterFacts {
   geoKeys: number;
   /** The value of the first `geo` key, if any. */
   geo?: Uint8Array;
+  /** The file's top-level columns (a field nested in a struct, list or map is none of them). */
   columns: Set<string>;
   /**
    * The Parquet type of a `datetime` column that holds no time (a string, a number), when no column of
-   * that name in the file does: year(datetime) has no value for its rows. Names are not paths, so a nested
-   * `properties.datetime` beside a timestamp column leaves this unset.
+   * that name in the file does: year(datetime) has no value for its rows.
    */
   untimedDatetime?: string;
 }
@@ -62,9 +62,23 @@ async function footerFacts(session: DuckSession, files: readonly LocalDataFile[]
     if (!facts.geo && r.value instanceof Uint8Array) facts.geo = r.value;
   }
   const timed = new Set<string>();
-  for (const r of await session.rows(`SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema(${list})`)) {
+  // parquet_schema lists a file's nodes depth first, its root first: per file, the children each open
+  // group still has to list. A node listed while only the root is open is a column.
+  const open = new Map<string, number[]>();
+  for (const r of await session.rows(`SELECT file_name, name, type, converted_type, logical_type, num_children FROM parquet_schema(${list})`)) {
     const facts = byPath.get(String(r.file_name));
     if (!facts) continue;
+    const children = Number(r.num_children ?? 0);
+    const groups = open.get(String(r.file_name));
+    if (!groups) {
+      open.set(String(r.file_name), [children]);
+      continue;
+    }
+    const column = groups.length === 1;
+    groups[groups.length - 1]! -= 1;
+    if (children > 0) groups.push(children);
+    while (groups.length > 1 && groups[groups.length - 1] === 0) groups.pop();
+    if (!column) continue;
     facts.columns.add(String(r.name));
     if (r.name !== 'datetime') continue;
     const time = r.type === 'INT96' || /^(TIMESTAMP|DATE)/.test(String(r.converted_type)) || /^(Timestamp|Date)/.test(String(r.logical_type));
