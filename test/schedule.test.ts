@@ -143,13 +143,14 @@ describe('schedule', () => {
 
     // A manual trigger runs even while paused, under the schedule's own overlap policy.
     const before = paused.numActionsTaken;
-    assert.match(await cliOk('trigger', '--schedule-id', SCHEDULE_ID), /triggered \(overlap SKIP/);
+    const said = await cliOk('trigger', '--schedule-id', SCHEDULE_ID);
     const triggered = await waitFor('the triggered run', async () => {
       const d = await describeNow();
       return d.numActionsTaken > before ? d : undefined;
     });
     assert.equal(triggered.numActionsTaken, before + 1);
     const last = triggered.recentActions[triggered.recentActions.length - 1]!;
+    assert.equal(said.trim(), `schedule ${SCHEDULE_ID} triggered: started ${last.workflowId}`);
     const rerun = (await h.client.workflow.getHandle(last.workflowId).result()) as CompactionSummary;
     assert.equal(rerun.bucketsCompacted, 0, 'nothing is left to compact');
 
@@ -162,7 +163,11 @@ describe('schedule', () => {
       const d = await describeNow();
       return d.runningWorkflowIds.length === 1 ? d : undefined;
     });
-    assert.match(await cliOk('trigger', '--schedule-id', SCHEDULE_ID), new RegExp(`still running`));
+    // The CLI waits for the server's answer, so by its exit the skip is counted.
+    assert.equal(
+      (await cliOk('trigger', '--schedule-id', SCHEDULE_ID)).trim(),
+      `schedule ${SCHEDULE_ID} trigger skipped: overlap SKIP and ${running.runningWorkflowIds[0]} is still running; nothing was started`,
+    );
     const skipped = await waitFor('the second trigger to be skipped', async () => {
       const d = await describeNow();
       return d.numActionsSkippedOverlap > quiet.numActionsSkippedOverlap ? d : undefined;

@@ -187,6 +187,30 @@ async function describeOrExplain(client: Client, scheduleId: string): Promise<Sc
   }
 }
 
+const TRIGGER_OUTCOME_WAIT_MS = 10_000;
+
+/**
+ * What became of a trigger: the server's scheduler takes it a moment later, and under overlap SKIP a
+ * trigger while a run of the schedule still runs is dropped, which "triggered" alone would hide.
+ */
+async function triggerOutcome(client: Client, scheduleId: string, before: ScheduleDescription): Promise<string> {
+  const running = before.info.runningActions[0]?.workflow.workflowId;
+  const deadline = Date.now() + TRIGGER_OUTCOME_WAIT_MS;
+  for (;;) {
+    const now = await describeOrExplain(client, scheduleId);
+    if (now.info.numActionsTaken > before.info.numActionsTaken) {
+      const started = now.info.recentActions[now.info.recentActions.length - 1]?.action.workflow.workflowId;
+      return `schedule ${scheduleId} triggered: started ${started ?? 'a run'}`;
+    }
+    if (now.info.numActionsSkippedOverlap > before.info.numActionsSkippedOverlap) {
+      return `schedule ${scheduleId} trigger skipped: overlap ${before.policies.overlap} and ${running ?? 'an earlier run of it'} is still running; nothing was started`;
+    }
+    if (Date.now() >= deadline) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return `schedule ${scheduleId} triggered (overlap ${before.policies.overlap}${running ? `; ${running} is still running` : ''}); the server has not started it yet`;
+}
+
 function notFound(client: Client, scheduleId: string, err: unknown): unknown {
   return err instanceof ScheduleNotFoundError
     ? new Error(`schedule ${scheduleId} does not exist in namespace ${client.options.namespace}`)
@@ -399,9 +423,7 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         // The SDK's trigger defaults to ALLOW_ALL; a manual run keeps the schedule's own policy.
         const d = await describeOrExplain(client, scheduleId);
         await client.schedule.getHandle(scheduleId).trigger(d.policies.overlap);
-        console.log(
-          `schedule ${scheduleId} triggered (overlap ${d.policies.overlap}${d.info.runningActions.length ? `; ${d.info.runningActions[0]!.workflow.workflowId} is still running` : ''})`,
-        );
+        console.log(await triggerOutcome(client, scheduleId, d));
         return 0;
       });
     }
