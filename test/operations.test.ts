@@ -650,11 +650,30 @@ describe('the CLI when nobody serves the run', () => {
         return true;
       });
       assert.equal((await h.client.workflow.getHandle(workflowId).describe()).status.name, 'RUNNING');
-      // A resume beside a running compaction of the same warehouse would only wait for it: refused, naming it.
+      // A resume beside running compactions of the same warehouse would only wait for them: refused,
+      // naming both runs started here (with and without --json; either may have started first), then,
+      // once one is gone, the other.
       await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
         assert.equal(err.code, 1);
-        // Both runs started here (with and without --json) compact this warehouse: either may be named.
-        assert.match(err.stderr ?? '', new RegExp(`(${workflowId}(-json)?) is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id \\1 --address ${h.address} --namespace ${h.namespace};`));
+        assert.match(
+          err.stderr ?? '',
+          new RegExp(
+            `2 compactions of ${fx.warehouse} are still running \\((${workflowId}, ${jsonId}|${jsonId}, ${workflowId}); one compacts, the others wait for its lock\\): ` +
+              `a resume has nothing to finish while they run \\(see them: earthcatalog-compact status --address ${h.address} --namespace ${h.namespace}; to go on with other flags, cancel them, then resume\\)`,
+          ),
+        );
+        return true;
+      });
+      jsonChild.kill('SIGINT');
+      await jsonExited;
+      await h.client.workflow.getHandle(jsonId).terminate('test: one of the two gone');
+      await waitFor('the terminated run no longer listed as running', async () => {
+        for await (const _ of h.client.workflow.list({ query: `WorkflowId = '${jsonId}' AND ExecutionStatus = 'Running'` })) return undefined;
+        return true;
+      });
+      await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        assert.match(err.stderr ?? '', new RegExp(`${workflowId} is still compacting ${fx.warehouse}: a resume has nothing to finish while it runs .*status --watch --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace};`));
         return true;
       });
       // Ctrl-C detaches; the commands it prints reach the same server and namespace.
@@ -679,7 +698,10 @@ describe('the CLI when nobody serves the run', () => {
       child.kill('SIGINT');
       jsonChild.kill('SIGINT');
       await Promise.all([exited, jsonExited]);
-      for (const id of [workflowId, jsonId]) await h.client.workflow.getHandle(id).terminate('test: nobody serves it');
+      for (const id of [workflowId, jsonId]) {
+        const handle = h.client.workflow.getHandle(id);
+        if ((await handle.describe()).status.name === 'RUNNING') await handle.terminate('test: nobody serves it');
+      }
     }
   });
 });

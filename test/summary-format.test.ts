@@ -138,6 +138,24 @@ test('progress on a log (not a terminal): a line per phase change, and while buc
   );
 });
 
+test('progress on a log: a run waiting for a lock gets a line again once it knows who holds it, and when that changes', () => {
+  const lines: string[] = [];
+  const renderer = createProgressRenderer({ isTTY: false, columns: 100, write: (s: string) => (lines.push(s), true) } as Parameters<typeof createProgressRenderer>[0], () => 0);
+  const waiting = (status: 'requested' | 'queued', holder: string | null) => ({
+    ...progress,
+    phase: 'waiting-for-lock' as const,
+    locks: [{ lockId: 'warehouse:/data/warehouse', status, holder, position: 1, fence: null }],
+  });
+  renderer.update(waiting('requested', null));
+  renderer.update(waiting('queued', 'adhoc-1'));
+  renderer.update(waiting('queued', 'adhoc-1'));
+  renderer.update(waiting('queued', 'weekly-2026-12-06T03:00:00Z'));
+  assert.deepEqual(
+    lines.map((l) => / · (waiting-for-lock.*)\n$/.exec(l)![1]),
+    ['waiting-for-lock', 'waiting-for-lock (held by adhoc-1)', 'waiting-for-lock (held by weekly-2026-12-06T03:00:00Z)'],
+  );
+});
+
 test('buckets that left the table because the warehouse no longer has them get a line with their rows, without exit code 3', () => {
   const s = { ...base, catalogBucketsGone: ['grid_partition=a/year=2020', 'grid_partition=b/year=2021'], catalogBucketsGoneTotal: 3, catalogRowsGone: 120 };
   assert.match(

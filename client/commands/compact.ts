@@ -4,7 +4,7 @@ import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { connectionFlagsOf, noAnswer, recentWorkflowPollers, runningCompactionOf, stoppedRunOutcome } from './status';
+import { connectionFlagsOf, noAnswer, recentWorkflowPollers, runningCompactionsOf, stoppedRunOutcome } from './status';
 import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock [--pipeline-lock URI]] [--json]
@@ -27,11 +27,19 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
   const client = await connectClient(target);
   try {
     if (input.resumePlanId) {
-      const running = await runningCompactionOf(client, input.warehouse);
-      if (running) {
+      const running = await runningCompactionsOf(client, input.warehouse);
+      if (running.length === 1) {
         throw new Error(
-          `${running} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +
-            `(follow it: earthcatalog-compact status --watch ${workflowArgs(running, connectionFlagsOf(values))}; to go on with other flags, cancel it, then resume)`,
+          `${running[0]} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +
+            `(follow it: earthcatalog-compact status --watch ${workflowArgs(running[0]!, connectionFlagsOf(values))}; to go on with other flags, cancel it, then resume)`,
+        );
+      }
+      if (running.length > 1) {
+        // One of them compacts and the others wait for its lock; which one, only their progress tells.
+        throw new Error(
+          `${running.length} compactions of ${input.warehouse} are still running (${running.join(', ')}; one compacts, the others wait for its lock): ` +
+            `a resume has nothing to finish while they run (see them: earthcatalog-compact status ${connectionFlagsOf(values).join(' ')}`.trimEnd() +
+            `; to go on with other flags, cancel them, then resume)`,
         );
       }
     }

@@ -169,14 +169,15 @@ export async function runningCompactions(client: Client, taskQueue?: string): Pr
 }
 
 /**
- * A running compaction of `warehouse` (as its input names it), if any. A resume started beside it would
- * wait for its lock and then find its plan finished: the operator meant to follow that run.
+ * The running compactions of `warehouse` (as their inputs name it), oldest first. A resume started beside
+ * them would wait for their lock and then find its plan finished: the operator meant to follow them.
  */
-export async function runningCompactionOf(client: Client, warehouse: string): Promise<string | undefined> {
+export async function runningCompactionsOf(client: Client, warehouse: string): Promise<string[]> {
+  const runs: { workflowId: string; startTime: Date }[] = [];
   for await (const wf of client.workflow.list({ query: RUNNING_COMPACTIONS })) {
-    if ((await startInput(client, wf.workflowId, wf.runId))?.warehouse === warehouse) return wf.workflowId;
+    if ((await startInput(client, wf.workflowId, wf.runId))?.warehouse === warehouse) runs.push({ workflowId: wf.workflowId, startTime: wf.startTime });
   }
-  return undefined;
+  return runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime()).map((r) => r.workflowId);
 }
 
 interface InterruptedCompaction {
