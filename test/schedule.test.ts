@@ -240,6 +240,32 @@ describe('schedule', () => {
     }
   });
 
+  test('status warns of a compaction schedule whose latest run failed, with why (a run failing before it plans compacted nothing, yet fails every week)', async () => {
+    const id = `${SCHEDULE_ID}-failing`;
+    const missing = path.join(path.dirname(warehouse), 'moved-away');
+    await cliOk('create', '--schedule-id', id, '--warehouse', missing, '--catalog', catalog, '--paused', '--task-queue', taskQueue);
+    const handle = h.client.schedule.getHandle(id);
+    try {
+      await cliOk('trigger', '--schedule-id', id);
+      const run = await waitFor('the triggered run to fail', async () => {
+        const last = (await describeCompactionSchedule(h.client, id)).recentActions.at(-1);
+        return last?.status === 'FAILED' ? last : undefined;
+      });
+      const { stderr } = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'status', '--address', h.address, '--namespace', h.namespace], { cwd: REPO_ROOT });
+      const warning = stderr.split('\n').find((l) => l.includes(`schedule ${id},`));
+      assert.ok(warning, stderr);
+      assert.match(
+        warning,
+        new RegExp(
+          `^warning: the latest run of schedule ${id}, ${run.workflowId}, FAILED at \\S+: .*${missing}.*; the schedule starts its next run as planned ` +
+            `\\(details: earthcatalog-compact status --workflow-id ${run.workflowId} --address ${h.address} --namespace ${h.namespace}\\)$`,
+        ),
+      );
+    } finally {
+      await handle.delete();
+    }
+  });
+
   test('--timezone alone applies to the default cron (Sundays 03:00 there)', async () => {
     const id = `${SCHEDULE_ID}-tz`;
     const created = JSON.parse(

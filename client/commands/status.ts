@@ -1,5 +1,5 @@
-import { ApplicationFailure, isGrpcServiceError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
-import { connectionFlags, parse, shellWord } from '../cli-args';
+import { ApplicationFailure, isGrpcServiceError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { connectionFlags, parse, shellWord, workflowArgs } from '../cli-args';
 import {
   COMPACTION_WORKFLOW_TYPE,
   compactionInputSchema,
@@ -39,6 +39,12 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         return [];
       });
       for (const run of interrupted) console.error(interruptedWarning(run, connection));
+      const failing = await failingSchedules(client).catch((err: unknown) => {
+        console.error(`warning: could not look at the compaction schedules: ${err instanceof Error ? err.message : String(err)}`);
+        return [];
+      });
+      const told = new Set(interrupted.map((run) => run.workflowId));
+      for (const f of failing.filter((f) => !told.has(f.workflowId))) console.error(failingScheduleWarning(f, connection));
     }
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
@@ -338,6 +344,51 @@ export async function startInput(client: Client, workflowId: string, runId: stri
   if (!payload) return undefined;
   const parsed = compactionInputSchema.safeParse(await decodeHistoryPayload(client, payload));
   return parsed.success ? parsed.data : undefined;
+}
+
+interface FailingSchedule {
+  scheduleId: string;
+  workflowId: string;
+  status: string;
+  closeTime?: Date;
+  error?: string;
+}
+
+/**
+ * Compaction schedules whose latest run failed or timed out. A schedule whose target changed after it
+ * was created (a table bucket deleted, a warehouse moved) fails every week before it plans, which the
+ * warning of stale tables passes over (such a run compacted nothing), and nobody watches a weekly run.
+ */
+async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
+  const latest: { scheduleId: string; workflowId: string }[] = [];
+  for await (const s of client.schedule.list()) {
+    if (s.action?.workflowType !== COMPACTION_WORKFLOW_TYPE) continue;
+    const last = s.info.recentActions[s.info.recentActions.length - 1];
+    if (last) latest.push({ scheduleId: s.scheduleId, workflowId: last.action.workflow.workflowId });
+  }
+  const found = await Promise.all(
+    latest.map(async ({ scheduleId, workflowId }): Promise<FailingSchedule | undefined> => {
+      // The id, not the run: a run that continued as new goes on under it, and its chain's last run tells.
+      const handle = client.workflow.getHandle(workflowId);
+      // Gone with the namespace's retention: nothing to tell.
+      const desc = await handle.describe().catch((err: unknown) => {
+        if (err instanceof WorkflowNotFoundError) return undefined;
+        throw err;
+      });
+      if (!desc || (desc.status.name !== 'FAILED' && desc.status.name !== 'TIMED_OUT')) return undefined;
+      const error = await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+      return { scheduleId, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
+    }),
+  );
+  return found.filter((f): f is FailingSchedule => f !== undefined);
+}
+
+function failingScheduleWarning(f: FailingSchedule, connection: string[]): string {
+  const when = f.closeTime ? ` at ${f.closeTime.toISOString()}` : '';
+  return (
+    `warning: the latest run of schedule ${f.scheduleId}, ${f.workflowId}, ${f.status}${when}${f.error ? `: ${f.error}` : ''}; ` +
+    `the schedule starts its next run as planned (details: earthcatalog-compact status ${workflowArgs(f.workflowId, connection)})`
+  );
 }
 
 function interruptedWarning(run: InterruptedCompaction, connection: string[]): string {
