@@ -529,20 +529,23 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(after.row_count, baseStats.rows + 40);
   });
 
-  test('files whose rows do not fit the year of their path (a null datetime, another year) are registered and named in the result', async () => {
+  test('files whose rows do not fit the partition of their path (a null datetime, another year, another cell, no cell) are registered and named in the result', async () => {
     const wh = await copyOfBase('misplaced');
-    const [early, undated] = (await listParquet(wh)).slice(0, 2) as [string, string];
+    const [early, undated, elsewhere, uncelled] = (await listParquet(wh)).slice(0, 4) as [string, string, string, string];
+    const firstRow = (column: string, value: string) => `CASE WHEN id = (SELECT min(id) FROM read_parquet($file)) THEN ${value} ELSE ${column} END AS ${column}`;
     const session = await openDuckSession({ tempDir: await freshDir('misplaced-spill'), threads: 1 });
     try {
       for (const [key, replace] of [
-        [early, 'datetime - INTERVAL 1 YEAR'],
-        [undated, 'CASE WHEN id = (SELECT min(id) FROM read_parquet($file)) THEN NULL ELSE datetime END'],
+        [early, 'datetime - INTERVAL 1 YEAR AS datetime'],
+        [undated, firstRow('datetime', 'NULL')],
+        [elsewhere, firstRow('grid_partition', "'zz-elsewhere'")],
+        [uncelled, firstRow('grid_partition', 'NULL')],
       ] as const) {
         const file = path.join(wh, key);
         const staged = `${file}.staged`;
         await fs.rename(file, staged);
         await session.exec(
-          `COPY (SELECT * REPLACE (${replace.replace('$file', sqlString(staged))} AS datetime) FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`,
+          `COPY (SELECT * REPLACE (${replace.replaceAll('$file', sqlString(staged))}) FROM read_parquet(${sqlString(staged)}, hive_partitioning = false)) TO ${sqlString(file)} (FORMAT parquet)`,
         );
         await fs.rm(staged);
       }
@@ -552,10 +555,13 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const result = await rebuild(wh, path.join(await freshDir('misplaced-cat'), 'catalog.db'));
     assert.equal(result.dataFiles, baseStats.files, 'registered all the same');
     const year = (key: string) => /year=(\d+)/.exec(key)![1]!;
-    assert.deepEqual(result.partitionMismatches?.map((m) => m.key), [early, undated].sort());
+    const cell = (key: string) => /grid_partition=([^/]+)/.exec(key)![1]!;
+    assert.deepEqual(result.partitionMismatches?.map((m) => m.key), [early, undated, elsewhere, uncelled].sort());
     const reason = (key: string) => result.partitionMismatches!.find((m) => m.key === key)!.reason;
     assert.match(reason(early), new RegExp(`^datetimes from ${Number(year(early)) - 1}-\\S+ to \\S+, registered under year ${year(early)}$`));
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
+    assert.equal(reason(elsewhere), `grid_partition values from "${cell(elsewhere)}" to "zz-elsewhere", registered under cell ${cell(elsewhere)}`);
+    assert.equal(reason(uncelled), `1 row(s) without a grid_partition, registered under cell ${cell(uncelled)}`);
   });
 
   test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year, infinity is named", async () => {

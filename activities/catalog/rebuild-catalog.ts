@@ -84,12 +84,13 @@ export async function rebuildCatalog(
   if (files.length === 0 && handle.pointer) await refuseEmptying(backend, req, base, handle.pointer.metadataLocation, store.root);
   // Only a year partition makes engines prune on the path's year (layoutOf refuses one of another column).
   const byYear = spec.fields.some((f) => f.transform === 'year');
+  const byCell = spec.fields.some((f) => f.transform === 'identity');
   const snapshotId = newSnapshotId();
   const sequenceNumber = BigInt((base['last-sequence-number'] ?? 0) + 1);
   const evolution = new SchemaEvolution(schema, base['last-column-id'], base.schemas.map((x) => x['schema-id']), base.properties?.[NAME_MAPPING_PROPERTY], spec.fields);
   let pass: RegisteredFiles | undefined;
   for (let attempt = 1; !pass; attempt++) {
-    pass = await registerFiles(store, backend, files, { snapshotId, sequenceNumber, spec, partitionOf, modeOf, byYear, evolution, metadataDir: handle.metadataDir }, opts);
+    pass = await registerFiles(store, backend, files, { snapshotId, sequenceNumber, spec, partitionOf, modeOf, byYear, byCell, evolution, metadataDir: handle.metadataDir }, opts);
     // A widened type whose narrower bounds were already written: once more with the wide type from the start.
     if (!pass && attempt >= MAX_REGISTER_PASSES) throw new Error(`the files' column types kept changing during ${attempt} passes of the rebuild; retrying`);
   }
@@ -162,6 +163,8 @@ interface RegisterContext {
   partitionOf: (f: DataFileKey) => PartitionValue[];
   modeOf: ReturnType<typeof metricsModes>;
   byYear: boolean;
+  /** The spec has identity(grid_partition) (partitionerFor refuses an identity of another column). */
+  byCell: boolean;
   evolution: SchemaEvolution;
   metadataDir: string;
 }
@@ -231,8 +234,11 @@ async function registerFiles(
       const metrics = columnMetrics(footer.columns, schema, ctx.modeOf);
       for (const id of metrics.lowerBounds.keys()) bounded.add(id);
       for (const id of metrics.upperBounds.keys()) bounded.add(id);
-      const disagreement = ctx.byYear ? yearDisagreement(footer.columns, metrics, schema, parsed.bucket.year) : undefined;
-      if (disagreement) misplaced.push({ key: obj.key, reason: disagreement });
+      const disagreements = [
+        ctx.byYear ? yearDisagreement(footer.columns, metrics, schema, parsed.bucket.year) : undefined,
+        ctx.byCell ? cellDisagreement(footer.columns, parsed.bucket.cell) : undefined,
+      ].filter((d) => d !== undefined);
+      if (disagreements.length) misplaced.push({ key: obj.key, reason: disagreements.join('; ') });
       const entry: DataFileEntry = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
       await manifestWriter.add(entry);
       totals.dataFiles++;
@@ -310,6 +316,21 @@ function yearDisagreement(columns: readonly FooterColumn[], metrics: ColumnMetri
   if (!range) return undefined;
   if (range.from.getUTCFullYear() === year && range.to.getUTCFullYear() === year) return undefined;
   return `datetimes from ${instantText(range.from)} to ${instantText(range.to)}, registered under year ${year}`;
+}
+
+/**
+ * Why a file's `grid_partition` values are not the cell of its path, which the file is registered under:
+ * readers read the column where the file has it (the partition's value only where it has none), so rows
+ * of another cell or without one are skipped by engines that prune on it. Told from the footer's statistics.
+ */
+function cellDisagreement(columns: readonly FooterColumn[], cell: string): string | undefined {
+  const totals = columns.find((c) => c.name === 'grid_partition' && c.physicalType === 'BYTE_ARRAY')?.totals;
+  if (!totals) return undefined;
+  if (totals.nullCount) return `${totals.nullCount} row(s) without a grid_partition, registered under cell ${cell}`;
+  if (!(totals.min instanceof Uint8Array) || !(totals.max instanceof Uint8Array)) return undefined;
+  const [min, max] = [totals.min, totals.max].map((b) => Buffer.from(b).toString('utf8'));
+  if (min === cell && max === cell) return undefined;
+  return `grid_partition values from ${JSON.stringify(min)} to ${JSON.stringify(max)}, registered under cell ${cell}`;
 }
 
 /** Registered files the rebuild names; more are counted only. */
