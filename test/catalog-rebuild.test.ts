@@ -529,24 +529,24 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(after.row_count, baseStats.rows + 40);
   });
 
-  test('files whose rows do not fit the partition of their path (a null datetime, another year, another cell, no cell) are registered and named in the result', async () => {
+  test('files whose rows do not fit the partition of their path (a null datetime, another year, another cell, no cell, no datetime column, a text one) are registered and named in the result', async () => {
     const wh = await copyOfBase('misplaced');
+    // The last two files have two disagreements each: one with the year, one with the cell.
     const [early, undated, elsewhere, uncelled] = (await listParquet(wh)).slice(0, 4) as [string, string, string, string];
-    const firstRow = (column: string, value: string) => `CASE WHEN id = (SELECT min(id) FROM read_parquet($file)) THEN ${value} ELSE ${column} END AS ${column}`;
+    const firstRow = (column: string, value: string) => `CASE WHEN id = (SELECT min(id) FROM $file) THEN ${value} ELSE ${column} END AS ${column}`;
     const session = await openDuckSession({ tempDir: await freshDir('misplaced-spill'), threads: 1 });
     try {
-      for (const [key, replace] of [
-        [early, 'datetime - INTERVAL 1 YEAR AS datetime'],
-        [undated, firstRow('datetime', 'NULL')],
-        [elsewhere, firstRow('grid_partition', "'zz-elsewhere'")],
-        [uncelled, firstRow('grid_partition', 'NULL')],
+      for (const [key, star] of [
+        [early, 'REPLACE (datetime - INTERVAL 1 YEAR AS datetime)'],
+        [undated, `REPLACE (${firstRow('datetime', 'NULL')})`],
+        [elsewhere, `EXCLUDE (datetime) REPLACE (${firstRow('grid_partition', "'zz-elsewhere'")})`],
+        [uncelled, `REPLACE (CAST(datetime AS VARCHAR) AS datetime, ${firstRow('grid_partition', 'NULL')})`],
       ] as const) {
         const file = path.join(wh, key);
         const staged = `${file}.staged`;
         await fs.rename(file, staged);
-        await session.exec(
-          `COPY (SELECT * REPLACE (${replace.replaceAll('$file', sqlString(staged))}) FROM read_parquet(${sqlString(staged)}, hive_partitioning = false)) TO ${sqlString(file)} (FORMAT parquet)`,
-        );
+        const read = `read_parquet(${sqlString(staged)}, hive_partitioning = false)`;
+        await session.exec(`COPY (SELECT * ${star.replaceAll('$file', read)} FROM ${read}) TO ${sqlString(file)} (FORMAT parquet)`);
         await fs.rm(staged);
       }
     } finally {
@@ -560,8 +560,16 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const reason = (key: string) => result.partitionMismatches!.find((m) => m.key === key)!.reason;
     assert.match(reason(early), new RegExp(`^datetimes from ${Number(year(early)) - 1}-\\S+ to \\S+, registered under year ${year(early)}$`));
     assert.equal(reason(undated), `1 row(s) without a datetime, registered under year ${year(undated)}`);
-    assert.equal(reason(elsewhere), `grid_partition values from "${cell(elsewhere)}" to "zz-elsewhere", registered under cell ${cell(elsewhere)}`);
-    assert.equal(reason(uncelled), `1 row(s) without a grid_partition, registered under cell ${cell(uncelled)}`);
+    // Readers read a missing column as null; a text datetime is a schema mismatch as well.
+    assert.equal(
+      reason(elsewhere),
+      `the file has no datetime column, registered under year ${year(elsewhere)}; grid_partition values from "${cell(elsewhere)}" to "zz-elsewhere", registered under cell ${cell(elsewhere)}`,
+    );
+    assert.equal(
+      reason(uncelled),
+      `its datetime column is BYTE_ARRAY UTF8, not a timestamp, registered under year ${year(uncelled)}; 1 row(s) without a grid_partition, registered under cell ${cell(uncelled)}`,
+    );
+    assert.deepEqual(result.schemaMismatches?.map((m) => m.key), [uncelled]);
   });
 
   test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year, infinity is named", async () => {

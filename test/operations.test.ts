@@ -658,7 +658,7 @@ describe('the CLI when nobody serves the run', () => {
         assert.match(
           err.stderr ?? '',
           new RegExp(
-            `2 compactions of ${fx.warehouse} are still running \\((${workflowId}, ${jsonId}|${jsonId}, ${workflowId}); one compacts, the others wait for its lock\\): ` +
+            `2 compactions of ${fx.warehouse} are still running \\((${workflowId}, ${jsonId}|${jsonId}, ${workflowId}); at most one compacts, the others wait for its lock\\): ` +
               `a resume has nothing to finish while they run \\(see them: earthcatalog-compact status --address ${h.address} --namespace ${h.namespace}; to go on with other flags, cancel them, then resume\\)`,
           ),
         );

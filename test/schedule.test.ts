@@ -257,10 +257,13 @@ describe('schedule', () => {
       assert.match(
         warning,
         new RegExp(
-          `^warning: the latest run of schedule ${id}, ${run.workflowId}, FAILED at \\S+: .*${missing}.*; the schedule starts its next run as planned ` +
+          `^warning: the latest run of schedule ${id}, ${run.workflowId}, FAILED at \\S+: .*${missing}.*; the schedule is paused ` +
             `\\(details: earthcatalog-compact status --workflow-id ${run.workflowId} --address ${h.address} --namespace ${h.namespace}\\)$`,
         ),
       );
+      await handle.unpause('test: running weekly again');
+      const unpaused = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'status', '--address', h.address, '--namespace', h.namespace], { cwd: REPO_ROOT });
+      assert.match(unpaused.stderr, new RegExp(`schedule ${id}, ${run.workflowId}, FAILED .*; the schedule starts its next run as planned \\(details`));
     } finally {
       await handle.delete();
     }

@@ -306,13 +306,18 @@ async function readFooter(
 function yearDisagreement(columns: readonly FooterColumn[], metrics: ColumnMetrics, schema: IcebergSchema, year: number): string | undefined {
   const field = schema.fields.find((f) => f.name === 'datetime');
   if (!field || (field.type !== 'timestamptz' && field.type !== 'timestamp')) return undefined;
+  // Readers read a column the file lacks as null, and one that holds no time has no year either.
+  const own = columns.find((c) => c.name === field.name);
+  if (!own) return `the file has no datetime column, registered under year ${year}`;
+  if (own.physicalType !== 'INT96' && !/^(TIMESTAMP|DATE)/.test(own.logicalType ?? '')) {
+    return `its datetime column is ${[own.physicalType, own.logicalType].filter(Boolean).join(' ') || 'a group'}, not a timestamp, registered under year ${year}`;
+  }
   const nulls = metrics.nullValueCounts.get(field.id) ?? 0n;
   if (nulls > 0n) return `${nulls} row(s) without a datetime, registered under year ${year}`;
   // Bounds in the manifest mean readers read the file's column as the field; the values are taken from
   // the footer, since a nanosecond maximum's bound is rounded up, into the next year at a year's end.
   if (!metrics.lowerBounds.has(field.id) || !metrics.upperBounds.has(field.id)) return undefined;
-  const column = columns.find((c) => c.name === field.name);
-  const range = column && timestampRange(column);
+  const range = timestampRange(own);
   if (!range) return undefined;
   if (range.from.getUTCFullYear() === year && range.to.getUTCFullYear() === year) return undefined;
   return `datetimes from ${instantText(range.from)} to ${instantText(range.to)}, registered under year ${year}`;

@@ -35,9 +35,9 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
         );
       }
       if (running.length > 1) {
-        // One of them compacts and the others wait for its lock; which one, only their progress tells.
+        // At most one of them compacts and the others wait for its lock; which one, only their progress tells.
         throw new Error(
-          `${running.length} compactions of ${input.warehouse} are still running (${running.join(', ')}; one compacts, the others wait for its lock): ` +
+          `${running.length} compactions of ${input.warehouse} are still running (${running.join(', ')}; at most one compacts, the others wait for its lock): ` +
             `a resume has nothing to finish while they run (see them: earthcatalog-compact status ${connectionFlagsOf(values).join(' ')}`.trimEnd() +
             `; to go on with other flags, cancel them, then resume)`,
         );

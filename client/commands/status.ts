@@ -22,7 +22,8 @@ import { formatSummary } from '../summary-format';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Without --workflow-id: every running compaction (of task queue Q only, given --task-queue), and (on stderr)
-    each table whose latest compaction was terminated or timed out, with the command that finishes it.`;
+    each table whose latest compaction was terminated or timed out, with the command that finishes it, and
+    each compaction schedule whose latest run failed or timed out, with why.`;
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } });
@@ -348,6 +349,7 @@ export async function startInput(client: Client, workflowId: string, runId: stri
 
 interface FailingSchedule {
   scheduleId: string;
+  paused: boolean;
   workflowId: string;
   status: string;
   closeTime?: Date;
@@ -360,14 +362,14 @@ interface FailingSchedule {
  * warning of stale tables passes over (such a run compacted nothing), and nobody watches a weekly run.
  */
 async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
-  const latest: { scheduleId: string; workflowId: string }[] = [];
+  const latest: { scheduleId: string; paused: boolean; workflowId: string }[] = [];
   for await (const s of client.schedule.list()) {
     if (s.action?.workflowType !== COMPACTION_WORKFLOW_TYPE) continue;
     const last = s.info.recentActions[s.info.recentActions.length - 1];
-    if (last) latest.push({ scheduleId: s.scheduleId, workflowId: last.action.workflow.workflowId });
+    if (last) latest.push({ scheduleId: s.scheduleId, paused: s.state.paused, workflowId: last.action.workflow.workflowId });
   }
   const found = await Promise.all(
-    latest.map(async ({ scheduleId, workflowId }): Promise<FailingSchedule | undefined> => {
+    latest.map(async ({ scheduleId, paused, workflowId }): Promise<FailingSchedule | undefined> => {
       // The id, not the run: a run that continued as new goes on under it, and its chain's last run tells.
       const handle = client.workflow.getHandle(workflowId);
       // Gone with the namespace's retention: nothing to tell.
@@ -377,7 +379,7 @@ async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
       });
       if (!desc || (desc.status.name !== 'FAILED' && desc.status.name !== 'TIMED_OUT')) return undefined;
       const error = await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
-      return { scheduleId, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
+      return { scheduleId, paused, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
     }),
   );
   return found.filter((f): f is FailingSchedule => f !== undefined);
@@ -387,7 +389,7 @@ function failingScheduleWarning(f: FailingSchedule, connection: string[]): strin
   const when = f.closeTime ? ` at ${f.closeTime.toISOString()}` : '';
   return (
     `warning: the latest run of schedule ${f.scheduleId}, ${f.workflowId}, ${f.status}${when}${f.error ? `: ${f.error}` : ''}; ` +
-    `the schedule starts its next run as planned (details: earthcatalog-compact status ${workflowArgs(f.workflowId, connection)})`
+    `${f.paused ? 'the schedule is paused' : 'the schedule starts its next run as planned'} (details: earthcatalog-compact status ${workflowArgs(f.workflowId, connection)})`
   );
 }
 
