@@ -19,12 +19,15 @@ export function createProgressRenderer(stream: Pick<NodeJS.WriteStream, 'write' 
       if (stream.isTTY) {
         stream.write(`\r\x1b[2K${progressLine(p, stream.columns ?? 100)}`);
         drawn = true;
-      } else if (stateOf(p) !== lastState || (p.bucketsDone !== lastDone && now() - lastLineAt >= LOG_LINE_EVERY_MS)) {
+        return;
+      }
+      const state = stateOf(p);
+      if (state !== lastState || (p.bucketsDone !== lastDone && now() - lastLineAt >= LOG_LINE_EVERY_MS)) {
         stream.write(`${progressLine(p, 100)}\n`);
         lastDone = p.bucketsDone;
         lastLineAt = now();
       }
-      lastState = stateOf(p);
+      lastState = state;
     },
     finish(): void {
       if (drawn) stream.write('\n');

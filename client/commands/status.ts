@@ -62,7 +62,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
-        const error = ended ? await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err)) : undefined;
+        const error = ended ? await whyItEnded(handle) : undefined;
         // A completed run named by --workflow-id: its summary, as `compact` printed it (failed buckets and files that need a person, named).
         const summary = desc.status.name === 'COMPLETED' && desc.type === COMPACTION_WORKFLOW_TYPE && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
         return {
@@ -347,6 +347,14 @@ export async function startInput(client: Client, workflowId: string, runId: stri
   return parsed.success ? parsed.data : undefined;
 }
 
+/** Why an ended run did not complete, as `compact` would have said it; undefined for a completed one. */
+function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
+  return handle.result().then(
+    () => undefined,
+    (err: unknown) => describeWorkflowError(err),
+  );
+}
+
 interface FailingSchedule {
   scheduleId: string;
   paused: boolean;
@@ -378,7 +386,7 @@ async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
         throw err;
       });
       if (!desc || (desc.status.name !== 'FAILED' && desc.status.name !== 'TIMED_OUT')) return undefined;
-      const error = await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+      const error = await whyItEnded(handle);
       return { scheduleId, paused, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
     }),
   );
@@ -540,7 +548,7 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   });
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
-  let error = status === 'COMPLETED' ? undefined : await handle.result().then(() => undefined, (err: unknown) => describeWorkflowError(err));
+  let error = status === 'COMPLETED' ? undefined : await whyItEnded(handle);
   if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT' || status === 'FAILED') {
     const { runId, taskQueue } = await handle.describe();
     error = `${error}; ${await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
