@@ -205,6 +205,22 @@ describe('schedule', () => {
     assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist`));
   });
 
+  test('a paused schedule lists only next times still ahead (the server keeps the ones it computed at pause)', async () => {
+    const id = `${SCHEDULE_ID}-paused-next`;
+    await cliOk('create', '--schedule-id', id, '--warehouse', warehouse, '--catalog', catalog, '--every', '1s', '--paused', '--task-queue', taskQueue);
+    try {
+      await new Promise((r) => setTimeout(r, 2_500));
+      const asked = Date.now();
+      const d = await describeCompactionSchedule(h.client, id);
+      assert.equal(d.paused, true);
+      for (const t of d.nextActionTimes) assert.ok(Date.parse(t) > asked - 1_000, `next time ${t} is ahead of ${new Date(asked).toISOString()}`);
+      const text = await cliOk('describe', '--schedule-id', id);
+      assert.match(text, /\n {2}next {6}\(paused\) /);
+    } finally {
+      await cliOk('delete', '--schedule-id', id);
+    }
+  });
+
   test('update changes what its flags name and keeps the rest: timezone, jitter, timeouts, retry policy and memo set elsewhere', async () => {
     const id = `${SCHEDULE_ID}-keeps`;
     await cliOk('create', '--schedule-id', id, '--warehouse', warehouse, '--catalog', catalog, '--cron', '0 3 * * 0', '--timezone', 'Europe/Berlin', '--paused', '--task-queue', taskQueue);

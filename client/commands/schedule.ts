@@ -169,7 +169,8 @@ export async function describeCompactionSchedule(client: Client, scheduleId: str
     overlap: d.policies.overlap ?? 'server default',
     catchupWindowMs: d.policies.catchupWindow,
     pauseOnFailure: d.policies.pauseOnFailure,
-    nextActionTimes: d.info.nextActionTimes.map((t) => t.toISOString()),
+    // A paused schedule keeps the times the server computed when it was paused; those passed without a run.
+    nextActionTimes: d.info.nextActionTimes.filter((t) => t.getTime() > Date.now()).map((t) => t.toISOString()),
     recentActions,
     runningWorkflowIds: d.info.runningActions.map((a) => a.workflow.workflowId),
     numActionsTaken: d.info.numActionsTaken,
