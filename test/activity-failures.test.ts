@@ -12,6 +12,8 @@ import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import type { LogEntry } from '@temporalio/worker';
+import { WorkerLogger } from '../worker/worker';
 import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
 import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason, type BucketResult } from '../workflows/contract';
@@ -95,6 +97,26 @@ test('bad data and malformed requests stop at the first attempt; other errors ar
   assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).failure.type, FailureTypes.invalidInput);
   const other = new Error('connection reset');
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
+});
+
+test('the worker logs a classified failure as one line, an unexpected error with its stack, and no line with the task token', async () => {
+  const entries: LogEntry[] = [];
+  const logger = new WorkerLogger('INFO', (e) => entries.push(e));
+  // The attributes the SDK puts on every activity log line (activity.js activityLogAttributes).
+  const attrs = { attempt: 1, namespace: 'default', taskToken: 'Y29tcGxldGVzIHRoZSBhY3Rpdml0eQ==', activityType: 'compactBucket', workflowId: 'w' };
+  const { failure } = await failureAt(1, new BadBucketDataError('grid_partition=x/year=2020/a.parquet has no id column', ['grid_partition=x/year=2020/a.parquet']));
+  const unexpected = new TypeError('cannot read properties of undefined');
+  logger.warn('Activity failed', { ...attrs, error: failure, durationMs: 12 });
+  logger.warn('Activity failed', { ...attrs, error: unexpected, durationMs: 12 });
+  logger.warn('plan pages left', attrs);
+  assert.equal(entries.length, 3);
+  assert.deepEqual(entries[0]!.meta, {
+    attempt: 1, namespace: 'default', activityType: 'compactBucket', workflowId: 'w', durationMs: 12,
+    error: `${failure.type} (not retried): grid_partition=x/year=2020/a.parquet has no id column`,
+  });
+  assert.equal(entries[1]!.meta?.error, unexpected, 'an error nobody classified keeps its stack');
+  for (const e of entries) assert.equal(e.meta?.taskToken, undefined);
+  assert.equal(entries[2]!.meta?.activityType, 'compactBucket');
 });
 
 test('a local listing error is permanent only when access is refused (EMFILE, EIO, ESTALE are retried)', async () => {
