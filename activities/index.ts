@@ -425,7 +425,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           if (result.partitionMismatches) {
             Context.current().log.warn(
               `${req.namespace}.${req.table}: ${result.partitionMismatches.length} data file(s) hold rows outside the partition of their path, ` +
-                `which engines pruning on year(datetime) skip: ${listSome(result.partitionMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; ` +
+                `which engines pruning on grid_partition or year(datetime) skip: ${listSome(result.partitionMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; ` +
                 `\`verify\` names them; their rows belong in another bucket`,
             );
           }

@@ -35,6 +35,7 @@ import {
 import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/iceberg-schema';
 import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
+import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, toActivityFailure } from '../activities';
@@ -570,6 +571,33 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       `its datetime column is BYTE_ARRAY UTF8, not a timestamp, registered under year ${year(uncelled)}; 1 row(s) without a grid_partition, registered under cell ${cell(uncelled)}`,
     );
     assert.deepEqual(result.schemaMismatches?.map((m) => m.key), [uncelled]);
+  });
+
+  test('a cell folder escaped the Hive way (%XX) registers its decoded cell, which is what its rows hold; verify agrees', async () => {
+    const wh = path.join(await freshDir('escaped'), 'warehouse');
+    const rng = createPrng(77);
+    const rowsOf = (cell: string, prefix: string) => Array.from({ length: 5 }, (_, i) => makeSampleRow(rng, { id: `${prefix}_${i}`, cell, year: 2020, updated: new Date(0) }));
+    const escaped = 'grid_partition=h3%3A8a2a/year=2020/part_0.parquet';
+    // A writer that did not escape: the folder's cell decodes to q:x, its rows hold the folder text.
+    const literal = 'grid_partition=q%3Ax/year=2020/part_0.parquet';
+    const invalid = 'grid_partition=50%zz/year=2020/part_0.parquet';
+    await writePartFile(path.join(wh, escaped), rowsOf('h3:8a2a', 'ESC'));
+    await writePartFile(path.join(wh, literal), rowsOf('q%3Ax', 'LIT'));
+    await writePartFile(path.join(wh, invalid), rowsOf('50%zz', 'INV'));
+    const catalogDb = path.join(await freshDir('escaped-cat'), 'catalog.db');
+    const result = await rebuild(wh, catalogDb);
+    assert.equal(result.dataFiles, 3);
+    assert.deepEqual(result.partitionMismatches, [{ key: literal, reason: 'grid_partition values from "q%3Ax" to "q%3Ax", registered under cell q:x' }]);
+    const table = await scan(catalogDb, '--select', 'id', '--filter', "grid_partition == 'h3:8a2a'");
+    assert.equal(table.row_count, 5, 'a filter on the decoded cell finds its rows');
+    const all = await scan(catalogDb);
+    assert.deepEqual(all.files.map((f) => f.partition.grid_partition).sort(), ['50%zz', 'h3:8a2a', 'q:x']);
+    const report = await verifyWarehouse({ warehouse: wh, catalog: catalogDb });
+    assert.deepEqual(
+      report.violations.map((v) => [v.kind, v.object]),
+      [['partition-mismatch', literal]],
+    );
+    assert.match(report.violations[0]!.detail, /its grid_partition column is not "q:x" throughout/);
   });
 
   test("the year check takes a datetime at its file's precision, floored: a pre-1970 instant just before a year's start is the year before, a year's last µs or ns is that year, infinity is named", async () => {

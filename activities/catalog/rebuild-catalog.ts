@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { forEachBounded, isNotFound, StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { bucketKey, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
+import { bucketKey, cellValueOf, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -236,7 +236,7 @@ async function registerFiles(
       for (const id of metrics.upperBounds.keys()) bounded.add(id);
       const disagreements = [
         ctx.byYear ? yearDisagreement(footer.columns, metrics, schema, parsed.bucket.year) : undefined,
-        ctx.byCell ? cellDisagreement(footer.columns, parsed.bucket.cell) : undefined,
+        ctx.byCell ? cellDisagreement(footer.columns, cellValueOf(parsed.bucket.cell)) : undefined,
       ].filter((d) => d !== undefined);
       if (disagreements.length) misplaced.push({ key: obj.key, reason: disagreements.join('; ') });
       const entry: DataFileEntry = { path: store.uri(obj.key), recordCount: footer.numRows, sizeBytes: obj.size, partition: ctx.partitionOf(parsed), metrics };
@@ -559,13 +559,13 @@ async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFil
 
 /**
  * Partition values come from the hive path, which is what the pipeline partitioned by: identity of
- * grid_partition is the cell, and a `year` transform is years since 1970 of the path's year.
+ * grid_partition is the cell (its folder name decoded as Hive escapes it), and a `year` transform is years since 1970 of the path's year.
  */
 function partitionerFor(spec: PartitionSpec, schema: IcebergSchema, label: string): (f: DataFileKey) => PartitionValue[] {
   const getters = spec.fields.map((field): ((f: DataFileKey) => PartitionValue) => {
     const source = topLevelField(schema, field['source-id']);
     const resultType = partitionResultType(field, schema);
-    if (field.transform === 'identity' && source?.name === 'grid_partition' && resultType === 'string') return (f) => f.bucket.cell;
+    if (field.transform === 'identity' && source?.name === 'grid_partition' && resultType === 'string') return (f) => cellValueOf(f.bucket.cell);
     // The path's year is the year of `datetime` (what the pipeline partitioned by), not of any other column.
     if (field.transform === 'year' && source?.name === 'datetime') return (f) => f.bucket.year - EPOCH_YEAR;
     throw new Error(

@@ -29,6 +29,21 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
 }
 
 /**
+ * The grid_partition value a bucket folder's cell stands for: Hive writers (Spark, Hive, pyarrow) escape
+ * characters such as / : = # % of a partition value as %XX in its folder name, and Hive readers decode
+ * them, so the folder `grid_partition=h3%3A8a2a` holds the cell `h3:8a2a`. A name that is no valid
+ * escape (`%zz`) is taken as it is, as pyarrow does. The folder name stays the bucket's identity in keys.
+ */
+export function cellValueOf(folderCell: string): string {
+  if (!folderCell.includes('%')) return folderCell;
+  try {
+    return decodeURIComponent(folderCell);
+  } catch {
+    return folderCell;
+  }
+}
+
+/**
  * Whether the key's file can be compacted: read by DuckDB by its path, and deleted afterwards. A cell
  * `a[1]` is read as the glob `a1`: the bucket would fail for a healthy file, or, were there a cell `a1`
  * with the same file name, compact that file's rows in its place. A control character cannot be carried

@@ -6,7 +6,7 @@ import type { DescribedTable } from '../catalog/describe-table';
 import { topLevelField } from '../catalog/iceberg-schema';
 import { currentSchema, defaultSpec, maxFieldId } from '../catalog/table-metadata';
 import type { PartitionValue } from '../catalog/manifest-writer';
-import { parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
+import { cellValueOf, parseDataFileKey, selectionFilter } from '../storage/warehouse-layout';
 import type { BucketSelection } from '../../workflows/contract';
 import { ViolationKinds, type Violation } from './report';
 import * as path from 'node:path';
@@ -28,7 +28,7 @@ function partitionExpectations(table: DescribedTable, label: string): Map<string
   const schema = currentSchema(table.metadata, label);
   for (const field of defaultSpec(table.metadata, label).fields) {
     const source = topLevelField(schema, field['source-id'])?.name;
-    if (field.transform === 'identity' && source === 'grid_partition') checks.set(field.name, (_n, f) => f.parsed.bucket.cell);
+    if (field.transform === 'identity' && source === 'grid_partition') checks.set(field.name, (_n, f) => cellValueOf(f.parsed.bucket.cell));
     else if (field.transform === 'year') checks.set(field.name, (_n, f) => f.parsed.bucket.year - EPOCH_YEAR);
   }
   return checks;

@@ -9,7 +9,7 @@ import { firstLine, sqlIdent, sqlString, sqlStringList } from '../compaction/duc
 import { boundHolds, decodeBound, instantText, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
-import { parseDataFileKey } from '../storage/warehouse-layout';
+import { cellValueOf, parseDataFileKey } from '../storage/warehouse-layout';
 import { ViolationKinds, type Violation } from './report';
 
 /** A data file available as a local path (materialized). */
@@ -337,9 +337,10 @@ async function partitionQuery(session: DuckSession, files: readonly LocalDataFil
     if (Number(r.dated) > 0 && (Number(r.y_lo) !== bucket.year || Number(r.y_hi) !== bucket.year)) {
       wrong.push(`its datetimes run from ${String(r.dt_lo)} to ${String(r.dt_hi)}, not all in ${bucket.year}`);
     }
-    if (withCell && (Number(r.celled) !== n || r.c_lo !== bucket.cell || r.c_hi !== bucket.cell)) {
+    const cell = cellValueOf(bucket.cell);
+    if (withCell && (Number(r.celled) !== n || r.c_lo !== cell || r.c_hi !== cell)) {
       const others = Number(r.celled) < n ? `${n - Number(r.celled)} rows without one` : `values from ${JSON.stringify(r.c_lo)} to ${JSON.stringify(r.c_hi)}`;
-      wrong.push(`its grid_partition column is not ${JSON.stringify(bucket.cell)} throughout (${others})`);
+      wrong.push(`its grid_partition column is not ${JSON.stringify(cell)} throughout (${others})`);
     }
     if (wrong.length) {
       violations.push({
