@@ -106,6 +106,10 @@ export function formatSummary(s: CompactionSummary): string {
         : `the table did not exist in ${s.catalog} and was created, as on a first run: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
             '--table and --catalog-name (the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
+    // A --warehouse one folder too high or too low finds no bucket at all, and a fresh catalog takes that for an empty warehouse.
+    if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length) {
+      lines.push(`no data file of the layout (grid_partition=<cell>/year=<yyyy>/<name>.parquet) is directly under ${s.warehouse}, so the table ${s.dryRun ? 'would be' : 'is'} empty: check --warehouse`);
+    }
   }
   if (s.catalogSchemaEvolved) {
     const { schemaId, added, widened } = s.catalogSchemaEvolved;

@@ -75,6 +75,12 @@ test('a run that created the table says so, and how to recognise a mistyped cata
     formatSummary({ ...base, dryRun: true, catalogTableCreated: true }),
     /^the table does not exist in \/data\/catalog\.db: the run would create it\. If you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name$/m,
   );
+  // A --warehouse one folder too high finds no bucket, and a new table takes that for an empty warehouse.
+  assert.doesNotMatch(formatSummary({ ...base, catalogTableCreated: true }), /check --warehouse/);
+  const empty = { ...base, bucketsScanned: 0, bucketsCompacted: 0, catalogTableCreated: true, catalogDataFiles: 0 };
+  assert.match(formatSummary(empty), /^no data file of the layout \(grid_partition=<cell>\/year=<yyyy>\/<name>\.parquet\) is directly under \/data\/warehouse, so the table is empty: check --warehouse$/m);
+  assert.match(formatSummary({ ...empty, dryRun: true, catalogDataFiles: null }), /so the table would be empty: check --warehouse$/m);
+  assert.doesNotMatch(formatSummary({ ...empty, catalogTableCreated: false }), /check --warehouse/, 'an existing table refuses a warehouse that is not its own before it plans');
 });
 
 test('a schema the files needed is reported; registered files readers cannot read as the table need attention', () => {
