@@ -255,6 +255,28 @@ describe('verify', () => {
     assert.equal((await verify()).ok, true);
   });
 
+  test('files that look like Parquet outside the layout (a subfolder, a bad year) are named, not violations: the compaction leaves them alone too', async () => {
+    const rng = createPrng(7);
+    const keys = [`grid_partition=${CELLS[0]}/year=2021/delivery/part-0.parquet`, `grid_partition=${CELLS[0]}/year=02021/part-1.parquet`];
+    const hidden = `grid_partition=${CELLS[0]}/year=2021/_temporary/part-2.parquet`;
+    for (const key of [...keys, hidden]) {
+      await writePartFile(path.join(warehouse, key), [makeSampleRow(rng, { id: `OFF_${key.length}`, cell: CELLS[0]!, year: 2021, updated: new Date() })]);
+    }
+    try {
+      const r = await verify();
+      assert.equal(r.ok, true);
+      assert.deepEqual(r.outsideLayout, [...keys].sort());
+      const text = formatVerifyReport(r);
+      assert.match(text, /^ {2}note: 2 file\(s\) under bucket folders look like Parquet data but are no data files of the layout .*no reader of the table sees their rows: /m);
+      assert.ok(text.includes(`sees their rows: ${[...keys].sort().join(', ')}\n`), text);
+      const other = await verifyWarehouse({ warehouse, catalog, cells: [CELLS[1]!] });
+      assert.equal(other.outsideLayout, undefined, 'a selection names those of its cells only');
+    } finally {
+      for (const key of [...keys, hidden]) await fs.rm(path.join(warehouse, key));
+    }
+    assert.equal((await verify()).outsideLayout, undefined);
+  });
+
   test('a data file whose key has a backslash (a Windows path, say) is named: nothing compacts or catalogs it', async () => {
     const rng = createPrng(6);
     const key = `grid_partition=${CELLS[0]}/year=2021/part_99998_win\\x.parquet`;

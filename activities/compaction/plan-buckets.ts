@@ -1,21 +1,12 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, isCompactableKey, isOutputKey, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
 import type { TableNumberTypes } from './table-types';
 import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePlan, type OutputCheck } from './plan-store';
 
 const SAMPLE_SIZE = 20;
-
-/**
- * A key the layout does not take whose name still says Parquet (`.PARQUET`, `.parq`, a part file in a
- * subfolder or under `year=20x6`): likely data delivered to the wrong place, whose rows reach no table.
- * Hidden names (a segment starting with `.` or `_`, as Spark's `_temporary/` while it writes) are not.
- */
-function looksLikeParquet(key: string): boolean {
-  return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
-}
 
 /**
  * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact: those

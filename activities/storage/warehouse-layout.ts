@@ -29,6 +29,15 @@ export function parseDataFileKey(key: string): DataFileKey | undefined {
 }
 
 /**
+ * A key the layout does not take whose name still says Parquet (`.PARQUET`, `.parq`, a part file in a
+ * subfolder or under `year=20x6`): likely data delivered to the wrong place, whose rows reach no table.
+ * Hidden names (a segment starting with `.` or `_`, as Spark's `_temporary/` while it writes) are not.
+ */
+export function looksLikeParquet(key: string): boolean {
+  return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
+}
+
+/**
  * The grid_partition value a bucket folder's cell stands for: Hive writers (Spark, Hive, pyarrow) escape
  * characters such as / : = # % of a partition value as %XX in its folder name, and Hive readers decode
  * them, so the folder `grid_partition=h3%3A8a2a` holds the cell `h3:8a2a`. A name that is no valid

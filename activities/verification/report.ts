@@ -70,5 +70,11 @@ export interface VerifyReport {
   /** Selected cells and years without any data file or catalog entry (a mistyped --cells verifies nothing). */
   unmatched?: BucketSelection;
   violations: Violation[];
+  /**
+   * Keys under bucket folders that look like Parquet but are no data files of the layout (a subfolder, a
+   * year that is not four digits): rows no reader of the table sees. Not a violation (the compaction names
+   * them and leaves them alone, as verify does), but said, since they are likely misdelivered data.
+   */
+  outsideLayout?: string[];
   stats: VerifyStats;
 }

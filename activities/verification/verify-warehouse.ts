@@ -63,8 +63,12 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
   const store = await openWarehouseStore(warehouse);
   try {
     const violations: Violation[] = [];
-    const files = await listPhysicalDataFiles(store, selection, (key) =>
-      violations.push({ kind: ViolationKinds.unreadableFile, object: key, detail: `not compacted or catalogued: ${UNADDRESSABLE_KEY_REASON}` }),
+    const outsideLayout: string[] = [];
+    const files = await listPhysicalDataFiles(
+      store,
+      selection,
+      (key) => violations.push({ kind: ViolationKinds.unreadableFile, object: key, detail: `not compacted or catalogued: ${UNADDRESSABLE_KEY_REASON}` }),
+      (key) => outsideLayout.push(key),
     );
     const table = await readCatalog(catalog, store, catalogName, namespace, tableName, label, violations);
     const keyOfPath = warehouseKeyOf(store.root);
@@ -96,6 +100,7 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       ...(selective ? { selection } : {}),
       ...(unmatched ? { unmatched } : {}),
       violations: unique,
+      ...(outsideLayout.length ? { outsideLayout: outsideLayout.sort() } : {}),
       stats: {
         dataFiles: files.length,
         buckets: buckets.size,

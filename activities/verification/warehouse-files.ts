@@ -1,7 +1,7 @@
 /** The physical ground truth that verify compares against: every data file of the hive layout. */
 import type { WarehouseStore } from '../storage/warehouse-store';
 import type { BucketSelection } from '../../workflows/contract';
-import { CONTROL_PREFIX, bucketKey, parseDataFileKey, selectionFilter, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, bucketKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
 
 export interface PhysicalDataFile {
   key: string;
@@ -14,12 +14,15 @@ export interface PhysicalDataFile {
 
 /**
  * Data files of the selected buckets sorted by key; control objects, Iceberg metadata and non-layout keys
- * are not data. A selected data file whose key the store cannot address goes to `onUnaddressable`.
+ * are not data. A selected data file whose key the store cannot address goes to `onUnaddressable`, and a
+ * key under a bucket folder that is no data file of the layout but looks like Parquet (looksLikeParquet)
+ * to `onOutsideLayout`.
  */
 export async function listPhysicalDataFiles(
   store: WarehouseStore,
   selection: BucketSelection = {},
   onUnaddressable?: (key: string) => void,
+  onOutsideLayout?: (key: string) => void,
 ): Promise<PhysicalDataFile[]> {
   const out: PhysicalDataFile[] = [];
   const selected = selectionFilter(selection);
@@ -31,6 +34,7 @@ export async function listPhysicalDataFiles(
     for await (const obj of store.list(prefix, skipped)) {
       if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
       const parsed = parseDataFileKey(obj.key);
+      if (!parsed && obj.key.startsWith('grid_partition=') && looksLikeParquet(obj.key)) onOutsideLayout?.(obj.key);
       if (!parsed || !selected(parsed.bucket)) continue;
       out.push({ key: obj.key, size: obj.size, parsed, bucket: bucketKey(parsed.bucket), compacted: parsed.name.startsWith('compacted_') });
     }

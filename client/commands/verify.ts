@@ -76,6 +76,14 @@ export function formatVerifyReport(r: VerifyReport): string {
       : `  catalog   ${s.snapshotCount} snapshot(s), ${s.catalogFiles} data files, ${s.catalogRows} rows`,
   ];
   if (r.unmatched) lines.push(`  note: no data file and no catalog entry in ${describeSelection(r.unmatched)}: nothing of them was checked`);
+  if (r.outsideLayout) {
+    const shown = r.outsideLayout.slice(0, SHOWN).join(', ');
+    const more = r.outsideLayout.length > SHOWN ? ` … and ${r.outsideLayout.length - SHOWN} more (--json lists all)` : '';
+    lines.push(
+      `  note: ${r.outsideLayout.length} file(s) under bucket folders look like Parquet data but are no data files of the layout ` +
+        `(grid_partition=<cell>/year=<yyyy>/<name>.parquet), so no reader of the table sees their rows: ${shown}${more}`,
+    );
+  }
   if (r.ok) {
     lines.push(`OK: no violations (${s.durationMs} ms)`);
     return lines.join('\n');
