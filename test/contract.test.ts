@@ -18,6 +18,9 @@ test('empty cell or year lists are refused, naming the field; absent lists mean 
   assert.equal(all.cells, undefined);
   assert.equal(all.years, undefined);
   assert.deepEqual(parseCompactionInput({ ...base, cells: ['a1'], years: [2020] }).years, [2020]);
+  // A cell is named as its folder is, Hive escapes included.
+  assert.deepEqual(parseCompactionInput({ ...base, cells: ['h3%3A8a2a'] }).cells, ['h3%3A8a2a']);
+  assert.throws(() => parseCompactionInput({ ...base, cells: ['a/b'] }), /cells\.0: a cell is its folder name: letters, digits, _ \. : - and %XX escapes$/);
 });
 
 test('a dry run of a resume is refused, not shown as a fresh plan', () => {

@@ -122,7 +122,8 @@ const pipelineLockSchema = z
   .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' });
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
-const cellSchema = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a cell is letters, digits, _ . : -');
+// A cell as its folder names it: a Hive writer escapes other characters as %XX (warehouse-layout.ts cellValueOf).
+const cellSchema = z.string().regex(/^[A-Za-z0-9_.:%-]+$/, 'a cell is its folder name: letters, digits, _ . : - and %XX escapes');
 
 function fourDigitYear(issue: { input?: unknown }): string {
   return `a year has four digits (1000 to 9999), got ${String(issue.input)}`;
