@@ -68,7 +68,7 @@ function cli(args: string[]) {
 async function statusWarning(warehouse: string): Promise<{ running: string; warning: string; hint?: string }> {
   const { stdout, stderr } = await cli(['status']);
   const warning = stderr.split('\n').find((l) => l.includes(warehouse)) ?? '';
-  return { running: stdout, warning, hint: /Finish it: earthcatalog-compact (.*)$/.exec(warning)?.[1] };
+  return { running: stdout, warning, hint: /[Ff]inish it: earthcatalog-compact (.*)$/.exec(warning)?.[1] };
 }
 
 /** Where `--use-lock` looks for the Python pipeline's lock object of a local warehouse by default. */
@@ -427,8 +427,17 @@ describe('a run whose rebuild fails for good', () => {
         return true;
       });
       const { warning, hint } = await statusWarning(fx.warehouse);
-      assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at .*the table lists files they deleted`));
+      // Why it failed, since a resume before that is fixed fails the same way.
+      assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at \\S+ \\(workflow failed: .*registers files outside the warehouse.*\\): .*the table lists files they deleted.* Once that is fixed, finish it: `));
       assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
+      // Resumed before the cause is fixed, the resume fails its pre-flight: the plan is still there to finish.
+      await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
+        assert.equal(err.code, 1, err.stderr);
+        assert.match(err.stderr ?? '', /registers files outside the warehouse.*; it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: earthcatalog-compact (.*)$/m);
+        assert.ok(err.stderr!.trimEnd().endsWith(`run it again: earthcatalog-compact ${hint}`), err.stderr);
+        return true;
+      });
+      assert.equal((await statusWarning(fx.warehouse)).hint, hint, 'the failed resume planned nothing: the stale run is still the one to finish');
     } finally {
       await holder.stop();
     }

@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { createCompactionSchedule, describeCompactionSchedule, type CompactionScheduleReport } from '../client/commands/schedule';
@@ -259,7 +260,8 @@ describe('schedule', () => {
   test('status warns of a compaction schedule whose latest run failed, with why (a run failing before it plans compacted nothing, yet fails every week)', async () => {
     const id = `${SCHEDULE_ID}-failing`;
     const missing = path.join(path.dirname(warehouse), 'moved-away');
-    await cliOk('create', '--schedule-id', id, '--warehouse', missing, '--catalog', catalog, '--paused', '--task-queue', taskQueue);
+    const itsCatalog = path.join(path.dirname(catalog), 'moved-away-catalog.db');
+    await cliOk('create', '--schedule-id', id, '--warehouse', missing, '--catalog', itsCatalog, '--paused', '--task-queue', taskQueue);
     const handle = h.client.schedule.getHandle(id);
     try {
       await cliOk('trigger', '--schedule-id', id);
@@ -280,6 +282,16 @@ describe('schedule', () => {
       await handle.unpause('test: running weekly again');
       const unpaused = await execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'status', '--address', h.address, '--namespace', h.namespace], { cwd: REPO_ROOT });
       assert.match(unpaused.stderr, new RegExp(`schedule ${id}, ${run.workflowId}, FAILED .*; the schedule starts its next run as planned \\(details`));
+      // The cause fixed and a run of the same warehouse and catalog completed since: no more warning, the next scheduled run tells.
+      await fs.mkdir(missing);
+      const bin = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+      const connection = ['--address', h.address, '--namespace', h.namespace];
+      await execFileP(process.execPath, [bin, '--warehouse', missing, '--catalog', path.join(path.dirname(catalog), 'elsewhere.db'), '--task-queue', taskQueue, ...connection], { cwd: REPO_ROOT });
+      const otherCatalog = await execFileP(process.execPath, [bin, 'status', ...connection], { cwd: REPO_ROOT });
+      assert.match(otherCatalog.stderr, new RegExp(`schedule ${id}, ${run.workflowId}, FAILED`), 'a run with another catalog says nothing of the schedule');
+      await execFileP(process.execPath, [bin, '--warehouse', missing, '--catalog', itsCatalog, '--task-queue', taskQueue, ...connection], { cwd: REPO_ROOT });
+      const fixed = await execFileP(process.execPath, [bin, 'status', ...connection], { cwd: REPO_ROOT });
+      assert.doesNotMatch(fixed.stderr, new RegExp(`schedule ${id},`));
     } finally {
       await handle.delete();
     }

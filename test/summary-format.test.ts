@@ -1,7 +1,8 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { silentBucketCount, silentBucketsNote } from '../client/commands/status';
+import { interruptedWarning, silentBucketCount, silentBucketsNote } from '../client/commands/status';
+import { parseCompactionInput } from '../workflows/contract';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
 import { initialProgress, type CompactionProgress } from '../workflows/progress';
@@ -243,6 +244,21 @@ test("status counts the started bucket activities silent for over 20 s (a killed
     2,
   );
   assert.match(silentBucketsNote(2), /^2 bucket\(s\) without a heartbeat for over 20 s \(their worker gone\?/);
+});
+
+test("status's warning of a stale table says why its run failed, and, when a schedule started it, which one: one warning, not two", () => {
+  const input = parseCompactionInput({ warehouse: '/data/warehouse', catalog: '/data/catalog.db' });
+  const run = { workflowId: 'weekly-2026-12-06T03:00:00Z', runId: 'r1', status: 'FAILED', taskQueue: 'earthcatalog-compaction', closeTime: new Date('2026-12-06T03:20:00Z'), input };
+  const schedule = { scheduleId: 'weekly', paused: false, workflowId: run.workflowId, status: 'FAILED', error: 'workflow failed: catalog /data/catalog.db is not an SQLite database' };
+  const connection = ['--address', 'temporal:7233'];
+  assert.equal(
+    interruptedWarning(run, connection, schedule.error, schedule),
+    'warning: the latest compaction of /data/warehouse, weekly-2026-12-06T03:00:00Z (the latest run of schedule weekly, which starts its next run as planned), ' +
+      'was FAILED at 2026-12-06T03:20:00.000Z (workflow failed: catalog /data/catalog.db is not an SQLite database): if it had compacted buckets, ' +
+      'the table lists files they deleted until a run rebuilds it. Once that is fixed, finish it: ' +
+      'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
+  );
+  assert.match(interruptedWarning({ ...run, status: 'TERMINATED' }, connection), /, was TERMINATED at \S+: if it had compacted .* Finish it: earthcatalog-compact resume /);
 });
 
 test('the progress bar stays within its width whatever the counts say (more buckets done than planned, none planned)', () => {

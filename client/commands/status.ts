@@ -34,18 +34,26 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     if (!values['workflow-id']) {
       // The resume command must reach the same server and namespace as this status did.
       const connection = connectionFlagsOf(values);
-      // A side check: when it fails, the running compactions are still listed.
-      const interrupted = await interruptedCompactions(client).catch((err: unknown) => {
-        console.error(`warning: could not look for terminated compactions: ${err instanceof Error ? err.message : String(err)}`);
-        return [];
-      });
-      for (const run of interrupted) console.error(interruptedWarning(run, connection));
-      const failing = await failingSchedules(client).catch((err: unknown) => {
-        console.error(`warning: could not look at the compaction schedules: ${err instanceof Error ? err.message : String(err)}`);
-        return [];
-      });
-      const told = new Set(interrupted.map((run) => run.workflowId));
-      for (const f of failing.filter((f) => !told.has(f.workflowId))) console.error(failingScheduleWarning(f, connection));
+      // Side checks: when they fail, the running compactions are still listed.
+      const [interrupted, failing] = await Promise.all([
+        interruptedCompactions(client).catch((err: unknown) => {
+          console.error(`warning: could not look for terminated compactions: ${err instanceof Error ? err.message : String(err)}`);
+          return [];
+        }),
+        failingSchedules(client).catch((err: unknown) => {
+          console.error(`warning: could not look at the compaction schedules: ${err instanceof Error ? err.message : String(err)}`);
+          return [];
+        }),
+      ]);
+      // A schedule's failed run that left its table stale gets one warning: the stale table's, with why and the schedule.
+      const scheduleOf = new Map(failing.map((f) => [f.workflowId, f]));
+      for (const run of interrupted) {
+        const schedule = scheduleOf.get(run.workflowId);
+        const failed = run.status === 'FAILED' || run.status === 'TIMED_OUT';
+        const error = schedule?.error ?? (failed ? await whyItEnded(client.workflow.getHandle(run.workflowId, run.runId)).catch(() => undefined) : undefined);
+        console.error(interruptedWarning(run, connection, error, schedule));
+      }
+      for (const f of failing.filter((f) => !interrupted.some((run) => run.workflowId === f.workflowId))) console.error(failingScheduleWarning(f, connection));
     }
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
@@ -187,7 +195,7 @@ export async function runningCompactionsOf(client: Client, warehouse: string): P
   return runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime()).map((r) => r.workflowId);
 }
 
-interface InterruptedCompaction {
+export interface InterruptedCompaction {
   workflowId: string;
   runId: string;
   status: string;
@@ -355,7 +363,7 @@ function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
   );
 }
 
-interface FailingSchedule {
+export interface FailingSchedule {
   scheduleId: string;
   paused: boolean;
   workflowId: string;
@@ -386,6 +394,10 @@ async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
         throw err;
       });
       if (!desc || (desc.status.name !== 'FAILED' && desc.status.name !== 'TIMED_OUT')) return undefined;
+      // Followed up since (the cause fixed, a run by hand): the schedule's next run tells whether it is gone.
+      const input = await startInput(client, workflowId, desc.runId).catch(() => undefined);
+      const later = input && (await completedRunAfter(client, { workflowId, runId: desc.runId }, input.warehouse, undefined, input.catalog).catch(() => undefined));
+      if (later && !later.before) return undefined;
       const error = await whyItEnded(handle);
       return { scheduleId, paused, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
     }),
@@ -401,15 +413,17 @@ function failingScheduleWarning(f: FailingSchedule, connection: string[]): strin
   );
 }
 
-function interruptedWarning(run: InterruptedCompaction, connection: string[]): string {
+/** `error`: why the run failed or timed out; `schedule`: the schedule whose latest run it is. */
+export function interruptedWarning(run: InterruptedCompaction, connection: string[], error?: string, schedule?: FailingSchedule): string {
   const i = run.input;
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
+  const of = schedule ? ` (the latest run of schedule ${schedule.scheduleId}, which ${schedule.paused ? 'is paused' : 'starts its next run as planned'})` : '';
   // With --use-lock the run's lock object also stays, and the Python pipeline honours it until it expires.
   const lockObject = i.useLock ? ', and the Python pipeline waits for its lock object until it expires or a resume with --use-lock ends' : '';
   return (
-    `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}, was ${run.status}${when}: if it had compacted ` +
+    `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}${of}, was ${run.status}${when}${error ? ` (${error})` : ''}: if it had compacted ` +
     `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
-    `Finish it: ${resumeCommand(i, run.taskQueue, connection)}`
+    `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${resumeCommand(i, run.taskQueue, connection)}`
   );
 }
 
@@ -450,9 +464,16 @@ export async function stoppedRunOutcome(
 ): Promise<string> {
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
   if (!p) return 'if it had made a plan, resume finishes it (no worker answered for its progress)';
-  if (!p.planId) return NOTHING_PLANNED;
-  const done = bucketsDone(p);
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
+  if (!p.planId) {
+    // A resume stopped before it loaded its plan (its pre-flight failed, say) leaves that plan to finish,
+    // unless it was refused because there is no plan left to finish.
+    if (input?.resumePlanId && !(await failedOnItsPlan(client, run))) {
+      return `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${resumeCommand(input, run.taskQueue, connection)}`;
+    }
+    return NOTHING_PLANNED;
+  }
+  const done = bucketsDone(p);
   if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
   if (await failedOnItsPlan(client, run)) {
     // A resume would read the same missing or damaged page and fail the same way.
@@ -481,7 +502,7 @@ async function failedOnItsPlan(client: Client, run: { workflowId: string; runId:
 }
 
 /**
- * Among the recent compactions of `warehouse` that completed (not as a dry run): the newest one that
+ * Among the recent compactions of `warehouse` (and `catalog`, when given) that completed (not as a dry run): the newest one that
  * completed after `run` stopped, or one that finished `run`'s plan `planId` before it (`before`: `run` is
  * a `temporal workflow reset` of a finished chain). It either finished that plan or made a newer one,
  * which took the plan's files as inputs: either way `resume` of the stopped run's plan has nothing left to do.
@@ -490,7 +511,8 @@ async function completedRunAfter(
   client: Client,
   run: { workflowId: string; runId: string },
   warehouse: string,
-  planId: string,
+  planId?: string,
+  catalog?: string,
 ): Promise<{ workflowId: string; planId: string; closeTime: string; before: boolean } | undefined> {
   const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
   if (!stoppedAt) return undefined;
@@ -501,6 +523,7 @@ async function completedRunAfter(
     const before = closeTime <= stoppedAt;
     const summary = await completedSummary(client, wf);
     if (summary?.warehouse !== warehouse || summary.dryRun !== false || typeof summary.planId !== 'string') continue;
+    if (catalog !== undefined && summary.catalog !== catalog) continue;
     if (!before || summary.planId === planId) return { workflowId: wf.workflowId, planId: summary.planId, closeTime: closeTime.toISOString(), before };
   }
   return undefined;
