@@ -699,6 +699,12 @@ describe('the CLI when nobody serves the run', () => {
       try {
         const notice = await waitFor('cancel telling why the run does not stop', async () => cancelStderr.split('\n').find((l) => l.includes('has not stopped')));
         assert.match(notice, new RegExp(`${workflowId} has not stopped 15 s after the request \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+        // No worker ever ran it: terminating it is safe, and the only way to end it without one.
+        assert.ok(
+          notice.endsWith(`; no worker has run it yet, so it holds no lock and made no plan: a worker on ${idle} ends it at once, or end it now with ` +
+            `temporal workflow terminate --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace} (nothing is left to finish); still waiting`),
+          notice,
+        );
       } finally {
         canceller.kill('SIGINT');
         await cancelExited;

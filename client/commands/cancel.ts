@@ -1,8 +1,8 @@
 import type { Client } from '@temporalio/client';
-import { connectionFlags, parse, UsageError } from '../cli-args';
+import { connectionFlags, parse, shellWord, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
-import { bucketsDone, connectionFlagsOf, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
+import { bucketsDone, connectionFlagsOf, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS] [--task-queue Q]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
@@ -38,7 +38,11 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       told = true;
       const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
       if (progress || desc.status.name !== 'RUNNING') return;
-      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue))}; still waiting`);
+      // Started on a queue no worker serves (a typo in --task-queue, say): the cancel would wait forever, and terminating is safe.
+      const unserved = (await everServed(client, workflowId, desc.runId)) ? '' :
+        `; no worker has run it yet, so it holds no lock and made no plan: a worker on ${desc.taskQueue} ends it at once, or end it now with ` +
+        `${['temporal workflow terminate --workflow-id', shellWord(workflowId), ...connectionFlagsOf(values)].join(' ')} (nothing is left to finish)`;
+      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue))}${unserved}; still waiting`);
     });
     let outcome = '';
     if (status === 'CANCELLED') {

@@ -346,6 +346,16 @@ async function historyPage(client: Client, workflowId: string, runId: string, ma
     });
 }
 
+/**
+ * Whether a worker ever completed a workflow task of the run: one that none did ran none of its code, so
+ * it asked for no lock and made no plan, and terminating it leaves nothing behind. (A run that continued
+ * as new had its first task completed by the run before.)
+ */
+export async function everServed(client: Client, workflowId: string, runId: string): Promise<boolean> {
+  const events = (await historyPage(client, workflowId, runId, 20))?.history?.events ?? [];
+  return events.some((e) => e.workflowTaskCompletedEventAttributes != null || e.workflowExecutionStartedEventAttributes?.continuedExecutionRunId);
+}
+
 /** The input a run was started with; undefined when it is not a compaction input (another tool's workflow type of the same name). */
 export async function startInput(client: Client, workflowId: string, runId: string): Promise<CompactionRequest | undefined> {
   const history = (await historyPage(client, workflowId, runId, 1))?.history;
