@@ -204,6 +204,8 @@ test("the worker and the demo refuse counts that are not positive decimal number
   for (const [args, message] of [
     [['demo', '--cells', 'abc'], /^earthcatalog-compact: --cells must be a positive whole number, got "abc"/],
     [['demo', '--years', '0'], /^earthcatalog-compact: --years must be a positive whole number, got "0"/],
+    [['demo', '--cells', '40'], /^earthcatalog-compact: --cells 40: the demo has 6 cells/],
+    [['demo', '--years', '9000'], /^earthcatalog-compact: --years 9000: the demo's years start at 2022 and end by 9999/],
     [['worker', '--memory-budget-mb', '1e3'], /^earthcatalog-compact: --memory-budget-mb must be a positive whole number, got "1e3"/],
     [['worker', '--memory-budget-mb', '2048', '--memory-mb', '1024'], /^earthcatalog-compact: --memory-budget-mb 2048 is more than --memory-mb 1024/],
     [['worker', '--memory-budget-mb', '1', '--memory-mb', '64'], /^earthcatalog-compact: --memory-budget-mb 1 is below 64: DuckDB gets half/],

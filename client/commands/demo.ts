@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { promises as fs } from 'node:fs';
-import { parse, shellWord, wholeNumberFlag } from '../cli-args';
+import { parse, shellWord, UsageError, wholeNumberFlag } from '../cli-args';
 import { resolveTarget, connectClient } from '../connection';
 import { startDevServer, type DevServer } from '../temporal-cli';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
@@ -19,19 +19,26 @@ import { followCompaction, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
 
 export const demoUsage = `earthcatalog-compact demo [--dir DIR] [--cells N] [--years N] [--generate-only]
-    Generates a sample warehouse in DIR (default: a new temp dir), compacts it, reads the table back.
+    Generates a sample warehouse in DIR (default: a new temp dir) of N cells (1 to 6, default 4) and
+    N years from 2022 (default 3), compacts it, reads the table back.
     With --generate-only it stops after the sample warehouse: compact it with your own worker and server.`;
+
+/** The sample warehouse's cells: H3 ids of resolution 1. */
+const DEMO_CELLS = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'];
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { dir: { type: 'string' }, cells: { type: 'string' }, years: { type: 'string' }, 'generate-only': { type: 'boolean' } });
   // Counts here (compact's --cells is a list): checked before a server or worker starts.
   const cellCount = wholeNumberFlag('cells', values.cells, true) ?? 4;
   const yearCount = wholeNumberFlag('years', values.years, true) ?? 3;
+  if (cellCount > DEMO_CELLS.length) throw new UsageError(`--cells ${cellCount}: the demo has ${DEMO_CELLS.length} cells`);
+  // Years from 2022 on: past 9999 a year is no longer four digits, which the layout requires.
+  if (2022 + yearCount - 1 > 9999) throw new UsageError(`--years ${yearCount}: the demo's years start at 2022 and end by 9999`);
   const dir = values.dir ? path.resolve(values.dir) : await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-demo-'));
   const warehouse = path.join(dir, 'warehouse');
   const catalog = path.join(dir, 'catalog.db');
   const say = (line: string) => console.error(`demo: ${line}`);
-  const cells = ['8128bffffffffff', '8129bffffffffff', '812abffffffffff', '812bbffffffffff', '8130bffffffffff', '8131bffffffffff'].slice(0, cellCount);
+  const cells = DEMO_CELLS.slice(0, cellCount);
   const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
   const generate = async () => {
     await fs.mkdir(warehouse, { recursive: true });
