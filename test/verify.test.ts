@@ -271,6 +271,9 @@ describe('verify', () => {
       assert.ok(text.includes(`sees their rows: ${[...keys].sort().join(', ')}\n`), text);
       const other = await verifyWarehouse({ warehouse, catalog, cells: [CELLS[1]!] });
       assert.equal(other.outsideLayout, undefined, 'a selection names those of its cells only');
+      // And of its years: a year folder of digits counts as that year (02021 as 2021), one of no digits as none.
+      assert.deepEqual((await verifyWarehouse({ warehouse, catalog, years: [2021] })).outsideLayout, [...keys].sort());
+      assert.equal((await verifyWarehouse({ warehouse, catalog, years: [2020] })).outsideLayout, undefined);
     } finally {
       for (const key of [...keys, hidden]) await fs.rm(path.join(warehouse, key));
     }

@@ -34,12 +34,19 @@ export async function listPhysicalDataFiles(
     for await (const obj of store.list(prefix, skipped)) {
       if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
       const parsed = parseDataFileKey(obj.key);
-      if (!parsed && obj.key.startsWith('grid_partition=') && looksLikeParquet(obj.key)) onOutsideLayout?.(obj.key);
+      if (!parsed && obj.key.startsWith('grid_partition=') && looksLikeParquet(obj.key) && inSelectedYears(obj.key, selection)) onOutsideLayout?.(obj.key);
       if (!parsed || !selected(parsed.bucket)) continue;
       out.push({ key: obj.key, size: obj.size, parsed, bucket: bucketKey(parsed.bucket), compacted: parsed.name.startsWith('compacted_') });
     }
   }
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** Whether a key outside the layout is under a `year=` folder of the selected years (any key, without a year selection). */
+function inSelectedYears(key: string, selection: BucketSelection): boolean {
+  if (!selection.years) return true;
+  const year = /^grid_partition=[^/]*\/year=(\d+)\//.exec(key)?.[1];
+  return year !== undefined && selection.years.includes(Number(year));
 }
 
 export function groupByBucket<T extends { bucket: string }>(files: readonly T[]): Map<string, T[]> {
