@@ -259,6 +259,11 @@ test("status's warning of a stale table says why its run failed, and, when a sch
       'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
   );
   assert.match(interruptedWarning({ ...run, status: 'TERMINATED' }, connection), /, was TERMINATED at \S+: if it had compacted .* Finish it: earthcatalog-compact resume /);
+  // The warehouse's newest plan finished by a run for another table: a resume would be refused, a compaction rebuilds this table.
+  assert.match(
+    interruptedWarning(run, connection, schedule.error, undefined, { workflowId: 'by-hand', closeTime: '2026-12-06T04:00:00.000Z' }),
+    / the table lists files they deleted until a run rebuilds it\. A run of the warehouse for another table, by-hand, completed at 2026-12-06T04:00:00\.000Z with a newer plan, so no resume finishes this one: once that is fixed, rebuild this table with earthcatalog-compact --warehouse \/data\/warehouse --catalog \/data\/catalog\.db --address temporal:7233$/,
+  );
 });
 
 test('the progress bar stays within its width whatever the counts say (more buckets done than planned, none planned)', () => {

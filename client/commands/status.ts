@@ -51,7 +51,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const schedule = scheduleOf.get(run.workflowId);
         const failed = run.status === 'FAILED' || run.status === 'TIMED_OUT';
         const error = schedule?.error ?? (failed ? await whyItEnded(client.workflow.getHandle(run.workflowId, run.runId)).catch(() => undefined) : undefined);
-        console.error(interruptedWarning(run, connection, error, schedule));
+        // A run of this table completed since would have ended the warning: one found is of another table of the warehouse.
+        const later = await completedRunAfter(client, run, run.input.warehouse).catch(() => undefined);
+        console.error(interruptedWarning(run, connection, error, schedule, later && !later.before ? later : undefined));
       }
       for (const f of failing.filter((f) => !interrupted.some((run) => run.workflowId === f.workflowId))) console.error(failingScheduleWarning(f, connection));
     }
@@ -423,8 +425,17 @@ function failingScheduleWarning(f: FailingSchedule, connection: string[]): strin
   );
 }
 
-/** `error`: why the run failed or timed out; `schedule`: the schedule whose latest run it is. */
-export function interruptedWarning(run: InterruptedCompaction, connection: string[], error?: string, schedule?: FailingSchedule): string {
+/**
+ * `error`: why the run failed or timed out; `schedule`: the schedule whose latest run it is; `later`: a run
+ * of another table of the warehouse that completed since, whose newer plan leaves no resume of this one.
+ */
+export function interruptedWarning(
+  run: InterruptedCompaction,
+  connection: string[],
+  error?: string,
+  schedule?: FailingSchedule,
+  later?: { workflowId: string; closeTime: string },
+): string {
   const i = run.input;
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
   const of = schedule ? ` (the latest run of schedule ${schedule.scheduleId}, which ${schedule.paused ? 'is paused' : 'starts its next run as planned'})` : '';
@@ -433,7 +444,10 @@ export function interruptedWarning(run: InterruptedCompaction, connection: strin
   return (
     `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}${of}, was ${run.status}${when}${error ? ` (${error})` : ''}: if it had compacted ` +
     `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
-    `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${resumeCommand(i, run.taskQueue, connection)}`
+    (later
+      ? `A run of the warehouse for another table, ${later.workflowId}, completed at ${later.closeTime} with a newer plan, so no resume finishes this one: ` +
+        `${error ? 'once that is fixed, rebuild' : 'rebuild'} this table with ${compactCommand(i, run.taskQueue, connection)}`
+      : `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${resumeCommand(i, run.taskQueue, connection)}`)
   );
 }
 
@@ -442,8 +456,16 @@ export function interruptedWarning(run: InterruptedCompaction, connection: strin
  * queue (`connection`: the flags the operator gave). `planId` pins the plan (else the input's own pin, if any).
  */
 export function resumeCommand(input: CompactionRequest, taskQueue: string, connection: readonly string[], planId?: string): string {
+  return `earthcatalog-compact resume ${runFlags(input, taskQueue, connection, planId ?? (input.resumePlanId !== 'latest' ? input.resumePlanId : undefined)).join(' ')}`;
+}
+
+/** The command that rebuilds the table of `input` through a new compaction of its warehouse: what is left when no plan is there to resume. */
+export function compactCommand(input: CompactionRequest, taskQueue: string, connection: readonly string[]): string {
+  return `earthcatalog-compact ${runFlags(input, taskQueue, connection).join(' ')}`;
+}
+
+function runFlags(input: CompactionRequest, taskQueue: string, connection: readonly string[], plan?: string): string[] {
   const flags = [`--warehouse ${shellWord(input.warehouse)}`, `--catalog ${shellWord(input.catalog)}`];
-  const plan = planId ?? (input.resumePlanId !== 'latest' ? input.resumePlanId : undefined);
   if (plan) flags.push(`--plan ${plan}`);
   if (input.namespace !== DEFAULT_NAMESPACE) flags.push(`--iceberg-namespace ${input.namespace}`);
   if (input.table !== DEFAULT_TABLE) flags.push(`--table ${input.table}`);
@@ -455,7 +477,7 @@ export function resumeCommand(input: CompactionRequest, taskQueue: string, conne
   if (input.lockTimeoutSeconds !== undefined) flags.push(`--lock-timeout ${input.lockTimeoutSeconds}`);
   flags.push(...connection);
   if (taskQueue !== DEFAULT_TASK_QUEUE) flags.push(`--task-queue ${shellWord(taskQueue)}`);
-  return `earthcatalog-compact resume ${flags.join(' ')}`;
+  return flags;
 }
 
 /** What a run that stopped before it had a plan left: said also of a resume refused because its plan had finished, whose error names that plan. */
@@ -478,8 +500,12 @@ export async function stoppedRunOutcome(
   if (!p.planId) {
     // A resume stopped before it loaded its plan (its pre-flight failed, say) leaves that plan to finish,
     // unless it was refused because there is no plan left to finish.
-    if (input?.resumePlanId && !(await failedOnItsPlan(client, run))) {
-      return `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${resumeCommand(input, run.taskQueue, connection)}`;
+    if (input?.resumePlanId) {
+      if (!(await failedOnItsPlan(client, run))) {
+        return `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${resumeCommand(input, run.taskQueue, connection)}`;
+      }
+      // Refused for want of a plan: another run may have finished the warehouse's plan for another table, leaving this one stale.
+      return `${NOTHING_PLANNED}; a compaction rebuilds this table from the files as they are: ${compactCommand(input, run.taskQueue, connection)}`;
     }
     return NOTHING_PLANNED;
   }
