@@ -289,6 +289,9 @@ describe('schedule', () => {
       await execFileP(process.execPath, [bin, '--warehouse', missing, '--catalog', path.join(path.dirname(catalog), 'elsewhere.db'), '--task-queue', taskQueue, ...connection], { cwd: REPO_ROOT });
       const otherCatalog = await execFileP(process.execPath, [bin, 'status', ...connection], { cwd: REPO_ROOT });
       assert.match(otherCatalog.stderr, new RegExp(`schedule ${id}, ${run.workflowId}, FAILED`), 'a run with another catalog says nothing of the schedule');
+      await execFileP(process.execPath, [bin, '--warehouse', missing, '--catalog', itsCatalog, '--table', 'other_items', '--task-queue', taskQueue, ...connection], { cwd: REPO_ROOT });
+      const otherTable = await execFileP(process.execPath, [bin, 'status', ...connection], { cwd: REPO_ROOT });
+      assert.match(otherTable.stderr, new RegExp(`schedule ${id}, ${run.workflowId}, FAILED`), 'nor one of another table in its catalog');
       await execFileP(process.execPath, [bin, '--warehouse', missing, '--catalog', itsCatalog, '--task-queue', taskQueue, ...connection], { cwd: REPO_ROOT });
       const fixed = await execFileP(process.execPath, [bin, 'status', ...connection], { cwd: REPO_ROOT });
       assert.doesNotMatch(fixed.stderr, new RegExp(`schedule ${id},`));

@@ -408,7 +408,7 @@ async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
       if (!desc || (desc.status.name !== 'FAILED' && desc.status.name !== 'TIMED_OUT')) return undefined;
       // Followed up since (the cause fixed, a run by hand): the schedule's next run tells whether it is gone.
       const input = await startInput(client, workflowId, desc.runId).catch(() => undefined);
-      const later = input && (await completedRunAfter(client, { workflowId, runId: desc.runId }, input.warehouse, undefined, input.catalog).catch(() => undefined));
+      const later = input && (await completedRunAfter(client, { workflowId, runId: desc.runId }, input.warehouse, undefined, input).catch(() => undefined));
       if (later && !later.before) return undefined;
       const error = await whyItEnded(handle);
       return { scheduleId, paused, workflowId, status: desc.status.name, closeTime: desc.closeTime, error };
@@ -538,7 +538,7 @@ async function failedOnItsPlan(client: Client, run: { workflowId: string; runId:
 }
 
 /**
- * Among the recent compactions of `warehouse` (and `catalog`, when given) that completed (not as a dry run): the newest one that
+ * Among the recent compactions of `warehouse` (and of `table`'s table, when given) that completed (not as a dry run): the newest one that
  * completed after `run` stopped, or one that finished `run`'s plan `planId` before it (`before`: `run` is
  * a `temporal workflow reset` of a finished chain). It either finished that plan or made a newer one,
  * which took the plan's files as inputs: either way `resume` of the stopped run's plan has nothing left to do.
@@ -548,7 +548,7 @@ async function completedRunAfter(
   run: { workflowId: string; runId: string },
   warehouse: string,
   planId?: string,
-  catalog?: string,
+  table?: Pick<CompactionRequest, 'catalog' | 'catalogName' | 'namespace' | 'table'>,
 ): Promise<{ workflowId: string; planId: string; closeTime: string; before: boolean } | undefined> {
   const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
   if (!stoppedAt) return undefined;
@@ -559,10 +559,16 @@ async function completedRunAfter(
     const before = closeTime <= stoppedAt;
     const summary = await completedSummary(client, wf);
     if (summary?.warehouse !== warehouse || summary.dryRun !== false || typeof summary.planId !== 'string') continue;
-    if (catalog !== undefined && summary.catalog !== catalog) continue;
+    if (table && !(summary.catalog === table.catalog && (await sameTable(client, wf, table)))) continue;
     if (!before || summary.planId === planId) return { workflowId: wf.workflowId, planId: summary.planId, closeTime: closeTime.toISOString(), before };
   }
   return undefined;
+}
+
+/** Whether `run` was started for `table` (its catalog, catalog name, namespace and table name). */
+async function sameTable(client: Client, run: { workflowId: string; runId: string }, table: Pick<CompactionRequest, 'catalog' | 'catalogName' | 'namespace' | 'table'>): Promise<boolean> {
+  const input = await startInput(client, run.workflowId, run.runId);
+  return input !== undefined && input.catalog === table.catalog && input.catalogName === table.catalogName && input.namespace === table.namespace && input.table === table.table;
 }
 
 /** `N of M buckets done`, as every command says it of an ended run. */
