@@ -1,5 +1,6 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
-import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
+import { inspect } from 'node:util';
+import { NativeConnection, Worker, Runtime, DefaultLogger, type LogEntry, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { ApplicationFailure } from '@temporalio/common';
 import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
 import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
@@ -33,9 +34,14 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
  * ApplicationFailure (what this worker's activities throw for every failure they classify, e.g. a bad
  * input file) is one line naming its type and message: the SDK printed its stack and failure object,
  * some 40 lines per failed bucket, at every attempt. Errors of any other kind keep their stack, since
- * nothing here expected them.
+ * nothing here expected them. Each entry is one line (the SDK's console format spreads a line's attributes
+ * over a dozen), so a log shipper takes it as one event; a stack keeps its own lines.
  */
 export class WorkerLogger extends DefaultLogger {
+  constructor(level: LogLevel = 'INFO', logFunction: (entry: LogEntry) => void = oneLineEntry) {
+    super(level, logFunction);
+  }
+
   override log(level: LogLevel, message: string, meta?: LogMetadata): void {
     const queue = meta?.taskQueue;
     if (message.startsWith('No workflows registered') && typeof queue === 'string' && queue.endsWith(bucketTaskQueue(''))) return;
@@ -47,6 +53,11 @@ export class WorkerLogger extends DefaultLogger {
     }
     super.log(level, message, rest);
   }
+}
+
+function oneLineEntry({ level, timestampNanos, message, meta }: LogEntry): void {
+  const when = new Date(Number(timestampNanos / 1_000_000n)).toISOString();
+  process.stderr.write(`${when} [${level}] ${message}${meta === undefined ? '' : ` ${inspect(meta, { breakLength: Infinity, depth: 4 })}`}\n`);
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
