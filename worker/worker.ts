@@ -3,6 +3,7 @@ import { inspect } from 'node:util';
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogEntry, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { ApplicationFailure } from '@temporalio/common';
 import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
+import { firstLine } from '../activities/compaction/duckdb-session';
 import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
@@ -49,7 +50,7 @@ export class WorkerLogger extends DefaultLogger {
     const { taskToken: _token, ...rest } = meta;
     const error = rest.error;
     if (message === 'Activity failed' && error instanceof ApplicationFailure) {
-      rest.error = `${error.type ?? 'ApplicationFailure'}${error.nonRetryable ? ' (not retried)' : ''}: ${error.message.split('\n')[0]}`;
+      rest.error = `${error.type ?? 'ApplicationFailure'}${error.nonRetryable ? ' (not retried)' : ''}: ${firstLine(error)}`;
     }
     super.log(level, message, rest);
   }
