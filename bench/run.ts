@@ -17,6 +17,7 @@ import { promises as fs, createReadStream } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UsageError } from '../client/cli-args';
+import { firstLine } from '../activities/error-text';
 import type { BucketTask } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
 import { linkBucketInto, prepareData, type BucketData, type BenchData } from './bench-data';
@@ -57,7 +58,7 @@ class Bench {
     } catch (err) {
       if (!(err instanceof CaseFailedError)) throw err;
       this.failed = true;
-      this.rows.push({ name, note: `FAILED: ${err.message.split('\n')[0]}` });
+      this.rows.push({ name, note: `FAILED: ${firstLine(err)}` });
       return undefined;
     }
   }

@@ -9,6 +9,7 @@ import { demoUsage, runDemoCommand } from './commands/demo';
 import { runScheduleCommand, scheduleUsage } from './commands/schedule';
 import { runVerifyCommand, verifyUsage } from './commands/verify';
 import { cancelUsage, runCancelCommand } from './commands/cancel';
+import { firstLine } from '../activities/error-text';
 
 type Command = { run: (argv: string[]) => Promise<number>; usage: string };
 
@@ -43,8 +44,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return command ? await command.run(rest) : await runCompactCommand(argv);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`earthcatalog-compact: ${message.split('\n')[0]}`);
+    console.error(`earthcatalog-compact: ${firstLine(err)}`);
     if (!(err instanceof UsageError)) return 1;
     // The usage of the command at fault, not of all of them.
     console.error(command ? `usage: ${command.usage}` : `usage: ${compactUsage}\n(earthcatalog-compact --help lists every command)`);

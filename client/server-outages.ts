@@ -5,7 +5,7 @@
  * a compaction failed that then completes.
  */
 import { isGrpcServiceError, type ConnectionLike } from '@temporalio/client';
-import { firstLine } from '../activities/compaction/duckdb-session';
+import { firstLine } from '../activities/error-text';
 
 /** gRPC status codes (the SDK's grpc-js is not a dependency of ours). */
 const GRPC_DEADLINE_EXCEEDED = 4;

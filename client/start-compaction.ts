@@ -6,7 +6,7 @@ import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { COMPACTION_WORKFLOW_TYPE, parseCompactionInput } from '../workflows/contract';
 import type { compactWarehouse } from '../workflows/compact-warehouse';
 import type { CompactionProgress } from '../workflows/progress';
-import { firstLine } from '../activities/compaction/duckdb-session';
+import { firstLine } from '../activities/error-text';
 import { serverAnswers, ServerUnreachableError, throughOutages } from './server-outages';
 import { workflowArgs } from './cli-args';
 

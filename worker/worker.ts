@@ -3,7 +3,7 @@ import { inspect } from 'node:util';
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogEntry, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { ApplicationFailure } from '@temporalio/common';
 import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
-import { firstLine } from '../activities/compaction/duckdb-session';
+import { firstLine } from '../activities/error-text';
 import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';

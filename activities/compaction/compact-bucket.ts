@@ -32,7 +32,8 @@ import {
 } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
-import { firstLine, isOutOfMemory, type DuckSession } from './duckdb-session';
+import { isOutOfMemory, type DuckSession } from './duckdb-session';
+import { firstLine } from '../error-text';
 import {
   assertCompatibleSchemas,
   valuelessParts,

@@ -64,11 +64,6 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
   return session;
 }
 
-/** An error's first line, for one-line messages: the rest of a DuckDB error is its advice ("Possible solutions: …"), not ours to pass on. */
-export function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
-
 /** DuckDB ran out of its memory_limit (its own error, not the operating system's). */
 export function isOutOfMemory(err: unknown): boolean {
   return err instanceof Error && /\bOut of Memory Error\b/.test(err.message);

@@ -5,7 +5,8 @@
  */
 import * as path from 'node:path';
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
-import { firstLine, sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { firstLine } from '../error-text';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
 import { readParquetFooter, type ParquetNode } from '../catalog/parquet-footer';
 import { groupShape, NoIcebergType } from '../catalog/schema-evolution';

@@ -5,7 +5,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { rowPosition, scanInputs } from './bucket-sql';
-import { firstLine, isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
+import { isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
+import { firstLine } from '../error-text';
 import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, MIN_ROW_GROUP_ROWS, oneRowGroupRows, type RowGroupSize } from './output-format';

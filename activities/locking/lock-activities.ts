@@ -3,6 +3,7 @@ import { WorkflowNotFoundError, type WorkflowExecutionInfo } from '@temporalio/c
 import type { LockRequest, LockState } from '../../workflows/lock';
 import { acquireLockSignal, lockGrantedSignal, lockStateQuery, type LockGrant } from '../../workflows/lock';
 import { decodeHistoryPayload } from './history-payload';
+import { firstLine } from '../error-text';
 
 export interface RequestLockInput {
   lockWorkflowId: string;
@@ -169,7 +170,7 @@ export function createLockActivities() {
         // runs it may hold the lock, and this attempt fails (it is retried) rather than grant beside it.
         // Blocking every later run on an unreadable predecessor for good would be worse than what it guards against.
         const { running, nextFence } = await runningGrantees(lockWorkflowId, previous.runId);
-        const why = `cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId} (${(err as Error).message.split('\n')[0]})`;
+        const why = `cannot read the state of its ${previous.status.name.toLowerCase()} run ${previous.runId} (${firstLine(err)})`;
         if (running.length) throw new Error(`lock ${lockWorkflowId}: ${why}, and ${running.join(', ')}, to which it granted the lock, is still running`);
         log.error(`lock ${lockWorkflowId}: ${why}; nobody it granted the lock to is running, so it starts without holder or queue (waiters send their requests again)`);
         return { holder: null, queue: [], nextFence };

@@ -5,7 +5,8 @@
  * bucket and per file, so the report names the culprit.
  */
 import type { DuckSession } from '../compaction/duckdb-session';
-import { firstLine, sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
+import { firstLine } from '../error-text';
 import { boundHolds, decodeBound, instantText, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';

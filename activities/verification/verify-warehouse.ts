@@ -23,6 +23,7 @@ import { currentSchema, defaultSpec } from '../catalog/table-metadata';
 import { NAME_MAPPING_PROPERTY, type IcebergSchema, type PartitionField, type PartitionSpec } from '../catalog/iceberg-schema';
 import { ViolationKinds, type VerifyReport, type Violation } from './report';
 import { groupByBucket, listPhysicalDataFiles, type PhysicalDataFile } from './warehouse-files';
+import { firstLine } from '../error-text';
 
 export { ViolationKinds, type VerifyReport, type VerifyStats, type Violation, type ViolationKind } from './report';
 
@@ -274,7 +275,7 @@ async function readCatalog(
     return await describeTable(backend, namespace, tableName);
   } catch (err) {
     if (err instanceof CatalogBusyError) throw err;
-    violations.push({ kind: ViolationKinds.catalogUnreadable, object: label, detail: `cannot read the table: ${(err as Error).message.split('\n')[0]}` });
+    violations.push({ kind: ViolationKinds.catalogUnreadable, object: label, detail: `cannot read the table: ${firstLine(err)}` });
     return undefined;
   } finally {
     await backend.close();
@@ -293,7 +294,7 @@ async function materializeAll(store: WarehouseStore, files: readonly PhysicalDat
     try {
       local = await store.materialize(f.key, downloads);
     } catch (err) {
-      violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: `cannot fetch the file: ${(err as Error).message.split('\n')[0]}` });
+      violations.push({ kind: ViolationKinds.unreadableFile, object: f.key, detail: `cannot fetch the file: ${firstLine(err)}` });
       continue;
     }
     if (hasGlobCharacter(local)) {
