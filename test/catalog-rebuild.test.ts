@@ -885,6 +885,45 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal(pointerRow(healthy)?.metadata_location, badMeta);
   });
 
+  test('a table whose current metadata file is gone fails as CatalogCorruptError naming the file (not retried for ever), the pointer left; a pointer moved meanwhile is a conflict', async () => {
+    const dir = await freshDir('metadata-gone');
+    const catalogDb = path.join(dir, 'catalog.db');
+    const first = await rebuild(baseWarehouse, catalogDb);
+    const kept = path.join(dir, 'kept.metadata.json');
+    await fs.rename(first.metadataLocation, kept);
+    const named = (err: unknown) => err instanceof CatalogCorruptError && err.message.includes(first.metadataLocation) && err.message.includes(`${NS}.${TABLE}`);
+    await assert.rejects(rebuild(baseWarehouse, catalogDb), named);
+    const backend = backendFor(catalogDb, baseWarehouse);
+    try {
+      await assert.rejects(checkTable(backend, request(baseWarehouse, catalogDb), baseWarehouse), named, 'the pre-flight check too');
+    } finally {
+      await backend.close();
+    }
+    assert.equal(pointerRow(catalogDb)?.metadata_location, first.metadataLocation, 'the pointer is not moved');
+    const failure = toActivityFailure(new CatalogCorruptError('x')) as { nonRetryable?: boolean };
+    assert.equal(failure.nonRetryable, true);
+
+    // Another writer commits (and cleans up the file the rebuild was about to read) after the pointer was read.
+    const racing = backendFor(catalogDb, baseWarehouse);
+    const moved = path.join(dir, 'moved.metadata.json');
+    await fs.copyFile(kept, moved);
+    const readFile = racing.readFile.bind(racing);
+    racing.readFile = async (uri: string) => {
+      if (uri === first.metadataLocation) {
+        const db = new Database(catalogDb);
+        db.prepare('UPDATE iceberg_tables SET metadata_location = ?').run(moved);
+        db.close();
+      }
+      return readFile(uri);
+    };
+    try {
+      await assert.rejects(checkTable(racing, request(baseWarehouse, catalogDb), baseWarehouse), (err: unknown) => err instanceof CatalogConflictError && err.message.includes(first.metadataLocation));
+      assert.deepEqual(await checkTable(racing, request(baseWarehouse, catalogDb), baseWarehouse), { tableExists: true }, 'the retry reads the new file');
+    } finally {
+      await racing.close();
+    }
+  });
+
   test('a bucket deleted from the warehouse since the last rebuild is named in the result with the rows that left the table', async () => {
     const wh = await copyOfBase('bucket-gone');
     const catalogDb = path.join(path.dirname(wh), 'catalog.db');

@@ -21,6 +21,7 @@ import { currentSnapshot, liveDataFiles } from './describe-table';
 import { warehouseKeyOf } from './catalog-locations';
 import { removeExpiredMetadata } from './metadata-cleanup';
 import { crashPoint } from '../compaction/crash-points';
+import { MetadataFileMissingError } from './metadata-file-io';
 import type { TableMetadataJson } from './table-metadata';
 import {
   currentSchema,
@@ -509,7 +510,22 @@ async function refuseEmptying(backend: IcebergCatalogBackend, req: CatalogReques
 }
 
 async function readTableMetadata(backend: IcebergCatalogBackend, req: CatalogRequest, pointer: TablePointer): Promise<TableMetadataJson> {
-  const text = (await backend.readFile(pointer.metadataLocation)).toString('utf8');
+  let text: string;
+  try {
+    text = (await backend.readFile(pointer.metadataLocation)).toString('utf8');
+  } catch (err) {
+    if (!(err instanceof MetadataFileMissingError)) throw err;
+    // Another writer may have committed and cleaned this file up since the pointer was read: a retry
+    // reads its new one. A pointer still naming a missing file stays so: retried, the run would wait for ever.
+    const now = await backend.findTable(req.namespace, req.table);
+    if (now?.metadataLocation !== pointer.metadataLocation) {
+      throw new CatalogConflictError(`${req.namespace}.${req.table} in ${backend.description} moved on while its metadata file ${pointer.metadataLocation} was read`);
+    }
+    throw new CatalogCorruptError(
+      `${req.namespace}.${req.table} in ${backend.description}: its current metadata file ${pointer.metadataLocation} does not exist (deleted or moved?). ` +
+        'Nothing was changed. Restore the file, or drop the table so that the next run creates it again',
+    );
+  }
   return unlessCorrupt(backend, req, () => parseTableMetadata(text, pointer.metadataLocation));
 }
 
