@@ -189,6 +189,18 @@ describe('resume', () => {
     assert.ok(warning.includes(`${handle.workflowId}, was TERMINATED`), warning);
     // The run's server, namespace and (not the default) task queue: the resume must reach its workers.
     assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --max-parallel 1 --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
+    // For scripts: stdout stays the JSON list of running runs, the warning is a JSON line on stderr with its command.
+    const asJson = await cli(['status', '--json']);
+    assert.deepEqual(JSON.parse(asJson.stdout), []);
+    const jsonWarning = asJson.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { warning: string; workflowId?: string; warehouse?: string; command?: string })
+      .find((w) => w.warehouse === fx.warehouse);
+    assert.deepEqual(
+      { warning: jsonWarning?.warning, workflowId: jsonWarning?.workflowId, command: jsonWarning?.command },
+      { warning: 'stale-table', workflowId: handle.workflowId, command: `earthcatalog-compact ${hint}` },
+    );
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
     const summary = JSON.parse(stdout) as CompactionSummary;

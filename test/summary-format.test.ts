@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { interruptedWarning, silentBucketCount, silentBucketsNote } from '../client/commands/status';
+import { interruptedWarning, silentBucketCount, silentBucketsNote, warningLine } from '../client/commands/status';
 import { parseCompactionInput } from '../workflows/contract';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
@@ -251,17 +251,29 @@ test("status's warning of a stale table says why its run failed, and, when a sch
   const run = { workflowId: 'weekly-2026-12-06T03:00:00Z', runId: 'r1', status: 'FAILED', taskQueue: 'earthcatalog-compaction', closeTime: new Date('2026-12-06T03:20:00Z'), input };
   const schedule = { scheduleId: 'weekly', paused: false, workflowId: run.workflowId, status: 'FAILED', error: 'workflow failed: catalog /data/catalog.db is not an SQLite database' };
   const connection = ['--address', 'temporal:7233'];
+  const warning = interruptedWarning(run, connection, schedule.error, schedule);
   assert.equal(
-    interruptedWarning(run, connection, schedule.error, schedule),
+    warning.message,
     'warning: the latest compaction of /data/warehouse, weekly-2026-12-06T03:00:00Z (the latest run of schedule weekly, which starts its next run as planned), ' +
       'was FAILED at 2026-12-06T03:20:00.000Z (workflow failed: catalog /data/catalog.db is not an SQLite database): if it had compacted buckets, ' +
       'the table lists files they deleted until a run rebuilds it. Once that is fixed, finish it: ' +
       'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
   );
-  assert.match(interruptedWarning({ ...run, status: 'TERMINATED' }, connection), /, was TERMINATED at \S+: if it had compacted .* Finish it: earthcatalog-compact resume /);
+  // --json: one object per line on stderr, for scripts: what it is about and the command that acts on it.
+  assert.equal(warningLine(warning, false), warning.message);
+  assert.deepEqual(JSON.parse(warningLine(warning, true)), {
+    warning: 'stale-table',
+    message: warning.message,
+    workflowId: run.workflowId,
+    warehouse: '/data/warehouse',
+    scheduleId: 'weekly',
+    command: 'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
+  });
+  assert.equal(warningLine(warning, true).includes('\n'), false, 'one line');
+  assert.match(interruptedWarning({ ...run, status: 'TERMINATED' }, connection).message, /, was TERMINATED at \S+: if it had compacted .* Finish it: earthcatalog-compact resume /);
   // The warehouse's newest plan finished by a run for another table: a resume would be refused, a compaction rebuilds this table.
   assert.match(
-    interruptedWarning(run, connection, schedule.error, undefined, { workflowId: 'by-hand', closeTime: '2026-12-06T04:00:00.000Z' }),
+    interruptedWarning(run, connection, schedule.error, undefined, { workflowId: 'by-hand', closeTime: '2026-12-06T04:00:00.000Z' }).message,
     / the table lists files they deleted until a run rebuilds it\. A run of the warehouse for another table, by-hand, completed at 2026-12-06T04:00:00\.000Z with a newer plan, so no resume finishes this one: once that is fixed, rebuild this table with earthcatalog-compact --warehouse \/data\/warehouse --catalog \/data\/catalog\.db --address temporal:7233$/,
   );
 });

@@ -14,6 +14,7 @@ import {
 } from '../../workflows/contract';
 import type { CompactionProgress } from '../../workflows/progress';
 import { decodeHistoryPayload } from '../../activities/locking/history-payload';
+import { firstLine } from '../../activities/error-text';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
@@ -35,13 +36,14 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       // The resume command must reach the same server and namespace as this status did.
       const connection = connectionFlagsOf(values);
       // Side checks: when they fail, the running compactions are still listed.
+      const warn = (w: StatusWarning) => console.error(warningLine(w, values.json === true));
       const [interrupted, failing] = await Promise.all([
         interruptedCompactions(client).catch((err: unknown) => {
-          console.error(`warning: could not look for terminated compactions: ${err instanceof Error ? err.message : String(err)}`);
+          warn({ kind: 'not-checked', message: `warning: could not look for terminated compactions: ${firstLine(err)}` });
           return [];
         }),
         failingSchedules(client).catch((err: unknown) => {
-          console.error(`warning: could not look at the compaction schedules: ${err instanceof Error ? err.message : String(err)}`);
+          warn({ kind: 'not-checked', message: `warning: could not look at the compaction schedules: ${firstLine(err)}` });
           return [];
         }),
       ]);
@@ -53,9 +55,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const error = schedule?.error ?? (failed ? await whyItEnded(client.workflow.getHandle(run.workflowId, run.runId)).catch(() => undefined) : undefined);
         // A run of this table completed since would have ended the warning: one found is of another table of the warehouse.
         const later = await completedRunAfter(client, run, run.input.warehouse).catch(() => undefined);
-        console.error(interruptedWarning(run, connection, error, schedule, later && !later.before ? later : undefined));
+        warn(interruptedWarning(run, connection, error, schedule, later && !later.before ? later : undefined));
       }
-      for (const f of failing.filter((f) => !interrupted.some((run) => run.workflowId === f.workflowId))) console.error(failingScheduleWarning(f, connection));
+      for (const f of failing.filter((f) => !interrupted.some((run) => run.workflowId === f.workflowId))) warn(failingScheduleWarning(f, connection));
     }
     if (ids.length === 0) {
       console.log(values.json ? '[]' : 'no compaction is running');
@@ -417,12 +419,38 @@ async function failingSchedules(client: Client): Promise<FailingSchedule[]> {
   return found.filter((f): f is FailingSchedule => f !== undefined);
 }
 
-function failingScheduleWarning(f: FailingSchedule, connection: string[]): string {
+/**
+ * One of `status`'s warnings: its text, and for scripts (`--json`: one JSON object per line on stderr,
+ * stdout keeping the list of running runs) what it is about and the command that acts on it.
+ */
+export interface StatusWarning {
+  kind: 'stale-table' | 'failing-schedule' | 'not-checked';
+  message: string;
+  workflowId?: string;
+  warehouse?: string;
+  scheduleId?: string;
+  /** What finishes or rebuilds the stale table (resume or compact), or shows the schedule's failed run. */
+  command?: string;
+}
+
+export function warningLine(w: StatusWarning, json: boolean): string {
+  if (!json) return w.message;
+  const { kind, message, ...about } = w;
+  return JSON.stringify({ warning: kind, message, ...about });
+}
+
+function failingScheduleWarning(f: FailingSchedule, connection: string[]): StatusWarning {
   const when = f.closeTime ? ` at ${f.closeTime.toISOString()}` : '';
-  return (
-    `warning: the latest run of schedule ${f.scheduleId}, ${f.workflowId}, ${f.status}${when}${f.error ? `: ${f.error}` : ''}; ` +
-    `${f.paused ? 'the schedule is paused' : 'the schedule starts its next run as planned'} (details: earthcatalog-compact status ${workflowArgs(f.workflowId, connection)})`
-  );
+  const command = `earthcatalog-compact status ${workflowArgs(f.workflowId, connection)}`;
+  return {
+    kind: 'failing-schedule',
+    message:
+      `warning: the latest run of schedule ${f.scheduleId}, ${f.workflowId}, ${f.status}${when}${f.error ? `: ${f.error}` : ''}; ` +
+      `${f.paused ? 'the schedule is paused' : 'the schedule starts its next run as planned'} (details: ${command})`,
+    workflowId: f.workflowId,
+    scheduleId: f.scheduleId,
+    command,
+  };
 }
 
 /**
@@ -435,20 +463,21 @@ export function interruptedWarning(
   error?: string,
   schedule?: FailingSchedule,
   later?: { workflowId: string; closeTime: string },
-): string {
+): StatusWarning {
   const i = run.input;
   const when = run.closeTime ? ` at ${run.closeTime.toISOString()}` : '';
   const of = schedule ? ` (the latest run of schedule ${schedule.scheduleId}, which ${schedule.paused ? 'is paused' : 'starts its next run as planned'})` : '';
   // With --use-lock the run's lock object also stays, and the Python pipeline honours it until it expires.
   const lockObject = i.useLock ? ', and the Python pipeline waits for its lock object until it expires or a resume with --use-lock ends' : '';
-  return (
+  const command = later ? compactCommand(i, run.taskQueue, connection) : resumeCommand(i, run.taskQueue, connection);
+  const message =
     `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}${of}, was ${run.status}${when}${error ? ` (${error})` : ''}: if it had compacted ` +
     `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
     (later
       ? `A run of the warehouse for another table, ${later.workflowId}, completed at ${later.closeTime} with a newer plan, so no resume finishes this one: ` +
-        `${error ? 'once that is fixed, rebuild' : 'rebuild'} this table with ${compactCommand(i, run.taskQueue, connection)}`
-      : `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${resumeCommand(i, run.taskQueue, connection)}`)
-  );
+        `${error ? 'once that is fixed, rebuild' : 'rebuild'} this table with ${command}`
+      : `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${command}`);
+  return { kind: 'stale-table', message, workflowId: run.workflowId, warehouse: i.warehouse, ...(schedule ? { scheduleId: schedule.scheduleId } : {}), command };
 }
 
 /**
