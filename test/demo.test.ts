@@ -71,6 +71,22 @@ test('demo --generate-only writes the sample warehouse and prints the command th
   assert.deepEqual([...buckets.keys()].sort(), ['grid_partition=8128bffffffffff/year=2022', 'grid_partition=8129bffffffffff/year=2022']);
   for (const [bucket, files] of buckets) assert.ok(files.length >= 3, `${bucket} has part files to compact`);
   await assert.rejects(fs.stat(path.join(dir, 'catalog.db')), 'no table before the first compaction');
+
+  // A --dir that already holds a warehouse (a mistyped one in a script) is refused: sample rows beside
+  // real ones would go into the table with the next compaction. So is one that holds a catalog.
+  const filesBefore = await listFiles(warehouse);
+  const again = (into: string) =>
+    execFileP(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), 'demo', '--generate-only', '--dir', into], { cwd: REPO_ROOT, timeout: 120_000 });
+  await assert.rejects(again(dir), (err: { code?: number; stderr?: string }) => {
+    assert.equal(err.code, 64);
+    assert.match(err.stderr ?? '', new RegExp(`--dir: ${warehouse} is not empty`));
+    return true;
+  });
+  assert.deepEqual(await listFiles(warehouse), filesBefore, 'nothing added');
+  const withCatalog = await makeTempDir('ec-demo-catalog');
+  await fs.writeFile(path.join(withCatalog, 'catalog.db'), 'a catalog');
+  await assert.rejects(again(withCatalog), (err: { code?: number; stderr?: string }) => err.code === 64 && /catalog\.db exists/.test(err.stderr ?? ''));
+  await assert.rejects(fs.stat(path.join(withCatalog, 'warehouse')), 'no sample warehouse beside it');
 });
 
 test('on a shared server (TEMPORAL_ADDRESS) the demo leaves nothing running: its lock workflows would wait there for a worker that is gone', async () => {

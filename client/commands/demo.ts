@@ -37,6 +37,8 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const dir = values.dir ? path.resolve(values.dir) : await fs.mkdtemp(path.join(os.tmpdir(), 'earthcatalog-demo-'));
   const warehouse = path.join(dir, 'warehouse');
   const catalog = path.join(dir, 'catalog.db');
+  // Generated rows beside real ones would go into the table with the next compaction: a mistyped --dir must not add them.
+  if (values.dir) await refuseNonEmpty(warehouse, catalog);
   const say = (line: string) => console.error(`demo: ${line}`);
   const cells = DEMO_CELLS.slice(0, cellCount);
   const years = Array.from({ length: yearCount }, (_, i) => 2022 + i);
@@ -94,6 +96,17 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     await connection.close();
     await server?.stop();
   }
+}
+
+async function refuseNonEmpty(warehouse: string, catalog: string): Promise<void> {
+  const entries = await fs.readdir(warehouse).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    if (err.code === 'ENOTDIR') throw new UsageError(`--dir: ${warehouse} is a file, not a folder for the sample warehouse`);
+    throw err;
+  });
+  if (entries.length) throw new UsageError(`--dir: ${warehouse} is not empty; the demo writes its sample warehouse only into a new or empty folder (choose another --dir)`);
+  const catalogThere = await fs.lstat(catalog).then(() => true, () => false);
+  if (catalogThere) throw new UsageError(`--dir: ${catalog} exists; the demo creates its catalog only where there is none (choose another --dir)`);
 }
 
 /** Terminates what still runs on the demo's own task queue (its lock workflows, or a run it stopped following), which no worker will serve again. */
