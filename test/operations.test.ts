@@ -443,6 +443,12 @@ describe('a run whose rebuild fails for good', () => {
         assert.ok(last.endsWith(`; ${line[2]} of ${line[3]} buckets done; finish it with earthcatalog-compact ${resume}`), last);
         return true;
       });
+      await assert.rejects(cli(['status', '--workflow-id', workflowId, '--watch', '--json']), (err: { stdout?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        const last = JSON.parse(err.stdout!.trim().split('\n').pop()!) as Record<string, unknown>;
+        assert.deepEqual({ status: last.status, planId: last.planId, command: last.command }, { status: 'FAILED', planId: waiting.planId, command: `earthcatalog-compact ${resume}` });
+        return true;
+      });
       const { warning, hint } = await statusWarning(fx.warehouse);
       // Why it failed, since a resume before that is fixed fails the same way.
       assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at \\S+ \\(workflow failed: .*registers files outside the warehouse.*\\): .*the table lists files they deleted.* Once that is fixed, finish it: `));
@@ -486,7 +492,7 @@ describe('a run that fails between its buckets', () => {
     // A resume would fail on the same missing page: what the CLI says of the run points to a new compaction.
     const { runId } = await handle.describe();
     assert.equal(
-      await stoppedRunOutcome(h.client, { workflowId: handle.workflowId, runId, taskQueue }, []),
+      (await stoppedRunOutcome(h.client, { workflowId: handle.workflowId, runId, taskQueue }, [])).text,
       `${PLAN_PAGE_SIZE} of ${PLAN_PAGE_SIZE + 1} buckets done; its plan ${progress.planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`,
     );
 
@@ -690,8 +696,11 @@ describe('the CLI when nobody serves the run', () => {
         );
         return true;
       });
-      jsonChild.kill('SIGINT');
-      await jsonExited;
+      // SIGTERM, as a scheduler stops a task, detaches like Ctrl-C (exit 143), and names the run, also with --json.
+      jsonChild.kill('SIGTERM');
+      assert.equal(await jsonExited, 143);
+      assert.match(jsonStderr, new RegExp(`^started ${jsonId} on `, 'm'));
+      assert.match(jsonStderr, new RegExp(`detached; the compaction continues as workflow ${jsonId}`));
       await h.client.workflow.getHandle(jsonId).terminate('test: one of the two gone');
       await waitFor('the terminated run no longer listed as running', async () => {
         for await (const _ of h.client.workflow.list({ query: `WorkflowId = '${jsonId}' AND ExecutionStatus = 'Running'` })) return undefined;
@@ -828,7 +837,7 @@ describe('cancel through the CLI', () => {
     const bin = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
     const compacting = run(process.execPath, [bin, '--warehouse', fx.warehouse, '--catalog', fx.catalog, '--max-parallel', '1', '--workflow-id', workflowId, '--json', '--address', h.address, '--namespace', h.namespace, '--task-queue', queue], { cwd: REPO_ROOT }).then(
       () => assert.fail('the terminated run printed a summary'),
-      (err: { stderr?: string; code?: number }) => err,
+      (err: { stdout?: string; stderr?: string; code?: number }) => err,
     );
     let second: Awaited<ReturnType<typeof startWorker>> | undefined;
     try {
@@ -846,6 +855,14 @@ describe('cancel through the CLI', () => {
       const line = /workflow was terminated: operator: wrong warehouse; (\d+) of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(failed.stderr ?? '');
       assert.ok(line, failed.stderr);
       assert.equal(line[2], `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`);
+      assert.match(failed.stderr ?? '', new RegExp(`^earthcatalog-compact: ${workflowId}: workflow was terminated`, 'm'), 'the message names the run');
+      // --json: stdout has what a script needs to go on, as one JSON object.
+      const ended = JSON.parse(failed.stdout ?? '') as Record<string, unknown>;
+      assert.deepEqual(
+        { workflowId: ended.workflowId, status: ended.status, planId: ended.planId, command: ended.command },
+        { workflowId, status: 'TERMINATED', planId, command: `earthcatalog-compact ${line[2]}` },
+      );
+      assert.match(String(ended.error), /workflow was terminated: operator: wrong warehouse; \d+ of 12 buckets done/);
     } finally {
       await first.stop().catch(() => undefined);
       await second?.stop();
@@ -1217,7 +1234,7 @@ describe('a finished run reset past its plan', () => {
     const { summary, runId } = await resetFinishedRun(fx, workflowId);
     assert.equal((await statusWarning(fx.warehouse)).warning, '', 'status does not call the table stale');
     assert.match(
-      await stoppedRunOutcome(h.client, { workflowId, runId, taskQueue }, []),
+      (await stoppedRunOutcome(h.client, { workflowId, runId, taskQueue }, [])).text,
       new RegExp(`; an earlier run, ${workflowId}, finished its plan at \\S+: there is nothing to resume$`),
       `the plan ${summary.planId} is not offered for resume`,
     );

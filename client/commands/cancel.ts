@@ -46,7 +46,7 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     });
     let outcome = '';
     if (status === 'CANCELLED') {
-      outcome = `: ${await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))}`;
+      outcome = `: ${(await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))).text}`;
     } else {
       const p = await queryProgress(handle);
       if (p) outcome = `: ${bucketsDone(p)}`;

@@ -4,7 +4,7 @@ import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { connectionFlagsOf, noAnswer, recentWorkflowPollers, runningCompactionsOf, stoppedRunOutcome } from './status';
+import { connectionFlagsOf, endedLine, noAnswer, recentWorkflowPollers, runningCompactionsOf, stoppedRunOutcome } from './status';
 import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock [--pipeline-lock URI]] [--json]
@@ -52,18 +52,21 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
     // Ctrl-C stops following, not the compaction: it is a durable workflow that needs no terminal.
     // The commands must reach the same server and namespace as this one did.
     const followArgs = () => workflowArgs(handle.workflowId, connectionFlagsOf(values));
-    const detach = () => {
+    // SIGTERM too: that is what schedulers (Airflow, `timeout`, systemd) send to stop a task.
+    const detach = (signal: NodeJS.Signals) => {
       bar?.finish();
       const id = followArgs();
       console.error(
         `earthcatalog-compact: detached; the compaction continues as workflow ${handle.workflowId} ` +
           `(follow it: earthcatalog-compact status --watch ${id}; stop it: earthcatalog-compact cancel ${id})`,
       );
-      process.exit(130);
+      process.exit(signal === 'SIGTERM' ? 143 : 130);
     };
     // Taken before the first line is printed: a Ctrl-C that answers that line must detach, not kill.
     process.once('SIGINT', detach);
-    if (!values.json) console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
+    process.once('SIGTERM', detach);
+    // On stderr with --json too: a script's log then names the run even if this process is killed outright.
+    console.error(`started ${handle.workflowId} on ${describeTarget(target)} (task queue ${target.taskQueue})`);
     let summary: CompactionSummary;
     try {
       summary = await followCompaction(handle, bar ? (p) => bar.update(p) : undefined, async ({ error, serverUnreachable }) => {
@@ -81,10 +84,15 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       // Stopped by someone else (`cancel`, a terminate, the UI) or failed: say what it left, and the command that finishes it.
       if (!(err instanceof CompactionEndedError)) throw err;
       bar?.finish();
-      const { runId, taskQueue } = await handle.describe();
-      throw new Error(`${err.message}; ${await stoppedRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values))}`);
+      const { runId, taskQueue, status } = await handle.describe();
+      const outcome = await stoppedRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values));
+      const message = `${handle.workflowId}: ${err.message}; ${outcome.text}`;
+      // A script gets what it needs to go on (the run, its plan, the command that finishes it) without reading stderr's prose.
+      if (values.json) console.log(endedLine(handle.workflowId, status.name, message, outcome));
+      throw new Error(message);
     } finally {
       process.off('SIGINT', detach);
+      process.off('SIGTERM', detach);
       bar?.finish();
     }
     console.log(values.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));

@@ -518,40 +518,50 @@ const NOTHING_PLANNED = 'it stopped before it made or loaded a plan, so it compa
  * nothing to finish (stopped before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
  * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
  */
+/** What a stopped run left: said in a sentence, and for scripts its plan and the command that finishes its table (when there is one). */
+export interface RunOutcome {
+  text: string;
+  planId?: string;
+  command?: string;
+}
+
 export async function stoppedRunOutcome(
   client: Client,
   run: { workflowId: string; runId: string; taskQueue: string },
   connection: readonly string[],
-): Promise<string> {
+): Promise<RunOutcome> {
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
-  if (!p) return 'if it had made a plan, resume finishes it (no worker answered for its progress)';
+  if (!p) return { text: 'if it had made a plan, resume finishes it (no worker answered for its progress)' };
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
   if (!p.planId) {
     // A resume stopped before it loaded its plan (its pre-flight failed, say) leaves that plan to finish,
     // unless it was refused because there is no plan left to finish.
     if (input?.resumePlanId) {
       if (!(await failedOnItsPlan(client, run))) {
-        return `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${resumeCommand(input, run.taskQueue, connection)}`;
+        const command = resumeCommand(input, run.taskQueue, connection);
+        return { text: `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${command}`, command };
       }
       // Refused for want of a plan: another run may have finished the warehouse's plan for another table, leaving this one stale.
-      return `${NOTHING_PLANNED}; a compaction rebuilds this table from the files as they are: ${compactCommand(input, run.taskQueue, connection)}`;
+      const command = compactCommand(input, run.taskQueue, connection);
+      return { text: `${NOTHING_PLANNED}; a compaction rebuilds this table from the files as they are: ${command}`, command };
     }
-    return NOTHING_PLANNED;
+    return { text: NOTHING_PLANNED };
   }
   const done = bucketsDone(p);
-  if (input?.dryRun) return `${done}; a dry run stores no plan: there is nothing to resume`;
+  const planId = p.planId;
+  if (input?.dryRun) return { text: `${done}; a dry run stores no plan: there is nothing to resume`, planId };
   if (await failedOnItsPlan(client, run)) {
     // A resume would read the same missing or damaged page and fail the same way.
-    return `${done}; its plan ${p.planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`;
+    return { text: `${done}; its plan ${planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`, planId };
   }
   // Watched long after it stopped, the run may have been followed up already; its resume would then be refused.
   const later = input ? await completedRunAfter(client, run, input.warehouse, p.planId).catch(() => undefined) : undefined;
   if (later) {
     const what = later.planId === p.planId ? 'finished its plan' : `made a newer plan, ${later.planId}, and completed`;
-    return `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`;
+    return { text: `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`, planId };
   }
   const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
-  return `${done}; finish it with ${command}`;
+  return { text: `${done}; finish it with ${command}`, planId, command };
 }
 
 /** Whether `run` failed because a file of its plan is missing or damaged (PlanNotFound anywhere in the failure's causes). */
@@ -643,10 +653,17 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
   let error = status === 'COMPLETED' ? undefined : await whyItEnded(handle);
+  let outcome: RunOutcome | undefined;
   if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT' || status === 'FAILED') {
     const { runId, taskQueue } = await handle.describe();
-    error = `${error}; ${await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection)}`;
+    outcome = await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection);
+    error = `${error}; ${outcome.text}`;
   }
-  console.log(json ? JSON.stringify({ workflowId, status, ...(error ? { error } : {}) }) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
+  console.log(json ? endedLine(workflowId, status, error, outcome) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
   return status === 'COMPLETED' ? 0 : 1;
+}
+
+/** The JSON line that ends a followed run (`status --watch --json`, and `compact --json` of a run that did not complete). */
+export function endedLine(workflowId: string, status: string, error?: string, outcome?: RunOutcome): string {
+  return JSON.stringify({ workflowId, status, ...(error ? { error } : {}), ...(outcome?.planId ? { planId: outcome.planId } : {}), ...(outcome?.command ? { command: outcome.command } : {}) });
 }
