@@ -203,8 +203,9 @@ describe('resume', () => {
     );
 
     const { stdout } = await cli([...hint.split(' '), '--json']);
-    const summary = JSON.parse(stdout) as CompactionSummary;
+    const summary = JSON.parse(stdout) as CompactionSummary & { workflowId?: string };
     assert.equal(summary.planId, planId, 'the resume adopted the interrupted plan');
+    assert.match(summary.workflowId ?? '', /^earthcatalog-compact-/, 'the summary names its run');
     assert.equal(summary.bucketsCompacted, bucketsBefore.size);
     assert.ok(summary.bucketsAlreadyCompacted >= finished.length, 'finished buckets were recognised');
     assert.deepEqual(await Promise.all(finished.map(inode)), inodesBefore, 'finished outputs were not rewritten');

@@ -95,7 +95,8 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       process.off('SIGTERM', detach);
       bar?.finish();
     }
-    console.log(values.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));
+    // The run's id beside its summary: what a script logs, and what `status --workflow-id` shows again.
+    console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId, ...summary }, null, 2) : formatSummary(summary));
     return exitCodeOf(summary);
   } finally {
     await client.connection.close();
