@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { interruptedWarning, silentBucketCount, silentBucketsNote, warningLine } from '../client/commands/status';
+import { interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, warningLine } from '../client/commands/status';
 import { parseCompactionInput } from '../workflows/contract';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
@@ -225,7 +225,7 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
 });
 
-test("status counts the started bucket activities silent for over 20 s (a killed worker's, until their heartbeat timeout), nothing else", () => {
+test("status counts the started bucket activities silent for over 20 s (a killed worker's, until their heartbeat timeout), nothing else; and a rebuild silent for over 80 s", () => {
   const now = 1_800_000_000_000;
   const at = (msAgo: number) => ({ seconds: Math.floor((now - msAgo) / 1000), nanos: ((now - msAgo) % 1000) * 1e6 });
   const STARTED = 2;
@@ -244,6 +244,14 @@ test("status counts the started bucket activities silent for over 20 s (a killed
     2,
   );
   assert.match(silentBucketsNote(2), /^2 bucket\(s\) without a heartbeat for over 20 s \(their worker gone\?/);
+  // The rebuild: its heartbeats reach the server at most every 60 s (the SDK's throttle), so silence counts past 80 s.
+  const rebuild = { activityType: { name: 'rebuildCatalog' }, state: STARTED };
+  assert.equal(silentRebuild([{ ...rebuild, lastHeartbeatTime: at(65_000) }], now), false, 'within the throttle');
+  assert.equal(silentRebuild([{ ...rebuild, lastHeartbeatTime: at(85_000) }], now), true);
+  assert.equal(silentRebuild([{ ...rebuild, lastStartedTime: at(90_000) }], now), true, 'started, never a heartbeat');
+  assert.equal(silentRebuild([{ ...rebuild, state: SCHEDULED, lastStartedTime: at(90_000) }], now), false, 'waiting for a worker is not silence');
+  assert.equal(silentRebuild([{ ...bucket, lastHeartbeatTime: at(90_000) }], now), false, 'the rebuild only');
+  assert.match(SILENT_REBUILD_NOTE, /^the catalog rebuild without a heartbeat for over 80 s \(its worker gone\?/);
 });
 
 test("status's warning of a stale table says why its run failed, and, when a schedule started it, which one: one warning, not two", () => {

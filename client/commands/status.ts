@@ -71,6 +71,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
         const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
+        const rebuildSilent = silentRebuild(desc.raw.pendingActivities ?? [], Date.now());
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
@@ -87,6 +88,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(error ? { error } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets } : {}),
+          ...(rebuildSilent ? { silentRebuild: true } : {}),
           ...(summary ? { summary } : {}),
         };
       }),
@@ -99,7 +101,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           : r.status === 'RUNNING'
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0)
             : undefined;
-        const silent = r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '';
+        const silent = (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') + (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
@@ -118,22 +120,40 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
  */
 const SILENT_BUCKET_MS = 20_000;
 
-/** Started bucket activities whose last heartbeat (or start) is older than SILENT_BUCKET_MS at `nowMs`. */
-export function silentBucketCount(
-  pending: ReadonlyArray<{ activityType?: { name?: string | null } | null; state?: number | null; lastHeartbeatTime?: Timestamp | null; lastStartedTime?: Timestamp | null }>,
-  nowMs: number,
-): number {
+/**
+ * The rebuild heartbeats every 10 s too, but a worker sends its heartbeats at most every 60 s (the SDK's
+ * throttle for its 2-minute heartbeat timeout; only the bucket worker sends every one): silent this long,
+ * its worker is most likely gone, and another worker retries it once the 2 minutes are up.
+ */
+const SILENT_REBUILD_MS = 80_000;
+
+type PendingActivity = { activityType?: { name?: string | null } | null; state?: number | null; lastHeartbeatTime?: Timestamp | null; lastStartedTime?: Timestamp | null };
+
+/** Started activities of type `name` whose last heartbeat (or start) is older than `silentMs` at `nowMs`. */
+function silentCount(pending: ReadonlyArray<PendingActivity>, nowMs: number, name: string, silentMs: number): number {
   const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
   return pending.filter((a) => {
-    if (a.activityType?.name !== 'compactBucket' || a.state !== PENDING_ACTIVITY_STATE_STARTED) return false;
+    if (a.activityType?.name !== name || a.state !== PENDING_ACTIVITY_STATE_STARTED) return false;
     const last = ms(a.lastHeartbeatTime) ?? ms(a.lastStartedTime);
-    return last !== undefined && nowMs - last > SILENT_BUCKET_MS;
+    return last !== undefined && nowMs - last > silentMs;
   }).length;
+}
+
+/** Started bucket activities whose last heartbeat (or start) is older than SILENT_BUCKET_MS at `nowMs`. */
+export function silentBucketCount(pending: ReadonlyArray<PendingActivity>, nowMs: number): number {
+  return silentCount(pending, nowMs, 'compactBucket', SILENT_BUCKET_MS);
+}
+
+/** Whether the run's catalog rebuild has started and been silent for longer than SILENT_REBUILD_MS at `nowMs`. */
+export function silentRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: number): boolean {
+  return silentCount(pending, nowMs, 'rebuildCatalog', SILENT_REBUILD_MS) > 0;
 }
 
 export function silentBucketsNote(count: number): string {
   return `${count} bucket(s) without a heartbeat for over ${SILENT_BUCKET_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
 }
+
+export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_REBUILD_MS / 1000} s (its worker gone? it is retried on another after the 2-minute heartbeat timeout, from the start, still one snapshot)`;
 
 /** A workflow task on its second attempt or later failed or timed out on a worker (one of another version, a hung one): how often. */
 export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
