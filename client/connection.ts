@@ -144,6 +144,17 @@ export async function connectClient(target: TemporalTarget): Promise<Client> {
     });
     return new Client({ connection, namespace: target.namespace });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${describeTarget(target)}: ${withoutSecrets((err as Error).message, target.auth)}`);
+    throw unreachable(target, err);
   }
+}
+
+/**
+ * Why the server could not be reached, naming where and how it was tried. The core's transport errors
+ * (`tonic::transport::Error(Transport, ConnectError(… Os { …, message: "Connection refused" }))`) are
+ * cut to their operating-system reason.
+ */
+export function unreachable(target: TemporalTarget, err: unknown): Error {
+  const raw = withoutSecrets(err instanceof Error ? err.message : String(err), target.auth);
+  const reason = /\bOs \{[^}]*message: "([^"]+)"/.exec(raw)?.[1] ?? /ConnectError\("[^"]*", Custom \{[^}]*error: "([^"]+)"/.exec(raw)?.[1] ?? /ConnectError\("([^"]+)"/.exec(raw)?.[1] ?? raw;
+  return new Error(`cannot reach Temporal at ${describeTarget(target)}: ${reason} (is the server running there? --address or TEMPORAL_ADDRESS names it)`);
 }

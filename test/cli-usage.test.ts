@@ -246,7 +246,12 @@ test("the worker and the demo refuse counts that are not positive decimal number
 test('a worker that cannot reach the server says which server, as every command does', async () => {
   const r = await cli(['worker', '--scratch-dir', await makeTempDir('ec-worker-unreachable')]);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /^earthcatalog-compact: cannot reach Temporal at 127\.0\.0\.1:1\/default: /);
+  // The operating system's reason, not the core's transport dump.
+  assert.match(r.stderr, /^earthcatalog-compact: cannot reach Temporal at 127\.0\.0\.1:1\/default: Connection refused \(is the server running there\? --address or TEMPORAL_ADDRESS names it\)$/m);
+  assert.doesNotMatch(r.stderr, /tonic/);
+  const dns = await cli(['worker', '--address', 'no-such-host.invalid:7233', '--scratch-dir', await makeTempDir('ec-worker-dns')]);
+  assert.equal(dns.code, 1, dns.stderr);
+  assert.match(dns.stderr, /^earthcatalog-compact: cannot reach Temporal at no-such-host\.invalid:7233\/default: failed to lookup address information: .*\(is the server running there\?/m);
 });
 
 test('an empty EARTHCATALOG_TASK_QUEUE means unset, for every command alike (the default queue), and a flag still wins', () => {

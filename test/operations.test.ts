@@ -672,7 +672,8 @@ describe('the CLI when nobody serves the run', () => {
         return true;
       });
       const { stdout: status } = await cli(['status', '--workflow-id', workflowId]);
-      assert.match(status, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
+      // The worker command it suggests reaches the run's server and namespace: a worker of another namespace never sees it.
+      assert.match(status, new RegExp(`^${workflowId} RUNNING \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\? earthcatalog-compact worker --task-queue ${idle} --address ${h.address} --namespace ${h.namespace}\\)`));
       // Given --task-queue, status lists that queue's compactions only.
       assert.doesNotMatch((await cli(['status'])).stdout, new RegExp(workflowId), "not another queue's run");
       assert.match((await run(process.execPath, onIdleQueue(['status']), { cwd: REPO_ROOT })).stdout, new RegExp(`^${workflowId} RUNNING`, 'm'));
@@ -864,6 +865,12 @@ describe('cancel through the CLI', () => {
         { workflowId, status: 'TERMINATED', planId, command: `earthcatalog-compact ${line[2]}` },
       );
       assert.match(String(ended.error), /workflow was terminated: operator: wrong warehouse; \d+ of 12 buckets done/);
+      // A cancel of the terminated run has nothing to stop, and says what finishes it; exit 1, as it did not end cleanly.
+      await assert.rejects(cli(['cancel', '--workflow-id', workflowId]), (err: { stdout?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        assert.equal(err.stdout?.trim(), `${workflowId} already TERMINATED: nothing to cancel; ${line[1]} of 12 buckets done; finish it with earthcatalog-compact ${line[2]}`);
+        return true;
+      });
     } finally {
       await first.stop().catch(() => undefined);
       await second?.stop();

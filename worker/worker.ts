@@ -4,7 +4,7 @@ import { NativeConnection, Worker, Runtime, DefaultLogger, type LogEntry, type L
 import { ApplicationFailure } from '@temporalio/common';
 import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
 import { firstLine } from '../activities/error-text';
-import { checkAuth, describeTarget, withoutSecrets, type ConnectionAuth } from '../client/connection';
+import { checkAuth, describeTarget, unreachable, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -78,7 +78,7 @@ export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker
   } catch (err) {
     await plugin.local.close();
     // The core's own message (tonic transport errors) names neither the server nor how it was reached.
-    throw new Error(`cannot reach Temporal at ${describeTarget({ ...opts, auth: opts.auth ?? {} })}: ${withoutSecrets((err as Error).message, opts.auth ?? {})}`);
+    throw unreachable({ ...opts, auth: opts.auth ?? {} }, err);
   }
   let worker: Worker;
   try {

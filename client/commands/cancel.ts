@@ -21,8 +21,11 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const handle = client.workflow.getHandle(workflowId);
     const before = await handle.describe();
     if (before.status.name !== 'RUNNING') {
-      console.log(`${workflowId} already ${before.status.name}: nothing to cancel`);
-      return before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED' ? 0 : 1;
+      const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
+      // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
+      const left = clean ? '' : `; ${(await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))).text}`;
+      console.log(`${workflowId} already ${before.status.name}: nothing to cancel${left}`);
+      return clean ? 0 : 1;
     }
     await handle.cancel();
     if (values['no-wait']) {
@@ -42,7 +45,7 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       const unserved = (await everServed(client, workflowId, desc.runId)) ? '' :
         `; no worker has run it yet, so it holds no lock and made no plan: a worker on ${desc.taskQueue} ends it at once, or end it now with ` +
         `${['temporal workflow terminate --workflow-id', shellWord(workflowId), ...connectionFlagsOf(values)].join(' ')} (nothing is left to finish)`;
-      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue))}${unserved}; still waiting`);
+      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue), connectionFlagsOf(values))}${unserved}; still waiting`);
     });
     let outcome = '';
     if (status === 'CANCELLED') {

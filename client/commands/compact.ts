@@ -74,7 +74,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
           ? `earthcatalog-compact: the Temporal server at ${describeTarget(target)} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
             `the compaction goes on once it is back. Still waiting (up to ${OUTAGE_LIMIT_MS / 60_000} minutes).`
           : `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}) ` +
-            `${noAnswer(handle.workflowId, target.taskQueue, 0, await recentWorkflowPollers(client, target.taskQueue))}. Still waiting.`;
+            `${noAnswer(handle.workflowId, target.taskQueue, 0, await recentWorkflowPollers(client, target.taskQueue), connectionFlagsOf(values))}. Still waiting.`;
         // With --json stdout holds only the summary; the notice goes to stderr either way.
         if (bar) bar.note(notice);
         else console.error(notice);

@@ -99,7 +99,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const detail = r.progress
           ? progressLine(r.progress, 120, r.status !== 'RUNNING')
           : r.status === 'RUNNING'
-            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0)
+            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connectionFlagsOf(values))
             : undefined;
         const silent = (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') + (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
@@ -164,12 +164,14 @@ export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): 
  * Why a running compaction may not answer: no worker on its queue, workers whose workflow task fails on
  * it, or (`pollers`: workers seen polling its queue lately) one lost or hung while it held the run.
  */
-export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number, pollers = 0): string {
+export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number, pollers = 0, connection: readonly string[] = []): string {
+  // The commands must reach the run's server and namespace: a worker of another namespace never sees it.
+  const reach = connection.length ? ` ${connection.join(' ')}` : '';
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
   if (workflowTaskFailures > 0) {
     return (
       `(${none}: its workflow task has failed or timed out ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}: one of an older or another ` +
-      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${shellWord(workflowId)} names the error)`
+      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${shellWord(workflowId)}${reach} names the error)`
     );
   }
   if (pollers > 0) {
@@ -178,7 +180,7 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
       `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history)`
     );
   }
-  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${shellWord(taskQueue)})`;
+  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${shellWord(taskQueue)}${reach})`;
 }
 
 /** A live worker polls again within about a minute (a long poll); one gone stays listed by the server for minutes. */
