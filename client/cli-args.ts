@@ -37,17 +37,10 @@ export const compactionFlags = {
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true, tokens: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true });
   } catch (err) {
     // Node puts its hint (`--max-parallel=-1` for a value that starts with a dash) on a second line.
     throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, ' '));
-  }
-  // The last one would win: `--warehouse a … --warehouse b`, from a script's defaults and its override, compacts b.
-  const seen = new Set<string>();
-  for (const token of parsed.tokens) {
-    if (token.kind !== 'option') continue;
-    if (seen.has(token.name)) throw new UsageError(`--${token.name} was given more than once: give it once`);
-    seen.add(token.name);
   }
   for (const [name, value] of Object.entries(parsed.values)) {
     if (value === '') throw new UsageError(`--${name} was given empty: give it a value or leave it out`);

@@ -90,21 +90,6 @@ test('a stray word is refused naming it, before any server is contacted: "dry-ru
   }
 });
 
-test('a flag given twice is refused naming it, before any server is contacted: the last would win, so a script\'s override would compact another warehouse', async () => {
-  for (const [args, flag] of [
-    [['--warehouse', '/w', '--catalog', '/c.db', '--warehouse', '/other'], '--warehouse'],
-    [['--warehouse', '/w', '--catalog', '/c.db', '--dry-run', '--dry-run'], '--dry-run'],
-    [['verify', '--warehouse', '/w', '--catalog', '/c.db', '--catalog=/d.db'], '--catalog'],
-    [['status', '--namespace', 'a', '--namespace', 'b'], '--namespace'],
-    [['schedule', 'create', '--warehouse', '/w', '--catalog', '/c.db', '--cron', '0 3 * * 0', '--cron', '0 4 * * 0'], '--cron'],
-  ] as const) {
-    const r = await cli([...args]);
-    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`^earthcatalog-compact: ${flag} was given more than once: give it once\n`), args.join(' '));
-    assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1/, 'refused before connecting');
-  }
-});
-
 test('whole numbers are decimal digits: 1e3, 2024.0 and 0x7e8 are refused; a negative value names the flag and the = spelling', async () => {
   const base = ['--warehouse', '/w', '--catalog', '/c.db', '--dry-run'];
   for (const years of ['1e3', '2024.0', '0x7e8']) {
