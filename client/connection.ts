@@ -7,6 +7,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
+import { UsageError } from './cli-args';
 
 /** TLS, API key and gRPC metadata: passed to every connection (client and worker), never printed. */
 export interface ConnectionAuth {
@@ -22,6 +23,7 @@ export interface TemporalTarget {
   auth: ConnectionAuth;
 }
 
+/** The server, namespace and credentials of the flags, TEMPORAL_* variables and config profile; a setting that is wrong is a UsageError (exit 64), found before anything connects. */
 export function resolveTarget(flags: { address?: string; namespace?: string; taskQueue?: string }): TemporalTarget {
   let profile: ReturnType<typeof toClientOptions>;
   try {
@@ -32,7 +34,7 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
     halfCertificatePair(loaded.tls);
     profile = toClientOptions(loaded);
   } catch (err) {
-    throw new Error(`cannot load the Temporal client configuration (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): ${(err as Error).message}`);
+    throw new UsageError(`cannot load the Temporal client configuration (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): ${(err as Error).message}`);
   }
   const { address, apiKey, tls, metadata } = profile.connectionOptions;
   const target = {
@@ -72,7 +74,7 @@ function checkTlsFiles(tls: TLSConfig): void {
     try {
       parse(Buffer.from(contents));
     } catch (err) {
-      throw new Error(`the TLS ${what} cannot be read as ${expected} (${(err as Error).message})`);
+      throw new UsageError(`the TLS ${what} cannot be read as ${expected} (${(err as Error).message})`);
     }
   }
 }
@@ -84,7 +86,7 @@ function checkTlsFiles(tls: TLSConfig): void {
 function halfCertificatePair(tls: { clientCert?: unknown; clientKey?: unknown } | undefined): void {
   if ((tls?.clientCert === undefined) === (tls?.clientKey === undefined)) return;
   const [given, missing] = tls?.clientCert === undefined ? ['key', 'certificate'] : ['certificate', 'key'];
-  throw new Error(
+  throw new UsageError(
     `a TLS client ${given} is set but no client ${missing} (TEMPORAL_TLS_CLIENT_CERT_PATH/_DATA and TEMPORAL_TLS_CLIENT_KEY_PATH/_DATA, ` +
       `or client_cert_path and client_key_path of the profile's tls): set both, or neither`,
   );
@@ -113,7 +115,9 @@ export function checkAuth(auth: ConnectionAuth, from: 'environment' | 'options' 
     const name = ch === '\n' ? 'a newline' : ch === '\r' ? 'a carriage return' : ch === '\t' ? 'a tab' : `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
     const where = at === chars.length - 1 ? 'as its last character' : `at character ${at + 1} of ${chars.length}`;
     const hint = control ? ' (a secret read from a file with its newline?)' : '';
-    throw new Error(`${what} has ${name} ${where}, which a request header cannot carry${hint}: remove it`);
+    const message = `${what} has ${name} ${where}, which a request header cannot carry${hint}: remove it`;
+    // A setting of the environment is wrong before anything starts: a usage error (exit 64), as a bad EARTHCATALOG_* setting is.
+    throw from === 'environment' ? new UsageError(message) : new Error(message);
   }
 }
 

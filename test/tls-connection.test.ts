@@ -81,7 +81,7 @@ describe('Temporal behind mutual TLS', () => {
           () => assert.fail(`${args[0]} must refuse the key`),
           (err: { code?: number; stdout?: string; stderr?: string }) => err,
         );
-        assert.equal(r.code, 1, r.stderr);
+        assert.equal(r.code, 64, `a setting that is wrong before anything starts: ${r.stderr}`);
         assert.match(r.stderr!, new RegExp(`the Temporal API key \\(TEMPORAL_API_KEY, or api_key of the config profile\\) has ${what}, which a request header cannot carry`));
         assert.ok(!`${r.stdout}${r.stderr}`.includes(API_KEY.slice(5)), `${args[0]}: no part of the key is printed`);
       }
