@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { CreateTableBucketCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
@@ -209,6 +209,35 @@ describe('catalog.db kept in S3', () => {
     assertWholeWarehouse(await scanS3CatalogDb(catalog));
     const retried = await rebuildWith(catalog);
     assert.equal((await scanS3CatalogDb(catalog)).metadata_location, retried.metadataLocation);
+  });
+
+  it("a metadata file gone from under a copy of catalog.db another writer has replaced is a conflict (retried); gone while catalog.db is unchanged, CatalogCorrupt naming it", async () => {
+    const own = `s3://${BUCKET}/catalogs/metadata-gone/catalog.db`;
+    const first = await rebuildWith(own);
+    const [, bucket, key] = /^s3:\/\/([^/]+)\/(.*)$/.exec(first.metadataLocation)!;
+    // Another writer commits and cleans up the file after this copy of catalog.db was downloaded: the
+    // copy still names it, but catalog.db in S3 has moved on, and a retry reads the new one.
+    const slow = await S3CatalogDbBackend.open(own, WAREHOUSE, 'earthcatalog');
+    try {
+      const theirs = await rebuildWith(own);
+      await moto.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+      await assert.rejects(checkTable(slow, request(own), WAREHOUSE), (err: unknown) => err instanceof CatalogConflictError && err.message.includes(first.metadataLocation));
+      assert.equal((await scanS3CatalogDb(own)).metadata_location, theirs.metadataLocation, 'their catalog.db untouched');
+    } finally {
+      await slow.close();
+    }
+    // The file the catalog points at now is gone, catalog.db unchanged: no retry helps.
+    const current = (await scanS3CatalogDb(own)).metadata_location!;
+    const [, curBucket, curKey] = /^s3:\/\/([^/]+)\/(.*)$/.exec(current)!;
+    const etagBefore = await etagOf(own);
+    await moto.client.send(new DeleteObjectCommand({ Bucket: curBucket, Key: curKey }));
+    const backend = await S3CatalogDbBackend.open(own, WAREHOUSE, 'earthcatalog');
+    try {
+      await assert.rejects(checkTable(backend, request(own), WAREHOUSE), (err: unknown) => err instanceof CatalogCorruptError && err.message.includes(current));
+    } finally {
+      await backend.close();
+    }
+    assert.equal(await etagOf(own), etagBefore, 'catalog.db left as it was');
   });
 
   it('a catalog.db created by someone else while ours was being built (it did not exist when read) is a conflict too', async () => {

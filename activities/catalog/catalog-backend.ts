@@ -53,6 +53,11 @@ export interface IcebergCatalogBackend {
    * role without S3 Tables' UpdateTableMetadataLocation); changes nothing.
    */
   assertWritable?(namespace: string, table: string): Promise<void>;
+  /**
+   * Whether the catalog changed since this backend read it. Present where findTable answers from a copy
+   * read earlier (catalog.db downloaded from S3); elsewhere findTable itself reads the catalog as it is now.
+   */
+  changedSinceRead?(): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -518,12 +518,12 @@ async function readTableMetadata(backend: IcebergCatalogBackend, req: CatalogReq
     // Another writer may have committed and cleaned this file up since the pointer was read: a retry
     // reads its new one. A pointer still naming a missing file stays so: retried, the run would wait for ever.
     const now = await backend.findTable(req.namespace, req.table);
-    if (now?.metadataLocation !== pointer.metadataLocation) {
+    if (now?.metadataLocation !== pointer.metadataLocation || (await backend.changedSinceRead?.()) === true) {
       throw new CatalogConflictError(`${req.namespace}.${req.table} in ${backend.description} moved on while its metadata file ${pointer.metadataLocation} was read`);
     }
     throw new CatalogCorruptError(
       `${req.namespace}.${req.table} in ${backend.description}: its current metadata file ${pointer.metadataLocation} does not exist (deleted or moved?). ` +
-        'Nothing was changed. Restore the file, or drop the table so that the next run creates it again',
+        'Nothing was changed. Restore the file (a backup, an earlier version of the object); failing that, drop the table so that the next run creates it again, without its snapshot history',
     );
   }
   return unlessCorrupt(backend, req, () => parseTableMetadata(text, pointer.metadataLocation));

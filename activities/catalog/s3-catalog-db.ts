@@ -23,7 +23,7 @@ import { isS3Uri, parseS3Uri, s3Uri } from '../storage/s3-location';
 import { describeS3Error, isNoSuchKey, permanentError } from '../storage/s3-errors';
 import type { RetryPolicy } from '../storage/s3-retry';
 import { DEFAULT_RETRY, withRetries } from '../storage/s3-retry';
-import { downloadToFile, NoSuchObjectError, readBody } from '../storage/s3-transfer';
+import { downloadToFile, headEtag, NoSuchObjectError, readBody } from '../storage/s3-transfer';
 import { S3WarehouseStore, conditionalPut } from '../storage/s3-store';
 
 const BODY_IDLE_TIMEOUT_MS = 60_000;
@@ -250,6 +250,10 @@ export class S3CatalogDbBackend implements IcebergCatalogBackend {
         'denied',
       );
     }
+  }
+
+  async changedSinceRead(): Promise<boolean> {
+    return ((await headEtag(this.client, parseS3Uri(this.catalogUri))) ?? null) !== this.version;
   }
 
   async close(): Promise<void> {
