@@ -159,6 +159,14 @@ export async function connectClient(target: TemporalTarget): Promise<Client> {
  */
 export function unreachable(target: TemporalTarget, err: unknown): Error {
   const raw = withoutSecrets(err instanceof Error ? err.message : String(err), target.auth);
-  const reason = /\bOs \{[^}]*message: "([^"]+)"/.exec(raw)?.[1] ?? /ConnectError\("[^"]*", Custom \{[^}]*error: "([^"]+)"/.exec(raw)?.[1] ?? /ConnectError\("([^"]+)"/.exec(raw)?.[1] ?? raw;
-  return new Error(`cannot reach Temporal at ${describeTarget(target)}: ${reason} (is the server running there? --address or TEMPORAL_ADDRESS names it)`);
+  const reason =
+    /\bOs \{[^}]*message: "([^"]+)"/.exec(raw)?.[1] ??
+    /\bCustom \{[^}]*error: "?(.+?)"? \}/.exec(raw)?.[1] ??
+    /ConnectError\("([^"]+)"/.exec(raw)?.[1] ??
+    raw;
+  // A TLS client meeting a plain-text server (or the reverse) fails in the handshake: the server runs, the setting is wrong.
+  const hint = target.auth.tls
+    ? 'is the server running there, and does it take TLS? TEMPORAL_TLS, TEMPORAL_API_KEY or the config profile turn TLS on'
+    : 'is the server running there? --address or TEMPORAL_ADDRESS names it';
+  return new Error(`cannot reach Temporal at ${describeTarget(target)}: ${reason} (${hint})`);
 }

@@ -249,6 +249,8 @@ test("status counts the started bucket activities silent for over 20 s (a killed
   assert.equal(silentRebuild([{ ...rebuild, lastHeartbeatTime: at(65_000) }], now), false, 'within the throttle');
   assert.equal(silentRebuild([{ ...rebuild, lastHeartbeatTime: at(85_000) }], now), true);
   assert.equal(silentRebuild([{ ...rebuild, lastStartedTime: at(90_000) }], now), true, 'started, never a heartbeat');
+  assert.equal(silentRebuild([{ ...rebuild, lastHeartbeatTime: at(200_000), lastStartedTime: at(5_000) }], now), false, 'a retried attempt, just started: its predecessor\'s heartbeat does not count');
+  assert.equal(silentBucketCount([{ ...bucket, lastHeartbeatTime: at(60_000), lastStartedTime: at(3_000) }], now), 0, 'so for a bucket');
   assert.equal(silentRebuild([{ ...rebuild, state: SCHEDULED, lastStartedTime: at(90_000) }], now), false, 'waiting for a worker is not silence');
   assert.equal(silentRebuild([{ ...bucket, lastHeartbeatTime: at(90_000) }], now), false, 'the rebuild only');
   assert.match(SILENT_REBUILD_NOTE, /^the catalog rebuild without a heartbeat for over 80 s \(its worker gone\?/);

@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { checkAuth, describeTarget, resolveTarget, withoutSecrets } from '../client/connection';
+import { checkAuth, describeTarget, resolveTarget, unreachable, withoutSecrets } from '../client/connection';
 import type { CompactionSummary } from '../workflows/contract';
 import { REPO_ROOT, spawnWorkerProcess, startTemporal, uniqueTaskQueue, type TemporalHarness } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -86,6 +86,16 @@ describe('Temporal behind mutual TLS', () => {
         assert.ok(!`${r.stdout}${r.stderr}`.includes(API_KEY.slice(5)), `${args[0]}: no part of the key is printed`);
       }
     }
+    // The core's transport errors are cut to their reason; a TLS handshake failure points at the TLS settings.
+    const target = { address: 'temporal:7233', namespace: 'ns', taskQueue: 'q' };
+    assert.equal(
+      unreachable({ ...target, auth: { tls: true } }, new Error('tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }))')).message,
+      'cannot reach Temporal at temporal:7233/ns (TLS): InvalidMessage(InvalidContentType) (is the server running there, and does it take TLS? TEMPORAL_TLS, TEMPORAL_API_KEY or the config profile turn TLS on)',
+    );
+    assert.equal(
+      unreachable({ ...target, auth: { apiKey: API_KEY } }, new Error(`Failed to connect before the deadline: Bearer ${API_KEY}`)).message,
+      'cannot reach Temporal at temporal:7233/ns (API key): Failed to connect before the deadline: Bearer [redacted] (is the server running there? --address or TEMPORAL_ADDRESS names it)',
+    );
     // Should a transport error still quote a header, the key is taken out of the message.
     assert.equal(withoutSecrets(`Metadata string value "Bearer ${API_KEY}" is invalid`, { apiKey: API_KEY }), 'Metadata string value "Bearer [redacted]" is invalid');
     // Given in code (the worker's options), the setting is named as such; the file hint only for control characters.

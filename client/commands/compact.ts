@@ -86,10 +86,10 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       bar?.finish();
       const { runId, taskQueue, status } = await handle.describe();
       const outcome = await stoppedRunOutcome(client, { workflowId: handle.workflowId, runId, taskQueue }, connectionFlagsOf(values));
-      const message = `${handle.workflowId}: ${err.message}; ${outcome.text}`;
+      const error = `${err.message}; ${outcome.text}`;
       // A script gets what it needs to go on (the run, its plan, the command that finishes it) without reading stderr's prose.
-      if (values.json) console.log(endedLine(handle.workflowId, status.name, message, outcome));
-      throw new Error(message);
+      if (values.json) console.log(endedLine(handle.workflowId, status.name, error, outcome));
+      throw new Error(`${handle.workflowId}: ${error}`);
     } finally {
       process.off('SIGINT', detach);
       process.off('SIGTERM', detach);

@@ -99,6 +99,8 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
 }
 
 async function refuseNonEmpty(warehouse: string, catalog: string): Promise<void> {
+  const dir = path.dirname(warehouse);
+  if ((await fs.stat(dir).catch(() => undefined))?.isDirectory() === false) throw new UsageError(`--dir: ${dir} is a file, not a folder for the demo`);
   const entries = await fs.readdir(warehouse).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
     if (err.code === 'ENOTDIR') throw new UsageError(`--dir: ${warehouse} is a file, not a folder for the sample warehouse`);

@@ -134,8 +134,9 @@ function silentCount(pending: ReadonlyArray<PendingActivity>, nowMs: number, nam
   const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
   return pending.filter((a) => {
     if (a.activityType?.name !== name || a.state !== PENDING_ACTIVITY_STATE_STARTED) return false;
-    const last = ms(a.lastHeartbeatTime) ?? ms(a.lastStartedTime);
-    return last !== undefined && nowMs - last > silentMs;
+    // The later of the two: a retried attempt keeps its predecessor's last heartbeat until it sends its own.
+    const times = [ms(a.lastHeartbeatTime), ms(a.lastStartedTime)].filter((t): t is number => t !== undefined);
+    return times.length > 0 && nowMs - Math.max(...times) > silentMs;
   }).length;
 }
 
