@@ -764,7 +764,7 @@ describe('the CLI when the run cannot be replayed', () => {
         stdout,
         new RegExp(
           `^${workflowId} RUNNING \\(no progress answer within 10 s: its workflow task has failed or timed out \\d+ time\\(s\\) on a worker of task queue ${queue}: ` +
-            `.*temporal workflow show --workflow-id ${workflowId} names the error\\)`,
+            `.*temporal workflow show --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace} names the error\\)`,
         ),
       );
     } finally {
