@@ -40,6 +40,7 @@ import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, toActivityFailure } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
+import { waitFor } from './helpers/wait';
 
 const execFileP = promisify(execFile);
 const READER = path.resolve(__dirname, 'py', 'iceberg_read.py');
@@ -1001,7 +1002,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const dir = await freshDir('reader');
     const catalogDb = path.join(dir, 'catalog.db');
     await rebuild(baseWarehouse, catalogDb);
-    const shared = new Int32Array(new SharedArrayBuffer(4));
+    // [0]: stop, set by the test; [1]: started, set by the reader after its first read.
+    const shared = new Int32Array(new SharedArrayBuffer(8));
     const reader = new Worker(
       `
       const { workerData, parentPort } = require('node:worker_threads');
@@ -1015,7 +1017,7 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       const seen = new Set();
       while (Atomics.load(stop, 0) === 0) {
         const row = q.get(workerData.ns, workerData.table);
-        reads++;
+        if (reads++ === 0) Atomics.store(stop, 1, 1);
         if (!row || !row.metadata_location) missing++;
         else { seen.add(row.metadata_location); if (!fs.existsSync(row.metadata_location)) dangling++; }
       }
@@ -1029,6 +1031,8 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       reader.once('error', reject);
     });
     assert.ok(pointerRow(catalogDb));
+    // The rebuilds take a few hundred milliseconds: started before the reader's thread had loaded SQLite, they were all over before its first read.
+    await waitFor('the reader polling', async () => (Atomics.load(shared, 1) === 1 ? true : undefined), 30_000);
     for (let i = 0; i < 4; i++) await rebuild(baseWarehouse, catalogDb);
     assert.ok(pointerRow(catalogDb));
     Atomics.store(shared, 0, 1);
