@@ -1,5 +1,5 @@
 import type { Client } from '@temporalio/client';
-import { connectionFlags, parse, shellWord, UsageError } from '../cli-args';
+import { connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
 import { bucketsDone, connectionFlagsOf, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
@@ -20,10 +20,12 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const workflowId = values['workflow-id'] ?? (await theRunningCompaction(client, taskQueue));
     const handle = client.workflow.getHandle(workflowId);
     const before = await handle.describe();
+    const connection = connectionFlagsOf(values);
+    const stopped = { workflowId, runId: before.runId, taskQueue: before.taskQueue };
     if (before.status.name !== 'RUNNING') {
       const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
       // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
-      const left = clean ? '' : `; ${(await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))).text}`;
+      const left = clean ? '' : `; ${(await stoppedRunOutcome(client, stopped, connection)).text}`;
       console.log(`${workflowId} already ${before.status.name}: nothing to cancel${left}`);
       return clean ? 0 : 1;
     }
@@ -44,12 +46,12 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       // Started on a queue no worker serves (a typo in --task-queue, say): the cancel would wait forever, and terminating is safe.
       const unserved = (await everServed(client, workflowId, desc.runId)) ? '' :
         `; no worker has run it yet, so it holds no lock and made no plan: a worker on ${desc.taskQueue} ends it at once, or end it now with ` +
-        `${['temporal workflow terminate --workflow-id', shellWord(workflowId), ...connectionFlagsOf(values)].join(' ')} (nothing is left to finish)`;
-      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue), connectionFlagsOf(values))}${unserved}; still waiting`);
+        `temporal workflow terminate ${workflowArgs(workflowId, connection)} (nothing is left to finish)`;
+      console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue), connection)}${unserved}; still waiting`);
     });
     let outcome = '';
     if (status === 'CANCELLED') {
-      outcome = `: ${(await stoppedRunOutcome(client, { workflowId, runId: before.runId, taskQueue: before.taskQueue }, connectionFlagsOf(values))).text}`;
+      outcome = `: ${(await stoppedRunOutcome(client, stopped, connection)).text}`;
     } else {
       const p = await queryProgress(handle);
       if (p) outcome = `: ${bucketsDone(p)}`;

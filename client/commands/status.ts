@@ -32,9 +32,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
   const client = await connectClient(target);
   try {
     const ids = values['workflow-id'] ? [values['workflow-id']] : await runningCompactions(client, values['task-queue']);
+    // The commands it prints must reach the same server and namespace as this status did.
+    const connection = connectionFlagsOf(values);
     if (!values['workflow-id']) {
-      // The resume command must reach the same server and namespace as this status did.
-      const connection = connectionFlagsOf(values);
       // Side checks: when they fail, the running compactions are still listed.
       const warn = (w: StatusWarning) => console.error(warningLine(w, values.json === true));
       const [interrupted, failing] = await Promise.all([
@@ -63,15 +63,17 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       console.log(values.json ? '[]' : 'no compaction is running');
       return 0;
     }
-    if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true, connectionFlagsOf(values));
+    if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true, connection);
     // All runs at once: each query may wait QUERY_DEADLINE_MS for an answer.
     const report = await Promise.all(
       ids.map(async (id) => {
         const handle = client.workflow.getHandle(id);
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
-        const silentBuckets = silentBucketCount(desc.raw.pendingActivities ?? [], Date.now());
-        const rebuildSilent = silentRebuild(desc.raw.pendingActivities ?? [], Date.now());
+        const pending = desc.raw.pendingActivities ?? [];
+        const now = Date.now();
+        const silentBuckets = silentBucketCount(pending, now);
+        const rebuildSilent = silentRebuild(pending, now);
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
@@ -99,7 +101,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const detail = r.progress
           ? progressLine(r.progress, 120, r.status !== 'RUNNING')
           : r.status === 'RUNNING'
-            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connectionFlagsOf(values))
+            ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connection)
             : undefined;
         const silent = (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') + (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
@@ -166,13 +168,11 @@ export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): 
  * it, or (`pollers`: workers seen polling its queue lately) one lost or hung while it held the run.
  */
 export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFailures: number, pollers = 0, connection: readonly string[] = []): string {
-  // The commands must reach the run's server and namespace: a worker of another namespace never sees it.
-  const reach = connection.length ? ` ${connection.join(' ')}` : '';
   const none = `no progress answer within ${QUERY_DEADLINE_MS / 1000} s`;
   if (workflowTaskFailures > 0) {
     return (
       `(${none}: its workflow task has failed or timed out ${workflowTaskFailures} time(s) on a worker of task queue ${taskQueue}: one of an older or another ` +
-      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show --workflow-id ${shellWord(workflowId)}${reach} names the error)`
+      `version fails a run it cannot replay, or a worker hangs (stopped, starved of CPU); temporal workflow show ${workflowArgs(workflowId, connection)} names the error)`
     );
   }
   if (pollers > 0) {
@@ -181,7 +181,8 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
       `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history)`
     );
   }
-  return `(${none}: is a worker running on task queue ${taskQueue}? earthcatalog-compact worker --task-queue ${shellWord(taskQueue)}${reach})`;
+  // The worker must reach the run's server and namespace: a worker of another namespace never sees it.
+  return `(${none}: is a worker running on task queue ${taskQueue}? ${['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ')})`;
 }
 
 /** A live worker polls again within about a minute (a long poll); one gone stays listed by the server for minutes. */
@@ -535,12 +536,6 @@ function runFlags(input: CompactionRequest, taskQueue: string, connection: reado
 /** What a run that stopped before it had a plan left: said also of a resume refused because its plan had finished, whose error names that plan. */
 const NOTHING_PLANNED = 'it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume';
 
-/**
- * What a run that ended without completing (cancelled, terminated, timed out, or failed: a rebuild that
- * used up its retries, say) left, said the same way by `cancel`, `compact` and `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
- * nothing to finish (stopped before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
- * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
- */
 /** What a stopped run left: said in a sentence, and for scripts its plan and the command that finishes its table (when there is one). */
 export interface RunOutcome {
   text: string;
@@ -548,6 +543,12 @@ export interface RunOutcome {
   command?: string;
 }
 
+/**
+ * What a run that ended without completing (cancelled, terminated, timed out, or failed: a rebuild that
+ * used up its retries, say) left, said the same way by `cancel`, `compact` and `status --watch`: `N of M buckets done` and the command that finishes its plan, or that there is
+ * nothing to finish (stopped before it planned, or a dry run, which stores no plan). The progress comes from a query of the closed
+ * run, which a worker answers by replaying it; without an answer it can only say what resume would do.
+ */
 export async function stoppedRunOutcome(
   client: Client,
   run: { workflowId: string; runId: string; taskQueue: string },
