@@ -219,7 +219,7 @@ describe('resume', () => {
     // A second resume has nothing to finish and says so.
     await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {
       assert.equal(err.code, 1);
-      assert.match(err.stderr ?? '', new RegExp(`no unfinished compaction plan to resume in .*: its newest plan, ${planId} \\(made [^)]+\\), has finished; it stopped before it made or loaded a plan, so it compacted nothing`));
+      assert.match(err.stderr ?? '', new RegExp(`no unfinished compaction plan to resume in .*: its newest plan, ${planId} \\(made [^)]+\\), has finished; this resume found nothing to finish, so it compacted nothing; a compaction rebuilds`));
       // Another table of the warehouse may have had that plan finished: what rebuilds this one is a compaction.
       assert.ok(
         err.stderr!.trimEnd().endsWith(`; a compaction rebuilds this table from the files as they are: earthcatalog-compact --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`),

@@ -533,7 +533,7 @@ function runFlags(input: CompactionRequest, taskQueue: string, connection: reado
   return flags;
 }
 
-/** What a run that stopped before it had a plan left: said also of a resume refused because its plan had finished, whose error names that plan. */
+/** What a run that stopped before it had a plan left. */
 const NOTHING_PLANNED = 'it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume';
 
 /** What a stopped run left: said in a sentence, and for scripts its plan and the command that finishes its table (when there is one). */
@@ -565,9 +565,10 @@ export async function stoppedRunOutcome(
         const command = resumeCommand(input, run.taskQueue, connection);
         return { text: `it stopped before it loaded its plan, so this resume compacted nothing; once what stopped it is fixed, run it again: ${command}`, command };
       }
-      // Refused for want of a plan: another run may have finished the warehouse's plan for another table, leaving this one stale.
+      // Refused for want of a plan (its error names the finished one): another run may have finished the
+      // warehouse's plan for another table, leaving this one stale.
       const command = compactCommand(input, run.taskQueue, connection);
-      return { text: `${NOTHING_PLANNED}; a compaction rebuilds this table from the files as they are: ${command}`, command };
+      return { text: `this resume found nothing to finish, so it compacted nothing; a compaction rebuilds this table from the files as they are: ${command}`, command };
     }
     return { text: NOTHING_PLANNED };
   }
