@@ -6,6 +6,15 @@ import { parseBucketSelection, parseCompactionInput, type BucketSelection, type 
 
 export class UsageError extends Error {}
 
+/**
+ * A command that ran and found the object it acts on in the wrong state for it (a schedule that already
+ * exists, or does not): its own exit code, so a deploy script can tell that from an outage (1) and go on.
+ */
+export class StateError extends Error {}
+
+/** Exit code of a StateError. */
+export const STATE_EXIT = 4;
+
 export const connectionFlags = {
   address: { type: 'string' },
   namespace: { type: 'string' },

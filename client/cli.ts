@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** earthcatalog-compact: the operator's command line. Errors print one line and exit non-zero. */
-import { UsageError } from './cli-args';
+import { STATE_EXIT, StateError, UsageError } from './cli-args';
 import { compactUsage, runCompactCommand } from './commands/compact';
 import { runWorkerCommand, workerUsage } from './commands/worker';
 import { resumeUsage, runResumeCommand } from './commands/resume';
@@ -45,6 +45,7 @@ export async function main(argv: string[]): Promise<number> {
     return command ? await command.run(rest) : await runCompactCommand(argv);
   } catch (err) {
     console.error(`earthcatalog-compact: ${firstLine(err)}`);
+    if (err instanceof StateError) return STATE_EXIT;
     if (!(err instanceof UsageError)) return 1;
     // The usage of the command at fault, not of all of them.
     console.error(command ? `usage: ${command.usage}` : `usage: ${compactUsage}\n(earthcatalog-compact --help lists every command)`);

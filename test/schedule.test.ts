@@ -200,10 +200,17 @@ describe('schedule', () => {
     const unlocked = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--no-use-lock', '--json')) as CompactionScheduleReport;
     assert.deepEqual(unlocked.input, { warehouse, catalog, threshold: 3, useLock: false });
 
+    // An existing id and a missing one exit 4, not 1 (an outage): a deploy script can go on to update or skip.
+    const twice = await cli('create', '--schedule-id', SCHEDULE_ID, '--warehouse', warehouse, '--catalog', catalog, '--task-queue', taskQueue);
+    assert.equal(twice.code, 4, twice.stderr);
+    assert.match(twice.stderr, new RegExp(`schedule ${SCHEDULE_ID} already exists in namespace ${h.namespace}; use \`schedule update\``));
+    assert.deepEqual((await describeNow()).input, unlocked.input, 'the refused create changed nothing');
     await cliOk('delete', '--schedule-id', SCHEDULE_ID);
-    const gone = await cli('describe', '--schedule-id', SCHEDULE_ID);
-    assert.equal(gone.code, 1);
-    assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist`));
+    for (const verb of ['describe', 'delete', 'pause', 'trigger']) {
+      const gone = await cli(verb, '--schedule-id', SCHEDULE_ID);
+      assert.equal(gone.code, 4, `${verb}: ${gone.stderr}`);
+      assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist in namespace ${h.namespace}`));
+    }
   });
 
   test('a paused schedule lists only next times still ahead (the server keeps the ones it computed at pause)', async () => {

@@ -19,7 +19,7 @@ import {
   type Range,
 } from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
-import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, UsageError } from '../cli-args';
+import { compactionFlags, compactionInputFromFlags, connectionFlags, parse, StateError, UsageError } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { COMPACTION_WORKFLOW_TYPE, compactionWorkflowIdProblem, DEFAULT_TASK_QUEUE, parseCompactionInput, type CompactionInput } from '../../workflows/contract';
 
@@ -91,7 +91,7 @@ export async function createCompactionSchedule(client: Client, opts: CompactionS
     });
   } catch (err) {
     if (err instanceof ScheduleAlreadyRunning) {
-      throw new Error(`schedule ${scheduleId} already exists in namespace ${client.options.namespace}; use \`schedule update\` or \`schedule delete\``);
+      throw new StateError(`schedule ${scheduleId} already exists in namespace ${client.options.namespace}; use \`schedule update\` or \`schedule delete\``);
     }
     throw err;
   }
@@ -214,7 +214,7 @@ async function triggerOutcome(client: Client, scheduleId: string, before: Schedu
 
 function notFound(client: Client, scheduleId: string, err: unknown): unknown {
   return err instanceof ScheduleNotFoundError
-    ? new Error(`schedule ${scheduleId} does not exist in namespace ${client.options.namespace}`)
+    ? new StateError(`schedule ${scheduleId} does not exist in namespace ${client.options.namespace}`)
     : err;
 }
 
