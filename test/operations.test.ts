@@ -816,6 +816,8 @@ describe('cancel through the CLI', () => {
       assert.match(watched, new RegExp(`^${workflowId} CANCELLED: workflow was cancelled; \\d+ of 12 buckets done; a later run, \\S+, finished its plan at \\S+: there is nothing to resume$`, 'm'));
       const again = await cli(['cancel', '--workflow-id', workflowId]);
       assert.equal(again.stdout.trim(), `${workflowId} already CANCELLED: nothing to cancel`);
+      const againJson = await cli(['cancel', '--workflow-id', workflowId, '--json']);
+      assert.deepEqual(JSON.parse(againJson.stdout), { workflowId, status: 'CANCELLED', alreadyEnded: true });
     } finally {
       await first.stop().catch(() => undefined);
       await second?.stop();
@@ -869,6 +871,11 @@ describe('cancel through the CLI', () => {
       await assert.rejects(cli(['cancel', '--workflow-id', workflowId]), (err: { stdout?: string; code?: number }) => {
         assert.equal(err.code, 1);
         assert.equal(err.stdout?.trim(), `${workflowId} already TERMINATED: nothing to cancel; ${line[1]} of 12 buckets done; finish it with earthcatalog-compact ${line[2]}`);
+        return true;
+      });
+      await assert.rejects(cli(['cancel', '--workflow-id', workflowId, '--json']), (err: { stdout?: string; code?: number }) => {
+        assert.equal(err.code, 1);
+        assert.deepEqual(JSON.parse(err.stdout ?? ''), { workflowId, status: 'TERMINATED', alreadyEnded: true, planId, command: `earthcatalog-compact ${line[2]}` });
         return true;
       });
     } finally {

@@ -2,17 +2,20 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
-import { bucketsDone, connectionFlagsOf, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
+import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
 
-export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--address host:port] [--namespace NS] [--task-queue Q]
+export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
     given --task-queue): no bucket
     starts any more, the buckets in flight stop at their next step, the table is rebuilt from the
     files as they are (when a bucket was compacted), then the locks are released.
-    Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.`;
+    Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.
+    --json: one JSON object on stdout (workflowId, status, and planId and the command that finishes the
+    table when there is one; alreadyEnded or cancelRequested when nothing was waited for).`;
 
 export async function runCancelCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, 'no-wait': { type: 'boolean' } });
+  const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } });
+  const say = (text: string, json: string) => console.log(values.json ? json : text);
   const target = resolveTarget({ address: values.address, namespace: values.namespace });
   const client = await connectClient(target);
   try {
@@ -25,13 +28,13 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     if (before.status.name !== 'RUNNING') {
       const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
       // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
-      const left = clean ? '' : `; ${(await stoppedRunOutcome(client, stopped, connection)).text}`;
-      console.log(`${workflowId} already ${before.status.name}: nothing to cancel${left}`);
+      const outcome = clean ? undefined : await stoppedRunOutcome(client, stopped, connection);
+      say(`${workflowId} already ${before.status.name}: nothing to cancel${outcome ? `; ${outcome.text}` : ''}`, endedLine(workflowId, before.status.name, undefined, outcome, { alreadyEnded: true }));
       return clean ? 0 : 1;
     }
     await handle.cancel();
     if (values['no-wait']) {
-      console.log(`cancellation of ${workflowId} requested`);
+      say(`cancellation of ${workflowId} requested`, endedLine(workflowId, 'RUNNING', undefined, undefined, { cancelRequested: true }));
       return 0;
     }
     console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
@@ -49,14 +52,13 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
         `temporal workflow terminate ${workflowArgs(workflowId, connection)} (nothing is left to finish)`;
       console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue), connection)}${unserved}; still waiting`);
     });
-    let outcome = '';
     if (status === 'CANCELLED') {
-      outcome = `: ${(await stoppedRunOutcome(client, stopped, connection)).text}`;
+      const outcome = await stoppedRunOutcome(client, stopped, connection);
+      say(`${workflowId} ${status}: ${outcome.text}`, endedLine(workflowId, status, undefined, outcome));
     } else {
       const p = await queryProgress(handle);
-      if (p) outcome = `: ${bucketsDone(p)}`;
+      say(`${workflowId} ${status}${p ? `: ${bucketsDone(p)}` : ''}`, endedLine(workflowId, status));
     }
-    console.log(`${workflowId} ${status}${outcome}`);
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {
     await client.connection.close();

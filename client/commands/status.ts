@@ -688,7 +688,17 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   return status === 'COMPLETED' ? 0 : 1;
 }
 
-/** The JSON line that ends a followed run (`status --watch --json`, and `compact --json` of a run that did not complete). */
-export function endedLine(workflowId: string, status: string, error?: string, outcome?: RunOutcome): string {
-  return JSON.stringify({ workflowId, status, ...(error ? { error } : {}), ...(outcome?.planId ? { planId: outcome.planId } : {}), ...(outcome?.command ? { command: outcome.command } : {}) });
+/**
+ * The JSON line that ends a followed run (`status --watch --json`, `compact --json` of a run that did not
+ * complete, `cancel --json`); `flags` says what `cancel` did not wait for.
+ */
+export function endedLine(workflowId: string, status: string, error?: string, outcome?: RunOutcome, flags?: { alreadyEnded?: true; cancelRequested?: true }): string {
+  return JSON.stringify({
+    workflowId,
+    status,
+    ...flags,
+    ...(error ? { error } : {}),
+    ...(outcome?.planId ? { planId: outcome.planId } : {}),
+    ...(outcome?.command ? { command: outcome.command } : {}),
+  });
 }
