@@ -452,7 +452,7 @@ describe('a run whose rebuild fails for good', () => {
       });
       const { warning, hint } = await statusWarning(fx.warehouse);
       // Why it failed, since a resume before that is fixed fails the same way.
-      assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at \\S+ \\(workflow failed: .*registers files outside the warehouse.*\\): .*the table lists files they deleted.* Once that is fixed, finish it: `));
+      assert.match(warning, new RegExp(`the latest compaction of ${fx.warehouse}, ${workflowId}, was FAILED at \\S+ \\(workflow failed: .*registers files outside the warehouse.*\\): .*the table earthcatalog\\.stac_items in ${fx.catalog} lists files they deleted.* Once that is fixed, finish it: `));
       assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --address ${h.address} --namespace ${h.namespace} --task-queue ${taskQueue}`);
       // Resumed before the cause is fixed, the resume fails its pre-flight: the plan is still there to finish.
       await assert.rejects(cli(['resume', '--warehouse', fx.warehouse, '--catalog', fx.catalog]), (err: { stderr?: string; code?: number }) => {

@@ -266,7 +266,7 @@ test("status's warning of a stale table says why its run failed, and, when a sch
     warning.message,
     'warning: the latest compaction of /data/warehouse, weekly-2026-12-06T03:00:00Z (the latest run of schedule weekly, which starts its next run as planned), ' +
       'was FAILED at 2026-12-06T03:20:00.000Z (workflow failed: catalog /data/catalog.db is not an SQLite database): if it had compacted buckets, ' +
-      'the table lists files they deleted until a run rebuilds it. Once that is fixed, finish it: ' +
+      'the table earthcatalog.stac_items in /data/catalog.db lists files they deleted until a run rebuilds it. Once that is fixed, finish it: ' +
       'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
   );
   // --json: one object per line on stderr, for scripts: what it is about and the command that acts on it.
@@ -276,6 +276,7 @@ test("status's warning of a stale table says why its run failed, and, when a sch
     message: warning.message,
     workflowId: run.workflowId,
     warehouse: '/data/warehouse',
+    catalog: '/data/catalog.db',
     scheduleId: 'weekly',
     command: 'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
   });
@@ -284,7 +285,7 @@ test("status's warning of a stale table says why its run failed, and, when a sch
   // The warehouse's newest plan finished by a run for another table: a resume would be refused, a compaction rebuilds this table.
   assert.match(
     interruptedWarning(run, connection, schedule.error, undefined, { workflowId: 'by-hand', closeTime: '2026-12-06T04:00:00.000Z' }).message,
-    / the table lists files they deleted until a run rebuilds it\. A run of the warehouse for another table, by-hand, completed at 2026-12-06T04:00:00\.000Z with a newer plan, so no resume finishes this one: once that is fixed, rebuild this table with earthcatalog-compact --warehouse \/data\/warehouse --catalog \/data\/catalog\.db --address temporal:7233$/,
+    / the table earthcatalog\.stac_items in \/data\/catalog\.db lists files they deleted until a run rebuilds it\. A run of the warehouse for another table, by-hand, completed at 2026-12-06T04:00:00\.000Z with a newer plan, so no resume finishes this one: once that is fixed, rebuild this table with earthcatalog-compact --warehouse \/data\/warehouse --catalog \/data\/catalog\.db --address temporal:7233$/,
   );
 });
 

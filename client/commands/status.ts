@@ -452,6 +452,8 @@ export interface StatusWarning {
   message: string;
   workflowId?: string;
   warehouse?: string;
+  /** The stale table's catalog: a warehouse may have a table in more than one. */
+  catalog?: string;
   scheduleId?: string;
   /** What finishes or rebuilds the stale table (resume or compact), or shows the schedule's failed run. */
   command?: string;
@@ -496,12 +498,12 @@ export function interruptedWarning(
   const command = later ? compactCommand(i, run.taskQueue, connection) : resumeCommand(i, run.taskQueue, connection);
   const message =
     `warning: the latest compaction of ${i.warehouse}, ${run.workflowId}${of}, was ${run.status}${when}${error ? ` (${error})` : ''}: if it had compacted ` +
-    `buckets, the table lists files they deleted until a run rebuilds it${lockObject}. ` +
+    `buckets, the table ${i.namespace}.${i.table} in ${i.catalog} lists files they deleted until a run rebuilds it${lockObject}. ` +
     (later
       ? `A run of the warehouse for another table, ${later.workflowId}, completed at ${later.closeTime} with a newer plan, so no resume finishes this one: ` +
         `${error ? 'once that is fixed, rebuild' : 'rebuild'} this table with ${command}`
       : `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${command}`);
-  return { kind: 'stale-table', message, workflowId: run.workflowId, warehouse: i.warehouse, ...(schedule ? { scheduleId: schedule.scheduleId } : {}), command };
+  return { kind: 'stale-table', message, workflowId: run.workflowId, warehouse: i.warehouse, catalog: i.catalog, ...(schedule ? { scheduleId: schedule.scheduleId } : {}), command };
 }
 
 /**
