@@ -237,10 +237,15 @@ export class WorkerLocalResources {
   }
 }
 
-/** The number types of the table a plan is for, as its planning read them from the catalog, and whether the table exists yet. */
-async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources): Promise<{ types: TableNumberTypes; absent: boolean }> {
+/**
+ * The number types of the table a plan is for, as its planning read them from the catalog, and whether the
+ * table exists yet. `checkWarehouse`: a dry run, which has no pre-flight (checkCatalog), is refused as the run
+ * would be when the table is of another warehouse, but writes nothing to find out (no write test).
+ */
+async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources, checkWarehouse: boolean): Promise<{ types: TableNumberTypes; absent: boolean }> {
   if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), absent: true };
   return withCatalog(req, warehouseRoot, local, async (backend) => {
+    if (checkWarehouse) await checkTable(backend, req, warehouseRoot);
     const schema = await tableSchema(backend, req);
     return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined };
   });
@@ -295,7 +300,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
         keepAlive(
           () => ({ listed }),
           async () => {
-            const table = req.catalog ? await readTableNumberTypes(req.catalog, store.root, local) : undefined;
+            const table = req.catalog ? await readTableNumberTypes(req.catalog, store.root, local, req.dryRun) : undefined;
             const summary = await planBuckets(
               store,
               req,

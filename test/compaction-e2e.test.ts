@@ -401,6 +401,15 @@ describe('invalid input', () => {
     assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog })).catalogTableCreated, true, 'the first run created the table');
     assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true })).catalogTableCreated, undefined, 'nor once it exists');
     assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, table: 'stac_itmes' })).catalogTableCreated, true, 'another table name: that one would be created');
+    // Named one folder too high, the warehouse holds the table's files, none as a data file of its own: the run
+    // would be refused by its pre-flight, and so is the dry run, instead of promising a rebuild from no files.
+    const parent = path.dirname(fx.warehouse);
+    await assert.rejects(compact({ warehouse: parent, catalog: fx.catalog, dryRun: true }), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError, String(err));
+      const message = String(((err.cause as Error).cause as Error | undefined)?.message ?? (err.cause as Error).message);
+      assert.match(message, new RegExp(`which is not a data file .* directly under the warehouse ${parent}; .* Is --warehouse a parent or a subfolder of the warehouse\\?`));
+      return true;
+    });
     // New ingest beside one bucket's compacted file: a bucket to compact again.
     const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
     await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));
