@@ -37,7 +37,7 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       say(`cancellation of ${workflowId} requested`, endedLine(workflowId, 'RUNNING', undefined, undefined, { cancelRequested: true }));
       return 0;
     }
-    console.error(`cancellation of ${workflowId} requested; waiting for its buckets in flight to stop`);
+    console.error(`cancellation of ${workflowId} requested; waiting for the run to end (buckets in flight stop at their next step)`);
     const requestedAt = Date.now();
     let told = false;
     // A run acts on the request only through a worker: with none on its queue it waits, and so would this command, silently.
