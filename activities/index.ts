@@ -18,7 +18,7 @@ import type {
   PlanRequest,
   PlanSummary,
 } from '../workflows/contract';
-import { FailureTypes, pipelineLockLocation } from '../workflows/contract';
+import { bucketPrefix, FailureTypes, pipelineLockLocation } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
@@ -334,7 +334,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     async compactBucket(req: BucketRequest): Promise<BucketResult> {
       const ctx = Context.current();
       const memoryFailures = memoryFailuresBefore(ctx.info.heartbeatDetails);
-      let last: object = withMemoryFailures({ phase: 'waiting-for-memory', filesIn: req.inputs.length }, memoryFailures);
+      let last: { phase: string } = withMemoryFailures({ phase: 'waiting-for-memory', filesIn: req.inputs.length }, memoryFailures);
       const slots = local.bucketSlots;
       let release: (() => void) | undefined;
       if (slots) {
@@ -380,6 +380,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
           if (!ctx.cancellationSignal.aborted) {
             const failure = err instanceof ApplicationFailure ? err : undefined;
             recordBucketFailure(ctx.metricMeter, failure?.type ?? 'unclassified', !failure?.nonRetryable);
+          } else if (ctx.cancellationDetails?.workerShutdown) {
+            // Otherwise the worker's log says only that it drained: an operator sizing the grace needs to see what it cut short.
+            ctx.log.warn(
+              `bucket ${bucketPrefix(req.bucket)} stopped by this worker's shutdown in phase ${last.phase} ` +
+                `before it finished (a longer --shutdown-grace lets a bucket finish); another worker retries it from the step it reached`,
+            );
           }
           throw err;
         } finally {

@@ -1507,6 +1507,57 @@ describe('worker shutdown', () => {
       await leaving.stop();
     }
   });
+
+  it('without a grace, a SIGTERM stops the bucket in flight, the worker log names it and its phase, and another worker finishes it on its next attempt', async () => {
+    const fx = await makeFixture('shutdown-no-grace', { cells: ['81283ffffffffff'], years: [2020], partsPerBucket: [4, 4], rowsPerPart: 60_000, wideColumns: true });
+    // The rows and ids the bucket holds before, counted apart from the engine's own figures.
+    const inputs = [...byBucket(await listFiles(fx.warehouse)).values()].flat().map((k) => path.join(fx.warehouse, k));
+    const session = await openDuckSession({ tempDir: await makeTempDir('ec-no-grace-duck'), threads: 1 });
+    const [before] = await session
+      .rows(`SELECT count(*)::INTEGER AS n, count(DISTINCT id)::INTEGER AS ids FROM read_parquet([${inputs.map(sqlString).join(', ')}], union_by_name = true, hive_partitioning = false)`)
+      .finally(() => session.close());
+    const queue = uniqueTaskQueue('no-grace');
+    const leaving = spawnWorkerProcess(h, queue, {}, ['--memory-budget-mb', '1024']);
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `shutdown-no-grace-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+      });
+      await waitFor(
+        'the bucket activity running',
+        async () => {
+          const pending = (await handle.describe()).raw.pendingActivities ?? [];
+          return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
+        },
+        180_000,
+      );
+      leaving.child.kill('SIGTERM');
+      const exit = await leaving.exited;
+      assert.equal(exit.code, 0, leaving.output());
+      assert.match(
+        leaving.output(),
+        /bucket grid_partition=81283ffffffffff\/year=2020 stopped by this worker's shutdown in phase \S+ before it finished \(a longer --shutdown-grace lets a bucket finish\)/,
+        leaving.output(),
+      );
+
+      // As much memory as the first had: these rows need it (see above).
+      const next = await startWorker(h, queue, { memoryBudgetMb: 1024, maxConcurrentBuckets: 1 });
+      try {
+        const summary = (await handle.result()) as CompactionSummary;
+        assert.deepEqual([summary.bucketsCompacted, summary.failedBucketsTotal, summary.rowsBefore, summary.rowsAfter], [1, 0, before?.n, before?.ids]);
+      } finally {
+        await next.stop();
+      }
+      assert.equal((await pyicebergScan(fx.catalog, [])).row_count, before?.ids, 'every id in the table once');
+      const events = (await handle.fetchHistory()).events ?? [];
+      const attempts = events.flatMap((e) => (e.activityTaskStartedEventAttributes && events.some((s) => String(s.eventId) === String(e.activityTaskStartedEventAttributes?.scheduledEventId) && s.activityTaskScheduledEventAttributes?.activityType?.name === 'compactBucket') ? [e.activityTaskStartedEventAttributes.attempt] : []));
+      assert.ok(attempts.every((a) => (a ?? 0) >= 2), `the bucket completed on a later attempt than the one stopped: ${attempts.join(',')}`);
+      assert.deepEqual((await verifyWarehouse({ warehouse: fx.warehouse, catalog: fx.catalog })).violations, []);
+    } finally {
+      await leaving.stop();
+    }
+  });
 });
 
 describe('scheduled and ad-hoc runs on one warehouse', () => {
