@@ -323,8 +323,11 @@ export interface BucketRef {
   year: number;
 }
 
+/** The first folder level of the hive layout, before the cell. */
+export const CELL_FOLDER = 'grid_partition=';
+
 export function bucketPrefix(b: BucketRef): string {
-  return `grid_partition=${b.cell}/year=${b.year}`;
+  return `${CELL_FOLDER}${b.cell}/year=${b.year}`;
 }
 
 /** A data file as listed by the planner. `key` is relative to the warehouse root. */

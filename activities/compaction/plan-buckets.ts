@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, inCellFolder, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
 import type { TableNumberTypes } from './table-types';
 import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePlan, type OutputCheck } from './plan-store';
@@ -35,7 +35,7 @@ export async function planBuckets(
   const parquetLike: string[] = [];
   let parquetLikeTotal = 0;
   const countIgnored = (key: string) => {
-    if (!key.startsWith('grid_partition=')) return;
+    if (!inCellFolder(key)) return;
     ignoredObjects++;
     if (looksLikeParquet(key) && parquetLikeTotal++ < SAMPLE_SIZE) parquetLike.push(key);
   };

@@ -3,7 +3,7 @@ import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
 import { StorageError } from './warehouse-store';
-import { assertSafeKey, isOutputName, isSafeKey, isTempArtifactName, parseDataFileKey, tempNameFor } from './warehouse-layout';
+import { assertSafeKey, inCellFolder, isOutputName, isSafeKey, isTempArtifactName, parseDataFileKey, tempNameFor } from './warehouse-layout';
 
 /** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
 export class LocalWarehouseStore implements WarehouseStore {
@@ -37,7 +37,7 @@ export class LocalWarehouseStore implements WarehouseStore {
       for (const e of entries) {
         const full = path.join(dir, e.name);
         const key = path.relative(this.root, full).split(path.sep).join('/');
-        if (e.isSymbolicLink() && key.startsWith('grid_partition=') && (parseDataFileKey(key) || (await fs.stat(full).catch(() => undefined))?.isDirectory())) {
+        if (e.isSymbolicLink() && inCellFolder(key) && (parseDataFileKey(key) || (await fs.stat(full).catch(() => undefined))?.isDirectory())) {
           // A linked folder or data file is not followed (a link can loop, or show one file under two keys),
           // and not skipped either: the rebuild would drop its files from the table without a word. Other
           // links (a _SUCCESS marker, a dangling one) are passed over as before.

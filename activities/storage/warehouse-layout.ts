@@ -3,7 +3,7 @@
  * Everything that does not match is never touched and never registered.
  */
 import type { BucketRef, BucketSelection } from '../../workflows/contract';
-import { bucketPrefix, hasGlobCharacter } from '../../workflows/contract';
+import { bucketPrefix, CELL_FOLDER, hasGlobCharacter } from '../../workflows/contract';
 
 /** Control objects of this tool (plans, lock object) live here; no data file can match it. */
 export const CONTROL_PREFIX = '_earthcatalog_compaction';
@@ -37,6 +37,11 @@ export function looksLikeParquet(key: string): boolean {
   return /\.(parquet|parq|pq)$/i.test(key) && !key.split('/').some((segment) => segment.startsWith('.') || segment.startsWith('_'));
 }
 
+/** Whether a key is under a cell folder (`grid_partition=…/`), the only place this tool looks for data. */
+export function inCellFolder(key: string): boolean {
+  return key.startsWith(CELL_FOLDER);
+}
+
 /**
  * The grid_partition value a bucket folder's cell stands for: Hive writers (Spark, Hive, pyarrow) escape
  * characters such as / : = # % of a partition value as %XX in its folder name, and Hive readers decode
@@ -66,7 +71,7 @@ export function isCompactableKey(key: string): boolean {
 
 /** The prefixes whose listing covers `sel`: one per selected cell (a cell's files only), else the whole warehouse. */
 export function selectionPrefixes(sel: BucketSelection): string[] {
-  return sel.cells ? [...new Set(sel.cells)].sort().map((c) => `grid_partition=${c}/`) : [''];
+  return sel.cells ? [...new Set(sel.cells)].sort().map((c) => `${CELL_FOLDER}${c}/`) : [''];
 }
 
 /** Whether a bucket is in `sel`; built once per listing, as it is asked for every object. */

@@ -1,7 +1,7 @@
 /** The physical ground truth that verify compares against: every data file of the hive layout. */
 import type { WarehouseStore } from '../storage/warehouse-store';
 import type { BucketSelection } from '../../workflows/contract';
-import { CONTROL_PREFIX, bucketKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, bucketKey, inCellFolder, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes, type DataFileKey } from '../storage/warehouse-layout';
 
 export interface PhysicalDataFile {
   key: string;
@@ -34,7 +34,7 @@ export async function listPhysicalDataFiles(
     for await (const obj of store.list(prefix, skipped)) {
       if (obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
       const parsed = parseDataFileKey(obj.key);
-      if (!parsed && obj.key.startsWith('grid_partition=') && looksLikeParquet(obj.key) && inSelectedYears(obj.key, selection)) onOutsideLayout?.(obj.key);
+      if (!parsed && inCellFolder(obj.key) && looksLikeParquet(obj.key) && inSelectedYears(obj.key, selection)) onOutsideLayout?.(obj.key);
       if (!parsed || !selected(parsed.bucket)) continue;
       out.push({ key: obj.key, size: obj.size, parsed, bucket: bucketKey(parsed.bucket), compacted: parsed.name.startsWith('compacted_') });
     }
