@@ -159,28 +159,36 @@ describe('schedule', () => {
     // worker the first run stays running for sure, so the outcome does not depend on timing.
     const quiet = await settled();
     await worker.stop();
-    await cliOk('trigger', '--schedule-id', SCHEDULE_ID);
+    // --json: for a script that follows the run it started (status --watch --workflow-id).
+    const startedJson = JSON.parse(await cliOk('trigger', '--schedule-id', SCHEDULE_ID, '--json')) as Record<string, unknown>;
     const running = await waitFor('the run to be running', async () => {
       const d = await describeNow();
       return d.runningWorkflowIds.length === 1 ? d : undefined;
     });
+    assert.deepEqual(startedJson, { scheduleId: SCHEDULE_ID, outcome: 'started', overlap: 'SKIP', workflowId: running.runningWorkflowIds[0] });
     // The CLI waits for the server's answer, so by its exit the skip is counted.
     assert.equal(
       (await cliOk('trigger', '--schedule-id', SCHEDULE_ID)).trim(),
       `schedule ${SCHEDULE_ID} trigger skipped: overlap SKIP and ${running.runningWorkflowIds[0]} is still running; nothing was started`,
     );
+    assert.deepEqual(JSON.parse(await cliOk('trigger', '--schedule-id', SCHEDULE_ID, '--json')), {
+      scheduleId: SCHEDULE_ID,
+      outcome: 'skipped',
+      overlap: 'SKIP',
+      runningWorkflowId: running.runningWorkflowIds[0],
+    });
     const skipped = await waitFor('the second trigger to be skipped', async () => {
       const d = await describeNow();
       return d.numActionsSkippedOverlap > quiet.numActionsSkippedOverlap ? d : undefined;
     });
-    assert.equal(skipped.numActionsSkippedOverlap, quiet.numActionsSkippedOverlap + 1);
+    assert.equal(skipped.numActionsSkippedOverlap, quiet.numActionsSkippedOverlap + 2);
     assert.equal(skipped.numActionsTaken, quiet.numActionsTaken + 1);
     assert.deepEqual(skipped.runningWorkflowIds, running.runningWorkflowIds);
     worker = await startWorker(h, taskQueue);
     const drained = await settled();
     assert.equal(drained.numActionsTaken, quiet.numActionsTaken + 1, 'the skipped run is not started later');
 
-    await cliOk('unpause', '--schedule-id', SCHEDULE_ID, '--note', 'back to weekly');
+    assert.deepEqual(JSON.parse(await cliOk('unpause', '--schedule-id', SCHEDULE_ID, '--note', 'back to weekly', '--json')), { scheduleId: SCHEDULE_ID, paused: false, note: 'back to weekly' });
     const unpaused = await describeNow();
     assert.equal(unpaused.paused, false);
     assert.equal(unpaused.note, 'back to weekly');
@@ -205,7 +213,7 @@ describe('schedule', () => {
     assert.equal(twice.code, 4, twice.stderr);
     assert.match(twice.stderr, new RegExp(`schedule ${SCHEDULE_ID} already exists in namespace ${h.namespace}; use \`schedule update\``));
     assert.deepEqual((await describeNow()).input, unlocked.input, 'the refused create changed nothing');
-    await cliOk('delete', '--schedule-id', SCHEDULE_ID);
+    assert.deepEqual(JSON.parse(await cliOk('delete', '--schedule-id', SCHEDULE_ID, '--json')), { scheduleId: SCHEDULE_ID, deleted: true });
     for (const verb of ['describe', 'delete', 'pause', 'trigger']) {
       const gone = await cli(verb, '--schedule-id', SCHEDULE_ID);
       assert.equal(gone.code, 4, `${verb}: ${gone.stderr}`);

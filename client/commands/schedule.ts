@@ -32,7 +32,8 @@ export const scheduleUsage = `earthcatalog-compact schedule create|describe|upda
     create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
             [--catchup-window 1d] [--paused] [--note TEXT] [--workflow-id-prefix P] [--task-queue Q]
     update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [--task-queue Q] [compact flags] [--no-dry-run] [--no-use-lock]
-    describe [--json]   pause|unpause [--note TEXT]   trigger   delete
+    describe   pause|unpause [--note TEXT]   trigger   delete
+    Every verb takes --json (one JSON object on stdout). Exit 4: the schedule exists (create) or does not (the others).
     Schedule id default: ${DEFAULT_SCHEDULE_ID}. Overlap policy SKIP. Durations: 30s, 10m, 6h, 7d, 2w.`;
 
 export interface CompactionScheduleOptions {
@@ -194,22 +195,38 @@ const TRIGGER_OUTCOME_WAIT_MS = 10_000;
  * What became of a trigger: the server's scheduler takes it a moment later, and under overlap SKIP a
  * trigger while a run of the schedule still runs is dropped, which "triggered" alone would hide.
  */
-async function triggerOutcome(client: Client, scheduleId: string, before: ScheduleDescription): Promise<string> {
+async function triggerOutcome(client: Client, scheduleId: string, before: ScheduleDescription): Promise<{ text: string; json: TriggerOutcome }> {
   const running = before.info.runningActions[0]?.workflow.workflowId;
+  const overlap = before.policies.overlap;
   const deadline = Date.now() + TRIGGER_OUTCOME_WAIT_MS;
   for (;;) {
     const now = await describeOrExplain(client, scheduleId);
     if (now.info.numActionsTaken > before.info.numActionsTaken) {
       const started = now.info.recentActions[now.info.recentActions.length - 1]?.action.workflow.workflowId;
-      return `schedule ${scheduleId} triggered: started ${started ?? 'a run'}`;
+      return { text: `schedule ${scheduleId} triggered: started ${started ?? 'a run'}`, json: { scheduleId, outcome: 'started', ...(overlap ? { overlap } : {}), ...(started ? { workflowId: started } : {}) } };
     }
     if (now.info.numActionsSkippedOverlap > before.info.numActionsSkippedOverlap) {
-      return `schedule ${scheduleId} trigger skipped: overlap ${before.policies.overlap} and ${running ?? 'an earlier run of it'} is still running; nothing was started`;
+      return {
+        text: `schedule ${scheduleId} trigger skipped: overlap ${overlap} and ${running ?? 'an earlier run of it'} is still running; nothing was started`,
+        json: { scheduleId, outcome: 'skipped', ...(overlap ? { overlap } : {}), ...(running ? { runningWorkflowId: running } : {}) },
+      };
     }
     if (Date.now() >= deadline) break;
     await new Promise((r) => setTimeout(r, 250));
   }
-  return `schedule ${scheduleId} triggered (overlap ${before.policies.overlap}${running ? `; ${running} is still running` : ''}); the server has not started it yet`;
+  return {
+    text: `schedule ${scheduleId} triggered (overlap ${overlap}${running ? `; ${running} is still running` : ''}); the server has not started it yet`,
+    json: { scheduleId, outcome: 'pending', ...(overlap ? { overlap } : {}), ...(running ? { runningWorkflowId: running } : {}) },
+  };
+}
+
+/** `schedule trigger --json`: whether the server started a run (its id), skipped it for the overlap policy, or has not acted yet. */
+export interface TriggerOutcome {
+  scheduleId: string;
+  outcome: 'started' | 'skipped' | 'pending';
+  overlap?: string;
+  workflowId?: string;
+  runningWorkflowId?: string;
 }
 
 function notFound(client: Client, scheduleId: string, err: unknown): unknown {
@@ -407,29 +424,30 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
     }
     case 'pause':
     case 'unpause': {
-      const { values } = parse(rest, { ...baseFlags, note: { type: 'string' } });
+      const { values } = parse(rest, { ...baseFlags, note: { type: 'string' }, json: { type: 'boolean' } });
       return withClient(values, async (client, _q, scheduleId) => {
         const handle = client.schedule.getHandle(scheduleId);
         const note = values.note ?? `${verb}d with earthcatalog-compact at ${new Date().toISOString()}`;
         await (verb === 'pause' ? handle.pause(note) : handle.unpause(note)).catch((err: unknown) => {
           throw notFound(client, scheduleId, err);
         });
-        console.log(`schedule ${scheduleId} ${verb}d: ${note}`);
+        console.log(values.json ? JSON.stringify({ scheduleId, paused: verb === 'pause', note }) : `schedule ${scheduleId} ${verb}d: ${note}`);
         return 0;
       });
     }
     case 'trigger': {
-      const { values } = parse(rest, baseFlags);
+      const { values } = parse(rest, { ...baseFlags, json: { type: 'boolean' } });
       return withClient(values, async (client, _q, scheduleId) => {
         // The SDK's trigger defaults to ALLOW_ALL; a manual run keeps the schedule's own policy.
         const d = await describeOrExplain(client, scheduleId);
         await client.schedule.getHandle(scheduleId).trigger(d.policies.overlap);
-        console.log(await triggerOutcome(client, scheduleId, d));
+        const outcome = await triggerOutcome(client, scheduleId, d);
+        console.log(values.json ? JSON.stringify(outcome.json) : outcome.text);
         return 0;
       });
     }
     case 'delete': {
-      const { values } = parse(rest, baseFlags);
+      const { values } = parse(rest, { ...baseFlags, json: { type: 'boolean' } });
       return withClient(values, async (client, _q, scheduleId) => {
         await client.schedule
           .getHandle(scheduleId)
@@ -437,7 +455,7 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
           .catch((err: unknown) => {
             throw notFound(client, scheduleId, err);
           });
-        console.log(`schedule ${scheduleId} deleted (running compactions it started keep running)`);
+        console.log(values.json ? JSON.stringify({ scheduleId, deleted: true }) : `schedule ${scheduleId} deleted (running compactions it started keep running)`);
         return 0;
       });
     }
