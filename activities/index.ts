@@ -30,7 +30,7 @@ import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
-import { checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
+import { checkedTableSchema, checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
 import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
@@ -245,8 +245,7 @@ export class WorkerLocalResources {
 async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources, checkWarehouse: boolean): Promise<{ types: TableNumberTypes; absent: boolean }> {
   if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), absent: true };
   return withCatalog(req, warehouseRoot, local, async (backend) => {
-    if (checkWarehouse) await checkTable(backend, req, warehouseRoot);
-    const schema = await tableSchema(backend, req);
+    const schema = checkWarehouse ? await checkedTableSchema(backend, req, warehouseRoot) : await tableSchema(backend, req);
     return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined };
   });
 }
@@ -312,6 +311,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               },
               table?.types,
             );
+            // Of the whole warehouse (no selection), nothing listed at all: the run's rebuild would refuse to empty the table.
+            const nothingListed = summary.filesBefore === 0 && summary.ignoredObjects === 0 && !req.cells && !req.years;
+            if (req.dryRun && req.catalog && table && !table.absent && nothingListed) {
+              const catalogReq = req.catalog;
+              await withCatalog(catalogReq, store.root, local, (backend) => checkedTableSchema(backend, catalogReq, store.root, { warehouseEmpty: true }));
+            }
             return table?.absent ? { ...summary, tableAbsent: true } : summary;
           },
         ),

@@ -410,6 +410,24 @@ describe('invalid input', () => {
       assert.match(message, new RegExp(`which is not a data file .* directly under the warehouse ${parent}; .* Is --warehouse a parent or a subfolder of the warehouse\\?`));
       return true;
     });
+    // Its data gone (a data volume not mounted, the table's metadata beside it): the run's rebuild would refuse to
+    // empty the table, and so does the dry run.
+    const away = `${fx.warehouse}-away`;
+    await fs.mkdir(away);
+    const cellFolders = (await fs.readdir(fx.warehouse)).filter((n) => n.startsWith('grid_partition='));
+    for (const n of cellFolders) await fs.rename(path.join(fx.warehouse, n), path.join(away, n));
+    try {
+      await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const message = String(((err.cause as Error).cause as Error | undefined)?.message ?? (err.cause as Error).message);
+        assert.match(message, new RegExp(`^the warehouse ${fx.warehouse} holds no data files, but earthcatalog\\.stac_items in .* registers \\d+ data files .*Is the warehouse's volume mounted`));
+        return true;
+      });
+      // A selection lists only part of the warehouse, which says nothing of the rest: not refused.
+      assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, years: [2020] })).bucketsCompacted, 0);
+    } finally {
+      for (const n of cellFolders) await fs.rename(path.join(away, n), path.join(fx.warehouse, n));
+    }
     // New ingest beside one bucket's compacted file: a bucket to compact again.
     const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
     await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));

@@ -427,13 +427,27 @@ async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, wa
  * run early. Creates nothing.
  */
 export async function checkTable(backend: IcebergCatalogBackend, req: CatalogRequest, warehouseRoot: string): Promise<{ tableExists: boolean }> {
+  return { tableExists: (await checkedTableSchema(backend, req, warehouseRoot)) !== undefined };
+}
+
+/**
+ * checkTable's checks of an existing table, and its current schema (undefined when there is no such table),
+ * from one read of its metadata. `warehouseEmpty`: the warehouse holds no data file, which the rebuild
+ * refuses for a table that registers some (refuseEmptying); a dry run learns it only after its listing.
+ */
+export async function checkedTableSchema(
+  backend: IcebergCatalogBackend,
+  req: CatalogRequest,
+  warehouseRoot: string,
+  opts: { warehouseEmpty?: boolean } = {},
+): Promise<IcebergSchema | undefined> {
   const pointer = await backend.findTable(req.namespace, req.table);
-  if (pointer) {
-    const base = await readTableMetadata(backend, req, pointer);
-    layoutOf(backend, req, base);
-    await assertSameWarehouse(backend, req, base, pointer.metadataLocation, warehouseRoot);
-  }
-  return { tableExists: pointer !== undefined };
+  if (!pointer) return undefined;
+  const base = await readTableMetadata(backend, req, pointer);
+  layoutOf(backend, req, base);
+  await assertSameWarehouse(backend, req, base, pointer.metadataLocation, warehouseRoot);
+  if (opts.warehouseEmpty) await refuseEmptying(backend, req, base, pointer.metadataLocation, warehouseRoot);
+  return currentSchema(base, pointer.metadataLocation);
 }
 
 /** The table's current schema; undefined when the catalog has no such table (yet). */
