@@ -621,8 +621,11 @@ describe('Ctrl-C and the cancel command', () => {
       (await handle.query<CompactionProgress>('progress')).phase === 'waiting-for-pipeline-lock' ? true : undefined,
     );
 
-    const { stdout } = await cli(['cancel']);
-    assert.match(stdout, new RegExp(`^${workflowId} CANCELLED`));
+    // --json: the object a script reads once the run has ended; nothing planned, so nothing to finish.
+    const { stdout } = await cli(['cancel', '--json']);
+    const ended = JSON.parse(stdout) as Record<string, unknown>;
+    assert.deepEqual({ ...ended, error: undefined }, { workflowId, status: 'CANCELLED', error: undefined }, stdout);
+    assert.match(String(ended.error), /^workflow was cancelled; it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume$/);
     assert.equal((await handle.describe()).status.name, 'CANCELLED');
     assert.equal(await fs.readFile(lockFile, 'utf8'), pythonLock, "the Python pipeline's lock object is not ours to remove");
     // Visibility (which `cancel` without an id lists) may lag the close by a moment.
@@ -875,7 +878,9 @@ describe('cancel through the CLI', () => {
       });
       await assert.rejects(cli(['cancel', '--workflow-id', workflowId, '--json']), (err: { stdout?: string; code?: number }) => {
         assert.equal(err.code, 1);
-        assert.deepEqual(JSON.parse(err.stdout ?? ''), { workflowId, status: 'TERMINATED', alreadyEnded: true, planId, command: `earthcatalog-compact ${line[2]}` });
+        const ended = JSON.parse(err.stdout ?? '') as Record<string, unknown>;
+        assert.deepEqual({ ...ended, error: undefined }, { workflowId, status: 'TERMINATED', alreadyEnded: true, planId, command: `earthcatalog-compact ${line[2]}`, error: undefined });
+        assert.match(String(ended.error), /^workflow was terminated: operator: wrong warehouse; \d+ of 12 buckets done; finish it with earthcatalog-compact resume /);
         return true;
       });
     } finally {

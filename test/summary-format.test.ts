@@ -277,6 +277,8 @@ test("status's warning of a stale table says why its run failed, and, when a sch
     workflowId: run.workflowId,
     warehouse: '/data/warehouse',
     catalog: '/data/catalog.db',
+    namespace: 'earthcatalog',
+    table: 'stac_items',
     scheduleId: 'weekly',
     command: 'earthcatalog-compact resume --warehouse /data/warehouse --catalog /data/catalog.db --address temporal:7233',
   });

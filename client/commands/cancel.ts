@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
-import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed } from './status';
+import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed, whyItEnded } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
@@ -29,7 +29,9 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
       // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
       const outcome = clean ? undefined : await stoppedRunOutcome(client, stopped, connection);
-      say(`${workflowId} already ${before.status.name}: nothing to cancel${outcome ? `; ${outcome.text}` : ''}`, endedLine(workflowId, before.status.name, undefined, outcome, { alreadyEnded: true }));
+      // For scripts, why it ended as compact --json and status --watch --json say it.
+      const error = outcome ? `${(await whyItEnded(handle)) ?? before.status.name}; ${outcome.text}` : undefined;
+      say(`${workflowId} already ${before.status.name}: nothing to cancel${outcome ? `; ${outcome.text}` : ''}`, endedLine(workflowId, before.status.name, error, outcome, { alreadyEnded: true }));
       return clean ? 0 : 1;
     }
     await handle.cancel();
@@ -52,12 +54,15 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
         `temporal workflow terminate ${workflowArgs(workflowId, connection)} (nothing is left to finish)`;
       console.error(`earthcatalog-compact: ${workflowId} has not stopped ${NO_ANSWER_MS / 1000} s after the request ${noAnswer(workflowId, desc.taskQueue, failedWorkflowTaskAttempts(desc), await recentWorkflowPollers(client, desc.taskQueue), connection)}${unserved}; still waiting`);
     });
-    if (status === 'CANCELLED') {
-      const outcome = await stoppedRunOutcome(client, stopped, connection);
-      say(`${workflowId} ${status}: ${outcome.text}`, endedLine(workflowId, status, undefined, outcome));
-    } else {
+    if (status === 'COMPLETED') {
+      // Its last buckets and rebuild were done before the request took effect.
       const p = await queryProgress(handle);
       say(`${workflowId} ${status}${p ? `: ${bucketsDone(p)}` : ''}`, endedLine(workflowId, status));
+    } else {
+      // Cancelled as asked, or ended otherwise meanwhile (terminated, its rebuild failed): what it left, and what finishes it.
+      const outcome = await stoppedRunOutcome(client, stopped, connection);
+      const why = (await whyItEnded(handle)) ?? status;
+      say(`${workflowId} ${status}: ${status === 'CANCELLED' ? '' : `${why}; `}${outcome.text}`, endedLine(workflowId, status, `${why}; ${outcome.text}`, outcome));
     }
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {

@@ -394,7 +394,7 @@ export async function startInput(client: Client, workflowId: string, runId: stri
 }
 
 /** Why an ended run did not complete, as `compact` would have said it; undefined for a completed one. */
-function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
+export function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
   return handle.result().then(
     () => undefined,
     (err: unknown) => describeWorkflowError(err),
@@ -452,8 +452,12 @@ export interface StatusWarning {
   message: string;
   workflowId?: string;
   warehouse?: string;
-  /** The stale table's catalog: a warehouse may have a table in more than one. */
+  /** The stale table: a warehouse may have tables in more than one catalog, or several in one. */
   catalog?: string;
+  namespace?: string;
+  table?: string;
+  /** Only when not the default (earthcatalog): a catalog.db may hold the tables of several catalog names. */
+  catalogName?: string;
   scheduleId?: string;
   /** What finishes or rebuilds the stale table (resume or compact), or shows the schedule's failed run. */
   command?: string;
@@ -503,7 +507,7 @@ export function interruptedWarning(
       ? `A run of the warehouse for another table, ${later.workflowId}, completed at ${later.closeTime} with a newer plan, so no resume finishes this one: ` +
         `${error ? 'once that is fixed, rebuild' : 'rebuild'} this table with ${command}`
       : `${error ? 'Once that is fixed, finish' : 'Finish'} it: ${command}`);
-  return { kind: 'stale-table', message, workflowId: run.workflowId, warehouse: i.warehouse, catalog: i.catalog, ...(schedule ? { scheduleId: schedule.scheduleId } : {}), command };
+  return { kind: 'stale-table', message, workflowId: run.workflowId, warehouse: i.warehouse, catalog: i.catalog, namespace: i.namespace, table: i.table, ...(i.catalogName !== DEFAULT_CATALOG_NAME ? { catalogName: i.catalogName } : {}), ...(schedule ? { scheduleId: schedule.scheduleId } : {}), command };
 }
 
 /**
