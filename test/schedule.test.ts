@@ -214,8 +214,9 @@ describe('schedule', () => {
     assert.match(twice.stderr, new RegExp(`schedule ${SCHEDULE_ID} already exists in namespace ${h.namespace}; use \`schedule update\``));
     assert.deepEqual((await describeNow()).input, unlocked.input, 'the refused create changed nothing');
     assert.deepEqual(JSON.parse(await cliOk('delete', '--schedule-id', SCHEDULE_ID, '--json')), { scheduleId: SCHEDULE_ID, deleted: true });
-    for (const verb of ['describe', 'delete', 'pause', 'trigger']) {
-      const gone = await cli(verb, '--schedule-id', SCHEDULE_ID);
+    for (const args of [['describe'], ['delete'], ['pause'], ['unpause'], ['trigger'], ['update', '--threshold', '4']]) {
+      const [verb] = args;
+      const gone = await cli(...args, '--schedule-id', SCHEDULE_ID);
       assert.equal(gone.code, 4, `${verb}: ${gone.stderr}`);
       assert.match(gone.stderr, new RegExp(`schedule ${SCHEDULE_ID} does not exist in namespace ${h.namespace}`));
     }

@@ -10,7 +10,7 @@ export const CONTROL_PREFIX = '_earthcatalog_compaction';
 
 // A year is four digits without a leading zero: `year=0999` would be read as 999 and its bucket's own
 // prefix (`year=999`) would never list the file again.
-const DATA_FILE = /^grid_partition=([^/=]+)\/year=([1-9]\d{3})\/([^/]+\.parquet)$/;
+const DATA_FILE = new RegExp(`^${CELL_FOLDER}([^/=]+)/year=([1-9]\\d{3})/([^/]+\\.parquet)$`);
 /** What DuckDB expands in a path it reads (`read_parquet`): such a key would read another file, or none. */
 const TEMP_ARTIFACT = /^\.earthcatalog-tmp-[A-Za-z0-9_-]+\.parquet\.[A-Za-z0-9_-]+$/;
 

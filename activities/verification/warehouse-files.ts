@@ -42,10 +42,10 @@ export async function listPhysicalDataFiles(
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
-/** Whether a key outside the layout is under a `year=` folder of the selected years (any key, without a year selection). */
+/** Whether a key outside the layout (under a cell folder: inCellFolder) is under a `year=` folder of the selected years (any key, without a year selection). */
 function inSelectedYears(key: string, selection: BucketSelection): boolean {
   if (!selection.years) return true;
-  const year = /^grid_partition=[^/]*\/year=(\d+)\//.exec(key)?.[1];
+  const year = /^[^/]*\/year=(\d+)\//.exec(key)?.[1];
   return year !== undefined && selection.years.includes(Number(year));
 }
 
