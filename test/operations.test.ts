@@ -1461,6 +1461,25 @@ describe('--use-lock after a terminated run', () => {
 });
 
 describe('worker shutdown', () => {
+  /** A run of the fixture's one bucket, once the bucket's first attempt runs on the worker of `queue`. */
+  async function startedBucket(queue: string, fx: { warehouse: string; catalog: string }, name: string) {
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: queue,
+      workflowId: `${name}-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    // The worker process bundles the workflows first: more than the default minute on two busy cores.
+    await waitFor(
+      'the bucket activity running',
+      async () => {
+        const pending = (await handle.describe()).raw.pendingActivities ?? [];
+        return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
+      },
+      180_000,
+    );
+    return handle;
+  }
+
   it('with --shutdown-grace, a SIGTERM lets the bucket in flight finish on its first attempt before the worker exits', async () => {
     // One bucket of wide rows that takes a few seconds on one thread, so the signal lands mid-way; the
     // compaction reports progress every range it sorts, where a cancellation would stop it.
@@ -1469,20 +1488,7 @@ describe('worker shutdown', () => {
     // 1 GB: the generator writes each part as one row group whose `assets` page alone needs ~128 MB to read.
     const leaving = spawnWorkerProcess(h, queue, {}, ['--shutdown-grace', '300', '--memory-budget-mb', '1024']);
     try {
-      const handle = await h.client.workflow.start('compactWarehouse', {
-        taskQueue: queue,
-        workflowId: `shutdown-grace-${Date.now()}`,
-        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
-      });
-      // The worker process bundles the workflows first: more than the default minute on two busy cores.
-      await waitFor(
-        'the bucket activity running',
-        async () => {
-          const pending = (await handle.describe()).raw.pendingActivities ?? [];
-          return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
-        },
-        180_000,
-      );
+      const handle = await startedBucket(queue, fx, 'shutdown-grace');
       const killedAt = Date.now();
       leaving.child.kill('SIGTERM');
       const exit = await leaving.exited;
@@ -1524,19 +1530,7 @@ describe('worker shutdown', () => {
     const queue = uniqueTaskQueue('no-grace');
     const leaving = spawnWorkerProcess(h, queue, {}, ['--memory-budget-mb', '1024']);
     try {
-      const handle = await h.client.workflow.start('compactWarehouse', {
-        taskQueue: queue,
-        workflowId: `shutdown-no-grace-${Date.now()}`,
-        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
-      });
-      await waitFor(
-        'the bucket activity running',
-        async () => {
-          const pending = (await handle.describe()).raw.pendingActivities ?? [];
-          return pending.some((a) => a.activityType?.name === 'compactBucket' && a.attempt === 1 && a.lastStartedTime) ? true : undefined;
-        },
-        180_000,
-      );
+      const handle = await startedBucket(queue, fx, 'shutdown-no-grace');
       leaving.child.kill('SIGTERM');
       const exit = await leaving.exited;
       assert.equal(exit.code, 0, leaving.output());
