@@ -740,6 +740,9 @@ describe('the CLI when nobody serves the run', () => {
         canceller.kill('SIGINT');
         await cancelExited;
       }
+      // --no-wait --json: one object saying the request went in; the run, which nobody serves, still runs.
+      const noWait = await cli(['cancel', '--workflow-id', workflowId, '--no-wait', '--json']);
+      assert.deepEqual(JSON.parse(noWait.stdout), { workflowId, status: 'RUNNING', cancelRequested: true });
     } finally {
       child.kill('SIGINT');
       jsonChild.kill('SIGINT');
