@@ -10,8 +10,8 @@ export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no
     starts any more, the buckets in flight stop at their next step, the table is rebuilt from the
     files as they are (when a bucket was compacted), then the locks are released.
     Waits until the run has ended unless --no-wait. Finish its plan later with 'resume'.
-    --json: one JSON object on stdout (workflowId, status, and planId and the command that finishes the
-    table when there is one; alreadyEnded or cancelRequested when nothing was waited for).`;
+    --json: one JSON object on stdout (workflowId, status; error for a run that did not complete; planId and
+    the command that finishes the table when there is one; alreadyEnded or cancelRequested when nothing was waited for).`;
 
 export async function runCancelCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { ...connectionFlags, 'workflow-id': { type: 'string' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } });
