@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
 import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
-import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, noAnswer, recentWorkflowPollers, runningCompactions, stoppedRunOutcome, waitUntilClosed, whyItEnded } from './status';
+import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, howItEnded, noAnswer, recentWorkflowPollers, runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Stops a running compaction cleanly (without --workflow-id: the one running compaction, of task queue Q
@@ -28,10 +28,11 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     if (before.status.name !== 'RUNNING') {
       const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
       // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
-      const outcome = clean ? undefined : await stoppedRunOutcome(client, stopped, connection);
-      // For scripts, why it ended as compact --json and status --watch --json say it.
-      const error = outcome ? `${(await whyItEnded(handle)) ?? before.status.name}; ${outcome.text}` : undefined;
-      say(`${workflowId} already ${before.status.name}: nothing to cancel${outcome ? `; ${outcome.text}` : ''}`, endedLine(workflowId, before.status.name, error, outcome, { alreadyEnded: true }));
+      const ended = clean ? undefined : await howItEnded(client, handle, stopped, before.status.name, connection);
+      say(
+        `${workflowId} already ${before.status.name}: nothing to cancel${ended ? `; ${ended.outcome.text}` : ''}`,
+        endedLine(workflowId, before.status.name, ended?.error, ended?.outcome, { alreadyEnded: true }),
+      );
       return clean ? 0 : 1;
     }
     await handle.cancel();
@@ -60,9 +61,8 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
       say(`${workflowId} ${status}${p ? `: ${bucketsDone(p)}` : ''}`, endedLine(workflowId, status));
     } else {
       // Cancelled as asked, or ended otherwise meanwhile (terminated, its rebuild failed): what it left, and what finishes it.
-      const outcome = await stoppedRunOutcome(client, stopped, connection);
-      const why = (await whyItEnded(handle)) ?? status;
-      say(`${workflowId} ${status}: ${status === 'CANCELLED' ? '' : `${why}; `}${outcome.text}`, endedLine(workflowId, status, `${why}; ${outcome.text}`, outcome));
+      const { why, outcome, error } = await howItEnded(client, handle, stopped, status, connection);
+      say(`${workflowId} ${status}: ${status === 'CANCELLED' ? '' : `${why}; `}${outcome.text}`, endedLine(workflowId, status, error, outcome));
     }
     return status === 'CANCELLED' || status === 'COMPLETED' ? 0 : 1;
   } finally {

@@ -198,17 +198,19 @@ const TRIGGER_OUTCOME_WAIT_MS = 10_000;
 async function triggerOutcome(client: Client, scheduleId: string, before: ScheduleDescription): Promise<{ text: string; json: TriggerOutcome }> {
   const running = before.info.runningActions[0]?.workflow.workflowId;
   const overlap = before.policies.overlap;
+  const base = { scheduleId, ...(overlap ? { overlap } : {}) };
+  const alongside = running ? { runningWorkflowId: running } : {};
   const deadline = Date.now() + TRIGGER_OUTCOME_WAIT_MS;
   for (;;) {
     const now = await describeOrExplain(client, scheduleId);
     if (now.info.numActionsTaken > before.info.numActionsTaken) {
       const started = now.info.recentActions[now.info.recentActions.length - 1]?.action.workflow.workflowId;
-      return { text: `schedule ${scheduleId} triggered: started ${started ?? 'a run'}`, json: { scheduleId, outcome: 'started', ...(overlap ? { overlap } : {}), ...(started ? { workflowId: started } : {}) } };
+      return { text: `schedule ${scheduleId} triggered: started ${started ?? 'a run'}`, json: { ...base, outcome: 'started', ...(started ? { workflowId: started } : {}) } };
     }
     if (now.info.numActionsSkippedOverlap > before.info.numActionsSkippedOverlap) {
       return {
         text: `schedule ${scheduleId} trigger skipped: overlap ${overlap} and ${running ?? 'an earlier run of it'} is still running; nothing was started`,
-        json: { scheduleId, outcome: 'skipped', ...(overlap ? { overlap } : {}), ...(running ? { runningWorkflowId: running } : {}) },
+        json: { ...base, outcome: 'skipped', ...alongside },
       };
     }
     if (Date.now() >= deadline) break;
@@ -216,7 +218,7 @@ async function triggerOutcome(client: Client, scheduleId: string, before: Schedu
   }
   return {
     text: `schedule ${scheduleId} triggered (overlap ${overlap}${running ? `; ${running} is still running` : ''}); the server has not started it yet`,
-    json: { scheduleId, outcome: 'pending', ...(overlap ? { overlap } : {}), ...(running ? { runningWorkflowId: running } : {}) },
+    json: { ...base, outcome: 'pending', ...alongside },
   };
 }
 

@@ -393,8 +393,25 @@ export async function startInput(client: Client, workflowId: string, runId: stri
   return parsed.success ? parsed.data : undefined;
 }
 
+/**
+ * How a run that ended without completing ended, said the same way by `status --watch` and `cancel`: why
+ * (as `compact` would have said it; its status when the server gives no reason) and what it left, joined
+ * as the `error` of its last line.
+ */
+export async function howItEnded(
+  client: Client,
+  handle: WorkflowHandle,
+  run: { workflowId: string; runId: string; taskQueue: string },
+  status: string,
+  connection: readonly string[],
+): Promise<{ why: string; outcome: RunOutcome; error: string }> {
+  const why = (await whyItEnded(handle)) ?? status;
+  const outcome = await stoppedRunOutcome(client, run, connection);
+  return { why, outcome, error: `${why}; ${outcome.text}` };
+}
+
 /** Why an ended run did not complete, as `compact` would have said it; undefined for a completed one. */
-export function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
+function whyItEnded(handle: WorkflowHandle): Promise<string | undefined> {
   return handle.result().then(
     () => undefined,
     (err: unknown) => describeWorkflowError(err),
@@ -683,12 +700,13 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   });
   bar?.finish();
   // Why it did not complete, as the compact command would have said it.
-  let error = status === 'COMPLETED' ? undefined : await whyItEnded(handle);
+  let error: string | undefined;
   let outcome: RunOutcome | undefined;
   if (status === 'CANCELLED' || status === 'TERMINATED' || status === 'TIMED_OUT' || status === 'FAILED') {
     const { runId, taskQueue } = await handle.describe();
-    outcome = await stoppedRunOutcome(client, { workflowId, runId, taskQueue }, connection);
-    error = `${error}; ${outcome.text}`;
+    ({ error, outcome } = await howItEnded(client, handle, { workflowId, runId, taskQueue }, status, connection));
+  } else if (status !== 'COMPLETED') {
+    error = await whyItEnded(handle);
   }
   console.log(json ? endedLine(workflowId, status, error, outcome) : `${workflowId} ${status}${error ? `: ${error}` : ''}`);
   return status === 'COMPLETED' ? 0 : 1;
