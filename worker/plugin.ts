@@ -40,8 +40,8 @@ export interface CompactionPluginOptions extends Partial<ActivityResources> {
  */
 const CONTROL_SLOTS = 4;
 
-/** Below the bucket activity's own heartbeat interval (10 s, activities/index.ts). */
-const BUCKET_HEARTBEAT_THROTTLE = '5 seconds';
+/** Below the activities' own heartbeat interval (10 s, `keepAlive` in activities/index.ts). */
+const HEARTBEAT_THROTTLE = '5 seconds';
 
 export function workflowsPath(): string {
   return require.resolve('../workflows');
@@ -181,12 +181,14 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       // The SDK sends heartbeats at most every 0.8 x the heartbeat timeout (24 s of the buckets' 30 s) by
       // default: every one of the activity's 10 s heartbeats is sent instead, so a cancel reaches a bucket
       // within ~10 s and a heartbeat delayed by a few seconds does not time a live bucket out.
-      maxHeartbeatThrottleInterval: BUCKET_HEARTBEAT_THROTTLE,
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
     // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
     // BucketSlots alone keeps the buckets within memory.
-    if (configured.tuner) return { ...configured, taskQueue };
-    return { ...configured, taskQueue, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
+    // The plan and the rebuild have the buckets' 30 s heartbeat timeout: their heartbeats are sent as the buckets' are.
+    const control = { ...configured, taskQueue, maxHeartbeatThrottleInterval: configured.maxHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE };
+    if (configured.tuner) return control;
+    return { ...control, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
   }
 
   override configureBundler(options: BundleOptions): BundleOptions {

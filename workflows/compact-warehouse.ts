@@ -112,9 +112,11 @@ const NON_RETRYABLE_BUCKET_ERRORS: string[] = [
  */
 const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
 
-const control = proxyActivities<CompactionActivities>({
+const controlOptions: ActivityOptions = {
   cancellationType,
   startToCloseTimeout: '30 minutes',
+  // These activities send no heartbeat of their own (each is a few storage calls, retried by the S3 client
+  // through throttling): the timeout bounds one attempt's silence.
   heartbeatTimeout: '2 minutes',
   retry: {
     initialInterval: '2 seconds',
@@ -122,7 +124,15 @@ const control = proxyActivities<CompactionActivities>({
     maximumAttempts: 10,
     nonRetryableErrorTypes: [...NON_RETRYABLE_BUCKET_ERRORS, FailureTypes.planNotFound, FailureTypes.catalogCorrupt, FailureTypes.lockTimeout],
   },
-});
+};
+const control = proxyActivities<CompactionActivities>(controlOptions);
+
+/**
+ * Planning heartbeats every 10 s from a timer, through listing pages and footer reads, and no synchronous
+ * step of it or of the rebuild blocked the event loop for 2 s at 10,000 buckets (bench/MEASUREMENTS.md,
+ * session 46): a worker killed mid-plan costs 30 s, as a bucket's does, not 2 minutes.
+ */
+const planning = proxyActivities<CompactionActivities>({ ...controlOptions, heartbeatTimeout: '30 seconds' });
 
 const bucketOptions: ActivityOptions = {
   cancellationType,
@@ -142,7 +152,8 @@ const buckets = proxyActivities<CompactionActivities>(bucketOptions);
 const catalogOptions: ActivityOptions = {
   cancellationType,
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '2 minutes',
+  // Heartbeats every 10 s from a timer, as planning does (see there).
+  heartbeatTimeout: '30 seconds',
   retry: {
     initialInterval: '5 seconds',
     maximumInterval: '1 minute',
@@ -191,7 +202,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   if (input.dryRun) {
     // A dry run only lists: it takes no lock, so it never waits behind a running compaction.
     progress.phase = 'planning';
-    const plan = await control.planCompaction(planRequest(input));
+    const plan = await planning.planCompaction(planRequest(input));
     return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock: { lockId: '', requestId: '', fence: 0 } });
   }
 
@@ -210,7 +221,7 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
         await control.checkCatalog(catalogRequest(input));
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
-          : await control.planCompaction(planRequest(input));
+          : await planning.planCompaction(planRequest(input));
         return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock, ...(realPathLock ? { realPathLock } : {}) });
       });
     };

@@ -117,17 +117,11 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
 }
 
 /**
- * A bucket activity sends a heartbeat every 10 s; one silent for this long has most likely lost its worker
- * (killed, its machine gone), and is retried elsewhere only after the 30 s heartbeat timeout.
+ * Bucket activities and the catalog rebuild send a heartbeat every 10 s, and workers send every one; one
+ * silent for this long has most likely lost its worker (killed, its machine gone), and is retried
+ * elsewhere only after the 30 s heartbeat timeout.
  */
-const SILENT_BUCKET_MS = 20_000;
-
-/**
- * The rebuild heartbeats every 10 s too, but a worker sends its heartbeats at most every 60 s (the SDK's
- * throttle for its 2-minute heartbeat timeout; only the bucket worker sends every one): silent this long,
- * its worker is most likely gone, and another worker retries it once the 2 minutes are up.
- */
-const SILENT_REBUILD_MS = 80_000;
+const SILENT_MS = 20_000;
 
 type PendingActivity = { activityType?: { name?: string | null } | null; state?: number | null; lastHeartbeatTime?: Timestamp | null; lastStartedTime?: Timestamp | null };
 
@@ -142,21 +136,21 @@ function silentCount(pending: ReadonlyArray<PendingActivity>, nowMs: number, nam
   }).length;
 }
 
-/** Started bucket activities whose last heartbeat (or start) is older than SILENT_BUCKET_MS at `nowMs`. */
+/** Started bucket activities whose last heartbeat (or start) is older than SILENT_MS at `nowMs`. */
 export function silentBucketCount(pending: ReadonlyArray<PendingActivity>, nowMs: number): number {
-  return silentCount(pending, nowMs, 'compactBucket', SILENT_BUCKET_MS);
+  return silentCount(pending, nowMs, 'compactBucket', SILENT_MS);
 }
 
-/** Whether the run's catalog rebuild has started and been silent for longer than SILENT_REBUILD_MS at `nowMs`. */
+/** Whether the run's catalog rebuild has started and been silent for longer than SILENT_MS at `nowMs`. */
 export function silentRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: number): boolean {
-  return silentCount(pending, nowMs, 'rebuildCatalog', SILENT_REBUILD_MS) > 0;
+  return silentCount(pending, nowMs, 'rebuildCatalog', SILENT_MS) > 0;
 }
 
 export function silentBucketsNote(count: number): string {
-  return `${count} bucket(s) without a heartbeat for over ${SILENT_BUCKET_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
+  return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
 }
 
-export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_REBUILD_MS / 1000} s (its worker gone? it is retried on another after the 2-minute heartbeat timeout, from the start, still one snapshot)`;
+export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the 30 s heartbeat timeout, from the start, still one snapshot)`;
 
 /** A workflow task on its second attempt or later failed or timed out on a worker (one of another version, a hung one): how often. */
 export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
