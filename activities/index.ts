@@ -30,7 +30,7 @@ import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
-import { checkedTableSchema, checkTable, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
+import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
 import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
@@ -311,9 +311,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               },
               table?.types,
             );
-            // Of the whole warehouse (no selection), nothing listed at all: the run's rebuild would refuse to empty the table.
-            const nothingListed = summary.filesBefore === 0 && summary.ignoredObjects === 0 && !req.cells && !req.years;
-            if (req.dryRun && req.catalog && table && !table.absent && nothingListed) {
+            // The run's rebuild lists the whole warehouse and refuses to empty a table that registers files: a dry
+            // run whose listing (maybe of a selection) found no bucket asks the same of the whole warehouse.
+            if (req.dryRun && req.catalog && table && !table.absent && summary.filesBefore === 0 && !(await holdsDataFile(store))) {
               const catalogReq = req.catalog;
               await withCatalog(catalogReq, store.root, local, (backend) => checkedTableSchema(backend, catalogReq, store.root, { warehouseEmpty: true }));
             }

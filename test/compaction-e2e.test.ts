@@ -423,11 +423,17 @@ describe('invalid input', () => {
         assert.match(message, new RegExp(`^the warehouse ${fx.warehouse} holds no data files, but earthcatalog\\.stac_items in .* registers \\d+ data files .*Is the warehouse's volume mounted`));
         return true;
       });
-      // A selection lists only part of the warehouse, which says nothing of the rest: not refused.
-      assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, years: [2020] })).bucketsCompacted, 0);
+      // The run's rebuild lists the whole warehouse whatever the selection: a dry run of a selection is refused too.
+      await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, years: [2020] }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        assert.match(String(((err.cause as Error).cause as Error | undefined)?.message ?? (err.cause as Error).message), /holds no data files, but earthcatalog\.stac_items/);
+        return true;
+      });
     } finally {
       for (const n of cellFolders) await fs.rename(path.join(away, n), path.join(fx.warehouse, n));
     }
+    // A selection that matches nothing of a warehouse that holds data: nothing to compact, nothing refused.
+    assert.equal((await compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true, years: [1999] })).bucketsCompacted, 0);
     // New ingest beside one bucket's compacted file: a bucket to compact again.
     const [first] = (await backends[0]!.listFiles(fx.warehouse)).sort();
     await fs.copyFile(path.join(fx.warehouse, first!), path.join(fx.warehouse, path.dirname(first!), 'part_99999_late.parquet'));

@@ -574,17 +574,27 @@ interface ListedDataFile {
  * Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse);
  * those whose key the store cannot address are pushed onto `unaddressable` instead.
  */
+/** The data file the rebuild registers for `key`, if it is one. */
+function dataFileOf(key: string): DataFileKey | undefined {
+  return key === CONTROL_PREFIX || key.startsWith(CONTROL_PREFIX + '/') ? undefined : parseDataFileKey(key);
+}
+
 async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFile[]): Promise<ListedDataFile[]> {
   const out: ListedDataFile[] = [];
   const skipped = (key: string) => {
     if (parseDataFileKey(key)) unaddressable.push({ key, reason: UNADDRESSABLE_KEY_REASON });
   };
   for await (const obj of store.list('', skipped)) {
-    if (obj.key === CONTROL_PREFIX || obj.key.startsWith(CONTROL_PREFIX + '/')) continue;
-    const parsed = parseDataFileKey(obj.key);
+    const parsed = dataFileOf(obj.key);
     if (parsed) out.push({ obj, parsed });
   }
   return out.sort((a, b) => (a.obj.key < b.obj.key ? -1 : a.obj.key > b.obj.key ? 1 : 0));
+}
+
+/** Whether the rebuild would find any data file to register (the listing stops at the first). */
+export async function holdsDataFile(store: WarehouseStore): Promise<boolean> {
+  for await (const obj of store.list('')) if (dataFileOf(obj.key)) return true;
+  return false;
 }
 
 /**
