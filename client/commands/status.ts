@@ -1,4 +1,4 @@
-import { ApplicationFailure, isGrpcServiceError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, isGrpcServiceError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowExecutionInfo, type WorkflowHandle } from '@temporalio/client';
 import { connectionFlags, parse, shellWord, workflowArgs } from '../cli-args';
 import {
   COMPACTION_WORKFLOW_TYPE,
@@ -633,12 +633,18 @@ async function completedRunAfter(
 ): Promise<{ workflowId: string; planId: string; closeTime: string; before: boolean } | undefined> {
   const stoppedAt = (await client.workflow.getHandle(run.workflowId, run.runId).describe()).closeTime;
   if (!stoppedAt) return undefined;
-  let looked = 0;
+  const completed: WorkflowExecutionInfo[] = [];
   for await (const wf of client.workflow.list({ query: `WorkflowType = '${COMPACTION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Completed'`, pageSize: RECENT_RUNS })) {
-    if (++looked > RECENT_RUNS) break;
+    completed.push(wf);
+    if (completed.length >= RECENT_RUNS) break;
+  }
+  // Concurrently, as for the runs' inputs (`status` asks this for every interrupted table); a run whose
+  // result cannot be read (its history past retention) is passed over.
+  const summaries = await Promise.all(completed.map((wf) => completedSummary(client, wf).catch(() => undefined)));
+  for (const [i, wf] of completed.entries()) {
     const closeTime = wf.closeTime ?? stoppedAt;
     const before = closeTime <= stoppedAt;
-    const summary = await completedSummary(client, wf);
+    const summary = summaries[i];
     if (summary?.warehouse !== warehouse || summary.dryRun !== false || typeof summary.planId !== 'string') continue;
     if (table && !(summary.catalog === table.catalog && (await sameTable(client, wf, table)))) continue;
     if (!before || summary.planId === planId) return { workflowId: wf.workflowId, planId: summary.planId, closeTime: closeTime.toISOString(), before };
