@@ -56,6 +56,8 @@ export interface RebuildOptions {
 const DEFAULT_CONCURRENCY = 16;
 /** Footers read before their entries go to the manifest writer (one manifest's worth). */
 const FOOTER_WINDOW = 5_000;
+/** Entries of a window registered between two turns of the event loop (~0.1 s of work). */
+const YIELD_EVERY = 500;
 /**
  * Locations no reader opens as written: pyiceberg and Java's S3URI cut an s3:// location at '?' or '#',
  * and Python's URL parsing drops tabs and line breaks from any location.
@@ -224,6 +226,9 @@ async function registerFiles(
       opts.onProgress?.(++done, files.length);
     });
     for (const [i, read] of footers.entries()) {
+      // A window is ~1–2 s of synchronous work (bench/MEASUREMENTS.md, session 46): given back in slices, the
+      // heartbeats of this activity and of the buckets this worker runs beside it go out on time.
+      if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((resolve) => setImmediate(resolve));
       if (!read) continue;
       const { obj, footer } = read;
       const parsed = window[i]!.parsed;
