@@ -406,12 +406,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       // The commits earlier attempts began: what a killed one wrote goes after this attempt's commit.
       const abandonedCommits = commitUuidsOf(ctx.info.heartbeatDetails);
       const commits = [...abandonedCommits];
+      let done = 0;
+      let total = 0;
+      const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
       return withStore(req.warehouse, async (store) => {
-        const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
+        // Opening a catalog.db kept in S3 downloads it, retried through throttling: within the heartbeat timeout too.
+        const backend = await keepAlive(details, async () => openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) }));
         try {
-          let done = 0;
-          let total = 0;
-          const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
           const result = await keepAlive(details, () =>
             rebuildCatalog(store, backend, req, {
               onProgress: (d, t) => {
