@@ -105,9 +105,13 @@ async function endedRunRefusal(workflowId: string): Promise<string | undefined> 
   return status === 'RUNNING' ? undefined : `the run ${workflowId} that asked for this rebuild is ${status ?? 'gone'}; its successor rebuilds the table`;
 }
 
-/** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
+/**
+ * Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. Once at
+ * the start too: two steps kept alive one after the other leave no gap longer than the interval.
+ */
 function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
+  ctx.heartbeat(details());
   const timer = setInterval(() => ctx.heartbeat(details()), 10_000);
   return work().finally(() => clearInterval(timer));
 }
@@ -313,7 +317,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
             );
             // The run's rebuild lists the whole warehouse and refuses to empty a table that registers files: a dry
             // run whose listing (maybe of a selection) found no bucket asks the same of the whole warehouse.
-            if (req.dryRun && req.catalog && table && !table.absent && summary.filesBefore === 0 && !(await holdsDataFile(store))) {
+            if (req.dryRun && req.catalog && table && !table.absent && summary.filesBefore === 0 && !(await holdsDataFile(store, Context.current().cancellationSignal))) {
               const catalogReq = req.catalog;
               await withCatalog(catalogReq, store.root, local, (backend) => checkedTableSchema(backend, catalogReq, store.root, { warehouseEmpty: true }));
             }

@@ -416,6 +416,10 @@ describe('invalid input', () => {
     await fs.mkdir(away);
     const cellFolders = (await fs.readdir(fx.warehouse)).filter((n) => n.startsWith('grid_partition='));
     for (const n of cellFolders) await fs.rename(path.join(fx.warehouse, n), path.join(away, n));
+    // An object in a cell folder that is no data file does not make the warehouse any less empty to the rebuild.
+    const junk = path.join(fx.warehouse, 'grid_partition=8128bffffffffff', 'year=2020', 'notes.txt');
+    await fs.mkdir(path.dirname(junk), { recursive: true });
+    await fs.writeFile(junk, 'not data');
     try {
       await assert.rejects(compact({ warehouse: fx.warehouse, catalog: fx.catalog, dryRun: true }), (err: unknown) => {
         assert.ok(err instanceof WorkflowFailedError, String(err));
@@ -430,6 +434,7 @@ describe('invalid input', () => {
         return true;
       });
     } finally {
+      await fs.rm(path.join(fx.warehouse, 'grid_partition=8128bffffffffff'), { recursive: true });
       for (const n of cellFolders) await fs.rename(path.join(away, n), path.join(fx.warehouse, n));
     }
     // A selection that matches nothing of a warehouse that holds data: nothing to compact, nothing refused.

@@ -183,10 +183,10 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       // within ~10 s and a heartbeat delayed by a few seconds does not time a live bucket out.
       maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     });
-    // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
-    // BucketSlots alone keeps the buckets within memory.
     // The plan and the rebuild have the buckets' 30 s heartbeat timeout: their heartbeats are sent as the buckets' are.
     const control = { ...configured, taskQueue, maxHeartbeatThrottleInterval: configured.maxHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE };
+    // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
+    // BucketSlots alone keeps the buckets within memory.
     if (configured.tuner) return control;
     return { ...control, maxConcurrentActivityTaskExecutions: configured.maxConcurrentActivityTaskExecutions ?? this.concurrency + CONTROL_SLOTS };
   }

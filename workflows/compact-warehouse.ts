@@ -115,8 +115,8 @@ const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
 const controlOptions: ActivityOptions = {
   cancellationType,
   startToCloseTimeout: '30 minutes',
-  // These activities send no heartbeat of their own (each is a few storage calls, retried by the S3 client
-  // through throttling): the timeout bounds one attempt's silence.
+  // These activities send no heartbeat of their own (each is a few storage or catalog calls, retried by the S3
+  // client through throttling): the timeout bounds one attempt's silence.
   heartbeatTimeout: '2 minutes',
   retry: {
     initialInterval: '2 seconds',

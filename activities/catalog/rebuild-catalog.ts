@@ -56,7 +56,7 @@ export interface RebuildOptions {
 const DEFAULT_CONCURRENCY = 16;
 /** Footers read before their entries go to the manifest writer (one manifest's worth). */
 const FOOTER_WINDOW = 5_000;
-/** Entries of a window registered between two turns of the event loop (~0.1 s of work). */
+/** Entries of a window registered between two turns of the event loop (0.1–0.2 s of work). */
 const YIELD_EVERY = 500;
 /**
  * Locations no reader opens as written: pyiceberg and Java's S3URI cut an s3:// location at '?' or '#',
@@ -575,15 +575,15 @@ interface ListedDataFile {
   parsed: DataFileKey;
 }
 
-/**
- * Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse);
- * those whose key the store cannot address are pushed onto `unaddressable` instead.
- */
 /** The data file the rebuild registers for `key`, if it is one. */
 function dataFileOf(key: string): DataFileKey | undefined {
   return key === CONTROL_PREFIX || key.startsWith(CONTROL_PREFIX + '/') ? undefined : parseDataFileKey(key);
 }
 
+/**
+ * Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse);
+ * those whose key the store cannot address are pushed onto `unaddressable` instead.
+ */
 async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFile[]): Promise<ListedDataFile[]> {
   const out: ListedDataFile[] = [];
   const skipped = (key: string) => {
@@ -596,9 +596,15 @@ async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFil
   return out.sort((a, b) => (a.obj.key < b.obj.key ? -1 : a.obj.key > b.obj.key ? 1 : 0));
 }
 
-/** Whether the rebuild would find any data file to register (the listing stops at the first). */
-export async function holdsDataFile(store: WarehouseStore): Promise<boolean> {
-  for await (const obj of store.list('')) if (dataFileOf(obj.key)) return true;
+/**
+ * Whether the rebuild would find any data file to register. The listing stops at the first, or when
+ * `signal` aborts: in a warehouse without any it lists everything.
+ */
+export async function holdsDataFile(store: WarehouseStore, signal?: AbortSignal): Promise<boolean> {
+  for await (const obj of store.list('')) {
+    if (dataFileOf(obj.key)) return true;
+    signal?.throwIfAborted();
+  }
   return false;
 }
 
