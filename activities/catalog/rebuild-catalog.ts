@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { forEachBounded, isNotFound, StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { bucketKey, cellValueOf, CONTROL_PREFIX, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
+import { bucketKey, cellValueOf, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -575,11 +575,6 @@ interface ListedDataFile {
   parsed: DataFileKey;
 }
 
-/** The data file the rebuild registers for `key`, if it is one. */
-function dataFileOf(key: string): DataFileKey | undefined {
-  return key === CONTROL_PREFIX || key.startsWith(CONTROL_PREFIX + '/') ? undefined : parseDataFileKey(key);
-}
-
 /**
  * Every data file of the layout, sorted by key (the manifests come out the same for the same warehouse);
  * those whose key the store cannot address are pushed onto `unaddressable` instead.
@@ -589,8 +584,9 @@ async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFil
   const skipped = (key: string) => {
     if (parseDataFileKey(key)) unaddressable.push({ key, reason: UNADDRESSABLE_KEY_REASON });
   };
+  // The control objects (plans, lock) are listed too: no data file's key can match theirs.
   for await (const obj of store.list('', skipped)) {
-    const parsed = dataFileOf(obj.key);
+    const parsed = parseDataFileKey(obj.key);
     if (parsed) out.push({ obj, parsed });
   }
   return out.sort((a, b) => (a.obj.key < b.obj.key ? -1 : a.obj.key > b.obj.key ? 1 : 0));
@@ -602,7 +598,7 @@ async function listDataFiles(store: WarehouseStore, unaddressable: UnreadableFil
  */
 export async function holdsDataFile(store: WarehouseStore, signal?: AbortSignal): Promise<boolean> {
   for await (const obj of store.list('')) {
-    if (dataFileOf(obj.key)) return true;
+    if (parseDataFileKey(obj.key)) return true;
     signal?.throwIfAborted();
   }
   return false;
