@@ -105,13 +105,9 @@ async function endedRunRefusal(workflowId: string): Promise<string | undefined> 
   return status === 'RUNNING' ? undefined : `the run ${workflowId} that asked for this rebuild is ${status ?? 'gone'}; its successor rebuilds the table`;
 }
 
-/**
- * Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. Once at
- * the start too: two steps kept alive one after the other leave no gap longer than the interval.
- */
+/** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
 function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
-  ctx.heartbeat(details());
   const timer = setInterval(() => ctx.heartbeat(details()), 10_000);
   return work().finally(() => clearInterval(timer));
 }
@@ -413,17 +409,21 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       let done = 0;
       let total = 0;
       const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
-      return withStore(req.warehouse, async (store) => {
-        // Opening a catalog.db kept in S3 downloads it, retried through throttling: within the heartbeat timeout too.
-        const backend = await keepAlive(details, async () => openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) }));
-        try {
-          const result = await keepAlive(details, () =>
-            rebuildCatalog(store, backend, req, {
+      // One step kept alive from the catalog's open (a catalog.db kept in S3 is downloaded there, retried
+      // through throttling) to the commit. The timer sends no heartbeat at its start: a small rebuild's first
+      // heartbeat is its commit UUID's, which the SDK then sends at once, before any file of the commit is written.
+      return withStore(req.warehouse, (store) =>
+        keepAlive(details, async () => {
+          const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
+          try {
+            const result = await rebuildCatalog(store, backend, req, {
               onProgress: (d, t) => {
                 done = d;
                 total = t;
               },
-              // Before any file of the commit is written; an attempt's first heartbeat is sent at once.
+              // Before any file of the commit is written. Sent at once only when no other heartbeat went out within
+              // the worker's throttle (5 s): a larger rebuild whose timer beat just before may lose it to a kill in
+              // that window, leaving that attempt's metadata files behind, unreferenced (they change nothing).
               onCommitUuid: (uuid) => {
                 commits.push(uuid);
                 ctx.heartbeat(details());
@@ -433,87 +433,87 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 const workflowId = ctx.info.workflowExecution?.workflowId;
                 return workflowId === undefined ? undefined : endedRunRefusal(workflowId);
               },
-            }),
-          );
-          recordCatalogRebuild(Context.current().metricMeter, result);
-          if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
-          if (result.droppedRefs) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${listSome(result.droppedRefs, MAX_REPORTED_REFS)} ` +
-                `remain in the metadata files before ${result.metadataLocation}`,
-            );
+            });
+            recordCatalogRebuild(Context.current().metricMeter, result);
+            if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);
+            if (result.droppedRefs) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${listSome(result.droppedRefs, MAX_REPORTED_REFS)} ` +
+                  `remain in the metadata files before ${result.metadataLocation}`,
+              );
+            }
+            if (result.partitionMismatches) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: ${result.partitionMismatches.length} data file(s) hold rows outside the partition of their path, ` +
+                  `which engines pruning on grid_partition or year(datetime) skip: ${listSome(result.partitionMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; ` +
+                  `\`verify\` names them; their rows belong in another bucket`,
+              );
+            }
+            if (result.schemaEvolved) {
+              const { schemaId, added, widened } = result.schemaEvolved;
+              Context.current().log.info(
+                `${req.namespace}.${req.table}: the files needed schema ${schemaId}` +
+                  `${added.length ? `; columns added: ${listSome(added, 10)}` : ''}${widened.length ? `; types widened: ${listSome(widened, 10)}` : ''}`,
+              );
+            }
+            if (result.schemaMismatches) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: ${result.schemaMismatches.length} registered data file(s) have a column readers cannot read as the table's, ` +
+                  `so scans that touch them fail: ${listSome(result.schemaMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; \`verify\` names them`,
+              );
+            }
+            if (result.droppedRegistrations) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: the replaced table registered ${result.droppedRegistrationsTotal ?? result.droppedRegistrations.length} file(s) that are no data files of the warehouse's layout ` +
+                  `and the rebuilt table no longer lists: ${listSome(result.droppedRegistrations.map((m) => `${m.key} (${m.reason})`), 5)}; move them into a bucket folder or register them elsewhere`,
+              );
+            }
+            if (result.bucketsGone) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: ${result.bucketsGone.length} bucket(s) the replaced table listed are no longer in the warehouse, ` +
+                  `so their ${result.rowsGone ?? 0} row(s) left the table: ${listSome(result.bucketsGone, 5)}`,
+              );
+            }
+            if (result.deleteFilesDropped) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
+                  `the rebuilt table registers the data files only, so the rows they deleted are visible again`,
+              );
+            }
+            // Thousands of bad files (or of tags) must not push the result past the payload limit.
+            return {
+              ...result,
+              unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE),
+              unreadableTotal: result.unreadable.length,
+              ...(result.droppedRefs ? { droppedRefs: result.droppedRefs.slice(0, MAX_REPORTED_REFS), droppedRefsTotal: result.droppedRefs.length } : {}),
+              ...(result.partitionMismatches
+                ? { partitionMismatches: result.partitionMismatches.slice(0, MAX_REPORTED_UNREADABLE), partitionMismatchesTotal: result.partitionMismatches.length }
+                : {}),
+              ...(result.schemaMismatches
+                ? { schemaMismatches: result.schemaMismatches.slice(0, MAX_REPORTED_UNREADABLE), schemaMismatchesTotal: result.schemaMismatches.length }
+                : {}),
+              ...(result.droppedRegistrations
+                ? {
+                    droppedRegistrations: result.droppedRegistrations.slice(0, MAX_REPORTED_UNREADABLE),
+                    droppedRegistrationsTotal: result.droppedRegistrationsTotal ?? result.droppedRegistrations.length,
+                  }
+                : {}),
+              ...(result.bucketsGone ? { bucketsGone: result.bucketsGone.slice(0, MAX_REPORTED_UNREADABLE) } : {}),
+              ...(result.schemaEvolved
+                ? {
+                    schemaEvolved: {
+                      ...result.schemaEvolved,
+                      added: result.schemaEvolved.added.slice(0, MAX_REPORTED_REFS),
+                      widened: result.schemaEvolved.widened.slice(0, MAX_REPORTED_REFS),
+                    },
+                  }
+                : {}),
+            };
+          } finally {
+            await backend.close();
           }
-          if (result.partitionMismatches) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: ${result.partitionMismatches.length} data file(s) hold rows outside the partition of their path, ` +
-                `which engines pruning on grid_partition or year(datetime) skip: ${listSome(result.partitionMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; ` +
-                `\`verify\` names them; their rows belong in another bucket`,
-            );
-          }
-          if (result.schemaEvolved) {
-            const { schemaId, added, widened } = result.schemaEvolved;
-            Context.current().log.info(
-              `${req.namespace}.${req.table}: the files needed schema ${schemaId}` +
-                `${added.length ? `; columns added: ${listSome(added, 10)}` : ''}${widened.length ? `; types widened: ${listSome(widened, 10)}` : ''}`,
-            );
-          }
-          if (result.schemaMismatches) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: ${result.schemaMismatches.length} registered data file(s) have a column readers cannot read as the table's, ` +
-                `so scans that touch them fail: ${listSome(result.schemaMismatches.map((m) => `${m.key} (${m.reason})`), 5)}; \`verify\` names them`,
-            );
-          }
-          if (result.droppedRegistrations) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: the replaced table registered ${result.droppedRegistrationsTotal ?? result.droppedRegistrations.length} file(s) that are no data files of the warehouse's layout ` +
-                `and the rebuilt table no longer lists: ${listSome(result.droppedRegistrations.map((m) => `${m.key} (${m.reason})`), 5)}; move them into a bucket folder or register them elsewhere`,
-            );
-          }
-          if (result.bucketsGone) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: ${result.bucketsGone.length} bucket(s) the replaced table listed are no longer in the warehouse, ` +
-                `so their ${result.rowsGone ?? 0} row(s) left the table: ${listSome(result.bucketsGone, 5)}`,
-            );
-          }
-          if (result.deleteFilesDropped) {
-            Context.current().log.warn(
-              `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
-                `the rebuilt table registers the data files only, so the rows they deleted are visible again`,
-            );
-          }
-          // Thousands of bad files (or of tags) must not push the result past the payload limit.
-          return {
-            ...result,
-            unreadable: result.unreadable.slice(0, MAX_REPORTED_UNREADABLE),
-            unreadableTotal: result.unreadable.length,
-            ...(result.droppedRefs ? { droppedRefs: result.droppedRefs.slice(0, MAX_REPORTED_REFS), droppedRefsTotal: result.droppedRefs.length } : {}),
-            ...(result.partitionMismatches
-              ? { partitionMismatches: result.partitionMismatches.slice(0, MAX_REPORTED_UNREADABLE), partitionMismatchesTotal: result.partitionMismatches.length }
-              : {}),
-            ...(result.schemaMismatches
-              ? { schemaMismatches: result.schemaMismatches.slice(0, MAX_REPORTED_UNREADABLE), schemaMismatchesTotal: result.schemaMismatches.length }
-              : {}),
-            ...(result.droppedRegistrations
-              ? {
-                  droppedRegistrations: result.droppedRegistrations.slice(0, MAX_REPORTED_UNREADABLE),
-                  droppedRegistrationsTotal: result.droppedRegistrationsTotal ?? result.droppedRegistrations.length,
-                }
-              : {}),
-            ...(result.bucketsGone ? { bucketsGone: result.bucketsGone.slice(0, MAX_REPORTED_UNREADABLE) } : {}),
-            ...(result.schemaEvolved
-              ? {
-                  schemaEvolved: {
-                    ...result.schemaEvolved,
-                    added: result.schemaEvolved.added.slice(0, MAX_REPORTED_REFS),
-                    widened: result.schemaEvolved.widened.slice(0, MAX_REPORTED_REFS),
-                  },
-                }
-              : {}),
-          };
-        } finally {
-          await backend.close();
-        }
-      });
+        }),
+      );
     },
 
     /**
