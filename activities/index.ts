@@ -105,6 +105,12 @@ async function endedRunRefusal(workflowId: string): Promise<string | undefined> 
   return status === 'RUNNING' ? undefined : `the run ${workflowId} that asked for this rebuild is ${status ?? 'gone'}; its successor rebuilds the table`;
 }
 
+/**
+ * How often a worker of this plugin sends an activity's heartbeats at most (its `maxHeartbeatThrottleInterval`):
+ * below the 10 s interval of `keepAlive`, so every one is sent.
+ */
+export const HEARTBEAT_THROTTLE_MS = 5_000;
+
 /** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
 function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
@@ -408,7 +414,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const commits = [...abandonedCommits];
       let done = 0;
       let total = 0;
-      const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
+      let lastBeatAt = 0;
+      // Called exactly when a heartbeat is sent: it notes when, for onCommitUuid.
+      const details = () => {
+        lastBeatAt = Date.now();
+        return { done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) };
+      };
       // One step kept alive from the catalog's open (a catalog.db kept in S3 is downloaded there, retried
       // through throttling) to the commit. The timer sends no heartbeat at its start: a small rebuild's first
       // heartbeat is its commit UUID's, which the SDK then sends at once, before any file of the commit is written.
@@ -421,12 +432,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 done = d;
                 total = t;
               },
-              // Before any file of the commit is written. Sent at once only when no other heartbeat went out within
-              // the worker's throttle (5 s): a larger rebuild whose timer beat just before may lose it to a kill in
-              // that window, leaving that attempt's metadata files behind, unreferenced (they change nothing).
-              onCommitUuid: (uuid) => {
+              // Before any file of the commit is written. The SDK holds back a heartbeat that follows another within
+              // its throttle: the UUID waits it out, so that a worker killed after writing has sent it.
+              onCommitUuid: async (uuid) => {
                 commits.push(uuid);
+                const sinceLastBeat = Date.now() - lastBeatAt;
                 ctx.heartbeat(details());
+                if (sinceLastBeat < HEARTBEAT_THROTTLE_MS) await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_THROTTLE_MS - sinceLastBeat + 500));
               },
               abandonedCommits,
               commitRefusal: async () => {

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { noopMetricMeter, type MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
+import { createActivities, defaultActivityResources, HEARTBEAT_THROTTLE_MS, WorkerLocalResources, type ActivityResources } from '../activities';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
 import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
 import { bucketTaskQueue, type BucketResult } from '../workflows/contract';
@@ -147,13 +147,14 @@ test('the plugin gives the activities its bucket concurrency, and leaves slot co
     const buckets = plugin.bucketWorkerOptions('q');
     assert.deepEqual([buckets?.taskQueue, buckets?.maxConcurrentActivityTaskExecutions], [bucketTaskQueue('q'), 4]);
     // The SDK's default throttle (0.8 x the 30 s heartbeat timeout) would send one heartbeat in 24 s.
-    assert.equal(buckets?.maxHeartbeatThrottleInterval, '5 seconds', 'every 10 s heartbeat of a bucket is sent: a cancel reaches it within ~10 s');
-    assert.equal(plain.maxHeartbeatThrottleInterval, '5 seconds', "so is every one of the plan's and the rebuild's, within their 30 s heartbeat timeout");
+    assert.equal(buckets?.maxHeartbeatThrottleInterval, HEARTBEAT_THROTTLE_MS, 'every 10 s heartbeat of a bucket is sent: a cancel reaches it within ~10 s');
+    assert.equal(HEARTBEAT_THROTTLE_MS, 5_000);
+    assert.equal(plain.maxHeartbeatThrottleInterval, HEARTBEAT_THROTTLE_MS, "so is every one of the plan's and the rebuild's, within their 30 s heartbeat timeout");
     const tuner = { tunerOptions: { targetMemoryUsage: 0.8, targetCpuUsage: 0.9 } };
     const tuned = plugin.configureWorker({ taskQueue: 'q', tuner });
     assert.equal(tuned.maxConcurrentActivityTaskExecutions, undefined, 'the SDK refuses a tuner together with slot counts');
     assert.equal(tuned.tuner, tuner);
-    assert.equal(tuned.maxHeartbeatThrottleInterval, '5 seconds');
+    assert.equal(tuned.maxHeartbeatThrottleInterval, HEARTBEAT_THROTTLE_MS);
     assert.equal(plugin.configureWorker({ taskQueue: 'q2', maxHeartbeatThrottleInterval: '2 seconds' }).maxHeartbeatThrottleInterval, '2 seconds', "the worker's own setting is kept");
   } finally {
     await plugin.local.close();

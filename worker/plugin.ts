@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
 import { Worker, type BundleOptions, type WorkerOptions } from '@temporalio/worker';
-import { createActivities, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
+import { createActivities, defaultActivityResources, HEARTBEAT_THROTTLE_MS, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 export interface CompactionPluginOptions extends Partial<ActivityResources> {
@@ -39,9 +39,6 @@ export interface CompactionPluginOptions extends Partial<ActivityResources> {
  * bucket slot (BucketSlots), so memory stays within budget either way.
  */
 const CONTROL_SLOTS = 4;
-
-/** Below the activities' own heartbeat interval (10 s, `keepAlive` in activities/index.ts). */
-const HEARTBEAT_THROTTLE = '5 seconds';
 
 export function workflowsPath(): string {
   return require.resolve('../workflows');
@@ -181,10 +178,10 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       // The SDK sends heartbeats at most every 0.8 x the heartbeat timeout (24 s of the buckets' 30 s) by
       // default: every one of the activity's 10 s heartbeats is sent instead, so a cancel reaches a bucket
       // within ~10 s and a heartbeat delayed by a few seconds does not time a live bucket out.
-      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS,
     });
     // The plan and the rebuild have the buckets' 30 s heartbeat timeout: their heartbeats are sent as the buckets' are.
-    const control = { ...configured, taskQueue, maxHeartbeatThrottleInterval: configured.maxHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE };
+    const control = { ...configured, taskQueue, maxHeartbeatThrottleInterval: configured.maxHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE_MS };
     // The SDK refuses a tuner together with slot counts; the tuner's slots then serve all activities and
     // BucketSlots alone keeps the buckets within memory.
     if (configured.tuner) return control;

@@ -41,7 +41,7 @@ export interface RebuildOptions {
    * Called with a commit's UUID before any file named with it is written. The activity heartbeats these,
    * so that the attempt after a killed one knows what it may find.
    */
-  onCommitUuid?: (commitUuid: string) => void;
+  onCommitUuid?: (commitUuid: string) => void | Promise<void>;
   /** UUIDs of commits that earlier attempts began and may have left files of (a killed worker's). */
   abandonedCommits?: readonly string[];
   /** Footers read at once (default 16). */
@@ -205,7 +205,7 @@ async function registerFiles(
   const misfits: UnreadableFile[] = [];
   // A pass of its own: the manifests of an abandoned pass are never overwritten, only removed.
   const commitUuid = newCommitUuid();
-  opts.onCommitUuid?.(commitUuid);
+  await opts.onCommitUuid?.(commitUuid);
   const write = (uri: string, bytes: Buffer) => backend.writeFile(uri, bytes);
   const snapshotId = BigInt(ctx.snapshotId);
   const manifestWriter = new ManifestWriter({ schema: evolution.schema(), spec: ctx.spec, snapshotId, sequenceNumber: ctx.sequenceNumber, metadataDir: ctx.metadataDir, commitUuid, write });
