@@ -18,7 +18,7 @@ import type {
   PlanRequest,
   PlanSummary,
 } from '../workflows/contract';
-import { bucketPrefix, FailureTypes, pipelineLockLocation } from '../workflows/contract';
+import { bucketPrefix, FailureTypes, HEARTBEAT_INTERVAL_MS, pipelineLockLocation } from '../workflows/contract';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
@@ -107,14 +107,14 @@ async function endedRunRefusal(workflowId: string): Promise<string | undefined> 
 
 /**
  * How often a worker of this plugin sends an activity's heartbeats at most (its `maxHeartbeatThrottleInterval`):
- * below the 10 s interval of `keepAlive`, so every one is sent.
+ * below `keepAlive`'s interval, so every one is sent.
  */
-export const HEARTBEAT_THROTTLE_MS = 5_000;
+export const HEARTBEAT_THROTTLE_MS = HEARTBEAT_INTERVAL_MS / 2;
 
 /** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
 function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
-  const timer = setInterval(() => ctx.heartbeat(details()), 10_000);
+  const timer = setInterval(() => ctx.heartbeat(details()), HEARTBEAT_INTERVAL_MS);
   return work().finally(() => clearInterval(timer));
 }
 

@@ -5,7 +5,7 @@
  * On each backend of testBackends(): a local directory with a local catalog.db, and S3 on moto with
  * catalog.db in S3 (the worker processes get moto's endpoint and credentials in their environment).
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -17,6 +17,8 @@ import { testBackends, type TestWarehouse, type WarehouseBackend } from './helpe
 import type { CrashPointName } from '../activities/compaction/crash-points';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { makeTempDir } from './helpers/temp-dirs';
+import { waitFor } from './helpers/wait';
+import { runStatusCommand, waitingRebuild } from '../client/commands/status';
 
 let h: TemporalHarness;
 const backends = testBackends();
@@ -171,9 +173,22 @@ for (const backend of backends) {
   // One backend: the summary is the workflow's, whatever the catalog (and each case waits out a heartbeat timeout).
   if (backend.name === 'local') {
     describe(`SIGKILL of the worker after the catalog commit that created the table (${backend.name})`, () => {
-      it('the retried rebuild commits again, still one snapshot, and the run says it created the table', async () => {
+      it('status names the rebuild waiting for a worker; the retried rebuild commits again, still one snapshot, and the run says it created the table', async () => {
         const fx = await backend.makeWarehouse('crash-created', { seed: 14 });
         const { taskQueue, handle } = await runUntilCrash(backend, fx, 'after-catalog-commit', 'crash-created');
+        // No worker left: after the heartbeat timeout the retried rebuild waits on the server, which status tells.
+        await waitFor('the retried rebuild waiting for a worker', async () => waitingRebuild((await handle.describe()).raw.pendingActivities ?? [], Date.now()), 90_000);
+        const printed: string[] = [];
+        const log = mock.method(console, 'log', (...args: unknown[]) => void printed.push(args.join(' ')));
+        try {
+          await runStatusCommand(['--workflow-id', handle.workflowId, '--address', h.address, '--namespace', h.namespace]);
+        } finally {
+          log.mock.restore();
+        }
+        assert.match(
+          printed.join('\n'),
+          new RegExp(`^${handle.workflowId} RUNNING .* · the catalog rebuild its attempt 2 \\(the one before lost its worker, or failed\\) has waited \\d+ s for a worker: is a worker running on task queue ${taskQueue}\\?`, 'm'),
+        );
         const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
         try {
           const summary = (await handle.result()) as CompactionSummary;

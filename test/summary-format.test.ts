@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, warningLine } from '../client/commands/status';
+import { interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
 import { parseCompactionInput } from '../workflows/contract';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
@@ -254,6 +254,26 @@ test("status counts the started bucket activities silent for over 20 s (a killed
   assert.equal(silentRebuild([{ ...rebuild, state: SCHEDULED, lastStartedTime: at(90_000) }], now), false, 'waiting for a worker is not silence');
   assert.equal(silentRebuild([{ ...bucket, lastHeartbeatTime: at(90_000) }], now), false, 'the rebuild only');
   assert.match(SILENT_REBUILD_NOTE, /^the catalog rebuild without a heartbeat for over 20 s \(its worker gone\? it is retried on another after the 30 s heartbeat timeout/);
+});
+
+test('status tells a catalog rebuild due for over 20 s that no worker has taken (its worker lost, none left), and nothing else', () => {
+  const now = 1_800_000_000_000;
+  const at = (msAgo: number) => ({ seconds: Math.floor((now - msAgo) / 1000), nanos: ((now - msAgo) % 1000) * 1e6 });
+  const SCHEDULED = 1;
+  const STARTED = 2;
+  const rebuild = { activityType: { name: 'rebuildCatalog' }, state: SCHEDULED, attempt: 2 };
+  assert.deepEqual(waitingRebuild([{ ...rebuild, scheduledTime: at(45_000), lastHeartbeatTime: at(80_000) }], now), { attempt: 2, sinceMs: 45_000 });
+  assert.equal(waitingRebuild([{ ...rebuild, scheduledTime: at(15_000) }], now), undefined, 'just due: a worker takes it within a poll');
+  assert.equal(waitingRebuild([{ ...rebuild, scheduledTime: { seconds: Math.floor((now + 4_000) / 1000), nanos: 0 } }], now), undefined, 'in its retry backoff');
+  assert.equal(waitingRebuild([{ ...rebuild, state: STARTED, scheduledTime: at(45_000) }], now), undefined, 'taken');
+  assert.equal(waitingRebuild([{ ...rebuild, activityType: { name: 'compactBucket' }, scheduledTime: at(45_000) }], now), undefined, 'buckets wait by design');
+  assert.equal(waitingRebuild([{ ...rebuild, scheduledTime: null }], now), undefined);
+  const note = waitingRebuildNote({ attempt: 2, sinceMs: 45_400 }, 'earth catalog', ['--address', 'h:7233']);
+  assert.equal(
+    note,
+    "the catalog rebuild its attempt 2 (the one before lost its worker, or failed) has waited 45 s for a worker: is a worker running on task queue earth catalog? earthcatalog-compact worker --task-queue 'earth catalog' --address h:7233",
+  );
+  assert.match(waitingRebuildNote({ attempt: 1, sinceMs: 30_000 }, 'q'), /^the catalog rebuild has waited 30 s for a worker: is a worker running on task queue q\? earthcatalog-compact worker --task-queue q$/);
 });
 
 test("status's warning of a stale table says why its run failed, and, when a schedule started it, which one: one warning, not two", () => {

@@ -29,6 +29,7 @@ import {
 import type { CompactionActivities } from '../activities';
 import {
   FailureTypes,
+  HEARTBEAT_TIMEOUT_MS,
   bucketPrefix,
   bucketTaskQueue,
   capFailureReason,
@@ -132,13 +133,13 @@ const control = proxyActivities<CompactionActivities>(controlOptions);
  * step of it or of the rebuild blocked the event loop for 2 s at 10,000 buckets (bench/MEASUREMENTS.md,
  * session 46): a worker killed mid-plan costs 30 s, as a bucket's does, not 2 minutes.
  */
-const planning = proxyActivities<CompactionActivities>({ ...controlOptions, heartbeatTimeout: '30 seconds' });
+const planning = proxyActivities<CompactionActivities>({ ...controlOptions, heartbeatTimeout: HEARTBEAT_TIMEOUT_MS });
 
 const bucketOptions: ActivityOptions = {
   cancellationType,
   startToCloseTimeout: '6 hours',
   // The activity heartbeats every 10 s even inside a long DuckDB statement: a dead worker is noticed in 30 s.
-  heartbeatTimeout: '30 seconds',
+  heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
   retry: {
     initialInterval: '5 seconds',
     backoffCoefficient: 2,
@@ -153,7 +154,7 @@ const catalogOptions: ActivityOptions = {
   cancellationType,
   startToCloseTimeout: '2 hours',
   // Heartbeats every 10 s from a timer, as planning does (see there).
-  heartbeatTimeout: '30 seconds',
+  heartbeatTimeout: HEARTBEAT_TIMEOUT_MS,
   retry: {
     initialInterval: '5 seconds',
     maximumInterval: '1 minute',

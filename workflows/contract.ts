@@ -17,6 +17,13 @@ export function bucketTaskQueue(taskQueue: string): string {
   return `${taskQueue}-buckets`;
 }
 export const DEFAULT_NAMESPACE = 'earthcatalog';
+
+/**
+ * The plan, every bucket and the catalog rebuild heartbeat this often from a timer (their workers send
+ * every one), and are retried elsewhere after three intervals without one: a dead worker costs 30 s.
+ */
+export const HEARTBEAT_INTERVAL_MS = 10_000;
+export const HEARTBEAT_TIMEOUT_MS = 3 * HEARTBEAT_INTERVAL_MS;
 export const DEFAULT_TABLE = 'stac_items';
 export const DEFAULT_MAX_PARALLEL_BUCKETS = 4;
 export const DEFAULT_CATALOG_NAME = 'earthcatalog';

@@ -9,6 +9,8 @@ import {
   DEFAULT_TABLE,
   DEFAULT_TASK_QUEUE,
   FailureTypes,
+  HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_TIMEOUT_MS,
   type CompactionRequest,
   type CompactionSummary,
 } from '../../workflows/contract';
@@ -74,6 +76,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const now = Date.now();
         const silentBuckets = silentBucketCount(pending, now);
         const rebuildSilent = silentRebuild(pending, now);
+        const rebuildWaiting = waitingRebuild(pending, now);
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
@@ -91,6 +94,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets } : {}),
           ...(rebuildSilent ? { silentRebuild: true } : {}),
+          ...(rebuildWaiting ? { rebuildWaitingForWorker: rebuildWaiting } : {}),
           ...(summary ? { summary } : {}),
         };
       }),
@@ -103,7 +107,10 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           : r.status === 'RUNNING'
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connection)
             : undefined;
-        const silent = (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') + (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '');
+        const silent =
+          (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') +
+          (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '') +
+          (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
@@ -118,16 +125,26 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
 
 /**
  * Bucket activities and the catalog rebuild send a heartbeat every 10 s, and workers send every one; one
- * silent for this long has most likely lost its worker (killed, its machine gone), and is retried
- * elsewhere only after the 30 s heartbeat timeout.
+ * silent for two intervals has most likely lost its worker (killed, its machine gone), and is retried
+ * elsewhere only after the heartbeat timeout.
  */
-const SILENT_MS = 20_000;
+const SILENT_MS = 2 * HEARTBEAT_INTERVAL_MS;
+const TIMEOUT_S = HEARTBEAT_TIMEOUT_MS / 1000;
 
-type PendingActivity = { activityType?: { name?: string | null } | null; state?: number | null; lastHeartbeatTime?: Timestamp | null; lastStartedTime?: Timestamp | null };
+type PendingActivity = {
+  activityType?: { name?: string | null } | null;
+  state?: number | null;
+  attempt?: number | null;
+  scheduledTime?: Timestamp | null;
+  lastHeartbeatTime?: Timestamp | null;
+  lastStartedTime?: Timestamp | null;
+};
+
+/** A protobuf timestamp of the server's answers in epoch ms. */
+const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
 
 /** Started activities of type `name` whose last heartbeat (or start) is older than `silentMs` at `nowMs`. */
 function silentCount(pending: ReadonlyArray<PendingActivity>, nowMs: number, name: string, silentMs: number): number {
-  const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
   return pending.filter((a) => {
     if (a.activityType?.name !== name || a.state !== PENDING_ACTIVITY_STATE_STARTED) return false;
     // The later of the two: a retried attempt keeps its predecessor's last heartbeat until it sends its own.
@@ -147,10 +164,30 @@ export function silentRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: nu
 }
 
 export function silentBucketsNote(count: number): string {
-  return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the 30 s heartbeat timeout)`;
+  return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the ${TIMEOUT_S} s heartbeat timeout)`;
 }
 
-export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the 30 s heartbeat timeout, from the start, still one snapshot)`;
+/**
+ * The catalog rebuild's attempt, when it has been due for over SILENT_MS without a worker taking it: after
+ * its worker was lost (the attempt the heartbeat timeout retried), no worker of the run's task queue is left.
+ * Buckets waiting are not told: with more buckets in flight than worker slots they wait by design.
+ */
+export function waitingRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: number): { attempt: number; sinceMs: number } | undefined {
+  const rebuild = pending.find((a) => a.activityType?.name === 'rebuildCatalog' && a.state === PENDING_ACTIVITY_STATE_SCHEDULED);
+  const due = ms(rebuild?.scheduledTime);
+  if (!rebuild || due === undefined || nowMs - due <= SILENT_MS) return undefined;
+  return { attempt: rebuild.attempt ?? 1, sinceMs: nowMs - due };
+}
+
+export function waitingRebuildNote(waiting: { attempt: number; sinceMs: number }, taskQueue: string, connection: readonly string[] = []): string {
+  const lost = waiting.attempt > 1 ? `its attempt ${waiting.attempt} (the one before lost its worker, or failed) ` : '';
+  return (
+    `the catalog rebuild ${lost}has waited ${Math.round(waiting.sinceMs / 1000)} s for a worker: is a worker running on task queue ${taskQueue}? ` +
+    ['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ')
+  );
+}
+
+export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the ${TIMEOUT_S} s heartbeat timeout, from the start, still one snapshot)`;
 
 /** A workflow task on its second attempt or later failed or timed out on a worker (one of another version, a hung one): how often. */
 export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
@@ -190,8 +227,7 @@ export async function recentWorkflowPollers(client: Client, taskQueue: string): 
     .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: TASK_QUEUE_TYPE_WORKFLOW })
     .catch(() => undefined);
   const now = Date.now();
-  const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
-  return (response?.pollers ?? []).filter((p) => now - ms(p.lastAccessTime) < RECENT_POLL_MS).length;
+  return (response?.pollers ?? []).filter((p) => now - (ms(p.lastAccessTime) ?? 0) < RECENT_POLL_MS).length;
 }
 
 const RUNNING_COMPACTIONS = `WorkflowType = '${COMPACTION_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
@@ -229,6 +265,8 @@ export interface InterruptedCompaction {
 const GRPC_NOT_FOUND = 5;
 /** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED. */
 const PENDING_ACTIVITY_STATE_STARTED = 2;
+/** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED. */
+const PENDING_ACTIVITY_STATE_SCHEDULED = 1;
 
 /** google.protobuf.Timestamp as the SDK's protos carry it (seconds may be a Long). */
 interface Timestamp {
