@@ -392,6 +392,8 @@ describe('plan files', () => {
       ['a', 2020, 'part_2.parquet', 100],
     ]);
     const store = new LocalWarehouseStore(root);
+    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `no plan no-such-plan in ${root}: no compaction has made a plan there`);
     const [older, newer] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb'];
     for (const planId of [older, newer]) await planBuckets(store, { warehouse: root, planId, threshold: 2, dryRun: false }, () => {});
     const manifestOf = (planId: string) => path.join(root, CONTROL_PREFIX, 'plans', planId, 'manifest.json');
@@ -488,14 +490,21 @@ describe('plan files', () => {
       ['a', 2020, 'part_2.parquet', 100],
     ]);
     const store = new LocalWarehouseStore(root);
+    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `no plan no-such-plan in ${root}: no compaction has made a plan there`);
     const [older, newer] = ['20260101T000000-aaaaaaaa', '20260108T000000-bbbbbbbb'];
     await planBuckets(store, { warehouse: root, planId: older, threshold: 2, dryRun: false }, () => {});
     assert.equal((await resumablePlanById(store, older)).planId, older, 'the newest unfinished plan');
     await planBuckets(store, { warehouse: root, planId: newer, threshold: 2, dryRun: false }, () => {});
     await assert.rejects(resumablePlanById(store, older), (err: unknown) =>
       err instanceof PlanNotFoundError && err.message === `plan ${older} in ${root} is older than plan ${newer}, which took its files as inputs; only the newest plan can be resumed`);
-    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) => err instanceof PlanNotFoundError && /^no plan no-such-plan in /.test(err.message));
+    const { createdAt } = (await readPlanManifest(store, newer))!;
+    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) =>
+      err instanceof PlanNotFoundError &&
+      err.message === `no plan no-such-plan in ${root}; its newest plan, ${newer} (made ${createdAt}), is unfinished: resume --plan ${newer} (or resume without --plan) finishes it`);
     await markPlanFinished(store, newer, {} as CompactionSummary);
+    await assert.rejects(resumablePlanById(store, 'no-such-plan'), (err: unknown) =>
+      err instanceof PlanNotFoundError && err.message === `no plan no-such-plan in ${root}; its newest plan, ${newer} (made ${createdAt}), has finished`);
     await assert.rejects(resumablePlanById(store, newer), (err: unknown) =>
       err instanceof PlanNotFoundError && err.message === `plan ${newer} in ${root} has finished`);
   });

@@ -300,7 +300,14 @@ export async function findResumablePlan(store: WarehouseStore): Promise<PlanList
 export async function resumablePlanById(store: WarehouseStore, planId: string): Promise<PlanListing> {
   const { newest, ids } = await newestPlan(store);
   // No readable newest plan means no plan at all: newestPlan throws when damage hides it.
-  if (!newest || !ids.has(planId)) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}`);
+  if (!newest) throw new PlanNotFoundError(`no plan ${planId} in ${store.root}: no compaction has made a plan there`);
+  if (!ids.has(planId)) {
+    // A mistyped id, or one of another warehouse: the plan a resume could finish here, if any, is the newest.
+    const there = newest.finished
+      ? `its newest plan, ${newest.planId} (made ${newest.createdAt}), has finished`
+      : `its newest plan, ${newest.planId} (made ${newest.createdAt}), is unfinished: resume --plan ${newest.planId} (or resume without --plan) finishes it`;
+    throw new PlanNotFoundError(`no plan ${planId} in ${store.root}; ${there}`);
+  }
   if (newest.planId !== planId) {
     throw new PlanNotFoundError(`plan ${planId} in ${store.root} is older than plan ${newest.planId}, which took its files as inputs; only the newest plan can be resumed`);
   }
