@@ -18,7 +18,8 @@ import type {
   PlanRequest,
   PlanSummary,
 } from '../workflows/contract';
-import { bucketPrefix, FailureTypes, HEARTBEAT_INTERVAL_MS, pipelineLockLocation } from '../workflows/contract';
+import { bucketPrefix, FailureTypes, pipelineLockLocation } from '../workflows/contract';
+import { keepAlive } from './heartbeats';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
 import { planBuckets } from './compaction/plan-buckets';
@@ -103,19 +104,6 @@ export function duckdbMemoryLimitMb(budgetMb: number): number {
 async function endedRunRefusal(workflowId: string): Promise<string | undefined> {
   const status = await workflowStatus(workflowId).catch(() => 'RUNNING');
   return status === 'RUNNING' ? undefined : `the run ${workflowId} that asked for this rebuild is ${status ?? 'gone'}; its successor rebuilds the table`;
-}
-
-/**
- * How often a worker of this plugin sends an activity's heartbeats at most (its `maxHeartbeatThrottleInterval`):
- * below `keepAlive`'s interval, so every one is sent.
- */
-export const HEARTBEAT_THROTTLE_MS = HEARTBEAT_INTERVAL_MS / 2;
-
-/** Heartbeats while a long step runs, so a slow DuckDB statement is not mistaken for a dead worker. */
-function keepAlive<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
-  const ctx = Context.current();
-  const timer = setInterval(() => ctx.heartbeat(details()), HEARTBEAT_INTERVAL_MS);
-  return work().finally(() => clearInterval(timer));
 }
 
 /**
@@ -414,17 +402,11 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const commits = [...abandonedCommits];
       let done = 0;
       let total = 0;
-      let lastBeatAt = 0;
-      // Called exactly when a heartbeat is sent: it notes when, for onCommitUuid.
-      const details = () => {
-        lastBeatAt = Date.now();
-        return { done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) };
-      };
+      const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
       // One step kept alive from the catalog's open (a catalog.db kept in S3 is downloaded there, retried
-      // through throttling) to the commit. The timer sends no heartbeat at its start: a small rebuild's first
-      // heartbeat is its commit UUID's, which the SDK then sends at once, before any file of the commit is written.
+      // through throttling) to the commit.
       return withStore(req.warehouse, (store) =>
-        keepAlive(details, async () => {
+        keepAlive(details, async (beatNow) => {
           const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
           try {
             const result = await rebuildCatalog(store, backend, req, {
@@ -432,13 +414,10 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 done = d;
                 total = t;
               },
-              // Before any file of the commit is written. The SDK holds back a heartbeat that follows another within
-              // its throttle: the UUID waits it out, so that a worker killed after writing has sent it.
+              // Sent before any file of the commit is written, so that the retry of a worker killed after writing names them.
               onCommitUuid: async (uuid) => {
                 commits.push(uuid);
-                const sinceLastBeat = Date.now() - lastBeatAt;
-                ctx.heartbeat(details());
-                if (sinceLastBeat < HEARTBEAT_THROTTLE_MS) await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_THROTTLE_MS - sinceLastBeat + 500));
+                await beatNow();
               },
               abandonedCommits,
               commitRefusal: async () => {

@@ -14,7 +14,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
 import { Worker, type BundleOptions, type WorkerOptions } from '@temporalio/worker';
-import { createActivities, defaultActivityResources, HEARTBEAT_THROTTLE_MS, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
+import { createActivities, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
+import { HEARTBEAT_THROTTLE_MS } from '../activities/heartbeats';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
 export interface CompactionPluginOptions extends Partial<ActivityResources> {
