@@ -25,7 +25,8 @@ import { formatSummary } from '../summary-format';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
     Without --workflow-id: every running compaction (of task queue Q only, given --task-queue), and (on stderr)
-    each table whose latest compaction was terminated or timed out, with the command that finishes it, and
+    each table whose latest compaction with a plan was terminated, timed out, or failed before its rebuild
+    completed, with the command that finishes it, and
     each compaction schedule whose latest run failed or timed out, with why.`;
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
