@@ -99,7 +99,7 @@ test('bad data and malformed requests stop at the first attempt; other errors ar
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
 });
 
-test('the worker logs a classified failure as one line, an unexpected error with its stack, and no line with the task token', async () => {
+test("the worker logs a classified failure as one line, an unexpected error with its stack, no line with the task token, and webpack's bundle report only at DEBUG", async () => {
   const entries: LogEntry[] = [];
   const logger = new WorkerLogger('INFO', (e) => entries.push(e));
   // The attributes the SDK puts on every activity log line (activity.js activityLogAttributes).
@@ -109,7 +109,13 @@ test('the worker logs a classified failure as one line, an unexpected error with
   logger.warn('Activity failed', { ...attrs, error: failure, durationMs: 12 });
   logger.warn('Activity failed', { ...attrs, error: unexpected, durationMs: 12 });
   logger.warn('plan pages left', attrs);
-  assert.equal(entries.length, 3);
+  // What the SDK's bundler logs at a worker's start: webpack's multi-line report, then one line of its own.
+  logger.info('asset workflow-bundle-3f2a.js 1.37 MiB [emitted] (name: main)\nruntime modules 937 bytes 4 modules\nwebpack 5.104.1 compiled successfully in 1893 ms');
+  logger.info('\x1b[1m\x1b[32masset workflow-bundle-3f2a.js\x1b[39m\x1b[22m 1.37 MiB [emitted]');
+  logger.info('Workflow bundle created', { size: '1.37MB' });
+  assert.equal(entries.length, 4, 'webpack report below INFO, with or without colours');
+  assert.equal(entries[3]!.message, 'Workflow bundle created');
+  entries.pop();
   assert.deepEqual(entries[0]!.meta, {
     attempt: 1, namespace: 'default', activityType: 'compactBucket', workflowId: 'w', durationMs: 12,
     error: `${failure.type} (not retried): grid_partition=x/year=2020/a.parquet has no id column`,

@@ -35,7 +35,7 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
  * ApplicationFailure (what this worker's activities throw for every failure they classify, e.g. a bad
  * input file) is one line naming its type and message: the SDK printed its stack and failure object,
  * some 40 lines per failed bucket, at every attempt. Errors of any other kind keep their stack, since
- * nothing here expected them. Each entry is one line (the SDK's console format spreads a line's attributes
+ * nothing here expected them. Webpack's report of the workflow bundle is DEBUG. Each entry is one line (the SDK's console format spreads a line's attributes
  * over a dozen), so a log shipper takes it as one event; a stack keeps its own lines.
  */
 export class WorkerLogger extends DefaultLogger {
@@ -46,6 +46,9 @@ export class WorkerLogger extends DefaultLogger {
   override log(level: LogLevel, message: string, meta?: LogMetadata): void {
     const queue = meta?.taskQueue;
     if (message.startsWith('No workflows registered') && typeof queue === 'string' && queue.endsWith(bucketTaskQueue(''))) return;
+    // Webpack's report of the workflow bundle (a dozen lines of modules) is for debugging the bundle; the
+    // SDK's one line `Workflow bundle created` follows it. Webpack's errors stay errors.
+    if (level === 'INFO' && WEBPACK_REPORT.test(message)) return super.log('DEBUG', message, meta);
     if (!meta) return super.log(level, message, meta);
     const { taskToken: _token, ...rest } = meta;
     const error = rest.error;
@@ -55,6 +58,8 @@ export class WorkerLogger extends DefaultLogger {
     super.log(level, message, rest);
   }
 }
+
+const WEBPACK_REPORT = /^(\x1b\[[0-9;]*m)*asset workflow-bundle-/;
 
 function oneLineEntry({ level, timestampNanos, message, meta }: LogEntry): void {
   const when = new Date(Number(timestampNanos / 1_000_000n)).toISOString();
