@@ -1483,7 +1483,7 @@ describe('worker shutdown', () => {
     return handle;
   }
 
-  it('with --shutdown-grace, a SIGTERM lets the bucket in flight finish on its first attempt before the worker exits', async () => {
+  it('with --shutdown-grace, a SIGTERM (delivered twice, as `timeout` does) lets the bucket in flight finish on its first attempt before the worker exits', async () => {
     // One bucket of wide rows that takes a few seconds on one thread, so the signal lands mid-way; the
     // compaction reports progress every range it sorts, where a cancellation would stop it.
     const fx = await makeFixture('shutdown-grace', { cells: ['81283ffffffffff'], years: [2020], partsPerBucket: [4, 4], rowsPerPart: 60_000, wideColumns: true });
@@ -1493,6 +1493,9 @@ describe('worker shutdown', () => {
     try {
       const handle = await startedBucket(queue, fx, 'shutdown-grace');
       const killedAt = Date.now();
+      leaving.child.kill('SIGTERM');
+      // coreutils `timeout` signals the worker, then its process group: the same stop, after the SDK's handler has run.
+      await new Promise((resolve) => setTimeout(resolve, 200));
       leaving.child.kill('SIGTERM');
       const exit = await leaving.exited;
       assert.equal(exit.code, 0, leaving.output());

@@ -6,7 +6,7 @@
  * The compactBucket activity runs for real on a real warehouse; only its activity context is the SDK's
  * MockActivityEnvironment (no server needed to hold a slot).
  */
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +18,7 @@ import { createActivities, defaultActivityResources, WorkerLocalResources, type 
 import { HEARTBEAT_THROTTLE_MS } from '../activities/heartbeats';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
 import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
+import { handleRepeatedStops } from '../worker/worker';
 import { bucketTaskQueue, type BucketResult } from '../workflows/contract';
 import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -211,4 +212,31 @@ test('installed as a copy under node_modules (a registry install), the plugin bu
   } finally {
     await fs.rm(project, { recursive: true, force: true });
   }
+});
+
+test('a stop signal repeated within a second is the same stop (timeout and npm deliver one twice); a later one stops the worker at once', () => {
+  const listening = { SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') };
+  const exits: number[] = [];
+  const said: string[] = [];
+  mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+  const error = mock.method(console, 'error', (...args: unknown[]) => void said.push(args.join(' ')));
+  const stopListening = handleRepeatedStops((code) => void exits.push(code));
+  try {
+    process.emit('SIGTERM', 'SIGTERM');
+    process.emit('SIGTERM', 'SIGTERM');
+    mock.timers.tick(999);
+    process.emit('SIGINT', 'SIGINT');
+    assert.deepEqual(exits, [], 'the first stop, and its repeats within a second, leave the shutdown to the SDK');
+    mock.timers.tick(1);
+    process.emit('SIGINT', 'SIGINT');
+    assert.deepEqual(exits, [130]);
+    assert.match(said.join('\n'), /^worker: a second SIGINT: stopping at once, without the shutdown grace; the buckets in flight are retried by another worker after the 30 s heartbeat timeout/);
+    process.emit('SIGTERM', 'SIGTERM');
+    assert.deepEqual(exits, [130, 143]);
+  } finally {
+    stopListening();
+    error.mock.restore();
+    mock.timers.reset();
+  }
+  assert.deepEqual({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }, listening, 'it stops listening with the worker');
 });

@@ -6,7 +6,7 @@ import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
 import { firstLine } from '../activities/error-text';
 import { checkAuth, describeTarget, unreachable, type ConnectionAuth } from '../client/connection';
 import { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './plugin';
-import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
+import { bucketTaskQueue, DEFAULT_TASK_QUEUE, HEARTBEAT_TIMEOUT_MS } from '../workflows/contract';
 
 export interface WorkerProcessOptions extends CompactionPluginOptions {
   address: string;
@@ -112,7 +112,7 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   try {
     Runtime.install({
       logger: new WorkerLogger(opts.logLevel ?? 'INFO'),
-      shutdownSignals: ['SIGINT', 'SIGTERM'],
+      shutdownSignals: [...STOP_SIGNALS],
       ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
     });
   } catch (err) {
@@ -121,6 +121,7 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     throw new Error(`cannot serve metrics on ${opts.metricsBindAddress} (--metrics-bind, EARTHCATALOG_METRICS_BIND): ${(err as Error).message}`);
   }
   const { worker, connection, plugin } = await createWorker(opts);
+  const stopHandling = handleRepeatedStops();
   if (opts.metricsBindAddress) {
     startCatalogMetrics(Runtime.instance().metricMeter.withTags({ namespace: worker.options.namespace, taskQueue: worker.options.taskQueue, activityType: 'rebuildCatalog' }));
   }
@@ -137,7 +138,38 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     }
     await worker.run();
   } finally {
+    stopHandling();
     await plugin.local.close();
     await connection.close();
   }
+}
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+/** `timeout` sends its two signals microseconds apart, npm a few ms; a person asks again seconds later. */
+const SAME_STOP_MS = 1_000;
+
+/**
+ * The SDK's handler starts the shutdown on the first SIGINT or SIGTERM and then stops listening, so Node's
+ * default would end the process on the next one, which may be the same stop delivered twice: coreutils
+ * `timeout` signals the worker and then its process group, and npm passes on a Ctrl-C its child had from the
+ * terminal too. Such a repeat, within SAME_STOP_MS, is ignored (the worker drains within its grace); a later
+ * one stops the worker at once, as before. Returns the function that stops listening.
+ */
+export function handleRepeatedStops(exit: (code: number) => void = (code) => process.exit(code)): () => void {
+  let firstAt: number | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const now = Date.now();
+    if (firstAt === undefined) firstAt = now;
+    else if (now - firstAt >= SAME_STOP_MS) {
+      console.error(
+        `worker: a second ${signal}: stopping at once, without the shutdown grace; the buckets in flight are retried by another worker ` +
+          `after the ${HEARTBEAT_TIMEOUT_MS / 1000} s heartbeat timeout, and its scratch is removed by the next worker on this machine`,
+      );
+      exit(signal === 'SIGINT' ? 130 : 143);
+    }
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  return () => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+  };
 }
