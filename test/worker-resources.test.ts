@@ -214,7 +214,7 @@ test('installed as a copy under node_modules (a registry install), the plugin bu
   }
 });
 
-test('a stop signal repeated within a second is the same stop (timeout and npm deliver one twice); a later one stops the worker at once', () => {
+test('a stop signal repeated within a second is the same stop (`timeout` delivers one twice); a later one stops the worker at once', () => {
   const listening = { SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') };
   const exits: number[] = [];
   const said: string[] = [];

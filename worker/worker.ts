@@ -145,14 +145,13 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
 }
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
-/** `timeout` sends its two signals microseconds apart, npm a few ms; a person asks again seconds later. */
+/** `timeout` sends its two signals microseconds apart; a person asks again seconds later. */
 const SAME_STOP_MS = 1_000;
 
 /**
  * The SDK's handler starts the shutdown on the first SIGINT or SIGTERM and then stops listening, so Node's
  * default would end the process on the next one, which may be the same stop delivered twice: coreutils
- * `timeout` signals the worker and then its process group, and npm passes on a Ctrl-C its child had from the
- * terminal too. Such a repeat, within SAME_STOP_MS, is ignored (the worker drains within its grace); a later
+ * `timeout` signals the worker and then its process group, as does a supervisor that signals both. Such a repeat, within SAME_STOP_MS, is ignored (the worker drains within its grace); a later
  * one stops the worker at once, as before. Returns the function that stops listening.
  */
 export function handleRepeatedStops(exit: (code: number) => void = (code) => process.exit(code)): () => void {
