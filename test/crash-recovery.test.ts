@@ -187,7 +187,7 @@ for (const backend of backends) {
         }
         assert.match(
           printed.join('\n'),
-          new RegExp(`^${handle.workflowId} RUNNING .* · the catalog rebuild its attempt 2 \\(the one before lost its worker, or failed\\) has waited \\d+ s for a worker: is a worker running on task queue ${taskQueue}\\?`, 'm'),
+          new RegExp(`^${handle.workflowId} RUNNING .* · the catalog rebuild \\(attempt 2: the one before lost its worker, or failed\\) has waited \\d+ s for a worker: is a worker running on task queue ${taskQueue}\\?`, 'm'),
         );
         const rescuer = spawnWorkerProcess(h, taskQueue, backend.workerEnv());
         try {

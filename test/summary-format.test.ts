@@ -271,7 +271,7 @@ test('status tells a catalog rebuild due for over 20 s that no worker has taken 
   const note = waitingRebuildNote({ attempt: 2, sinceMs: 45_400 }, 'earth catalog', ['--address', 'h:7233']);
   assert.equal(
     note,
-    "the catalog rebuild its attempt 2 (the one before lost its worker, or failed) has waited 45 s for a worker: is a worker running on task queue earth catalog? earthcatalog-compact worker --task-queue 'earth catalog' --address h:7233",
+    "the catalog rebuild (attempt 2: the one before lost its worker, or failed) has waited 45 s for a worker: is a worker running on task queue earth catalog? earthcatalog-compact worker --task-queue 'earth catalog' --address h:7233",
   );
   assert.match(waitingRebuildNote({ attempt: 1, sinceMs: 30_000 }, 'q'), /^the catalog rebuild has waited 30 s for a worker: is a worker running on task queue q\? earthcatalog-compact worker --task-queue q$/);
 });

@@ -181,11 +181,16 @@ export function waitingRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: n
 }
 
 export function waitingRebuildNote(waiting: { attempt: number; sinceMs: number }, taskQueue: string, connection: readonly string[] = []): string {
-  const lost = waiting.attempt > 1 ? `its attempt ${waiting.attempt} (the one before lost its worker, or failed) ` : '';
+  const lost = waiting.attempt > 1 ? ` (attempt ${waiting.attempt}: the one before lost its worker, or failed)` : '';
   return (
-    `the catalog rebuild ${lost}has waited ${Math.round(waiting.sinceMs / 1000)} s for a worker: is a worker running on task queue ${taskQueue}? ` +
-    ['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ')
+    `the catalog rebuild${lost} has waited ${Math.round(waiting.sinceMs / 1000)} s for a worker: ` +
+    `is a worker running on task queue ${taskQueue}? ${workerCommand(taskQueue, connection)}`
   );
+}
+
+/** The command that starts a worker for `taskQueue` on the server and namespace `connection` names. */
+function workerCommand(taskQueue: string, connection: readonly string[]): string {
+  return ['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ');
 }
 
 export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the ${TIMEOUT_S} s heartbeat timeout, from the start, still one snapshot)`;
@@ -214,7 +219,7 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
     );
   }
   // The worker must reach the run's server and namespace: a worker of another namespace never sees it.
-  return `(${none}: is a worker running on task queue ${taskQueue}? ${['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ')})`;
+  return `(${none}: is a worker running on task queue ${taskQueue}? ${workerCommand(taskQueue, connection)})`;
 }
 
 /** A live worker polls again within about a minute (a long poll); one gone stays listed by the server for minutes. */
