@@ -7,13 +7,13 @@
  * dev server.
  * Local listing errors are synthetic errno errors: EIO or ESTALE cannot be caused on purpose here (and root ignores permissions).
  */
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { LogEntry } from '@temporalio/worker';
-import { WorkerLogger } from '../worker/worker';
+import { oneLineEntry, WorkerLogger } from '../worker/worker';
 import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
 import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason, type BucketResult } from '../workflows/contract';
@@ -123,6 +123,22 @@ test("the worker logs a classified failure as one line, an unexpected error with
   assert.equal(entries[1]!.meta?.error, unexpected, 'an error nobody classified keeps its stack');
   for (const e of entries) assert.equal(e.meta?.taskToken, undefined);
   assert.equal(entries[2]!.meta?.activityType, 'compactBucket');
+});
+
+test('a log entry is one line on stderr without colour codes (the SDK core colours some warnings)', () => {
+  const written: string[] = [];
+  const write = mock.method(process.stderr, 'write', (chunk: string | Uint8Array) => written.push(String(chunk)) > 0);
+  try {
+    oneLineEntry({
+      level: 'WARN',
+      timestampNanos: 1_800_000_000_000n * 1_000_000n,
+      message: '\x1b[33m[TMPRL1104]\x1b[0m Workflow task duration exceeded 5 seconds',
+      meta: { sdkComponent: 'core', workflowId: 'w' },
+    });
+  } finally {
+    write.mock.restore();
+  }
+  assert.deepEqual(written, ["2027-01-15T08:00:00.000Z [WARN] [TMPRL1104] Workflow task duration exceeded 5 seconds { sdkComponent: 'core', workflowId: 'w' }\n"]);
 });
 
 test('a local listing error is permanent only when access is refused (EMFILE, EIO, ESTALE are retried)', async () => {

@@ -35,7 +35,7 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
  * ApplicationFailure (what this worker's activities throw for every failure they classify, e.g. a bad
  * input file) is one line naming its type and message: the SDK printed its stack and failure object,
  * some 40 lines per failed bucket, at every attempt. Errors of any other kind keep their stack, since
- * nothing here expected them. Webpack's report of the workflow bundle is DEBUG. Each entry is one line (the SDK's console format spreads a line's attributes
+ * nothing here expected them. Webpack's report of the workflow bundle is DEBUG, and no line has colour codes. Each entry is one line (the SDK's console format spreads a line's attributes
  * over a dozen), so a log shipper takes it as one event; a stack keeps its own lines.
  */
 export class WorkerLogger extends DefaultLogger {
@@ -60,10 +60,12 @@ export class WorkerLogger extends DefaultLogger {
 }
 
 const WEBPACK_REPORT = /^(\x1b\[[0-9;]*m)*asset workflow-bundle-/;
+/** Terminal colour codes, which the SDK's core puts in some of its warnings (`[TMPRL1104] …`); a log file shows them as noise. */
+const COLOUR_CODES = /\x1b\[[0-9;]*m/g;
 
-function oneLineEntry({ level, timestampNanos, message, meta }: LogEntry): void {
+export function oneLineEntry({ level, timestampNanos, message, meta }: LogEntry): void {
   const when = new Date(Number(timestampNanos / 1_000_000n)).toISOString();
-  process.stderr.write(`${when} [${level}] ${message}${meta === undefined ? '' : ` ${inspect(meta, { breakLength: Infinity, depth: 4 })}`}\n`);
+  process.stderr.write(`${when} [${level}] ${message.replace(COLOUR_CODES, '')}${meta === undefined ? '' : ` ${inspect(meta, { breakLength: Infinity, depth: 4 })}`}\n`);
 }
 
 export async function createWorker(opts: WorkerProcessOptions): Promise<{ worker: Worker; connection: NativeConnection; plugin: EarthcatalogCompactionPlugin }> {
