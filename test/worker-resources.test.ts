@@ -11,6 +11,8 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { noopMetricMeter, type MetricMeter } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -24,6 +26,8 @@ import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse
 import { makeTempDir } from './helpers/temp-dirs';
 import { waitFor } from './helpers/wait';
 import { REPO_ROOT } from './helpers/temporal';
+
+const execFileAsync = promisify(execFile);
 
 test('bucket slots: at most their size at once, waiters served in arrival order, an aborted waiter leaves the queue', async () => {
   const slots = new BucketSlots(2);
@@ -193,7 +197,7 @@ test('a worker setting from the environment or the plugin options that is not a 
   assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: 2048, memoryMb: 1024 }), /memoryBudgetMb 2048 is more than the plugin option memoryMb 1024/);
 });
 
-test('installed as a copy under node_modules (a registry install), the plugin bundles its TypeScript workflows, which the SDK compiles only outside node_modules', async () => {
+test('installed as a copy under node_modules (a registry install), the plugin bundles its TypeScript workflows, which the SDK compiles only outside node_modules, also when loaded as an ES module (worker.mts)', async () => {
   // Under the checkout, so that the copy resolves its dependencies from the checkout's node_modules.
   await fs.mkdir(path.join(REPO_ROOT, '.tmp'), { recursive: true });
   const project = await fs.mkdtemp(path.join(REPO_ROOT, '.tmp', 'installed-'));
@@ -209,6 +213,24 @@ test('installed as a copy under node_modules (a registry install), the plugin bu
     const { code } = await bundle([new copy.EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, memoryMb: 512 })]);
     assert.match(code, /compactWarehouse/);
     assert.match(code, /resourceLock/);
+
+    // The README's ES-module worker: through tsx's ES-module path the plugin's __dirname is not its folder.
+    await fs.writeFile(
+      path.join(project, 'check.mts'),
+      [
+        "import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';",
+        "import { EarthcatalogCompactionPlugin, workflowsPath } from 'earthcatalog-compaction/worker/plugin';",
+        'const plugin = new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, memoryMb: 512 });',
+        'try {',
+        "  const { code } = await bundleWorkflowCode({ workflowsPath: workflowsPath(), plugins: [plugin], logger: new DefaultLogger('ERROR', () => undefined) });",
+        "  console.log(code.includes('compactWarehouse') ? 'bundled' : 'no workflows');",
+        '} finally {',
+        '  await plugin.local.close();',
+        '}',
+      ].join('\n'),
+    );
+    const esm = await execFileAsync(process.execPath, ['--import', 'tsx', 'check.mts'], { cwd: project }).catch((err: { stdout?: string; stderr?: string }) => err);
+    assert.equal(esm.stdout?.trim(), 'bundled', esm.stderr?.slice(-2000));
   } finally {
     await fs.rm(project, { recursive: true, force: true });
   }

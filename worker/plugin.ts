@@ -192,7 +192,8 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
   override configureBundler(options: BundleOptions): BundleOptions {
     const configured = super.configureBundler(options);
     const previous = configured.webpackConfigHook;
-    const packageRoot = path.resolve(__dirname, '..');
+    // From the resolved workflows, not __dirname: loaded as an ES module through tsx, this file's __dirname is `data:text`.
+    const packageRoot = path.dirname(path.dirname(workflowsPath()));
     return { ...configured, webpackConfigHook: (config) => compilingPackageSources(previous ? previous(config) : config, packageRoot) };
   }
 
