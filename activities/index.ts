@@ -190,15 +190,24 @@ interface PipelineLockRequest {
   lock?: string;
 }
 
-/** The store of the folder that holds the run's `--use-lock` object, and the object's key in it. */
-async function withLockObject<T>(req: PipelineLockRequest, fn: (store: WarehouseStore, key: string) => Promise<T>): Promise<T> {
+/**
+ * The store of the folder that holds the run's `--use-lock` object, and the object's key in it. A local
+ * folder that does not exist fails, naming it, unless `whenFolderMissing` says what to do instead.
+ */
+async function withLockObject<T>(
+  req: PipelineLockRequest,
+  fn: (store: WarehouseStore, key: string) => Promise<T>,
+  whenFolderMissing?: (problem: string) => T,
+): Promise<T> {
   const where = req.lock ?? pipelineLockLocation(req);
   const slash = where.lastIndexOf('/');
   const folder = where.slice(0, slash) || '/';
   return withStore(folder, async (store) => {
     // A lock taken in a folder made for it (a share not mounted on this worker, a typo) is one no pipeline sees.
     if (folder.startsWith('/') && !(await fs.stat(folder).then((st) => st.isDirectory(), () => false))) {
-      throw new StorageError(`the folder of the pipeline lock object ${where} does not exist on this worker (a share not mounted? a typo?)`, 'not-found');
+      const problem = `the folder of the pipeline lock object ${where} does not exist on this worker (a share not mounted? a typo?)`;
+      if (whenFolderMissing) return whenFolderMissing(problem);
+      throw new StorageError(problem, 'not-found');
     }
     return fn(store, where.slice(slash + 1));
   });
@@ -554,7 +563,13 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async releasePipelineLock(req: PipelineLockRequest): Promise<void> {
-      await withLockObject(req, (store, key) => releasePipelineLock(store, req.owner, key));
+      // The acquire failed on the same missing folder (it names it), or the share went away since: no object of
+      // this run is reachable here, which retrying would not change.
+      await withLockObject(
+        req,
+        (store, key) => releasePipelineLock(store, req.owner, key),
+        (problem) => Context.current().log.warn(`nothing to release: ${problem}`),
+      );
       // Best effort: the object of an earlier release blocks only runs of that release, and expires.
       await withStore(req.warehouse, (store) => releasePipelineLock(store, req.owner, EARLIER_RELEASES_LOCK_KEY)).catch((err: unknown) =>
         Context.current().log.warn(`could not release ${req.owner}'s lock object of an earlier release (${EARLIER_RELEASES_LOCK_KEY}): ${(err as Error).message}`),

@@ -16,6 +16,7 @@ import { acquirePipelineLock, PipelineLockBusyError, releasePipelineLock } from 
 import { FailureTypes, parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
 import { resumeCommand } from '../client/commands/status';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { ApplicationFailure } from '@temporalio/common';
 import { makeTempDir } from './helpers/temp-dirs';
@@ -161,6 +162,12 @@ describe('pipeline lock object', () => {
       return true;
     });
     await assert.rejects(fs.access(path.dirname(unmounted)), 'not made');
+    // The run then releases what it could not take: nothing there, said so, and not a failure the run would retry and warn of.
+    const warned: string[] = [];
+    const logged = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('WARN', (entry) => void warned.push(entry.message)) });
+    await logged.run(activities.releasePipelineLock, { warehouse, owner: 'wf-upgraded', lock: unmounted });
+    assert.ok(warned.some((m) => /^nothing to release: the folder of the pipeline lock object .*\/mnt\/shared\/\.lock does not exist on this worker/.test(m)), warned.join('\n'));
+    await assert.rejects(fs.access(path.dirname(unmounted)), 'still not made');
   });
 
   it("is the Python pipeline's default object unless --pipeline-lock names another: .lock at the root of an s3 warehouse's bucket, in a local warehouse's folder", () => {
