@@ -1,4 +1,4 @@
-import type { CompactionSummary, UnreadableFile } from '../workflows/contract';
+import { isS3TablesCatalog, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
 import { isOutputKey } from '../activities/storage/warehouse-layout';
 
 /**
@@ -99,12 +99,13 @@ export function formatSummary(s: CompactionSummary): string {
   }
   if (s.catalogTableCreated) {
     // A mistyped --catalog, --table or --catalog-name creates a table beside the real one, which keeps listing the deleted inputs.
+    // S3 Tables has no catalog name (the flag is not used there).
+    const names = isS3TablesCatalog(s.catalog) ? '--iceberg-namespace and --table' : '--iceberg-namespace, --table and --catalog-name';
     lines.push(
       s.dryRun
-        ? `the table does not exist in ${s.catalog}: the run would create it. If you meant an existing table, check --catalog, --iceberg-namespace, ` +
-            '--table and --catalog-name'
-        : `the table did not exist in ${s.catalog} and was created, as on a first run: if you meant an existing table, check --catalog, --iceberg-namespace, ` +
-            '--table and --catalog-name (the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
+        ? `the table does not exist in ${s.catalog}: the run would create it. If you meant an existing table, check --catalog, ${names}`
+        : `the table did not exist in ${s.catalog} and was created, as on a first run: if you meant an existing table, check --catalog, ${names} ` +
+            '(the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
     // A --warehouse one folder too high or too low finds no bucket at all, and a fresh catalog takes that for an empty warehouse.
     if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length) {

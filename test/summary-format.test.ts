@@ -76,6 +76,13 @@ test('a run that created the table says so, and how to recognise a mistyped cata
     formatSummary({ ...base, dryRun: true, catalogTableCreated: true }),
     /^the table does not exist in \/data\/catalog\.db: the run would create it\. If you meant an existing table, check --catalog, --iceberg-namespace, --table and --catalog-name$/m,
   );
+  // S3 Tables has no catalog name: the flag is not suggested.
+  const s3tables = 'arn:aws:s3tables:us-west-2:123456789012:bucket/earth';
+  assert.match(
+    formatSummary({ ...base, catalog: s3tables, catalogTableCreated: true }),
+    /^the table did not exist in arn:aws:s3tables:us-west-2:123456789012:bucket\/earth and was created, as on a first run: if you meant an existing table, check --catalog, --iceberg-namespace and --table \(the table you meant/m,
+  );
+  assert.match(formatSummary({ ...base, catalog: s3tables, dryRun: true, catalogTableCreated: true }), /If you meant an existing table, check --catalog, --iceberg-namespace and --table$/m);
   // A --warehouse one folder too high finds no bucket, and a new table takes that for an empty warehouse.
   assert.doesNotMatch(formatSummary({ ...base, catalogTableCreated: true }), /check --warehouse/);
   const empty = { ...base, bucketsScanned: 0, bucketsCompacted: 0, catalogTableCreated: true, catalogDataFiles: 0 };

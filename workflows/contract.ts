@@ -50,6 +50,11 @@ export const FailureTypes = {
 const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;
 const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:[a-z0-9-]+:\d{12}:bucket\/[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 
+/** Whether `catalog` names an S3 Tables table bucket (a well-formed ARN or not: its backend says what is wrong with it), which has no catalog name. */
+export function isS3TablesCatalog(catalog: string): boolean {
+  return /^arn:aws[a-z-]*:s3tables:/.test(catalog);
+}
+
 /**
  * Lexically normalizes an absolute POSIX path or an s3:// URI so that one warehouse has one name
  * (the lock key depends on it). No I/O: symlinks are not resolved.

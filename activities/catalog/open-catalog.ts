@@ -6,8 +6,7 @@
 import { promises as fs } from 'node:fs';
 import type { IcebergCatalogBackend } from './catalog-backend';
 import { SqliteCatalogBackend } from './sqlite-catalog';
-
-const S3TABLES_ARN = /^arn:aws[a-z-]*:s3tables:/;
+import { isS3TablesCatalog } from '../../workflows/contract';
 
 /**
  * Whether `catalog` is a local catalog.db that does not exist yet. Opening one creates it, so whatever
@@ -35,7 +34,7 @@ export async function openCatalogBackend(
     const { S3CatalogDbBackend } = require('./s3-catalog-db') as typeof import('./s3-catalog-db');
     return S3CatalogDbBackend.open(catalog, warehouseRoot, catalogName, { scratchDir: opts.scratchDir, readOnly: opts.readOnly });
   }
-  if (S3TABLES_ARN.test(catalog)) {
+  if (isS3TablesCatalog(catalog)) {
     const { S3TablesCatalogBackend } = require('./s3tables-catalog') as typeof import('./s3tables-catalog');
     return S3TablesCatalogBackend.open(catalog);
   }
