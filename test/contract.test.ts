@@ -66,6 +66,11 @@ test('newer rules: control characters, a location too long for a lock id, the fi
     [{ catalog: TABLE_BUCKET, namespace: 'EarthCatalog' }, /namespace: namespace "EarthCatalog" is not allowed in S3 Tables/],
     [{ catalog: TABLE_BUCKET, table: '_stac_items' }, /^Error: invalid compaction input: table: table name "_stac_items" is not allowed in S3 Tables \(.*\): 1 to 255 lowercase letters, digits and underscores, beginning and ending with a letter or digit$/],
   ];
+  // Any catalog's rule comes first, saying what it allows.
+  assert.throws(
+    () => parseCompactionInput({ ...base, catalog: TABLE_BUCKET, table: 'stac-items' }),
+    /^Error: invalid compaction input: table: must be a simple identifier: letters, digits and underscores, not beginning with a digit$/,
+  );
   for (const [fields, message] of cases) {
     assert.throws(() => parseCompactionInput({ ...base, ...fields }), message, JSON.stringify(fields));
     // The workflow parses without them and applies them behind patched(): a run started before them goes on.

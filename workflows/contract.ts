@@ -133,7 +133,7 @@ const pipelineLockSchema = z
   // Never a data file's place: the run would delete its lock object as a bucket input, or register it.
   .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' });
 
-const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier');
+const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier: letters, digits and underscores, not beginning with a digit');
 // A cell as its folder names it: a Hive writer escapes other characters as %XX (warehouse-layout.ts cellValueOf).
 const cellSchema = z.string().regex(/^[A-Za-z0-9_.:%-]+$/, 'a cell is its folder name: letters, digits, _ . : - and %XX escapes');
 
