@@ -64,6 +64,9 @@ export interface ActivityResources {
   concurrentBuckets?: number;
 }
 
+/** One bucket activity's memory when nothing says otherwise. */
+export const DEFAULT_BUCKET_BUDGET_MB = 1024;
+
 export function defaultActivityResources(): ActivityResources {
   const fromEnv = (name: string, fallback: number) => {
     const raw = process.env[name];
@@ -71,7 +74,7 @@ export function defaultActivityResources(): ActivityResources {
   };
   return {
     scratchDir: process.env.EARTHCATALOG_SCRATCH_DIR || path.join(os.tmpdir(), 'earthcatalog-compaction'),
-    memoryBudgetMb: fromEnv('EARTHCATALOG_MEMORY_BUDGET_MB', 1024),
+    memoryBudgetMb: fromEnv('EARTHCATALOG_MEMORY_BUDGET_MB', DEFAULT_BUCKET_BUDGET_MB),
     duckdbThreads: fromEnv('EARTHCATALOG_DUCKDB_THREADS', Math.max(1, Math.min(4, os.cpus().length))),
   };
 }

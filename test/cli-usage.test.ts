@@ -211,14 +211,17 @@ test("the worker and the demo refuse counts that are not positive decimal number
     [['worker', '--memory-budget-mb', '1', '--memory-mb', '64'], /^earthcatalog-compact: --memory-budget-mb 1 is below 64: DuckDB gets half/],
     [['worker', '--memory-budget-mb', '512', '--memory-mb', '1024', '--max-concurrent-buckets', '64'], /^earthcatalog-compact: --max-concurrent-buckets 64 buckets of 512 MB need 32768 MB, more than --memory-mb 1024/],
     [['worker', '--max-concurrent-buckets', '99999999999999999999'], /^earthcatalog-compact: --max-concurrent-buckets 100000000000000000000 is more than 1000/],
-    [['worker', '--memory-mb', '4096', '--max-concurrent-buckets', '8'], /^earthcatalog-compact: --max-concurrent-buckets 8 buckets of 1024 MB \(the default --memory-budget-mb\) need 8192 MB, more than --memory-mb 4096/],
+    [['worker', '--memory-mb', '4096', '--max-concurrent-buckets', '8'], /^earthcatalog-compact: --max-concurrent-buckets 8 buckets of 1024 MB \(no --memory-budget-mb given\) need 8192 MB, more than --memory-mb 4096/],
+    // Without a budget, a --memory-mb below the default 1 GB is the budget of one bucket: two do not fit.
+    [['worker', '--memory-mb', '512', '--max-concurrent-buckets', '2'], /^earthcatalog-compact: --max-concurrent-buckets 2 buckets of 512 MB \(no --memory-budget-mb given\) need 1024 MB, more than --memory-mb 512/],
+    [['worker', '--memory-mb', '32'], /^earthcatalog-compact: --memory-mb 32 is below 64: not one bucket fits/],
   ] as const) {
     const r = await cli([...args]);
     assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /connect|127\.0\.0\.1:1|demo: /, 'refused before anything started');
   }
-  // One bucket of the default budget (1 GB) is allowed on a smaller --memory-mb, as --memory-mb alone allows it: the worker goes on to connect.
+  // One bucket of all of a --memory-mb below the default budget: the worker goes on to connect.
   const one = await cli(['worker', '--memory-mb', '512', '--max-concurrent-buckets', '1', '--scratch-dir', await makeTempDir('ec-worker-one-bucket')]);
   assert.equal(one.code, 1, one.stderr);
   assert.match(one.stderr, /^earthcatalog-compact: cannot reach Temporal at 127\.0\.0\.1:1\//);

@@ -195,6 +195,13 @@ test('a worker setting from the environment or the plugin options that is not a 
   );
   assert.throws(() => new EarthcatalogCompactionPlugin({ maxConcurrentBuckets: 100_000 }), /maxConcurrentBuckets 100000 is more than 1000, the most buckets a run has in flight/);
   assert.throws(() => new EarthcatalogCompactionPlugin({ memoryBudgetMb: 2048, memoryMb: 1024 }), /memoryBudgetMb 2048 is more than the plugin option memoryMb 1024/);
+  // Without a budget: the default 1 GB, or all of a smaller memory (told it may use 512 MB, the worker runs one bucket of 512 MB).
+  for (const [memoryMb, budget, concurrency] of [[4096, 1024, 4], [1500, 1024, 1], [512, 512, 1]] as const) {
+    const sized = new EarthcatalogCompactionPlugin({ memoryMb, scratchDir: await makeTempDir('ec-plugin-sized'), registerWorkflows: false });
+    await sized.local.close();
+    assert.deepEqual([sized.resources.memoryBudgetMb, sized.concurrency], [budget, concurrency], `memoryMb ${memoryMb}`);
+  }
+  assert.throws(() => new EarthcatalogCompactionPlugin({ memoryMb: 32 }), /^Error: the plugin option memoryMb 32 is below 64: not one bucket fits/);
 });
 
 test('installed as a copy under node_modules (a registry install), the plugin bundles its TypeScript workflows, which the SDK compiles only outside node_modules, also when loaded as an ES module (worker.mts)', async () => {

@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
 import { Worker, type BundleOptions, type WorkerOptions } from '@temporalio/worker';
-import { createActivities, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
+import { createActivities, DEFAULT_BUCKET_BUDGET_MB, defaultActivityResources, positiveWholeNumber, WorkerLocalResources, type ActivityResources } from '../activities';
 import { HEARTBEAT_THROTTLE_MS } from '../activities/heartbeats';
 import { bucketTaskQueue, DEFAULT_TASK_QUEUE } from '../workflows/contract';
 
@@ -76,6 +76,9 @@ export function bucketSettingsProblem(
   names: { memoryBudgetMb: string; memoryMb: string; maxConcurrentBuckets: string },
   budgetGiven: boolean,
 ): string | undefined {
+  if (!budgetGiven && s.memoryMb !== undefined && s.memoryMb < MIN_BUCKET_BUDGET_MB) {
+    return `${names.memoryMb} ${s.memoryMb} is below ${MIN_BUCKET_BUDGET_MB}: not one bucket fits (DuckDB gets half of a bucket's budget and never less than 32 MB)`;
+  }
   if (s.memoryBudgetMb < MIN_BUCKET_BUDGET_MB) {
     return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is below ${MIN_BUCKET_BUDGET_MB}: DuckDB gets half of a bucket's budget and never less than 32 MB, so a bucket would use more than its budget`;
   }
@@ -83,20 +86,25 @@ export function bucketSettingsProblem(
     return `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} is more than ${MAX_CONCURRENT_BUCKETS}, the most buckets a run has in flight`;
   }
   if (s.memoryMb === undefined) return undefined;
-  // The default budget (1 GB) is not held to a smaller memory: such a worker runs one bucket at a time.
-  if (budgetGiven && s.memoryBudgetMb > s.memoryMb) {
+  if (s.memoryBudgetMb > s.memoryMb) {
     return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is more than ${names.memoryMb} ${s.memoryMb}: one bucket would get more memory than the worker may use`;
   }
-  // One bucket of the default budget is what a smaller memory alone gets too.
-  const fits = budgetGiven ? s.memoryMb : Math.max(s.memoryMb, s.memoryBudgetMb);
-  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets * s.memoryBudgetMb > fits) {
-    const budget = budgetGiven ? `${s.memoryBudgetMb} MB` : `${s.memoryBudgetMb} MB (the default ${names.memoryBudgetMb})`;
+  if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets * s.memoryBudgetMb > s.memoryMb) {
+    const budget = budgetGiven ? `${s.memoryBudgetMb} MB` : `${s.memoryBudgetMb} MB (no ${names.memoryBudgetMb} given)`;
     return (
       `${names.maxConcurrentBuckets} ${s.maxConcurrentBuckets} buckets of ${budget} need ${s.maxConcurrentBuckets * s.memoryBudgetMb} MB, more than ${names.memoryMb} ${s.memoryMb}: ` +
       `give a smaller budget or fewer buckets (without ${names.maxConcurrentBuckets} the worker runs memory / budget buckets at once)`
     );
   }
   return undefined;
+}
+
+/**
+ * One bucket's budget: the one given (flag, variable or option), else the default (1 GB), or all of a
+ * smaller memory given for the worker's buckets: told it may use 512 MB, a worker runs one bucket of 512 MB.
+ */
+export function bucketBudgetMb(given: number | undefined, memoryMb: number | undefined): number {
+  return given ?? Math.min(DEFAULT_BUCKET_BUDGET_MB, memoryMb ?? DEFAULT_BUCKET_BUDGET_MB);
 }
 
 export function bucketConcurrency(opts: CompactionPluginOptions, memoryBudgetMb: number): number {
@@ -127,7 +135,8 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
       if (value !== undefined) positiveWholeNumber(`the plugin option ${option}`, value);
     }
     const defaults = defaultActivityResources();
-    const memoryBudgetMb = pluginOptions.memoryBudgetMb ?? defaults.memoryBudgetMb;
+    const budgetFromEnvironment = process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined ? defaults.memoryBudgetMb : undefined;
+    const memoryBudgetMb = bucketBudgetMb(pluginOptions.memoryBudgetMb ?? budgetFromEnvironment, pluginOptions.memoryMb);
     const problem = bucketSettingsProblem(
       { ...pluginOptions, memoryBudgetMb },
       {
@@ -136,7 +145,7 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
         memoryMb: 'the plugin option memoryMb',
         maxConcurrentBuckets: 'the plugin option maxConcurrentBuckets',
       },
-      pluginOptions.memoryBudgetMb !== undefined || process.env.EARTHCATALOG_MEMORY_BUDGET_MB !== undefined,
+      pluginOptions.memoryBudgetMb !== undefined || budgetFromEnvironment !== undefined,
     );
     if (problem) throw new Error(problem);
     const concurrency = bucketConcurrency(pluginOptions, memoryBudgetMb);

@@ -131,7 +131,7 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     const { scratch } = await plugin.local.ready;
     console.error(
       `worker: task queue ${worker.options.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
-        `${plugin.concurrency} concurrent buckets of ${plugin.resources.memoryBudgetMb} MB on ${bucketTaskQueue(worker.options.taskQueue)}; scratch ${scratch.dir}` +
+        `${plugin.concurrency} concurrent bucket(s) of ${plugin.resources.memoryBudgetMb} MB on ${bucketTaskQueue(worker.options.taskQueue)}; scratch ${scratch.dir}` +
         `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s` +
         (opts.metricsBindAddress ? `; metrics on http://${opts.metricsBindAddress}/metrics` : ''),
     );

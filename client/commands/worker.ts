@@ -4,7 +4,7 @@ import { connectionFlags, parse, UsageError, wholeNumberFlag } from '../cli-args
 import { resolveTarget } from '../connection';
 import { defaultActivityResources } from '../../activities';
 import { runWorker } from '../../worker/worker';
-import { bucketSettingsProblem } from '../../worker/plugin';
+import { bucketBudgetMb, bucketSettingsProblem } from '../../worker/plugin';
 
 export const workerUsage = `earthcatalog-compact worker [--memory-budget-mb N] [--memory-mb N] [--max-concurrent-buckets N]
     [--scratch-dir DIR] [--duckdb-threads N] [--shutdown-grace SECONDS] [--metrics-bind host:port]
@@ -46,7 +46,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const budgetGiven = flagOrVariable(values['memory-budget-mb'], '--memory-budget-mb', 'EARTHCATALOG_MEMORY_BUDGET_MB');
   const maxConcurrentBuckets = num('max-concurrent-buckets');
   const problem = bucketSettingsProblem(
-    { memoryBudgetMb: budget ?? fromEnvironment.memoryBudgetMb, memoryMb: memory, maxConcurrentBuckets },
+    { memoryBudgetMb: bucketBudgetMb(budgetGiven.raw !== undefined ? (budget ?? fromEnvironment.memoryBudgetMb) : undefined, memory), memoryMb: memory, maxConcurrentBuckets },
     { memoryBudgetMb: budgetGiven.raw !== undefined ? budgetGiven.source : '--memory-budget-mb', memoryMb: '--memory-mb', maxConcurrentBuckets: '--max-concurrent-buckets' },
     budgetGiven.raw !== undefined,
   );
