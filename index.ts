@@ -4,7 +4,7 @@
  * from inside its workflows instead: this module loads Node-only code.
  */
 export { compactWarehouse, type CompactWarehouseOptions } from './client/api';
-export { startCompaction, followCompaction } from './client/start-compaction';
+export { startCompaction, followCompaction, CompactionEndedError } from './client/start-compaction';
 export { createCompactionSchedule } from './client/commands/schedule';
 export { EarthcatalogCompactionPlugin, type CompactionPluginOptions } from './worker/plugin';
 export { createActivities, type ActivityResources } from './activities';

@@ -1,6 +1,6 @@
 /** Starting a compaction and following it to its summary: shared by the CLI, the API and the demo. */
 import { randomBytes } from 'node:crypto';
-import { CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { CompactionInput, CompactionSummary } from '../workflows/contract';
 import { COMPACTION_WORKFLOW_TYPE, parseCompactionInput } from '../workflows/contract';
@@ -111,7 +111,7 @@ export async function followCompaction(
     summary = (await throughOutages(() => handle.result(), { giveUp })) as CompactionSummary;
   } catch (err) {
     if (err instanceof ServerUnreachableError) throw err;
-    throw new CompactionEndedError(describeWorkflowError(err));
+    throw new CompactionEndedError(describeWorkflowError(err), failureTypeOf(err), { cause: err });
   } finally {
     done = true;
     await poller;
@@ -123,17 +123,35 @@ export async function followCompaction(
 
 /** The progress a completed run ended with, from the last one seen and its summary. */
 function finalProgress(last: CompactionProgress, summary: CompactionSummary): CompactionProgress {
-  // A dry run compacts nothing: its buckets stay undone.
-  if (summary.dryRun) return { ...last, phase: 'done' };
-  return { ...last, phase: 'done', bucketsDone: last.bucketsTotal, bucketsFailed: summary.failedBucketsTotal, rowsBefore: summary.rowsBefore, rowsAfter: summary.rowsAfter };
+  // A completed run has released its locks, whatever the last answer saw. A dry run compacts nothing: its buckets stay undone.
+  if (summary.dryRun) return { ...last, phase: 'done', locks: [] };
+  return { ...last, phase: 'done', locks: [], bucketsDone: last.bucketsTotal, bucketsFailed: summary.failedBucketsTotal, rowsBefore: summary.rowsBefore, rowsAfter: summary.rowsAfter };
 }
 
-/** A run that ended without a summary (cancelled, terminated, timed out or failed): what it left is worth saying. */
+/**
+ * The run ended without completing (failed, cancelled, terminated, timed out). `failureType` is the type of
+ * the failure it failed with, when it has one (`FailureTypes` in workflows/contract: `LockTimeout`,
+ * `PlanNotFound`, …), so that a caller can tell them apart without parsing the message; `cause` is the
+ * client's error.
+ */
 export class CompactionEndedError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(
+    message: string,
+    readonly failureType?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
     this.name = 'CompactionEndedError';
   }
+}
+
+/** The type of the innermost typed failure a run failed with (an activity's, below the workflow's own). */
+export function failureTypeOf(err: unknown): string | undefined {
+  let type: string | undefined;
+  for (let cause: unknown = err; cause instanceof Error; cause = cause.cause) {
+    if (cause instanceof ApplicationFailure && cause.type) type = cause.type;
+  }
+  return type;
 }
 
 /** The innermost useful message of a workflow failure, on one line. */

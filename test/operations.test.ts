@@ -22,6 +22,7 @@ import { stoppedRunOutcome } from '../client/commands/status';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
+import { CompactionEndedError } from '../client/start-compaction';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -1605,14 +1606,28 @@ describe('scheduled and ad-hoc runs on one warehouse', () => {
 describe('TypeScript API', () => {
   it('compactWarehouse({ warehouse, catalog, threshold, dryRun, useLock }) returns the summary', async () => {
     const fx = await makeFixture('api');
-    const seen: string[] = [];
+    const seen: CompactionProgress[] = [];
     const summary = await compactWarehouse(
       { warehouse: fx.warehouse, catalog: fx.catalog, threshold: 2, dryRun: false, useLock: false },
-      { address: h.address, namespace: h.namespace, taskQueue, onProgress: (p) => seen.push(p.phase) },
+      { address: h.address, namespace: h.namespace, taskQueue, onProgress: (p) => seen.push(p) },
     );
     assert.equal(summary.bucketsCompacted, summary.bucketsScanned);
     assert.equal(summary.filesAfter, summary.bucketsScanned);
     assert.ok(seen.length > 0, 'progress was reported');
-    assert.equal(seen.at(-1), 'done', 'the last report is the end');
+    assert.equal(seen.at(-1)?.phase, 'done', 'the last report is the end');
+    assert.deepEqual(seen.at(-1)?.locks, [], 'with the locks released, whatever the last answer before it saw');
+  });
+
+  it('a run that fails reaches the caller as CompactionEndedError with its failure type', async () => {
+    const missing = path.join(await makeTempDir('ec-api-missing'), 'no-such-warehouse');
+    await assert.rejects(
+      compactWarehouse({ warehouse: missing, catalog: path.join(path.dirname(missing), 'catalog.db') }, { address: h.address, namespace: h.namespace, taskQueue }),
+      (err: unknown) => {
+        assert.ok(err instanceof CompactionEndedError, String(err));
+        assert.equal(err.failureType, FailureTypes.storageMissing);
+        assert.match(err.message, /^workflow failed: .*no-such-warehouse/);
+        return true;
+      },
+    );
   });
 });

@@ -2,6 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
+import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
+import { WorkflowFailedError } from '@temporalio/client';
+import { CompactionEndedError, failureTypeOf } from '../client/start-compaction';
+import { CompactionEndedError as PackageRootEndedError } from '../index';
 import { parseCompactionInput } from '../workflows/contract';
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, formatSummary } from '../client/summary-format';
 import type { CompactionSummary } from '../workflows/contract';
@@ -332,4 +336,21 @@ test('files with rows outside the partition of their path get a line each (cappe
   assert.match(text, /^… and 2 more files with rows outside the partition of their path$/m);
   assert.equal(exitCodeOf(s), 0);
   assert.doesNotMatch(formatSummary(base), /outside the partition/);
+});
+
+test('a run that ended without completing reaches an API caller as CompactionEndedError with the failure type it failed with', () => {
+  assert.equal(PackageRootEndedError, CompactionEndedError, 'exported from the package root');
+  // The workflow's own failure (a lock not granted in time), and an activity's below the workflow's (a plan that is gone).
+  const lockTimeout = new WorkflowFailedError('Workflow execution failed', ApplicationFailure.nonRetryable('warehouse lock not granted within 0 s', 'LockTimeout'), RetryState.NON_RETRYABLE_FAILURE);
+  assert.equal(failureTypeOf(lockTimeout), 'LockTimeout');
+  const planGone = new WorkflowFailedError(
+    'Workflow execution failed',
+    new ActivityFailure('activity failed', 'loadPlan', '3', RetryState.NON_RETRYABLE_FAILURE, 'worker', ApplicationFailure.nonRetryable('no plan p in /w', 'PlanNotFound')),
+    RetryState.NON_RETRYABLE_FAILURE,
+  );
+  assert.equal(failureTypeOf(planGone), 'PlanNotFound');
+  assert.equal(failureTypeOf(new Error('connection reset')), undefined);
+  const ended = new CompactionEndedError('workflow failed: no plan p in /w', failureTypeOf(planGone), { cause: planGone });
+  assert.equal(ended.failureType, 'PlanNotFound');
+  assert.equal(ended.cause, planGone);
 });

@@ -19,7 +19,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, defaultActivityResources, WorkerLocalResources, type ActivityResources } from '../activities';
 import { HEARTBEAT_THROTTLE_MS } from '../activities/heartbeats';
 import { BucketSlots } from '../activities/compaction/bucket-slots';
-import { availableMemoryBytes, EarthcatalogCompactionPlugin } from '../worker/plugin';
+import { availableMemoryBytes, EarthcatalogCompactionPlugin, workflowsPath } from '../worker/plugin';
 import { handleRepeatedStops } from '../worker/worker';
 import { bucketTaskQueue, type BucketResult } from '../workflows/contract';
 import { bucketRequest, listFiles, makeTinyWarehouse } from './helpers/warehouse-fixtures';
@@ -164,6 +164,24 @@ test('the plugin gives the activities its bucket concurrency, and leaves slot co
     assert.equal(plugin.configureWorker({ taskQueue: 'q2', maxHeartbeatThrottleInterval: '2 seconds' }).maxHeartbeatThrottleInterval, '2 seconds', "the worker's own setting is kept");
   } finally {
     await plugin.local.close();
+  }
+});
+
+test("a plugin that registers our workflows refuses a worker with workflows of its own (they would be replaced); with registerWorkflows: false it keeps them", async () => {
+  const own = new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, memoryMb: 512, scratchDir: await makeTempDir('ec-plugin-own'), registerWorkflows: false });
+  const ours = new EarthcatalogCompactionPlugin({ memoryBudgetMb: 256, memoryMb: 512, scratchDir: await makeTempDir('ec-plugin-ours') });
+  try {
+    assert.equal(own.configureWorker({ taskQueue: 'q', workflowsPath: '/srv/app/workflows.ts' }).workflowsPath, '/srv/app/workflows.ts');
+    assert.equal(ours.configureWorker({ taskQueue: 'q', workflowsPath: workflowsPath() }).workflowsPath, workflowsPath());
+    for (const [options, what] of [[{ workflowsPath: '/srv/app/workflows.ts' }, 'workflowsPath /srv/app/workflows.ts'], [{ workflowBundle: { code: '' } }, 'a workflowBundle']] as const) {
+      assert.throws(
+        () => ours.configureWorker({ taskQueue: 'q2', ...options }),
+        (err: Error) => err.message.startsWith(`the worker has workflows of its own (${what}), which the plugin's would replace: re-export ours`) && err.message.endsWith('pass registerWorkflows: false to the plugin'),
+      );
+    }
+  } finally {
+    await own.local.close();
+    await ours.local.close();
   }
 });
 

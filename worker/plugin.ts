@@ -175,6 +175,14 @@ export class EarthcatalogCompactionPlugin extends SimplePlugin {
   override configureWorker(options: WorkerOptions): WorkerOptions {
     // A plugin on the connection is applied to the bucket worker too: it is left as it is.
     if ([...this.bucketWorkers.values()].some((o) => o.taskQueue === options.taskQueue)) return options;
+    // The plugin's workflows would replace the worker's own without a word: its own workflows would never run.
+    const own = options.workflowBundle ? 'a workflowBundle' : options.workflowsPath && options.workflowsPath !== workflowsPath() ? `workflowsPath ${options.workflowsPath}` : undefined;
+    if (own && (this.pluginOptions.registerWorkflows ?? true)) {
+      throw new Error(
+        `the worker has workflows of its own (${own}), which the plugin's would replace: re-export ours from its workflows module ` +
+          "(export * from 'earthcatalog-compaction/workflows') and pass registerWorkflows: false to the plugin",
+      );
+    }
     const configured = super.configureWorker(options);
     const taskQueue = configured.taskQueue || this.pluginOptions.taskQueue || DEFAULT_TASK_QUEUE;
     // Everything of the worker but its workflows, Nexus services, slots and other plugins (whose changes
