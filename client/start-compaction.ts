@@ -123,9 +123,11 @@ export async function followCompaction(
 
 /** The progress a completed run ended with, from the last one seen and its summary. */
 function finalProgress(last: CompactionProgress, summary: CompactionSummary): CompactionProgress {
-  // A completed run has released its locks, whatever the last answer saw. A dry run compacts nothing: its buckets stay undone.
-  if (summary.dryRun) return { ...last, phase: 'done', locks: [] };
-  return { ...last, phase: 'done', locks: [], bucketsDone: last.bucketsTotal, bucketsFailed: summary.failedBucketsTotal, rowsBefore: summary.rowsBefore, rowsAfter: summary.rowsAfter };
+  // A completed run has released its locks, whatever the last answer saw.
+  const ended: CompactionProgress = { ...last, phase: 'done', locks: [] };
+  // A dry run compacts nothing: its buckets stay undone.
+  if (summary.dryRun) return ended;
+  return { ...ended, bucketsDone: last.bucketsTotal, bucketsFailed: summary.failedBucketsTotal, rowsBefore: summary.rowsBefore, rowsAfter: summary.rowsAfter };
 }
 
 /**

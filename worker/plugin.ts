@@ -76,10 +76,11 @@ export function bucketSettingsProblem(
   names: { memoryBudgetMb: string; memoryMb: string; maxConcurrentBuckets: string },
   budgetGiven: boolean,
 ): string | undefined {
-  if (!budgetGiven && s.memoryMb !== undefined && s.memoryMb < MIN_BUCKET_BUDGET_MB) {
-    return `${names.memoryMb} ${s.memoryMb} is below ${MIN_BUCKET_BUDGET_MB}: not one bucket fits (DuckDB gets half of a bucket's budget and never less than 32 MB)`;
-  }
   if (s.memoryBudgetMb < MIN_BUCKET_BUDGET_MB) {
+    // Without a budget given, a budget this small is all of a --memory-mb below it: that is the setting to name.
+    if (!budgetGiven && s.memoryMb !== undefined) {
+      return `${names.memoryMb} ${s.memoryMb} is below ${MIN_BUCKET_BUDGET_MB}: not one bucket fits (DuckDB gets half of a bucket's budget and never less than 32 MB)`;
+    }
     return `${names.memoryBudgetMb} ${s.memoryBudgetMb} is below ${MIN_BUCKET_BUDGET_MB}: DuckDB gets half of a bucket's budget and never less than 32 MB, so a bucket would use more than its budget`;
   }
   if (s.maxConcurrentBuckets !== undefined && s.maxConcurrentBuckets > MAX_CONCURRENT_BUCKETS) {

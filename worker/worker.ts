@@ -35,8 +35,9 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
  * ApplicationFailure (what this worker's activities throw for every failure they classify, e.g. a bad
  * input file) is one line naming its type and message: the SDK printed its stack and failure object,
  * some 40 lines per failed bucket, at every attempt. Errors of any other kind keep their stack, since
- * nothing here expected them. Webpack's report of the workflow bundle is DEBUG, and no line has colour codes. Each entry is one line (the SDK's console format spreads a line's attributes
- * over a dozen), so a log shipper takes it as one event; a stack keeps its own lines.
+ * nothing here expected them. Webpack's report of the workflow bundle is DEBUG, and no line has colour codes.
+ * Each entry is one line (the SDK's console format spreads a line's attributes over a dozen), so a log
+ * shipper takes it as one event; a stack keeps its own lines.
  */
 export class WorkerLogger extends DefaultLogger {
   constructor(level: LogLevel = 'INFO', logFunction: (entry: LogEntry) => void = oneLineEntry) {
@@ -153,8 +154,9 @@ const SAME_STOP_MS = 1_000;
 /**
  * The SDK's handler starts the shutdown on the first SIGINT or SIGTERM and then stops listening, so Node's
  * default would end the process on the next one, which may be the same stop delivered twice: coreutils
- * `timeout` signals the worker and then its process group, as does a supervisor that signals both. Such a repeat, within SAME_STOP_MS, is ignored (the worker drains within its grace); a later
- * one stops the worker at once, as before. Returns the function that stops listening.
+ * `timeout` signals the worker and then its process group, as does a supervisor that signals both. Such a
+ * repeat, within SAME_STOP_MS, is ignored (the worker drains within its grace); a later one stops the worker
+ * at once, as before. Returns the function that stops listening.
  */
 export function handleRepeatedStops(exit: (code: number) => void = (code) => process.exit(code)): () => void {
   let firstAt: number | undefined;

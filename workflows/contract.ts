@@ -17,6 +17,9 @@ export function bucketTaskQueue(taskQueue: string): string {
   return `${taskQueue}-buckets`;
 }
 export const DEFAULT_NAMESPACE = 'earthcatalog';
+export const DEFAULT_TABLE = 'stac_items';
+export const DEFAULT_MAX_PARALLEL_BUCKETS = 4;
+export const DEFAULT_CATALOG_NAME = 'earthcatalog';
 
 /**
  * The plan, every bucket and the catalog rebuild heartbeat this often from a timer (their workers send
@@ -24,9 +27,6 @@ export const DEFAULT_NAMESPACE = 'earthcatalog';
  */
 export const HEARTBEAT_INTERVAL_MS = 10_000;
 export const HEARTBEAT_TIMEOUT_MS = 3 * HEARTBEAT_INTERVAL_MS;
-export const DEFAULT_TABLE = 'stac_items';
-export const DEFAULT_MAX_PARALLEL_BUCKETS = 4;
-export const DEFAULT_CATALOG_NAME = 'earthcatalog';
 
 /** Non-retryable failure types; the workflow reports them per bucket instead of retrying. */
 export const FailureTypes = {
