@@ -1484,6 +1484,24 @@ describe('worker shutdown', () => {
     return handle;
   }
 
+  it('a SIGTERM delivered twice while the worker starts (it bundles for seconds) ends it cleanly: exit 0, its scratch directory removed', async () => {
+    const scratchRoot = await makeTempDir('ec-stop-at-start');
+    const starting = spawnWorkerProcess(h, uniqueTaskQueue('stop-at-start'), {}, ['--scratch-dir', scratchRoot]);
+    try {
+      // The worker's own directory is made before it connects and bundles: the signals land during start-up.
+      const own = await waitFor('the worker scratch directory', async () => (await fs.readdir(scratchRoot)).find((d) => d.startsWith('worker-')));
+      starting.child.kill('SIGTERM');
+      // Within the 1 s that counts as one stop, but apart: two signals that land while the bundler blocks the event loop reach Node as one.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      starting.child.kill('SIGTERM');
+      const exit = await starting.exited;
+      assert.deepEqual(exit, { code: 0, signal: null }, starting.output());
+      assert.deepEqual(await fs.readdir(scratchRoot), [], `${own} removed by the worker itself`);
+    } finally {
+      await starting.stop();
+    }
+  });
+
   it('with --shutdown-grace, a SIGTERM (delivered twice, as `timeout` does) lets the bucket in flight finish on its first attempt before the worker exits', async () => {
     // One bucket of wide rows that takes a few seconds on one thread, so the signal lands mid-way; the
     // compaction reports progress every range it sorts, where a cancellation would stop it.

@@ -123,8 +123,17 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     if (!opts.metricsBindAddress) throw err;
     throw new Error(`cannot serve metrics on ${opts.metricsBindAddress} (--metrics-bind, EARTHCATALOG_METRICS_BIND): ${(err as Error).message}`);
   }
-  const { worker, connection, plugin } = await createWorker(opts);
+  // Before the worker is created: a stop delivered twice while it bundles would otherwise end the
+  // process by Node's default, leaving its scratch directory behind.
   const stopHandling = handleRepeatedStops();
+  let created: Awaited<ReturnType<typeof createWorker>>;
+  try {
+    created = await createWorker(opts);
+  } catch (err) {
+    stopHandling();
+    throw err;
+  }
+  const { worker, connection, plugin } = created;
   if (opts.metricsBindAddress) {
     startCatalogMetrics(Runtime.instance().metricMeter.withTags({ namespace: worker.options.namespace, taskQueue: worker.options.taskQueue, activityType: 'rebuildCatalog' }));
   }
