@@ -1205,6 +1205,42 @@ describe('a run reset past its lock grant', () => {
   });
 });
 
+describe('a run reset to the grant of its catalog lock', () => {
+  it('asks again for both locks before rebuilding and fails as LockLost naming the holder: nothing rebuilt beside it', async () => {
+    const fx = await makeFixture('reset-catalog-grant', { cells: ['8128bffffffffff'], years: [2021] });
+    const workflowId = `reset-catalog-grant-${Date.now()}`;
+    const first = await h.client.workflow.start('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+    assert.equal(((await first.result()) as CompactionSummary).bucketsCompacted, 1);
+    const pointerAfter = tablePointer(fx.catalog);
+
+    // The next run holds the warehouse lock (and would delete inputs the reset run's table would list).
+    const holder = await holdLock('warehouse', fx.warehouse, 'reset-catalog-grant');
+    try {
+      // Past the warehouse lock check before the rebuild: the catalog lock's grant, the last grant of the run.
+      const { runId } = await resetAfter(
+        workflowId,
+        first.firstExecutionRunId,
+        (events) => events.reduce((last, e, i) => (e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted' ? i : last), -1),
+        'reset to the catalog lock grant',
+      );
+      await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const cause = err.cause as ApplicationFailure;
+        assert.equal(cause.type, FailureTypes.lockLost);
+        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.holderId}\\)`));
+        return true;
+      });
+      await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-catalog-grant-lock-lost');
+      const events = (await h.client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+      const rebuilds = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'rebuildCatalog');
+      assert.equal(rebuilds.length, 0, 'the reset run scheduled no rebuild');
+      assert.equal(tablePointer(fx.catalog), pointerAfter, 'and the table was not rebuilt');
+    } finally {
+      await holder.stop();
+    }
+  });
+});
+
 describe('a run whose worker hangs', () => {
   it('status says that workers polled its queue lately, rather than asking whether one runs', async () => {
     const fx = await makeFixture('hung-worker', { cells: ['8128bffffffffff'], years: [2021] });

@@ -85,6 +85,8 @@ const CANCELLED_WHILE_TAKING_PIPELINE_LOCK = 'cancelled-while-taking-pipeline-lo
 const LOCK_CONFIRMED_FOR_MS = 10_000;
 /** patched() id of the refusal of a workflow id of a lock's form (compactionWorkflowIdProblem). */
 const NO_LOCK_WORKFLOW_ID = 'no-compaction-under-a-lock-workflow-id';
+/** patched() id of the check, once the catalog lock is granted, that the run still holds it and the warehouse lock. */
+const CONFIRM_LOCKS_BEFORE_REBUILD = 'confirm-locks-once-catalog-lock-granted';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -350,7 +352,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       const rebuild = isCancellation(err)
         ? compacted && patched(REBUILD_ON_CANCEL)
         : compacted && !(err instanceof ContinueAsNew) && patched(REBUILD_ON_FAILURE);
-      if (rebuild) await rebuildBeforeEnding(input, progress);
+      if (rebuild) await rebuildBeforeEnding(input, progress, state.warehouseLock);
       throw err;
     }
   }
@@ -362,11 +364,11 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
       // A cancel that arrives while the last buckets run lets them end (one whose deletes began always
       // completes), so the walk above ends without noticing it and the cancellation surfaces here, at the
       // run's next activity: the table must be rebuilt then as after a cancel between buckets.
-      if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCEL_AFTER_BUCKETS)) await rebuildBeforeEnding(input, progress);
+      if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCEL_AFTER_BUCKETS)) await rebuildBeforeEnding(input, progress, state.warehouseLock);
       throw err;
     }
   }
-  const catalogResult = input.dryRun ? null : await finalRebuild(input, progress);
+  const catalogResult = input.dryRun ? null : await finalRebuild(input, progress, state.warehouseLock);
 
   const summary = summarize(input, plan, progress, catalogResult);
   if (!input.dryRun) await control.finishPlan({ warehouse: input.warehouse, planId: plan.planId, summary });
@@ -389,18 +391,18 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
  * inputs every bucket deleted: like a cancel between buckets, the rebuild then runs anyway before the
  * run ends. (Runs recorded before this replay without it.)
  */
-async function finalRebuild(input: CompactionRequest, progress: CompactionProgress): Promise<CatalogResult> {
+async function finalRebuild(input: CompactionRequest, progress: CompactionProgress, warehouseLock: HeldLock): Promise<CatalogResult> {
   try {
-    return await rebuildTable(input, progress);
+    return await rebuildTable(input, progress, warehouseLock);
   } catch (err) {
-    if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCELLED_REBUILD)) await rebuildBeforeEnding(input, progress);
+    if (isCancellation(err) && progress.bucketsCompacted > 0 && patched(REBUILD_ON_CANCELLED_REBUILD)) await rebuildBeforeEnding(input, progress, warehouseLock);
     throw err;
   }
 }
 
 /** The rebuild of a run that is ending early (cancelled or failed), which a cancel cannot stop; its failure is logged, the run's own error wins. */
-async function rebuildBeforeEnding(input: CompactionRequest, progress: CompactionProgress): Promise<void> {
-  await CancellationScope.nonCancellable(() => rebuildTable(input, progress)).then(
+async function rebuildBeforeEnding(input: CompactionRequest, progress: CompactionProgress, warehouseLock: HeldLock): Promise<void> {
+  await CancellationScope.nonCancellable(() => rebuildTable(input, progress, warehouseLock)).then(
     () => {
       // What `status` shows as the ended run's last phase; the rebuild itself is over.
       progress.phase = 'rebuilt-before-ending';
@@ -413,10 +415,17 @@ async function rebuildBeforeEnding(input: CompactionRequest, progress: Compactio
 }
 
 /** The catalog rebuild, under the catalog lock. */
-function rebuildTable(input: CompactionRequest, progress: CompactionProgress): Promise<CatalogResult> {
+function rebuildTable(input: CompactionRequest, progress: CompactionProgress, warehouseLock: HeldLock): Promise<CatalogResult> {
   progress.phase = 'waiting-for-catalog-lock';
   publishDetails(input, progress);
-  return withResourceLock('catalog', input.catalog, { purpose: `catalog rebuild after compaction of ${input.warehouse}` }, async () => {
+  return withResourceLock('catalog', input.catalog, { purpose: `catalog rebuild after compaction of ${input.warehouse}` }, async (catalogLock) => {
+    // A run reset to a point between its last check and here (the wait for the catalog lock may last hours)
+    // replays both grants: without asking again it would rebuild the table beside the warehouse's new holder,
+    // listing inputs that run deletes. (Runs recorded before this replay without the check.)
+    if (patched(CONFIRM_LOCKS_BEFORE_REBUILD)) {
+      await confirmLockHeld(warehouseLock);
+      await confirmLockHeld(catalogLock);
+    }
     progress.phase = 'rebuilding-catalog';
     publishDetails(input, progress);
     return catalog.rebuildCatalog.executeWithOptions({ ...catalogOptions, summary: `rebuild ${input.namespace}.${input.table}` }, [catalogRequest(input)]);
