@@ -34,6 +34,7 @@ import {
   bucketTaskQueue,
   capFailureReason,
   compactionWorkflowIdProblem,
+  inputAsStarted,
   invalidInputError,
   newerInputProblems,
   parseCompactionInput,
@@ -85,6 +86,8 @@ const CANCELLED_WHILE_TAKING_PIPELINE_LOCK = 'cancelled-while-taking-pipeline-lo
 const LOCK_CONFIRMED_FOR_MS = 10_000;
 /** patched() id of the refusal of a workflow id of a lock's form (compactionWorkflowIdProblem). */
 const NO_LOCK_WORKFLOW_ID = 'no-compaction-under-a-lock-workflow-id';
+/** patched() id of the refusal of a first run's input by the schema (rules the schema gained after runs were started). */
+const SCHEMA_REFUSAL = 'input-refused-by-schema';
 /** patched() id of the check, once the catalog lock is granted, that the run still holds it and the warehouse lock. */
 const CONFIRM_LOCKS_BEFORE_REBUILD = 'confirm-locks-once-catalog-lock-granted';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -180,17 +183,27 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   const idProblem = compactionWorkflowIdProblem(workflowInfo().workflowId);
   if (idProblem && patched(NO_LOCK_WORKFLOW_ID)) throw ApplicationFailure.nonRetryable(idProblem, FailureTypes.invalidInput);
   let input: CompactionRequest;
+  let refusal: string | undefined;
   try {
     input = parseCompactionInput(rawInput, { newerRules: false });
-    const due = (carried ? [] : newerInputProblems(input)).filter((p) => patched(p.patch));
-    if (due.length) throw invalidInputError(due.map((p) => p.problem));
   } catch (err) {
-    if (!carried) throw ApplicationFailure.nonRetryable((err as Error).message, FailureTypes.invalidInput);
+    refusal = (err as Error).message;
     // A run continued-as-new carries the input its first run validated and completed with defaults. A
     // deploy that tightened the rules since must not fail it halfway, holding the pipeline's lock object
     // and leaving the table listing deleted inputs: it goes on with the input it was started with.
-    input = rawInput as CompactionRequest;
-    log.warn('the carried input no longer passes this version\'s validation; the run goes on with it', { error: (err as Error).message });
+    input = carried ? (rawInput as CompactionRequest) : inputAsStarted(rawInput);
+  }
+  if (refusal === undefined && !carried) {
+    const due = newerInputProblems(input).filter((p) => patched(p.patch));
+    if (due.length) throw ApplicationFailure.nonRetryable(invalidInputError(due.map((p) => p.problem)).message, FailureTypes.invalidInput);
+  }
+  if (refusal !== undefined) {
+    // A first run refused by the schema is refused behind a marker: a run that replays from before a rule
+    // the schema gained since (its history has no marker) goes on with its input, as the version that
+    // started it did, instead of failing its replay as nondeterministic. Rules added from now on belong
+    // in newerInputProblems, each behind its own patch.
+    if (!carried && patched(SCHEMA_REFUSAL)) throw ApplicationFailure.nonRetryable(refusal, FailureTypes.invalidInput);
+    log.warn(`the ${carried ? 'carried ' : ''}input no longer passes this version's validation; the run goes on with it`, { error: refusal });
   }
 
   const progress: CompactionProgress = carried?.progress ?? initialProgress();

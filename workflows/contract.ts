@@ -324,6 +324,22 @@ export function parseCompactionInput(raw: unknown, opts: { newerRules?: boolean 
   throw invalidInputError(problems);
 }
 
+/**
+ * The input of a run started under an earlier version whose rules accepted what this version's refuse
+ * (an empty years list, say), for the workflow to go on with when it replays such a run: every field
+ * this version accepts as parsed (defaults filled in), the others as given.
+ */
+export function inputAsStarted(raw: unknown): CompactionRequest {
+  const given: Record<string, unknown> = typeof raw === 'object' && raw !== null ? { ...raw } : {};
+  const input: Record<string, unknown> = {};
+  for (const [name, field] of Object.entries(compactionInputFields.shape)) {
+    const parsed = field.safeParse(given[name]);
+    const value = parsed.success ? parsed.data : given[name];
+    if (value !== undefined) input[name] = value;
+  }
+  return input as CompactionRequest;
+}
+
 /** The error an input with `problems` is refused with, wherever it is checked. */
 export function invalidInputError(problems: readonly string[]): Error {
   return new Error(`invalid compaction input: ${problems.join('; ')}`);
