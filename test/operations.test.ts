@@ -1520,6 +1520,22 @@ describe('worker shutdown', () => {
     return handle;
   }
 
+  it("the SDK core's own warnings reach the worker's log as its other lines do: one line each, without colour codes", async () => {
+    const queue = uniqueTaskQueue('core-warning');
+    const worker = spawnWorkerProcess(h, queue);
+    const workflowId = `core-warning-${Date.now()}`;
+    try {
+      // A workflow type the worker does not have: the core fails its workflow task and warns about it.
+      await h.client.workflow.start('noSuchWorkflowType', { taskQueue: queue, workflowId, args: [] });
+      const line = await waitFor('the core warning in the worker log', async () => worker.output().split('\n').find((l) => l.includes('Failing workflow task')), 180_000);
+      assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[WARN\] Failing workflow task/, line);
+      assert.doesNotMatch(worker.output(), /\x1b\[/, 'no colour codes anywhere in the log');
+    } finally {
+      await h.client.workflow.getHandle(workflowId).terminate('test over').catch(() => undefined);
+      await worker.stop();
+    }
+  });
+
   it('a SIGTERM delivered twice while the worker starts (it bundles for seconds) ends it cleanly: exit 0, its scratch directory removed', async () => {
     const scratchRoot = await makeTempDir('ec-stop-at-start');
     const starting = spawnWorkerProcess(h, uniqueTaskQueue('stop-at-start'), {}, ['--scratch-dir', scratchRoot]);

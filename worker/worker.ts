@@ -116,7 +116,11 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
     Runtime.install({
       logger: new WorkerLogger(opts.logLevel ?? 'INFO'),
       shutdownSignals: [...STOP_SIGNALS],
-      ...(opts.metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } } : {}),
+      telemetryOptions: {
+        // The core's own warnings through the same logger: by default it prints them itself, in colour and another format.
+        logging: { forward: {} },
+        ...(opts.metricsBindAddress ? { metrics: { prometheus: { bindAddress: opts.metricsBindAddress, countersTotalSuffix: true } } } : {}),
+      },
     });
   } catch (err) {
     // The core names neither the setting nor the address (a port in use, an address this host lacks).
