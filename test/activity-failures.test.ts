@@ -9,7 +9,7 @@
  */
 import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ApplicationFailure } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { LogEntry } from '@temporalio/worker';
@@ -109,13 +109,22 @@ test("the worker logs a classified failure as one line, an unexpected error with
   logger.warn('Activity failed', { ...attrs, error: failure, durationMs: 12 });
   logger.warn('Activity failed', { ...attrs, error: unexpected, durationMs: 12 });
   logger.warn('plan pages left', attrs);
+  // A run ended by a failed activity: the SDK's workflow log line carries the ActivityFailure around it.
+  const runAttrs = { namespace: 'default', workflowId: 'w', workflowType: 'compactWarehouse' };
+  logger.warn('Workflow failed', { ...runAttrs, error: new ActivityFailure('Activity task failed', 'planCompaction', '4', RetryState.NON_RETRYABLE_FAILURE, 'worker', failure) });
+  logger.warn('Workflow failed', { ...runAttrs, error: ApplicationFailure.nonRetryable('the lock is no longer held by this run', FailureTypes.lockLost) });
+  // As a worker's workflow thread hands it over: plain Errors, the failure's class and type left behind.
+  logger.warn('Workflow failed', { ...runAttrs, error: new Error('Activity task failed', { cause: new Error('warehouse /nowhere does not exist\n    at toActivityFailure') }) });
   // What the SDK's bundler logs at a worker's start: webpack's multi-line report, then one line of its own.
   logger.info('asset workflow-bundle-3f2a.js 1.37 MiB [emitted] (name: main)\nruntime modules 937 bytes 4 modules\nwebpack 5.104.1 compiled successfully in 1893 ms');
   logger.info('\x1b[1m\x1b[32masset workflow-bundle-3f2a.js\x1b[39m\x1b[22m 1.37 MiB [emitted]');
   logger.info('Workflow bundle created', { size: '1.37MB' });
-  assert.equal(entries.length, 4, 'webpack report below INFO, with or without colours');
-  assert.equal(entries[3]!.message, 'Workflow bundle created');
+  assert.equal(entries.length, 7, 'webpack report below INFO, with or without colours');
+  assert.equal(entries[6]!.message, 'Workflow bundle created');
   entries.pop();
+  assert.equal(entries[3]!.meta?.error, `${failure.type} (not retried): grid_partition=x/year=2020/a.parquet has no id column (in activity planCompaction)`);
+  assert.equal(entries[4]!.meta?.error, `${FailureTypes.lockLost} (not retried): the lock is no longer held by this run`);
+  assert.equal(entries[5]!.meta?.error, 'Activity task failed: warehouse /nowhere does not exist');
   assert.deepEqual(entries[0]!.meta, {
     attempt: 1, namespace: 'default', activityType: 'compactBucket', workflowId: 'w', durationMs: 12,
     error: `${failure.type} (not retried): grid_partition=x/year=2020/a.parquet has no id column`,
@@ -123,6 +132,38 @@ test("the worker logs a classified failure as one line, an unexpected error with
   assert.equal(entries[1]!.meta?.error, unexpected, 'an error nobody classified keeps its stack');
   for (const e of entries) assert.equal(e.meta?.taskToken, undefined);
   assert.equal(entries[2]!.meta?.activityType, 'compactBucket');
+});
+
+test("the core's own warnings: one per message every 30 s with a count of those left out, per run, and a gRPC status as its message and code", () => {
+  mock.timers.enable({ apis: ['Date'], now: 1_800_000_000_000 });
+  try {
+    const entries: LogEntry[] = [];
+    const logger = new WorkerLogger('INFO', (e) => entries.push(e));
+    const dump = 'Status { code: Unavailable, message: "tcp connect error", source: Some(tonic::transport::Error(Transport, ConnectError)), details: b"\\x08" }';
+    const core = { sdkComponent: 'core', target: 'temporalio_client::retry', spanContexts: undefined };
+    logger.warn('gRPC call poll_activity_task_queue retried 6 times', { ...core, error: dump });
+    logger.warn('gRPC call poll_activity_task_queue retried 7 times', { ...core, error: dump });
+    logger.warn('gRPC call poll_workflow_task_queue retried 6 times', { ...core, error: dump });
+    mock.timers.tick(29_000);
+    logger.warn('gRPC call poll_activity_task_queue retried 8 times', { ...core, error: dump });
+    mock.timers.tick(2_000);
+    logger.warn('gRPC call poll_activity_task_queue retried 9 times', { ...core, error: dump });
+    logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' });
+    logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-2', failure: 'x' });
+    logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' });
+    assert.deepEqual(
+      entries.map((e) => [e.message, e.meta]),
+      [
+        ['gRPC call poll_activity_task_queue retried 6 times', { sdkComponent: 'core', target: 'temporalio_client::retry', error: 'tcp connect error (Unavailable)' }],
+        ['gRPC call poll_workflow_task_queue retried 6 times', { sdkComponent: 'core', target: 'temporalio_client::retry', error: 'tcp connect error (Unavailable)' }],
+        ['gRPC call poll_activity_task_queue retried 9 times', { sdkComponent: 'core', target: 'temporalio_client::retry', error: 'tcp connect error (Unavailable)', repeated: '2 more like it in the last 31 s' }],
+        ['Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' }],
+        ['Failing workflow task', { sdkComponent: 'core', runId: 'run-2', failure: 'x' }],
+      ],
+    );
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 test('a log entry is one line on stderr without colour codes (the SDK core colours some warnings)', () => {

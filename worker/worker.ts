@@ -1,7 +1,7 @@
 /** A worker process: connects, registers the plugin, runs until SIGINT/SIGTERM. */
 import { inspect } from 'node:util';
 import { NativeConnection, Worker, Runtime, DefaultLogger, type LogEntry, type LogLevel, type LogMetadata } from '@temporalio/worker';
-import { ApplicationFailure } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { startCatalogMetrics } from '../activities/catalog/catalog-metrics';
 import { firstLine } from '../activities/error-text';
 import { checkAuth, describeTarget, unreachable, type ConnectionAuth } from '../client/connection';
@@ -34,7 +34,8 @@ export interface WorkerProcessOptions extends CompactionPluginOptions {
  * line: it is enough to complete or fail the activity from outside. And an activity that failed with an
  * ApplicationFailure (what this worker's activities throw for every failure they classify, e.g. a bad
  * input file) is one line naming its type and message: the SDK printed its stack and failure object,
- * some 40 lines per failed bucket, at every attempt. Errors of any other kind keep their stack, since
+ * some 40 lines per failed bucket, at every attempt; a failed run (`Workflow failed`) is one line of its
+ * messages. Errors of any other kind keep their stack, since
  * nothing here expected them. Webpack's report of the workflow bundle is DEBUG, and no line has colour codes.
  * Each entry is one line (the SDK's console format spreads a line's attributes over a dozen), so a log
  * shipper takes it as one event; a stack keeps its own lines.
@@ -51,13 +52,61 @@ export class WorkerLogger extends DefaultLogger {
     // SDK's one line `Workflow bundle created` follows it. Webpack's errors stay errors.
     if (level === 'INFO' && WEBPACK_REPORT.test(message)) return super.log('DEBUG', message, meta);
     if (!meta) return super.log(level, message, meta);
+    if (meta.sdkComponent === 'core') return this.logCore(level, message, meta);
     const { taskToken: _token, ...rest } = meta;
-    const error = rest.error;
-    if (message === 'Activity failed' && error instanceof ApplicationFailure) {
-      rest.error = `${error.type ?? 'ApplicationFailure'}${error.nonRetryable ? ' (not retried)' : ''}: ${firstLine(error)}`;
+    const classified = classifiedFailure(rest.error);
+    if (classified) {
+      const { failure, activityType } = classified;
+      rest.error = `${failure.type ?? 'ApplicationFailure'}${failure.nonRetryable ? ' (not retried)' : ''}: ${firstLine(failure)}${activityType ? ` (in activity ${activityType})` : ''}`;
     }
+    // A run's failure crosses from the workflow's thread as a plain Error (its class and type stay behind),
+    // and it is in the run's history in full: its messages, outermost first, are enough here.
+    else if (message === 'Workflow failed' && rest.error instanceof Error) rest.error = messageChain(rest.error);
     super.log(level, message, rest);
   }
+
+  /** When each of the core's messages (of each run) was last logged, and how many like it were left out since. */
+  private readonly coreRepeats = new Map<string, { at: number; left: number }>();
+
+  /**
+   * The core's own lines: while the server is unreachable it warns about every retried poll (over 100
+   * lines a minute), so one message is logged at most every CORE_REPEAT_MS with how many like it were left
+   * out, and its gRPC status is the status's message and code, not Rust's dump of it.
+   */
+  private logCore(level: LogLevel, message: string, meta: LogMetadata): void {
+    const now = Date.now();
+    // Alike whatever their counts ('retried 6 times', '… 7 times'); one workflow's failing task must not hide another's.
+    const alike = message.replace(/\d+/g, 'N');
+    const key = typeof meta.runId === 'string' ? `${alike} ${meta.runId}` : alike;
+    const seen = this.coreRepeats.get(key);
+    if (seen && now - seen.at < CORE_REPEAT_MS) {
+      seen.left += 1;
+      return;
+    }
+    if (this.coreRepeats.size >= 1000) this.coreRepeats.clear();
+    this.coreRepeats.set(key, { at: now, left: 0 });
+    const rest: LogMetadata = {};
+    for (const [key, value] of Object.entries(meta)) if (value !== undefined) rest[key] = typeof value === 'string' ? withoutStatusDump(value) : value;
+    if (seen?.left) rest.repeated = `${seen.left} more like it in the last ${Math.round((now - seen.at) / 1000)} s`;
+    super.log(level, message, rest);
+  }
+}
+
+/** How often one of the core's messages is logged at most (WorkerLogger.logCore). */
+const CORE_REPEAT_MS = 30_000;
+
+/** The first line of each message along an error's causes, outermost first. */
+function messageChain(error: Error): string {
+  const parts: string[] = [];
+  for (let e: unknown = error; e instanceof Error && parts.length < 5; e = e.cause) parts.push(firstLine(e));
+  return parts.join(': ');
+}
+
+/** The ApplicationFailure that `error` is or that ended the activity it wraps, and that activity's type. */
+function classifiedFailure(error: unknown): { failure: ApplicationFailure; activityType?: string } | undefined {
+  if (error instanceof ApplicationFailure) return { failure: error };
+  if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure) return { failure: error.cause, activityType: error.activityType };
+  return undefined;
 }
 
 const WEBPACK_REPORT = /^(\x1b\[[0-9;]*m)*asset workflow-bundle-/;
