@@ -46,7 +46,7 @@ export async function startCompaction(
  * worker answers (a task queue nobody polls) would otherwise take ~30 s to fail, which delays the
  * follower's notice and, run after run, `status`.
  */
-async function tryQueryProgress(handle: WorkflowHandle): Promise<{ progress: CompactionProgress } | { error: string }> {
+export async function tryQueryProgress(handle: WorkflowHandle): Promise<{ progress: CompactionProgress } | { error: string }> {
   try {
     return { progress: await handle.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => handle.query<CompactionProgress>('progress')) };
   } catch (err) {

@@ -150,6 +150,27 @@ async function holdLock(kind: 'warehouse' | 'catalog', target: string, name: str
 }
 
 describe('resume', () => {
+  it('a run terminated after its worker died: compact, cancel and status --watch still print the command that finishes its plan (from its history)', async () => {
+    const fx = await makeFixture('resume-no-worker', { cells: ['8128bffffffffff'], years: [2020, 2021, 2022] });
+    const queue = uniqueTaskQueue('resume-no-worker');
+    const worker = await startWorker(h, queue);
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: queue,
+      workflowId: `resume-no-worker-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+    });
+    const { planId } = await waitFor('a bucket done', async () => {
+      const p = await handle.query<CompactionProgress>('progress');
+      return p.bucketsDone >= 1 ? p : undefined;
+    });
+    await worker.stop();
+    await handle.terminate('test: its worker is gone');
+    const outcome = await stoppedRunOutcome(h.client, { workflowId: handle.workflowId, runId: handle.firstExecutionRunId, taskQueue: queue }, []);
+    const command = `earthcatalog-compact resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --task-queue ${queue}`;
+    assert.equal(outcome.text, `no worker answered for its progress, so how many buckets are done is not known; its plan is ${planId}; finish it with ${command}`);
+    assert.deepEqual({ planId: outcome.planId, command: outcome.command }, { planId, command });
+  });
+
   it('finishes a terminated run: finished buckets are not redone, nothing lost or duplicated', async () => {
     const fx = await makeFixture('resume', TWELVE_BUCKETS);
     const bucketsBefore = byBucket(await listFiles(fx.warehouse));
@@ -671,6 +692,16 @@ describe('the CLI when nobody serves the run', () => {
       assert.match(line, new RegExp(`${workflowId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
       const jsonLine = await waitFor('the --json CLI tells that nobody answers', async () => jsonStderr.split('\n').find((l) => l.includes('has not answered')));
       assert.match(jsonLine, new RegExp(`${jsonId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
+      // `status --watch` of the run says so too, where it used to print nothing at all.
+      const watcher = spawn(process.execPath, cliArgv(['status', '--watch', '--workflow-id', workflowId]), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let watchStderr = '';
+      watcher.stderr.on('data', (d: Buffer) => (watchStderr += d.toString()));
+      try {
+        const watchLine = await waitFor('status --watch tells that nobody answers', async () => watchStderr.split('\n').find((l) => l.includes('has not answered')));
+        assert.match(watchLine, new RegExp(`${workflowId} has not answered for over 15 s .*is a worker running on task queue ${idle}\\?`));
+      } finally {
+        watcher.kill('SIGINT');
+      }
       await assert.rejects(run(process.execPath, onIdleQueue(['--warehouse', fx.warehouse, '--catalog', fx.catalog, '--workflow-id', workflowId]), { cwd: REPO_ROOT }), (err: { stderr?: string; code?: number }) => {
         assert.match(err.stderr ?? '', new RegExp(`a workflow with the id ${workflowId} is already running: .*\\(earthcatalog-compact status --watch --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace}\\)`));
         return true;

@@ -4,7 +4,7 @@ import { createProgressRenderer } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, ServerUnreachableError } from '../server-outages';
 import { CompactionEndedError, followCompaction, NO_ANSWER_MS, startCompaction } from '../start-compaction';
 import { exitCodeOf, formatSummary } from '../summary-format';
-import { connectionFlagsOf, endedLine, noAnswer, recentWorkflowPollers, runningCompactionsOf, stoppedRunOutcome } from './status';
+import { connectionFlagsOf, endedLine, runningCompactionsOf, stoppedRunOutcome, unansweredNotice } from './status';
 import { compactionWorkflowIdProblem, type CompactionInput, type CompactionSummary } from '../../workflows/contract';
 
 export const compactUsage = `earthcatalog-compact --warehouse W --catalog C [--threshold N] [--dry-run] [--use-lock [--pipeline-lock URI]] [--json]
@@ -73,8 +73,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
         const notice = serverUnreachable
           ? `earthcatalog-compact: the Temporal server at ${describeTarget(target)} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}); ` +
             `the compaction goes on once it is back. Still waiting (up to ${OUTAGE_LIMIT_MS / 60_000} minutes).`
-          : `earthcatalog-compact: ${handle.workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}) ` +
-            `${noAnswer(handle.workflowId, target.taskQueue, 0, await recentWorkflowPollers(client, target.taskQueue), connectionFlagsOf(values))}. Still waiting.`;
+          : await unansweredNotice(client, handle.workflowId, target.taskQueue, error, connectionFlagsOf(values));
         // With --json stdout holds only the summary; the notice goes to stderr either way.
         if (bar) bar.note(notice);
         else console.error(notice);

@@ -20,7 +20,7 @@ import { firstLine } from '../../activities/error-text';
 import { connectClient, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
-import { describeWorkflowError, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
+import { describeWorkflowError, NO_ANSWER_MS, QUERY_DEADLINE_MS, queryProgress, tryQueryProgress } from '../start-compaction';
 import { formatSummary } from '../summary-format';
 
 export const statusUsage = `earthcatalog-compact status [--workflow-id ID] [--watch] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
@@ -228,6 +228,12 @@ const RECENT_POLL_MS = 90_000;
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 
 /** How many workers polled `taskQueue` for workflow tasks within RECENT_POLL_MS (0 when the server cannot say). */
+/** What `compact` and `status --watch` say once a run has not answered its progress query for NO_ANSWER_MS, the server answering. */
+export async function unansweredNotice(client: Client, workflowId: string, taskQueue: string, error: string, connection: readonly string[]): Promise<string> {
+  const why = noAnswer(workflowId, taskQueue, 0, await recentWorkflowPollers(client, taskQueue), connection);
+  return `earthcatalog-compact: ${workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}) ${why}. Still waiting.`;
+}
+
 export async function recentWorkflowPollers(client: Client, taskQueue: string): Promise<number> {
   const response = await client.workflowService
     .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: TASK_QUEUE_TYPE_WORKFLOW })
@@ -616,8 +622,13 @@ export async function stoppedRunOutcome(
   connection: readonly string[],
 ): Promise<RunOutcome> {
   const p = await queryProgress(client.workflow.getHandle(run.workflowId));
-  if (!p) return { text: 'if it had made a plan, resume finishes it (no worker answered for its progress)' };
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
+  if (!p) {
+    // The worker died with the run, most likely: its history still holds its input and its plan.
+    const planId = input && !input.dryRun ? (await whatRunDid(client, run, false).catch(() => undefined))?.planId : undefined;
+    if (!input || !planId) return { text: 'if it had made a plan, resume finishes it (no worker answered for its progress)' };
+    return finishingCommand(client, run, connection, input, planId, `no worker answered for its progress, so how many buckets are done is not known; its plan is ${planId}`);
+  }
   if (!p.planId) {
     // A resume stopped before it loaded its plan (its pre-flight failed, say) leaves that plan to finish,
     // unless it was refused because there is no plan left to finish.
@@ -636,19 +647,32 @@ export async function stoppedRunOutcome(
   const done = bucketsDone(p);
   const planId = p.planId;
   if (input?.dryRun) return { text: `${done}; a dry run stores no plan: there is nothing to resume`, planId };
+  return finishingCommand(client, run, connection, input, planId, done);
+}
+
+/** The rest of stoppedRunOutcome for a run with plan `planId`: the command that finishes it, unless nothing can or needs to. */
+async function finishingCommand(
+  client: Client,
+  run: { workflowId: string; runId: string; taskQueue: string },
+  connection: readonly string[],
+  input: CompactionRequest | undefined,
+  planId: string,
+  done: string,
+): Promise<RunOutcome> {
   if (await failedOnItsPlan(client, run)) {
     // A resume would read the same missing or damaged page and fail the same way.
     return { text: `${done}; its plan ${planId} cannot be read, so a resume cannot finish it: start a new compaction of the warehouse instead (what this run left are ordinary data files to the next plan)`, planId };
   }
   // Watched long after it stopped, the run may have been followed up already; its resume would then be refused.
-  const later = input ? await completedRunAfter(client, run, input.warehouse, p.planId).catch(() => undefined) : undefined;
+  const later = input ? await completedRunAfter(client, run, input.warehouse, planId).catch(() => undefined) : undefined;
   if (later) {
-    const what = later.planId === p.planId ? 'finished its plan' : `made a newer plan, ${later.planId}, and completed`;
+    const what = later.planId === planId ? 'finished its plan' : `made a newer plan, ${later.planId}, and completed`;
     return { text: `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`, planId };
   }
-  const command = input ? resumeCommand(input, run.taskQueue, connection, p.planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${p.planId}`;
+  const command = input ? resumeCommand(input, run.taskQueue, connection, planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${planId}`;
   return { text: `${done}; finish it with ${command}`, planId, command };
 }
+
 
 /** Whether `run` failed because a file of its plan is missing or damaged (PlanNotFound anywhere in the failure's causes). */
 async function failedOnItsPlan(client: Client, run: { workflowId: string; runId: string }): Promise<boolean> {
@@ -735,9 +759,25 @@ async function watch(client: Client, workflowId: string, json: boolean, connecti
   const handle = client.workflow.getHandle(workflowId);
   const bar = json ? undefined : createProgressRenderer(process.stdout);
   let last = '';
+  // As `compact` does: a run whose worker died answers no query, and a silent watch looks hung.
+  let answeredAt = Date.now();
+  let told = false;
   const status = await waitUntilClosed(handle, async () => {
-    const progress = await queryProgress(handle);
-    if (!progress) return;
+    const answer = await tryQueryProgress(handle);
+    if (!('progress' in answer)) {
+      if (told || Date.now() - answeredAt < NO_ANSWER_MS) return;
+      told = true;
+      const taskQueue = (await handle.describe().catch(() => undefined))?.taskQueue;
+      if (!taskQueue) return;
+      const notice = await unansweredNotice(client, workflowId, taskQueue, answer.error, connection);
+      // Above the bar on a terminal; piped, stdout keeps only the run's progress.
+      if (bar && process.stdout.isTTY) bar.note(notice);
+      else console.error(notice);
+      return;
+    }
+    answeredAt = Date.now();
+    told = false;
+    const { progress } = answer;
     bar?.update(progress);
     const line = JSON.stringify({ workflowId, status: 'RUNNING', progress });
     if (json && line !== last) console.log((last = line));
