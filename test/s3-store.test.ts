@@ -493,7 +493,7 @@ describe('S3 only', () => {
       proxy.setPlan({ deny: (r) => r.key.endsWith('secret.parquet'), denyCode: 'ExpiredToken' });
       const err = await refusedWithSessionToken(token);
       assert.ok(err instanceof StorageError && err.kind === 'no-credentials', String(err));
-      assert.match(err.message, /^the worker's AWS credentials for s3:\/\/.*secret\.parquet have expired \(ExpiredToken, HTTP 400\)/);
+      assert.match(err.message, /^the AWS credentials for s3:\/\/.*secret\.parquet have expired \(ExpiredToken, HTTP 400\); check how the session credentials of the process that asked \(a worker's for a compaction, the command's own for verify\) are refreshed/);
       const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
       assert.ok(failure instanceof ApplicationFailure && failure.type === FailureTypes.noCredentials && !failure.nonRetryable);
       // What the worker's logger writes for a failed activity: the error with every field.

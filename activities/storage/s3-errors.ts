@@ -87,6 +87,9 @@ export function noCredentialsError(err: unknown, uri: string): StorageError | un
   );
 }
 
+/** Whose AWS credentials a refused request used: the message reaches the CLI of a compaction and verify's alike. */
+const WHOSE_CREDENTIALS = "the process that asked (a worker's for a compaction, the command's own for verify)";
+
 /** Temporary credentials (an STS session) that ran out; the provider chain may refresh them for the next attempt. */
 const EXPIRED = new Set(['ExpiredToken', 'ExpiredTokenException', 'TokenRefreshRequired']);
 
@@ -117,14 +120,14 @@ export function permanentError(err: unknown, uri: string): StorageError | undefi
   const missing = noCredentialsError(err, uri);
   if (missing) return missing;
   if (code !== undefined && EXPIRED.has(code)) {
-    return new StorageError(`the worker's AWS credentials for ${uri} have expired (${describeS3Error(err)}); check how its session credentials are refreshed`, 'no-credentials');
+    return new StorageError(`the AWS credentials for ${uri} have expired (${describeS3Error(err)}); check how the session credentials of ${WHOSE_CREDENTIALS} are refreshed`, 'no-credentials');
   }
   if (code === 'InvalidObjectState') {
     // A 403 too, but no policy is at fault: a lifecycle rule moved the object to Glacier or Deep Archive.
     return new StorageError(`${uri} is in an archive storage class (${describeS3Error(err)}); restore it before its bucket can be compacted`, 'denied');
   }
   if (isDeniedCode(code) || httpStatus(err) === 403) {
-    return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the worker's AWS credentials and policies`, 'denied');
+    return new StorageError(`access to ${uri} denied (${describeS3Error(err)}); check the AWS credentials and policies of ${WHOSE_CREDENTIALS}`, 'denied');
   }
   if (code === 'NoSuchBucket') {
     // Led by the bucket: the object asked for first may be one the user never named (a plan's manifest).
