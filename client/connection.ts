@@ -48,9 +48,21 @@ export function resolveTarget(flags: { address?: string; namespace?: string; tas
       ...(metadata && Object.keys(metadata).length ? { metadata: Object.fromEntries(Object.entries(metadata).map(([k, v]) => [k, String(v)])) } : {}),
     },
   };
+  checkAddress(target.address, flags.address !== undefined ? '--address' : address ? 'TEMPORAL_ADDRESS or the config profile' : 'the default');
   checkAuth(target.auth);
   if (typeof target.auth.tls === 'object') checkTlsFiles(target.auth.tls);
   return target;
+}
+
+/**
+ * Refuses an address that is not host:port: without a port, or with one out of range, the connection
+ * only times out after ~12 s, blamed on the server ("is the server running there?").
+ */
+function checkAddress(address: string, from: string): void {
+  const parts = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(address);
+  const port = parts ? Number(parts[2]) : 0;
+  if (port >= 1 && port <= 65535) return;
+  throw new UsageError(`Temporal address ${JSON.stringify(address)} (from ${from}) is not host:port with a port from 1 to 65535 (e.g. temporal.example.com:7233, without a scheme)`);
 }
 
 /**

@@ -242,6 +242,21 @@ test('a worker that cannot reach the server says which server, as every command 
   assert.match(dns.stderr, /^earthcatalog-compact: cannot reach Temporal at no-such-host\.invalid:7233\/default: failed to lookup address information: .*\(is the server running there\?/m);
 });
 
+test('a Temporal address that is not host:port is a usage error naming where it came from, not a connection timeout blamed on the server', async () => {
+  for (const [args, env, from] of [
+    [['status', '--address', 'localhost'], {}, '--address'],
+    [['status', '--address', 'localhost:99999'], {}, '--address'],
+    [['worker', '--address', 'http://localhost:7233'], {}, '--address'],
+    [['status'], { TEMPORAL_ADDRESS: 'temporal.internal' }, 'TEMPORAL_ADDRESS or the config profile'],
+  ] as const) {
+    const r = await cli([...args], env);
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`^earthcatalog-compact: Temporal address "[^"]+" \\(from ${from}\\) is not host:port with a port from 1 to 65535`, 'm'));
+  }
+  assert.equal(resolveTarget({ address: '[::1]:7233' }).address, '[::1]:7233');
+  assert.equal(resolveTarget({ address: 'temporal-frontend.ns.svc.cluster.local:7233' }).address, 'temporal-frontend.ns.svc.cluster.local:7233');
+});
+
 test('an empty EARTHCATALOG_TASK_QUEUE means unset, for every command alike (the default queue), and a flag still wins', () => {
   const saved = process.env.EARTHCATALOG_TASK_QUEUE;
   process.env.EARTHCATALOG_TASK_QUEUE = '';
