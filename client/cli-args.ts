@@ -116,7 +116,7 @@ export function compactionInputFromFlags(values: Values, extra: Partial<Compacti
   if (catalogName !== undefined) input.catalogName = catalogName;
   const lockTimeout = wholeNumberFlag('lock-timeout', str('lock-timeout'));
   if (lockTimeout !== undefined) input.lockTimeoutSeconds = lockTimeout;
-  return checked({ ...input, ...extra });
+  return checkedInput({ ...input, ...extra });
 }
 
 /** `--cells a,b` and `--years 2024,2025` as lists, unchecked. */
@@ -176,7 +176,7 @@ function usageErrorNamingFlags(err: unknown): UsageError {
 }
 
 /** The input as the workflow will parse it; its problems as a usage error (the flags were wrong). */
-function checked(input: CompactionInput): CompactionInput {
+export function checkedInput(input: CompactionInput): CompactionInput {
   try {
     parseCompactionInput(input);
   } catch (err) {

@@ -330,13 +330,19 @@ describe('verify', () => {
       const text = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, '--cells', CELLS[1]!, '--years', '2021'], { cwd: REPO_ROOT });
       assert.match(text.stdout, new RegExp(`only cells ${CELLS[1]} and years 2021\n`));
       assert.match(text.stdout, /\nOK: no violations/);
-      for (const bad of [['--cells', ''], ['--years', '20x1'], ['--cells', 'a/b']]) {
+      // A compaction's rules for its locations and names hold for verify too: a presigned catalog URL is not a missing catalog.
+      const presigned = ['--catalog', 's3://bucket/catalog.db?X-Amz-Signature=abc'];
+      for (const bad of [['--cells', ''], ['--years', '20x1'], ['--cells', 'a/b'], presigned, ['--catalog', 'arn:aws:s3tables:us-east-1:123:bucket/x'], ['--table', 'a-b']]) {
         const refused = await execFileP(process.execPath, [cli, 'verify', '--warehouse', warehouse, '--catalog', catalog, ...bad], { cwd: REPO_ROOT }).then(
           () => assert.fail(`verify ${bad.join(' ')} must be refused`),
           (err: { code?: number; stderr?: string }) => err,
         );
         assert.equal(refused.code, 64, `${bad.join(' ')}: ${refused.stderr}`);
         assert.match(refused.stderr!, /usage: earthcatalog-compact verify/);
+        if (bad === presigned) {
+          assert.match(refused.stderr!, /^earthcatalog-compact: --catalog: an s3:\/\/ catalog is a plain location, without a query string or fragment/);
+          assert.doesNotMatch(refused.stderr!, /X-Amz-Signature/);
+        }
       }
     } finally {
       await fs.rm(path.join(warehouse, stray));

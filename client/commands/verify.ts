@@ -1,7 +1,7 @@
 import { promises as fs, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { bucketSelectionFromFlags, location, parse } from '../cli-args';
+import { bucketSelectionFromFlags, checkedInput, location, parse } from '../cli-args';
 import type { BucketSelection } from '../../workflows/contract';
 import { UsageError } from '../cli-args';
 import { verifyWarehouse, type VerifyReport } from '../../activities/verification/verify-warehouse';
@@ -32,6 +32,16 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
   if (!values.warehouse) throw new UsageError('--warehouse is required');
   if (!values.catalog) throw new UsageError('--catalog is required');
   const selection = bucketSelectionFromFlags(values);
+  // The rules a compaction's locations and names follow: a presigned catalog URL or a malformed ARN is a
+  // usage error here too, not a missing catalog (with the URL's signature in the report).
+  const names = { namespace: values['iceberg-namespace'], table: values.table, catalogName: values['catalog-name'] };
+  const given = { warehouse: location(values.warehouse, 'warehouse'), catalog: location(values.catalog, 'catalog') };
+  try {
+    checkedInput({ ...given, ...Object.fromEntries(Object.entries(names).filter(([, v]) => v !== undefined)), ...selection });
+  } catch (err) {
+    throw new UsageError((err as Error).message.replace(/^invalid compaction input: /, ''));
+  }
+  const { warehouse, catalog } = given;
   // Downloads of an S3 warehouse go below a directory of this process, removed also when it is
   // interrupted (Ctrl-C mid-download would otherwise leave up to a batch of files behind).
   const scratchBase = path.resolve(values['scratch-dir'] ?? os.tmpdir());
@@ -50,11 +60,9 @@ export async function runVerifyCommand(argv: string[]): Promise<number> {
   try {
     const report = await verifyWarehouse({
       ...selection,
-      warehouse: location(values.warehouse, 'warehouse'),
-      catalog: location(values.catalog, 'catalog'),
-      namespace: values['iceberg-namespace'],
-      table: values.table,
-      catalogName: values['catalog-name'],
+      warehouse,
+      catalog,
+      ...names,
       scratchDir,
     });
     console.log(values.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
