@@ -4,7 +4,7 @@
  * of its config file (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE), through the SDK's envconfig.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { Client, Connection, type TLSConfig } from '@temporalio/client';
+import { Client, Connection, isGrpcServiceError, type TLSConfig } from '@temporalio/client';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 import { UsageError } from './cli-args';
@@ -150,6 +150,7 @@ export function describeTarget(target: TemporalTarget): string {
 
 export async function connectClient(target: TemporalTarget): Promise<Client> {
   checkAuth(target.auth);
+  let client: Client;
   try {
     const connection = await Connection.connect({
       address: target.address,
@@ -158,11 +159,29 @@ export async function connectClient(target: TemporalTarget): Promise<Client> {
       // A command following a run through a restart of the server reconnects within 5 s of its return, not after grpc's backoff of up to 2 minutes.
       channelArgs: { 'grpc.max_reconnect_backoff_ms': 5_000 },
     });
-    return new Client({ connection, namespace: target.namespace });
+    client = new Client({ connection, namespace: target.namespace });
   } catch (err) {
     throw unreachable(target, err);
   }
+  // Every command's first call would otherwise fail with the server's bare "Namespace not found: 'x'",
+  // naming neither the server nor where the name came from. Only that answer counts: a key that may not
+  // describe the namespace leaves the command's own calls to say what they may not do.
+  const missing = await client.workflowService.describeNamespace({ namespace: target.namespace }).then(
+    () => false,
+    (err: unknown) => isGrpcServiceError(err) && err.code === GRPC_NOT_FOUND,
+  );
+  if (missing) {
+    await client.connection.close();
+    throw new Error(
+      `namespace ${target.namespace} does not exist on the Temporal server at ${target.address} (--namespace, TEMPORAL_NAMESPACE or the config profile names it; ` +
+        `temporal operator namespace list --address ${target.address} lists those there)`,
+    );
+  }
+  return client;
 }
+
+/** gRPC's NOT_FOUND status code. */
+const GRPC_NOT_FOUND = 5;
 
 /**
  * Why the server could not be reached, naming where and how it was tried. The core's transport errors

@@ -663,6 +663,26 @@ describe('Ctrl-C and the cancel command', () => {
   });
 });
 
+describe('the CLI with a namespace the server lacks', () => {
+  it('compact and status say which namespace on which server, and where the name came from, not only the server\'s bare "Namespace not found"', async () => {
+    const bin = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+    for (const [args, env] of [
+      [['status', '--address', h.address, '--namespace', 'no-such-namespace'], {}],
+      [['--warehouse', '/tmp/ec-no-namespace', '--catalog', '/tmp/ec-no-namespace.db', '--address', h.address], { TEMPORAL_NAMESPACE: 'no-such-namespace' }],
+    ] as const) {
+      await assert.rejects(run(process.execPath, [bin, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env } }), (err: { code?: number; stderr?: string }) => {
+        assert.equal(err.code, 1, err.stderr);
+        assert.equal(
+          err.stderr?.trim(),
+          `earthcatalog-compact: namespace no-such-namespace does not exist on the Temporal server at ${h.address} (--namespace, TEMPORAL_NAMESPACE or the config profile names it; ` +
+            `temporal operator namespace list --address ${h.address} lists those there)`,
+        );
+        return true;
+      });
+    }
+  });
+});
+
 describe('the CLI when nobody serves the run', () => {
   it('a run on a task queue no worker polls: the CLI says so and names the queue; the same workflow id again, and a resume of its warehouse, are refused naming it', async () => {
     const fx = await makeFixture('cli-no-worker');
