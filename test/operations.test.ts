@@ -1217,6 +1217,17 @@ async function resetAfter(
   return { taskDone: taskDone.eventId!.toNumber(), runId: runId! };
 }
 
+/** The run `runId` of `workflowId` fails as LockLost, naming `holderId` as the lock's holder. */
+async function assertLockLostTo(workflowId: string, runId: string, holderId: string): Promise<void> {
+  await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    const cause = err.cause as ApplicationFailure;
+    assert.equal(cause.type, FailureTypes.lockLost);
+    assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holderId}\\)`));
+    return true;
+  });
+}
+
 describe('a run reset past its lock grant', () => {
   it('fails as LockLost naming the holder instead of writing beside it; nothing rebuilt', async () => {
     const fx = await makeFixture('reset-past-grant', { cells: ['8128bffffffffff'], years: [2021, 2022] });
@@ -1237,13 +1248,7 @@ describe('a run reset past its lock grant', () => {
         (events) => events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted'),
         'reset past the lock grant',
       );
-      await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
-        assert.ok(err instanceof WorkflowFailedError, String(err));
-        const cause = err.cause as ApplicationFailure;
-        assert.equal(cause.type, FailureTypes.lockLost);
-        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.holderId}\\)`));
-        return true;
-      });
+      await assertLockLostTo(workflowId, runId, holder.holderId);
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-lock-lost');
       assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
 
@@ -1274,13 +1279,7 @@ describe('a run reset to the grant of its catalog lock', () => {
         (events) => events.reduce((last, e, i) => (e.workflowExecutionSignaledEventAttributes?.signalName === 'earthcatalog.lock.granted' ? i : last), -1),
         'reset to the catalog lock grant',
       );
-      await assert.rejects(h.client.workflow.getHandle(workflowId, runId).result(), (err: unknown) => {
-        assert.ok(err instanceof WorkflowFailedError, String(err));
-        const cause = err.cause as ApplicationFailure;
-        assert.equal(cause.type, FailureTypes.lockLost);
-        assert.match(cause.message, new RegExp(`no longer held by this run \\(it is held by workflow ${holder.holderId}\\)`));
-        return true;
-      });
+      await assertLockLostTo(workflowId, runId, holder.holderId);
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-catalog-grant-lock-lost');
       const events = (await h.client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
       const rebuilds = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'rebuildCatalog');
