@@ -91,8 +91,10 @@ describe('worker metrics', () => {
       for (const kind of ['unreadable', 'schema_mismatch', 'partition_mismatch', 'dropped_registration']) {
         assert.equal(sample(metrics, 'earthcatalog_catalog_problem_files_total', { kind, activityType: 'rebuildCatalog', taskQueue: queue }), 0, `a clean table has no ${kind} files`);
       }
-      // The worker's log tells the run's story too: one INFO line when planned, one when done.
-      const log = worker.output();
+      // The worker's log tells the run's story too: one INFO line when planned, one when done (the runtime's
+      // log collector writes lines up to ~200 ms after they are logged, so the last may follow the result).
+      const { output } = run.worker;
+      const log = await waitFor('the run\'s last log line', async () => (/ compaction of \S+ done \{/.test(output()) ? output() : undefined), 10_000);
       assert.match(log, new RegExp(`\\[INFO\\] compaction of ${fx.warehouse.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 6 of 6 buckets to compact`));
       // One line per entry, its attributes included, so a log shipper takes it as one event.
       assert.match(log, /^\S+ \[INFO\] compaction of \S+ done \{.*bucketsCompacted: 6,.*failedBuckets: 0.*\}$/m);

@@ -178,7 +178,11 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   }
   // Before the worker is created: a stop delivered twice while it bundles would otherwise end the
   // process by Node's default, leaving its scratch directory behind.
-  const stopHandling = handleRepeatedStops();
+  // The runtime's log collector holds lines for ~100 ms: flushed, the last ones before a second signal are not lost.
+  const stopHandling = handleRepeatedStops((code) => {
+    Runtime.instance().flushLogs();
+    process.exit(code);
+  });
   let created: Awaited<ReturnType<typeof createWorker>>;
   try {
     created = await createWorker(opts);
