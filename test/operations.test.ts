@@ -1237,6 +1237,8 @@ describe('a run reset past its lock grant', () => {
     assert.equal(summary.bucketsCompacted, 2);
     const filesAfter = await listFiles(fx.warehouse);
     const pointerAfter = tablePointer(fx.catalog);
+    const plansDir = path.join(fx.warehouse, '_earthcatalog_compaction', 'plans');
+    const plansAfter = await fs.readdir(plansDir);
 
     // Another workflow holds the warehouse lock now, as the next scheduled run would.
     const holder = await holdLock('warehouse', fx.warehouse, 'reset');
@@ -1251,6 +1253,8 @@ describe('a run reset past its lock grant', () => {
       await assertLockLostTo(workflowId, runId, holder.holderId);
       await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-reset-lock-lost');
       assert.deepEqual(await listFiles(fx.warehouse), filesAfter, 'the reset run wrote nothing');
+      // Not even a plan: one written beside the holder made the holder's own resume refuse its plan as older.
+      assert.deepEqual(await fs.readdir(plansDir), plansAfter, 'the reset run made no plan');
 
       assert.equal(tablePointer(fx.catalog), pointerAfter, 'and rebuilt nothing');
       const lock = await h.client.workflow.getHandle(lockWorkflowId('warehouse', fx.warehouse)).query(lockStateQuery);

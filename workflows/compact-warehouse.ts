@@ -88,6 +88,8 @@ const LOCK_CONFIRMED_FOR_MS = 10_000;
 const NO_LOCK_WORKFLOW_ID = 'no-compaction-under-a-lock-workflow-id';
 /** patched() id of the refusal of a first run's input by the schema (rules the schema gained after runs were started). */
 const SCHEMA_REFUSAL = 'input-refused-by-schema';
+/** patched() id of the checks, once the warehouse lock is granted and before the plan is made, that the run still holds it. */
+const CONFIRM_LOCK_BEFORE_PLANNING = 'confirm-warehouse-lock-before-planning';
 /** patched() id of the check, once the catalog lock is granted, that the run still holds it and the warehouse lock. */
 const CONFIRM_LOCKS_BEFORE_REBUILD = 'confirm-locks-once-catalog-lock-granted';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
@@ -231,10 +233,17 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
   const lockOptions = { purpose: `compaction of ${input.warehouse}`, timeoutSeconds: input.lockTimeoutSeconds };
   return withResourceLock('warehouse', input.warehouse, lockOptions, async (warehouseLock) => {
     const locked = async (realPathLock?: HeldLock) => {
+      // A run reset into its wait for the lock, or past the grant, replays the grant: it asks the lock
+      // workflow before it takes the pipeline's lock object and again before it writes a plan (a reset to a
+      // point after the first ask), so that it writes nothing beside the holder. A plan written there made
+      // the holder's own resume refuse its plan as older. (Runs recorded before this replay without them.)
+      const confirmBeforeWriting = patched(CONFIRM_LOCK_BEFORE_PLANNING);
+      if (confirmBeforeWriting) await confirmLockHeld(warehouseLock);
       progress.phase = 'planning';
       publishDetails(input, progress);
       return withPipelineLock(input, progress, async () => {
         await control.checkCatalog(catalogRequest(input));
+        if (confirmBeforeWriting) await confirmLockHeld(warehouseLock);
         const plan = input.resumePlanId
           ? await control.loadPlan({ warehouse: input.warehouse, planId: input.resumePlanId })
           : await planning.planCompaction(planRequest(input));
