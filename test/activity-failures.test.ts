@@ -151,6 +151,7 @@ test("the core's own warnings: one per message every 30 s with a count of those 
     logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' });
     logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-2', failure: 'x' });
     logger.warn('Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' });
+    logger.warn(`Error when recording heartbeat: ${dump}`, { sdkComponent: 'core' });
     assert.deepEqual(
       entries.map((e) => [e.message, e.meta]),
       [
@@ -159,6 +160,7 @@ test("the core's own warnings: one per message every 30 s with a count of those 
         ['gRPC call poll_activity_task_queue retried 9 times', { sdkComponent: 'core', target: 'temporalio_client::retry', error: 'tcp connect error (Unavailable)', repeated: '2 more like it in the last 31 s' }],
         ['Failing workflow task', { sdkComponent: 'core', runId: 'run-1', failure: 'x' }],
         ['Failing workflow task', { sdkComponent: 'core', runId: 'run-2', failure: 'x' }],
+        ['Error when recording heartbeat: tcp connect error (Unavailable)', { sdkComponent: 'core' }],
       ],
     );
   } finally {

@@ -1574,6 +1574,25 @@ describe('worker shutdown', () => {
     return handle;
   }
 
+  it('a cancelled run says so in the worker log, with its buckets done (the SDK logs failed runs only)', async () => {
+    const fx = await makeFixture('cancel-logged', { cells: ['8128bffffffffff'], years: [2021] });
+    const queue = uniqueTaskQueue('cancel-logged');
+    const worker = spawnWorkerProcess(h, queue);
+    const holder = await holdLock('warehouse', fx.warehouse, 'cancel-logged');
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId: `cancel-logged-${Date.now()}`, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+      await waitFor('the run waiting for the lock', async () => ((await handle.query<CompactionProgress>('progress')).phase === 'waiting-for-lock' ? true : undefined), 180_000);
+      await handle.cancel();
+      await assert.rejects(handle.result());
+      const line = await waitFor('the line of the cancelled run', async () => worker.output().split('\n').find((l) => l.includes(' cancelled: ')), 10_000);
+      assert.match(line, /^\S+ \[INFO\] compaction of \S+ cancelled: 0 of 0 buckets done \{.*planId: 'none'.*\}$/);
+      assert.ok(line.includes(fx.warehouse), line);
+    } finally {
+      await holder.stop();
+      await worker.stop();
+    }
+  });
+
   it("the SDK core's own warnings reach the worker's log as its other lines do: one line each, without colour codes", async () => {
     const queue = uniqueTaskQueue('core-warning');
     const worker = spawnWorkerProcess(h, queue);

@@ -73,8 +73,10 @@ export class WorkerLogger extends DefaultLogger {
    * lines a minute), so one message is logged at most every CORE_REPEAT_MS with how many like it were left
    * out, and its gRPC status is the status's message and code, not Rust's dump of it.
    */
-  private logCore(level: LogLevel, message: string, meta: LogMetadata): void {
+  private logCore(level: LogLevel, raw: string, meta: LogMetadata): void {
     const now = Date.now();
+    // The dump may be in the message itself ('Error when recording heartbeat: Status { … }').
+    const message = withoutStatusDump(raw);
     // Alike whatever their counts ('retried 6 times', '… 7 times'); one workflow's failing task must not hide another's.
     const alike = message.replace(/\d+/g, 'N');
     const key = typeof meta.runId === 'string' ? `${alike} ${meta.runId}` : alike;

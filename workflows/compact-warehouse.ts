@@ -210,7 +210,20 @@ export async function compactWarehouse(rawInput: unknown, carried?: CarriedState
 
   const progress: CompactionProgress = carried?.progress ?? initialProgress();
   setHandler(progressQuery, () => ({ ...progress, locks: currentLockStates() }));
+  try {
+    return await lockedRun(input, progress, carried);
+  } catch (err) {
+    // The SDK logs a failed run, not a cancelled one: without this line a cancelled run's log ended at its plan.
+    if (isCancellation(err)) {
+      const rebuilt = progress.phase === 'rebuilt-before-ending' ? '; the table was rebuilt from the files as they are' : '';
+      log.info(`compaction of ${input.warehouse} cancelled: ${progress.bucketsDone} of ${progress.bucketsTotal} buckets done${rebuilt}`, { planId: progress.planId ?? 'none' });
+    }
+    throw err;
+  }
+}
 
+/** The run from its lock on: adopted across continue-as-new, none for a dry run, else taken and held to the end. */
+async function lockedRun(input: CompactionRequest, progress: CompactionProgress, carried: CarriedState | undefined): Promise<CompactionSummary> {
   if (carried) {
     // The lock is held by workflow id, which continue-as-new keeps; this run adopts it and resumes the walk.
     const run = () => withPipelineLock(input, null, () => runPlan(input, progress, carried));
@@ -403,8 +416,21 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
     rowsAfter: summary.rowsAfter,
     duplicatesRemoved: summary.duplicatesRemoved,
     snapshotId: summary.snapshotId ?? 'none',
+    // What `compact` would exit 3 for, in the log of a scheduled run too (which no command follows).
+    ...catalogProblemCounts(summary),
   });
   return summary;
+}
+
+/** The summary's counts of files readers cannot use as the table, only those that are not 0. */
+function catalogProblemCounts(summary: CompactionSummary): Record<string, number> {
+  const counts: Record<string, number> = {
+    unreadableFiles: summary.unreadableFilesTotal,
+    schemaMismatchFiles: summary.schemaMismatchFilesTotal ?? 0,
+    partitionMismatchFiles: summary.partitionMismatchFilesTotal ?? 0,
+    droppedRegistrations: summary.droppedRegistrationsTotal ?? 0,
+  };
+  return Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0));
 }
 
 /**
