@@ -266,7 +266,7 @@ test('a stop signal repeated within a second is the same stop (`timeout` deliver
   const exits: number[] = [];
   const said: string[] = [];
   mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
-  const error = mock.method(console, 'error', (...args: unknown[]) => void said.push(args.join(' ')));
+  const write = mock.method(process.stderr, 'write', (chunk: string | Uint8Array) => said.push(String(chunk)) > 0);
   const stopListening = handleRepeatedStops((code) => void exits.push(code));
   try {
     process.emit('SIGTERM', 'SIGTERM');
@@ -277,12 +277,12 @@ test('a stop signal repeated within a second is the same stop (`timeout` deliver
     mock.timers.tick(1);
     process.emit('SIGINT', 'SIGINT');
     assert.deepEqual(exits, [130]);
-    assert.match(said.join('\n'), /^worker: a second SIGINT: stopping at once, without the shutdown grace; the buckets in flight are retried by another worker after the 30 s heartbeat timeout/);
+    assert.match(said.join(''), /^\S+Z \[WARN\] worker: a second SIGINT: stopping at once, without the shutdown grace; the buckets in flight are retried by another worker after the 30 s heartbeat timeout/);
     process.emit('SIGTERM', 'SIGTERM');
     assert.deepEqual(exits, [130, 143]);
   } finally {
     stopListening();
-    error.mock.restore();
+    write.mock.restore();
     mock.timers.reset();
   }
   assert.deepEqual({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }, listening, 'it stops listening with the worker');

@@ -97,6 +97,11 @@ export class WorkerLogger extends DefaultLogger {
 /** How often one of the core's messages is logged at most (WorkerLogger.logCore). */
 const CORE_REPEAT_MS = 30_000;
 
+/** One of the worker's own lines, in the log's format: a shipper that splits entries at their timestamp takes it as one. */
+function workerLine(level: LogLevel, message: string): void {
+  oneLineEntry({ level, timestampNanos: BigInt(Date.now()) * 1_000_000n, message });
+}
+
 /** The first line of each message along an error's causes, outermost first. */
 function messageChain(error: Error): string {
   const parts: string[] = [];
@@ -198,14 +203,15 @@ export async function runWorker(opts: WorkerProcessOptions): Promise<void> {
   }
   try {
     const { scratch } = await plugin.local.ready;
-    console.error(
+    workerLine(
+      'INFO',
       `worker: task queue ${worker.options.taskQueue} on ${describeTarget({ ...opts, auth: opts.auth ?? {} })}; ` +
         `${plugin.concurrency} concurrent bucket(s) of ${plugin.resources.memoryBudgetMb} MB on ${bucketTaskQueue(worker.options.taskQueue)}; scratch ${scratch.dir}` +
         `; shutdown grace ${opts.shutdownGraceSeconds ?? 0} s` +
         (opts.metricsBindAddress ? `; metrics on http://${opts.metricsBindAddress}/metrics` : ''),
     );
     for (const s of scratch.swept) {
-      console.error(`worker: removed ${s.dir} (${(s.bytes / 1048576).toFixed(1)} MB) left by a worker that is gone (${s.reason})`);
+      workerLine('INFO', `worker: removed ${s.dir} (${(s.bytes / 1048576).toFixed(1)} MB) left by a worker that is gone (${s.reason})`);
     }
     await worker.run();
   } finally {
@@ -232,7 +238,8 @@ export function handleRepeatedStops(exit: (code: number) => void = (code) => pro
     const now = Date.now();
     if (firstAt === undefined) firstAt = now;
     else if (now - firstAt >= SAME_STOP_MS) {
-      console.error(
+      workerLine(
+        'WARN',
         `worker: a second ${signal}: stopping at once, without the shutdown grace; the buckets in flight are retried by another worker ` +
           `after the ${HEARTBEAT_TIMEOUT_MS / 1000} s heartbeat timeout, and its scratch is removed by the next worker on this machine`,
       );
