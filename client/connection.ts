@@ -181,7 +181,7 @@ export async function connectClient(target: TemporalTarget): Promise<Client> {
 }
 
 /** gRPC's NOT_FOUND status code. */
-const GRPC_NOT_FOUND = 5;
+export const GRPC_NOT_FOUND = 5;
 
 /**
  * Why the server could not be reached, naming where and how it was tried. The core's transport errors

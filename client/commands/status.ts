@@ -17,7 +17,7 @@ import {
 import type { CompactionProgress } from '../../workflows/progress';
 import { decodeHistoryPayload } from '../../activities/locking/history-payload';
 import { firstLine } from '../../activities/error-text';
-import { connectClient, resolveTarget } from '../connection';
+import { connectClient, GRPC_NOT_FOUND, resolveTarget } from '../connection';
 import { createProgressRenderer, progressLine } from '../progress-bar';
 import { OUTAGE_LIMIT_MS, throughOutages } from '../server-outages';
 import { describeWorkflowError, NO_ANSWER_MS, QUERY_DEADLINE_MS, queryProgress, tryQueryProgress } from '../start-compaction';
@@ -227,13 +227,13 @@ const RECENT_POLL_MS = 90_000;
 /** temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW. */
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 
-/** How many workers polled `taskQueue` for workflow tasks within RECENT_POLL_MS (0 when the server cannot say). */
 /** What `compact` and `status --watch` say once a run has not answered its progress query for NO_ANSWER_MS, the server answering. */
 export async function unansweredNotice(client: Client, workflowId: string, taskQueue: string, error: string, connection: readonly string[]): Promise<string> {
   const why = noAnswer(workflowId, taskQueue, 0, await recentWorkflowPollers(client, taskQueue), connection);
   return `earthcatalog-compact: ${workflowId} has not answered for over ${NO_ANSWER_MS / 1000} s (${error}) ${why}. Still waiting.`;
 }
 
+/** How many workers polled `taskQueue` for workflow tasks within RECENT_POLL_MS (0 when the server cannot say). */
 export async function recentWorkflowPollers(client: Client, taskQueue: string): Promise<number> {
   const response = await client.workflowService
     .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: TASK_QUEUE_TYPE_WORKFLOW })
@@ -274,7 +274,6 @@ export interface InterruptedCompaction {
   input: CompactionRequest;
 }
 
-const GRPC_NOT_FOUND = 5;
 /** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED. */
 const PENDING_ACTIVITY_STATE_STARTED = 2;
 /** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED. */
@@ -672,7 +671,6 @@ async function finishingCommand(
   const command = input ? resumeCommand(input, run.taskQueue, connection, planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${planId}`;
   return { text: `${done}; finish it with ${command}`, planId, command };
 }
-
 
 /** Whether `run` failed because a file of its plan is missing or damaged (PlanNotFound anywhere in the failure's causes). */
 async function failedOnItsPlan(client: Client, run: { workflowId: string; runId: string }): Promise<boolean> {
