@@ -46,7 +46,7 @@ export const compactionFlags = {
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true });
+    parsed = parseArgs({ args: withNegativeValues(argv, options), allowPositionals: false, strict: true, options });
   } catch (err) {
     // Node puts its hint (`--max-parallel=-1` for a value that starts with a dash) on a second line.
     throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, ' '));
@@ -55,6 +55,24 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
     if (value === '') throw new UsageError(`--${name} was given empty: give it a value or leave it out`);
   }
   return parsed;
+}
+
+/**
+ * `--threshold -1` as `--threshold=-1`: node's parser takes a value that starts with a dash for a flag and
+ * answers with its hint about `=`, where the operator should hear what the flag takes. No flag is a dash
+ * and a digit, so such a word can only be the value.
+ */
+function withNegativeValues(argv: string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i]!.startsWith('--') ? argv[i]!.slice(2) : undefined;
+    const next = argv[i + 1];
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else out.push(argv[i]!);
+  }
+  return out;
 }
 
 /** `--name`'s value as a whole number (undefined when absent); `positive` refuses 0 and below. */

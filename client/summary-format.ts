@@ -62,7 +62,13 @@ export function formatSummary(s: CompactionSummary): string {
   if (s.dryRun) {
     // A real run rebuilds the table even with nothing to compact: it registers what was delivered since.
     const head = `dry run: nothing was changed; ${s.bucketsCompacted} bucket(s) would be compacted and the table rebuilt from the files as they are then`;
-    lines.unshift(s.sampleBuckets.length ? `${head}, the largest:` : head, ...s.sampleBuckets.map((b) => `  ${b}`));
+    const unlisted = s.bucketsCompacted - s.sampleBuckets.length;
+    lines.unshift(
+      s.sampleBuckets.length ? `${head}, the largest:` : head,
+      ...s.sampleBuckets.map((b) => `  ${b}`),
+      // The plan's sample is bounded (a whole warehouse is thousands of buckets): say that it is one.
+      ...(s.sampleBuckets.length && unlisted > 0 ? [`  … and ${unlisted} more`] : []),
+    );
   }
   if (s.objectsIgnored) {
     lines.push(

@@ -90,16 +90,25 @@ test('a stray word is refused naming it, before any server is contacted: "dry-ru
   }
 });
 
-test('whole numbers are decimal digits: 1e3, 2024.0 and 0x7e8 are refused; a negative value names the flag and the = spelling', async () => {
+test('whole numbers are decimal digits: 1e3, 2024.0 and 0x7e8 are refused; a negative value is taken as the value it is and refused naming the flag and what it takes', async () => {
   const base = ['--warehouse', '/w', '--catalog', '/c.db', '--dry-run'];
   for (const years of ['1e3', '2024.0', '0x7e8']) {
     const r = await cli([...base, '--years', years]);
     assert.equal(r.code, 64, `--years ${years}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`--years must be a whole number, got "${years}"`));
   }
-  const negative = await cli([...base, '--max-parallel', '-1']);
-  assert.equal(negative.code, 64, negative.stderr);
-  assert.match(negative.stderr, /^earthcatalog-compact: Option '--max-parallel' argument is ambiguous\..* '--max-parallel=-XYZ'/);
+  // Node's parser alone answers `--threshold -1` with its hint about spelling `--threshold=-XYZ`.
+  for (const [flag, takes] of [
+    ['--max-parallel', />=1/],
+    ['--threshold', />=1/],
+    ['--lock-timeout', />=0/],
+  ] as const) {
+    const negative = await cli([...base, flag, '-1']);
+    assert.equal(negative.code, 64, negative.stderr);
+    assert.match(negative.stderr, new RegExp(`^earthcatalog-compact: invalid compaction input: ${flag}: .*${takes.source}`));
+  }
+  const year = await cli([...base, '--years', '-2024']);
+  assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: --years item 1: a year has four digits \(1000 to 9999\), got -2024/);
 });
 
 test('bad values are usage errors (exit 64) whether the flag parser or the input schema finds them, before any server is contacted', async () => {

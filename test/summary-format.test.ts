@@ -69,6 +69,13 @@ test("a dry run's plan id is marked as not written (resume --plan cannot find it
   assert.match(formatSummary({ ...base, dryRun: true, bucketsCompacted: 0 }), /^dry run: nothing was changed; 0 bucket\(s\) would be compacted and the table rebuilt from the files as they are then$/m);
 });
 
+test("a dry run lists the largest buckets and says how many more it would compact", () => {
+  const sampleBuckets = ['grid_partition=a/year=2020', 'grid_partition=b/year=2020'];
+  const text = formatSummary({ ...base, dryRun: true, bucketsCompacted: 30, sampleBuckets });
+  assert.match(text, /would be compacted .*, the largest:\n  grid_partition=a\/year=2020\n  grid_partition=b\/year=2020\n  … and 28 more\n/);
+  assert.doesNotMatch(formatSummary({ ...base, dryRun: true, bucketsCompacted: 2, sampleBuckets }), /… and \d+ more/, 'every bucket listed');
+});
+
 test('a run that created the table says so, and how to recognise a mistyped catalog or table', () => {
   assert.doesNotMatch(formatSummary(base), /was created/);
   assert.match(
