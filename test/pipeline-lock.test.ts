@@ -92,11 +92,11 @@ describe('pipeline lock object', () => {
       [earlierReleaseLock('python-ingest', 3600_000), 1],
     ] as const) {
       const { store, file } = await storeWithLock(body);
-      const owner = (JSON.parse(body) as { owner: string }).owner;
+      const { owner, hostname } = JSON.parse(body) as { owner: string; hostname?: string };
       const asked: string[] = [];
       await assert.rejects(acquirePipelineLock(store, 'wf-b', async (o) => void asked.push(o), KEY), (err: Error) => {
         assert.ok(err instanceof PipelineLockBusyError, err.message);
-        const m = new RegExp(`^pipeline lock .*/\\.lock is held by ${owner} until (\\S+)$`).exec(err.message);
+        const m = new RegExp(`^pipeline lock .*/\\.lock is held by ${owner}${hostname ? ` on ${hostname}` : ''} until (\\S+)$`).exec(err.message);
         assert.ok(m, err.message);
         const hoursLeft = (Date.parse(m[1]!) - Date.now()) / 3600_000;
         assert.ok(Math.abs(hoursLeft - until) < 0.1, `${owner}: ${hoursLeft} h left, expected ${until}`);
@@ -118,15 +118,19 @@ describe('pipeline lock object', () => {
     }
   });
 
-  it('takes over a stale or an abandoned one, saying why', async () => {
-    for (const body of [pythonLock('incremental', 13 * 3600_000), pythonLock('incremental', 3 * 3600_000, 2), earlierReleaseLock('python-ingest', -1000)]) {
+  it('takes over a stale or an abandoned one, saying whose it was and why', async () => {
+    for (const [body, whose] of [
+      [pythonLock('incremental', 13 * 3600_000), 'incremental on py-host'],
+      [pythonLock('incremental', 3 * 3600_000, 2), 'incremental on py-host'],
+      [earlierReleaseLock('python-ingest', -1000), 'python-ingest'],
+    ] as const) {
       const stale = await storeWithLock(body);
-      assert.match((await acquirePipelineLock(stale.store, 'wf-c', running, KEY)) ?? '', /took over .*: expired at/);
+      assert.match((await acquirePipelineLock(stale.store, 'wf-c', running, KEY)) ?? '', new RegExp(`^took over pipeline lock .*/\\.lock from ${whose}: expired at `));
       assert.equal((await bodyOf(stale.file)).owner, 'wf-c');
     }
     const abandoned = await storeWithLock(pythonLock('wf-terminated', 60_000, 24));
     const note = await acquirePipelineLock(abandoned.store, 'wf-c', async (owner) => (owner === 'wf-terminated' ? 'TERMINATED' : undefined), KEY);
-    assert.match(note ?? '', /its owner, workflow wf-terminated, is terminated/);
+    assert.match(note ?? '', /from wf-terminated on py-host: its owner, workflow wf-terminated, is terminated/);
     assert.equal((await bodyOf(abandoned.file)).owner, 'wf-c');
   });
 

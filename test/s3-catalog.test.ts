@@ -724,7 +724,7 @@ describe('compactWarehouse on S3 through injected faults (Temporal, worker proce
     const raw = await listKeys(moto.client, E2E_BUCKET, 'wh');
     assert.deepEqual(raw.filter((k) => !k.endsWith('.parquet') && !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')), [], 'no temporary objects');
     assert.ok(!(await listKeys(moto.client, E2E_BUCKET, '')).includes('.lock'), 'the pipeline lock object was released');
-    assert.match(worker.output(), new RegExp(`took over pipeline lock s3://${E2E_BUCKET}/\\.lock: expired at`));
+    assert.match(worker.output(), new RegExp(`took over pipeline lock s3://${E2E_BUCKET}/\\.lock from incremental on py-host: expired at`));
   });
 
   it('went through injected faults', () => {

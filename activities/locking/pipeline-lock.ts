@@ -38,6 +38,8 @@ interface PipelineLockBody {
 interface HeldLock {
   owner: string;
   expiresAt: number;
+  /** Where its owner ran, when the object says (the Python pipeline's and ours do): ` on HOST`, or ''. */
+  where: string;
 }
 
 export class PipelineLockBusyError extends Error {}
@@ -92,11 +94,12 @@ export async function acquirePipelineLock(
     const status = await abandoned(held.owner);
     if (status) why = `its owner, workflow ${held.owner}, is ${status.toLowerCase()}`;
   }
-  if (!why) throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held.owner} until ${until}`);
+  if (!why) throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held.owner}${held.where} until ${until}`);
   if ((await store.writeSmall(key, bytes, current.version)) === 'conflict') {
     throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while taking it over`);
   }
-  return `took over pipeline lock ${store.uri(key)}: ${why}`;
+  // Whose it was: a stale Python pipeline's object may be a job that crashed on that host.
+  return `took over pipeline lock ${store.uri(key)} from ${held.owner}${held.where}: ${why}`;
 }
 
 export async function releasePipelineLock(store: WarehouseStore, owner: string, key: string): Promise<void> {
@@ -113,11 +116,12 @@ function parseLock(body: Buffer): HeldLock | undefined {
     return undefined;
   }
   if (!parsed || typeof parsed !== 'object' || typeof parsed.owner !== 'string') return undefined;
+  const where = typeof parsed.hostname === 'string' && parsed.hostname ? ` on ${parsed.hostname}` : '';
   const expires = typeof parsed.expires_at === 'string' ? Date.parse(parsed.expires_at) : NaN;
-  if (Number.isFinite(expires)) return { owner: parsed.owner, expiresAt: expires };
+  if (Number.isFinite(expires)) return { owner: parsed.owner, expiresAt: expires, where };
   const acquired = typeof parsed.acquired === 'string' ? Date.parse(parsed.acquired) : NaN;
   const ttlHours = typeof parsed.ttl_hours === 'number' && Number.isFinite(parsed.ttl_hours) ? parsed.ttl_hours : PYTHON_TTL_HOURS;
-  return Number.isFinite(acquired) ? { owner: parsed.owner, expiresAt: acquired + ttlHours * 3600_000 } : undefined;
+  return Number.isFinite(acquired) ? { owner: parsed.owner, expiresAt: acquired + ttlHours * 3600_000, where } : undefined;
 }
 
 /** `2026-12-06T10:00:00.123+00:00`: Python before 3.11 reads no `Z` in datetime.fromisoformat. */
