@@ -11,6 +11,7 @@ import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { claimWorkerScratch } from '../activities/compaction/worker-scratch';
+import { isOutOfMemory, openDuckSession } from '../activities/compaction/duckdb-session';
 import { CatalogCommitNotAppliedError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
@@ -120,6 +121,27 @@ test('a worker that cannot claim a full scratch directory names it and leaves no
     return true;
   });
   assert.deepEqual(await fs.readdir(disk), ['filler'], 'nothing but the filler, not even an empty claim directory');
+});
+
+test("DuckDB's spill into a nearly full scratch directory fails as the disk's error, not as out of memory, and the same session spills once there is room", async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(64))!;
+  const filler = await fill(disk);
+  // Room for a little spill: DuckDB's own cap (90 % of it, frozen when it first spilled) stayed after space was freed.
+  await fs.truncate(filler, (await fs.stat(filler)).size - 2 * 1024 * 1024);
+  const session = await openDuckSession({ tempDir: path.join(disk, 'spill'), memoryLimitMb: 64, threads: 1 });
+  try {
+    const sort = "SELECT count(*) AS n FROM (SELECT repeat('x', 100) || i::VARCHAR AS s FROM range(1000000) r(i) ORDER BY s DESC)";
+    await assert.rejects(session.rows(sort), (err: Error) => {
+      assert.equal(isOutOfMemory(err), false, err.message);
+      assert.match(err.message, new RegExp(`^IO Error: Could not write file "${disk}/spill/[^"]+": No space left on device`));
+      return true;
+    });
+    await fs.rm(filler);
+    assert.equal((await session.rows(sort))[0]!.n, 1000000n, 'the same session spills into the space freed');
+  } finally {
+    session.close();
+  }
 });
 
 describe('a full disk under catalog.db', () => {

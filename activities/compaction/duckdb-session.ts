@@ -49,6 +49,8 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
     },
   };
   try {
+    // As a setting, not in the instance's config: there DuckDB 1.5 left its default in place (measured).
+    await session.exec(`SET max_temp_directory_size = '${await spillCap(opts.tempDir)}'`);
     await session.exec('SET enable_geoparquet_conversion = false');
     // Parquet timestamps are UTC instants; a fixed zone keeps casts to text identical on every machine.
     await session.exec("SET TimeZone = 'UTC'");
@@ -64,9 +66,22 @@ export async function openDuckSession(opts: DuckSessionOptions): Promise<DuckSes
   return session;
 }
 
-/** DuckDB ran out of its memory_limit (its own error, not the operating system's). */
+/**
+ * The whole size of the spill directory's filesystem, so that only the filesystem limits the spill. DuckDB's
+ * default cap is 90 % of the space free when it first spills, frozen for the instance's life: a pooled
+ * session that first spilled while the disk was nearly full kept a cap of a few MB after space was freed,
+ * and going over it reads "Out of Memory Error" (measured on a filled tmpfs), which sent the operator to
+ * the memory budget. A full disk now fails as the operating system's "No space left on device", naming
+ * the spill file, and the same session spills again once there is room.
+ */
+async function spillCap(dir: string): Promise<string> {
+  const { blocks, bsize } = await fs.statfs(dir);
+  return `${Math.max(1, Math.ceil((blocks * bsize) / 1048576))}MiB`;
+}
+
+/** DuckDB ran out of its memory_limit (its own error, not the operating system's, nor the cap on its spill files). */
 export function isOutOfMemory(err: unknown): boolean {
-  return err instanceof Error && /\bOut of Memory Error\b/.test(err.message);
+  return err instanceof Error && /\bOut of Memory Error\b/.test(err.message) && !/\bmax_temp_directory_size\b/.test(err.message);
 }
 
 /**
