@@ -954,6 +954,27 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
     });
 
+    test('an input rewritten between the dedup and the write (its ids no longer those counted) fails as rewritten, naming it, not as an output that failed verification', async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const { target, replacement } = await replacementFor(root, inputs[0]!, ['A', '2030-01-01T00:00:00Z', 'A-rewritten']);
+      await assert.rejects(
+        compact(store, inputs, {
+          // The ranked path: it reads the inputs again to write the winners the dedup picked.
+          smallBucketBytes: 0,
+          heartbeat: (p) => {
+            if (p.phase === 'write') copyFileSync(replacement, target);
+          },
+        }),
+        (err: unknown) => {
+          assert.ok(err instanceof InputsChangedError, String(err));
+          assert.ok(err.message.includes(inputs[0]!.key), err.message);
+          return true;
+        },
+      );
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'no output, every input in place');
+    });
+
     test('an input rewritten after the output is published, before the deletes: it stays, the others go', async () => {
       const { root, store } = await newWarehouse();
       const inputs = await writeBucket(root, dedupParts());

@@ -464,7 +464,13 @@ async function compactFresh(
     // Verified before it is published, so a wrong file never becomes visible.
     beat(a, { phase: 'verify' });
     const actual = await outputIdDigest(a.session, tmp);
-    assertDigestsMatch(a, expected, actual, stats.rowsOut, tmp);
+    try {
+      assertDigestsMatch(a, expected, actual, stats.rowsOut, tmp);
+    } catch (err) {
+      // A local input is read in place, once to count its ids and once to write them: rewritten in between
+      // (an ingest), the output holds other ids than those counted, which is the input's doing, not ours.
+      throw await unlessChanged(a, present, err);
+    }
 
     beat(a, { phase: 'publish' });
     const bytesOut = (await fs.stat(tmp)).size;
