@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, promises as fs, rmSync } from 'node:fs';
+import { copyFileSync, promises as fs, readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRef, BucketResult, PlannedFile } from '../workflows/contract';
 import { bucketPrefix } from '../workflows/contract';
@@ -458,6 +458,33 @@ describe('compactBucket', () => {
       assertSameRows(o.rows, expected!, o.name);
       assert.equal(o.result.rowsOut, expected!.length, o.name);
     }
+  });
+
+  test("spill files removed while a bucket is written (the scratch directory cleaned under it) fail the attempt saying so, and nothing is published or deleted", async () => {
+    const { root, store } = await newWarehouse();
+    await generateSampleWarehouse(root, { cells: [CELL], years: [YEAR], rowsPerPart: 400, partsPerBucket: [4, 4], duplicateFraction: 0.5, seed: 11 });
+    const inputs: PlannedFile[] = [];
+    for await (const o of store.list(`${PREFIX}/`)) inputs.push(o);
+    inputs.sort((x, y) => x.key.localeCompare(y.key));
+    const scratch = path.join(scratchRoot, 'attempt');
+    await assert.rejects(
+      compact(store, inputs, {
+        smallBucketBytes: 0,
+        sortBudgetBytes: 300_000,
+        slicePresortedInputs: false,
+        heartbeat: (p) => {
+          // After the first range is sorted: the other ranges' scattered rows go.
+          if (p.chunksDone === 1) {
+            for (const b of readdirSync(scratch)) for (const d of readdirSync(path.join(scratch, b))) if (d.startsWith('scatter_')) rmSync(path.join(scratch, b, d), { recursive: true, force: true });
+          }
+        },
+      }),
+      (err: Error) => {
+        assert.match(err.message, /^no rows found for ranks \[\d+, \d+\) of the bucket's spill files in .*: was the scratch directory cleaned while the bucket ran\? The attempt is retried from its inputs$/);
+        return true;
+      },
+    );
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'no output, every input in place');
   });
 
   test("the winners' narrow read yields the same id digest as a separate read of the inputs", async () => {

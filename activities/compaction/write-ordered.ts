@@ -284,8 +284,16 @@ class RangeWrite {
         parts.push(sliceRows(slice, this.inputs[slice.input]!, this.schemas[slice.input]!, columns, rankIndex, job.start, job.end));
       }
     }
-    if (!parts.length) throw new Error(`no rows found for ranks [${job.start}, ${job.end})`);
+    // The scatter wrote a folder for every range that holds rows: one missing was removed under us.
+    if (!parts.length) throw this.spillGone(job);
     return parts.join('\n UNION ALL \n');
+  }
+
+  private spillGone(job: RangeJob): Error {
+    return new Error(
+      `no rows found for ranks [${job.start}, ${job.end}) of the bucket's spill files in ${this.plan.workDir}: ` +
+        'was the scratch directory cleaned while the bucket ran? The attempt is retried from its inputs',
+    );
   }
 
   /**
@@ -329,6 +337,10 @@ class RangeWrite {
           if (jobs[i]!.dir) await fs.rm(jobs[i]!.dir!, { recursive: true, force: true });
           plan.onChunk?.(++this.sorted, Math.max(this.sorted, this.totalChunks));
         } catch (err) {
+          if (jobs[i]!.dir && !(await exists(jobs[i]!.dir!))) {
+            failed = true;
+            throw this.spillGone(jobs[i]!);
+          }
           if (err instanceof Error && isOutOfMemory(err) && this.mayShrink(jobs[i]!.end - jobs[i]!.start)) {
             outOfMemory = err;
             continue;
