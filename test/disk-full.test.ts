@@ -144,6 +144,16 @@ test("DuckDB's spill into a nearly full scratch directory fails as the disk's er
   }
 });
 
+test('a worker whose scratch directory is on a read-only filesystem says so, not that the directory does not exist', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(1))!;
+  execFileSync('mount', ['-o', 'remount,ro', disk], { stdio: 'pipe' });
+  await assert.rejects(claimWorkerScratch(disk), (err: Error) => {
+    assert.match(err.message, new RegExp(`^scratch directory ${disk} cannot be used: EROFS`));
+    return true;
+  });
+});
+
 describe('a full disk under catalog.db', () => {
   let warehouse: string;
   let catalogDb: string;

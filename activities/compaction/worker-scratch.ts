@@ -125,7 +125,12 @@ export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
   const ownerFile = path.join(dir, OWNER_FILE);
   const owner: Owner = { ...self, startedAt: new Date().toISOString() };
   try {
-    await fs.mkdir(dir, { recursive: true });
+    await fs.mkdir(dir, { recursive: true }).catch(async (err: NodeJS.ErrnoException) => {
+      // Node's recursive mkdir reports a read-only filesystem (EROFS) as ENOENT, which reads as a missing
+      // directory to an operator looking at one that exists: the plain mkdir says what it is.
+      if (err.code === 'ENOENT') await fs.mkdir(dir);
+      throw err;
+    });
     await fs.writeFile(ownerFile, JSON.stringify(owner));
   } catch (err) {
     // A claim without its owner would be swept only once it looks stale (a full disk leaves an empty owner.json).
