@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
+import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CompactionEndedError, failureTypeOf } from '../client/start-compaction';
@@ -67,6 +67,12 @@ test("a dry run's plan id is marked as not written (resume --plan cannot find it
   assert.match(formatSummary({ ...base, dryRun: true }), /^plan_id: +p1 \(dry run: not written\)$/m);
   // Even with nothing to compact a run rebuilds the table (new single-file buckets get registered): the dry run says so.
   assert.match(formatSummary({ ...base, dryRun: true, bucketsCompacted: 0 }), /^dry run: nothing was changed; 0 bucket\(s\) would be compacted and the table rebuilt from the files as they are then$/m);
+});
+
+test('an ended run\'s buckets done say how many of them failed (a failed bucket counts as done)', () => {
+  assert.equal(bucketsDone({ bucketsDone: 3, bucketsTotal: 5 }), '3 of 5 buckets done');
+  assert.equal(bucketsDone({ bucketsDone: 3, bucketsTotal: 3, bucketsFailed: 3 }), '3 of 3 buckets done (3 failed)');
+  assert.equal(bucketsDone({ bucketsDone: 2, bucketsTotal: 3, bucketsFailed: 0 }), '2 of 3 buckets done');
 });
 
 test("a dry run lists the largest buckets and says how many more it would compact", () => {

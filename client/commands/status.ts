@@ -724,9 +724,9 @@ async function sameTable(client: Client, run: { workflowId: string; runId: strin
   return input !== undefined && input.catalog === table.catalog && input.catalogName === table.catalogName && input.namespace === table.namespace && input.table === table.table;
 }
 
-/** `N of M buckets done`, as every command says it of an ended run. */
-export function bucketsDone(p: Pick<CompactionProgress, 'bucketsDone' | 'bucketsTotal'>): string {
-  return `${p.bucketsDone} of ${p.bucketsTotal} buckets done`;
+/** `N of M buckets done` (and how many of them failed: a bucket that failed is done too), as every command says it of an ended run. */
+export function bucketsDone(p: Pick<CompactionProgress, 'bucketsDone' | 'bucketsTotal'> & { bucketsFailed?: number }): string {
+  return `${p.bucketsDone} of ${p.bucketsTotal} buckets done${p.bucketsFailed ? ` (${p.bucketsFailed} failed)` : ''}`;
 }
 
 /** The flags that reach the server and namespace the operator named (none for the defaults). */
