@@ -38,7 +38,7 @@ import { tableNumberTypes, type TableNumberTypes } from './compaction/table-type
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
-import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, releasePipelineLock } from './locking/pipeline-lock';
+import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, inspectPipelineLock, releasePipelineLock } from './locking/pipeline-lock';
 
 const MAX_REPORTED_UNREADABLE = 200;
 const MAX_REPORTED_REFS = 50;
@@ -95,6 +95,12 @@ export function positiveWholeNumber(source: string, value: number, raw: unknown 
  */
 export function duckdbMemoryLimitMb(budgetMb: number): number {
   return Math.max(32, Math.floor(budgetMb / 2));
+}
+
+/** Why a pipeline lock object's owner cannot release it: only a workflow known to have closed; a missing one may be the Python pipeline's owner name. */
+async function abandonedOwner(owner: string): Promise<string | undefined> {
+  const status = await workflowStatus(owner);
+  return status && CLOSED_WORKFLOW_STATUSES.has(status) ? status : undefined;
 }
 
 /**
@@ -556,13 +562,17 @@ export function createActivities(resources: ActivityResources = defaultActivityR
     },
 
     async acquirePipelineLock(req: PipelineLockRequest): Promise<void> {
-      // Only a workflow known to have closed; a missing one may be the Python pipeline's owner name.
-      const abandoned = async (owner: string) => {
-        const status = await workflowStatus(owner);
-        return status && CLOSED_WORKFLOW_STATUSES.has(status) ? status : undefined;
-      };
-      const note = await withLockObject(req, (store, key) => acquirePipelineLock(store, req.owner, abandoned, key));
+      const note = await withLockObject(req, (store, key) => acquirePipelineLock(store, req.owner, abandonedOwner, key));
       if (note) Context.current().log.warn(note);
+    },
+
+    /** A dry run's look at the `--use-lock` object: what a run would find there (nothing is written). */
+    async inspectPipelineLock(req: PipelineLockRequest): Promise<string | undefined> {
+      return withLockObject(
+        req,
+        (store, key) => inspectPipelineLock(store, req.owner, abandonedOwner, key),
+        (problem) => `${problem}: a run would fail`,
+      );
     },
 
     async releasePipelineLock(req: PipelineLockRequest): Promise<void> {

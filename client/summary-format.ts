@@ -69,6 +69,8 @@ export function formatSummary(s: CompactionSummary): string {
       // The plan's sample is bounded (a whole warehouse is thousands of buckets): say that it is one.
       ...(s.sampleBuckets.length && unlisted > 0 ? [`  … and ${unlisted} more`] : []),
     );
+    // A dry run takes no lock; the Python tool's took the pipeline's and failed at once when it was held.
+    if (s.pipelineLock) lines.push(`--use-lock: ${s.pipelineLock}`);
   }
   if (s.objectsIgnored) {
     lines.push(

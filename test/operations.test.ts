@@ -1458,6 +1458,34 @@ describe('--use-lock', () => {
   });
 });
 
+describe('--use-lock in a dry run', () => {
+  it("looks at the Python pipeline's lock object without taking it, and says a run would wait for it", async () => {
+    const fx = await makeFixture('pylock-dry');
+    const { lockFile, body } = await holdPythonLock(fx.warehouse);
+    const filesBefore = await listFiles(fx.warehouse);
+    const handle = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `pylock-dry-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true, dryRun: true }],
+    });
+    const summary = (await handle.result()) as CompactionSummary;
+    assert.ok(summary.dryRun && summary.bucketsCompacted > 0);
+    assert.match(summary.pipelineLock ?? '', new RegExp(`^pipeline lock ${lockFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is held by incremental on py-host until \\S+: a run would wait for it \\(about 5 minutes\\), then fail$`));
+    assert.equal(await fs.readFile(lockFile, 'utf8'), body, 'the object untouched');
+    assert.deepEqual(await listFiles(fx.warehouse), filesBefore, 'nothing written');
+    await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-dry-run-pipeline-lock');
+    // Free, the run would take it at once: nothing to say.
+    await fs.rm(lockFile);
+    const free = (await h.client.workflow.execute('compactWarehouse', {
+      taskQueue,
+      workflowId: `pylock-dry-free-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, useLock: true, dryRun: true }],
+    })) as CompactionSummary;
+    assert.equal(free.pipelineLock, undefined);
+    await assert.rejects(fs.access(lockFile), 'not taken');
+  });
+});
+
 describe('--use-lock when a cancel lands while an attempt to take the object runs', () => {
   it('the run ends Cancelled, not Failed with the held lock as its reason, and the Python lock stays', async () => {
     // Each attempt is held 4 s before it looks at the object, so the cancel lands while one runs: a

@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
-import { acquirePipelineLock, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
+import { acquirePipelineLock, inspectPipelineLock, PipelineLockBusyError, releasePipelineLock } from '../activities/locking/pipeline-lock';
 import { FailureTypes, parseCompactionInput, pipelineLockLocation } from '../workflows/contract';
 import { resumeCommand } from '../client/commands/status';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -132,6 +132,24 @@ describe('pipeline lock object', () => {
     const note = await acquirePipelineLock(abandoned.store, 'wf-c', async (owner) => (owner === 'wf-terminated' ? 'TERMINATED' : undefined), KEY);
     assert.match(note ?? '', /from wf-terminated on py-host: its owner, workflow wf-terminated, is terminated/);
     assert.equal((await bodyOf(abandoned.file)).owner, 'wf-c');
+  });
+
+  it("is only looked at by a dry run, which says what a run would find: held (by whom, until when), to be taken over, unreadable, or nothing when it would take it at once", async () => {
+    const cases: [string | undefined, RegExp | undefined][] = [
+      [undefined, undefined],
+      [pythonLock('wf-dry', 60_000), undefined],
+      [pythonLock('incremental', 3600_000), /^pipeline lock .*\/\.lock is held by incremental on py-host until \S+: a run would wait for it \(about 5 minutes\), then fail$/],
+      [pythonLock('incremental', 13 * 3600_000), /^a run would take over pipeline lock .*\/\.lock from incremental on py-host: expired at \S+$/],
+      ['not json', /^pipeline lock .*\/\.lock is not a lock object this tool can read: a run would honour it as held and fail; if no pipeline holds it, delete it$/],
+    ];
+    for (const [body, expected] of cases) {
+      const { store, file } = await storeWithLock(body);
+      const said = await inspectPipelineLock(store, 'wf-dry', running, KEY);
+      if (expected) assert.match(said ?? '', expected, body);
+      else assert.equal(said, undefined, body);
+      if (body !== undefined) assert.equal(await fs.readFile(file, 'utf8'), body, 'untouched');
+      else await assert.rejects(fs.access(file), 'nothing created');
+    }
   });
 
   it('is released by its owner only', async () => {

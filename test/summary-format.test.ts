@@ -75,6 +75,12 @@ test('an ended run\'s buckets done say how many of them failed (a failed bucket 
   assert.equal(bucketsDone({ bucketsDone: 2, bucketsTotal: 3, bucketsFailed: 0 }), '2 of 3 buckets done');
 });
 
+test("a dry run with --use-lock says what a run would find at the pipeline's lock object", () => {
+  const pipelineLock = 'pipeline lock /w/.lock is held by incremental on py-host until 2026-12-08T03:46:00.000Z: a run would wait for it (about 5 minutes), then fail';
+  assert.match(formatSummary({ ...base, dryRun: true, pipelineLock }), /^--use-lock: pipeline lock \/w\/\.lock is held by incremental on py-host until 2026-12-08T03:46:00\.000Z: a run would wait for it \(about 5 minutes\), then fail$/m);
+  assert.doesNotMatch(formatSummary({ ...base, dryRun: true }), /--use-lock/);
+});
+
 test("a dry run lists the largest buckets and says how many more it would compact", () => {
   const sampleBuckets = ['grid_partition=a/year=2020', 'grid_partition=b/year=2020'];
   const text = formatSummary({ ...base, dryRun: true, bucketsCompacted: 30, sampleBuckets });

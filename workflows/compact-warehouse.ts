@@ -92,6 +92,8 @@ const SCHEMA_REFUSAL = 'input-refused-by-schema';
 const CONFIRM_LOCK_BEFORE_PLANNING = 'confirm-warehouse-lock-before-planning';
 /** patched() id of the check, once the catalog lock is granted, that the run still holds it and the warehouse lock. */
 const CONFIRM_LOCKS_BEFORE_REBUILD = 'confirm-locks-once-catalog-lock-granted';
+/** patched() id of a dry run's look at the `--use-lock` object (it takes nothing; a real run would wait for a held one). */
+const DRY_RUN_INSPECTS_PIPELINE_LOCK = 'dry-run-inspects-pipeline-lock';
 /** Continue-as-new well before the server's 51,200-event limit (it suggests 4,096 events). */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 3_000;
 
@@ -234,7 +236,9 @@ async function lockedRun(input: CompactionRequest, progress: CompactionProgress,
     // A dry run only lists: it takes no lock, so it never waits behind a running compaction.
     progress.phase = 'planning';
     const plan = await planning.planCompaction(planRequest(input));
-    return runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock: { lockId: '', requestId: '', fence: 0 } });
+    const pipelineLock = input.useLock && patched(DRY_RUN_INSPECTS_PIPELINE_LOCK) ? await control.inspectPipelineLock(pipelineLockOwner(input)) : undefined;
+    const summary = await runPlan(input, progress, { plan, nextPage: 0, progress, warehouseLock: { lockId: '', requestId: '', fence: 0 } });
+    return pipelineLock ? { ...summary, pipelineLock } : summary;
   }
 
   progress.phase = 'waiting-for-lock';

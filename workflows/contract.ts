@@ -562,6 +562,8 @@ export interface CompactionSummary {
   catalogDeleteFilesDropped?: number;
   /** The rebuild created the table (it did not exist in the catalog), or for a dry run would; absent otherwise. */
   catalogTableCreated?: boolean;
+  /** A dry run with `useLock`: what a run would find at the pipeline's lock object (held, to be taken over); absent when it would take it at once. */
+  pipelineLock?: string;
   /** The schema the rebuild gave the table because files needed it (CatalogResult.schemaEvolved); absent otherwise. */
   catalogSchemaEvolved?: { schemaId: number; added: string[]; widened: string[] };
   /** Registered files readers cannot read as the table (CatalogResult.schemaMismatches, capped); absent when none. */

@@ -88,18 +88,39 @@ export async function acquirePipelineLock(
     }
     return undefined;
   }
-  const until = new Date(held.expiresAt).toISOString();
-  let why = held.expiresAt <= now ? `expired at ${until}` : undefined;
-  if (!why) {
-    const status = await abandoned(held.owner);
-    if (status) why = `its owner, workflow ${held.owner}, is ${status.toLowerCase()}`;
-  }
-  if (!why) throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} is held by ${held.owner}${held.where} until ${until}`);
+  const why = await whyFree(held, abandoned, now);
+  if (!why) throw new PipelineLockBusyError(heldBy(store.uri(key), held));
   if ((await store.writeSmall(key, bytes, current.version)) === 'conflict') {
     throw new PipelineLockBusyError(`pipeline lock ${store.uri(key)} changed while taking it over`);
   }
   // Whose it was: a stale Python pipeline's object may be a job that crashed on that host.
   return `took over pipeline lock ${store.uri(key)} from ${held.owner}${held.where}: ${why}`;
+}
+
+/**
+ * What a run of `owner` would find at `key`, for a dry run, which takes nothing: undefined when it would
+ * take the object at once (absent, or its own), else why it would wait or whose object it would take over.
+ */
+export async function inspectPipelineLock(store: WarehouseStore, owner: string, abandoned: AbandonedOwner, key: string): Promise<string | undefined> {
+  const current = await store.readSmall(key);
+  if (!current) return undefined;
+  const held = parseLock(current.body);
+  if (!held) return `pipeline lock ${store.uri(key)} is not a lock object this tool can read: a run would honour it as held and fail; if no pipeline holds it, delete it`;
+  if (held.owner === owner) return undefined;
+  const why = await whyFree(held, abandoned, Date.now());
+  if (why) return `a run would take over pipeline lock ${store.uri(key)} from ${held.owner}${held.where}: ${why}`;
+  return `${heldBy(store.uri(key), held)}: a run would wait for it (about 5 minutes), then fail`;
+}
+
+/** Why another owner's object may be taken over (stale, or its owner a workflow that has closed), or undefined. */
+async function whyFree(held: HeldLock, abandoned: AbandonedOwner, now: number): Promise<string | undefined> {
+  if (held.expiresAt <= now) return `expired at ${new Date(held.expiresAt).toISOString()}`;
+  const status = await abandoned(held.owner);
+  return status ? `its owner, workflow ${held.owner}, is ${status.toLowerCase()}` : undefined;
+}
+
+function heldBy(uri: string, held: HeldLock): string {
+  return `pipeline lock ${uri} is held by ${held.owner}${held.where} until ${new Date(held.expiresAt).toISOString()}`;
 }
 
 export async function releasePipelineLock(store: WarehouseStore, owner: string, key: string): Promise<void> {
