@@ -18,7 +18,7 @@ import { createBucketWorker, REPO_ROOT, spawnWorkerProcess, startProbeWorker, st
 import { byBucket, listFiles, makeFixture, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { PLAN_PAGE_SIZE } from '../activities/compaction/plan-store';
 import { createCompactionSchedule } from '../client/commands/schedule';
-import { stoppedRunOutcome } from '../client/commands/status';
+import { silentBucketCount, stoppedRunOutcome } from '../client/commands/status';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
@@ -1291,6 +1291,27 @@ describe('a run reset to the grant of its catalog lock', () => {
       assert.equal(tablePointer(fx.catalog), pointerAfter, 'and the table was not rebuilt');
     } finally {
       await holder.stop();
+    }
+  });
+});
+
+describe('a run terminated while a bucket was silent', () => {
+  it('status names no bucket as to be retried: an ended run retries nothing, though the server still lists what it had pending', async () => {
+    const fx = await makeFixture('terminated-silent', { cells: ['8128bffffffffff'], years: [2021] });
+    const { queue, stop } = await startWorkerWithFaults('terminated-silent', () => ({
+      // Stands in for a worker lost mid-bucket (this fixture's buckets take milliseconds): no heartbeat, no end until the worker stops.
+      compactBucket: () => new Promise((_resolve, reject) => Context.current().cancellationSignal.addEventListener('abort', () => reject(new Error('worker stopped')))),
+    }));
+    const workflowId = `terminated-silent-${Date.now()}`;
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+      await waitFor('a bucket silent for over 20 s', async () => (silentBucketCount((await handle.describe()).raw.pendingActivities ?? [], Date.now()) > 0 ? true : undefined), 60_000);
+      await handle.terminate('test: operator stopped it');
+      const { stdout } = await run(process.execPath, [...cliArgv(['status', '--workflow-id', workflowId]).slice(0, -1), queue], { cwd: REPO_ROOT });
+      assert.match(stdout, new RegExp(`^${workflowId} TERMINATED`), stdout);
+      assert.doesNotMatch(stdout, /without a heartbeat|retried on another/, stdout);
+    } finally {
+      await stop();
     }
   });
 });

@@ -15,7 +15,7 @@ import { spawnWorkerProcess, startProbeWorker, startTemporal, startWorker, uniqu
 import { waitFor } from './helpers/wait';
 import { makeTempDir } from './helpers/temp-dirs';
 import { maybeRecordHistory } from './helpers/record-history';
-import { LAST_RUNS_OF_COMPACTIONS, runStatusCommand, silentBucketCount } from '../client/commands/status';
+import { LAST_RUNS_OF_COMPACTIONS, heartbeatTimeoutSeconds, runStatusCommand, silentBucketCount } from '../client/commands/status';
 import { byBucket, listFiles, makeTinyWarehouse, pyicebergScan } from './helpers/warehouse-fixtures';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 
@@ -156,7 +156,11 @@ describe('a worker that stops answering', () => {
         log.mock.restore();
       }
       const line = printed.join('\n');
-      assert.match(line, new RegExp(`^${workflowId} RUNNING .* · [1-4] bucket\\(s\\) without a heartbeat for over 20 s \\(their worker gone\\?`, 'm'));
+      assert.match(line, new RegExp(`^${workflowId} RUNNING .* · [1-4] bucket\\(s\\) without a heartbeat for over 20 s \\(their worker gone\\? they are retried on another after the 30 s heartbeat timeout\\)`, 'm'));
+      // The timeout the note gives is the run's own, as the server reports it with each pending activity.
+      const pending = (await handle.describe()).raw.pendingActivities ?? [];
+      assert.ok(pending.some((a) => a.activityOptions?.heartbeatTimeout), 'the server gives each pending activity its options');
+      assert.equal(heartbeatTimeoutSeconds(pending, 'compactBucket'), 30);
       // Gone for good: what it holds is retried by the other worker after the heartbeat timeout.
       frozen.child.kill('SIGKILL');
       const summary = (await handle.result()) as CompactionSummary;

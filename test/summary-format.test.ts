@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, SILENT_REBUILD_NOTE, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
+import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, silentRebuildNote, heartbeatTimeoutSeconds, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CompactionEndedError, failureTypeOf } from '../client/start-compaction';
@@ -283,7 +283,12 @@ test("status counts the started bucket activities silent for over 20 s (a killed
   assert.equal(silentBucketCount([{ ...bucket, lastHeartbeatTime: at(60_000), lastStartedTime: at(3_000) }], now), 0, 'so for a bucket');
   assert.equal(silentRebuild([{ ...rebuild, state: SCHEDULED, lastStartedTime: at(90_000) }], now), false, 'waiting for a worker is not silence');
   assert.equal(silentRebuild([{ ...bucket, lastHeartbeatTime: at(90_000) }], now), false, 'the rebuild only');
-  assert.match(SILENT_REBUILD_NOTE, /^the catalog rebuild without a heartbeat for over 20 s \(its worker gone\? it is retried on another after the 30 s heartbeat timeout/);
+  assert.match(silentRebuildNote(), /^the catalog rebuild without a heartbeat for over 20 s \(its worker gone\? it is retried on another after the 30 s heartbeat timeout/);
+  // A run scheduled by an earlier release keeps its timeouts (its rebuild had 2 minutes): the server says which.
+  const earlier = { ...rebuild, activityOptions: { heartbeatTimeout: { seconds: 120, nanos: 0 } } };
+  assert.equal(heartbeatTimeoutSeconds([earlier, bucket], 'rebuildCatalog'), 120);
+  assert.equal(heartbeatTimeoutSeconds([bucket], 'compactBucket'), 30, 'not said: this release\'s');
+  assert.match(silentRebuildNote(120), /retried on another after the 120 s heartbeat timeout/);
 });
 
 test('status tells a catalog rebuild due for over 20 s that no worker has taken (its worker lost, none left), and nothing else', () => {

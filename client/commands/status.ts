@@ -73,7 +73,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const handle = client.workflow.getHandle(id);
         const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
         const workflowTaskFailures = failedWorkflowTaskAttempts(desc);
-        const pending = desc.raw.pendingActivities ?? [];
+        // An ended run still lists the activities it had pending, which nothing retries any more.
+        const pending = desc.status.name === 'RUNNING' ? (desc.raw.pendingActivities ?? []) : [];
         const now = Date.now();
         const silentBuckets = silentBucketCount(pending, now);
         const rebuildSilent = silentRebuild(pending, now);
@@ -93,8 +94,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(pollers ? { pollers } : {}),
           ...(error ? { error } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
-          ...(silentBuckets ? { silentBuckets } : {}),
-          ...(rebuildSilent ? { silentRebuild: true } : {}),
+          ...(silentBuckets ? { silentBuckets, bucketHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'compactBucket') } : {}),
+          ...(rebuildSilent ? { silentRebuild: true, rebuildHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'rebuildCatalog') } : {}),
           ...(rebuildWaiting ? { rebuildWaitingForWorker: rebuildWaiting } : {}),
           ...(summary ? { summary } : {}),
         };
@@ -109,8 +110,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connection)
             : undefined;
         const silent =
-          (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets)}` : '') +
-          (r.silentRebuild ? ` · ${SILENT_REBUILD_NOTE}` : '') +
+          (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets, r.bucketHeartbeatTimeoutSeconds)}` : '') +
+          (r.silentRebuild ? ` · ${silentRebuildNote(r.rebuildHeartbeatTimeoutSeconds)}` : '') +
           (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
@@ -139,7 +140,23 @@ type PendingActivity = {
   scheduledTime?: Timestamp | null;
   lastHeartbeatTime?: Timestamp | null;
   lastStartedTime?: Timestamp | null;
+  /** The options the activity runs with (servers from 1.27): those of the release that scheduled it. */
+  activityOptions?: { heartbeatTimeout?: { seconds?: Timestamp['seconds']; nanos?: number | null } | null } | null;
 };
+
+/**
+ * The longest heartbeat timeout of the run's pending activities of type `name`, as their history set it: a
+ * run scheduled by an earlier release keeps that release's (its rebuild had 2 minutes). TIMEOUT_S when the
+ * server does not say.
+ */
+export function heartbeatTimeoutSeconds(pending: ReadonlyArray<PendingActivity>, name: string): number {
+  const set = pending
+    .filter((a) => a.activityType?.name === name)
+    .map((a) => a.activityOptions?.heartbeatTimeout)
+    .map((d) => (d ? Number(d.seconds ?? 0) + Math.round((d.nanos ?? 0) / 1e9) : 0))
+    .filter((s) => s > 0);
+  return set.length ? Math.max(...set) : TIMEOUT_S;
+}
 
 /** A protobuf timestamp of the server's answers in epoch ms. */
 const ms = (t: Timestamp | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : undefined);
@@ -164,8 +181,8 @@ export function silentRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: nu
   return silentCount(pending, nowMs, 'rebuildCatalog', SILENT_MS) > 0;
 }
 
-export function silentBucketsNote(count: number): string {
-  return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the ${TIMEOUT_S} s heartbeat timeout)`;
+export function silentBucketsNote(count: number, timeoutS = TIMEOUT_S): string {
+  return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the ${timeoutS} s heartbeat timeout)`;
 }
 
 /**
@@ -193,7 +210,9 @@ function workerCommand(taskQueue: string, connection: readonly string[]): string
   return ['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ');
 }
 
-export const SILENT_REBUILD_NOTE = `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the ${TIMEOUT_S} s heartbeat timeout, from the start, still one snapshot)`;
+export function silentRebuildNote(timeoutS = TIMEOUT_S): string {
+  return `the catalog rebuild without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the ${timeoutS} s heartbeat timeout, from the start, still one snapshot)`;
+}
 
 /** A workflow task on its second attempt or later failed or timed out on a worker (one of another version, a hung one): how often. */
 export function failedWorkflowTaskAttempts(desc: WorkflowExecutionDescription): number {
