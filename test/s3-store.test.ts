@@ -5,6 +5,7 @@
  * number of their classification from the SDK's MockActivityEnvironment) and denied requests (failing fast, naming the object, leaking no credentials), and
  * the core (compactBucket) on both backends against the independent oracle.
  */
+import * as net from 'node:net';
 import * as os from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -521,6 +522,27 @@ describe('S3 only', () => {
       assert.equal(logged.name, 'InvalidArgument', 'still a plain error: left to the retry policy');
       assert.ok(!format({ error: logged }).includes(secret));
     });
+  });
+});
+
+describe('a storage service that cannot be reached', () => {
+  it('fails naming the connection error and the address, not as an answer of the service', async () => {
+    // A port nothing listens on: taken, then given back.
+    const port = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: taken } = server.address() as net.AddressInfo;
+        server.close(() => resolve(taken));
+      });
+    });
+    const store = await S3WarehouseStore.fromUri('s3://nowhere/wh', { ...S3_TEST_OPTIONS, client: { endpoint: `http://127.0.0.1:${port}` } });
+    try {
+      const err = await store.readSmall('_earthcatalog_compaction/plans/x/manifest.json').then(() => assert.fail('should fail'), (e: unknown) => e);
+      const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
+      assert.ok(failure instanceof Error);
+      assert.equal(failure.message, `the storage service could not be reached: connect ECONNREFUSED 127.0.0.1:${port}`);
+    } finally {
+      await store.close();
+    }
   });
 });
 

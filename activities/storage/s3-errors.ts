@@ -103,7 +103,15 @@ const EXPIRED = new Set(['ExpiredToken', 'ExpiredTokenException', 'TokenRefreshR
 export function withoutRequestDetails(err: unknown): unknown {
   if (!(err instanceof Error) || shape(err).$metadata === undefined) return err;
   const requestId = shape(err).$metadata?.requestId;
-  const clean = new Error(`the storage service answered with an error (${describeS3Error(err)}${requestId ? `, request id ${requestId}` : ''})`);
+  // The SDK puts $metadata on errors of the connection too (refused, reset, a name that does not resolve),
+  // where no server answered: their message is the system's (`connect ECONNREFUSED 10.0.0.5:9000`), which
+  // names the address and holds nothing of the request.
+  const unanswered = httpStatus(err) === undefined && (/^E[A-Z_]+$/.test(shape(err).code ?? '') || err.name === 'TimeoutError');
+  const clean = new Error(
+    unanswered
+      ? `the storage service could not be reached: ${err.message}`
+      : `the storage service answered with an error (${describeS3Error(err)}${requestId ? `, request id ${requestId}` : ''})`,
+  );
   clean.name = err.name;
   const frames = err.stack?.split('\n').filter((line) => /^\s+at /.test(line)) ?? [];
   clean.stack = [`${clean.name}: ${clean.message}`, ...frames].join('\n');
