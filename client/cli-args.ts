@@ -96,7 +96,9 @@ export function location(raw: string, flag: string): string {
     try {
       return fileURLToPath(raw);
     } catch (err) {
-      throw new UsageError(`--${flag} ${JSON.stringify(raw)} is not a file URI of this machine: ${(err as Error).message}`);
+      // A user and password before the host (`file://key:secret@host/…`) stay off the screen and out of logs.
+      const shown = raw.replace(/^(file:\/\/)[^/]*@/i, '$1…@');
+      throw new UsageError(`--${flag} ${JSON.stringify(shown)} is not a file URI of this machine: ${(err as Error).message}`);
     }
   }
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw);

@@ -169,6 +169,11 @@ test('a file:// warehouse or catalog is a local path; a URI of another scheme is
   assert.equal(refused.code, 64, refused.stderr);
   assert.match(refused.stderr, /catalog must be an absolute path to catalog\.db, s3:\/\/bucket\/key\/catalog\.db, or an S3 Tables bucket ARN/);
   assert.throws(() => location('file://otherhost/wh', 'warehouse'), (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/otherhost\/wh" is not a file URI of this machine/.test(e.message));
+  // Credentials pasted into the URI are not repeated.
+  assert.throws(
+    () => location('file://AKIAEXAMPLE:s3cr3t@otherhost/wh', 'warehouse'),
+    (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/…@otherhost\/wh" is not a file URI of this machine/.test(e.message) && !/AKIAEXAMPLE|s3cr3t/.test(e.message),
+  );
   for (const flag of ['warehouse', 'catalog'] as const) {
     const args = ['--warehouse', '/w', '--catalog', '/c.db'];
     args[args.indexOf(`--${flag}`) + 1] = 'gs://b/x';
