@@ -539,7 +539,7 @@ describe('a storage service that cannot be reached', () => {
       const err = await store.readSmall('_earthcatalog_compaction/plans/x/manifest.json').then(() => assert.fail('should fail'), (e: unknown) => e);
       const failure = await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(err));
       assert.ok(failure instanceof Error);
-      assert.equal(failure.message, `the storage service could not be reached: connect ECONNREFUSED 127.0.0.1:${port}`);
+      assert.equal(failure.message, `the connection to the storage service failed: connect ECONNREFUSED 127.0.0.1:${port}`);
     } finally {
       await store.close();
     }

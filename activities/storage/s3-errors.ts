@@ -109,7 +109,7 @@ export function withoutRequestDetails(err: unknown): unknown {
   const unanswered = httpStatus(err) === undefined && (/^E[A-Z_]+$/.test(shape(err).code ?? '') || err.name === 'TimeoutError');
   const clean = new Error(
     unanswered
-      ? `the storage service could not be reached: ${err.message}`
+      ? `the connection to the storage service failed: ${err.message}`
       : `the storage service answered with an error (${describeS3Error(err)}${requestId ? `, request id ${requestId}` : ''})`,
   );
   clean.name = err.name;
