@@ -561,9 +561,11 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       });
     },
 
-    async acquirePipelineLock(req: PipelineLockRequest): Promise<void> {
+    /** Returns whose object it took over (a note for the run's summary), if it did. */
+    async acquirePipelineLock(req: PipelineLockRequest): Promise<string | undefined> {
       const note = await withLockObject(req, (store, key) => acquirePipelineLock(store, req.owner, abandonedOwner, key));
       if (note) Context.current().log.warn(note);
+      return note;
     },
 
     /** A dry run's look at the `--use-lock` object: what a run would find there (nothing is written). */

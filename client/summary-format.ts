@@ -69,9 +69,10 @@ export function formatSummary(s: CompactionSummary): string {
       // The plan's sample is bounded (a whole warehouse is thousands of buckets): say that it is one.
       ...(s.sampleBuckets.length && unlisted > 0 ? [`  … and ${unlisted} more`] : []),
     );
-    // A dry run takes no lock; the Python tool's took the pipeline's and failed at once when it was held.
-    if (s.pipelineLock) lines.push(`--use-lock: ${s.pipelineLock}`);
   }
+  // A dry run takes no lock (the Python tool's took the pipeline's and failed at once when it was held): what a
+  // run would find. A run: whose stale object it took over, which the Python tool warned of too.
+  if (s.pipelineLock) lines.push(`--use-lock: ${s.pipelineLock}`);
   if (s.objectsIgnored) {
     lines.push(
       `${s.objectsIgnored} object(s) under bucket folders were left alone: not data files of the layout (a subfolder, a name starting with . or _), ` +

@@ -725,6 +725,8 @@ describe('compactWarehouse on S3 through injected faults (Temporal, worker proce
     assert.deepEqual(raw.filter((k) => !k.endsWith('.parquet') && !k.startsWith('_earthcatalog_compaction/') && !k.startsWith('earthcatalog/')), [], 'no temporary objects');
     assert.ok(!(await listKeys(moto.client, E2E_BUCKET, '')).includes('.lock'), 'the pipeline lock object was released');
     assert.match(worker.output(), new RegExp(`took over pipeline lock s3://${E2E_BUCKET}/\\.lock from incremental on py-host: expired at`));
+    // And in the run's summary, which the CLI prints: the Python tool warned of a stale lock it overrode.
+    assert.match(summary.pipelineLock ?? '', new RegExp(`^took over pipeline lock s3://${E2E_BUCKET}/\\.lock from incremental on py-host: expired at \\S+$`));
   });
 
   it('went through injected faults', () => {

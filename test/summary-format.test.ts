@@ -79,6 +79,8 @@ test("a dry run with --use-lock says what a run would find at the pipeline's loc
   const pipelineLock = 'pipeline lock /w/.lock is held by incremental on py-host until 2026-12-08T03:46:00.000Z: a run would wait for it (about 5 minutes), then fail';
   assert.match(formatSummary({ ...base, dryRun: true, pipelineLock }), /^--use-lock: pipeline lock \/w\/\.lock is held by incremental on py-host until 2026-12-08T03:46:00\.000Z: a run would wait for it \(about 5 minutes\), then fail$/m);
   assert.doesNotMatch(formatSummary({ ...base, dryRun: true }), /--use-lock/);
+  const tookOver = 'took over pipeline lock /w/.lock from incremental on py-host: expired at 2026-12-07T03:46:00.000Z';
+  assert.match(formatSummary({ ...base, pipelineLock: tookOver }), /^--use-lock: took over pipeline lock \/w\/\.lock from incremental on py-host: expired at /m, 'a run names whose object it took over');
 });
 
 test("a dry run lists the largest buckets and says how many more it would compact", () => {

@@ -317,7 +317,7 @@ async function withPipelineLock<T>(input: CompactionRequest, acquiring: Compacti
       acquiring.phase = 'waiting-for-pipeline-lock';
       publishDetails(input, acquiring);
       try {
-        await control.acquirePipelineLock(owner);
+        await takePipelineLock(input, acquiring);
       } catch (err) {
         // A cancel that lands while an attempt runs is not retried after it: the server ends the activity
         // with that attempt's failure (the object is held), which is no reason for the run to fail.
@@ -339,6 +339,16 @@ async function withPipelineLock<T>(input: CompactionRequest, acquiring: Compacti
 }
 
 /** The run's `--use-lock` object, owned by the workflow id (which continue-as-new keeps). */
+/**
+ * Takes, or renews, the run's `--use-lock` object. Whose stale (or abandoned) object it took over goes into the
+ * summary, as the Python tool printed it: it may be a pipeline job that crashed. (Runs recorded before it
+ * returned nothing: the same commands.)
+ */
+async function takePipelineLock(input: CompactionRequest, progress: CompactionProgress): Promise<void> {
+  const tookOver = await control.acquirePipelineLock(pipelineLockOwner(input));
+  if (typeof tookOver === 'string') progress.pipelineLock = tookOver;
+}
+
 function pipelineLockOwner(input: CompactionRequest): { warehouse: string; owner: string; lock: string } {
   return { warehouse: input.warehouse, owner: workflowInfo().workflowId, lock: pipelineLockLocation(input) };
 }
@@ -376,7 +386,7 @@ async function runPlan(input: CompactionRequest, progress: CompactionProgress, s
         // The lock object expires 24 h after it was written, and the Python pipeline may then take it
         // over: a run longer than that renews it after every page. (Runs recorded before this replay without it.)
         if (input.useLock && patched(RENEW_PIPELINE_LOCK)) {
-          await control.acquirePipelineLock(pipelineLockOwner(input));
+          await takePipelineLock(input, progress);
         }
         const more = page + 1 < plan.pages;
         if (more && historyFull()) return continueFrom(input, state, progress, page + 1);
@@ -526,7 +536,7 @@ async function compactPages(input: CompactionRequest, state: CarriedState, progr
     await confirmLock();
     queue.push(...(await control.loadPlanPage({ warehouse: input.warehouse, planId: plan.planId, page })));
     page += 1;
-    if (input.useLock) await control.acquirePipelineLock(pipelineLockOwner(input));
+    if (input.useLock) await takePipelineLock(input, progress);
   };
   const worker = async (): Promise<void> => {
     while (!stopped) {
@@ -673,6 +683,7 @@ function summarize(
     ...(plan.ignoredObjects ? { objectsIgnored: plan.ignoredObjects } : {}),
     ...(plan.ignoredParquetLike ? { objectsIgnoredParquetLike: plan.ignoredParquetLike, objectsIgnoredParquetLikeTotal: plan.ignoredParquetLikeTotal ?? plan.ignoredParquetLike.length } : {}),
     ...(progress.filesRewritten ? { filesRewritten: progress.filesRewritten } : {}),
+    ...(progress.pipelineLock ? { pipelineLock: progress.pipelineLock } : {}),
     ...(cat?.deleteFilesDropped ? { catalogDeleteFilesDropped: cat.deleteFilesDropped } : {}),
     // A dry run's summary is what the run would do: it would create the table its plan did not find. A
     // rebuild retried after its first attempt committed finds the table that attempt created, so a run

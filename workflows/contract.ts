@@ -562,7 +562,10 @@ export interface CompactionSummary {
   catalogDeleteFilesDropped?: number;
   /** The rebuild created the table (it did not exist in the catalog), or for a dry run would; absent otherwise. */
   catalogTableCreated?: boolean;
-  /** A dry run with `useLock`: what a run would find at the pipeline's lock object (held, to be taken over); absent when it would take it at once. */
+  /**
+   * `useLock`: what a person should know of the pipeline's lock object. A run: whose stale or abandoned object
+   * it took over. A dry run: what a run would find (held, or to be taken over). Absent when it was free or the run's own.
+   */
   pipelineLock?: string;
   /** The schema the rebuild gave the table because files needed it (CatalogResult.schemaEvolved); absent otherwise. */
   catalogSchemaEvolved?: { schemaId: number; added: string[]; widened: string[] };

@@ -27,6 +27,8 @@ export interface CompactionProgress {
   bucketsFailed: number;
   /** Planned input files of the buckets compacted so far (and replaced by their outputs). */
   filesIn: number;
+  /** `--use-lock`: whose stale or abandoned object the run took over (CompactionSummary.pipelineLock; absent when none). */
+  pipelineLock?: string;
   /** Inputs rewritten after they were read, left in place for the next run (absent when none). */
   filesRewritten?: number;
   /** CompactionSummary.untypedOutputs so far (absent when none; runs before them carried neither). */
