@@ -38,7 +38,7 @@ import { tableNumberTypes, type TableNumberTypes } from './compaction/table-type
 import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
-import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, inspectPipelineLock, releasePipelineLock } from './locking/pipeline-lock';
+import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, inspectPipelineLock, PipelineLockBusyError, releasePipelineLock } from './locking/pipeline-lock';
 
 const MAX_REPORTED_UNREADABLE = 200;
 const MAX_REPORTED_REFS = 50;
@@ -149,6 +149,8 @@ export const CREDENTIAL_ATTEMPTS = 3;
 /** Turns permanent errors into non-retryable failures that name the object; everything else is retried. */
 export function toActivityFailure(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
+  // Expected while the pipeline runs: retried, and logged as one line per attempt rather than a stack.
+  if (err instanceof PipelineLockBusyError) return ApplicationFailure.retryable(err.message, FailureTypes.pipelineLockHeld);
   if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
   if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);

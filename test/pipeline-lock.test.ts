@@ -176,6 +176,15 @@ describe('pipeline lock object', () => {
     await fs.writeFile(earlier, earlierReleaseLock('someone-else', 3600_000));
     await env.run(activities.releasePipelineLock, { warehouse, owner: 'wf-upgraded' });
     assert.equal((await bodyOf(earlier)).owner, 'someone-else');
+    // Honoured as held (an object it cannot read; a live owner is looked up on the server, which this environment
+    // lacks): retried (about 5 minutes), as a failure of its own type, which the worker logs as one line.
+    await fs.writeFile(path.join(warehouse, KEY), 'not json');
+    await assert.rejects(env.run(activities.acquirePipelineLock, { warehouse, owner: 'wf-upgraded', lock: path.join(warehouse, KEY) }), (err: Error) => {
+      assert.ok(err instanceof ApplicationFailure && !err.nonRetryable && err.type === FailureTypes.pipelineLockHeld, String(err));
+      assert.match(err.message, /^pipeline lock .*\/\.lock is not a lock object this tool can read/);
+      return true;
+    });
+    await fs.rm(path.join(warehouse, KEY));
     // A folder that is not there (a share not mounted) is not made: a lock there would be one no pipeline sees.
     const unmounted = path.join(warehouse, 'mnt', 'shared', '.lock');
     await assert.rejects(env.run(activities.acquirePipelineLock, { warehouse, owner: 'wf-upgraded', lock: unmounted }), (err: Error) => {

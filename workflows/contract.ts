@@ -41,6 +41,8 @@ export const FailureTypes = {
   warehouseMismatch: 'WarehouseMismatch',
   catalogConflict: 'CatalogConflict',
   lockTimeout: 'LockTimeout',
+  /** `--use-lock`: the Python pipeline's lock object is held (retried about 5 minutes, then the run fails with it). */
+  pipelineLockHeld: 'PipelineLockHeld',
   /** The run no longer holds the warehouse lock it was granted (a reset past the grant). */
   lockLost: 'LockLost',
   planNotFound: 'PlanNotFound',
