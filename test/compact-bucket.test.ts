@@ -1488,6 +1488,29 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
   });
 
+  test("decimals of one scale and different precisions (pyarrow infers the precision from each batch's values) compact to the larger precision on every write path, values exact; another scale fails the bucket naming the files", async () => {
+    const decimals = (first: string, others: string): PartDef[] =>
+      dedupParts().map((part, i) => ({ ...part, opts: { ...part.opts, columnTypes: { percent_valid_pixels: i === 0 ? first : others } } }));
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, decimals('DECIMAL(6,2)', 'DECIMAL(9,2)'));
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      const { result } = await compact(store, inputs, writePath.opts);
+      const out = path.join(root, result.outputKey);
+      assertSameRows(await readOutputRows(out), expected, writePath.name);
+      const [column] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT percent_valid_pixels FROM read_parquet(${sqlString(out)}))`);
+      assert.equal(column?.column_type, 'DECIMAL(9,2)', writePath.name);
+    }
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, decimals('DECIMAL(6,2)', 'DECIMAL(9,4)'));
+    await assert.rejects(compact(store, inputs), (err: unknown) => {
+      assert.ok(err instanceof BadBucketDataError, String(err));
+      assert.match(err.message, /^column 'percent_valid_pixels' has conflicting types across inputs: .*\(DECIMAL\(6,2\)\).*\(DECIMAL\(9,4\)\)/);
+      return true;
+    });
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+  });
+
   test('a naive timestamp in one input beside zoned ones (a writer that dropped the zone) is read as UTC and written zoned on every write path; a nanosecond one still fails the bucket', async () => {
     const naiveFirst = (type: string): PartDef[] => dedupParts().map((part, i) => (i === 0 ? { ...part, opts: { ...part.opts, columnTypes: { updated: type, datetime: type } } } : part));
     for (const writePath of WRITE_PATHS) {

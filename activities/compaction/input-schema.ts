@@ -110,12 +110,16 @@ const NAIVE_TIMESTAMPS = new Set(['TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS', 'T
 /**
  * Types that widen to one another without loss or change of meaning share a family. Integers and
  * floats in one bucket take the union's DOUBLE only when every integer is exactly a double
- * (integersExactAsDouble).
+ * (integersExactAsDouble). Decimals of one scale are one family whatever their precision: pyarrow infers a
+ * decimal's precision from each batch's values (12.5 is DECIMAL(4,2), 1234.75 DECIMAL(6,2)), DuckDB's union
+ * takes the larger, and Iceberg widens a decimal's precision, not its scale.
  */
 export function typeFamily(type: string): string {
   if (INTEGERS.has(type)) return 'integer';
   if (FLOATS.has(type)) return 'float';
   if (NAIVE_TIMESTAMPS.has(type)) return 'timestamp';
+  const decimal = /^DECIMAL\(\d+,(\d+)\)$/.exec(type);
+  if (decimal) return `decimal, scale ${decimal[1]}`;
   return type;
 }
 
