@@ -31,7 +31,7 @@ import { BucketSlots } from './compaction/bucket-slots';
 import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
-import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema } from './catalog/rebuild-catalog';
+import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema, tableWithoutMetadata } from './catalog/rebuild-catalog';
 import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
@@ -260,7 +260,7 @@ async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, 
   if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), absent: true };
   return withCatalog(req, warehouseRoot, local, async (backend) => {
     const schema = checkWarehouse ? await checkedTableSchema(backend, req, warehouseRoot) : await tableSchema(backend, req);
-    return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined };
+    return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined && !(await tableWithoutMetadata(backend, req)) };
   });
 }
 

@@ -16,7 +16,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { CreateTableBucketCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
+import { CreateNamespaceCommand, CreateTableBucketCommand, CreateTableCommand, GetTableMetadataLocationCommand, ListNamespacesCommand, S3TablesClient } from '@aws-sdk/client-s3tables';
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import type { CatalogRequest, CatalogResult, CompactionInput, CompactionSummary } from '../workflows/contract';
@@ -448,6 +448,31 @@ describe('Amazon S3 Tables', () => {
       ['the catalog has no table earthcatalog.stac_items'],
     );
     assert.deepEqual((await tables.send(new ListNamespacesCommand({ tableBucketARN: arn }))).namespaces, []);
+  });
+
+  it("a table made by create-table (no metadata yet: AWS's own compaction can then be turned off before the first run) is the table the first rebuild commits into, not one it created; verify says it has no metadata yet", async () => {
+    const made = (await tables.send(new CreateTableBucketCommand({ name: 'ec-tables-made' }))).arn!;
+    await tables.send(new CreateNamespaceCommand({ tableBucketARN: made, namespace: ['earthcatalog'] }));
+    await tables.send(new CreateTableCommand({ tableBucketARN: made, namespace: 'earthcatalog', name: 'stac_items', format: 'ICEBERG' }));
+    const located = () => tables.send(new GetTableMetadataLocationCommand({ tableBucketARN: made, namespace: 'earthcatalog', name: 'stac_items' }));
+    const before = await located();
+    assert.equal(before.metadataLocation, undefined, 'no metadata yet');
+    const report = await verifyWarehouse({ warehouse: WAREHOUSE, catalog: made, scratchDir: scratch });
+    assert.deepEqual(
+      report.violations.filter((v) => v.kind === ViolationKinds.tableMissing).map((v) => v.detail),
+      ['the table earthcatalog.stac_items has no metadata yet (made by create-table, or a first run stopped after creating it): a compaction gives it its first snapshot'],
+    );
+    const backend = await openCatalogBackend(made, WAREHOUSE, 'earthcatalog');
+    try {
+      assert.deepEqual(await checkTable(backend, request(made), WAREHOUSE), { tableExists: true });
+    } finally {
+      await backend.close();
+    }
+    const result = await rebuildWith(made);
+    assert.equal(result.createdTable, false, 'the summary must not send the operator to check --table');
+    const after = await located();
+    assert.equal(after.metadataLocation, result.metadataLocation);
+    assert.equal(after.warehouseLocation, before.warehouseLocation, 'the same table');
   });
 
   it('the pre-flight check refuses a table bucket that does not exist (a mistyped ARN), naming it, before any bucket is compacted', async () => {

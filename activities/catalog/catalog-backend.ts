@@ -17,6 +17,8 @@ export interface TableHandle {
   metadataDir: string;
   /** The table location to record in new metadata when the table has none yet. */
   defaultLocation: string;
+  /** The table was there before this open, without metadata (tableWithoutMetadata): a first commit creates no table. */
+  existedWithoutMetadata?: boolean;
 }
 
 export interface IcebergCatalogBackend {
@@ -27,6 +29,12 @@ export interface IcebergCatalogBackend {
    * the pre-flight check, `verify` and readers, which must not leave a table behind in S3 Tables.
    */
   findTable(namespace: string, table: string): Promise<TablePointer | undefined>;
+  /**
+   * Whether a table findTable did not find is there all the same, without metadata yet: S3 Tables' table
+   * made by `create-table` (so that its own compaction can be turned off before the first run), or left by
+   * a first run stopped right after CreateTable. Absent where a table always has metadata.
+   */
+  tableWithoutMetadata?(namespace: string, table: string): Promise<boolean>;
   /** Opens the table for a rebuild, creating namespace and an empty table entry where the backend requires it. */
   openTable(namespace: string, table: string): Promise<TableHandle>;
   readFile(uri: string): Promise<Buffer>;

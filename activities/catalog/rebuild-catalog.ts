@@ -150,7 +150,7 @@ export async function rebuildCatalog(
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
     ...(dropped.total ? { droppedRegistrations: dropped.named, droppedRegistrationsTotal: dropped.total } : {}),
     ...(gone?.buckets.length ? { bucketsGone: gone.buckets, bucketsGoneTotal: gone.buckets.length, rowsGone: gone.rows } : {}),
-    createdTable: handle.pointer === undefined,
+    createdTable: handle.pointer === undefined && !handle.existedWithoutMetadata,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
     ...(cleanup.error ? { metadataCleanupError: cleanup.error } : {}),
@@ -432,7 +432,12 @@ async function loadTable(backend: IcebergCatalogBackend, req: CatalogRequest, wa
  * run early. Creates nothing.
  */
 export async function checkTable(backend: IcebergCatalogBackend, req: CatalogRequest, warehouseRoot: string): Promise<{ tableExists: boolean }> {
-  return { tableExists: (await checkedTableSchema(backend, req, warehouseRoot)) !== undefined };
+  return { tableExists: (await checkedTableSchema(backend, req, warehouseRoot)) !== undefined || (await tableWithoutMetadata(backend, req)) };
+}
+
+/** An S3 Tables table made without metadata (tableWithoutMetadata): there, though it has no schema yet. */
+export async function tableWithoutMetadata(backend: IcebergCatalogBackend, req: Pick<CatalogRequest, 'namespace' | 'table'>): Promise<boolean> {
+  return (await backend.tableWithoutMetadata?.(req.namespace, req.table)) ?? false;
 }
 
 /**

@@ -132,6 +132,12 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     return undefined;
   }
 
+  async tableWithoutMetadata(namespace: string, table: string): Promise<boolean> {
+    assertS3TablesNames(namespace, table, this.tableBucketArn);
+    const found = await this.metadataLocation(namespace, table);
+    return found !== undefined && !found.metadataLocation;
+  }
+
   private async assertBucketExists(): Promise<void> {
     try {
       await this.tables.send(new GetTableBucketCommand({ tableBucketARN: this.tableBucketArn }));
@@ -144,6 +150,7 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
     assertS3TablesNames(namespace, table, this.tableBucketArn);
     await this.ensureNamespace(namespace);
     let found = await this.metadataLocation(namespace, table);
+    const existedWithoutMetadata = found !== undefined && !found.metadataLocation;
     if (!found) {
       try {
         await this.tables.send(new CreateTableCommand({ tableBucketARN: this.tableBucketArn, namespace, name: table, format: 'ICEBERG' }));
@@ -163,6 +170,7 @@ export class S3TablesCatalogBackend implements IcebergCatalogBackend {
       // S3 Tables accepts only metadata locations under the table's warehouse location.
       metadataDir: `${warehouseLocation}/metadata`,
       defaultLocation: warehouseLocation,
+      ...(existedWithoutMetadata ? { existedWithoutMetadata } : {}),
     };
   }
 

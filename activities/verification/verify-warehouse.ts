@@ -269,7 +269,10 @@ async function readCatalog(
   }
   try {
     if (!(await backend.findTable(namespace, tableName))) {
-      violations.push({ kind: ViolationKinds.tableMissing, object: label, detail: `the catalog has no table ${namespace}.${tableName}` });
+      const detail = (await backend.tableWithoutMetadata?.(namespace, tableName))
+        ? `the table ${namespace}.${tableName} has no metadata yet (made by create-table, or a first run stopped after creating it): a compaction gives it its first snapshot`
+        : `the catalog has no table ${namespace}.${tableName}`;
+      violations.push({ kind: ViolationKinds.tableMissing, object: label, detail });
       return undefined;
     }
     return await describeTable(backend, namespace, tableName);
