@@ -57,6 +57,8 @@ test('newer rules: control characters, a location too long for a lock id, the fi
     [{ warehouse: '/data/wh\u0000' }, /^Error: invalid compaction input: warehouse: must not contain control characters \(a NUL, a newline, a tab\)$/],
     [{ catalog: '/data/cat\talog.db' }, /^Error: invalid compaction input: catalog: must not contain control characters/],
     [{ warehouse: `/data/${'w'.repeat(795)}` }, /^Error: invalid compaction input: warehouse: at most 800 characters \(it names a lock workflow, whose id Temporal limits\), got 801$/],
+    // Temporal counts bytes: 300 characters of 日 are 900 (a run of such a path waited for ever for its lock).
+    [{ warehouse: `/data/${'日'.repeat(300)}` }, /^Error: invalid compaction input: warehouse: at most 800 bytes in UTF-8 \(it names a lock workflow, whose id Temporal limits to 1000 bytes; é takes two, 日 three\), got 906$/],
     [{ warehouse: '/' }, /^Error: invalid compaction input: warehouse: the filesystem root is not a warehouse/],
     [{ warehouse: '/data/..' }, /the filesystem root is not a warehouse/],
     [{ catalog: 's3://bucket/catalog.db?X-Amz-Signature=SIGNATURE' }, /^Error: invalid compaction input: catalog: an s3:\/\/ catalog is a plain location, without a query string or fragment \(\? #\): a presigned URL would keep its signature in the run's history$/],

@@ -1180,6 +1180,31 @@ describe('the warehouse lock through a symbolic link', () => {
   });
 });
 
+describe('a warehouse whose real path is too long for a lock id', () => {
+  it('a run naming it through a short symbolic link fails as InvalidInput naming the lock, instead of retrying a lock request Temporal refuses for ever', async () => {
+    const fx = await makeFixture('lock-long-real-path');
+    // Five folders of 80 × 日 (240 bytes each): a real path of over 1,200 bytes, each name within the filesystem's 255.
+    const deep = path.join(path.dirname(fx.warehouse), ...Array.from({ length: 5 }, () => '日'.repeat(80)));
+    await fs.mkdir(path.dirname(deep), { recursive: true });
+    await fs.rename(fx.warehouse, deep);
+    await fs.symlink(deep, fx.warehouse);
+    const filesBefore = await listFiles(deep);
+    const workflowId = `lock-long-real-path-${Date.now()}`;
+    await assert.rejects(
+      h.client.workflow.execute('compactWarehouse', { taskQueue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] }),
+      (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError, String(err));
+        const cause = err.cause as ApplicationFailure;
+        assert.equal(cause.type, FailureTypes.invalidInput, cause.message);
+        assert.match(cause.message, /^the warehouse lock of \/\S+ would be a workflow id of \d+ bytes, over Temporal's 1000: name the warehouse by a shorter path/);
+        return true;
+      },
+    );
+    assert.deepEqual(await listFiles(deep), filesBefore, 'nothing compacted');
+    await maybeRecordHistory(h.address, workflowId, 'compactWarehouse-lock-id-too-long');
+  });
+});
+
 /** The table's current metadata location in a local catalog.db. */
 function tablePointer(catalogDb: string): string {
   const db = new Database(catalogDb, { readonly: true, fileMustExist: true });

@@ -223,9 +223,21 @@ export function pipelineLockLocation(input: { warehouse: string; pipelineLock?: 
 
 /**
  * The lock workflows' ids carry the warehouse and catalog, and Temporal refuses an id over 1,000
- * characters: a longer path would leave its run waiting for a lock it can never request.
+ * bytes: a longer path would leave its run waiting for a lock it can never request.
  */
 export const MAX_LOCATION_LENGTH = 800;
+/** Temporal's limit on a workflow id, in UTF-8 bytes. */
+export const MAX_WORKFLOW_ID_BYTES = 1000;
+
+/** `value`'s length in UTF-8 bytes, which Temporal's limits count (é is two, 日 three); no Buffer in workflow code. */
+export function utf8Length(value: string): number {
+  let bytes = 0;
+  for (const ch of value) {
+    const code = ch.codePointAt(0)!;
+    bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+  }
+  return bytes;
+}
 
 /** The patched() ids the workflow applies newerInputProblems' rules behind, in the order they were added. */
 export const InputRulePatches = {
@@ -237,6 +249,8 @@ export const InputRulePatches = {
   warehouseFragment: 'no-fragment-in-s3-warehouse',
   /** A namespace or table name S3 Tables does not allow, with an S3 Tables catalog. */
   s3TablesNames: 's3-tables-names-in-input',
+  /** A location within MAX_LOCATION_LENGTH characters but over it in UTF-8 bytes (é, 日本). */
+  locationBytes: 'location-length-in-bytes',
 } as const;
 
 export interface NewerInputProblem {
@@ -257,6 +271,14 @@ export function newerInputProblems(input: CompactionRequest): NewerInputProblem[
     // A NUL fails deep in a file API (as a TypeError, retried), and a newline breaks every printed command.
     if (/[\u0000-\u001f\u007f]/.test(value)) first(`${field}: must not contain control characters (a NUL, a newline, a tab)`);
     if (value.length > MAX_LOCATION_LENGTH) first(`${field}: at most ${MAX_LOCATION_LENGTH} characters (it names a lock workflow, whose id Temporal limits), got ${value.length}`);
+    // Temporal counts bytes: a path of 428 characters of 日 (1,228 bytes) passed the rule above and its run
+    // waited for ever for a lock it could not request.
+    else if (utf8Length(value) > MAX_LOCATION_LENGTH) {
+      problems.push({
+        problem: `${field}: at most ${MAX_LOCATION_LENGTH} bytes in UTF-8 (it names a lock workflow, whose id Temporal limits to ${MAX_WORKFLOW_ID_BYTES} bytes; é takes two, 日 three), got ${utf8Length(value)}`,
+        patch: InputRulePatches.locationBytes,
+      });
+    }
   }
   if (input.warehouse === '/') first('warehouse: the filesystem root is not a warehouse (name the folder that holds the grid_partition=… folders)');
   // A presigned URL's query string is a credential, and the catalog is kept in the run's input, its lock

@@ -35,7 +35,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { LockActivities } from '../activities/locking/lock-activities';
-import { FailureTypes, LOCK_WORKFLOW_ID_PREFIX } from './contract';
+import { FailureTypes, LOCK_WORKFLOW_ID_PREFIX, MAX_WORKFLOW_ID_BYTES, utf8Length } from './contract';
 
 export type LockKind = 'warehouse' | 'catalog';
 
@@ -95,6 +95,8 @@ const LIVENESS_CHECK_ON_WAKE = 'liveness-check-on-wake';
 const INHERIT_CLOSED_RUN = 'inherit-closed-run-state';
 /** patched() id of a waiter without a timeout sending its request again every `rerequestSeconds`. */
 const REREQUEST_WHILE_WAITING = 'rerequest-while-waiting';
+/** patched() id of the refusal of a lock whose workflow id Temporal would refuse (over 1,000 bytes). */
+const LOCK_ID_WITHIN_LIMIT = 'lock-id-within-temporal-limit';
 /**
  * How often a waiter without a timeout sends its request again: how long its wait outlives a terminated
  * lock workflow at most. Each time costs a timer and an activity (5 history events).
@@ -327,6 +329,16 @@ export async function withResourceLock<T>(
 ): Promise<T> {
   installRequesterHandlers();
   const lockId = lockWorkflowId(kind, resource);
+  // Temporal would refuse the lock workflow's id, and the request be retried for ever (a cancel too: its
+  // signal to that id failed the workflow task). The input's rules keep the paths given short enough; the
+  // real path behind a symbolic link is known only here. (Asked only then: other runs replay as before.)
+  if (utf8Length(lockId) > MAX_WORKFLOW_ID_BYTES && patched(LOCK_ID_WITHIN_LIMIT)) {
+    throw ApplicationFailure.nonRetryable(
+      `the ${kind} lock of ${resource} would be a workflow id of ${utf8Length(lockId)} bytes, over Temporal's ${MAX_WORKFLOW_ID_BYTES}: ` +
+        `name the ${kind} by a shorter path (a real path behind a symbolic link counts too)`,
+      FailureTypes.invalidInput,
+    );
+  }
   const requestId = uuid4();
   const wait: LockWaitState = { lockId, status: 'requested', holder: null, position: 0, fence: null };
   waits.set(requestId, wait);
