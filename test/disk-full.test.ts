@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
+import { StorageError } from '../activities/storage/warehouse-store';
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { claimWorkerScratch } from '../activities/compaction/worker-scratch';
 import { isOutOfMemory, openDuckSession } from '../activities/compaction/duckdb-session';
@@ -142,6 +143,21 @@ test("DuckDB's spill into a nearly full scratch directory fails as the disk's er
   } finally {
     session.close();
   }
+});
+
+test('a warehouse on a read-only filesystem refuses a plan or an output as denied (not retried), naming the folder, not as a missing folder', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(1))!;
+  execFileSync('mount', ['-o', 'remount,ro', disk], { stdio: 'pipe' });
+  const store = new LocalWarehouseStore(disk);
+  await assert.rejects(store.writeSmall('_earthcatalog_compaction/plans/p/manifest.json', Buffer.from('{}'), null), (err: Error) => {
+    assert.ok(err instanceof StorageError && err.kind === 'denied', String(err));
+    assert.match(err.message, new RegExp(`^cannot create the folder of ${disk}/_earthcatalog_compaction/plans/p/manifest\\.json: EROFS`));
+    return true;
+  });
+  const local = path.join(await makeTempDir('disk-ro-out'), 'compacted.parquet');
+  await fs.writeFile(local, 'x');
+  await assert.rejects(store.publishIfAbsent(local, 'grid_partition=a/year=2020/compacted_p.parquet'), (err: Error) => err instanceof StorageError && err.kind === 'denied' && /EROFS/.test(err.message));
 });
 
 test('a worker whose scratch directory is on a read-only filesystem says so, not that the directory does not exist', async (t) => {

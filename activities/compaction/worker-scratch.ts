@@ -15,6 +15,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { hasGlobCharacter } from '../../workflows/contract';
+import { makeDirectory } from '../storage/local-store';
 
 const OWNER_FILE = 'owner.json';
 const CLAIM_PREFIX = 'worker-';
@@ -125,12 +126,7 @@ export async function claimWorkerScratch(root: string): Promise<WorkerScratch> {
   const ownerFile = path.join(dir, OWNER_FILE);
   const owner: Owner = { ...self, startedAt: new Date().toISOString() };
   try {
-    await fs.mkdir(dir, { recursive: true }).catch(async (err: NodeJS.ErrnoException) => {
-      // Node's recursive mkdir reports a read-only filesystem (EROFS) as ENOENT, which reads as a missing
-      // directory to an operator looking at one that exists: the plain mkdir says what it is.
-      if (err.code === 'ENOENT') await fs.mkdir(dir);
-      throw err;
-    });
+    await makeDirectory(dir);
     await fs.writeFile(ownerFile, JSON.stringify(owner));
   } catch (err) {
     // A claim without its owner would be swept only once it looks stale (a full disk leaves an empty owner.json).

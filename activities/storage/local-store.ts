@@ -77,7 +77,10 @@ export class LocalWarehouseStore implements WarehouseStore {
 
   async publishIfAbsent(localFile: string, key: string): Promise<'created' | 'exists'> {
     const target = this.abs(key);
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    // A read-only or immutable warehouse is denied (not retried): the run fails naming it.
+    await makeDirectory(path.dirname(target)).catch((err: unknown) => {
+      throw localError(`create the folder of ${target}`, err);
+    });
     // On disk before it has a name: the bucket's inputs are deleted once it is published, and after a
     // crash a name whose data never reached the disk (ext4 allocates it late) would be all that is left.
     await syncPath(localFile);
@@ -130,7 +133,9 @@ export class LocalWarehouseStore implements WarehouseStore {
 
   async writeSmall(key: string, body: Buffer, ifVersion?: string | null): Promise<string | 'conflict'> {
     const target = this.abs(key);
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await makeDirectory(path.dirname(target)).catch((err: unknown) => {
+      throw localError(`create the folder of ${target}`, err);
+    });
     const staged = `${target}.${randomUUID()}.staging`;
     try {
       // Inside the try: a write that fails half-way (a full disk) leaves no staging file behind.
@@ -232,6 +237,24 @@ export function listingError(dir: string, err: unknown): Error {
  * server's ESTALE pass, so they stay plain errors that the activity retries instead of failing its
  * bucket (or the run's rebuild) for good.
  */
+/**
+ * `fs.mkdir(dir, { recursive: true })`, whose error names the real cause: Node's recursive mkdir reports a
+ * read-only filesystem (EROFS) as ENOENT, which reads as a missing folder and would be retried for ever.
+ */
+export async function makeDirectory(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true }).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    // The plain mkdir of the first missing folder says why: EROFS, EACCES, or ENOENT when even the root is gone.
+    let first = dir;
+    while (path.dirname(first) !== first && !(await fs.stat(path.dirname(first)).then(() => true, () => false))) first = path.dirname(first);
+    await fs.mkdir(first).catch((plain: NodeJS.ErrnoException) => {
+      throw plain.code === 'EEXIST' ? err : plain;
+    });
+    // That one could be made after all (the cause has gone since): the rest of the way down.
+    await fs.mkdir(dir, { recursive: true });
+  });
+}
+
 function localError(action: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
   const message = `cannot ${action}: ${(err as Error).message}`;
