@@ -160,6 +160,14 @@ test('a warehouse on a read-only filesystem refuses a plan or an output as denie
   await assert.rejects(store.publishIfAbsent(local, 'grid_partition=a/year=2020/compacted_p.parquet'), (err: Error) => err instanceof StorageError && err.kind === 'denied' && /EROFS/.test(err.message));
 });
 
+test("every command runs with a read-only temp folder (a container's read-only root): tsx's compile cache is left off", async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(1))!;
+  execFileSync('mount', ['-o', 'remount,ro', disk], { stdio: 'pipe' });
+  const out = execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'earthcatalog-compact'), '--help'], { env: { ...process.env, TMPDIR: disk }, encoding: 'utf8' });
+  assert.match(out, /^usage: earthcatalog-compact --warehouse W --catalog C/);
+});
+
 test('a worker whose scratch directory is on a read-only filesystem says so, not that the directory does not exist', async (t) => {
   if (skipUnlessRoot(t)) return;
   const disk = (await smallDisk(1))!;
