@@ -35,7 +35,7 @@ import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSch
 import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
 import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
-import { isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
+import { assertLocalCatalogCreatable, isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
 import { acquirePipelineLock, EARLIER_RELEASES_LOCK_KEY, inspectPipelineLock, PipelineLockBusyError, releasePipelineLock } from './locking/pipeline-lock';
@@ -543,7 +543,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     /** Pre-flight: fails the run before any bucket is touched when the catalog cannot be read. */
     async checkCatalog(req: CatalogRequest): Promise<{ tableExists: boolean }> {
-      if (await isAbsentLocalCatalog(req.catalog)) return { tableExists: false };
+      if (await isAbsentLocalCatalog(req.catalog)) {
+        await assertLocalCatalogCreatable(req.catalog).catch((err: unknown) => {
+          throw toActivityFailure(err);
+        });
+        return { tableExists: false };
+      }
       return withStore(req.warehouse, (store) =>
         withCatalog(req, store.root, local, async (backend) => {
           await backend.assertWritable?.(req.namespace, req.table);

@@ -10,6 +10,10 @@ import * as path from 'node:path';
 import { generateSampleWarehouse } from '../client/demo/sample-warehouse';
 import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { StorageError } from '../activities/storage/warehouse-store';
+import { createActivities } from '../activities';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { ApplicationFailure } from '@temporalio/common';
+import { FailureTypes } from '../workflows/contract';
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { claimWorkerScratch } from '../activities/compaction/worker-scratch';
 import { isOutOfMemory, openDuckSession } from '../activities/compaction/duckdb-session';
@@ -158,6 +162,23 @@ test('a warehouse on a read-only filesystem refuses a plan or an output as denie
   const local = path.join(await makeTempDir('disk-ro-out'), 'compacted.parquet');
   await fs.writeFile(local, 'x');
   await assert.rejects(store.publishIfAbsent(local, 'grid_partition=a/year=2020/compacted_p.parquet'), (err: Error) => err instanceof StorageError && err.kind === 'denied' && /EROFS/.test(err.message));
+});
+
+test('a catalog.db to be created on a read-only filesystem fails the pre-flight as denied, before any bucket, not the rebuild after every bucket', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(1))!;
+  execFileSync('mount', ['-o', 'remount,ro', disk], { stdio: 'pipe' });
+  const activities = createActivities({ scratchDir: await makeTempDir('disk-ro-cat-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+  const warehouse = await makeTempDir('disk-ro-cat-wh');
+  const req = { warehouse, namespace: 'earthcatalog', table: 'stac_items', catalogName: 'earthcatalog' };
+  await assert.rejects(new MockActivityEnvironment().run(activities.checkCatalog, { ...req, catalog: path.join(disk, 'sub', 'catalog.db') }), (err: Error) => {
+    assert.ok(err instanceof ApplicationFailure && err.nonRetryable && err.type === FailureTypes.storageDenied, String(err));
+    assert.equal(err.message, `catalog ${disk}/sub/catalog.db cannot be created: ${disk} is not writable (EROFS)`);
+    return true;
+  });
+  const writable = path.join(await makeTempDir('disk-rw-cat'), 'sub', 'catalog.db');
+  assert.deepEqual(await new MockActivityEnvironment().run(activities.checkCatalog, { ...req, catalog: writable }), { tableExists: false });
+  await assert.rejects(fs.access(path.dirname(writable)), 'nothing created to find out');
 });
 
 test("every command runs with a read-only temp folder (a container's read-only root): tsx's compile cache is left off", async (t) => {

@@ -3,8 +3,10 @@
  * an absolute path to catalog.db, s3://.../catalog.db, or an S3 Tables table-bucket ARN.
  * Credentials come from the worker's environment, never from the location.
  */
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
+import * as path from 'node:path';
 import type { IcebergCatalogBackend } from './catalog-backend';
+import { StorageError } from '../storage/warehouse-store';
 import { SqliteCatalogBackend } from './sqlite-catalog';
 import { isS3TablesCatalog } from '../../workflows/contract';
 
@@ -15,6 +17,19 @@ import { isS3TablesCatalog } from '../../workflows/contract';
  */
 export async function isAbsentLocalCatalog(catalog: string): Promise<boolean> {
   return catalog.startsWith('/') && !(await fs.stat(catalog).catch(() => undefined));
+}
+
+/**
+ * The pre-flight of a catalog.db that does not exist yet: the rebuild creates it (and its folders), which a
+ * read-only filesystem or a folder of another owner refuses only then, after every bucket deleted its
+ * inputs. The nearest existing folder must be writable; nothing is created to find out.
+ */
+export async function assertLocalCatalogCreatable(catalog: string): Promise<void> {
+  let dir = path.dirname(catalog);
+  while (path.dirname(dir) !== dir && !(await fs.stat(dir).then(() => true, () => false))) dir = path.dirname(dir);
+  await fs.access(dir, fsConstants.W_OK).catch((err: NodeJS.ErrnoException) => {
+    throw new StorageError(`catalog ${catalog} cannot be created: ${dir} is not writable (${err.code ?? err.message})`, 'denied');
+  });
 }
 
 /**
