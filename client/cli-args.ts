@@ -97,7 +97,8 @@ export function location(raw: string, flag: string): string {
       return fileURLToPath(raw);
     } catch (err) {
       // A user and password before the host (`file://key:secret@host/…`) stay off the screen and out of logs.
-      const shown = raw.replace(/^(file:\/\/)[^/]*@/i, '$1…@');
+      // Up to the last @: a pasted secret may hold a / (base64), which no URL parser would have let in.
+      const shown = raw.replace(/^(file:\/\/).*@/i, '$1…@');
       throw new UsageError(`--${flag} ${JSON.stringify(shown)} is not a file URI of this machine: ${(err as Error).message}`);
     }
   }

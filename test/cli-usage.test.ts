@@ -174,6 +174,11 @@ test('a file:// warehouse or catalog is a local path; a URI of another scheme is
     () => location('file://AKIAEXAMPLE:s3cr3t@otherhost/wh', 'warehouse'),
     (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/…@otherhost\/wh" is not a file URI of this machine/.test(e.message) && !/AKIAEXAMPLE|s3cr3t/.test(e.message),
   );
+  assert.throws(
+    () => location('file://AKIAEXAMPLE:s3/cr3t@otherhost/wh', 'warehouse'),
+    (e: unknown) => e instanceof UsageError && /^--warehouse "file:\/\/…@otherhost\/wh"/.test(e.message) && !/AKIAEXAMPLE|cr3t/.test(e.message),
+    'a secret with a slash',
+  );
   for (const flag of ['warehouse', 'catalog'] as const) {
     const args = ['--warehouse', '/w', '--catalog', '/c.db'];
     args[args.indexOf(`--${flag}`) + 1] = 'gs://b/x';
