@@ -19,6 +19,7 @@ import type {
   PlanSummary,
 } from '../workflows/contract';
 import { bucketPrefix, FailureTypes, pipelineLockLocation } from '../workflows/contract';
+import { firstLine } from './error-text';
 import { keepAlive } from './heartbeats';
 import { openWarehouseStore } from './storage/open-store';
 import { StorageError, type WarehouseStore } from './storage/warehouse-store';
@@ -577,11 +578,14 @@ export function createActivities(resources: ActivityResources = defaultActivityR
 
     /** A dry run's look at the `--use-lock` object: what a run would find there (nothing is written). */
     async inspectPipelineLock(req: PipelineLockRequest): Promise<string | undefined> {
+      const running = async (owner: string) => (await workflowStatus(owner).catch(() => undefined)) === 'RUNNING';
+      // A dry run reports what it could not read rather than fail after its plan: a role without s3:ListBucket
+      // is answered 403 for an absent object, where the run's conditional write may still succeed.
       return withLockObject(
         req,
-        (store, key) => inspectPipelineLock(store, req.owner, abandonedOwner, key),
+        (store, key) => inspectPipelineLock(store, req.owner, abandonedOwner, key, running),
         (problem) => `${problem}: a run would fail`,
-      );
+      ).catch((err: unknown) => `the pipeline lock object ${req.lock ?? pipelineLockLocation(req)} could not be read (${firstLine(err)}): a run takes it by a conditional write, which may still succeed`);
     },
 
     async releasePipelineLock(req: PipelineLockRequest): Promise<void> {

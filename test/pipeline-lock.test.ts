@@ -144,12 +144,27 @@ describe('pipeline lock object', () => {
     ];
     for (const [body, expected] of cases) {
       const { store, file } = await storeWithLock(body);
-      const said = await inspectPipelineLock(store, 'wf-dry', running, KEY);
+      const said = await inspectPipelineLock(store, 'wf-dry', running, KEY, async () => false);
       if (expected) assert.match(said ?? '', expected, body);
       else assert.equal(said, undefined, body);
       if (body !== undefined) assert.equal(await fs.readFile(file, 'utf8'), body, 'untouched');
       else await assert.rejects(fs.access(file), 'nothing created');
     }
+    // Held by a compaction running now: a run of the same warehouse waits for it (the warehouse lock) rather than failing.
+    const { store } = await storeWithLock(pythonLock('compact-wh-abc', 60_000, 24));
+    assert.match(
+      (await inspectPipelineLock(store, 'wf-dry', running, KEY, async (o) => o === 'compact-wh-abc')) ?? '',
+      /^pipeline lock .*\/\.lock is held by compact-wh-abc on py-host until \S+, a compaction running now: a run of the same warehouse waits for it to end, one of another warehouse would wait for the object \(about 5 minutes\), then fail$/,
+    );
+  });
+
+  it("a dry run's look at an object it cannot read says so instead of failing the dry run after its plan", async () => {
+    const warehouse = await makeTempDir('ec-pylock-unreadable');
+    // A folder where the object should be: reading it fails (EISDIR), as a role without s3:ListBucket gets 403.
+    await fs.mkdir(path.join(warehouse, KEY));
+    const activities = createActivities({ scratchDir: await makeTempDir('ec-pylock-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    const said: string | undefined = await new MockActivityEnvironment().run(activities.inspectPipelineLock, { warehouse, owner: 'wf-dry', lock: path.join(warehouse, KEY) });
+    assert.match(said ?? '', /^the pipeline lock object .*\/\.lock could not be read \(.*EISDIR.*\): a run takes it by a conditional write, which may still succeed$/);
   });
 
   it('is released by its owner only', async () => {

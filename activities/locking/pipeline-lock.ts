@@ -101,7 +101,13 @@ export async function acquirePipelineLock(
  * What a run of `owner` would find at `key`, for a dry run, which takes nothing: undefined when it would
  * take the object at once (absent, or its own), else why it would wait or whose object it would take over.
  */
-export async function inspectPipelineLock(store: WarehouseStore, owner: string, abandoned: AbandonedOwner, key: string): Promise<string | undefined> {
+export async function inspectPipelineLock(
+  store: WarehouseStore,
+  owner: string,
+  abandoned: AbandonedOwner,
+  key: string,
+  running: (owner: string) => Promise<boolean>,
+): Promise<string | undefined> {
   const current = await store.readSmall(key);
   if (!current) return undefined;
   const held = parseLock(current.body);
@@ -109,6 +115,11 @@ export async function inspectPipelineLock(store: WarehouseStore, owner: string, 
   if (held.owner === owner) return undefined;
   const why = await whyFree(held, abandoned, Date.now());
   if (why) return `a run would take over pipeline lock ${store.uri(key)} from ${held.owner}${held.where}: ${why}`;
+  // A compaction of this warehouse holds the warehouse lock too, which a run waits for first; one of another
+  // warehouse sharing the object (s3://bucket/.lock is per bucket) is waited for like the Python pipeline.
+  if (await running(held.owner)) {
+    return `${heldBy(store.uri(key), held)}, a compaction running now: a run of the same warehouse waits for it to end, one of another warehouse would wait for the object (about 5 minutes), then fail`;
+  }
   return `${heldBy(store.uri(key), held)}: a run would wait for it (about 5 minutes), then fail`;
 }
 
