@@ -99,9 +99,9 @@ test('whole numbers are decimal digits: 1e3, 2024.0 and 0x7e8 are refused; a neg
   }
   // Node's parser alone answers `--threshold -1` with its hint about spelling `--threshold=-XYZ`.
   for (const [flag, takes] of [
-    ['--max-parallel', />=1/],
-    ['--threshold', />=1/],
-    ['--lock-timeout', />=0/],
+    ['--max-parallel', /at least 1 \(bucket activities in flight\)/],
+    ['--threshold', /at least 1 \(a bucket with that many data files or more is compacted; 1 takes every bucket\)/],
+    ['--lock-timeout', /at least 0 \(0: run now or not at all\)/],
   ] as const) {
     const negative = await cli([...base, flag, '-1']);
     assert.equal(negative.code, 64, negative.stderr);
@@ -139,7 +139,7 @@ test('bad values are usage errors (exit 64) whether the flag parser or the input
   assert.match(year.stderr, /^earthcatalog-compact: invalid compaction input: --years item 2: a year has four digits \(1000 to 9999\), got 26$/m);
   // Problems are told by the flag that was typed, not by the input field it sets.
   const parallel = await cli([...base, '--max-parallel', '0']);
-  assert.match(parallel.stderr, /^earthcatalog-compact: invalid compaction input: --max-parallel: Too small: expected number to be >=1$/m);
+  assert.match(parallel.stderr, /^earthcatalog-compact: invalid compaction input: --max-parallel: at least 1 \(bucket activities in flight\)$/m);
   const selection = await cli(['verify', ...base, '--years', '2024,1']);
   assert.equal(selection.code, 64, selection.stderr);
   assert.match(selection.stderr, /^earthcatalog-compact: invalid selection: --years item 2: a year has four digits \(1000 to 9999\), got 1$/m);

@@ -174,12 +174,12 @@ const compactionInputFields = z
   .object({
     warehouse: warehouseSchema,
     catalog: catalogSchema,
-    threshold: z.number().int().min(1).max(100_000).default(2),
+    threshold: z.number().int().min(1, 'at least 1 (a bucket with that many data files or more is compacted; 1 takes every bucket)').max(100_000).default(2),
     dryRun: z.boolean().default(false),
     useLock: z.boolean().default(false),
     /** The Python pipeline's lock object `useLock` takes; absent: see pipelineLockLocation. */
     pipelineLock: pipelineLockSchema.optional(),
-    maxParallelBuckets: z.number().int().min(1).max(1000).default(DEFAULT_MAX_PARALLEL_BUCKETS),
+    maxParallelBuckets: z.number().int().min(1, 'at least 1 (bucket activities in flight)').max(1000).default(DEFAULT_MAX_PARALLEL_BUCKETS),
     ...selectionFields,
     namespace: identifier.default(DEFAULT_NAMESPACE),
     table: identifier.default(DEFAULT_TABLE),
@@ -187,7 +187,7 @@ const compactionInputFields = z
     /** Finish an earlier, interrupted plan instead of planning anew. */
     resumePlanId: z.string().regex(/^[A-Za-z0-9_-]{1,80}$/).optional(),
     /** How long to wait for another compaction of the same warehouse; absent waits indefinitely. */
-    lockTimeoutSeconds: z.number().int().min(0).optional(),
+    lockTimeoutSeconds: z.number().int().min(0, 'at least 0 (0: run now or not at all)').optional(),
   })
   .strict();
 
