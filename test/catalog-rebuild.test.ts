@@ -36,7 +36,7 @@ import { defaultPartitionSpec, defaultSchema } from '../activities/catalog/icebe
 import type { CatalogRequest, CatalogResult } from '../workflows/contract';
 import { makeTempDir } from './helpers/temp-dirs';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
-import { makeColumnNullTyped } from './helpers/pyarrow-rewrites';
+import { addColumnCopy, makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, toActivityFailure } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
@@ -714,9 +714,9 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal((await scan(cat, '--files-only')).files.length, fourth.dataFiles, 'pyiceberg loads the table');
   });
 
-  test('columns no evolution makes readable (another kind of type, a name differing only in case, the Null type) are named; the files stay registered', async () => {
+  test('columns no evolution makes readable (another kind of type, a name differing only in case or repeated, the Null type) are named; the files stay registered', async () => {
     const wh = await copyOfBase('misfit');
-    const [typed, cased, nulled] = (await listParquet(wh)).slice(0, 3) as [string, string, string];
+    const [typed, cased, nulled, repeated] = (await listParquet(wh)).slice(0, 4) as [string, string, string, string];
     const session = await openDuckSession({ tempDir: await freshDir('misfit-spill'), threads: 1 });
     try {
       for (const [key, select] of [
@@ -732,11 +732,16 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
       session.close();
     }
     await makeColumnNullTyped(path.join(wh, nulled), 'scene_2_frame');
+    await addColumnCopy(path.join(wh, repeated), 'platform', 'platform');
     const result = await rebuild(wh, path.join(await freshDir('misfit-cat'), 'catalog.db'));
     assert.equal(result.dataFiles, baseStats.files, 'registered all the same: left out, their rows would be hidden');
     assert.equal(result.schemaEvolved, undefined, 'nothing was added for them');
     const reasons = new Map(result.schemaMismatches?.map((m) => [m.key, m.reason]));
-    assert.deepEqual([...reasons.keys()].sort(), [typed, cased, nulled].sort());
+    assert.deepEqual([...reasons.keys()].sort(), [typed, cased, nulled, repeated].sort());
+    assert.equal(
+      reasons.get(repeated),
+      "column 'platform' occurs 2 times in the file, and readers refuse a file whose columns repeat a name: rewrite the file with distinct names",
+    );
     assert.equal(reasons.get(typed), "column 'latitude' is string in the file, double in the table");
     assert.equal(reasons.get(cased), "column 'Bbox' matches the table's 'bbox' only in case, and readers look columns up by exact name");
     assert.match(reasons.get(nulled)!, /^column 'scene_2_frame' is of the Parquet Null type/);

@@ -166,6 +166,7 @@ describe('Iceberg bounds', () => {
     assert.deepEqual(boundsOf([withId('a', undefined, 'x'), withId('b', 1, 'y')]), [[undefined, undefined], [undefined, undefined]], "a's id on b: Java reads b as a");
     assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('b', undefined, 'y')]), [['x', 10n], [undefined, undefined]], 'without an id in a file with ids, Java reads b as null');
     assert.deepEqual(boundsOf([withId('a', 1, 'x'), withId('a', 1, 'z')]).slice(0, 1), [[undefined, undefined]], 'two columns with one id');
+    assert.deepEqual(boundsOf([withId('a', undefined, 'x'), withId('a', undefined, 'z'), withId('b', undefined, 'y')]), [[undefined, undefined], ['y', 10n]], 'a name the file repeats: readers refuse the file');
     const nestedIds: FooterColumn = { ...withId('b', undefined, 'y'), node: { name: 'b', children: [{ name: 'element', physicalType: 'BYTE_ARRAY', fieldId: 7 }] } };
     assert.deepEqual(boundsOf([withId('a', undefined, 'x'), nestedIds]), [[undefined, undefined], [undefined, undefined]], 'ids only in a nested field: still a file with ids');
   });

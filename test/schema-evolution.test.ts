@@ -151,3 +151,15 @@ test("a column whose dotted name is another field's path (`props.c` beside struc
   assert.equal(lists.admit([column(list)]).problem, undefined);
   assert.match(lists.admit([column(text('tags.element'))]).problem ?? '', /^column 'tags\.element' would be a second field/);
 });
+
+test('a name the file repeats (pyarrow writes such files; readers refuse them) neither adds nor widens a column, and is named', () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const int64 = (name: string): ParquetNode => ({ name, repetition: 'OPTIONAL', physicalType: 'INT64' });
+  const admission = evolution.admit([column(text('id')), column(int64('n_obs')), column(int32('n_obs')), column(text('scene')), column(text('scene'))]);
+  assert.equal(
+    admission.problem,
+    "column 'n_obs' occurs 2 times in the file, and readers refuse a file whose columns repeat a name: rewrite the file with distinct names; " +
+      "column 'scene' occurs 2 times in the file, and readers refuse a file whose columns repeat a name: rewrite the file with distinct names",
+  );
+  assert.deepEqual([evolution.changed, evolution.added, evolution.widened], [false, [], []]);
+});

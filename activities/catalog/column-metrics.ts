@@ -12,6 +12,7 @@
 import type { IcebergSchema } from './iceberg-schema';
 import type { ColumnTotals, FooterColumn, ParquetNode, StatValue } from './parquet-footer';
 import { compareStatValues } from './parquet-footer';
+import { timesNamed } from './schema-evolution';
 
 export interface ColumnMetrics {
   columnSizes: Map<number, bigint>;
@@ -65,8 +66,10 @@ export function columnMetrics(columns: readonly FooterColumn[], schema: IcebergS
   for (const { node } of columns) {
     if (node.fieldId !== undefined) idCarriers.set(node.fieldId, (idCarriers.get(node.fieldId) ?? 0) + 1);
   }
+  const repeated = timesNamed(columns);
   for (const column of columns) {
-    const named = fields.get(column.name);
+    // A name the file repeats is read as no field (readers refuse the file).
+    const named = repeated.has(column.name) ? undefined : fields.get(column.name);
     const own = column.node.fieldId;
     const readAsNamed = named && (!byId || (own === named.id && idCarriers.get(own) === 1));
     const field = readAsNamed ? named : undefined;

@@ -6,8 +6,8 @@
  * rebuild evolves the schema as Iceberg's `union_by_name` does: columns the table lacks (and fields a
  * struct lacks) are added as optional fields with new ids, an int widens to long, a float to double, a
  * decimal to a larger precision. What no evolution makes readable (a type of another kind, a name that
- * differs from the table's only in case, Parquet's Null type, field ids of another numbering) is reported; the file stays registered,
- * as leaving it out would hide its rows from every reader.
+ * differs from the table's only in case, a name the file repeats, Parquet's Null type, field ids of another
+ * numbering) is reported; the file stays registered, as leaving it out would hide its rows from every reader.
  */
 import type { IcebergField, IcebergSchema, IcebergType, MappedField, PartitionField } from './iceberg-schema';
 import type { FooterColumn, ParquetNode } from './parquet-footer';
@@ -123,8 +123,13 @@ export class SchemaEvolution {
 
   private mergeStruct(fields: IcebergField[], nodes: readonly ParquetNode[], prefix: string, problems: string[], valueless?: ReadonlySet<string>): IcebergField[] {
     let out = fields;
+    // Readers index a file's columns by name and refuse a file in which one repeats (pyiceberg fails every
+    // scan that reaches it): such a column neither adds to nor widens the table.
+    const repeated = timesNamed(nodes);
+    for (const name of [...repeated.keys()]) problems.push(`column '${prefix}${name}' occurs ${repeated.get(name)} times in the file, and readers refuse a file whose columns repeat a name: rewrite the file with distinct names`);
     for (const node of nodes) {
       const path = prefix + node.name;
+      if (repeated.has(node.name)) continue;
       // A renamed column's files still carry the old name, which the name mapping keeps as an alias.
       const exact = out.findIndex((f) => f.name === node.name);
       const index = exact >= 0 ? exact : out.findIndex((f) => (this.aliases.get(f.id) ?? []).includes(node.name));
@@ -405,4 +410,11 @@ function widened(tableType: string, fileType: string): string | undefined {
   const [t, f] = [decimalOf(tableType), decimalOf(fileType)];
   if (t && f && t.scale === f.scale && f.precision > t.precision && f.precision <= 38) return `decimal(${f.precision}, ${f.scale})`;
   return undefined;
+}
+
+/** The names that more than one of `nodes` has, with how many have each. */
+export function timesNamed(nodes: readonly { name: string }[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const { name } of nodes) counts.set(name, (counts.get(name) ?? 0) + 1);
+  return new Map([...counts].filter(([, n]) => n > 1));
 }
