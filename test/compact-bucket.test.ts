@@ -1208,6 +1208,18 @@ describe('compactBucket', () => {
         match,
         culprit: 1,
       })),
+      // DuckDB would compact them (it ignores case); the rebuild then left an output without 'id' out of the table.
+      ...(
+        [
+          ['id', 'ID'],
+          ['updated', 'Updated'],
+        ] as const
+      ).map(([column, as]) => ({
+        name: `the column ${column} spelled ${as} in one input`,
+        damage: (root: string, inputs: PlannedFile[]) => rewritePart(root, inputs, 1, `* EXCLUDE (${column}), ${column} AS "${as}"`),
+        match: new RegExp(`spells the column '${column}' as '${as}'.*Nothing of the bucket was changed`),
+        culprit: 1,
+      })),
       {
         name: 'columns id and ID in one file',
         damage: async (root, inputs) => {
@@ -1250,18 +1262,18 @@ describe('compactBucket', () => {
     }
   });
 
-  test('a column spelled differently across inputs (Platform, platform) fails the bucket naming the files; nothing is written or deleted', async () => {
+  test('a column spelled differently across inputs (Scene_1_id, scene_1_id) fails the bucket naming the files; nothing is written or deleted', async () => {
     const { root, store } = await newWarehouse();
     const inputs = await writeBucket(root, dedupParts());
     const second = path.join(root, inputs[1]!.key);
     const staged = path.join(scratchRoot, 'spelled.parquet');
     await fs.rename(second, staged);
-    await session.exec(`COPY (SELECT * EXCLUDE (platform), platform AS "Platform" FROM read_parquet(${sqlString(staged)})) TO ${sqlString(second)} (FORMAT parquet)`);
+    await session.exec(`COPY (SELECT * EXCLUDE (scene_1_id), scene_1_id AS "Scene_1_id" FROM read_parquet(${sqlString(staged)})) TO ${sqlString(second)} (FORMAT parquet)`);
     inputs[1]!.size = (await fs.stat(second)).size;
     const before = await fs.readdir(path.dirname(second));
     await assert.rejects(compact(store, inputs), (err: unknown) => {
       assert.ok(err instanceof BadBucketDataError, `got ${String(err)}`);
-      assert.match(err.message, /^column 'platform' is spelled differently across inputs: .*\(Platform\)/);
+      assert.match(err.message, /^column 'scene_1_id' is spelled differently across inputs: .*\(Scene_1_id\)/);
       assert.ok(err.message.includes(inputs[1]!.key), err.message);
       return true;
     });

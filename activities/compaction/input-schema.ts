@@ -41,6 +41,9 @@ function reservedNameClash(name: string): string | undefined {
   return undefined;
 }
 
+/** The columns the compaction deduplicates and sorts by, which the catalog and its readers also look up by exact name. */
+const KEY_COLUMNS = ['id', 'updated', 'platform', 'datetime'] as const;
+
 /** DuckDB renames the second of two columns whose names match case-insensitively `name_1` (and `name_1_1`…). */
 const DEDUPLICATED_NAME = /_\d+$/;
 
@@ -99,6 +102,17 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
   }
   if (!columns.has('id')) {
     throw new BadBucketDataError(`input ${input.key} has no 'id' column; rows cannot be deduplicated`, [input.key]);
+  }
+  for (const name of KEY_COLUMNS) {
+    const written = columns.get(name)?.name;
+    if (written === undefined || written === name) continue;
+    throw new BadBucketDataError(
+      `input ${input.key} spells the column '${name}' as '${written}': the compaction would read it as '${name}' (DuckDB ignores case), ` +
+        `but the catalog and the table's readers look columns up by exact name, so the output would not match the table's '${name}'. ` +
+        `Rename it to '${name}' in the file. ` +
+        'Nothing of the bucket was changed',
+      [input.key],
+    );
   }
   return { key: input.key, columns };
 }
