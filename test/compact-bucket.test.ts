@@ -1814,7 +1814,17 @@ describe('compactBucket', () => {
     // Named at the largest limit of which it is a quarter or more, not at the next one.
     const limitMb = Math.floor((largest!.bytes * 4) / (1024 * 1024));
     const named = new BucketMemoryError(PREFIX, limitMb, 2, 1, 'Out of Memory Error', largest);
-    assert.match(named.message, new RegExp(`resume the run\\. Its largest input row group \\(${PREFIX}/one-group\\.parquet, row group 0\\) holds 3 MB uncompressed, which DuckDB decodes whole: rewrite that file with smaller row groups`));
+    assert.equal(largest?.rows, 3000);
+    // An eighth of the limit in each new row group: at most half of the 3,000 rows of one that holds a quarter of it.
+    const advised = Math.floor((3000 * limitMb * 1024 * 1024) / 8 / largest!.bytes);
+    assert.ok(advised >= 1000 && advised <= 1500, `${advised} rows`);
+    assert.match(
+      named.message,
+      new RegExp(
+        `resume the run\\. Its largest input row group \\(${PREFIX}/one-group\\.parquet, row group 0\\) holds 3 MB uncompressed, which DuckDB decodes whole \\(3000 row\\(s\\)\\): ` +
+          `rewrite that file with smaller row groups \\(pyarrow's row_group_size=${advised} or fewer\\)`,
+      ),
+    );
     assert.match(named.message, /DuckDB said: Out of Memory Error$/);
     assert.doesNotMatch(new BucketMemoryError(PREFIX, limitMb + 1, 2, 1, 'Out of Memory Error', largest).message, /row group/);
   });

@@ -55,15 +55,19 @@ export class BucketMemoryError extends Error {
     inputs: number,
     bytesIn: number,
     cause: string,
-    largest?: { key: string; rowGroup: number; bytes: number },
+    largest?: { key: string; rowGroup: number; bytes: number; rows: number },
   ) {
     const mb = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
+    // Row groups of an eighth of the limit leave room for the decode of several at once; from the file's
+    // own bytes per row, as a fixed number is no advice for rows of megabytes.
+    const rowsPerGroup = largest && Math.max(1, Math.floor((largest.rows * memoryLimitMb * 1024 * 1024) / 8 / Math.max(1, largest.bytes)));
     // A row group of a quarter of the limit or more is what a bucket of small files fails on: name it,
     // since its bytes on disk (compressed) say nothing of it.
     const rowGroup =
       largest && largest.bytes * 4 >= memoryLimitMb * 1024 * 1024
         ? ` Its largest input row group (${largest.key}, row group ${largest.rowGroup}) holds ${mb(largest.bytes)} MB uncompressed, ` +
-          `which DuckDB decodes whole: rewrite that file with smaller row groups (pyarrow's row_group_size=10000, say), or give a budget of several times that.`
+          `which DuckDB decodes whole (${largest.rows} row(s)): rewrite that file with smaller row groups ` +
+          `(pyarrow's row_group_size=${rowsPerGroup} or fewer), or give a budget of several times that.`
         : '';
     super(
       `bucket ${bucket}: DuckDB ran out of its ${memoryLimitMb} MB memory limit (half the bucket activity's memory budget) ` +

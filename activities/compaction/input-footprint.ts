@@ -26,6 +26,7 @@ export interface LargestRowGroup {
   rowGroup: number;
   /** Uncompressed bytes of the row group's columns. */
   bytes: number;
+  rows: number;
 }
 
 /**
@@ -35,10 +36,10 @@ export interface LargestRowGroup {
  */
 export async function largestRowGroup(session: DuckSession, inputs: readonly LocalInput[]): Promise<LargestRowGroup | undefined> {
   const [r] = await session.rows(
-    `SELECT file_name, row_group_id, sum(total_uncompressed_size) AS bytes
+    `SELECT file_name, row_group_id, sum(total_uncompressed_size) AS bytes, any_value(row_group_num_rows) AS rows
      FROM parquet_metadata(${sqlStringList(inputs.map((i) => i.path))})
      GROUP BY file_name, row_group_id ORDER BY bytes DESC, file_name, row_group_id LIMIT 1`,
   );
   const input = r && inputs.find((i) => i.path === r.file_name);
-  return input ? { key: input.key, rowGroup: toNumber(r.row_group_id), bytes: toNumber(r.bytes) } : undefined;
+  return input ? { key: input.key, rowGroup: toNumber(r.row_group_id), bytes: toNumber(r.bytes), rows: toNumber(r.rows) } : undefined;
 }
