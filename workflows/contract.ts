@@ -137,7 +137,8 @@ const pipelineLockSchema = z
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier: letters, digits and underscores, not beginning with a digit');
 // A cell as its folder names it: a Hive writer escapes other characters as %XX (warehouse-layout.ts cellValueOf).
-const cellSchema = z.string().regex(/^[A-Za-z0-9_.:%-]+$/, 'a cell is its folder name: letters, digits, _ . : - and %XX escapes');
+// Any script's letters (a folder `grid_partition=zürich` is compacted by a run of the whole warehouse), in NFC or NFD.
+const cellSchema = z.string().regex(/^[\p{L}\p{M}\p{N}_.:%-]+$/u, 'a cell is its folder name: letters, digits, _ . : - and %XX escapes');
 
 function fourDigitYear(issue: { input?: unknown }): string {
   return `a year has four digits (1000 to 9999), got ${String(issue.input)}`;
