@@ -1314,6 +1314,25 @@ describe('compactBucket', () => {
   });
 
   for (const writePath of WRITE_PATHS.slice(0, 2)) {
+    test(`an input without rows is not held to the bucket's schema (updated as text, no id): the bucket compacts and deletes it: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      for (const [name, select] of [
+        ['part_empty_text.parquet', `SELECT 'x' AS id, 'yesterday' AS updated, 'p' AS platform WHERE false`],
+        ['part_empty_no_id.parquet', `SELECT 'yesterday' AS updated WHERE false`],
+      ] as const) {
+        const key = `${PREFIX}/${name}`;
+        await session.exec(`COPY (${select}) TO ${sqlString(path.join(root, key))} (FORMAT parquet)`);
+        inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+      }
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.outcome, 'compacted');
+      assert.equal(result.rowsOut, 6);
+      assert.deepEqual(await keysUnder(root), [path.basename(result.outputKey)], 'every input deleted, the empty ones too');
+      const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT * FROM read_parquet(${sqlString(path.join(root, result.outputKey))})) WHERE column_name = 'updated'`);
+      assert.equal(described?.column_type, 'TIMESTAMP WITH TIME ZONE', "the empty input's text type is not the output's");
+    });
+
     test(`a column that holds no value in some inputs (pyarrow's Null type; an all-null INTEGER) is no type conflict: ${writePath.name}`, async () => {
       const { root, store } = await newWarehouse();
       const parts = dedupParts();

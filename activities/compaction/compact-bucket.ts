@@ -36,10 +36,12 @@ import { isOutOfMemory, type DuckSession } from './duckdb-session';
 import { firstLine } from '../error-text';
 import {
   assertCompatibleSchemas,
+  assertUsableColumns,
   valuelessParts,
   findUnreadableInput,
   unionCastFailure,
   readInputSchema,
+  withoutEmptyInputs,
   updatedPrecision,
   unionColumns,
   type InputSchema,
@@ -268,7 +270,7 @@ export async function compactBucket(
   }
 }
 
-/** Materializes and checks every input on its own (naming a bad one), then their types together. */
+/** Materializes and checks every input on its own (naming a bad one), leaves out those without rows, then checks their types together. */
 async function readInputs(
   a: Attempt,
   present: readonly StoredObject[],
@@ -288,8 +290,16 @@ async function readInputs(
       throw await unlessChanged(a, [p], err);
     }
   }
-  await assertCompatibleSchemas(a.session, inputs, schemas);
-  return { inputs, schemas };
+  const used = withoutEmptyInputs(inputs, schemas);
+  for (const [i, input] of used.inputs.entries()) {
+    try {
+      await assertUsableColumns(input, used.schemas[i]!);
+    } catch (err) {
+      throw await unlessChanged(a, present.filter((p) => p.key === input.key), err);
+    }
+  }
+  await assertCompatibleSchemas(a.session, used.inputs, used.schemas);
+  return used;
 }
 
 /** Every object in the bucket's directory, by key. */
@@ -383,7 +393,7 @@ async function compactFresh(
   assertOneGeoMeaning(inputs, [firstKv!.find((e) => e.key === 'geo')?.value, ...otherGeo]);
   // Checked before a path is chosen: every path must pick the same winners.
   const updated = await updatedPrecision(a.session, inputs, schemas);
-  const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
+  const bytesIn = present.reduce((s, i) => s + i.size, 0);
 
   beat(a, { phase: 'dedup' });
   const memory = a.opts.memoryLimitMb * 1024 * 1024;

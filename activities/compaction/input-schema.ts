@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
-import { sqlIdent, sqlString, sqlStringList, type DuckSession } from './duckdb-session';
+import { sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
 import { firstLine } from '../error-text';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
 import { readParquetFooter, type ParquetNode } from '../catalog/parquet-footer';
@@ -23,6 +23,7 @@ export interface InputSchema {
   key: string;
   /** Lower-cased column name → { name as written, DuckDB type }. DuckDB names are case-insensitive. */
   columns: Map<string, { name: string; type: string }>;
+  rows: number;
 }
 
 /**
@@ -59,7 +60,7 @@ function briefly(err: unknown): string {
   return firstLine(err).slice(0, 300);
 }
 
-/** Reads one file's schema from its footer; an empty, truncated or non-Parquet file fails here. */
+/** Reads one file's schema and row count from its footer; an empty, truncated or non-Parquet file fails here. */
 export async function readInputSchema(session: DuckSession, input: LocalInput): Promise<InputSchema> {
   if (input.size === 0) {
     throw new BadBucketDataError(`input ${input.key} is an empty (zero-byte) object, not a Parquet file`, [input.key]);
@@ -79,6 +80,13 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
     const name = String(r.column_name);
     columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
   }
+  const [meta] = await session.rows(`SELECT num_rows FROM parquet_file_metadata(${sqlString(input.path)})`);
+  return { key: input.key, columns, rows: toNumber(meta?.num_rows) };
+}
+
+/** Throws BadBucketDataError naming the input when a column of its schema is one the compaction cannot take. */
+export async function assertUsableColumns(input: LocalInput, schema: InputSchema): Promise<void> {
+  const { columns } = schema;
   for (const { name } of columns.values()) {
     const clash = reservedNameClash(name);
     if (!clash) continue;
@@ -114,7 +122,18 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
       [input.key],
     );
   }
-  return { key: input.key, columns };
+}
+
+/**
+ * The inputs without the ones that hold no row, unless all are such. A writer's empty file (an empty
+ * DataFrame, written with whatever types its columns defaulted to, or without an `id`) holds nothing to
+ * merge; held to the bucket's columns (assertUsableColumns, assertCompatibleSchemas), it would fail the
+ * bucket every week. It is deleted with the other inputs once the output is published.
+ */
+export function withoutEmptyInputs(inputs: readonly LocalInput[], schemas: readonly InputSchema[]): { inputs: LocalInput[]; schemas: InputSchema[] } {
+  const kept = schemas.flatMap((s, i) => (s.rows > 0 ? [i] : []));
+  if (kept.length === 0) return { inputs: [...inputs], schemas: [...schemas] };
+  return { inputs: kept.map((i) => inputs[i]!), schemas: kept.map((i) => schemas[i]!) };
 }
 
 const INTEGERS = new Set(['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER']);
