@@ -207,12 +207,18 @@ describe('schedule', () => {
     assert.deepEqual(moved.input, { warehouse, catalog, threshold: 3, useLock: true, pipelineLock: 's3://lock-bucket/catalog/.lock' });
     const unlocked = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--no-use-lock', '--json')) as CompactionScheduleReport;
     assert.deepEqual(unlocked.input, { warehouse, catalog, threshold: 3, useLock: false });
+    // Flags once stored stay until --replace-input: the input then is what the flags say, the rest defaults.
+    const narrowed = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--years', '2026', '--max-parallel', '2', '--use-lock', '--json')) as CompactionScheduleReport;
+    assert.deepEqual(narrowed.input, { warehouse, catalog, threshold: 3, useLock: true, years: [2026], maxParallelBuckets: 2 });
+    const replaced = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--replace-input', '--threshold', '4', '--json')) as CompactionScheduleReport;
+    assert.deepEqual(replaced.input, { warehouse, catalog, threshold: 4 }, 'all years again, the default parallelism, no pipeline lock');
+    assert.equal(replaced.spec[0], updated.spec[0], 'the times are kept');
 
     // An existing id and a missing one exit 4, not 1 (an outage): a deploy script can go on to update or skip.
     const twice = await cli('create', '--schedule-id', SCHEDULE_ID, '--warehouse', warehouse, '--catalog', catalog, '--task-queue', taskQueue);
     assert.equal(twice.code, 4, twice.stderr);
     assert.match(twice.stderr, new RegExp(`schedule ${SCHEDULE_ID} already exists in namespace ${h.namespace}; use \`schedule update\``));
-    assert.deepEqual((await describeNow()).input, unlocked.input, 'the refused create changed nothing');
+    assert.deepEqual((await describeNow()).input, replaced.input, 'the refused create changed nothing');
     assert.deepEqual(JSON.parse(await cliOk('delete', '--schedule-id', SCHEDULE_ID, '--json')), { scheduleId: SCHEDULE_ID, deleted: true });
     for (const args of [['describe'], ['delete'], ['pause'], ['unpause'], ['trigger'], ['update', '--threshold', '4']]) {
       const [verb] = args;

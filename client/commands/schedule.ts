@@ -32,6 +32,7 @@ export const scheduleUsage = `earthcatalog-compact schedule create|describe|upda
     create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
             [--catchup-window 1d] [--paused] [--note TEXT] [--workflow-id-prefix P] [--task-queue Q]
     update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [--task-queue Q] [compact flags] [--no-dry-run] [--no-use-lock]
+            [--replace-input (the compaction input becomes exactly the compact flags given: what they leave out takes its default)]
     describe   pause|unpause [--note TEXT]   trigger   delete
     Every verb takes --json (one JSON object on stdout). Exit 4: the schedule exists (create) or does not (the others).
     Schedule id default: ${DEFAULT_SCHEDULE_ID}. Overlap policy SKIP. Durations: 30s, 10m, 6h, 7d, 2w.`;
@@ -415,6 +416,7 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         ...specFlags,
         'no-dry-run': { type: 'boolean' },
         'no-use-lock': { type: 'boolean' },
+        'replace-input': { type: 'boolean' },
         json: { type: 'boolean' },
       });
       // The schedule's times, read (and checked) before connecting.
@@ -494,7 +496,10 @@ async function updateSchedule(
 ): Promise<void> {
   const catchup = str(values, 'catchup-window');
   const taskQueue = str(values, 'task-queue');
-  const inputTouched = INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
+  // Without it, a flag once stored could never be taken away (back to all years), and a deploy script's
+  // `create || update` would keep what the script no longer says.
+  const replace = !!values['replace-input'];
+  const inputTouched = replace || INPUT_FLAGS.some((k) => values[k] !== undefined) || !!values['no-dry-run'] || !!values['no-use-lock'];
   if (!spec && !timezone && !catchup && !taskQueue && !inputTouched) {
     throw new UsageError('schedule update needs a spec, --catchup-window, --task-queue or compaction flags to change');
   }
@@ -509,16 +514,14 @@ async function updateSchedule(
       const prevInput = (prev.action.args?.[0] ?? {}) as CompactionInput;
       let args = prev.action.args;
       if (inputTouched) {
-        const next: CompactionInput = {
-          ...prevInput,
-          ...compactionInputFromFlags({
-            ...values,
-            warehouse: str(values, 'warehouse') ?? prevInput.warehouse,
-            catalog: str(values, 'catalog') ?? prevInput.catalog,
-            // --pipeline-lock alone changes the object of a schedule that already takes one.
-            'use-lock': values['use-lock'] ?? (prevInput.useLock === true && !values['no-use-lock']),
-          }),
-        };
+        const fromFlags = compactionInputFromFlags({
+          ...values,
+          warehouse: str(values, 'warehouse') ?? prevInput.warehouse,
+          catalog: str(values, 'catalog') ?? prevInput.catalog,
+          // --pipeline-lock alone changes the object of a schedule that already takes one.
+          'use-lock': values['use-lock'] ?? (!replace && prevInput.useLock === true && !values['no-use-lock']),
+        });
+        const next: CompactionInput = replace ? fromFlags : { ...prevInput, ...fromFlags };
         if (values['no-dry-run']) next.dryRun = false;
         if (values['no-use-lock']) {
           next.useLock = false;
