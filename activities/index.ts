@@ -445,6 +445,16 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 const workflowId = ctx.info.workflowExecution?.workflowId;
                 return workflowId === undefined ? undefined : endedRunRefusal(workflowId);
               },
+              signal: ctx.cancellationSignal,
+            }).catch((err: unknown) => {
+              if (ctx.cancellationDetails?.workerShutdown) {
+                // Otherwise the worker's log says only that it drained, as for a bucket.
+                ctx.log.warn(
+                  `catalog rebuild of ${req.namespace}.${req.table} stopped by this worker's shutdown after ${done} of ${total} file(s) read, ` +
+                    'before its commit (a longer --shutdown-grace lets it finish); another worker retries it from the start',
+                );
+              }
+              throw err;
             });
             recordCatalogRebuild(Context.current().metricMeter, result);
             if (result.metadataCleanupError) Context.current().log.warn(`${req.namespace}.${req.table}: ${result.metadataCleanupError}`);

@@ -714,6 +714,36 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     assert.equal((await scan(cat, '--files-only')).files.length, fourth.dataFiles, 'pyiceberg loads the table');
   });
 
+  test("a stop (a worker's shutdown past its grace) ends the rebuild before its next footer read: no commit, the pointer as it was; the retry commits", async () => {
+    const wh = await copyOfBase('stopped');
+    const cat = path.join(await freshDir('stopped-cat'), 'catalog.db');
+    await rebuild(wh, cat);
+    const before = pointerRow(cat);
+    const stop = new AbortController();
+    let read = 0;
+    let begun: string | undefined;
+    await assert.rejects(
+      rebuild(wh, cat, {
+        concurrency: 1,
+        signal: stop.signal,
+        onProgress: (done) => {
+          read = done;
+          if (done === 2) stop.abort(new Error('worker shutting down'));
+        },
+        onCommitUuid: (uuid) => {
+          begun = uuid;
+        },
+      }),
+      /worker shutting down/,
+    );
+    assert.equal(read, 2, 'no footer read after the stop');
+    assert.ok(baseStats.files > 2);
+    assert.deepEqual(pointerRow(cat), before, 'not committed');
+    const retry = await rebuild(wh, cat, { abandonedCommits: [begun!] });
+    assert.equal(retry.dataFiles, baseStats.files);
+    assert.equal(pointerRow(cat)?.previous_metadata_location, before?.metadata_location);
+  });
+
   test('columns no evolution makes readable (another kind of type, a name differing only in case or repeated, the Null type) are named; the files stay registered', async () => {
     const wh = await copyOfBase('misfit');
     const [typed, cased, nulled, repeated] = (await listParquet(wh)).slice(0, 4) as [string, string, string, string];

@@ -51,6 +51,12 @@ export interface RebuildOptions {
    * asked for it has ended), and the commit is not applied.
    */
   commitRefusal?: () => Promise<string | undefined>;
+  /**
+   * Stops the attempt before its next footer read (a worker's shutdown past its grace): a worker that is
+   * going away hands the rebuild back at once instead of being killed mid-way and waited for. Not looked
+   * at once every footer is read, as committing then costs less than the retry's redo.
+   */
+  signal?: AbortSignal;
 }
 
 const DEFAULT_CONCURRENCY = 16;
@@ -222,6 +228,7 @@ async function registerFiles(
     const window = files.slice(start, start + FOOTER_WINDOW);
     const footers: Array<{ obj: StoredObject; footer: ParquetFooter } | undefined> = new Array(window.length);
     await forEachBounded(window, opts.concurrency ?? DEFAULT_CONCURRENCY, async ({ obj }, i) => {
+      opts.signal?.throwIfAborted();
       footers[i] = await readFooter(store, obj, unreadable);
       opts.onProgress?.(++done, files.length);
     });
