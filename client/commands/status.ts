@@ -233,8 +233,10 @@ export function noAnswer(workflowId: string, taskQueue: string, workflowTaskFail
   }
   if (pollers > 0) {
     return (
+      // A worker stopped cleanly moments ago is still counted: the server keeps its last poll for minutes.
       `(${none}, though ${pollers} worker(s) polled task queue ${taskQueue} in the last ${RECENT_POLL_MS / 1000} s: the worker that holds the run may be gone or hung ` +
-      `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history)`
+      `(its workflow task moves to another worker after a 10 s timeout), or busy replaying a long history, or they have all stopped since: ` +
+      `is a worker still running? ${workerCommand(taskQueue, connection)})`
     );
   }
   // The worker must reach the run's server and namespace: a worker of another namespace never sees it.
