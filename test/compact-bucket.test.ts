@@ -24,6 +24,7 @@ import { evenRowGroupRows, finalWriteOptions, outputRowGroup } from '../activiti
 import { passthroughLayout, scatterFanout, scatterLayout, withoutSmallGaps, withoutSmallNeighbours } from '../activities/compaction/range-layout';
 import { computeWinners } from '../activities/compaction/rank-winners';
 import { readInputSchema, valuelessParts } from '../activities/compaction/input-schema';
+import { readThriftStruct, setField, writeThriftStruct } from '../activities/compaction/thrift-compact';
 import { parseDuckType, tryParseDuckType } from '../activities/compaction/duckdb-type-text';
 import { findGeoConflict, mergeGeoMetadata } from '../activities/compaction/output-metadata';
 import { findPassthroughRuns, type PassthroughRun } from '../activities/compaction/presorted-inputs';
@@ -1331,6 +1332,54 @@ describe('compactBucket', () => {
       assert.deepEqual(await keysUnder(root), [path.basename(result.outputKey)], 'every input deleted, the empty ones too');
       const [described] = await session.rows(`SELECT column_type FROM (DESCRIBE SELECT * FROM read_parquet(${sqlString(path.join(root, result.outputKey))})) WHERE column_name = 'updated'`);
       assert.equal(described?.column_type, 'TIMESTAMP WITH TIME ZONE', "the empty input's text type is not the output's");
+    });
+
+    test(`an input whose footer's total says 0 rows while its row groups hold rows is merged, not dropped as empty: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts();
+      const inputs = await writeBucket(root, parts);
+      const expected = await expectedBucketRows(inputs.map((i) => path.join(root, i.key)));
+      // FileMetaData field 3 (num_rows) set to 0; readers count the row groups' rows.
+      const file = path.join(root, inputs[1]!.key);
+      const bytes = await fs.readFile(file);
+      const footerLength = bytes.readUInt32LE(bytes.length - 8);
+      const footer = readThriftStruct(bytes.subarray(bytes.length - 8 - footerLength, bytes.length - 8));
+      setField(footer, 3, { t: 6, v: 0n });
+      const patched = Buffer.from(writeThriftStruct(footer));
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(patched.length);
+      await fs.writeFile(file, Buffer.concat([bytes.subarray(0, bytes.length - 8 - footerLength), patched, length, Buffer.from('PAR1')]));
+      inputs[1]!.size = (await fs.stat(file)).size;
+      const [read] = await session.rows(`SELECT count(*)::INTEGER AS n FROM read_parquet(${sqlString(file)})`);
+      assert.equal(read?.n, parts[1]!.rows.length, 'DuckDB reads its rows');
+
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.rowsIn, parts.reduce((n, p) => n + p.rows.length, 0));
+      assertSameRows(await readOutputRows(path.join(root, result.outputKey)), expected);
+    });
+
+    test(`a crash during the deletes that leaves only an empty input (no id column) finishes on the next attempt and deletes it: ${writePath.name}`, async () => {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, dedupParts());
+      const key = `${PREFIX}/part_z_empty.parquet`;
+      await session.exec(`COPY (SELECT 'yesterday' AS updated WHERE false) TO ${sqlString(path.join(root, key))} (FORMAT parquet)`);
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+      // A stand-in for the fault (a mock): the second batch of deletes fails retryably for its last key, as
+      // S3's DeleteObjects may, which leaves the output and the empty input (last in plan order) for the next
+      // attempt (state c).
+      const failing: WarehouseStore = Object.create(store);
+      let batches = 0;
+      failing.deleteMany = async (keys: string[]) => {
+        if (++batches < 2) return store.deleteMany(keys);
+        await store.deleteMany(keys.filter((k) => k !== key));
+        throw Object.assign(new Error('the connection to the storage service failed: read ECONNRESET'), { code: 'ECONNRESET' });
+      };
+      await assert.rejects(compact(failing, inputs, writePath.opts), /connection to the storage service failed/);
+      assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet', 'part_z_empty.parquet'].sort());
+      const { result } = await compact(store, inputs, writePath.opts);
+      assert.equal(result.outcome, 'compacted');
+      assert.equal(result.rowsOut, 6);
+      assert.deepEqual(await keysUnder(root), [path.basename(result.outputKey)]);
     });
 
     test(`a column that holds no value in some inputs (pyarrow's Null type; an all-null INTEGER) is no type conflict: ${writePath.name}`, async () => {

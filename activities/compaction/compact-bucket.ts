@@ -270,10 +270,16 @@ export async function compactBucket(
   }
 }
 
-/** Materializes and checks every input on its own (naming a bad one), leaves out those without rows, then checks their types together. */
+/**
+ * Materializes and checks every input on its own (naming a bad one), leaves out those without rows, then
+ * checks their types together. `allowNone`: the caller takes an empty list (the ids of the inputs left,
+ * of which there may be none); otherwise a bucket of nothing but empty files keeps them all, to be merged
+ * into an output of no rows.
+ */
 async function readInputs(
   a: Attempt,
   present: readonly StoredObject[],
+  { allowNone = false }: { allowNone?: boolean } = {},
 ): Promise<{ inputs: LocalInput[]; schemas: InputSchema[] }> {
   beat(a, { phase: 'read' });
   const dir = path.join(a.workDir, 'inputs');
@@ -290,7 +296,8 @@ async function readInputs(
       throw await unlessChanged(a, [p], err);
     }
   }
-  const used = withoutEmptyInputs(inputs, schemas);
+  const nonEmpty = withoutEmptyInputs(inputs, schemas);
+  const used = nonEmpty.inputs.length > 0 || allowNone ? nonEmpty : { inputs, schemas };
   for (const [i, input] of used.inputs.entries()) {
     try {
       await assertUsableColumns(input, used.schemas[i]!);
@@ -674,7 +681,7 @@ async function resumeDeleting(
   }
   // A rewritten input's new bytes were never compacted: finish leaves it in place, so its ids need no cover.
   const rewritten = new Set(rewrittenSince(p, present));
-  const { inputs } = await readInputs(a, present.filter((o) => !rewritten.has(o.key)));
+  const { inputs } = await readInputs(a, present.filter((o) => !rewritten.has(o.key)), { allowNone: true });
   beat(a, { phase: 'verify' });
   const uncovered = inputs.length ? await idsMissingFromOutput(a.session, inputs, out.path) : 0;
   if (uncovered > 0) {

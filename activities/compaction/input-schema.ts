@@ -80,7 +80,12 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
     const name = String(r.column_name);
     columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
   }
-  const [meta] = await session.rows(`SELECT num_rows FROM parquet_file_metadata(${sqlString(input.path)})`);
+  // Readers count a file's rows by its row groups, not by the footer's total: a file whose total says 0
+  // while its row groups hold rows is not empty (withoutEmptyInputs would delete it unread).
+  const [meta] = await session.rows(
+    `SELECT greatest((SELECT num_rows FROM parquet_file_metadata(${sqlString(input.path)})),
+       (SELECT coalesce(sum(row_group_num_rows) FILTER (WHERE column_id = 0), 0) FROM parquet_metadata(${sqlString(input.path)}))) AS num_rows`,
+  );
   return { key: input.key, columns, rows: toNumber(meta?.num_rows) };
 }
 
@@ -125,14 +130,13 @@ export async function assertUsableColumns(input: LocalInput, schema: InputSchema
 }
 
 /**
- * The inputs without the ones that hold no row, unless all are such. A writer's empty file (an empty
- * DataFrame, written with whatever types its columns defaulted to, or without an `id`) holds nothing to
- * merge; held to the bucket's columns (assertUsableColumns, assertCompatibleSchemas), it would fail the
- * bucket every week. It is deleted with the other inputs once the output is published.
+ * The inputs without the ones that hold no row. A writer's empty file (an empty DataFrame, written with
+ * whatever types its columns defaulted to, or without an `id`) holds nothing to merge; held to the
+ * bucket's columns (assertUsableColumns, assertCompatibleSchemas), it would fail the bucket every week.
+ * It is deleted with the other inputs once the output is published.
  */
 export function withoutEmptyInputs(inputs: readonly LocalInput[], schemas: readonly InputSchema[]): { inputs: LocalInput[]; schemas: InputSchema[] } {
   const kept = schemas.flatMap((s, i) => (s.rows > 0 ? [i] : []));
-  if (kept.length === 0) return { inputs: [...inputs], schemas: [...schemas] };
   return { inputs: kept.map((i) => inputs[i]!), schemas: kept.map((i) => schemas[i]!) };
 }
 
