@@ -426,6 +426,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
       // One step kept alive from the catalog's open (a catalog.db kept in S3 is downloaded there, retried
       // through throttling) to the commit.
+      // Only a worker's shutdown stops it: a run cancelled mid-rebuild lets it commit (the run's own rebuild
+      // before it ends, a new activity, would not know the commits of this one to clean up after).
+      const shutdown = new AbortController();
+      ctx.cancellationSignal.addEventListener('abort', () => {
+        if (ctx.cancellationDetails?.workerShutdown) shutdown.abort(ctx.cancellationSignal.reason);
+      });
       return withStore(req.warehouse, (store) =>
         keepAlive(details, async (beatNow) => {
           const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
@@ -445,9 +451,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 const workflowId = ctx.info.workflowExecution?.workflowId;
                 return workflowId === undefined ? undefined : endedRunRefusal(workflowId);
               },
-              signal: ctx.cancellationSignal,
+              signal: shutdown.signal,
             }).catch((err: unknown) => {
-              if (ctx.cancellationDetails?.workerShutdown) {
+              if (shutdown.signal.aborted) {
                 // Otherwise the worker's log says only that it drained, as for a bucket.
                 ctx.log.warn(
                   `catalog rebuild of ${req.namespace}.${req.table} stopped by this worker's shutdown after ${done} of ${total} file(s) read, ` +

@@ -38,6 +38,7 @@ import { makeTempDir } from './helpers/temp-dirs';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { addColumnCopy, makeColumnNullTyped } from './helpers/pyarrow-rewrites';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { ActivityCancellationDetails } from '@temporalio/common';
 import { createActivities, toActivityFailure } from '../activities';
 import { javaIcebergScan, javaUnavailable, type JavaScan } from './helpers/java-iceberg';
 import { waitFor } from './helpers/wait';
@@ -1432,6 +1433,26 @@ describe('old metadata files: each rebuild expires what the one before it replac
     const result: CatalogResult = await new MockActivityEnvironment().run(activities.rebuildCatalog, request(wh, catalogDb));
     assert.deepEqual(result.droppedRefs, tags.slice(0, 50));
     assert.equal(result.droppedRefsTotal, 60);
+  });
+
+  test("the rebuild activity stops for its worker's shutdown, not for a cancellation its run asks for (it commits then: the run's own rebuild would not know its files)", async () => {
+    const wh = await copyOfBase('activity-stop');
+    const catalogDb = path.join(await freshDir('activity-stop-cat'), 'catalog.db');
+    await rebuild(wh, catalogDb);
+    const before = pointerRow(catalogDb);
+    const activities = createActivities({ scratchDir: await freshDir('activity-stop-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+    // The SDK's mock of the activity context: a cancellation of either kind, delivered with the heartbeat that
+    // names the commit, sent before the first footer is read.
+    const attempt = (details: ActivityCancellationDetails): Promise<CatalogResult> => {
+      const env = new MockActivityEnvironment();
+      env.once('heartbeat', () => env.cancel('CANCELLED', details));
+      return env.run(activities.rebuildCatalog, request(wh, catalogDb));
+    };
+    await assert.rejects(attempt(new ActivityCancellationDetails({ workerShutdown: true })));
+    assert.deepEqual(pointerRow(catalogDb), before, 'stopped before its commit');
+    const asked: CatalogResult = await attempt(new ActivityCancellationDetails({ cancelRequested: true }));
+    assert.equal(asked.dataFiles, baseStats.files);
+    assert.equal(pointerRow(catalogDb)?.metadata_location, asked.metadataLocation, 'committed');
   });
 
   test('a tagged snapshot keeps its manifests: the rebuild drops the tag, its files outlive every later rebuild', async () => {
