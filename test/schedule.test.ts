@@ -208,10 +208,16 @@ describe('schedule', () => {
     const unlocked = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--no-use-lock', '--json')) as CompactionScheduleReport;
     assert.deepEqual(unlocked.input, { warehouse, catalog, threshold: 3, useLock: false });
     // Flags once stored stay until --replace-input: the input then is what the flags say, the rest defaults.
-    const narrowed = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--years', '2026', '--max-parallel', '2', '--use-lock', '--json')) as CompactionScheduleReport;
-    assert.deepEqual(narrowed.input, { warehouse, catalog, threshold: 3, useLock: true, years: [2026], maxParallelBuckets: 2 });
+    const narrowed = JSON.parse(
+      await cliOk('update', '--schedule-id', SCHEDULE_ID, '--years', '2026', '--max-parallel', '2', '--use-lock', '--iceberg-namespace', 'prod', '--table', 'items_v2', '--json'),
+    ) as CompactionScheduleReport;
+    assert.deepEqual(narrowed.input, { warehouse, catalog, threshold: 3, useLock: true, years: [2026], maxParallelBuckets: 2, namespace: 'prod', table: 'items_v2' });
     const replaced = JSON.parse(await cliOk('update', '--schedule-id', SCHEDULE_ID, '--replace-input', '--threshold', '4', '--json')) as CompactionScheduleReport;
-    assert.deepEqual(replaced.input, { warehouse, catalog, threshold: 4 }, 'all years again, the default parallelism, no pipeline lock');
+    assert.deepEqual(
+      replaced.input,
+      { warehouse, catalog, threshold: 4, namespace: 'prod', table: 'items_v2' },
+      'all years again, the default parallelism, no pipeline lock; the same table',
+    );
     assert.equal(replaced.spec[0], updated.spec[0], 'the times are kept');
 
     // An existing id and a missing one exit 4, not 1 (an outage): a deploy script can go on to update or skip.

@@ -32,7 +32,8 @@ export const scheduleUsage = `earthcatalog-compact schedule create|describe|upda
     create  --warehouse W --catalog C [compact flags] [--cron EXPR (default '${DEFAULT_CRON}') | --every 7d] [--timezone TZ]
             [--catchup-window 1d] [--paused] [--note TEXT] [--workflow-id-prefix P] [--task-queue Q]
     update  [--cron EXPR | --every DUR] [--timezone TZ] [--catchup-window DUR] [--task-queue Q] [compact flags] [--no-dry-run] [--no-use-lock]
-            [--replace-input (the compaction input becomes exactly the compact flags given: what they leave out takes its default)]
+            [--replace-input (the compaction input becomes exactly the compact flags given: what they leave out takes its default,
+             except the table's warehouse, catalog, --iceberg-namespace, --table and --catalog-name, kept unless given)]
     describe   pause|unpause [--note TEXT]   trigger   delete
     Every verb takes --json (one JSON object on stdout). Exit 4: the schedule exists (create) or does not (the others).
     Schedule id default: ${DEFAULT_SCHEDULE_ID}. Overlap policy SKIP. Durations: 30s, 10m, 6h, 7d, 2w.`;
@@ -516,8 +517,13 @@ async function updateSchedule(
       if (inputTouched) {
         const fromFlags = compactionInputFromFlags({
           ...values,
+          // Which table the runs rebuild is kept unless named: reset to the default, the next run would
+          // rebuild another table while the one meant keeps listing the inputs it deletes.
           warehouse: str(values, 'warehouse') ?? prevInput.warehouse,
           catalog: str(values, 'catalog') ?? prevInput.catalog,
+          'iceberg-namespace': str(values, 'iceberg-namespace') ?? prevInput.namespace,
+          table: str(values, 'table') ?? prevInput.table,
+          'catalog-name': str(values, 'catalog-name') ?? prevInput.catalogName,
           // --pipeline-lock alone changes the object of a schedule that already takes one.
           'use-lock': values['use-lock'] ?? (!replace && prevInput.useLock === true && !values['no-use-lock']),
         });
