@@ -37,7 +37,7 @@ function repairedIfWhole(m: UnreadableFile, s: CompactionSummary): boolean {
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
-export function formatSummary(s: CompactionSummary): string {
+export function formatSummary(s: CompactionSummary, selection: { cells?: readonly string[]; years?: readonly number[] } = {}): string {
   const rows: [string, string | number][] = [
     ['buckets_scanned', s.bucketsScanned],
     ['buckets_compacted', s.bucketsCompacted],
@@ -68,6 +68,13 @@ export function formatSummary(s: CompactionSummary): string {
       ...s.sampleBuckets.map((b) => `  ${b}`),
       // The plan's sample is bounded (a whole warehouse is thousands of buckets): say that it is one.
       ...(s.sampleBuckets.length && unlisted > 0 ? [`  … and ${unlisted} more`] : []),
+    );
+  }
+  if (s.bucketsScanned === 0 && (selection.cells || selection.years)) {
+    const given = [selection.cells && `--cells ${selection.cells.join(',')}`, selection.years && `--years ${selection.years.join(',')}`].filter(Boolean).join(' ');
+    lines.push(
+      `no bucket of ${s.warehouse} is in the selection (${given}): a cell matches only the folder grid_partition=<cell> spelled the same, ` +
+        'byte for byte (an accented letter typed in one Unicode form does not match a folder named in the other)',
     );
   }
   // A dry run takes no lock (the Python tool's took the pipeline's and failed at once when it was held): what a
@@ -117,7 +124,7 @@ export function formatSummary(s: CompactionSummary): string {
             '(the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
     // A --warehouse one folder too high or too low finds no bucket at all, and a fresh catalog takes that for an empty warehouse.
-    if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length) {
+    if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length && !selection.cells && !selection.years) {
       lines.push(`no data file of the layout (grid_partition=<cell>/year=<yyyy>/<name>.parquet) is directly under ${s.warehouse}, so the table ${s.dryRun ? 'would be' : 'is'} empty: check --warehouse`);
     }
   }

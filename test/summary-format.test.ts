@@ -114,6 +114,11 @@ test('a run that created the table says so, and how to recognise a mistyped cata
   assert.match(formatSummary(empty), /^no data file of the layout \(grid_partition=<cell>\/year=<yyyy>\/<name>\.parquet\) is directly under \/data\/warehouse, so the table is empty: check --warehouse$/m);
   assert.match(formatSummary({ ...empty, dryRun: true, catalogDataFiles: null }), /so the table would be empty: check --warehouse$/m);
   assert.doesNotMatch(formatSummary({ ...empty, catalogTableCreated: false }), /check --warehouse/, 'an existing table refuses a warehouse that is not its own before it plans');
+  // With a selection, no bucket found says the selection matched nothing, not that the warehouse is wrong.
+  const selected = formatSummary({ ...empty, dryRun: true, catalogDataFiles: null }, { cells: ['zürich'], years: [2024] });
+  assert.doesNotMatch(selected, /check --warehouse/);
+  assert.match(selected, /^no bucket of \/data\/warehouse is in the selection \(--cells zürich --years 2024\): a cell matches only the folder grid_partition=<cell> spelled the same, byte for byte/m);
+  assert.doesNotMatch(formatSummary(base, { cells: ['a'] }), /selection/, 'a selection that found buckets');
 });
 
 test('a schema the files needed is reported; registered files readers cannot read as the table need attention', () => {

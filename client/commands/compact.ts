@@ -95,7 +95,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
       bar?.finish();
     }
     // The run's id beside its summary: what a script logs, and what `status --workflow-id` shows again.
-    console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId, ...summary }, null, 2) : formatSummary(summary));
+    console.log(values.json ? JSON.stringify({ workflowId: handle.workflowId, ...summary }, null, 2) : formatSummary(summary, input));
     return exitCodeOf(summary);
   } finally {
     await client.connection.close();
