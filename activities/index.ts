@@ -29,7 +29,7 @@ import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BucketSlots } from './compaction/bucket-slots';
-import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema, tableWithoutMetadata } from './catalog/rebuild-catalog';
@@ -152,6 +152,7 @@ export function toActivityFailure(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
   // Expected while the pipeline runs: retried, and logged as one line per attempt rather than a stack.
   if (err instanceof PipelineLockBusyError) return ApplicationFailure.retryable(err.message, FailureTypes.pipelineLockHeld);
+  if (err instanceof InputsChangedError) return ApplicationFailure.retryable(err.message, FailureTypes.inputsChanged);
   if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
   if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);

@@ -15,7 +15,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { LogEntry } from '@temporalio/worker';
 import { oneLineEntry, WorkerLogger } from '../worker/worker';
 import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
-import { BadBucketDataError, BucketMemoryError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
 import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason, type BucketResult } from '../workflows/contract';
 import { MAX_REPORTED_FAILURES } from '../workflows/compact-warehouse';
 import { listingError } from '../activities/storage/local-store';
@@ -95,6 +95,10 @@ test('on a dev server the next attempt sees the count: an out-of-memory after an
 test('bad data and malformed requests stop at the first attempt; other errors are left to the retry policy', async () => {
   assert.equal((await failureAt(1, new BadBucketDataError('bad', ['k']))).failure.nonRetryable, true);
   assert.equal((await failureAt(1, new InvalidBucketRequestError('malformed'))).failure.type, FailureTypes.invalidInput);
+  // Routine beside an ingest: retried, and logged as one line, not as an unexpected error with its stack.
+  const changed = (await failureAt(1, new InputsChangedError('grid_partition=x/year=2020', [], ['grid_partition=x/year=2020/part_1.parquet']))).failure;
+  assert.deepEqual([changed.type, changed.nonRetryable], [FailureTypes.inputsChanged, false]);
+  assert.match(changed.message, /1 planned input\(s\) were rewritten while being read \(grid_partition=x\/year=2020\/part_1\.parquet\); retry to resume$/);
   const other = new Error('connection reset');
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
 });

@@ -47,6 +47,8 @@ export const FailureTypes = {
   lockLost: 'LockLost',
   planNotFound: 'PlanNotFound',
   memoryBudget: 'BucketExceedsMemoryBudget',
+  /** An input was rewritten or removed while its bucket was compacted (an ingest beside the run): retried. */
+  inputsChanged: 'InputsChanged',
 } as const;
 
 const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;
