@@ -20,8 +20,10 @@ test('empty cell or year lists are refused, naming the field; absent lists mean 
   assert.deepEqual(parseCompactionInput({ ...base, cells: ['a1'], years: [2020] }).years, [2020]);
   // A cell is named as its folder is, Hive escapes included.
   assert.deepEqual(parseCompactionInput({ ...base, cells: ['h3%3A8a2a'] }).cells, ['h3%3A8a2a']);
-  for (const cell of ['zürich', 'zu\u0308rich', '東京']) assert.deepEqual(parseCompactionInput({ ...base, cells: [cell] }).cells, [cell]);
-  assert.throws(() => parseCompactionInput({ ...base, cells: ['a/b'] }), /cells\.0: a cell is its folder name: letters, digits, _ \. : - and %XX escapes$/);
+  for (const cell of ['zürich', 'zu\u0308rich', '東京', 'a b', 'x+y', 'a.b']) assert.deepEqual(parseCompactionInput({ ...base, cells: [cell] }).cells, [cell]);
+  for (const bad of ['a/b', 'a=b', 'a\\b', 'a\tb', '..']) {
+    assert.throws(() => parseCompactionInput({ ...base, cells: [bad] }), /cells\.0: a cell is its folder name after grid_partition=, spelled as the folder is: no '\/', '=', '\\' or control characters, and not '\.' or '\.\.'$/, bad);
+  }
 });
 
 test('a dry run of a resume is refused, not shown as a fresh plan', () => {

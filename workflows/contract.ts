@@ -138,9 +138,14 @@ const pipelineLockSchema = z
   .refine((v) => !/\/grid_partition=|\.parquet$/i.test(v), { message: 'pipelineLock must not be inside a grid_partition= folder or end in .parquet' });
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a simple identifier: letters, digits and underscores, not beginning with a digit');
-// A cell as its folder names it: a Hive writer escapes other characters as %XX (warehouse-layout.ts cellValueOf).
-// Any script's letters (a folder `grid_partition=zürich` is compacted by a run of the whole warehouse), in NFC or NFD.
-const cellSchema = z.string().regex(/^[\p{L}\p{M}\p{N}_.:%-]+$/u, 'a cell is its folder name: letters, digits, _ . : - and %XX escapes');
+// A cell as its folder names it (a Hive writer escapes some characters as %XX: warehouse-layout.ts cellValueOf).
+// Every folder name a run of the whole warehouse compacts (the layout's `[^/=]+`: `zürich`, `a b`, `x+y`),
+// so that any of its buckets can be selected; not one no key of the layout can hold.
+const CELL_MESSAGE = "a cell is its folder name after grid_partition=, spelled as the folder is: no '/', '=', '\\' or control characters, and not '.' or '..'";
+const cellSchema = z
+  .string()
+  .regex(/^[^/=\\\u0000-\u001f\u007f]+$/, CELL_MESSAGE)
+  .refine((c) => c !== '.' && c !== '..', CELL_MESSAGE);
 
 function fourDigitYear(issue: { input?: unknown }): string {
   return `a year has four digits (1000 to 9999), got ${String(issue.input)}`;
