@@ -90,7 +90,7 @@ export function formatSummary(s: CompactionSummary, selection: { cells?: readonl
     const named = namedSample(s.objectsIgnoredParquetLike, s.objectsIgnoredParquetLikeTotal);
     lines.push(
       `${named.total} of them look like Parquet data, whose rows no reader of the table sees: move each to its bucket folder as <name>.parquet ` +
-        `(grid_partition=<cell>/year=<yyyy>/), or away: ${named.list}`,
+        `(grid_partition=<cell>/year=<yyyy>/, a cell without '/' or '=', which Hive writers escape as %2F and %3D), or away: ${named.list}`,
     );
   }
   // A resume counts among buckets_compacted those an interrupted run had finished: say how many.

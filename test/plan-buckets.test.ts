@@ -79,6 +79,13 @@ describe('planBuckets', () => {
       ],
     );
     assert.equal(summary.ignoredObjects, 7);
+    // The glob and control-character data files are registered by the rebuild: not among the files no reader
+    // sees. The year with a leading zero and the backslash are not.
+    assert.deepEqual(summary.ignoredParquetLike, [
+      'grid_partition=b/year=0999/part_1.parquet',
+      'grid_partition=b/year=0999/part_2.parquet',
+      'grid_partition=b/year=2020/part_\\x.parquet',
+    ]);
   });
 
   it('names the objects it leaves alone that look like Parquet data (their rows reach no table), not the hidden or control ones', async () => {

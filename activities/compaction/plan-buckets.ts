@@ -34,10 +34,12 @@ export async function planBuckets(
   let ignoredObjects = 0;
   const parquetLike: string[] = [];
   let parquetLikeTotal = 0;
-  const countIgnored = (key: string) => {
+  // A data file of the layout that cannot be compacted (a glob character in its key) is still registered
+  // by the rebuild: its rows are in the table, so it is not named among the files no reader sees.
+  const countIgnored = (key: string, registered = false) => {
     if (!inCellFolder(key)) return;
     ignoredObjects++;
-    if (looksLikeParquet(key) && parquetLikeTotal++ < SAMPLE_SIZE) parquetLike.push(key);
+    if (!registered && looksLikeParquet(key) && parquetLikeTotal++ < SAMPLE_SIZE) parquetLike.push(key);
   };
   for (const prefix of selectionPrefixes(selection)) {
     for await (const obj of store.list(prefix, countIgnored)) {
@@ -45,7 +47,7 @@ export async function planBuckets(
       if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
       const parsed = parseDataFileKey(obj.key);
       if (!parsed || !isCompactableKey(obj.key)) {
-        countIgnored(obj.key);
+        countIgnored(obj.key, parsed !== undefined);
         continue;
       }
       if (!selected(parsed.bucket)) continue;
