@@ -692,6 +692,28 @@ describe('compactBucket, the core, on both backends', () => {
     }
   });
 
+  it("s3: a damaged input fails its bucket naming the object's key, not the worker's local copy of it; nothing is deleted", async () => {
+    const store = await backends[1]!.open();
+    const { bucket, key } = parseRootKey(store as S3WarehouseStore, '');
+    await uploadDirectory(moto.client, bucket, key, generated);
+    try {
+      const truncated = bucketKeys[1]!;
+      const bytes = await fs.readFile(path.join(generated, truncated));
+      await store.writeSmall(truncated, bytes.subarray(0, bytes.length - 100));
+      const sizes = await collect(store, '');
+      const req = { warehouse: store.root, planId: 'damaged', bucket: { cell: '81283ffffffffff', year: 2020 }, inputs: bucketKeys.map((k) => ({ key: k, size: sizes.get(k)! })) };
+      const scratchDir = path.join(scratch, 'damaged-scratch');
+      await assert.rejects(compactBucket(store, req, { scratchDir, memoryLimitMb: 256, threads: 1, heartbeat: () => undefined }), (err: unknown) => {
+        assert.match(String(err), new RegExp(`input ${truncated.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not a readable Parquet file: `));
+        assert.ok(!String(err).includes(scratchDir), `no scratch path: ${String(err)}`);
+        return true;
+      });
+      assert.deepEqual([...(await collect(store, 'grid_partition=81283ffffffffff/')).keys()].sort(), [...bucketKeys].sort(), 'nothing deleted');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('s3: an input uploaded again with other bytes after its bucket was compacted stays for the next run; the unchanged ones are deleted', async () => {
     const store = await backends[1]!.open();
     const { bucket, key } = parseRootKey(store as S3WarehouseStore, '');

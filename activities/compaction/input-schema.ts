@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { BadBucketDataError, isDamagedFileError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, sqlStringList, toNumber, type DuckSession } from './duckdb-session';
-import { firstLine } from '../error-text';
+import { firstLineAbout } from '../error-text';
 import { formatDuckType, isNestedType, tryParseDuckType, type DuckType } from './duckdb-type-text';
 import { readParquetFooter, type ParquetNode } from '../catalog/parquet-footer';
 import { groupShape, NoIcebergType } from '../catalog/schema-evolution';
@@ -55,9 +55,9 @@ function repeatedNames(names: readonly string[]): string[] {
   return [...seen.values()].filter((spellings) => spellings.length > 1).flat();
 }
 
-/** DuckDB's error about one input, cut to what fits a bucket's failure reason. */
-function briefly(err: unknown): string {
-  return firstLine(err).slice(0, 300);
+/** DuckDB's error about one input, naming it, cut to what fits a bucket's failure reason. */
+function briefly(err: unknown, input: LocalInput): string {
+  return firstLineAbout(err, input).slice(0, 300);
 }
 
 /** Reads one file's schema and row count from its footer; an empty, truncated or non-Parquet file fails here. */
@@ -73,7 +73,7 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
   } catch (err) {
     // Memory, an interruption or the OS (a vanished or unreadable path) is retried, never blamed on the file.
     if (!isDamagedFileError(err)) throw err;
-    throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${briefly(err)}`, [input.key]);
+    throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${briefly(err, input)}`, [input.key]);
   }
   const columns = new Map<string, { name: string; type: string }>();
   for (const r of rows) {
@@ -571,7 +571,7 @@ export function unionCastFailure(err: unknown, inputs: readonly LocalInput[]): B
   if (!m || !input) return undefined;
   return new BadBucketDataError(
     `input ${input.key}: column '${m[2]}' (${m[3]}) holds a value that does not fit the type the bucket's inputs together give it (${m[4]}); ` +
-      `rewrite the file or its column. DuckDB said: ${briefly(err).replace(m[1], input.key)}`,
+      `rewrite the file or its column. DuckDB said: ${briefly(err, input)}`,
     [input.key],
   );
 }
@@ -592,7 +592,7 @@ export async function findUnreadableInput(
       );
     } catch (err) {
       if (!isDamagedFileError(err)) throw err;
-      return new BadBucketDataError(`input ${input.key} cannot be read: ${briefly(err)}`, [input.key]);
+      return new BadBucketDataError(`input ${input.key} cannot be read: ${briefly(err, input)}`, [input.key]);
     }
   }
   return undefined;

@@ -6,7 +6,7 @@
  */
 import type { DuckSession } from '../compaction/duckdb-session';
 import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
-import { firstLine } from '../error-text';
+import { firstLine, firstLineAbout } from '../error-text';
 import { boundHolds, decodeBound, instantText, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
@@ -47,7 +47,7 @@ const READ_ALL = 'union_by_name = true, hive_partitioning = false';
 const READ = `${READ_ALL}, filename = '__ec_file'`;
 
 function unreadable(file: LocalDataFile, err: unknown): Violation {
-  return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLine(err)}` };
+  return { kind: ViolationKinds.unreadableFile, object: file.key, detail: `cannot read the Parquet file: ${firstLineAbout(err, file)}` };
 }
 
 async function footerFacts(session: DuckSession, files: readonly LocalDataFile[]): Promise<Map<string, FooterFacts>> {
