@@ -429,6 +429,14 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const rng = createPrng(3);
     const rows = [makeSampleRow(rng, { id: 'NOID_1', cell: CELLS[0]!, year: 2020, updated: new Date(0) })];
     await writePartFile(path.join(wh, bucket, 'part_noid.parquet'), rows, { omitColumns: ['id'] });
+    const session = await openDuckSession({ tempDir: await freshDir('unreadable-spill'), threads: 1 });
+    try {
+      await session.exec(
+        `COPY (SELECT * EXCLUDE (id), id AS "ID" FROM read_parquet(${sqlString(path.join(wh, someFile))}, hive_partitioning = false)) TO ${sqlString(path.join(wh, bucket, 'part_upperid.parquet'))} (FORMAT parquet)`,
+      );
+    } finally {
+      session.close();
+    }
     // Not data files of the layout: never registered, never reported.
     await fs.writeFile(path.join(wh, bucket, 'notes.txt'), 'hello');
     await fs.writeFile(path.join(wh, bucket, '.hidden.parquet'), real);
@@ -440,13 +448,14 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     const result = await rebuild(wh, catalogDb);
     assert.deepEqual(
       result.unreadable.map((u) => u.key),
-      ['garbage', 'noid', 'truncated', 'zero'].map((n) => `${bucket}/part_${n}.parquet`),
+      ['garbage', 'noid', 'truncated', 'upperid', 'zero'].map((n) => `${bucket}/part_${n}.parquet`),
     );
     const reason = (n: string) => result.unreadable.find((u) => u.key.endsWith(`part_${n}.parquet`))!.reason;
     assert.match(reason('zero'), /empty \(0 bytes\)/);
     assert.match(reason('truncated'), /magic|truncated/);
     assert.match(reason('garbage'), /magic/);
-    assert.match(reason('noid'), /no id column/);
+    assert.equal(reason('noid'), 'the file has no id column');
+    assert.equal(reason('upperid'), "the file has no id column (it has 'ID', and readers look columns up by exact name)");
     assert.equal(result.dataFiles, baseStats.files);
     assert.equal(result.totalRows, baseStats.rows);
 

@@ -291,7 +291,9 @@ async function readFooter(
   try {
     const footer = await readParquetFooter(store, obj.key, obj.size);
     if (!footer.columns.some((c) => c.name === 'id')) {
-      unreadable.push({ key: obj.key, reason: 'the file has no id column' });
+      const spelled = footer.columns.find((c) => c.name.toLowerCase() === 'id')?.name;
+      const reason = spelled ? `the file has no id column (it has '${spelled}', and readers look columns up by exact name)` : 'the file has no id column';
+      unreadable.push({ key: obj.key, reason });
       return undefined;
     }
     return { obj, footer };
