@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentRebuild, silentRebuildNote, heartbeatTimeoutSeconds, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
+import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentPlan, silentPlanNote, silentRebuild, silentRebuildNote, heartbeatTimeoutSeconds, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CompactionEndedError, failureTypeOf } from '../client/start-compaction';
@@ -296,6 +296,13 @@ test("status counts the started bucket activities silent for over 20 s (a killed
   assert.equal(heartbeatTimeoutSeconds([earlier, bucket], 'rebuildCatalog'), 120);
   assert.equal(heartbeatTimeoutSeconds([bucket], 'compactBucket'), 30, 'not said: this release\'s');
   assert.match(silentRebuildNote(120), /retried on another after the 120 s heartbeat timeout/);
+  // The planning (minutes of listing on a real warehouse): the same 20 s.
+  const plan = { activityType: { name: 'planCompaction' }, state: STARTED };
+  assert.equal(silentPlan([{ ...plan, lastHeartbeatTime: at(19_000) }], now), false, 'within two heartbeats');
+  assert.equal(silentPlan([{ ...plan, lastHeartbeatTime: at(25_000) }], now), true);
+  assert.equal(silentPlan([{ ...plan, state: SCHEDULED, lastStartedTime: at(90_000) }], now), false, 'waiting for a worker is not silence');
+  assert.equal(silentPlan([{ ...rebuild, lastHeartbeatTime: at(90_000) }], now), false, 'the planning only');
+  assert.match(silentPlanNote(), /^the planning without a heartbeat for over 20 s \(its worker gone\? it is retried on another after the 30 s heartbeat timeout, listing the warehouse again\)$/);
 });
 
 test('status tells a catalog rebuild due for over 20 s that no worker has taken (its worker lost, none left), and nothing else', () => {

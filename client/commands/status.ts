@@ -78,6 +78,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const now = Date.now();
         const silentBuckets = silentBucketCount(pending, now);
         const rebuildSilent = silentRebuild(pending, now);
+        const planSilent = silentPlan(pending, now);
         const rebuildWaiting = waitingRebuild(pending, now);
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
@@ -95,6 +96,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(error ? { error } : {}),
           ...(workflowTaskFailures ? { workflowTaskFailures } : {}),
           ...(silentBuckets ? { silentBuckets, bucketHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'compactBucket') } : {}),
+          ...(planSilent ? { silentPlan: true, planHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'planCompaction') } : {}),
           ...(rebuildSilent ? { silentRebuild: true, rebuildHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'rebuildCatalog') } : {}),
           ...(rebuildWaiting ? { rebuildWaitingForWorker: rebuildWaiting } : {}),
           ...(summary ? { summary } : {}),
@@ -110,6 +112,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
             ? noAnswer(r.workflowId, r.taskQueue, r.workflowTaskFailures ?? 0, r.pollers ?? 0, connection)
             : undefined;
         const silent =
+          (r.silentPlan ? ` · ${silentPlanNote(r.planHeartbeatTimeoutSeconds)}` : '') +
           (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets, r.bucketHeartbeatTimeoutSeconds)}` : '') +
           (r.silentRebuild ? ` · ${silentRebuildNote(r.rebuildHeartbeatTimeoutSeconds)}` : '') +
           (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '');
@@ -179,6 +182,15 @@ export function silentBucketCount(pending: ReadonlyArray<PendingActivity>, nowMs
 /** Whether the run's catalog rebuild has started and been silent for longer than SILENT_MS at `nowMs`. */
 export function silentRebuild(pending: ReadonlyArray<PendingActivity>, nowMs: number): boolean {
   return silentCount(pending, nowMs, 'rebuildCatalog', SILENT_MS) > 0;
+}
+
+/** Whether the run's planning has started and been silent for longer than SILENT_MS at `nowMs` (minutes long on a real warehouse). */
+export function silentPlan(pending: ReadonlyArray<PendingActivity>, nowMs: number): boolean {
+  return silentCount(pending, nowMs, 'planCompaction', SILENT_MS) > 0;
+}
+
+export function silentPlanNote(timeoutS = TIMEOUT_S): string {
+  return `the planning without a heartbeat for over ${SILENT_MS / 1000} s (its worker gone? it is retried on another after the ${timeoutS} s heartbeat timeout, listing the warehouse again)`;
 }
 
 export function silentBucketsNote(count: number, timeoutS = TIMEOUT_S): string {
