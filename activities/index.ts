@@ -3,6 +3,7 @@
  * All I/O lives here; the workflows only orchestrate.
  */
 import { Context, ApplicationFailure } from '@temporalio/activity';
+import type { ActivityCancellationDetails } from '@temporalio/common';
 import * as os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
@@ -146,6 +147,19 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Attempts of an activity whose S3 calls found no credentials (noCredentialsError) before it gives up. */
 export const CREDENTIAL_ATTEMPTS = 3;
+
+/**
+ * What stops a rebuild attempt before its commit: anything but its run's own cancellation (undefined). An
+ * attempt the server gave up on (a heartbeat timeout) would otherwise commit beside its retry.
+ */
+function rebuildStopCause(details: ActivityCancellationDetails | undefined): string | undefined {
+  if (details?.workerShutdown) return "this worker's shutdown";
+  if (details?.timedOut) return 'its heartbeat timeout (the server runs another attempt)';
+  if (details?.paused) return 'a pause of the activity';
+  if (details?.reset) return 'a reset of the activity';
+  if (details?.notFound) return 'the server no longer knowing the attempt';
+  return details?.cancelRequested ? undefined : 'a cancellation';
+}
 
 /** Turns permanent errors into non-retryable failures that name the object; everything else is retried. */
 export function toActivityFailure(err: unknown): unknown {
@@ -427,12 +441,18 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       const details = () => ({ done, total, commits: commits.slice(-MAX_REMEMBERED_COMMITS) });
       // One step kept alive from the catalog's open (a catalog.db kept in S3 is downloaded there, retried
       // through throttling) to the commit.
-      // Only a worker's shutdown stops it: a run cancelled mid-rebuild lets it commit (the run's own rebuild
-      // before it ends, a new activity, would not know the commits of this one to clean up after).
-      const shutdown = new AbortController();
-      ctx.cancellationSignal.addEventListener('abort', () => {
-        if (ctx.cancellationDetails?.workerShutdown) shutdown.abort(ctx.cancellationSignal.reason);
-      });
+      // Every cancellation stops it before its next footer read except its run's own: a run cancelled
+      // mid-rebuild lets it commit (the run's rebuild before it ends, a new activity, would not know the
+      // commits of this one to clean up after). The signal fires once, so a shutdown after such a
+      // cancellation is seen at the next footer.
+      const stop = new AbortController();
+      let stoppedBy: string | undefined;
+      const stopIfDue = () => {
+        if (stop.signal.aborted || !ctx.cancellationSignal.aborted) return;
+        stoppedBy = rebuildStopCause(ctx.cancellationDetails);
+        if (stoppedBy) stop.abort(ctx.cancellationSignal.reason);
+      };
+      ctx.cancellationSignal.addEventListener('abort', stopIfDue);
       return withStore(req.warehouse, (store) =>
         keepAlive(details, async (beatNow) => {
           const backend = await openCatalogBackend(req.catalog, store.root, req.catalogName, { scratchDir: await catalogScratch(local) });
@@ -441,6 +461,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               onProgress: (d, t) => {
                 done = d;
                 total = t;
+                stopIfDue();
               },
               // Sent before any file of the commit is written, so that the retry of a worker killed after writing names them.
               onCommitUuid: async (uuid) => {
@@ -452,13 +473,14 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 const workflowId = ctx.info.workflowExecution?.workflowId;
                 return workflowId === undefined ? undefined : endedRunRefusal(workflowId);
               },
-              signal: shutdown.signal,
+              signal: stop.signal,
             }).catch((err: unknown) => {
-              if (shutdown.signal.aborted) {
-                // Otherwise the worker's log says only that it drained, as for a bucket.
+              if (stoppedBy) {
+                // Otherwise a worker's log says only that it drained, as for a bucket.
+                const shutdown = ctx.cancellationDetails?.workerShutdown ? ' (a longer --shutdown-grace lets it finish)' : '';
                 ctx.log.warn(
-                  `catalog rebuild of ${req.namespace}.${req.table} stopped by this worker's shutdown after ${done} of ${total} file(s) read, ` +
-                    'before its commit (a longer --shutdown-grace lets it finish); another worker retries it from the start',
+                  `catalog rebuild of ${req.namespace}.${req.table} stopped by ${stoppedBy} after ${done} of ${total} file(s) read, ` +
+                    `before its commit${shutdown}; another attempt rebuilds it from the start`,
                 );
               }
               throw err;

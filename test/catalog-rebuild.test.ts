@@ -1444,7 +1444,7 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.equal(result.droppedRefsTotal, 60);
   });
 
-  test("the rebuild activity stops for its worker's shutdown, not for a cancellation its run asks for (it commits then: the run's own rebuild would not know its files)", async () => {
+  test("the rebuild activity stops before its commit for its worker's shutdown, a heartbeat timeout or a pause, not for a cancellation its run asks for (it commits then: the run's own rebuild would not know its files)", async () => {
     const wh = await copyOfBase('activity-stop');
     const catalogDb = path.join(await freshDir('activity-stop-cat'), 'catalog.db');
     await rebuild(wh, catalogDb);
@@ -1452,16 +1452,26 @@ describe('old metadata files: each rebuild expires what the one before it replac
     const activities = createActivities({ scratchDir: await freshDir('activity-stop-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
     // The SDK's mock of the activity context: a cancellation of either kind, delivered with the heartbeat that
     // names the commit, sent before the first footer is read.
-    const attempt = (details: ActivityCancellationDetails): Promise<CatalogResult> => {
+    const attempt = (...cancellations: ActivityCancellationDetails[]): Promise<CatalogResult> => {
       const env = new MockActivityEnvironment();
-      env.once('heartbeat', () => env.cancel('CANCELLED', details));
+      env.once('heartbeat', () => {
+        for (const details of cancellations) env.cancel('CANCELLED', details);
+      });
       return env.run(activities.rebuildCatalog, request(wh, catalogDb));
     };
-    await assert.rejects(attempt(new ActivityCancellationDetails({ workerShutdown: true })));
-    assert.deepEqual(pointerRow(catalogDb), before, 'stopped before its commit');
+    for (const cause of [{ workerShutdown: true }, { timedOut: true }, { paused: true }, { cancelRequested: true, workerShutdown: true }]) {
+      await assert.rejects(attempt(new ActivityCancellationDetails(cause)), JSON.stringify(cause));
+      assert.deepEqual(pointerRow(catalogDb), before, `stopped before its commit: ${JSON.stringify(cause)}`);
+    }
     const asked: CatalogResult = await attempt(new ActivityCancellationDetails({ cancelRequested: true }));
     assert.equal(asked.dataFiles, baseStats.files);
     assert.equal(pointerRow(catalogDb)?.metadata_location, asked.metadataLocation, 'committed');
+    // The signal fires once: a shutdown after the run's cancellation is still seen, at the next footer read
+    // (more files than the reads the rebuild starts at once, which are in flight by then).
+    const [source] = await listParquet(wh);
+    for (let i = 0; i < 40; i++) await fs.copyFile(path.join(wh, source!), path.join(wh, path.dirname(source!), `part_extra_${i}.parquet`));
+    await assert.rejects(attempt(new ActivityCancellationDetails({ cancelRequested: true }), new ActivityCancellationDetails({ workerShutdown: true })));
+    assert.equal(pointerRow(catalogDb)?.metadata_location, asked.metadataLocation, 'stopped by the later shutdown');
   });
 
   test('a tagged snapshot keeps its manifests: the rebuild drops the tag, its files outlive every later rebuild', async () => {
