@@ -61,6 +61,8 @@ describe('planBuckets', () => {
       ['b', 2020, 'part_1.parquet', 100],
       ['b', 2020, 'part_2.parquet', 100],
       ['b', 2020, 'part_*.parquet', 100],
+      // Never compacted, nor registered (pyiceberg drops a tab from a location): named with the files no reader sees.
+      ['b', 2020, 'part_\t1.parquet', 100],
       // S3's DeleteObjects (XML) cannot carry it: the inputs would stay beside the output, run after run.
       ['b', 2020, 'part_\u001besc.parquet', 100],
       // No store method addresses it (a path and an S3 key would name different objects): its bucket was refused as input.
@@ -78,12 +80,13 @@ describe('planBuckets', () => {
         ['grid_partition=b/year=2020/part_1.parquet', 'grid_partition=b/year=2020/part_2.parquet'],
       ],
     );
-    assert.equal(summary.ignoredObjects, 7);
+    assert.equal(summary.ignoredObjects, 8);
     // The glob and control-character data files are registered by the rebuild: not among the files no reader
     // sees. The year with a leading zero and the backslash are not.
     assert.deepEqual(summary.ignoredParquetLike, [
       'grid_partition=b/year=0999/part_1.parquet',
       'grid_partition=b/year=0999/part_2.parquet',
+      'grid_partition=b/year=2020/part_\t1.parquet',
       'grid_partition=b/year=2020/part_\\x.parquet',
     ]);
   });

@@ -7,7 +7,7 @@ import type { CatalogRequest, CatalogResult, UnreadableFile } from '../../workfl
 import type { WarehouseStore, StoredObject } from '../storage/warehouse-store';
 import { forEachBounded, isNotFound, StorageError } from '../storage/warehouse-store';
 import type { DataFileKey } from '../storage/warehouse-layout';
-import { bucketKey, cellValueOf, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON } from '../storage/warehouse-layout';
+import { bucketKey, cellValueOf, isSafeKey, parseDataFileKey, UNADDRESSABLE_KEY_REASON, unopenableLocation } from '../storage/warehouse-layout';
 import type { IcebergCatalogBackend, TableHandle, TablePointer } from './catalog-backend';
 import { CatalogCommitNotAppliedError, CatalogConflictError, CatalogCorruptError, WarehouseMismatchError } from './catalog-backend';
 import type { IcebergSchema, PartitionSpec } from './iceberg-schema';
@@ -64,14 +64,6 @@ const DEFAULT_CONCURRENCY = 16;
 const FOOTER_WINDOW = 5_000;
 /** Entries of a window registered between two turns of the event loop (0.1–0.2 s of work). */
 const YIELD_EVERY = 500;
-/**
- * Locations no reader opens as written: pyiceberg and Java's S3URI cut an s3:// location at '?' or '#',
- * and Python's URL parsing drops tabs and line breaks from any location.
- */
-const UNADDRESSABLE = [
-  { pattern: /^s3:\/\/.*[?#]/, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' },
-  { pattern: /[\t\r\n]/, reason: 'its key has a tab or line break, which pyiceberg drops from a location (it would open another path)' },
-];
 const EPOCH_YEAR = 1970;
 
 /**
@@ -283,9 +275,9 @@ async function readFooter(
   unreadable: UnreadableFile[],
   relisted = false,
 ): Promise<{ obj: StoredObject; footer: ParquetFooter } | undefined> {
-  const unaddressable = UNADDRESSABLE.find((u) => u.pattern.test(store.uri(obj.key)));
-  if (unaddressable) {
-    unreadable.push({ key: obj.key, reason: unaddressable.reason });
+  const unopenable = unopenableLocation(store.uri(obj.key));
+  if (unopenable) {
+    unreadable.push({ key: obj.key, reason: unopenable });
     return undefined;
   }
   try {

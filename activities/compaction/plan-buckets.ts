@@ -1,7 +1,7 @@
 import type { BucketTask, PlanRequest, PlanSummary } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
-import { CONTROL_PREFIX, inCellFolder, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes } from '../storage/warehouse-layout';
+import { CONTROL_PREFIX, inCellFolder, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes, unopenableLocation } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
 import type { TableNumberTypes } from './table-types';
 import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePlan, type OutputCheck } from './plan-store';
@@ -35,7 +35,8 @@ export async function planBuckets(
   const parquetLike: string[] = [];
   let parquetLikeTotal = 0;
   // A data file of the layout that cannot be compacted (a glob character in its key) is still registered
-  // by the rebuild: its rows are in the table, so it is not named among the files no reader sees.
+  // by the rebuild unless readers could not open its location: its rows are in the table, so it is not
+  // named among the files no reader sees.
   const countIgnored = (key: string, registered = false) => {
     if (!inCellFolder(key)) return;
     ignoredObjects++;
@@ -47,7 +48,7 @@ export async function planBuckets(
       if (obj.key.startsWith(`${CONTROL_PREFIX}/`)) continue;
       const parsed = parseDataFileKey(obj.key);
       if (!parsed || !isCompactableKey(obj.key)) {
-        countIgnored(obj.key, parsed !== undefined);
+        countIgnored(obj.key, parsed !== undefined && unopenableLocation(store.uri(obj.key)) === undefined);
         continue;
       }
       if (!selected(parsed.bucket)) continue;

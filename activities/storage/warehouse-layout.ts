@@ -115,6 +115,20 @@ export function assertSafeKey(key: string): void {
   if (!isSafeKey(key)) throw new Error(`key escapes the warehouse root: ${JSON.stringify(key)}`);
 }
 
+/**
+ * Locations no reader opens as written: pyiceberg and Java's S3URI cut an s3:// location at '?' or '#',
+ * and Python's URL parsing drops tabs and line breaks from any location.
+ */
+const UNOPENABLE = [
+  { pattern: /^s3:\/\/.*[?#]/, reason: 'its key has ? or #, which Iceberg readers take for the end of an s3:// path' },
+  { pattern: /[\t\r\n]/, reason: 'its key has a tab or line break, which pyiceberg drops from a location (it would open another path)' },
+];
+
+/** Why the rebuild does not register a data file at this location (store.uri of its key), or undefined. */
+export function unopenableLocation(uri: string): string | undefined {
+  return UNOPENABLE.find((u) => u.pattern.test(uri))?.reason;
+}
+
 /** Why a data file whose key is not isSafeKey is left out of the table (what the rebuild and verify say of it). */
 export const UNADDRESSABLE_KEY_REASON =
   'its key has a backslash or a . or .. segment, which this tool does not address (a path on disk and an S3 key would name different objects)';
