@@ -70,12 +70,12 @@ export function formatSummary(s: CompactionSummary, selection: { cells?: readonl
       ...(s.sampleBuckets.length && unlisted > 0 ? [`  … and ${unlisted} more`] : []),
     );
   }
-  if (s.bucketsScanned === 0 && (selection.cells || selection.years)) {
+  if (s.bucketsScanned === 0 && (selection.cells || selection.years) && s.catalogDataFiles !== 0) {
     const given = [selection.cells && `--cells ${selection.cells.join(',')}`, selection.years && `--years ${selection.years.join(',')}`].filter(Boolean).join(' ');
-    lines.push(
-      `no bucket of ${s.warehouse} is in the selection (${given}): a cell matches only the folder grid_partition=<cell> spelled the same, ` +
-        'byte for byte (an accented letter typed in one Unicode form does not match a folder named in the other)',
-    );
+    const spelling = selection.cells
+      ? ': a cell matches only the folder grid_partition=<cell> spelled the same, byte for byte (an accented letter typed in one Unicode form does not match a folder named in the other)'
+      : '';
+    lines.push(`no bucket of ${s.warehouse} is in the selection (${given})${spelling}`);
   }
   // A dry run takes no lock (the Python tool's took the pipeline's and failed at once when it was held): what a
   // run would find. A run: whose stale object it took over, which the Python tool warned of too.
@@ -124,7 +124,8 @@ export function formatSummary(s: CompactionSummary, selection: { cells?: readonl
             '(the table you meant still lists the files this run replaced until a run with its names rebuilds it)',
     );
     // A --warehouse one folder too high or too low finds no bucket at all, and a fresh catalog takes that for an empty warehouse.
-    if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length && !selection.cells && !selection.years) {
+    // With a selection, only a table of no file at all says so: the rebuild lists the whole warehouse.
+    if (s.bucketsScanned === 0 && !s.objectsIgnoredParquetLike?.length && (!(selection.cells || selection.years) || s.catalogDataFiles === 0)) {
       lines.push(`no data file of the layout (grid_partition=<cell>/year=<yyyy>/<name>.parquet) is directly under ${s.warehouse}, so the table ${s.dryRun ? 'would be' : 'is'} empty: check --warehouse`);
     }
   }

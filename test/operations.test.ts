@@ -1132,6 +1132,21 @@ describe('selected buckets', () => {
     assert.equal(scan.file_count, files, 'the rebuild registers every data file, not only the selected ones');
     assert.equal(scan.snapshot_count, 1);
   });
+
+  it('a selection that matches no bucket is said so by status --workflow-id of the run, as compact says it, not as a wrong warehouse', async () => {
+    const fx = await makeFixture('select-none', { cells: ['81283ffffffffff'], years: [2020] });
+    const workflowId = `select-none-${Date.now()}`;
+    // The folder is named in NFC; the cell given in NFD does not match it, byte for byte.
+    const summary = (await h.client.workflow.execute('compactWarehouse', {
+      taskQueue,
+      workflowId,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog, cells: ['zu\u0308rich'], years: [2020] }],
+    })) as CompactionSummary;
+    assert.equal(summary.bucketsScanned, 0);
+    const { stdout } = await cli(['status', '--workflow-id', workflowId]);
+    assert.match(stdout, new RegExp(`^no bucket of ${fx.warehouse.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in the selection \\(--cells zu\u0308rich --years 2020\\): a cell matches only the folder`, 'm'));
+    assert.doesNotMatch(stdout, /check --warehouse/);
+  });
 });
 
 describe('--lock-timeout 0', () => {

@@ -119,6 +119,11 @@ test('a run that created the table says so, and how to recognise a mistyped cata
   assert.doesNotMatch(selected, /check --warehouse/);
   assert.match(selected, /^no bucket of \/data\/warehouse is in the selection \(--cells zürich --years 2024\): a cell matches only the folder grid_partition=<cell> spelled the same, byte for byte/m);
   assert.doesNotMatch(formatSummary(base, { cells: ['a'] }), /selection/, 'a selection that found buckets');
+  // Years alone: no word of spelling. A table of no file at all: the warehouse is the question, whatever the selection.
+  assert.match(formatSummary({ ...empty, dryRun: true, catalogDataFiles: null }, { years: [2024] }), /^no bucket of \/data\/warehouse is in the selection \(--years 2024\)$/m);
+  const none = formatSummary(empty, { years: [2024] });
+  assert.match(none, /check --warehouse$/m);
+  assert.doesNotMatch(none, /selection/);
 });
 
 test('a schema the files needed is reported; registered files readers cannot read as the table need attention', () => {

@@ -67,6 +67,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       return 0;
     }
     if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true, connection);
+    const selections = new Map<string, { cells?: readonly string[]; years?: readonly number[] }>();
     // All runs at once: each query may wait QUERY_DEADLINE_MS for an answer.
     const report = await Promise.all(
       ids.map(async (id) => {
@@ -86,6 +87,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const error = ended ? await whyItEnded(handle) : undefined;
         // A completed run named by --workflow-id: its summary, as `compact` printed it (failed buckets and files that need a person, named).
         const summary = desc.status.name === 'COMPLETED' && desc.type === COMPACTION_WORKFLOW_TYPE && values['workflow-id'] ? ((await handle.result()) as CompactionSummary) : undefined;
+        // Its cells and years, for what its summary says of a selection that matched nothing (as `compact` did).
+        if (summary?.bucketsScanned === 0) selections.set(id, (await startInput(client, id, desc.runId)) ?? {});
         return {
           workflowId: id,
           status: desc.status.name,
@@ -119,7 +122,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
-        if (r.summary) console.log(formatSummary(r.summary));
+        if (r.summary) console.log(formatSummary(r.summary, selections.get(r.workflowId)));
       }
     }
     return 0;
