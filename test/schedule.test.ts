@@ -384,5 +384,10 @@ describe('schedule', () => {
     const bad = await cli('create', '--warehouse', warehouse, '--catalog', catalog, '--every', 'weekly');
     assert.equal(bad.code, 64);
     assert.match(bad.stderr, /--every must be a duration/);
+    for (const flag of ['dry-run', 'use-lock']) {
+      const both = await cli('update', `--${flag}`, `--no-${flag}`);
+      assert.equal(both.code, 64, both.stderr);
+      assert.match(both.stderr, new RegExp(`--${flag} and --no-${flag} contradict each other: give one of them`));
+    }
   });
 });

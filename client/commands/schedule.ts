@@ -420,6 +420,10 @@ export async function runScheduleCommand(argv: string[]): Promise<number> {
         'replace-input': { type: 'boolean' },
         json: { type: 'boolean' },
       });
+      for (const flag of ['dry-run', 'use-lock'] as const) {
+        // Either one winning silently would leave the schedule otherwise than half the command says.
+        if (values[flag] && values[`no-${flag}`]) throw new UsageError(`--${flag} and --no-${flag} contradict each other: give one of them`);
+      }
       // The schedule's times, read (and checked) before connecting.
       const times = { spec: specFromFlags(values), timezone: timezoneFlag(values) };
       return withClient(values, async (client, _q, scheduleId) => {
