@@ -1096,6 +1096,18 @@ describe('status --watch', () => {
         return true;
       });
     }
+    // One refused at its input ends before it answers a query: no 'if it had made a plan' (no worker answered).
+    const refused = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `watch-refused-${Date.now()}`,
+      args: [{ warehouse: missing, catalog: `${missing}.db`, cells: ['a/b'] }],
+    });
+    await assert.rejects(refused.result());
+    await assert.rejects(cli(['status', '--workflow-id', refused.workflowId, '--watch']), (err: { stdout?: string; code?: number }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stdout!.trim().split('\n').pop()!, /^watch-refused-\d+ FAILED: workflow failed: invalid compaction input: .*; it stopped before it made or loaded a plan, so it compacted nothing: there is nothing to resume$/);
+      return true;
+    });
     // Without --watch too: the ended run's line and its JSON say why it failed.
     const { stdout: text } = await cli(['status', '--workflow-id', handle.workflowId]);
     assert.match(text, new RegExp(`^${handle.workflowId} FAILED .* · ${why.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));

@@ -656,11 +656,17 @@ export async function stoppedRunOutcome(
   run: { workflowId: string; runId: string; taskQueue: string },
   connection: readonly string[],
 ): Promise<RunOutcome> {
-  const p = await queryProgress(client.workflow.getHandle(run.workflowId));
   const input = await startInput(client, run.workflowId, run.runId).catch(() => undefined);
+  // Its history read to the end without a plan step that completed: nothing to finish, whatever a query
+  // would say. Not asked of the worker either: a run refused at its input ends before it answers queries
+  // (and one refused by an earlier release replays as nondeterministic on this one). A resume is left to
+  // the query below, as its plan may still be there to finish.
+  const did = await whatRunDid(client, run, false).catch(() => undefined);
+  if (did && !did.planned && !input?.resumePlanId) return { text: NOTHING_PLANNED };
+  const p = await queryProgress(client.workflow.getHandle(run.workflowId));
   if (!p) {
     // The worker died with the run, most likely: its history still holds its input and its plan.
-    const planId = input && !input.dryRun ? (await whatRunDid(client, run, false).catch(() => undefined))?.planId : undefined;
+    const planId = input && !input.dryRun ? did?.planId : undefined;
     if (!input || !planId) return { text: 'if it had made a plan, resume finishes it (no worker answered for its progress)' };
     return finishingCommand(client, run, connection, input, planId, `no worker answered for its progress, so how many buckets are done is not known; its plan is ${planId}`);
   }
