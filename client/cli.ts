@@ -53,12 +53,17 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      console.error(`earthcatalog-compact: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(1);
-    },
-  );
+/**
+ * Runs a command and ends the process with its exit code once stdout and stderr are written: a pipe takes
+ * what fits its buffer (64 KB) at once and the rest later, so an exit straight after `verify --json`'s
+ * report cut it off for `jq`.
+ */
+export function runCli(argv: string[]): void {
+  const exit = (code: number) => process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+  main(argv).then(exit, (err: unknown) => {
+    console.error(`earthcatalog-compact: ${err instanceof Error ? err.message : String(err)}`);
+    exit(1);
+  });
 }
+
+if (require.main === module) runCli(process.argv.slice(2));

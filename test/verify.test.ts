@@ -709,4 +709,38 @@ describe('verify', () => {
       await fs.rm(path.join(warehouse, key));
     }
   });
+
+  test('a report larger than a pipe holds (64 KB) reaches the reader whole before the CLI exits', async () => {
+    const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
+    // 400 buckets, one file each without `geo` metadata (each a violation), written by one partitioned COPY.
+    const session = await openDuckSession({ tempDir: await makeTempDir('ec-verify-pipe-spill'), threads: 1 });
+    const cells = Array.from({ length: 400 }, (_, i) => `zzpipe${String(i).padStart(3, '0')}`);
+    try {
+      await session.exec(
+        `COPY (SELECT 'PIPE_' || i AS id, 'zzpipe' || lpad(i::VARCHAR, 3, '0') AS grid_partition, 2021 AS year, TIMESTAMPTZ '2021-06-01 00:00:00+00' AS datetime
+               FROM range(400) t(i))
+         TO ${sqlString(warehouse)} (FORMAT parquet, PARTITION_BY (grid_partition, year), WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'part_pipe_{i}', OVERWRITE_OR_IGNORE true)`,
+      );
+    } finally {
+      session.close();
+    }
+    try {
+      // A reader slower than the writer (jq on a loaded machine): nothing is read for the first 2 s, so the
+      // pipe fills and the rest of the report waits in the process.
+      const out = path.join(await makeTempDir('ec-verify-pipe-out'), 'report.json');
+      const piped = spawnSync('bash', ['-c', 'set -o pipefail; "$0" "$1" verify --warehouse "$2" --catalog "$3" --json | (sleep 2; cat > "$4")', process.execPath, cli, warehouse, catalog, out], {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+      });
+      const broken = { code: piped.status, stdout: await fs.readFile(out, 'utf8') };
+      assert.equal(broken.code, 2);
+      assert.ok(broken.stdout!.length > 64 * 1024, `${broken.stdout!.length} bytes: more than a pipe holds`);
+      const report = JSON.parse(broken.stdout!) as VerifyReport;
+      // Every one of the 400 files is named (whatever else the shared warehouse's state reports).
+      const named = new Set(report.violations.map((v) => v.object.split('/')[0]));
+      assert.deepEqual(cells.filter((c) => !named.has(`grid_partition=${c}`)), []);
+    } finally {
+      for (const cell of cells) await fs.rm(path.join(warehouse, `grid_partition=${cell}`), { recursive: true });
+    }
+  });
 });
