@@ -710,6 +710,16 @@ describe('verify', () => {
     }
   });
 
+  test('the text report counts the violations by kind and lists some of every kind: many of one kind hide none of another', () => {
+    const many = Array.from({ length: 1000 }, (_, i) => ({ kind: ViolationKinds.duplicateId, object: `grid_partition=c${i}/year=2021`, detail: 'id x 2 times in 2 files' }));
+    const missing = { kind: ViolationKinds.missingFromWarehouse, object: 'grid_partition=c1/year=2021/part_1.parquet', detail: 'registered, not in the warehouse' };
+    const stats = { dataFiles: 1, buckets: 1, bucketsWithSeveralFiles: 0, compactedFiles: 0, rows: 1, catalogFiles: 1, catalogRows: 1, snapshotCount: 1, durationMs: 1 };
+    const text = formatVerifyReport({ ok: false, warehouse: '/w', catalog: '/c', table: 'ns.t', stats, violations: [...many, missing] } as unknown as VerifyReport);
+    assert.match(text, new RegExp(`^FAILED: 1001 violation\\(s\\): 1000 ${ViolationKinds.duplicateId}, 1 ${ViolationKinds.missingFromWarehouse}$`, 'm'));
+    assert.ok(text.includes(`${missing.object}: ${missing.detail}`), text);
+    assert.match(text, new RegExp(`… and 975 more ${ViolationKinds.duplicateId} \\(--json lists all\\)`));
+  });
+
   test('a report larger than a pipe holds (64 KB) reaches the reader whole before the CLI exits', async () => {
     const cli = path.join(REPO_ROOT, 'bin', 'earthcatalog-compact');
     // 400 buckets, one file each without `geo` metadata (each a violation), written by one partitioned COPY.

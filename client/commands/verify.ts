@@ -96,10 +96,18 @@ export function formatVerifyReport(r: VerifyReport): string {
     lines.push(`OK: no violations (${s.durationMs} ms)`);
     return lines.join('\n');
   }
-  lines.push(`FAILED: ${r.violations.length} violation(s)`);
+  // By kind, each kind listed: a thousand duplicate ids of buckets below the threshold must not hide the
+  // one file missing from the warehouse.
+  const byKind = new Map<string, typeof r.violations>();
+  for (const v of r.violations) byKind.set(v.kind, [...(byKind.get(v.kind) ?? []), v]);
+  const counts = [...byKind].map(([kind, vs]) => `${vs.length} ${kind}`).join(', ');
+  lines.push(`FAILED: ${r.violations.length} violation(s)${byKind.size > 1 ? `: ${counts}` : ''}`);
   const width = Math.max(...r.violations.map((v) => v.kind.length));
-  for (const v of r.violations.slice(0, SHOWN)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
-  if (r.violations.length > SHOWN) lines.push(`  … and ${r.violations.length - SHOWN} more (--json lists all)`);
+  const perKind = Math.max(3, Math.floor(SHOWN / byKind.size));
+  for (const [kind, vs] of byKind) {
+    for (const v of vs.slice(0, perKind)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
+    if (vs.length > perKind) lines.push(`  … and ${vs.length - perKind} more ${kind} (--json lists all)`);
+  }
   return lines.join('\n');
 }
 
