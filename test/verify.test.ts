@@ -241,6 +241,20 @@ describe('verify', () => {
     await assert.rejects(fs.access(`${crashed}-journal`), 'the hot journal was rolled back');
   });
 
+  test('a --warehouse that is not the table\'s (one folder too high, a copy) is one warehouse-mismatch, not every file missing', async () => {
+    const copy = path.join(await makeTempDir('ec-verify-copy'), 'warehouse');
+    await fs.cp(warehouse, copy, { recursive: true });
+    for (const other of [path.dirname(warehouse), copy]) {
+      const r = await verifyWarehouse({ warehouse: other, catalog });
+      assert.deepEqual(
+        r.violations.filter((v) => v.kind !== ViolationKinds.notInCatalog).map((v) => v.kind),
+        [ViolationKinds.warehouseMismatch],
+        JSON.stringify(r.violations.slice(0, 3)),
+      );
+      assert.match(r.violations.find((v) => v.kind === ViolationKinds.warehouseMismatch)!.detail, /; check --warehouse \(nothing else was compared\)$/);
+    }
+  });
+
   test('a stray data file that is not in the catalog', async () => {
     const rng = createPrng(5);
     const key = `grid_partition=${CELLS[0]}/year=2021/part_99999_stray.parquet`;

@@ -34,6 +34,8 @@ export const ViolationKinds = {
   catalogMissing: 'catalog-missing',
   catalogUnreadable: 'catalog-unreadable',
   tableMissing: 'table-missing',
+  /** The table's files are under another location than --warehouse (a mistyped path, another warehouse's table). */
+  warehouseMismatch: 'warehouse-mismatch',
 } as const;
 
 export type ViolationKind = (typeof ViolationKinds)[keyof typeof ViolationKinds];

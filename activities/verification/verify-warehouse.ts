@@ -9,7 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describeTable, type ColumnStats, type DescribedTable } from '../catalog/describe-table';
 import { openCatalogBackend } from '../catalog/open-catalog';
-import { CatalogAbsentError, CatalogBusyError, CatalogCorruptError } from '../catalog/catalog-backend';
+import { CatalogAbsentError, CatalogBusyError, CatalogCorruptError, WarehouseMismatchError } from '../catalog/catalog-backend';
+import { checkedTableSchema } from '../catalog/rebuild-catalog';
 import { openDuckSession, type DuckSession } from '../compaction/duckdb-session';
 import { openWarehouseStore } from '../storage/open-store';
 import type { WarehouseStore } from '../storage/warehouse-store';
@@ -273,6 +274,16 @@ async function readCatalog(
         ? `the table ${namespace}.${tableName} has no metadata yet (made by create-table, or a first run stopped after creating it): a compaction gives it its first snapshot`
         : `the catalog has no table ${namespace}.${tableName}`;
       violations.push({ kind: ViolationKinds.tableMissing, object: label, detail });
+      return undefined;
+    }
+    // As the compaction's pre-flight does: a --warehouse one folder off (or another warehouse's table)
+    // would otherwise report every registered file as missing, which reads as data loss.
+    const mismatch = await checkedTableSchema(backend, { warehouse: store.root, catalog, namespace, table: tableName, catalogName }, store.root).then(
+      () => undefined,
+      (err: unknown) => (err instanceof WarehouseMismatchError ? err : undefined),
+    );
+    if (mismatch) {
+      violations.push({ kind: ViolationKinds.warehouseMismatch, object: label, detail: `${mismatch.message}; check --warehouse (nothing else was compared)` });
       return undefined;
     }
     return await describeTable(backend, namespace, tableName);
