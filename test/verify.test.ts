@@ -24,6 +24,7 @@ import { pythonExecutable } from '../client/temporal-cli';
 import { REPO_ROOT } from './helpers/temporal';
 import { makeTempDir } from './helpers/temp-dirs';
 import { formatVerifyReport } from '../client/commands/verify';
+import { checkGeoMetadata } from '../activities/verification/parquet-checks';
 
 const execFileP = promisify(execFile);
 const CELLS = ['8128bffffffffff', '8129bffffffffff'];
@@ -599,6 +600,20 @@ describe('verify', () => {
       },
       { rebuildFirst: true },
     );
+  });
+
+  test("a geo value without GeoParquet's version, primary column or that column's entry, or naming a column the file lacks, is geo-metadata", () => {
+    const file = { key: 'grid_partition=a/year=2021/part_1.parquet', path: '/x', bucket: 'grid_partition=a/year=2021', compacted: false };
+    const check = (geo: unknown, columns = ['id', 'geometry']) =>
+      checkGeoMetadata(file, { rows: 1, geoKeys: 1, geo: new Uint8Array(Buffer.from(JSON.stringify(geo))), columns: new Set(columns) })?.detail;
+    const good = { version: '1.1.0', primary_column: 'geometry', columns: { geometry: { encoding: 'WKB', geometry_types: [] } } };
+    assert.equal(check(good), undefined);
+    assert.equal(check({}), 'the `geo` value has no `version`');
+    assert.equal(check({ ...good, primary_column: undefined }), 'the `geo` value has no `primary_column`');
+    assert.equal(check({ ...good, columns: [] }), 'the `geo` value has no `columns` object');
+    assert.equal(check({ ...good, primary_column: 'geom' }), "the `geo` value does not describe its primary column 'geom' in `columns`");
+    assert.equal(check(good, ['id']), "the `geo` value names the primary column 'geometry', which the file does not have");
+    assert.equal(check([1, 2]), 'the `geo` value is not a JSON object');
   });
 
   test('a data file without its geo key', async () => {

@@ -124,13 +124,28 @@ export function checkGeoMetadata(file: LocalDataFile, facts: FooterFacts): Viola
       detail: facts.geoKeys === 0 ? 'the file has no `geo` key-value metadata' : `the file has ${facts.geoKeys} \`geo\` keys; GeoParquet needs exactly one`,
     };
   }
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(Buffer.from(facts.geo ?? new Uint8Array()).toString('utf8'));
-    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return undefined;
+    parsed = JSON.parse(Buffer.from(facts.geo ?? new Uint8Array()).toString('utf8'));
   } catch {
-    // reported below
+    parsed = undefined;
   }
-  return { kind: ViolationKinds.geoMetadata, object: file.key, detail: 'the `geo` value is not a JSON object' };
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    return { kind: ViolationKinds.geoMetadata, object: file.key, detail: 'the `geo` value is not a JSON object' };
+  }
+  const problem = geoMetadataProblem(parsed as Record<string, unknown>, facts.columns);
+  return problem ? { kind: ViolationKinds.geoMetadata, object: file.key, detail: `the \`geo\` value ${problem}` } : undefined;
+}
+
+/** What GeoParquet's required fields lack (readers find the geometry through them), or undefined. */
+function geoMetadataProblem(geo: Record<string, unknown>, columns: ReadonlySet<string>): string | undefined {
+  if (typeof geo.version !== 'string') return 'has no `version`';
+  if (typeof geo.primary_column !== 'string') return 'has no `primary_column`';
+  const described = geo.columns;
+  if (typeof described !== 'object' || described === null || Array.isArray(described)) return 'has no `columns` object';
+  if (!(geo.primary_column in described)) return `does not describe its primary column '${geo.primary_column}' in \`columns\``;
+  if (!columns.has(geo.primary_column)) return `names the primary column '${geo.primary_column}', which the file does not have`;
+  return undefined;
 }
 
 async function loadFileTable(session: DuckSession, files: readonly LocalDataFile[]): Promise<void> {

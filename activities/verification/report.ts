@@ -28,7 +28,7 @@ export const ViolationKinds = {
   columnCountsMismatch: 'column-counts-mismatch',
   /** A column readers cannot map to the table's schema: one it lacks, one wider than its type, one of another kind. */
   schemaMismatch: 'schema-mismatch',
-  /** The `geo` key is absent, repeated, or not JSON. */
+  /** The `geo` key is absent, repeated, not a JSON object, or without GeoParquet's version, primary column and its column entry. */
   geoMetadata: 'geo-metadata',
   snapshotCount: 'snapshot-count',
   catalogMissing: 'catalog-missing',
