@@ -1,4 +1,4 @@
-import { isS3TablesCatalog, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
+import { isS3TablesCatalog, type BucketSelection, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
 import { isOutputKey } from '../activities/storage/warehouse-layout';
 
 /**
@@ -37,7 +37,7 @@ function repairedIfWhole(m: UnreadableFile, s: CompactionSummary): boolean {
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
-export function formatSummary(s: CompactionSummary, selection: { cells?: readonly string[]; years?: readonly number[] } = {}): string {
+export function formatSummary(s: CompactionSummary, selection: BucketSelection = {}): string {
   const rows: [string, string | number][] = [
     ['buckets_scanned', s.bucketsScanned],
     ['buckets_compacted', s.bucketsCompacted],

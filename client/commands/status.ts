@@ -11,6 +11,7 @@ import {
   FailureTypes,
   HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS,
+  type BucketSelection,
   type CompactionRequest,
   type CompactionSummary,
 } from '../../workflows/contract';
@@ -67,7 +68,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       return 0;
     }
     if (values.watch && ids.length === 1) return await watch(client, ids[0]!, values.json === true, connection);
-    const selections = new Map<string, { cells?: readonly string[]; years?: readonly number[] }>();
+    const selections = new Map<string, BucketSelection>();
     // All runs at once: each query may wait QUERY_DEADLINE_MS for an answer.
     const report = await Promise.all(
       ids.map(async (id) => {
