@@ -172,18 +172,24 @@ describe('verify', () => {
     assert.equal(r.stats.buckets, 2);
     assert.ok(r.stats.bucketsWithSeveralFiles === 2 && r.stats.catalogFiles === null);
     // One bucket per batch (an S3 warehouse is downloaded a batch at a time): the same findings.
-    const byBucket = await verifyWarehouse({ warehouse, catalog, batchBytes: 1 });
-    assert.deepEqual(kinds(byBucket), kinds(r));
-    assert.deepEqual({ ...byBucket.stats, durationMs: 0 }, { ...r.stats, durationMs: 0 });
+    for (const batch of [{ batchBytes: 1 }, { batchFiles: 1 }]) {
+      const byBucket = await verifyWarehouse({ warehouse, catalog, ...batch });
+      assert.deepEqual(kinds(byBucket), kinds(r));
+      assert.deepEqual({ ...byBucket.stats, durationMs: 0 }, { ...r.stats, durationMs: 0 });
+    }
   });
 
-  test('batches are whole buckets in order, cut once one reaches the byte cap, at least one bucket each', () => {
+  test('batches are whole buckets in order, cut before a bucket that would pass the byte or the file cap, at least one bucket each', () => {
     const f = (bucket: string, size: number) => ({ bucket, size, key: `${bucket}/${size}` });
     const files = [f('a', 5), f('a', 5), f('b', 3), f('c', 20), f('d', 1), f('d', 1)];
-    assert.deepEqual(bucketBatches(files, 13).map((b) => b.map((x) => x.key)), [['a/5', 'a/5', 'b/3'], ['c/20'], ['d/1', 'd/1']]);
-    assert.deepEqual(bucketBatches(files, 1).map((b) => b.length), [2, 1, 1, 2]);
-    assert.deepEqual(bucketBatches(files, Infinity).map((b) => b.length), [6]);
-    assert.deepEqual(bucketBatches([], 10), []);
+    const bytes = (maxBytes: number) => ({ maxBytes, maxFiles: Infinity });
+    assert.deepEqual(bucketBatches(files, bytes(13)).map((b) => b.map((x) => x.key)), [['a/5', 'a/5', 'b/3'], ['c/20'], ['d/1', 'd/1']]);
+    assert.deepEqual(bucketBatches(files, bytes(1)).map((b) => b.length), [2, 1, 1, 2]);
+    assert.deepEqual(bucketBatches(files, bytes(Infinity)).map((b) => b.length), [6]);
+    assert.deepEqual(bucketBatches([], bytes(10)), []);
+    assert.deepEqual(bucketBatches(files, { maxBytes: Infinity, maxFiles: 3 }).map((b) => b.map((x) => x.key)), [['a/5', 'a/5', 'b/3'], ['c/20', 'd/1', 'd/1']]);
+    assert.deepEqual(bucketBatches(files, { maxBytes: Infinity, maxFiles: 2 }).map((b) => b.map((x) => x.key)), [['a/5', 'a/5'], ['b/3', 'c/20'], ['d/1', 'd/1']]);
+    assert.deepEqual(bucketBatches(files, { maxBytes: 13, maxFiles: 4 }).map((b) => b.length), [3, 1, 2]);
   });
 
   test('after compaction and catalog rebuild the warehouse verifies clean', async () => {

@@ -46,6 +46,8 @@ export interface VerifyOptions {
   scratchDir?: string;
   /** Bytes of files downloaded at a time (whole buckets); default VERIFY_BATCH_BYTES. */
   batchBytes?: number;
+  /** Files checked at a time (whole buckets); default VERIFY_BATCH_FILES. */
+  batchFiles?: number;
 }
 
 export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport> {
@@ -82,7 +84,8 @@ export async function verifyWarehouse(opts: VerifyOptions): Promise<VerifyReport
       const session = await openDuckSession({ tempDir: path.join(scratch, 'spill'), memoryLimitMb: opts.memoryLimitMb ?? 256, threads: 2 });
       try {
         const stats = table && entries && catalogStats(table, entries, keyOfPath, label);
-        rowsByKey = await checkFiles(session, store, files, scratch, opts.batchBytes ?? VERIFY_BATCH_BYTES, violations, stats);
+        const limits = { maxBytes: opts.batchBytes ?? VERIFY_BATCH_BYTES, maxFiles: opts.batchFiles ?? VERIFY_BATCH_FILES };
+        rowsByKey = await checkFiles(session, store, files, scratch, limits, violations, stats);
       } finally {
         session.close();
       }
@@ -178,14 +181,26 @@ function catalogStats(
  */
 export const VERIFY_BATCH_BYTES = 1024 * 1024 * 1024;
 
-/** Whole buckets, in the files' order, cut after the batch that reaches `maxBytes`. */
-export function bucketBatches<T extends { bucket: string; size: number }>(files: readonly T[], maxBytes: number): T[][] {
+/**
+ * Files checked at a time (whole buckets, at least one): a query over thousands of files holds every
+ * footer's metadata at once, so a warehouse of small wide files grew verify's memory with its file count
+ * (1.15 GB of RSS for 6,000 stac-like files of 20 KB in one batch; 410 MB in batches of this size, 490 MB for 12,000 files).
+ */
+export const VERIFY_BATCH_FILES = 500;
+
+export interface BatchLimits {
+  maxBytes: number;
+  maxFiles: number;
+}
+
+/** Whole buckets, in the files' order, a batch cut before the bucket that would take it past either limit. */
+export function bucketBatches<T extends { bucket: string; size: number }>(files: readonly T[], limits: BatchLimits): T[][] {
   const batches: T[][] = [];
   let batch: T[] = [];
   let bytes = 0;
   for (const bucket of groupByBucket(files).values()) {
     const size = bucket.reduce((n, f) => n + f.size, 0);
-    if (batch.length && bytes + size > maxBytes) {
+    if (batch.length && (bytes + size > limits.maxBytes || batch.length + bucket.length > limits.maxFiles)) {
       batches.push(batch);
       batch = [];
       bytes = 0;
@@ -203,13 +218,13 @@ async function checkFiles(
   store: WarehouseStore,
   files: readonly PhysicalDataFile[],
   scratch: string,
-  batchBytes: number,
+  limits: BatchLimits,
   violations: Violation[],
   stats: CatalogStatsByKey | undefined,
 ): Promise<Map<string, number>> {
   const rows = new Map<string, number>();
   const downloads = path.join(scratch, 'files');
-  for (const batch of bucketBatches(files, batchBytes)) {
+  for (const batch of bucketBatches(files, limits)) {
     try {
       for (const [key, n] of await checkBatch(session, await materializeAll(store, batch, downloads, violations), violations, stats)) rows.set(key, n);
     } finally {
