@@ -30,7 +30,7 @@ import { compactBucket } from './compaction/compact-bucket';
 import { DuckSessionPool } from './compaction/duckdb-pool';
 import { claimWorkerScratch, type WorkerScratch } from './compaction/worker-scratch';
 import { BucketSlots } from './compaction/bucket-slots';
-import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, listSome, MissingPlannedInputError } from './compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, listSome, MissingPlannedInputError, OtherPlanOutputError } from './compaction/bucket-errors';
 import { recordBucketFailure, recordBucketResult, recordMemoryFailure, recordWaitingForMemory } from './compaction/bucket-metrics';
 import { withoutRequestDetails } from './storage/s3-errors';
 import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema, tableWithoutMetadata } from './catalog/rebuild-catalog';
@@ -169,6 +169,7 @@ export function toActivityFailure(err: unknown): unknown {
   if (err instanceof InputsChangedError) return ApplicationFailure.retryable(err.message, FailureTypes.inputsChanged);
   if (err instanceof BadBucketDataError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.badBucketData);
   if (err instanceof MissingPlannedInputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.missingInput);
+  if (err instanceof OtherPlanOutputError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.otherPlanOutput);
   if (err instanceof InvalidBucketRequestError) return ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidInput);
   if (err instanceof BucketMemoryError) {
     // One retry covers a transient peak; after that the same limit fails the same way. Counted, not read

@@ -15,7 +15,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { LogEntry } from '@temporalio/worker';
 import { oneLineEntry, WorkerLogger } from '../worker/worker';
 import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
-import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, OtherPlanOutputError } from '../activities/compaction/bucket-errors';
 import { FailureTypes, MAX_FAILURE_REASON_CHARS, capFailureReason, type BucketResult } from '../workflows/contract';
 import { MAX_REPORTED_FAILURES } from '../workflows/compact-warehouse';
 import { listingError } from '../activities/storage/local-store';
@@ -99,6 +99,9 @@ test('bad data and malformed requests stop at the first attempt; other errors ar
   const changed = (await failureAt(1, new InputsChangedError('grid_partition=x/year=2020', [], ['grid_partition=x/year=2020/part_1.parquet']))).failure;
   assert.deepEqual([changed.type, changed.nonRetryable], [FailureTypes.inputsChanged, false]);
   assert.match(changed.message, /1 planned input\(s\) were rewritten while being read \(grid_partition=x\/year=2020\/part_1\.parquet\); retry to resume$/);
+  // Another plan's output in the bucket: no attempt of this plan can take it in, the next run's plan does.
+  const beside = (await failureAt(1, new OtherPlanOutputError('grid_partition=x/year=2020', ['grid_partition=x/year=2020/compacted_p0.parquet']))).failure;
+  assert.deepEqual([beside.type, beside.nonRetryable], [FailureTypes.otherPlanOutput, true]);
   const other = new Error('connection reset');
   assert.equal(await new MockActivityEnvironment({ attempt: 1 }).run(async () => toActivityFailure(other)), other);
 });

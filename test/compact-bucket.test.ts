@@ -14,7 +14,7 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { StorageError, type WarehouseStore } from '../activities/storage/warehouse-store';
 import { outputKeyFor, tempNameFor } from '../activities/storage/warehouse-layout';
 import { compactBucket, type BucketProgress, type CompactBucketOptions } from '../activities/compaction/compact-bucket';
-import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError } from '../activities/compaction/bucket-errors';
+import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, MissingPlannedInputError, OtherPlanOutputError } from '../activities/compaction/bucket-errors';
 import { onOneThreadIfOutOfMemory, openDuckSession, sqlIdent, sqlString, type DuckSession } from '../activities/compaction/duckdb-session';
 import { largestRowGroup } from '../activities/compaction/input-footprint';
 import { DuckSessionPool } from '../activities/compaction/duckdb-pool';
@@ -1032,6 +1032,55 @@ describe('compactBucket', () => {
         return true;
       });
       assert.deepEqual(await keysUnder(root), [path.basename(inputs[0]!.key), path.basename(inputs[2]!.key)]);
+    });
+
+    // A run stopped mid-bucket (terminated, timed out, its worker cut off) whose attempt goes on beside the
+    // plan that followed: its output names its own plan, so the exclusive publish does not stop it.
+    describe('an output of another plan appearing in the bucket: two would both join the table, so nothing is deleted', () => {
+      const STALE = 'compacted_stale0.parquet';
+      const staleOutput = (root: string, from: PlannedFile) => copyFileSync(path.join(root, from.key), path.join(root, PREFIX, STALE));
+      const refused = (published: boolean) => (err: unknown) => {
+        assert.ok(err instanceof OtherPlanOutputError, String(err));
+        assert.ok(err.message.includes(`${PREFIX}/${STALE}`), err.message);
+        assert.equal(err.message.includes('compacted_plan1.parquet is published beside it'), published, err.message);
+        return true;
+      };
+
+      test('there before the attempt starts: refused at once', async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        staleOutput(root, inputs[0]!);
+        await assert.rejects(compact(store, inputs), refused(false));
+        assert.deepEqual(await keysUnder(root), [STALE, ...inputs.map((i) => path.basename(i.key))].sort());
+      });
+
+      test('published while the attempt merged: its own output is not published', async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        await assert.rejects(compact(store, inputs, { heartbeat: (p) => void (p.phase === 'publish' && staleOutput(root, inputs[0]!)) }), refused(false));
+        assert.deepEqual(await keysUnder(root), [STALE, ...inputs.map((i) => path.basename(i.key))].sort());
+      });
+
+      test('published beside its output, after its check: no input is deleted, and a retry deletes none either', async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        await assert.rejects(compact(store, inputs, { heartbeat: (p) => void (p.phase === 'delete' && staleOutput(root, inputs[0]!)) }), refused(true));
+        const all = ['compacted_plan1.parquet', STALE, ...inputs.map((i) => path.basename(i.key))].sort();
+        assert.deepEqual(await keysUnder(root), all);
+        await assert.rejects(compact(store, inputs), refused(true));
+        assert.deepEqual(await keysUnder(root), all);
+      });
+
+      test('an output the plan lists (an earlier compaction of the bucket) is an input like any other', async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        staleOutput(root, inputs[0]!);
+        const withEarlier = [{ key: `${PREFIX}/${STALE}`, size: (await fs.stat(path.join(root, PREFIX, STALE))).size }, ...inputs.slice(1)];
+        await fs.rm(path.join(root, inputs[0]!.key));
+        const { result } = await compact(store, withEarlier);
+        assert.equal(result.filesIn, withEarlier.length);
+        assert.deepEqual(await keysUnder(root), ['compacted_plan1.parquet']);
+      });
     });
 
     test('(e) already compacted: reported with its rows, leftovers swept, new ingest and other files untouched', async () => {

@@ -110,6 +110,7 @@ export interface CarriedState {
 const NON_RETRYABLE_BUCKET_ERRORS: string[] = [
   FailureTypes.badBucketData,
   FailureTypes.missingInput,
+  FailureTypes.otherPlanOutput,
   FailureTypes.storageDenied,
   FailureTypes.storageMissing,
   FailureTypes.invalidInput,

@@ -49,6 +49,8 @@ export const FailureTypes = {
   memoryBudget: 'BucketExceedsMemoryBudget',
   /** An input was rewritten or removed while its bucket was compacted (an ingest beside the run): retried. */
   inputsChanged: 'InputsChanged',
+  /** A stopped run's attempt published another plan's output in the bucket meanwhile: the bucket is left for the next run. */
+  otherPlanOutput: 'OtherPlanOutput',
 } as const;
 
 const S3_URI = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/;

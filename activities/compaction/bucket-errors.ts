@@ -93,6 +93,30 @@ export class MissingPlannedInputError extends Error {
 }
 
 /**
+ * A compacted output of another plan, which this plan does not list, is in the bucket: a run stopped
+ * (terminated, timed out, its worker cut off from Temporal) while it compacted the bucket, and its
+ * attempt went on beside the plan that followed. Both outputs would join the table, so the attempt
+ * deletes nothing; the next run's plan takes every file of the bucket and deduplicates them together.
+ */
+export class OtherPlanOutputError extends Error {
+  constructor(
+    readonly bucket: string,
+    readonly others: readonly string[],
+    /** This plan's output, when it is published beside them. */
+    published?: string,
+  ) {
+    super(
+      `bucket ${bucket}: ${others.length} compacted output(s) of another plan appeared after this plan listed the bucket ` +
+        `(${listSome(others)}): a run stopped while it compacted the bucket (terminated, timed out, or its worker cut off) and its attempt went on. ` +
+        (published
+          ? `This plan's output ${published} is published beside it and this attempt deleted no input: readers see those rows twice until the next run compacts them together`
+          : 'Nothing was published or deleted here; the next run compacts them together'),
+    );
+    this.name = 'OtherPlanOutputError';
+  }
+}
+
+/**
  * A planned input vanished while this attempt was reading it: another attempt of the same plan (a
  * zombie after a heartbeat timeout) is finishing the bucket. Retryable on purpose: the next attempt
  * inspects the bucket again and finds it being deleted or done.

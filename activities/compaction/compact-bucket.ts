@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
 import { isNotFound, StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
-import { isCompactableKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
+import { isCompactableKey, isOutputKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
 import { withoutRequestDetails } from '../storage/s3-errors';
 import {
   BadBucketDataError,
@@ -29,6 +29,7 @@ import {
   isDamagedFileError,
   listSome,
   MissingPlannedInputError,
+  OtherPlanOutputError,
 } from './bucket-errors';
 import { crashPoint } from './crash-points';
 import { DuckSessionPool } from './duckdb-pool';
@@ -227,6 +228,8 @@ export async function compactBucket(
   const present = req.inputs.flatMap((i) => listed.get(i.key) ?? []);
   const missing = req.inputs.filter((i) => !listed.has(i.key)).map((i) => i.key);
   const outputSize = listed.get(outputKey)?.size;
+  const others = otherPlanOutputs(req, outputKey, listed);
+  if (others.length) throw new OtherPlanOutputError(bucket, others, outputSize === undefined ? undefined : outputKey);
   if (outputSize === undefined && missing.length) throw new MissingPlannedInputError(bucket, missing);
 
   await fs.mkdir(opts.scratchDir, { recursive: true });
@@ -316,10 +319,27 @@ async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<st
   return listed;
 }
 
-/** Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present` or has another version of it. */
+/**
+ * Compacted outputs in the bucket that are neither this plan's nor among its inputs. The plan lists every
+ * output of the bucket first, so one of these was published after the plan was made: by an attempt of a
+ * stopped run that had not heard yet. Its output names another plan, so the exclusive publish of ours
+ * does not stop it.
+ */
+function otherPlanOutputs(req: BucketRequest, outputKey: string, listed: ReadonlyMap<string, StoredObject>): string[] {
+  const planned = new Set(req.inputs.map((i) => i.key));
+  return [...listed.keys()].filter((key) => isOutputKey(key) && key !== outputKey && !planned.has(key)).sort();
+}
+
+/**
+ * Throws InputsChangedError (retried) when a listing of the bucket lacks any of `present` or has another
+ * version of it, and OtherPlanOutputError when another plan's output appeared in it.
+ */
 async function assertInputsUnchanged(a: Attempt, present: readonly StoredObject[]): Promise<void> {
-  const changed = await unlessChanged(a, present, undefined);
+  const listed = await listBucket(a.store, a.bucket);
+  const changed = changedInputs(a, present, listed);
   if (changed) throw changed;
+  const others = otherPlanOutputs(a.req, a.outputKey, listed);
+  if (others.length) throw new OtherPlanOutputError(a.bucket, others);
 }
 
 /**
@@ -329,10 +349,13 @@ async function assertInputsUnchanged(a: Attempt, present: readonly StoredObject[
  * not a request per input.
  */
 async function unlessChanged(a: Attempt, read: readonly StoredObject[], err: unknown): Promise<unknown> {
-  const listed = await listBucket(a.store, a.bucket);
+  return changedInputs(a, read, await listBucket(a.store, a.bucket)) ?? err;
+}
+
+function changedInputs(a: Attempt, read: readonly StoredObject[], listed: ReadonlyMap<string, StoredObject>): InputsChangedError | undefined {
   const vanished = read.filter((o) => !listed.has(o.key)).map((o) => o.key);
   const rewritten = read.filter((o) => listed.has(o.key) && listed.get(o.key)!.version !== o.version).map((o) => o.key);
-  return vanished.length || rewritten.length ? new InputsChangedError(a.bucket, vanished, rewritten) : err;
+  return vanished.length || rewritten.length ? new InputsChangedError(a.bucket, vanished, rewritten) : undefined;
 }
 
 /** DuckDB errors that a damaged file can cause (not memory, not interruption, not our heartbeat). */
@@ -734,6 +757,9 @@ async function finish(a: Attempt, present: readonly StoredObject[], provenance: 
   const listed = await listBucket(a.store, a.bucket);
   let keys: string[] = [];
   let kept: string[] = [];
+  // Published beside ours after our pre-publish check: neither attempt saw the other's output before publishing.
+  const others = otherPlanOutputs(a.req, a.outputKey, listed);
+  if (others.length && present.length) throw new OtherPlanOutputError(a.bucket, others, a.outputKey);
   if (present.length) {
     // A concurrent attempt replaces an output only when it finds the file damaged; then these inputs are its to use.
     if (!listed.has(a.outputKey)) {
