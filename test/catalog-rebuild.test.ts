@@ -929,6 +929,12 @@ describe('catalog rebuild (SQLite catalog, pyiceberg reader)', () => {
     db.close();
     await assert.rejects(rebuild(baseWarehouse, healthy), (err: Error) => err instanceof CatalogCorruptError && err.message.includes(badMeta));
     assert.equal(pointerRow(healthy)?.metadata_location, badMeta);
+    // JSON, but not table metadata (another file put at the pointer's place): said so, not "format-version undefined".
+    await fs.writeFile(badMeta, '{"location": "s3://elsewhere"}');
+    await assert.rejects(rebuild(baseWarehouse, healthy), (err: Error) => {
+      assert.ok(err instanceof CatalogCorruptError && err.message.includes(`${badMeta} lacks "format-version": not Iceberg table metadata, or damaged`), err.message);
+      return true;
+    });
   });
 
   test('a table whose current metadata file is gone fails as CatalogCorruptError naming the file (not retried for ever), the pointer left; a pointer moved meanwhile is a conflict', async () => {

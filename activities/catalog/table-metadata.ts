@@ -64,6 +64,7 @@ export function parseTableMetadata(text: string, name: string): TableMetadataJso
   }
   const m = parsed as TableMetadataJson;
   if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new Error(`table metadata ${name} is not a JSON object`);
+  if (m['format-version'] === undefined) throw new Error(`table metadata ${name} lacks "format-version": not Iceberg table metadata, or damaged`);
   if (m['format-version'] !== 2) {
     throw new Error(`table metadata ${name} has format-version ${String(m['format-version'])}; only format 2 tables can be rebuilt`);
   }
