@@ -16,8 +16,9 @@ export function exitCodeOf(s: CompactionSummary): number {
 }
 
 /**
- * A mismatch the next run repairs (tableTypeCasts): every problem of the file an integer column the table
- * types double. The planner reads such an output again because the column's type is new to the table.
+ * A mismatch the next run repairs (tableTypeCasts) when every integer is exactly a double: every problem
+ * of the file an integer column the table types double. The planner reads such an output again because
+ * the column's type is new to the table.
  */
 function repairedByNextRun(reason: string): boolean {
   return reason.split('; ').every((p) => /^column '.+' is (int|long) in the file, double in the table$/.test(p));
@@ -34,6 +35,10 @@ function repairedIfWhole(m: UnreadableFile, s: CompactionSummary): boolean {
   const bucket = m.key.slice(0, m.key.lastIndexOf('/'));
   const readAgain = !isOutputKey(m.key) || (s.untypedOutputs ?? []).includes(bucket) || (s.untypedOutputsTotal ?? 0) > (s.untypedOutputs?.length ?? 0);
   return readAgain && m.reason.split('; ').every((p) => /^column '.+' is (float|double) in the file, (int|long) in the table$/.test(p));
+}
+
+function partition<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
+  return [items.filter(test), items.filter((item) => !test(item))];
 }
 
 /** The seed's four figures first (same names), then what this tool adds. */
@@ -137,20 +142,28 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
   fileLines(lines, s.schemaMismatchFiles, s.schemaMismatchFilesTotal, 'schema mismatch (registered, readers fail on it)', 'files with a schema mismatch');
   if (s.schemaMismatchFilesTotal) {
     // Which of these go away by themselves decides whether anyone has to act.
-    const listed = s.schemaMismatchFiles ?? [];
+    // A bucket that failed in this run wrote nothing: its files wait for it to compact, whatever their columns.
+    const failed = new Set(s.failedBuckets.map((f) => f.bucket));
+    const [waiting, listed] = partition(s.schemaMismatchFiles ?? [], (m) => failed.has(m.key.slice(0, m.key.lastIndexOf('/'))));
     const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);
     const ifWhole = listed.filter((m) => repairedIfWhole(m, s)).map((m) => m.key);
-    const others = s.schemaMismatchFilesTotal - repaired.length - ifWhole.length;
+    const others = s.schemaMismatchFilesTotal - waiting.length - repaired.length - ifWhole.length;
     const these = (n: number) => (n === s.schemaMismatchFilesTotal ? 'these' : n);
+    if (waiting.length) {
+      lines.push(`${these(waiting.length)} in buckets that failed (below) stay as they are until their bucket compacts: ${waiting.map((m) => m.key).join(', ')}`);
+    }
     if (repaired.length) {
-      lines.push(`the next run rewrites ${these(repaired.length)} as the table types them (integers in a double column): ${repaired.join(', ')}`);
+      lines.push(
+        `the next run rewrites ${these(repaired.length)} as the table types them if each integer is exactly a double, up to 2^53 in magnitude (integers in a double column): ${repaired.join(', ')}`,
+      );
     }
     if (ifWhole.length) {
       lines.push(`the next run rewrites ${these(ifWhole.length)} as the table types them if their values are whole (floats in a long column): ${ifWhole.join(', ')}`);
     }
     if (others) {
+      const some = waiting.length + repaired.length + ifWhole.length;
       lines.push(
-        `${repaired.length + ifWhole.length ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
+        `${some ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
           'no run changes a value to fit the table (README: "Decisions", schema)',
       );
     }

@@ -246,13 +246,13 @@ test('schema mismatches are listed with lines saying which the next run repairs 
 
   const repaired = text([longInDouble]);
   assert.match(repaired, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
-  assert.match(repaired, /^the next run rewrites these as the table types them \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
+  assert.match(repaired, /^the next run rewrites these as the table types them if each integer is exactly a double, up to 2\^53 in magnitude \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
   assert.doesNotMatch(repaired, /stay/);
   const stays = text([doubleInLong]);
   assert.match(stays, /^it stays unreadable until the file is rewritten: no run changes a value to fit the table/m);
   assert.doesNotMatch(stays, /next run/);
   const mixed = text([longInDouble, doubleInLong, both], 5);
-  assert.match(mixed, /^the next run rewrites 1 as the table types them \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
+  assert.match(mixed, /^the next run rewrites 1 as the table types them if each integer is exactly a double, up to 2\^53 in magnitude \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
   assert.match(mixed, /^the other 4 stay unreadable until the file is rewritten/m);
   // Floats in a long column: the next plan reads a delivered file or an output no worker vouched for again.
   const delivered = { key: 'grid_partition=d/year=2020/part_1.parquet', reason: doubleInLong.reason };
@@ -263,6 +263,18 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   const cut = formatSummary({ ...base, schemaMismatchFiles: [doubleInLong], schemaMismatchFilesTotal: 1, untypedOutputs: [], untypedOutputsTotal: 300 });
   assert.match(cut, /^the next run rewrites these as the table types them if their values are whole/m, 'every output is read again when the list was cut');
   assert.doesNotMatch(cut, /stay/);
+  // A bucket that failed in this run rewrote nothing, and the next run rewrites nothing of it unless it compacts.
+  const failedBucket = { bucket: 'grid_partition=d/year=2020', type: 'BadBucketData', reason: "column 'n' has conflicting types" };
+  const waiting = formatSummary({
+    ...base,
+    failedBuckets: [failedBucket],
+    failedBucketsTotal: 1,
+    schemaMismatchFiles: [longInDouble, { key: delivered.key, reason: longInDouble.reason }],
+    schemaMismatchFilesTotal: 2,
+  });
+  assert.match(waiting, /^1 in buckets that failed \(below\) stay as they are until their bucket compacts: grid_partition=d\/year=2020\/part_1\.parquet$/m);
+  assert.match(waiting, /^the next run rewrites 1 as the table types them if each integer .*: grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
+  assert.doesNotMatch(waiting, /stays? unreadable/);
   assert.equal(exitCodeOf({ ...base, schemaMismatchFiles: [longInDouble], schemaMismatchFilesTotal: 1 }), 3);
   assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
 });
