@@ -944,7 +944,7 @@ describe('cancel through the CLI', () => {
     }
   });
 
-  it('a run cancelled before it planned says there is nothing to resume (compact, status --watch, status), and a run terminated before it planned is not named by status', async () => {
+  it('a run cancelled before it planned says there is nothing to resume (compact, status --watch, status), status notes a lock workflow terminated under a waiter, and a run terminated before it planned is not named by status', async () => {
     const fx = await makeFixture('cancel-unplanned', TWELVE_BUCKETS);
     // The holder runs on a queue of its own whose worker stops once it compacts: it keeps the warehouse
     // lock, so the CLI's run waits for it, with no plan, until it is cancelled.
@@ -967,6 +967,13 @@ describe('cancel through the CLI', () => {
       await waitFor('the CLI run waiting for the lock', async () =>
         (await waiter.query<CompactionProgress>('progress').catch(() => undefined))?.phase === 'waiting-for-lock' ? true : undefined,
       );
+      // The lock workflow terminated, taken for a stuck lock: the waiter's request went with it, which status says.
+      // (Asked, not queued: the lock workflow runs on the holder's queue, whose worker is stopped.)
+      const queued = await waitFor('the waiter asking', async () => (await waiter.query<CompactionProgress>('progress')).locks.find((l) => l.status === 'requested' || l.status === 'queued'));
+      await h.client.workflow.getHandle(queued.lockId).terminate('test: taken for a stuck lock');
+      const { stdout: lockNote } = await cli(['status', '--workflow-id', waiterId]);
+      const lockName = queued.lockId.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      assert.match(lockNote, new RegExp(`^${waiterId} RUNNING .*waiting-for-lock.* · the lock workflow ${lockName} it waits in is TERMINATED \\(taken for a stuck lock\\?\\), and its request with it: the run asks again within 5 minutes`, 'm'));
       const watching = cli(['status', '--watch', '--workflow-id', waiterId]).then(
         () => assert.fail('status --watch of a cancelled run exits non-zero'),
         (err: { stdout?: string; code?: number }) => err,

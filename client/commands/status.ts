@@ -16,6 +16,7 @@ import {
   type CompactionSummary,
 } from '../../workflows/contract';
 import type { CompactionProgress } from '../../workflows/progress';
+import { DEFAULT_REREQUEST_SECONDS } from '../../workflows/lock';
 import { decodeHistoryPayload } from '../../activities/locking/history-payload';
 import { firstLine } from '../../activities/error-text';
 import { connectClient, GRPC_NOT_FOUND, resolveTarget } from '../connection';
@@ -83,6 +84,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const planSilent = silentPlan(pending, now);
         const rebuildWaiting = waitingRebuild(pending, now);
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
+        const lockClosed = desc.status.name === 'RUNNING' && progress ? await closedLockWaitedIn(client, progress) : undefined;
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
         const ended = desc.status.name !== 'RUNNING' && desc.status.name !== 'COMPLETED' && desc.status.name !== 'CONTINUED_AS_NEW';
         const error = ended ? await whyItEnded(handle) : undefined;
@@ -103,6 +105,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(planSilent ? { silentPlan: true, planHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'planCompaction') } : {}),
           ...(rebuildSilent ? { silentRebuild: true, rebuildHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'rebuildCatalog') } : {}),
           ...(rebuildWaiting ? { rebuildWaitingForWorker: rebuildWaiting } : {}),
+          ...(lockClosed ? { lockWorkflowClosed: lockClosed } : {}),
           ...(summary ? { summary } : {}),
         };
       }),
@@ -119,7 +122,8 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           (r.silentPlan ? ` · ${silentPlanNote(r.planHeartbeatTimeoutSeconds)}` : '') +
           (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets, r.bucketHeartbeatTimeoutSeconds)}` : '') +
           (r.silentRebuild ? ` · ${silentRebuildNote(r.rebuildHeartbeatTimeoutSeconds)}` : '') +
-          (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '');
+          (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '') +
+          (r.lockWorkflowClosed ? ` · ${closedLockNote(r.lockWorkflowClosed)}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
         console.log(`${r.workflowId} ${r.status}${detail ? ` ${detail}` : ''}${silent}${why}`);
@@ -224,6 +228,37 @@ export function waitingRebuildNote(waiting: { attempt: number; sinceMs: number }
 /** The command that starts a worker for `taskQueue` on the server and namespace `connection` names. */
 function workerCommand(taskQueue: string, connection: readonly string[]): string {
   return ['earthcatalog-compact worker --task-queue', shellWord(taskQueue), ...connection].join(' ');
+}
+
+interface ClosedLock {
+  lockId: string;
+  /** The lock workflow's status ('TERMINATED', ...), or 'gone' when the server no longer knows it. */
+  status: string;
+}
+
+/**
+ * The lock workflow a running compaction waits in, when that has closed (an operator terminated it,
+ * taking it for a stuck lock): the run's request went with it, and the holder it names may be long gone.
+ */
+async function closedLockWaitedIn(client: Client, progress: CompactionProgress): Promise<ClosedLock | undefined> {
+  const wait = progress.locks.find((l) => l.status === 'queued' || l.status === 'requested');
+  if (!wait) return undefined;
+  const status = await client.workflow
+    .getHandle(wait.lockId)
+    .describe()
+    .then(
+      (d) => d.status.name,
+      (err: unknown) => (err instanceof WorkflowNotFoundError ? 'gone' : undefined),
+    );
+  return status && status !== 'RUNNING' ? { lockId: wait.lockId, status } : undefined;
+}
+
+export function closedLockNote(lock: ClosedLock): string {
+  return (
+    `the lock workflow ${lock.lockId} it waits in is ${lock.status} (taken for a stuck lock?), and its request with it: ` +
+    `the run asks again within ${DEFAULT_REREQUEST_SECONDS / 60} minutes of its last request, which starts the lock anew with the closed run's holder and queue ` +
+    '(a run with --lock-timeout gives up at its timeout instead)'
+  );
 }
 
 export function silentRebuildNote(timeoutS = TIMEOUT_S): string {
