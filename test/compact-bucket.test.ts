@@ -1938,7 +1938,7 @@ describe('compactBucket', () => {
     assert.match(
       named.message,
       new RegExp(
-        `resume the run\\. Its largest input row group \\(${PREFIX}/one-group\\.parquet, row group 0\\) holds 3 MB uncompressed, which DuckDB decodes whole \\(3000 row\\(s\\)\\): ` +
+        `compact again: the next run plans the bucket anew\\. Its largest input row group \\(${PREFIX}/one-group\\.parquet, row group 0\\) holds 3 MB uncompressed, which DuckDB decodes whole \\(3000 row\\(s\\)\\): ` +
           `rewrite that file with smaller row groups \\(pyarrow's row_group_size=${advised} or fewer\\)`,
       ),
     );

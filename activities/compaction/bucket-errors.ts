@@ -72,7 +72,7 @@ export class BucketMemoryError extends Error {
     super(
       `bucket ${bucket}: DuckDB ran out of its ${memoryLimitMb} MB memory limit (half the bucket activity's memory budget) ` +
         `compacting ${inputs} input(s) of ${mb(bytesIn)} MB; nothing was deleted. Give the workers a larger ` +
-        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and resume the run.${rowGroup} DuckDB said: ${cause}`,
+        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and compact again: the next run plans the bucket anew.${rowGroup} DuckDB said: ${cause}`,
     );
     this.name = 'BucketMemoryError';
   }
