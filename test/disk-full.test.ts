@@ -16,6 +16,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { FailureTypes } from '../workflows/contract';
 import { appendParquetFiles } from '../activities/compaction/parquet-append';
 import { claimWorkerScratch } from '../activities/compaction/worker-scratch';
+import { compactBucket } from '../activities/compaction/compact-bucket';
 import { isOutOfMemory, openDuckSession } from '../activities/compaction/duckdb-session';
 import { CatalogCommitNotAppliedError } from '../activities/catalog/catalog-backend';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
@@ -162,6 +163,36 @@ test('a warehouse on a read-only filesystem refuses a plan or an output as denie
   const local = path.join(await makeTempDir('disk-ro-out'), 'compacted.parquet');
   await fs.writeFile(local, 'x');
   await assert.rejects(store.publishIfAbsent(local, 'grid_partition=a/year=2020/compacted_p.parquet'), (err: Error) => err instanceof StorageError && err.kind === 'denied' && /EROFS/.test(err.message));
+});
+
+test('a bucket folder on a read-only filesystem fails its bucket as denied at the output write (DuckDB or the append), naming the folder, inputs intact', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const disk = (await smallDisk(8))!;
+  await generateSampleWarehouse(disk, { cells: ['a'], years: [2020], partsPerBucket: [2, 2], rowsPerPart: 500 });
+  const store = new LocalWarehouseStore(disk);
+  const inputs = [];
+  for await (const o of store.list('grid_partition=a/year=2020/')) inputs.push({ key: o.key, size: o.size });
+  execFileSync('mount', ['-o', 'remount,ro', disk], { stdio: 'pipe' });
+  const before = await relativeFiles(disk);
+  const folder = path.join(disk, 'grid_partition=a', 'year=2020');
+  // One COPY by DuckDB (a small bucket), and the out-of-core path whose output Node appends from sorted chunks.
+  for (const path_ of [{}, { smallBucketBytes: 0, sortBudgetBytes: 1 }]) {
+    await assert.rejects(
+      compactBucket(store, { warehouse: disk, planId: 'ro1', bucket: { cell: 'a', year: 2020 }, inputs }, {
+        scratchDir: await makeTempDir('disk-ro-bucket-scratch'),
+        memoryLimitMb: 256,
+        threads: 1,
+        heartbeat: () => undefined,
+        ...path_,
+      }),
+      (err: Error) => {
+        assert.ok(err instanceof StorageError && err.kind === 'denied', String(err));
+        assert.ok(err.message.startsWith(`bucket grid_partition=a/year=2020: cannot write its output in ${folder}: `), err.message);
+        return true;
+      },
+    );
+  }
+  assert.deepEqual(await relativeFiles(disk), before, 'nothing written or deleted');
 });
 
 test('a catalog.db to be created on a read-only filesystem fails the pre-flight as denied, before any bucket, not the rebuild after every bucket', async (t) => {

@@ -384,6 +384,23 @@ async function explainMergeFailure(
   return unionCastFailure(err, inputs) ?? (await findUnreadableInput(a.session, inputs)) ?? err;
 }
 
+/** DuckDB's words for a refusal of the operating system (EACCES, EPERM, EROFS). */
+const REFUSED = /\b(Permission denied|Operation not permitted|Read-only file system)\b/;
+
+/**
+ * A local warehouse's output is written beside the bucket's inputs, so a folder the worker may not write
+ * (another owner after a migration, a read-only mount) fails the write: a refusal, as the store's own
+ * writes report it (StorageAccessDenied, not retried), rather than eight attempts over several minutes.
+ */
+function refusedOutputWrite(a: Attempt, tmp: string, err: unknown): StorageError | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as NodeJS.ErrnoException).code;
+  const byDuckDb = /\bIO Error\b/.test(err.message) && REFUSED.test(err.message) && err.message.includes(tmp);
+  const byNode = (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') && (err as NodeJS.ErrnoException).path === tmp;
+  if (!byDuckDb && !byNode) return undefined;
+  return new StorageError(`bucket ${a.bucket}: cannot write its output in ${path.dirname(tmp)}: ${firstLine(err)}`, 'denied');
+}
+
 /**
  * One output file has one `geo` declaration per geometry column: inputs in different CRSs (or epochs, or
  * with other edges) cannot be merged without mislabelling some rows' coordinates, so the bucket is
@@ -498,7 +515,7 @@ async function compactFresh(
         }
       }
     } catch (err) {
-      throw await explainMergeFailure(a, present, inputs, err);
+      throw refusedOutputWrite(a, tmp, err) ?? (await explainMergeFailure(a, present, inputs, err));
     }
 
     // Verified before it is published, so a wrong file never becomes visible.

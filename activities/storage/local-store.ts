@@ -233,11 +233,6 @@ export function listingError(dir: string, err: unknown): Error {
 }
 
 /**
- * Only a refusal is permanent (no access, an immutable file, a read-only mount): EMFILE, EIO or an NFS
- * server's ESTALE pass, so they stay plain errors that the activity retries instead of failing its
- * bucket (or the run's rebuild) for good.
- */
-/**
  * `fs.mkdir(dir, { recursive: true })`, whose error names the real cause: Node's recursive mkdir reports a
  * read-only filesystem (EROFS) as ENOENT, which reads as a missing folder and would be retried for ever.
  */
@@ -255,6 +250,11 @@ export async function makeDirectory(dir: string): Promise<void> {
   });
 }
 
+/**
+ * Only a refusal is permanent (no access, an immutable file, a read-only mount): EMFILE, EIO or an NFS
+ * server's ESTALE pass, so they stay plain errors that the activity retries instead of failing its
+ * bucket (or the run's rebuild) for good.
+ */
 function localError(action: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
   const message = `cannot ${action}: ${(err as Error).message}`;
