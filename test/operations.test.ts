@@ -882,6 +882,46 @@ describe('cancel through the CLI', () => {
     }
   });
 
+  it('a cancelled run while another run of the warehouse is running says that run compacts what is left, not only that a resume finishes it', async () => {
+    const fx = await makeFixture('cli-cancel-beside', TWELVE_BUCKETS);
+    const workflowId = `cli-cancel-beside-${Date.now()}`;
+    const queue = uniqueTaskQueue('cancel-beside');
+    const first = await startWorker(h, queue);
+    const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }] });
+    // The other run stays running without a worker: to the cancel it is a run of the same warehouse, as one waiting for the lock is.
+    const other = await h.client.workflow.start('compactWarehouse', {
+      taskQueue: uniqueTaskQueue('cancel-beside-nobody'),
+      workflowId: `cli-cancel-beside-other-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
+    });
+    let second: Awaited<ReturnType<typeof startWorker>> | undefined;
+    try {
+      const { planId } = await waitFor('a bucket done', async () => {
+        const p = await handle.query<CompactionProgress>('progress');
+        return p.bucketsDone >= 1 && p.planId ? p : undefined;
+      });
+      await first.stop();
+      const cancelling = cli(['cancel', '--workflow-id', workflowId]);
+      await waitFor('the cancel request in the history', async () =>
+        ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
+      );
+      second = await startWorker(h, queue);
+      const { stdout } = await cancelling;
+      assert.match(
+        stdout,
+        new RegExp(
+          `^${workflowId} CANCELLED: \\d+ of 12 buckets done; ${other.workflowId} is running on the same warehouse \\(waiting for its lock, or compacting\\): it plans anew and compacts what is left, ` +
+            `after which this plan can no longer be resumed; only if it is cancelled before it plans, finish this one with earthcatalog-compact resume .* --plan ${planId} `,
+          'm',
+        ),
+      );
+    } finally {
+      await other.terminate('test over').catch(() => undefined);
+      await first.stop().catch(() => undefined);
+      await second?.stop();
+    }
+  });
+
   it('a compact whose run is terminated says so, with the reason, what it did and the resume command that finishes it', async () => {
     const fx = await makeFixture('cli-terminated', TWELVE_BUCKETS);
     const workflowId = `cli-terminated-${Date.now()}`;

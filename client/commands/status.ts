@@ -747,6 +747,17 @@ async function finishingCommand(
     return { text: `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`, planId };
   }
   const command = input ? resumeCommand(input, run.taskQueue, connection, planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${planId}`;
+  // A run of the warehouse that waited for this one's lock takes it now and plans anew: that plan, not this
+  // one, is then the one to finish, and the resume would be refused as older.
+  const others = input ? (await runningCompactionsOf(client, input.warehouse).catch(() => [])).filter((id) => id !== run.workflowId) : [];
+  if (others.length) {
+    const who = others.length === 1 ? `${others[0]} is` : `${others.join(', ')} are`;
+    return {
+      text: `${done}; ${who} running on the same warehouse (waiting for its lock, or compacting): it plans anew and compacts what is left, after which this plan can no longer be resumed; only if it is cancelled before it plans, finish this one with ${command}`,
+      planId,
+      command,
+    };
+  }
   return { text: `${done}; finish it with ${command}`, planId, command };
 }
 
