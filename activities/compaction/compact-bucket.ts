@@ -393,7 +393,8 @@ const REFUSED = /\b(Permission denied|Operation not permitted|Read-only file sys
  * writes report it (StorageAccessDenied, not retried), rather than eight attempts over several minutes.
  */
 function refusedOutputWrite(a: Attempt, tmp: string, err: unknown): StorageError | undefined {
-  if (!(err instanceof Error)) return undefined;
+  // An S3 warehouse's output is written in the worker's scratch directory: that is the worker's to fix, and another may succeed.
+  if (!(err instanceof Error) || tmp.startsWith(a.workDir + path.sep)) return undefined;
   const code = (err as NodeJS.ErrnoException).code;
   const byDuckDb = /\bIO Error\b/.test(err.message) && REFUSED.test(err.message) && err.message.includes(tmp);
   const byNode = (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') && (err as NodeJS.ErrnoException).path === tmp;
