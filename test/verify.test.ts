@@ -391,7 +391,8 @@ describe('verify', () => {
       await rebuild();
       const r = await verify();
       assert.deepEqual(kinds(r), [`${ViolationKinds.duplicateId} ${bucket}`]);
-      assert.match(r.violations[0]!.detail, new RegExp(`1 id\\(s\\).*${id}.*2 times in 2 files`));
+      // Both files named, so the reader knows where to look.
+      assert.match(r.violations[0]!.detail, new RegExp(`1 id\\(s\\).*${id}.*2 times in 2 files \\(${path.basename(compacted!)}, part_99998_late\\.parquet\\)$`));
       assert.equal(r.stats.bucketsWithSeveralFiles, 1);
     } finally {
       await fs.rm(path.join(warehouse, key));
@@ -753,6 +754,12 @@ describe('verify', () => {
     assert.match(text, new RegExp(`^FAILED: 1001 violation\\(s\\): 1000 ${ViolationKinds.duplicateId}, 1 ${ViolationKinds.missingFromWarehouse}$`, 'm'));
     assert.ok(text.includes(`${missing.object}: ${missing.detail}`), text);
     assert.match(text, new RegExp(`… and 975 more ${ViolationKinds.duplicateId} \\(--json lists all\\)`));
+    // Once per kind, after its lines: what clears it.
+    const advice = text.split('\n').filter((l) => /^ +what to do: /.test(l));
+    assert.equal(advice.length, 2, text);
+    assert.match(advice[0]!, /what to do: a compaction of the bucket keeps each id's row with the latest updated/);
+    assert.match(advice[1]!, /what to do: readers of the table fail on these files: if something other than a compaction deleted or moved them, restore them/);
+    assert.ok(text.indexOf(advice[1]!) > text.indexOf(missing.object), 'after the lines of its kind');
   });
 
   test('a report larger than a pipe holds (64 KB) reaches the reader whole before the CLI exits', async () => {

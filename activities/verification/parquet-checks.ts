@@ -7,6 +7,7 @@
 import type { DuckSession } from '../compaction/duckdb-session';
 import { sqlIdent, sqlString, sqlStringList } from '../compaction/duckdb-session';
 import { firstLine, firstLineAbout } from '../error-text';
+import { listSome } from '../compaction/bucket-errors';
 import { boundHolds, decodeBound, instantText, timestampAsDate, type ActualValue } from '../catalog/column-metrics';
 import type { ColumnStats } from '../catalog/describe-table';
 import type { IcebergSchema } from '../catalog/iceberg-schema';
@@ -169,14 +170,15 @@ interface DuplicateRow {
   extraRows: number;
   example: string;
   exampleCount: number;
-  exampleFiles: number;
+  /** Warehouse keys of the files that hold the example id. */
+  exampleFiles: string[];
 }
 
 async function duplicateQuery(session: DuckSession, files: readonly LocalDataFile[]): Promise<DuplicateRow[]> {
   await loadFileTable(session, files);
   const rows = await session.rows(`
     WITH d AS (
-      SELECT f.bucket, r.id, count(*) AS n, count(DISTINCT r.__ec_file) AS nfiles
+      SELECT f.bucket, r.id, count(*) AS n, list(DISTINCT r.__ec_file ORDER BY r.__ec_file) AS files
       FROM read_parquet(${sqlStringList(files.map((f) => f.path))}, ${READ}) r
       JOIN verify_files f ON f.path = r.__ec_file
       WHERE r.id IS NOT NULL
@@ -184,20 +186,22 @@ async function duplicateQuery(session: DuckSession, files: readonly LocalDataFil
       HAVING count(*) > 1
     )
     SELECT bucket, count(*) AS ids, sum(n) - count(*) AS extra_rows,
-           arg_min(id, id) AS example, arg_min(n, id) AS example_n, arg_min(nfiles, id) AS example_files
+           arg_min(id, id) AS example, arg_min(n, id) AS example_n, arg_min(files, id) AS example_files
     FROM d GROUP BY bucket ORDER BY bucket`);
+  const keyOf = new Map(files.map((f) => [f.path, f.key]));
   return rows.map((r) => ({
     bucket: String(r.bucket),
     ids: Number(r.ids),
     extraRows: Number(r.extra_rows),
     example: String(r.example),
     exampleCount: Number(r.example_n),
-    exampleFiles: Number(r.example_files),
+    exampleFiles: (Array.isArray(r.example_files) ? r.example_files : []).map((p) => keyOf.get(String(p)) ?? String(p)),
   }));
 }
 
 function duplicateViolation(d: DuplicateRow): Violation {
-  const where = d.exampleFiles > 1 ? `in ${d.exampleFiles} files` : 'in one file';
+  const name = (key: string) => key.slice(key.lastIndexOf('/') + 1);
+  const where = d.exampleFiles.length > 1 ? `in ${d.exampleFiles.length} files (${listSome(d.exampleFiles.map(name), 3)})` : `in one file (${name(d.exampleFiles[0] ?? '?')})`;
   return {
     kind: ViolationKinds.duplicateId,
     object: d.bucket,

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { bucketSelectionFromFlags, checkedInput, location, parse } from '../cli-args';
 import type { BucketSelection } from '../../workflows/contract';
 import { UsageError } from '../cli-args';
-import { verifyWarehouse, type VerifyReport } from '../../activities/verification/verify-warehouse';
+import { verifyWarehouse, ViolationKinds, type VerifyReport, type ViolationKind } from '../../activities/verification/verify-warehouse';
 
 export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--cells a,b] [--years 2024,2025] [--iceberg-namespace NS] [--table T]
     [--catalog-name N] [--scratch-dir DIR] [--json]
@@ -107,9 +107,31 @@ export function formatVerifyReport(r: VerifyReport): string {
   for (const [kind, vs] of byKind) {
     for (const v of vs.slice(0, perKind)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
     if (vs.length > perKind) lines.push(`  … and ${vs.length - perKind} more ${kind} (--json lists all)`);
+    const advice = ADVICE[kind as ViolationKind];
+    if (advice) lines.push(`  ${' '.repeat(width)}  what to do: ${advice}`);
   }
   return lines.join('\n');
 }
+
+const REBUILT = 'the next compaction (of any buckets; not a --dry-run) rebuilds the table from the files as they are, in one snapshot';
+
+/** What clears a kind of violation, where one thing does; the others depend on the file. */
+const ADVICE: Partial<Record<ViolationKind, string>> = {
+  [ViolationKinds.notInCatalog]: `${REBUILT}, registering every data file`,
+  [ViolationKinds.missingFromWarehouse]:
+    'readers of the table fail on these files: if something other than a compaction deleted or moved them, restore them; ' +
+    `otherwise ${REBUILT} and leaves them out`,
+  [ViolationKinds.duplicateCatalogEntry]: REBUILT,
+  [ViolationKinds.recordCountMismatch]: REBUILT,
+  [ViolationKinds.fileSizeMismatch]: REBUILT,
+  [ViolationKinds.columnBoundsMismatch]: REBUILT,
+  [ViolationKinds.columnCountsMismatch]: REBUILT,
+  [ViolationKinds.snapshotCount]: REBUILT,
+  [ViolationKinds.catalogMissing]: 'check --catalog; the first compaction of the warehouse creates it',
+  [ViolationKinds.duplicateId]: "a compaction of the bucket keeps each id's row with the latest updated (--threshold 1 for a bucket of one file)",
+  [ViolationKinds.nullId]: 'give those rows an id or remove them: a compaction refuses the bucket until then',
+  [ViolationKinds.unreadableFile]: 'replace, rename or remove the file: until then the rebuild does not register it, and a compaction of its bucket fails (BadBucketData)',
+};
 
 function describeSelection(sel: BucketSelection): string {
   return [sel.cells && `cells ${sel.cells.join(',')}`, sel.years && `years ${sel.years.join(',')}`].filter(Boolean).join(' and ');
