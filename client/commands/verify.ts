@@ -120,7 +120,7 @@ const ADVICE: Partial<Record<ViolationKind, string>> = {
   [ViolationKinds.notInCatalog]: `${REBUILT}, registering every data file`,
   [ViolationKinds.missingFromWarehouse]:
     'readers of the table fail on these files: if something other than a compaction deleted or moved them, restore them; ' +
-    `otherwise ${REBUILT} and leaves them out`,
+    "otherwise the next compaction's rebuild (of any buckets; not a --dry-run) leaves them out of the table",
   [ViolationKinds.duplicateCatalogEntry]: REBUILT,
   [ViolationKinds.recordCountMismatch]: REBUILT,
   [ViolationKinds.fileSizeMismatch]: REBUILT,
