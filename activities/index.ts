@@ -149,15 +149,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const CREDENTIAL_ATTEMPTS = 3;
 
 /**
- * What stops a rebuild attempt before its commit: anything but its run's own cancellation (undefined). An
- * attempt the server gave up on (a heartbeat timeout) would otherwise commit beside its retry.
+ * Why an attempt was cancelled, undefined for its run's own cancellation. What stops a rebuild attempt
+ * before its commit is anything but that: an attempt the server gave up on (a heartbeat timeout) would
+ * otherwise commit beside its retry.
  */
-function rebuildStopCause(details: ActivityCancellationDetails | undefined): string | undefined {
+function stopCause(details: ActivityCancellationDetails | undefined): string | undefined {
   if (details?.workerShutdown) return "this worker's shutdown";
   if (details?.timedOut) return 'its heartbeat timeout (the server runs another attempt)';
   if (details?.paused) return 'a pause of the activity';
   if (details?.reset) return 'a reset of the activity';
-  if (details?.notFound) return 'the server no longer knowing the attempt';
+  if (details?.notFound) return 'the server no longer knowing the attempt (its run terminated or timed out?)';
   return details?.cancelRequested ? undefined : 'a cancellation';
 }
 
@@ -422,6 +423,9 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               `bucket ${bucketPrefix(req.bucket)} stopped by this worker's shutdown in phase ${last.phase} ` +
                 `before it finished (a longer --shutdown-grace lets a bucket finish); another worker retries it from the step it reached`,
             );
+          } else {
+            // The SDK logs a cancelled attempt at DEBUG only: one of a terminated run, looked for beside duplicates, left no trace.
+            ctx.log.info(`bucket ${bucketPrefix(req.bucket)} stopped in phase ${last.phase} by ${stopCause(ctx.cancellationDetails) ?? "its run's cancellation"}`);
           }
           throw err;
         } finally {
@@ -450,7 +454,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
       let stoppedBy: string | undefined;
       const stopIfDue = () => {
         if (stop.signal.aborted || !ctx.cancellationSignal.aborted) return;
-        stoppedBy = rebuildStopCause(ctx.cancellationDetails);
+        stoppedBy = stopCause(ctx.cancellationDetails);
         if (stoppedBy) stop.abort(ctx.cancellationSignal.reason);
       };
       ctx.cancellationSignal.addEventListener('abort', stopIfDue);

@@ -9,10 +9,10 @@
  */
 import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
+import { ActivityCancellationDetails, ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import type { LogEntry } from '@temporalio/worker';
+import { DefaultLogger, type LogEntry } from '@temporalio/worker';
 import { oneLineEntry, WorkerLogger } from '../worker/worker';
 import { toActivityFailure, createActivities, memoryFailuresBefore } from '../activities';
 import { BadBucketDataError, BucketMemoryError, InputsChangedError, InvalidBucketRequestError, OtherPlanOutputError } from '../activities/compaction/bucket-errors';
@@ -65,6 +65,20 @@ test('a bucket attempt after an out-of-memory carries the count in every heartbe
   assert.equal(result.outcome, 'compacted');
   assert.ok(heartbeats.length >= 2, `heartbeats: ${JSON.stringify(heartbeats)}`);
   for (const h of heartbeats) assert.equal((h as { memoryFailures?: number }).memoryFailures, 1, JSON.stringify(h));
+});
+
+test("a bucket attempt stopped by its run's end (the server no longer knows it) says so in the worker's log, naming the bucket and the phase", async () => {
+  const fx = await makeTinyWarehouse('stopped-logged', 1);
+  const activities = createActivities({ scratchDir: await makeTempDir('ec-stopped-logged-scratch'), memoryBudgetMb: 256, duckdbThreads: 1 });
+  const logged: string[] = [];
+  const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('INFO', (entry) => void logged.push(entry.message)) });
+  // What a heartbeat of an attempt whose run was terminated is answered with.
+  env.on('heartbeat', (d: unknown) => {
+    if ((d as { phase?: string }).phase === 'dedup') env.cancel('NOT_FOUND', new ActivityCancellationDetails({ notFound: true }));
+  });
+  await assert.rejects(env.run(activities.compactBucket, await bucketRequest(fx.warehouse, 'cell00000', 2015, 'stopped-logged')));
+  const line = logged.find((m) => m.includes(' stopped in phase '));
+  assert.match(line ?? logged.join('\n'), /^bucket grid_partition=cell00000\/year=2015 stopped in phase dedup by the server no longer knowing the attempt \(its run terminated or timed out\?\)$/);
 });
 
 test('on a dev server the next attempt sees the count: an out-of-memory after another failure is retried, the second one is not', async () => {
