@@ -24,7 +24,7 @@ import { lockStateQuery, lockWorkflowId } from '../workflows/lock';
 import { compactWarehouse } from '../client/api';
 import { CompactionEndedError } from '../client/start-compaction';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { Context } from '@temporalio/activity';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
@@ -833,6 +833,30 @@ describe('the CLI when the run cannot be replayed', () => {
   });
 });
 
+/**
+ * Cancels the run of `handle` through the CLI once a bucket is done. Its worker `first` is stopped first, so
+ * that the run is still going when the request lands (tiny buckets outrun the CLI's start); a second worker
+ * on `queue`, returned for the caller to stop, then lets it end.
+ */
+async function cancelAfterFirstBucket(handle: WorkflowHandle, first: RunningWorker, queue: string): Promise<{ planId: string; stdout: string; second: RunningWorker }> {
+  const { planId } = await waitFor('a bucket done', async () => {
+    const p = await handle.query<CompactionProgress>('progress');
+    return p.bucketsDone >= 1 && p.planId ? p : undefined;
+  });
+  await first.stop();
+  const cancelling = cli(['cancel', '--workflow-id', handle.workflowId]);
+  await waitFor('the cancel request in the history', async () =>
+    ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
+  );
+  const second = await startWorker(h, queue);
+  try {
+    return { planId: planId!, stdout: (await cancelling).stdout, second };
+  } catch (err) {
+    await second.stop();
+    throw err;
+  }
+}
+
 describe('cancel through the CLI', () => {
   it('prints the whole resume command of the cancelled run (its parallelism and lock timeout too), which finishes it; a second cancel says there is nothing to cancel', async () => {
     const fx = await makeFixture('cli-cancel-hint', TWELVE_BUCKETS);
@@ -846,19 +870,11 @@ describe('cancel through the CLI', () => {
       workflowId,
       args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1, lockTimeoutSeconds: 600 }],
     });
-    let second: Awaited<ReturnType<typeof startWorker>> | undefined;
+    let second: RunningWorker | undefined;
     try {
-      const { planId } = await waitFor('a bucket done', async () => {
-        const p = await handle.query<CompactionProgress>('progress');
-        return p.bucketsDone >= 1 && p.planId ? p : undefined;
-      });
-      await first.stop();
-      const cancelling = cli(['cancel', '--workflow-id', workflowId]);
-      await waitFor('the cancel request in the history', async () =>
-        ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
-      );
-      second = await startWorker(h, queue);
-      const { stdout } = await cancelling;
+      const cancelled = await cancelAfterFirstBucket(handle, first, queue);
+      second = cancelled.second;
+      const { planId, stdout } = cancelled;
       const hint = /^\S+ CANCELLED: \d+ of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(stdout)?.[1];
       assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --lock-timeout 600 --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`, stdout);
       // Run exactly as printed (cli() would add this file's task queue).
@@ -894,19 +910,11 @@ describe('cancel through the CLI', () => {
       workflowId: `cli-cancel-beside-other-${Date.now()}`,
       args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
     });
-    let second: Awaited<ReturnType<typeof startWorker>> | undefined;
+    let second: RunningWorker | undefined;
     try {
-      const { planId } = await waitFor('a bucket done', async () => {
-        const p = await handle.query<CompactionProgress>('progress');
-        return p.bucketsDone >= 1 && p.planId ? p : undefined;
-      });
-      await first.stop();
-      const cancelling = cli(['cancel', '--workflow-id', workflowId]);
-      await waitFor('the cancel request in the history', async () =>
-        ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes) ? true : undefined,
-      );
-      second = await startWorker(h, queue);
-      const { stdout } = await cancelling;
+      const cancelled = await cancelAfterFirstBucket(handle, first, queue);
+      second = cancelled.second;
+      const { planId, stdout } = cancelled;
       assert.match(
         stdout,
         new RegExp(
