@@ -1071,6 +1071,16 @@ describe('compactBucket', () => {
         assert.deepEqual(await keysUnder(root), all);
       });
 
+      test('a file of that name in a subfolder of the bucket is no data file of the layout and changes nothing', async () => {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, dedupParts());
+        await fs.mkdir(path.join(root, PREFIX, 'backup'));
+        copyFileSync(path.join(root, inputs[0]!.key), path.join(root, PREFIX, 'backup', STALE));
+        const { result } = await compact(store, inputs);
+        assert.equal(result.filesIn, inputs.length);
+        assert.deepEqual(await keysUnder(root), [`backup/${STALE}`, 'compacted_plan1.parquet']);
+      });
+
       test('an output the plan lists (an earlier compaction of the bucket) is an input like any other', async () => {
         const { root, store } = await newWarehouse();
         const inputs = await writeBucket(root, dedupParts());

@@ -327,7 +327,10 @@ async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<st
  */
 function otherPlanOutputs(req: BucketRequest, outputKey: string, listed: ReadonlyMap<string, StoredObject>): string[] {
   const planned = new Set(req.inputs.map((i) => i.key));
-  return [...listed.keys()].filter((key) => isOutputKey(key) && key !== outputKey && !planned.has(key)).sort();
+  // Directly in the bucket's folder: a subfolder's files are no data files of the layout, so no plan lists them.
+  const folder = outputKey.slice(0, outputKey.lastIndexOf('/') + 1);
+  const inFolder = (key: string) => key.startsWith(folder) && !key.includes('/', folder.length);
+  return [...listed.keys()].filter((key) => inFolder(key) && isOutputKey(key) && key !== outputKey && !planned.has(key)).sort();
 }
 
 /**
