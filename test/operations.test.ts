@@ -898,18 +898,18 @@ describe('cancel through the CLI', () => {
     }
   });
 
-  it('a cancelled run while another run of the warehouse is running says that run compacts what is left, not only that a resume finishes it', async () => {
+  it('a cancelled run while another run of the warehouse is running says that run compacts what is left, not only that a resume finishes it; a resume of its plan finishes it; a dry run changes nothing', async () => {
     const fx = await makeFixture('cli-cancel-beside', TWELVE_BUCKETS);
     const workflowId = `cli-cancel-beside-${Date.now()}`;
     const queue = uniqueTaskQueue('cancel-beside');
     const first = await startWorker(h, queue);
     const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }] });
-    // The other run stays running without a worker: to the cancel it is a run of the same warehouse, as one waiting for the lock is.
-    const other = await h.client.workflow.start('compactWarehouse', {
-      taskQueue: uniqueTaskQueue('cancel-beside-nobody'),
-      workflowId: `cli-cancel-beside-other-${Date.now()}`,
-      args: [{ warehouse: fx.warehouse, catalog: fx.catalog }],
-    });
+    // The other runs stay running without a worker: to the cancel they are runs of the same warehouse, as one waiting for the lock is.
+    const nobody = uniqueTaskQueue('cancel-beside-nobody');
+    const beside = (name: string, extra: object) =>
+      h.client.workflow.start('compactWarehouse', { taskQueue: nobody, workflowId: `cli-cancel-beside-${name}-${Date.now()}`, args: [{ warehouse: fx.warehouse, catalog: fx.catalog, ...extra }] });
+    const other = await beside('other', {});
+    const later: { terminate(reason: string): Promise<unknown> }[] = [];
     let second: RunningWorker | undefined;
     try {
       const cancelled = await cancelAfterFirstBucket(handle, first, queue);
@@ -923,8 +923,22 @@ describe('cancel through the CLI', () => {
           'm',
         ),
       );
+      await other.terminate('test: replaced');
+      const watched = () =>
+        cli(['status', '--watch', '--workflow-id', workflowId]).then(
+          () => assert.fail('status --watch of a cancelled run exits non-zero'),
+          (err: { stdout?: string }) => err.stdout ?? '',
+        );
+      later.push(await beside('dry', { dryRun: true }));
+      assert.match(await watched(), new RegExp(`^${workflowId} CANCELLED: workflow was cancelled; \\d+ of 12 buckets done; finish it with earthcatalog-compact resume .* --plan ${planId} `, 'm'));
+      const resumer = await beside('resume', { resumePlanId: planId });
+      later.push(resumer);
+      assert.match(
+        await watched(),
+        new RegExp(`^${workflowId} CANCELLED: workflow was cancelled; \\d+ of 12 buckets done; ${resumer.workflowId}, a resume of this plan, is running and finishes it \\(follow it: earthcatalog-compact status --watch `, 'm'),
+      );
     } finally {
-      await other.terminate('test over').catch(() => undefined);
+      for (const run of [other, ...later]) await run.terminate('test over').catch(() => undefined);
       await first.stop().catch(() => undefined);
       await second?.stop();
     }

@@ -27,7 +27,7 @@ export async function runCompactCommand(argv: string[], extra: Partial<Compactio
   const client = await connectClient(target);
   try {
     if (input.resumePlanId) {
-      const running = await runningCompactionsOf(client, input.warehouse);
+      const running = (await runningCompactionsOf(client, input.warehouse)).map((r) => r.workflowId);
       if (running.length === 1) {
         throw new Error(
           `${running[0]} is still compacting ${input.warehouse}: a resume has nothing to finish while it runs ` +

@@ -329,12 +329,13 @@ export async function runningCompactions(client: Client, taskQueue?: string): Pr
  * The running compactions of `warehouse` (as their inputs name it), oldest first. A resume started beside
  * them would wait for their lock and then find its plan finished: the operator meant to follow them.
  */
-export async function runningCompactionsOf(client: Client, warehouse: string): Promise<string[]> {
-  const runs: { workflowId: string; startTime: Date }[] = [];
+export async function runningCompactionsOf(client: Client, warehouse: string): Promise<{ workflowId: string; input: CompactionRequest }[]> {
+  const runs: { workflowId: string; input: CompactionRequest; startTime: Date }[] = [];
   for await (const wf of client.workflow.list({ query: RUNNING_COMPACTIONS })) {
-    if ((await startInput(client, wf.workflowId, wf.runId))?.warehouse === warehouse) runs.push({ workflowId: wf.workflowId, startTime: wf.startTime });
+    const input = await startInput(client, wf.workflowId, wf.runId);
+    if (input?.warehouse === warehouse) runs.push({ workflowId: wf.workflowId, input, startTime: wf.startTime });
   }
-  return runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime()).map((r) => r.workflowId);
+  return runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime()).map(({ workflowId, input }) => ({ workflowId, input }));
 }
 
 export interface InterruptedCompaction {
@@ -747,9 +748,14 @@ async function finishingCommand(
     return { text: `${done}; ${later.before ? 'an earlier' : 'a later'} run, ${later.workflowId}, ${what} at ${later.closeTime}: there is nothing to resume`, planId };
   }
   const command = input ? resumeCommand(input, run.taskQueue, connection, planId) : `earthcatalog-compact resume --warehouse … --catalog … --plan ${planId}`;
+  const running = input ? (await runningCompactionsOf(client, input.warehouse).catch(() => [])).filter((r) => r.workflowId !== run.workflowId) : [];
+  const resuming = running.find((r) => r.input.resumePlanId === planId);
+  if (resuming) {
+    return { text: `${done}; ${resuming.workflowId}, a resume of this plan, is running and finishes it (follow it: earthcatalog-compact status --watch ${workflowArgs(resuming.workflowId, connection)})`, planId };
+  }
   // A run of the warehouse that waited for this one's lock takes it now and plans anew: that plan, not this
-  // one, is then the one to finish, and the resume would be refused as older.
-  const others = input ? (await runningCompactionsOf(client, input.warehouse).catch(() => [])).filter((id) => id !== run.workflowId) : [];
+  // one, is then the one to finish, and the resume would be refused as older. A dry run writes no plan.
+  const others = running.filter((r) => !r.input.dryRun).map((r) => r.workflowId);
   if (others.length) {
     const who = others.length === 1 ? `${others[0]} is` : `${others.join(', ')} are`;
     return {
