@@ -1,4 +1,4 @@
-import { isS3TablesCatalog, type BucketSelection, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
+import { FailureTypes, isS3TablesCatalog, type BucketSelection, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
 import { isOutputKey } from '../activities/storage/warehouse-layout';
 
 /**
@@ -142,15 +142,25 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
   fileLines(lines, s.schemaMismatchFiles, s.schemaMismatchFilesTotal, 'schema mismatch (registered, readers fail on it)', 'files with a schema mismatch');
   if (s.schemaMismatchFilesTotal) {
     // Which of these go away by themselves decides whether anyone has to act.
-    // A bucket that failed in this run wrote nothing: its files wait for it to compact, whatever their columns.
-    const failed = new Set(s.failedBuckets.map((f) => f.bucket));
-    const [waiting, listed] = partition(s.schemaMismatchFiles ?? [], (m) => failed.has(m.key.slice(0, m.key.lastIndexOf('/'))));
+    // A bucket that failed in this run rewrote nothing. One that failed for a reason other than its data
+    // (memory, storage, a concurrent run) may compact next time; one that failed on its data (a type
+    // conflict, which the mismatched file may itself cause) does not until the file its failure names is rewritten.
+    const failedOn = new Map(s.failedBuckets.map((f) => [f.bucket, f.type]));
+    const bucketOf = (m: UnreadableFile) => m.key.slice(0, m.key.lastIndexOf('/'));
+    const [inFailed, listed] = partition(s.schemaMismatchFiles ?? [], (m) => failedOn.has(bucketOf(m)));
+    const [stuck, waiting] = partition(inFailed, (m) => failedOn.get(bucketOf(m)) === FailureTypes.badBucketData);
     const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);
     const ifWhole = listed.filter((m) => repairedIfWhole(m, s)).map((m) => m.key);
-    const others = s.schemaMismatchFilesTotal - waiting.length - repaired.length - ifWhole.length;
+    const others = s.schemaMismatchFilesTotal - inFailed.length - repaired.length - ifWhole.length;
     const these = (n: number) => (n === s.schemaMismatchFilesTotal ? 'these' : n);
+    if (stuck.length) {
+      lines.push(
+        `${these(stuck.length)} in buckets that failed on their data (below) stay as they are until the file each failure names is rewritten and the bucket compacts: ` +
+          stuck.map((m) => m.key).join(', '),
+      );
+    }
     if (waiting.length) {
-      lines.push(`${these(waiting.length)} in buckets that failed (below) stay as they are until their bucket compacts: ${waiting.map((m) => m.key).join(', ')}`);
+      lines.push(`${these(waiting.length)} in buckets that failed otherwise (below) stay as they are until their bucket compacts: ${waiting.map((m) => m.key).join(', ')}`);
     }
     if (repaired.length) {
       lines.push(
@@ -161,7 +171,7 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
       lines.push(`the next run rewrites ${these(ifWhole.length)} as the table types them if their values are whole (floats in a long column): ${ifWhole.join(', ')}`);
     }
     if (others) {
-      const some = waiting.length + repaired.length + ifWhole.length;
+      const some = inFailed.length + repaired.length + ifWhole.length;
       lines.push(
         `${some ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
           'no run changes a value to fit the table (README: "Decisions", schema)',

@@ -264,7 +264,7 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   assert.match(cut, /^the next run rewrites these as the table types them if their values are whole/m, 'every output is read again when the list was cut');
   assert.doesNotMatch(cut, /stay/);
   // A bucket that failed in this run rewrote nothing, and the next run rewrites nothing of it unless it compacts.
-  const failedBucket = { bucket: 'grid_partition=d/year=2020', type: 'BadBucketData', reason: "column 'n' has conflicting types" };
+  const failedBucket = { bucket: 'grid_partition=d/year=2020', type: 'BucketExceedsMemoryBudget', reason: 'DuckDB ran out of its memory limit' };
   const waiting = formatSummary({
     ...base,
     failedBuckets: [failedBucket],
@@ -272,9 +272,19 @@ test('schema mismatches are listed with lines saying which the next run repairs 
     schemaMismatchFiles: [longInDouble, { key: delivered.key, reason: longInDouble.reason }],
     schemaMismatchFilesTotal: 2,
   });
-  assert.match(waiting, /^1 in buckets that failed \(below\) stay as they are until their bucket compacts: grid_partition=d\/year=2020\/part_1\.parquet$/m);
+  assert.match(waiting, /^1 in buckets that failed otherwise \(below\) stay as they are until their bucket compacts: grid_partition=d\/year=2020\/part_1\.parquet$/m);
   assert.match(waiting, /^the next run rewrites 1 as the table types them if each integer .*: grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
   assert.doesNotMatch(waiting, /stays? unreadable/);
+  // A bucket that failed on its data (the mismatched file's type may be the conflict) waits for a file to be rewritten.
+  const onItsData = formatSummary({
+    ...base,
+    failedBuckets: [{ ...failedBucket, type: 'BadBucketData', reason: "column 'n' has conflicting types" }],
+    failedBucketsTotal: 1,
+    schemaMismatchFiles: [{ key: delivered.key, reason: "column 'n' is string in the file, long in the table" }],
+    schemaMismatchFilesTotal: 1,
+  });
+  assert.match(onItsData, /^these in buckets that failed on their data \(below\) stay as they are until the file each failure names is rewritten and the bucket compacts: grid_partition=d\/year=2020\/part_1\.parquet$/m);
+  assert.doesNotMatch(onItsData, /until their bucket compacts|next run rewrites|stays? unreadable/);
   assert.equal(exitCodeOf({ ...base, schemaMismatchFiles: [longInDouble], schemaMismatchFilesTotal: 1 }), 3);
   assert.doesNotMatch(formatSummary(base), /next run rewrites|until the file is rewritten/);
 });
