@@ -390,6 +390,42 @@ describe('cancel while the last buckets run', () => {
   });
 });
 
+describe('cancel while a bucket attempt is lost', () => {
+  it('a bucket whose attempt times out after the cancel (its worker gone) is stopped by the cancellation, not counted as failed', async () => {
+    // An attempt that never learns of the cancel and never heartbeats, as one on a worker killed after the
+    // request: the server ends it at the 30 s heartbeat timeout and, the run being cancelled, does not retry it.
+    let started = 0;
+    let lost!: () => void;
+    const attemptLost = new Promise<void>((resolve) => (lost = resolve));
+    const { queue, stop } = await startWorkerWithFaults('ops-cancel-lost', (activities) => ({
+      compactBucket: async (req) => {
+        if (started++ === 0) return activities.compactBucket(req);
+        lost();
+        await Context.current().sleep(600_000);
+        throw new Error('unreachable: held until the worker stops');
+      },
+    }));
+    try {
+      const fx = await makeFixture('cancel-lost-attempt', { cells: ['81283ffffffffff', '8128bffffffffff'], years: [2020] });
+      const handle = await h.client.workflow.start('compactWarehouse', {
+        taskQueue: queue,
+        workflowId: `cancel-lost-attempt-${Date.now()}`,
+        args: [{ warehouse: fx.warehouse, catalog: fx.catalog, maxParallelBuckets: 1 }],
+      });
+      await attemptLost;
+      await handle.cancel();
+      await assert.rejects(handle.result(), (err: Error) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure);
+      await maybeRecordHistory(h.address, handle.workflowId, 'compactWarehouse-cancelled-bucket-timed-out');
+      const p = await handle.query<CompactionProgress>('progress');
+      assert.deepEqual([p.bucketsDone, p.bucketsFailed, p.failures], [1, 0, []]);
+      const { stdout } = await cli(['status', '--workflow-id', handle.workflowId]);
+      assert.match(stdout, /CANCELLED .*1\/2 buckets .* failed 0/);
+    } finally {
+      await stop();
+    }
+  });
+});
+
 describe('cancel while the final rebuild waits for the catalog lock', () => {
   it('still rebuilds the table before the run ends as cancelled', async () => {
     const fx = await makeFixture('cancel-final-rebuild');

@@ -22,6 +22,7 @@ import {
   allHandlersFinished,
   isCancellation,
   patched,
+  TimeoutFailure,
   uuid4,
   log,
   type ActivityOptions,
@@ -78,6 +79,8 @@ const BUCKET_TASK_QUEUE = 'buckets-on-their-own-task-queue';
 const CONFIRM_LOCK_BETWEEN_BUCKETS = 'confirm-warehouse-lock-between-buckets';
 /** patched() id of a run cancelled while an attempt to take the `--use-lock` object runs: it ends Cancelled, not Failed. */
 const CANCELLED_WHILE_TAKING_PIPELINE_LOCK = 'cancelled-while-taking-pipeline-lock';
+/** patched() id of a bucket attempt that timed out after the run was cancelled: stopped by the cancellation, not failed. */
+const BUCKET_TIMED_OUT_AFTER_CANCEL = 'bucket-timed-out-after-cancel-is-cancelled';
 /**
  * A bucket starts at most this long (workflow time) after the run last confirmed it holds the warehouse
  * lock. A run reset to a point within a page (`temporal workflow reset`) resumes that long or more after
@@ -596,6 +599,12 @@ async function compactOne(input: CompactionRequest, planId: string, task: Bucket
     record(progress, result);
   } catch (err) {
     if (isCancellation(err)) throw err;
+    // A cancelled run waits for its attempts in flight; one whose worker died meanwhile times out instead,
+    // and the server does not retry it. Its bucket was stopped by the cancellation (the plan keeps it for a
+    // resume), not failed. (Runs that met this before replay as they did.)
+    if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && CancellationScope.current().consideredCancelled && patched(BUCKET_TIMED_OUT_AFTER_CANCEL)) {
+      throw new CancelledFailure(`bucket ${name} stopped by the run's cancellation (its attempt timed out: its worker gone?)`);
+    }
     recordFailure(progress, name, err);
   } finally {
     progress.currentBuckets = progress.currentBuckets.filter((b) => b !== name);
