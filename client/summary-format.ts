@@ -31,10 +31,14 @@ function repairedByNextRun(reason: string): boolean {
  * floats because one of them has a fraction, and stays.
  */
 function repairedIfWhole(m: UnreadableFile, s: CompactionSummary): boolean {
-  // untypedOutputs names buckets; an output lies directly in its bucket's folder.
-  const bucket = m.key.slice(0, m.key.lastIndexOf('/'));
-  const readAgain = !isOutputKey(m.key) || (s.untypedOutputs ?? []).includes(bucket) || (s.untypedOutputsTotal ?? 0) > (s.untypedOutputs?.length ?? 0);
+  // untypedOutputs names buckets.
+  const readAgain = !isOutputKey(m.key) || (s.untypedOutputs ?? []).includes(bucketOf(m)) || (s.untypedOutputsTotal ?? 0) > (s.untypedOutputs?.length ?? 0);
   return readAgain && m.reason.split('; ').every((p) => /^column '.+' is (float|double) in the file, (int|long) in the table$/.test(p));
+}
+
+/** The bucket (prefix) of a registered file: every data file lies directly in its bucket's folder. */
+function bucketOf(m: UnreadableFile): string {
+  return m.key.slice(0, m.key.lastIndexOf('/'));
 }
 
 function partition<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
@@ -146,7 +150,6 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
     // (memory, storage, a concurrent run) may compact next time; one that failed on its data (a type
     // conflict, which the mismatched file may itself cause) does not until the file its failure names is rewritten.
     const failedOn = new Map(s.failedBuckets.map((f) => [f.bucket, f.type]));
-    const bucketOf = (m: UnreadableFile) => m.key.slice(0, m.key.lastIndexOf('/'));
     const [inFailed, listed] = partition(s.schemaMismatchFiles ?? [], (m) => failedOn.has(bucketOf(m)));
     const [stuck, waiting] = partition(inFailed, (m) => failedOn.get(bucketOf(m)) === FailureTypes.badBucketData);
     const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);

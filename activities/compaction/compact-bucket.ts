@@ -18,7 +18,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { BucketRequest, BucketResult } from '../../workflows/contract';
 import { bucketPrefix } from '../../workflows/contract';
-import { isNotFound, StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
+import { isNotFound, isRefusal, StorageError, type StoredObject, type WarehouseStore } from '../storage/warehouse-store';
 import { isCompactableKey, isOutputKey, isTempArtifactName, outputKeyFor, parseDataFileKey } from '../storage/warehouse-layout';
 import { withoutRequestDetails } from '../storage/s3-errors';
 import {
@@ -327,10 +327,8 @@ async function listBucket(store: WarehouseStore, bucket: string): Promise<Map<st
  */
 function otherPlanOutputs(req: BucketRequest, outputKey: string, listed: ReadonlyMap<string, StoredObject>): string[] {
   const planned = new Set(req.inputs.map((i) => i.key));
-  // Directly in the bucket's folder: a subfolder's files are no data files of the layout, so no plan lists them.
-  const folder = outputKey.slice(0, outputKey.lastIndexOf('/') + 1);
-  const inFolder = (key: string) => key.startsWith(folder) && !key.includes('/', folder.length);
-  return [...listed.keys()].filter((key) => inFolder(key) && isOutputKey(key) && key !== outputKey && !planned.has(key)).sort();
+  // Data files of the layout only: a subfolder's files (a backup) are not, so no plan lists them.
+  return [...listed.keys()].filter((key) => parseDataFileKey(key) && isOutputKey(key) && key !== outputKey && !planned.has(key)).sort();
 }
 
 /**
@@ -398,9 +396,8 @@ const REFUSED = /\b(Permission denied|Operation not permitted|Read-only file sys
 function refusedOutputWrite(a: Attempt, tmp: string, err: unknown): StorageError | undefined {
   // An S3 warehouse's output is written in the worker's scratch directory: that is the worker's to fix, and another may succeed.
   if (!(err instanceof Error) || tmp.startsWith(a.workDir + path.sep)) return undefined;
-  const code = (err as NodeJS.ErrnoException).code;
   const byDuckDb = /\bIO Error\b/.test(err.message) && REFUSED.test(err.message) && err.message.includes(tmp);
-  const byNode = (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') && (err as NodeJS.ErrnoException).path === tmp;
+  const byNode = isRefusal(err) && (err as NodeJS.ErrnoException).path === tmp;
   if (!byDuckDb && !byNode) return undefined;
   return new StorageError(`bucket ${a.bucket}: cannot write its output in ${path.dirname(tmp)}: ${firstLine(err)}`, 'denied');
 }

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { promises as fs, type BigIntStats } from 'node:fs';
 import * as path from 'node:path';
 import type { StoredObject, WarehouseStore } from './warehouse-store';
-import { StorageError } from './warehouse-store';
+import { isRefusal, StorageError } from './warehouse-store';
 import { assertSafeKey, inCellFolder, isOutputName, isSafeKey, isTempArtifactName, parseDataFileKey, tempNameFor } from './warehouse-layout';
 
 /** A warehouse in a local directory. Publishing uses link(2), which fails instead of replacing. */
@@ -256,7 +256,6 @@ export async function makeDirectory(dir: string): Promise<void> {
  * bucket (or the run's rebuild) for good.
  */
 function localError(action: string, err: unknown): Error {
-  const code = (err as NodeJS.ErrnoException).code;
   const message = `cannot ${action}: ${(err as Error).message}`;
-  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? new StorageError(message, 'denied') : new Error(message);
+  return isRefusal(err) ? new StorageError(message, 'denied') : new Error(message);
 }

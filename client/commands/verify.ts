@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { bucketSelectionFromFlags, checkedInput, location, parse } from '../cli-args';
 import type { BucketSelection } from '../../workflows/contract';
 import { UsageError } from '../cli-args';
-import { verifyWarehouse, ViolationKinds, type VerifyReport, type ViolationKind } from '../../activities/verification/verify-warehouse';
+import { verifyWarehouse, ViolationKinds, type VerifyReport, type Violation, type ViolationKind } from '../../activities/verification/verify-warehouse';
 
 export const verifyUsage = `earthcatalog-compact verify --warehouse W --catalog C [--cells a,b] [--years 2024,2025] [--iceberg-namespace NS] [--table T]
     [--catalog-name N] [--scratch-dir DIR] [--json]
@@ -98,7 +98,7 @@ export function formatVerifyReport(r: VerifyReport): string {
   }
   // By kind, each kind listed: a thousand duplicate ids of buckets below the threshold must not hide the
   // one file missing from the warehouse.
-  const byKind = new Map<string, typeof r.violations>();
+  const byKind = new Map<ViolationKind, Violation[]>();
   for (const v of r.violations) byKind.set(v.kind, [...(byKind.get(v.kind) ?? []), v]);
   const counts = [...byKind].map(([kind, vs]) => `${vs.length} ${kind}`).join(', ');
   lines.push(`FAILED: ${r.violations.length} violation(s)${byKind.size > 1 ? `: ${counts}` : ''}`);
@@ -107,7 +107,7 @@ export function formatVerifyReport(r: VerifyReport): string {
   for (const [kind, vs] of byKind) {
     for (const v of vs.slice(0, perKind)) lines.push(`  ${v.kind.padEnd(width)}  ${v.object}: ${v.detail}`);
     if (vs.length > perKind) lines.push(`  … and ${vs.length - perKind} more ${kind} (--json lists all)`);
-    const advice = ADVICE[kind as ViolationKind];
+    const advice = ADVICE[kind];
     if (advice) lines.push(`  ${' '.repeat(width)}  what to do: ${advice}`);
   }
   return lines.join('\n');
