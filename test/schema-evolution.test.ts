@@ -38,6 +38,13 @@ test("a renamed column's files match it through the name mapping's alias: nothin
   assert.equal(evolution.changed, false);
 });
 
+test("a file holding a renamed column under its old and its new name is a mismatch naming both (readers take one, the other reads as null)", () => {
+  const evolution = new SchemaEvolution(table, 3, [0], mapping);
+  const admission = evolution.admit([column(text('id')), column(text('platform_name')), column(text('platform'))]);
+  assert.match(admission.problem ?? '', /columns 'platform_name' and 'platform' are both names of the table's column 'platform_name'/);
+  assert.equal(evolution.changed, false);
+});
+
 test('a column first seen without a value takes the type of the first file with values; files before it are looked at again', () => {
   const evolution = new SchemaEvolution(table, 3, [0], mapping);
   assert.equal(evolution.admit([column(text('id')), column(int32('scene'), 10, 10)]).problem, undefined);

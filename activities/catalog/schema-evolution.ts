@@ -34,7 +34,7 @@ export class SchemaEvolution {
   private current: IcebergSchema;
   private lastId: number;
   /** The names each field id is known by: its own, and the aliases of the table's name mapping (a renamed column). */
-  private readonly aliases = new Map<number, string[]>();
+  readonly aliases = new Map<number, string[]>();
   /** Top-level fields this rebuild added from columns without any value: their type is a guess until a file has values. */
   private provisional = new Set<number>();
   /** Top-level fields this rebuild added: no reader has seen their type yet, so it may still change. */
@@ -127,6 +127,9 @@ export class SchemaEvolution {
     // scan that reaches it): such a column neither adds to nor widens the table.
     const repeated = timesNamed(nodes);
     for (const name of [...repeated.keys()]) problems.push(`column '${prefix}${name}' occurs ${repeated.get(name)} times in the file, and readers refuse a file whose columns repeat a name: rewrite the file with distinct names`);
+    // A renamed column's old and new names in one file both map to its field, and readers take only one of
+    // them: the other's values read as null.
+    const namedFor = new Map<number, string>();
     for (const node of nodes) {
       const path = prefix + node.name;
       if (repeated.has(node.name)) continue;
@@ -159,6 +162,15 @@ export class SchemaEvolution {
         continue;
       }
       const field = out[index]!;
+      const other = namedFor.get(field.id);
+      if (other !== undefined) {
+        problems.push(
+          `columns '${prefix}${other}' and '${path}' are both names of the table's column '${prefix}${field.name}' (renamed), and readers read only one ` +
+            'of them, the other as null: a compaction of the bucket merges them; a file alone in its bucket must be rewritten with one of them',
+        );
+        continue;
+      }
+      namedFor.set(field.id, node.name);
       const type = this.mergeType(field.id, field.type, node, path, problems, valueless ? !valueless.has(node.name) : undefined);
       if (type !== field.type) out = out.map((f, i) => (i === index ? { ...f, type } : f));
     }
