@@ -171,6 +171,18 @@ describe('Iceberg bounds', () => {
     assert.deepEqual(boundsOf([withId('a', undefined, 'x'), nestedIds]), [[undefined, undefined], [undefined, undefined]], 'ids only in a nested field: still a file with ids');
   });
 
+  test("a renamed column's files, which carry an old name the name mapping keeps, get metrics for its field; a file holding the old and the new name gets none for it", () => {
+    const text = (name: string, v: string) => col(name, 'BYTE_ARRAY', 'STRING', enc(v), enc(v));
+    const schema = schemaOf([['id', 'string'], ['sat_platform', 'string']]);
+    const aliases = new Map([[2, ['platform', 'sat_platform']]]);
+    const platformOf = (columns: FooterColumn[], modes: Record<string, string> = {}) =>
+      columnMetrics(columns, schema, metricsModes(modes), aliases).lowerBounds.get(2)?.toString();
+    assert.equal(platformOf([text('id', 'a'), text('platform', 'landsat-8')]), 'landsat-8', 'the old name');
+    assert.equal(platformOf([text('id', 'a'), text('sat_platform', 'sentinel-2')]), 'sentinel-2', 'the new name');
+    assert.equal(platformOf([text('id', 'a'), text('platform', 'landsat-8'), text('sat_platform', 'sentinel-2')]), undefined, 'both names');
+    assert.equal(platformOf([text('id', 'a'), text('platform', 'landsat-8')], { 'write.metadata.metrics.column.sat_platform': 'counts' }), undefined, "the mode of the field's current name");
+  });
+
   test('metrics modes from the table properties', () => {
     const c = col('s', 'BYTE_ARRAY', 'STRING', enc('abcdefghijklmnopqrs'), enc('abcdefghijklmnopzz'));
     const counted = bounds(c, 'string', { 'write.metadata.metrics.default': 'counts' });

@@ -58,9 +58,22 @@ function carriesFieldIds(node: ParquetNode): boolean {
  * a file with ids only a column carrying its field's id, and no other column carrying it, gets metrics:
  * bounds of a column a reader does not read as that field would prune files whose rows match.
  */
-export function columnMetrics(columns: readonly FooterColumn[], schema: IcebergSchema, modeOf: (name: string) => MetricsMode): ColumnMetrics {
+export function columnMetrics(
+  columns: readonly FooterColumn[],
+  schema: IcebergSchema,
+  modeOf: (name: string) => MetricsMode,
+  /** The name mapping's names of each field id: a renamed column's files carry an old name, which readers map to the field. */
+  aliases: ReadonlyMap<number, readonly string[]> = new Map(),
+): ColumnMetrics {
   const metrics = emptyMetrics();
   const fields = new Map(schema.fields.map((f) => [f.name, f]));
+  for (const f of schema.fields) for (const alias of aliases.get(f.id) ?? []) if (!fields.has(alias)) fields.set(alias, f);
+  // A file holding two names of one field is read as one of them, the other as null: neither speaks for it.
+  const namings = new Map<number, number>();
+  for (const { name } of columns) {
+    const f = fields.get(name);
+    if (f) namings.set(f.id, (namings.get(f.id) ?? 0) + 1);
+  }
   const byId = columns.some((c) => carriesFieldIds(c.node));
   const idCarriers = new Map<number, number>();
   for (const { node } of columns) {
@@ -69,12 +82,14 @@ export function columnMetrics(columns: readonly FooterColumn[], schema: IcebergS
   const repeated = timesNamed(columns);
   for (const column of columns) {
     // A name the file repeats is read as no field (readers refuse the file).
-    const named = repeated.has(column.name) ? undefined : fields.get(column.name);
+    const candidate = repeated.has(column.name) ? undefined : fields.get(column.name);
+    const named = candidate && namings.get(candidate.id) === 1 ? candidate : undefined;
     const own = column.node.fieldId;
     const readAsNamed = named && (!byId || (own === named.id && idCarriers.get(own) === 1));
     const field = readAsNamed ? named : undefined;
     const totals = column.totals;
-    const mode = modeOf(column.name);
+    // Iceberg's per-column metrics modes are set by the field's current name.
+    const mode = modeOf(field?.name ?? column.name);
     if (!field || !totals || typeof field.type !== 'string' || mode.kind === 'none') continue;
     metrics.columnSizes.set(field.id, BigInt(totals.compressedBytes));
     metrics.valueCounts.set(field.id, BigInt(totals.valueCount));

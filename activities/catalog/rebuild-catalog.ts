@@ -236,7 +236,7 @@ async function registerFiles(
       abandoned ||= admission.retypedProvisional || admission.widened.some((id) => bounded.has(id));
       if (abandoned) continue;
       const schema = evolution.schema();
-      const metrics = columnMetrics(footer.columns, schema, ctx.modeOf);
+      const metrics = columnMetrics(footer.columns, schema, ctx.modeOf, evolution.aliases);
       for (const id of metrics.lowerBounds.keys()) bounded.add(id);
       for (const id of metrics.upperBounds.keys()) bounded.add(id);
       const disagreements = [
