@@ -36,7 +36,7 @@ import { withoutRequestDetails } from './storage/s3-errors';
 import { checkedTableSchema, checkTable, holdsDataFile, rebuildCatalog, tableSchema, tableWithoutMetadata } from './catalog/rebuild-catalog';
 import { recordCatalogRebuild } from './catalog/catalog-metrics';
 import { defaultSchema } from './catalog/iceberg-schema';
-import { tableNumberTypes, type TableNumberTypes } from './compaction/table-types';
+import { tableNumberTypes, tableRenames, type TableNumberTypes, type TableRenames } from './compaction/table-types';
 import { assertLocalCatalogCreatable, isAbsentLocalCatalog, openCatalogBackend } from './catalog/open-catalog';
 import { CatalogConflictError, CatalogCorruptError, CatalogRequestError, WarehouseMismatchError, type IcebergCatalogBackend } from './catalog/catalog-backend';
 import { createLockActivities, workflowStatus } from './locking/lock-activities';
@@ -274,11 +274,20 @@ export class WorkerLocalResources {
  * table exists yet. `checkWarehouse`: a dry run, which has no pre-flight (checkCatalog), is refused as the run
  * would be when the table is of another warehouse, but writes nothing to find out (no write test).
  */
-async function readTableNumberTypes(req: CatalogRequest, warehouseRoot: string, local: WorkerLocalResources, checkWarehouse: boolean): Promise<{ types: TableNumberTypes; absent: boolean }> {
-  if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), absent: true };
+async function readTableNumberTypes(
+  req: CatalogRequest,
+  warehouseRoot: string,
+  local: WorkerLocalResources,
+  checkWarehouse: boolean,
+): Promise<{ types: TableNumberTypes; renames: TableRenames; absent: boolean }> {
+  if (await isAbsentLocalCatalog(req.catalog)) return { types: tableNumberTypes(defaultSchema()), renames: {}, absent: true };
   return withCatalog(req, warehouseRoot, local, async (backend) => {
-    const schema = checkWarehouse ? await checkedTableSchema(backend, req, warehouseRoot) : await tableSchema(backend, req);
-    return { types: tableNumberTypes(schema ?? defaultSchema()), absent: schema === undefined && !(await tableWithoutMetadata(backend, req)) };
+    const read = checkWarehouse ? await checkedTableSchema(backend, req, warehouseRoot) : await tableSchema(backend, req);
+    return {
+      types: tableNumberTypes(read?.schema ?? defaultSchema()),
+      renames: read ? tableRenames(read.schema, read.nameMapping) : {},
+      absent: read === undefined && !(await tableWithoutMetadata(backend, req)),
+    };
   });
 }
 
@@ -297,13 +306,16 @@ async function withCatalog<T>(req: CatalogRequest, warehouseRoot: string, local:
  * them, and a plan's manifest never changes. A failed read is not remembered.
  */
 class PlanTableTypes {
-  private readonly plans = new Map<string, Promise<TableNumberTypes | undefined>>();
+  private readonly plans = new Map<string, Promise<{ tableTypes?: TableNumberTypes; tableRenames?: TableRenames }>>();
 
-  get(store: WarehouseStore, planId: string): Promise<TableNumberTypes | undefined> {
+  get(store: WarehouseStore, planId: string): Promise<{ tableTypes?: TableNumberTypes; tableRenames?: TableRenames }> {
     const key = `${store.root}\u0000${planId}`;
     let found = this.plans.get(key);
     if (!found) {
-      found = readPlanManifest(store, planId).then((m) => m?.tableTypes);
+      found = readPlanManifest(store, planId).then((m) => ({
+        ...(m?.tableTypes ? { tableTypes: m.tableTypes } : {}),
+        ...(m?.tableRenames ? { tableRenames: m.tableRenames } : {}),
+      }));
       found.catch(() => this.plans.delete(key));
       // A worker serves a few plans at a time; the oldest are forgotten.
       if (this.plans.size >= 64) this.plans.delete(this.plans.keys().next().value!);
@@ -342,6 +354,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                 ctx.cancellationSignal.throwIfAborted();
               },
               table?.types,
+              table?.renames,
             );
             // The run's rebuild lists the whole warehouse and refuses to empty a table that registers files: a dry
             // run whose listing (maybe of a selection) found no bucket asks the same of the whole warehouse.
@@ -394,7 +407,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               async () =>
                 compactBucket(store, req, {
                   scratchDir,
-                  tableTypes: await planTableTypes.get(store, req.planId),
+                  ...(await planTableTypes.get(store, req.planId)),
                   memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
                   threads: resources.duckdbThreads,
                   sessions,

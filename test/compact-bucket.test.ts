@@ -1718,6 +1718,37 @@ describe('compactBucket', () => {
     }
   });
 
+  test("a column the table renamed (the plan's tableRenames), its old name in some inputs and its new one in others, is written once under the new name on every write path; two names of different types are refused, nothing deleted", async () => {
+    // Older ingest still writes scene_1_id; the table renamed it to scene_id, which newer ingest writes.
+    const renamed = (): PartDef[] =>
+      dedupParts().map((part, i) =>
+        i === 0 ? part : { ...part, opts: { ...part.opts, omitColumns: [...(part.opts?.omitColumns ?? []), 'scene_1_id'], extraColumns: { scene_id: 'scene_1_id' } } },
+      );
+    const tableRenames = { scene_1_id: 'scene_id' };
+    for (const writePath of WRITE_PATHS) {
+      const { root, store } = await newWarehouse();
+      const inputs = await writeBucket(root, renamed());
+      const expected = (await expectedBucketRows(inputs.map((i) => path.join(root, i.key)))).map((row) => {
+        const { scene_1_id: old, ...rest } = row;
+        return { ...rest, scene_id: rest.scene_id ?? old };
+      });
+      const { result } = await compact(store, inputs, { ...writePath.opts, tableRenames });
+      const rows = await readOutputRows(path.join(root, result.outputKey));
+      assert.ok(!Object.keys(rows[0]!).includes('scene_1_id'), `${writePath.name}: the old name is not written`);
+      assertSameRows(rows, expected, writePath.name);
+      assert.equal(rows.find((r) => r.id === 'D')!.scene_id, 'D-p0', `${writePath.name}: the winner from a file of the old name keeps its value`);
+    }
+    const { root, store } = await newWarehouse();
+    const parts = renamed();
+    parts[0]!.opts = { ...parts[0]!.opts, columnTypes: { scene_1_id: 'BLOB' } };
+    const inputs = await writeBucket(root, parts);
+    await assert.rejects(
+      compact(store, inputs, { tableRenames }),
+      (err: unknown) => err instanceof BadBucketDataError && /column 'scene_id' was renamed from 'scene_1_id'.*different types/.test(err.message) && err.message.includes(inputs[0]!.key),
+    );
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+  });
+
   test('parseDuckType reads the nested types DESCRIBE prints: quoted field names, lists, arrays, maps, types with spaces or arguments', async () => {
     const [described] = await session.rows(
       `DESCRIBE SELECT {'raster:bands': [{'unit': 'm', 'a"b': 1.5::DECIMAL(18,3)}], 'Weird Name': MAP {'k': now()}, 'arr': [1, 2]::INTEGER[2], 'e': 'x'::ENUM('x', 'y,z')} AS s`,

@@ -25,6 +25,12 @@ import { openDuckSession, sqlString } from '../activities/compaction/duckdb-sess
 import { lockWorkflowId } from '../workflows/lock';
 import { verifyWarehouse } from '../activities/verification/verify-warehouse';
 import { exitCodeOf, formatSummary } from '../client/summary-format';
+import { pythonExecutable } from '../client/temporal-cli';
+import { REPO_ROOT } from './helpers/temporal';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
 
 let h: TemporalHarness;
 let taskQueue: string;
@@ -290,6 +296,44 @@ for (const backend of backends) {
       assert.deepEqual([third.retypedBuckets, third.bucketsCompacted], [undefined, 0], 'the outputs are not read again once the types are unchanged');
     });
   });
+
+  if (backend.name === 'local') {
+    describe(`a column renamed through the table (${backend.name})`, () => {
+      it("its old name in last week's output and its new name in new ingest are written as one column under the new name: no file with both, pyiceberg reads every value", async () => {
+        const fx = await backend.makeWarehouse('renamed');
+        const first = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+        const renamed = await execFileP(pythonExecutable(), [path.join(REPO_ROOT, 'test', 'py', 'iceberg_read.py'), 'rename-column', '--catalog', fx.catalog, '--from', 'scene_1_id', '--to', 'scene_id']);
+        assert.match(renamed.stdout, /scene_1_id/, 'pyiceberg keeps the old name in the name mapping');
+        const [bucket] = [...byBucket(await backend.listFiles(fx.warehouse)).keys()].sort();
+        const output = path.join(fx.warehouse, bucket!, `compacted_${first.planId}.parquet`);
+        const session = await openDuckSession({ tempDir: path.join(fx.localCopy, '.duck'), threads: 1 });
+        let updatedIds: string[];
+        try {
+          // Ingest updated after the rename: newer versions of five items, under the new name.
+          const part = path.join(fx.warehouse, bucket!, 'part_renamed.parquet');
+          await session.exec(
+            `COPY (SELECT * EXCLUDE (scene_1_id) REPLACE (updated + INTERVAL 1 DAY AS updated), scene_1_id || '-v2' AS scene_id
+                   FROM read_parquet(${sqlString(output)}, hive_partitioning = false) ORDER BY id LIMIT 5) TO ${sqlString(part)} (FORMAT parquet)`,
+          );
+          updatedIds = (await session.rows(`SELECT id FROM read_parquet(${sqlString(part)})`)).map((r) => String(r.id));
+        } finally {
+          session.close();
+        }
+        const second = await compact({ warehouse: fx.warehouse, catalog: fx.catalog });
+        assert.equal(second.bucketsCompacted, 1);
+        assert.equal(second.schemaMismatchFiles, undefined, JSON.stringify(second.schemaMismatchFiles));
+        const rows = await backend.readOutputRows(fx.warehouse, `${bucket}/compacted_${second.planId}.parquet`);
+        assert.ok(Object.keys(rows[0]!).includes('scene_id') && !Object.keys(rows[0]!).includes('scene_1_id'), 'one column, the new name');
+        const sceneOf = new Map(rows.map((r) => [String(r.id), r.scene_id]));
+        for (const id of updatedIds) assert.match(String(sceneOf.get(id)), /-v2$/, `${id}: the newer version, from the new name`);
+        assert.equal(rows.filter((r) => r.scene_id === null).length, 0, 'the older versions keep their values, from the old name');
+        const scan = await backend.pyicebergScan(fx.catalog, ['--values', 'scene_id']);
+        assert.equal(scan.error, undefined, scan.error);
+        const values = scan.values!;
+        assert.equal(Object.values(values).filter((v) => v === null).length, 0, 'every row of the table has its scene_id, under either name');
+      });
+    });
+  }
 
   describe(`rows outside their path's partition (${backend.name})`, () => {
     it('a compacted output holding rows of another year is named in the summary (engines pruning on year(datetime) skip them), the run still exit 0', async () => {

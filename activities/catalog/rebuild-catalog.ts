@@ -451,21 +451,32 @@ export async function checkedTableSchema(
   req: CatalogRequest,
   warehouseRoot: string,
   opts: { warehouseEmpty?: boolean } = {},
-): Promise<IcebergSchema | undefined> {
+): Promise<TableSchemaRead | undefined> {
   const pointer = await backend.findTable(req.namespace, req.table);
   if (!pointer) return undefined;
   const base = await readTableMetadata(backend, req, pointer);
   layoutOf(backend, req, base);
   await assertSameWarehouse(backend, req, base, pointer.metadataLocation, warehouseRoot);
   if (opts.warehouseEmpty) await refuseEmptying(backend, req, base, pointer.metadataLocation, warehouseRoot);
-  return currentSchema(base, pointer.metadataLocation);
+  return schemaRead(base, pointer.metadataLocation);
+}
+
+/** The table's current schema and name mapping (its renamed columns' old names). */
+export interface TableSchemaRead {
+  schema: IcebergSchema;
+  nameMapping?: string;
+}
+
+function schemaRead(base: TableMetadataJson, metadataLocation: string): TableSchemaRead {
+  const nameMapping = base.properties?.[NAME_MAPPING_PROPERTY];
+  return { schema: currentSchema(base, metadataLocation), ...(nameMapping ? { nameMapping } : {}) };
 }
 
 /** The table's current schema; undefined when the catalog has no such table (yet). */
-export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<IcebergSchema | undefined> {
+export async function tableSchema(backend: IcebergCatalogBackend, req: CatalogRequest): Promise<TableSchemaRead | undefined> {
   const pointer = await backend.findTable(req.namespace, req.table);
   if (!pointer) return undefined;
-  return currentSchema(await readTableMetadata(backend, req, pointer), pointer.metadataLocation);
+  return schemaRead(await readTableMetadata(backend, req, pointer), pointer.metadataLocation);
 }
 
 /**

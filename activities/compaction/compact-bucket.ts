@@ -55,7 +55,7 @@ import { outputRowGroup } from './output-format';
 import { findGeoConflict, outputKvMetadata, parseProvenance, readKvMetadata, type Provenance } from './output-metadata';
 import { computeWinners, nullIdError } from './rank-winners';
 import { SHRINK_FACTOR, writeOrdered, type WritePlan } from './write-ordered';
-import { sameNumberTypes, tableTypeCasts, type TableNumberTypes } from './table-types';
+import { renamedColumnMerges, sameNumberTypes, tableTypeCasts, type TableNumberTypes, type TableRenames } from './table-types';
 import { writeSmallBucket } from './write-small-bucket';
 
 export type BucketPhase = 'inspect' | 'read' | 'dedup' | 'write' | 'verify' | 'publish' | 'delete' | 'sweep';
@@ -109,6 +109,8 @@ export interface CompactBucketOptions {
   smallBucketBytes?: number;
   /** The table's number types as the plan recorded them (tableTypeCasts); absent: the union's types are written. */
   tableTypes?: TableNumberTypes;
+  /** The table's renamed columns as the plan recorded them (renamedColumnMerges); absent: none merged. */
+  tableRenames?: TableRenames;
   /** The worker's DuckDB sessions; without it the attempt opens and closes its own. */
   sessions?: DuckSessionPool;
   /** Most rank ranges one scatter pass writes (default 64). Tests lower it to force deeper scatters. */
@@ -559,13 +561,22 @@ async function compactFresh(
   }
 }
 
-/** How the output's columns differ from the union: valueless parts left out, numbers as the table types them. */
+/**
+ * How the output's columns differ from the union: valueless parts left out, a renamed column's two names
+ * written as its current one, numbers as the table types them.
+ */
 async function outputColumns(a: Attempt, inputs: readonly LocalInput[], schemas: readonly InputSchema[]): Promise<OutputColumns> {
   const output = await valuelessParts(a.session, inputs, schemas);
-  const table = a.opts.tableTypes;
-  if (!table || Object.keys(table).length === 0) return output;
+  const table = a.opts.tableTypes ?? {};
+  const renames = a.opts.tableRenames ?? {};
+  if (Object.keys(table).length === 0 && Object.keys(renames).length === 0) return output;
   const omitted = new Set(output.omitted.map((c) => c.toLowerCase()));
-  const union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(c.name.toLowerCase()));
+  let union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(c.name.toLowerCase()));
+  output.merged = renamedColumnMerges(union, schemas, renames);
+  const mergedAway = new Set(output.merged.values());
+  output.omitted.push(...mergedAway);
+  // A merged column keeps the union's type: the exactness checks of tableTypeCasts read one name's values only.
+  union = union.filter((c) => !mergedAway.has(c.name) && !output.merged.has(c.name));
   for (const [name, type] of await tableTypeCasts(a.session, inputs, schemas, union, table)) output.casts.set(name, type);
   return output;
 }

@@ -418,6 +418,11 @@ export interface OutputColumns {
    * valueless struct fields, numbers as the table types them.
    */
   casts: Map<string, string>;
+  /**
+   * Columns (by the union's name) written as their value or, where null, the value of another union column
+   * (left out itself): a renamed column's old name (renamedColumnMerges).
+   */
+  merged: Map<string, string>;
 }
 
 /**
@@ -444,7 +449,7 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
     if (contractType) casts.set(list[0]!.name, contractType);
     else columns.push(list[0]!.name);
   }
-  if (nested.length === 0) return { omitted: columns, casts };
+  if (nested.length === 0) return { omitted: columns, casts, merged: new Map() };
   for (const c of await unionColumns(session, inputs)) {
     if (!nested.includes(c.name.toLowerCase())) continue;
     const union = tryParseDuckType(c.type);
@@ -465,7 +470,7 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
     const pruned = formatDuckType(await withoutValuelessFields(union, [], valueless));
     if (pruned !== formatDuckType(union)) casts.set(c.name, pruned);
   }
-  return { omitted: columns, casts };
+  return { omitted: columns, casts, merged: new Map() };
 }
 
 /** `type` without the INTEGER struct fields `valueless` says hold nothing; a struct keeps at least one field. */
@@ -504,7 +509,14 @@ function typeAt(type: DuckType, steps: readonly NestedStep[]): DuckType | undefi
 
 /** `alias.*` as the output writes it: without `exclude` and the omitted columns, the others cast as `output` says. */
 export function outputStar(alias: string, exclude: readonly string[], output: OutputColumns): string {
-  const replace = [...output.casts].map(([name, type]) => `CAST(${alias}.${sqlIdent(name)} AS ${type}) AS ${sqlIdent(name)}`);
+  const value = (name: string): string => {
+    const other = output.merged.get(name);
+    return other === undefined ? `${alias}.${sqlIdent(name)}` : `coalesce(${alias}.${sqlIdent(name)}, ${alias}.${sqlIdent(other)})`;
+  };
+  const replace = [...new Set([...output.casts.keys(), ...output.merged.keys()])].map((name) => {
+    const type = output.casts.get(name);
+    return `${type ? `CAST(${value(name)} AS ${type})` : value(name)} AS ${sqlIdent(name)}`;
+  });
   return `${alias}.* EXCLUDE (${[...exclude, ...output.omitted.map(sqlIdent)].join(', ')})${replace.length ? ` REPLACE (${replace.join(', ')})` : ''}`;
 }
 
@@ -544,6 +556,8 @@ export async function updatedPrecision(
 export interface UnionColumn {
   name: string;
   type: string;
+  /** Another union column whose value it takes where its own is null (OutputColumns.merged). */
+  alsoFrom?: string;
 }
 
 /** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */

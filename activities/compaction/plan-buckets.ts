@@ -3,7 +3,7 @@ import { bucketPrefix } from '../../workflows/contract';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX, inCellFolder, isCompactableKey, isOutputKey, looksLikeParquet, parseDataFileKey, selectionFilter, selectionPrefixes, unopenableLocation } from '../storage/warehouse-layout';
 import { bucketsReadersCannotRead } from './unreadable-files';
-import type { TableNumberTypes } from './table-types';
+import type { TableNumberTypes, TableRenames } from './table-types';
 import { capBucketInputs, lastOutputCheck, planPages, readPlanManifest, writePlan, type OutputCheck } from './plan-store';
 
 const SAMPLE_SIZE = 20;
@@ -12,7 +12,8 @@ const SAMPLE_SIZE = 20;
  * Lists the warehouse, groups data files per (cell, year) and records the buckets to compact: those
  * with `threshold` files or more, and those below it holding a file readers cannot read as the table
  * (bucketsReadersCannotRead). `tableTypes` (the table's number types, read from the catalog) are
- * recorded in the plan: every bucket of it is written with them (tableTypeCasts).
+ * recorded in the plan: every bucket of it is written with them (tableTypeCasts), and so are its renamed
+ * columns (renamedColumnMerges).
  * The plan is the only definition of a bucket's inputs: files that arrive later are not touched.
  * A dry run writes nothing. A retried attempt returns the plan an earlier attempt committed.
  */
@@ -21,7 +22,9 @@ export async function planBuckets(
   req: PlanRequest,
   heartbeat: (listed: number) => void,
   tableTypes?: TableNumberTypes,
+  renames?: TableRenames,
 ): Promise<PlanSummary> {
+  const tableRenames = renames && Object.keys(renames).length ? renames : undefined;
   if (!req.dryRun) {
     const existing = await readPlanManifest(store, req.planId);
     if (existing) return existing.summary;
@@ -113,6 +116,7 @@ export async function planBuckets(
       cells: req.cells ?? null,
       years: req.years ?? null,
       ...(tableTypes ? { tableTypes } : {}),
+      ...(tableRenames ? { tableRenames } : {}),
     },
     pages,
   );

@@ -8,7 +8,7 @@ import { bucketPrefix, FailureTypes } from '../../workflows/contract';
 import { z } from 'zod';
 import type { WarehouseStore } from '../storage/warehouse-store';
 import { CONTROL_PREFIX } from '../storage/warehouse-layout';
-import type { TableNumberTypes } from './table-types';
+import type { TableNumberTypes, TableRenames } from './table-types';
 
 /** Most buckets per page: a page's buckets run before the next page loads, and each adds ~6 history events. */
 export const PLAN_PAGE_SIZE = 200;
@@ -73,6 +73,8 @@ export interface PlanManifest {
   pagesDir?: string;
   /** The table's number types when the plan was made (tableTypeCasts); absent in plans made without the catalog (before it was read, or by tests). */
   tableTypes?: TableNumberTypes;
+  /** The table's renamed columns when the plan was made (renamedColumnMerges); absent when it had none. */
+  tableRenames?: TableRenames;
 }
 
 export interface PlanFinish {

@@ -6,7 +6,8 @@
  * of such files, week after week. Compaction writes the table's type instead wherever no value changes.
  */
 import type { FooterColumn } from '../catalog/parquet-footer';
-import type { IcebergSchema } from '../catalog/iceberg-schema';
+import type { IcebergSchema, MappedField } from '../catalog/iceberg-schema';
+import { BadBucketDataError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
 import { columnUses, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
@@ -17,6 +18,62 @@ export function tableNumberTypes(schema: IcebergSchema): TableNumberTypes {
   const types: Record<string, 'long' | 'double'> = {};
   for (const f of schema.fields) if (f.type === 'long' || f.type === 'double') types[f.name] = f.type;
   return types;
+}
+
+/**
+ * A renamed column's old top-level names, each to the column's current name, as the table's name mapping
+ * keeps them. Files written before a rename (or by ingest not updated yet) carry the old name, readers map
+ * it to the column; a bucket holding both names is written with the current one (renamedColumnMerges),
+ * since a file with both is read as one of them, the other's values as null.
+ */
+export type TableRenames = Readonly<Record<string, string>>;
+
+export function tableRenames(schema: IcebergSchema, nameMapping: string | undefined): TableRenames {
+  let entries: unknown;
+  try {
+    entries = nameMapping ? JSON.parse(nameMapping) : [];
+  } catch {
+    return {};
+  }
+  if (!Array.isArray(entries)) return {};
+  const current = new Set(schema.fields.map((f) => f.name));
+  const renames: Record<string, string> = {};
+  for (const f of schema.fields) {
+    const entry = (entries as Partial<MappedField>[]).find((e) => e?.['field-id'] === f.id);
+    for (const name of Array.isArray(entry?.names) ? entry.names : []) {
+      // A name another column has now is that column's; one differing only in case is the union's own business (spelled differently).
+      if (typeof name === 'string' && !current.has(name) && name.toLowerCase() !== f.name.toLowerCase()) renames[name] = f.name;
+    }
+  }
+  return renames;
+}
+
+/**
+ * The union columns to write as one: each renamed column of `renames` whose old and current names are both
+ * in the union, its current name's union column to the old one's (OutputColumns.merged). A bucket whose
+ * two names hold values of different types is refused: a reader would take the old files' values as the
+ * column's type.
+ */
+export function renamedColumnMerges(union: readonly UnionColumn[], schemas: readonly InputSchema[], renames: TableRenames): Map<string, string> {
+  const merged = new Map<string, string>();
+  const byLower = new Map(union.map((c) => [c.name.toLowerCase(), c]));
+  const uses = columnUses(schemas);
+  for (const [old, current] of Object.entries(renames)) {
+    const from = byLower.get(old.toLowerCase());
+    const to = byLower.get(current.toLowerCase());
+    if (!from || !to) continue;
+    if (from.type !== to.type) {
+      const holders = (lower: string) => listSome((uses.get(lower) ?? []).map((u) => `${u.key} (${u.type})`), 3);
+      throw new BadBucketDataError(
+        `the table's column '${current}' was renamed from '${old}', and the bucket's files hold both names with different types ` +
+          `('${old}' ${from.type}: ${holders(old.toLowerCase())}; '${current}' ${to.type}: ${holders(current.toLowerCase())}), so they cannot be written as one column. ` +
+          'Rewrite the files of one name with the type of the other. Nothing of the bucket was changed',
+        [...new Set([...(uses.get(old.toLowerCase()) ?? []), ...(uses.get(current.toLowerCase()) ?? [])].map((u) => u.key))],
+      );
+    }
+    merged.set(to.name, from.name);
+  }
+  return merged;
 }
 
 /** Whether `a` and `b` type the same columns the same. */

@@ -234,7 +234,10 @@ class RangeWrite {
     const omitted = new Set(plan.output.omitted.map((c) => c.toLowerCase()));
     const columns = (await unionColumns(session, inputs))
       .filter((c) => !omitted.has(c.name.toLowerCase()))
-      .map((c) => ({ ...c, type: plan.output.casts.get(c.name) ?? c.type }));
+      .map((c) => {
+        const other = plan.output.merged.get(c.name);
+        return { ...c, type: plan.output.casts.get(c.name) ?? c.type, ...(other === undefined ? {} : { alsoFrom: other }) };
+      });
     const presorted = plan.slicePresorted ? await findPresortedInputs(session, chunkRows) : [];
     plan.onPresorted?.(presorted.map((i) => inputs[i]!.key));
     const rankIndex = path.join(plan.workDir, 'ranks.parquet');

@@ -99,6 +99,8 @@ export interface IcebergScan {
   row_count: number | null;
   files: { path: string; record_count: number; size: number; partition: Record<string, unknown> }[];
   ids?: string[];
+  /** With --values COLUMN: that column's value (JSON text, or null) by id. */
+  values?: Record<string, string | null>;
   error?: string;
 }
 

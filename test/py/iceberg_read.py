@@ -21,6 +21,10 @@
         Appends existing Parquet files in a new snapshot (pyiceberg's add_files, a fast append: the
         Python pipeline's kind of commit between two compactions). Prints {"metadata_location": ...}.
 
+    iceberg_read.py rename-column --catalog /abs/catalog.db [--name ...] [--table ...] --from OLD --to NEW
+        Renames a top-level column (pyiceberg keeps the old name as an alias in the name mapping).
+        Prints {"metadata_location": ..., "name_mapping": ...}.
+
     iceberg_read.py set-properties --catalog /abs/catalog.db [--name ...] [--table ...] --set key=value [--set ...]
         Commits new table properties (no new snapshot). Prints {"metadata_location": ...}.
 
@@ -168,7 +172,15 @@ def set_statistics(args):
     print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
 
 
-COMMANDS = {"scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag, "set-statistics": set_statistics}
+def rename_column(args):
+    """Renames a top-level column, as an analyst would; pyiceberg keeps the old name in the name mapping."""
+    table = catalog_for(args).load_table(args.table)
+    with table.update_schema() as update:
+        update.rename_column(args.rename_from, args.rename_to)
+    print(json.dumps({"metadata_location": table.metadata_location, "name_mapping": table.properties.get("schema.name-mapping.default")}))
+
+
+COMMANDS = {"rename-column": rename_column, "scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag, "set-statistics": set_statistics}
 
 
 def main():
@@ -193,6 +205,9 @@ def main():
             p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
         elif name == "create-tag":
             p.add_argument("--tag", action="append", required=True, help="name of a tag (repeatable: one commit)")
+        elif name == "rename-column":
+            p.add_argument("--from", dest="rename_from", required=True)
+            p.add_argument("--to", dest="rename_to", required=True)
         elif name == "set-statistics":
             p.add_argument("--file", required=True, help="absolute path of the statistics file to register")
         else:
