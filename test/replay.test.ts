@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Worker, DefaultLogger, Runtime } from '@temporalio/worker';
 import { WORKFLOW_IDS_FILE } from './helpers/record-history';
+import { InputRulePatches } from '../workflows/contract';
 
 const dir = path.join(__dirname, 'histories');
 
@@ -45,5 +46,25 @@ describe('replay of recorded histories', () => {
       payload.data = Buffer.from(JSON.stringify({ ...input, ...refusedNow })).toString('base64');
       await Worker.runReplayHistory({ workflowsPath: require.resolve('../workflows'), replayName: `${name} with ${JSON.stringify(refusedNow)}` }, history, ids[name] ?? name);
     }
+  });
+});
+
+describe('patched() ids', () => {
+  it("every patched() id in workflows/ is in the README's table of them, which an operator reads before a rollback", async () => {
+    const readme = await fs.readFile(path.join(__dirname, '..', 'README.md'), 'utf8');
+    const listed = new Set([...readme.matchAll(/^\| `([a-z0-9-]+)` \|/gm)].map((m) => m[1]));
+    const ids: string[] = [];
+    const sources = (await fs.readdir(path.join(__dirname, '..', 'workflows'))).filter((f) => f.endsWith('.ts'));
+    for (const file of sources) {
+      const source = await fs.readFile(path.join(__dirname, '..', 'workflows', file), 'utf8');
+      const constants = new Map([...source.matchAll(/const ([A-Z_]+) = '([a-z0-9-]+)';/g)].map((m) => [m[1]!, m[2]!]));
+      for (const [, name] of source.matchAll(/patched\(([A-Z_]+)\)/g)) {
+        assert.ok(constants.has(name!), `${file}: patched(${name}) names no string constant of the file`);
+        ids.push(constants.get(name!)!);
+      }
+    }
+    ids.push(...Object.values(InputRulePatches));
+    assert.ok(ids.length >= 25, `found ${ids.length} ids`);
+    assert.deepEqual([...new Set(ids)].filter((id) => !listed.has(id)), [], 'ids missing from the README');
   });
 });
