@@ -38,6 +38,7 @@ import { LocalWarehouseStore } from '../activities/storage/local-store';
 import { SqliteCatalogBackend } from '../activities/catalog/sqlite-catalog';
 import { rebuildCatalog } from '../activities/catalog/rebuild-catalog';
 import { finishProbeSignal } from './workflows/lock-probe';
+import { findTemporalCli } from '../client/temporal-cli';
 
 const run = promisify(execFile);
 let h: TemporalHarness;
@@ -1468,6 +1469,61 @@ describe('a run terminated while a bucket was silent', () => {
       assert.match(stdout, new RegExp(`^${workflowId} TERMINATED`), stdout);
       assert.doesNotMatch(stdout, /without a heartbeat|retried on another/, stdout);
     } finally {
+      await stop();
+    }
+  });
+});
+
+describe('a run with a paused bucket', () => {
+  it('status names the paused bucket and the unpause command, which the run then goes on with (a probe found it standing still without a word)', async () => {
+    const fx = await makeFixture('paused-bucket', { cells: ['8128bffffffffff'], years: [2021] });
+    let calls = 0;
+    const { queue, stop } = await startWorkerWithFaults('paused-bucket', (activities) => ({
+      // The first attempt heartbeats until the pause stops it (this fixture's bucket takes milliseconds); the next one compacts.
+      compactBucket: async (req) => {
+        if (calls++ > 0) return activities.compactBucket(req);
+        const ctx = Context.current();
+        const beat = setInterval(() => ctx.heartbeat({ phase: 'held' }), 500);
+        try {
+          await new Promise((_resolve, reject) => ctx.cancellationSignal.addEventListener('abort', () => reject(new Error('stopped by the pause'))));
+        } finally {
+          clearInterval(beat);
+        }
+        throw new Error('unreachable');
+      },
+    }));
+    const workflowId = `paused-bucket-${Date.now()}`;
+    const onQueue = (args: string[]) => run(process.execPath, [...cliArgv(args).slice(0, -1), queue], { cwd: REPO_ROOT });
+    try {
+      const handle = await h.client.workflow.start('compactWarehouse', { taskQueue: queue, workflowId, args: [{ warehouse: fx.warehouse, catalog: fx.catalog }] });
+      const bucket = await waitFor('the bucket attempt started', async () =>
+        ((await handle.describe()).raw.pendingActivities ?? []).find((a) => a.activityType?.name === 'compactBucket' && calls > 0),
+      );
+      const activityId = bucket.activityId!;
+      await h.client.workflowService.pauseActivity({ namespace: h.namespace, execution: { workflowId }, id: activityId, identity: 'test', reason: 'test: an operator holds it' });
+      // Paused for good once its attempt has stopped (at its next heartbeat): then nothing runs it.
+      await waitFor(
+        'the attempt stopped by the pause',
+        async () => ((await handle.describe()).raw.pendingActivities ?? []).find((a) => a.activityId === activityId && a.paused && a.state === 4),
+        60_000,
+      );
+      const { stdout } = await onQueue(['status', '--workflow-id', workflowId]);
+      const command = new RegExp(
+        `^${workflowId} RUNNING .* · 1 bucket\\(s\\) paused: the run waits, holding its locks, until it is unpaused: (temporal activity unpause --workflow-id ${workflowId} --address ${h.address} --namespace ${h.namespace} --activity-id ${activityId})$`,
+        'm',
+      ).exec(stdout)?.[1];
+      assert.ok(command, stdout);
+      const [entry] = JSON.parse((await onQueue(['status', '--workflow-id', workflowId, '--json'])).stdout) as Record<string, unknown>[];
+      assert.deepEqual(entry?.pausedActivities, [{ activityId, activityType: 'compactBucket' }]);
+      // The command as printed, through the temporal CLI: the run goes on with the bucket and completes.
+      const temporal = findTemporalCli();
+      assert.ok(temporal, 'the temporal CLI is installed');
+      await run(temporal, command.split(' ').slice(1));
+      const summary = (await handle.result()) as CompactionSummary;
+      assert.equal(summary.bucketsCompacted, 1);
+      assert.equal(calls, 2, 'one attempt paused, the next one compacted');
+    } finally {
+      await h.client.workflow.getHandle(workflowId).terminate('test over').catch(() => undefined);
       await stop();
     }
   });

@@ -83,6 +83,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         const rebuildSilent = silentRebuild(pending, now);
         const planSilent = silentPlan(pending, now);
         const rebuildWaiting = waitingRebuild(pending, now);
+        const paused = pausedActivities(pending);
         const pollers = progress || desc.status.name !== 'RUNNING' ? 0 : await recentWorkflowPollers(client, desc.taskQueue);
         const lockClosed = desc.status.name === 'RUNNING' && progress ? await closedLockWaitedIn(client, progress) : undefined;
         // An ended run that did not complete (named by --workflow-id): why, as `compact` would have said it.
@@ -105,6 +106,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           ...(planSilent ? { silentPlan: true, planHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'planCompaction') } : {}),
           ...(rebuildSilent ? { silentRebuild: true, rebuildHeartbeatTimeoutSeconds: heartbeatTimeoutSeconds(pending, 'rebuildCatalog') } : {}),
           ...(rebuildWaiting ? { rebuildWaitingForWorker: rebuildWaiting } : {}),
+          ...(paused.length ? { pausedActivities: paused } : {}),
           ...(lockClosed ? { lockWorkflowClosed: lockClosed } : {}),
           ...(summary ? { summary } : {}),
         };
@@ -123,6 +125,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
           (r.silentBuckets ? ` · ${silentBucketsNote(r.silentBuckets, r.bucketHeartbeatTimeoutSeconds)}` : '') +
           (r.silentRebuild ? ` · ${silentRebuildNote(r.rebuildHeartbeatTimeoutSeconds)}` : '') +
           (r.rebuildWaitingForWorker ? ` · ${waitingRebuildNote(r.rebuildWaitingForWorker, r.taskQueue, connection)}` : '') +
+          (r.pausedActivities ? ` · ${pausedNote(r.workflowId, r.pausedActivities, connection)}` : '') +
           (r.lockWorkflowClosed ? ` · ${closedLockNote(r.lockWorkflowClosed)}` : '');
         // A cancellation is its own reason; a failure, a termination or a timeout is told.
         const why = r.error && r.status !== 'CANCELLED' ? ` · ${r.error}` : '';
@@ -145,8 +148,11 @@ const SILENT_MS = 2 * HEARTBEAT_INTERVAL_MS;
 const TIMEOUT_S = HEARTBEAT_TIMEOUT_MS / 1000;
 
 type PendingActivity = {
+  activityId?: string | null;
   activityType?: { name?: string | null } | null;
   state?: number | null;
+  /** Set by `temporal activity pause` (servers from 1.27), also while the attempt it stops still runs. */
+  paused?: boolean | null;
   attempt?: number | null;
   scheduledTime?: Timestamp | null;
   lastHeartbeatTime?: Timestamp | null;
@@ -204,6 +210,35 @@ export function silentPlanNote(timeoutS = TIMEOUT_S): string {
 export function silentBucketsNote(count: number, timeoutS = TIMEOUT_S): string {
   return `${count} bucket(s) without a heartbeat for over ${SILENT_MS / 1000} s (their worker gone? they are retried on another after the ${timeoutS} s heartbeat timeout)`;
 }
+
+/** One of a run's activities paused by an operator (`temporal activity pause`, the Web UI). */
+export interface PausedActivity {
+  activityId: string;
+  activityType: string;
+}
+
+/**
+ * The run's paused activities: nothing runs or retries them until they are unpaused, and the run waits for
+ * them (a paused bucket keeps its slot, and the rebuild and the end of the run wait for it), so it stands
+ * still, holding its locks, with neither a heartbeat to miss nor a worker to ask for.
+ */
+export function pausedActivities(pending: ReadonlyArray<PendingActivity>): PausedActivity[] {
+  return pending
+    .filter((a) => a.paused === true || a.state === PENDING_ACTIVITY_STATE_PAUSED || a.state === PENDING_ACTIVITY_STATE_PAUSE_REQUESTED)
+    .map((a) => ({ activityId: a.activityId ?? '', activityType: a.activityType?.name ?? '' }));
+}
+
+export function pausedNote(workflowId: string, paused: readonly PausedActivity[], connection: readonly string[] = []): string {
+  const buckets = paused.filter((a) => a.activityType === 'compactBucket').length;
+  const others = paused.filter((a) => a.activityType !== 'compactBucket').map((a) => PAUSED_STEP[a.activityType] ?? a.activityType);
+  const what = [...(buckets ? [`${buckets} bucket(s)`] : []), ...others].join(' and ');
+  const ids = paused.length > 1 ? ` (activity ids ${paused.map((a) => a.activityId).join(', ')})` : '';
+  const command = `temporal activity unpause ${workflowArgs(workflowId, connection)} --activity-id ${shellWord(paused[0]!.activityId)}`;
+  return `${what} paused${ids}: the run waits, holding its locks, until ${paused.length > 1 ? 'each is' : 'it is'} unpaused: ${command}`;
+}
+
+/** How a note names a paused activity other than a bucket. */
+const PAUSED_STEP: Partial<Record<string, string>> = { planCompaction: 'the planning', loadPlan: 'the plan loading', rebuildCatalog: 'the catalog rebuild' };
 
 /**
  * The catalog rebuild's attempt, when it has been due for over SILENT_MS without a worker taking it: after
@@ -351,6 +386,10 @@ export interface InterruptedCompaction {
 const PENDING_ACTIVITY_STATE_STARTED = 2;
 /** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED. */
 const PENDING_ACTIVITY_STATE_SCHEDULED = 1;
+/** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_PAUSED. */
+const PENDING_ACTIVITY_STATE_PAUSED = 4;
+/** temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_PAUSE_REQUESTED: the attempt runs until its next heartbeat stops it. */
+const PENDING_ACTIVITY_STATE_PAUSE_REQUESTED = 5;
 
 /** google.protobuf.Timestamp as the SDK's protos carry it (seconds may be a Long). */
 interface Timestamp {
