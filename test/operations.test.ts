@@ -1105,6 +1105,20 @@ describe('cancel through the CLI', () => {
   });
 });
 
+describe('a run refused for a second input', () => {
+  it('is passed over by status like other runs that stopped before a plan, not offered a resume (a probe found `temporal workflow start --input … --input …` warned of)', async () => {
+    const fx = await makeFixture('second-input');
+    // What `temporal workflow start` with two --input flags starts: the second stands where a continuation carries its plan.
+    const refused = await h.client.workflow.start('compactWarehouse', {
+      taskQueue,
+      workflowId: `second-input-${Date.now()}`,
+      args: [{ warehouse: fx.warehouse, catalog: fx.catalog }, { x: 1 }],
+    });
+    await assert.rejects(refused.result(), (err: Error) => err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === FailureTypes.invalidInput);
+    assert.equal((await statusWarning(fx.warehouse)).warning, '', 'a run refused at its input compacted nothing');
+  });
+});
+
 describe('progress', () => {
   it('the progress query, the UI details and the activity summaries follow the run', async () => {
     const fx = await makeFixture('progress');

@@ -492,7 +492,9 @@ async function whatRunDid(
     const response = await historyPage(client, run.workflowId, run.runId, 200, nextPageToken);
     if (!response) return { planned: true, rebuilt: false };
     for (const event of response.history?.events ?? []) {
-      const carried = event.workflowExecutionStartedEventAttributes?.input?.payloads?.[1];
+      const started = event.workflowExecutionStartedEventAttributes;
+      // Only a continuation carries a plan: a run started with a second argument is refused before it plans, as the workflow checks.
+      const carried = started?.continuedExecutionRunId ? started.input?.payloads?.[1] : undefined;
       if (carried) {
         planned = true;
         planId = planIdOf((await decodeHistoryPayload<{ plan?: unknown }>(client, carried))?.plan);
