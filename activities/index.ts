@@ -158,7 +158,8 @@ function stopCause(details: ActivityCancellationDetails | undefined): string | u
   if (details?.timedOut) return 'its heartbeat timeout (the server runs another attempt)';
   if (details?.paused) return 'a pause of the activity';
   if (details?.reset) return 'a reset of the activity';
-  if (details?.notFound) return 'the server no longer knowing the attempt (its run terminated or timed out?)';
+  // The server answers so for every attempt it has dropped, whatever dropped it: not only its run's end.
+  if (details?.notFound) return "the server no longer knowing the attempt (its run terminated, reset or timed out, or the attempt's own timeout passed)";
   return details?.cancelRequested ? undefined : 'a cancellation';
 }
 

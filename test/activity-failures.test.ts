@@ -78,7 +78,7 @@ test("a bucket attempt stopped by its run's end (the server no longer knows it) 
   });
   await assert.rejects(env.run(activities.compactBucket, await bucketRequest(fx.warehouse, 'cell00000', 2015, 'stopped-logged')));
   const line = logged.find((m) => m.includes(' stopped in phase '));
-  assert.match(line ?? logged.join('\n'), /^bucket grid_partition=cell00000\/year=2015 stopped in phase dedup by the server no longer knowing the attempt \(its run terminated or timed out\?\)$/);
+  assert.match(line ?? logged.join('\n'), /^bucket grid_partition=cell00000\/year=2015 stopped in phase dedup by the server no longer knowing the attempt \(its run terminated, reset or timed out, or the attempt's own timeout passed\)$/);
 });
 
 test('on a dev server the next attempt sees the count: an out-of-memory after another failure is retried, the second one is not', async () => {
