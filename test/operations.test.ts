@@ -912,8 +912,14 @@ describe('cancel through the CLI', () => {
       const cancelled = await cancelAfterFirstBucket(handle, first, queue);
       second = cancelled.second;
       const { planId, stdout } = cancelled;
-      const hint = /^\S+ CANCELLED: \d+ of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(stdout)?.[1];
+      const [, done, hint] = /^\S+ CANCELLED: (\d+) of 12 buckets done; finish it with earthcatalog-compact (.*)$/m.exec(stdout) ?? [];
       assert.equal(hint, `resume --warehouse ${fx.warehouse} --catalog ${fx.catalog} --plan ${planId} --max-parallel 1 --lock-timeout 600 --address ${h.address} --namespace ${h.namespace} --task-queue ${queue}`, stdout);
+      // A second cancel has nothing to stop and says what finishes the run, as the first did (a probe found it saying nothing more, its --json without error, plan or command).
+      const already = await cli(['cancel', '--workflow-id', workflowId]);
+      assert.equal(already.stdout.trim(), `${workflowId} already CANCELLED: nothing to cancel; ${done} of 12 buckets done; finish it with earthcatalog-compact ${hint}`);
+      const alreadyJson = JSON.parse((await cli(['cancel', '--workflow-id', workflowId, '--json'])).stdout) as Record<string, unknown>;
+      assert.deepEqual({ ...alreadyJson, error: undefined }, { workflowId, status: 'CANCELLED', alreadyEnded: true, planId, command: `earthcatalog-compact ${hint}`, error: undefined });
+      assert.equal(alreadyJson.error, `workflow was cancelled; ${done} of 12 buckets done; finish it with earthcatalog-compact ${hint}`);
       // Run exactly as printed (cli() would add this file's task queue).
       const resumed = JSON.parse((await run(process.execPath, [path.join(REPO_ROOT, 'bin', 'earthcatalog-compact'), ...hint!.split(' '), '--json'], { cwd: REPO_ROOT })).stdout) as CompactionSummary;
       assert.equal(resumed.planId, planId);
@@ -926,9 +932,10 @@ describe('cancel through the CLI', () => {
       );
       assert.match(watched, new RegExp(`^${workflowId} CANCELLED: workflow was cancelled; \\d+ of 12 buckets done; a later run, \\S+, finished its plan at \\S+: there is nothing to resume$`, 'm'));
       const again = await cli(['cancel', '--workflow-id', workflowId]);
-      assert.equal(again.stdout.trim(), `${workflowId} already CANCELLED: nothing to cancel`);
-      const againJson = await cli(['cancel', '--workflow-id', workflowId, '--json']);
-      assert.deepEqual(JSON.parse(againJson.stdout), { workflowId, status: 'CANCELLED', alreadyEnded: true });
+      assert.match(again.stdout.trim(), new RegExp(`^${workflowId} already CANCELLED: nothing to cancel; ${done} of 12 buckets done; a later run, \\S+, finished its plan at \\S+: there is nothing to resume$`));
+      const againJson = JSON.parse((await cli(['cancel', '--workflow-id', workflowId, '--json'])).stdout) as Record<string, unknown>;
+      assert.deepEqual({ ...againJson, error: undefined }, { workflowId, status: 'CANCELLED', alreadyEnded: true, planId, error: undefined });
+      assert.match(String(againJson.error), /^workflow was cancelled; \d+ of 12 buckets done; a later run, \S+, finished its plan at \S+: there is nothing to resume$/);
     } finally {
       await first.stop().catch(() => undefined);
       await second?.stop();

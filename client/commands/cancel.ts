@@ -26,14 +26,14 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     const connection = connectionFlagsOf(values);
     const stopped = { workflowId, runId: before.runId, taskQueue: before.taskQueue };
     if (before.status.name !== 'RUNNING') {
-      const clean = before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED';
-      // Failed, terminated or timed out: what it left and the command that finishes it, as for a run this command stops.
-      const ended = clean ? undefined : await howItEnded(client, handle, stopped, before.status.name, connection);
+      // Cancelled (by an earlier cancel, the Web UI), failed, terminated or timed out: what it left and the
+      // command that finishes it, as for a run this command stops; only a completed run left nothing.
+      const ended = before.status.name === 'COMPLETED' ? undefined : await howItEnded(client, handle, stopped, before.status.name, connection);
       say(
         `${workflowId} already ${before.status.name}: nothing to cancel${ended ? `; ${ended.outcome.text}` : ''}`,
         endedLine(workflowId, before.status.name, ended?.error, ended?.outcome, { alreadyEnded: true }),
       );
-      return clean ? 0 : 1;
+      return before.status.name === 'CANCELLED' || before.status.name === 'COMPLETED' ? 0 : 1;
     }
     await handle.cancel();
     if (values['no-wait']) {
