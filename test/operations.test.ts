@@ -814,10 +814,19 @@ describe('the CLI when nobody serves the run', () => {
       // `cancel` of a run nobody serves waits for it, and says why it waits.
       const canceller = spawn(process.execPath, cliArgv(['cancel', '--workflow-id', workflowId]), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
       let cancelStderr = '';
-      canceller.stderr.on('data', (d: Buffer) => (cancelStderr += d.toString()));
+      // When each line came: the notice is due 15 s after the request, not once a query started then has waited its 10 s too.
+      const seen = new Map<string, number>();
+      canceller.stderr.on('data', (d: Buffer) => {
+        cancelStderr += d.toString();
+        for (const l of cancelStderr.split('\n')) if (!seen.has(l)) seen.set(l, Date.now());
+      });
       const cancelExited = new Promise<number | null>((resolve) => canceller.on('exit', (code) => resolve(code)));
       try {
-        const notice = await waitFor('cancel telling why the run does not stop', async () => cancelStderr.split('\n').find((l) => l.includes('has not stopped')));
+        const notice = await waitFor('cancel telling why the run does not stop', async () => cancelStderr.split('\n').find((l) => l.includes('has not stopped') && l.endsWith('still waiting')));
+        const requested = [...seen].find(([l]) => l.startsWith(`cancellation of ${workflowId} requested`))?.[1];
+        assert.ok(requested !== undefined, cancelStderr);
+        const after = seen.get(notice)! - requested;
+        assert.ok(after >= 15_000 && after < 19_000, `the notice came ${after} ms after the request`);
         assert.match(notice, new RegExp(`${workflowId} has not stopped 15 s after the request \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
         // No worker ever ran it: terminating it is safe, and the only way to end it without one.
         assert.ok(

@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { connectionFlags, parse, UsageError, workflowArgs } from '../cli-args';
 import { connectClient, resolveTarget } from '../connection';
-import { NO_ANSWER_MS, queryProgress } from '../start-compaction';
+import { NO_ANSWER_MS, QUERY_DEADLINE_MS, queryProgress } from '../start-compaction';
 import { bucketsDone, connectionFlagsOf, endedLine, everServed, failedWorkflowTaskAttempts, howItEnded, noAnswer, recentWorkflowPollers, runningCompactions, waitUntilClosed } from './status';
 
 export const cancelUsage = `earthcatalog-compact cancel [--workflow-id ID] [--no-wait] [--json] [--address host:port] [--namespace NS] [--task-queue Q]
@@ -43,12 +43,19 @@ export async function runCancelCommand(argv: string[]): Promise<number> {
     console.error(`cancellation of ${workflowId} requested; waiting for the run to end (buckets in flight stop at their next step)`);
     const requestedAt = Date.now();
     let told = false;
+    let asked: { answered?: boolean } | undefined;
     // A run acts on the request only through a worker: with none on its queue it waits, and so would this command, silently.
     const status = await waitUntilClosed(handle, async () => {
-      if (told || Date.now() - requestedAt < NO_ANSWER_MS) return;
+      const since = Date.now() - requestedAt;
+      // Asked QUERY_DEADLINE_MS ahead, beside the polling, so an unanswered query has given up by NO_ANSWER_MS, when the notice is due.
+      if (!asked && since >= NO_ANSWER_MS - QUERY_DEADLINE_MS) {
+        const ask: { answered?: boolean } = (asked = {});
+        void queryProgress(handle).then((p) => (ask.answered = p !== undefined));
+      }
+      if (told || asked?.answered !== false || since < NO_ANSWER_MS) return;
       told = true;
-      const [desc, progress] = await Promise.all([handle.describe(), queryProgress(handle)]);
-      if (progress || desc.status.name !== 'RUNNING') return;
+      const desc = await handle.describe();
+      if (desc.status.name !== 'RUNNING') return;
       // Started on a queue no worker serves (a typo in --task-queue, say): the cancel would wait forever, and terminating is safe.
       const unserved = (await everServed(client, workflowId, desc.runId)) ? '' :
         `; no worker has run it yet, so it holds no lock and made no plan: a worker on ${desc.taskQueue} ends it at once, or end it now with ` +
