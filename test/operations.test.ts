@@ -826,7 +826,8 @@ describe('the CLI when nobody serves the run', () => {
         const requested = [...seen].find(([l]) => l.startsWith(`cancellation of ${workflowId} requested`))?.[1];
         assert.ok(requested !== undefined, cancelStderr);
         const after = seen.get(notice)! - requested;
-        assert.ok(after >= 15_000 && after < 19_000, `the notice came ${after} ms after the request`);
+        // Before, the notice could not come before 25 s (a query started at 15 s, waited for 10): the bound leaves a loaded machine room.
+        assert.ok(after >= 15_000 && after < 23_000, `the notice came ${after} ms after the request`);
         assert.match(notice, new RegExp(`${workflowId} has not stopped 15 s after the request \\(no progress answer within 10 s: is a worker running on task queue ${idle}\\?`));
         // No worker ever ran it: terminating it is safe, and the only way to end it without one.
         assert.ok(
