@@ -1280,6 +1280,28 @@ describe('compactBucket', () => {
         match: new RegExp(`spells the column '${column}' as '${as}'.*Nothing of the bucket was changed`),
         culprit: 1,
       })),
+      // DuckDB reads a nameless column as C<position>: compacted, one producer column became another in the table.
+      {
+        name: 'a column without a name',
+        damage: async (root, inputs) => {
+          await addColumnCopy(path.join(root, inputs[2]!.key), 'platform', '');
+          return resized(root, inputs, 2);
+        },
+        match: /has a column without a name \(its column \d+\), which DuckDB would write as 'C\d+'/,
+        culprit: 2,
+      },
+      {
+        name: "a column without a name beside one named as DuckDB would name it (DuckDB's read fails)",
+        damage: async (root, inputs) => {
+          const file = path.join(root, inputs[2]!.key);
+          await addColumnCopy(file, 'platform', '');
+          const described = await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
+          await addColumnCopy(file, 'platform', String(described.at(-1)!.column_name));
+          return resized(root, inputs, 2);
+        },
+        match: /has a column without a name/,
+        culprit: 2,
+      },
       {
         name: 'columns id and ID in one file',
         damage: async (root, inputs) => {
@@ -1338,6 +1360,24 @@ describe('compactBucket', () => {
       return true;
     });
     assert.deepEqual(await fs.readdir(path.dirname(second)), before, 'nothing written or deleted');
+  });
+
+  test("names differing in the case of non-ASCII letters only (höhe, hÖhe; Öl, öl in one file), which DuckDB and readers keep apart, compact as two columns", async () => {
+    const { root, store } = await newWarehouse();
+    const inputs = await writeBucket(root, dedupParts());
+    for (const [n, name] of [[0, 'höhe'], [1, 'hÖhe']] as const) {
+      const file = path.join(root, inputs[n]!.key);
+      const staged = path.join(scratchRoot, `non-ascii-${n}.parquet`);
+      await fs.rename(file, staged);
+      await session.exec(`COPY (SELECT *, ${n + 1} AS "${name}" FROM read_parquet(${sqlString(staged)})) TO ${sqlString(file)} (FORMAT parquet)`);
+      inputs[n]!.size = (await fs.stat(file)).size;
+    }
+    await addColumnCopy(path.join(root, inputs[2]!.key), 'platform', 'Öl');
+    await addColumnCopy(path.join(root, inputs[2]!.key), 'platform', 'öl');
+    inputs[2]!.size = (await fs.stat(path.join(root, inputs[2]!.key))).size;
+    const { result } = await compact(store, inputs);
+    const columns = (await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(path.join(root, result.outputKey))})`)).map((r) => String(r.column_name));
+    for (const name of ['höhe', 'hÖhe', 'Öl', 'öl']) assert.ok(columns.includes(name), `${name} in ${columns.join(', ')}`);
   });
 
   test('a type conflict across many inputs names ten of them and counts the rest (the message travels in the run\'s summary)', async () => {

@@ -39,6 +39,7 @@ import {
   assertCompatibleSchemas,
   assertUsableColumns,
   valuelessParts,
+  foldCase,
   findUnreadableInput,
   unionCastFailure,
   readInputSchema,
@@ -570,8 +571,8 @@ async function outputColumns(a: Attempt, inputs: readonly LocalInput[], schemas:
   const table = a.opts.tableTypes ?? {};
   const renames = a.opts.tableRenames ?? {};
   if (Object.keys(table).length === 0 && Object.keys(renames).length === 0) return output;
-  const omitted = new Set(output.omitted.map((c) => c.toLowerCase()));
-  let union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(c.name.toLowerCase()));
+  const omitted = new Set(output.omitted.map((c) => foldCase(c)));
+  let union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(foldCase(c.name)));
   output.merged = renamedColumnMerges(union, schemas, renames);
   const mergedAway = new Set(output.merged.values());
   output.omitted.push(...mergedAway);

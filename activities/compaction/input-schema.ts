@@ -36,7 +36,7 @@ const INTERNAL_PREFIX = '__ec_';
 
 /** What a column of this name would be taken for, if the compaction cannot keep it apart. */
 function reservedNameClash(name: string): string | undefined {
-  const lower = name.toLowerCase();
+  const lower = foldCase(name);
   if (RESERVED_COLUMNS.has(lower)) return "DuckDB's row positions (it would pick the wrong rows)";
   if (lower.startsWith(INTERNAL_PREFIX)) return 'its own working columns';
   return undefined;
@@ -45,14 +45,41 @@ function reservedNameClash(name: string): string | undefined {
 /** The columns the compaction deduplicates and sorts by, which the catalog and its readers also look up by exact name. */
 const KEY_COLUMNS = ['id', 'updated', 'platform', 'datetime'] as const;
 
+/**
+ * A column name as DuckDB matches it: it ignores the case of ASCII letters only (`ärger` and `ÄRGER` are
+ * two columns to it, as to every reader), so JavaScript's toLowerCase would merge names DuckDB keeps apart.
+ */
+export function foldCase(name: string): string {
+  return name.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+}
+
 /** DuckDB renames the second of two columns whose names match case-insensitively `name_1` (and `name_1_1`…). */
 const DEDUPLICATED_NAME = /_\d+$/;
 
 /** Names that occur more than once when case is ignored, as first written. */
 function repeatedNames(names: readonly string[]): string[] {
   const seen = new Map<string, string[]>();
-  for (const n of names) seen.set(n.toLowerCase(), [...(seen.get(n.toLowerCase()) ?? []), n]);
+  for (const n of names) seen.set(foldCase(n), [...(seen.get(foldCase(n)) ?? []), n]);
   return [...seen.values()].filter((spellings) => spellings.length > 1).flat();
+}
+
+/** DuckDB reads a column without a name as `C<position>`. */
+const NAMELESS_COLUMN = /^C\d+$/;
+
+/**
+ * Refuses a file with a column whose name is empty, as the footer has it: DuckDB reads it as `C<position>`,
+ * so the output would carry a column of another name than the file's (and than a bucket of that file
+ * alone, which is not compacted, gives the table), one producer column becoming several in the table.
+ */
+async function assertNamedColumns(input: LocalInput): Promise<void> {
+  const footer = await readParquetFooter(new LocalWarehouseStore(path.dirname(input.path)), path.basename(input.path), input.size);
+  const nameless = footer.columns.findIndex((c) => c.name === '');
+  if (nameless < 0) return;
+  throw new BadBucketDataError(
+    `input ${input.key} has a column without a name (its column ${nameless + 1}), which DuckDB would write as 'C${nameless}'; ` +
+      'give it a name in the file. Nothing of the bucket was changed',
+    [input.key],
+  );
 }
 
 /** DuckDB's error about one input, naming it, cut to what fits a bucket's failure reason. */
@@ -71,6 +98,12 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
       `DESCRIBE SELECT * FROM read_parquet(${sqlString(input.path)}, hive_partitioning = false)`,
     );
   } catch (err) {
+    // A name DuckDB gave a nameless column may be one the file has too.
+    if (/duplicate column name/i.test(String(err))) {
+      await assertNamedColumns(input);
+      // The file's names themselves: every attempt would fail the same way.
+      throw new BadBucketDataError(`input ${input.key} has column names DuckDB cannot read: ${briefly(err, input)}`, [input.key]);
+    }
     // Memory, an interruption or the OS (a vanished or unreadable path) is retried, never blamed on the file.
     if (!isDamagedFileError(err)) throw err;
     throw new BadBucketDataError(`input ${input.key} is not a readable Parquet file: ${briefly(err, input)}`, [input.key]);
@@ -78,8 +111,9 @@ export async function readInputSchema(session: DuckSession, input: LocalInput): 
   const columns = new Map<string, { name: string; type: string }>();
   for (const r of rows) {
     const name = String(r.column_name);
-    columns.set(name.toLowerCase(), { name, type: String(r.column_type) });
+    columns.set(foldCase(name), { name, type: String(r.column_type) });
   }
+  if ([...columns.values()].some((c) => NAMELESS_COLUMN.test(c.name))) await assertNamedColumns(input);
   // Readers count a file's rows by its row groups, not by the footer's total: a file whose total says 0
   // while its row groups hold rows is not empty (withoutEmptyInputs would delete it unread).
   const [meta] = await session.rows(
@@ -189,7 +223,7 @@ export async function assertCompatibleSchemas(
     const typed = [];
     for (const use of uses) if (!(await holdsNoValue(session, paths.get(use.key)!, use.name))) typed.push(use);
     const families = new Set(typed.map((u) => typeFamily(u.type)));
-    union ??= new Map((await unionColumns(session, inputs)).map((c) => [c.name.toLowerCase(), c.type]));
+    union ??= new Map((await unionColumns(session, inputs)).map((c) => [foldCase(c.name), c.type]));
     const unionType = union.get(column);
     // With no file holding a value any type loses nothing; otherwise the union must keep the typed files' type.
     if (unionType !== undefined && (families.size === 0 || (families.size === 1 && families.has(typeFamily(unionType))))) continue;
@@ -451,9 +485,9 @@ export async function valuelessParts(session: DuckSession, inputs: readonly Loca
   }
   if (nested.length === 0) return { omitted: columns, casts, merged: new Map() };
   for (const c of await unionColumns(session, inputs)) {
-    if (!nested.includes(c.name.toLowerCase())) continue;
+    if (!nested.includes(foldCase(c.name))) continue;
     const union = tryParseDuckType(c.type);
-    const list = uses.get(c.name.toLowerCase())!;
+    const list = uses.get(foldCase(c.name))!;
     const typed = list.flatMap((use) => {
       const type = tryParseDuckType(use.type);
       return type ? [{ use, type }] : [];

@@ -9,7 +9,7 @@ import type { FooterColumn } from '../catalog/parquet-footer';
 import type { IcebergSchema, MappedField } from '../catalog/iceberg-schema';
 import { BadBucketDataError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
-import { columnUses, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
+import { columnUses, foldCase, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
 /** The table's top-level `long` and `double` columns by exact name: what compaction can convert to. */
 export type TableNumberTypes = Readonly<Record<string, 'long' | 'double'>>;
@@ -42,7 +42,7 @@ export function tableRenames(schema: IcebergSchema, nameMapping: string | undefi
     const entry = (entries as Partial<MappedField>[]).find((e) => e?.['field-id'] === f.id);
     for (const name of Array.isArray(entry?.names) ? entry.names : []) {
       // A name another column has now is that column's; one differing only in case is the union's own business (spelled differently).
-      if (typeof name === 'string' && !current.has(name) && name.toLowerCase() !== f.name.toLowerCase()) renames[name] = f.name;
+      if (typeof name === 'string' && !current.has(name) && foldCase(name) !== foldCase(f.name)) renames[name] = f.name;
     }
   }
   return renames;
@@ -56,19 +56,19 @@ export function tableRenames(schema: IcebergSchema, nameMapping: string | undefi
  */
 export function renamedColumnMerges(union: readonly UnionColumn[], schemas: readonly InputSchema[], renames: TableRenames): Map<string, string> {
   const merged = new Map<string, string>();
-  const byLower = new Map(union.map((c) => [c.name.toLowerCase(), c]));
+  const byLower = new Map(union.map((c) => [foldCase(c.name), c]));
   const uses = columnUses(schemas);
   for (const [old, current] of Object.entries(renames)) {
-    const from = byLower.get(old.toLowerCase());
-    const to = byLower.get(current.toLowerCase());
+    const from = byLower.get(foldCase(old));
+    const to = byLower.get(foldCase(current));
     if (!from || !to) continue;
     if (from.type !== to.type) {
       const holders = (lower: string) => listSome((uses.get(lower) ?? []).map((u) => `${u.key} (${u.type})`), 3);
       throw new BadBucketDataError(
         `the table's column '${current}' was renamed from '${old}', and the bucket's files hold both names with different types ` +
-          `('${old}' ${from.type}: ${holders(old.toLowerCase())}; '${current}' ${to.type}: ${holders(current.toLowerCase())}), so they cannot be written as one column. ` +
+          `('${old}' ${from.type}: ${holders(foldCase(old))}; '${current}' ${to.type}: ${holders(foldCase(current))}), so they cannot be written as one column. ` +
           'Rewrite the files of one name with the type of the other. Nothing of the bucket was changed',
-        [...new Set([...(uses.get(old.toLowerCase()) ?? []), ...(uses.get(current.toLowerCase()) ?? [])].map((u) => u.key))],
+        [...new Set([...(uses.get(foldCase(old)) ?? []), ...(uses.get(foldCase(current)) ?? [])].map((u) => u.key))],
       );
     }
     merged.set(to.name, from.name);
@@ -101,7 +101,7 @@ export async function tableTypeCasts(
   for (const c of union) {
     const wanted = Object.hasOwn(table, c.name) ? table[c.name] : undefined;
     const family = typeFamily(c.type);
-    const list = uses.get(c.name.toLowerCase()) ?? [];
+    const list = uses.get(foldCase(c.name)) ?? [];
     if (wanted === 'double' && family === 'integer' && (await integersExactAsDouble(session, paths, list))) casts.set(c.name, 'DOUBLE');
     if (wanted === 'long' && family === 'float' && (await floatsWholeLongs(session, paths, list))) casts.set(c.name, 'BIGINT');
   }

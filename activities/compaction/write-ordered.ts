@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { rowPosition, scanInputs } from './bucket-sql';
 import { isOutOfMemory, openDuckSession, sqlString, type DuckSession } from './duckdb-session';
 import { firstLine } from '../error-text';
-import { outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
+import { foldCase, outputStar, unionColumns, type InputSchema, type LocalInput, type UnionColumn, type OutputColumns } from './input-schema';
 import type { KvEntry } from './output-metadata';
 import { finalWriteOptions, MIN_ROW_GROUP_ROWS, oneRowGroupRows, type RowGroupSize } from './output-format';
 import { appendParquetFiles, sameParquetSchema, type AppendPart } from './parquet-append';
@@ -231,9 +231,9 @@ class RangeWrite {
   ): Promise<RangeWrite> {
     const lanes = outOfCoreThreads(plan);
     const chunkRows = rangeChunkRows(plan);
-    const omitted = new Set(plan.output.omitted.map((c) => c.toLowerCase()));
+    const omitted = new Set(plan.output.omitted.map((c) => foldCase(c)));
     const columns = (await unionColumns(session, inputs))
-      .filter((c) => !omitted.has(c.name.toLowerCase()))
+      .filter((c) => !omitted.has(foldCase(c.name)))
       .map((c) => {
         const other = plan.output.merged.get(c.name);
         return { ...c, type: plan.output.casts.get(c.name) ?? c.type, ...(other === undefined ? {} : { alsoFrom: other }) };
