@@ -1994,6 +1994,28 @@ describe('compactBucket', () => {
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
   });
 
+  test('an out-of-memory failure of a few rows of many columns says the columns need the memory and the budget they need (smaller ranges cannot help)', async () => {
+    const { root, store } = await newWarehouse();
+    const extra = Array.from({ length: 1000 }, (_, i) => `'v' || i || '_${i}' AS "p_${i}"`).join(', ');
+    const inputs: PlannedFile[] = [];
+    await fs.mkdir(path.join(root, PREFIX), { recursive: true });
+    for (let f = 0; f < 2; f++) {
+      const key = `${PREFIX}/part_wide_${f}.parquet`;
+      await session.exec(
+        `COPY (SELECT 'id' || (i % 3) AS id, TIMESTAMPTZ '2022-01-01' + INTERVAL (i + ${f * 10}) MINUTE AS updated, TIMESTAMPTZ '2022-01-01' AS datetime,
+                      'p' AS platform, ${sqlString(CELL)} AS grid_partition, ${extra} FROM range(4) t(i)) TO ${sqlString(path.join(root, key))} (FORMAT parquet)`,
+      );
+      inputs.push({ key, size: (await fs.stat(path.join(root, key))).size });
+    }
+    await assert.rejects(compact(store, inputs, { memoryLimitMb: 128, threads: 2 }), (err: Error) => {
+      assert.ok(err instanceof BucketMemoryError, `${err.name}: ${err.message}`);
+      assert.match(err.message, /Its rows have 1005 columns, and DuckDB's memory grows with the columns whatever the rows: give a budget of about 768 MB \(0\.75 MB per column\)/);
+      return true;
+    });
+    assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'inputs kept, no output');
+    assert.doesNotMatch(new BucketMemoryError(PREFIX, 512, 2, 1, 'Out of Memory Error', undefined, 1005).message, /columns/, 'not said when the budget is that already');
+  });
+
   test('an out-of-memory failure names the largest input row group when it holds a quarter of the limit or more (DuckDB decodes it whole)', async () => {
     const root = await makeTempDir('ec-row-groups');
     const file = (name: string) => path.join(root, name);

@@ -44,6 +44,14 @@ export class InvalidBucketRequestError extends Error {
   }
 }
 
+/** From which number of columns a bucket's memory is told by its columns (BucketMemoryError). */
+const WIDE_COLUMNS = 500;
+/**
+ * Budget per column a bucket of a few rows needed on two threads (session 52: 1,000 columns failed at 512 MB
+ * and compacted at 1,024; 2,000 at 1,536; 3,000 at 2,048, not at 1,024).
+ */
+const MB_PER_COLUMN = 0.75;
+
 /**
  * DuckDB ran out of its memory limit on this bucket. The same inputs under the same limit fail the
  * same way, so after one retry (a transient peak) the bucket is reported for a larger budget.
@@ -56,6 +64,8 @@ export class BucketMemoryError extends Error {
     bytesIn: number,
     cause: string,
     largest?: { key: string; rowGroup: number; bytes: number; rows: number },
+    /** Columns of the bucket's rows (the union of its inputs). */
+    columns?: number,
   ) {
     const mb = (bytes: number) => (bytes / (1024 * 1024)).toFixed(0);
     // Row groups of an eighth of the limit leave room for the decode of several at once; from the file's
@@ -69,10 +79,17 @@ export class BucketMemoryError extends Error {
           `which DuckDB decodes whole (${largest.rows} row(s)): rewrite that file with smaller row groups ` +
           `(pyarrow's row_group_size=${rowsPerGroup} or fewer), or give a budget of several times that.`
         : '';
+    // DuckDB's buffers are per column and thread, whatever the rows: a bucket of a few rows of thousands of
+    // columns needs a budget by its columns (README: "Performance and memory"), which smaller ranges do not change.
+    const wanted = columns === undefined ? 0 : Math.ceil((columns * MB_PER_COLUMN) / 256) * 256;
+    const wide =
+      columns !== undefined && columns >= WIDE_COLUMNS && wanted > memoryLimitMb * 2
+        ? ` Its rows have ${columns} columns, and DuckDB's memory grows with the columns whatever the rows: give a budget of about ${wanted} MB (${MB_PER_COLUMN} MB per column).`
+        : '';
     super(
       `bucket ${bucket}: DuckDB ran out of its ${memoryLimitMb} MB memory limit (half the bucket activity's memory budget) ` +
         `compacting ${inputs} input(s) of ${mb(bytesIn)} MB; nothing was deleted. Give the workers a larger ` +
-        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and compact again: the next run plans the bucket anew.${rowGroup} DuckDB said: ${cause}`,
+        `--memory-budget-mb (EARTHCATALOG_MEMORY_BUDGET_MB) and compact again: the next run plans the bucket anew.${wide}${rowGroup} DuckDB said: ${cause}`,
     );
     this.name = 'BucketMemoryError';
   }

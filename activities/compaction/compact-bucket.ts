@@ -380,7 +380,8 @@ async function explainMergeFailure(
     const bytesIn = inputs.reduce((s, i) => s + i.size, 0);
     // Footers only; a session that cannot even read those leaves the message without the row group.
     const largest = await largestRowGroup(a.session, inputs).catch(() => undefined);
-    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, firstLine(err), largest);
+    const columns = await unionColumns(a.session, inputs).then((c) => c.length, () => undefined);
+    return new BucketMemoryError(a.bucket, a.opts.memoryLimitMb, inputs.length, bytesIn, firstLine(err), largest, columns);
   }
   if (!(err instanceof Error) || !DATA_ERROR.test(err.message)) return err;
   const changed = await unlessChanged(a, present, err);
