@@ -509,7 +509,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
             if (result.droppedRefs) {
               Context.current().log.warn(
                 `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${listSome(result.droppedRefs, MAX_REPORTED_REFS)} ` +
-                  `remain in the metadata files before ${result.metadataLocation}`,
+                  `were dropped (commits only on a branch are not in the table); they stay in the metadata files before ${result.metadataLocation} while those are kept ` +
+                  '(write.metadata.delete-after-commit.enabled removes them), and their snapshots read only the data files compaction has not deleted',
               );
             }
             if (result.partitionMismatches) {
@@ -544,6 +545,12 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   `so their ${result.rowsGone ?? 0} row(s) left the table: ${listSome(result.bucketsGone, 5)}`,
               );
             }
+            if (result.registeredAgain) {
+              Context.current().log.warn(
+                `${req.namespace}.${req.table}: ${result.registeredAgain.length} data file(s) the last rebuild registered were taken out of the table by another writer ` +
+                  `since (a delete through the table?) and are registered again, as the warehouse still holds them: ${listSome(result.registeredAgain, 5)}`,
+              );
+            }
             if (result.deleteFilesDropped) {
               Context.current().log.warn(
                 `${req.namespace}.${req.table}: the replaced table had ${result.deleteFilesDropped} delete file(s) (row-level deletes of another engine); ` +
@@ -569,6 +576,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
                   }
                 : {}),
               ...(result.bucketsGone ? { bucketsGone: result.bucketsGone.slice(0, MAX_REPORTED_UNREADABLE) } : {}),
+              ...(result.registeredAgain ? { registeredAgain: result.registeredAgain.slice(0, MAX_REPORTED_UNREADABLE) } : {}),
               ...(result.schemaEvolved
                 ? {
                     schemaEvolved: {

@@ -181,6 +181,20 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
       );
     }
   }
+  if (s.catalogRegisteredAgain?.length) {
+    const named = namedSample(s.catalogRegisteredAgain, s.catalogRegisteredAgainTotal);
+    lines.push(
+      `${named.total} data file(s) that another writer took out of the table since the last compaction (a delete through the table?) are registered again, ` +
+        `as the warehouse still holds them: rows deleted through the table are back; delete rows in the warehouse's files instead (README: "Decisions"): ${named.list}`,
+    );
+  }
+  if (s.catalogDroppedRefs?.length) {
+    const named = namedSample(s.catalogDroppedRefs, s.catalogDroppedRefsTotal);
+    lines.push(
+      `the rebuilt table has one snapshot and only main: tags and branches ${named.list} were dropped ` +
+        '(commits made only on a branch are not in the table; the old metadata files keep the refs while they are kept)',
+    );
+  }
   if (s.catalogBucketsGone?.length) {
     const named = namedSample(s.catalogBucketsGone, s.catalogBucketsGoneTotal);
     lines.push(

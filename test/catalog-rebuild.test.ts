@@ -1438,6 +1438,30 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.equal(out.row_count, baseStats.rows);
   });
 
+  test('files another writer took out of the table since the last rebuild (a delete through it), which the warehouse still holds, are named as registered again; a copy-on-write file outside the layout as dropped', async () => {
+    const wh = await copyOfBase('deleted-through-table');
+    const catalogDb = path.join(await freshDir('deleted-through-table-cat'), 'catalog.db');
+    await rebuild(wh, catalogDb);
+    const files = (await listParquet(wh)).sort();
+    const cell = /grid_partition=([^/]+)/.exec(files[0]!)![1]!;
+    const ofCell = files.filter((f) => f.startsWith(`grid_partition=${cell}/`));
+    await py(['delete', '--catalog', catalogDb, '--filter', `grid_partition == '${cell}'`]);
+    const second = await rebuild(wh, catalogDb);
+    assert.deepEqual(second.registeredAgain, ofCell, 'the files of the deleted partition');
+    assert.equal(second.dataFiles, baseStats.files, 'registered again, as the warehouse holds them');
+    const third = await rebuild(wh, catalogDb);
+    assert.equal(third.registeredAgain, undefined, 'nothing once the current snapshot is the last rebuild');
+    // A row deleted by copy-on-write: its file rewritten under the table's own data folder, outside the layout.
+    const [victim] = (await scan(catalogDb, '--select', 'id', '--ids')).ids!;
+    const [victimCell, victimId] = victim!.split('/');
+    await py(['delete', '--catalog', catalogDb, '--filter', `id == '${victimId}' and grid_partition == '${victimCell}'`]);
+    const fourth = await rebuild(wh, catalogDb);
+    assert.equal(fourth.registeredAgain?.length, 1, JSON.stringify(fourth.registeredAgain));
+    assert.ok(fourth.registeredAgain![0]!.startsWith(`grid_partition=${victimCell}/`));
+    assert.equal(fourth.droppedRegistrations?.length, 1, 'the rewritten file, outside the layout');
+    assert.equal((await scan(catalogDb, '--select', 'id')).row_count, baseStats.rows, 'the deleted row is back');
+  });
+
   test('the rebuild activity reports at most 50 dropped tags and their total, so a table with thousands stays far below the payload limit', async () => {
     const wh = await copyOfBase('many-tags');
     const catalogDb = path.join(await freshDir('many-tags-cat'), 'catalog.db');

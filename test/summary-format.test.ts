@@ -215,6 +215,21 @@ test('buckets that left the table because the warehouse no longer has them get a
   assert.doesNotMatch(formatSummary(base), /no longer in the warehouse/);
 });
 
+test("files registered again after a delete through the table, and the tags and branches the rebuild dropped, get a line each, without exit code 3", () => {
+  const s = {
+    ...base,
+    catalogRegisteredAgain: ['grid_partition=a/year=2020/compacted_p1.parquet'],
+    catalogRegisteredAgainTotal: 2,
+    catalogDroppedRefs: ['audit-2026w49', 'dev'],
+    catalogDroppedRefsTotal: 2,
+  };
+  const text = formatSummary(s);
+  assert.match(text, /^2 data file\(s\) that another writer took out of the table since the last compaction \(a delete through the table\?\) are registered again, .*rows deleted through the table are back.*: grid_partition=a\/year=2020\/compacted_p1\.parquet … and 1 more$/m);
+  assert.match(text, /^the rebuilt table has one snapshot and only main: tags and branches audit-2026w49, dev were dropped \(commits made only on a branch are not in the table/m);
+  assert.equal(exitCodeOf(s), 0);
+  assert.doesNotMatch(formatSummary(base), /registered again|tags and branches/);
+});
+
 test('buckets planned below the threshold for a Null-typed column get a line naming them, in the tense of the run, without exit code 3', () => {
   const s = { ...base, nullTypedBuckets: ['grid_partition=a/year=2020'], nullTypedBucketsTotal: 2 };
   assert.match(

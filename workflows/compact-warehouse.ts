@@ -713,6 +713,10 @@ function summarize(
     ...(cat?.bucketsGone
       ? { catalogBucketsGone: cat.bucketsGone, catalogBucketsGoneTotal: cat.bucketsGoneTotal ?? cat.bucketsGone.length, catalogRowsGone: cat.rowsGone ?? 0 }
       : {}),
+    ...(cat?.registeredAgain
+      ? { catalogRegisteredAgain: cat.registeredAgain, catalogRegisteredAgainTotal: cat.registeredAgainTotal ?? cat.registeredAgain.length }
+      : {}),
+    ...(cat?.droppedRefs ? { catalogDroppedRefs: cat.droppedRefs, catalogDroppedRefsTotal: cat.droppedRefsTotal ?? cat.droppedRefs.length } : {}),
   };
 }
 

@@ -544,6 +544,12 @@ export interface CatalogResult {
   bucketsGone?: string[];
   bucketsGoneTotal?: number;
   rowsGone?: number;
+  /**
+   * Data files the last rebuild registered that another writer's commit took out of the table since (a
+   * delete through the table), registered again as the warehouse still holds them (capped like `unreadable`).
+   */
+  registeredAgain?: string[];
+  registeredAgainTotal?: number;
   createdTable: boolean;
   /** Manifests, manifest lists (and old metadata files, where the table asks for it) no reader needs any more, deleted after the commit. */
   metadataFilesDeleted?: number;
@@ -616,6 +622,12 @@ export interface CompactionSummary {
   catalogBucketsGone?: string[];
   catalogBucketsGoneTotal?: number;
   catalogRowsGone?: number;
+  /** Files the table had lost through another writer's delete and lists again (CatalogResult.registeredAgain, capped); absent when none. */
+  catalogRegisteredAgain?: string[];
+  catalogRegisteredAgainTotal?: number;
+  /** Tags and branches of the replaced table the one-snapshot table does not keep (CatalogResult.droppedRefs, capped); absent when none. */
+  catalogDroppedRefs?: string[];
+  catalogDroppedRefsTotal?: number;
   rowsBefore: number;
   rowsAfter: number;
   duplicatesRemoved: number;

@@ -32,6 +32,7 @@ import {
   parseTableMetadata,
   rebuiltTableMetadata,
   serializeTableMetadata,
+  REBUILD_SUMMARY_KEY,
 } from './table-metadata';
 
 export interface RebuildOptions {
@@ -99,6 +100,7 @@ export async function rebuildCatalog(
   const replacedFiles = handle.pointer ? await replacedTableFiles(backend, store, base, handle.pointer.metadataLocation) : undefined;
   const dropped = replacedFiles?.dropped ?? { named: [], total: 0 };
   const gone = replacedFiles ? bucketsGone(replacedFiles.bucketRows, files, unaddressable) : undefined;
+  const registeredAgain = replacedFiles && handle.pointer ? await reRegisteredFiles(backend, store, base, handle.pointer.metadataLocation, replacedFiles.keys, files) : [];
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -148,6 +150,7 @@ export async function rebuildCatalog(
     ...(misfits.length ? { schemaMismatches: misfits } : {}),
     ...(dropped.total ? { droppedRegistrations: dropped.named, droppedRegistrationsTotal: dropped.total } : {}),
     ...(gone?.buckets.length ? { bucketsGone: gone.buckets, bucketsGoneTotal: gone.buckets.length, rowsGone: gone.rows } : {}),
+    ...(registeredAgain.length ? { registeredAgain, registeredAgainTotal: registeredAgain.length } : {}),
     createdTable: handle.pointer === undefined && !handle.existedWithoutMetadata,
     metadataFilesDeleted: cleanup.deleted,
     ...(cleanup.note ? { metadataCleanupNote: cleanup.note } : {}),
@@ -359,12 +362,13 @@ async function replacedTableFiles(
   store: WarehouseStore,
   base: TableMetadataJson,
   metadataLocation: string,
-): Promise<{ dropped: { named: UnreadableFile[]; total: number }; bucketRows: Map<string, number> }> {
+): Promise<{ dropped: { named: UnreadableFile[]; total: number }; bucketRows: Map<string, number>; keys: Set<string> }> {
   const current = currentSnapshot(base, metadataLocation);
   const named: UnreadableFile[] = [];
   const bucketRows = new Map<string, number>();
+  const keys = new Set<string>();
   let total = 0;
-  if (!current) return { dropped: { named, total }, bucketRows };
+  if (!current) return { dropped: { named, total }, bucketRows, keys };
   const keyOf = warehouseKeyOf(store.root);
   const drop = (file: UnreadableFile) => {
     if (++total <= MAX_DROPPED_NAMED) named.push(file);
@@ -374,6 +378,7 @@ async function replacedTableFiles(
       const key = keyOf(f.file_path);
       const parsed = key === undefined ? undefined : parseDataFileKey(key);
       if (key !== undefined && parsed && isSafeKey(key)) {
+        keys.add(key);
         const bucket = bucketKey(parsed.bucket);
         bucketRows.set(bucket, (bucketRows.get(bucket) ?? 0) + Number(f.record_count));
         continue;
@@ -390,7 +395,42 @@ async function replacedTableFiles(
     // The rebuild does not need the replaced table's manifests (damaged, another codec, a stat refused):
     // what could be read is reported, and the rebuild goes on.
   }
-  return { dropped: { named, total }, bucketRows };
+  return { dropped: { named, total }, bucketRows, keys };
+}
+
+/**
+ * Data files this tool's last rebuild registered that a later commit of another writer took out of the
+ * table (a delete through it: pyiceberg's, or an engine's copy-on-write, whose rewritten file lies outside
+ * the layout) and that the warehouse still holds: this rebuild registers them again, since the files are
+ * the table (SPEC), and the rows deleted through the table come back. Empty when the current snapshot is
+ * that rebuild's own, or when it cannot be read.
+ */
+async function reRegisteredFiles(
+  backend: IcebergCatalogBackend,
+  store: WarehouseStore,
+  base: TableMetadataJson,
+  metadataLocation: string,
+  currentKeys: ReadonlySet<string>,
+  files: readonly ListedDataFile[],
+): Promise<string[]> {
+  const current = currentSnapshot(base, metadataLocation);
+  const ours = (base.snapshots ?? [])
+    .filter((s) => s.summary?.[REBUILD_SUMMARY_KEY] === 'true')
+    .sort((a, b) => Number(b['sequence-number'] ?? 0) - Number(a['sequence-number'] ?? 0))[0];
+  if (!current || !ours || ours['snapshot-id'] === current['snapshot-id']) return [];
+  const listed = new Set(files.map((f) => f.obj.key));
+  const keyOf = warehouseKeyOf(store.root);
+  const again: string[] = [];
+  try {
+    for await (const f of liveDataFiles(backend, ours)) {
+      const key = keyOf(f.file_path);
+      if (key !== undefined && listed.has(key) && !currentKeys.has(key)) again.push(key);
+    }
+  } catch {
+    // Its manifests expired or unreadable: nothing to tell.
+    return [];
+  }
+  return again.sort();
 }
 
 /**

@@ -21,6 +21,10 @@
         Appends existing Parquet files in a new snapshot (pyiceberg's add_files, a fast append: the
         Python pipeline's kind of commit between two compactions). Prints {"metadata_location": ...}.
 
+    iceberg_read.py delete --catalog /abs/catalog.db [--name ...] [--table ...] --filter EXPR
+        Deletes rows through the table (pyiceberg: whole files where the filter covers them, else copy-on-write).
+        Prints {"metadata_location": ...}.
+
     iceberg_read.py rename-column --catalog /abs/catalog.db [--name ...] [--table ...] --from OLD --to NEW
         Renames a top-level column (pyiceberg keeps the old name as an alias in the name mapping).
         Prints {"metadata_location": ..., "name_mapping": ...}.
@@ -172,6 +176,13 @@ def set_statistics(args):
     print(json.dumps({"metadata_location": table.metadata_location, "snapshot_id": str(snapshot_id)}))
 
 
+def delete_rows(args):
+    """Deletes rows through the table, as an analyst would: whole files where the filter covers them, else copy-on-write."""
+    table = catalog_for(args).load_table(args.table)
+    table.delete(args.filter)
+    print(json.dumps({"metadata_location": table.metadata_location}))
+
+
 def rename_column(args):
     """Renames a top-level column, as an analyst would; pyiceberg keeps the old name in the name mapping."""
     table = catalog_for(args).load_table(args.table)
@@ -180,7 +191,7 @@ def rename_column(args):
     print(json.dumps({"metadata_location": table.metadata_location, "name_mapping": table.properties.get("schema.name-mapping.default")}))
 
 
-COMMANDS = {"rename-column": rename_column, "scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag, "set-statistics": set_statistics}
+COMMANDS = {"delete": delete_rows, "rename-column": rename_column, "scan": scan, "register": register, "add-files": add_files, "set-properties": set_properties, "create-tag": create_tag, "set-statistics": set_statistics}
 
 
 def main():
@@ -205,6 +216,8 @@ def main():
             p.add_argument("--files", required=True, help="comma-separated absolute paths of Parquet files")
         elif name == "create-tag":
             p.add_argument("--tag", action="append", required=True, help="name of a tag (repeatable: one commit)")
+        elif name == "delete":
+            p.add_argument("--filter", required=True, help="pyiceberg row filter of the rows to delete")
         elif name == "rename-column":
             p.add_argument("--from", dest="rename_from", required=True)
             p.add_argument("--to", dest="rename_to", required=True)
