@@ -1295,11 +1295,12 @@ describe('compactBucket', () => {
         damage: async (root, inputs) => {
           const file = path.join(root, inputs[2]!.key);
           await addColumnCopy(file, 'platform', '');
-          const described = await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
+          // Without hive_partitioning = false the last column DuckDB names is the path's `year`.
+          const described = await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)}, hive_partitioning = false)`);
           await addColumnCopy(file, 'platform', String(described.at(-1)!.column_name));
           return resized(root, inputs, 2);
         },
-        match: /has a column without a name/,
+        match: /has a column without a name \(its column \d+\), which DuckDB would write as 'C\d+'/,
         culprit: 2,
       },
       {
