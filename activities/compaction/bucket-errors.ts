@@ -47,8 +47,8 @@ export class InvalidBucketRequestError extends Error {
 /** From which number of columns a bucket's memory is told by its columns (BucketMemoryError). */
 const WIDE_COLUMNS = 500;
 /**
- * Budget per column a bucket of a few rows needed on two threads (session 52: 1,000 columns failed at 512 MB
- * and compacted at 1,024; 2,000 at 1,536; 3,000 at 2,048, not at 1,024).
+ * Budget per column a bucket of a few rows needed, rounded up (session 52, steps of 256 MB, two and four threads
+ * alike: 1,000 columns failed at 512 MB and compacted at 768; 1,500 at 1,024; 2,000 at 1,280; 3,000 at 2,048, not at 1,792).
  */
 const MB_PER_COLUMN = 0.75;
 
