@@ -1363,7 +1363,7 @@ describe('compactBucket', () => {
     assert.deepEqual(await fs.readdir(path.dirname(second)), before, 'nothing written or deleted');
   });
 
-  test("names differing in the case of non-ASCII letters only (höhe, hÖhe; Öl, öl in one file), which DuckDB and readers keep apart, compact as two columns", async () => {
+  test("names differing in the case of non-ASCII letters only (höhe, hÖhe; Öl, öl in one file), which DuckDB keeps apart, compact as two columns", async () => {
     const { root, store } = await newWarehouse();
     const inputs = await writeBucket(root, dedupParts());
     for (const [n, name] of [[0, 'höhe'], [1, 'hÖhe']] as const) {
