@@ -509,8 +509,8 @@ export function createActivities(resources: ActivityResources = defaultActivityR
             if (result.droppedRefs) {
               Context.current().log.warn(
                 `${req.namespace}.${req.table}: the rebuilt table has one snapshot and only main; tags and branches ${listSome(result.droppedRefs, MAX_REPORTED_REFS)} ` +
-                  `were dropped (commits only on a branch are not in the table); they stay in the metadata files before ${result.metadataLocation} while those are kept ` +
-                  '(write.metadata.delete-after-commit.enabled removes them), and their snapshots read only the data files compaction has not deleted',
+                  `were dropped (commits only on a branch are not in the table); they stay in the metadata files before ${result.metadataLocation} only while those are kept ` +
+                  '(write.metadata.delete-after-commit.enabled removes those the metadata log no longer lists), and a scan of their snapshots fails once compaction has deleted a data file they list',
               );
             }
             if (result.partitionMismatches) {
