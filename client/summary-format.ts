@@ -20,6 +20,11 @@ export function exitCodeOf(s: CompactionSummary): number {
  * of the file an integer column the table types double. The planner reads such an output again because
  * the column's type is new to the table.
  */
+/** A mismatch a compaction of the file's bucket repairs: the file holds a renamed column under its old and its new name (renamedColumnMerges). */
+function mergedByCompaction(reason: string): boolean {
+  return reason.split('; ').every((p) => /^columns '.+' and '.+' are both names of the table's column '.+' \(renamed\)/.test(p));
+}
+
 function repairedByNextRun(reason: string): boolean {
   return reason.split('; ').every((p) => /^column '.+' is (int|long) in the file, double in the table$/.test(p));
 }
@@ -143,7 +148,7 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
     const what = [added.length ? `columns added: ${added.join(', ')}` : '', widened.length ? `types widened: ${widened.join(', ')}` : ''].filter(Boolean);
     lines.push(`the files needed a new table schema (${schemaId}); ${what.join('; ')}`);
   }
-  fileLines(lines, s.schemaMismatchFiles, s.schemaMismatchFilesTotal, 'schema mismatch (registered, readers fail on it)', 'files with a schema mismatch');
+  fileLines(lines, s.schemaMismatchFiles, s.schemaMismatchFilesTotal, 'schema mismatch (registered, readers fail on it or misread it)', 'files with a schema mismatch');
   if (s.schemaMismatchFilesTotal) {
     // Which of these go away by themselves decides whether anyone has to act.
     // A bucket that failed in this run rewrote nothing. One that failed for a reason other than its data
@@ -154,7 +159,8 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
     const [stuck, waiting] = partition(inFailed, (m) => failedOn.get(bucketOf(m)) === FailureTypes.badBucketData);
     const repaired = listed.filter((m) => repairedByNextRun(m.reason)).map((m) => m.key);
     const ifWhole = listed.filter((m) => repairedIfWhole(m, s)).map((m) => m.key);
-    const others = s.schemaMismatchFilesTotal - inFailed.length - repaired.length - ifWhole.length;
+    const merged = listed.filter((m) => mergedByCompaction(m.reason));
+    const others = s.schemaMismatchFilesTotal - inFailed.length - repaired.length - ifWhole.length - merged.length;
     const these = (n: number) => (n === s.schemaMismatchFilesTotal ? 'these' : n);
     if (stuck.length) {
       lines.push(
@@ -173,8 +179,16 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
     if (ifWhole.length) {
       lines.push(`the next run rewrites ${these(ifWhole.length)} as the table types them if their values are whole (floats in a long column): ${ifWhole.join(', ')}`);
     }
+    if (merged.length) {
+      // Such a file is planned only with the threshold's other files; alone in its bucket it needs a threshold of 1.
+      const commands = merged.map((m) => {
+        const [cell, year] = [/grid_partition=([^/]+)/.exec(m.key)?.[1], /year=(\d+)/.exec(m.key)?.[1]];
+        return `${m.key} (alone in its bucket: compact --threshold 1 --cells ${cell} --years ${year})`;
+      });
+      lines.push(`the next compaction of their bucket writes the two names of a renamed column as one, under the new name: ${commands.join(', ')}`);
+    }
     if (others) {
-      const some = inFailed.length + repaired.length + ifWhole.length;
+      const some = inFailed.length + repaired.length + ifWhole.length + merged.length;
       lines.push(
         `${some ? `the other ${others}` : others === 1 ? 'it' : `these ${others}`} ${others === 1 ? 'stays' : 'stay'} unreadable until the file is rewritten: ` +
           'no run changes a value to fit the table (README: "Decisions", schema)',

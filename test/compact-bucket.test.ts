@@ -1759,7 +1759,7 @@ describe('compactBucket', () => {
     }
   });
 
-  test("a column the table renamed (the plan's tableRenames), its old name in some inputs and its new one in others, is written once under the new name on every write path; two names of different types are refused, nothing deleted", async () => {
+  test("a column the table renamed (the plan's tableRenames), its old name in some inputs and its new one in others, is written once under the new name on every write path; two names of different types, or of a key column, are refused, nothing deleted", async () => {
     // Older ingest still writes scene_1_id; the table renamed it to scene_id, which newer ingest writes.
     const renamed = (): PartDef[] =>
       dedupParts().map((part, i) =>
@@ -1788,6 +1788,22 @@ describe('compactBucket', () => {
       (err: unknown) => err instanceof BadBucketDataError && /column 'scene_id' was renamed from 'scene_1_id'.*different types/.test(err.message) && err.message.includes(inputs[0]!.key),
     );
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+    // A key column renamed (or renamed back, its other name an alias): winners and order are chosen by it, so no merge.
+    for (const [column, other, renames] of [
+      ['updated', 'upd', { updated: 'upd' }],
+      ['datetime', 'dt', { dt: 'datetime' }],
+    ] as const) {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts().map((part, i) =>
+        i === 0 ? part : { ...part, opts: { ...part.opts, omitColumns: [...(part.opts?.omitColumns ?? []), column], extraColumns: { [other]: column } } },
+      );
+      const inputs = await writeBucket(root, parts);
+      await assert.rejects(
+        compact(store, inputs, { tableRenames: renames }),
+        (err: unknown) => err instanceof BadBucketDataError && new RegExp(`deduplicates and sorts by '${column}'.*does not merge a rename of it`).test(err.message),
+      );
+      assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), `${column}: nothing deleted, no output`);
+    }
   });
 
   test('parseDuckType reads the nested types DESCRIBE prints: quoted field names, lists, arrays, maps, types with spaces or arguments', async () => {

@@ -133,7 +133,7 @@ test('a schema the files needed is reported; registered files readers cannot rea
   assert.equal(exitCodeOf(evolved), 0, 'a new column is routine');
   const misfit = { ...base, schemaMismatchFiles: [{ key: 'grid_partition=a/year=2020/p.parquet', reason: "column 'x' is string in the file, long in the table" }], schemaMismatchFilesTotal: 3 };
   const text = formatSummary(misfit);
-  assert.match(text, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/p\.parquet: column 'x' is string in the file, long in the table$/m);
+  assert.match(text, /^schema mismatch \(registered, readers fail on it or misread it\) grid_partition=a\/year=2020\/p\.parquet: column 'x' is string in the file, long in the table$/m);
   assert.match(text, /^… and 2 more files with a schema mismatch$/m);
   assert.equal(exitCodeOf(misfit), EXIT_NEEDS_ATTENTION);
 });
@@ -215,6 +215,14 @@ test('buckets that left the table because the warehouse no longer has them get a
   assert.doesNotMatch(formatSummary(base), /no longer in the warehouse/);
 });
 
+test('a file holding a renamed column under both names is told the compaction that merges them, with the command for a file alone in its bucket', () => {
+  const key = 'grid_partition=8128bffffffffff/year=2023/compacted_p1.parquet';
+  const s = { ...base, schemaMismatchFiles: [{ key, reason: "columns 'collection' and 'coll' are both names of the table's column 'coll' (renamed), and readers read only one of them" }], schemaMismatchFilesTotal: 1 };
+  const text = formatSummary(s);
+  assert.match(text, /^the next compaction of their bucket writes the two names of a renamed column as one, under the new name: grid_partition=8128bffffffffff\/year=2023\/compacted_p1\.parquet \(alone in its bucket: compact --threshold 1 --cells 8128bffffffffff --years 2023\)$/m);
+  assert.doesNotMatch(text, /stays unreadable/);
+});
+
 test("files registered again after a delete through the table, and the tags and branches the rebuild dropped, get a line each, without exit code 3", () => {
   const s = {
     ...base,
@@ -260,7 +268,7 @@ test('schema mismatches are listed with lines saying which the next run repairs 
   const text = (files: { key: string; reason: string }[], total = files.length) => formatSummary({ ...base, schemaMismatchFiles: files, schemaMismatchFilesTotal: total });
 
   const repaired = text([longInDouble]);
-  assert.match(repaired, /^schema mismatch \(registered, readers fail on it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
+  assert.match(repaired, /^schema mismatch \(registered, readers fail on it or misread it\) grid_partition=a\/year=2020\/compacted_x\.parquet: column 'n' is long in the file, double in the table$/m);
   assert.match(repaired, /^the next run rewrites these as the table types them if each integer is exactly a double, up to 2\^53 in magnitude \(integers in a double column\): grid_partition=a\/year=2020\/compacted_x\.parquet$/m);
   assert.doesNotMatch(repaired, /stay/);
   const stays = text([doubleInLong]);

@@ -166,7 +166,7 @@ export class SchemaEvolution {
       if (other !== undefined) {
         problems.push(
           `columns '${prefix}${other}' and '${path}' are both names of the table's column '${prefix}${field.name}' (renamed), and readers read only one ` +
-            'of them, the other as null: a compaction of the bucket merges them; a file alone in its bucket must be rewritten with one of them',
+            'of them, the other as null: a compaction of the bucket merges them (a file alone in its bucket: compact with --threshold 1 for its cell and year)',
         );
         continue;
       }

@@ -43,7 +43,7 @@ function reservedNameClash(name: string): string | undefined {
 }
 
 /** The columns the compaction deduplicates and sorts by, which the catalog and its readers also look up by exact name. */
-const KEY_COLUMNS = ['id', 'updated', 'platform', 'datetime'] as const;
+export const KEY_COLUMNS: readonly string[] = ['id', 'updated', 'platform', 'datetime'];
 
 /**
  * A column name as DuckDB matches it: it ignores the case of ASCII letters only (`ärger` and `ÄRGER` are

@@ -9,7 +9,7 @@ import type { FooterColumn } from '../catalog/parquet-footer';
 import type { IcebergSchema, MappedField } from '../catalog/iceberg-schema';
 import { BadBucketDataError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
-import { columnUses, foldCase, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
+import { KEY_COLUMNS, columnUses, foldCase, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
 /** The table's top-level `long` and `double` columns by exact name: what compaction can convert to. */
 export type TableNumberTypes = Readonly<Record<string, 'long' | 'double'>>;
@@ -62,6 +62,17 @@ export function renamedColumnMerges(union: readonly UnionColumn[], schemas: read
     const from = byLower.get(foldCase(old));
     const to = byLower.get(foldCase(current));
     if (!from || !to) continue;
+    const key = [old, current].find((name) => KEY_COLUMNS.includes(foldCase(name)));
+    if (key !== undefined) {
+      // Winners and order are chosen by the key columns as the files name them: rows under the other name
+      // would read as null there, and an older version could win.
+      throw new BadBucketDataError(
+        `the table's column '${current}' was renamed from '${old}', and the bucket's files hold both names; the compaction deduplicates and sorts by ` +
+          `'${foldCase(key)}' (${KEY_COLUMNS.join(', ')}), so it does not merge a rename of it. Rename the column back in the table ` +
+          `and write '${foldCase(key)}' in the files. Nothing of the bucket was changed`,
+        [...new Set([...(uses.get(foldCase(old)) ?? []), ...(uses.get(foldCase(current)) ?? [])].map((u) => u.key))],
+      );
+    }
     if (from.type !== to.type) {
       const holders = (lower: string) => listSome((uses.get(lower) ?? []).map((u) => `${u.key} (${u.type})`), 3);
       throw new BadBucketDataError(
