@@ -1460,6 +1460,16 @@ describe('old metadata files: each rebuild expires what the one before it replac
     assert.ok(fourth.registeredAgain![0]!.startsWith(`grid_partition=${victimCell}/`));
     assert.equal(fourth.droppedRegistrations?.length, 1, 'the rewritten file, outside the layout');
     assert.equal((await scan(catalogDb, '--select', 'id')).row_count, baseStats.rows, 'the deleted row is back');
+    // Another delete whose snapshot's files cannot be read whole: nothing is named rather than every file of the last rebuild.
+    await py(['delete', '--catalog', catalogDb, '--filter', `grid_partition == '${cell}'`]);
+    const metadata = JSON.parse(await fs.readFile(pointerRow(catalogDb)!.metadata_location.replace(/^file:\/\//, ''), 'utf8')) as {
+      'current-snapshot-id': number;
+      snapshots: { 'snapshot-id': number; 'manifest-list': string }[];
+    };
+    const list = metadata.snapshots.find((x) => x['snapshot-id'] === metadata['current-snapshot-id'])!['manifest-list'];
+    await fs.writeFile(list.replace(/^file:\/\//, ''), 'not avro');
+    const fifth = await rebuild(wh, catalogDb);
+    assert.equal(fifth.registeredAgain, undefined, 'the replaced snapshot unreadable: nothing named');
   });
 
   test('the rebuild activity reports at most 50 dropped tags and their total, so a table with thousands stays far below the payload limit', async () => {

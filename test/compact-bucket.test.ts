@@ -1785,9 +1785,53 @@ describe('compactBucket', () => {
     const inputs = await writeBucket(root, parts);
     await assert.rejects(
       compact(store, inputs, { tableRenames }),
-      (err: unknown) => err instanceof BadBucketDataError && /column 'scene_id' was renamed from 'scene_1_id'.*different types/.test(err.message) && err.message.includes(inputs[0]!.key),
+      (err: unknown) => err instanceof BadBucketDataError && /column 'scene_id' was renamed.*types that do not widen into one/.test(err.message) && err.message.includes(inputs[0]!.key),
     );
     assert.deepEqual(await keysUnder(root), inputs.map((i) => path.basename(i.key)).sort(), 'nothing deleted, no output');
+    // Renamed twice: the mapping keeps two old names, each file has one of the three.
+    const twice = { scene_1_id: 'scene_c', scene_b: 'scene_c' };
+    const threeNames = (names: readonly string[]): PartDef[] =>
+      dedupParts().map((part, i) =>
+        names[i] === 'scene_1_id' ? part : { ...part, opts: { ...part.opts, omitColumns: [...(part.opts?.omitColumns ?? []), 'scene_1_id'], extraColumns: { [names[i]!]: 'scene_1_id' } } },
+      );
+    for (const [names, target] of [
+      [['scene_1_id', 'scene_b', 'scene_c'], 'scene_c'],
+      [['scene_1_id', 'scene_b', 'scene_b'], 'scene_1_id'],
+    ] as const) {
+      for (const writePath of WRITE_PATHS) {
+        const { root, store } = await newWarehouse();
+        const inputs = await writeBucket(root, threeNames(names));
+        const { result } = await compact(store, inputs, { ...writePath.opts, tableRenames: twice });
+        const rows = await readOutputRows(path.join(root, result.outputKey));
+        const columns = Object.keys(rows[0]!).filter((c) => ['scene_1_id', 'scene_b', 'scene_c'].includes(c));
+        assert.deepEqual(columns, [target], `${writePath.name}, files of ${names.join('/')}: one column`);
+        assert.deepEqual(new Set(rows.map((r) => r[target])).has(null), false, `${writePath.name}: every row valued`);
+        assert.equal(rows.find((r) => r.id === 'D')![target], 'D-p0', `${writePath.name}: a winner of the first name keeps its value`);
+      }
+    }
+    // Integers of different widths under the two names: written as the wider, on the small and the ranked paths.
+    for (const writePath of WRITE_PATHS.slice(0, 2)) {
+      const { root, store } = await newWarehouse();
+      const parts = dedupParts().map((part, i): PartDef => {
+        const extraColumns: Record<string, string> = i === 0 ? { n_a: 'CAST(length(scene_1_id) AS INTEGER)' } : { n_b: 'CAST(length(scene_1_id) AS BIGINT)' };
+        return { ...part, opts: { ...part.opts, extraColumns } };
+      });
+      const inputs = await writeBucket(root, parts);
+      const { result } = await compact(store, inputs, { ...writePath.opts, tableRenames: { n_a: 'n_b' } });
+      const out = path.join(root, result.outputKey);
+      const described = new Map((await session.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlString(out)})`)).map((r) => [String(r.column_name), String(r.column_type)]));
+      assert.deepEqual([described.get('n_b'), described.has('n_a')], ['BIGINT', false], writePath.name);
+      // A struct under both names with a field no input gives a value (left out of each name's type): merged too.
+      const { root: root2, store: store2 } = await newWarehouse();
+      const structs = dedupParts().map((part, i) => ({
+        ...part,
+        opts: { ...part.opts, extraColumns: { [i === 0 ? 'cloud_a' : 'cloud_b']: "{'v': scene_1_id, 'n': NULL::INTEGER}" } },
+      }));
+      const structInputs = await writeBucket(root2, structs);
+      const { result: merged } = await compact(store2, structInputs, { ...writePath.opts, tableRenames: { cloud_a: 'cloud_b' } });
+      const mergedRows = await readOutputRows(path.join(root2, merged.outputKey));
+      assert.ok(!Object.keys(mergedRows[0]!).includes('cloud_a') && mergedRows.every((r) => r.cloud_b !== null), `${writePath.name}: the struct under one name`);
+    }
     // A key column renamed (or renamed back, its other name an alias): winners and order are chosen by it, so no merge.
     for (const [column, other, renames] of [
       ['updated', 'upd', { updated: 'upd' }],

@@ -1,7 +1,7 @@
 /** The run's summary as the CLI prints it: the seed's figures, then a line for each thing left for later; and its exit code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bucketsDone, interruptedWarning, silentBucketCount, silentBucketsNote, silentPlan, silentPlanNote, silentRebuild, silentRebuildNote, heartbeatTimeoutSeconds, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
+import { bucketsDone, interruptedWarning, pausedNote, silentBucketCount, silentBucketsNote, silentPlan, silentPlanNote, silentRebuild, silentRebuildNote, heartbeatTimeoutSeconds, waitingRebuild, waitingRebuildNote, warningLine } from '../client/commands/status';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CompactionEndedError, failureTypeOf } from '../client/start-compaction';
@@ -441,4 +441,13 @@ test('a run that ended without completing reaches an API caller as CompactionEnd
   const ended = new CompactionEndedError('workflow failed: no plan p in /w', failureTypeOf(planGone), { cause: planGone });
   assert.equal(ended.failureType, 'PlanNotFound');
   assert.equal(ended.cause, planGone);
+});
+
+test('a note of several paused activities gives the unpause command of each', () => {
+  const note = pausedNote('run-1', [
+    { activityId: '7', activityType: 'compactBucket' },
+    { activityId: '9', activityType: 'compactBucket' },
+  ]);
+  assert.match(note, /^2 bucket\(s\) paused \(activity ids 7, 9\): the run waits, holding its locks, until each is unpaused: /);
+  assert.match(note, /temporal activity unpause .*--activity-id 7; temporal activity unpause .*--activity-id 9$/);
 });

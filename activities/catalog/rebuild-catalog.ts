@@ -100,7 +100,8 @@ export async function rebuildCatalog(
   const replacedFiles = handle.pointer ? await replacedTableFiles(backend, store, base, handle.pointer.metadataLocation) : undefined;
   const dropped = replacedFiles?.dropped ?? { named: [], total: 0 };
   const gone = replacedFiles ? bucketsGone(replacedFiles.bucketRows, files, unaddressable) : undefined;
-  const registeredAgain = replacedFiles && handle.pointer ? await reRegisteredFiles(backend, store, base, handle.pointer.metadataLocation, replacedFiles.keys, files) : [];
+  const registeredAgain =
+    replacedFiles?.keys && handle.pointer ? await reRegisteredFiles(backend, store, base, handle.pointer.metadataLocation, replacedFiles.keys, files) : [];
 
   const metadata = rebuiltTableMetadata(base, {
     ...(evolution.changed ? { schema: { schema: evolution.schema(), lastColumnId: evolution.lastColumnId } } : {}),
@@ -362,7 +363,7 @@ async function replacedTableFiles(
   store: WarehouseStore,
   base: TableMetadataJson,
   metadataLocation: string,
-): Promise<{ dropped: { named: UnreadableFile[]; total: number }; bucketRows: Map<string, number>; keys: Set<string> }> {
+): Promise<{ dropped: { named: UnreadableFile[]; total: number }; bucketRows: Map<string, number>; keys?: Set<string> }> {
   const current = currentSnapshot(base, metadataLocation);
   const named: UnreadableFile[] = [];
   const bucketRows = new Map<string, number>();
@@ -393,7 +394,9 @@ async function replacedTableFiles(
     }
   } catch {
     // The rebuild does not need the replaced table's manifests (damaged, another codec, a stat refused):
-    // what could be read is reported, and the rebuild goes on.
+    // what could be read is reported, and the rebuild goes on. Only a whole list of its files tells which
+    // files another writer took out (reRegisteredFiles).
+    return { dropped: { named, total }, bucketRows };
   }
   return { dropped: { named, total }, bucketRows, keys };
 }

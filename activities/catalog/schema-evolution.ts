@@ -164,9 +164,14 @@ export class SchemaEvolution {
       const field = out[index]!;
       const other = namedFor.get(field.id);
       if (other !== undefined) {
+        // Compaction merges the names of renamed top-level columns only (renamedColumnMerges).
+        const remedy =
+          prefix === ''
+            ? 'a compaction of the bucket merges them (a file alone in its bucket: compact with --threshold 1 for its cell and year)'
+            : 'rewrite the file with one of them (compaction merges renamed top-level columns only)';
         problems.push(
           `columns '${prefix}${other}' and '${path}' are both names of the table's column '${prefix}${field.name}' (renamed), and readers read only one ` +
-            'of them, the other as null: a compaction of the bucket merges them (a file alone in its bucket: compact with --threshold 1 for its cell and year)',
+            `of them, the other as null: ${remedy}`,
         );
         continue;
       }

@@ -574,9 +574,13 @@ async function outputColumns(a: Attempt, inputs: readonly LocalInput[], schemas:
   if (Object.keys(table).length === 0 && Object.keys(renames).length === 0) return output;
   const omitted = new Set(output.omitted.map((c) => foldCase(c)));
   let union = (await unionColumns(a.session, inputs)).filter((c) => !omitted.has(foldCase(c.name)));
-  output.merged = renamedColumnMerges(union, schemas, renames);
-  const mergedAway = new Set(output.merged.values());
+  const { merged, types } = await renamedColumnMerges(a.session, union, schemas, renames);
+  output.merged = merged;
+  const mergedAway = new Set([...merged.values()].flat());
   output.omitted.push(...mergedAway);
+  // An old name's own cast (its valueless struct fields left out) would name it beside its exclusion.
+  for (const name of mergedAway) output.casts.delete(name);
+  for (const [name, type] of types) output.casts.set(name, type);
   // A merged column keeps the union's type: the exactness checks of tableTypeCasts read one name's values only.
   union = union.filter((c) => !mergedAway.has(c.name) && !output.merged.has(c.name));
   for (const [name, type] of await tableTypeCasts(a.session, inputs, schemas, union, table)) output.casts.set(name, type);

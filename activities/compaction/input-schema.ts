@@ -453,10 +453,10 @@ export interface OutputColumns {
    */
   casts: Map<string, string>;
   /**
-   * Columns (by the union's name) written as their value or, where null, the value of another union column
-   * (left out itself): a renamed column's old name (renamedColumnMerges).
+   * Columns (by the union's name) written as their value or, where null, the value of other union columns
+   * (left out themselves): a renamed column's other names (renamedColumnMerges).
    */
-  merged: Map<string, string>;
+  merged: Map<string, string[]>;
 }
 
 /**
@@ -544,8 +544,8 @@ function typeAt(type: DuckType, steps: readonly NestedStep[]): DuckType | undefi
 /** `alias.*` as the output writes it: without `exclude` and the omitted columns, the others cast as `output` says. */
 export function outputStar(alias: string, exclude: readonly string[], output: OutputColumns): string {
   const value = (name: string): string => {
-    const other = output.merged.get(name);
-    return other === undefined ? `${alias}.${sqlIdent(name)}` : `coalesce(${alias}.${sqlIdent(name)}, ${alias}.${sqlIdent(other)})`;
+    const others = output.merged.get(name) ?? [];
+    return others.length ? `coalesce(${[name, ...others].map((n) => `${alias}.${sqlIdent(n)}`).join(', ')})` : `${alias}.${sqlIdent(name)}`;
   };
   const replace = [...new Set([...output.casts.keys(), ...output.merged.keys()])].map((name) => {
     const type = output.casts.get(name);
@@ -590,8 +590,8 @@ export async function updatedPrecision(
 export interface UnionColumn {
   name: string;
   type: string;
-  /** Another union column whose value it takes where its own is null (OutputColumns.merged). */
-  alsoFrom?: string;
+  /** Other union columns whose value it takes where its own is null, in order (OutputColumns.merged). */
+  alsoFrom?: readonly string[];
 }
 
 /** Columns of the union of the inputs (metadata only), as read_parquet(union_by_name) lays them out. */

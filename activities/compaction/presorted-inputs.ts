@@ -25,7 +25,7 @@ const ROW_MASK = `${2 ** POSITION_SHIFT - 1}`;
 export function projectUnion(columns: readonly UnionColumn[], schemas: readonly InputSchema[], alias: string): string {
   return columns
     .map((c) => {
-      const held = [c.name, ...(c.alsoFrom === undefined ? [] : [c.alsoFrom])].filter((n) => anyHasColumn(schemas, foldCase(n)));
+      const held = [c.name, ...(c.alsoFrom ?? [])].filter((n) => anyHasColumn(schemas, foldCase(n)));
       const value = held.length === 0 ? 'NULL' : held.length === 1 ? `${alias}.${sqlIdent(held[0]!)}` : `coalesce(${held.map((n) => `${alias}.${sqlIdent(n)}`).join(', ')})`;
       return `CAST(${value} AS ${c.type}) AS ${sqlIdent(c.name)}`;
     })

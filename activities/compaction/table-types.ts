@@ -48,43 +48,68 @@ export function tableRenames(schema: IcebergSchema, nameMapping: string | undefi
   return renames;
 }
 
+/** How the names of renamed columns are written as one (OutputColumns.merged). */
+export interface RenamedColumnMerges {
+  /** The union column written (the current name, or an old one when no input has the current), to the other names it takes values from. */
+  merged: Map<string, string[]>;
+  /** The type such a column is written as where its names' integer or float types differ (the wider). */
+  types: Map<string, string>;
+}
+
 /**
- * The union columns to write as one: each renamed column of `renames` whose old and current names are both
- * in the union, its current name's union column to the old one's (OutputColumns.merged). A bucket whose
- * two names hold values of different types is refused: a reader would take the old files' values as the
- * column's type.
+ * The union columns to write as one: the names of each renamed column of `renames` (its current name and
+ * every old one the name mapping keeps, a column renamed twice having two) of which the union has two or
+ * more, written under the current name, or the first old one present when no input has the current. Names
+ * of integers or floats of different widths are written as the wider; other differing types refuse the
+ * bucket (a reader would take the old files' values as the column's type), and so does a rename of a
+ * column the compaction deduplicates and sorts by.
  */
-export function renamedColumnMerges(union: readonly UnionColumn[], schemas: readonly InputSchema[], renames: TableRenames): Map<string, string> {
-  const merged = new Map<string, string>();
-  const byLower = new Map(union.map((c) => [foldCase(c.name), c]));
+export async function renamedColumnMerges(
+  session: DuckSession,
+  union: readonly UnionColumn[],
+  schemas: readonly InputSchema[],
+  renames: TableRenames,
+): Promise<RenamedColumnMerges> {
+  const result: RenamedColumnMerges = { merged: new Map(), types: new Map() };
+  const byFolded = new Map(union.map((c) => [foldCase(c.name), c]));
   const uses = columnUses(schemas);
-  for (const [old, current] of Object.entries(renames)) {
-    const from = byLower.get(foldCase(old));
-    const to = byLower.get(foldCase(current));
-    if (!from || !to) continue;
-    const key = [old, current].find((name) => KEY_COLUMNS.includes(foldCase(name)));
+  const olds = new Map<string, string[]>();
+  for (const [old, current] of Object.entries(renames)) olds.set(current, [...(olds.get(current) ?? []), old]);
+  for (const [current, names] of olds) {
+    const present = [...new Set([current, ...names].map(foldCase))].flatMap((n) => byFolded.get(n) ?? []);
+    if (present.length < 2) continue;
+    const files = [...new Set(present.flatMap((c) => uses.get(foldCase(c.name)) ?? []).map((u) => u.key))];
+    const spelled = present.map((c) => `'${c.name}'`).join(', ');
+    const key = [current, ...present.map((c) => c.name)].map(foldCase).find((n) => KEY_COLUMNS.includes(n));
     if (key !== undefined) {
-      // Winners and order are chosen by the key columns as the files name them: rows under the other name
+      // Winners and order are chosen by the key columns as the files name them: rows under another name
       // would read as null there, and an older version could win.
       throw new BadBucketDataError(
-        `the table's column '${current}' was renamed from '${old}', and the bucket's files hold both names; the compaction deduplicates and sorts by ` +
-          `'${foldCase(key)}' (${KEY_COLUMNS.join(', ')}), so it does not merge a rename of it. Rename the column back in the table ` +
-          `and write '${foldCase(key)}' in the files. Nothing of the bucket was changed`,
-        [...new Set([...(uses.get(foldCase(old)) ?? []), ...(uses.get(foldCase(current)) ?? [])].map((u) => u.key))],
+        `the table's column '${current}' was renamed, and the bucket's files hold more than one of its names (${spelled}); the compaction deduplicates and sorts by ` +
+          `'${key}' (${KEY_COLUMNS.join(', ')}), so it does not merge a rename of it. Rename the column back in the table ` +
+          `and write '${key}' in the files. Nothing of the bucket was changed`,
+        files,
       );
     }
-    if (from.type !== to.type) {
-      const holders = (lower: string) => listSome((uses.get(lower) ?? []).map((u) => `${u.key} (${u.type})`), 3);
-      throw new BadBucketDataError(
-        `the table's column '${current}' was renamed from '${old}', and the bucket's files hold both names with different types ` +
-          `('${old}' ${from.type}: ${holders(foldCase(old))}; '${current}' ${to.type}: ${holders(foldCase(current))}), so they cannot be written as one column. ` +
-          'Rewrite the files of one name with the type of the other. Nothing of the bucket was changed',
-        [...new Set([...(uses.get(foldCase(old)) ?? []), ...(uses.get(foldCase(current)) ?? [])].map((u) => u.key))],
-      );
+    const [target, ...others] = present as [UnionColumn, ...UnionColumn[]];
+    const families = new Set(present.map((c) => typeFamily(c.type)));
+    if (new Set(present.map((c) => c.type)).size > 1) {
+      const family = [...families][0];
+      if (families.size !== 1 || (family !== 'integer' && family !== 'float')) {
+        const holders = (c: UnionColumn) => `'${c.name}' ${c.type}: ${listSome((uses.get(foldCase(c.name)) ?? []).map((u) => `${u.key} (${u.type})`), 3)}`;
+        throw new BadBucketDataError(
+          `the table's column '${current}' was renamed, and the bucket's files hold its names with types that do not widen into one ` +
+            `(${present.map(holders).join('; ')}), so they cannot be written as one column. ` +
+            'Rewrite the files of one name with the type of the other. Nothing of the bucket was changed',
+          files,
+        );
+      }
+      const [row] = await session.rows(`DESCRIBE SELECT coalesce(${present.map((c) => `NULL::${c.type}`).join(', ')}) AS merged`);
+      result.types.set(target.name, String(row!.column_type));
     }
-    merged.set(to.name, from.name);
+    result.merged.set(target.name, others.map((c) => c.name));
   }
-  return merged;
+  return result;
 }
 
 /** Whether `a` and `b` type the same columns the same. */

@@ -235,8 +235,8 @@ class RangeWrite {
     const columns = (await unionColumns(session, inputs))
       .filter((c) => !omitted.has(foldCase(c.name)))
       .map((c) => {
-        const other = plan.output.merged.get(c.name);
-        return { ...c, type: plan.output.casts.get(c.name) ?? c.type, ...(other === undefined ? {} : { alsoFrom: other }) };
+        const others = plan.output.merged.get(c.name);
+        return { ...c, type: plan.output.casts.get(c.name) ?? c.type, ...(others ? { alsoFrom: others } : {}) };
       });
     const presorted = plan.slicePresorted ? await findPresortedInputs(session, chunkRows) : [];
     plan.onPresorted?.(presorted.map((i) => inputs[i]!.key));

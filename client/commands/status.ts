@@ -233,8 +233,8 @@ export function pausedNote(workflowId: string, paused: readonly PausedActivity[]
   const others = paused.filter((a) => a.activityType !== 'compactBucket').map((a) => PAUSED_STEP[a.activityType] ?? a.activityType);
   const what = [...(buckets ? [`${buckets} bucket(s)`] : []), ...others].join(' and ');
   const ids = paused.length > 1 ? ` (activity ids ${paused.map((a) => a.activityId).join(', ')})` : '';
-  const command = `temporal activity unpause ${workflowArgs(workflowId, connection)} --activity-id ${shellWord(paused[0]!.activityId)}`;
-  return `${what} paused${ids}: the run waits, holding its locks, until ${paused.length > 1 ? 'each is' : 'it is'} unpaused: ${command}`;
+  const commands = paused.map((a) => `temporal activity unpause ${workflowArgs(workflowId, connection)} --activity-id ${shellWord(a.activityId)}`);
+  return `${what} paused${ids}: the run waits, holding its locks, until ${paused.length > 1 ? 'each is' : 'it is'} unpaused: ${commands.join('; ')}`;
 }
 
 /** How a note names a paused activity other than a bucket. */
