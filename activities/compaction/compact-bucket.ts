@@ -581,8 +581,12 @@ async function outputColumns(a: Attempt, inputs: readonly LocalInput[], schemas:
   // An old name's own cast (its valueless struct fields left out) would name it beside its exclusion.
   for (const name of mergedAway) output.casts.delete(name);
   for (const [name, type] of types) output.casts.set(name, type);
-  // A merged column keeps the union's type: the exactness checks of tableTypeCasts read one name's values only.
-  union = union.filter((c) => !mergedAway.has(c.name) && !output.merged.has(c.name));
+  union = union
+    .filter((c) => !mergedAway.has(c.name))
+    .map((c) => {
+      const others = merged.get(c.name);
+      return others ? { ...c, type: types.get(c.name) ?? c.type, alsoFrom: others } : c;
+    });
   for (const [name, type] of await tableTypeCasts(a.session, inputs, schemas, union, table)) output.casts.set(name, type);
   return output;
 }

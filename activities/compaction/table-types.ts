@@ -36,17 +36,21 @@ export function tableRenames(schema: IcebergSchema, nameMapping: string | undefi
     return {};
   }
   if (!Array.isArray(entries)) return {};
-  const current = new Set(schema.fields.map((f) => f.name));
+  // Compared as DuckDB matches names: an old name that a column has now, in any case (`cc` beside `CC`, or the
+  // renamed column's own in another case), is that column's, and a merge would take its values.
+  const current = new Set(schema.fields.map((f) => foldCase(f.name)));
   const renames: Record<string, string> = {};
   for (const f of schema.fields) {
     const entry = (entries as Partial<MappedField>[]).find((e) => e?.['field-id'] === f.id);
     for (const name of Array.isArray(entry?.names) ? entry.names : []) {
-      // A name another column has now is that column's; one differing only in case is the union's own business (spelled differently).
-      if (typeof name === 'string' && !current.has(name) && foldCase(name) !== foldCase(f.name)) renames[name] = f.name;
+      if (typeof name === 'string' && !current.has(foldCase(name))) renames[name] = f.name;
     }
   }
   return renames;
 }
+
+/** The contract's geometry column, which the output's `geo` metadata names. */
+const GEOMETRY_COLUMN = 'geometry';
 
 /** How the names of renamed columns are written as one (OutputColumns.merged). */
 export interface RenamedColumnMerges {
@@ -80,7 +84,15 @@ export async function renamedColumnMerges(
     if (present.length < 2) continue;
     const files = [...new Set(present.flatMap((c) => uses.get(foldCase(c.name)) ?? []).map((u) => u.key))];
     const spelled = present.map((c) => `'${c.name}'`).join(', ');
-    const key = [current, ...present.map((c) => c.name)].map(foldCase).find((n) => KEY_COLUMNS.includes(n));
+    const key = [current, ...present.map((c) => c.name)].map(foldCase).find((n) => KEY_COLUMNS.includes(n) || n === GEOMETRY_COLUMN);
+    if (key === GEOMETRY_COLUMN) {
+      throw new BadBucketDataError(
+        `the table's column '${current}' was renamed, and the bucket's files hold more than one of its names (${spelled}); the output's GeoParquet ` +
+          `metadata names '${GEOMETRY_COLUMN}' as its geometry (SPEC), so the compaction does not merge a rename of it. Rename the column back in the table ` +
+          `and write '${GEOMETRY_COLUMN}' in the files. Nothing of the bucket was changed`,
+        files,
+      );
+    }
     if (key !== undefined) {
       // Winners and order are chosen by the key columns as the files name them: rows under another name
       // would read as null there, and an older version could win.
@@ -137,7 +149,8 @@ export async function tableTypeCasts(
   for (const c of union) {
     const wanted = Object.hasOwn(table, c.name) ? table[c.name] : undefined;
     const family = typeFamily(c.type);
-    const list = uses.get(foldCase(c.name)) ?? [];
+    // A renamed column's values under all its names (alsoFrom) are checked.
+    const list = [c.name, ...(c.alsoFrom ?? [])].flatMap((n) => uses.get(foldCase(n)) ?? []);
     if (wanted === 'double' && family === 'integer' && (await integersExactAsDouble(session, paths, list))) casts.set(c.name, 'DOUBLE');
     if (wanted === 'long' && family === 'float' && (await floatsWholeLongs(session, paths, list))) casts.set(c.name, 'BIGINT');
   }
