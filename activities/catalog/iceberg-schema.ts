@@ -129,6 +129,28 @@ export interface MappedField {
   fields?: MappedField[];
 }
 
+/**
+ * The names a name mapping (JSON text) gives each field id, at every level (ids are unique in a schema):
+ * a renamed column's are its old ones too. Empty for text that is no name mapping.
+ */
+export function nameMappingNames(nameMapping: string | undefined): Map<number, string[]> {
+  const names = new Map<number, string[]>();
+  const walk = (entries: unknown): void => {
+    if (!Array.isArray(entries)) return;
+    for (const e of entries as MappedField[]) {
+      if (!e || typeof e['field-id'] !== 'number' || !Array.isArray(e.names)) continue;
+      names.set(e['field-id'], e.names.filter((n): n is string => typeof n === 'string'));
+      walk(e.fields);
+    }
+  };
+  try {
+    if (nameMapping) walk(JSON.parse(nameMapping));
+  } catch {
+    // No usable mapping: fields are known by their names only.
+  }
+  return names;
+}
+
 /** The Iceberg name mapping (JSON text) that maps every column name of `schema` to its field id. */
 export function nameMappingFor(schema: IcebergStructType): string {
   return JSON.stringify(mapStruct(schema));

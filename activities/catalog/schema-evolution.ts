@@ -9,7 +9,7 @@
  * differs from the table's only in case, a name the file repeats, Parquet's Null type, field ids of another
  * numbering) is reported; the file stays registered, as leaving it out would hide its rows from every reader.
  */
-import type { IcebergField, IcebergSchema, IcebergType, MappedField, PartitionField } from './iceberg-schema';
+import { nameMappingNames, type IcebergField, type IcebergSchema, type IcebergType, type PartitionField } from './iceberg-schema';
 import type { FooterColumn, ParquetNode } from './parquet-footer';
 
 /** A column that has no Iceberg type; the message says why. */
@@ -34,7 +34,7 @@ export class SchemaEvolution {
   private current: IcebergSchema;
   private lastId: number;
   /** The names each field id is known by: its own, and the aliases of the table's name mapping (a renamed column). */
-  readonly aliases = new Map<number, string[]>();
+  readonly aliases: ReadonlyMap<number, readonly string[]>;
   /** Top-level fields this rebuild added from columns without any value: their type is a guess until a file has values. */
   private provisional = new Set<number>();
   /** Top-level fields this rebuild added: no reader has seen their type yet, so it may still change. */
@@ -60,19 +60,8 @@ export class SchemaEvolution {
     this.fields = base.fields;
     this.current = base;
     this.lastId = lastColumnId;
-    const walk = (entries: unknown): void => {
-      if (!Array.isArray(entries)) return;
-      for (const e of entries as MappedField[]) {
-        if (!e || typeof e['field-id'] !== 'number' || !Array.isArray(e.names)) continue;
-        this.aliases.set(e['field-id'], e.names.filter((n): n is string => typeof n === 'string'));
-        walk(e.fields);
-      }
-    };
-    try {
-      if (nameMapping) walk(JSON.parse(nameMapping));
-    } catch {
-      // No usable mapping: fields are known by their names only (the rebuild writes a new mapping).
-    }
+    // Without a usable mapping fields are known by their names only (the rebuild writes a new mapping).
+    this.aliases = nameMappingNames(nameMapping);
   }
 
   get changed(): boolean {

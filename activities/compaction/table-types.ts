@@ -6,7 +6,7 @@
  * of such files, week after week. Compaction writes the table's type instead wherever no value changes.
  */
 import type { FooterColumn } from '../catalog/parquet-footer';
-import type { IcebergSchema, MappedField } from '../catalog/iceberg-schema';
+import { nameMappingNames, type IcebergSchema } from '../catalog/iceberg-schema';
 import { BadBucketDataError, listSome } from './bucket-errors';
 import { sqlIdent, sqlString, type DuckSession } from './duckdb-session';
 import { KEY_COLUMNS, columnUses, foldCase, holdsNoValue, integersExactAsDouble, typeFamily, type ColumnUse, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
@@ -29,22 +29,13 @@ export function tableNumberTypes(schema: IcebergSchema): TableNumberTypes {
 export type TableRenames = Readonly<Record<string, string>>;
 
 export function tableRenames(schema: IcebergSchema, nameMapping: string | undefined): TableRenames {
-  let entries: unknown;
-  try {
-    entries = nameMapping ? JSON.parse(nameMapping) : [];
-  } catch {
-    return {};
-  }
-  if (!Array.isArray(entries)) return {};
+  const mapped = nameMappingNames(nameMapping);
   // Compared as DuckDB matches names: an old name that a column has now, in any case (`cc` beside `CC`, or the
   // renamed column's own in another case), is that column's, and a merge would take its values.
   const current = new Set(schema.fields.map((f) => foldCase(f.name)));
   const renames: Record<string, string> = {};
   for (const f of schema.fields) {
-    const entry = (entries as Partial<MappedField>[]).find((e) => e?.['field-id'] === f.id);
-    for (const name of Array.isArray(entry?.names) ? entry.names : []) {
-      if (typeof name === 'string' && !current.has(foldCase(name))) renames[name] = f.name;
-    }
+    for (const name of mapped.get(f.id) ?? []) if (!current.has(foldCase(name))) renames[name] = f.name;
   }
   return renames;
 }
@@ -85,21 +76,16 @@ export async function renamedColumnMerges(
     const files = [...new Set(present.flatMap((c) => uses.get(foldCase(c.name)) ?? []).map((u) => u.key))];
     const spelled = present.map((c) => `'${c.name}'`).join(', ');
     const key = [current, ...present.map((c) => c.name)].map(foldCase).find((n) => KEY_COLUMNS.includes(n) || n === GEOMETRY_COLUMN);
-    if (key === GEOMETRY_COLUMN) {
-      throw new BadBucketDataError(
-        `the table's column '${current}' was renamed, and the bucket's files hold more than one of its names (${spelled}); the output's GeoParquet ` +
-          `metadata names '${GEOMETRY_COLUMN}' as its geometry (SPEC), so the compaction does not merge a rename of it. Rename the column back in the table ` +
-          `and write '${GEOMETRY_COLUMN}' in the files. Nothing of the bucket was changed`,
-        files,
-      );
-    }
     if (key !== undefined) {
-      // Winners and order are chosen by the key columns as the files name them: rows under another name
-      // would read as null there, and an older version could win.
+      // Winners and order are chosen by the key columns as the files name them (rows under another name would
+      // read as null there, and an older version could win), and the geo metadata names the geometry column.
+      const why =
+        key === GEOMETRY_COLUMN
+          ? `the output's GeoParquet metadata names '${key}' as its geometry (SPEC), so the compaction`
+          : `the compaction deduplicates and sorts by '${key}' (${KEY_COLUMNS.join(', ')}), so it`;
       throw new BadBucketDataError(
-        `the table's column '${current}' was renamed, and the bucket's files hold more than one of its names (${spelled}); the compaction deduplicates and sorts by ` +
-          `'${key}' (${KEY_COLUMNS.join(', ')}), so it does not merge a rename of it. Rename the column back in the table ` +
-          `and write '${key}' in the files. Nothing of the bucket was changed`,
+        `the table's column '${current}' was renamed, and the bucket's files hold more than one of its names (${spelled}); ${why} ` +
+          `does not merge a rename of it. Rename the column back in the table and write '${key}' in the files. Nothing of the bucket was changed`,
         files,
       );
     }
