@@ -541,12 +541,15 @@ function typeAt(type: DuckType, steps: readonly NestedStep[]): DuckType | undefi
   return at;
 }
 
+/** The value of the first of `names` (a renamed column's, in order) that is not null in `alias`'s row. */
+export function firstValueOf(alias: string, names: readonly string[]): string {
+  const refs = names.map((n) => `${alias}.${sqlIdent(n)}`);
+  return refs.length === 1 ? refs[0]! : `coalesce(${refs.join(', ')})`;
+}
+
 /** `alias.*` as the output writes it: without `exclude` and the omitted columns, the others cast as `output` says. */
 export function outputStar(alias: string, exclude: readonly string[], output: OutputColumns): string {
-  const value = (name: string): string => {
-    const others = output.merged.get(name) ?? [];
-    return others.length ? `coalesce(${[name, ...others].map((n) => `${alias}.${sqlIdent(n)}`).join(', ')})` : `${alias}.${sqlIdent(name)}`;
-  };
+  const value = (name: string): string => firstValueOf(alias, [name, ...(output.merged.get(name) ?? [])]);
   const replace = [...new Set([...output.casts.keys(), ...output.merged.keys()])].map((name) => {
     const type = output.casts.get(name);
     return `${type ? `CAST(${value(name)} AS ${type})` : value(name)} AS ${sqlIdent(name)}`;

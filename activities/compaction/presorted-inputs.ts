@@ -11,7 +11,7 @@
  * scattering (a shuffled file's slices would each span nearly the whole file).
  */
 import { sqlIdent, sqlString, toNumber, type DuckSession } from './duckdb-session';
-import { anyHasColumn, foldCase, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
+import { anyHasColumn, firstValueOf, foldCase, type InputSchema, type LocalInput, type UnionColumn } from './input-schema';
 
 /** Row position: input index (plan order) in the high bits, row number in the file in the low 40. */
 export const POSITION_SHIFT = 40;
@@ -26,7 +26,7 @@ export function projectUnion(columns: readonly UnionColumn[], schemas: readonly 
   return columns
     .map((c) => {
       const held = [c.name, ...(c.alsoFrom ?? [])].filter((n) => anyHasColumn(schemas, foldCase(n)));
-      const value = held.length === 0 ? 'NULL' : held.length === 1 ? `${alias}.${sqlIdent(held[0]!)}` : `coalesce(${held.map((n) => `${alias}.${sqlIdent(n)}`).join(', ')})`;
+      const value = held.length === 0 ? 'NULL' : firstValueOf(alias, held);
       return `CAST(${value} AS ${c.type}) AS ${sqlIdent(c.name)}`;
     })
     .join(', ');
