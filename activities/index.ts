@@ -271,11 +271,11 @@ export class WorkerLocalResources {
 }
 
 /**
- * The number types of the table a plan is for, as its planning read them from the catalog, and whether the
- * table exists yet. `checkWarehouse`: a dry run, which has no pre-flight (checkCatalog), is refused as the run
+ * The number types and renamed columns of the table a plan is for, as its planning read them from the
+ * catalog, and whether the table exists yet. `checkWarehouse`: a dry run, which has no pre-flight (checkCatalog), is refused as the run
  * would be when the table is of another warehouse, but writes nothing to find out (no write test).
  */
-async function readTableNumberTypes(
+async function readTableColumns(
   req: CatalogRequest,
   warehouseRoot: string,
   local: WorkerLocalResources,
@@ -303,10 +303,10 @@ async function withCatalog<T>(req: CatalogRequest, warehouseRoot: string, local:
 }
 
 /**
- * The table types each plan recorded, read once per worker: every bucket of the plan is written with
- * them, and a plan's manifest never changes. A failed read is not remembered.
+ * The table types and renamed columns each plan recorded, read once per worker: every bucket of the plan
+ * is written with them, and a plan's manifest never changes. A failed read is not remembered.
  */
-class PlanTableTypes {
+class PlanTableColumns {
   private readonly plans = new Map<string, Promise<{ tableTypes?: TableNumberTypes; tableRenames?: TableRenames }>>();
 
   get(store: WarehouseStore, planId: string): Promise<{ tableTypes?: TableNumberTypes; tableRenames?: TableRenames }> {
@@ -332,7 +332,7 @@ async function catalogScratch(local: WorkerLocalResources): Promise<string> {
 }
 
 export function createActivities(resources: ActivityResources = defaultActivityResources(), local = new WorkerLocalResources(resources)) {
-  const planTableTypes = new PlanTableTypes();
+  const planTableColumns = new PlanTableColumns();
   return {
     ...createLockActivities(),
 
@@ -344,7 +344,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
         keepAlive(
           () => ({ listed }),
           async () => {
-            const table = req.catalog ? await readTableNumberTypes(req.catalog, store.root, local, req.dryRun) : undefined;
+            const table = req.catalog ? await readTableColumns(req.catalog, store.root, local, req.dryRun) : undefined;
             const summary = await planBuckets(
               store,
               req,
@@ -408,7 +408,7 @@ export function createActivities(resources: ActivityResources = defaultActivityR
               async () =>
                 compactBucket(store, req, {
                   scratchDir,
-                  ...(await planTableTypes.get(store, req.planId)),
+                  ...(await planTableColumns.get(store, req.planId)),
                   memoryLimitMb: duckdbMemoryLimitMb(resources.memoryBudgetMb),
                   threads: resources.duckdbThreads,
                   sessions,

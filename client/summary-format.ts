@@ -1,5 +1,5 @@
 import { FailureTypes, isS3TablesCatalog, type BucketSelection, type CompactionSummary, type UnreadableFile } from '../workflows/contract';
-import { isOutputKey } from '../activities/storage/warehouse-layout';
+import { isOutputKey, parseDataFileKey } from '../activities/storage/warehouse-layout';
 
 /**
  * Exit code 3: the run finished, but something needs a person: buckets failed (their files are
@@ -15,16 +15,16 @@ export function exitCodeOf(s: CompactionSummary): number {
   return attention > 0 ? EXIT_NEEDS_ATTENTION : 0;
 }
 
-/**
- * A mismatch the next run repairs (tableTypeCasts) when every integer is exactly a double: every problem
- * of the file an integer column the table types double. The planner reads such an output again because
- * the column's type is new to the table.
- */
 /** A mismatch a compaction of the file's bucket repairs: the file holds a renamed column under its old and its new name (renamedColumnMerges). */
 function mergedByCompaction(reason: string): boolean {
   return reason.split('; ').every((p) => /^columns '.+' and '.+' are both names of the table's column '.+' \(renamed\)/.test(p));
 }
 
+/**
+ * A mismatch the next run repairs (tableTypeCasts) when every integer is exactly a double: every problem
+ * of the file an integer column the table types double. The planner reads such an output again because
+ * the column's type is new to the table.
+ */
 function repairedByNextRun(reason: string): boolean {
   return reason.split('; ').every((p) => /^column '.+' is (int|long) in the file, double in the table$/.test(p));
 }
@@ -182,8 +182,8 @@ export function formatSummary(s: CompactionSummary, selection: BucketSelection =
     if (merged.length) {
       // Such a file is planned only with the threshold's other files; alone in its bucket it needs a threshold of 1.
       const commands = merged.map((m) => {
-        const [cell, year] = [/grid_partition=([^/]+)/.exec(m.key)?.[1], /year=(\d+)/.exec(m.key)?.[1]];
-        return `${m.key} (alone in its bucket: compact --threshold 1 --cells ${cell} --years ${year})`;
+        const bucket = parseDataFileKey(m.key)?.bucket;
+        return `${m.key} (alone in its bucket: compact --threshold 1 --cells ${bucket?.cell} --years ${bucket?.year})`;
       });
       lines.push(`the next compaction of their bucket writes the two names of a renamed column as one, under the new name: ${commands.join(', ')}`);
     }

@@ -82,13 +82,13 @@ export class StorageError extends Error {
   }
 }
 
-/** The object is not there: a backend's not-found, or a local file system's ENOENT. */
 /** A refusal of the operating system (no access, an immutable file, a read-only mount): permanent, unlike EMFILE, EIO or ESTALE. */
 export function isRefusal(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'EACCES' || code === 'EPERM' || code === 'EROFS';
 }
 
+/** The object is not there: a backend's not-found, or a local file system's ENOENT. */
 export function isNotFound(err: unknown): boolean {
   return (err instanceof StorageError && err.kind === 'not-found') || (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 }
